@@ -1,0 +1,97 @@
+package model
+
+import (
+	"context"
+	"fmt"
+)
+
+// ring keeps the most recent log entries in memory so that followers close
+// behind the head never touch the store.
+type ring struct {
+	buf   []Entry
+	start int    // index of the oldest entry
+	n     int    // entries held
+	first uint64 // sequence number of the oldest entry held (when n > 0)
+}
+
+func newRing(size int, last uint64) *ring {
+	return &ring{buf: make([]Entry, size), first: last + 1}
+}
+
+func (r *ring) append(es []Entry) {
+	for _, e := range es {
+		if r.n == len(r.buf) {
+			r.start = (r.start + 1) % len(r.buf)
+			r.n--
+			r.first++
+		}
+		if r.n == 0 {
+			r.first = e.Seq
+		}
+		r.buf[(r.start+r.n)%len(r.buf)] = e
+		r.n++
+	}
+}
+
+// after copies up to limit entries with Seq > after; ok is false when the
+// ring does not reach back that far.
+func (r *ring) after(after uint64, limit int) ([]Entry, bool) {
+	if r.n == 0 || after+1 < r.first {
+		return nil, false
+	}
+	i := int(after + 1 - r.first)
+	if i >= r.n {
+		return nil, true
+	}
+	k := min(r.n-i, limit)
+	out := make([]Entry, k)
+	for j := range k {
+		out[j] = r.buf[(r.start+i+j)%len(r.buf)]
+	}
+	return out, true
+}
+
+// ReadLog returns up to limit entries with Seq > after, in order, waiting
+// until at least one exists or ctx ends. Recent entries come from memory,
+// older ones from the store; ErrCompacted means the cursor is older than
+// the store keeps, and the reader must start again from a Snapshot.
+func (m *Model) ReadLog(ctx context.Context, after uint64, limit int) ([]Entry, error) {
+	if limit <= 0 {
+		limit = 1024
+	}
+	for {
+		m.mu.Lock()
+		last, ch, closed := m.last, m.changed, m.closed
+		var es []Entry
+		inMem := false
+		if after < last {
+			es, inMem = m.tail.after(after, limit)
+		}
+		m.mu.Unlock()
+		if after > last {
+			return nil, fmt.Errorf("%w: cursor %d is ahead of the log (last %d)", ErrInvalid, after, last)
+		}
+		if after < last {
+			if inMem {
+				return es, nil
+			}
+			return m.store.ReadLog(after, limit)
+		}
+		if closed {
+			return nil, ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Changed returns a channel closed at the next commit; with LastSeq it lets
+// a reader wait for new entries without polling.
+func (m *Model) Changed() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.changed
+}

@@ -1,0 +1,314 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// FolderType is the type given to ancestors created implicitly by a put.
+const FolderType = "folder"
+
+// machine applies proposals to the current state and accumulates the batch
+// that makes them durable. A proposal either applies completely or leaves
+// no trace: its changes are staged and merged only when all succeed.
+//
+// The machine reads committed state from the store and its own staged
+// changes from an overlay, so later mutations of a batch see earlier ones.
+type machine struct {
+	store Store
+	seq   uint64
+	at    time.Time
+
+	// Committed-to-batch overlay: path -> state (nil = deleted).
+	ctx   map[Path]*staged
+	order []Path // first-touch order of ctx keys, for a deterministic batch
+	b     Batch
+}
+
+type staged struct {
+	c     *Context // nil when deleted
+	index bool
+	fresh bool // created in this batch
+}
+
+func newMachine(s Store, last uint64, at time.Time) *machine {
+	return &machine{store: s, seq: last, at: at, ctx: make(map[Path]*staged)}
+}
+
+// tx is one proposal's staging area over the machine.
+type tx struct {
+	m       *machine
+	ctx     map[Path]*staged
+	order   []Path
+	entries []Entry
+	events  []Event
+	records []Record
+	dropped []Record
+	seq     uint64
+}
+
+func (m *machine) propose(muts []Mutation) ([]Entry, error) {
+	t := &tx{m: m, ctx: make(map[Path]*staged), seq: m.seq}
+	for i := range muts {
+		if err := t.apply(&muts[i]); err != nil {
+			return nil, err
+		}
+	}
+	// Success: merge into the batch.
+	m.seq = t.seq
+	for _, p := range t.order {
+		s := t.ctx[p]
+		if prev, ok := m.ctx[p]; ok {
+			s.index = s.index || prev.index
+			s.fresh = s.fresh || prev.fresh
+		} else {
+			m.order = append(m.order, p)
+		}
+		m.ctx[p] = s
+	}
+	m.b.Entries = append(m.b.Entries, t.entries...)
+	m.b.Events = append(m.b.Events, t.events...)
+	m.b.Records = append(m.b.Records, t.records...)
+	m.b.Dropped = append(m.b.Dropped, t.dropped...)
+	return t.entries, nil
+}
+
+func (m *machine) batch() *Batch {
+	for _, p := range m.order {
+		s := m.ctx[p]
+		if s.c == nil {
+			if !s.fresh {
+				m.b.Deleted = append(m.b.Deleted, p)
+			}
+			continue
+		}
+		m.b.Contexts = append(m.b.Contexts, ContextWrite{Context: s.c, Index: s.index})
+	}
+	return &m.b
+}
+
+// get returns the current state of p as seen by this proposal: its own
+// staging, then the batch, then the store. The result must not be mutated.
+func (t *tx) get(p Path) (*Context, error) {
+	if s, ok := t.ctx[p]; ok {
+		return s.c, nil
+	}
+	if s, ok := t.m.ctx[p]; ok {
+		return s.c, nil
+	}
+	c, err := t.m.store.Context(p)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return c, err
+}
+
+func (t *tx) stage(p Path, c *Context, index, fresh bool) {
+	if prev, ok := t.ctx[p]; ok {
+		prev.c = c
+		prev.index = prev.index || index
+		prev.fresh = prev.fresh || fresh
+		return
+	}
+	if prev, ok := t.m.ctx[p]; ok {
+		fresh = fresh || prev.fresh
+	}
+	t.ctx[p] = &staged{c: c, index: index, fresh: fresh}
+	t.order = append(t.order, p)
+}
+
+func (t *tx) next(m Mutation) Entry {
+	t.seq++
+	e := Entry{Seq: t.seq, Time: t.m.at, Mutation: m}
+	t.entries = append(t.entries, e)
+	return e
+}
+
+func (t *tx) apply(m *Mutation) error {
+	switch m.Op {
+	case OpPut:
+		return t.put(m)
+	case OpDelete:
+		return t.delete(m)
+	case OpEvent:
+		return t.event(m)
+	case OpPutRecord:
+		t.next(*m)
+		t.records = append(t.records, *m.Record)
+		return nil
+	case OpDeleteRecord:
+		t.next(*m)
+		t.dropped = append(t.dropped, *m.Record)
+		return nil
+	}
+	return fmt.Errorf("%w: unknown op %d", ErrInvalid, m.Op)
+}
+
+func (t *tx) put(m *Mutation) error {
+	cur, err := t.get(m.Path)
+	if err != nil {
+		return err
+	}
+	if cur == nil {
+		if err := t.ensureAncestors(m.Path); err != nil {
+			return err
+		}
+	}
+	e := t.next(*m)
+	var c *Context
+	index := false
+	fresh := false
+	if cur == nil {
+		typ := m.Type
+		if typ == "" {
+			typ = FolderType
+		}
+		c = &Context{Path: m.Path, Type: typ, Tenant: m.Tenant, Created: e.Time}
+		index, fresh = true, true
+	} else {
+		c = cur.Clone()
+		if m.Type != "" && m.Type != c.Type {
+			c.Type, index = m.Type, true
+		}
+		if m.Tenant != "" && m.Tenant != c.Tenant {
+			c.Tenant, index = m.Tenant, true
+		}
+	}
+	for k, v := range m.Labels {
+		if v == "" {
+			delete(c.Labels, k)
+			continue
+		}
+		if c.Labels == nil {
+			c.Labels = make(map[string]string, len(m.Labels))
+		}
+		c.Labels[k] = v
+	}
+	if len(c.Labels) > MaxLabels {
+		return fmt.Errorf("%w: more than %d labels on %s", ErrInvalid, MaxLabels, m.Path)
+	}
+	for name, v := range m.Variables {
+		if v.Time.IsZero() {
+			v.Time = e.Time
+		}
+		if c.Variables == nil {
+			c.Variables = make(map[string]Variable, len(m.Variables))
+		}
+		c.Variables[name] = v
+	}
+	if len(c.Variables) > MaxVariables {
+		return fmt.Errorf("%w: more than %d variables on %s", ErrInvalid, MaxVariables, m.Path)
+	}
+	if m.SetFunctions {
+		fs := append([]Function(nil), m.Functions...)
+		sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
+		c.Functions = fs
+	}
+	c.Updated = e.Time
+	c.Version = e.Seq
+	// The entry carries the resolved tenant so followers can filter by
+	// tenant without looking the context up; replaying it is unchanged.
+	t.entries[len(t.entries)-1].Mutation.Tenant = c.Tenant
+	t.stage(m.Path, c, index, fresh)
+	return nil
+}
+
+// ensureAncestors creates missing ancestors of p as folders of no tenant,
+// each with its own log entry, so that the log alone rebuilds the tree.
+func (t *tx) ensureAncestors(p Path) error {
+	for _, a := range p.Ancestors() {
+		c, err := t.get(a)
+		if err != nil {
+			return err
+		}
+		if c != nil {
+			continue
+		}
+		e := t.next(Mutation{Op: OpPut, Path: a, Type: FolderType})
+		t.stage(a, &Context{Path: a, Type: FolderType, Created: e.Time, Updated: e.Time, Version: e.Seq}, true, true)
+	}
+	return nil
+}
+
+func (t *tx) delete(m *Mutation) error {
+	cur, err := t.get(m.Path)
+	if err != nil {
+		return err
+	}
+	if cur == nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, m.Path)
+	}
+	if has, err := t.hasChildren(m.Path); err != nil {
+		return err
+	} else if has {
+		return fmt.Errorf("%w: %s has children", ErrConflict, m.Path)
+	}
+	mm := *m
+	mm.Tenant = cur.Tenant
+	t.next(mm)
+	t.stage(m.Path, nil, true, false)
+	return nil
+}
+
+// hasChildren reports whether p has a child that exists after the staged
+// changes: one in the store not deleted since, or one created since.
+func (t *tx) hasChildren(p Path) (bool, error) {
+	inStage := func(c Path) (exists, known bool) {
+		if s, ok := t.ctx[c]; ok {
+			return s.c != nil, true
+		}
+		if s, ok := t.m.ctx[c]; ok {
+			return s.c != nil, true
+		}
+		return false, false
+	}
+	for _, set := range []map[Path]*staged{t.ctx, t.m.ctx} {
+		for c, s := range set {
+			if s.c != nil && c.Parent() == p && !c.IsRoot() {
+				return true, nil
+			}
+		}
+	}
+	after := ""
+	for {
+		kids, err := t.m.store.Children(p, after, 64)
+		if err != nil {
+			return false, err
+		}
+		for _, k := range kids {
+			c, _ := p.Child(k.Name)
+			if exists, known := inStage(c); !known || exists {
+				return true, nil
+			}
+		}
+		if len(kids) < 64 {
+			return false, nil
+		}
+		after = kids[len(kids)-1].Name
+	}
+}
+
+func (t *tx) event(m *Mutation) error {
+	cur, err := t.get(m.Path)
+	if err != nil {
+		return err
+	}
+	if cur == nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, m.Path)
+	}
+	ev := *m.Event
+	ev.Path = m.Path
+	ev.Tenant = cur.Tenant
+	if ev.Time.IsZero() {
+		ev.Time = t.m.at
+	}
+	mm := *m
+	mm.Event = &ev
+	mm.Tenant = cur.Tenant
+	e := t.next(mm)
+	ev.Seq = e.Seq
+	t.events = append(t.events, ev)
+	return nil
+}

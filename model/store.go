@@ -1,0 +1,69 @@
+package model
+
+import "time"
+
+// Store is the durable state the model needs. It is deliberately small:
+// writes arrive only as whole batches from the state machine, reads are
+// point lookups, one level of children, event history and the log. The
+// Badger and PostgreSQL stores in node/store implement it.
+type Store interface {
+	// Commit writes one batch atomically and returns only once it is
+	// durable (it survives kill -9 or power loss of the host).
+	Commit(b *Batch) error
+	// LastSeq is the sequence number of the last committed entry, 0 if none.
+	LastSeq() (uint64, error)
+	// Context returns the context at p or ErrNotFound.
+	Context(p Path) (*Context, error)
+	// Children lists p's direct children in name order, starting after the
+	// name after ("" for the first), at most limit of them.
+	Children(p Path, after string, limit int) ([]Child, error)
+	// Events returns p's event history matching q, newest first.
+	Events(p Path, q EventQuery) ([]Event, error)
+	// ReadLog returns up to limit entries with Seq > after in order, or
+	// ErrCompacted when some of them were already dropped.
+	ReadLog(after uint64, limit int) ([]Entry, error)
+	// Record returns one node-local record's value or ErrNotFound.
+	Record(kind, key string) ([]byte, error)
+	// Records calls fn for each record of a kind in key order.
+	Records(kind string, fn func(key string, value []byte) error) error
+	// Snapshot calls fn for the context at prefix and every context below
+	// it, in path order, all read from one consistent view, and returns the
+	// sequence number that view reflects.
+	Snapshot(prefix Path, fn func(*Context) error) (uint64, error)
+	Close() error
+}
+
+// Batch is the effect of applying a run of mutations: everything a store
+// must write, atomically, for them to be durable.
+type Batch struct {
+	Entries  []Entry        // change-log entries, in sequence order
+	Contexts []ContextWrite // the new full state of each changed context
+	Deleted  []Path         // contexts removed (with their events and index entry)
+	Events   []Event        // events recorded
+	Records  []Record       // node-local records put
+	Dropped  []Record       // node-local records deleted (Value unused)
+}
+
+// ContextWrite is one context to store. Index is set when the context is new
+// or its type or tenant changed, so its entry in the parent's child index
+// must be (re)written.
+type ContextWrite struct {
+	Context *Context
+	Index   bool
+}
+
+// LastSeq is the sequence number of the batch's last entry.
+func (b *Batch) LastSeq() uint64 {
+	if len(b.Entries) == 0 {
+		return 0
+	}
+	return b.Entries[len(b.Entries)-1].Seq
+}
+
+// EventQuery selects event history. Zero fields do not filter.
+type EventQuery struct {
+	Before uint64    // only events with Seq < Before
+	Since  time.Time // only events at or after Since
+	Level  Level     // only events of this level
+	Limit  int       // at most Limit events (the store caps it)
+}

@@ -1,0 +1,264 @@
+// Package config is the node's configuration: the strata.yaml schema, strict
+// loading (unknown keys are errors), STRATA_* environment overrides and
+// validation. Relative paths in the file are relative to the file's folder.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Roles a node can play. The binary is the same; the role sets defaults and
+// what the console shows.
+const (
+	RoleProbe     = "probe"
+	RoleRegional  = "regional"
+	RoleHQ        = "hq"
+	RoleReporting = "reporting"
+)
+
+// Config is the whole strata.yaml.
+type Config struct {
+	// Name is unique among the providers of any consumer.
+	Name string `yaml:"name"`
+	Role string `yaml:"role"`
+	// DataDir holds the store; default "data" beside the config file.
+	DataDir string `yaml:"data_dir"`
+
+	API        API        `yaml:"api"`
+	MQTT       MQTT       `yaml:"mqtt"`
+	Federation Federation `yaml:"federation"`
+	Store      Store      `yaml:"store"`
+	Retention  Retention  `yaml:"retention"`
+	Auth       Auth       `yaml:"auth"`
+	Log        Log        `yaml:"log"`
+
+	// Dir is the folder of the config file (not in the file).
+	Dir string `yaml:"-"`
+}
+
+// API is the operators' HTTPS endpoint.
+type API struct {
+	Addr string `yaml:"addr"`
+	// TLSCert and TLSKey are PEM files; strata init writes self-signed ones.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// MaxBodyBytes bounds request bodies (default 1 MiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// MQTT is the device endpoint.
+type MQTT struct {
+	Addr string `yaml:"addr"`
+}
+
+// Federation is the QUIC listener for providers below this node.
+type Federation struct {
+	Addr string `yaml:"addr"`
+}
+
+// Store selects and tunes the store.
+type Store struct {
+	Kind string `yaml:"kind"` // "badger" (default)
+	// EncryptionKeyFile holds a 16, 24 or 32 byte key (raw or hex) for
+	// encryption at rest; STRATA_STORE_ENCRYPTION_KEY (hex) overrides it.
+	EncryptionKeyFile string `yaml:"encryption_key_file"`
+	EncryptionKey     string `yaml:"-"`
+	// CacheMB is the block cache size (default 64).
+	CacheMB int `yaml:"cache_mb"`
+}
+
+// Retention bounds history kept on disk.
+type Retention struct {
+	EventsPerContext int      `yaml:"events_per_context"` // default 1000
+	EventMaxAge      Duration `yaml:"event_max_age"`      // default 720h
+	LogEntries       uint64   `yaml:"log_entries"`        // change-log entries kept, default 1,000,000
+}
+
+// Auth tunes authentication.
+type Auth struct {
+	// LoginFailures per LoginWindow per user and per client address before
+	// logins are refused (defaults 5 per 1m).
+	LoginFailures int      `yaml:"login_failures"`
+	LoginWindow   Duration `yaml:"login_window"`
+	// SessionTTL is the lifetime of tokens issued by login (default 12h).
+	SessionTTL Duration `yaml:"session_ttl"`
+}
+
+// Log configures structured logs.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+// Duration is a time.Duration written as "90s", "12h" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Default returns a configuration with every default filled in.
+func Default() Config {
+	return Config{
+		Role:    RoleHQ,
+		DataDir: "data",
+		API: API{
+			Addr:         "127.0.0.1:8443",
+			TLSCert:      "tls/api.crt",
+			TLSKey:       "tls/api.key",
+			MaxBodyBytes: 1 << 20,
+		},
+		Store:     Store{Kind: "badger", CacheMB: 64},
+		Retention: Retention{EventsPerContext: 1000, EventMaxAge: Duration(720 * time.Hour), LogEntries: 1_000_000},
+		Auth:      Auth{LoginFailures: 5, LoginWindow: Duration(time.Minute), SessionTTL: Duration(12 * time.Hour)},
+		Log:       Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads the file at path over the defaults, strictly: an unknown key
+// is an error. It then applies STRATA_* environment overrides and validates.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return Config{}, err
+	}
+	cfg.Dir = abs
+	if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+		return Config{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML over the defaults, rejecting unknown keys.
+func Parse(data []byte) (Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Validate checks the configuration and reports the first problem.
+func (c *Config) Validate() error {
+	if err := validName(c.Name); err != nil {
+		return fmt.Errorf("name: %w", err)
+	}
+	switch c.Role {
+	case RoleProbe, RoleRegional, RoleHQ, RoleReporting:
+	default:
+		return fmt.Errorf("role: %q is not one of probe, regional, hq, reporting", c.Role)
+	}
+	if err := validAddr(c.API.Addr, false); err != nil {
+		return fmt.Errorf("api.addr: %w", err)
+	}
+	if err := validAddr(c.MQTT.Addr, true); err != nil {
+		return fmt.Errorf("mqtt.addr: %w", err)
+	}
+	if err := validAddr(c.Federation.Addr, true); err != nil {
+		return fmt.Errorf("federation.addr: %w", err)
+	}
+	if c.API.TLSCert == "" || c.API.TLSKey == "" {
+		return errors.New("api.tls_cert and api.tls_key are required (strata init writes them)")
+	}
+	if c.API.MaxBodyBytes <= 0 {
+		return errors.New("api.max_body_bytes must be positive")
+	}
+	if c.Store.Kind != "badger" {
+		return fmt.Errorf("store.kind: %q is not supported (badger)", c.Store.Kind)
+	}
+	if c.Store.CacheMB < 1 {
+		return errors.New("store.cache_mb must be at least 1")
+	}
+	if c.Retention.EventsPerContext < 1 || c.Retention.EventMaxAge <= 0 || c.Retention.LogEntries < 1000 {
+		return errors.New("retention: events_per_context >= 1, event_max_age > 0 and log_entries >= 1000 are required")
+	}
+	if c.Auth.LoginFailures < 1 || c.Auth.LoginWindow <= 0 || c.Auth.SessionTTL <= 0 {
+		return errors.New("auth: login_failures >= 1, login_window > 0 and session_ttl > 0 are required")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
+	}
+	return nil
+}
+
+// Path resolves a path from the file against the config's folder.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.Dir, p)
+}
+
+func validName(s string) error {
+	if s == "" {
+		return errors.New("required")
+	}
+	if len(s) > 63 {
+		return errors.New("longer than 63 characters")
+	}
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || (r == '-' && i > 0)
+		if !ok {
+			return fmt.Errorf("%q: use lowercase letters, digits and inner dashes", s)
+		}
+	}
+	return nil
+}
+
+func validAddr(s string, optional bool) error {
+	if s == "" {
+		if optional {
+			return nil
+		}
+		return errors.New("required")
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return err
+	}
+	return nil
+}
