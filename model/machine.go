@@ -17,7 +17,9 @@ const FolderType = "folder"
 // The machine reads committed state from the store and its own staged
 // changes from an overlay, so later mutations of a batch see earlier ones.
 type machine struct {
+	base  func(Path) (*Context, error) // committed state: cache, then store
 	store Store
+	prev  map[Path]*staged // the batch being committed, if any
 	seq   uint64
 	at    time.Time
 
@@ -33,8 +35,8 @@ type staged struct {
 	fresh bool // created in this batch
 }
 
-func newMachine(s Store, last uint64, at time.Time) *machine {
-	return &machine{store: s, seq: last, at: at, ctx: make(map[Path]*staged)}
+func newMachine(base func(Path) (*Context, error), s Store, prev map[Path]*staged, last uint64, at time.Time) *machine {
+	return &machine{base: base, store: s, prev: prev, seq: last, at: at, ctx: make(map[Path]*staged)}
 }
 
 // tx is one proposal's staging area over the machine.
@@ -98,7 +100,10 @@ func (t *tx) get(p Path) (*Context, error) {
 	if s, ok := t.m.ctx[p]; ok {
 		return s.c, nil
 	}
-	c, err := t.m.store.Context(p)
+	if s, ok := t.m.prev[p]; ok {
+		return s.c, nil
+	}
+	c, err := t.m.base(p)
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
@@ -255,19 +260,21 @@ func (t *tx) delete(m *Mutation) error {
 // hasChildren reports whether p has a child that exists after the staged
 // changes: one in the store not deleted since, or one created since.
 func (t *tx) hasChildren(p Path) (bool, error) {
+	layers := []map[Path]*staged{t.ctx, t.m.ctx, t.m.prev}
 	inStage := func(c Path) (exists, known bool) {
-		if s, ok := t.ctx[c]; ok {
-			return s.c != nil, true
-		}
-		if s, ok := t.m.ctx[c]; ok {
-			return s.c != nil, true
+		for _, l := range layers {
+			if s, ok := l[c]; ok {
+				return s.c != nil, true
+			}
 		}
 		return false, false
 	}
-	for _, set := range []map[Path]*staged{t.ctx, t.m.ctx} {
-		for c, s := range set {
-			if s.c != nil && c.Parent() == p && !c.IsRoot() {
-				return true, nil
+	for _, set := range layers {
+		for c := range set {
+			if c.Parent() == p && !c.IsRoot() {
+				if exists, _ := inStage(c); exists {
+					return true, nil
+				}
 			}
 		}
 	}

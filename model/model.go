@@ -38,6 +38,9 @@ type Config struct {
 	// TailSize is how many recent log entries stay in memory for
 	// followers (default 65536).
 	TailSize int
+	// CacheSize is how many contexts stay cached in memory (default
+	// 100000; negative disables the cache).
+	CacheSize int
 }
 
 // Model is one node's tree. It is safe for concurrent use.
@@ -56,6 +59,7 @@ type Model struct {
 	changed chan struct{} // closed and replaced at every commit
 	tail    *ring
 	closed  bool
+	cache   *cache
 
 	commitHooks []func([]Entry)
 }
@@ -89,6 +93,9 @@ func New(cfg Config) (*Model, error) {
 	if cfg.TailSize <= 0 {
 		cfg.TailSize = 65536
 	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = 100000
+	}
 	m := &Model{
 		store:   cfg.Store,
 		log:     cfg.Logger.With("component", "model"),
@@ -100,6 +107,7 @@ func New(cfg Config) (*Model, error) {
 		last:    last,
 		changed: make(chan struct{}),
 		tail:    newRing(cfg.TailSize, last),
+		cache:   newCache(max(cfg.CacheSize, 0)),
 	}
 	go m.run()
 	return m, nil
@@ -171,32 +179,101 @@ func (m *Model) Apply(ctx context.Context, muts ...Mutation) ([]Entry, error) {
 	}
 }
 
-// run is the applier: the only goroutine that writes to the store.
+// flight is a batch being committed by its own goroutine while the
+// applier builds the next one on top of it.
+type flight struct {
+	props []*proposal
+	batch *Batch
+	over  map[Path]*staged
+	err   error
+	done  chan struct{}
+}
+
+// run is the applier: the only goroutine that proposes to the store. It
+// keeps at most one batch in flight: while batch k is being made durable
+// it collects and applies the proposals of batch k+1 on top of k's state,
+// and commits k+1 as soon as k is durable. If k fails, k+1 is rebuilt from
+// the committed state, so no proposal is applied on state that was lost.
 func (m *Model) run() {
 	defer close(m.done)
-	var batch []*proposal
+	var inflight *flight
 	for {
-		batch = batch[:0]
+		var first *proposal
 		select {
-		case p := <-m.in:
-			batch = append(batch, p)
+		case first = <-m.in:
 		case <-m.quit:
+			if inflight != nil {
+				<-inflight.done
+			}
 			m.failQueued()
 			return
 		}
-		n := len(batch[0].muts)
-	drain:
+		props := []*proposal{first}
+		sm := m.newMachine(inflight)
+		first.entries, first.err = sm.propose(first.muts)
+		n := len(first.muts)
+	collect:
 		for n < m.max {
+			if inflight == nil {
+				select {
+				case p := <-m.in:
+					props = append(props, p)
+					p.entries, p.err = sm.propose(p.muts)
+					n += len(p.muts)
+				default:
+					break collect
+				}
+				continue
+			}
 			select {
 			case p := <-m.in:
-				batch = append(batch, p)
+				props = append(props, p)
+				p.entries, p.err = sm.propose(p.muts)
 				n += len(p.muts)
-			default:
-				break drain
+			case <-inflight.done:
+				break collect
 			}
 		}
-		m.commit(batch)
+		if inflight != nil {
+			<-inflight.done
+			if inflight.err != nil {
+				// Rebuild on the committed state.
+				sm = m.newMachine(nil)
+				for _, p := range props {
+					p.entries, p.err = sm.propose(p.muts)
+				}
+			}
+		}
+		f := &flight{props: props, batch: sm.batch(), over: sm.ctx, done: make(chan struct{})}
+		go m.commit(f)
+		inflight = f
 	}
+}
+
+func (m *Model) newMachine(inflight *flight) *machine {
+	m.mu.Lock()
+	last := m.last
+	m.mu.Unlock()
+	var prev map[Path]*staged
+	if inflight != nil {
+		prev = inflight.over
+		if l := inflight.batch.LastSeq(); l > last {
+			last = l
+		}
+	}
+	return newMachine(m.base, m.store, prev, last, m.now().UTC())
+}
+
+// base reads committed state for the applier: cache, then store.
+func (m *Model) base(p Path) (*Context, error) {
+	if c, ok := m.cache.get(p); ok {
+		return c, nil
+	}
+	c, err := m.store.Context(p)
+	if err == nil {
+		m.cache.fill(c, ^uint64(0))
+	}
+	return c, err
 }
 
 func (m *Model) failQueued() {
@@ -211,25 +288,23 @@ func (m *Model) failQueued() {
 	}
 }
 
-func (m *Model) commit(batch []*proposal) {
-	sm := newMachine(m.store, m.last, m.now().UTC())
-	for _, p := range batch {
-		p.entries, p.err = sm.propose(p.muts)
-	}
-	b := sm.batch()
+// commit makes one batch durable, publishes it and answers its callers.
+func (m *Model) commit(f *flight) {
+	defer close(f.done)
+	b := f.batch
 	if len(b.Entries) > 0 {
 		if err := m.store.Commit(b); err != nil {
 			m.log.Error("commit failed", "entries", len(b.Entries), "err", err)
-			for _, p := range batch {
+			f.err = err
+			for _, p := range f.props {
 				if p.err == nil {
 					p.err, p.entries = fmt.Errorf("commit: %w", err), nil
 				}
-			}
-			for _, p := range batch {
 				close(p.done)
 			}
 			return
 		}
+		m.cache.commit(b)
 		m.mu.Lock()
 		m.last = b.LastSeq()
 		m.tail.append(b.Entries)
@@ -242,7 +317,7 @@ func (m *Model) commit(batch []*proposal) {
 			h(b.Entries)
 		}
 	}
-	for _, p := range batch {
+	for _, p := range f.props {
 		close(p.done)
 	}
 }
@@ -254,12 +329,23 @@ func (m *Model) LastSeq() uint64 {
 	return m.last
 }
 
-// Get returns the context at p.
-func (m *Model) Get(p Path) (*Context, error) { return m.store.Context(p) }
+// Get returns the context at p. The result is shared: do not modify it
+// (Clone it first).
+func (m *Model) Get(p Path) (*Context, error) {
+	if c, ok := m.cache.get(p); ok {
+		return c, nil
+	}
+	gen := m.cache.generation()
+	c, err := m.store.Context(p)
+	if err == nil {
+		m.cache.fill(c, gen)
+	}
+	return c, err
+}
 
 // Children lists p's direct children (see Store.Children).
 func (m *Model) Children(p Path, after string, limit int) ([]Child, error) {
-	if _, err := m.store.Context(p); err != nil && !p.IsRoot() {
+	if _, err := m.Get(p); err != nil && !p.IsRoot() {
 		return nil, err
 	}
 	return m.store.Children(p, after, limit)

@@ -1,0 +1,40 @@
+package model
+
+import (
+	"github.com/fxamacker/cbor/v2"
+)
+
+// The binary encoding of contexts, entries and events, in stores and on the
+// federation wire: CBOR with integer keys. Decoding ignores unknown keys, so
+// a newer writer can add fields that an older reader skips.
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	encMode, err = cbor.EncOptions{
+		Time:    cbor.TimeRFC3339Nano,
+		TimeTag: cbor.EncTagNone,
+		Sort:    cbor.SortNone,
+	}.EncMode()
+	if err != nil {
+		panic(err)
+	}
+	decMode, err = cbor.DecOptions{
+		MaxNestedLevels:  32,
+		MaxArrayElements: 1 << 20,
+		MaxMapPairs:      1 << 20,
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// Marshal encodes v in the model's binary encoding.
+func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
+
+// Unmarshal decodes data produced by Marshal (or a newer version of it).
+func Unmarshal(data []byte, v any) error { return decMode.Unmarshal(data, v) }

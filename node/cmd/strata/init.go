@@ -1,0 +1,184 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/certs"
+	"github.com/strata-dm/strata/node/config"
+)
+
+// Files strata init writes in a node's folder. ctl reads caFile and
+// adminTokenFile beside the config to reach the node.
+const (
+	configFile     = "strata.yaml"
+	adminTokenFile = "admin.token"
+	caFile         = "tls/ca.crt"
+	caKeyFile      = "tls/ca.key"
+	apiCertFile    = "tls/api.crt" // config.Default's api.tls_cert
+	apiKeyFile     = "tls/api.key" // config.Default's api.tls_key
+)
+
+type initOptions struct {
+	dir      string
+	name     string
+	role     string
+	apiAddr  string
+	mqttAddr string
+	fedAddr  string
+	tlsHosts []string
+	force    bool
+}
+
+func (a *app) initCmd() *cobra.Command {
+	var o initOptions
+	c := &cobra.Command{
+		Use:   "init --name NAME [--dir DIR]",
+		Short: "Write a new node's config, TLS certificates and admin token",
+		Long: `Init prepares a node's folder:
+
+  DIR/strata.yaml     the config (only settings that differ from the defaults)
+  DIR/tls/ca.crt      the node's certificate authority (ca.key beside it)
+  DIR/tls/api.crt     the API's server certificate (api.key beside it)
+  DIR/admin.token     the token of the system user "admin", created when the
+                      node first starts; strata ctl uses it by default
+
+It refuses to overwrite an existing strata.yaml unless --force is given
+(which replaces every file above: the old CA, certificates and token stop
+working).`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return runInit(o, a.stdout)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", ".", "folder of the node")
+	f.StringVar(&o.name, "name", "", "node name, unique among its consumer's providers (lowercase letters, digits, dashes)")
+	f.StringVar(&o.role, "role", config.RoleHQ, "role: probe, regional, hq or reporting")
+	f.StringVar(&o.apiAddr, "api-addr", config.Default().API.Addr, "operator API listen address HOST:PORT")
+	f.StringVar(&o.mqttAddr, "mqtt-addr", "", "device MQTT listen address HOST:PORT (none when empty)")
+	f.StringVar(&o.fedAddr, "federation-addr", "", "federation QUIC listen address HOST:PORT (none when empty)")
+	f.StringSliceVar(&o.tlsHosts, "tls-host", nil, "extra DNS name or IP for the API certificate (repeatable)")
+	f.BoolVar(&o.force, "force", false, "overwrite an existing strata.yaml, certificates and admin token")
+	c.MarkFlagRequired("name")
+	return c
+}
+
+// runInit writes the node's files. The config is written last, so a failed
+// init leaves no strata.yaml and can simply be run again.
+func runInit(o initOptions, out io.Writer) error {
+	cfg := config.Default()
+	cfg.Name = o.name
+	cfg.Role = o.role
+	cfg.API.Addr = o.apiAddr
+	cfg.MQTT.Addr = o.mqttAddr
+	cfg.Federation.Addr = o.fedAddr
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(o.dir)
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(dir, configFile)
+	if _, err := os.Lstat(cfgPath); err == nil && !o.force {
+		return fmt.Errorf("%s exists (use --force to overwrite it, its certificates and admin token)", cfgPath)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+
+	ca, err := certs.NewCA(cfg.Name + " CA")
+	if err != nil {
+		return err
+	}
+	hosts := o.tlsHosts
+	if host, _, err := net.SplitHostPort(cfg.API.Addr); err == nil {
+		hosts = append([]string{host}, hosts...)
+	}
+	api, err := ca.IssueServer(cfg.Name, certs.ServerHosts(hosts...))
+	if err != nil {
+		return err
+	}
+	if err := ca.WriteFiles(filepath.Join(dir, caFile), filepath.Join(dir, caKeyFile)); err != nil {
+		return err
+	}
+	if err := api.WriteFiles(filepath.Join(dir, apiCertFile), filepath.Join(dir, apiKeyFile)); err != nil {
+		return err
+	}
+
+	token, err := auth.NewTokenSecret()
+	if err != nil {
+		return err
+	}
+	// No trailing newline: the file holds exactly the token string.
+	if err := writeFileAtomic(filepath.Join(dir, adminTokenFile), []byte(token), 0o600); err != nil {
+		return err
+	}
+
+	body, err := config.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	header := config.Comment(fmt.Sprintf(`Strata node %q (%s), written by strata init on %s.
+
+Only settings that differ from the defaults are listed. Relative paths are
+relative to this file's folder. Every key can be overridden by an
+environment variable: STRATA_ and its path in upper case joined by "_"
+(api.addr is STRATA_API_ADDR). Unknown keys are errors.`,
+		cfg.Name, cfg.Role, time.Now().UTC().Format(time.DateOnly)))
+	if err := writeFileAtomic(cfgPath, append(append(header, '\n'), body...), 0o644); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "Initialised node %q (%s) in %s:\n", cfg.Name, cfg.Role, dir)
+	for _, f := range []string{configFile, caFile, caKeyFile, apiCertFile, apiKeyFile, adminTokenFile} {
+		fmt.Fprintf(out, "  %s\n", f)
+	}
+	fmt.Fprintf(out, "API certificate hosts: %v\n", api.Cert.DNSNames)
+	if len(api.Cert.IPAddresses) > 0 {
+		fmt.Fprintf(out, "API certificate IPs: %v\n", api.Cert.IPAddresses)
+	}
+	fmt.Fprintf(out, "\nStart it:     strata serve --config %s\n", cfgPath)
+	fmt.Fprintf(out, "Then try:     strata ctl --config %s whoami\n", cfgPath)
+	fmt.Fprintf(out, "Keep %s and %s secret.\n", adminTokenFile, caKeyFile)
+	return nil
+}
+
+// writeFileAtomic replaces path with data at mode: a reader never sees a
+// partial file, and an existing file's mode does not leak into the new one.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	err = f.Chmod(mode)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}

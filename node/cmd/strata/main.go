@@ -1,0 +1,21 @@
+// Command strata is the Strata node binary: `strata init` prepares a node's
+// folder, `strata serve` runs the node, `strata ctl` talks to a running
+// node's operator API, `strata version` says what was built.
+package main
+
+import (
+	"os"
+)
+
+// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func main() {
+	a := &app{
+		stdin:     os.Stdin,
+		stdout:    os.Stdout,
+		stderr:    os.Stderr,
+		lookupEnv: os.LookupEnv,
+	}
+	os.Exit(a.run(os.Args[1:]))
+}
