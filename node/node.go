@@ -1,14 +1,42 @@
 // Package node assembles one Strata server from its parts: store, model,
 // auth and API. It is the only package that knows all of them.
+//
+// Lifecycle: New opens the store and wires everything (or releases what it
+// opened and fails); Start opens the listeners; Shutdown stops in reverse
+// order. Both Start and Shutdown are safe to call once each; Shutdown twice
+// is safe.
 package node
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/api"
+	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/node/store"
 )
+
+// AdminTokenFile is the file beside strata.yaml holding the first admin's
+// bearer token; strata init writes it and the node's first start creates
+// the admin user from it.
+const AdminTokenFile = "admin.token"
 
 // Options are what New needs.
 type Options struct {
@@ -18,16 +46,265 @@ type Options struct {
 }
 
 // Node is one running Strata server.
-type Node struct{}
+type Node struct {
+	cfg     config.Config
+	log     *slog.Logger
+	store   *store.Badger
+	model   *model.Model
+	auth    *auth.Service
+	api     *api.Server
+	reg     *prometheus.Registry
+	tlsConf *tls.Config
+
+	http     *http.Server
+	listener net.Listener
+	ready    chan struct{}
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
 
 // New opens the store and wires the node; it listens only in Start.
-func New(opts Options) (*Node, error) { return nil, errors.New("node: not wired") }
+func New(opts Options) (n *Node, err error) {
+	cfg := opts.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("node", cfg.Name)
+	n = &Node{cfg: cfg, log: log, ready: make(chan struct{}), stop: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
 
-// Start opens the listeners and serves until Shutdown.
-func (n *Node) Start(ctx context.Context) error { return nil }
+	key, err := encryptionKey(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	dataDir := cfg.Path(cfg.DataDir)
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if n.store, err = store.OpenBadger(store.BadgerOptions{Dir: dataDir, Logger: log, EncryptionKey: key, CacheMB: cfg.Store.CacheMB}); err != nil {
+		return nil, err
+	}
+	if n.model, err = model.New(model.Config{Store: n.store, Logger: log}); err != nil {
+		return nil, err
+	}
+	if n.auth, err = auth.New(auth.Config{
+		Records:       n.model,
+		Logger:        log,
+		LoginFailures: cfg.Auth.LoginFailures,
+		LoginWindow:   cfg.Auth.LoginWindow.D(),
+		SessionTTL:    cfg.Auth.SessionTTL.D(),
+	}); err != nil {
+		return nil, err
+	}
+	if err := n.bootstrap(); err != nil {
+		return nil, err
+	}
 
-// Shutdown stops serving and closes the store; calling it twice is safe.
-func (n *Node) Shutdown(ctx context.Context) error { return nil }
+	n.reg = prometheus.NewRegistry()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.registerModelMetrics()
+
+	if n.api, err = api.New(api.Config{
+		Model:        n.model,
+		Auth:         n.auth,
+		Logger:       log,
+		MaxBodyBytes: cfg.API.MaxBodyBytes,
+		Gatherer:     n.reg,
+		Registerer:   n.reg,
+		Ready:        n.readyErr,
+		Version:      opts.Version,
+	}); err != nil {
+		return nil, err
+	}
+	if n.tlsConf, err = certs.ServerConfig(cfg.Path(cfg.API.TLSCert), cfg.Path(cfg.API.TLSKey)); err != nil {
+		return nil, fmt.Errorf("api tls: %w", err)
+	}
+	return n, nil
+}
+
+// bootstrap creates the first admin from admin.token when the node has no
+// users yet.
+func (n *Node) bootstrap() error {
+	path := filepath.Join(n.cfg.Dir, AdminTokenFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	created, err := n.auth.Bootstrap(context.Background(), strings.TrimSpace(string(data)))
+	if err != nil {
+		return fmt.Errorf("bootstrap admin from %s: %w", path, err)
+	}
+	if created {
+		n.log.Info("created the first admin user from the admin token", "user", "admin", "file", path)
+	}
+	return nil
+}
+
+func encryptionKey(cfg *config.Config) ([]byte, error) {
+	hexKey := cfg.Store.EncryptionKey
+	if hexKey == "" && cfg.Store.EncryptionKeyFile != "" {
+		data, err := os.ReadFile(cfg.Path(cfg.Store.EncryptionKeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("store.encryption_key_file: %w", err)
+		}
+		raw := strings.TrimSpace(string(data))
+		switch len(raw) {
+		case 16, 24, 32:
+			return []byte(raw), nil
+		}
+		hexKey = raw
+	}
+	if hexKey == "" {
+		return nil, nil
+	}
+	key, err := hex.DecodeString(hexKey)
+	if err != nil {
+		return nil, fmt.Errorf("store encryption key: not hex: %w", err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("store encryption key: %d bytes, want 16, 24 or 32", len(key))
+}
+
+func (n *Node) registerModelMetrics() {
+	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strata_model_last_seq",
+		Help: "Sequence number of the last durable change-log entry.",
+	}, func() float64 { return float64(n.model.LastSeq()) }))
+	commits := prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_model_commits_total", Help: "Durable batches committed."})
+	entries := prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_model_entries_total", Help: "Change-log entries committed."})
+	n.reg.MustRegister(commits, entries)
+	n.model.OnCommit(func(es []model.Entry) {
+		commits.Inc()
+		entries.Add(float64(len(es)))
+	})
+}
+
+// Start opens the API listener and the maintenance loop. It returns once
+// the node serves; ctx bounds only the start itself.
+func (n *Node) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", n.cfg.API.Addr)
+	if err != nil {
+		return fmt.Errorf("api listen %s: %w", n.cfg.API.Addr, err)
+	}
+	n.listener = ln
+	n.http = &http.Server{
+		Handler:           n.api.Handler(),
+		TLSConfig:         n.tlsConf,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("api server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.maintain()
+	}()
+	close(n.ready)
+	n.log.Info("node started", "role", n.cfg.Role, "api", "https://"+ln.Addr().String(), "last_seq", n.model.LastSeq())
+	return nil
+}
+
+func (n *Node) readyErr() error {
+	select {
+	case <-n.stop:
+		return errors.New("shutting down")
+	case <-n.ready:
+		return nil
+	default:
+		return errors.New("starting")
+	}
+}
+
+// maintain enforces retention: event history by count and age, change-log
+// length, expired tokens.
+func (n *Node) maintain() {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		r := n.cfg.Retention
+		if k, err := n.store.PruneEvents(r.EventsPerContext, time.Now().Add(-r.EventMaxAge.D())); err != nil {
+			n.log.Warn("event retention", "err", err)
+		} else if k > 0 {
+			n.log.Debug("pruned events", "count", k)
+		}
+		if k, err := n.store.CompactLog(r.LogEntries); err != nil {
+			n.log.Warn("log compaction", "err", err)
+		} else if k > 0 {
+			n.log.Debug("compacted change log", "entries", k)
+		}
+		if _, err := n.auth.Prune(context.Background(), 7*24*time.Hour); err != nil {
+			n.log.Warn("token pruning", "err", err)
+		}
+	}
+}
+
+// Shutdown stops serving (draining requests until ctx ends) and closes the
+// store. Calling it more than once is safe.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.shutdownOnce.Do(func() {
+		close(n.stop)
+		if n.http != nil {
+			n.api.Shutdown()
+			if err := n.http.Shutdown(ctx); err != nil {
+				n.http.Close()
+			}
+		}
+		n.wg.Wait()
+		n.shutdownErr = n.close()
+		n.log.Info("node stopped")
+	})
+	return n.shutdownErr
+}
+
+// close releases what New opened, in reverse order.
+func (n *Node) close() error {
+	var errs []error
+	if n.model != nil {
+		errs = append(errs, n.model.Close())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
 
 // APIAddr is the address the API listens on once started.
-func (n *Node) APIAddr() string { return "" }
+func (n *Node) APIAddr() string {
+	if n.listener == nil {
+		return ""
+	}
+	return n.listener.Addr().String()
+}
+
+// Model exposes the tree, for in-process harnesses.
+func (n *Node) Model() *model.Model { return n.model }

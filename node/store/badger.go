@@ -83,7 +83,7 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 		WithValueLogFileSize(256 << 20).
 		WithValueThreshold(4 << 10).
 		WithNumCompactors(2).
-		WithCompression(options.ZSTD).
+		WithCompression(options.Snappy).
 		WithBlockCacheSize(int64(opts.CacheMB) << 20).
 		WithIndexCacheSize(32 << 20).
 		WithDetectConflicts(false)

@@ -1,0 +1,45 @@
+# The two commands of the README: `make run` starts a node on the embedded
+# store, `make test` runs every test. .ci/run calls `make test`.
+
+GO       ?= go
+RUN_DIR  ?= .strata
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+
+.PHONY: run build test vet fmt-check fuzz bench clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata ./node/cmd/strata
+
+# A single node on Badger, initialised on first run (config, TLS, admin token
+# in $(RUN_DIR)); log in with the token in $(RUN_DIR)/admin.token.
+run: build
+	@test -f $(RUN_DIR)/strata.yaml || ./bin/strata init --dir $(RUN_DIR) --name hq
+	./bin/strata serve --config $(RUN_DIR)/strata.yaml
+
+test: fmt-check vet
+	$(GO) test -race -timeout 15m ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Short runs of every fuzz target (FUZZTIME each).
+FUZZTIME ?= 10s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test $$pkg -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
+	  done; \
+	done
+
+# The figures in docs/benchmarks.md.
+bench:
+	$(GO) test ./node/store -run XXX -bench Durable -benchtime 300000x -count 3
+	$(GO) run ./tests/bench/getlatency -contexts 1000000
+
+clean:
+	rm -rf bin

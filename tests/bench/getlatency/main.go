@@ -1,0 +1,192 @@
+// Command getlatency measures the latency of GET /api/v1/contexts/{path}
+// on a node holding a large tree, beside its baseline: a direct read of the
+// same contexts from the node's store, in the same run.
+//
+//	go run ./tests/bench/getlatency -contexts 1000000 -duration 20s
+//
+// It starts an in-process node on a temporary Badger store and loopback
+// HTTPS, fills the tree through the model (sites × devices), then runs
+// concurrent keep-alive clients against random device paths.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node"
+	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/certs"
+	"github.com/strata-dm/strata/node/config"
+)
+
+func main() {
+	contexts := flag.Int("contexts", 1_000_000, "device contexts in the tree")
+	perSite := flag.Int("per-site", 1000, "devices per site folder")
+	clients := flag.Int("clients", 8, "concurrent HTTP clients")
+	duration := flag.Duration("duration", 20*time.Second, "measuring time for each side")
+	keep := flag.String("dir", "", "node directory (default: a temporary one, removed after)")
+	flag.Parse()
+	if err := run(*contexts, *perSite, *clients, *duration, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "getlatency:", err)
+		os.Exit(1)
+	}
+}
+
+func devicePath(i, perSite int) model.Path {
+	return model.Path(fmt.Sprintf("/sites/s%04d/devices/d%07d", i/perSite, i))
+}
+
+func run(contexts, perSite, clients int, duration time.Duration, dir string) error {
+	if dir == "" {
+		d, err := os.MkdirTemp("", "strata-getlatency")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	cfg, caPEM, token, err := setup(dir)
+	if err != nil {
+		return err
+	}
+	n, err := node.New(node.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		return err
+	}
+	if err := n.Start(context.Background()); err != nil {
+		return err
+	}
+	defer n.Shutdown(context.Background())
+	m := n.Model()
+
+	start := time.Now()
+	if m.LastSeq() < uint64(contexts) {
+		const batch = 5000
+		muts := make([]model.Mutation, 0, batch)
+		for i := range contexts {
+			muts = append(muts, model.Mutation{Op: model.OpPut, Path: devicePath(i, perSite), Type: "device", Tenant: "acme",
+				Labels:    map[string]string{"site": fmt.Sprintf("s%04d", i/perSite)},
+				Variables: map[string]model.Variable{"temp": {Value: json.RawMessage(fmt.Sprint(i % 90)), Type: model.TypeNumber}, "fw": {Value: json.RawMessage(`"1.4.2"`), Type: model.TypeString}}})
+			if len(muts) == batch || i == contexts-1 {
+				if _, err := m.Apply(context.Background(), muts...); err != nil {
+					return err
+				}
+				muts = muts[:0]
+			}
+		}
+	}
+	fmt.Printf("tree: %d device contexts (%d sites), filled in %s\n", contexts, (contexts+perSite-1)/perSite, time.Since(start).Round(time.Millisecond))
+
+	// Baseline: the same random reads straight from the model's store path.
+	base := measure(clients, duration, func(r *rand.Rand) error {
+		_, err := m.Get(devicePath(r.IntN(contexts), perSite))
+		return err
+	})
+	report("baseline model.Get (in process, no HTTP)", base, duration)
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: clients}
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	url := "https://" + n.APIAddr() + "/api/v1/contexts"
+	api := measure(clients, duration, func(r *rand.Rand) error {
+		req, _ := http.NewRequest("GET", url+string(devicePath(r.IntN(contexts), perSite)), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	report("GET /api/v1/contexts/{path} (HTTPS, keep-alive)", api, duration)
+	return nil
+}
+
+func setup(dir string) (config.Config, []byte, string, error) {
+	ca, err := certs.NewCA("getlatency CA")
+	if err != nil {
+		return config.Config{}, nil, "", err
+	}
+	srv, err := ca.IssueServer("getlatency", certs.ServerHosts())
+	if err != nil {
+		return config.Config{}, nil, "", err
+	}
+	if err := srv.WriteFiles(filepath.Join(dir, "tls/api.crt"), filepath.Join(dir, "tls/api.key")); err != nil {
+		return config.Config{}, nil, "", err
+	}
+	token, err := os.ReadFile(filepath.Join(dir, node.AdminTokenFile))
+	if err != nil {
+		t, err := auth.NewTokenSecret()
+		if err != nil {
+			return config.Config{}, nil, "", err
+		}
+		token = []byte(t)
+		if err := os.WriteFile(filepath.Join(dir, node.AdminTokenFile), token, 0o600); err != nil {
+			return config.Config{}, nil, "", err
+		}
+	}
+	cfg := config.Default()
+	cfg.Name = "bench"
+	cfg.Dir = dir
+	cfg.API.Addr = "127.0.0.1:0"
+	cfg.Store.CacheMB = 256
+	return cfg, ca.CertPEM, string(token), cfg.Validate()
+}
+
+func measure(clients int, d time.Duration, op func(*rand.Rand) error) []time.Duration {
+	var mu sync.Mutex
+	var all []time.Duration
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(c), 42))
+			var mine []time.Duration
+			for time.Now().Before(end) {
+				t0 := time.Now()
+				if err := op(r); err != nil {
+					fmt.Fprintln(os.Stderr, "request failed:", err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	slices.Sort(all)
+	return all
+}
+
+func report(what string, lat []time.Duration, d time.Duration) {
+	if len(lat) == 0 {
+		fmt.Printf("%s: no samples\n", what)
+		return
+	}
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	fmt.Printf("%s: %d requests, %.0f/s, p50 %s, p90 %s, p99 %s, p99.9 %s, max %s\n",
+		what, len(lat), float64(len(lat))/d.Seconds(), q(0.50), q(0.90), q(0.99), q(0.999), lat[len(lat)-1])
+}

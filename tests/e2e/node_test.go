@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/strata-dm/strata/node/client"
+)
+
+func TestNodeEndToEnd(t *testing.T) {
+	n := initNode(t, "hq")
+	n.start()
+	ctx := context.Background()
+	admin := n.admin()
+
+	who, err := admin.Whoami(ctx)
+	if err != nil || who.Name != "admin" || !who.System {
+		t.Fatalf("whoami = %+v, %v", who, err)
+	}
+
+	// Two tenants, each with an operator who logs in with a password.
+	for _, u := range []client.NewUser{
+		{Name: "alice", Password: "alice-password", Tenant: "acme", Grants: []client.Grant{{Role: "operator", Subtree: "/"}}},
+		{Name: "bob", Password: "bob-password!", Tenant: "globex", Grants: []client.Grant{{Role: "operator", Subtree: "/"}}},
+		{Name: "vera", Password: "vera-password", Tenant: "acme", Grants: []client.Grant{{Role: "viewer", Subtree: "/devices"}}},
+	} {
+		if _, err := admin.CreateUser(ctx, u); err != nil {
+			t.Fatalf("create user %s: %v", u.Name, err)
+		}
+	}
+	login := func(user, pass string) *client.Client {
+		s, err := n.client("").Login(ctx, user, pass, 0)
+		if err != nil {
+			t.Fatalf("login %s: %v", user, err)
+		}
+		return n.client(s.Token)
+	}
+	alice := login("alice", "alice-password")
+	bob := login("bob", "bob-password!")
+	vera := login("vera", "vera-password")
+	if _, err := n.client("").Login(ctx, "alice", "wrong-password", 0); !client.IsCode(err, "unauthorized") {
+		t.Fatalf("wrong password: %v", err)
+	}
+
+	// An API token for alice, created and revoked.
+	tok, err := alice.CreateToken(ctx, client.NewToken{Name: "ci", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci := n.client(tok.Secret)
+	if _, err := ci.Whoami(ctx); err != nil {
+		t.Fatalf("new token: %v", err)
+	}
+
+	// Tenant isolation over the API.
+	if _, created, err := alice.PutContext(ctx, "/devices/pump-1", client.ContextUpdate{Type: "device", Variables: map[string]json.RawMessage{"temp": json.RawMessage("20.5")}}); err != nil || !created {
+		t.Fatalf("alice put: created=%v err=%v", created, err)
+	}
+	if _, _, err := bob.PutContext(ctx, "/devices/press-1", client.ContextUpdate{Type: "device"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.GetContext(ctx, "/devices/pump-1"); !client.IsCode(err, "not_found") {
+		t.Fatalf("bob reads alice's device: %v", err)
+	}
+	if _, _, err := bob.PutContext(ctx, "/devices/pump-1", client.ContextUpdate{Variables: map[string]json.RawMessage{"temp": json.RawMessage("99")}}); err == nil {
+		t.Fatal("bob overwrote alice's device")
+	}
+	if err := bob.DeleteContext(ctx, "/devices/pump-1"); err == nil {
+		t.Fatal("bob deleted alice's device")
+	}
+	if _, err := bob.Events(ctx, "/devices/pump-1", client.EventQuery{}); err == nil {
+		t.Fatal("bob read alice's events")
+	}
+	tree, err := bob.Tree(ctx, "/devices", client.TreeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range tree.Children {
+		if c.Name == "pump-1" {
+			t.Fatal("bob's tree shows alice's device")
+		}
+	}
+	if _, err := bob.Users(ctx); err == nil {
+		t.Fatal("an operator listed users")
+	}
+	if c, err := vera.GetContext(ctx, "/devices/pump-1"); err != nil || string(c.Variables["temp"].Value) != "20.5" {
+		t.Fatalf("vera reads her tenant's device: %+v, %v", c, err)
+	}
+	if _, _, err := vera.PutContext(ctx, "/devices/pump-1", client.ContextUpdate{Type: "device"}); !client.IsCode(err, "forbidden") {
+		t.Fatalf("viewer wrote: %v", err)
+	}
+	if err := alice.RevokeToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ci.Whoami(ctx); !client.IsCode(err, "unauthorized") {
+		t.Fatalf("revoked token still works: %v", err)
+	}
+
+	// The command line client reads the config beside it.
+	out, err := n.ctl("get", "/devices/press-1")
+	if err != nil || !strings.Contains(out, "press-1") {
+		t.Fatalf("ctl get: %q, %v", out, err)
+	}
+
+	// Concurrent writes; kill -9 while they run; every acknowledged write
+	// must be there after the restart.
+	var mu sync.Mutex
+	acked := map[string]int{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				path := fmt.Sprintf("/devices/w%d-%d", w, i)
+				_, _, err := alice.PutContext(ctx, path, client.ContextUpdate{Type: "device", Variables: map[string]json.RawMessage{"i": json.RawMessage(fmt.Sprint(i))}})
+				if err != nil {
+					return // the node is gone
+				}
+				mu.Lock()
+				acked[path] = i
+				mu.Unlock()
+			}
+		}()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		k := len(acked)
+		mu.Unlock()
+		if k >= 300 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+	n.kill()
+	close(stop)
+	wg.Wait()
+	if len(acked) == 0 {
+		t.Fatal("no write was acknowledged before the kill")
+	}
+	n.start()
+	alice = login("alice", "alice-password")
+	for path, i := range acked {
+		c, err := alice.GetContext(ctx, path)
+		if err != nil {
+			t.Fatalf("acknowledged write %s lost after kill -9: %v", path, err)
+		}
+		if string(c.Variables["i"].Value) != fmt.Sprint(i) {
+			t.Fatalf("%s: i = %s, want %d", path, c.Variables["i"].Value, i)
+		}
+	}
+	t.Logf("%d acknowledged writes survived kill -9", len(acked))
+
+	// And a clean stop on SIGTERM.
+	n.stop()
+}
