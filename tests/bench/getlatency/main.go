@@ -36,11 +36,12 @@ import (
 func main() {
 	contexts := flag.Int("contexts", 1_000_000, "device contexts in the tree")
 	perSite := flag.Int("per-site", 1000, "devices per site folder")
-	clients := flag.Int("clients", 8, "concurrent HTTP clients")
+	clients := flag.Int("clients", 4, "concurrent clients")
+	warmup := flag.Duration("warmup", 10*time.Second, "unmeasured load before measuring (lets compactions after the fill settle)")
 	duration := flag.Duration("duration", 20*time.Second, "measuring time for each side")
 	keep := flag.String("dir", "", "node directory (default: a temporary one, removed after)")
 	flag.Parse()
-	if err := run(*contexts, *perSite, *clients, *duration, *keep); err != nil {
+	if err := run(*contexts, *perSite, *clients, *duration, *warmup, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "getlatency:", err)
 		os.Exit(1)
 	}
@@ -50,7 +51,7 @@ func devicePath(i, perSite int) model.Path {
 	return model.Path(fmt.Sprintf("/sites/s%04d/devices/d%07d", i/perSite, i))
 }
 
-func run(contexts, perSite, clients int, duration time.Duration, dir string) error {
+func run(contexts, perSite, clients int, duration, warmup time.Duration, dir string) error {
 	if dir == "" {
 		d, err := os.MkdirTemp("", "strata-getlatency")
 		if err != nil {
@@ -92,10 +93,12 @@ func run(contexts, perSite, clients int, duration time.Duration, dir string) err
 	fmt.Printf("tree: %d device contexts (%d sites), filled in %s\n", contexts, (contexts+perSite-1)/perSite, time.Since(start).Round(time.Millisecond))
 
 	// Baseline: the same random reads straight from the model's store path.
-	base := measure(clients, duration, func(r *rand.Rand) error {
+	get := func(r *rand.Rand) error {
 		_, err := m.Get(devicePath(r.IntN(contexts), perSite))
 		return err
-	})
+	}
+	measure(clients, warmup, get)
+	base := measure(clients, duration, get)
 	report("baseline model.Get (in process, no HTTP)", base, duration)
 
 	pool := x509.NewCertPool()
@@ -103,7 +106,7 @@ func run(contexts, perSite, clients int, duration time.Duration, dir string) err
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: clients}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	url := "https://" + n.APIAddr() + "/api/v1/contexts"
-	api := measure(clients, duration, func(r *rand.Rand) error {
+	apiGet := func(r *rand.Rand) error {
 		req, _ := http.NewRequest("GET", url+string(devicePath(r.IntN(contexts), perSite)), nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := hc.Do(req)
@@ -116,7 +119,9 @@ func run(contexts, perSite, clients int, duration time.Duration, dir string) err
 			return fmt.Errorf("status %d", resp.StatusCode)
 		}
 		return nil
-	})
+	}
+	measure(clients, warmup/2, apiGet)
+	api := measure(clients, duration, apiGet)
 	report("GET /api/v1/contexts/{path} (HTTPS, keep-alive)", api, duration)
 	return nil
 }

@@ -1,0 +1,76 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the API's own Prometheus metrics. Labels are route patterns
+// (bounded by the route table), never raw paths.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// newMetrics builds the API's collectors and registers them on reg (none
+// when reg is nil). streams reports the open change streams.
+func newMetrics(reg prometheus.Registerer, version string, streams func() int64) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_api_requests_total",
+			Help: "API requests answered, by route pattern and HTTP status.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "strata_api_request_duration_seconds",
+			Help:    "Time to answer API requests (change streams: their lifetime), by route pattern.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10), // 0.5 ms .. ~131 s
+		}, []string{"route"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strata_api_sse_streams",
+		Help: "Open live change streams.",
+	}, func() float64 { return float64(streams()) })
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "strata_build_info",
+		Help:        "The node's build version, as a label; always 1.",
+		ConstLabels: prometheus.Labels{"version": version},
+	})
+	info.Set(1)
+	cs := []prometheus.Collector{m.requests, m.duration, gauge, info}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return nil, fmt.Errorf("api: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// metricsHandler serves cfg.Gatherer in the Prometheus text format.
+func (s *Server) metricsHandler() http.Handler {
+	g := s.cfg.Gatherer
+	if g == nil {
+		g = prometheus.NewRegistry()
+	}
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}})
+}
+
+// slogPrinter adapts the server's logger to promhttp's error log.
+type slogPrinter struct{ s *Server }
+
+func (p slogPrinter) Println(v ...any) { p.s.log.Warn("metrics", "err", v) }

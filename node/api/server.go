@@ -1,0 +1,440 @@
+// Package api is a node's operator HTTP API (docs/api.md): contexts, the
+// tree, events, the live change stream, users, tokens and operations
+// endpoints. It provides an http.Handler; the node owns the listener and
+// wraps it in TLS.
+//
+// Invariants the package keeps (and its tests try to break):
+//
+//   - Every /api/v1 route except login and the OpenAPI document requires a
+//     bearer token that auth.Service accepts; every error is JSON
+//     {"error","code"} with the status errorStatus gives it.
+//   - Tenant isolation: a context whose tenant the caller does not see is
+//     answered exactly like a missing one (same status, same message), for
+//     reads, writes, deletes, events and function calls; tree listings and
+//     change streams leave such contexts out. Only system users set a
+//     context's tenant; nobody else changes a shared folder (tenant "").
+//   - Writes through the API to one path are serialised (pathLocks), so
+//     that the tenant check and the write are one atomic step with respect
+//     to other API writers: no race turns a create into a takeover of a
+//     context another tenant created meanwhile.
+//   - Context paths are taken from the escaped URL path segment by segment
+//     and must be canonical: "..", ".", empty segments and encoded slashes
+//     are 400 invalid, never cleaned, redirected or reinterpreted.
+//
+// Lifecycle: New returns a ready Server holding no goroutines; each open
+// change stream is served on its request's goroutine and ends on
+// Shutdown, on token revocation or when the client goes.
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/auth"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes = 1 << 20
+	DefaultKeepAlive    = 15 * time.Second
+	DefaultMaxStreams   = 1000
+)
+
+// Config is what New needs. Zero fields take the defaults above.
+type Config struct {
+	Model *model.Model  // required
+	Auth  *auth.Service // required
+	// Logger receives one debug line per request and an error line per
+	// 5xx answer; nil discards.
+	Logger *slog.Logger
+	// MaxBodyBytes bounds request bodies (413 beyond).
+	MaxBodyBytes int64
+	// Gatherer is served at /metrics; nil serves an empty private registry.
+	Gatherer prometheus.Gatherer
+	// Registerer receives the API's own metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Ready reports readiness for /readyz; nil means always ready.
+	Ready func() error
+	// Version is the node's build version (strata_build_info).
+	Version string
+	// KeepAlive is the interval of change-stream keepalive comments and
+	// token rechecks.
+	KeepAlive time.Duration
+	// MaxStreams bounds concurrent change streams (503 beyond).
+	MaxStreams int
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = DefaultKeepAlive
+	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
+}
+
+// Validate checks c as New would use it: zero fields count as their
+// defaults.
+func (c Config) Validate() error {
+	c.setDefaults()
+	switch {
+	case c.Model == nil:
+		return errors.New("api: Model is required")
+	case c.Auth == nil:
+		return errors.New("api: Auth is required")
+	case c.MaxBodyBytes < 0:
+		return errors.New("api: MaxBodyBytes must not be negative")
+	case c.KeepAlive < 0:
+		return errors.New("api: KeepAlive must not be negative")
+	case c.MaxStreams < 0:
+		return errors.New("api: MaxStreams must not be negative")
+	}
+	return nil
+}
+
+// Server is the operator API of one node. It is safe for concurrent use.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	model   *model.Model
+	auth    *auth.Service
+	metrics *metrics
+	handler http.Handler
+	routes  []route
+	locks   pathLocks
+
+	streams atomic.Int64 // open change streams
+
+	// quit is cancelled by Shutdown; change streams end when it is.
+	quit     context.Context
+	shutdown context.CancelFunc
+
+	idPrefix string
+	idSeq    atomic.Uint64
+}
+
+// New returns a Server serving cfg.Model and cfg.Auth. It registers its
+// metrics on cfg.Registerer and fails if they are already registered there.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "api"),
+		model:    cfg.Model,
+		auth:     cfg.Auth,
+		idPrefix: hex.EncodeToString(rnd[:]) + "-",
+		locks:    pathLocks{m: map[model.Path]*pathLock{}},
+	}
+	var err error
+	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Version, s.streams.Load); err != nil {
+		return nil, err
+	}
+	s.quit, s.shutdown = context.WithCancel(context.Background())
+	s.routes = s.routeTable()
+	mux := http.NewServeMux()
+	allowed := map[string][]string{}
+	var paths []string
+	for _, rt := range s.routes {
+		mux.Handle(rt.pattern, rt.handler)
+		method, p, _ := strings.Cut(rt.pattern, " ")
+		if _, ok := allowed[p]; !ok {
+			paths = append(paths, p)
+		}
+		allowed[p] = append(allowed[p], method)
+	}
+	// JSON answers for a known path with another method, and for unknown
+	// paths, instead of ServeMux's plain text.
+	for _, p := range paths {
+		methods := allowed[p]
+		if slices.Contains(methods, http.MethodGet) {
+			methods = append(methods, http.MethodHead)
+		}
+		allow := strings.Join(methods, ", ")
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, r, apiError(http.StatusMethodNotAllowed, codeMethodNotAllowed, "method %s not allowed; allowed: %s", r.Method, allow))
+		})
+	}
+	notFound := func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, apiError(http.StatusNotFound, codeNotFound, "no such endpoint %s", r.URL.EscapedPath()))
+	}
+	mux.HandleFunc("/", notFound)
+	// Without these, ServeMux would redirect the bare prefixes to
+	// "prefix/" (the root context); the API never redirects.
+	mux.HandleFunc(contextsPrefix, notFound)
+	mux.HandleFunc(eventsPrefix, notFound)
+	s.handler = s.middleware(mux)
+	return s, nil
+}
+
+// Handler is the API's http.Handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Shutdown ends open change streams at once and refuses new ones, so that
+// http.Server.Shutdown can finish. Other requests are unaffected. Calling
+// it more than once is safe.
+func (s *Server) Shutdown() {
+	s.shutdown()
+}
+
+// route is one ServeMux pattern, its handler and the path under which the
+// OpenAPI document describes it.
+type route struct {
+	pattern string // "METHOD /path"
+	doc     string // OpenAPI path
+	handler http.Handler
+}
+
+func (s *Server) routeTable() []route {
+	const (
+		contexts = "/api/v1/contexts/{path...}"
+		events   = "/api/v1/events/{path...}"
+	)
+	return []route{
+		{"GET /healthz", "/healthz", http.HandlerFunc(s.healthz)},
+		{"GET /readyz", "/readyz", http.HandlerFunc(s.readyz)},
+		{"GET /metrics", "/metrics", s.metricsHandler()},
+		{"GET /api/v1/openapi.json", "/api/v1/openapi.json", http.HandlerFunc(serveOpenAPI)},
+		{"POST /api/v1/login", "/api/v1/login", s.public(s.login)},
+		{"GET /api/v1/whoami", "/api/v1/whoami", s.authed(s.whoami)},
+		{"GET /api/v1/tree", "/api/v1/tree", s.authed(s.tree)},
+		{"GET " + contexts, "/api/v1/contexts/{path}", s.authed(s.getContext)},
+		{"PUT " + contexts, "/api/v1/contexts/{path}", s.authed(s.putContext)},
+		{"DELETE " + contexts, "/api/v1/contexts/{path}", s.authed(s.deleteContext)},
+		{"POST " + contexts, "/api/v1/contexts/{path}/functions/{name}", s.authed(s.callFunction)},
+		{"GET " + events, "/api/v1/events/{path}", s.authed(s.getEvents)},
+		{"POST " + events, "/api/v1/events/{path}", s.authed(s.postEvent)},
+		{"GET /api/v1/changes", "/api/v1/changes", s.authed(s.changes)},
+		{"GET /api/v1/users", "/api/v1/users", s.authed(s.listUsers)},
+		{"POST /api/v1/users", "/api/v1/users", s.authed(s.createUser)},
+		{"GET /api/v1/users/{name}", "/api/v1/users/{name}", s.authed(s.getUser)},
+		{"PATCH /api/v1/users/{name}", "/api/v1/users/{name}", s.authed(s.updateUser)},
+		{"DELETE /api/v1/users/{name}", "/api/v1/users/{name}", s.authed(s.deleteUser)},
+		{"GET /api/v1/tokens", "/api/v1/tokens", s.authed(s.listTokens)},
+		{"POST /api/v1/tokens", "/api/v1/tokens", s.authed(s.createToken)},
+		{"DELETE /api/v1/tokens/{id}", "/api/v1/tokens/{id}", s.authed(s.revokeToken)},
+	}
+}
+
+// recorder remembers what a handler answered, for logs and metrics.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+	err    error  // the error answered, if any
+	user   string // the authenticated caller, if any
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes and
+// write deadlines of change streams).
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type ctxKey int
+
+const (
+	keyRequestID ctxKey = iota
+	keyToken
+)
+
+func requestID(r *http.Request) string {
+	id, _ := r.Context().Value(keyRequestID).(string)
+	return id
+}
+
+// middleware gives each request an id, refuses non-canonical URL paths
+// before ServeMux could clean and redirect them, and records the outcome.
+func (s *Server) middleware(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 10)
+		r = r.WithContext(context.WithValue(r.Context(), keyRequestID, id))
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		rec.Header().Set("X-Request-Id", id)
+		if esc := r.URL.EscapedPath(); !canonicalURLPath(esc) {
+			writeError(rec, r, invalidf("URL path %q is not canonical (empty, '.' or '..' segments)", esc))
+		} else {
+			mux.ServeHTTP(rec, r)
+		}
+		d := time.Since(start)
+		route := r.Pattern
+		if route == "" {
+			route = "none"
+		}
+		s.metrics.observe(route, rec.status, d)
+		level := slog.LevelDebug
+		if rec.status >= 500 {
+			level = slog.LevelError
+		}
+		if !s.log.Enabled(r.Context(), level) {
+			return
+		}
+		attrs := []slog.Attr{
+			slog.String("method", r.Method),
+			slog.String("route", route),
+			slog.Int("status", rec.status),
+			slog.Duration("duration", d),
+			slog.String("request_id", id),
+		}
+		if rec.user != "" {
+			attrs = append(attrs, slog.String("user", rec.user))
+		}
+		if rec.err != nil && rec.status >= 500 {
+			attrs = append(attrs, slog.String("err", rec.err.Error()))
+		}
+		s.log.LogAttrs(r.Context(), level, "request", attrs...)
+	})
+}
+
+// canonicalURLPath reports whether ServeMux would route p as it is: rooted,
+// no empty, "." or ".." segments (a trailing slash is allowed). ServeMux
+// would answer anything else with a redirect to a cleaned path, which could
+// name another context.
+func canonicalURLPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np == p
+}
+
+// handlerFunc is a handler that answers errors by returning them.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// authedFunc is a handler for an authenticated caller.
+type authedFunc func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error
+
+func (s *Server) public(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			writeError(w, r, err)
+		}
+	})
+}
+
+// authed authenticates the bearer token and runs h for its principal.
+func (s *Server) authed(h authedFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := bearerToken(r)
+		if !ok {
+			writeError(w, r, fmt.Errorf("%w: missing bearer token", auth.ErrUnauthorized))
+			return
+		}
+		p, err := s.auth.Authenticate(r.Context(), token)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if rec, ok := w.(*recorder); ok {
+			rec.user = p.User
+		}
+		r = r.WithContext(context.WithValue(r.Context(), keyToken, token))
+		if err := h(w, r, p); err != nil {
+			writeError(w, r, err)
+		}
+	})
+}
+
+// bearerToken extracts the token of an "Authorization: Bearer" header.
+func bearerToken(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// decodeJSON reads r's body into v strictly: at most MaxBodyBytes, no
+// unknown fields, exactly one JSON value.
+func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	return decodeStrict(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), v)
+}
+
+// decodeStrict decodes exactly one JSON object from rd into v, refusing
+// unknown fields. Errors wrap model.ErrInvalid, except a body over the
+// limit, which stays an *http.MaxBytesError.
+func decodeStrict(rd io.Reader, v any) error {
+	data, err := io.ReadAll(rd)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return invalidf("body: %v", err)
+	}
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return invalidf("body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return invalidf("body: %v", err)
+	}
+	if dec.InputOffset() != int64(len(data)) {
+		return invalidf("body: more than one JSON value")
+	}
+	return nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n")
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			writeError(w, r, apiError(http.StatusServiceUnavailable, codeUnavailable, "not ready: %v", err))
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ready\n")
+}

@@ -1,0 +1,96 @@
+// Package layout holds the project's import rules as a test: only node
+// knows the world.
+package layout
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/strata-dm/strata/node/config"
+)
+
+const module = "github.com/strata-dm/strata"
+
+type pkg struct {
+	ImportPath string
+	Deps       []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-json", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	var pkgs []pkg
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// rules: packages under the prefix must not depend (even indirectly) on
+// any of the forbidden prefixes.
+var rules = []struct {
+	pkg       string
+	forbidden []string
+}{
+	{"model", []string{module + "/"}},
+	{"federation", []string{module + "/node"}},
+	{"probes/agent", []string{module + "/node", "github.com/dgraph-io/badger", "github.com/hashicorp/raft"}},
+	{"node/client", []string{module + "/node/store", module + "/node/api", module + "/model", "github.com/dgraph-io/badger"}},
+	{"node/auth", []string{module + "/node/api", module + "/node/store"}},
+	{"node/api", []string{module + "/node/store"}},
+}
+
+func TestImportRules(t *testing.T) {
+	for _, p := range listPackages(t) {
+		rel := strings.TrimPrefix(p.ImportPath, module+"/")
+		if strings.HasSuffix(rel, "_test") || strings.Contains(rel, ".test") {
+			continue
+		}
+		for _, r := range rules {
+			if rel != r.pkg && !strings.HasPrefix(rel, r.pkg+"/") {
+				continue
+			}
+			for _, d := range p.Deps {
+				for _, f := range r.forbidden {
+					if strings.HasPrefix(d, f) && d != p.ImportPath {
+						t.Errorf("%s depends on %s (forbidden: %s)", p.ImportPath, d, f)
+					}
+				}
+			}
+		}
+	}
+}
+
+// The example configurations in deploy/ must load and validate.
+func TestDeployConfigs(t *testing.T) {
+	files, err := filepath.Glob("../../deploy/config/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example configs: %v", err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Parse(data)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
