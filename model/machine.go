@@ -151,10 +151,45 @@ func (t *tx) apply(m *Mutation) error {
 	return fmt.Errorf("%w: unknown op %d", ErrInvalid, m.Op)
 }
 
+// guard enforces m.Actor (see Mutation.Actor) against the current state:
+// cur is the target (nil when missing).
+func (t *tx) guard(m *Mutation, cur *Context) error {
+	if m.Actor == "" {
+		return nil
+	}
+	if cur != nil {
+		switch cur.Tenant {
+		case m.Actor:
+		case "":
+			return fmt.Errorf("%w: %s", ErrShared, m.Path)
+		default:
+			return fmt.Errorf("%w: %s", ErrNotFound, m.Path)
+		}
+	}
+	for _, a := range m.Path.Ancestors() {
+		c, err := t.get(a)
+		if err != nil {
+			return err
+		}
+		if c != nil && c.Tenant != "" && c.Tenant != m.Actor {
+			return fmt.Errorf("%w: %s", ErrNotFound, a)
+		}
+	}
+	return nil
+}
+
 func (t *tx) put(m *Mutation) error {
 	cur, err := t.get(m.Path)
 	if err != nil {
 		return err
+	}
+	if err := t.guard(m, cur); err != nil {
+		return err
+	}
+	if cur == nil && m.Actor != "" {
+		mm := *m
+		mm.Tenant = m.Actor
+		m = &mm
 	}
 	if cur == nil {
 		if err := t.ensureAncestors(m.Path); err != nil {
@@ -245,6 +280,9 @@ func (t *tx) delete(m *Mutation) error {
 	if cur == nil {
 		return fmt.Errorf("%w: %s", ErrNotFound, m.Path)
 	}
+	if err := t.guard(m, cur); err != nil {
+		return err
+	}
 	if has, err := t.hasChildren(m.Path); err != nil {
 		return err
 	} else if has {
@@ -304,6 +342,9 @@ func (t *tx) event(m *Mutation) error {
 	}
 	if cur == nil {
 		return fmt.Errorf("%w: %s", ErrNotFound, m.Path)
+	}
+	if err := t.guard(m, cur); err != nil {
+		return err
 	}
 	ev := *m.Event
 	ev.Path = m.Path

@@ -15,6 +15,8 @@ var (
 	ErrConflict  = errors.New("conflict")
 	ErrCompacted = errors.New("log compacted past cursor")
 	ErrClosed    = errors.New("model closed")
+	// ErrShared refuses a tenant's change to a shared (tenant-less) context.
+	ErrShared = errors.New("shared context")
 )
 
 // Op is the kind of a mutation.
@@ -65,6 +67,13 @@ type Mutation struct {
 	SetFunctions bool                `cbor:"8,keyasint,omitempty" json:"set_functions,omitempty"`
 	Event        *Event              `cbor:"9,keyasint,omitempty" json:"event,omitempty"`
 	Record       *Record             `cbor:"10,keyasint,omitempty" json:"-"`
+	// Actor, when set, is the tenant on whose behalf the mutation is made.
+	// The state machine then refuses it, as if the context did not exist
+	// (ErrNotFound), when the context or any existing ancestor belongs to
+	// another tenant, and with ErrShared when it would change a shared
+	// (tenant-less) context. A put that creates the context gives it the
+	// actor's tenant. System writers leave Actor empty.
+	Actor string `cbor:"11,keyasint,omitempty" json:"actor,omitempty"`
 }
 
 // Entry is one change-log entry: a mutation as applied, with the sequence
@@ -108,6 +117,12 @@ func (m *Mutation) Validate() error {
 	}
 	if err := checkText("tenant", m.Tenant, MaxTenantLen); err != nil {
 		return err
+	}
+	if err := checkText("actor", m.Actor, MaxTenantLen); err != nil {
+		return err
+	}
+	if m.Actor != "" && m.Tenant != "" && m.Tenant != m.Actor {
+		return fmt.Errorf("%w: a tenant cannot write into another tenant", ErrInvalid)
 	}
 	if len(m.Labels) > MaxLabels {
 		return fmt.Errorf("%w: more than %d labels", ErrInvalid, MaxLabels)

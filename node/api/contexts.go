@@ -262,8 +262,9 @@ func (s *Server) putContext(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		return fmt.Errorf("%w: only system administrators place contexts in another tenant", auth.ErrForbidden)
 	}
 
-	unlock := s.locks.lock(path)
-	defer unlock()
+	if !p.System {
+		m.Actor = p.Tenant
+	}
 	cur, err := s.model.Get(path)
 	switch {
 	case errors.Is(err, model.ErrNotFound):
@@ -322,8 +323,6 @@ func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request, p *auth.P
 	if !p.Can(auth.RoleOperator, path) {
 		return forbidden("deleting", auth.RoleOperator, path)
 	}
-	unlock := s.locks.lock(path)
-	defer unlock()
 	cur, err := s.visibleContext(p, path)
 	if err != nil {
 		return err
@@ -331,7 +330,11 @@ func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request, p *auth.P
 	if !p.System && cur.Tenant == "" {
 		return errSharedFolder
 	}
-	if _, err := s.model.Apply(r.Context(), model.Mutation{Op: model.OpDelete, Path: path}); err != nil {
+	del := model.Mutation{Op: model.OpDelete, Path: path}
+	if !p.System {
+		del.Actor = p.Tenant
+	}
+	if _, err := s.model.Apply(r.Context(), del); err != nil {
 		if errors.Is(err, model.ErrNotFound) {
 			return contextNotFound(path)
 		}

@@ -77,7 +77,7 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusTooManyRequests, codeRateLimited
 	case errors.Is(err, auth.ErrUnauthorized):
 		return http.StatusUnauthorized, codeUnauthorized
-	case errors.Is(err, auth.ErrForbidden):
+	case errors.Is(err, auth.ErrForbidden), errors.Is(err, model.ErrShared):
 		return http.StatusForbidden, codeForbidden
 	case errors.Is(err, model.ErrInvalidPath), errors.Is(err, model.ErrInvalid):
 		return http.StatusBadRequest, codeInvalid

@@ -144,8 +144,9 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	if err != nil {
 		return err
 	}
-	unlock := s.locks.lock(path)
-	defer unlock()
+	if !p.System {
+		m.Actor = p.Tenant
+	}
 	cur, err := s.visibleContext(p, path)
 	if err != nil {
 		return err

@@ -13,10 +13,12 @@
 //     reads, writes, deletes, events and function calls; tree listings and
 //     change streams leave such contexts out. Only system users set a
 //     context's tenant; nobody else changes a shared folder (tenant "").
-//   - Writes through the API to one path are serialised (pathLocks), so
-//     that the tenant check and the write are one atomic step with respect
-//     to other API writers: no race turns a create into a takeover of a
-//     context another tenant created meanwhile.
+//   - The checks the API makes before a write give clear answers; the
+//     guarantee comes from the state machine: a non-system user's
+//     mutations carry its tenant as Mutation.Actor, and the model refuses
+//     them at apply time if the context or an ancestor belongs to another
+//     tenant. No race turns a create into a takeover of a context another
+//     tenant created meanwhile.
 //   - Context paths are taken from the escaped URL path segment by segment
 //     and must be canonical: "..", ".", empty segments and encoded slashes
 //     are 400 invalid, never cleaned, redirected or reinterpreted.
@@ -124,7 +126,6 @@ type Server struct {
 	metrics *metrics
 	handler http.Handler
 	routes  []route
-	locks   pathLocks
 
 	streams atomic.Int64 // open change streams
 
@@ -151,7 +152,6 @@ func New(cfg Config) (*Server, error) {
 		model:    cfg.Model,
 		auth:     cfg.Auth,
 		idPrefix: hex.EncodeToString(rnd[:]) + "-",
-		locks:    pathLocks{m: map[model.Path]*pathLock{}},
 	}
 	var err error
 	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Version, s.streams.Load); err != nil {

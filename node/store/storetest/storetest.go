@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) model.Store) {
 		{"Snapshot", testSnapshot},
 		{"AtomicProposal", testAtomicProposal},
 		{"Concurrent", testConcurrent},
+		{"Actor", testActor},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -407,5 +408,37 @@ func testConcurrent(t *testing.T, m *model.Model, s model.Store) {
 	}
 	if len(es) != writers*each+1 {
 		t.Fatalf("log has %d entries, want %d", len(es), writers*each+1)
+	}
+}
+
+// testActor: a tenant's mutation is refused when the target or an
+// ancestor belongs to another tenant, whatever the caller checked before.
+func testActor(t *testing.T, m *model.Model, s model.Store) {
+	ctx := context.Background()
+	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/dev/a", Type: "device", Actor: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Context("/dev/a")
+	if err != nil || c.Tenant != "t1" {
+		t.Fatalf("created context = %+v, %v", c, err)
+	}
+	for _, mut := range []model.Mutation{
+		{Op: model.OpPut, Path: "/dev/a", Actor: "t2"},
+		{Op: model.OpPut, Path: "/dev/a/sub", Actor: "t2"},
+		{Op: model.OpDelete, Path: "/dev/a", Actor: "t2"},
+		{Op: model.OpEvent, Path: "/dev/a", Actor: "t2", Event: &model.Event{Level: model.LevelInfo}},
+	} {
+		if _, err := m.Apply(ctx, mut); !errors.Is(err, model.ErrNotFound) {
+			t.Errorf("%s %s by t2: err = %v, want ErrNotFound", mut.Op, mut.Path, err)
+		}
+	}
+	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/dev", Labels: map[string]string{"x": "y"}, Actor: "t1"}); !errors.Is(err, model.ErrShared) {
+		t.Errorf("tenant changed a shared folder: %v", err)
+	}
+	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/dev/a", Tenant: "t2", Actor: "t1"}); !errors.Is(err, model.ErrInvalid) {
+		t.Errorf("tenant moved a context to another tenant: %v", err)
+	}
+	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/dev/a", Labels: map[string]string{"k": "v"}, Actor: "t1"}); err != nil {
+		t.Errorf("owner update: %v", err)
 	}
 }
