@@ -68,7 +68,7 @@ type Node struct {
 }
 
 // New opens the store and wires the node; it listens only in Start.
-func New(opts Options) (n *Node, err error) {
+func New(opts Options) (_ *Node, err error) {
 	cfg := opts.Config
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -78,7 +78,7 @@ func New(opts Options) (n *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.Name)
-	n = &Node{cfg: cfg, log: log, ready: make(chan struct{}), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, ready: make(chan struct{}), stop: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.close()

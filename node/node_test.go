@@ -1,0 +1,121 @@
+package node
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/certs"
+	"github.com/strata-dm/strata/node/config"
+)
+
+func testConfig(t *testing.T) config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := certs.NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.IssueServer("test", certs.ServerHosts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.WriteFiles(filepath.Join(dir, "tls/api.crt"), filepath.Join(dir, "tls/api.key")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Name = "t"
+	cfg.Dir = dir
+	cfg.API.Addr = "127.0.0.1:0"
+	return cfg
+}
+
+func TestLifecycle(t *testing.T) {
+	cfg := testConfig(t)
+	n, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.readyErr(); err == nil {
+		t.Fatal("ready before Start")
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n.APIAddr() == "" || n.readyErr() != nil {
+		t.Fatalf("addr %q ready %v", n.APIAddr(), n.readyErr())
+	}
+	if _, err := n.Model().Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: "/devices/a", Type: "device"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(context.Background()); err != nil {
+		t.Fatalf("second shutdown: %v", err)
+	}
+	// The data directory is released: a new node opens it and finds the write.
+	n2, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Shutdown(context.Background())
+	if _, err := n2.Model().Get("/devices/a"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewReleasesOnFailure(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.API.TLSCert = "missing.crt" // fails after the store is open
+	if _, err := New(Options{Config: cfg}); err == nil {
+		t.Fatal("New succeeded without a certificate")
+	}
+	cfg = testConfig2(cfg)
+	n, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatalf("store still locked after a failed New: %v", err)
+	}
+	n.Shutdown(context.Background())
+}
+
+func testConfig2(cfg config.Config) config.Config {
+	cfg.API.TLSCert = "tls/api.crt"
+	return cfg
+}
+
+func TestEncryptionKey(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Store.EncryptionKey = hex.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	n, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Model().Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: "/secret", Type: "device"}); err != nil {
+		t.Fatal(err)
+	}
+	n.Shutdown(context.Background())
+
+	plain := cfg
+	plain.Store.EncryptionKey = ""
+	if n, err := New(Options{Config: plain}); err == nil {
+		n.Shutdown(context.Background())
+		t.Fatal("opened an encrypted store without its key")
+	}
+	bad := cfg
+	bad.Store.EncryptionKey = "zz"
+	if _, err := New(Options{Config: bad}); err == nil {
+		t.Fatal("accepted a non-hex key")
+	}
+	n, err = New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	if _, err := n.Model().Get("/secret"); errors.Is(err, model.ErrNotFound) || err != nil {
+		t.Fatalf("reopened encrypted store: %v", err)
+	}
+}
