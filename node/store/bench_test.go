@@ -3,13 +3,10 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 
 	"github.com/strata-dm/strata/model"
 )
@@ -58,7 +55,8 @@ func BenchmarkDurableModelApply(b *testing.B) {
 			seed = seed[:0]
 		}
 	}
-	var n atomic.Int64
+	var n, commits, entries atomic.Int64
+	m.OnCommit(func(es []model.Entry) { commits.Add(1); entries.Add(int64(len(es))) })
 	b.SetParallelism(512) // 512 × GOMAXPROCS concurrent callers
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -70,6 +68,7 @@ func BenchmarkDurableModelApply(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "mutations/s")
+	b.ReportMetric(float64(entries.Load())/float64(max(commits.Load(), 1)), "entries/commit")
 }
 
 func BenchmarkDurableRawBadger(b *testing.B) {
@@ -106,5 +105,3 @@ func BenchmarkDurableRawBadger(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "mutations/s")
 }
 
-var _ = fmt.Sprint
-var _ = badger.ErrKeyNotFound
