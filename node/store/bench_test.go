@@ -104,4 +104,3 @@ func BenchmarkDurableRawBadger(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "mutations/s")
 }
-
