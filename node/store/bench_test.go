@@ -104,3 +104,42 @@ func BenchmarkDurableRawBadger(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "mutations/s")
 }
+
+// BenchmarkDurableModelApplyBatched is the same load proposed 16 mutations
+// at a time (as an ingest worker that gathers a few devices' messages
+// does): each proposal is still acknowledged only once durable.
+func BenchmarkDurableModelApplyBatched(b *testing.B) {
+	s, err := OpenBadger(BadgerOptions{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	m, err := model.New(model.Config{Store: s})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	const per = 16
+	var n atomic.Int64
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		muts := make([]model.Mutation, 0, per)
+		for pb.Next() {
+			muts = append(muts, benchMutation(int(n.Add(1))))
+			if len(muts) == per {
+				if _, err := m.Apply(context.Background(), muts...); err != nil {
+					b.Error(err)
+					return
+				}
+				muts = muts[:0]
+			}
+		}
+		if len(muts) > 0 {
+			if _, err := m.Apply(context.Background(), muts...); err != nil {
+				b.Error(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "mutations/s")
+}
