@@ -6,7 +6,7 @@ RUN_DIR  ?= .strata
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: run build test vet fmt-check fuzz bench clean
+.PHONY: run build test test-deps vet fmt-check fuzz bench clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata ./node/cmd/strata
@@ -19,6 +19,10 @@ run: build
 
 test: fmt-check vet
 	$(GO) test -race -timeout 15m ./...
+
+# What the tests need beyond Go: PostgreSQL server binaries (apt-get, once).
+test-deps:
+	scripts/install-test-deps.sh
 
 vet:
 	$(GO) vet ./...

@@ -1,5 +1,5 @@
 // Package store holds the implementations of model.Store: Badger (the
-// embedded default) and, later, PostgreSQL.
+// embedded default) and PostgreSQL.
 package store
 
 import (

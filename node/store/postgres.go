@@ -1,0 +1,566 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// Interface guard.
+var _ model.Store = (*Postgres)(nil)
+
+// PostgresOptions configures the PostgreSQL store.
+type PostgresOptions struct {
+	// DSN of the primary, as a URL or key=value string (see pgx.ParseConfig).
+	DSN    string
+	Logger *slog.Logger
+	// MaxConns bounds the connection pool (default: pgxpool's, at least 4).
+	MaxConns int32
+}
+
+// Validate checks the options without connecting.
+func (o *PostgresOptions) Validate() error {
+	if o.DSN == "" {
+		return errors.New("store: postgres needs a dsn")
+	}
+	if o.MaxConns < 0 {
+		return fmt.Errorf("store: postgres max conns %d is negative", o.MaxConns)
+	}
+	return nil
+}
+
+// Postgres is the store on a PostgreSQL primary. Every Commit is one
+// transaction, acknowledged once PostgreSQL reports it committed (durable on
+// the primary under synchronous_commit, which OpenPostgres refuses to find
+// off). Schema in migrations/; the layout mirrors Badger's keys:
+//
+//	contexts(path, parent, name, type, tenant, labels, version, doc)
+//	events(path, seq, time, level, doc)
+//	log(seq, doc)
+//	records(kind, key, value)
+//	meta(last_seq, first_seq)
+//
+// doc columns hold model.Marshal of the value. Only one process may write
+// a database at a time (the model's applier); the log's primary key makes a
+// second writer's commits fail rather than fork the log.
+type Postgres struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+	// ctx bounds every query; Close cancels it.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+}
+
+// OpenPostgres connects to opts.DSN, applies the pending schema migrations
+// and checks that commits will be durable. On error nothing stays open.
+func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := opts.Logger.With("component", "store")
+	cfg, err := pgxpool.ParseConfig(opts.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("store: postgres dsn: %w", err)
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: postgres: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			pool.Close()
+		}
+	}()
+	var syncCommit string
+	if err := pool.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&syncCommit); err != nil {
+		return nil, fmt.Errorf("store: postgres %s: %w", cfg.ConnConfig.Host, err)
+	}
+	if syncCommit == "off" {
+		return nil, errors.New("store: postgres has synchronous_commit=off, which acknowledges commits that are not durable")
+	}
+	if err := migrate(ctx, pool, log); err != nil {
+		return nil, fmt.Errorf("store: postgres schema: %w", err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	ok = true
+	return &Postgres{pool: pool, log: log, ctx: sctx, cancel: cancel}, nil
+}
+
+// Close cancels running queries and closes the pool. Closing twice is safe.
+func (s *Postgres) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.pool.Close()
+	})
+	return nil
+}
+
+// Pool exposes the connection pool for tests and benchmarks.
+func (s *Postgres) Pool() *pgxpool.Pool { return s.pool }
+
+// Commit writes the batch in one transaction. The statements run in the
+// same order as Badger's writes (contexts, deletions, events, records,
+// dropped records, log, last sequence number), so a batch that touches one
+// key twice ends the same way on both stores.
+func (s *Postgres) Commit(b *model.Batch) error {
+	q, err := commitBatch(b)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	err = pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
+		return tx.SendBatch(s.ctx, q).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// commitBatch turns a model batch into one statement per table, each
+// taking its rows as arrays (one round trip for the whole batch).
+func commitBatch(b *model.Batch) (*pgx.Batch, error) {
+	q := &pgx.Batch{}
+	if len(b.Contexts) > 0 {
+		n := len(b.Contexts)
+		var (
+			paths, names, types, tenants = make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+			parents                      = make([]*string, 0, n)
+			labels                       = make([]string, 0, n)
+			versions                     = make([]int64, 0, n)
+			docs                         = make([][]byte, 0, n)
+		)
+		for _, cw := range dedupContexts(b.Contexts) {
+			c := cw.Context
+			doc, err := model.Marshal(c)
+			if err != nil {
+				return nil, fmt.Errorf("encode context %s: %w", c.Path, err)
+			}
+			lab := []byte("{}")
+			if len(c.Labels) > 0 {
+				if lab, err = json.Marshal(c.Labels); err != nil {
+					return nil, fmt.Errorf("encode labels of %s: %w", c.Path, err)
+				}
+			}
+			var parent *string
+			if !c.Path.IsRoot() {
+				p := string(c.Path.Parent())
+				parent = &p
+			}
+			paths = append(paths, string(c.Path))
+			parents = append(parents, parent)
+			names = append(names, c.Path.Name())
+			types = append(types, c.Type)
+			tenants = append(tenants, c.Tenant)
+			labels = append(labels, string(lab))
+			versions = append(versions, int64(c.Version))
+			docs = append(docs, doc)
+		}
+		q.Queue(`INSERT INTO contexts (path, parent, name, type, tenant, labels, version, doc)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::bigint[], $8::bytea[])
+			ON CONFLICT (path) DO UPDATE SET type = excluded.type, tenant = excluded.tenant,
+				labels = excluded.labels, version = excluded.version, doc = excluded.doc`,
+			paths, parents, names, types, tenants, labels, versions, docs)
+	}
+	if len(b.Deleted) > 0 {
+		paths := make([]string, len(b.Deleted))
+		for i, p := range b.Deleted {
+			paths[i] = string(p)
+		}
+		q.Queue(`DELETE FROM contexts WHERE path = ANY($1::text[])`, paths)
+		q.Queue(`DELETE FROM events WHERE path = ANY($1::text[])`, paths)
+	}
+	if len(b.Events) > 0 {
+		evs := dedupEvents(b.Events)
+		var (
+			paths, levels = make([]string, len(evs)), make([]string, len(evs))
+			seqs          = make([]int64, len(evs))
+			times         = make([]time.Time, len(evs))
+			docs          = make([][]byte, len(evs))
+		)
+		for i := range evs {
+			doc, err := model.Marshal(&evs[i])
+			if err != nil {
+				return nil, fmt.Errorf("encode event %d: %w", evs[i].Seq, err)
+			}
+			paths[i], seqs[i], times[i], levels[i], docs[i] = string(evs[i].Path), int64(evs[i].Seq), evs[i].Time, string(evs[i].Level), doc
+		}
+		q.Queue(`INSERT INTO events (path, seq, time, level, doc)
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::bytea[])
+			ON CONFLICT (path, seq) DO UPDATE SET time = excluded.time, level = excluded.level, doc = excluded.doc`,
+			paths, seqs, times, levels, docs)
+	}
+	if len(b.Records) > 0 {
+		rs := dedupRecords(b.Records)
+		kinds, keys, values := make([][]byte, len(rs)), make([][]byte, len(rs)), make([][]byte, len(rs))
+		for i, r := range rs {
+			kinds[i], keys[i], values[i] = []byte(r.Kind), []byte(r.Key), r.Value
+		}
+		q.Queue(`INSERT INTO records (kind, key, value)
+			SELECT k, y, coalesce(v, ''::bytea) FROM unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS r(k, y, v)
+			ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value`,
+			kinds, keys, values)
+	}
+	if len(b.Dropped) > 0 {
+		kinds, keys := make([][]byte, len(b.Dropped)), make([][]byte, len(b.Dropped))
+		for i, r := range b.Dropped {
+			kinds[i], keys[i] = []byte(r.Kind), []byte(r.Key)
+		}
+		q.Queue(`DELETE FROM records r USING unnest($1::bytea[], $2::bytea[]) AS d(k, y)
+			WHERE r.kind = d.k AND r.key = d.y`, kinds, keys)
+	}
+	if len(b.Entries) > 0 {
+		seqs, docs := make([]int64, len(b.Entries)), make([][]byte, len(b.Entries))
+		for i := range b.Entries {
+			doc, err := model.Marshal(&b.Entries[i])
+			if err != nil {
+				return nil, fmt.Errorf("encode entry %d: %w", b.Entries[i].Seq, err)
+			}
+			seqs[i], docs[i] = int64(b.Entries[i].Seq), doc
+		}
+		q.Queue(`INSERT INTO log (seq, doc) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, seqs, docs)
+		q.Queue(`UPDATE meta SET last_seq = $1`, int64(b.LastSeq()))
+	}
+	return q, nil
+}
+
+// The dedup helpers keep the last write of each key, as Badger's
+// transaction does; one INSERT ... ON CONFLICT cannot touch a row twice.
+
+func dedupContexts(cws []model.ContextWrite) []model.ContextWrite {
+	seen := make(map[model.Path]int, len(cws))
+	out := make([]model.ContextWrite, 0, len(cws))
+	for _, cw := range cws {
+		if i, ok := seen[cw.Context.Path]; ok {
+			out[i] = cw
+			continue
+		}
+		seen[cw.Context.Path] = len(out)
+		out = append(out, cw)
+	}
+	return out
+}
+
+func dedupEvents(evs []model.Event) []model.Event {
+	type key struct {
+		p   model.Path
+		seq uint64
+	}
+	seen := make(map[key]int, len(evs))
+	out := make([]model.Event, 0, len(evs))
+	for _, ev := range evs {
+		k := key{ev.Path, ev.Seq}
+		if i, ok := seen[k]; ok {
+			out[i] = ev
+			continue
+		}
+		seen[k] = len(out)
+		out = append(out, ev)
+	}
+	return out
+}
+
+func dedupRecords(rs []model.Record) []model.Record {
+	type key struct{ kind, key string }
+	seen := make(map[key]int, len(rs))
+	out := make([]model.Record, 0, len(rs))
+	for _, r := range rs {
+		k := key{r.Kind, r.Key}
+		if i, ok := seen[k]; ok {
+			out[i] = r
+			continue
+		}
+		seen[k] = len(out)
+		out = append(out, r)
+	}
+	return out
+}
+
+// LastSeq returns the last committed sequence number.
+func (s *Postgres) LastSeq() (uint64, error) {
+	var last int64
+	if err := s.pool.QueryRow(s.ctx, `SELECT last_seq FROM meta`).Scan(&last); err != nil {
+		return 0, fmt.Errorf("store: last seq: %w", err)
+	}
+	return uint64(last), nil
+}
+
+// Context reads one context.
+func (s *Postgres) Context(p model.Path) (*model.Context, error) {
+	var doc []byte
+	err := s.pool.QueryRow(s.ctx, `SELECT doc FROM contexts WHERE path = $1`, string(p)).Scan(&doc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: context %s", model.ErrNotFound, p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: context %s: %w", p, err)
+	}
+	var c model.Context
+	if err := model.Unmarshal(doc, &c); err != nil {
+		return nil, fmt.Errorf("store: decode context %s: %w", p, err)
+	}
+	return &c, nil
+}
+
+// Children lists p's direct children in name (byte) order.
+func (s *Postgres) Children(p model.Path, after string, limit int) ([]model.Child, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.pool.Query(s.ctx, `SELECT name, type, tenant FROM contexts
+		WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3`, string(p), after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: children of %s: %w", p, err)
+	}
+	var out []model.Child
+	var c model.Child
+	_, err = pgx.ForEachRow(rows, []any{&c.Name, &c.Type, &c.Tenant}, func() error {
+		out = append(out, c)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: children of %s: %w", p, err)
+	}
+	return out, nil
+}
+
+// Events reads p's history newest first. Since is compared in the database
+// at microsecond precision (timestamptz), then exactly on the decoded event.
+// Since filters every event: Badger instead stops at the first event older
+// than Since, which gives the same answer as long as event times rise with
+// their sequence numbers.
+func (s *Postgres) Events(p model.Path, q model.EventQuery) ([]model.Event, error) {
+	limit := q.Limit
+	if limit <= 0 || limit > MaxEventsPerQuery {
+		limit = min(max(limit, 100), MaxEventsPerQuery)
+	}
+	before := q.Before
+	if before == 0 || before > math.MaxInt64 {
+		before = math.MaxInt64
+	}
+	var since *time.Time
+	if !q.Since.IsZero() {
+		t := q.Since.Truncate(time.Microsecond)
+		since = &t
+	}
+	var level *string
+	if q.Level != "" {
+		l := string(q.Level)
+		level = &l
+	}
+	var out []model.Event
+	for len(out) < limit {
+		want := limit - len(out)
+		rows, err := s.pool.Query(s.ctx, `SELECT seq, doc FROM events
+			WHERE path = $1 AND seq < $2
+				AND ($3::timestamptz IS NULL OR time >= $3)
+				AND ($4::text IS NULL OR level = $4)
+			ORDER BY seq DESC LIMIT $5`, string(p), int64(before), since, level, want)
+		if err != nil {
+			return nil, fmt.Errorf("store: events of %s: %w", p, err)
+		}
+		var (
+			seq  int64
+			doc  []byte
+			read int
+		)
+		_, err = pgx.ForEachRow(rows, []any{&seq, &doc}, func() error {
+			read++
+			before = uint64(seq)
+			var ev model.Event
+			if err := model.Unmarshal(doc, &ev); err != nil {
+				return fmt.Errorf("decode event %d: %w", seq, err)
+			}
+			if !q.Since.IsZero() && ev.Time.Before(q.Since) {
+				return nil // within the microsecond of Since, but before it
+			}
+			out = append(out, ev)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store: events of %s: %w", p, err)
+		}
+		if read < want {
+			break // no more history
+		}
+	}
+	return out, nil
+}
+
+// ReadLog reads entries after a cursor. The log start and the entries come
+// from one statement, hence one snapshot: a concurrent compaction cannot
+// open a silent gap.
+func (s *Postgres) ReadLog(after uint64, limit int) ([]model.Entry, error) {
+	if limit <= 0 {
+		limit = 1024
+	}
+	if after >= math.MaxInt64 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(s.ctx, `SELECT m.first_seq, l.doc FROM meta m
+		LEFT JOIN LATERAL (SELECT seq, doc FROM log WHERE seq > $1 ORDER BY seq LIMIT $2) l ON true
+		ORDER BY l.seq`, int64(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: read log: %w", err)
+	}
+	var (
+		out   []model.Entry
+		first int64
+		doc   []byte
+	)
+	_, err = pgx.ForEachRow(rows, []any{&first, &doc}, func() error {
+		if first > 0 && after+1 < uint64(first) {
+			return fmt.Errorf("%w: cursor %d, oldest kept %d", model.ErrCompacted, after, first)
+		}
+		if doc == nil {
+			return nil // no entries: the one row of the outer join
+		}
+		var e model.Entry
+		if err := model.Unmarshal(doc, &e); err != nil {
+			return fmt.Errorf("store: decode log entry: %w", err)
+		}
+		out = append(out, e)
+		return nil
+	})
+	if errors.Is(err, model.ErrCompacted) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: read log: %w", err)
+	}
+	return out, nil
+}
+
+// Record reads one node-local record.
+func (s *Postgres) Record(kind, key string) ([]byte, error) {
+	var v []byte
+	err := s.pool.QueryRow(s.ctx, `SELECT value FROM records WHERE kind = $1 AND key = $2`,
+		[]byte(kind), []byte(key)).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s %q", model.ErrNotFound, kind, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: record %s %q: %w", kind, key, err)
+	}
+	return v, nil
+}
+
+// Records iterates the records of one kind in key (byte) order.
+func (s *Postgres) Records(kind string, fn func(key string, value []byte) error) error {
+	rows, err := s.pool.Query(s.ctx, `SELECT key, value FROM records WHERE kind = $1 ORDER BY key`, []byte(kind))
+	if err != nil {
+		return fmt.Errorf("store: records %s: %w", kind, err)
+	}
+	var key, value []byte
+	_, err = pgx.ForEachRow(rows, []any{&key, &value}, func() error {
+		// Scanned slices are reused by the next row: hand out copies.
+		return fn(string(key), append([]byte{}, value...))
+	})
+	return err
+}
+
+// Snapshot walks a subtree from one REPEATABLE READ transaction: the
+// sequence number and the contexts come from the same snapshot. With the
+// "C" collation the subtree of /a is /a itself and the range ('/a/', '/a0'),
+// '0' being the byte after '/', so no sibling such as /a-b is read.
+func (s *Postgres) Snapshot(prefix model.Path, fn func(*model.Context) error) (uint64, error) {
+	var seq uint64
+	err := pgx.BeginTxFunc(s.ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var last int64
+		if err := tx.QueryRow(s.ctx, `SELECT last_seq FROM meta`).Scan(&last); err != nil {
+			return err
+		}
+		seq = uint64(last)
+		var (
+			rows pgx.Rows
+			err  error
+		)
+		if prefix.IsRoot() {
+			rows, err = tx.Query(s.ctx, `SELECT doc FROM contexts ORDER BY path`)
+		} else {
+			rows, err = tx.Query(s.ctx, `SELECT doc FROM contexts
+				WHERE path = $1 OR (path > $2 AND path < $3) ORDER BY path`,
+				string(prefix), string(prefix)+"/", string(prefix)+"0")
+		}
+		if err != nil {
+			return err
+		}
+		var doc []byte
+		_, err = pgx.ForEachRow(rows, []any{&doc}, func() error {
+			var c model.Context
+			if err := model.Unmarshal(doc, &c); err != nil {
+				return fmt.Errorf("decode context: %w", err)
+			}
+			return fn(&c)
+		})
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: snapshot %s: %w", prefix, err)
+	}
+	return seq, nil
+}
+
+// CompactLog drops change-log entries so that at most keep remain, and
+// records where the log now starts, in one transaction. It returns how many
+// it dropped.
+func (s *Postgres) CompactLog(keep uint64) (int, error) {
+	n := 0
+	err := pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
+		var last, first int64
+		// FOR UPDATE orders concurrent compactions.
+		if err := tx.QueryRow(s.ctx, `SELECT last_seq, first_seq FROM meta FOR UPDATE`).Scan(&last, &first); err != nil {
+			return err
+		}
+		if uint64(last) <= keep {
+			return nil
+		}
+		upTo := uint64(last) - keep // drop seq <= upTo
+		if uint64(first) > upTo {
+			return nil
+		}
+		tag, err := tx.Exec(s.ctx, `DELETE FROM log WHERE seq <= $1`, int64(upTo))
+		if err != nil {
+			return err
+		}
+		n = int(tag.RowsAffected())
+		_, err = tx.Exec(s.ctx, `UPDATE meta SET first_seq = $1`, int64(upTo+1))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: compact log: %w", err)
+	}
+	return n, nil
+}
+
+// PruneEvents drops events older than olderThan and all but the newest
+// perContext events of each context. It returns how many it dropped. The age
+// cut is at microsecond precision (timestamptz).
+func (s *Postgres) PruneEvents(perContext int, olderThan time.Time) (int, error) {
+	tag, err := s.pool.Exec(s.ctx, `DELETE FROM events e USING (
+			SELECT path, seq, row_number() OVER (PARTITION BY path ORDER BY seq DESC) AS n FROM events
+		) r
+		WHERE e.path = r.path AND e.seq = r.seq AND (r.n > $1 OR e.time < $2)`,
+		int64(perContext), olderThan)
+	if err != nil {
+		return 0, fmt.Errorf("store: prune events: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
