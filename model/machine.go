@@ -26,7 +26,18 @@ type machine struct {
 	// Committed-to-batch overlay: path -> state (nil = deleted).
 	ctx   map[Path]*staged
 	order []Path // first-touch order of ctx keys, for a deterministic batch
-	b     Batch
+	// purge: paths deleted in the batch, with the sequence number of
+	// their last deletion.
+	purge map[Path]uint64
+	// recs: the last operation of the batch on each record key.
+	recs     map[[2]string]recOp
+	recOrder [][2]string
+	b        Batch
+}
+
+type recOp struct {
+	r   Record
+	del bool
 }
 
 type staged struct {
@@ -36,7 +47,8 @@ type staged struct {
 }
 
 func newMachine(base func(Path) (*Context, error), s Store, prev map[Path]*staged, last uint64, at time.Time) *machine {
-	return &machine{base: base, store: s, prev: prev, seq: last, at: at, ctx: make(map[Path]*staged)}
+	return &machine{base: base, store: s, prev: prev, seq: last, at: at, ctx: make(map[Path]*staged),
+		purge: make(map[Path]uint64), recs: make(map[[2]string]recOp)}
 }
 
 // tx is one proposal's staging area over the machine.
@@ -46,13 +58,13 @@ type tx struct {
 	order   []Path
 	entries []Entry
 	events  []Event
-	records []Record
-	dropped []Record
+	recs    []recOp
+	purge   map[Path]uint64
 	seq     uint64
 }
 
 func (m *machine) propose(muts []Mutation) ([]Entry, error) {
-	t := &tx{m: m, ctx: make(map[Path]*staged), seq: m.seq}
+	t := &tx{m: m, ctx: make(map[Path]*staged), purge: make(map[Path]uint64), seq: m.seq}
 	for i := range muts {
 		if err := t.apply(&muts[i]); err != nil {
 			return nil, err
@@ -72,21 +84,44 @@ func (m *machine) propose(muts []Mutation) ([]Entry, error) {
 	}
 	m.b.Entries = append(m.b.Entries, t.entries...)
 	m.b.Events = append(m.b.Events, t.events...)
-	m.b.Records = append(m.b.Records, t.records...)
-	m.b.Dropped = append(m.b.Dropped, t.dropped...)
+	for p, seq := range t.purge {
+		m.purge[p] = seq
+	}
+	for _, op := range t.recs {
+		k := [2]string{op.r.Kind, op.r.Key}
+		if _, ok := m.recs[k]; !ok {
+			m.recOrder = append(m.recOrder, k)
+		}
+		m.recs[k] = op
+	}
 	return t.entries, nil
 }
 
 func (m *machine) batch() *Batch {
 	for _, p := range m.order {
-		s := m.ctx[p]
-		if s.c == nil {
-			if !s.fresh {
-				m.b.Deleted = append(m.b.Deleted, p)
-			}
-			continue
+		if _, ok := m.purge[p]; ok {
+			m.b.Deleted = append(m.b.Deleted, p)
 		}
-		m.b.Contexts = append(m.b.Contexts, ContextWrite{Context: s.c, Index: s.index})
+		if s := m.ctx[p]; s.c != nil {
+			m.b.Contexts = append(m.b.Contexts, ContextWrite{Context: s.c, Index: s.index || m.purge[p] > 0})
+		}
+	}
+	if len(m.purge) > 0 {
+		// Events recorded before their context's deletion go with it.
+		kept := m.b.Events[:0]
+		for _, ev := range m.b.Events {
+			if ev.Seq > m.purge[ev.Path] {
+				kept = append(kept, ev)
+			}
+		}
+		m.b.Events = kept
+	}
+	for _, k := range m.recOrder {
+		if op := m.recs[k]; op.del {
+			m.b.Dropped = append(m.b.Dropped, op.r)
+		} else {
+			m.b.Records = append(m.b.Records, op.r)
+		}
 	}
 	return &m.b
 }
@@ -141,11 +176,11 @@ func (t *tx) apply(m *Mutation) error {
 		return t.event(m)
 	case OpPutRecord:
 		t.next(*m)
-		t.records = append(t.records, *m.Record)
+		t.recs = append(t.recs, recOp{r: *m.Record})
 		return nil
 	case OpDeleteRecord:
 		t.next(*m)
-		t.dropped = append(t.dropped, *m.Record)
+		t.recs = append(t.recs, recOp{r: *m.Record, del: true})
 		return nil
 	}
 	return fmt.Errorf("%w: unknown op %d", ErrInvalid, m.Op)
@@ -290,7 +325,8 @@ func (t *tx) delete(m *Mutation) error {
 	}
 	mm := *m
 	mm.Tenant = cur.Tenant
-	t.next(mm)
+	e := t.next(mm)
+	t.purge[m.Path] = e.Seq
 	t.stage(m.Path, nil, true, false)
 	return nil
 }

@@ -34,7 +34,12 @@ type Store interface {
 }
 
 // Batch is the effect of applying a run of mutations: everything a store
-// must write, atomically, for them to be durable.
+// must write, atomically, for them to be durable. A store applies Deleted
+// first (the context, its child-index entry and all its stored events go),
+// then Contexts, Events, Records and Dropped, then the log. Each path
+// appears at most once in Contexts; a path may be both in Deleted and in
+// Contexts (deleted, then created again). Records and Dropped are
+// disjoint, and no event belongs to a context deleted after it.
 type Batch struct {
 	Entries  []Entry        // change-log entries, in sequence order
 	Contexts []ContextWrite // the new full state of each changed context

@@ -154,13 +154,27 @@ func recordPrefix(kind string) []byte {
 
 func recordKey(kind, key string) []byte { return append(recordPrefix(kind), key...) }
 
-// Commit writes the batch in one transaction. A batch too large for one
+// Commit writes the batch in one transaction, in the order the Batch
+// contract gives (deletions, contexts, events, records, log). A batch too large for one
 // Badger transaction is written in several, in an order that keeps the
 // store consistent for readers at every point: state first, then the log
 // entries and the last sequence number, which is written last of all.
 func (s *Badger) Commit(b *model.Batch) error {
 	w := &txnWriter{db: s.db}
 	w.begin()
+	// Deletions first: a context deleted and created again in one batch
+	// loses its old events, then gets its new state.
+	for _, p := range b.Deleted {
+		if err := w.del(contextKey(p)); err != nil {
+			return w.abort(err)
+		}
+		if err := w.del(childKey(p)); err != nil {
+			return w.abort(err)
+		}
+		if err := w.delPrefix(eventPrefix(p)); err != nil {
+			return w.abort(err)
+		}
+	}
 	for _, cw := range b.Contexts {
 		v, err := model.Marshal(cw.Context)
 		if err != nil {
@@ -177,17 +191,6 @@ func (s *Badger) Commit(b *model.Batch) error {
 			if err := w.set(childKey(cw.Context.Path), iv); err != nil {
 				return w.abort(err)
 			}
-		}
-	}
-	for _, p := range b.Deleted {
-		if err := w.del(contextKey(p)); err != nil {
-			return w.abort(err)
-		}
-		if err := w.del(childKey(p)); err != nil {
-			return w.abort(err)
-		}
-		if err := w.delPrefix(eventPrefix(p)); err != nil {
-			return w.abort(err)
 		}
 	}
 	for i := range b.Events {

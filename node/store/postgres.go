@@ -138,6 +138,16 @@ func (s *Postgres) Commit(b *model.Batch) error {
 // taking its rows as arrays (one round trip for the whole batch).
 func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 	q := &pgx.Batch{}
+	// Deletions first: a context deleted and created again in one batch
+	// loses its old events, then gets its new state.
+	if len(b.Deleted) > 0 {
+		paths := make([]string, len(b.Deleted))
+		for i, p := range b.Deleted {
+			paths[i] = string(p)
+		}
+		q.Queue(`DELETE FROM contexts WHERE path = ANY($1::text[])`, paths)
+		q.Queue(`DELETE FROM events WHERE path = ANY($1::text[])`, paths)
+	}
 	if len(b.Contexts) > 0 {
 		n := len(b.Contexts)
 		var (
@@ -178,14 +188,6 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 			ON CONFLICT (path) DO UPDATE SET type = excluded.type, tenant = excluded.tenant,
 				labels = excluded.labels, version = excluded.version, doc = excluded.doc`,
 			paths, parents, names, types, tenants, labels, versions, docs)
-	}
-	if len(b.Deleted) > 0 {
-		paths := make([]string, len(b.Deleted))
-		for i, p := range b.Deleted {
-			paths[i] = string(p)
-		}
-		q.Queue(`DELETE FROM contexts WHERE path = ANY($1::text[])`, paths)
-		q.Queue(`DELETE FROM events WHERE path = ANY($1::text[])`, paths)
 	}
 	if len(b.Events) > 0 {
 		evs := dedupEvents(b.Events)

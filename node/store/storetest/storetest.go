@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) model.Store) {
 		{"AtomicProposal", testAtomicProposal},
 		{"Concurrent", testConcurrent},
 		{"Actor", testActor},
+		{"BatchOrder", testBatchOrder},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -440,5 +441,57 @@ func testActor(t *testing.T, m *model.Model, s model.Store) {
 	}
 	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/dev/a", Labels: map[string]string{"k": "v"}, Actor: "t1"}); err != nil {
 		t.Errorf("owner update: %v", err)
+	}
+}
+
+// testBatchOrder: what one batch does to a record or a context in several
+// steps ends as the last step says, whatever the store's write order.
+func testBatchOrder(t *testing.T, m *model.Model, s model.Store) {
+	ctx := context.Background()
+	if err := m.PutRecord(ctx, "k", "a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	put(t, m, "/o/x", "device", "", nil)
+	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpEvent, Path: "/o/x", Event: &model.Event{Level: model.LevelInfo, Name: "old"}}); err != nil {
+		t.Fatal(err)
+	}
+	ev := func(name string) model.Mutation {
+		return model.Mutation{Op: model.OpEvent, Path: "/o/x", Event: &model.Event{Level: model.LevelInfo, Name: name}}
+	}
+	if _, err := m.Apply(ctx,
+		model.Mutation{Op: model.OpDeleteRecord, Record: &model.Record{Kind: "k", Key: "a"}},
+		model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: "k", Key: "a", Value: []byte("2")}},
+		model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: "k", Key: "b", Value: []byte("3")}},
+		model.Mutation{Op: model.OpDeleteRecord, Record: &model.Record{Kind: "k", Key: "b"}},
+		ev("doomed"),
+		model.Mutation{Op: model.OpDelete, Path: "/o/x"},
+		model.Mutation{Op: model.OpPut, Path: "/o/x", Type: "gateway"},
+		ev("new"),
+		model.Mutation{Op: model.OpPut, Path: "/o/y", Type: "device"},
+		model.Mutation{Op: model.OpEvent, Path: "/o/y", Event: &model.Event{Level: model.LevelInfo}},
+		model.Mutation{Op: model.OpDelete, Path: "/o/y"},
+	); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Record("k", "a"); err != nil || string(v) != "2" {
+		t.Errorf("record a = %q, %v; want 2", v, err)
+	}
+	if _, err := s.Record("k", "b"); !errors.Is(err, model.ErrNotFound) {
+		t.Errorf("record b survives its deletion: %v", err)
+	}
+	c, err := s.Context("/o/x")
+	if err != nil || c.Type != "gateway" {
+		t.Fatalf("/o/x = %+v, %v", c, err)
+	}
+	evs, err := s.Events("/o/x", model.EventQuery{})
+	if err != nil || len(evs) != 1 || evs[0].Name != "new" {
+		t.Errorf("events of re-created /o/x = %v, %v; want [new]", names(evs), err)
+	}
+	if evs, _ := s.Events("/o/y", model.EventQuery{}); len(evs) != 0 {
+		t.Errorf("events of deleted /o/y survive: %v", names(evs))
+	}
+	kids, err := s.Children("/o", "", 10)
+	if err != nil || len(kids) != 1 || kids[0].Type != "gateway" {
+		t.Errorf("children of /o = %+v, %v", kids, err)
 	}
 }
