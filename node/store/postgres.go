@@ -157,7 +157,7 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 			versions                     = make([]int64, 0, n)
 			docs                         = make([][]byte, 0, n)
 		)
-		for _, cw := range dedupContexts(b.Contexts) {
+		for _, cw := range b.Contexts {
 			c := cw.Context
 			doc, err := model.Marshal(c)
 			if err != nil {
@@ -190,7 +190,7 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 			paths, parents, names, types, tenants, labels, versions, docs)
 	}
 	if len(b.Events) > 0 {
-		evs := dedupEvents(b.Events)
+		evs := b.Events
 		var (
 			paths, levels = make([]string, len(evs)), make([]string, len(evs))
 			seqs          = make([]int64, len(evs))
@@ -210,7 +210,7 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 			paths, seqs, times, levels, docs)
 	}
 	if len(b.Records) > 0 {
-		rs := dedupRecords(b.Records)
+		rs := b.Records
 		kinds, keys, values := make([][]byte, len(rs)), make([][]byte, len(rs)), make([][]byte, len(rs))
 		for i, r := range rs {
 			kinds[i], keys[i], values[i] = []byte(r.Kind), []byte(r.Key), r.Value
@@ -241,58 +241,6 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 		q.Queue(`UPDATE meta SET last_seq = $1`, int64(b.LastSeq()))
 	}
 	return q, nil
-}
-
-// The dedup helpers keep the last write of each key, as Badger's
-// transaction does; one INSERT ... ON CONFLICT cannot touch a row twice.
-
-func dedupContexts(cws []model.ContextWrite) []model.ContextWrite {
-	seen := make(map[model.Path]int, len(cws))
-	out := make([]model.ContextWrite, 0, len(cws))
-	for _, cw := range cws {
-		if i, ok := seen[cw.Context.Path]; ok {
-			out[i] = cw
-			continue
-		}
-		seen[cw.Context.Path] = len(out)
-		out = append(out, cw)
-	}
-	return out
-}
-
-func dedupEvents(evs []model.Event) []model.Event {
-	type key struct {
-		p   model.Path
-		seq uint64
-	}
-	seen := make(map[key]int, len(evs))
-	out := make([]model.Event, 0, len(evs))
-	for _, ev := range evs {
-		k := key{ev.Path, ev.Seq}
-		if i, ok := seen[k]; ok {
-			out[i] = ev
-			continue
-		}
-		seen[k] = len(out)
-		out = append(out, ev)
-	}
-	return out
-}
-
-func dedupRecords(rs []model.Record) []model.Record {
-	type key struct{ kind, key string }
-	seen := make(map[key]int, len(rs))
-	out := make([]model.Record, 0, len(rs))
-	for _, r := range rs {
-		k := key{r.Kind, r.Key}
-		if i, ok := seen[k]; ok {
-			out[i] = r
-			continue
-		}
-		seen[k] = len(out)
-		out = append(out, r)
-	}
-	return out
 }
 
 // LastSeq returns the last committed sequence number.
