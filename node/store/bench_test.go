@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/store/pgtest"
 )
 
 // The durable-write benchmarks: concurrent callers updating device
@@ -39,6 +40,27 @@ func BenchmarkDurableModelApply(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
+	benchModelApply(b, s)
+}
+
+// BenchmarkDurableModelApplyPostgres is the same load on a PostgreSQL
+// store: a throwaway cluster on loopback with fsync on, as in production.
+func BenchmarkDurableModelApplyPostgres(b *testing.B) {
+	c, err := pgtest.StartWith(pgtest.Options{Durable: true})
+	if err != nil {
+		pgtest.Missing(b)
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Stop) // after the database is dropped
+	s, err := OpenPostgres(context.Background(), PostgresOptions{DSN: c.NewDatabase(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	benchModelApply(b, s)
+}
+
+func benchModelApply(b *testing.B, s model.Store) {
 	m, err := model.New(model.Config{Store: s})
 	if err != nil {
 		b.Fatal(err)

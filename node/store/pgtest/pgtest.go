@@ -41,11 +41,12 @@ import (
 
 // Cluster is one running PostgreSQL server.
 type Cluster struct {
-	Dir  string // data directory's parent; removed by Stop
-	Port int
-	bin  string
-	cred *syscall.Credential // nil: run as ourselves
-	user string              // database superuser
+	Dir     string // data directory's parent; removed by Stop
+	Port    int
+	bin     string
+	cred    *syscall.Credential // nil: run as ourselves
+	user    string              // database superuser
+	durable bool                // fsync and full-page writes on
 
 	exited chan struct{} // closed when the server process has exited
 	proc   *os.Process
@@ -88,13 +89,23 @@ func Missing(tb testing.TB) {
 	tb.Skip(msg)
 }
 
+// Options tune a cluster started by StartWith.
+type Options struct {
+	// Durable keeps fsync and full-page writes on, as in production, for
+	// benchmarks of durable writes. Tests leave it off for speed.
+	Durable bool
+}
+
 // Start initialises and starts a new server. The caller must Stop it.
-func Start() (*Cluster, error) {
+func Start() (*Cluster, error) { return StartWith(Options{}) }
+
+// StartWith is Start with options.
+func StartWith(opts Options) (*Cluster, error) {
 	bin := BinDir()
 	if bin == "" {
 		return nil, errors.New("pgtest: no PostgreSQL binaries")
 	}
-	c := &Cluster{bin: bin, user: "postgres"}
+	c := &Cluster{bin: bin, user: "postgres", durable: opts.Durable}
 	dir, err := os.MkdirTemp("", "strata-pgtest-")
 	if err != nil {
 		return nil, err
@@ -168,9 +179,9 @@ func (c *Cluster) start() error {
 		"-c", "unix_socket_directories="+c.Dir,
 		// A throwaway server: durability of the host is not under test
 		// (synchronous_commit stays on, so commits still wait for the WAL
-		// write), speed is.
-		"-c", "fsync=off",
-		"-c", "full_page_writes=off",
+		// write), speed is; benchmarks ask for the real thing.
+		"-c", "fsync="+onOff(c.durable),
+		"-c", "full_page_writes="+onOff(c.durable),
 		"-c", "max_connections=200",
 		"-c", "shared_buffers=32MB",
 	)
@@ -320,4 +331,11 @@ func Main(m *testing.M) int {
 		shared.c.Stop()
 	}
 	return code
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
