@@ -10,7 +10,6 @@ package node
 import (
 	"context"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,7 +29,6 @@ import (
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/config"
-	"github.com/strata-dm/strata/node/store"
 )
 
 // AdminTokenFile is the file beside strata.yaml holding the first admin's
@@ -49,7 +47,7 @@ type Options struct {
 type Node struct {
 	cfg     config.Config
 	log     *slog.Logger
-	store   *store.Badger
+	store   nodeStore
 	model   *model.Model
 	auth    *auth.Service
 	api     *api.Server
@@ -85,15 +83,7 @@ func New(opts Options) (_ *Node, err error) {
 		}
 	}()
 
-	key, err := encryptionKey(&cfg)
-	if err != nil {
-		return nil, err
-	}
-	dataDir := cfg.Path(cfg.DataDir)
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	if n.store, err = store.OpenBadger(store.BadgerOptions{Dir: dataDir, Logger: log, EncryptionKey: key, CacheMB: cfg.Store.CacheMB}); err != nil {
+	if n.store, err = openStore(&cfg, log); err != nil {
 		return nil, err
 	}
 	if n.model, err = model.New(model.Config{Store: n.store, Logger: log}); err != nil {
@@ -153,34 +143,6 @@ func (n *Node) bootstrap() error {
 		n.log.Info("created the first admin user from the admin token", "user", "admin", "file", path)
 	}
 	return nil
-}
-
-func encryptionKey(cfg *config.Config) ([]byte, error) {
-	hexKey := cfg.Store.EncryptionKey
-	if hexKey == "" && cfg.Store.EncryptionKeyFile != "" {
-		data, err := os.ReadFile(cfg.Path(cfg.Store.EncryptionKeyFile))
-		if err != nil {
-			return nil, fmt.Errorf("store.encryption_key_file: %w", err)
-		}
-		raw := strings.TrimSpace(string(data))
-		switch len(raw) {
-		case 16, 24, 32:
-			return []byte(raw), nil
-		}
-		hexKey = raw
-	}
-	if hexKey == "" {
-		return nil, nil
-	}
-	key, err := hex.DecodeString(hexKey)
-	if err != nil {
-		return nil, fmt.Errorf("store encryption key: not hex: %w", err)
-	}
-	switch len(key) {
-	case 16, 24, 32:
-		return key, nil
-	}
-	return nil, fmt.Errorf("store encryption key: %d bytes, want 16, 24 or 32", len(key))
 }
 
 func (n *Node) registerModelMetrics() {

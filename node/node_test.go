@@ -1,15 +1,22 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/node/store/pgtest"
 )
 
 func testConfig(t *testing.T) config.Config {
@@ -117,5 +124,71 @@ func TestEncryptionKey(t *testing.T) {
 	defer n.Shutdown(context.Background())
 	if _, err := n.Model().Get("/secret"); errors.Is(err, model.ErrNotFound) || err != nil {
 		t.Fatalf("reopened encrypted store: %v", err)
+	}
+}
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func TestLifecyclePostgres(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Store.Kind = config.StorePostgres
+	cfg.Store.DSN = pgtest.Shared(t).NewDatabase(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	n, err := New(Options{Config: cfg, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Model().Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: "/devices/a", Type: "device"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.Path(cfg.DataDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a postgres node made its data dir: %v", err)
+	}
+	if !strings.Contains(logs.String(), "opened postgres store") {
+		t.Errorf("no store log line:\n%s", logs.String())
+	}
+
+	// A second node (a restart, or a replica of the tier) finds the write.
+	n2, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Shutdown(context.Background())
+	if _, err := n2.Model().Get("/devices/a"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPostgresUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close() // nothing listens there now
+	cfg := testConfig(t)
+	cfg.Store.Kind = config.StorePostgres
+	cfg.Store.DSN = fmt.Sprintf("postgres://strata:s3cret-pw@127.0.0.1:%d/strata?sslmode=disable&connect_timeout=5", port)
+	var logs bytes.Buffer
+	n, err := New(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err == nil {
+		n.Shutdown(context.Background())
+		t.Fatal("New succeeded without a database")
+	}
+	if strings.Contains(err.Error(), "s3cret-pw") || strings.Contains(logs.String(), "s3cret-pw") {
+		t.Fatalf("the password leaked: %v\n%s", err, logs.String())
+	}
+	t.Logf("error: %v", err)
+
+	cfg.Store.DSN = "postgres://strata:s3cret-pw@127.0.0.1:notaport/strata"
+	if _, err := New(Options{Config: cfg}); err == nil || strings.Contains(err.Error(), "s3cret-pw") {
+		t.Fatalf("malformed dsn: %v", err)
 	}
 }

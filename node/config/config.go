@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -65,14 +66,28 @@ type Federation struct {
 	Addr string `yaml:"addr"`
 }
 
+// Store kinds.
+const (
+	StoreBadger   = "badger"   // embedded, in data_dir (the default)
+	StorePostgres = "postgres" // a PostgreSQL primary at DSN
+)
+
 // Store selects and tunes the store.
 type Store struct {
-	Kind string `yaml:"kind"` // "badger" (default)
+	Kind string `yaml:"kind"` // StoreBadger (default) or StorePostgres
+	// DSN is the PostgreSQL primary, as a URL or key=value string; kind
+	// postgres only. STRATA_STORE_DSN overrides it, so that a password need
+	// not be in the file. It is never logged.
+	DSN string `yaml:"dsn"`
+	// ReadDSNs are PostgreSQL read replicas; kind postgres only. They are
+	// validated but not used yet: every read goes to the primary.
+	ReadDSNs []string `yaml:"read_dsns"`
 	// EncryptionKeyFile holds a 16, 24 or 32 byte key (raw or hex) for
 	// encryption at rest; STRATA_STORE_ENCRYPTION_KEY (hex) overrides it.
+	// Kind badger only: on PostgreSQL, encryption at rest is the server's.
 	EncryptionKeyFile string `yaml:"encryption_key_file"`
 	EncryptionKey     string `yaml:"-"`
-	// CacheMB is the block cache size (default 64).
+	// CacheMB is Badger's block cache size (default 64).
 	CacheMB int `yaml:"cache_mb"`
 }
 
@@ -133,7 +148,7 @@ func Default() Config {
 			TLSKey:       "tls/api.key",
 			MaxBodyBytes: 1 << 20,
 		},
-		Store:     Store{Kind: "badger", CacheMB: 64},
+		Store:     Store{Kind: StoreBadger, CacheMB: 64},
 		Retention: Retention{EventsPerContext: 1000, EventMaxAge: Duration(720 * time.Hour), LogEntries: 1_000_000},
 		Auth:      Auth{LoginFailures: 5, LoginWindow: Duration(time.Minute), SessionTTL: Duration(12 * time.Hour)},
 		Log:       Log{Level: "info", Format: "text"},
@@ -201,11 +216,8 @@ func (c *Config) Validate() error {
 	if c.API.MaxBodyBytes <= 0 {
 		return errors.New("api.max_body_bytes must be positive")
 	}
-	if c.Store.Kind != "badger" {
-		return fmt.Errorf("store.kind: %q is not supported (badger)", c.Store.Kind)
-	}
-	if c.Store.CacheMB < 1 {
-		return errors.New("store.cache_mb must be at least 1")
+	if err := c.Store.validate(); err != nil {
+		return err
 	}
 	if c.Retention.EventsPerContext < 1 || c.Retention.EventMaxAge <= 0 || c.Retention.LogEntries < 1000 {
 		return errors.New("retention: events_per_context >= 1, event_max_age > 0 and log_entries >= 1000 are required")
@@ -222,6 +234,34 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
+	}
+	return nil
+}
+
+func (s *Store) validate() error {
+	switch s.Kind {
+	case StoreBadger:
+		if s.DSN != "" || len(s.ReadDSNs) > 0 {
+			return errors.New("store.dsn and store.read_dsns need store.kind postgres (the store is badger)")
+		}
+	case StorePostgres:
+		if strings.TrimSpace(s.DSN) == "" {
+			return errors.New("store.dsn is required with store.kind postgres (or set STRATA_STORE_DSN)")
+		}
+		for i, d := range s.ReadDSNs {
+			if strings.TrimSpace(d) == "" {
+				return fmt.Errorf("store.read_dsns[%d] is empty", i)
+			}
+		}
+		if s.EncryptionKeyFile != "" || s.EncryptionKey != "" {
+			return errors.New("store.encryption_key_file and STRATA_STORE_ENCRYPTION_KEY are for badger: " +
+				"with store.kind postgres, encryption at rest is PostgreSQL's job (encrypted volumes), and TLS via the dsn's sslmode")
+		}
+	default:
+		return fmt.Errorf("store.kind: %q is not one of badger, postgres", s.Kind)
+	}
+	if s.CacheMB < 1 {
+		return errors.New("store.cache_mb must be at least 1")
 	}
 	return nil
 }

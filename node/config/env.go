@@ -15,6 +15,8 @@ const EnvPrefix = "STRATA_"
 // variable named STRATA_ and its path in upper case joined by "_":
 // api.addr is STRATA_API_ADDR, store.cache_mb is STRATA_STORE_CACHE_MB.
 // STRATA_STORE_ENCRYPTION_KEY sets the encryption key (hex) directly.
+// Lists (store.read_dsns) have no variable: a variable set for one is an
+// error, since no separator is safe inside every DSN.
 func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
 	if v, ok := lookup(EnvPrefix + "STORE_ENCRYPTION_KEY"); ok {
 		c.Store.EncryptionKey = v
@@ -35,6 +37,9 @@ func EnvNames() []string {
 			}
 			if f.Type.Kind() == reflect.Struct {
 				walk(f.Type, prefix+strings.ToUpper(name)+"_")
+				continue
+			}
+			if f.Type.Kind() == reflect.Slice {
 				continue
 			}
 			out = append(out, prefix+strings.ToUpper(name))
@@ -110,6 +115,8 @@ func setFromString(v reflect.Value, s string) error {
 			return err
 		}
 		v.SetBool(b)
+	case reflect.Slice:
+		return fmt.Errorf("a list cannot be set from the environment; set it in the file")
 	default:
 		return fmt.Errorf("cannot be set from the environment")
 	}

@@ -5,6 +5,7 @@ import "testing"
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("name: hq\nrole: hq\napi:\n  addr: 127.0.0.1:8443\n"))
 	f.Add([]byte("retention:\n  event_max_age: 12h\n"))
+	f.Add([]byte("store:\n  kind: postgres\n  dsn: host=db\n  read_dsns: [host=r1, \"\"]\n"))
 	f.Add([]byte("unknown: 1\n"))
 	f.Add([]byte("name: [\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -57,7 +57,7 @@ func diffNode(v, def reflect.Value, prefix string) (*yaml.Node, error) {
 				return nil, err
 			}
 			val = sub
-		} else if always[key] || !reflect.DeepEqual(fv.Interface(), dv.Interface()) {
+		} else if always[key] || !sameValue(fv, dv) {
 			val = &yaml.Node{}
 			if err := val.Encode(fv.Interface()); err != nil {
 				return nil, fmt.Errorf("config: %s: %w", key, err)
@@ -72,6 +72,14 @@ func diffNode(v, def reflect.Value, prefix string) (*yaml.Node, error) {
 		return nil, nil
 	}
 	return m, nil
+}
+
+// sameValue is deep equality, with an empty list equal to no list.
+func sameValue(a, b reflect.Value) bool {
+	if a.Kind() == reflect.Slice && a.Len() == 0 && b.Len() == 0 {
+		return true
+	}
+	return reflect.DeepEqual(a.Interface(), b.Interface())
 }
 
 func implementsMarshaler(t reflect.Type) bool {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 		t.Fatalf("Parse: %v\n%s", err, s)
 	}
 	c.Dir, c.Store.EncryptionKey = "", ""
-	if back != c {
+	if !reflect.DeepEqual(back, c) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", back, c)
 	}
 	if err := back.Validate(); err != nil {

@@ -99,6 +99,9 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 	if err := migrate(ctx, pool, log); err != nil {
 		return nil, fmt.Errorf("store: postgres schema: %w", err)
 	}
+	// The DSN may hold a password: name the server by its parts instead.
+	cc := cfg.ConnConfig
+	log.Info("opened postgres store", "host", cc.Host, "port", cc.Port, "database", cc.Database, "user", cc.User)
 	sctx, cancel := context.WithCancel(context.Background())
 	ok = true
 	return &Postgres{pool: pool, log: log, ctx: sctx, cancel: cancel}, nil

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/strata-dm/strata/node/client"
+	"github.com/strata-dm/strata/node/store/pgtest"
 )
 
 var strataBin string
@@ -33,7 +34,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build strata:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Main(m) // stops the PostgreSQL server if a test started one
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -64,10 +65,13 @@ type nodeDir struct {
 	p    *proc
 }
 
-func initNode(t *testing.T, name string) *nodeDir {
+// initNode runs strata init for a node named name; extra are more init
+// flags (e.g. --store postgres --dsn DSN).
+func initNode(t *testing.T, name string, extra ...string) *nodeDir {
 	t.Helper()
 	n := &nodeDir{t: t, dir: t.TempDir(), addr: freeAddr(t)}
-	out, err := exec.Command(strataBin, "init", "--dir", n.dir, "--name", name, "--api-addr", n.addr).CombinedOutput()
+	args := append([]string{"init", "--dir", n.dir, "--name", name, "--api-addr", n.addr}, extra...)
+	out, err := exec.Command(strataBin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("strata init: %v\n%s", err, out)
 	}

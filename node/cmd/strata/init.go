@@ -36,6 +36,8 @@ type initOptions struct {
 	mqttAddr string
 	fedAddr  string
 	tlsHosts []string
+	store    string
+	dsn      string
 	force    bool
 }
 
@@ -51,6 +53,11 @@ func (a *app) initCmd() *cobra.Command {
   DIR/tls/api.crt     the API's server certificate (api.key beside it)
   DIR/admin.token     the token of the system user "admin", created when the
                       node first starts; strata ctl uses it by default
+
+--store postgres --dsn DSN keeps the node's data in that PostgreSQL
+database instead of the embedded Badger store in data_dir; init does not
+connect to it. To keep a password out of strata.yaml, leave it out of the
+DSN and give it when serving: STRATA_STORE_DSN, PGPASSWORD or ~/.pgpass.
 
 It refuses to overwrite an existing strata.yaml unless --force is given
 (which replaces every file above: the old CA, certificates and token stop
@@ -68,6 +75,8 @@ working).`,
 	f.StringVar(&o.mqttAddr, "mqtt-addr", "", "device MQTT listen address HOST:PORT (none when empty)")
 	f.StringVar(&o.fedAddr, "federation-addr", "", "federation QUIC listen address HOST:PORT (none when empty)")
 	f.StringSliceVar(&o.tlsHosts, "tls-host", nil, "extra DNS name or IP for the API certificate (repeatable)")
+	f.StringVar(&o.store, "store", config.StoreBadger, "store kind: badger (embedded, in data_dir) or postgres")
+	f.StringVar(&o.dsn, "dsn", "", "PostgreSQL DSN (URL or key=value) of the primary, with --store postgres")
 	f.BoolVar(&o.force, "force", false, "overwrite an existing strata.yaml, certificates and admin token")
 	c.MarkFlagRequired("name")
 	return c
@@ -82,6 +91,8 @@ func runInit(o initOptions, out io.Writer) error {
 	cfg.API.Addr = o.apiAddr
 	cfg.MQTT.Addr = o.mqttAddr
 	cfg.Federation.Addr = o.fedAddr
+	cfg.Store.Kind = o.store
+	cfg.Store.DSN = o.dsn
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -90,6 +90,25 @@ func TestInit(t *testing.T) {
 	}
 }
 
+func TestInitPostgres(t *testing.T) {
+	dir := t.TempDir()
+	const dsn = "postgres://strata@db.example:5432/strata?sslmode=verify-full"
+	if code, _, e := runCmd(t, nil, "", "init", "--dir", dir, "--name", "hq", "--store", "postgres", "--dsn", dsn); code != 0 {
+		t.Fatal(e)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, configFile))
+	if !strings.Contains(string(raw), "store:\n  kind: postgres\n  dsn: "+dsn+"\n") {
+		t.Errorf("config lacks the store:\n%s", raw)
+	}
+	cfg, err := config.Load(filepath.Join(dir, configFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store.Kind != config.StorePostgres || cfg.Store.DSN != dsn {
+		t.Errorf("store = %+v", cfg.Store)
+	}
+}
+
 func TestInitRefusesOverwrite(t *testing.T) {
 	dir := t.TempDir()
 	if code, _, e := runCmd(t, nil, "", "init", "--dir", dir, "--name", "hq"); code != 0 {
@@ -135,6 +154,9 @@ func TestInitInvalidWritesNothing(t *testing.T) {
 		{"--name", "ok", "--role", "boss"},
 		{"--name", "ok", "--api-addr", "nohostport"},
 		{"--name", "ok", "--mqtt-addr", "1.2.3.4"},
+		{"--name", "ok", "--store", "postgres"},
+		{"--name", "ok", "--store", "sqlite"},
+		{"--name", "ok", "--dsn", "host=db"},
 	} {
 		dir := filepath.Join(t.TempDir(), "n")
 		code, _, errOut := runCmd(t, nil, "", append([]string{"init", "--dir", dir}, args...)...)

@@ -1,0 +1,141 @@
+package config
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func validConfig() Config {
+	c := Default()
+	c.Name = "hq"
+	return c
+}
+
+func TestValidateStore(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		store func(*Store)
+		err   string // substring; "" means valid
+	}{
+		{"badger default", func(*Store) {}, ""},
+		{"postgres", func(s *Store) { s.Kind = StorePostgres; s.DSN = "postgres://strata@db/strata" }, ""},
+		{"postgres with replicas", func(s *Store) {
+			s.Kind = StorePostgres
+			s.DSN = "host=db dbname=strata"
+			s.ReadDSNs = []string{"host=r1 dbname=strata", "postgres://r2/strata"}
+		}, ""},
+		{"unknown kind", func(s *Store) { s.Kind = "sqlite" }, `store.kind: "sqlite" is not one of badger, postgres`},
+		{"empty kind", func(s *Store) { s.Kind = "" }, "store.kind"},
+		{"postgres without dsn", func(s *Store) { s.Kind = StorePostgres }, "store.dsn is required"},
+		{"postgres blank dsn", func(s *Store) { s.Kind = StorePostgres; s.DSN = "  " }, "store.dsn is required"},
+		{"postgres empty replica", func(s *Store) {
+			s.Kind = StorePostgres
+			s.DSN = "host=db"
+			s.ReadDSNs = []string{"host=r1", ""}
+		}, "store.read_dsns[1] is empty"},
+		{"postgres with key file", func(s *Store) {
+			s.Kind = StorePostgres
+			s.DSN = "host=db"
+			s.EncryptionKeyFile = "store.key"
+		}, "encryption at rest is PostgreSQL's job"},
+		{"postgres with key from env", func(s *Store) {
+			s.Kind = StorePostgres
+			s.DSN = "host=db"
+			s.EncryptionKey = "00112233445566778899aabbccddeeff"
+		}, "encryption at rest is PostgreSQL's job"},
+		{"badger with dsn", func(s *Store) { s.DSN = "host=db" }, "need store.kind postgres"},
+		{"badger with replicas", func(s *Store) { s.ReadDSNs = []string{"host=r1"} }, "need store.kind postgres"},
+		{"badger cache", func(s *Store) { s.CacheMB = 0 }, "store.cache_mb"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			tc.store(&c.Store)
+			err := c.Validate()
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tc.err != "" && err == nil:
+				t.Fatalf("Validate passed, want %q", tc.err)
+			case tc.err != "" && !strings.Contains(err.Error(), tc.err):
+				t.Fatalf("Validate: %v, want %q", err, tc.err)
+			}
+			if err != nil && c.Store.DSN != "" && strings.Contains(err.Error(), c.Store.DSN) {
+				t.Errorf("error shows the dsn: %v", err)
+			}
+		})
+	}
+}
+
+func TestParseStore(t *testing.T) {
+	c, err := Parse([]byte("name: hq\nstore:\n  kind: postgres\n  dsn: postgres://strata@db:5432/strata\n  read_dsns:\n    - postgres://strata@r1/strata\n    - host=r2 dbname=strata\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := Store{Kind: StorePostgres, DSN: "postgres://strata@db:5432/strata",
+		ReadDSNs: []string{"postgres://strata@r1/strata", "host=r2 dbname=strata"}, CacheMB: 64}
+	if !reflect.DeepEqual(c.Store, want) {
+		t.Fatalf("store = %+v, want %+v", c.Store, want)
+	}
+	if _, err := Parse([]byte("store:\n  read_dsn: host=r1\n")); err == nil {
+		t.Fatal("a misspelt store key parsed")
+	}
+}
+
+func TestEnvStore(t *testing.T) {
+	env := map[string]string{"STRATA_STORE_KIND": "postgres", "STRATA_STORE_DSN": "postgres://strata:s3cret@db/strata"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	c := validConfig()
+	if err := c.ApplyEnv(lookup); err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.Kind != StorePostgres || c.Store.DSN != env["STRATA_STORE_DSN"] {
+		t.Fatalf("store = %+v", c.Store)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A list has no variable: setting one is an error, not a panic.
+	env["STRATA_STORE_READ_DSNS"] = "host=r1"
+	c = validConfig()
+	err := c.ApplyEnv(lookup)
+	if err == nil || !strings.Contains(err.Error(), "STRATA_STORE_READ_DSNS") {
+		t.Fatalf("ApplyEnv with a list variable: %v", err)
+	}
+	names := EnvNames()
+	if !slices.Contains(names, "STRATA_STORE_DSN") || slices.Contains(names, "STRATA_STORE_READ_DSNS") {
+		t.Fatalf("EnvNames = %v", names)
+	}
+}
+
+func TestMarshalStore(t *testing.T) {
+	c := validConfig()
+	c.Store.Kind = StorePostgres
+	c.Store.DSN = "postgres://strata@db/strata"
+	c.Store.ReadDSNs = []string{} // empty is not written
+	out, err := Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "name: hq\nrole: hq\napi:\n  addr: 127.0.0.1:8443\nstore:\n  kind: postgres\n  dsn: postgres://strata@db/strata\n"
+	if string(out) != want {
+		t.Fatalf("Marshal =\n%s\nwant\n%s", out, want)
+	}
+	c.Store.ReadDSNs = []string{"postgres://strata@r1/strata"}
+	out, err = Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.Store, c.Store) {
+		t.Fatalf("round trip: %+v, want %+v", back.Store, c.Store)
+	}
+}

@@ -1,0 +1,94 @@
+package node
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/node/store"
+)
+
+// nodeStore is what the node needs of a store: the model's interface, plus
+// the retention work maintain runs.
+type nodeStore interface {
+	model.Store
+	// PruneEvents drops events beyond perContext per context or older
+	// than olderThan and reports how many went.
+	PruneEvents(perContext int, olderThan time.Time) (int, error)
+	// CompactLog drops change-log entries beyond the newest keep and
+	// reports how many went.
+	CompactLog(keep uint64) (int, error)
+}
+
+// Interface guards.
+var (
+	_ nodeStore = (*store.Badger)(nil)
+	_ nodeStore = (*store.Postgres)(nil)
+)
+
+// storeOpenTimeout bounds connecting to PostgreSQL and migrating its schema
+// (which waits for other processes migrating the same database).
+const storeOpenTimeout = time.Minute
+
+// openStore opens the store cfg.Store selects (cfg is validated). On error
+// the result is a nil interface, never a nil pointer inside one.
+func openStore(cfg *config.Config, log *slog.Logger) (nodeStore, error) {
+	switch cfg.Store.Kind {
+	case config.StorePostgres:
+		ctx, cancel := context.WithTimeout(context.Background(), storeOpenTimeout)
+		defer cancel()
+		s, err := store.OpenPostgres(ctx, store.PostgresOptions{DSN: cfg.Store.DSN, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	default:
+		key, err := encryptionKey(cfg)
+		if err != nil {
+			return nil, err
+		}
+		dataDir := cfg.Path(cfg.DataDir)
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		s, err := store.OpenBadger(store.BadgerOptions{Dir: dataDir, Logger: log, EncryptionKey: key, CacheMB: cfg.Store.CacheMB})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+}
+
+func encryptionKey(cfg *config.Config) ([]byte, error) {
+	hexKey := cfg.Store.EncryptionKey
+	if hexKey == "" && cfg.Store.EncryptionKeyFile != "" {
+		data, err := os.ReadFile(cfg.Path(cfg.Store.EncryptionKeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("store.encryption_key_file: %w", err)
+		}
+		raw := strings.TrimSpace(string(data))
+		switch len(raw) {
+		case 16, 24, 32:
+			return []byte(raw), nil
+		}
+		hexKey = raw
+	}
+	if hexKey == "" {
+		return nil, nil
+	}
+	key, err := hex.DecodeString(hexKey)
+	if err != nil {
+		return nil, fmt.Errorf("store encryption key: not hex: %w", err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("store encryption key: %d bytes, want 16, 24 or 32", len(key))
+}
