@@ -42,8 +42,7 @@ type recOp struct {
 
 type staged struct {
 	c     *Context // nil when deleted
-	index bool
-	fresh bool // created in this batch
+	index bool     // the child-index entry must be (re)written
 }
 
 func newMachine(base func(Path) (*Context, error), s Store, prev map[Path]*staged, last uint64, at time.Time) *machine {
@@ -76,7 +75,6 @@ func (m *machine) propose(muts []Mutation) ([]Entry, error) {
 		s := t.ctx[p]
 		if prev, ok := m.ctx[p]; ok {
 			s.index = s.index || prev.index
-			s.fresh = s.fresh || prev.fresh
 		} else {
 			m.order = append(m.order, p)
 		}
@@ -145,17 +143,13 @@ func (t *tx) get(p Path) (*Context, error) {
 	return c, err
 }
 
-func (t *tx) stage(p Path, c *Context, index, fresh bool) {
+func (t *tx) stage(p Path, c *Context, index bool) {
 	if prev, ok := t.ctx[p]; ok {
 		prev.c = c
 		prev.index = prev.index || index
-		prev.fresh = prev.fresh || fresh
 		return
 	}
-	if prev, ok := t.m.ctx[p]; ok {
-		fresh = fresh || prev.fresh
-	}
-	t.ctx[p] = &staged{c: c, index: index, fresh: fresh}
+	t.ctx[p] = &staged{c: c, index: index}
 	t.order = append(t.order, p)
 }
 
@@ -234,14 +228,13 @@ func (t *tx) put(m *Mutation) error {
 	e := t.next(*m)
 	var c *Context
 	index := false
-	fresh := false
 	if cur == nil {
 		typ := m.Type
 		if typ == "" {
 			typ = FolderType
 		}
 		c = &Context{Path: m.Path, Type: typ, Tenant: m.Tenant, Created: e.Time}
-		index, fresh = true, true
+		index = true
 	} else {
 		c = cur.Clone()
 		if m.Type != "" && m.Type != c.Type {
@@ -286,7 +279,7 @@ func (t *tx) put(m *Mutation) error {
 	// The entry carries the resolved tenant so followers can filter by
 	// tenant without looking the context up; replaying it is unchanged.
 	t.entries[len(t.entries)-1].Mutation.Tenant = c.Tenant
-	t.stage(m.Path, c, index, fresh)
+	t.stage(m.Path, c, index)
 	return nil
 }
 
@@ -302,7 +295,7 @@ func (t *tx) ensureAncestors(p Path) error {
 			continue
 		}
 		e := t.next(Mutation{Op: OpPut, Path: a, Type: FolderType})
-		t.stage(a, &Context{Path: a, Type: FolderType, Created: e.Time, Updated: e.Time, Version: e.Seq}, true, true)
+		t.stage(a, &Context{Path: a, Type: FolderType, Created: e.Time, Updated: e.Time, Version: e.Seq}, true)
 	}
 	return nil
 }
@@ -327,7 +320,7 @@ func (t *tx) delete(m *Mutation) error {
 	mm.Tenant = cur.Tenant
 	e := t.next(mm)
 	t.purge[m.Path] = e.Seq
-	t.stage(m.Path, nil, true, false)
+	t.stage(m.Path, nil, true)
 	return nil
 }
 
