@@ -105,6 +105,9 @@ func New(opts Options) (_ *Node, err error) {
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.registerModelMetrics()
+	if rs, ok := n.store.(replicaReporter); ok {
+		n.reg.MustRegister(replicaCollector{rs})
+	}
 
 	if n.api, err = api.New(api.Config{
 		Model:        n.model,

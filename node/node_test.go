@@ -192,3 +192,57 @@ func TestPostgresUnreachable(t *testing.T) {
 		t.Fatalf("malformed dsn: %v", err)
 	}
 }
+
+// TestPostgresReplicaDown: a read replica that is down neither stops the
+// start nor fails reads (they fall back to the primary); the replica shows
+// in the metrics by host:port, never with its password.
+func TestPostgresReplicaDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close() // nothing listens there now
+	cfg := testConfig(t)
+	cfg.Store.Kind = config.StorePostgres
+	cfg.Store.DSN = pgtest.Shared(t).NewDatabase(t)
+	cfg.Store.ReadDSNs = []string{fmt.Sprintf("postgres://strata:s3cret-pw@127.0.0.1:%d/strata?sslmode=disable", port)}
+	var logs bytes.Buffer
+	n, err := New(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	if _, err := n.Model().Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: "/devices/a", Type: "device"}); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := n.Model().Children("/devices", "", 0)
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("children = %v, %v", cs, err)
+	}
+	mfs, err := n.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() != "strata_store_replica_healthy" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			found = true
+			if got := m.GetLabel()[0].GetValue(); got != fmt.Sprintf("127.0.0.1:%d", port) {
+				t.Errorf("replica label %q", got)
+			}
+			if m.GetGauge().GetValue() != 0 {
+				t.Error("a replica that is down counts as healthy")
+			}
+		}
+	}
+	if !found {
+		t.Error("no strata_store_replica_healthy metric")
+	}
+	if strings.Contains(logs.String(), "s3cret-pw") {
+		t.Fatalf("the password leaked:\n%s", logs.String())
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/store"
@@ -43,7 +45,7 @@ func openStore(cfg *config.Config, log *slog.Logger) (nodeStore, error) {
 	case config.StorePostgres:
 		ctx, cancel := context.WithTimeout(context.Background(), storeOpenTimeout)
 		defer cancel()
-		s, err := store.OpenPostgres(ctx, store.PostgresOptions{DSN: cfg.Store.DSN, Logger: log})
+		s, err := store.OpenPostgres(ctx, store.PostgresOptions{DSN: cfg.Store.DSN, ReadDSNs: cfg.Store.ReadDSNs, Logger: log})
 		if err != nil {
 			return nil, err
 		}
@@ -91,4 +93,42 @@ func encryptionKey(cfg *config.Config) ([]byte, error) {
 		return key, nil
 	}
 	return nil, fmt.Errorf("store encryption key: %d bytes, want 16, 24 or 32", len(key))
+}
+
+// replicaReporter is the optional capability of a store with read
+// replicas (PostgreSQL).
+type replicaReporter interface {
+	ReplicaStatus() []store.ReplicaStatus
+}
+
+var _ replicaReporter = (*store.Postgres)(nil)
+
+var (
+	replicaHealthyDesc = prometheus.NewDesc("strata_store_replica_healthy",
+		"1 while the read replica is in rotation, else 0.", []string{"replica"}, nil)
+	replicaLagDesc = prometheus.NewDesc("strata_store_replica_lag_seconds",
+		"How far the read replica was behind the primary at its last check.", []string{"replica"}, nil)
+	replicaReadsDesc = prometheus.NewDesc("strata_store_replica_reads_total",
+		"Reads the replica served.", []string{"replica"}, nil)
+)
+
+// replicaCollector exports each read replica's status at scrape time.
+type replicaCollector struct{ rs replicaReporter }
+
+func (c replicaCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- replicaHealthyDesc
+	ch <- replicaLagDesc
+	ch <- replicaReadsDesc
+}
+
+func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.rs.ReplicaStatus() {
+		healthy := 0.0
+		if st.Healthy {
+			healthy = 1
+		}
+		ch <- prometheus.MustNewConstMetric(replicaHealthyDesc, prometheus.GaugeValue, healthy, st.Name)
+		ch <- prometheus.MustNewConstMetric(replicaLagDesc, prometheus.GaugeValue, st.Lag.Seconds(), st.Name)
+		ch <- prometheus.MustNewConstMetric(replicaReadsDesc, prometheus.CounterValue, float64(st.Reads), st.Name)
+	}
 }

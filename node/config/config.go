@@ -79,8 +79,9 @@ type Store struct {
 	// postgres only. STRATA_STORE_DSN overrides it, so that a password need
 	// not be in the file. It is never logged.
 	DSN string `yaml:"dsn"`
-	// ReadDSNs are PostgreSQL read replicas; kind postgres only. They are
-	// validated but not used yet: every read goes to the primary.
+	// ReadDSNs are PostgreSQL streaming replicas of DSN; kind postgres
+	// only. Tree browsing and event history read from them (see
+	// store.PostgresOptions.ReadDSNs).
 	ReadDSNs []string `yaml:"read_dsns"`
 	// EncryptionKeyFile holds a 16, 24 or 32 byte key (raw or hex) for
 	// encryption at rest; STRATA_STORE_ENCRYPTION_KEY (hex) overrides it.

@@ -24,8 +24,17 @@ type PostgresOptions struct {
 	// DSN of the primary, as a URL or key=value string (see pgx.ParseConfig).
 	DSN    string
 	Logger *slog.Logger
-	// MaxConns bounds the connection pool (default: pgxpool's, at least 4).
+	// MaxConns bounds each connection pool, the primary's and each
+	// replica's (default: pgxpool's, at least 4).
 	MaxConns int32
+	// ReadDSNs are streaming replicas of the primary; reads that tolerate
+	// staleness go to them (see postgres_replica.go).
+	ReadDSNs []string
+	// MaxReplicaLag takes a replica further behind the primary out of
+	// rotation (default 5 s).
+	MaxReplicaLag time.Duration
+	// ReplicaCheckInterval is how often replicas are checked (default 1 s).
+	ReplicaCheckInterval time.Duration
 }
 
 // Validate checks the options without connecting.
@@ -35,6 +44,14 @@ func (o *PostgresOptions) Validate() error {
 	}
 	if o.MaxConns < 0 {
 		return fmt.Errorf("store: postgres max conns %d is negative", o.MaxConns)
+	}
+	for i, d := range o.ReadDSNs {
+		if d == "" {
+			return fmt.Errorf("store: postgres read dsn %d is empty", i+1)
+		}
+	}
+	if o.MaxReplicaLag < 0 || o.ReplicaCheckInterval < 0 {
+		return errors.New("store: postgres replica lag and check interval must not be negative")
 	}
 	return nil
 }
@@ -54,8 +71,9 @@ func (o *PostgresOptions) Validate() error {
 // a database at a time (the model's applier); the log's primary key makes a
 // second writer's commits fail rather than fork the log.
 type Postgres struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
+	pool     *pgxpool.Pool
+	replicas *replicas
+	log      *slog.Logger
 	// ctx bounds every query; Close cancels it.
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -102,15 +120,28 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 	// The DSN may hold a password: name the server by its parts instead.
 	cc := cfg.ConnConfig
 	log.Info("opened postgres store", "host", cc.Host, "port", cc.Port, "database", cc.Database, "user", cc.User)
+	rs, err := openReplicas(opts.ReadDSNs, opts, log)
+	if err != nil {
+		return nil, err
+	}
 	sctx, cancel := context.WithCancel(context.Background())
+	s := &Postgres{pool: pool, replicas: rs, log: log, ctx: sctx, cancel: cancel}
+	if len(rs.list) > 0 {
+		rs.wg.Add(1)
+		go rs.run(sctx, pool)
+		log.Info("read replicas", "count", len(rs.list), "max_lag", rs.maxLag)
+	}
 	ok = true
-	return &Postgres{pool: pool, log: log, ctx: sctx, cancel: cancel}, nil
+	return s, nil
 }
 
-// Close cancels running queries and closes the pool. Closing twice is safe.
+// Close stops the replica checks, cancels running queries and closes the
+// pools. Closing twice is safe.
 func (s *Postgres) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
+		s.replicas.wg.Wait()
+		s.replicas.close()
 		s.pool.Close()
 	})
 	return nil
@@ -134,6 +165,7 @@ func (s *Postgres) Commit(b *model.Batch) error {
 	if err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	s.recordCommit()
 	return nil
 }
 
@@ -272,21 +304,26 @@ func (s *Postgres) Context(p model.Path) (*model.Context, error) {
 	return &c, nil
 }
 
-// Children lists p's direct children in name (byte) order.
+// Children lists p's direct children in name (byte) order, from a read
+// replica when one fits (see readStale).
 func (s *Postgres) Children(p model.Path, after string, limit int) ([]model.Child, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := s.pool.Query(s.ctx, `SELECT name, type, tenant FROM contexts
-		WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3`, string(p), after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("store: children of %s: %w", p, err)
-	}
 	var out []model.Child
-	var c model.Child
-	_, err = pgx.ForEachRow(rows, []any{&c.Name, &c.Type, &c.Tenant}, func() error {
-		out = append(out, c)
-		return nil
+	err := s.readStale(func(pool *pgxpool.Pool) error {
+		out = nil
+		rows, err := pool.Query(s.ctx, `SELECT name, type, tenant FROM contexts
+			WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3`, string(p), after, limit)
+		if err != nil {
+			return err
+		}
+		var c model.Child
+		_, err = pgx.ForEachRow(rows, []any{&c.Name, &c.Type, &c.Tenant}, func() error {
+			out = append(out, c)
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: children of %s: %w", p, err)
@@ -298,15 +335,16 @@ func (s *Postgres) Children(p model.Path, after string, limit int) ([]model.Chil
 // at microsecond precision (timestamptz), then exactly on the decoded event.
 // Since filters every event: Badger instead stops at the first event older
 // than Since, which gives the same answer as long as event times rise with
-// their sequence numbers.
+// their sequence numbers. Events come from a read replica when one fits
+// (see readStale).
 func (s *Postgres) Events(p model.Path, q model.EventQuery) ([]model.Event, error) {
 	limit := q.Limit
 	if limit <= 0 || limit > MaxEventsPerQuery {
 		limit = min(max(limit, 100), MaxEventsPerQuery)
 	}
-	before := q.Before
-	if before == 0 || before > math.MaxInt64 {
-		before = math.MaxInt64
+	firstBefore := q.Before
+	if firstBefore == 0 || firstBefore > math.MaxInt64 {
+		firstBefore = math.MaxInt64
 	}
 	var since *time.Time
 	if !q.Since.IsZero() {
@@ -319,40 +357,48 @@ func (s *Postgres) Events(p model.Path, q model.EventQuery) ([]model.Event, erro
 		level = &l
 	}
 	var out []model.Event
-	for len(out) < limit {
-		want := limit - len(out)
-		rows, err := s.pool.Query(s.ctx, `SELECT seq, doc FROM events
+	err := s.readStale(func(pool *pgxpool.Pool) error {
+		out = nil
+		before := firstBefore
+		for len(out) < limit {
+			want := limit - len(out)
+			rows, err := pool.Query(s.ctx, `SELECT seq, doc FROM events
 			WHERE path = $1 AND seq < $2
 				AND ($3::timestamptz IS NULL OR time >= $3)
 				AND ($4::text IS NULL OR level = $4)
 			ORDER BY seq DESC LIMIT $5`, string(p), int64(before), since, level, want)
-		if err != nil {
-			return nil, fmt.Errorf("store: events of %s: %w", p, err)
-		}
-		var (
-			seq  int64
-			doc  []byte
-			read int
-		)
-		_, err = pgx.ForEachRow(rows, []any{&seq, &doc}, func() error {
-			read++
-			before = uint64(seq)
-			var ev model.Event
-			if err := model.Unmarshal(doc, &ev); err != nil {
-				return fmt.Errorf("decode event %d: %w", seq, err)
+			if err != nil {
+				return err
 			}
-			if !q.Since.IsZero() && ev.Time.Before(q.Since) {
-				return nil // within the microsecond of Since, but before it
+			var (
+				seq  int64
+				doc  []byte
+				read int
+			)
+			_, err = pgx.ForEachRow(rows, []any{&seq, &doc}, func() error {
+				read++
+				before = uint64(seq)
+				var ev model.Event
+				if err := model.Unmarshal(doc, &ev); err != nil {
+					return fmt.Errorf("decode event %d: %w", seq, err)
+				}
+				if !q.Since.IsZero() && ev.Time.Before(q.Since) {
+					return nil // within the microsecond of Since, but before it
+				}
+				out = append(out, ev)
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			out = append(out, ev)
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("store: events of %s: %w", p, err)
+			if read < want {
+				break // no more history
+			}
 		}
-		if read < want {
-			break // no more history
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: events of %s: %w", p, err)
 	}
 	return out, nil
 }

@@ -10,6 +10,9 @@
 // When the tests run as root, the server runs as the "postgres" user, which
 // the Debian package creates (PostgreSQL refuses to run as root).
 //
+// StartReplica adds a streaming replica of a server (pg_basebackup -R);
+// Shutdown and Restart take a server down and bring it back on its port.
+//
 // One server is shared by all tests of a test binary (Shared); the package
 // that uses it calls Main from its TestMain so that the server is stopped and
 // its directory removed when the tests end. Should the test binary die
@@ -48,6 +51,7 @@ type Cluster struct {
 	user    string              // database superuser
 	durable bool                // fsync and full-page writes on
 
+	mu     sync.Mutex    // guards exited and proc across Shutdown/Restart
 	exited chan struct{} // closed when the server process has exited
 	proc   *os.Process
 	dbs    atomic.Int64
@@ -105,7 +109,25 @@ func StartWith(opts Options) (*Cluster, error) {
 	if bin == "" {
 		return nil, errors.New("pgtest: no PostgreSQL binaries")
 	}
-	c := &Cluster{bin: bin, user: "postgres", durable: opts.Durable}
+	c, err := newCluster(bin, opts.Durable)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.initdb(); err != nil {
+		os.RemoveAll(c.Dir)
+		return nil, err
+	}
+	if err := c.startOnFreePort(); err != nil {
+		os.RemoveAll(c.Dir)
+		return nil, err
+	}
+	return c, nil
+}
+
+// newCluster makes the cluster's directory, owned by the user the server
+// will run as.
+func newCluster(bin string, durable bool) (*Cluster, error) {
+	c := &Cluster{bin: bin, user: "postgres", durable: durable}
 	dir, err := os.MkdirTemp("", "strata-pgtest-")
 	if err != nil {
 		return nil, err
@@ -125,19 +147,20 @@ func StartWith(opts Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	if err := c.initdb(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	// A port found free may be taken before the server binds it: retry.
+	return c, nil
+}
+
+// startOnFreePort starts the server on a free port. A port found free may
+// be taken before the server binds it: retry.
+func (c *Cluster) startOnFreePort() error {
 	for attempt := 0; ; attempt++ {
-		err = c.start()
-		if err == nil {
-			return c, nil
+		port, err := freePort()
+		if err != nil {
+			return err
 		}
-		if attempt == 2 {
-			os.RemoveAll(dir)
-			return nil, err
+		err = c.start(port)
+		if err == nil || attempt == 2 {
+			return err
 		}
 	}
 }
@@ -156,16 +179,25 @@ func (c *Cluster) initdb() error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("pgtest: initdb: %v\n%s", err, out)
 	}
-	return nil
+	// Replicas (StartReplica) stream from 127.0.0.1. initdb's own rules
+	// allow this today; say so rather than rely on its defaults.
+	hba, err := os.OpenFile(filepath.Join(c.data(), "pg_hba.conf"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	_, err = hba.WriteString("host replication all 127.0.0.1/32 trust\n")
+	if cerr := hba.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (c *Cluster) data() string { return filepath.Join(c.Dir, "data") }
 
-func (c *Cluster) start() error {
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
+// start starts the server on port and waits until it accepts connections.
+func (c *Cluster) start(port int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.Port = port
 	logPath := filepath.Join(c.Dir, "postgres.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -184,24 +216,29 @@ func (c *Cluster) start() error {
 		"-c", "full_page_writes="+onOff(c.durable),
 		"-c", "max_connections=200",
 		"-c", "shared_buffers=32MB",
+		// Streaming replicas (StartReplica); a replica gets the same
+		// settings, as a standby needs at least its primary's limits.
+		"-c", "wal_level=replica",
+		"-c", "max_wal_senders=10",
 	)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The kernel sends SIGQUIT to the server when the thread that started
 	// it exits, so the thread is kept for the server's lifetime.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
 	started := make(chan error, 1)
-	c.exited = make(chan struct{})
+	exited := make(chan struct{})
+	c.exited = exited
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		if err := cmd.Start(); err != nil {
 			started <- err
-			close(c.exited)
+			close(exited)
 			return
 		}
 		started <- nil
 		cmd.Wait()
-		close(c.exited)
+		close(exited)
 	}()
 	if err := <-started; err != nil {
 		return fmt.Errorf("pgtest: start postgres: %w", err)
@@ -217,11 +254,13 @@ func (c *Cluster) start() error {
 		}
 		select {
 		case <-c.exited:
+			c.proc = nil
 			log, _ := os.ReadFile(logPath)
 			return fmt.Errorf("pgtest: postgres exited on port %d:\n%s", port, tail(log, 2000))
 		case <-ctx.Done():
 			c.proc.Signal(syscall.SIGQUIT)
 			<-c.exited
+			c.proc = nil
 			return fmt.Errorf("pgtest: postgres not ready on port %d: %v", port, err)
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -253,17 +292,39 @@ func (c *Cluster) DSN(db string) string {
 // its directory. Stopping twice is safe.
 func (c *Cluster) Stop() {
 	c.stop.Do(func() {
-		if c.proc != nil {
-			c.proc.Signal(syscall.SIGINT)
-			select {
-			case <-c.exited:
-			case <-time.After(10 * time.Second):
-				c.proc.Signal(syscall.SIGQUIT)
-				<-c.exited
-			}
-		}
+		c.Shutdown()
 		os.RemoveAll(c.Dir)
 	})
+}
+
+// Shutdown stops the server (fast shutdown, then immediate) and keeps its
+// data: Restart brings it back. Shutting down a stopped server does nothing.
+func (c *Cluster) Shutdown() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return
+	}
+	c.proc.Signal(syscall.SIGINT)
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		c.proc.Signal(syscall.SIGQUIT)
+		<-c.exited
+	}
+	c.proc = nil
+}
+
+// Restart starts a server stopped by Shutdown again, on the same port, and
+// waits until it accepts connections.
+func (c *Cluster) Restart() error {
+	c.mu.Lock()
+	running := c.proc != nil
+	c.mu.Unlock()
+	if running {
+		return errors.New("pgtest: restart of a running server")
+	}
+	return c.start(c.Port)
 }
 
 var unsafeName = regexp.MustCompile(`[^a-z0-9_]+`)
