@@ -36,20 +36,7 @@ func TestPostgresConformance(t *testing.T) {
 func TestPostgresReopen(t *testing.T) {
 	dsn := pgtest.Shared(t).NewDatabase(t)
 	s := openTestPostgres(t, dsn)
-	m, err := model.New(model.Config{Store: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: "/devices/a", Type: "device"}); err != nil {
-		t.Fatal(err)
-	}
-	m.Close()
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("second close: %v", err)
-	}
+	writeOneAndClose(t, s)
 	if _, err := s.LastSeq(); err == nil {
 		t.Fatal("read from a closed store")
 	}
@@ -70,7 +57,7 @@ func TestPostgresReopen(t *testing.T) {
 	if ms, _ := loadMigrations(); versions != len(ms) {
 		t.Fatalf("schema_migrations has %d rows, want %d", versions, len(ms))
 	}
-	m, err = model.New(model.Config{Store: s})
+	m, err := model.New(model.Config{Store: s})
 	if err != nil {
 		t.Fatal(err)
 	}
