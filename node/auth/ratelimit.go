@@ -171,3 +171,43 @@ func clientKey(remoteAddr string) string {
 	}
 	return ip.String()
 }
+
+// FailureLimiter limits failed attempts of any kind (device
+// authentications, enrollments) per client address in a sliding window.
+// Unlike logins, an attempt counts only once it has failed, so many
+// concurrent good attempts from one address (a NAT in front of a fleet)
+// are never refused; concurrent bad ones may overrun the limit by the
+// concurrency, which is acceptable for secrets of 256 bits.
+type FailureLimiter struct {
+	l   *loginLimiter
+	now func() time.Time
+}
+
+// NewFailureLimiter allows max failures per address within window.
+func NewFailureLimiter(max int, window time.Duration) *FailureLimiter {
+	return &FailureLimiter{l: newLoginLimiter(max, window, maxLimiterKeys), now: time.Now}
+}
+
+// Check refuses an attempt from remoteAddr with a *RateLimitError when the
+// address has failed too often.
+func (f *FailureLimiter) Check(remoteAddr string) error {
+	now := f.now()
+	l := f.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if a := l.live(l.addrs, clientKey(remoteAddr), now); len(a) >= l.max {
+		return &RateLimitError{RetryAfter: a[len(a)-l.max].Add(l.window).Sub(now)}
+	}
+	return nil
+}
+
+// Fail records a failed attempt from remoteAddr.
+func (f *FailureLimiter) Fail(remoteAddr string) {
+	now := f.now()
+	l := f.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := clientKey(remoteAddr)
+	l.addrs[key] = append(l.live(l.addrs, key, now), now)
+	l.sweep(now)
+}

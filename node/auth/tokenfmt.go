@@ -68,3 +68,23 @@ func tokenHash(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
 }
+
+// NewSecret returns a fresh secret string shaped like an API token but with
+// another prefix (e.g. "se_" for enrollment tokens, "sd_" for device
+// secrets): prefix, a public id, "_", 256 bits of secret.
+func NewSecret(prefix string) (s, id string) {
+	id = b32.EncodeToString(randomBytes(tokenIDBytes))
+	return prefix + id + "_" + b32.EncodeToString(randomBytes(tokenSecBytes)), id
+}
+
+// ParseSecret checks that s has the shape NewSecret(prefix) produces and
+// returns its id.
+func ParseSecret(prefix, s string) (id string, err error) {
+	if !strings.HasPrefix(s, prefix) {
+		return "", errMalformedToken
+	}
+	return parseToken(tokenPrefix + s[len(prefix):])
+}
+
+// SecretHash is the stored form of a secret string (hex SHA-256).
+func SecretHash(s string) string { return tokenHash(s) }

@@ -297,3 +297,54 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 	ok = true
 	return nil
 }
+
+// ClientValidity is how long a client certificate signed from a CSR lasts.
+const ClientValidity = 365 * 24 * time.Hour
+
+// SignClientCSR signs a client-authentication certificate for the public
+// key of a PEM certificate request, with commonName as its subject (the
+// request's own subject is ignored: the CA decides who the holder is),
+// valid for ClientValidity but never beyond the CA. It returns the
+// certificate as PEM and parsed.
+func (ca *Pair) SignClientCSR(csrPEM []byte, commonName string) ([]byte, *x509.Certificate, error) {
+	if ca == nil || ca.Cert == nil || ca.Key == nil || !ca.Cert.IsCA {
+		return nil, nil, errors.New("certs: no CA to sign with")
+	}
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, nil, errors.New("certs: no PEM CERTIFICATE REQUEST block")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: parse certificate request: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, nil, fmt.Errorf("certs: certificate request signature: %w", err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	notAfter := now.Add(ClientValidity)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"Strata"}},
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: create client certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), cert, nil
+}

@@ -1,0 +1,336 @@
+// Package jobs keeps a node's jobs: one invocation of a function on one
+// device, with persistent state so that a command for an offline device
+// is delivered when it reconnects, even after the node restarted.
+//
+// Lifecycle of a job (every transition is durable before it is visible
+// and is kept in the job's history):
+//
+//	queued ──▶ delivered ──▶ running ──▶ succeeded | failed
+//	   └──────────┴────────────┴──▶ expired (deadline) | cancelled
+//
+// Invariants:
+//
+//   - A job in a final state (succeeded, failed, expired, cancelled)
+//     never changes state again; a late result is only added to history.
+//   - Every job not final is in the in-memory index, rebuilt from the
+//     store at New, so Pending sees jobs created before a restart.
+//   - Wait returns as soon as the job is final.
+//
+// Storage: node-local records of kind "job" keyed by the job id, whose
+// order is creation order. Writes are serialised by one mutex.
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/xid"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// KindJob is the record kind of jobs.
+const KindJob = "job"
+
+// State of a job.
+type State string
+
+// States.
+const (
+	Queued    State = "queued"
+	Delivered State = "delivered"
+	Running   State = "running"
+	Succeeded State = "succeeded"
+	Failed    State = "failed"
+	Expired   State = "expired"
+	Cancelled State = "cancelled"
+)
+
+// Final reports whether s is a final state.
+func (s State) Final() bool {
+	return s == Succeeded || s == Failed || s == Expired || s == Cancelled
+}
+
+// Limits and defaults.
+const (
+	DefaultDeadline = time.Hour
+	MaxDeadline     = 30 * 24 * time.Hour
+	MaxArgsBytes    = 64 << 10
+	MaxResultBytes  = 256 << 10
+	MaxHistory      = 32
+	maxErrorLen     = 4096
+)
+
+// Transition is one entry of a job's history.
+type Transition struct {
+	State  State     `json:"state"`
+	Time   time.Time `json:"time"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// Job is one function call on one device.
+type Job struct {
+	ID        string          `json:"id"`
+	Path      model.Path      `json:"path"`
+	Device    string          `json:"device"`
+	Tenant    string          `json:"tenant"`
+	Function  string          `json:"function"`
+	Args      json.RawMessage `json:"args,omitempty"`
+	CreatedBy string          `json:"created_by"`
+	Created   time.Time       `json:"created"`
+	Deadline  time.Time       `json:"deadline"`
+	State     State           `json:"state"`
+	Updated   time.Time       `json:"updated"`
+	Result    json.RawMessage `json:"result,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	History   []Transition    `json:"history"`
+}
+
+// Records is the durable storage jobs live in; *model.Model implements it.
+type Records interface {
+	Record(kind, key string) ([]byte, error)
+	Records(kind string, fn func(key string, value []byte) error) error
+	PutRecord(ctx context.Context, kind, key string, value []byte) error
+	DeleteRecord(ctx context.Context, kind, key string) error
+}
+
+// Config is what New needs.
+type Config struct {
+	Records Records
+	Logger  *slog.Logger
+	Now     func() time.Time
+	// Deliver is called, outside any lock, with every job just created
+	// (and by Redeliver); it publishes the job to its device if the device
+	// is online. It must not block for long.
+	Deliver func(Job)
+}
+
+// Service holds the jobs. It is safe for concurrent use.
+type Service struct {
+	rec     Records
+	log     *slog.Logger
+	now     func() time.Time
+	deliver func(Job)
+
+	mu       sync.Mutex
+	active   map[string]*Job            // jobs not final, by id
+	byDevice map[string][]string        // device → active job ids, oldest first
+	waiters  map[string][]chan struct{} // job id → closed when final
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New loads the jobs not yet final and starts the expiry loop; Close stops it.
+func New(cfg Config) (*Service, error) {
+	if cfg.Records == nil {
+		return nil, errors.New("jobs: Records is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Deliver == nil {
+		cfg.Deliver = func(Job) {}
+	}
+	s := &Service{
+		rec: cfg.Records, log: cfg.Logger.With("component", "jobs"), now: cfg.Now, deliver: cfg.Deliver,
+		active: map[string]*Job{}, byDevice: map[string][]string{}, waiters: map[string][]chan struct{}{},
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	err := s.rec.Records(KindJob, func(key string, b []byte) error {
+		j := new(Job)
+		if err := json.Unmarshal(b, j); err != nil {
+			s.log.Warn("skipping a damaged job record", "job", key, "err", err)
+			return nil
+		}
+		if !j.State.Final() {
+			s.index(j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobs: load: %w", err)
+	}
+	go s.expireLoop()
+	return s, nil
+}
+
+// Close stops the expiry loop. Calling it twice is safe.
+func (s *Service) Close() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+}
+
+func (s *Service) clock() time.Time { return s.now().UTC().Round(0) }
+
+func (s *Service) index(j *Job) {
+	s.active[j.ID] = j
+	s.byDevice[j.Device] = append(s.byDevice[j.Device], j.ID)
+}
+
+func (s *Service) unindex(j *Job) {
+	delete(s.active, j.ID)
+	ids := slices.DeleteFunc(s.byDevice[j.Device], func(id string) bool { return id == j.ID })
+	if len(ids) == 0 {
+		delete(s.byDevice, j.Device)
+	} else {
+		s.byDevice[j.Device] = ids
+	}
+	for _, ch := range s.waiters[j.ID] {
+		close(ch)
+	}
+	delete(s.waiters, j.ID)
+}
+
+// Spec is what Create needs.
+type Spec struct {
+	Path     model.Path
+	Device   string
+	Tenant   string
+	Function string
+	Args     json.RawMessage // a JSON object, or empty for {}
+	By       string          // the user creating it
+	Deadline time.Time       // zero: now + DefaultDeadline
+}
+
+// Create stores a queued job durably, then hands it to Deliver.
+func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
+	now := s.clock()
+	if len(spec.Args) == 0 {
+		spec.Args = json.RawMessage("{}")
+	}
+	if len(spec.Args) > MaxArgsBytes {
+		return Job{}, fmt.Errorf("%w: args larger than %d bytes", model.ErrInvalid, MaxArgsBytes)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(spec.Args, &obj); err != nil || obj == nil {
+		return Job{}, fmt.Errorf("%w: args must be a JSON object", model.ErrInvalid)
+	}
+	switch {
+	case spec.Deadline.IsZero():
+		spec.Deadline = now.Add(DefaultDeadline)
+	case !spec.Deadline.After(now):
+		return Job{}, fmt.Errorf("%w: deadline is in the past", model.ErrInvalid)
+	case spec.Deadline.Sub(now) > MaxDeadline:
+		return Job{}, fmt.Errorf("%w: deadline more than %v ahead", model.ErrInvalid, MaxDeadline)
+	}
+	args, _ := json.Marshal(obj) // compact
+	j := &Job{
+		ID: "j" + xid.NewWithTime(now).String(), Path: spec.Path, Device: spec.Device, Tenant: spec.Tenant,
+		Function: spec.Function, Args: args, CreatedBy: spec.By, Created: now,
+		Deadline: spec.Deadline.UTC().Round(0), State: Queued, Updated: now,
+		History: []Transition{{State: Queued, Time: now}},
+	}
+	s.mu.Lock()
+	if err := s.put(ctx, j); err != nil {
+		s.mu.Unlock()
+		return Job{}, err
+	}
+	s.index(j)
+	out := clone(j)
+	s.mu.Unlock()
+	s.log.Info("job created", "job", j.ID, "device", j.Device, "function", j.Function, "by", j.CreatedBy)
+	s.deliver(out)
+	return out, nil
+}
+
+func (s *Service) put(ctx context.Context, j *Job) error {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	if err := s.rec.PutRecord(ctx, KindJob, j.ID, b); err != nil {
+		return fmt.Errorf("jobs: store %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+func clone(j *Job) Job {
+	c := *j
+	c.History = slices.Clone(j.History)
+	return c
+}
+
+// Get returns a job.
+func (s *Service) Get(id string) (Job, error) {
+	s.mu.Lock()
+	if j, ok := s.active[id]; ok {
+		c := clone(j)
+		s.mu.Unlock()
+		return c, nil
+	}
+	s.mu.Unlock()
+	return s.load(id)
+}
+
+func (s *Service) load(id string) (Job, error) {
+	if id == "" || len(id) > 64 {
+		return Job{}, fmt.Errorf("%w: job %q", model.ErrNotFound, id)
+	}
+	b, err := s.rec.Record(KindJob, id)
+	if errors.Is(err, model.ErrNotFound) {
+		return Job{}, fmt.Errorf("%w: job %q", model.ErrNotFound, id)
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("jobs: read %s: %w", id, err)
+	}
+	var j Job
+	if err := json.Unmarshal(b, &j); err != nil {
+		return Job{}, fmt.Errorf("jobs: job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// List calls fn for every job, oldest first, until fn returns false.
+func (s *Service) List(fn func(Job) bool) error {
+	errStop := errors.New("stop")
+	err := s.rec.Records(KindJob, func(_ string, b []byte) error {
+		var j Job
+		if json.Unmarshal(b, &j) != nil {
+			return nil
+		}
+		if !fn(j) {
+			return errStop
+		}
+		return nil
+	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}
+
+// Pending returns the jobs of device still to be delivered or answered and
+// not past their deadline, oldest first.
+func (s *Service) Pending(device string) []Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock()
+	var out []Job
+	for _, id := range s.byDevice[device] {
+		if j := s.active[id]; j != nil && now.Before(j.Deadline) {
+			out = append(out, clone(j))
+		}
+	}
+	return out
+}
+
+// Active is the number of jobs not final.
+func (s *Service) Active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.active)
+}

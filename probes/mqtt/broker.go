@@ -1,0 +1,361 @@
+// Package mqtt is a node's device endpoint: an embedded MQTT 3.1.1/5
+// broker (mochi-mqtt) whose topics map onto the context tree as
+// docs/mqtt.md describes.
+//
+// Invariants the package keeps (and its tests try to break):
+//
+//   - Every connection is authenticated as one device (token or client
+//     certificate) whose id is the client id; there is no anonymous access
+//     and no other authentication hook, since mochi ORs them.
+//   - A device publishes and subscribes only under strata/<its id>/, and
+//     publishes only its uplink topics; its will message can only go to
+//     its own status topic.
+//   - A QoS 1 message is acknowledged only after its effect is durable
+//     (Tree.Apply returned); when the store refuses, MQTT 5 clients get an
+//     error PUBACK and 3.1.1 clients are disconnected without one, so the
+//     message is sent again.
+//   - Bad payloads change nothing, are counted and recorded (at most one
+//     event per device per second), and never cost the connection.
+//   - Presence: online/last_seen follow the device's current connection;
+//     a session taken over by a reconnect never marks the device offline.
+//
+// Lifecycle: New wires the broker; Start opens the listeners; Shutdown
+// closes them and every connection. Shutdown twice is safe.
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// Authenticator checks device credentials; node/devices implements it
+// through the node. remoteAddr keys rate limiting of failures. Both return
+// the device's tenant.
+type Authenticator interface {
+	Authenticate(id, secret, remoteAddr string) (tenant string, err error)
+	// AuthenticateCert checks a device whose client certificate (common
+	// name id, serial as decimal) the TLS layer verified against the CA.
+	AuthenticateCert(id, serial, remoteAddr string) (tenant string, err error)
+}
+
+// Tree is where device data goes; *model.Model implements it.
+type Tree interface {
+	Apply(ctx context.Context, muts ...model.Mutation) ([]model.Entry, error)
+}
+
+// Commands is the job side of commands; node/jobs implements it through
+// the node.
+type Commands interface {
+	// Pending returns the commands of device still to deliver, oldest first.
+	Pending(device string) []Command
+	// Delivered records that device acknowledged job.
+	Delivered(ctx context.Context, device, job string) error
+	// Report records a device's result for job durably.
+	Report(ctx context.Context, device, job string, r Result) error
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxPayloadBytes = 256 << 10
+	DefaultMaxSessions     = 200_000
+	DefaultConnectTimeout  = 10 * time.Second
+	DefaultWritesPending   = 64
+	DefaultBufferSize      = 2 << 10
+)
+
+// Config is what New needs.
+type Config struct {
+	// TLSAddr, TCPAddr, WSAddr are listen addresses; empty ones are off.
+	TLSAddr string
+	TCPAddr string
+	WSAddr  string
+	// TLS is the server's TLS configuration for TLSAddr (minimum TLS 1.2
+	// is enforced). Set ClientCAs to accept client certificates.
+	TLS *tls.Config
+
+	Devices  Authenticator // required
+	Tree     Tree          // required
+	Commands Commands      // nil: commands are refused
+	Logger   *slog.Logger
+	// Registerer receives the broker's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+
+	// MaxPayloadBytes bounds a message's payload; larger ones are
+	// rejected like malformed ones. Packets over twice this size are
+	// refused by the broker (disconnect, as MQTT prescribes).
+	MaxPayloadBytes int
+	// MaxSessions bounds concurrent connections.
+	MaxSessions int64
+	// ConnectTimeout bounds the time from TCP accept to CONNECT.
+	ConnectTimeout time.Duration
+	// WritesPending bounds the packets queued to one client; BufferSize
+	// is each connection's read and write buffer. Both set the memory a
+	// session costs.
+	WritesPending int
+	BufferSize    int
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.MaxPayloadBytes <= 0 {
+		c.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.WritesPending <= 0 {
+		c.WritesPending = DefaultWritesPending
+	}
+	if c.BufferSize <= 0 {
+		c.BufferSize = DefaultBufferSize
+	}
+}
+
+// Broker is one node's device endpoint.
+type Broker struct {
+	cfg     Config
+	log     *slog.Logger
+	srv     *mochi.Server
+	hook    *hook
+	metrics *metrics
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	addrs     map[string]string // kind → bound address
+	started   bool
+
+	bg       sync.WaitGroup // background writes (deliveries marked, rejections)
+	stopOnce sync.Once
+	stopped  chan struct{}
+}
+
+// New wires a broker; it listens only in Start.
+func New(cfg Config) (*Broker, error) {
+	cfg.setDefaults()
+	switch {
+	case cfg.Devices == nil:
+		return nil, errors.New("mqtt: Devices is required")
+	case cfg.Tree == nil:
+		return nil, errors.New("mqtt: Tree is required")
+	case cfg.TLSAddr != "" && cfg.TLS == nil:
+		return nil, errors.New("mqtt: a TLS listener needs a TLS config")
+	}
+	b := &Broker{cfg: cfg, log: cfg.Logger.With("component", "mqtt"), addrs: map[string]string{}, stopped: make(chan struct{})}
+	var err error
+	if b.metrics, err = newMetrics(cfg.Registerer, b); err != nil {
+		return nil, err
+	}
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumClients = cfg.MaxSessions
+	caps.MaximumClientWritesPending = int32(cfg.WritesPending)
+	caps.MaximumPacketSize = uint32(2*cfg.MaxPayloadBytes + 64<<10)
+	caps.RetainAvailable = 0
+	caps.MaximumQos = 1
+	caps.MaximumInflight = 1024
+	caps.SharedSubAvailable = 0
+	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600
+	b.srv = mochi.New(&mochi.Options{
+		Capabilities:             caps,
+		ClientNetWriteBufferSize: cfg.BufferSize,
+		ClientNetReadBufferSize:  cfg.BufferSize,
+		Logger:                   slog.New(&quietHandler{b.log.Handler()}),
+		InlineClient:             true,
+		SysTopicResendInterval:   3600,
+	})
+	b.hook = newHook(b)
+	if err := b.srv.AddHook(b.hook, nil); err != nil {
+		return nil, fmt.Errorf("mqtt: add hook: %w", err)
+	}
+	return b, nil
+}
+
+// Start opens the configured listeners and serves.
+func (b *Broker) Start() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started {
+		return errors.New("mqtt: already started")
+	}
+	b.started = true
+	open := func(kind, addr string, tlsConf *tls.Config) error {
+		if addr == "" {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("mqtt %s listen %s: %w", kind, addr, err)
+		}
+		b.addrs[kind] = ln.Addr().String()
+		var l net.Listener = &deadlineListener{Listener: ln, timeout: b.cfg.ConnectTimeout}
+		if tlsConf != nil {
+			l = tls.NewListener(l, tlsConf)
+		}
+		b.listeners = append(b.listeners, ln)
+		return b.srv.AddListener(listeners.NewNet(kind, l))
+	}
+	var tlsConf *tls.Config
+	if b.cfg.TLS != nil {
+		tlsConf = b.cfg.TLS.Clone()
+		tlsConf.MinVersion = max(tlsConf.MinVersion, tls.VersionTLS12)
+		if tlsConf.ClientCAs != nil {
+			tlsConf.ClientAuth = tls.VerifyClientCertIfGiven
+		}
+	}
+	err := errors.Join(open("tls", b.cfg.TLSAddr, tlsConf), open("tcp", b.cfg.TCPAddr, nil))
+	if err == nil && b.cfg.WSAddr != "" {
+		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: b.cfg.WSAddr})
+		b.addrs["ws"] = b.cfg.WSAddr
+		err = b.srv.AddListener(ws)
+	}
+	if err == nil {
+		err = b.srv.Serve()
+	}
+	if err != nil {
+		for _, ln := range b.listeners {
+			ln.Close()
+		}
+		return err
+	}
+	b.log.Info("mqtt endpoint started", "addrs", b.addrs)
+	return nil
+}
+
+// Addr returns the bound address of listener kind ("tls", "tcp", "ws"), or
+// "" when it is off.
+func (b *Broker) Addr(kind string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.addrs[kind]
+}
+
+// Shutdown closes the listeners and every connection, then waits for
+// background writes. Calling it more than once is safe.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	var err error
+	b.stopOnce.Do(func() {
+		close(b.stopped)
+		err = b.srv.Close()
+		done := make(chan struct{})
+		go func() { b.bg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = errors.Join(err, ctx.Err())
+		}
+	})
+	return err
+}
+
+// Connected is the number of connected devices.
+func (b *Broker) Connected() int { return b.hook.connected() }
+
+// Online reports whether device id has a connection.
+func (b *Broker) Online(id string) bool { return b.hook.current(id) != nil }
+
+// Disconnect closes device id's connection, if any (after a revocation).
+func (b *Broker) Disconnect(id string) {
+	if cl := b.hook.current(id); cl != nil {
+		b.srv.DisconnectClient(cl, packetsNotAuthorized)
+		cl.Stop(errRevoked)
+	}
+}
+
+var errRevoked = errors.New("device credentials revoked")
+
+// Deliver publishes a command to device id if it is online and subscribed
+// to its command topic; otherwise it is delivered when the device next
+// subscribes.
+func (b *Broker) Deliver(id string, c Command) {
+	if b.hook.current(id) == nil {
+		return
+	}
+	b.publish(id, c)
+}
+
+func (b *Broker) publish(id string, c Command) {
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return
+	}
+	if err := b.srv.Publish(TopicPrefix(id)+"cmd/"+c.Job, payload, false, 1); err != nil {
+		b.log.Warn("publish command", "device", id, "job", c.Job, "err", err)
+		return
+	}
+	b.metrics.commandsSent.Inc()
+}
+
+// background runs fn on a goroutine the broker waits for at Shutdown.
+func (b *Broker) background(fn func()) {
+	select {
+	case <-b.stopped:
+		return
+	default:
+	}
+	b.bg.Add(1)
+	go func() {
+		defer b.bg.Done()
+		fn()
+	}()
+}
+
+// deadlineListener bounds the time from accept to the first packet:
+// mochi sets the keepalive deadline only after CONNECT, so a connection
+// that never sends one would otherwise be held forever.
+type deadlineListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l *deadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.SetDeadline(time.Now().Add(l.timeout))
+	}
+	return c, err
+}
+
+// quietHandler demotes mochi's per-client info and warning logs (every
+// disconnect, every refused client) to debug: at fleet scale they flood.
+type quietHandler struct{ slog.Handler }
+
+func (h *quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelError {
+		r.Level = slog.LevelDebug
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	if l < slog.LevelError {
+		l = slog.LevelDebug
+	}
+	return h.Handler.Enabled(ctx, l)
+}
+
+func (h *quietHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return &quietHandler{h.Handler.WithAttrs(a)}
+}
+
+func (h *quietHandler) WithGroup(n string) slog.Handler { return &quietHandler{h.Handler.WithGroup(n)} }

@@ -1,0 +1,51 @@
+package mqtt
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	connects     *prometheus.CounterVec
+	messages     *prometheus.CounterVec
+	rejected     *prometheus.CounterVec
+	aclDenied    prometheus.Counter
+	storeErrors  prometheus.Counter
+	commandsSent prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, b *Broker) (*metrics, error) {
+	m := &metrics{
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_mqtt_connects_total", Help: "Device connection attempts by result.",
+		}, []string{"result"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_mqtt_messages_total", Help: "Device messages stored, by topic kind.",
+		}, []string{"kind"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_mqtt_rejected_total", Help: "Device messages rejected, by reason.",
+		}, []string{"reason"}),
+		aclDenied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_mqtt_acl_denied_total", Help: "Publishes and subscriptions refused by the topic ACL.",
+		}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_mqtt_store_errors_total", Help: "Device messages not acknowledged because the store failed.",
+		}),
+		commandsSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_mqtt_commands_sent_total", Help: "Command publications to devices (including redeliveries).",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	cs := []prometheus.Collector{m.connects, m.messages, m.rejected, m.aclDenied, m.storeErrors, m.commandsSent,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "strata_mqtt_sessions", Help: "Connected devices.",
+		}, func() float64 { return float64(b.Connected()) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,201 @@
+package mqtt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// applyTimeout bounds one message's write; beyond it the message is not
+// acknowledged and the device sends it again.
+const applyTimeout = 30 * time.Second
+
+// OnPublish maps an uplink message onto the tree, durably, before mochi
+// acknowledges it. Accepted messages are not forwarded to subscribers
+// (nobody but the device may subscribe under its prefix anyway).
+func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the node's own command publications
+	}
+	tenant, ok := h.tenant(cl)
+	if !ok {
+		return pk, packets.ErrRejectPacket
+	}
+	id := cl.ID
+	kind, job, _ := parseTopic(id, pk.TopicName)
+	m := h.b.metrics
+	muts, err := h.decode(id, tenant, kind, pk.Payload)
+	if err == nil && kind == topicResult {
+		err = h.result(id, job, pk.Payload)
+	}
+	if err == nil && len(muts) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
+		_, err = h.b.cfg.Tree.Apply(ctx, muts...)
+		cancel()
+	}
+	switch {
+	case err == nil:
+		m.messages.WithLabelValues(kindName(kind)).Inc()
+		return pk, packets.CodeSuccessIgnore
+	case errors.Is(err, errPayload), errors.Is(err, model.ErrInvalid), errors.Is(err, model.ErrInvalidPath):
+		h.rejected(id, tenant, pk.TopicName, err)
+		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+			return pk, packets.ErrPayloadFormatInvalid
+		}
+		return pk, packets.CodeSuccessIgnore
+	case errors.Is(err, model.ErrNotFound), errors.Is(err, model.ErrShared):
+		// The device's context belongs to another tenant: refuse, never write.
+		h.rejected(id, "", pk.TopicName, err)
+		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+			return pk, packets.ErrNotAuthorized
+		}
+		return pk, packets.CodeSuccessIgnore
+	}
+	// The store did not take it: never acknowledge.
+	m.storeErrors.Inc()
+	h.b.log.Warn("device message not stored", "device", id, "topic", pk.TopicName, "err", err)
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+		return pk, packets.ErrImplementationSpecificError
+	}
+	if pk.FixedHeader.Qos > 0 {
+		h.b.srv.DisconnectClient(cl, packets.ErrServerUnavailable)
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+func kindName(k topicKind) string {
+	switch k {
+	case topicTelemetry:
+		return "telemetry"
+	case topicInventory:
+		return "inventory"
+	case topicEvents:
+		return "events"
+	case topicStatus:
+		return "status"
+	case topicResult:
+		return "result"
+	}
+	return "unknown"
+}
+
+// decode turns a message into mutations of the device's context.
+func (h *hook) decode(id, tenant string, kind topicKind, payload []byte) ([]model.Mutation, error) {
+	if len(payload) > h.b.cfg.MaxPayloadBytes {
+		return nil, payloadErr("payload larger than %d bytes", h.b.cfg.MaxPayloadBytes)
+	}
+	now := h.b.cfg.Now().UTC()
+	path := DevicePath(id)
+	switch kind {
+	case topicTelemetry:
+		points, err := DecodeTelemetry(payload, now)
+		if err != nil {
+			return nil, err
+		}
+		muts := make([]model.Mutation, len(points))
+		for i, vars := range points {
+			muts[i] = model.Mutation{Op: model.OpPut, Path: path, Actor: tenant, Variables: vars}
+		}
+		return muts, nil
+	case topicInventory:
+		inv, err := DecodeInventory(payload, now)
+		if err != nil {
+			return nil, err
+		}
+		return []model.Mutation{{
+			Op: model.OpPut, Path: path, Type: "device", Actor: tenant, Variables: inv.Variables,
+			Labels: inv.Labels, Functions: inv.Functions, SetFunctions: inv.SetFunctions,
+		}}, nil
+	case topicEvents:
+		evs, err := DecodeEvents(payload, now)
+		if err != nil {
+			return nil, err
+		}
+		muts := make([]model.Mutation, len(evs))
+		for i := range evs {
+			muts[i] = model.Mutation{Op: model.OpEvent, Path: path, Actor: tenant, Event: &evs[i]}
+		}
+		return muts, nil
+	case topicStatus:
+		text := strings.ToValidUTF8(truncate(string(payload), 1024), "?")
+		v, _ := json.Marshal(text)
+		return []model.Mutation{{
+			Op: model.OpPut, Path: path, Actor: tenant,
+			Variables: map[string]model.Variable{"status": {Value: v, Type: model.TypeString, Time: now}},
+		}}, nil
+	case topicResult:
+		return nil, nil
+	}
+	return nil, payloadErr("unknown topic")
+}
+
+// result hands a command result to Commands, durably.
+func (h *hook) result(id, job string, payload []byte) error {
+	r, err := DecodeResult(payload)
+	if err != nil {
+		return err
+	}
+	if h.b.cfg.Commands == nil {
+		return payloadErr("this node takes no command results")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
+	defer cancel()
+	if err := h.b.cfg.Commands.Report(ctx, id, job, r); err != nil {
+		if errors.Is(err, model.ErrNotFound) {
+			return payloadErr("unknown job %q", job)
+		}
+		return err
+	}
+	return nil
+}
+
+// rejected counts a refused message and records it on the device, at most
+// once per second per device.
+func (h *hook) rejected(id, tenant, topic string, err error) {
+	reason := err.Error()
+	h.b.metrics.rejected.WithLabelValues(reasonLabel(err)).Inc()
+	now := h.b.cfg.Now()
+	h.mu.Lock()
+	last, seen := h.reject[id]
+	if seen && now.Sub(last) < time.Second {
+		h.mu.Unlock()
+		return
+	}
+	h.reject[id] = now
+	h.mu.Unlock()
+	if tenant == "" {
+		return // not the device's own context: nothing to record it on
+	}
+	payload, _ := json.Marshal(map[string]string{"topic": truncate(topic, 256), "reason": truncate(reason, 512)})
+	h.b.background(func() {
+		h.b.cfg.Tree.Apply(context.Background(), model.Mutation{
+			Op: model.OpEvent, Path: DevicePath(id), Actor: tenant,
+			Event: &model.Event{Name: "rejected", Level: model.LevelWarning, Payload: payload, Time: now.UTC()},
+		})
+	})
+}
+
+// reasonLabel is a bounded metric label for a rejection.
+func reasonLabel(err error) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, model.ErrNotFound), errors.Is(err, model.ErrShared):
+		return "foreign_context"
+	case strings.Contains(msg, "larger than"):
+		return "too_large"
+	case strings.Contains(msg, "unknown topic"):
+		return "unknown_topic"
+	case strings.Contains(msg, "unknown job"):
+		return "unknown_job"
+	case strings.Contains(msg, "variable"):
+		return "bad_variable"
+	}
+	return "malformed"
+}
