@@ -26,10 +26,10 @@ type hook struct {
 	b *Broker
 
 	mu      sync.Mutex
-	conns   map[string]*mochi.Client          // device → its current connection
-	tenants map[*mochi.Client]string          // authenticated connection → tenant
+	conns   map[string]*mochi.Client            // device → its current connection
+	tenants map[*mochi.Client]string            // authenticated connection → tenant
 	sent    map[*mochi.Client]map[uint16]string // packet id → job, until PUBACK
-	reject  map[string]time.Time              // device → last rejection event
+	reject  map[string]time.Time                // device → last rejection event
 
 	seed    maphash.Seed
 	stripes [256]sync.Mutex // per-device presence order
