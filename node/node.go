@@ -1,5 +1,6 @@
 // Package node assembles one Strata server from its parts: store, model,
-// auth and API. It is the only package that knows all of them.
+// auth, devices, jobs, the MQTT endpoint and the API. It is the only
+// package that knows all of them.
 //
 // Lifecycle: New opens the store and wires everything (or releases what it
 // opened and fails); Start opens the listeners; Shutdown stops in reverse
@@ -29,6 +30,9 @@ import (
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/node/devices"
+	"github.com/strata-dm/strata/node/jobs"
+	"github.com/strata-dm/strata/probes/mqtt"
 )
 
 // AdminTokenFile is the file beside strata.yaml holding the first admin's
@@ -50,6 +54,9 @@ type Node struct {
 	store   nodeStore
 	model   *model.Model
 	auth    *auth.Service
+	devices *devices.Service
+	jobs    *jobs.Service
+	broker  *mqtt.Broker // nil without an MQTT listener
 	api     *api.Server
 	reg     *prometheus.Registry
 	tlsConf *tls.Config
@@ -108,6 +115,9 @@ func New(opts Options) (_ *Node, err error) {
 	if rs, ok := n.store.(replicaReporter); ok {
 		n.reg.MustRegister(replicaCollector{rs})
 	}
+	if err := n.wireDevices(); err != nil {
+		return nil, err
+	}
 
 	if n.api, err = api.New(api.Config{
 		Model:        n.model,
@@ -165,6 +175,11 @@ func (n *Node) registerModelMetrics() {
 // Start opens the API listener and the maintenance loop. It returns once
 // the node serves; ctx bounds only the start itself.
 func (n *Node) Start(ctx context.Context) error {
+	if n.broker != nil {
+		if err := n.broker.Start(); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", n.cfg.API.Addr)
 	if err != nil {
 		return fmt.Errorf("api listen %s: %w", n.cfg.API.Addr, err)
@@ -230,6 +245,11 @@ func (n *Node) maintain() {
 		if _, err := n.auth.Prune(context.Background(), 7*24*time.Hour); err != nil {
 			n.log.Warn("token pruning", "err", err)
 		}
+		if k, err := n.jobs.Prune(context.Background(), time.Now().Add(-r.JobMaxAge.D())); err != nil {
+			n.log.Warn("job retention", "err", err)
+		} else if k > 0 {
+			n.log.Debug("pruned finished jobs", "count", k)
+		}
 	}
 }
 
@@ -245,7 +265,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			}
 		}
 		n.wg.Wait()
-		n.shutdownErr = n.close()
+		var errs []error
+		if n.broker != nil {
+			errs = append(errs, n.broker.Shutdown(ctx))
+		}
+		errs = append(errs, n.close())
+		n.shutdownErr = errors.Join(errs...)
 		n.log.Info("node stopped")
 	})
 	return n.shutdownErr
@@ -254,6 +279,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // close releases what New opened, in reverse order.
 func (n *Node) close() error {
 	var errs []error
+	if n.jobs != nil {
+		n.jobs.Close()
+	}
 	if n.model != nil {
 		errs = append(errs, n.model.Close())
 	}
@@ -269,6 +297,15 @@ func (n *Node) APIAddr() string {
 		return ""
 	}
 	return n.listener.Addr().String()
+}
+
+// MQTTAddr is the bound address of MQTT listener kind ("tls", "tcp",
+// "ws") once started, or "".
+func (n *Node) MQTTAddr(kind string) string {
+	if n.broker == nil {
+		return ""
+	}
+	return n.broker.Addr(kind)
 }
 
 // Model exposes the tree, for in-process harnesses.

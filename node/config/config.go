@@ -58,7 +58,29 @@ type API struct {
 
 // MQTT is the device endpoint.
 type MQTT struct {
+	// Addr is the MQTT-over-TLS listener (conventionally :8883); empty: none.
 	Addr string `yaml:"addr"`
+	// TCPAddr and WSAddr are plain MQTT and MQTT-over-WebSocket listeners,
+	// for labs; empty: none.
+	TCPAddr string `yaml:"tcp_addr"`
+	WSAddr  string `yaml:"ws_addr"`
+	// Advertise is the HOST:PORT enrolling devices are told to connect to;
+	// default Addr, with the API request's host when Addr listens on all
+	// addresses.
+	Advertise string `yaml:"advertise"`
+	// TLSCert and TLSKey are the listener's certificate; default the API's.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// CACert is the CA devices trust and whose certificates authenticate
+	// devices; CAKey (optional) signs device certificates from CSRs at
+	// enrollment. Defaults: tls/ca.crt and tls/ca.key, as strata init
+	// writes them.
+	CACert string `yaml:"ca_cert"`
+	CAKey  string `yaml:"ca_key"`
+	// MaxPayloadBytes bounds one message's payload (default 256 KiB).
+	MaxPayloadBytes int `yaml:"max_payload_bytes"`
+	// MaxSessions bounds concurrent device connections (default 200,000).
+	MaxSessions int `yaml:"max_sessions"`
 }
 
 // Federation is the QUIC listener for providers below this node.
@@ -97,6 +119,7 @@ type Retention struct {
 	EventsPerContext int      `yaml:"events_per_context"` // default 1000
 	EventMaxAge      Duration `yaml:"event_max_age"`      // default 720h
 	LogEntries       uint64   `yaml:"log_entries"`        // change-log entries kept, default 1,000,000
+	JobMaxAge        Duration `yaml:"job_max_age"`        // finished jobs kept, default 720h
 }
 
 // Auth tunes authentication.
@@ -149,8 +172,9 @@ func Default() Config {
 			TLSKey:       "tls/api.key",
 			MaxBodyBytes: 1 << 20,
 		},
+		MQTT:      MQTT{CACert: "tls/ca.crt", CAKey: "tls/ca.key", MaxPayloadBytes: 256 << 10, MaxSessions: 200_000},
 		Store:     Store{Kind: StoreBadger, CacheMB: 64},
-		Retention: Retention{EventsPerContext: 1000, EventMaxAge: Duration(720 * time.Hour), LogEntries: 1_000_000},
+		Retention: Retention{EventsPerContext: 1000, EventMaxAge: Duration(720 * time.Hour), LogEntries: 1_000_000, JobMaxAge: Duration(720 * time.Hour)},
 		Auth:      Auth{LoginFailures: 5, LoginWindow: Duration(time.Minute), SessionTTL: Duration(12 * time.Hour)},
 		Log:       Log{Level: "info", Format: "text"},
 	}
@@ -205,8 +229,21 @@ func (c *Config) Validate() error {
 	if err := validAddr(c.API.Addr, false); err != nil {
 		return fmt.Errorf("api.addr: %w", err)
 	}
-	if err := validAddr(c.MQTT.Addr, true); err != nil {
-		return fmt.Errorf("mqtt.addr: %w", err)
+	for key, addr := range map[string]string{"mqtt.addr": c.MQTT.Addr, "mqtt.tcp_addr": c.MQTT.TCPAddr, "mqtt.ws_addr": c.MQTT.WSAddr} {
+		if err := validAddr(addr, true); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	if c.MQTT.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.MQTT.Advertise); err != nil {
+			return fmt.Errorf("mqtt.advertise: %w", err)
+		}
+	}
+	if c.MQTT.MaxPayloadBytes < 0 || c.MQTT.MaxPayloadBytes > 16<<20 {
+		return errors.New("mqtt.max_payload_bytes: must be in 0..16 MiB")
+	}
+	if c.MQTT.MaxSessions < 0 {
+		return errors.New("mqtt.max_sessions: must not be negative")
 	}
 	if err := validAddr(c.Federation.Addr, true); err != nil {
 		return fmt.Errorf("federation.addr: %w", err)
