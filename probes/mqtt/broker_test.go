@@ -221,7 +221,7 @@ func TestTelemetryIsDurableWhenAcknowledged(t *testing.T) {
 	}
 	publish(t, c, "strata/d1/events", 1, `{"name": "door-open", "level": "alert", "payload": {"door": 2}}`)
 	evs, err := h.model.Events(DevicePath("d1"), model.EventQuery{})
-	if err != nil || len(evs) == 0 || evs[len(evs)-1].Name != "door-open" {
+	if err != nil || len(evs) == 0 || evs[0].Name != "door-open" {
 		t.Fatalf("events %+v, %v", evs, err)
 	}
 	c.Disconnect(100)

@@ -1,0 +1,147 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/store"
+)
+
+func open(t *testing.T, dir string) (*model.Model, func()) {
+	t.Helper()
+	st, err := store.OpenBadger(store.BadgerOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, func() { m.Close(); st.Close() }
+}
+
+func TestLifecycleAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	m, closeStore := open(t, dir)
+	var mu sync.Mutex
+	var delivered []string
+	s, err := New(Config{Records: m, Deliver: func(j Job) { mu.Lock(); delivered = append(delivered, j.ID); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	j, err := s.Create(ctx, Spec{Path: "/devices/d1", Device: "d1", Tenant: "a", Function: "ping", By: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != Queued || string(j.Args) != "{}" || len(delivered) != 1 {
+		t.Fatalf("job %+v delivered %v", j, delivered)
+	}
+	j2, _ := s.Create(ctx, Spec{Path: "/devices/d1", Device: "d1", Function: "reboot", Args: json.RawMessage(`{"now": true}`)})
+	if err := s.MarkDelivered(ctx, "d1", j.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	closeStore()
+
+	// After a restart both are still pending.
+	m, closeStore = open(t, dir)
+	defer closeStore()
+	s, err = New(Config{Records: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := s.Pending("d1")
+	if len(p) != 2 || p[0].ID != j.ID || p[0].State != Delivered || p[1].ID != j2.ID {
+		t.Fatalf("pending after restart: %+v", p)
+	}
+	// Another device cannot answer.
+	if err := s.Report(ctx, "d2", j.ID, Succeeded, nil, ""); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("foreign report: %v", err)
+	}
+	waited := make(chan Job)
+	go func() {
+		got, _ := s.Wait(ctx, j.ID)
+		waited <- got
+	}()
+	if err := s.Report(ctx, "d1", j.ID, Running, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Report(ctx, "d1", j.ID, Succeeded, json.RawMessage(`{"pong":true}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	got := <-waited
+	if got.State != Succeeded || string(got.Result) != `{"pong":true}` || len(got.History) != 4 {
+		t.Fatalf("waited %+v", got)
+	}
+	// A late answer changes nothing but history.
+	if err := s.Report(ctx, "d1", j.ID, Failed, nil, "late"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.Get(j.ID)
+	if got.State != Succeeded || got.History[len(got.History)-1].State != Failed {
+		t.Fatalf("after late answer %+v", got)
+	}
+	// Cancel.
+	c, err := s.Cancel(ctx, j2.ID, "alice")
+	if err != nil || c.State != Cancelled {
+		t.Fatalf("cancel %+v %v", c, err)
+	}
+	if _, err := s.Cancel(ctx, j2.ID, "alice"); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("cancel twice: %v", err)
+	}
+	if len(s.Pending("d1")) != 0 || s.Active() != 0 {
+		t.Fatal("final jobs still pending")
+	}
+}
+
+func TestExpiryAndValidation(t *testing.T) {
+	m, closeStore := open(t, t.TempDir())
+	defer closeStore()
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s, err := New(Config{Records: m, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for _, spec := range []Spec{
+		{Device: "d", Function: "f", Args: json.RawMessage(`[1]`)},
+		{Device: "d", Function: "f", Args: json.RawMessage(`{`)},
+		{Device: "d", Function: "f", Deadline: now.Add(-time.Second)},
+		{Device: "d", Function: "f", Deadline: now.Add(MaxDeadline + time.Hour)},
+	} {
+		if _, err := s.Create(ctx, spec); !errors.Is(err, model.ErrInvalid) {
+			t.Fatalf("%+v: %v", spec, err)
+		}
+	}
+	j, err := s.Create(ctx, Spec{Device: "d", Function: "f", Deadline: now.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	if len(s.Pending("d")) != 0 {
+		t.Fatal("a job past its deadline is pending")
+	}
+	s.expire()
+	got, _ := s.Get(j.ID)
+	if got.State != Expired {
+		t.Fatalf("state %s", got.State)
+	}
+	if n, err := s.Prune(ctx, now.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("prune %d %v", n, err)
+	}
+	if _, err := s.Get(j.ID); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("pruned job: %v", err)
+	}
+}
