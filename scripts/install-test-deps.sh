@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond Go: the PostgreSQL server
-# binaries (Debian/Ubuntu package `postgresql`), from which the tests start
-# throwaway clusters. Idempotent: does nothing when they are present.
+# Installs what the test suite needs beyond Go, from Debian/Ubuntu packages:
+#   postgresql         server binaries; the tests start throwaway clusters
+#   mosquitto-clients  mosquitto_pub/mosquitto_sub, devices nobody here wrote
+#   mosquitto          the raw-broker baseline of the MQTT benchmarks
+# Idempotent: does nothing when they are present.
 set -euo pipefail
 
-if compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+missing=()
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi
 if ! command -v apt-get >/dev/null; then
-	echo "install-test-deps: no apt-get; install the PostgreSQL server binaries yourself" >&2
-	echo "  and point STRATA_PG_BIN at the directory holding initdb and postgres" >&2
+	echo "install-test-deps: no apt-get; install ${missing[*]} yourself" >&2
+	echo "  (for PostgreSQL, STRATA_PG_BIN may point at the directory holding initdb and postgres)" >&2
 	exit 1
 fi
 sudo=
 if [ "$(id -u)" -ne 0 ]; then
 	sudo=sudo
 fi
-# env: sudo would drop an exported DEBIAN_FRONTEND.
+# env: sudo would drop an exported DEBIAN_FRONTEND. policy-rc.d keeps the
+# packages' services from starting where a service manager runs.
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get update
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
 	echo "install-test-deps: postgresql installed but no /usr/lib/postgresql/*/bin/initdb" >&2
 	exit 1
