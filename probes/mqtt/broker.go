@@ -26,7 +26,6 @@ package mqtt
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,7 +71,7 @@ const (
 	DefaultMaxPayloadBytes = 256 << 10
 	DefaultMaxSessions     = 200_000
 	DefaultConnectTimeout  = 10 * time.Second
-	DefaultWritesPending   = 64
+	DefaultWritesPending   = 8
 	DefaultBufferSize      = 2 << 10
 )
 
@@ -284,26 +283,13 @@ func (b *Broker) Disconnect(id string) {
 
 var errRevoked = errors.New("device credentials revoked")
 
-// Deliver publishes a command to device id if it is online and subscribed
-// to its command topic; otherwise it is delivered when the device next
+// Deliver sends a command to device id if it is online and subscribed to
+// its command topic; otherwise it is delivered when the device next
 // subscribes.
 func (b *Broker) Deliver(id string, c Command) {
-	if b.hook.current(id) == nil {
-		return
+	if cl := b.hook.current(id); cl != nil {
+		b.hook.enqueue(cl, []Command{c}, false)
 	}
-	b.publish(id, c)
-}
-
-func (b *Broker) publish(id string, c Command) {
-	payload, err := json.Marshal(c)
-	if err != nil {
-		return
-	}
-	if err := b.srv.Publish(TopicPrefix(id)+"cmd/"+c.Job, payload, false, 1); err != nil {
-		b.log.Warn("publish command", "device", id, "job", c.Job, "err", err)
-		return
-	}
-	b.metrics.commandsSent.Inc()
 }
 
 // background runs fn on a goroutine the broker waits for at Shutdown.

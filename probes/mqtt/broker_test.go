@@ -379,3 +379,38 @@ func TestTLSListener(t *testing.T) {
 		t.Fatal("TLS 1.1 accepted")
 	}
 }
+
+// More commands than the write queue holds all arrive, queued and live.
+func TestManyCommands(t *testing.T) {
+	h := newHarness(t)
+	deadline := time.Now().Add(time.Hour)
+	h.cmds.mu.Lock()
+	for i := range 20 {
+		h.cmds.pending["d1"] = append(h.cmds.pending["d1"], Command{Job: fmt.Sprintf("q%02d", i), Function: "f", Args: json.RawMessage(`{}`), Deadline: deadline})
+	}
+	h.cmds.mu.Unlock()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	c := h.mustConnect("d1", "s1")
+	tok := c.Subscribe("strata/d1/cmd/+", 1, func(_ paho.Client, m paho.Message) {
+		var cmd Command
+		json.Unmarshal(m.Payload(), &cmd)
+		mu.Lock()
+		seen[cmd.Job]++
+		mu.Unlock()
+	})
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	for i := range 20 {
+		h.broker.Deliver("d1", Command{Job: fmt.Sprintf("l%02d", i), Function: "f", Args: json.RawMessage(`{}`), Deadline: deadline})
+	}
+	eventually(t, "40 commands", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 40 })
+	mu.Lock()
+	defer mu.Unlock()
+	for job, n := range seen {
+		if n != 1 {
+			t.Errorf("job %s delivered %d times on one connection", job, n)
+		}
+	}
+}

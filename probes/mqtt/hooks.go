@@ -26,10 +26,10 @@ type hook struct {
 	b *Broker
 
 	mu      sync.Mutex
-	conns   map[string]*mochi.Client            // device → its current connection
-	tenants map[*mochi.Client]string            // authenticated connection → tenant
-	sent    map[*mochi.Client]map[uint16]string // packet id → job, until PUBACK
-	reject  map[string]time.Time                // device → last rejection event
+	conns   map[string]*mochi.Client  // device → its current connection
+	tenants map[*mochi.Client]string  // authenticated connection → tenant
+	out     map[*mochi.Client]*outbox // command delivery per connection
+	reject  map[string]time.Time      // device → last rejection event
 
 	seed    maphash.Seed
 	stripes [256]sync.Mutex // per-device presence order
@@ -38,7 +38,7 @@ type hook struct {
 func newHook(b *Broker) *hook {
 	return &hook{
 		b: b, conns: map[string]*mochi.Client{}, tenants: map[*mochi.Client]string{},
-		sent: map[*mochi.Client]map[uint16]string{}, reject: map[string]time.Time{},
+		out: map[*mochi.Client]*outbox{}, reject: map[string]time.Time{},
 		seed: maphash.MakeSeed(),
 	}
 }
@@ -49,7 +49,7 @@ func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish,
 		mochi.OnSessionEstablished, mochi.OnDisconnect, mochi.OnSubscribed,
-		mochi.OnQosPublish, mochi.OnQosComplete, mochi.OnWill, mochi.OnWillSent,
+		mochi.OnQosPublish, mochi.OnQosComplete, mochi.OnPublishDropped, mochi.OnWill, mochi.OnWillSent,
 	}, []byte{b})
 }
 
@@ -152,7 +152,7 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 	st.Unlock()
 	for filter := range cl.State.Subscriptions.GetAll() {
 		if matchesCommands(id, filter) {
-			h.deliverPending(id)
+			h.deliverPending(cl)
 			break
 		}
 	}
@@ -175,7 +175,7 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 		delete(h.reject, id)
 	}
 	delete(h.tenants, cl)
-	delete(h.sent, cl)
+	delete(h.out, cl)
 	h.mu.Unlock()
 	if mine {
 		h.presence(id, tenant, false)
@@ -226,57 +226,10 @@ func matchesCommands(id, filter string) bool {
 func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
 	for i, f := range pk.Filters {
 		if i < len(codes) && codes[i] < 0x80 && matchesCommands(cl.ID, f.Filter) {
-			h.deliverPending(cl.ID)
+			h.deliverPending(cl)
 			return
 		}
 	}
-}
-
-func (h *hook) deliverPending(id string) {
-	if h.b.cfg.Commands == nil {
-		return
-	}
-	for _, c := range h.b.cfg.Commands.Pending(id) {
-		h.b.publish(id, c)
-	}
-}
-
-// OnQosPublish remembers which job an outgoing QoS 1 packet carries.
-func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int64, resends int) {
-	kind, job, ok := parseTopic(cl.ID, pk.TopicName)
-	if !ok || kind != topicCommand {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if _, live := h.tenants[cl]; !live {
-		return
-	}
-	m := h.sent[cl]
-	if m == nil {
-		m = map[uint16]string{}
-		h.sent[cl] = m
-	}
-	m[pk.PacketID] = job
-}
-
-// OnQosComplete marks a command delivered when the device acknowledges it.
-func (h *hook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
-	h.mu.Lock()
-	job, ok := h.sent[cl][pk.PacketID]
-	if ok {
-		delete(h.sent[cl], pk.PacketID)
-	}
-	h.mu.Unlock()
-	if !ok || h.b.cfg.Commands == nil {
-		return
-	}
-	id := cl.ID
-	h.b.background(func() {
-		if err := h.b.cfg.Commands.Delivered(context.Background(), id, job); err != nil && !errors.Is(err, model.ErrClosed) {
-			h.b.log.Warn("delivery not recorded", "device", id, "job", job, "err", err)
-		}
-	})
 }
 
 // OnWill keeps a will on the device's own status topic whatever happens

@@ -1,0 +1,162 @@
+package mqtt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// commandWindow is how many commands may await a device's PUBACK at once.
+// mochi drops a publication when a client's write queue (WritesPending,
+// kept small because each slot costs ~800 bytes per session) is full, so
+// commands beyond the window wait in the connection's backlog and go out
+// as acknowledgements come back.
+const commandWindow = 4
+
+// outbox is one connection's command delivery state.
+type outbox struct {
+	subscribed  bool              // the device subscribed to its command topic
+	backlog     []Command         // to send, oldest first
+	outstanding int               // sent, awaiting PUBACK or a drop
+	sent        map[uint16]string // packet id → job, until PUBACK
+	queued      map[string]bool   // jobs sent or in backlog on this connection
+}
+
+// outboxLocked returns cl's outbox; the caller holds h.mu.
+func (h *hook) outboxLocked(cl *mochi.Client) *outbox {
+	o := h.out[cl]
+	if o == nil {
+		o = &outbox{sent: map[uint16]string{}, queued: map[string]bool{}}
+		h.out[cl] = o
+	}
+	return o
+}
+
+// deliverPending queues every pending command of the device on its
+// connection cl, which has just subscribed to its command topic.
+func (h *hook) deliverPending(cl *mochi.Client) {
+	if h.b.cfg.Commands == nil {
+		return
+	}
+	h.enqueue(cl, h.b.cfg.Commands.Pending(cl.ID), true)
+}
+
+// enqueue adds commands not yet queued on cl to its backlog, then sends
+// what the window allows. subscribed marks the connection as able to
+// receive commands.
+func (h *hook) enqueue(cl *mochi.Client, cmds []Command, subscribed bool) {
+	h.mu.Lock()
+	if _, live := h.tenants[cl]; !live {
+		h.mu.Unlock()
+		return
+	}
+	o := h.outboxLocked(cl)
+	o.subscribed = o.subscribed || subscribed
+	for _, c := range cmds {
+		if !o.queued[c.Job] {
+			o.queued[c.Job] = true
+			o.backlog = append(o.backlog, c)
+		}
+	}
+	h.mu.Unlock()
+	h.pump(cl)
+}
+
+// pump sends backlog commands while the window has room.
+func (h *hook) pump(cl *mochi.Client) {
+	for {
+		h.mu.Lock()
+		o := h.out[cl]
+		if o == nil || !o.subscribed || len(o.backlog) == 0 || o.outstanding >= commandWindow {
+			h.mu.Unlock()
+			return
+		}
+		c := o.backlog[0]
+		o.backlog = o.backlog[1:]
+		o.outstanding++
+		h.mu.Unlock()
+		h.b.publish(cl.ID, c)
+	}
+}
+
+// publish sends one command through mochi's inline client: the device is
+// the only possible subscriber of its command topic.
+func (b *Broker) publish(id string, c Command) {
+	payload, err := json.Marshal(c)
+	if err == nil {
+		err = b.srv.Publish(TopicPrefix(id)+"cmd/"+c.Job, payload, false, 1)
+	}
+	if err != nil {
+		b.log.Warn("publish command", "device", id, "job", c.Job, "err", err)
+		return
+	}
+	b.metrics.commandsSent.Inc()
+}
+
+// OnQosPublish remembers which job an outgoing QoS 1 packet carries.
+func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int64, resends int) {
+	kind, job, ok := parseTopic(cl.ID, pk.TopicName)
+	if !ok || kind != topicCommand {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, live := h.tenants[cl]; live {
+		h.outboxLocked(cl).sent[pk.PacketID] = job
+	}
+}
+
+// OnPublishDropped puts a command mochi could not queue back at the front
+// of the backlog.
+func (h *hook) OnPublishDropped(cl *mochi.Client, pk packets.Packet) {
+	kind, job, ok := parseTopic(cl.ID, pk.TopicName)
+	if !ok || kind != topicCommand {
+		return
+	}
+	var c Command
+	if json.Unmarshal(pk.Payload, &c) != nil {
+		return
+	}
+	h.mu.Lock()
+	if o := h.out[cl]; o != nil {
+		o.outstanding = max(o.outstanding-1, 0)
+		delete(o.sent, pk.PacketID)
+		o.backlog = append([]Command{c}, o.backlog...)
+		o.queued[job] = true
+	}
+	h.mu.Unlock()
+}
+
+// OnQosComplete marks a command delivered when the device acknowledges it
+// and sends the next one.
+func (h *hook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
+	h.mu.Lock()
+	o := h.out[cl]
+	var job string
+	var ok bool
+	if o != nil {
+		if job, ok = o.sent[pk.PacketID]; ok {
+			delete(o.sent, pk.PacketID)
+			o.outstanding = max(o.outstanding-1, 0)
+		}
+	}
+	h.mu.Unlock()
+	if !ok {
+		return
+	}
+	h.pump(cl)
+	if h.b.cfg.Commands == nil {
+		return
+	}
+	id := cl.ID
+	h.b.background(func() {
+		if err := h.b.cfg.Commands.Delivered(context.Background(), id, job); err != nil && !errors.Is(err, model.ErrClosed) {
+			h.b.log.Warn("delivery not recorded", "device", id, "job", job, "err", err)
+		}
+	})
+}
