@@ -128,6 +128,9 @@ func New(opts Options) (_ *Node, err error) {
 		Registerer:   n.reg,
 		Ready:        n.readyErr,
 		Version:      opts.Version,
+		Devices:      n.devices,
+		Jobs:         n.jobs,
+		MQTTAddress:  n.mqttAddress,
 	}); err != nil {
 		return nil, err
 	}

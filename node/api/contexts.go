@@ -344,9 +344,9 @@ func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request, p *auth.P
 	return nil
 }
 
-// callFunction routes POST /api/v1/contexts/{path}/functions/{name}.
-// Function calls on devices come later; for now a function the context
-// offers answers 501.
+// callFunction routes POST /api/v1/contexts/{path}/functions/{name}: the
+// caller needs the operator role on the path and must see the context,
+// which must declare the function; callDeviceFunction does the rest.
 func (s *Server) callFunction(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	segs, err := pathSegments(r.URL.EscapedPath(), contextsPrefix)
 	if err != nil {
@@ -373,5 +373,5 @@ func (s *Server) callFunction(w http.ResponseWriter, r *http.Request, p *auth.Pr
 	if !slices.ContainsFunc(c.Functions, func(f model.Function) bool { return f.Name == name }) {
 		return apiError(http.StatusNotFound, codeNotFound, "function %q of %s not found", name, path)
 	}
-	return apiError(http.StatusNotImplemented, codeNotImplemented, "function calls are not implemented yet")
+	return s.callDeviceFunction(w, r, p, c, name)
 }

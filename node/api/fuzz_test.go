@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/strata-dm/strata/model"
 )
@@ -124,3 +125,46 @@ func FuzzContextPath(f *testing.F) {
 type ioNopCloser struct{ *bytes.Reader }
 
 func (ioNopCloser) Close() error { return nil }
+
+func FuzzCallBody(f *testing.F) {
+	for _, s := range []string{
+		``, `{}`, `{"args":{"n":1},"wait":"10s","deadline":"2026-11-23T10:05:00Z"}`, `{"args":null,"ttl":"1h"}`,
+		`{"wait":"6m"}`, `{"ttl":"1h","deadline":"2026-01-01T00:00:00Z"}`, `{"args":[1]}`, `{"x":1}`, `{} {}`, ` `,
+	} {
+		f.Add([]byte(s))
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := parseCall(data, now)
+		if err != nil {
+			mustBeBadInput(t, err, data)
+			return
+		}
+		if c.wait < 0 || c.wait > MaxCallWait || (c.args != nil && !json.Valid(c.args)) {
+			t.Fatalf("%q decoded to %+v", data, c)
+		}
+	})
+}
+
+func FuzzJobQuery(f *testing.F) {
+	for _, s := range []string{
+		"", "path=/devices&device=d-1&state=queued&limit=10&before=j1", "state=done", "limit=0", "limit=1001",
+		"path=/a/../b", "path=devices", "limit=%zz",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := url.ParseQuery(s)
+		if err != nil {
+			return
+		}
+		q, err := parseJobQuery(v)
+		if err != nil {
+			mustBeBadInput(t, err, s)
+			return
+		}
+		if p, err := model.ParsePath(string(q.path)); err != nil || p != q.path || q.limit < 1 || q.limit > MaxJobLimit {
+			t.Fatalf("%q parsed to %+v", s, q)
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,9 @@ import (
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/certs"
+	"github.com/strata-dm/strata/node/devices"
+	"github.com/strata-dm/strata/node/jobs"
 	"github.com/strata-dm/strata/node/store"
 )
 
@@ -31,12 +35,34 @@ type env struct {
 	srv   *httptest.Server
 	reg   *prometheus.Registry
 	admin string // the bootstrap system admin's token
+
+	devices *devices.Service // nil unless built by newServicesEnv
+	jobs    *jobs.Service    // nil unless built by newServicesEnv
 }
 
 type envOption func(*Config, *auth.Config, *model.Config)
 
-// newEnv builds an env. The log goes to t at debug level.
+// newEnv builds an env without device registry and jobs. The log goes to
+// t at debug level.
 func newEnv(t testing.TB, opts ...envOption) *env {
+	t.Helper()
+	return buildEnv(t, nil, opts...)
+}
+
+// newServicesEnv builds an env whose API has a device registry (with a CA
+// that signs CSRs) and jobs over its model; MQTTAddress answers the
+// request's host with port 8883. devCfg, if non-nil, adjusts the
+// registry's config.
+func newServicesEnv(t testing.TB, devCfg func(*devices.Config), opts ...envOption) *env {
+	t.Helper()
+	if devCfg == nil {
+		devCfg = func(*devices.Config) {}
+	}
+	return buildEnv(t, devCfg, opts...)
+}
+
+// buildEnv builds an env, with services when devCfg is non-nil.
+func buildEnv(t testing.TB, devCfg func(*devices.Config), opts ...envOption) *env {
 	t.Helper()
 	st, err := store.OpenBadger(store.BadgerOptions{Dir: t.TempDir(), CacheMB: 8})
 	if err != nil {
@@ -71,6 +97,25 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	cfg.Model, cfg.Auth = m, as
+	var ds *devices.Service
+	var js *jobs.Service
+	if devCfg != nil {
+		ca, err := certs.NewCA("test devices CA")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dc := devices.Config{Tree: m, CA: ca, CAPEM: ca.CertPEM, Logger: log}
+		devCfg(&dc)
+		if ds, err = devices.New(dc); err != nil {
+			t.Fatal(err)
+		}
+		if js, err = jobs.New(jobs.Config{Records: m, Logger: log}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(js.Close)
+		cfg.Devices, cfg.Jobs = ds, js
+		cfg.MQTTAddress = func(host string) string { return net.JoinHostPort(host, "8883") }
+	}
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +125,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		a.Shutdown()
 		srv.Close()
 	})
-	return &env{t: t, ctx: context.Background(), store: st, model: m, auth: as, api: a, srv: srv, reg: reg, admin: admin}
+	return &env{t: t, ctx: context.Background(), store: st, model: m, auth: as, api: a, srv: srv, reg: reg, admin: admin,
+		devices: ds, jobs: js}
 }
 
 // tWriter sends log lines to the test log.

@@ -1,18 +1,21 @@
 // Package api is a node's operator HTTP API (docs/api.md): contexts, the
-// tree, events, the live change stream, users, tokens and operations
-// endpoints. It provides an http.Handler; the node owns the listener and
-// wraps it in TLS.
+// tree, events, the live change stream, users, tokens, devices and their
+// enrollment, jobs (function calls) and operations endpoints. It provides
+// an http.Handler; the node owns the listener and wraps it in TLS.
 //
 // Invariants the package keeps (and its tests try to break):
 //
-//   - Every /api/v1 route except login and the OpenAPI document requires a
-//     bearer token that auth.Service accepts; every error is JSON
-//     {"error","code"} with the status errorStatus gives it.
+//   - Every /api/v1 route except login, device enrollment and the OpenAPI
+//     document requires a bearer token that auth.Service accepts; every
+//     error is JSON {"error","code"} with the status errorStatus gives it.
 //   - Tenant isolation: a context whose tenant the caller does not see is
 //     answered exactly like a missing one (same status, same message), for
 //     reads, writes, deletes, events and function calls; tree listings and
-//     change streams leave such contexts out. Only system users set a
-//     context's tenant; nobody else changes a shared folder (tenant "").
+//     change streams leave such contexts out. Devices, enrollment tokens
+//     and jobs the caller may not see answer exactly like missing ones,
+//     and listings leave them out. Only system users set a context's
+//     tenant; nobody else changes a shared folder (tenant ""), nor calls
+//     functions of a device of no tenant.
 //   - The checks the API makes before a write give clear answers; the
 //     guarantee comes from the state machine: a non-system user's
 //     mutations carry its tenant as Mutation.Actor, and the model refuses
@@ -25,7 +28,9 @@
 //
 // Lifecycle: New returns a ready Server holding no goroutines; each open
 // change stream is served on its request's goroutine and ends on
-// Shutdown, on token revocation or when the client goes.
+// Shutdown, on token revocation or when the client goes. A function call
+// waiting for its job likewise stops waiting (and answers 202) on
+// Shutdown.
 package api
 
 import (
@@ -50,6 +55,8 @@ import (
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/devices"
+	"github.com/strata-dm/strata/node/jobs"
 )
 
 // Defaults of Config.
@@ -81,6 +88,12 @@ type Config struct {
 	KeepAlive time.Duration
 	// MaxStreams bounds concurrent change streams (503 beyond).
 	MaxStreams int
+
+	Devices *devices.Service // nil: device endpoints answer 501 not_implemented
+	Jobs    *jobs.Service    // nil: function calls answer 501
+	// MQTTAddress returns the HOST:PORT given to enrolling devices; host is
+	// the request's Host without port. nil or "" : mqtt_address is "".
+	MQTTAddress func(host string) string
 }
 
 func (c *Config) setDefaults() {
@@ -198,9 +211,9 @@ func New(cfg Config) (*Server, error) {
 // Handler is the API's http.Handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Shutdown ends open change streams at once and refuses new ones, so that
-// http.Server.Shutdown can finish. Other requests are unaffected. Calling
-// it more than once is safe.
+// Shutdown ends open change streams and function-call waits at once and
+// refuses new streams, so that http.Server.Shutdown can finish. Other
+// requests are unaffected. Calling it more than once is safe.
 func (s *Server) Shutdown() {
 	s.shutdown()
 }
@@ -241,6 +254,16 @@ func (s *Server) routeTable() []route {
 		{"GET /api/v1/tokens", "/api/v1/tokens", s.authed(s.listTokens)},
 		{"POST /api/v1/tokens", "/api/v1/tokens", s.authed(s.createToken)},
 		{"DELETE /api/v1/tokens/{id}", "/api/v1/tokens/{id}", s.authed(s.revokeToken)},
+		{"POST /api/v1/enroll", "/api/v1/enroll", s.public(s.enroll)},
+		{"GET /api/v1/enrollment-tokens", "/api/v1/enrollment-tokens", s.authed(s.listEnrollTokens)},
+		{"POST /api/v1/enrollment-tokens", "/api/v1/enrollment-tokens", s.authed(s.createEnrollToken)},
+		{"DELETE /api/v1/enrollment-tokens/{id}", "/api/v1/enrollment-tokens/{id}", s.authed(s.revokeEnrollToken)},
+		{"GET /api/v1/devices", "/api/v1/devices", s.authed(s.listDevices)},
+		{"GET /api/v1/devices/{id}", "/api/v1/devices/{id}", s.authed(s.getDevice)},
+		{"POST /api/v1/devices/{id}/revoke", "/api/v1/devices/{id}/revoke", s.authed(s.revokeDevice)},
+		{"GET /api/v1/jobs", "/api/v1/jobs", s.authed(s.listJobs)},
+		{"GET /api/v1/jobs/{id}", "/api/v1/jobs/{id}", s.authed(s.getJob)},
+		{"POST /api/v1/jobs/{id}/cancel", "/api/v1/jobs/{id}/cancel", s.authed(s.cancelJob)},
 	}
 }
 

@@ -77,7 +77,7 @@ func TestOperationsEndpoints(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
-	e := newEnv(t)
+	e := newServicesEnv(t, nil)
 	routes := [][2]string{
 		{"GET", "/api/v1/whoami"}, {"GET", "/api/v1/tree"},
 		{"GET", "/api/v1/contexts/a"}, {"PUT", "/api/v1/contexts/a"}, {"DELETE", "/api/v1/contexts/a"},
@@ -86,6 +86,9 @@ func TestAuthentication(t *testing.T) {
 		{"GET", "/api/v1/users"}, {"POST", "/api/v1/users"}, {"GET", "/api/v1/users/admin"},
 		{"PATCH", "/api/v1/users/admin"}, {"DELETE", "/api/v1/users/admin"},
 		{"GET", "/api/v1/tokens"}, {"POST", "/api/v1/tokens"}, {"DELETE", "/api/v1/tokens/x"},
+		{"GET", "/api/v1/enrollment-tokens"}, {"POST", "/api/v1/enrollment-tokens"}, {"DELETE", "/api/v1/enrollment-tokens/x"},
+		{"GET", "/api/v1/devices"}, {"GET", "/api/v1/devices/x"}, {"POST", "/api/v1/devices/x/revoke"},
+		{"GET", "/api/v1/jobs"}, {"GET", "/api/v1/jobs/x"}, {"POST", "/api/v1/jobs/x/cancel"},
 	}
 	forged := e.admin[:len(e.admin)-1] + "a"
 	if forged == e.admin {

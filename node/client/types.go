@@ -233,3 +233,141 @@ func (o *Op) UnmarshalJSON(b []byte) error {
 	}
 	return nil
 }
+
+// EnrollToken describes an enrollment token; its secret is only shown at
+// creation. Uses 0 means unlimited until it expires.
+type EnrollToken struct {
+	ID        string    `json:"id"`
+	Group     string    `json:"group"`
+	Tenant    string    `json:"tenant"`
+	Created   time.Time `json:"created"`
+	CreatedBy string    `json:"created_by"`
+	Expires   time.Time `json:"expires"`
+	Uses      int       `json:"uses"`
+	Used      int       `json:"used"`
+	Revoked   bool      `json:"revoked"`
+}
+
+// NewEnrollToken is the body creating an enrollment token. Tenant is for
+// system administrators only (others get their own); TTL zero and Uses
+// zero leave the server's defaults (168h, unlimited).
+type NewEnrollToken struct {
+	Group  string        `json:"group"`
+	Tenant string        `json:"tenant,omitempty"`
+	TTL    time.Duration `json:"-"`
+	Uses   int           `json:"uses,omitempty"`
+}
+
+// CreatedEnrollToken is a new enrollment token with its secret.
+type CreatedEnrollToken struct {
+	Secret string `json:"token"`
+	EnrollToken
+}
+
+// EnrollRequest is what a device sends to enroll.
+type EnrollRequest struct {
+	Token      string `json:"token"`
+	HardwareID string `json:"hardware_id"`
+	CSRPEM     string `json:"csr_pem,omitempty"`
+}
+
+// Enrollment is what an enrolled device receives: its MQTT credentials
+// and where to use them. CertPEM is set when the request had a CSR.
+type Enrollment struct {
+	DeviceID     string `json:"device_id"`
+	MQTTUsername string `json:"mqtt_username"`
+	MQTTPassword string `json:"mqtt_password"`
+	MQTTAddress  string `json:"mqtt_address"`
+	CAPEM        string `json:"ca_pem"`
+	CertPEM      string `json:"cert_pem,omitempty"`
+	Path         string `json:"path"`
+	Tenant       string `json:"tenant"`
+	Group        string `json:"group"`
+	TopicPrefix  string `json:"topic_prefix"`
+}
+
+// Device is an enrolled device.
+type Device struct {
+	ID          string    `json:"id"`
+	Path        string    `json:"path"`
+	Tenant      string    `json:"tenant"`
+	Group       string    `json:"group"`
+	HardwareID  string    `json:"hardware_id"`
+	Enrolled    time.Time `json:"enrolled"`
+	EnrollToken string    `json:"enroll_token"`
+	CertSerial  string    `json:"cert_serial,omitempty"`
+	Revoked     bool      `json:"revoked"`
+	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+}
+
+// JobState is the state of a job.
+type JobState string
+
+// States of a job; the last four are final.
+const (
+	JobQueued    JobState = "queued"
+	JobDelivered JobState = "delivered"
+	JobRunning   JobState = "running"
+	JobSucceeded JobState = "succeeded"
+	JobFailed    JobState = "failed"
+	JobExpired   JobState = "expired"
+	JobCancelled JobState = "cancelled"
+)
+
+// Final reports whether s is a final state.
+func (s JobState) Final() bool {
+	return s == JobSucceeded || s == JobFailed || s == JobExpired || s == JobCancelled
+}
+
+// JobTransition is one entry of a job's history.
+type JobTransition struct {
+	State  JobState  `json:"state"`
+	Time   time.Time `json:"time"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// Job is one function call on one device. Result is set when it
+// succeeded, Error when it failed.
+type Job struct {
+	ID        string          `json:"id"`
+	Path      string          `json:"path"`
+	Device    string          `json:"device"`
+	Tenant    string          `json:"tenant"`
+	Function  string          `json:"function"`
+	Args      json.RawMessage `json:"args,omitempty"`
+	CreatedBy string          `json:"created_by"`
+	Created   time.Time       `json:"created"`
+	Deadline  time.Time       `json:"deadline"`
+	State     JobState        `json:"state"`
+	Updated   time.Time       `json:"updated"`
+	Result    json.RawMessage `json:"result,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	History   []JobTransition `json:"history,omitempty"`
+}
+
+// Call is a function call. Zero fields leave the server's defaults: args
+// {}, no waiting, a deadline one hour ahead. Set at most one of TTL and
+// Deadline.
+type Call struct {
+	Args     json.RawMessage // a JSON object
+	Wait     time.Duration   // wait up to this long (at most 5m) for a final state
+	TTL      time.Duration   // the job expires this long from now
+	Deadline time.Time       // the job expires then
+}
+
+// JobQuery selects jobs, newest first. Zero fields select everything (up
+// to the server's default limit, 100).
+type JobQuery struct {
+	Path   string   // only jobs of contexts in this subtree
+	Device string   // only jobs of this device
+	State  JobState // only jobs in this state
+	Limit  int      // 1..1000
+	Before string   // only jobs created before this one (JobPage.Next)
+}
+
+// JobPage is one page of jobs, newest first; Next, when set, is the
+// Before of the next page.
+type JobPage struct {
+	Jobs []Job  `json:"jobs"`
+	Next string `json:"next,omitempty"`
+}

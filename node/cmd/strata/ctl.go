@@ -46,18 +46,35 @@ server https://<api.addr> (127.0.0.1 when api.addr listens on all
 addresses), CA tls/ca.crt and token admin.token beside the config. It never
 opens the node's data.
 
---server, --token (or $STRATA_TOKEN) and --ca override those. When --server
+` + targetHelp,
+	})
+	x.addTargetFlags(c)
+	c.AddCommand(
+		x.loginCmd(), x.whoamiCmd(),
+		x.treeCmd(), x.getCmd(), x.putCmd(), x.deleteCmd(),
+		x.eventsCmd(), x.eventCmd(), x.watchCmd(),
+		x.usersCmd(), x.tokensCmd(),
+		x.devicesCmd(), x.jobsCmd(), x.callCmd(),
+	)
+	return c
+}
+
+// targetHelp ends the help of every command group that talks to a node.
+const targetHelp = `--server, --token (or $STRATA_TOKEN) and --ca override those. When --server
 is given and the config was not named explicitly, the files beside
 ./strata.yaml are not used, so a local admin token is never sent to another
-server.`,
-		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
-			switch x.f.output {
-			case "text", "json":
-				return nil
-			}
-			return usageError{err: fmt.Errorf("-o %q: want text or json", x.f.output), cmd: c.CommandPath()}
-		},
-	})
+server.`
+
+// addTargetFlags gives c (ctl, token) the persistent flags that choose the
+// node and the output, and checks -o before any subcommand runs.
+func (x *ctl) addTargetFlags(c *cobra.Command) {
+	c.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
+		switch x.f.output {
+		case "text", "json":
+			return nil
+		}
+		return usageError{err: fmt.Errorf("-o %q: want text or json", x.f.output), cmd: c.CommandPath()}
+	}
 	pf := c.PersistentFlags()
 	pf.StringVarP(&x.f.config, "config", "c", "", "config file of the node (default $"+envConfig+", else ./"+defaultConfigFile+")")
 	pf.StringVar(&x.f.server, "server", "", "API base URL, e.g. https://hq.example:8443")
@@ -65,13 +82,6 @@ server.`,
 	pf.StringVar(&x.f.ca, "ca", "", "PEM file of the CA to trust (default tls/ca.crt beside the config, else the system roots)")
 	pf.StringVarP(&x.f.output, "output", "o", "text", "output format: text or json")
 	pf.DurationVar(&x.f.timeout, "timeout", 30*time.Second, "time limit of a request (not of watch)")
-	c.AddCommand(
-		x.loginCmd(), x.whoamiCmd(),
-		x.treeCmd(), x.getCmd(), x.putCmd(), x.deleteCmd(),
-		x.eventsCmd(), x.eventCmd(), x.watchCmd(),
-		x.usersCmd(), x.tokensCmd(),
-	)
-	return c
 }
 
 // target is where ctl sends requests and with what credentials.
@@ -158,12 +168,18 @@ func (x *ctl) client() (*client.Client, error) {
 
 // call runs fn with a client and a context bounded by --timeout.
 func (x *ctl) call(c *cobra.Command, fn func(ctx context.Context, cl *client.Client) error) error {
+	return x.callFor(c, 0, fn)
+}
+
+// callFor is call with a context bounded by --timeout plus extra (the
+// time a request is expected to wait on the server).
+func (x *ctl) callFor(c *cobra.Command, extra time.Duration, fn func(ctx context.Context, cl *client.Client) error) error {
 	cl, err := x.client()
 	if err != nil {
 		return err
 	}
 	defer cl.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(c.Context(), x.f.timeout)
+	ctx, cancel := context.WithTimeout(c.Context(), x.f.timeout+extra)
 	defer cancel()
 	return fn(ctx, cl)
 }

@@ -1,6 +1,7 @@
 // Command strata is the Strata node binary: `strata init` prepares a node's
 // folder, `strata serve` runs the node, `strata ctl` talks to a running
-// node's operator API, `strata version` says what was built.
+// node's operator API, `strata token` manages its enrollment tokens,
+// `strata version` says what was built.
 package main
 
 import (

@@ -28,8 +28,9 @@ type app struct {
 	lookupEnv      func(string) (string, bool)
 }
 
-// run executes the command line and returns the process exit code. Every
-// error is printed once to stderr as "error: <message>"; API errors read
+// run executes the command line and returns the process exit code: 0, 1
+// for an error, or the code of an exitError. Every error is printed once
+// to stderr as "error: <message>"; API errors read
 // "error: <message> (<code>)".
 func (a *app) run(args []string) int {
 	root := a.rootCmd()
@@ -40,10 +41,24 @@ func (a *app) run(args []string) int {
 		if errors.As(err, &ue) {
 			fmt.Fprintf(a.stderr, "Run '%s --help' for usage.\n", ue.cmd)
 		}
+		var xe exitError
+		if errors.As(err, &xe) {
+			return xe.code
+		}
 		return 1
 	}
 	return 0
 }
+
+// exitError ends the command line with an exit code other than 1 (see
+// ctl call); its message is printed like any error's.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
 
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
@@ -60,7 +75,7 @@ func (a *app) rootCmd() *cobra.Command {
 		return usageError{err: err, cmd: c.CommandPath()}
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(a.versionCmd(), a.initCmd(), a.serveCmd(), a.ctlCmd())
+	root.AddCommand(a.versionCmd(), a.initCmd(), a.serveCmd(), a.ctlCmd(), a.tokenCmd())
 	// Unknown subcommands and wrong argument counts are usage errors too.
 	var wrap func(c *cobra.Command)
 	wrap = func(c *cobra.Command) {
