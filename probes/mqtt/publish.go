@@ -45,14 +45,14 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		m.messages.WithLabelValues(kindName(kind)).Inc()
 		return pk, packets.CodeSuccessIgnore
 	case errors.Is(err, errPayload), errors.Is(err, model.ErrInvalid), errors.Is(err, model.ErrInvalidPath):
-		h.rejected(id, tenant, pk.TopicName, err)
+		h.rejected(id, tenant, true, pk.TopicName, err)
 		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 			return pk, packets.ErrPayloadFormatInvalid
 		}
 		return pk, packets.CodeSuccessIgnore
 	case errors.Is(err, model.ErrNotFound), errors.Is(err, model.ErrShared):
 		// The device's context belongs to another tenant: refuse, never write.
-		h.rejected(id, "", pk.TopicName, err)
+		h.rejected(id, tenant, false, pk.TopicName, err)
 		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 			return pk, packets.ErrNotAuthorized
 		}
@@ -156,9 +156,9 @@ func (h *hook) result(id, job string, payload []byte) error {
 	return nil
 }
 
-// rejected counts a refused message and records it on the device, at most
-// once per second per device.
-func (h *hook) rejected(id, tenant, topic string, err error) {
+// rejected counts a refused message and, when record is set, records it
+// on the device's context, at most once per second per device.
+func (h *hook) rejected(id, tenant string, record bool, topic string, err error) {
 	reason := err.Error()
 	h.b.metrics.rejected.WithLabelValues(reasonLabel(err)).Inc()
 	now := h.b.cfg.Now()
@@ -170,8 +170,8 @@ func (h *hook) rejected(id, tenant, topic string, err error) {
 	}
 	h.reject[id] = now
 	h.mu.Unlock()
-	if tenant == "" {
-		return // not the device's own context: nothing to record it on
+	if !record {
+		return // the context is not the device's: nothing to record it on
 	}
 	payload, _ := json.Marshal(map[string]string{"topic": truncate(topic, 256), "reason": truncate(reason, 512)})
 	h.b.background(func() {

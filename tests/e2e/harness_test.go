@@ -19,7 +19,7 @@ import (
 	"github.com/strata-dm/strata/node/store/pgtest"
 )
 
-var strataBin string
+var strataBin, agentBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "strata-e2e-bin")
@@ -28,11 +28,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	strataBin = filepath.Join(dir, "strata")
-	build := exec.Command("go", "build", "-o", strataBin, "github.com/strata-dm/strata/node/cmd/strata")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build strata:", err)
-		os.Exit(1)
+	agentBin = filepath.Join(dir, "strata-agent")
+	for bin, pkg := range map[string]string{strataBin: "node/cmd/strata", agentBin: "probes/agent/cmd/strata-agent"} {
+		build := exec.Command("go", "build", "-o", bin, "github.com/strata-dm/strata/"+pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+			os.Exit(1)
+		}
 	}
 	code := pgtest.Main(m) // stops the PostgreSQL server if a test started one
 	os.RemoveAll(dir)
