@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The real strata-agent: enrolled by a token from `strata token create`,
+// its inventory and telemetry visible over the API, a command round trip,
+// and telemetry produced while the node is down delivered after it is back.
+func TestAgentEndToEnd(t *testing.T) {
+	n := initDeviceNode(t, "probe1")
+	n.start()
+	admin := n.admin()
+	tok := n.enrollToken("lab")
+	state := t.TempDir()
+	cmd := exec.Command(agentBin, "run", "--state", state, "--api", "https://"+n.addr, "--token", tok,
+		"--ca", filepath.Join(n.dir, "tls", "ca.crt"), "--telemetry-interval", "1s", "--log-level", "debug")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("agent output:\n%s", out.String())
+		}
+	})
+
+	var path string
+	waitFor(t, "the agent enrolled", func() (bool, error) {
+		ds, err := admin.ListDevices(context.Background())
+		if err != nil || len(ds) != 1 {
+			return false, err
+		}
+		path = ds[0].Path
+		return true, nil
+	})
+	waitFor(t, "inventory and telemetry", func() (bool, error) {
+		c, err := admin.GetContext(context.Background(), path)
+		if err != nil {
+			return false, err
+		}
+		_, host := c.Variables["hostname"]
+		_, load := c.Variables["load1"]
+		return host && load && len(c.Functions) >= 5, nil
+	})
+	job, status, err := admin.CallFunction(context.Background(), path, "ping", nil, 20*time.Second)
+	if err != nil || status != http.StatusOK || job.State != "succeeded" {
+		t.Fatalf("ping: %d %+v %v", status, job, err)
+	}
+	var pong struct{ Pong bool }
+	if json.Unmarshal(job.Result, &pong); !pong.Pong {
+		t.Fatalf("ping result %s", job.Result)
+	}
+	job, status, err = admin.CallFunction(context.Background(), path, "reboot", nil, 20*time.Second)
+	if err != nil || status != http.StatusOK || job.State != "failed" {
+		t.Fatalf("reboot without --allow-reboot: %d %+v %v", status, job, err)
+	}
+
+	// The node goes away; the agent keeps producing telemetry into its
+	// queue (each point appended and fsynced).
+	n.kill()
+	down := time.Now().UTC()
+	queue := filepath.Join(state, "queue.log")
+	changes, last := 0, int64(-1)
+	waitFor(t, "three points queued while the node is down", func() (bool, error) {
+		fi, err := os.Stat(queue)
+		if err != nil {
+			return false, nil
+		}
+		if fi.Size() != last {
+			if last >= 0 {
+				changes++
+			}
+			last = fi.Size()
+		}
+		return changes >= 3, nil
+	})
+	up := time.Now().UTC()
+	n.start()
+	admin = n.admin()
+	// Every point produced while the node was down arrives: count the
+	// telemetry changes of the device stamped within the outage.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s, err := admin.Changes(ctx, path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	offline := 0
+	for offline < 3 {
+		c, err := s.Next()
+		if err != nil {
+			t.Fatalf("change stream: %v (saw %d points from the outage)", err, offline)
+		}
+		if v, ok := c.Variables["uptime_s"]; ok && v.Time.After(down) && v.Time.Before(up) {
+			offline++
+		}
+	}
+}
