@@ -10,6 +10,8 @@ LDFLAGS  := -X main.version=$(VERSION)
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata ./node/cmd/strata
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata-agent ./probes/agent/cmd/strata-agent
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata-sim ./probes/sim/cmd/strata-sim
 
 # A single node on Badger, initialised on first run (config, TLS, admin token
 # in $(RUN_DIR)); log in with the token in $(RUN_DIR)/admin.token.
