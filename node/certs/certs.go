@@ -81,11 +81,8 @@ func (ca *Pair) IssueServer(commonName string, hosts []string) (*Pair, error) {
 }
 
 func (ca *Pair) issueServer(commonName string, hosts []string, now time.Time) (*Pair, error) {
-	if ca == nil || ca.Cert == nil || ca.Key == nil {
-		return nil, errors.New("certs: no CA to sign with")
-	}
-	if !ca.Cert.IsCA {
-		return nil, errors.New("certs: signing certificate is not a CA")
+	if err := ca.canSign(); err != nil {
+		return nil, err
 	}
 	if len(hosts) == 0 {
 		return nil, errors.New("certs: a server certificate needs at least one host")
@@ -94,21 +91,9 @@ func (ca *Pair) issueServer(commonName string, hosts []string, now time.Time) (*
 	if err != nil {
 		return nil, fmt.Errorf("certs: generate server key: %w", err)
 	}
-	serial, err := newSerial()
+	tmpl, err := ca.leaf(commonName, now, ServerValidity, x509.ExtKeyUsageServerAuth)
 	if err != nil {
 		return nil, err
-	}
-	notAfter := now.Add(ServerValidity)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"Strata"}},
-		NotBefore:    now.Add(-backdate),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -122,6 +107,38 @@ func (ca *Pair) issueServer(commonName string, hosts []string, now time.Time) (*
 		return nil, fmt.Errorf("certs: create server certificate: %w", err)
 	}
 	return newPair(der, key)
+}
+
+// canSign reports why ca cannot sign certificates, if it cannot.
+func (ca *Pair) canSign() error {
+	if ca == nil || ca.Cert == nil || ca.Key == nil {
+		return errors.New("certs: no CA to sign with")
+	}
+	if !ca.Cert.IsCA {
+		return errors.New("certs: signing certificate is not a CA")
+	}
+	return nil
+}
+
+// leaf is the template of a certificate ca issues to commonName from now,
+// valid for validity but never beyond the CA, for one extended usage.
+func (ca *Pair) leaf(commonName string, now time.Time, validity time.Duration, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	notAfter := now.Add(validity)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	return &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"Strata"}},
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+	}, nil
 }
 
 // ServerHosts is the usual host list of a node's server certificate:
@@ -307,8 +324,8 @@ const ClientValidity = 365 * 24 * time.Hour
 // valid for ClientValidity but never beyond the CA. It returns the
 // certificate as PEM and parsed.
 func (ca *Pair) SignClientCSR(csrPEM []byte, commonName string) ([]byte, *x509.Certificate, error) {
-	if ca == nil || ca.Cert == nil || ca.Key == nil || !ca.Cert.IsCA {
-		return nil, nil, errors.New("certs: no CA to sign with")
+	if err := ca.canSign(); err != nil {
+		return nil, nil, err
 	}
 	block, _ := pem.Decode(csrPEM)
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {
@@ -321,22 +338,9 @@ func (ca *Pair) SignClientCSR(csrPEM []byte, commonName string) ([]byte, *x509.C
 	if err := csr.CheckSignature(); err != nil {
 		return nil, nil, fmt.Errorf("certs: certificate request signature: %w", err)
 	}
-	serial, err := newSerial()
+	tmpl, err := ca.leaf(commonName, time.Now(), ClientValidity, x509.ExtKeyUsageClientAuth)
 	if err != nil {
 		return nil, nil, err
-	}
-	now := time.Now()
-	notAfter := now.Add(ClientValidity)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"Strata"}},
-		NotBefore:    now.Add(-backdate),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.Key)
 	if err != nil {
