@@ -98,10 +98,18 @@ func (d *device) connect(ctx context.Context) (first bool, err error) {
 	}
 	c.start(d, &f.readers)
 	if subID != 0 {
+		// Declare the function the device answers (QoS 0: the node applies
+		// a connection's messages in order, so it is in place before the
+		// subscription delivers queued commands).
+		_ = c.publish(d.prefix+"inventory", inventoryPayload, 0, 0)
 		_ = c.subscribe(subID, d.prefix+"cmd/+", 1) // a failure closes c
 	}
 	return first, nil
 }
+
+// inventoryPayload declares the one function simulated devices offer:
+// echo, answered with {"echo": args}.
+var inventoryPayload = []byte(`{"simulated":true,"functions":[{"name":"echo","description":"answers {\"echo\": args}"}]}`)
 
 // freeID returns a packet id in use neither by a pending message nor by
 // the SUBSCRIBE. Call with d.mu held.
