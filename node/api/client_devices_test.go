@@ -3,10 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"encoding/pem"
-	"io"
-	"log"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -20,15 +16,7 @@ import (
 func TestClientDevicesAndJobs(t *testing.T) {
 	e := newServicesEnv(t, nil)
 	c := e.tenants()
-	srv := httptest.NewTLSServer(e.api.Handler())
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	t.Cleanup(srv.Close)
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	alice, err := client.New(srv.URL, c.alice, ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(alice.CloseIdleConnections)
+	alice := tlsClient(t, e.api.Handler(), c.alice)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -18,15 +19,7 @@ import (
 // written against docs/api.md: every shape must decode as it expects.
 func TestClientCompatibility(t *testing.T) {
 	e := newEnv(t)
-	srv := httptest.NewTLSServer(e.api.Handler())
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	t.Cleanup(srv.Close)
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	admin, err := client.New(srv.URL, e.admin, ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.CloseIdleConnections)
+	admin := tlsClient(t, e.api.Handler(), e.admin)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -144,4 +137,20 @@ func TestClientCompatibility(t *testing.T) {
 	if _, err := alice.Whoami(ctx); !client.IsCode(err, client.CodeUnauthorized) {
 		t.Fatalf("deleted user's token: %v", err)
 	}
+}
+
+// tlsClient serves h over TLS on a loopback port for the test and returns a
+// node/client for it with token.
+func tlsClient(t *testing.T, h http.Handler, token string) *client.Client {
+	t.Helper()
+	srv := httptest.NewTLSServer(h)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	t.Cleanup(srv.Close)
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	c, err := client.New(srv.URL, token, ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
 }
