@@ -194,40 +194,50 @@ func (s *Service) Enroll(ctx context.Context, req EnrollRequest, remoteAddr stri
 	if err := s.limiter.Check(remoteAddr); err != nil {
 		return Enrollment{}, err
 	}
-	e, err := s.enroll(ctx, req)
+	e, again, err := s.enroll(ctx, req)
 	if errors.Is(err, auth.ErrUnauthorized) {
 		s.limiter.Fail(remoteAddr)
+	}
+	if again {
+		s.mu.Lock()
+		fn := s.onRevoke
+		s.mu.Unlock()
+		if fn != nil {
+			fn(e.DeviceID) // the old credentials are gone: drop a session that used them
+		}
 	}
 	return e, err
 }
 
-func (s *Service) enroll(ctx context.Context, req EnrollRequest) (Enrollment, error) {
+// enroll does the work of Enroll under s.mu; again reports a device that
+// enrolled before (its old credentials just stopped working).
+func (s *Service) enroll(ctx context.Context, req EnrollRequest) (_ Enrollment, again bool, _ error) {
 	if err := validText("hardware_id", req.HardwareID, MaxHardwareIDLen); err != nil {
-		return Enrollment{}, err
+		return Enrollment{}, false, err
 	}
 	tid, err := auth.ParseSecret(enrollPrefix, req.Token)
 	if err != nil {
-		return Enrollment{}, errBadToken
+		return Enrollment{}, false, errBadToken
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t, err := s.loadToken(tid)
 	if errors.Is(err, model.ErrNotFound) {
-		return Enrollment{}, errBadToken
+		return Enrollment{}, false, errBadToken
 	}
 	if err != nil {
-		return Enrollment{}, err
+		return Enrollment{}, false, err
 	}
 	now := s.clock()
 	if subtle.ConstantTimeCompare([]byte(auth.SecretHash(req.Token)), []byte(t.Hash)) != 1 ||
 		t.Revoked || !now.Before(t.Expires) || (t.Uses > 0 && t.Used >= t.Uses) {
-		return Enrollment{}, errBadToken
+		return Enrollment{}, false, errBadToken
 	}
 	id := deviceID(t.Tenant, req.HardwareID)
 	d, err := s.load(id)
-	again := err == nil
+	again = err == nil
 	if err != nil && !errors.Is(err, model.ErrNotFound) {
-		return Enrollment{}, err
+		return Enrollment{}, false, err
 	}
 	if !again {
 		d = &deviceRecord{Device: Device{ID: id, Path: PathOf(id), Tenant: t.Tenant, HardwareID: req.HardwareID}}
@@ -241,11 +251,11 @@ func (s *Service) enroll(ctx context.Context, req EnrollRequest) (Enrollment, er
 	}
 	if req.CSRPEM != "" {
 		if s.ca == nil {
-			return Enrollment{}, fmt.Errorf("%w: this node does not sign device certificates", model.ErrInvalid)
+			return Enrollment{}, false, fmt.Errorf("%w: this node does not sign device certificates", model.ErrInvalid)
 		}
 		certPEM, cert, err := s.ca.SignClientCSR([]byte(req.CSRPEM), id)
 		if err != nil {
-			return Enrollment{}, fmt.Errorf("%w: csr_pem: %v", model.ErrInvalid, err)
+			return Enrollment{}, false, fmt.Errorf("%w: csr_pem: %v", model.ErrInvalid, err)
 		}
 		d.CertSerial, out.CertPEM = cert.SerialNumber.String(), string(certPEM)
 	}
@@ -263,11 +273,8 @@ func (s *Service) enroll(ctx context.Context, req EnrollRequest) (Enrollment, er
 			Event: &model.Event{Name: "enrolled", Level: model.LevelInfo, Payload: payload, Time: now},
 		})
 	if err != nil {
-		return Enrollment{}, fmt.Errorf("devices: enroll: %w", err)
+		return Enrollment{}, false, fmt.Errorf("devices: enroll: %w", err)
 	}
 	s.log.Info("device enrolled", "device", id, "tenant", d.Tenant, "group", d.Group, "token_id", t.ID, "again", again)
-	if again && s.onRevoke != nil {
-		s.onRevoke(id) // the old credentials are gone: drop a session that used them
-	}
-	return out, nil
+	return out, again, nil
 }
