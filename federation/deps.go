@@ -1,0 +1,3 @@
+package federation
+
+import _ "github.com/quic-go/quic-go"
