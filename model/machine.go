@@ -240,8 +240,16 @@ func (t *tx) put(m *Mutation) error {
 		if m.Type != "" && m.Type != c.Type {
 			c.Type, index = m.Type, true
 		}
-		if m.Tenant != "" && m.Tenant != c.Tenant {
+		if (m.Tenant != "" || m.Replace) && m.Tenant != c.Tenant {
 			c.Tenant, index = m.Tenant, true
+		}
+	}
+	if m.Replace {
+		c.Labels, c.Variables, c.Functions = nil, nil, nil
+		if !m.SetFunctions {
+			mm := *m
+			mm.SetFunctions = true
+			m = &mm
 		}
 	}
 	for k, v := range m.Labels {

@@ -74,6 +74,10 @@ type Mutation struct {
 	// (tenant-less) context. A put that creates the context gives it the
 	// actor's tenant. System writers leave Actor empty.
 	Actor string `cbor:"11,keyasint,omitempty" json:"actor,omitempty"`
+	// Replace makes an OpPut set the context's whole state instead of
+	// merging: Type, Tenant (even empty), Labels, Variables and Functions
+	// become exactly the mutation's. Mirrors use it to apply snapshots.
+	Replace bool `cbor:"12,keyasint,omitempty" json:"replace,omitempty"`
 }
 
 // Entry is one change-log entry: a mutation as applied, with the sequence
@@ -120,6 +124,9 @@ func (m *Mutation) Validate() error {
 	}
 	if err := checkText("actor", m.Actor, MaxTenantLen); err != nil {
 		return err
+	}
+	if m.Replace && (m.Op != OpPut || m.Actor != "") {
+		return fmt.Errorf("%w: replace is for system puts only", ErrInvalid)
 	}
 	if m.Actor != "" && m.Tenant != "" && m.Tenant != m.Actor {
 		return fmt.Errorf("%w: a tenant cannot write into another tenant", ErrInvalid)

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) model.Store) {
 		{"Concurrent", testConcurrent},
 		{"Actor", testActor},
 		{"BatchOrder", testBatchOrder},
+		{"Replace", testReplace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
