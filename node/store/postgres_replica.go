@@ -25,6 +25,14 @@ import (
 // ReadLog, Record(s) and Snapshot feed the model's state machine, the
 // change log and federation, and stay on the primary.
 //
+// Hung replicas: each read on a replica runs under ReplicaReadTimeout. A
+// read that does not answer in time is abandoned (its connection is
+// closed: pgx interrupts a query whose context ends by setting a deadline
+// on the socket) and runs again on the primary, and the replica leaves
+// rotation until its next successful check, so a replica that accepts
+// connections but never answers (stopped, swapping, behind a blackholed
+// link) costs one bounded delay, not a hung read.
+//
 // Read-your-writes: after each Commit the store records the primary's WAL
 // position (commitLSN). A replica serves a read only once it has replayed
 // up to that position, so whatever this store committed is visible there;
@@ -33,6 +41,7 @@ import (
 const (
 	defaultMaxReplicaLag = 5 * time.Second
 	defaultReplicaCheck  = time.Second
+	defaultReplicaRead   = 2 * time.Second
 )
 
 // ReplicaStatus describes one read replica, for metrics and health pages.
@@ -70,6 +79,7 @@ type replicas struct {
 	list      []*replica
 	maxLag    time.Duration
 	interval  time.Duration
+	readTime  time.Duration // bound of one read on a replica
 	log       *slog.Logger
 	next      atomic.Uint32 // round robin
 	commitLSN atomic.Uint64 // primary WAL position after the last Commit
@@ -78,6 +88,7 @@ type replicas struct {
 	// while unknown > covered, reads go to the primary.
 	unknown, covered atomic.Uint64
 	wg               sync.WaitGroup
+	kick             chan struct{} // checkSoon's: a check before the interval ends
 
 	// samples of the primary's position, oldest first, spanning a little
 	// more than maxLag; only the health goroutine touches them.
@@ -96,12 +107,16 @@ var (
 // openReplicas makes a pool per DSN; pools connect lazily, so a replica
 // that is down at start only stays out of rotation.
 func openReplicas(dsns []string, opts PostgresOptions, log *slog.Logger) (*replicas, error) {
-	rs := &replicas{maxLag: opts.MaxReplicaLag, interval: opts.ReplicaCheckInterval, log: log}
+	rs := &replicas{maxLag: opts.MaxReplicaLag, interval: opts.ReplicaCheckInterval, readTime: opts.ReplicaReadTimeout, log: log,
+		kick: make(chan struct{}, 1)}
 	if rs.maxLag <= 0 {
 		rs.maxLag = defaultMaxReplicaLag
 	}
 	if rs.interval <= 0 {
 		rs.interval = defaultReplicaCheck
+	}
+	if rs.readTime <= 0 {
+		rs.readTime = defaultReplicaRead
 	}
 	for i, dsn := range dsns {
 		cfg, err := pgxpool.ParseConfig(dsn)
@@ -142,7 +157,17 @@ func (rs *replicas) run(ctx context.Context, primary *pgxpool.Pool) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-rs.kick:
 		}
+	}
+}
+
+// checkSoon makes the health goroutine check at once rather than at the
+// end of the interval.
+func (rs *replicas) checkSoon() {
+	select {
+	case rs.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -275,7 +300,7 @@ func (rs *replicas) pick(ctx context.Context) *replica {
 			continue
 		}
 		var replay int64
-		qctx, cancel := context.WithTimeout(ctx, max(rs.interval, time.Second))
+		qctx, cancel := context.WithTimeout(ctx, rs.readTime)
 		err := r.pool.QueryRow(qctx, sqlReplayLSN).Scan(&replay)
 		cancel()
 		if err != nil {
@@ -308,6 +333,8 @@ func (s *Postgres) ReplicaStatus() []ReplicaStatus { return s.replicas.status() 
 // ReadPool returns the pool for a read that tolerates staleness (reports,
 // search): a replica in rotation that has replayed this store's last
 // commit, else the primary. name is the replica's host:port, or "primary".
+// Reads through it are not bounded by ReplicaReadTimeout nor retried on
+// the primary: prefer ReadStale.
 func (s *Postgres) ReadPool() (pool *pgxpool.Pool, name string) {
 	if r := s.replicas.pick(s.ctx); r != nil {
 		return r.pool, r.name
@@ -315,23 +342,39 @@ func (s *Postgres) ReadPool() (pool *pgxpool.Pool, name string) {
 	return s.pool, "primary"
 }
 
-// readStale runs a read that tolerates staleness on a replica if one
-// fits, else on the primary. A read that fails on a replica takes the
-// replica out of rotation (the next check may bring it back) and runs
-// again on the primary; fn must therefore start its result afresh.
-func (s *Postgres) readStale(fn func(pool *pgxpool.Pool) error) error {
-	if r := s.replicas.pick(s.ctx); r != nil {
-		err := fn(r.pool)
+// ReadStale runs a read that tolerates staleness on a replica if one
+// fits, else on the primary; fn must use the context it is given. On a
+// replica, fn runs under ReplicaReadTimeout; should it fail there (time
+// out included), the replica leaves rotation (the next check may bring it
+// back) and fn runs again on the primary, bounded only by ctx: fn must
+// therefore start its result afresh. Closing the store cancels ctx.
+func (s *Postgres) ReadStale(ctx context.Context, fn func(ctx context.Context, pool *pgxpool.Pool) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
+	if r := s.replicas.pick(ctx); r != nil {
+		rctx, rcancel := context.WithTimeout(ctx, s.replicas.readTime)
+		err := fn(rctx, r.pool)
+		timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded)
+		rcancel()
 		if err == nil {
 			r.reads.Add(1)
 			return nil
 		}
-		if s.ctx.Err() != nil {
-			return err
+		if ctx.Err() != nil {
+			return err // the caller gave up, or the store is closing
+		}
+		if timedOut {
+			err = fmt.Errorf("read timed out after %v: %w", s.replicas.readTime, err)
 		}
 		s.replicas.setDown(r, err)
 	}
-	return fn(s.pool)
+	return fn(ctx, s.pool)
+}
+
+// readStale is ReadStale bounded by the store's life only.
+func (s *Postgres) readStale(fn func(ctx context.Context, pool *pgxpool.Pool) error) error {
+	return s.ReadStale(s.ctx, fn)
 }
 
 // recordCommit notes the primary's WAL position after a commit, which

@@ -24,6 +24,13 @@ type replicaFixture struct {
 
 func newReplicaFixture(t *testing.T, maxLag time.Duration) *replicaFixture {
 	t.Helper()
+	return newReplicaFixtureWith(t, func(o *PostgresOptions) { o.MaxReplicaLag = maxLag })
+}
+
+// newReplicaFixtureWith is newReplicaFixture with the store's options
+// adjusted by opt.
+func newReplicaFixtureWith(t *testing.T, opt func(*PostgresOptions)) *replicaFixture {
+	t.Helper()
 	primary := pgtest.Shared(t)
 	dsn := primary.NewDatabase(t)
 	replica, err := primary.StartReplica()
@@ -36,10 +43,12 @@ func newReplicaFixture(t *testing.T, maxLag time.Duration) *replicaFixture {
 		t.Fatal(err)
 	}
 	f := &replicaFixture{replica: replica, replicaDSN: replica.DSN(cfg.Database)}
-	f.store, err = OpenPostgres(context.Background(), PostgresOptions{
+	opts := PostgresOptions{
 		DSN: dsn, ReadDSNs: []string{f.replicaDSN}, Logger: testLogger(t),
-		MaxReplicaLag: maxLag, ReplicaCheckInterval: 50 * time.Millisecond,
-	})
+		ReplicaCheckInterval: 50 * time.Millisecond,
+	}
+	opt(&opts)
+	f.store, err = OpenPostgres(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
