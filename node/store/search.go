@@ -1,0 +1,340 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"slices"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// Inventory search: the contexts of a subtree that match a type, labels and
+// variable values, in path order, a page at a time (keyset pagination on
+// the path). Device inventory arrives as variables of /devices/<id>, so an
+// inventory filter is a variable filter.
+//
+// Both stores answer the same query the same way (storetest.RunSearch).
+// Badger scans the subtree (linear in its size); PostgreSQL uses the
+// path index and GIN indexes on labels and variable values, and reads from
+// a read replica when one fits (postgres_search.go).
+
+// Bounds of a search page.
+const (
+	DefaultSearchLimit = 100
+	MaxSearchLimit     = 1000
+	// MaxSearchFilters bounds the label and variable filters of a query.
+	MaxSearchFilters = 64
+)
+
+// SearchQuery selects contexts. Every filter given must hold (AND).
+type SearchQuery struct {
+	// Prefix is the subtree searched: the context at Prefix and those
+	// below it. "" or "/" is the whole tree.
+	Prefix model.Path
+	// Type, when set, is the context type wanted.
+	Type string
+	// Labels each label must be present with exactly this value.
+	Labels map[string]string
+	// Vars each variable must be present with a value equal to this JSON
+	// value: strings, booleans and null by value, numbers numerically (4
+	// equals 4.0), objects and arrays member by member.
+	Vars map[string]json.RawMessage
+	// Tenants, when non-nil, are the tenants whose contexts may be
+	// returned ("" names shared contexts); nil allows every tenant, and an
+	// empty non-nil list none.
+	Tenants []string
+	// After is the keyset cursor: only paths after it (byte order).
+	After model.Path
+	// Limit is the page size, 1..MaxSearchLimit (0: DefaultSearchLimit).
+	Limit int
+}
+
+// SearchPage is one page of results, in path (byte) order. Next is the
+// cursor for the following page (pass it as After), "" when no more
+// contexts match.
+type SearchPage struct {
+	Contexts []*model.Context
+	Next     model.Path
+}
+
+// normalize validates q and fills its defaults. Errors wrap
+// model.ErrInvalid (or model.ErrInvalidPath).
+func (q *SearchQuery) normalize() error {
+	if q.Prefix == "" {
+		q.Prefix = model.Root
+	}
+	p, err := model.ParsePath(string(q.Prefix))
+	if err != nil {
+		return err
+	}
+	q.Prefix = p
+	if q.After != "" {
+		if q.After, err = model.ParsePath(string(q.After)); err != nil {
+			return err
+		}
+	}
+	switch {
+	case q.Limit == 0:
+		q.Limit = DefaultSearchLimit
+	case q.Limit < 0 || q.Limit > MaxSearchLimit:
+		return fmt.Errorf("%w: search limit %d not in 1..%d", model.ErrInvalid, q.Limit, MaxSearchLimit)
+	}
+	if len(q.Labels)+len(q.Vars) > MaxSearchFilters {
+		return fmt.Errorf("%w: more than %d search filters", model.ErrInvalid, MaxSearchFilters)
+	}
+	for name, v := range q.Vars {
+		if err := model.ValidateName(name); err != nil {
+			return fmt.Errorf("%w: variable filter %q: %v", model.ErrInvalid, name, err)
+		}
+		if !json.Valid(v) {
+			return fmt.Errorf("%w: variable filter %q: value is not JSON", model.ErrInvalid, name)
+		}
+		if !jsonbSafe(v) {
+			return fmt.Errorf("%w: variable filter %q: value has a NUL character or a number beyond range", model.ErrInvalid, name)
+		}
+	}
+	return nil
+}
+
+// belowRange returns the bounds [from, to) in byte order of the paths
+// strictly below prefix. With the root excepted, the subtree of /a is /a
+// itself and [/a/, /a0): '0' is the byte after '/', so no sibling such as
+// /a-b falls inside.
+func belowRange(prefix model.Path) (from, to string) {
+	if prefix.IsRoot() {
+		return "/", "0" // '0' is the byte after '/'
+	}
+	return string(prefix) + "/", string(prefix) + "0"
+}
+
+// matcher checks contexts against a query in Go (Badger, and tests).
+type matcher struct {
+	q    *SearchQuery
+	vars map[string]jsonValue
+}
+
+func newMatcher(q *SearchQuery) (*matcher, error) {
+	m := &matcher{q: q, vars: make(map[string]jsonValue, len(q.Vars))}
+	for name, raw := range q.Vars {
+		v, err := parseJSONValue(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: variable filter %q: %v", model.ErrInvalid, name, err)
+		}
+		m.vars[name] = v
+	}
+	return m, nil
+}
+
+func (m *matcher) match(c *model.Context) bool {
+	q := m.q
+	if q.Type != "" && c.Type != q.Type {
+		return false
+	}
+	if q.Tenants != nil && !slices.Contains(q.Tenants, c.Tenant) {
+		return false
+	}
+	if !c.Path.Within(q.Prefix) {
+		return false
+	}
+	for k, want := range q.Labels {
+		if got, ok := c.Labels[k]; !ok || got != want {
+			return false
+		}
+	}
+	for name, want := range m.vars {
+		got, ok := c.Variables[name]
+		if !ok {
+			return false
+		}
+		raw := got.Value
+		if len(raw) == 0 {
+			raw = json.RawMessage("null")
+		}
+		if bytes.Equal(raw, q.Vars[name]) {
+			continue
+		}
+		v, err := parseJSONValue(raw)
+		if err != nil || !jsonEqual(v, want) {
+			return false
+		}
+	}
+	return true
+}
+
+// jsonValue is a decoded JSON value whose numbers are exact (json.Number).
+type jsonValue = any
+
+func parseJSONValue(raw []byte) (jsonValue, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// jsonEqual compares decoded JSON values as PostgreSQL compares jsonb:
+// numbers by exact decimal value, the rest structurally.
+func jsonEqual(a, b jsonValue) bool {
+	switch a := a.(type) {
+	case json.Number:
+		b, ok := b.(json.Number)
+		if !ok {
+			return false
+		}
+		if a == b {
+			return true
+		}
+		x, okx := new(big.Rat).SetString(string(a))
+		y, oky := new(big.Rat).SetString(string(b))
+		return okx && oky && x.Cmp(y) == 0
+	case map[string]any:
+		b, ok := b.(map[string]any)
+		if !ok || len(a) != len(b) {
+			return false
+		}
+		for k, av := range a {
+			bv, ok := b[k]
+			if !ok || !jsonEqual(av, bv) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		b, ok := b.([]any)
+		if !ok || len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if !jsonEqual(a[i], b[i]) {
+				return false
+			}
+		}
+		return true
+	default: // string, bool, nil
+		return a == b
+	}
+}
+
+// jsonbSafe reports whether PostgreSQL's jsonb can hold the JSON value
+// raw: no NUL character in a string or key, and every number within the
+// range of numeric. A variable value that is not jsonb-safe is left out of
+// the PostgreSQL search column (it stays in the context), so only Badger
+// finds it; queries with such a filter value are refused by both stores.
+func jsonbSafe(raw []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+		switch t := tok.(type) {
+		case string:
+			if strings.IndexByte(t, 0) >= 0 {
+				return false
+			}
+		case json.Number:
+			if !numericSafe(string(t)) {
+				return false
+			}
+		}
+	}
+}
+
+// numericSafe bounds a JSON number to what PostgreSQL's numeric accepts
+// (up to 131072 digits before the decimal point and 16383 after), with a
+// margin: the decimal exponent must stay within ±16000.
+func numericSafe(n string) bool {
+	mant, exp, hasExp := strings.Cut(strings.ToLower(n), "e")
+	intPart, frac, _ := strings.Cut(strings.TrimPrefix(mant, "-"), ".")
+	e := 0
+	if hasExp {
+		x, ok := new(big.Int).SetString(exp, 10)
+		if !ok || !x.IsInt64() || x.Int64() > 16000 || x.Int64() < -16000 {
+			return false
+		}
+		e = int(x.Int64())
+	}
+	return len(intPart)+e <= 16000 && len(frac)-e <= 16000
+}
+
+// Search scans the subtree in key order, decoding every context below the
+// prefix after the cursor until a page is full: linear in the size of the
+// subtree for selective filters. It stops early when ctx ends.
+func (s *Badger) Search(ctx context.Context, q SearchQuery) (SearchPage, error) {
+	if err := q.normalize(); err != nil {
+		return SearchPage{}, fmt.Errorf("store: search: %w", err)
+	}
+	m, err := newMatcher(&q)
+	if err != nil {
+		return SearchPage{}, fmt.Errorf("store: search: %w", err)
+	}
+	var page SearchPage
+	// add reports whether the page is complete (one more match found).
+	add := func(c *model.Context) bool {
+		if !m.match(c) {
+			return false
+		}
+		if len(page.Contexts) == q.Limit {
+			page.Next = page.Contexts[q.Limit-1].Path
+			return true
+		}
+		page.Contexts = append(page.Contexts, c)
+		return false
+	}
+	err = s.db.View(func(txn *badger.Txn) error {
+		if !q.Prefix.IsRoot() && q.After < q.Prefix {
+			it, err := txn.Get(contextKey(q.Prefix))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return err
+			default:
+				var c model.Context
+				if err := it.Value(func(v []byte) error { return model.Unmarshal(v, &c) }); err != nil {
+					return err
+				}
+				add(&c)
+			}
+		}
+		from, _ := belowRange(q.Prefix)
+		prefix := append([]byte{pContext}, from...)
+		seek := prefix
+		if string(q.After) >= from {
+			seek = append(contextKey(q.After), 0) // first key strictly after
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		n := 0
+		for it.Seek(seek); it.Valid(); it.Next() {
+			if n++; n%1024 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var c model.Context
+			if err := it.Item().Value(func(v []byte) error { return model.Unmarshal(v, &c) }); err != nil {
+				return fmt.Errorf("decode context %s: %w", it.Item().Key()[1:], err)
+			}
+			if add(&c) {
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return SearchPage{}, fmt.Errorf("store: search %s: %w", q.Prefix, err)
+	}
+	return page, nil
+}
