@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,6 +35,10 @@ type PostgresOptions struct {
 	MaxReplicaLag time.Duration
 	// ReplicaCheckInterval is how often replicas are checked (default 1 s).
 	ReplicaCheckInterval time.Duration
+	// ReplicaReadTimeout bounds one read on a replica (default 2 s): a
+	// read that takes longer is abandoned and run on the primary, and the
+	// replica leaves rotation until its next successful check.
+	ReplicaReadTimeout time.Duration
 }
 
 // Validate checks the options without connecting.
@@ -49,8 +54,8 @@ func (o *PostgresOptions) Validate() error {
 			return fmt.Errorf("store: postgres read dsn %d is empty", i+1)
 		}
 	}
-	if o.MaxReplicaLag < 0 || o.ReplicaCheckInterval < 0 {
-		return errors.New("store: postgres replica lag and check interval must not be negative")
+	if o.MaxReplicaLag < 0 || o.ReplicaCheckInterval < 0 || o.ReplicaReadTimeout < 0 {
+		return errors.New("store: postgres replica lag, check interval and read timeout must not be negative")
 	}
 	return nil
 }
@@ -72,10 +77,12 @@ func (o *PostgresOptions) Validate() error {
 type Postgres struct {
 	pool     *pgxpool.Pool
 	replicas *replicas
+	listen   *logListener // WaitLog's (notify.go)
 	log      *slog.Logger
 	// ctx bounds every query; Close cancels it.
 	ctx       context.Context
 	cancel    context.CancelFunc
+	wg        sync.WaitGroup // the change-log listener
 	closeOnce sync.Once
 }
 
@@ -127,7 +134,7 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &Postgres{pool: pool, replicas: rs, log: log, ctx: sctx, cancel: cancel}
+	s := &Postgres{pool: pool, replicas: rs, listen: newLogListener(), log: log, ctx: sctx, cancel: cancel}
 	if len(rs.list) > 0 {
 		rs.wg.Add(1)
 		go rs.run(sctx, pool)
@@ -137,11 +144,12 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 	return s, nil
 }
 
-// Close stops the replica checks, cancels running queries and closes the
-// pools. Closing twice is safe.
+// Close stops the replica checks and the change-log listener, cancels
+// running queries and closes the pools. Closing twice is safe.
 func (s *Postgres) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
+		s.wg.Wait()
 		s.replicas.wg.Wait()
 		s.replicas.close()
 		s.pool.Close()
@@ -168,6 +176,9 @@ func (s *Postgres) Commit(b *model.Batch) error {
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	s.recordCommit()
+	if len(b.Entries) > 0 {
+		s.listen.advance(b.LastSeq())
+	}
 	return nil
 }
 
@@ -279,6 +290,8 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 		}
 		q.Queue(`INSERT INTO log (seq, doc) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, seqs, docs)
 		q.Queue(`UPDATE meta SET last_seq = $1`, int64(b.LastSeq()))
+		// Delivered at commit, to every listener of the database (WaitLog).
+		q.Queue(`SELECT pg_notify($1, $2)`, LogChannel, strconv.FormatUint(b.LastSeq(), 10))
 	}
 	return q, nil
 }
@@ -316,9 +329,9 @@ func (s *Postgres) Children(p model.Path, after string, limit int) ([]model.Chil
 		limit = 1000
 	}
 	var out []model.Child
-	err := s.readStale(func(pool *pgxpool.Pool) error {
+	err := s.readStale(func(ctx context.Context, pool *pgxpool.Pool) error {
 		out = nil
-		rows, err := pool.Query(s.ctx, `SELECT name, type, tenant FROM contexts
+		rows, err := pool.Query(ctx, `SELECT name, type, tenant FROM contexts
 			WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3`, string(p), after, limit)
 		if err != nil {
 			return err
@@ -362,12 +375,12 @@ func (s *Postgres) Events(p model.Path, q model.EventQuery) ([]model.Event, erro
 		level = &l
 	}
 	var out []model.Event
-	err := s.readStale(func(pool *pgxpool.Pool) error {
+	err := s.readStale(func(ctx context.Context, pool *pgxpool.Pool) error {
 		out = nil
 		before := firstBefore
 		for len(out) < limit {
 			want := limit - len(out)
-			rows, err := pool.Query(s.ctx, `SELECT seq, doc FROM events
+			rows, err := pool.Query(ctx, `SELECT seq, doc FROM events
 			WHERE path = $1 AND seq < $2
 				AND ($3::timestamptz IS NULL OR time >= $3)
 				AND ($4::text IS NULL OR level = $4)
