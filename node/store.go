@@ -45,26 +45,46 @@ func openStore(cfg *config.Config, log *slog.Logger) (nodeStore, error) {
 	case config.StorePostgres:
 		ctx, cancel := context.WithTimeout(context.Background(), storeOpenTimeout)
 		defer cancel()
-		s, err := store.OpenPostgres(ctx, store.PostgresOptions{DSN: cfg.Store.DSN, ReadDSNs: cfg.Store.ReadDSNs, Logger: log})
+		s, err := store.OpenPostgres(ctx, PostgresOptions(cfg, log))
 		if err != nil {
 			return nil, err
 		}
 		return s, nil
 	default:
-		key, err := encryptionKey(cfg)
-		if err != nil {
-			return nil, err
-		}
-		dataDir := cfg.Path(cfg.DataDir)
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("data dir: %w", err)
-		}
-		s, err := store.OpenBadger(store.BadgerOptions{Dir: dataDir, Logger: log, EncryptionKey: key, CacheMB: cfg.Store.CacheMB})
+		s, err := OpenBadger(cfg, log)
 		if err != nil {
 			return nil, err
 		}
 		return s, nil
 	}
+}
+
+// PostgresOptions are the PostgreSQL store's options from cfg's store
+// section (whatever its kind: strata store migrate fills in the DSN).
+func PostgresOptions(cfg *config.Config, log *slog.Logger) store.PostgresOptions {
+	return store.PostgresOptions{
+		DSN:                  cfg.Store.DSN,
+		ReadDSNs:             cfg.Store.ReadDSNs,
+		Logger:               log,
+		MaxReplicaLag:        cfg.Store.MaxReplicaLag.D(),
+		ReplicaCheckInterval: cfg.Store.ReplicaCheckInterval.D(),
+		ReplicaReadTimeout:   cfg.Store.ReplicaReadTimeout.D(),
+	}
+}
+
+// OpenBadger opens the Badger store in cfg's data_dir, creating the folder
+// if need be, with cfg's encryption key and cache size. Badger locks the
+// folder: it fails while another process (a running node) has it open.
+func OpenBadger(cfg *config.Config, log *slog.Logger) (*store.Badger, error) {
+	key, err := encryptionKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dataDir := cfg.Path(cfg.DataDir)
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	return store.OpenBadger(store.BadgerOptions{Dir: dataDir, Logger: log, EncryptionKey: key, CacheMB: cfg.Store.CacheMB})
 }
 
 func encryptionKey(cfg *config.Config) ([]byte, error) {

@@ -105,6 +105,14 @@ type Store struct {
 	// only. Tree browsing and event history read from them (see
 	// store.PostgresOptions.ReadDSNs).
 	ReadDSNs []string `yaml:"read_dsns"`
+	// MaxReplicaLag takes a replica further behind the primary out of
+	// rotation (default 5s); ReplicaCheckInterval is how often replicas
+	// are checked (default 1s); ReplicaReadTimeout bounds one read on a
+	// replica, which is then retried on the primary (default 2s). Kind
+	// postgres with read_dsns only; see store.PostgresOptions.
+	MaxReplicaLag        Duration `yaml:"max_replica_lag"`
+	ReplicaCheckInterval Duration `yaml:"replica_check_interval"`
+	ReplicaReadTimeout   Duration `yaml:"replica_read_timeout"`
 	// EncryptionKeyFile holds a 16, 24 or 32 byte key (raw or hex) for
 	// encryption at rest; STRATA_STORE_ENCRYPTION_KEY (hex) overrides it.
 	// Kind badger only: on PostgreSQL, encryption at rest is the server's.
@@ -172,8 +180,9 @@ func Default() Config {
 			TLSKey:       "tls/api.key",
 			MaxBodyBytes: 1 << 20,
 		},
-		MQTT:      MQTT{CACert: "tls/ca.crt", CAKey: "tls/ca.key", MaxPayloadBytes: 256 << 10, MaxSessions: 200_000},
-		Store:     Store{Kind: StoreBadger, CacheMB: 64},
+		MQTT: MQTT{CACert: "tls/ca.crt", CAKey: "tls/ca.key", MaxPayloadBytes: 256 << 10, MaxSessions: 200_000},
+		Store: Store{Kind: StoreBadger, CacheMB: 64, MaxReplicaLag: Duration(5 * time.Second),
+			ReplicaCheckInterval: Duration(time.Second), ReplicaReadTimeout: Duration(2 * time.Second)},
 		Retention: Retention{EventsPerContext: 1000, EventMaxAge: Duration(720 * time.Hour), LogEntries: 1_000_000, JobMaxAge: Duration(720 * time.Hour)},
 		Auth:      Auth{LoginFailures: 5, LoginWindow: Duration(time.Minute), SessionTTL: Duration(12 * time.Hour)},
 		Log:       Log{Level: "info", Format: "text"},
@@ -300,6 +309,18 @@ func (s *Store) validate() error {
 	}
 	if s.CacheMB < 1 {
 		return errors.New("store.cache_mb must be at least 1")
+	}
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{
+		{"store.max_replica_lag", s.MaxReplicaLag},
+		{"store.replica_check_interval", s.ReplicaCheckInterval},
+		{"store.replica_read_timeout", s.ReplicaReadTimeout},
+	} {
+		if d.d <= 0 {
+			return fmt.Errorf("%s: %v must be positive", d.key, d.d.D())
+		}
 	}
 	return nil
 }

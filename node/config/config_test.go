@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func validConfig() Config {
@@ -48,6 +49,14 @@ func TestValidateStore(t *testing.T) {
 		{"badger with dsn", func(s *Store) { s.DSN = "host=db" }, "need store.kind postgres"},
 		{"badger with replicas", func(s *Store) { s.ReadDSNs = []string{"host=r1"} }, "need store.kind postgres"},
 		{"badger cache", func(s *Store) { s.CacheMB = 0 }, "store.cache_mb"},
+		{"negative lag", func(s *Store) { s.MaxReplicaLag = Duration(-time.Second) }, "store.max_replica_lag: -1s must be positive"},
+		{"zero check interval", func(s *Store) { s.ReplicaCheckInterval = 0 }, "store.replica_check_interval"},
+		{"negative read timeout", func(s *Store) {
+			s.Kind = StorePostgres
+			s.DSN = "host=db"
+			s.ReadDSNs = []string{"host=r1"}
+			s.ReplicaReadTimeout = Duration(-time.Millisecond)
+		}, "store.replica_read_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()
@@ -76,10 +85,26 @@ func TestParseStore(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	want := Store{Kind: StorePostgres, DSN: "postgres://strata@db:5432/strata",
-		ReadDSNs: []string{"postgres://strata@r1/strata", "host=r2 dbname=strata"}, CacheMB: 64}
+	want := Default().Store
+	want.Kind, want.DSN = StorePostgres, "postgres://strata@db:5432/strata"
+	want.ReadDSNs = []string{"postgres://strata@r1/strata", "host=r2 dbname=strata"}
 	if !reflect.DeepEqual(c.Store, want) {
 		t.Fatalf("store = %+v, want %+v", c.Store, want)
+	}
+	if want.MaxReplicaLag.D() != 5*time.Second || want.ReplicaCheckInterval.D() != time.Second || want.ReplicaReadTimeout.D() != 2*time.Second {
+		t.Fatalf("replica defaults = %+v", want)
+	}
+	c, err = Parse([]byte("name: hq\nstore:\n  kind: postgres\n  dsn: host=db\n  read_dsns: [host=r1]\n" +
+		"  max_replica_lag: 30s\n  replica_check_interval: 250ms\n  replica_read_timeout: 500ms\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.MaxReplicaLag.D() != 30*time.Second || c.Store.ReplicaCheckInterval.D() != 250*time.Millisecond ||
+		c.Store.ReplicaReadTimeout.D() != 500*time.Millisecond {
+		t.Fatalf("replica settings = %+v", c.Store)
+	}
+	if _, err := Parse([]byte("store:\n  max_replica_lag: soon\n")); err == nil {
+		t.Fatal("a bad duration parsed")
 	}
 	if _, err := Parse([]byte("store:\n  read_dsn: host=r1\n")); err == nil {
 		t.Fatal("a misspelt store key parsed")
@@ -96,6 +121,11 @@ func TestEnvStore(t *testing.T) {
 	if c.Store.Kind != StorePostgres || c.Store.DSN != env["STRATA_STORE_DSN"] {
 		t.Fatalf("store = %+v", c.Store)
 	}
+	env["STRATA_STORE_REPLICA_READ_TIMEOUT"] = "750ms"
+	if err := c.ApplyEnv(lookup); err != nil || c.Store.ReplicaReadTimeout.D() != 750*time.Millisecond {
+		t.Fatalf("STRATA_STORE_REPLICA_READ_TIMEOUT: %v, %v", c.Store.ReplicaReadTimeout, err)
+	}
+	delete(env, "STRATA_STORE_REPLICA_READ_TIMEOUT")
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,7 @@ type initOptions struct {
 	tlsHosts []string
 	store    string
 	dsn      string
+	readDSNs []string
 	force    bool
 }
 
@@ -56,8 +57,10 @@ func (a *app) initCmd() *cobra.Command {
 
 --store postgres --dsn DSN keeps the node's data in that PostgreSQL
 database instead of the embedded Badger store in data_dir; init does not
-connect to it. To keep a password out of strata.yaml, leave it out of the
-DSN and give it when serving: STRATA_STORE_DSN, PGPASSWORD or ~/.pgpass.
+connect to it. --read-dsn (repeatable) adds a streaming replica of that
+primary, which serves tree browsing and event history. To keep a password
+out of strata.yaml, leave it out of the DSN and give it when serving:
+STRATA_STORE_DSN, PGPASSWORD or ~/.pgpass.
 
 It refuses to overwrite an existing strata.yaml unless --force is given
 (which replaces every file above: the old CA, certificates and token stop
@@ -77,6 +80,8 @@ working).`,
 	f.StringSliceVar(&o.tlsHosts, "tls-host", nil, "extra DNS name or IP for the API certificate (repeatable)")
 	f.StringVar(&o.store, "store", config.StoreBadger, "store kind: badger (embedded, in data_dir) or postgres")
 	f.StringVar(&o.dsn, "dsn", "", "PostgreSQL DSN (URL or key=value) of the primary, with --store postgres")
+	// An array, not a slice flag: a DSN may hold commas (several hosts).
+	f.StringArrayVar(&o.readDSNs, "read-dsn", nil, "PostgreSQL DSN of a streaming replica of the primary, with --store postgres (repeatable)")
 	f.BoolVar(&o.force, "force", false, "overwrite an existing strata.yaml, certificates and admin token")
 	c.MarkFlagRequired("name")
 	return c
@@ -93,6 +98,7 @@ func runInit(o initOptions, out io.Writer) error {
 	cfg.Federation.Addr = o.fedAddr
 	cfg.Store.Kind = o.store
 	cfg.Store.DSN = o.dsn
+	cfg.Store.ReadDSNs = o.readDSNs
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

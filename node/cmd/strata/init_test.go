@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -109,6 +110,24 @@ func TestInitPostgres(t *testing.T) {
 	}
 }
 
+func TestInitReadDSNs(t *testing.T) {
+	dir := t.TempDir()
+	// A multi-host DSN holds a comma: the flag must not split it.
+	replicas := []string{"postgres://strata@r1.example,r2.example/strata", "host=r3.example dbname=strata"}
+	code, _, e := runCmd(t, nil, "", "init", "--dir", dir, "--name", "hq", "--store", "postgres", "--dsn", "host=db",
+		"--read-dsn", replicas[0], "--read-dsn", replicas[1])
+	if code != 0 {
+		t.Fatal(e)
+	}
+	cfg, err := config.Load(filepath.Join(dir, configFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.Store.ReadDSNs, replicas) {
+		t.Errorf("read_dsns = %q, want %q", cfg.Store.ReadDSNs, replicas)
+	}
+}
+
 func TestInitRefusesOverwrite(t *testing.T) {
 	dir := t.TempDir()
 	if code, _, e := runCmd(t, nil, "", "init", "--dir", dir, "--name", "hq"); code != 0 {
@@ -157,6 +176,8 @@ func TestInitInvalidWritesNothing(t *testing.T) {
 		{"--name", "ok", "--store", "postgres"},
 		{"--name", "ok", "--store", "sqlite"},
 		{"--name", "ok", "--dsn", "host=db"},
+		{"--name", "ok", "--read-dsn", "host=r1"},
+		{"--name", "ok", "--store", "postgres", "--dsn", "host=db", "--read-dsn", ""},
 	} {
 		dir := filepath.Join(t.TempDir(), "n")
 		code, _, errOut := runCmd(t, nil, "", append([]string{"init", "--dir", dir}, args...)...)

@@ -75,7 +75,7 @@ func (a *app) rootCmd() *cobra.Command {
 		return usageError{err: err, cmd: c.CommandPath()}
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(a.versionCmd(), a.initCmd(), a.serveCmd(), a.ctlCmd(), a.tokenCmd())
+	root.AddCommand(a.versionCmd(), a.initCmd(), a.serveCmd(), a.ctlCmd(), a.tokenCmd(), a.storeCmd())
 	// Unknown subcommands and wrong argument counts are usage errors too.
 	var wrap func(c *cobra.Command)
 	wrap = func(c *cobra.Command) {
