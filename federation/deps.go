@@ -1,3 +1,0 @@
-package federation
-
-import _ "github.com/quic-go/quic-go"

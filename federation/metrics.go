@@ -1,0 +1,81 @@
+package federation
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the service's counters; per-link gauges are collected from
+// Peers at scrape time.
+type metrics struct {
+	refused *prometheus.CounterVec // connections and requests refused, by reason
+	sent    *prometheus.CounterVec // entries published, by consumer
+	applied *prometheus.CounterVec // entries applied to mirrors, by provider
+	dropped *prometheus.CounterVec // entries a mirror refused, by provider
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_federation_refused_total", Help: "Federation connections, joins and requests refused, by reason."}, []string{"reason"}),
+		sent:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_federation_entries_sent_total", Help: "Change-log entries published, by consumer."}, []string{"consumer"}),
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_federation_entries_applied_total", Help: "Provider entries applied to mirrors, by provider."}, []string{"provider"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_federation_entries_refused_total", Help: "Provider entries a mirror refused or ignored, by provider."}, []string{"provider"}),
+	}
+}
+
+func (m *metrics) linkState(peer, direction, state string) {}
+
+// Collector returns the federation's metrics for a Prometheus registry:
+// the counters above and, per link, its state, lag, RTT and bytes.
+func (s *Service) Collector() prometheus.Collector { return collector{s} }
+
+type collector struct{ s *Service }
+
+var (
+	descUp    = prometheus.NewDesc("strata_federation_link_up", "1 when the link is connected.", []string{"peer", "direction"}, nil)
+	descLagN  = prometheus.NewDesc("strata_federation_lag_entries", "Provider log entries not yet applied by the consumer.", []string{"peer", "direction"}, nil)
+	descLagS  = prometheus.NewDesc("strata_federation_lag_seconds", "Time since the mirror was last caught up, while it is behind.", []string{"peer", "direction"}, nil)
+	descRTT   = prometheus.NewDesc("strata_federation_rtt_seconds", "Smoothed round-trip time of the link.", []string{"peer", "direction"}, nil)
+	descSent  = prometheus.NewDesc("strata_federation_bytes_sent", "Bytes sent on the link's current connection.", []string{"peer", "direction"}, nil)
+	descRecv  = prometheus.NewDesc("strata_federation_bytes_received", "Bytes received on the link's current connection.", []string{"peer", "direction"}, nil)
+	descGaps  = prometheus.NewDesc("strata_federation_gaps", "Resynchronisations of a mount that lost history.", []string{"peer", "direction"}, nil)
+	descQueue = prometheus.NewDesc("strata_federation_cursor", "Provider sequence applied (provider links) or acknowledged (consumer links).", []string{"peer", "direction"}, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	c.s.metrics.refused.Describe(ch)
+	c.s.metrics.sent.Describe(ch)
+	c.s.metrics.applied.Describe(ch)
+	c.s.metrics.dropped.Describe(ch)
+	for _, d := range []*prometheus.Desc{descUp, descLagN, descLagS, descRTT, descSent, descRecv, descGaps, descQueue} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	m := c.s.metrics
+	m.refused.Collect(ch)
+	m.sent.Collect(ch)
+	m.applied.Collect(ch)
+	m.dropped.Collect(ch)
+	for _, p := range c.s.Peers() {
+		name := p.Name
+		if name == "" {
+			name = p.Address
+		}
+		up := 0.0
+		if p.State == "connected" {
+			up = 1
+		}
+		g := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, name, p.Direction)
+		}
+		g(descUp, up)
+		g(descLagN, float64(p.LagEntries))
+		g(descLagS, p.LagSeconds)
+		g(descRTT, p.RTTMillis/1000)
+		g(descSent, float64(p.BytesSent))
+		g(descRecv, float64(p.BytesReceived))
+		g(descGaps, float64(p.Gaps))
+		g(descQueue, float64(p.Cursor))
+	}
+}

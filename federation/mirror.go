@@ -1,0 +1,386 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// progressEvery bounds how often a batch that carries no published entry
+// (only a cursor move) is committed.
+const progressEvery = time.Second
+
+// syncFrame is a decoded frame of the sync stream.
+type syncFrame struct {
+	kind kind
+	body []byte
+}
+
+// sync accepts the provider's sync stream and applies it to the mirror
+// until the connection ends. Frames are read ahead while a batch is
+// applied, so decoding overlaps the commit.
+func (m *mount) sync(conn *quic.Conn, provLogID string) error {
+	s := m.s
+	ctx, cancel := context.WithTimeout(conn.Context(), handshakeTimeout)
+	st, err := conn.AcceptStream(ctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("no sync stream: %w", err)
+	}
+	defer st.CancelRead(streamCancelled)
+	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
+	if k, _, err := fr.next(); err != nil || k != kindSyncOpen {
+		return fmt.Errorf("sync stream: first frame %d: %v", k, err)
+	}
+	frames := make(chan syncFrame, 8)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(frames)
+		for {
+			k, body, err := fr.next()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case frames <- syncFrame{k, body}:
+			case <-conn.Context().Done():
+				readErr <- conn.Context().Err()
+				return
+			}
+		}
+	}()
+	var snap *snapshotState
+	for f := range frames {
+		var ackSeq uint64
+		switch f.kind {
+		case kindBatch:
+			var b batch
+			if err := decode(f.kind, f.body, &b); err != nil {
+				return err
+			}
+			if snap != nil {
+				return errors.New("protocol: batch inside a snapshot")
+			}
+			applied, err := m.applyBatch(b, provLogID)
+			if err != nil {
+				return err
+			}
+			if applied {
+				ackSeq = b.Last
+			}
+		case kindSnapshotBegin:
+			snap = &snapshotState{seen: map[model.Path]bool{}}
+			s.log.Info("federation: receiving a snapshot", "peer", m.name)
+		case kindSnapshotChunk:
+			var c snapshotChunk
+			if err := decode(f.kind, f.body, &c); err != nil {
+				return err
+			}
+			if snap == nil {
+				return errors.New("protocol: snapshot chunk outside a snapshot")
+			}
+			if err := m.applyChunk(snap, c.Contexts); err != nil {
+				return err
+			}
+		case kindSnapshotEnd:
+			var e snapshotEnd
+			if err := decode(f.kind, f.body, &e); err != nil {
+				return err
+			}
+			if snap == nil {
+				return errors.New("protocol: snapshot end outside a snapshot")
+			}
+			if err := m.finishSnapshot(snap, e.Seq, provLogID); err != nil {
+				return err
+			}
+			s.log.Info("federation: snapshot applied", "peer", m.name, "contexts", len(snap.seen), "seq", e.Seq)
+			snap = nil
+			ackSeq = e.Seq
+		case kindGap:
+			var g gap
+			if err := decode(f.kind, f.body, &g); err != nil {
+				return err
+			}
+			if err := m.recordGap(g); err != nil {
+				return err
+			}
+		default:
+			// Unknown messages from a newer provider are ignored.
+			continue
+		}
+		if ackSeq > 0 {
+			if err := fw.write(kindAck, ack{Seq: ackSeq}); err != nil {
+				return err
+			}
+		}
+	}
+	err = <-readErr
+	if errors.Is(err, io.EOF) || conn.Context().Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// translate maps a provider's entry onto the mirror: its path moves under
+// the mount, it is applied as a system write (the entry carries the
+// resolved tenant), and variable times the provider filled in from the
+// entry's time are made explicit, so both sides hold the same values.
+func (m *mount) translate(e model.Entry, subtrees []model.Path) (model.Mutation, bool) {
+	mu := e.Mutation
+	switch mu.Op {
+	case model.OpPut, model.OpDelete, model.OpEvent:
+	default:
+		return model.Mutation{}, false
+	}
+	if !within(mu.Path, subtrees) {
+		return model.Mutation{}, false
+	}
+	mu.Path = mapPath(m.path, mu.Path)
+	mu.Actor = ""
+	if len(mu.Variables) > 0 {
+		vars := make(map[string]model.Variable, len(mu.Variables))
+		for k, v := range mu.Variables {
+			if v.Time.IsZero() {
+				v.Time = e.Time
+			}
+			vars[k] = v
+		}
+		mu.Variables = vars
+	}
+	if mu.Event != nil {
+		ev := *mu.Event
+		ev.Path = mu.Path
+		ev.Seq = 0
+		mu.Event = &ev
+	}
+	return mu, true
+}
+
+// applyBatch applies provider entries and the new cursor in one commit.
+// It reports whether the cursor was committed (a batch without published
+// entries is committed at most once per progressEvery).
+func (m *mount) applyBatch(b batch, provLogID string) (bool, error) {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.mu.Lock()
+	rec, subtrees := m.rec, m.subtrees
+	m.head = max(m.head, b.Head)
+	m.mu.Unlock()
+	if b.Last <= rec.Cursor && rec.LogID == provLogID {
+		return false, nil // already applied (a resend after reconnect)
+	}
+	muts := make([]model.Mutation, 0, len(b.Entries)+1)
+	for _, e := range b.Entries {
+		if e.Seq <= rec.Cursor && rec.LogID == provLogID {
+			continue
+		}
+		if mu, ok := m.translate(e, subtrees); ok {
+			muts = append(muts, mu)
+		} else {
+			m.s.metrics.dropped.WithLabelValues(m.name).Inc()
+		}
+	}
+	if len(muts) == 0 && time.Since(m.persisted) < progressEvery && b.Last < b.Head {
+		return false, nil
+	}
+	rec.Cursor, rec.LogID = b.Last, provLogID
+	if err := m.commit(muts, rec); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	if rec.Cursor >= m.head {
+		m.caughtUp = time.Now()
+	}
+	m.mu.Unlock()
+	m.s.metrics.applied.WithLabelValues(m.name).Add(float64(len(muts)))
+	return true, nil
+}
+
+// commit applies muts and the mount record atomically. A mutation the
+// mirror refuses (it should not happen: the provider applied it) is
+// skipped and counted, so one bad entry cannot stop the link; the
+// digest check then shows the difference.
+func (m *mount) commit(muts []model.Mutation, rec mountRecord) error {
+	put, err := putRecord(recMount, m.name, rec)
+	if err != nil {
+		return err
+	}
+	ctx := m.s.ctx
+	// The last chunk carries the cursor; a proposal is bounded in size.
+	for {
+		n := min(len(muts), 8192)
+		chunk := muts[:n]
+		muts = muts[n:]
+		last := len(muts) == 0
+		props := chunk
+		if last {
+			props = append(chunk[:n:n], put)
+		}
+		if _, err := m.s.model.Apply(ctx, props...); err != nil {
+			if !refusal(err) {
+				return err
+			}
+			for _, mu := range chunk {
+				if _, err := m.s.model.Apply(ctx, mu); err != nil {
+					if !refusal(err) {
+						return err
+					}
+					m.s.metrics.dropped.WithLabelValues(m.name).Inc()
+					m.s.log.Warn("federation: mirror refused an entry", "peer", m.name, "path", mu.Path, "op", mu.Op, "err", err)
+				}
+			}
+			if last {
+				if _, err := m.s.model.Apply(ctx, put); err != nil {
+					return err
+				}
+			}
+		}
+		if last {
+			break
+		}
+	}
+	m.mu.Lock()
+	m.rec = rec
+	m.persisted = time.Now()
+	m.mu.Unlock()
+	return nil
+}
+
+// refusal reports whether err is the state machine refusing a mutation
+// (as opposed to the store failing).
+func refusal(err error) bool {
+	return errors.Is(err, model.ErrInvalid) || errors.Is(err, model.ErrNotFound) ||
+		errors.Is(err, model.ErrConflict) || errors.Is(err, model.ErrShared) || errors.Is(err, model.ErrInvalidPath)
+}
+
+// snapshotState tracks the mirrored paths a snapshot has confirmed.
+type snapshotState struct {
+	seen map[model.Path]bool
+}
+
+func (m *mount) applyChunk(snap *snapshotState, cs []*model.Context) error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.mu.Lock()
+	subtrees := m.subtrees
+	m.mu.Unlock()
+	muts := make([]model.Mutation, 0, len(cs))
+	for _, c := range cs {
+		if c == nil || !within(c.Path, subtrees) {
+			continue
+		}
+		if _, err := model.ParsePath(string(c.Path)); err != nil || c.Path.IsRoot() {
+			continue
+		}
+		p := mapPath(m.path, c.Path)
+		snap.seen[p] = true
+		typ := c.Type
+		if typ == "" {
+			typ = model.FolderType
+		}
+		muts = append(muts, model.Mutation{
+			Op: model.OpPut, Path: p, Type: typ, Tenant: c.Tenant, Replace: true,
+			Labels: c.Labels, Variables: c.Variables, Functions: c.Functions, SetFunctions: true,
+		})
+	}
+	return m.commitNoCursor(muts)
+}
+
+// commitNoCursor applies mirror changes that do not move the cursor
+// (snapshot contents: a crash before the end restarts the snapshot).
+func (m *mount) commitNoCursor(muts []model.Mutation) error {
+	if len(muts) == 0 {
+		return nil
+	}
+	if _, err := m.s.model.Apply(m.s.ctx, muts...); err == nil || !refusal(err) {
+		return err
+	}
+	for _, mu := range muts {
+		if _, err := m.s.model.Apply(m.s.ctx, mu); err != nil {
+			if !refusal(err) {
+				return err
+			}
+			m.s.metrics.dropped.WithLabelValues(m.name).Inc()
+			m.s.log.Warn("federation: mirror refused a snapshot context", "peer", m.name, "path", mu.Path, "err", err)
+		}
+	}
+	return nil
+}
+
+// finishSnapshot deletes mirrored contexts the snapshot did not confirm
+// and commits the cursor the snapshot reflects.
+func (m *mount) finishSnapshot(snap *snapshotState, seq uint64, provLogID string) error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.mu.Lock()
+	rec, subtrees := m.rec, m.subtrees
+	m.mu.Unlock()
+	var stale []model.Path
+	_, err := m.s.model.Snapshot(m.path, func(c *model.Context) error {
+		if c.Path == m.path || snap.seen[c.Path] {
+			return nil
+		}
+		if within(unmapPath(m.path, c.Path), subtrees) {
+			stale = append(stale, c.Path)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// Deepest first: a context is deleted only once it has no children.
+	slices.SortFunc(stale, func(a, b model.Path) int { return b.Depth() - a.Depth() })
+	muts := make([]model.Mutation, 0, len(stale))
+	for _, p := range stale {
+		muts = append(muts, model.Mutation{Op: model.OpDelete, Path: p})
+	}
+	if err := m.commitNoCursor(muts); err != nil {
+		return err
+	}
+	rec.Cursor, rec.LogID = seq, provLogID
+	if err := m.commit(nil, rec); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if rec.Cursor >= m.head {
+		m.caughtUp = time.Now()
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// recordGap marks lost history visibly: an event on the mount and a count
+// in its record.
+func (m *mount) recordGap(g gap) error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.mu.Lock()
+	rec := m.rec
+	m.mu.Unlock()
+	rec.Gaps++
+	payload, _ := json.Marshal(g)
+	ev := model.Mutation{Op: model.OpEvent, Path: m.path, Event: &model.Event{
+		Name: "federation.gap", Level: model.LevelWarning, Payload: payload,
+	}}
+	put, err := putRecord(recMount, m.name, rec)
+	if err != nil {
+		return err
+	}
+	if _, err := m.s.model.Apply(m.s.ctx, ev, put); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.rec = rec
+	m.mu.Unlock()
+	m.s.log.Warn("federation: history lost on a link", "peer", m.name, "from", g.From, "to", g.To, "reason", g.Reason)
+	return nil
+}

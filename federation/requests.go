@@ -1,0 +1,302 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// Calls and reads go down the tree, one QUIC stream each: the consumer
+// opens it, writes one request and closes its side; the provider answers
+// with one response. Cancelling the stream cancels the request below.
+
+// Auditor is implemented by a Local that also wants to record requests
+// this node forwards further down (to a node mounted under it).
+type Auditor interface {
+	AuditForward(consumer string, id Identity, op string, p model.Path, function string, err error)
+}
+
+// Mounted reports whether p lies under the mount of a known provider.
+func (s *Service) Mounted(p model.Path) bool {
+	name, _, ok := splitMounted(p)
+	if !ok {
+		return false
+	}
+	return s.mount(name) != nil
+}
+
+func (s *Service) mount(name string) *mount {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mounts[name]
+}
+
+// Call routes a function call on a mounted path to the provider owning it.
+func (s *Service) Call(ctx context.Context, req CallRequest) (CallResult, error) {
+	name, rest, ok := splitMounted(req.Path)
+	if !ok {
+		return CallResult{}, fmt.Errorf("%w: %s is not a mounted path", model.ErrInvalid, req.Path)
+	}
+	m := s.mount(name)
+	if m == nil {
+		return CallResult{}, fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
+	}
+	if g := m.grantHeld(); g != GrantOperate {
+		return CallResult{}, fmt.Errorf("%w: %s granted this node %q, calls need %q", ErrForbidden, name, g, GrantOperate)
+	}
+	r := req
+	r.Path = rest
+	var resp response
+	if err := m.request(ctx, request{Op: opCall, Path: rest, Call: &r, Identity: req.Identity}, &resp); err != nil {
+		return CallResult{}, err
+	}
+	if resp.Result == nil {
+		return CallResult{}, errors.New("federation: call answered without a result")
+	}
+	res := *resp.Result
+	res.Node = mapPath(m.path, orRoot(res.Node))
+	return res, nil
+}
+
+func orRoot(p model.Path) model.Path {
+	if p == "" {
+		return model.Root
+	}
+	return p
+}
+
+// Get reads a mounted context live from the provider owning it.
+func (s *Service) Get(ctx context.Context, id Identity, p model.Path) (*model.Context, error) {
+	name, rest, ok := splitMounted(p)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not a mounted path", model.ErrInvalid, p)
+	}
+	m := s.mount(name)
+	if m == nil {
+		return nil, fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
+	}
+	var resp response
+	if err := m.request(ctx, request{Op: opGet, Path: rest, Identity: id}, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Context == nil {
+		return nil, errors.New("federation: read answered without a context")
+	}
+	c := resp.Context
+	c.Path = mapPath(m.path, c.Path)
+	return c, nil
+}
+
+func (m *mount) grantHeld() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.grant
+}
+
+// request sends one request to the provider and waits for its answer.
+func (m *mount) request(ctx context.Context, req request, resp *response) error {
+	m.mu.Lock()
+	conn, state, since, lastErr := m.conn, m.state, m.since, m.lastErr
+	m.mu.Unlock()
+	if conn == nil {
+		msg := fmt.Sprintf("the link to %s is %s since %s", m.name, state, since.UTC().Format(time.RFC3339))
+		if lastErr != "" {
+			msg += " (" + lastErr + ")"
+		}
+		return fmt.Errorf("%w: %s", ErrUnreachable, msg)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		req.Deadline = d.UnixNano()
+	}
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: %s: %v", ErrUnreachable, m.name, err)
+	}
+	fw := newFrameWriter(st)
+	if err := fw.write(kindRequest, req); err != nil {
+		st.CancelRead(streamCancelled)
+		return fmt.Errorf("%w: %s: %v", ErrUnreachable, m.name, err)
+	}
+	st.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- newFrameReader(st, m.s.cfg.MaxFrame).expect(kindResponse, resp)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			if conn.Context().Err() != nil {
+				return fmt.Errorf("%w: the link to %s dropped during the request", ErrUnreachable, m.name)
+			}
+			return fmt.Errorf("federation: %s: %w", m.name, err)
+		}
+	case <-ctx.Done():
+		st.CancelRead(streamCancelled)
+		st.CancelWrite(streamCancelled)
+		return ctx.Err()
+	}
+	return responseError(resp, m.name)
+}
+
+// responseError maps a response's code back to the sentinel errors.
+func responseError(r *response, peer string) error {
+	if r.Code == "" {
+		return nil
+	}
+	var base error
+	switch r.Code {
+	case codeNotFound:
+		base = model.ErrNotFound
+	case codeInvalid:
+		base = model.ErrInvalid
+	case codeForbidden:
+		base = ErrForbidden
+	case codeUnreachable:
+		base = ErrUnreachable
+	case codeConflict:
+		base = model.ErrConflict
+	case codeTimeout:
+		base = context.DeadlineExceeded
+	default:
+		return fmt.Errorf("%s: %s", peer, r.Error)
+	}
+	return fmt.Errorf("%w: %s: %s", base, peer, r.Error)
+}
+
+func errorCode(err error) string {
+	switch {
+	case errors.Is(err, model.ErrNotFound):
+		return codeNotFound
+	case errors.Is(err, model.ErrInvalid), errors.Is(err, model.ErrInvalidPath):
+		return codeInvalid
+	case errors.Is(err, ErrForbidden), errors.Is(err, model.ErrShared):
+		return codeForbidden
+	case errors.Is(err, ErrUnreachable):
+		return codeUnreachable
+	case errors.Is(err, model.ErrConflict):
+		return codeConflict
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return codeTimeout
+	}
+	return codeInternal
+}
+
+// serveRequests answers the consumer's requests on this connection.
+func (u *upstream) serveRequests(conn *quic.Conn, consumer, grant string, subtrees []model.Path) {
+	for {
+		st, err := conn.AcceptStream(conn.Context())
+		if err != nil {
+			return
+		}
+		go u.serveRequest(conn, st, consumer, grant, subtrees)
+	}
+}
+
+func (u *upstream) serveRequest(conn *quic.Conn, st *quic.Stream, consumer, grant string, subtrees []model.Path) {
+	s := u.s
+	defer st.Close()
+	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
+	st.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	var req request
+	if err := fr.expect(kindRequest, &req); err != nil {
+		s.metrics.refused.WithLabelValues("protocol").Inc()
+		st.CancelRead(streamCancelled)
+		st.CancelWrite(streamCancelled)
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	ctx, cancel := context.WithCancel(conn.Context())
+	defer cancel()
+	if req.Deadline > 0 {
+		var c2 context.CancelFunc
+		ctx, c2 = context.WithDeadline(ctx, time.Unix(0, req.Deadline))
+		defer c2()
+	}
+	// The consumer closed its side after the request: anything but a
+	// clean end of stream means it gave up.
+	go func() {
+		var b [1]byte
+		if _, err := st.Read(b[:]); !errors.Is(err, io.EOF) {
+			cancel()
+		}
+	}()
+	req.Identity.Via = append(slices.Clone(req.Identity.Via), consumer)
+	resp := u.handle(ctx, consumer, grant, subtrees, req)
+	if err := fw.write(kindResponse, resp); err != nil {
+		s.log.Debug("federation: could not answer a request", "consumer", consumer, "err", err)
+	}
+}
+
+func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees []model.Path, req request) response {
+	s := u.s
+	fail := func(err error) response {
+		return response{Code: errorCode(err), Error: err.Error()}
+	}
+	if _, err := model.ParsePath(string(req.Path)); err != nil {
+		return fail(fmt.Errorf("%w: %v", model.ErrInvalid, err))
+	}
+	if req.Op != opDigest && !within(req.Path, subtrees) {
+		return fail(fmt.Errorf("%w: %s is not published to %s", model.ErrNotFound, req.Path, consumer))
+	}
+	_, _, below := splitMounted(req.Path)
+	below = below && s.Mounted(req.Path)
+	switch req.Op {
+	case opCall:
+		if grant != GrantOperate || req.Call == nil {
+			s.metrics.refused.WithLabelValues("grant").Inc()
+			return fail(fmt.Errorf("%w: %s holds %q on this node; calls need %q", ErrForbidden, consumer, grant, GrantOperate))
+		}
+		call := *req.Call
+		call.Path, call.Identity = req.Path, req.Identity
+		var res CallResult
+		var err error
+		if below {
+			res, err = s.Call(ctx, call)
+			if a, ok := s.cfg.Local.(Auditor); ok {
+				a.AuditForward(consumer, req.Identity, opCall, req.Path, call.Function, err)
+			}
+		} else if s.cfg.Local == nil {
+			err = fmt.Errorf("%w: this node serves no calls", model.ErrNotFound)
+		} else {
+			res, err = s.cfg.Local.Call(ctx, consumer, call)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return response{Result: &res}
+	case opGet:
+		var c *model.Context
+		var err error
+		if below {
+			c, err = s.Get(ctx, req.Identity, req.Path)
+			if a, ok := s.cfg.Local.(Auditor); ok {
+				a.AuditForward(consumer, req.Identity, opGet, req.Path, "", err)
+			}
+		} else if s.cfg.Local == nil {
+			err = fmt.Errorf("%w: this node serves no reads", model.ErrNotFound)
+		} else {
+			c, err = s.cfg.Local.Get(ctx, consumer, req.Identity, req.Path)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return response{Context: c}
+	case opDigest:
+		d, err := sourceDigest(ctx, s.model, subtrees, req.At)
+		if err != nil {
+			return fail(err)
+		}
+		return response{Digest: &d}
+	}
+	return fail(fmt.Errorf("%w: unknown request %q", model.ErrInvalid, req.Op))
+}

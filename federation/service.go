@@ -1,0 +1,422 @@
+package federation
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// Application error codes on QUIC connections and streams.
+const (
+	closeNormal   quic.ApplicationErrorCode = 0
+	closeRefused  quic.ApplicationErrorCode = 1
+	closeProtocol quic.ApplicationErrorCode = 2
+	closeReplaced quic.ApplicationErrorCode = 3
+	closeShutdown quic.ApplicationErrorCode = 4
+	closeRevoked  quic.ApplicationErrorCode = 5
+
+	streamCancelled quic.StreamErrorCode = 1
+)
+
+// Service is one node's federation. It is safe for concurrent use.
+type Service struct {
+	cfg   Config
+	log   *slog.Logger
+	model *model.Model
+	logID string
+
+	tlsServer *tls.Config
+	qconf     *quic.Config
+
+	mu        sync.Mutex
+	tr        *quic.Transport
+	ln        *quic.Listener
+	mounts    map[string]*mount    // consumer side, by provider name
+	upstreams map[string]*upstream // provider side, by address
+	closed    bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	metrics *metrics
+	started atomic.Bool
+}
+
+// New prepares the service; it opens nothing until Start.
+func New(cfg Config) (*Service, error) {
+	if cfg.Model == nil {
+		return nil, errors.New("federation: no model")
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("federation: no node name")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.CertValidity <= 0 {
+		cfg.CertValidity = 30 * 24 * time.Hour
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 5 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 30 * time.Second
+	}
+	if cfg.KeepAlive >= cfg.IdleTimeout {
+		return nil, fmt.Errorf("federation: keepalive %v must be below the idle timeout %v", cfg.KeepAlive, cfg.IdleTimeout)
+	}
+	if cfg.LogBudget == 0 {
+		cfg.LogBudget = 5_000_000
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = defaultMaxFrame
+	}
+	if cfg.ListenAddr != "" && (cfg.CA == nil || cfg.CAKey == nil) {
+		return nil, errors.New("federation: a listener needs the node's CA and key")
+	}
+	s := &Service{
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "federation"),
+		model:     cfg.Model,
+		mounts:    map[string]*mount{},
+		upstreams: map[string]*upstream{},
+		metrics:   newMetrics(),
+	}
+	s.qconf = &quic.Config{
+		KeepAlivePeriod:                cfg.KeepAlive,
+		MaxIdleTimeout:                 cfg.IdleTimeout,
+		HandshakeIdleTimeout:           10 * time.Second,
+		InitialStreamReceiveWindow:     1 << 20,
+		MaxStreamReceiveWindow:         16 << 20,
+		InitialConnectionReceiveWindow: 2 << 20,
+		MaxConnectionReceiveWindow:     32 << 20,
+		MaxIncomingStreams:             1024,
+		MaxIncomingUniStreams:          -1,
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Start binds the node's UDP socket, opens the listener when configured,
+// restores mounts and starts the upstream links.
+func (s *Service) Start(ctx context.Context) error {
+	id, err := logID(ctx, s.model)
+	if err != nil {
+		return err
+	}
+	s.logID = id
+	if err := s.loadMounts(); err != nil {
+		return err
+	}
+	bind := s.cfg.ListenAddr
+	if bind == "" {
+		bind = dialBind(s.cfg.Upstreams)
+	}
+	ua, err := net.ResolveUDPAddr("udp", bind)
+	if err != nil {
+		return fmt.Errorf("federation: address %q: %w", bind, err)
+	}
+	conn, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return fmt.Errorf("federation: listen %s: %w", bind, err)
+	}
+	s.mu.Lock()
+	s.tr = &quic.Transport{Conn: conn}
+	s.mu.Unlock()
+	if s.cfg.ListenAddr != "" {
+		cert, err := listenerCert(s.cfg.Name, s.cfg.CA, s.cfg.CAKey)
+		if err != nil {
+			conn.Close()
+			return err
+		}
+		s.tlsServer = s.serverTLS(cert)
+		ln, err := s.tr.Listen(s.tlsServer, s.qconf)
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("federation: listen: %w", err)
+		}
+		s.mu.Lock()
+		s.ln = ln
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.acceptLoop(ln)
+		}()
+		s.log.Info("federation listening", "addr", conn.LocalAddr().String())
+	}
+	s.started.Store(true)
+	return s.SetUpstreams(s.cfg.Upstreams)
+}
+
+// dialBind picks the socket for a node without a listener: loopback when
+// every consumer is on loopback, all addresses otherwise.
+func dialBind(ups []Upstream) string {
+	if len(ups) == 0 {
+		return "127.0.0.1:0"
+	}
+	for _, u := range ups {
+		host, _, err := net.SplitHostPort(u.Address)
+		if err != nil {
+			return ":0"
+		}
+		ip := net.ParseIP(host)
+		if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+			return ":0"
+		}
+	}
+	return "127.0.0.1:0"
+}
+
+// Addr is the bound UDP address ("" before Start).
+func (s *Service) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tr == nil {
+		return ""
+	}
+	return s.tr.Conn.LocalAddr().String()
+}
+
+// Close ends every link and releases the socket. Safe to call twice.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	ups := s.upstreams
+	s.upstreams = map[string]*upstream{}
+	mounts := make([]*mount, 0, len(s.mounts))
+	for _, m := range s.mounts {
+		mounts = append(mounts, m)
+	}
+	ln, tr := s.ln, s.tr
+	s.mu.Unlock()
+	s.cancel()
+	for _, u := range ups {
+		u.stop()
+	}
+	for _, m := range mounts {
+		m.disconnect(closeShutdown, "shutting down")
+	}
+	if ln != nil {
+		ln.Close()
+	}
+	s.wg.Wait()
+	if tr != nil {
+		tr.Close()
+		tr.Conn.Close()
+	}
+	return nil
+}
+
+// SetUpstreams reconciles the links up with ups: new consumers are
+// dialled, removed ones dropped, changed ones restarted.
+func (s *Service) SetUpstreams(ups []Upstream) error {
+	for _, u := range ups {
+		if _, _, err := net.SplitHostPort(u.Address); err != nil {
+			return fmt.Errorf("federation: upstream %q: %w", u.Address, err)
+		}
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("federation: closed")
+	}
+	if !s.started.Load() {
+		s.cfg.Upstreams = ups
+		s.mu.Unlock()
+		return nil
+	}
+	want := map[string]Upstream{}
+	for _, u := range ups {
+		want[u.Address] = u
+	}
+	var stop []*upstream
+	for addr, cur := range s.upstreams {
+		if w, ok := want[addr]; !ok || !sameUpstream(cur.cfg, w) {
+			stop = append(stop, cur)
+			delete(s.upstreams, addr)
+		}
+	}
+	var start []*upstream
+	for addr, u := range want {
+		if _, ok := s.upstreams[addr]; ok {
+			continue
+		}
+		up := newUpstream(s, u, filepath.Join(s.cfg.StateDir, stateDirName(addr)))
+		s.upstreams[addr] = up
+		start = append(start, up)
+	}
+	s.cfg.Upstreams = ups
+	s.mu.Unlock()
+	for _, u := range stop {
+		u.stop()
+	}
+	for _, u := range start {
+		u.start()
+	}
+	return nil
+}
+
+func sameUpstream(a, b Upstream) bool {
+	return a.Address == b.Address && a.Token == b.Token && slices.Equal(a.Publish, b.Publish)
+}
+
+// stateDirName turns an address into a folder name.
+func stateDirName(addr string) string {
+	r := strings.NewReplacer(":", "_", "[", "", "]", "", "/", "_", "\\", "_")
+	return r.Replace(addr)
+}
+
+// serverTLS is the listener's TLS: client certificates are requested, not
+// required (a joining provider has none yet), and verified by us so that
+// failures are logged and counted.
+func (s *Service) serverTLS(cert tls.Certificate) *tls.Config {
+	c := tlsBase()
+	c.Certificates = []tls.Certificate{cert}
+	c.ClientAuth = tls.RequestClientCert
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return nil // joining; only a join is accepted on this connection
+		}
+		raw := make([][]byte, len(cs.PeerCertificates))
+		for i, c := range cs.PeerCertificates {
+			raw[i] = c.Raw
+		}
+		if _, err := verifyChain(raw, s.cfg.CA, x509.ExtKeyUsageClientAuth); err != nil {
+			s.metrics.refused.WithLabelValues("certificate").Inc()
+			s.log.Warn("federation: refused a certificate", "subject", cs.PeerCertificates[0].Subject.CommonName, "err", err)
+			return err
+		}
+		return nil
+	}
+	return c
+}
+
+// clientTLS is a provider's TLS towards a consumer: the consumer must
+// present a certificate from ca (or, when joining, from the CA with the
+// pinned fingerprint, which it sends in its chain).
+func clientTLS(cert *tls.Certificate, ca *x509.Certificate, pin []byte) *tls.Config {
+	c := tlsBase()
+	c.InsecureSkipVerify = true // verified below: by CA, never by host name
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		raw := make([][]byte, len(cs.PeerCertificates))
+		for i, c := range cs.PeerCertificates {
+			raw[i] = c.Raw
+		}
+		root := ca
+		if root == nil {
+			for _, r := range raw[1:] {
+				if string(fingerprint(r)) == string(pin) {
+					root, _ = x509.ParseCertificate(r)
+				}
+			}
+			if root == nil {
+				return errors.New("the consumer's CA does not match the join token")
+			}
+		}
+		_, err := verifyChain(raw, root, x509.ExtKeyUsageServerAuth)
+		return err
+	}
+	return c
+}
+
+// below is the set of nodes mounted, transitively, under this node.
+func (s *Service) below() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for name, m := range s.mounts {
+		out = append(out, name)
+		out = append(out, m.belowNames()...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// belowChanged tells every consumer the new set.
+func (s *Service) belowChanged() {
+	names := s.below()
+	s.mu.Lock()
+	ups := make([]*upstream, 0, len(s.upstreams))
+	for _, u := range s.upstreams {
+		ups = append(ups, u)
+	}
+	s.mu.Unlock()
+	for _, u := range ups {
+		u.sendBelow(names)
+	}
+}
+
+// Peers lists every link, both directions, by name then address.
+func (s *Service) Peers() []PeerStatus {
+	s.mu.Lock()
+	mounts := make([]*mount, 0, len(s.mounts))
+	for _, m := range s.mounts {
+		mounts = append(mounts, m)
+	}
+	ups := make([]*upstream, 0, len(s.upstreams))
+	for _, u := range s.upstreams {
+		ups = append(ups, u)
+	}
+	s.mu.Unlock()
+	var out []PeerStatus
+	for _, m := range mounts {
+		out = append(out, m.status())
+	}
+	for _, u := range ups {
+		out = append(out, u.status())
+	}
+	slices.SortFunc(out, func(a, b PeerStatus) int {
+		if c := strings.Compare(a.Direction, b.Direction); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Address, b.Address)
+	})
+	return out
+}
+
+// CompactFloor is the lowest sequence number a consumer of this node
+// still needs: the change log must keep entries after it. ok is false
+// when no consumer is known.
+func (s *Service) CompactFloor() (uint64, bool) {
+	floor, ok := uint64(0), false
+	err := s.model.Records(recCursor, func(_ string, v []byte) error {
+		var c cursorRecord
+		if jsonUnmarshal(v, &c) == nil && (!ok || c.Acked < floor) {
+			floor, ok = c.Acked, true
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, false
+	}
+	return floor, ok
+}
+
+// LogBudget is the configured budget, for callers bounding compaction.
+func (s *Service) LogBudget() uint64 { return s.cfg.LogBudget }

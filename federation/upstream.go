@@ -1,0 +1,416 @@
+package federation
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// The provider side: this node dials each consumer and publishes to it.
+
+// Backoff between connection attempts.
+const (
+	backoffMin = 250 * time.Millisecond
+	backoffMax = 30 * time.Second
+)
+
+// upstream is one consumer this node publishes to.
+type upstream struct {
+	s   *Service
+	cfg Upstream
+	dir string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu       sync.Mutex
+	state    string
+	since    time.Time
+	lastErr  string
+	consumer string
+	grant    string
+	subtrees []model.Path // effective
+	conn     *quic.Conn
+	control  *frameWriter
+	certExp  time.Time
+	acked    atomic.Uint64
+	renewing bool
+}
+
+func newUpstream(s *Service, cfg Upstream, dir string) *upstream {
+	ctx, cancel := context.WithCancel(s.ctx)
+	return &upstream{s: s, cfg: cfg, dir: dir, ctx: ctx, cancel: cancel, done: make(chan struct{}), state: "connecting", since: time.Now()}
+}
+
+func (u *upstream) start() {
+	u.s.wg.Add(1)
+	go func() {
+		defer u.s.wg.Done()
+		defer close(u.done)
+		u.run()
+	}()
+}
+
+func (u *upstream) stop() {
+	u.cancel()
+	u.mu.Lock()
+	c := u.conn
+	u.mu.Unlock()
+	if c != nil {
+		c.CloseWithError(closeShutdown, "link removed")
+	}
+	<-u.done
+}
+
+func (u *upstream) setState(state string, err error) {
+	u.mu.Lock()
+	if u.state != state {
+		u.state, u.since = state, time.Now()
+	}
+	if err != nil {
+		u.lastErr = err.Error()
+	}
+	name := u.consumer
+	u.mu.Unlock()
+	if name == "" {
+		name = u.cfg.Address
+	}
+	u.s.metrics.linkState(name, "consumer", state)
+}
+
+// run keeps the link up: connect, serve until it drops, back off with
+// jitter, again; until stopped.
+func (u *upstream) run() {
+	wait := backoffMin
+	for {
+		start := time.Now()
+		err := u.connect()
+		if u.ctx.Err() != nil {
+			return
+		}
+		var ref *RefusedError
+		switch {
+		case errors.As(err, &ref) && ref.Code == refuseRevoked:
+			u.setState("revoked", err)
+		case errors.As(err, &ref) && ref.Code == refuseToken:
+			u.setState("joining", err)
+		default:
+			u.setState("down", err)
+		}
+		u.s.log.Warn("federation: link to consumer down", "consumer", u.cfg.Address, "err", err)
+		if time.Since(start) > 2*backoffMax {
+			wait = backoffMin // it was up for a while: retry soon
+		}
+		d := wait/2 + rand.N(wait/2+1)
+		wait = min(wait*2, backoffMax)
+		if ref != nil && (ref.Code == refuseRevoked || ref.Code == refuseToken || ref.Code == refuseLoop) {
+			d = backoffMax
+		}
+		select {
+		case <-u.ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+// connect joins when needed, then runs one connection until it ends.
+func (u *upstream) connect() error {
+	s := u.s
+	cr, err := loadCreds(u.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		u.setState("joining", nil)
+		if cr, err = u.join(); err != nil {
+			return fmt.Errorf("join: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("credentials in %s: %w", u.dir, err)
+	}
+	u.mu.Lock()
+	u.consumer, u.grant, u.certExp = cr.consumer, cr.grant, cr.leaf.NotAfter
+	u.mu.Unlock()
+	if u.state != "connected" {
+		u.setState("connecting", nil)
+	}
+	conn, err := u.dial(clientTLS(&cr.cert, cr.ca, nil))
+	if err != nil {
+		return err
+	}
+	defer conn.CloseWithError(closeNormal, "")
+	ctx, cancel := context.WithTimeout(u.ctx, handshakeTimeout)
+	st, err := conn.OpenStreamSync(ctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
+	h := hello{Version: wireVersion, Node: s.cfg.Name, LogID: s.logID, Publish: normalize(u.cfg.Publish), Below: s.below(), Head: s.model.LastSeq()}
+	if err := fw.write(kindHello, h); err != nil {
+		return err
+	}
+	var w welcome
+	st.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	err = fr.expect(kindWelcome, &w)
+	st.SetReadDeadline(time.Time{})
+	if err != nil {
+		return err
+	}
+	if w.Node != cr.consumer {
+		return fmt.Errorf("consumer answers as %q, joined as %q", w.Node, cr.consumer)
+	}
+	subtrees := effective(u.cfg.Publish, w.Subtrees)
+	u.mu.Lock()
+	u.conn, u.control, u.grant, u.subtrees = conn, fw, w.Grant, subtrees
+	u.mu.Unlock()
+	defer func() {
+		u.mu.Lock()
+		u.conn, u.control = nil, nil
+		u.mu.Unlock()
+	}()
+	if now := s.below(); !slices.Equal(now, h.Below) {
+		u.sendBelow(now) // a mount came or went during the handshake
+	}
+	u.acked.Store(w.Cursor)
+	u.setState("connected", nil)
+	s.log.Info("federation: publishing to consumer", "consumer", w.Node, "addr", u.cfg.Address, "cursor", w.Cursor, "subtrees", subtrees)
+
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		u.controlLoop(conn, fr, cr)
+	}()
+	go func() {
+		defer wg.Done()
+		if err := u.publish(conn, w, subtrees); err != nil && conn.Context().Err() == nil {
+			s.log.Warn("federation: publishing failed", "consumer", w.Node, "err", err)
+			conn.CloseWithError(closeProtocol, "sync failed")
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		u.serveRequests(conn, w.Node, w.Grant, subtrees)
+	}()
+	u.maybeRenew(cr)
+	select {
+	case <-conn.Context().Done():
+	case <-u.ctx.Done():
+		conn.CloseWithError(closeShutdown, "shutting down")
+	}
+	wg.Wait()
+	return context.Cause(conn.Context())
+}
+
+func (u *upstream) dial(tc *tls.Config) (*quic.Conn, error) {
+	s := u.s
+	addr, err := net.ResolveUDPAddr("udp", u.cfg.Address)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	tr := s.tr
+	s.mu.Unlock()
+	if tr == nil {
+		return nil, errors.New("not started")
+	}
+	ctx, cancel := context.WithTimeout(u.ctx, handshakeTimeout+5*time.Second)
+	defer cancel()
+	return tr.Dial(ctx, addr, tc, s.qconf)
+}
+
+// join presents the token and a certificate request, and keeps what the
+// consumer answers.
+func (u *upstream) join() (*creds, error) {
+	s := u.s
+	if u.cfg.Token == "" {
+		return nil, errors.New("no join token for this consumer: run strata join with a token")
+	}
+	_, pin, err := parseJoinToken(u.cfg.Token)
+	if err != nil {
+		return nil, err
+	}
+	key, csr, err := newCSR(s.cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := u.dial(clientTLS(nil, nil, pin))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.CloseWithError(closeNormal, "")
+	ctx, cancel := context.WithTimeout(u.ctx, handshakeTimeout)
+	defer cancel()
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { st.CancelRead(streamCancelled) })
+	defer stop()
+	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
+	if err := fw.write(kindJoin, join{Version: wireVersion, Node: s.cfg.Name, Token: u.cfg.Token, CSR: csr}); err != nil {
+		return nil, err
+	}
+	var j joined
+	if err := fr.expect(kindJoined, &j); err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(j.CA)
+	if err != nil || string(fingerprint(j.CA)) != string(pin) {
+		return nil, errors.New("the consumer's CA does not match the join token")
+	}
+	leaf, err := verifyChain([][]byte{j.Cert}, ca, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return nil, fmt.Errorf("issued certificate: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(u.dir, fileCA), pemBlock("CERTIFICATE", j.CA), 0o644); err != nil {
+		return nil, err
+	}
+	subs := make([]string, len(j.Subtrees))
+	for i, p := range j.Subtrees {
+		subs[i] = string(p)
+	}
+	meta, _ := json.Marshal(consumerMeta{Consumer: j.Node, Grant: j.Grant, Subtrees: subs})
+	if err := writeFileAtomic(filepath.Join(u.dir, fileConsumer), meta, 0o644); err != nil {
+		return nil, err
+	}
+	if err := saveCert(u.dir, key, j.Cert); err != nil {
+		return nil, err
+	}
+	s.log.Info("federation: joined consumer", "consumer", j.Node, "addr", u.cfg.Address, "grant", j.Grant, "expires", leaf.NotAfter)
+	return loadCreds(u.dir)
+}
+
+// controlLoop reads the consumer's control messages.
+func (u *upstream) controlLoop(conn *quic.Conn, fr *frameReader, cr *creds) {
+	for {
+		k, body, err := fr.next()
+		if err != nil {
+			return
+		}
+		switch k {
+		case kindRenewed:
+			var r renewed
+			if decode(k, body, &r) != nil {
+				continue
+			}
+			u.finishRenew(r.Cert, cr)
+		case kindRefuse:
+			var r refuse
+			if decode(k, body, &r) == nil {
+				u.s.log.Warn("federation: consumer refused", "consumer", u.cfg.Address, "code", r.Code, "reason", r.Message)
+				if r.Code == refuseLoop {
+					conn.CloseWithError(closeRefused, r.Code)
+					return
+				}
+			}
+			u.mu.Lock()
+			u.renewing = false
+			u.mu.Unlock()
+		default:
+		}
+	}
+}
+
+// renewKeys holds the key of each renewal in progress, by upstream folder.
+var renewKeys sync.Map
+
+type ecdsaKey = ecdsa.PrivateKey
+
+// maybeRenew asks for a new certificate when a third of the current one's
+// lifetime is left.
+func (u *upstream) maybeRenew(cr *creds) {
+	life := cr.leaf.NotAfter.Sub(cr.leaf.NotBefore)
+	if time.Until(cr.leaf.NotAfter) > life/3 {
+		return
+	}
+	u.mu.Lock()
+	if u.renewing || u.control == nil {
+		u.mu.Unlock()
+		return
+	}
+	u.renewing = true
+	fw := u.control
+	u.mu.Unlock()
+	key, csr, err := newCSR(u.s.cfg.Name)
+	if err != nil {
+		return
+	}
+	renewKeys.Store(u.dir, key)
+	u.s.log.Info("federation: renewing node certificate", "consumer", cr.consumer, "expires", cr.leaf.NotAfter)
+	fw.write(kindRenew, renew{CSR: csr})
+}
+
+func (u *upstream) finishRenew(certDER []byte, cr *creds) {
+	u.mu.Lock()
+	u.renewing = false
+	u.mu.Unlock()
+	v, ok := renewKeys.LoadAndDelete(u.dir)
+	if !ok {
+		return
+	}
+	leaf, err := verifyChain([][]byte{certDER}, cr.ca, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		u.s.log.Warn("federation: renewed certificate does not verify", "err", err)
+		return
+	}
+	if err := saveCert(u.dir, v.(*ecdsaKey), certDER); err != nil {
+		u.s.log.Warn("federation: saving renewed certificate", "err", err)
+		return
+	}
+	u.mu.Lock()
+	u.certExp = leaf.NotAfter
+	u.mu.Unlock()
+	u.s.log.Info("federation: node certificate renewed", "consumer", cr.consumer, "expires", leaf.NotAfter)
+}
+
+// sendBelow tells the consumer the nodes now mounted under this one.
+func (u *upstream) sendBelow(names []string) {
+	u.mu.Lock()
+	fw := u.control
+	u.mu.Unlock()
+	if fw != nil {
+		fw.write(kindBelow, below{Names: names})
+	}
+}
+
+func (u *upstream) status() PeerStatus {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	st := PeerStatus{
+		Name: u.consumer, Direction: "consumer", Address: u.cfg.Address, State: u.state,
+		Grant: u.grant, Subtrees: u.subtrees, Cursor: u.acked.Load(), Head: u.s.model.LastSeq(),
+		Since: u.since, LastError: u.lastErr, CertExpires: u.certExp,
+	}
+	if st.Subtrees == nil {
+		st.Subtrees = normalize(u.cfg.Publish)
+		if len(st.Subtrees) == 0 {
+			st.Subtrees = []model.Path{model.Root}
+		}
+	}
+	if st.Head > st.Cursor {
+		st.LagEntries = st.Head - st.Cursor
+	}
+	if u.conn != nil {
+		cs := u.conn.ConnectionStats()
+		st.RTTMillis = float64(cs.SmoothedRTT.Microseconds()) / 1000
+		st.BytesSent, st.BytesReceived = cs.BytesSent, cs.BytesReceived
+	}
+	return st
+}
