@@ -33,10 +33,10 @@ import (
 // walking the primary key in path order (filters that match much) and
 // bitmap scans of the GIN indexes then a sort (selective filters).
 //
-// The search is a read that tolerates staleness: it runs on a read replica
-// in rotation that has replayed this store's last commit, else on the
-// primary (replicas.pick), and counts as a read of the replica that served
-// it (ReplicaStatus.Reads).
+// The search is a read that tolerates staleness (ReadStale): it runs on a
+// read replica in rotation that has replayed this store's last commit,
+// bounded by ReplicaReadTimeout there, else on the primary, and counts as
+// a read of the replica that served it (ReplicaStatus.Reads).
 
 // varsJSON is the vars column of c: {name: value} of every variable whose
 // value PostgreSQL's jsonb can hold (see jsonbSafe).
@@ -127,12 +127,8 @@ func (s *Postgres) Search(ctx context.Context, q SearchQuery) (SearchPage, error
 	if err != nil {
 		return SearchPage{}, fmt.Errorf("store: search: %w", err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(s.ctx, cancel)()
-
 	var page SearchPage
-	run := func(pool *pgxpool.Pool) error {
+	err = s.ReadStale(ctx, func(ctx context.Context, pool *pgxpool.Pool) error {
 		page = SearchPage{}
 		rows, err := pool.Query(ctx, sql, args...)
 		if err != nil {
@@ -152,24 +148,8 @@ func (s *Postgres) Search(ctx context.Context, q SearchQuery) (SearchPage, error
 			return nil
 		})
 		return err
-	}
-	if r := s.replicas.pick(ctx); r != nil {
-		err := run(r.pool)
-		if err == nil {
-			r.reads.Add(1)
-			return page, nil
-		}
-		if ctx.Err() != nil {
-			return SearchPage{}, fmt.Errorf("store: search %s: %w", q.Prefix, ctx.Err())
-		}
-		// As readStale: out of rotation until the next check, and the
-		// primary answers.
-		s.replicas.setDown(r, err)
-	}
-	if err := run(s.pool); err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
+	})
+	if err != nil {
 		return SearchPage{}, fmt.Errorf("store: search %s: %w", q.Prefix, err)
 	}
 	return page, nil
