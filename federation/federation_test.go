@@ -248,6 +248,7 @@ func TestCallFailures(t *testing.T) {
 // The harness builds hierarchies of any shape; every leaf's device shows
 // at the root with its full path.
 func TestTreeHarness(t *testing.T) {
+	start := time.Now()
 	root, leaves := tree(t, 2, 2)
 	for _, l := range leaves {
 		l.put("/devices/dev-"+l.name, map[string]string{"x": "1"})
@@ -257,5 +258,7 @@ func TestTreeHarness(t *testing.T) {
 		p := mountedPath([]string{parent, l.name}, "/devices/dev-"+l.name)
 		eventually(t, wait, p, func() bool { return root.has(p, nil) })
 	}
+	t.Logf("mirrored after %v", time.Since(start))
 	root.verifyAll(t)
+	t.Logf("verified after %v", time.Since(start))
 }

@@ -1,0 +1,118 @@
+package federation
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// FuzzFrame feeds arbitrary bytes to the frame reader and to every message
+// decoder: errors are fine, panics and unbounded allocation are not.
+func FuzzFrame(f *testing.F) {
+	seeds := []struct {
+		k kind
+		v any
+	}{
+		{kindHello, hello{Version: 1, Node: "p1", LogID: "ab", Publish: []model.Path{"/devices"}, Below: []string{"x"}, Head: 9}},
+		{kindWelcome, welcome{Version: 1, Node: "hq", Grant: GrantRead, Cursor: 3}},
+		{kindJoin, join{Node: "p1", Token: "sj_x", CSR: []byte{1, 2}}},
+		{kindBatch, batch{Last: 5, Head: 6, Entries: []model.Entry{{Seq: 5, Time: time.Unix(1, 0), Mutation: model.Mutation{Op: model.OpPut, Path: "/a"}}}}},
+		{kindSnapshotChunk, snapshotChunk{Contexts: []*model.Context{{Path: "/a", Type: "device"}}}},
+		{kindRequest, request{Op: opCall, Path: "/a", Call: &CallRequest{Function: "ping"}}},
+		{kindResponse, response{Code: codeNotFound, Error: "x"}},
+		{kindAck, ack{Seq: 7}},
+	}
+	for _, s := range seeds {
+		b, err := encodeFrame(s.k, s.v)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fr := newFrameReader(bytes.NewReader(data), 1<<16)
+		for range 8 {
+			k, body, err := fr.next()
+			if err != nil {
+				return
+			}
+			var targets = []any{&hello{}, &welcome{}, &join{}, &joined{}, &refuse{}, &renew{}, &renewed{}, &below{},
+				&batch{}, &snapshotBegin{}, &snapshotChunk{}, &snapshotEnd{}, &gap{}, &ack{}, &request{}, &response{}}
+			for _, v := range targets {
+				decode(k, body, v)
+			}
+			var b batch
+			if decode(k, body, &b) == nil {
+				m := &mount{path: "/peers/x"}
+				for _, e := range b.Entries {
+					if mu, ok := m.translate(e, []model.Path{model.Root}); ok {
+						mu.Validate()
+					}
+				}
+			}
+		}
+	})
+}
+
+// FuzzJoinToken: token parsing never panics and accepts only well-formed
+// tokens.
+func FuzzJoinToken(f *testing.F) {
+	tok, _, err := newJoinToken([]byte("ca"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(tok)
+	f.Add("sj_")
+	f.Add("sj_abc.def")
+	f.Fuzz(func(t *testing.T, s string) {
+		hash, fp, err := parseJoinToken(s)
+		if err == nil && (len(hash) != 32 || len(fp) != 32) {
+			t.Fatalf("accepted %q with hash %d and fingerprint %d bytes", s, len(hash), len(fp))
+		}
+	})
+}
+
+func TestEffective(t *testing.T) {
+	cases := []struct {
+		pub, acc []model.Path
+		want     string
+	}{
+		{nil, nil, "[/]"},
+		{[]model.Path{"/devices"}, nil, "[/devices]"},
+		{nil, []model.Path{"/devices/a", "/groups"}, "[/devices/a /groups]"},
+		{[]model.Path{"/devices"}, []model.Path{"/devices/a", "/groups"}, "[/devices/a]"},
+		{[]model.Path{"/devices/a", "/devices"}, nil, "[/devices]"},
+		{[]model.Path{"/x"}, []model.Path{"/y"}, "[]"},
+	}
+	for _, c := range cases {
+		if got := fmtPaths(effective(c.pub, c.acc)); got != c.want {
+			t.Errorf("effective(%v, %v) = %s, want %s", c.pub, c.acc, got, c.want)
+		}
+	}
+	if n, rest, ok := splitMounted("/peers/eu/peers/p7/devices/x"); !ok || n != "eu" || rest != "/peers/p7/devices/x" {
+		t.Errorf("split: %q %q %v", n, rest, ok)
+	}
+	if n, rest, ok := splitMounted("/peers/eu"); !ok || n != "eu" || rest != "/" {
+		t.Errorf("split mount root: %q %q %v", n, rest, ok)
+	}
+	if _, _, ok := splitMounted("/devices/x"); ok {
+		t.Error("split a local path")
+	}
+}
+
+func fmtPaths(ps []model.Path) string {
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(string(p))
+	}
+	b.WriteByte(']')
+	return b.String()
+}
