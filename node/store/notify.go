@@ -46,12 +46,13 @@ const (
 // logListener tracks the highest log sequence number known to be
 // committed, fed by the listening connection and by this store's commits.
 type logListener struct {
-	start sync.Once
-
-	mu      sync.Mutex
-	seen    uint64
-	changed chan struct{} // closed and replaced when seen rises
-	conns   uint64        // listening connections established, for tests
+	mu sync.Mutex
+	// started and closed order the listener's start and Close: a WaitLog
+	// racing Close never starts a goroutine Close would not wait for.
+	started, closed bool
+	seen            uint64
+	changed         chan struct{} // closed and replaced when seen rises
+	conns           uint64        // listening connections established, for tests
 }
 
 func newLogListener() *logListener {
@@ -70,6 +71,14 @@ func (l *logListener) advance(seq uint64) {
 	l.changed = make(chan struct{})
 }
 
+// close keeps the listener from starting; the caller then waits for a
+// listener already started.
+func (l *logListener) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+}
+
 func (l *logListener) state() (seen uint64, changed <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -84,10 +93,17 @@ func (l *logListener) state() (seen uint64, changed <-chan struct{}) {
 // what was committed meanwhile).
 func (s *Postgres) WaitLog(ctx context.Context, after uint64) (uint64, error) {
 	l := s.listen
-	l.start.Do(func() {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, model.ErrClosed
+	}
+	if !l.started {
+		l.started = true
 		s.wg.Add(1)
 		go s.runListener()
-	})
+	}
+	l.mu.Unlock()
 	for {
 		seen, changed := l.state()
 		if seen > after {

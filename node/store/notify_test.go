@@ -108,6 +108,15 @@ func TestWaitLogAcrossStores(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("WaitLog still waiting after Close")
 	}
+	if _, err := reader.WaitLog(ctx, next); !errors.Is(err, model.ErrClosed) {
+		t.Fatalf("WaitLog after Close: %v", err)
+	}
+	// A store closed before anything waited starts no listener.
+	idle := openTestPostgres(t, dsn)
+	idle.Close()
+	if _, err := idle.WaitLog(ctx, 0); !errors.Is(err, model.ErrClosed) || idle.listenerConns() != 0 {
+		t.Fatalf("WaitLog on a closed store: %v, %d connections", err, idle.listenerConns())
+	}
 }
 
 // TestWaitLogReconnects: the listening connection is terminated by the
@@ -140,7 +149,9 @@ func TestWaitLogReconnects(t *testing.T) {
 		}
 	}
 
-	// Down, a commit, back: the check after LISTEN finds the commit.
+	// Down, a commit, back: the check after LISTEN finds the commit. (The
+	// commit most likely lands while the listener is down: it waits at
+	// least 50 ms before reconnecting. Either way the waiter must wake.)
 	terminate()
 	ch := waitLogAsync(ctx, reader, seq)
 	seq = putContext(t, m, "/devices/b")

@@ -149,6 +149,7 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 func (s *Postgres) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
+		s.listen.close()
 		s.wg.Wait()
 		s.replicas.wg.Wait()
 		s.replicas.close()

@@ -302,9 +302,13 @@ func (rs *replicas) pick(ctx context.Context) *replica {
 		var replay int64
 		qctx, cancel := context.WithTimeout(ctx, rs.readTime)
 		err := r.pool.QueryRow(qctx, sqlReplayLSN).Scan(&replay)
+		timedOut := errors.Is(qctx.Err(), context.DeadlineExceeded)
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
+				if timedOut {
+					err = fmt.Errorf("replay position: timed out after %v: %w", rs.readTime, err)
+				}
 				rs.setDown(r, err)
 			}
 			continue
