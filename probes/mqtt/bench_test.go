@@ -13,11 +13,17 @@ import (
 )
 
 // BenchmarkTelemetryPersisted drives the broker over plain TCP with
-// strata-sim devices (QoS 1, one message in flight each) into a durable
-// Badger store, in process, for profiling the per-message path:
+// strata-sim devices (QoS 1, one or eight messages in flight each) into a
+// durable Badger store, in process, for profiling the per-message path:
 //
-//	go test ./probes/mqtt -run XXX -bench TelemetryPersisted -benchtime 5s -cpuprofile cpu.out
+//	go test ./probes/mqtt -run XXX -bench 'TelemetryPersisted/inflight=8' -benchtime 100000x -cpuprofile cpu.out
 func BenchmarkTelemetryPersisted(b *testing.B) {
+	for _, inflight := range []int{1, 8} {
+		b.Run(fmt.Sprintf("inflight=%d", inflight), func(b *testing.B) { benchTelemetry(b, inflight) })
+	}
+}
+
+func benchTelemetry(b *testing.B, inflight int) {
 	st, err := store.OpenBadger(store.BadgerOptions{Dir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
@@ -47,6 +53,7 @@ func BenchmarkTelemetryPersisted(b *testing.B) {
 	cfg.Devices, cfg.Credentials, cfg.MQTTAddr, cfg.Plain = devices, creds, br.Addr("tcp"), true
 	cfg.Rate, cfg.Duration = 1e6, time.Duration(b.N)*time.Second/20_000+time.Second
 	cfg.AnswerCommands = false
+	cfg.Inflight = inflight
 	cfg.ReportInterval = 0
 	b.ResetTimer()
 	r, err := sim.Run(context.Background(), cfg)

@@ -11,9 +11,11 @@
 //     publishes only its uplink topics; its will message can only go to
 //     its own status topic.
 //   - A QoS 1 message is acknowledged only after its effect is durable
-//     (Tree.Apply returned); when the store refuses, MQTT 5 clients get an
-//     error PUBACK and 3.1.1 clients are disconnected without one, so the
-//     message is sent again.
+//     (the Tree.Apply holding it returned); when the store refuses, MQTT 5
+//     clients get an error PUBACK and 3.1.1 clients are disconnected
+//     without one, so the message is sent again. A connection's messages
+//     are applied and acknowledged in the order they arrived, several of
+//     them in flight at once (uplink.go).
 //   - Bad payloads change nothing, are counted and recorded (at most one
 //     event per device per second), and never cost the connection.
 //   - Presence: online/last_seen follow the device's current connection;
@@ -28,6 +30,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"sync"
@@ -146,6 +149,11 @@ type Broker struct {
 	started   bool
 
 	bg       sync.WaitGroup // background writes (deliveries marked, rejections)
+	shards   [uplinkShards]*shard
+	queued   chan struct{}  // one token per message waiting for the store
+	quit     chan struct{}  // closed to stop the committers
+	commits  sync.WaitGroup // the committers
+	writers  sync.WaitGroup // ack writers
 	stopOnce sync.Once
 	stopped  chan struct{}
 }
@@ -161,7 +169,13 @@ func New(cfg Config) (*Broker, error) {
 	case cfg.TLSAddr != "" && cfg.TLS == nil:
 		return nil, errors.New("mqtt: a TLS listener needs a TLS config")
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger.With("component", "mqtt"), addrs: map[string]string{}, stopped: make(chan struct{})}
+	b := &Broker{
+		cfg: cfg, log: cfg.Logger.With("component", "mqtt"), addrs: map[string]string{}, stopped: make(chan struct{}),
+		queued: make(chan struct{}, maxQueued), quit: make(chan struct{}),
+	}
+	for i := range b.shards {
+		b.shards[i] = &shard{b: b, wake: make(chan struct{}, 1)}
+	}
 	var err error
 	if b.metrics, err = newMetrics(cfg.Registerer, b); err != nil {
 		return nil, err
@@ -198,6 +212,9 @@ func (b *Broker) Start() error {
 		return errors.New("mqtt: already started")
 	}
 	b.started = true
+	for _, s := range b.shards {
+		b.commits.Go(func() { s.run(b.quit) })
+	}
 	open := func(kind, addr string, tlsConf *tls.Config) error {
 		if addr == "" {
 			return nil
@@ -249,15 +266,17 @@ func (b *Broker) Addr(kind string) string {
 	return b.addrs[kind]
 }
 
-// Shutdown closes the listeners and every connection, then waits for
-// background writes. Calling it more than once is safe.
+// Shutdown closes the listeners and every connection, lets the uplink
+// pipeline apply what it holds, then waits for background writes. Calling
+// it more than once is safe.
 func (b *Broker) Shutdown(ctx context.Context) error {
 	var err error
 	b.stopOnce.Do(func() {
 		close(b.stopped)
-		err = b.srv.Close()
+		err = b.srv.Close() // returns once every connection's goroutines ended
+		close(b.quit)
 		done := make(chan struct{})
-		go func() { b.bg.Wait(); close(done) }()
+		go func() { b.commits.Wait(); b.writers.Wait(); b.bg.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-ctx.Done():
@@ -265,6 +284,11 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		}
 	})
 	return err
+}
+
+// shardOf is the committer of device id's messages.
+func (b *Broker) shardOf(id string) *shard {
+	return b.shards[maphash.String(b.hook.seed, id)%uplinkShards]
 }
 
 // Connected is the number of connected devices.

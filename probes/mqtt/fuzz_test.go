@@ -121,3 +121,43 @@ func FuzzParseTopic(f *testing.F) {
 		}
 	})
 }
+
+// The flat fast path of telemetry decoding gives the general path's result
+// wherever it takes a payload.
+func FuzzDecodeFlat(f *testing.F) {
+	for _, s := range append(fuzzSeeds,
+		`{"ts":1764000000000,"seq":12,"v0":37.2,"v1":-0.5e3,"s":"x y","b":true,"n":null,"pad":"xxxx"}`,
+		` {"a": 1 , "a" : 2 }`, `{}`, `{"ts": "2026-11-23T10:00:00.5+02:00", "é": "\xff"}`, `{"a": 1e400}`,
+		`{"ts": 1e400}`, `{"ts": null}`, `{"a": 01}`, `{"a": -}`, `{"a": 1.}`, `{"a": "\u0041"}`, `{"a\"": 1}`,
+		`{"a": 1}x`, `{"a": 1,}`, "{\"a\":\t\"b\"}\n", `{"a":tru}`, `{"ts": 1, "ts": "x"}`,
+	) {
+		f.Add([]byte(s))
+	}
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := decodeFlat(data, now)
+		if !ok {
+			return
+		}
+		points, err := decodeTelemetry(data, now)
+		if err != nil {
+			t.Fatalf("fast path took a payload the general path refuses (%v): %q", err, data)
+		}
+		var want map[string]model.Variable
+		if len(points) == 1 {
+			want = points[0]
+		} else if len(points) > 1 {
+			t.Fatalf("fast path took an array: %q", data)
+		}
+		if len(fast) != len(want) {
+			t.Fatalf("%q: fast %v, general %v", data, fast, want)
+		}
+		for k, v := range want {
+			g, ok := fast[k]
+			if !ok || string(g.Value) != string(v.Value) || g.Type != v.Type || !g.Time.Equal(v.Time) ||
+				g.Time.Location() != v.Time.Location() || g.Quality != v.Quality {
+				t.Fatalf("%q: variable %q: fast %+v, general %+v", data, k, g, v)
+			}
+		}
+	})
+}

@@ -28,6 +28,7 @@ type hook struct {
 	mu      sync.Mutex
 	conns   map[string]*mochi.Client  // device → its current connection
 	tenants map[*mochi.Client]string  // authenticated connection → tenant
+	ups     map[*mochi.Client]*uplink // authenticated connection → its pipeline
 	out     map[*mochi.Client]*outbox // command delivery per connection
 	reject  map[string]time.Time      // device → last rejection event
 
@@ -37,7 +38,7 @@ type hook struct {
 
 func newHook(b *Broker) *hook {
 	return &hook{
-		b: b, conns: map[string]*mochi.Client{}, tenants: map[*mochi.Client]string{},
+		b: b, conns: map[string]*mochi.Client{}, tenants: map[*mochi.Client]string{}, ups: map[*mochi.Client]*uplink{},
 		out: map[*mochi.Client]*outbox{}, reject: map[string]time.Time{},
 		seed: maphash.MakeSeed(),
 	}
@@ -67,6 +68,12 @@ func (h *hook) connected() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.conns)
+}
+
+func (h *hook) uplink(cl *mochi.Client) *uplink {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ups[cl]
 }
 
 func (h *hook) tenant(cl *mochi.Client) (string, bool) {
@@ -112,8 +119,10 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		h.b.log.Debug("device refused", "device", id, "remote", addr, "err", err)
 		return false
 	}
+	u := newUplink(h, cl, tenant)
 	h.mu.Lock()
 	h.tenants[cl] = tenant
+	h.ups[cl] = u
 	h.mu.Unlock()
 	m.connects.WithLabelValues("ok").Inc()
 	return true
@@ -175,6 +184,7 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 		delete(h.reject, id)
 	}
 	delete(h.tenants, cl)
+	delete(h.ups, cl)
 	delete(h.out, cl)
 	h.mu.Unlock()
 	if mine {
@@ -222,10 +232,14 @@ func matchesCommands(id, filter string) bool {
 }
 
 // OnSubscribed delivers pending commands when the device subscribes to
-// its command topic.
+// its command topic, once what the device sent before subscribing is
+// applied (a device declares its functions, then subscribes).
 func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
 	for i, f := range pk.Filters {
 		if i < len(codes) && codes[i] < 0x80 && matchesCommands(cl.ID, f.Filter) {
+			if u := h.uplink(cl); u != nil {
+				u.drain()
+			}
 			h.deliverPending(cl)
 			return
 		}

@@ -7,6 +7,7 @@ import (
 type metrics struct {
 	connects     *prometheus.CounterVec
 	messages     *prometheus.CounterVec
+	stored       [topicCommand + 1]prometheus.Counter // messages by kind, resolved once
 	rejected     *prometheus.CounterVec
 	aclDenied    prometheus.Counter
 	storeErrors  prometheus.Counter
@@ -33,6 +34,9 @@ func newMetrics(reg prometheus.Registerer, b *Broker) (*metrics, error) {
 		commandsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strata_mqtt_commands_sent_total", Help: "Command publications to devices (including redeliveries).",
 		}),
+	}
+	for k := topicTelemetry; k <= topicResult; k++ {
+		m.stored[k] = m.messages.WithLabelValues(kindName(k))
 	}
 	if reg == nil {
 		return m, nil

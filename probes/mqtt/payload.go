@@ -171,6 +171,17 @@ func truncate(s string, n int) string {
 // DecodeTelemetry decodes a telemetry payload into points, each a set of
 // variables stamped with its "ts" (default now).
 func DecodeTelemetry(data []byte, now time.Time) ([]map[string]model.Variable, error) {
+	if vars, ok := decodeFlat(data, now); ok {
+		if vars == nil {
+			return nil, nil
+		}
+		return []map[string]model.Variable{vars}, nil
+	}
+	return decodeTelemetry(data, now)
+}
+
+// decodeTelemetry is DecodeTelemetry's general path.
+func decodeTelemetry(data []byte, now time.Time) ([]map[string]model.Variable, error) {
 	objs, err := objects(data, "telemetry")
 	if err != nil {
 		return nil, err

@@ -13,61 +13,81 @@ import (
 	"github.com/strata-dm/strata/model"
 )
 
-// applyTimeout bounds one message's write; beyond it the message is not
-// acknowledged and the device sends it again.
+// applyTimeout bounds one proposal's write; beyond it the messages are
+// not acknowledged and the device sends them again.
 const applyTimeout = 30 * time.Second
 
-// OnPublish maps an uplink message onto the tree, durably, before mochi
-// acknowledges it. Accepted messages are not forwarded to subscribers
-// (nobody but the device may subscribe under its prefix anyway).
+// OnPublish maps an uplink message onto the tree. Messages that become
+// mutations are queued on the uplink pipeline (uplink.go), which
+// acknowledges them once durable; mochi sends no PUBACK for them. A
+// command result is handled here, after everything the connection sent
+// before it, and mochi acknowledges it. Accepted messages are not
+// forwarded to subscribers (nobody but the device may subscribe under its
+// prefix anyway).
 func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil // the node's own command publications
 	}
-	tenant, ok := h.tenant(cl)
-	if !ok {
+	u := h.uplink(cl)
+	if u == nil {
 		return pk, packets.ErrRejectPacket
 	}
-	id := cl.ID
-	kind, job, _ := parseTopic(id, pk.TopicName)
-	m := h.b.metrics
-	muts, err := h.decode(id, tenant, kind, pk.Payload)
-	if err == nil && kind == topicResult {
-		err = h.result(id, job, pk.Payload)
+	qos := pk.FixedHeader.Qos
+	kind, job, _ := parseTopic(u.id, pk.TopicName)
+	if kind == topicResult {
+		u.drain()
+		err := h.result(u.id, job, pk.Payload)
+		return pk, h.answer(u, qos, h.judge(u.id, u.tenant, kind, pk.TopicName, err))
 	}
-	if err == nil && len(muts) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
-		_, err = h.b.cfg.Tree.Apply(ctx, muts...)
-		cancel()
+	muts, err := h.decode(u.id, u.tenant, kind, pk.Payload)
+	it := &item{up: u, muts: muts, kind: kind, qos: qos, id: pk.PacketID, topic: pk.TopicName}
+	if err != nil {
+		it.decided, it.v = true, h.judge(u.id, u.tenant, kind, pk.TopicName, err)
+		if qos == 0 {
+			return pk, packets.ErrRejectPacket
+		}
 	}
+	if !u.enter() {
+		return pk, packets.ErrRejectPacket // stopping: not acknowledged
+	}
+	u.sh.push(it)
+	return pk, packets.ErrRejectPacket // the pipeline acknowledges
+}
+
+// judge counts and records a message's outcome.
+func (h *hook) judge(id, tenant string, kind topicKind, topic string, err error) verdict {
 	switch {
 	case err == nil:
-		m.messages.WithLabelValues(kindName(kind)).Inc()
-		return pk, packets.CodeSuccessIgnore
+		h.b.metrics.stored[kind].Inc()
+		return stored
 	case errors.Is(err, errPayload), errors.Is(err, model.ErrInvalid), errors.Is(err, model.ErrInvalidPath):
-		h.rejected(id, tenant, true, pk.TopicName, err)
-		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-			return pk, packets.ErrPayloadFormatInvalid
-		}
-		return pk, packets.CodeSuccessIgnore
+		h.rejected(id, tenant, true, topic, err)
+		return refusedPayload
 	case errors.Is(err, model.ErrNotFound), errors.Is(err, model.ErrShared):
 		// The device's context belongs to another tenant: refuse, never write.
-		h.rejected(id, tenant, false, pk.TopicName, err)
-		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-			return pk, packets.ErrNotAuthorized
-		}
-		return pk, packets.CodeSuccessIgnore
+		h.rejected(id, tenant, false, topic, err)
+		return refusedForeign
+	}
+	h.b.metrics.storeErrors.Inc()
+	h.b.log.Warn("device message not stored", "device", id, "topic", topic, "err", err)
+	return notStored
+}
+
+// answer is what OnPublish tells mochi for a message handled in place.
+func (h *hook) answer(u *uplink, qos byte, v verdict) error {
+	switch {
+	case v == stored || qos == 0 || (!u.v5 && v != notStored):
+		return packets.CodeSuccessIgnore
+	case v == refusedPayload:
+		return packets.ErrPayloadFormatInvalid
+	case v == refusedForeign:
+		return packets.ErrNotAuthorized
+	case u.v5:
+		return packets.ErrImplementationSpecificError
 	}
 	// The store did not take it: never acknowledge.
-	m.storeErrors.Inc()
-	h.b.log.Warn("device message not stored", "device", id, "topic", pk.TopicName, "err", err)
-	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-		return pk, packets.ErrImplementationSpecificError
-	}
-	if pk.FixedHeader.Qos > 0 {
-		h.b.srv.DisconnectClient(cl, packets.ErrServerUnavailable)
-	}
-	return pk, packets.ErrRejectPacket
+	h.b.srv.DisconnectClient(u.cl, packets.ErrServerUnavailable)
+	return packets.ErrRejectPacket
 }
 
 func kindName(k topicKind) string {

@@ -1,0 +1,423 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// The uplink pipeline takes device messages from OnPublish to the tree and
+// sends their acknowledgements.
+//
+// OnPublish runs on the connection's read goroutine: it decodes the
+// message and queues it on its device's shard, then returns without mochi
+// acknowledging anything, so the connection can read its next message.
+// Each shard's committer takes everything queued and proposes the
+// mutations of all of it in one Model.Apply (many messages of many
+// connections folded into one proposal), then hands each message's outcome
+// to its connection. A connection's ack writer sends the PUBACKs.
+//
+// Invariants:
+//
+//   - A PUBACK leaves only once the message's outcome is known: durable,
+//     refused (bad payload, another tenant's context), or not stored. A
+//     success PUBACK therefore means durable, and a message the store did
+//     not take is never acknowledged as a success (MQTT 5: reason 0x83;
+//     3.1.1: the connection is closed without one and acknowledges
+//     nothing more).
+//   - A connection's messages are applied and acknowledged in the order
+//     they arrived: all of a device's messages go through one shard (the
+//     device id picks it, so a session taken over by a reconnect shares it
+//     with its successor), a shard applies one flush after another, and a
+//     connection has at most one ack writer, which sends outcomes in the
+//     order the shard produced them.
+//   - Bounded: at most uplinkWindow messages of a connection await their
+//     acknowledgement; past that OnPublish waits, so the broker stops
+//     reading the socket. At most maxQueued messages of all connections
+//     wait for the store.
+//   - A refused message costs only its own device: a folded proposal the
+//     state machine refuses is applied again device by device, and a
+//     device refused once has its messages proposed on their own from
+//     then on.
+const (
+	uplinkWindow   = 32
+	maxQueued      = 16384
+	flushMutations = 4096
+	uplinkShards   = 16
+)
+
+// verdict is a message's outcome.
+type verdict uint8
+
+const (
+	stored         verdict = iota // durable
+	refusedPayload                // bad payload: MQTT 5 0x99, 3.1.1 acknowledged and dropped
+	refusedForeign                // another tenant's context: MQTT 5 0x87, 3.1.1 acknowledged and dropped
+	notStored                     // the store failed: MQTT 5 0x83, 3.1.1 disconnected without PUBACK
+)
+
+// item is one queued message.
+type item struct {
+	up      *uplink
+	muts    []model.Mutation
+	kind    topicKind
+	qos     byte
+	id      uint16 // packet id of a QoS 1 message
+	topic   string
+	decided bool // refused before queueing; v holds the verdict
+	v       verdict
+	err     error // the apply's error, when not stored
+}
+
+// uplink is one connection's side of the pipeline.
+type uplink struct {
+	h      *hook
+	cl     *mochi.Client
+	id     string
+	tenant string
+	v5     bool
+	sh     *shard
+	window chan struct{} // one token per message queued and not yet acknowledged
+
+	isolated atomic.Bool // refused once: never folded with other devices
+
+	mu      sync.Mutex
+	ready   []outcome     // to acknowledge, in arrival order
+	spare   []outcome     // the writer's previous slice, for reuse
+	writing bool          // an ack writer is running
+	pending int           // messages queued and not yet acknowledged (or dropped)
+	idle    chan struct{} // closed when pending drops to zero, if someone waits
+
+	dead bool // ack writer only: acknowledge nothing more on this connection
+}
+
+type outcome struct {
+	id  uint16
+	qos byte
+	v   verdict
+}
+
+func newUplink(h *hook, cl *mochi.Client, tenant string) *uplink {
+	return &uplink{
+		h: h, cl: cl, id: cl.ID, tenant: tenant, v5: cl.Properties.ProtocolVersion == 5,
+		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow),
+	}
+}
+
+// enter takes room for one message in the connection's window and in the
+// broker's queue, waiting while either is full. It fails only when the
+// broker is stopping.
+func (u *uplink) enter() bool {
+	b := u.h.b
+	select {
+	case u.window <- struct{}{}:
+	case <-b.stopped:
+		return false
+	}
+	select {
+	case b.queued <- struct{}{}:
+	case <-b.stopped:
+		<-u.window
+		return false
+	}
+	u.mu.Lock()
+	u.pending++
+	u.mu.Unlock()
+	return true
+}
+
+// drain waits until every message queued so far has been acknowledged
+// (or dropped), so that what follows is handled after all of it. Called
+// on the read goroutine; the committers and ack writers always progress.
+func (u *uplink) drain() {
+	u.mu.Lock()
+	for u.pending > 0 {
+		if u.idle == nil {
+			u.idle = make(chan struct{})
+		}
+		ch := u.idle
+		u.mu.Unlock()
+		<-ch
+		u.mu.Lock()
+	}
+	u.mu.Unlock()
+}
+
+// done records a message's outcome; the ack writer sends it.
+func (u *uplink) done(it *item) {
+	u.mu.Lock()
+	if it.qos == 0 {
+		u.settleLocked(1)
+		u.mu.Unlock()
+		<-u.window
+		return
+	}
+	u.ready = append(u.ready, outcome{id: it.id, qos: it.qos, v: it.v})
+	start := !u.writing
+	u.writing = true
+	u.mu.Unlock()
+	if start {
+		u.h.b.writers.Go(u.writeAcks)
+	}
+}
+
+// settleLocked counts n messages as finished; the caller holds u.mu.
+func (u *uplink) settleLocked(n int) {
+	u.pending -= n
+	if u.pending == 0 && u.idle != nil {
+		close(u.idle)
+		u.idle = nil
+	}
+}
+
+// writeAcks is the connection's ack writer: it sends ready outcomes in
+// order until none is left.
+func (u *uplink) writeAcks() {
+	var buf []byte
+	for {
+		u.mu.Lock()
+		acks := u.ready
+		if len(acks) == 0 {
+			u.writing = false
+			u.mu.Unlock()
+			return
+		}
+		u.ready = u.spare[:0]
+		u.mu.Unlock()
+
+		buf = u.send(acks, buf[:0])
+
+		u.mu.Lock()
+		u.settleLocked(len(acks))
+		u.spare = acks[:0]
+		u.mu.Unlock()
+		for range acks {
+			<-u.window
+		}
+	}
+}
+
+// send writes the acknowledgements of acks, batching plain PUBACKs into
+// one write.
+func (u *uplink) send(acks []outcome, buf []byte) []byte {
+	flush := func() {
+		if len(buf) == 0 || u.dead {
+			return
+		}
+		u.cl.Lock()
+		_, err := u.cl.Net.Conn.Write(buf)
+		u.cl.Unlock()
+		buf = buf[:0]
+		if err != nil {
+			u.dead = true // the read loop sees the broken connection too
+		}
+	}
+	for _, a := range acks {
+		if u.dead {
+			break
+		}
+		var code packets.Code
+		switch {
+		case a.v == stored || (!u.v5 && a.v != notStored):
+			// PUBACK, remaining length 2: success in both versions.
+			buf = append(buf, packets.Puback<<4, 2, byte(a.id>>8), byte(a.id))
+			continue
+		case !u.v5: // not stored, MQTT 3.1.1: no way to refuse but to close
+			flush()
+			u.dead = true
+			u.h.b.srv.DisconnectClient(u.cl, packets.ErrServerUnavailable)
+			continue
+		case a.v == refusedPayload:
+			code = packets.ErrPayloadFormatInvalid
+		case a.v == refusedForeign:
+			code = packets.ErrNotAuthorized
+		default:
+			code = packets.ErrImplementationSpecificError
+		}
+		flush()
+		err := u.cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Puback},
+			PacketID:    a.id,
+			ReasonCode:  code.Code,
+			Properties:  packets.Properties{ReasonString: code.Reason},
+		})
+		if err != nil {
+			u.dead = true
+		}
+	}
+	flush()
+	return buf
+}
+
+// shard is one committer: it applies the queued messages of its devices,
+// one flush after another.
+type shard struct {
+	b     *Broker
+	mu    sync.Mutex
+	queue []*item
+	spare []*item
+	fold  []model.Mutation
+	wake  chan struct{}
+}
+
+func (s *shard) push(it *item) {
+	s.mu.Lock()
+	s.queue = append(s.queue, it)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the committer; it returns once quit is closed and the queue is
+// empty. Nothing is queued after quit: the broker closes it only when no
+// connection is left.
+func (s *shard) run(quit <-chan struct{}) {
+	for {
+		for s.flushQueued() {
+		}
+		select {
+		case <-s.wake:
+		case <-quit:
+			for s.flushQueued() {
+			}
+			return
+		}
+	}
+}
+
+// flushQueued applies what is queued (up to flushMutations mutations, and
+// at least one message) and reports whether there was anything.
+func (s *shard) flushQueued() bool {
+	s.mu.Lock()
+	n, muts := 0, 0
+	for n < len(s.queue) && (n == 0 || muts+len(s.queue[n].muts) <= flushMutations) {
+		muts += len(s.queue[n].muts)
+		n++
+	}
+	var items []*item
+	if n == len(s.queue) {
+		items, s.queue = s.queue, s.spare[:0]
+	} else {
+		items = append(s.spare[:0], s.queue[:n]...)
+		s.queue = append(s.queue[:0], s.queue[n:]...)
+	}
+	s.mu.Unlock()
+	if len(items) == 0 {
+		s.spare = items
+		return false
+	}
+	s.flush(items)
+	clear(items)
+	s.spare = items[:0]
+	return true
+}
+
+// flush applies items and hands out their outcomes, in order.
+func (s *shard) flush(items []*item) {
+	fold := s.fold[:0]
+	var folded, alone [][]*item // device groups
+	groups := map[*uplink]int{}
+	for _, it := range items {
+		if it.decided || len(it.muts) == 0 {
+			continue
+		}
+		if it.up.isolated.Load() {
+			i, ok := groups[it.up]
+			if !ok {
+				i = len(alone)
+				groups[it.up] = i
+				alone = append(alone, nil)
+			}
+			alone[i] = append(alone[i], it)
+			continue
+		}
+		fold = append(fold, it.muts...)
+	}
+	var wg sync.WaitGroup
+	for _, g := range alone {
+		wg.Go(func() { s.applyGroup(g) })
+	}
+	if len(fold) > 0 {
+		err := s.apply(fold...)
+		switch {
+		case err == nil:
+		case refusal(err):
+			// One device spoiled the proposal: apply device by device.
+			clear(groups)
+			for _, it := range items {
+				if it.decided || len(it.muts) == 0 || it.up.isolated.Load() {
+					continue
+				}
+				i, ok := groups[it.up]
+				if !ok {
+					i = len(folded)
+					groups[it.up] = i
+					folded = append(folded, nil)
+				}
+				folded[i] = append(folded[i], it)
+			}
+			for _, g := range folded {
+				wg.Go(func() { s.applyGroup(g) })
+			}
+		default:
+			for _, it := range items {
+				if !it.decided && len(it.muts) > 0 && !it.up.isolated.Load() {
+					it.err = err
+				}
+			}
+		}
+	}
+	clear(fold)
+	s.fold = fold[:0]
+	wg.Wait()
+	h := s.b.hook
+	for _, it := range items {
+		if !it.decided {
+			it.v = h.judge(it.up.id, it.up.tenant, it.kind, it.topic, it.err)
+		}
+		it.up.done(it)
+		<-s.b.queued
+	}
+}
+
+// applyGroup applies one device's messages together, then one by one if
+// the state machine refuses them together; a refused device is isolated.
+func (s *shard) applyGroup(g []*item) {
+	var muts []model.Mutation
+	for _, it := range g {
+		muts = append(muts, it.muts...)
+	}
+	err := s.apply(muts...)
+	if err == nil || !refusal(err) {
+		for _, it := range g {
+			it.err = err
+		}
+		return
+	}
+	g[0].up.isolated.Store(true)
+	for _, it := range g {
+		it.err = s.apply(it.muts...)
+	}
+}
+
+func (s *shard) apply(muts ...model.Mutation) error {
+	ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
+	defer cancel()
+	_, err := s.b.cfg.Tree.Apply(ctx, muts...)
+	return err
+}
+
+// refusal reports whether err refuses the mutations themselves (as
+// opposed to the store failing).
+func refusal(err error) bool {
+	return errors.Is(err, errPayload) || errors.Is(err, model.ErrInvalid) || errors.Is(err, model.ErrInvalidPath) ||
+		errors.Is(err, model.ErrNotFound) || errors.Is(err, model.ErrShared)
+}
