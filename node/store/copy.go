@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -50,7 +49,7 @@ type copyTable struct {
 }
 
 var copyTables = []copyTable{
-	{pContext, "contexts", []string{"path", "parent", "name", "type", "tenant", "labels", "version", "doc"}, copyContextRow},
+	{pContext, "contexts", []string{"path", "parent", "name", "type", "tenant", "labels", "vars", "version", "doc"}, copyContextRow},
 	{pEvent, "events", []string{"path", "seq", "time", "level", "doc"}, copyEventRow},
 	{pLog, "log", []string{"seq", "doc"}, copyLogRow},
 	{pRecord, "records", []string{"kind", "key", "value"}, copyRecordRow},
@@ -205,19 +204,21 @@ func copyContextRow(key, doc []byte) ([]any, error) {
 	if string(c.Path) != string(key) {
 		return nil, fmt.Errorf("holds context %s", c.Path)
 	}
-	lab := []byte("{}")
-	if len(c.Labels) > 0 {
-		var err error
-		if lab, err = json.Marshal(c.Labels); err != nil {
-			return nil, err
-		}
+	// The same column values as commitBatch writes.
+	lab, err := labelsJSON(&c)
+	if err != nil {
+		return nil, err
+	}
+	vars, err := varsJSON(&c)
+	if err != nil {
+		return nil, err
 	}
 	var parent *string
 	if !c.Path.IsRoot() {
 		p := string(c.Path.Parent())
 		parent = &p
 	}
-	return []any{string(c.Path), parent, c.Path.Name(), c.Type, c.Tenant, string(lab), int64(c.Version), doc}, nil
+	return []any{string(c.Path), parent, c.Path.Name(), c.Type, c.Tenant, string(lab), string(vars), int64(c.Version), doc}, nil
 }
 
 func copyEventRow(key, doc []byte) ([]any, error) {

@@ -172,6 +172,11 @@ func TestCopyToPostgres(t *testing.T) {
 	if st.Contexts != 35 || st.Events != 40 || st.Entries != 50 || st.Records != 5 || st.LastSeq != last || st.FirstSeq != last-49 {
 		t.Fatalf("stats = %+v (last %d)", st, last)
 	}
+	// Every column is filled in: nothing is left for the next open.
+	var nulls int
+	if err := dst.Pool().QueryRow(context.Background(), `SELECT count(*) FROM contexts WHERE vars IS NULL`).Scan(&nulls); err != nil || nulls != 0 {
+		t.Fatalf("%d contexts without vars, %v", nulls, err)
+	}
 	// The one copying can wait on the log at once.
 	if seq, err := dst.WaitLog(context.Background(), 0); err != nil || seq != last {
 		t.Fatalf("WaitLog = %d, %v", seq, err)
