@@ -131,6 +131,7 @@ func New(opts Options) (_ *Node, err error) {
 		Devices:      n.devices,
 		Jobs:         n.jobs,
 		MQTTAddress:  n.mqttAddress,
+		Search:       searchOf(n.store),
 	}); err != nil {
 		return nil, err
 	}

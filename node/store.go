@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/store"
 )
@@ -151,4 +152,31 @@ func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(replicaLagDesc, prometheus.GaugeValue, st.Lag.Seconds(), st.Name)
 		ch <- prometheus.MustNewConstMetric(replicaReadsDesc, prometheus.CounterValue, float64(st.Reads), st.Name)
 	}
+}
+
+// searchStore is the inventory search both stores offer.
+type searchStore interface {
+	Search(ctx context.Context, q store.SearchQuery) (store.SearchPage, error)
+}
+
+var (
+	_ searchStore = (*store.Badger)(nil)
+	_ searchStore = (*store.Postgres)(nil)
+)
+
+// storeSearch serves the API's searches (GET /api/v1/search) from the
+// store; the API's query and page have the store's fields.
+type storeSearch struct{ s searchStore }
+
+func (a storeSearch) Search(ctx context.Context, q api.SearchQuery) (api.SearchPage, error) {
+	p, err := a.s.Search(ctx, store.SearchQuery(q))
+	return api.SearchPage(p), err
+}
+
+// searchOf returns the API's search backend for s, nil when s has none.
+func searchOf(s nodeStore) api.Searcher {
+	if ss, ok := s.(searchStore); ok {
+		return storeSearch{ss}
+	}
+	return nil
 }

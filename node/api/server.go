@@ -94,6 +94,8 @@ type Config struct {
 	// MQTTAddress returns the HOST:PORT given to enrolling devices; host is
 	// the request's Host without port. nil or "" : mqtt_address is "".
 	MQTTAddress func(host string) string
+	// Search answers GET /api/v1/search; nil: 501 not_implemented.
+	Search Searcher
 }
 
 func (c *Config) setDefaults() {
@@ -239,6 +241,7 @@ func (s *Server) routeTable() []route {
 		{"POST /api/v1/login", "/api/v1/login", s.public(s.login)},
 		{"GET /api/v1/whoami", "/api/v1/whoami", s.authed(s.whoami)},
 		{"GET /api/v1/tree", "/api/v1/tree", s.authed(s.tree)},
+		{"GET /api/v1/search", "/api/v1/search", s.authed(s.search)},
 		{"GET " + contexts, "/api/v1/contexts/{path}", s.authed(s.getContext)},
 		{"PUT " + contexts, "/api/v1/contexts/{path}", s.authed(s.putContext)},
 		{"DELETE " + contexts, "/api/v1/contexts/{path}", s.authed(s.deleteContext)},

@@ -1,0 +1,271 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/auth"
+)
+
+// Inventory search: GET /api/v1/search (docs/api.md, "Search").
+//
+// The API decides what a caller may see and hands the backend (the node's
+// store) plain filters: the subtrees its grants allow under the asked
+// path, and the tenants it sees. The backend never sees a principal.
+
+// Bounds of a search.
+const (
+	defaultSearchLimit = 100
+	maxSearchLimit     = 1000
+	maxSearchFilters   = 64
+)
+
+// SearchQuery is what the API asks of its search backend; every filter
+// given must hold. Its fields are those of the store's query (the node
+// converts one into the other).
+type SearchQuery struct {
+	// Prefix is the subtree: the context at Prefix and those below it.
+	Prefix model.Path
+	// Type, when set, is the context type wanted.
+	Type string
+	// Labels must each be present with exactly this value.
+	Labels map[string]string
+	// Vars must each be present with a value equal to this JSON value
+	// (numbers compared numerically).
+	Vars map[string]json.RawMessage
+	// Tenants, when non-nil, are the only tenants whose contexts may be
+	// returned ("" names shared contexts); nil allows all.
+	Tenants []string
+	// After is the keyset cursor: only paths after it, in byte order.
+	After model.Path
+	// Limit is the page size, 1..1000.
+	Limit int
+}
+
+// SearchPage is one page of matching contexts in path (byte) order; Next
+// is the last path of a full page when more may follow, else "".
+type SearchPage struct {
+	Contexts []*model.Context
+	Next     model.Path
+}
+
+// Searcher is the search backend. Errors wrapping model.ErrInvalid are
+// answered 400.
+type Searcher interface {
+	Search(ctx context.Context, q SearchQuery) (SearchPage, error)
+}
+
+// searchAnswer is the body of a search answer.
+type searchAnswer struct {
+	Contexts []contextJSON `json:"contexts"`
+	Next     model.Path    `json:"next"`
+}
+
+// searchParams is a parsed search request.
+type searchParams struct {
+	q      SearchQuery // Prefix is the asked path; Tenants unset
+	tenant string      // the tenant parameter, "" when absent
+}
+
+// parseSearch reads the query string strictly: unknown parameters and
+// repeated ones are 400, so that a misspelt filter does not widen a
+// search silently.
+func parseSearch(v url.Values) (searchParams, error) {
+	sp := searchParams{q: SearchQuery{Prefix: model.Root, Limit: defaultSearchLimit}}
+	filters := 0
+	for key, vals := range v {
+		if len(vals) != 1 {
+			return sp, invalidf("parameter %q given %d times", key, len(vals))
+		}
+		val := vals[0]
+		var err error
+		switch {
+		case key == "path":
+			if sp.q.Prefix, err = model.ParsePath(val); err != nil {
+				return sp, err
+			}
+		case key == "type":
+			if err := validText("type", val, model.MaxTypeLen); err != nil {
+				return sp, err
+			}
+			sp.q.Type = val
+		case key == "tenant":
+			if err := validTenant(val); err != nil {
+				return sp, err
+			}
+			sp.tenant = val
+		case key == "after":
+			if sp.q.After, err = model.ParsePath(val); err != nil {
+				return sp, invalidf("after: %v", err)
+			}
+		case key == "limit":
+			if sp.q.Limit, err = strconv.Atoi(val); err != nil || sp.q.Limit < 1 || sp.q.Limit > maxSearchLimit {
+				return sp, invalidf("limit must be 1 to %d", maxSearchLimit)
+			}
+		case strings.HasPrefix(key, "label."):
+			k := strings.TrimPrefix(key, "label.")
+			if err := validText("label key", k, model.MaxLabelLen); err != nil {
+				return sp, err
+			}
+			if err := validText("label value", val, model.MaxLabelLen); err != nil {
+				return sp, err
+			}
+			if sp.q.Labels == nil {
+				sp.q.Labels = map[string]string{}
+			}
+			sp.q.Labels[k] = val
+			filters++
+		case strings.HasPrefix(key, "var."):
+			name := strings.TrimPrefix(key, "var.")
+			if err := model.ValidateName(name); err != nil {
+				return sp, invalidf("variable name %q: %v", name, err)
+			}
+			if sp.q.Vars == nil {
+				sp.q.Vars = map[string]json.RawMessage{}
+			}
+			sp.q.Vars[name] = varFilterValue(val)
+			filters++
+		default:
+			return sp, invalidf("unknown parameter %q (path, type, tenant, after, limit, label.<key>, var.<name>)", key)
+		}
+	}
+	if filters > maxSearchFilters {
+		return sp, invalidf("more than %d label and variable filters", maxSearchFilters)
+	}
+	return sp, nil
+}
+
+// validText accepts what the model accepts in types and labels: 1..max
+// bytes of UTF-8 without control characters.
+func validText(what, s string, max int) error {
+	if s == "" || len(s) > max {
+		return invalidf("%s must be 1 to %d bytes", what, max)
+	}
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return invalidf("%s %q has a control character or is not UTF-8", what, s)
+	}
+	return nil
+}
+
+// varFilterValue is the JSON value a var.<name> parameter stands for: the
+// text itself when it is JSON (4, true, null, "4", {"a":1}), else the text
+// as a JSON string (linux stands for "linux").
+func varFilterValue(s string) json.RawMessage {
+	if t := bytes.TrimSpace([]byte(s)); len(t) > 0 && json.Valid(t) {
+		var b bytes.Buffer
+		if json.Compact(&b, t) == nil {
+			return b.Bytes()
+		}
+	}
+	b, _ := json.Marshal(s) // a string always marshals
+	return b
+}
+
+// searchScopes returns the subtrees under prefix that p may search, none
+// inside another: prefix itself when a viewer grant covers it, else the
+// subtrees of p's grants that lie below it (forbidden when there are none,
+// which depends only on the caller, never on what exists).
+func searchScopes(p *auth.Principal, prefix model.Path) ([]model.Path, error) {
+	if p.Can(auth.RoleViewer, prefix) {
+		return []model.Path{prefix}, nil
+	}
+	var subs []model.Path
+	for _, g := range p.Grants {
+		sub, err := model.ParsePath(g.Subtree)
+		if err != nil || sub == prefix || !sub.Within(prefix) || !p.Can(auth.RoleViewer, sub) {
+			continue
+		}
+		subs = append(subs, sub)
+	}
+	slices.SortFunc(subs, func(a, b model.Path) int { return len(a) - len(b) })
+	var out []model.Path
+	for _, sub := range subs {
+		if !slices.ContainsFunc(out, func(o model.Path) bool { return sub.Within(o) }) {
+			out = append(out, sub)
+		}
+	}
+	if len(out) == 0 {
+		return nil, forbidden("searching", auth.RoleViewer, prefix)
+	}
+	return out, nil
+}
+
+// searchTenants returns the tenants p may search, narrowed to the tenant
+// parameter when given: a system user any (nil: all), others their own
+// and shared contexts, and only their own by name.
+func searchTenants(p *auth.Principal, tenant string) ([]string, error) {
+	switch {
+	case p.System && tenant == "":
+		return nil, nil
+	case p.System:
+		return []string{tenant}, nil
+	case tenant == "":
+		return []string{p.Tenant, ""}, nil
+	case tenant == p.Tenant:
+		return []string{tenant}, nil
+	}
+	return nil, fmt.Errorf("%w: only system administrators search another tenant", auth.ErrForbidden)
+}
+
+func (s *Server) search(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if s.cfg.Search == nil {
+		return apiError(http.StatusNotImplemented, codeNotImplemented, "search is not enabled on this node")
+	}
+	sp, err := parseSearch(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	scopes, err := searchScopes(p, sp.q.Prefix)
+	if err != nil {
+		return err
+	}
+	q := sp.q
+	if q.Tenants, err = searchTenants(p, sp.tenant); err != nil {
+		return err
+	}
+	// One search per scope, merged in path order: each gives at most a
+	// page, and whatever one did not give sorts after its last path, so
+	// the first page of the merge is the first page of the union.
+	var (
+		found []*model.Context
+		more  bool
+	)
+	for _, scope := range scopes {
+		sq := q
+		sq.Prefix = scope
+		page, err := s.cfg.Search.Search(r.Context(), sq)
+		if err != nil {
+			return fmt.Errorf("search %s: %w", scope, err)
+		}
+		found = append(found, page.Contexts...)
+		more = more || page.Next != ""
+	}
+	if len(scopes) > 1 {
+		slices.SortFunc(found, func(a, b *model.Context) int { return strings.Compare(string(a.Path), string(b.Path)) })
+	}
+	if len(found) > q.Limit {
+		found, more = found[:q.Limit], true
+	}
+	ans := searchAnswer{Contexts: make([]contextJSON, 0, len(found))}
+	if more && len(found) > 0 {
+		ans.Next = found[len(found)-1].Path
+	}
+	for _, c := range found {
+		// The backend filtered by tenant already; this keeps the
+		// isolation a property of the API whatever the backend does.
+		if p.SeesTenant(c.Tenant) {
+			ans.Contexts = append(ans.Contexts, renderContext(c))
+		}
+	}
+	writeJSON(w, http.StatusOK, ans)
+	return nil
+}
