@@ -18,6 +18,9 @@ import (
 // (only a cursor move) is committed.
 const progressEvery = time.Second
 
+// foldEntries bounds the entries of queued batches folded into one commit.
+const foldEntries = 8192
+
 // syncFrame is a decoded frame of the sync stream.
 type syncFrame struct {
 	kind kind
@@ -40,7 +43,7 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 	if k, _, err := fr.next(); err != nil || k != kindSyncOpen {
 		return fmt.Errorf("sync stream: first frame %d: %v", k, err)
 	}
-	frames := make(chan syncFrame, 8)
+	frames := make(chan syncFrame, 64)
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(frames)
@@ -59,7 +62,17 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 		}
 	}()
 	var snap *snapshotState
-	for f := range frames {
+	var pending *syncFrame
+	for {
+		var f syncFrame
+		if pending != nil {
+			f, pending = *pending, nil
+		} else {
+			var ok bool
+			if f, ok = <-frames; !ok {
+				break
+			}
+		}
 		var ackSeq uint64
 		switch f.kind {
 		case kindBatch:
@@ -69,6 +82,34 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 			}
 			if snap != nil {
 				return errors.New("protocol: batch inside a snapshot")
+			}
+			// Fold the batches already waiting into one commit: under load
+			// the mirror commits as often as its store can, not once per
+			// frame.
+			var next *syncFrame
+			for len(b.Entries) < foldEntries && next == nil {
+				select {
+				case f2, ok := <-frames:
+					if !ok {
+						break
+					}
+					if f2.kind != kindBatch {
+						next = &f2
+						break
+					}
+					var b2 batch
+					if err := decode(f2.kind, f2.body, &b2); err != nil {
+						return err
+					}
+					b.Entries = append(b.Entries, b2.Entries...)
+					b.Last, b.Head = b2.Last, max(b.Head, b2.Head)
+					continue
+				default:
+				}
+				break
+			}
+			if next != nil {
+				pending = next
 			}
 			applied, err := m.applyBatch(b, provLogID)
 			if err != nil {

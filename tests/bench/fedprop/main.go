@@ -1,0 +1,327 @@
+// Command fedprop measures federation over two hops on loopback: a probe
+// publishes to a regional node, which republishes to HQ, each with its own
+// durable Badger store in a temporary folder.
+//
+//	go run ./tests/bench/fedprop -mode latency -rate 10000 -duration 20s
+//	go run ./tests/bench/fedprop -mode catchup -changes 1000000
+//
+// latency: device changes are written at the probe at a steady rate (each
+// a put of one variable holding its send time); HQ observes each commit of
+// a mirrored change and records now − send time: the propagation latency
+// of a change from the probe's durable commit to HQ's durable commit,
+// through the regional node's.
+//
+// catchup: the probe's link to the regional node is down while the probe
+// writes N changes; the link comes back and the program reports how long
+// until HQ has applied the last of them (two hops), and the rate.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/strata-dm/strata/federation"
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/certs"
+	"github.com/strata-dm/strata/node/store"
+)
+
+type tier struct {
+	name  string
+	store *store.Badger
+	model *model.Model
+	svc   *federation.Service
+	ups   []federation.Upstream
+}
+
+func newTier(dir, name string, listen bool) (*tier, error) {
+	s, err := store.OpenBadger(store.BadgerOptions{Dir: filepath.Join(dir, name, "data")})
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.New(model.Config{Store: s})
+	if err != nil {
+		return nil, err
+	}
+	ca, err := certs.NewCA(name)
+	if err != nil {
+		return nil, err
+	}
+	cfg := federation.Config{Name: name, Model: m, CA: ca.Cert, CAKey: ca.Key, StateDir: filepath.Join(dir, name, "federation")}
+	if os.Getenv("STRATA_BENCH_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if listen {
+		cfg.ListenAddr = "127.0.0.1:0"
+	}
+	svc, err := federation.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := svc.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	return &tier{name: name, store: s, model: m, svc: svc}, nil
+}
+
+func (t *tier) close() {
+	t.svc.Close()
+	t.model.Close()
+	t.store.Close()
+}
+
+// join makes p publish to t.
+func (t *tier) join(p *tier, publish ...model.Path) error {
+	tok, _, err := t.svc.CreateJoinToken(context.Background(), federation.JoinGrant{Peer: p.name, Grant: federation.GrantOperate})
+	if err != nil {
+		return err
+	}
+	p.ups = []federation.Upstream{{Address: t.svc.Addr(), Token: tok, Publish: publish}}
+	return p.svc.SetUpstreams(p.ups)
+}
+
+func main() {
+	mode := flag.String("mode", "latency", "latency or catchup")
+	rate := flag.Int("rate", 10000, "latency: changes per second written at the probe")
+	duration := flag.Duration("duration", 20*time.Second, "latency: measured duration")
+	warmup := flag.Duration("warmup", 3*time.Second, "latency: unmeasured load first")
+	devices := flag.Int("devices", 10000, "devices changed in turn")
+	changes := flag.Int("changes", 1_000_000, "catchup: changes buffered during the outage")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured phase")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
+
+	dir, err := os.MkdirTemp("", "fedprop-")
+	check(err)
+	defer os.RemoveAll(dir)
+	hq, err := newTier(dir, "hq", true)
+	check(err)
+	defer hq.close()
+	eu, err := newTier(dir, "eu", true)
+	check(err)
+	defer eu.close()
+	probe, err := newTier(dir, "plant7", false)
+	check(err)
+	defer probe.close()
+
+	// Devices exist before the links, so both modes measure changes only.
+	fill(probe.model, *devices)
+	check(hq.join(eu))
+	check(eu.join(probe, "/devices"))
+	last := fmt.Sprintf("/peers/eu/peers/plant7/devices/d%07d", *devices-1)
+	waitFor(2*time.Minute, "initial sync", func() bool { _, err := hq.model.Get(model.Path(last)); return err == nil })
+
+	switch *mode {
+	case "latency":
+		latency(probe, hq, *rate, *devices, *warmup, *duration)
+	case "catchup":
+		catchup(probe, eu, hq, *devices, *changes)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown mode", *mode)
+		os.Exit(2)
+	}
+}
+
+func fill(m *model.Model, n int) {
+	muts := make([]model.Mutation, 0, 1000)
+	for i := range n {
+		muts = append(muts, put(i, 0))
+		if len(muts) == cap(muts) || i == n-1 {
+			_, err := m.Apply(context.Background(), muts...)
+			check(err)
+			muts = muts[:0]
+		}
+	}
+}
+
+func put(i int, ts int64) model.Mutation {
+	return model.Mutation{Op: model.OpPut, Path: model.Path(fmt.Sprintf("/devices/d%07d", i)), Type: "device", Tenant: "acme",
+		Variables: map[string]model.Variable{"sent": {Value: json.RawMessage(strconv.FormatInt(ts, 10)), Type: model.TypeNumber}}}
+}
+
+// latency writes at a steady rate in 1 ms ticks and collects HQ's
+// observed latencies.
+func latency(probe, hq *tier, rate, devices int, warmup, duration time.Duration) {
+	var (
+		mu        sync.Mutex
+		lat       []time.Duration
+		measuring atomic.Bool
+		seen      atomic.Int64
+	)
+	hq.model.OnCommit(func(es []model.Entry) {
+		now := time.Now().UnixNano()
+		for _, e := range es {
+			v, ok := e.Mutation.Variables["sent"]
+			if !ok {
+				continue
+			}
+			ts, err := strconv.ParseInt(string(v.Value), 10, 64)
+			if err != nil || ts == 0 {
+				continue
+			}
+			seen.Add(1)
+			if measuring.Load() {
+				mu.Lock()
+				lat = append(lat, time.Duration(now-ts))
+				mu.Unlock()
+			}
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var written atomic.Int64
+	tick := time.Millisecond
+	// One pacer makes a batch per tick; a pool of writers applies them,
+	// so that commit latency does not slow the offered rate.
+	batches := make(chan []model.Mutation, 1024)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(batches)
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		i, t0 := 0, time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			// Ticks can be late or lost on a busy machine: send what is
+			// due by the clock, not one tick's worth.
+			due := int(time.Since(t0).Seconds()*float64(rate)) - i
+			if due <= 0 {
+				continue
+			}
+			muts := make([]model.Mutation, due)
+			now := time.Now().UnixNano()
+			for k := range muts {
+				muts[k] = put(i%devices, now)
+				i++
+			}
+			select {
+			case batches <- muts:
+			default: // writers saturated: the offered rate is not met
+			}
+		}
+	}()
+	for range 1024 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for muts := range batches {
+				if _, err := probe.model.Apply(context.Background(), muts...); err == nil {
+					written.Add(int64(len(muts)))
+				}
+			}
+		}()
+	}
+	time.Sleep(warmup)
+	measuring.Store(true)
+	w0, start := written.Load(), time.Now()
+	time.Sleep(duration)
+	measuring.Store(false)
+	w1, elapsed := written.Load(), time.Since(start)
+	cancel()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	}
+	fmt.Printf("two hops (probe → regional → HQ), durable Badger at every tier\n")
+	fmt.Printf("written at probe: %.0f changes/s (target %d)\n", float64(w1-w0)/elapsed.Seconds(), rate)
+	fmt.Printf("observed at HQ:   %d changes in %v (%.0f/s)\n", len(lat), elapsed.Round(time.Millisecond), float64(len(lat))/elapsed.Seconds())
+	fmt.Printf("latency p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n",
+		pct(0.50).Round(10*time.Microsecond), pct(0.90).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond),
+		pct(0.999).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond))
+}
+
+// catchup buffers changes at the probe while its link is down, then times
+// HQ applying all of them.
+func catchup(probe, eu, hq *tier, devices, changes int) {
+	check(probe.svc.SetUpstreams(nil))
+	waitFor(time.Minute, "link down", func() bool {
+		for _, p := range eu.svc.Peers() {
+			if p.Name == "plant7" && p.Direction == "provider" {
+				return p.State != "connected"
+			}
+		}
+		return false
+	})
+	start := time.Now()
+	muts := make([]model.Mutation, 0, 1000)
+	var lastTS int64
+	for i := range changes {
+		lastTS = int64(i + 1)
+		muts = append(muts, put(i%devices, lastTS))
+		if len(muts) == cap(muts) || i == changes-1 {
+			_, err := probe.model.Apply(context.Background(), muts...)
+			check(err)
+			muts = muts[:0]
+		}
+	}
+	fmt.Printf("buffered %d changes at the probe in %v (link down)\n", changes, time.Since(start).Round(time.Millisecond))
+	lastDev := fmt.Sprintf("/peers/eu/peers/plant7/devices/d%07d", (changes-1)%devices)
+	want := strconv.FormatInt(lastTS, 10)
+	var applied atomic.Int64
+	hq.model.OnCommit(func(es []model.Entry) {
+		n := 0
+		for _, e := range es {
+			if _, ok := e.Mutation.Variables["sent"]; ok {
+				n++
+			}
+		}
+		applied.Add(int64(n))
+	})
+	start = time.Now()
+	check(probe.svc.SetUpstreams(probe.ups))
+	waitFor(10*time.Minute, "HQ caught up", func() bool {
+		c, err := hq.model.Get(model.Path(lastDev))
+		return err == nil && string(c.Variables["sent"].Value) == want
+	})
+	el := time.Since(start)
+	fmt.Printf("two hops (probe → regional → HQ), durable Badger at every tier\n")
+	fmt.Printf("HQ applied %d changes in %v after the link came back: %.0f changes/s\n", applied.Load(), el.Round(time.Millisecond), float64(applied.Load())/el.Seconds())
+}
+
+func waitFor(d time.Duration, what string, cond func() bool) {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			fmt.Fprintln(os.Stderr, "timed out waiting for", what)
+			os.Exit(1)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
