@@ -93,13 +93,14 @@ func quicConfig(maxWindow uint64) *quic.Config {
 type result struct {
 	bytes, frames int64
 	elapsed, cpu  time.Duration
+	note          string // transport details, if any
 }
 
 func (r result) line(entry int) string {
 	mbps := float64(r.bytes) / r.elapsed.Seconds() / 1e6
 	return fmt.Sprintf("%8.1f MB/s  %10.0f frames/s  %10.0f entries/s  %5.2f CPU-s/GB  (%d MB in %s)",
 		mbps, float64(r.frames)/r.elapsed.Seconds(), float64(r.bytes)/float64(entry)/r.elapsed.Seconds(),
-		r.cpu.Seconds()/(float64(r.bytes)/1e9), r.bytes/1e6, r.elapsed.Round(time.Millisecond))
+		r.cpu.Seconds()/(float64(r.bytes)/1e9), r.bytes/1e6, r.elapsed.Round(time.Millisecond)) + r.note
 }
 
 func run(sizes []int, total int64, entry, count int, maxWindow uint64, baseline bool) error {
@@ -193,10 +194,17 @@ func measureQUIC(serverTLS, clientTLS *tls.Config, conf *quic.Config, frame int,
 		fmt.Printf("QUIC: GSO %v, UDP receive buffer %s, send buffer %s\n", conn.ConnectionState().GSO,
 			sockBuf(cliConn, syscall.SO_RCVBUF), sockBuf(cliConn, syscall.SO_SNDBUF))
 	})
+	var w io.WriteCloser = str
 	if buffered {
-		return measure(bufferedStream{bufio.NewWriterSize(str, 64<<10), str}, done, frame, total)
+		w = bufferedStream{bufio.NewWriterSize(str, 64<<10), str}
 	}
-	return measure(str, done, frame, total)
+	r, err := measure(w, done, frame, total)
+	if err == nil {
+		st := conn.ConnectionStats()
+		r.note = fmt.Sprintf("  [client sent %d packets (%d B avg), %d lost, sRTT %s]",
+			st.PacketsSent, st.BytesSent/max(st.PacketsSent, 1), st.PacketsLost, st.SmoothedRTT.Round(time.Microsecond))
+	}
+	return r, err
 }
 
 // bufferedStream batches writes to a QUIC stream; Close flushes them and
