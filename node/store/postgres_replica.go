@@ -88,7 +88,6 @@ type replicas struct {
 	// while unknown > covered, reads go to the primary.
 	unknown, covered atomic.Uint64
 	wg               sync.WaitGroup
-	kick             chan struct{} // checkSoon's: a check before the interval ends
 
 	// samples of the primary's position, oldest first, spanning a little
 	// more than maxLag; only the health goroutine touches them.
@@ -107,8 +106,7 @@ var (
 // openReplicas makes a pool per DSN; pools connect lazily, so a replica
 // that is down at start only stays out of rotation.
 func openReplicas(dsns []string, opts PostgresOptions, log *slog.Logger) (*replicas, error) {
-	rs := &replicas{maxLag: opts.MaxReplicaLag, interval: opts.ReplicaCheckInterval, readTime: opts.ReplicaReadTimeout, log: log,
-		kick: make(chan struct{}, 1)}
+	rs := &replicas{maxLag: opts.MaxReplicaLag, interval: opts.ReplicaCheckInterval, readTime: opts.ReplicaReadTimeout, log: log}
 	if rs.maxLag <= 0 {
 		rs.maxLag = defaultMaxReplicaLag
 	}
@@ -157,17 +155,7 @@ func (rs *replicas) run(ctx context.Context, primary *pgxpool.Pool) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-rs.kick:
 		}
-	}
-}
-
-// checkSoon makes the health goroutine check at once rather than at the
-// end of the interval.
-func (rs *replicas) checkSoon() {
-	select {
-	case rs.kick <- struct{}{}:
-	default:
 	}
 }
 

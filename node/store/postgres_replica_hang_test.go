@@ -106,11 +106,9 @@ func procStates(t *testing.T) map[int]procState {
 // until it answers a check again.
 func TestReplicaHung(t *testing.T) {
 	const readTimeout = 300 * time.Millisecond
-	f := newReplicaFixtureWith(t, func(o *PostgresOptions) {
-		o.ReplicaReadTimeout = readTimeout
-		// Checks far apart: the read, not the check, finds the hang.
-		o.ReplicaCheckInterval = time.Hour
-	})
+	// Checks every 50 ms, each bounded by 1 s: the read, which gives up
+	// after 300 ms, finds the hang before any check can.
+	f := newReplicaFixtureWith(t, func(o *PostgresOptions) { o.ReplicaReadTimeout = readTimeout })
 	// A connection in the pool already, so that the read hangs in a
 	// query rather than in connecting.
 	if _, fromReplica := f.children(t); !fromReplica {
@@ -157,10 +155,8 @@ func TestReplicaHung(t *testing.T) {
 	}
 
 	thaw()
-	// A successful check brings it back (checks are asked for here: the
-	// interval is long).
+	// The first successful check brings it back.
 	waitFor(t, 20*time.Second, func() bool {
-		f.store.replicas.checkSoon()
 		_, fromReplica := f.children(t)
 		return fromReplica
 	}, func() string { return "reads not back on the replica: " + f.status(t).LastError })
