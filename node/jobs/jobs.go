@@ -247,15 +247,57 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 	return out, nil
 }
 
+// Applier is implemented by Records that can commit several mutations at
+// once (*model.Model does); jobs then record each state change as a "job"
+// event on the device's context in the same commit, so that the change
+// log, and the consumers of this node's tree, see job progress.
+type Applier interface {
+	Apply(ctx context.Context, muts ...model.Mutation) ([]model.Entry, error)
+}
+
+// JobEvent is the payload of the "job" event recorded at every state
+// change.
+type JobEvent struct {
+	Job      string `json:"job"`
+	Function string `json:"function"`
+	State    State  `json:"state"`
+	By       string `json:"by,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
 func (s *Service) put(ctx context.Context, j *Job) error {
 	b, err := json.Marshal(j)
 	if err != nil {
 		return err
 	}
+	if a, ok := s.rec.(Applier); ok {
+		rec := model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: b}}
+		level := model.LevelInfo
+		if j.State == Failed || j.State == Expired {
+			level = model.LevelWarning
+		}
+		ev, _ := json.Marshal(JobEvent{Job: j.ID, Function: j.Function, State: j.State, By: j.CreatedBy, Error: truncate(j.Error, 512)})
+		event := model.Mutation{Op: model.OpEvent, Path: j.Path, Event: &model.Event{Name: "job", Level: level, Payload: ev}}
+		_, err := a.Apply(ctx, rec, event)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, model.ErrNotFound) {
+			return fmt.Errorf("jobs: store %s: %w", j.ID, err)
+		}
+		// The device's context is gone: keep the job's record anyway.
+	}
 	if err := s.rec.PutRecord(ctx, KindJob, j.ID, b); err != nil {
 		return fmt.Errorf("jobs: store %s: %w", j.ID, err)
 	}
 	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 func clone(j *Job) Job {

@@ -145,3 +145,42 @@ func TestExpiryAndValidation(t *testing.T) {
 		t.Fatalf("pruned job: %v", err)
 	}
 }
+
+// Every state change is also an event on the device's context, in the
+// same commit, so the change log (and consumers of this node) see it.
+func TestStateChangesAreEvents(t *testing.T) {
+	m, closeStore := open(t, t.TempDir())
+	defer closeStore()
+	ctx := context.Background()
+	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/d1", Type: "device", Tenant: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Records: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	j, err := s.Create(ctx, Spec{Path: "/devices/d1", Device: "d1", Tenant: "a", Function: "ping", By: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkDelivered(ctx, "d1", j.ID); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := m.Events("/devices/d1", model.EventQuery{})
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("events %+v, %v", evs, err)
+	}
+	var last JobEvent
+	if err := json.Unmarshal(evs[0].Payload, &last); err != nil || evs[0].Name != "job" || last.Job != j.ID || last.State != Delivered || last.By != "alice" {
+		t.Fatalf("newest event %+v: %+v %v", evs[0], last, err)
+	}
+	// A job whose context is gone is still stored.
+	j2, err := s.Create(ctx, Spec{Path: "/devices/gone", Device: "gone", Function: "ping"})
+	if err != nil {
+		t.Fatalf("job without context: %v", err)
+	}
+	if got, err := s.Get(j2.ID); err != nil || got.State != Queued {
+		t.Fatalf("get %+v %v", got, err)
+	}
+}
