@@ -2,6 +2,8 @@ package federation
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -136,7 +138,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("federation: listen %s: %w", bind, err)
 	}
 	s.mu.Lock()
-	s.tr = &quic.Transport{Conn: conn}
+	s.tr = &quic.Transport{Conn: conn, StatelessResetKey: s.resetKey()}
 	s.mu.Unlock()
 	if s.cfg.ListenAddr != "" {
 		cert, err := listenerCert(s.cfg.Name, s.cfg.CA, s.cfg.CAKey)
@@ -162,6 +164,26 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.started.Store(true)
 	return s.SetUpstreams(s.cfg.Upstreams)
+}
+
+// resetKey derives the QUIC stateless reset key from the CA key, so that
+// a node restarted on the same address tells its peers at once that their
+// old connections are gone (instead of them waiting for the idle
+// timeout). Without a CA the key is random: resets then work only until
+// a restart.
+func (s *Service) resetKey() *quic.StatelessResetKey {
+	var k quic.StatelessResetKey
+	if s.cfg.CAKey != nil {
+		if der, err := x509.MarshalPKCS8PrivateKey(s.cfg.CAKey); err == nil {
+			h := sha256.New()
+			h.Write([]byte("strata federation stateless reset\x00"))
+			h.Write(der)
+			copy(k[:], h.Sum(nil))
+			return &k
+		}
+	}
+	rand.Read(k[:])
+	return &k
 }
 
 // dialBind picks the socket for a node without a listener: loopback when
