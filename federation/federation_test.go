@@ -262,3 +262,24 @@ func TestTreeHarness(t *testing.T) {
 	root.verifyAll(t)
 	t.Logf("verified after %v", time.Since(start))
 }
+
+// Node certificates are renewed while connected, before they expire, and
+// the renewed one is used from the next connection on.
+func TestCertificateRenewal(t *testing.T) {
+	hq := newTNode(t, "hq", true)
+	hq.certValidity = 4 * time.Second
+	hq.stop()
+	hq.start()
+	p := newTNode(t, "p1", false)
+	p.put("/devices/d1", nil)
+	hq.join(p, federation.GrantRead)
+	eventually(t, wait, "connected", func() bool { return p.peer("hq", "consumer").State == "connected" })
+	first := p.peer("hq", "consumer").CertExpires
+	eventually(t, wait, "renewed", func() bool { return p.peer("hq", "consumer").CertExpires.After(first) })
+	// Past the first certificate's expiry, a new connection works.
+	eventually(t, wait, "first certificate expired", func() bool { return time.Now().After(first) })
+	p.restart()
+	eventually(t, wait, "reconnected with the renewed certificate", func() bool {
+		return p.peer("hq", "consumer").State == "connected" && hq.peer("p1", "provider").State == "connected"
+	})
+}

@@ -30,6 +30,9 @@ type tnode struct {
 	listen bool
 	local  *echoLocal
 	ups    []federation.Upstream
+	// certValidity, when set, is the lifetime of certificates this node
+	// issues to providers.
+	certValidity time.Duration
 }
 
 // echoLocal answers calls with what it received, and reads from the model.
@@ -97,6 +100,7 @@ func (n *tnode) start() {
 		Name: n.name, Model: n.model, Logger: logger(n.t), CA: n.ca.Cert, CAKey: n.ca.Key,
 		StateDir: n.dir, Local: n.local, Upstreams: n.ups,
 		KeepAlive: 500 * time.Millisecond, IdleTimeout: 3 * time.Second,
+		CertValidity: n.certValidity,
 	}
 	if n.listen {
 		cfg.ListenAddr = "127.0.0.1:0"

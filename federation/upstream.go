@@ -50,6 +50,7 @@ type upstream struct {
 	conn     *quic.Conn
 	control  *frameWriter
 	certExp  time.Time
+	leaf     *x509.Certificate // the node certificate in use or renewed
 	acked    atomic.Uint64
 	renewing bool
 }
@@ -144,7 +145,7 @@ func (u *upstream) connect() error {
 		return fmt.Errorf("credentials in %s: %w", u.dir, err)
 	}
 	u.mu.Lock()
-	u.consumer, u.grant, u.certExp = cr.consumer, cr.grant, cr.leaf.NotAfter
+	u.consumer, u.grant, u.certExp, u.leaf = cr.consumer, cr.grant, cr.leaf.NotAfter, cr.leaf
 	u.mu.Unlock()
 	if u.state != "connected" {
 		u.setState("connecting", nil)
@@ -208,11 +209,22 @@ func (u *upstream) connect() error {
 		defer wg.Done()
 		u.serveRequests(conn, w.Node, w.Grant, subtrees)
 	}()
+	// Renew while connected, checking often enough for short lifetimes.
+	life := cr.leaf.NotAfter.Sub(cr.leaf.NotBefore)
+	check := time.NewTicker(min(time.Minute, max(life/20, 100*time.Millisecond)))
+	defer check.Stop()
 	u.maybeRenew(cr)
-	select {
-	case <-conn.Context().Done():
-	case <-u.ctx.Done():
-		conn.CloseWithError(closeShutdown, "shutting down")
+wait:
+	for {
+		select {
+		case <-conn.Context().Done():
+			break wait
+		case <-u.ctx.Done():
+			conn.CloseWithError(closeShutdown, "shutting down")
+			break wait
+		case <-check.C:
+			u.maybeRenew(cr)
+		}
 	}
 	wg.Wait()
 	return context.Cause(conn.Context())
@@ -336,12 +348,10 @@ type ecdsaKey = ecdsa.PrivateKey
 // maybeRenew asks for a new certificate when a third of the current one's
 // lifetime is left.
 func (u *upstream) maybeRenew(cr *creds) {
-	life := cr.leaf.NotAfter.Sub(cr.leaf.NotBefore)
-	if time.Until(cr.leaf.NotAfter) > life/3 {
-		return
-	}
 	u.mu.Lock()
-	if u.renewing || u.control == nil {
+	leaf := u.leaf
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	if time.Until(leaf.NotAfter) > life/3 || u.renewing || u.control == nil {
 		u.mu.Unlock()
 		return
 	}
@@ -353,7 +363,7 @@ func (u *upstream) maybeRenew(cr *creds) {
 		return
 	}
 	renewKeys.Store(u.dir, key)
-	u.s.log.Info("federation: renewing node certificate", "consumer", cr.consumer, "expires", cr.leaf.NotAfter)
+	u.s.log.Info("federation: renewing node certificate", "consumer", cr.consumer, "expires", leaf.NotAfter)
 	fw.write(kindRenew, renew{CSR: csr})
 }
 
@@ -375,7 +385,7 @@ func (u *upstream) finishRenew(certDER []byte, cr *creds) {
 		return
 	}
 	u.mu.Lock()
-	u.certExp = leaf.NotAfter
+	u.certExp, u.leaf = leaf.NotAfter, leaf
 	u.mu.Unlock()
 	u.s.log.Info("federation: node certificate renewed", "consumer", cr.consumer, "expires", leaf.NotAfter)
 }
