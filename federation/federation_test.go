@@ -283,3 +283,35 @@ func TestCertificateRenewal(t *testing.T) {
 		return p.peer("hq", "consumer").State == "connected" && hq.peer("p1", "provider").State == "connected"
 	})
 }
+
+// One provider, two consumers with different grants and subtrees.
+func TestTwoConsumers(t *testing.T) {
+	hq := newTNode(t, "hq", true)
+	rep := newTNode(t, "reporting", true)
+	p := newTNode(t, "p1", false)
+	p.put("/devices/d1", map[string]string{"v": "1"})
+	p.put("/sites/s1", nil)
+	hq.join(p, federation.GrantOperate)
+	rep.join(p, federation.GrantRead, "/devices")
+	eventually(t, wait, "both mirrors", func() bool {
+		return hq.has("/peers/p1/devices/d1", nil) && hq.has("/peers/p1/sites/s1", nil) && rep.has("/peers/p1/devices/d1", nil)
+	})
+	if rep.has("/peers/p1/sites/s1", nil) {
+		t.Fatal("reporting mirrors a subtree the provider does not publish to it")
+	}
+	if _, err := hq.svc.Call(context.Background(), federation.CallRequest{Path: "/peers/p1/devices/d1", Function: "ping"}); err != nil {
+		t.Fatalf("operate grant: %v", err)
+	}
+	if _, err := rep.svc.Call(context.Background(), federation.CallRequest{Path: "/peers/p1/devices/d1", Function: "ping"}); !errors.Is(err, federation.ErrForbidden) {
+		t.Fatalf("read grant: %v", err)
+	}
+	p.put("/devices/d1", map[string]string{"v": "2"})
+	eventually(t, wait, "both updated", func() bool {
+		return hq.has("/peers/p1/devices/d1", varIs("v", "2")) && rep.has("/peers/p1/devices/d1", varIs("v", "2"))
+	})
+	hq.verifyAll(t)
+	rep.verifyAll(t)
+	if n := len(p.svc.Peers()); n != 2 {
+		t.Fatalf("provider lists %d links", n)
+	}
+}
