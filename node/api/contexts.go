@@ -178,6 +178,11 @@ func (s *Server) getContext(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if !p.Can(auth.RoleViewer, path) {
 		return forbidden("reading", auth.RoleViewer, path)
 	}
+	if live, err := liveRead(r); err != nil {
+		return err
+	} else if live && s.mounted(path) {
+		return s.getLive(w, r, p, path)
+	}
 	c, err := s.visibleContext(p, path)
 	if err != nil {
 		return err
@@ -254,6 +259,9 @@ func (s *Server) putContext(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if !p.Can(auth.RoleOperator, path) {
 		return forbidden("writing", auth.RoleOperator, path)
 	}
+	if err := readOnlyMount(path); err != nil {
+		return err
+	}
 	m, err := decodePut(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), path)
 	if err != nil {
 		return err
@@ -323,6 +331,9 @@ func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request, p *auth.P
 	if !p.Can(auth.RoleOperator, path) {
 		return forbidden("deleting", auth.RoleOperator, path)
 	}
+	if err := readOnlyMount(path); err != nil {
+		return err
+	}
 	cur, err := s.visibleContext(p, path)
 	if err != nil {
 		return err
@@ -365,6 +376,9 @@ func (s *Server) callFunction(w http.ResponseWriter, r *http.Request, p *auth.Pr
 	name := segs[n-1]
 	if !p.Can(auth.RoleOperator, path) {
 		return forbidden("calling functions of", auth.RoleOperator, path)
+	}
+	if s.mounted(path) {
+		return s.callRemote(w, r, p, path, name)
 	}
 	c, err := s.visibleContext(p, path)
 	if err != nil {

@@ -140,6 +140,9 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	if !p.Can(auth.RoleOperator, path) {
 		return forbidden("recording events on", auth.RoleOperator, path)
 	}
+	if err := readOnlyMount(path); err != nil {
+		return err
+	}
 	m, err := decodeEvent(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), path)
 	if err != nil {
 		return err

@@ -53,6 +53,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/devices"
@@ -96,6 +97,11 @@ type Config struct {
 	MQTTAddress func(host string) string
 	// Search answers GET /api/v1/search; nil: 501 not_implemented.
 	Search Searcher
+	// Federation routes calls and live reads on mounted paths and serves
+	// the peer endpoints; nil: they answer 501. ReloadFederation re-reads
+	// the upstreams from the node's configuration and applies them.
+	Federation       Federation
+	ReloadFederation func(context.Context) ([]federation.Upstream, error)
 }
 
 func (c *Config) setDefaults() {
@@ -267,6 +273,12 @@ func (s *Server) routeTable() []route {
 		{"GET /api/v1/jobs", "/api/v1/jobs", s.authed(s.listJobs)},
 		{"GET /api/v1/jobs/{id}", "/api/v1/jobs/{id}", s.authed(s.getJob)},
 		{"POST /api/v1/jobs/{id}/cancel", "/api/v1/jobs/{id}/cancel", s.authed(s.cancelJob)},
+		{"GET /api/v1/peers", "/api/v1/peers", s.authed(s.listPeers)},
+		{"POST /api/v1/peer-tokens", "/api/v1/peer-tokens", s.authed(s.createPeerToken)},
+		{"POST /api/v1/peers/{name}/revoke", "/api/v1/peers/{name}/revoke", s.authed(s.revokePeer)},
+		{"POST /api/v1/federation/verify", "/api/v1/federation/verify", s.authed(s.verifyFederation)},
+		{"POST /api/v1/federation/reload", "/api/v1/federation/reload", s.authed(s.reloadFederation)},
+		{"GET /api/v1/audit", "/api/v1/audit", s.authed(s.listAudit)},
 	}
 }
 

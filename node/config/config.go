@@ -83,9 +83,37 @@ type MQTT struct {
 	MaxSessions int `yaml:"max_sessions"`
 }
 
-// Federation is the QUIC listener for providers below this node.
+// Federation links this node into a hierarchy (docs/federation.md): a
+// QUIC listener for the providers below it, and the consumers above it
+// that it publishes to. Validation is in federation.go.
 type Federation struct {
+	// Addr is the UDP listener providers dial (conventionally :7443);
+	// empty: none (a probe only dials up, and needs no inbound port).
 	Addr string `yaml:"addr"`
+	// Upstreams are the consumers this node publishes to (strata join
+	// adds them).
+	Upstreams []Upstream `yaml:"upstreams"`
+	// KeepAlive and IdleTimeout tune links (defaults 5s and 30s;
+	// keepalive must be below idle_timeout).
+	KeepAlive   Duration `yaml:"keepalive"`
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// CertValidity is the lifetime of the node certificates this node
+	// issues to providers that join it (default 720h).
+	CertValidity Duration `yaml:"cert_validity"`
+	// LogBudget bounds the change-log entries kept for consumers that are
+	// behind (default 5,000,000).
+	LogBudget uint64 `yaml:"log_budget"`
+}
+
+// Upstream is one consumer this node publishes to.
+type Upstream struct {
+	// Address is the consumer's federation listener, HOST:PORT.
+	Address string `yaml:"address"`
+	// Token is the join token the consumer created; used on the first
+	// connection only.
+	Token string `yaml:"token,omitempty"`
+	// Publish lists the subtrees published; empty: the whole tree.
+	Publish []string `yaml:"publish,omitempty"`
 }
 
 // Store kinds.
@@ -181,6 +209,8 @@ func Default() Config {
 			MaxBodyBytes: 1 << 20,
 		},
 		MQTT: MQTT{CACert: "tls/ca.crt", CAKey: "tls/ca.key", MaxPayloadBytes: 256 << 10, MaxSessions: 200_000},
+		Federation: Federation{KeepAlive: Duration(5 * time.Second), IdleTimeout: Duration(30 * time.Second),
+			CertValidity: Duration(720 * time.Hour), LogBudget: 5_000_000},
 		Store: Store{Kind: StoreBadger, CacheMB: 64, MaxReplicaLag: Duration(5 * time.Second),
 			ReplicaCheckInterval: Duration(time.Second), ReplicaReadTimeout: Duration(2 * time.Second)},
 		Retention: Retention{EventsPerContext: 1000, EventMaxAge: Duration(720 * time.Hour), LogEntries: 1_000_000, JobMaxAge: Duration(720 * time.Hour)},
@@ -254,8 +284,8 @@ func (c *Config) Validate() error {
 	if c.MQTT.MaxSessions < 0 {
 		return errors.New("mqtt.max_sessions: must not be negative")
 	}
-	if err := validAddr(c.Federation.Addr, true); err != nil {
-		return fmt.Errorf("federation.addr: %w", err)
+	if err := c.Federation.validate(); err != nil {
+		return err
 	}
 	if c.API.TLSCert == "" || c.API.TLSKey == "" {
 		return errors.New("api.tls_cert and api.tls_key are required (strata init writes them)")

@@ -55,6 +55,7 @@ opens the node's data.
 		x.eventsCmd(), x.eventCmd(), x.watchCmd(),
 		x.usersCmd(), x.tokensCmd(),
 		x.devicesCmd(), x.jobsCmd(), x.callCmd(),
+		x.peersCmd(), x.federationCmd(), x.auditCmd(),
 	)
 	return c
 }

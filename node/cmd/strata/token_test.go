@@ -99,17 +99,22 @@ func TestTokenKinds(t *testing.T) {
 	n.mu.Lock()
 	before := len(n.reqs)
 	n.mu.Unlock()
-	for _, args := range [][]string{
-		{"create", "--kind", "peer", "--group", "g"}, {"list", "--kind", "peer"}, {"revoke", "--kind", "peer", "p1"},
-	} {
+	for _, args := range [][]string{{"list", "--kind", "peer"}, {"revoke", "--kind", "peer", "p1"}} {
 		code, out, errOut := runCmd(t, nil, "", append([]string{"token", "-c", n.config}, args...)...)
-		if code != 1 || out != "" || !strings.Contains(errOut, "peer tokens come with federation") || !strings.Contains(errOut, "--help") {
+		if code != 1 || out != "" || !strings.Contains(errOut, "peer tokens are used once") || !strings.Contains(errOut, "--help") {
 			t.Errorf("%v: exit %d, %q, %q", args, code, out, errOut)
 		}
 	}
 	for _, args := range [][]string{
 		{"create", "--kind", "api", "--group", "g"}, {"create", "--group", "g"}, {"create", "--kind", "enroll"}, {"list"},
 		{"revoke", "--kind", "enroll"}, {"create", "--kind", "enroll", "--group", "g", "--uses", "-1"},
+		{"create", "--kind", "enroll", "--group", "g", "--peer", "p"},
+		{"create", "--kind", "peer", "--group", "g", "--peer", "p", "--grant", "read"},
+		{"create", "--kind", "peer", "--grant", "read"},
+		{"create", "--kind", "peer", "--peer", "p"},
+		{"create", "--kind", "peer", "--peer", "p", "--grant", "write"},
+		{"create", "--kind", "peer", "--peer", "p", "--grant", "read", "--subtree", "devices"},
+		{"create", "--kind", "peer", "--peer", "p", "--grant", "read", "--ttl", "-1h"},
 	} {
 		if code, _, errOut := runCmd(t, nil, "", append([]string{"token", "-c", n.config}, args...)...); code != 1 || errOut == "" {
 			t.Errorf("%v: exit %d, %q", args, code, errOut)

@@ -1,0 +1,183 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/strata-dm/strata/federation"
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/jobs"
+)
+
+// Federation in the API (docs/api.md, "Federation"; docs/federation.md).
+//
+// A consumer mirrors each provider at /peers/<provider>. The mirror is
+// read like any subtree, from this node's store; it is never written
+// through this API (409 mounted_read_only): the data belongs to the
+// provider. Function calls on a mounted path, and reads with ?live=true,
+// go down the link to the node that owns the context. This node checks
+// the caller's grants on the path first, exactly as for local contexts;
+// the provider then checks the grant it gave this node and the caller's
+// tenant, and records the call in its own audit trail.
+
+// Federation is what the API needs of the node's federation service;
+// *federation.Service implements it.
+type Federation interface {
+	Peers() []federation.PeerStatus
+	CreateJoinToken(ctx context.Context, g federation.JoinGrant) (string, time.Time, error)
+	Revoke(ctx context.Context, peer string) error
+	Verify(ctx context.Context) ([]federation.VerifyResult, error)
+	Mounted(p model.Path) bool
+	Call(ctx context.Context, req federation.CallRequest) (federation.CallResult, error)
+	Get(ctx context.Context, id federation.Identity, p model.Path) (*model.Context, error)
+}
+
+// Error codes of federation answers.
+const (
+	codePeerUnreachable = "peer_unreachable"
+	codePeerForbidden   = "peer_forbidden"
+	codeMountedReadOnly = "mounted_read_only"
+)
+
+// remoteCallMargin is added to a call's wait to bound the whole request
+// down the link (the provider answers once the wait runs out).
+const remoteCallMargin = 30 * time.Second
+
+var errNoFederation = apiError(http.StatusNotImplemented, codeNotImplemented,
+	"federation is not enabled on this node: it needs its CA (tls/ca.crt and tls/ca.key, as strata init writes them)")
+
+func (s *Server) federation() (Federation, error) {
+	if s.cfg.Federation == nil {
+		return nil, errNoFederation
+	}
+	return s.cfg.Federation, nil
+}
+
+// mounted reports whether path is served by a provider below this node.
+func (s *Server) mounted(path model.Path) bool {
+	return s.cfg.Federation != nil && s.cfg.Federation.Mounted(path)
+}
+
+// readOnlyMount refuses writes under /peers: mirrors change only by
+// following their provider, and /peers itself holds only mounts.
+func readOnlyMount(path model.Path) error {
+	if !path.Within(federation.PeersRoot) {
+		return nil
+	}
+	segs := path.Segments()
+	if len(segs) < 2 {
+		return apiError(http.StatusConflict, codeMountedReadOnly, "%s holds the mirrors of federation peers; it is not written through the API", federation.PeersRoot)
+	}
+	return apiError(http.StatusConflict, codeMountedReadOnly,
+		"%s: the subtree is a mirror of peer %s; change it on that node", path, segs[1])
+}
+
+// identity is who a request down the links is made for.
+func identity(p *auth.Principal) federation.Identity {
+	return federation.Identity{User: p.User, Tenant: p.Tenant, System: p.System}
+}
+
+// peerError gives errors of the links their own answers: the link is
+// down (503 peer_unreachable) or the provider refused (403
+// peer_forbidden). Other errors (not found, invalid...) keep theirs.
+func peerError(path model.Path, err error) error {
+	switch {
+	case errors.Is(err, federation.ErrUnreachable):
+		return apiError(http.StatusServiceUnavailable, codePeerUnreachable,
+			"%s is served by a peer that cannot be reached now (%v); retry later, or see GET /api/v1/peers", path, err)
+	case errors.Is(err, federation.ErrForbidden):
+		return apiError(http.StatusForbidden, codePeerForbidden,
+			"%s: the peer refused (%v); its grant to this node does not allow it", path, err)
+	}
+	return err
+}
+
+// remoteCallJSON answers a call routed down the links. Node is the path,
+// seen from here, of the node that owns the job; the job is followed
+// there, not in this node's /api/v1/jobs.
+type remoteCallJSON struct {
+	JobID    string          `json:"job"`
+	ID       string          `json:"id,omitempty"`
+	Node     model.Path      `json:"node"`
+	Path     model.Path      `json:"path"`
+	Function string          `json:"function"`
+	State    string          `json:"state"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+}
+
+// callRemote routes a function call on a mounted path to its provider:
+// 200 with the outcome once the job is final, else 202 with the job and
+// the node that owns it.
+func (s *Server) callRemote(w http.ResponseWriter, r *http.Request, p *auth.Principal, path model.Path, name string) error {
+	fed, err := s.federation()
+	if err != nil {
+		return err
+	}
+	cl, err := s.decodeCall(w, r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), cl.wait+remoteCallMargin)
+	defer cancel()
+	stop := context.AfterFunc(s.quit, cancel)
+	defer stop()
+	res, err := fed.Call(ctx, federation.CallRequest{
+		Path: path, Function: name, Args: cl.args, Wait: cl.wait, Deadline: cl.deadline, Identity: identity(p),
+	})
+	if err != nil {
+		return peerError(path, err)
+	}
+	out := remoteCallJSON{JobID: res.Job, ID: res.Job, Node: res.Node, Path: path, Function: name,
+		State: res.State, Result: res.Result, Error: res.Error}
+	status := http.StatusOK
+	if !jobs.State(res.State).Final() {
+		status = http.StatusAccepted
+	}
+	writeJSON(w, status, out)
+	return nil
+}
+
+// getLive reads a mounted context from its provider rather than from the
+// mirror here.
+func (s *Server) getLive(w http.ResponseWriter, r *http.Request, p *auth.Principal, path model.Path) error {
+	fed, err := s.federation()
+	if err != nil {
+		return err
+	}
+	c, err := fed.Get(r.Context(), identity(p), path)
+	if err != nil {
+		return peerError(path, err)
+	}
+	if !p.SeesTenant(c.Tenant) {
+		return contextNotFound(path)
+	}
+	writeJSON(w, http.StatusOK, renderContext(c))
+	return nil
+}
+
+// liveRead reports whether a GET asks for a live read (?live=true).
+func liveRead(r *http.Request) (bool, error) {
+	switch v := r.URL.Query().Get("live"); v {
+	case "", "false", "0":
+		return false, nil
+	case "true", "1":
+		return true, nil
+	default:
+		return false, invalidf("live %q: want true or false", v)
+	}
+}
+
+// requireSystem refuses what only system administrators do: federation
+// links the whole node, across tenants.
+func requireSystem(p *auth.Principal, what string) error {
+	if p.System {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is for system administrators (federation spans every tenant)", auth.ErrForbidden, what)
+}

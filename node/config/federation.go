@@ -1,0 +1,94 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// validate checks the federation section; every message names its key.
+func (f *Federation) validate() error {
+	if err := validAddr(f.Addr, true); err != nil {
+		return fmt.Errorf("federation.addr: %w", err)
+	}
+	seen := map[string]bool{}
+	for i, u := range f.Upstreams {
+		key := fmt.Sprintf("federation.upstreams[%d]", i)
+		if err := ValidUpstreamAddress(u.Address); err != nil {
+			return fmt.Errorf("%s.address: %w", key, err)
+		}
+		if seen[u.Address] {
+			return fmt.Errorf("%s.address: %s is listed twice", key, u.Address)
+		}
+		seen[u.Address] = true
+		for j, p := range u.Publish {
+			if err := validSubtree(p); err != nil {
+				return fmt.Errorf("%s.publish[%d]: %w", key, j, err)
+			}
+		}
+	}
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{
+		{"federation.keepalive", f.KeepAlive},
+		{"federation.idle_timeout", f.IdleTimeout},
+		{"federation.cert_validity", f.CertValidity},
+	} {
+		if d.d <= 0 {
+			return fmt.Errorf("%s: %v must be positive", d.key, d.d.D())
+		}
+	}
+	if f.KeepAlive >= f.IdleTimeout {
+		return fmt.Errorf("federation.keepalive (%v) must be below federation.idle_timeout (%v)", f.KeepAlive.D(), f.IdleTimeout.D())
+	}
+	if f.LogBudget < 1 {
+		return errors.New("federation.log_budget must be at least 1")
+	}
+	return nil
+}
+
+// ValidUpstreamAddress checks a consumer's address: HOST:PORT with a host
+// and a port number (an upstream is dialled, so no wildcard host).
+func ValidUpstreamAddress(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return fmt.Errorf("%q: no host", s)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("%q: %s is not an address to dial", s, host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
+	}
+	return nil
+}
+
+// validSubtree accepts a published subtree: a canonical context path
+// ("/devices", not "devices/" nor "/a//b").
+func validSubtree(s string) error {
+	p, err := model.ParsePath(s)
+	if err != nil {
+		return err
+	}
+	if string(p) != s {
+		return fmt.Errorf("%q: write it as %s", s, p)
+	}
+	return nil
+}
+
+// PublishPaths returns u's published subtrees as paths (validated by
+// Validate).
+func (u Upstream) PublishPaths() []model.Path {
+	out := make([]model.Path, 0, len(u.Publish))
+	for _, p := range u.Publish {
+		out = append(out, model.Path(p))
+	}
+	return out
+}
