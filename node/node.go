@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/auth"
@@ -45,6 +46,9 @@ type Options struct {
 	Config  config.Config
 	Logger  *slog.Logger
 	Version string
+	// ConfigFile is the file Config was loaded from; the node re-reads
+	// its federation.upstreams on POST /api/v1/federation/reload.
+	ConfigFile string
 }
 
 // Node is one running Strata server.
@@ -58,8 +62,11 @@ type Node struct {
 	jobs    *jobs.Service
 	broker  *mqtt.Broker // nil without an MQTT listener
 	api     *api.Server
+	fed     *federation.Service // nil when federation is off
 	reg     *prometheus.Registry
-	tlsConf *tls.Config
+
+	configFile string
+	tlsConf    *tls.Config
 
 	http     *http.Server
 	listener net.Listener
@@ -83,7 +90,7 @@ func New(opts Options) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.Name)
-	n := &Node{cfg: cfg, log: log, ready: make(chan struct{}), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, ready: make(chan struct{}), stop: make(chan struct{}), configFile: opts.ConfigFile}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -118,6 +125,9 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.wireDevices(); err != nil {
 		return nil, err
 	}
+	if err := n.wireFederation(); err != nil {
+		return nil, err
+	}
 
 	if n.api, err = api.New(api.Config{
 		Model:        n.model,
@@ -132,6 +142,9 @@ func New(opts Options) (_ *Node, err error) {
 		Jobs:         n.jobs,
 		MQTTAddress:  n.mqttAddress,
 		Search:       searchOf(n.store),
+
+		Federation:       n.fedAPI(),
+		ReloadFederation: n.reloadFederation,
 	}); err != nil {
 		return nil, err
 	}
@@ -208,6 +221,11 @@ func (n *Node) Start(ctx context.Context) error {
 		defer n.wg.Done()
 		n.maintain()
 	}()
+	if n.fed != nil {
+		if err := n.fed.Start(ctx); err != nil {
+			return err
+		}
+	}
 	close(n.ready)
 	n.log.Info("node started", "role", n.cfg.Role, "api", "https://"+ln.Addr().String(), "last_seq", n.model.LastSeq())
 	return nil
@@ -241,7 +259,7 @@ func (n *Node) maintain() {
 		} else if k > 0 {
 			n.log.Debug("pruned events", "count", k)
 		}
-		if k, err := n.store.CompactLog(r.LogEntries); err != nil {
+		if k, err := n.store.CompactLog(n.compactKeep()); err != nil {
 			n.log.Warn("log compaction", "err", err)
 		} else if k > 0 {
 			n.log.Debug("compacted change log", "entries", k)
@@ -253,6 +271,11 @@ func (n *Node) maintain() {
 			n.log.Warn("job retention", "err", err)
 		} else if k > 0 {
 			n.log.Debug("pruned finished jobs", "count", k)
+		}
+		if k, err := n.pruneAudit(context.Background(), time.Now().Add(-r.EventMaxAge.D())); err != nil {
+			n.log.Warn("audit retention", "err", err)
+		} else if k > 0 {
+			n.log.Debug("pruned audit records", "count", k)
 		}
 	}
 }
@@ -283,6 +306,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // close releases what New opened, in reverse order.
 func (n *Node) close() error {
 	var errs []error
+	if n.fed != nil {
+		errs = append(errs, n.fed.Close())
+	}
 	if n.jobs != nil {
 		n.jobs.Close()
 	}
@@ -310,6 +336,19 @@ func (n *Node) MQTTAddr(kind string) string {
 		return ""
 	}
 	return n.broker.Addr(kind)
+}
+
+// Federation exposes the federation service (nil when off), for
+// in-process harnesses.
+func (n *Node) Federation() *federation.Service { return n.fed }
+
+// FederationAddr is the bound UDP address of the federation socket once
+// started, or "".
+func (n *Node) FederationAddr() string {
+	if n.fed == nil {
+		return ""
+	}
+	return n.fed.Addr()
 }
 
 // Model exposes the tree, for in-process harnesses.

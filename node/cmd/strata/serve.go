@@ -116,7 +116,7 @@ func (a *app) serve(ctx context.Context, cfg config.Config, path string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	n, err := node.New(node.Options{Config: cfg, Logger: logger, Version: version})
+	n, err := node.New(node.Options{Config: cfg, Logger: logger, Version: version, ConfigFile: path})
 	if err != nil {
 		return fmt.Errorf("start node %q: %w", cfg.Name, err)
 	}

@@ -1,0 +1,279 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/certs"
+	"github.com/strata-dm/strata/node/client"
+	"github.com/strata-dm/strata/node/config"
+)
+
+// fedNode is a started node with its CA, config file and admin client.
+type fedNode struct {
+	n     *Node
+	file  string
+	admin *client.Client
+}
+
+// startFedNode starts a node called name with a CA (so federation is on);
+// fedAddr "" means no federation listener. The config is written to
+// strata.yaml, so that reloads read it.
+func startFedNode(t *testing.T, name, fedAddr string, ups ...config.Upstream) *fedNode {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := certs.NewCA(name + " CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteFiles(filepath.Join(dir, "tls/ca.crt"), filepath.Join(dir, "tls/ca.key")); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.IssueServer(name, certs.ServerHosts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.WriteFiles(filepath.Join(dir, "tls/api.crt"), filepath.Join(dir, "tls/api.key")); err != nil {
+		t.Fatal(err)
+	}
+	token, err := auth.NewTokenSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, AdminTokenFile), []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Name, cfg.Dir = name, dir
+	cfg.API.Addr = "127.0.0.1:0"
+	cfg.Federation.Addr = fedAddr
+	cfg.Federation.Upstreams = ups
+	file := filepath.Join(dir, "strata.yaml")
+	writeConfig(t, file, cfg)
+	n, err := New(Options{Config: cfg, ConfigFile: file, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		n.Shutdown(context.Background())
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown(context.Background()) })
+	cl, err := client.New("https://"+n.APIAddr(), token, ca.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.CloseIdleConnections)
+	return &fedNode{n: n, file: file, admin: cl}
+}
+
+func writeConfig(t *testing.T, file string, cfg config.Config) {
+	t.Helper()
+	data, err := config.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s (last error: %v)", what, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func apiStatus(err error) int {
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		return ae.Status
+	}
+	return 0
+}
+
+func TestFederationWiring(t *testing.T) {
+	ctx := context.Background()
+	hq := startFedNode(t, "hq", "127.0.0.1:0")
+	if hq.n.FederationAddr() == "" || hq.n.Federation() == nil {
+		t.Fatal("hq has no federation")
+	}
+	// The probe starts with no upstream and no listener: it joins while
+	// running, as strata join does (edit the file, then reload).
+	probe := startFedNode(t, "plant7", "")
+	if _, err := probe.n.Model().Apply(ctx,
+		model.Mutation{Op: model.OpPut, Path: "/devices/d1", Type: "device", Tenant: "acme",
+			Functions: []model.Function{{Name: "reboot"}}, SetFunctions: true},
+		model.Mutation{Op: model.OpPut, Path: "/secret/s1", Type: "folder"},
+	); err != nil {
+		t.Fatal(err)
+	}
+
+	tok, err := hq.admin.CreatePeerToken(ctx, client.NewPeerToken{Peer: "plant7", Grant: "operate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(probe.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Federation.Upstreams = []config.Upstream{{Address: hq.n.FederationAddr(), Token: tok.Token, Publish: []string{"/devices"}}}
+	writeConfig(t, probe.file, cfg)
+	ups, err := probe.admin.ReloadFederation(ctx)
+	if err != nil || len(ups) != 1 || ups[0].Address != hq.n.FederationAddr() {
+		t.Fatalf("reload: %+v, %v", ups, err)
+	}
+
+	const mirrored = "/peers/plant7/devices/d1"
+	eventually(t, "the mirror at hq", func() (bool, error) {
+		c, err := hq.admin.GetContext(ctx, mirrored)
+		return err == nil && len(c.Functions) == 1, err
+	})
+	if _, err := hq.admin.GetContext(ctx, "/peers/plant7/secret/s1"); apiStatus(err) != http.StatusNotFound {
+		t.Fatalf("an unpublished subtree at hq: %v", err)
+	}
+	peers, err := hq.admin.Peers(ctx)
+	if err != nil || len(peers) != 1 || peers[0].Name != "plant7" || peers[0].Direction != "provider" || peers[0].State != "connected" {
+		t.Fatalf("hq peers: %+v, %v", peers, err)
+	}
+
+	// A call on the mirror becomes a job on the probe, made by hq's admin.
+	j, status, err := hq.admin.Call(ctx, mirrored, "reboot", client.Call{})
+	if err != nil || status != http.StatusAccepted || j.ID == "" || j.State != client.JobQueued {
+		t.Fatalf("call: %d %+v %v", status, j, err)
+	}
+	pj, err := probe.admin.GetJob(ctx, j.ID)
+	if err != nil || pj.CreatedBy != "admin@hq" || pj.Path != "/devices/d1" || pj.Tenant != "acme" {
+		t.Fatalf("job at the probe: %+v, %v", pj, err)
+	}
+
+	// Another tenant's operator at hq: the probe answers not found.
+	sys := &auth.Principal{User: "admin", System: true}
+	if _, err := hq.n.auth.CreateUser(ctx, sys, auth.UserSpec{Name: "bob", Password: "password-bob", Tenant: "globex",
+		Grants: []auth.Grant{{Role: auth.RoleOperator, Subtree: "/"}}}); err != nil {
+		t.Fatal(err)
+	}
+	bobTok, _, err := hq.n.auth.CreateToken(ctx, sys, "bob", "test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := hq.admin.WithToken(bobTok)
+	if _, _, err := bob.Call(ctx, mirrored, "reboot", client.Call{}); apiStatus(err) != http.StatusNotFound {
+		t.Fatalf("call by another tenant: %v", err)
+	}
+	if _, err := bob.GetContextLive(ctx, mirrored); apiStatus(err) != http.StatusNotFound {
+		t.Fatalf("live read by another tenant: %v", err)
+	}
+
+	// A live read; the mirror is read-only.
+	c, err := hq.admin.GetContextLive(ctx, mirrored)
+	if err != nil || c.Path != mirrored || c.Tenant != "acme" {
+		t.Fatalf("live read: %+v, %v", c, err)
+	}
+	_, _, err = hq.admin.PutContext(ctx, mirrored, client.ContextUpdate{Labels: map[string]string{"x": "y"}})
+	if !client.IsCode(err, client.CodeMountedReadOnly) || !strings.Contains(err.Error(), "plant7") {
+		t.Fatalf("write into the mirror: %v", err)
+	}
+
+	// The probe audited what it received, newest first.
+	recs, err := probe.admin.Audit(ctx, 10)
+	if err != nil || len(recs) != 4 {
+		t.Fatalf("audit: %+v, %v", recs, err)
+	}
+	first, last := recs[len(recs)-1], recs[0]
+	if first.Op != "call" || first.Consumer != "hq" || first.User != "admin" || first.Function != "reboot" || first.Outcome != "ok" ||
+		first.Path != "/devices/d1" {
+		t.Fatalf("first audit record: %+v", first)
+	}
+	if last.Op != "get" || last.User != "admin" || recs[1].User != "bob" || recs[1].Outcome == "ok" {
+		t.Fatalf("audit records: %+v", recs)
+	}
+
+	eventually(t, "the mount to verify", func() (bool, error) {
+		ms, err := hq.admin.VerifyFederation(ctx)
+		return err == nil && len(ms) == 1 && ms[0].Match, err
+	})
+	if keep := hq.n.compactKeep(); keep != hq.n.cfg.Retention.LogEntries {
+		t.Fatalf("hq has no consumer: keep %d", keep)
+	}
+	if keep := probe.n.compactKeep(); keep < probe.n.cfg.Retention.LogEntries {
+		t.Fatalf("probe keeps %d", keep)
+	}
+
+	// Revoked: the link drops and calls answer peer_unreachable.
+	if err := hq.admin.RevokePeer(ctx, "plant7"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the call refused after revocation", func() (bool, error) {
+		_, _, err := hq.admin.Call(ctx, mirrored, "reboot", client.Call{})
+		return client.IsCode(err, client.CodePeerUnreachable), err
+	})
+}
+
+func TestFederationOffWithoutCA(t *testing.T) {
+	cfg := testConfig(t)
+	n, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	if n.Federation() != nil || n.FederationAddr() != "" {
+		t.Fatal("federation without a CA")
+	}
+	cfg = testConfig(t)
+	cfg.Federation.Addr = "127.0.0.1:0"
+	if _, err := New(Options{Config: cfg}); err == nil || !strings.Contains(err.Error(), "federation.addr needs the node's CA") {
+		t.Fatalf("a listener without a CA: %v", err)
+	}
+}
+
+func TestPruneAudit(t *testing.T) {
+	fn := startFedNode(t, "hq", "")
+	ctx := context.Background()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		if err := fn.n.Model().PutRecord(ctx, "audit", auditKey(base.Add(time.Duration(i)*time.Hour), uint64(i)), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := fn.n.pruneAudit(ctx, base.Add(90*time.Minute))
+	if err != nil || k != 2 {
+		t.Fatalf("pruned %d, %v", k, err)
+	}
+	var left []string
+	fn.n.Model().Records("audit", func(key string, _ []byte) error { left = append(left, key); return nil })
+	if len(left) != 1 || left[0] != auditKey(base.Add(2*time.Hour), 2) {
+		t.Fatalf("left %v", left)
+	}
+}
+
+// testLogger sends the node's log to t.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tLog struct{ t *testing.T }
+
+func (w tLog) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
