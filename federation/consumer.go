@@ -368,7 +368,7 @@ func (m *mount) attach(conn *quic.Conn, st *quic.Stream, fr *frameReader, fw *fr
 	if !logIDMatch {
 		cursor = 0
 	}
-	if err := fw.write(kindWelcome, welcome{Version: wireVersion, Node: s.cfg.Name, Grant: rec.Grant, Subtrees: rec.Subtrees, Cursor: cursor, LogID: cur.LogID}); err != nil {
+	if err := fw.write(kindWelcome, welcome{Version: wireVersion, Node: s.cfg.Name, Grant: rec.Grant, Subtrees: rec.Subtrees, Cursor: cursor, LogID: cur.LogID, Resync: cur.Resync}); err != nil {
 		return
 	}
 	m.setState("connected", "")

@@ -207,6 +207,11 @@ func (m *mount) verify(ctx context.Context) VerifyResult {
 			if !res.Match {
 				res.Source = hex.EncodeToString(src.Sum)
 				res.Error = fmt.Sprintf("mirror has %d contexts, source %d; digests differ", local.Count, src.Count)
+				if err := m.requestResync(); err != nil {
+					res.Error += "; could not ask for a resynchronisation: " + err.Error()
+				} else {
+					res.Error += "; resynchronising from a snapshot"
+				}
 			}
 			return res
 		}
@@ -237,4 +242,31 @@ func (m *mount) waitCursor(ctx context.Context, seq uint64, limit time.Duration)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// requestResync records that the mirror needs a snapshot and reconnects
+// the link, so the provider sends one (and then the tail from the
+// mirror's cursor: no event is lost).
+func (m *mount) requestResync() error {
+	m.applyMu.Lock()
+	m.mu.Lock()
+	rec := m.rec
+	m.mu.Unlock()
+	rec.Resync = true
+	put, err := putRecord(recMount, m.name, rec)
+	if err == nil {
+		_, err = m.s.model.Apply(m.s.ctx, put)
+	}
+	if err == nil {
+		m.mu.Lock()
+		m.rec = rec
+		m.mu.Unlock()
+	}
+	m.applyMu.Unlock()
+	if err != nil {
+		return err
+	}
+	m.s.log.Warn("federation: mirror differs from its source; resynchronising", "peer", m.name)
+	m.disconnect(closeNormal, "resynchronising")
+	return nil
 }

@@ -315,3 +315,38 @@ func TestTwoConsumers(t *testing.T) {
 		t.Fatalf("provider lists %d links", n)
 	}
 }
+
+// A mirror that differs from its source (here: changed behind the
+// federation's back) is reported, then resynchronised from a snapshot
+// without losing the events that follow its cursor.
+func TestVerifyRepairs(t *testing.T) {
+	hq := newTNode(t, "hq", true)
+	p := newTNode(t, "p1", false)
+	p.put("/devices/d1", map[string]string{"v": "1"})
+	p.put("/devices/d2", map[string]string{"v": "1"})
+	hq.join(p, federation.GrantRead)
+	eventually(t, wait, "mirror", func() bool { return hq.has("/peers/p1/devices/d2", nil) })
+	ctx := context.Background()
+	if _, err := hq.model.Apply(ctx,
+		model.Mutation{Op: model.OpPut, Path: "/peers/p1/devices/d1", Variables: map[string]model.Variable{"v": {Value: json.RawMessage("9"), Type: model.TypeNumber}}},
+		model.Mutation{Op: model.OpPut, Path: "/peers/p1/devices/ghost", Type: "device"},
+	); err != nil {
+		t.Fatal(err)
+	}
+	res, err := hq.svc.Verify(ctx)
+	if err != nil || len(res) != 1 || res[0].Match || !strings.Contains(res[0].Error, "resynchronising") {
+		t.Fatalf("verify of a damaged mirror: %+v %v", res, err)
+	}
+	p.event("/devices/d2", "during-resync")
+	eventually(t, wait, "repaired", func() bool {
+		return hq.has("/peers/p1/devices/d1", varIs("v", "1")) && !hq.has("/peers/p1/devices/ghost", nil)
+	})
+	eventually(t, wait, "event kept", func() bool {
+		evs, _ := hq.model.Events("/peers/p1/devices/d2", model.EventQuery{})
+		return len(evs) == 1
+	})
+	hq.verifyAll(t)
+	if g := hq.peer("p1", "provider").Gaps; g != 0 {
+		t.Fatalf("a requested resync counted as a gap: %d", g)
+	}
+}

@@ -387,7 +387,7 @@ func (m *mount) finishSnapshot(snap *snapshotState, seq uint64, provLogID string
 	if err := m.commitNoCursor(muts); err != nil {
 		return err
 	}
-	rec.Cursor, rec.LogID = seq, provLogID
+	rec.Cursor, rec.LogID, rec.Resync = seq, provLogID, false
 	if err := m.commit(nil, rec); err != nil {
 		return err
 	}

@@ -119,12 +119,19 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 
 	cursor := w.Cursor
 	lastSend, lastSent := time.Time{}, cursor
-	resync := func(reason string, lostFrom uint64) error {
-		seq, err := u.sendSnapshot(fw, subtrees, func(seq uint64) error {
-			if lostFrom == 0 {
-				return nil
+	// resync sends a snapshot, announcing lost history from lostFrom (0:
+	// none), and continues the tail from the snapshot's sequence, or from
+	// keep when the log still has everything after keep (a resync the
+	// consumer asked for: replaying entries over a newer snapshot
+	// converges, and no event between keep and the snapshot is lost).
+	resync := func(reason string, lostFrom, keep uint64) error {
+		seq, err := u.sendSnapshot(fw, subtrees, func(seq uint64) (uint64, error) {
+			if lostFrom > 0 {
+				if err := fw.write(kindGap, gap{From: lostFrom, To: seq, Reason: reason}); err != nil {
+					return 0, err
+				}
 			}
-			return fw.write(kindGap, gap{From: lostFrom, To: seq, Reason: reason})
+			return min(keep, seq), nil
 		})
 		if err != nil {
 			return err
@@ -133,13 +140,18 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 		cursor = seq
 		return nil
 	}
+	const noKeep = math.MaxUint64
 	switch {
 	case w.LogID != "" && w.LogID != s.logID:
-		if err := resync("the provider's change log was replaced", max(cursor, 1)); err != nil {
+		if err := resync("the provider's change log was replaced", max(cursor, 1), noKeep); err != nil {
 			return err
 		}
 	case cursor > s.model.LastSeq():
-		if err := resync("the consumer is ahead of the provider's change log", cursor+1); err != nil {
+		if err := resync("the consumer is ahead of the provider's change log", cursor+1, noKeep); err != nil {
+			return err
+		}
+	case w.Resync:
+		if err := resync("", 0, cursor); err != nil {
 			return err
 		}
 	}
@@ -157,7 +169,7 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 			if cursor == 0 && w.LogID == "" {
 				lost = 0 // a first sync: the consumer never had that history
 			}
-			if err := resync("compacted past the consumer's cursor", lost); err != nil {
+			if err := resync("compacted past the consumer's cursor", lost, noKeep); err != nil {
 				return err
 			}
 			continue
@@ -193,10 +205,11 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 	}
 }
 
-// sendSnapshot sends the published subtrees as they are now, and returns
-// the sequence number they reflect. before runs once that is known, ahead
-// of the contexts (to announce a gap).
-func (u *upstream) sendSnapshot(fw *frameWriter, subtrees []model.Path, before func(seq uint64) error) (uint64, error) {
+// sendSnapshot sends the published subtrees as they are now. end runs
+// once the sequence the snapshot reflects is known, before the end
+// marker, and returns the sequence the tail resumes after (the end
+// marker's); sendSnapshot returns that.
+func (u *upstream) sendSnapshot(fw *frameWriter, subtrees []model.Path, end func(seq uint64) (uint64, error)) (uint64, error) {
 	s := u.s
 	if err := fw.write(kindSnapshotBegin, snapshotBegin{}); err != nil {
 		return 0, err
@@ -232,14 +245,15 @@ func (u *upstream) sendSnapshot(fw *frameWriter, subtrees []model.Path, before f
 	if err := flush(); err != nil {
 		return 0, err
 	}
-	if err := before(seq); err != nil {
+	resume, err := end(seq)
+	if err != nil {
 		return 0, err
 	}
-	if err := fw.write(kindSnapshotEnd, snapshotEnd{Seq: seq}); err != nil {
+	if err := fw.write(kindSnapshotEnd, snapshotEnd{Seq: resume}); err != nil {
 		return 0, err
 	}
-	s.log.Info("federation: sent a snapshot", "consumer", u.consumerName(), "contexts", n, "seq", seq)
-	return seq, nil
+	s.log.Info("federation: sent a snapshot", "consumer", u.consumerName(), "contexts", n, "seq", seq, "resume", resume)
+	return resume, nil
 }
 
 func (u *upstream) consumerName() string {

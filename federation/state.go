@@ -57,6 +57,8 @@ type mountRecord struct {
 	Below []string `json:"below,omitempty"`
 	// Publish is the provider's announced published subtrees.
 	Publish []model.Path `json:"publish,omitempty"`
+	// Resync asks the provider for a snapshot at the next connection.
+	Resync bool `json:"resync,omitempty"`
 }
 
 // consumerMeta is what a provider keeps about a consumer it joined.

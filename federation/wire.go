@@ -75,6 +75,9 @@ type welcome struct {
 	// provider log it belongs to ("" before the first sync).
 	Cursor uint64 `cbor:"5,keyasint"`
 	LogID  string `cbor:"6,keyasint,omitempty"`
+	// Resync asks for a snapshot before the tail (the mirror was found to
+	// differ from its source).
+	Resync bool `cbor:"7,keyasint,omitempty"`
 }
 
 type join struct {
@@ -139,7 +142,9 @@ type snapshotChunk struct {
 }
 
 type snapshotEnd struct {
-	// Seq is the sequence the snapshot reflects; the tail follows it.
+	// Seq is the cursor after the snapshot: the tail follows it. It is the
+	// sequence the snapshot reflects, or an earlier one when the provider
+	// replays entries the snapshot already contains (always safe).
 	Seq uint64 `cbor:"1,keyasint"`
 }
 
