@@ -16,7 +16,7 @@ build:
 # A single node on Badger, initialised on first run (config, TLS, admin token
 # in $(RUN_DIR)); log in with the token in $(RUN_DIR)/admin.token.
 run: build
-	@test -f $(RUN_DIR)/strata.yaml || ./bin/strata init --dir $(RUN_DIR) --name hq --mqtt-addr 127.0.0.1:8883
+	@test -f $(RUN_DIR)/strata.yaml || ./bin/strata init --dir $(RUN_DIR) --name hq --mqtt-addr 127.0.0.1:8883 --federation-addr 127.0.0.1:7443
 	./bin/strata serve --config $(RUN_DIR)/strata.yaml
 
 test: fmt-check vet
