@@ -277,3 +277,60 @@ func (w tLog) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
 }
+
+// joinNode makes provider p publish subtrees to consumer c with grant,
+// through the config file and a reload, as strata join does.
+func joinNode(t *testing.T, p, c *fedNode, name, grant string, publish ...string) {
+	t.Helper()
+	ctx := context.Background()
+	tok, err := c.admin.CreatePeerToken(ctx, client.NewPeerToken{Peer: name, Grant: grant})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(p.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Federation.Upstreams = append(cfg.Federation.Upstreams,
+		config.Upstream{Address: c.n.FederationAddr(), Token: tok.Token, Publish: publish})
+	writeConfig(t, p.file, cfg)
+	if _, err := p.admin.ReloadFederation(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFederationThreeTiers(t *testing.T) {
+	ctx := context.Background()
+	hq := startFedNode(t, "hq", "127.0.0.1:0")
+	eu := startFedNode(t, "eu", "127.0.0.1:0")
+	p7 := startFedNode(t, "plant7", "")
+	if _, err := p7.n.Model().Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/d1", Type: "device", Tenant: "acme",
+		Functions: []model.Function{{Name: "ping"}}, SetFunctions: true}); err != nil {
+		t.Fatal(err)
+	}
+	joinNode(t, eu, hq, "eu", "operate")
+	joinNode(t, p7, eu, "plant7", "operate", "/devices")
+
+	const path = "/peers/eu/peers/plant7/devices/d1"
+	eventually(t, "plant7's device at hq", func() (bool, error) {
+		_, err := hq.admin.GetContext(ctx, path)
+		return err == nil, err
+	})
+	j, status, err := hq.admin.Call(ctx, path, "ping", client.Call{})
+	if err != nil || status != http.StatusAccepted {
+		t.Fatalf("call through two links: %d %+v %v", status, j, err)
+	}
+	if pj, err := p7.admin.GetJob(ctx, j.ID); err != nil || pj.CreatedBy != "admin@eu" {
+		t.Fatalf("job at plant7: %+v %v", pj, err)
+	}
+	// plant7 audits the call with the path it came through; eu audits
+	// what it forwarded.
+	recs, err := p7.admin.Audit(ctx, 10)
+	if err != nil || len(recs) != 1 || recs[0].Consumer != "eu" || strings.Join(recs[0].Via, ">") != "hq>eu" || recs[0].User != "admin" {
+		t.Fatalf("audit at plant7: %+v %v", recs, err)
+	}
+	recs, err = eu.admin.Audit(ctx, 10)
+	if err != nil || len(recs) != 1 || recs[0].Outcome != "forwarded" || recs[0].Path != "/peers/plant7/devices/d1" {
+		t.Fatalf("audit at eu: %+v %v", recs, err)
+	}
+}

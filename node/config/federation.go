@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/strata-dm/strata/model"
 )
@@ -60,6 +63,9 @@ func ValidUpstreamAddress(s string) error {
 	}
 	if host == "" {
 		return fmt.Errorf("%q: no host", s)
+	}
+	if !utf8.ValidString(host) || strings.IndexFunc(host, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return fmt.Errorf("%q: not a host name or address", s)
 	}
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		return fmt.Errorf("%q: %s is not an address to dial", s, host)

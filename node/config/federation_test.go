@@ -71,6 +71,7 @@ func TestValidateFederation(t *testing.T) {
 		{"upstream no port", func(f *Federation) { f.Upstreams = []Upstream{{Address: "hq.example"}} }, "federation.upstreams[0].address"},
 		{"upstream no host", func(f *Federation) { f.Upstreams = []Upstream{{Address: ":7443"}} }, "no host"},
 		{"upstream wildcard", func(f *Federation) { f.Upstreams = []Upstream{{Address: "0.0.0.0:7443"}} }, "not an address to dial"},
+		{"upstream bad host", func(f *Federation) { f.Upstreams = []Upstream{{Address: "a b:1"}} }, "not a host name"},
 		{"upstream bad port", func(f *Federation) { f.Upstreams = []Upstream{{Address: "a:http"}} }, "port"},
 		{"upstream twice", func(f *Federation) { f.Upstreams = []Upstream{{Address: "a:1"}, {Address: "a:1"}} }, "federation.upstreams[1].address: a:1 is listed twice"},
 		{"bad publish", func(f *Federation) {

@@ -191,6 +191,9 @@ func setUpstream(data []byte, u config.Upstream) (out []byte, old *config.Upstre
 		return nil, nil, err
 	}
 	fed := mapValue(root, "federation", true)
+	if fed.Kind != yaml.MappingNode {
+		return nil, nil, fmt.Errorf("federation (line %d) is not a mapping", fed.Line)
+	}
 	ups := mapValue(fed, "upstreams", true)
 	if ups.Kind != yaml.SequenceNode {
 		return nil, nil, fmt.Errorf("federation.upstreams (line %d) is not a list", ups.Line)
@@ -224,7 +227,7 @@ func removeUpstream(data []byte, addr string) (out []byte, found bool, err error
 		return nil, false, err
 	}
 	fed := mapValue(root, "federation", false)
-	if fed == nil {
+	if fed == nil || fed.Kind != yaml.MappingNode {
 		return nil, false, nil
 	}
 	ups := mapValue(fed, "upstreams", false)
@@ -257,6 +260,9 @@ func parseDoc(data []byte) (doc, root *yaml.Node, err error) {
 		doc = &yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode}}}
 	}
 	root = doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		*root = yaml.Node{Kind: yaml.MappingNode, HeadComment: root.HeadComment, FootComment: root.FootComment}
+	}
 	if root.Kind != yaml.MappingNode {
 		return nil, nil, errors.New("config: the file is not a YAML mapping")
 	}

@@ -73,7 +73,7 @@ func TestSetUpstream(t *testing.T) {
 			t.Fatalf("%q → %q: %v %+v", in, out, err, cfg.Federation)
 		}
 	}
-	for _, in := range []string{"- a\n", "federation:\n  upstreams: 3\n", "federation: [\n"} {
+	for _, in := range []string{"- a\n", "federation:\n  upstreams: 3\n", "federation: [\n", "federation: 0\n"} {
 		if _, _, err := setUpstream([]byte(in), config.Upstream{Address: "a.example:1", Token: "t"}); err == nil {
 			t.Errorf("%q: edited", in)
 		}
