@@ -116,3 +116,21 @@ func fmtPaths(ps []model.Path) string {
 	b.WriteByte(']')
 	return b.String()
 }
+
+func TestDialBind(t *testing.T) {
+	cases := []struct {
+		ups  []Upstream
+		want string
+	}{
+		{nil, "127.0.0.1:0"},
+		{[]Upstream{{Address: "127.0.0.1:7443"}, {Address: "127.0.0.2:1"}}, "127.0.0.1:0"},
+		{[]Upstream{{Address: "127.0.0.1:7443"}, {Address: "hq.example:7443"}}, ":0"},
+		{[]Upstream{{Address: "[::1]:7443"}}, ":0"},
+		{[]Upstream{{Address: "10.0.0.1:7443"}}, ":0"},
+	}
+	for _, c := range cases {
+		if got := dialBind(c.ups); got != c.want {
+			t.Errorf("dialBind(%v) = %q, want %q", c.ups, got, c.want)
+		}
+	}
+}

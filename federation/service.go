@@ -46,6 +46,7 @@ type Service struct {
 
 	mu        sync.Mutex
 	tr        *quic.Transport
+	bind      string // the address tr was bound to
 	ln        *quic.Listener
 	mounts    map[string]*mount    // consumer side, by provider name
 	upstreams map[string]*upstream // provider side, by address
@@ -129,16 +130,13 @@ func (s *Service) Start(ctx context.Context) error {
 	if bind == "" {
 		bind = dialBind(s.cfg.Upstreams)
 	}
-	ua, err := net.ResolveUDPAddr("udp", bind)
+	tr, err := s.newTransport(bind)
 	if err != nil {
-		return fmt.Errorf("federation: address %q: %w", bind, err)
+		return err
 	}
-	conn, err := net.ListenUDP("udp", ua)
-	if err != nil {
-		return fmt.Errorf("federation: listen %s: %w", bind, err)
-	}
+	conn := tr.Conn
 	s.mu.Lock()
-	s.tr = &quic.Transport{Conn: conn, StatelessResetKey: s.resetKey()}
+	s.tr, s.bind = tr, bind
 	s.mu.Unlock()
 	if s.cfg.ListenAddr != "" {
 		cert, err := listenerCert(s.cfg.Name, s.cfg.CA, s.cfg.CAKey)
@@ -184,6 +182,18 @@ func (s *Service) resetKey() *quic.StatelessResetKey {
 	}
 	rand.Read(k[:])
 	return &k
+}
+
+func (s *Service) newTransport(bind string) (*quic.Transport, error) {
+	ua, err := net.ResolveUDPAddr("udp", bind)
+	if err != nil {
+		return nil, fmt.Errorf("federation: address %q: %w", bind, err)
+	}
+	conn, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("federation: listen %s: %w", bind, err)
+	}
+	return &quic.Transport{Conn: conn, StatelessResetKey: s.resetKey()}, nil
 }
 
 // dialBind picks the socket for a node without a listener: loopback when
@@ -267,11 +277,26 @@ func (s *Service) SetUpstreams(ups []Upstream) error {
 		s.mu.Unlock()
 		return nil
 	}
+	var stop []*upstream
+	var oldTr *quic.Transport
+	if s.ln == nil && s.bind != ":0" && dialBind(ups) == ":0" {
+		// A consumer beyond loopback: move every link to a socket bound to
+		// all addresses.
+		tr, err := s.newTransport(":0")
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		oldTr, s.tr, s.bind = s.tr, tr, ":0"
+		for addr, cur := range s.upstreams {
+			stop = append(stop, cur)
+			delete(s.upstreams, addr)
+		}
+	}
 	want := map[string]Upstream{}
 	for _, u := range ups {
 		want[u.Address] = u
 	}
-	var stop []*upstream
 	for addr, cur := range s.upstreams {
 		if w, ok := want[addr]; !ok || !sameUpstream(cur.cfg, w) {
 			stop = append(stop, cur)
@@ -283,7 +308,7 @@ func (s *Service) SetUpstreams(ups []Upstream) error {
 		if _, ok := s.upstreams[addr]; ok {
 			continue
 		}
-		up := newUpstream(s, u, filepath.Join(s.cfg.StateDir, stateDirName(addr)))
+		up := newUpstream(s, u, filepath.Join(s.cfg.StateDir, StateDirName(addr)))
 		s.upstreams[addr] = up
 		start = append(start, up)
 	}
@@ -291,6 +316,10 @@ func (s *Service) SetUpstreams(ups []Upstream) error {
 	s.mu.Unlock()
 	for _, u := range stop {
 		u.stop()
+	}
+	if oldTr != nil {
+		oldTr.Close()
+		oldTr.Conn.Close()
 	}
 	for _, u := range start {
 		u.start()
@@ -302,8 +331,10 @@ func sameUpstream(a, b Upstream) bool {
 	return a.Address == b.Address && a.Token == b.Token && slices.Equal(a.Publish, b.Publish)
 }
 
-// stateDirName turns an address into a folder name.
-func stateDirName(addr string) string {
+// StateDirName is the folder, under Config.StateDir, holding what this
+// node keeps for the consumer at addr (its node certificate, the
+// consumer's CA): removing it makes the next connection join again.
+func StateDirName(addr string) string {
 	r := strings.NewReplacer(":", "_", "[", "", "]", "", "/", "_", "\\", "_")
 	return r.Replace(addr)
 }

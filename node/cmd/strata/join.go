@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
 )
@@ -332,12 +333,9 @@ func findUpstream(ups *yaml.Node, addr string) int {
 }
 
 // dropFederationState removes the node certificate kept for the consumer
-// at addr, so that the next connection joins with the new token. The
-// folder name follows the federation package's (federation/service.go,
-// stateDirName).
+// at addr, so that the next connection joins with the new token.
 func dropFederationState(configPath, addr string) error {
-	name := strings.NewReplacer(":", "_", "[", "", "]", "", "/", "_", "\\", "_").Replace(addr)
-	dir := filepath.Join(filepath.Dir(configPath), federationStateDir, name)
+	dir := filepath.Join(filepath.Dir(configPath), federationStateDir, federation.StateDirName(addr))
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("drop the old node certificate for %s: %w", addr, err)
 	}
