@@ -140,6 +140,8 @@ type CallResult struct {
 	// Node is the path, relative to the answering tier, of the node that
 	// owns the job ("" for the local node).
 	Node model.Path `cbor:"5,keyasint,omitempty" json:"node,omitempty"`
+	// Path is the job's target, on the owning node.
+	Path model.Path `cbor:"6,keyasint,omitempty" json:"path,omitempty"`
 }
 
 // Local is what a node offers to calls and reads that reach it over a
@@ -148,6 +150,13 @@ type CallResult struct {
 type Local interface {
 	Call(ctx context.Context, consumer string, req CallRequest) (CallResult, error)
 	Get(ctx context.Context, consumer string, id Identity, p model.Path) (*model.Context, error)
+}
+
+// JobReader is implemented by a Local whose jobs consumers may follow
+// (GET /api/v1/jobs/{id}?node=/peers/...): Job returns a job this node
+// owns, as the identity may see it.
+type JobReader interface {
+	Job(ctx context.Context, consumer string, id Identity, jobID string) (CallResult, error)
 }
 
 // JoinGrant is what a join token allows the joining provider.

@@ -58,6 +58,13 @@ func TestTwoHopsMirrorAndCall(t *testing.T) {
 	if res.Node != "/peers/eu/peers/plant7" {
 		t.Fatalf("result node %q", res.Node)
 	}
+	job, err := hq.svc.Job(context.Background(), federation.Identity{User: "alice"}, res.Node, res.Job)
+	if err != nil || job.Job != "j-plant7" || job.State != "running" || job.Node != "/peers/eu/peers/plant7" {
+		t.Fatalf("job read through two hops: %+v %v", job, err)
+	}
+	if _, err := hq.svc.Job(context.Background(), federation.Identity{}, res.Node, "nope"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("unknown job: %v", err)
+	}
 	live, err := hq.svc.Get(context.Background(), federation.Identity{User: "alice"}, at)
 	if err != nil || live.Path != at || string(live.Variables["temp"].Value) != "22" {
 		t.Fatalf("live read: %+v %v", live, err)

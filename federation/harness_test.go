@@ -58,6 +58,13 @@ func (l *echoLocal) Call(ctx context.Context, consumer string, req federation.Ca
 	return federation.CallResult{Job: "j-" + l.node, State: "succeeded", Result: res}, nil
 }
 
+func (l *echoLocal) Job(ctx context.Context, consumer string, id federation.Identity, jobID string) (federation.CallResult, error) {
+	if jobID != "j-"+l.node {
+		return federation.CallResult{}, fmt.Errorf("%w: job %s", model.ErrNotFound, jobID)
+	}
+	return federation.CallResult{Job: jobID, State: "running", Path: "/devices/pump-12"}, nil
+}
+
 func (l *echoLocal) Get(ctx context.Context, consumer string, id federation.Identity, p model.Path) (*model.Context, error) {
 	return l.model.Get(p)
 }

@@ -94,6 +94,34 @@ func (s *Service) Get(ctx context.Context, id Identity, p model.Path) (*model.Co
 	return c, nil
 }
 
+// Job reads a job owned by the node at node, a mounted node's path (such
+// as /peers/eu/peers/plant7, the "node" of a pending call's answer).
+func (s *Service) Job(ctx context.Context, id Identity, node model.Path, jobID string) (CallResult, error) {
+	name, rest, ok := splitMounted(node)
+	if !ok {
+		return CallResult{}, fmt.Errorf("%w: %s is not a mounted node", model.ErrInvalid, node)
+	}
+	if rest != model.Root {
+		if _, _, ok := splitMounted(rest); !ok {
+			return CallResult{}, fmt.Errorf("%w: %s is not a node's path (/peers/<name>[/peers/<name>...])", model.ErrInvalid, node)
+		}
+	}
+	m := s.mount(name)
+	if m == nil {
+		return CallResult{}, fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
+	}
+	var resp response
+	if err := m.request(ctx, request{Op: opJob, Path: rest, Job: jobID, Identity: id}, &resp); err != nil {
+		return CallResult{}, err
+	}
+	if resp.Result == nil {
+		return CallResult{}, errors.New("federation: job read answered without a job")
+	}
+	res := *resp.Result
+	res.Node = mapPath(m.path, orRoot(res.Node))
+	return res, nil
+}
+
 func (m *mount) grantHeld() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -245,7 +273,7 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 	if _, err := model.ParsePath(string(req.Path)); err != nil {
 		return fail(fmt.Errorf("%w: %v", model.ErrInvalid, err))
 	}
-	if req.Op != opDigest && !within(req.Path, subtrees) {
+	if req.Op != opDigest && req.Op != opJob && !within(req.Path, subtrees) {
 		return fail(fmt.Errorf("%w: %s is not published to %s", model.ErrNotFound, req.Path, consumer))
 	}
 	_, _, below := splitMounted(req.Path)
@@ -291,6 +319,30 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 			return fail(err)
 		}
 		return response{Context: c}
+	case opJob:
+		var res CallResult
+		var err error
+		switch {
+		case req.Path == model.Root:
+			jr, ok := s.cfg.Local.(JobReader)
+			if !ok {
+				return fail(fmt.Errorf("%w: this node serves no jobs", model.ErrNotFound))
+			}
+			if res, err = jr.Job(ctx, consumer, req.Identity, req.Job); err == nil && !within(res.Path, subtrees) {
+				err = fmt.Errorf("%w: job %s", model.ErrNotFound, req.Job)
+			}
+		case below && within(req.Path, subtrees):
+			res, err = s.Job(ctx, req.Identity, req.Path, req.Job)
+			if a, ok := s.cfg.Local.(Auditor); ok {
+				a.AuditForward(consumer, req.Identity, opJob, req.Path, "", err)
+			}
+		default:
+			err = fmt.Errorf("%w: %s is not a node's path", model.ErrNotFound, req.Path)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return response{Result: &res}
 	case opDigest:
 		d, err := sourceDigest(ctx, s.model, subtrees, req.At)
 		if err != nil {

@@ -163,6 +163,7 @@ const (
 	opCall   = "call"
 	opGet    = "get"
 	opDigest = "digest"
+	opJob    = "job"
 )
 
 type request struct {
@@ -175,6 +176,8 @@ type request struct {
 	// At is, for a digest, the consumer's cursor: the provider says
 	// whether its published state is still the one at that cursor.
 	At uint64 `cbor:"6,keyasint,omitempty"`
+	// Job is, for a job read, the job's id on the node at Path.
+	Job string `cbor:"7,keyasint,omitempty"`
 }
 
 // Error codes in responses, mapped back to the sentinel errors.

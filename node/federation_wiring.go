@@ -179,6 +179,7 @@ type fedLocal struct {
 const (
 	auditCall = "call"
 	auditGet  = "get"
+	auditJob  = "job"
 )
 
 func (l *fedLocal) Call(ctx context.Context, consumer string, req federation.CallRequest) (federation.CallResult, error) {
@@ -261,6 +262,20 @@ func (l *fedLocal) call(ctx context.Context, consumer string, req federation.Cal
 		}
 	}
 	return federation.CallResult{Job: j.ID, State: string(j.State), Result: j.Result, Error: j.Error}, nil
+}
+
+// Job returns a job this node owns to a consumer following it; a job of
+// another tenant answers as missing.
+func (l *fedLocal) Job(ctx context.Context, consumer string, id federation.Identity, jobID string) (federation.CallResult, error) {
+	j, err := l.n.jobs.Get(jobID)
+	if err == nil && !id.System && j.Tenant != id.Tenant {
+		err = fmt.Errorf("%w: job %s", model.ErrNotFound, jobID)
+	}
+	l.audit(consumer, id, auditJob, j.Path, j.Function, outcome(err, "ok"))
+	if err != nil {
+		return federation.CallResult{}, err
+	}
+	return federation.CallResult{Job: j.ID, State: string(j.State), Result: j.Result, Error: j.Error, Path: j.Path}, nil
 }
 
 func outcome(err error, ok string) string {

@@ -35,6 +35,7 @@ type Federation interface {
 	Mounted(p model.Path) bool
 	Call(ctx context.Context, req federation.CallRequest) (federation.CallResult, error)
 	Get(ctx context.Context, id federation.Identity, p model.Path) (*model.Context, error)
+	Job(ctx context.Context, id federation.Identity, node model.Path, jobID string) (federation.CallResult, error)
 }
 
 // Error codes of federation answers.
@@ -141,6 +142,41 @@ func (s *Server) callRemote(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	}
 	writeJSON(w, status, out)
 	return nil
+}
+
+// getRemoteJob follows a job owned by a node below (?node= of GET
+// /api/v1/jobs/{id}, the "node" of a pending call's answer). The operator
+// needs to be able to read that node's subtree here.
+func (s *Server) getRemoteJob(w http.ResponseWriter, r *http.Request, p *auth.Principal, id, nodeParam string) error {
+	node, err := model.ParsePath(nodeParam)
+	if err != nil {
+		return invalidf("node: %v", err)
+	}
+	if !p.Can(auth.RoleViewer, node) {
+		return forbidden("reading jobs of", auth.RoleViewer, node)
+	}
+	fed, err := s.federation()
+	if err != nil {
+		return err
+	}
+	res, err := fed.Job(r.Context(), identity(p), node, id)
+	if err != nil {
+		if errors.Is(err, model.ErrNotFound) {
+			return jobNotFound(id)
+		}
+		return peerError(node, err)
+	}
+	writeJSON(w, http.StatusOK, remoteCallJSON{JobID: res.Job, ID: res.Job, Node: res.Node, Path: mapPath(res.Node, res.Path),
+		State: res.State, Result: res.Result, Error: res.Error})
+	return nil
+}
+
+// mapPath is p on the owning node seen from here, under node.
+func mapPath(node, p model.Path) model.Path {
+	if p == "" || p.IsRoot() {
+		return node
+	}
+	return node + p
 }
 
 // getLive reads a mounted context from its provider rather than from the

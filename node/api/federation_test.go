@@ -78,6 +78,13 @@ func (f *fakeFed) Get(_ context.Context, id federation.Identity, p model.Path) (
 	return &c, nil
 }
 
+func (f *fakeFed) Job(_ context.Context, id federation.Identity, node model.Path, jobID string) (federation.CallResult, error) {
+	if node != "/peers/plant7" || jobID != "j2" {
+		return federation.CallResult{}, fmt.Errorf("%w: job %s", model.ErrNotFound, jobID)
+	}
+	return federation.CallResult{Job: "j2", State: "running", Node: "/peers/plant7", Path: "/devices/d1"}, nil
+}
+
 func (f *fakeFed) nCalls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -256,6 +263,20 @@ func TestRemoteCalls(t *testing.T) {
 	if id := f.calls[1].Identity; !id.System || id.User != "admin" {
 		t.Fatalf("system identity = %+v", id)
 	}
+
+	// The pending job is followed through the node that owns it.
+	r = e.do("GET", "/api/v1/jobs/j2?node=/peers/plant7", c.alice, nil)
+	e.want(r, 200, "")
+	var job struct {
+		Job, State, Node, Path string
+	}
+	r.json(t, &job)
+	if job.Job != "j2" || job.State != "running" || job.Node != "/peers/plant7" || job.Path != "/peers/plant7/devices/d1" {
+		t.Fatalf("remote job = %s", r.body)
+	}
+	e.want(e.do("GET", "/api/v1/jobs/j9?node=/peers/plant7", c.alice, nil), 404, codeNotFound)
+	e.want(e.do("GET", "/api/v1/jobs/j2?node=/peers/plant7", devOp, nil), 403, codeForbidden)
+	e.want(e.do("GET", "/api/v1/jobs/j2?node=/peers/../x", c.alice, nil), 400, codeInvalid)
 
 	// Link errors get their own answers.
 	f.callErr = fmt.Errorf("%w: the link to plant7 is down", federation.ErrUnreachable)

@@ -210,6 +210,9 @@ func (s *Server) visibleJob(p *auth.Principal, id string) (*jobs.Service, jobs.J
 }
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if node := r.URL.Query().Get("node"); node != "" {
+		return s.getRemoteJob(w, r, p, r.PathValue("id"), node)
+	}
 	_, j, err := s.visibleJob(p, r.PathValue("id"))
 	if err != nil {
 		return err

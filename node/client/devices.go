@@ -147,6 +147,24 @@ func (c *Client) GetJob(ctx context.Context, id string) (*Job, error) {
 	return &out, nil
 }
 
+// GetJobOn returns a job owned by the node below at node (the Node of a
+// routed call's answer, e.g. /peers/eu/peers/plant7), read through the
+// federation links. It carries no history.
+func (c *Client) GetJobOn(ctx context.Context, node, id string) (*Job, error) {
+	p, err := idPath("/api/v1/jobs/", id, "")
+	if err != nil {
+		return nil, err
+	}
+	var out Job
+	if err := c.do(ctx, http.MethodGet, p, url.Values{"node": {node}}, nil, &out); err != nil {
+		return nil, err
+	}
+	if out.ID == "" {
+		out.ID = out.Job
+	}
+	return &out, nil
+}
+
 // ListJobs returns a page of the jobs the caller may see, newest first.
 func (c *Client) ListJobs(ctx context.Context, q JobQuery) (*JobPage, error) {
 	v := url.Values{}

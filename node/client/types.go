@@ -343,6 +343,10 @@ type Job struct {
 	Result    json.RawMessage `json:"result,omitempty"`
 	Error     string          `json:"error,omitempty"`
 	History   []JobTransition `json:"history,omitempty"`
+	// Node and Job are set for a job owned by a node below (a routed
+	// call): Node is that node's path here, Job the job's id there.
+	Node string `json:"node,omitempty"`
+	Job  string `json:"job,omitempty"`
 }
 
 // Call is a function call. Zero fields leave the server's defaults: args

@@ -194,6 +194,15 @@ func TestFederationEndToEnd(t *testing.T) {
 	if json.Unmarshal(job.Result, &pong); !pong.Pong {
 		t.Fatalf("ping result %s", job.Result)
 	}
+	// Without waiting: 202 with the owning node, where the job is followed.
+	job, status, err = admin.CallFunction(context.Background(), agentPath, "ping", nil, 0)
+	if err != nil || status != http.StatusAccepted || job.Node != "/peers/eu/peers/plant7" {
+		t.Fatalf("ping without waiting: %d %+v %v", status, job, err)
+	}
+	waitFor(t, "the job followed through two hops", func() (bool, error) {
+		j, err := admin.GetJobOn(context.Background(), job.Node, job.Job)
+		return err == nil && j.State == "succeeded", err
+	})
 	// The job's progress reaches HQ as events on the mirrored device.
 	waitFor(t, "job events at HQ", func() (bool, error) {
 		page, err := admin.Events(context.Background(), agentPath, client.EventQuery{})

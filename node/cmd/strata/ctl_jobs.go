@@ -59,13 +59,23 @@ func (x *ctl) jobsCmd() *cobra.Command {
 	f.IntVar(&q.Limit, "limit", 0, "jobs per page (server default 100, at most 1000)")
 	f.StringVar(&q.Before, "before", "", "only jobs created before this job id (paging)")
 
+	var node string
 	get := &cobra.Command{
-		Use:   "get ID",
+		Use:   "get ID [--node /peers/NAME...]",
 		Short: "Show a job with its result and history",
-		Args:  cobra.ExactArgs(1),
+		Long: `Get shows a job of this node, or with --node a job owned by a node below
+(the node a routed call answered with, e.g. /peers/eu/peers/plant7), read
+through the federation links.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return x.call(c, func(ctx context.Context, cl *client.Client) error {
-				j, err := cl.GetJob(ctx, args[0])
+				var j *client.Job
+				var err error
+				if node != "" {
+					j, err = cl.GetJobOn(ctx, node, args[0])
+				} else {
+					j, err = cl.GetJob(ctx, args[0])
+				}
 				if err != nil {
 					return err
 				}
@@ -73,6 +83,7 @@ func (x *ctl) jobsCmd() *cobra.Command {
 			})
 		},
 	}
+	get.Flags().StringVar(&node, "node", "", "the node below owning the job (/peers/...)")
 	cancel := &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Cancel a job that is not final yet",
@@ -94,6 +105,9 @@ func (x *ctl) jobsCmd() *cobra.Command {
 func printJob(w io.Writer, j *client.Job) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "job:\t%s\n", j.ID)
+	if j.Node != "" {
+		fmt.Fprintf(tw, "node:\t%s\n", j.Node)
+	}
 	fmt.Fprintf(tw, "path:\t%s\n", j.Path)
 	fmt.Fprintf(tw, "function:\t%s\n", j.Function)
 	fmt.Fprintf(tw, "state:\t%s\n", j.State)
@@ -180,6 +194,8 @@ func jobOutcome(j *client.Job, wait time.Duration) error {
 			msg += ": " + j.Error
 		}
 		return exitError{code: exitJobFailed, err: fmt.Errorf("%s", msg)}
+	case wait > 0 && j.Node != "":
+		return exitError{code: exitJobPending, err: fmt.Errorf("job %s still %s after %v; follow it with: strata ctl jobs get %s --node %s", j.ID, j.State, wait, j.ID, j.Node)}
 	case wait > 0:
 		return exitError{code: exitJobPending, err: fmt.Errorf("job %s still %s after %v; follow it with: strata ctl jobs get %s", j.ID, j.State, wait, j.ID)}
 	}
