@@ -145,7 +145,11 @@ func (s *Service) Start(ctx context.Context) error {
 			return err
 		}
 		s.tlsServer = s.serverTLS(cert)
-		ln, err := s.tr.Listen(s.tlsServer, s.qconf)
+		// A provider opens two streams (control, sync); the consumer opens
+		// the request streams, any number, on the provider's side.
+		lconf := s.qconf.Clone()
+		lconf.MaxIncomingStreams = 16
+		ln, err := s.tr.Listen(s.tlsServer, lconf)
 		if err != nil {
 			conn.Close()
 			return fmt.Errorf("federation: listen: %w", err)
