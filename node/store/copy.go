@@ -49,7 +49,7 @@ type copyTable struct {
 }
 
 var copyTables = []copyTable{
-	{pContext, "contexts", []string{"path", "parent", "name", "type", "tenant", "labels", "vars", "version", "doc"}, copyContextRow},
+	{pContext, "contexts", commitContextColumns, copyContextRow},
 	{pEvent, "events", []string{"path", "seq", "time", "level", "doc"}, copyEventRow},
 	{pLog, "log", []string{"seq", "doc"}, copyLogRow},
 	{pRecord, "records", []string{"kind", "key", "value"}, copyRecordRow},
@@ -204,21 +204,9 @@ func copyContextRow(key, doc []byte) ([]any, error) {
 	if string(c.Path) != string(key) {
 		return nil, fmt.Errorf("holds context %s", c.Path)
 	}
-	// The same column values as commitBatch writes.
-	lab, err := labelsJSON(&c)
-	if err != nil {
-		return nil, err
-	}
-	vars, err := varsJSON(&c)
-	if err != nil {
-		return nil, err
-	}
-	var parent *string
-	if !c.Path.IsRoot() {
-		p := string(c.Path.Parent())
-		parent = &p
-	}
-	return []any{string(c.Path), parent, c.Path.Name(), c.Type, c.Tenant, string(lab), string(vars), int64(c.Version), doc}, nil
+	// The same column values as commitBatch writes, the search columns
+	// (labels, vars, props) included.
+	return contextRow(&c, doc)
 }
 
 func copyEventRow(key, doc []byte) ([]any, error) {

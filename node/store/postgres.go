@@ -65,7 +65,7 @@ func (o *PostgresOptions) Validate() error {
 // the primary under synchronous_commit, which OpenPostgres refuses to find
 // off). Schema in migrations/; the layout mirrors Badger's keys:
 //
-//	contexts(path, parent, name, type, tenant, labels, version, doc)
+//	contexts(path, parent, name, type, tenant, labels, vars, props, version, doc)
 //	events(path, seq, time, level, doc)
 //	log(seq, doc)
 //	records(kind, key, value)
@@ -123,7 +123,7 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 	if err := migrate(ctx, pool, log); err != nil {
 		return nil, fmt.Errorf("store: postgres schema: %w", err)
 	}
-	if err := backfillVars(ctx, pool, log); err != nil {
+	if err := backfillSearch(ctx, pool, log); err != nil {
 		return nil, fmt.Errorf("store: postgres schema: %w", err)
 	}
 	// The DSN may hold a password: name the server by its parts instead.
@@ -202,7 +202,7 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 		var (
 			paths, names, types, tenants = make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 			parents                      = make([]*string, 0, n)
-			labels, vars                 = make([]string, 0, n), make([]string, 0, n)
+			labels, vars, props          = make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 			versions                     = make([]int64, 0, n)
 			docs                         = make([][]byte, 0, n)
 		)
@@ -212,13 +212,9 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 			if err != nil {
 				return nil, fmt.Errorf("encode context %s: %w", c.Path, err)
 			}
-			lab, err := labelsJSON(c)
+			lab, vs, pr, err := searchColumns(c) // postgres_search.go
 			if err != nil {
-				return nil, fmt.Errorf("encode labels of %s: %w", c.Path, err)
-			}
-			vs, err := varsJSON(c) // the search column (postgres_search.go)
-			if err != nil {
-				return nil, fmt.Errorf("encode variables of %s: %w", c.Path, err)
+				return nil, err
 			}
 			var parent *string
 			if !c.Path.IsRoot() {
@@ -232,14 +228,15 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 			tenants = append(tenants, c.Tenant)
 			labels = append(labels, string(lab))
 			vars = append(vars, string(vs))
+			props = append(props, string(pr))
 			versions = append(versions, int64(c.Version))
 			docs = append(docs, doc)
 		}
-		q.Queue(`INSERT INTO contexts (path, parent, name, type, tenant, labels, vars, version, doc)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bigint[], $9::bytea[])
+		q.Queue(`INSERT INTO contexts (path, parent, name, type, tenant, labels, vars, props, version, doc)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bigint[], $10::bytea[])
 			ON CONFLICT (path) DO UPDATE SET type = excluded.type, tenant = excluded.tenant,
-				labels = excluded.labels, vars = excluded.vars, version = excluded.version, doc = excluded.doc`,
-			paths, parents, names, types, tenants, labels, vars, versions, docs)
+				labels = excluded.labels, vars = excluded.vars, props = excluded.props, version = excluded.version, doc = excluded.doc`,
+			paths, parents, names, types, tenants, labels, vars, props, versions, docs)
 	}
 	if len(b.Events) > 0 {
 		evs := b.Events

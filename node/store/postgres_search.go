@@ -15,23 +15,36 @@ import (
 	"github.com/strata-dm/strata/model"
 )
 
-// Inventory search on PostgreSQL (see search.go). contexts.vars holds each
-// context's variable values as one JSON object, written with the context
-// at commit (varsJSON). A query is one statement:
+// Inventory search on PostgreSQL (see search.go). contexts.props holds
+// each context's tenant, labels and variable values as one JSON document,
+// {"n": tenant, "l": {labels}, "v": {name: value}}, written with the
+// context at commit (searchColumns), with one jsonb_path_ops GIN index
+// (migration 0003). A query is one statement:
 //
-//	WHERE <path range of the subtree> AND path > after
-//	  AND type = ... AND labels @> {...} AND vars @> {...}
-//	  AND vars -> name = value ...   (exact equality, see below)
-//	  AND tenant = ANY(...)
+//	WHERE <path range of the subtree> AND path > after AND type = ...
+//	  AND props @> {"n": tenant, "l": {...}, "v": {...}}  (every filter at once)
+//	  AND props -> 'v' -> name = value ...  (objects and arrays only)
+//	  AND tenant = ANY(...)                 (two tenants or more)
 //	ORDER BY path LIMIT limit+1
 //
-// The GIN indexes (jsonb_path_ops) on labels and vars answer the
-// containment filters; the primary key gives path order and the subtree
-// range. Containment alone is not equality for objects and arrays
-// ({"a":{"x":1,"y":2}} @> {"a":{"x":1}}), hence the -> rechecks, which cost nothing on the rows the
-// indexes found. The planner picks, from column statistics, between
-// walking the primary key in path order (filters that match much) and
-// bitmap scans of the GIN indexes then a sort (selective filters).
+// All label and variable filters, and a single tenant, are one
+// containment, so the GIN scan intersects the posting lists of all of
+// them, led by the rarest (GIN's fast scan skips through the common
+// values' lists), and the bitmap holds only the rows matching every
+// filter. jsonb_path_ops is lossy, so each of
+// those rows is rechecked on the heap; the primary key gives path order
+// and the subtree range. The planner picks, from column statistics,
+// between walking the primary key in path order (filters that match much)
+// and the GIN bitmap then a sort (selective filters); the statistics of
+// props are whole documents, so its estimate of a containment is the
+// share of sampled documents that hold every filter at once.
+//
+// Containment is equality for strings, numbers (numerically: 4 and 4.0),
+// booleans and null, but not for objects and arrays ({"x":1,"y":2} and
+// [1,2] contain {"x":1} and [1]), hence the -> rechecks for those values
+// alone. (The top-level exception that an array contains a scalar does not
+// apply below the top level: {"v":{"t":["x"]}} does not contain
+// {"v":{"t":"x"}}.)
 //
 // The search is a read that tolerates staleness (ReadStale): it runs on a
 // read replica in rotation that has replayed this store's last commit,
@@ -66,6 +79,40 @@ func labelsJSON(c *model.Context) ([]byte, error) {
 	return json.Marshal(c.Labels)
 }
 
+// searchColumns are the labels, vars and props columns of c, as Commit
+// writes them. props is {"n": tenant, "l": labels, "v": vars}, l and v
+// left out when empty.
+func searchColumns(c *model.Context) (labels, vars, props []byte, err error) {
+	if labels, err = labelsJSON(c); err != nil {
+		return nil, nil, nil, fmt.Errorf("encode labels of %s: %w", c.Path, err)
+	}
+	if vars, err = varsJSON(c); err != nil {
+		return nil, nil, nil, fmt.Errorf("encode variables of %s: %w", c.Path, err)
+	}
+	tenant, err := json.Marshal(c.Tenant)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("encode tenant of %s: %w", c.Path, err)
+	}
+	return labels, vars, propsJSON(tenant, labels, vars), nil
+}
+
+// propsJSON joins the tenant (a JSON string) and the labels and vars
+// objects into the props document.
+func propsJSON(tenant, labels, vars []byte) []byte {
+	b := make([]byte, 0, len(tenant)+len(labels)+len(vars)+16)
+	b = append(b, `{"n":`...)
+	b = append(b, tenant...)
+	if string(labels) != "{}" {
+		b = append(b, `,"l":`...)
+		b = append(b, labels...)
+	}
+	if string(vars) != "{}" {
+		b = append(b, `,"v":`...)
+		b = append(b, vars...)
+	}
+	return append(b, '}')
+}
+
 // searchSQL builds the statement and arguments of q (normalized).
 func searchSQL(q *SearchQuery) (string, []any, error) {
 	var (
@@ -89,25 +136,33 @@ func searchSQL(q *SearchQuery) (string, []any, error) {
 	if q.Type != "" {
 		where = append(where, "type = "+arg(q.Type))
 	}
-	if len(q.Labels) > 0 {
-		l, err := json.Marshal(q.Labels)
-		if err != nil {
-			return "", nil, err
-		}
-		where = append(where, "labels @> "+arg(string(l))+"::jsonb")
-	}
-	if len(q.Vars) > 0 {
-		v, err := json.Marshal(q.Vars)
-		if err != nil {
-			return "", nil, err
-		}
-		where = append(where, "vars @> "+arg(string(v))+"::jsonb")
-		for name, raw := range q.Vars {
-			where = append(where, fmt.Sprintf("vars -> %s = %s::jsonb", arg(name), arg(string(raw))))
-		}
-	}
-	if q.Tenants != nil {
+	// One tenant is a filter of the containment; several are a list the
+	// rows found are checked against.
+	var tenant *string
+	switch {
+	case len(q.Tenants) == 1:
+		tenant = &q.Tenants[0]
+	case q.Tenants != nil:
 		where = append(where, "tenant = ANY("+arg(q.Tenants)+"::text[])")
+	}
+	if len(q.Labels) > 0 || len(q.Vars) > 0 || tenant != nil {
+		var filter struct {
+			N *string                    `json:"n,omitempty"`
+			L map[string]string          `json:"l,omitempty"`
+			V map[string]json.RawMessage `json:"v,omitempty"`
+		}
+		filter.N, filter.L, filter.V = tenant, q.Labels, q.Vars
+		f, err := json.Marshal(filter)
+		if err != nil {
+			return "", nil, err
+		}
+		where = append(where, "props @> "+arg(string(f))+"::jsonb")
+		for name, raw := range q.Vars {
+			if !isContainer(raw) {
+				continue // containment is equality
+			}
+			where = append(where, fmt.Sprintf("props -> 'v' -> %s = %s::jsonb", arg(name), arg(string(raw))))
+		}
 	}
 	sql := "SELECT doc FROM contexts"
 	if len(where) > 0 {
@@ -116,6 +171,21 @@ func searchSQL(q *SearchQuery) (string, []any, error) {
 	sql += " ORDER BY path LIMIT " + arg(q.Limit+1)
 	return sql, args, nil
 }
+
+// isContainer reports whether the JSON value raw (valid) is an object or
+// an array.
+func isContainer(raw json.RawMessage) bool {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	return len(raw) > 0 && (raw[0] == '{' || raw[0] == '[')
+}
+
+// searchExecMode sends a search as an unnamed statement, planned for its
+// values each time. pgx's default, a cached prepared statement, lets
+// PostgreSQL switch to a generic plan after five runs: one plan for every
+// filter, costed with a default selectivity for @>, which walks the
+// primary key in path order, reading the whole subtree when the filter is
+// rare (a hostname: 1,000,000 rows instead of one).
+const searchExecMode = pgx.QueryExecModeExec
 
 // Search answers q from a read replica when one fits, else the primary.
 // It ends early, with ctx's error, when ctx or the store ends.
@@ -130,7 +200,7 @@ func (s *Postgres) Search(ctx context.Context, q SearchQuery) (SearchPage, error
 	var page SearchPage
 	err = s.ReadStale(ctx, func(ctx context.Context, pool *pgxpool.Pool) error {
 		page = SearchPage{}
-		rows, err := pool.Query(ctx, sql, args...)
+		rows, err := pool.Query(ctx, sql, append([]any{searchExecMode}, args...)...)
 		if err != nil {
 			return err
 		}
@@ -155,49 +225,51 @@ func (s *Postgres) Search(ctx context.Context, q SearchQuery) (SearchPage, error
 	return page, nil
 }
 
-// backfillBatch is how many rows backfillVars fills per statement.
+// backfillBatch is how many rows backfillSearch fills per statement.
 const backfillBatch = 1000
 
-// backfillVars fills the vars column of rows written before it existed
-// (migration 0002), from their CBOR docs, a batch at a time. It is
-// idempotent, so processes that open the database at once may all run it.
-func backfillVars(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+// backfillSearch fills the search columns (vars, props) of rows written
+// before they existed (migrations 0002 and 0003), from their CBOR docs, a
+// batch at a time. It is idempotent, so processes that open the database
+// at once may all run it.
+func backfillSearch(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	total := 0
 	for {
-		rows, err := pool.Query(ctx, `SELECT path, doc FROM contexts WHERE vars IS NULL ORDER BY path LIMIT $1`, backfillBatch)
+		rows, err := pool.Query(ctx, `SELECT path, doc FROM contexts WHERE props IS NULL OR vars IS NULL
+			ORDER BY path LIMIT $1`, backfillBatch)
 		if err != nil {
 			return err
 		}
 		var (
-			paths []string
-			vars  []string
-			path  string
-			doc   []byte
+			paths, vars, props []string
+			path               string
+			doc                []byte
 		)
 		_, err = pgx.ForEachRow(rows, []any{&path, &doc}, func() error {
 			var c model.Context
 			if err := model.Unmarshal(doc, &c); err != nil {
 				return fmt.Errorf("decode context %s: %w", path, err)
 			}
-			v, err := varsJSON(&c)
+			_, v, pr, err := searchColumns(&c)
 			if err != nil {
 				return err
 			}
-			paths, vars = append(paths, path), append(vars, string(v))
+			paths, vars, props = append(paths, path), append(vars, string(v)), append(props, string(pr))
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("backfill vars: %w", err)
+			return fmt.Errorf("backfill search columns: %w", err)
 		}
 		if len(paths) == 0 {
 			if total > 0 {
-				log.Info("filled the search column of existing contexts", "contexts", total)
+				log.Info("filled the search columns of existing contexts", "contexts", total)
 			}
 			return nil
 		}
-		if _, err := pool.Exec(ctx, `UPDATE contexts c SET vars = u.v
-			FROM unnest($1::text[], $2::jsonb[]) AS u(p, v) WHERE c.path = u.p AND c.vars IS NULL`, paths, vars); err != nil {
-			return fmt.Errorf("backfill vars: %w", err)
+		if _, err := pool.Exec(ctx, `UPDATE contexts c SET vars = u.v, props = u.pr
+			FROM unnest($1::text[], $2::jsonb[], $3::jsonb[]) AS u(p, v, pr)
+			WHERE c.path = u.p AND (c.props IS NULL OR c.vars IS NULL)`, paths, vars, props); err != nil {
+			return fmt.Errorf("backfill search columns: %w", err)
 		}
 		total += len(paths)
 	}
@@ -205,7 +277,7 @@ func backfillVars(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) err
 
 // commitContextColumns are the columns of the contexts table, in the order
 // commitContextRow gives them.
-var commitContextColumns = []string{"path", "parent", "name", "type", "tenant", "labels", "vars", "version", "doc"}
+var commitContextColumns = []string{"path", "parent", "name", "type", "tenant", "labels", "vars", "props", "version", "doc"}
 
 // commitContextRow is the contexts row of c, as Commit writes it.
 func commitContextRow(c *model.Context) ([]any, error) {
@@ -213,20 +285,21 @@ func commitContextRow(c *model.Context) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode context %s: %w", c.Path, err)
 	}
-	lab, err := labelsJSON(c)
+	return contextRow(c, doc)
+}
+
+// contextRow is the contexts row of c, whose CBOR encoding is doc.
+func contextRow(c *model.Context, doc []byte) ([]any, error) {
+	lab, vars, props, err := searchColumns(c)
 	if err != nil {
-		return nil, fmt.Errorf("encode labels of %s: %w", c.Path, err)
-	}
-	vars, err := varsJSON(c)
-	if err != nil {
-		return nil, fmt.Errorf("encode variables of %s: %w", c.Path, err)
+		return nil, err
 	}
 	var parent *string
 	if !c.Path.IsRoot() {
 		p := string(c.Path.Parent())
 		parent = &p
 	}
-	return []any{string(c.Path), parent, c.Path.Name(), c.Type, c.Tenant, string(lab), string(vars), int64(c.Version), doc}, nil
+	return []any{string(c.Path), parent, c.Path.Name(), c.Type, c.Tenant, string(lab), string(vars), string(props), int64(c.Version), doc}, nil
 }
 
 // CopyContexts writes contexts that do not exist yet with COPY, the rows
@@ -274,7 +347,7 @@ func (s *Postgres) ExplainSearch(ctx context.Context, q SearchQuery, analyze boo
 		explain = "EXPLAIN (ANALYZE, BUFFERS) "
 	}
 	pool, served := s.ReadPool()
-	rows, err := pool.Query(ctx, explain+sql, args...)
+	rows, err := pool.Query(ctx, explain+sql, append([]any{searchExecMode}, args...)...)
 	if err != nil {
 		return "", served, err
 	}

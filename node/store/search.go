@@ -23,8 +23,8 @@ import (
 //
 // Both stores answer the same query the same way (storetest.RunSearch).
 // Badger scans the subtree (linear in its size); PostgreSQL uses the
-// path index and GIN indexes on labels and variable values, and reads from
-// a read replica when one fits (postgres_search.go).
+// path index and one GIN index on labels and variable values together, and
+// reads from a read replica when one fits (postgres_search.go).
 
 // Bounds of a search page.
 const (

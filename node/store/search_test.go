@@ -98,8 +98,8 @@ func mustVar(t *testing.T, js string) model.Variable {
 	return v
 }
 
-// TestPostgresSearchBackfill: rows written before the search column
-// existed get it at the next open.
+// TestPostgresSearchBackfill: rows written before the search columns
+// existed get them at the next open.
 func TestPostgresSearchBackfill(t *testing.T) {
 	dsn := pgtest.Shared(t).NewDatabase(t)
 	s := openTestPostgres(t, dsn)
@@ -115,7 +115,10 @@ func TestPostgresSearchBackfill(t *testing.T) {
 		}
 	}
 	m.Close()
-	if _, err := s.Pool().Exec(ctx, `UPDATE contexts SET vars = NULL`); err != nil {
+	// Rows from before migration 0002 (neither column), and from before
+	// 0003 (vars only).
+	if _, err := s.Pool().Exec(ctx, `UPDATE contexts SET props = NULL,
+		vars = CASE WHEN path < '/devices/d0500' THEN NULL ELSE vars END`); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -123,8 +126,8 @@ func TestPostgresSearchBackfill(t *testing.T) {
 	s = openTestPostgres(t, dsn)
 	defer s.Close()
 	var missing int
-	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM contexts WHERE vars IS NULL`).Scan(&missing); err != nil || missing != 0 {
-		t.Fatalf("rows without vars after open: %d, %v", missing, err)
+	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM contexts WHERE vars IS NULL OR props IS NULL`).Scan(&missing); err != nil || missing != 0 {
+		t.Fatalf("rows without search columns after open: %d, %v", missing, err)
 	}
 	page, err := s.Search(ctx, SearchQuery{Vars: map[string]json.RawMessage{"n": json.RawMessage("2")}, Limit: 1000})
 	if err != nil || len(page.Contexts) != (backfillBatch+5)/3 || page.Next != "" {

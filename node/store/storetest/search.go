@@ -188,6 +188,9 @@ func testSearchTenants(t *testing.T, m *model.Model, search SearchFunc) {
 	wantPaths(t, search, SearchQuery{Vars: linux, Tenants: []string{}})
 	// "" names shared contexts (the /devices folder).
 	wantPaths(t, search, SearchQuery{Tenants: []string{"", "globex"}}, "/devices", "/devices/g1")
+	wantPaths(t, search, SearchQuery{Tenants: []string{""}}, "/devices")
+	wantPaths(t, search, SearchQuery{Prefix: "/devices", Type: "device", Tenants: []string{"globex"}}, "/devices/g1")
+	wantPaths(t, search, SearchQuery{Vars: vars("os", `"windows"`), Tenants: []string{"acme"}})
 }
 
 func testSearchPages(t *testing.T, m *model.Model, search SearchFunc) {
