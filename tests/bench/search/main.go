@@ -9,12 +9,13 @@
 // (pgtest: initdb, pg_basebackup -R, loopback ports; as the postgres user
 // when run as root), creates the schema through the store, then loads the
 // devices with COPY in the rows the store's Commit writes (CopyContexts:
-// the same columns and encodings, but no change-log entries), runs
-// VACUUM ANALYZE, waits until the replica has replayed everything, and
-// runs the query mix twice: through a store reading from the replica (asserting
-// from its read counter that the replica served every query), then
-// through a store on the primary alone. Both runs must find the same
-// contexts.
+// the same columns and encodings, but no change-log entries) through the
+// search index's pending list, runs VACUUM ANALYZE, waits until the
+// replica has replayed everything and reads every row on it once (hint
+// bits, see readOnce), and runs the query mix twice: through a store
+// reading from the replica (asserting from its read counter that the
+// replica served every query), then through a store on the primary alone.
+// Both runs must find the same contexts.
 package main
 
 import (
