@@ -168,3 +168,54 @@ func TestNumericSafe(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyToPostgresSearch: contexts copied from Badger are found by the
+// same searches as on Badger, with nothing left for the backfill.
+func TestCopyToPostgresSearch(t *testing.T) {
+	src := openTestBadger(t, t.TempDir(), nil)
+	defer src.Close()
+	m := newModel(t, src)
+	ctx := context.Background()
+	for i := range 6 {
+		os := []string{`"linux"`, `"windows"`}[i%2]
+		if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: model.MustPath(fmt.Sprintf("/devices/d%d", i)),
+			Type: "device", Tenant: []string{"acme", "globex", ""}[i%3], Labels: map[string]string{"site": fmt.Sprint("s", i%2)},
+			Variables: map[string]model.Variable{"os": mustVar(t, os), "cpus": mustVar(t, "4")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.Close()
+
+	dst := openTestPostgres(t, pgtest.Shared(t).NewDatabase(t))
+	defer dst.Close()
+	if _, err := CopyToPostgres(ctx, src, dst); err != nil {
+		t.Fatal(err)
+	}
+	var missing int
+	if err := dst.Pool().QueryRow(ctx, `SELECT count(*) FROM contexts WHERE props IS NULL OR vars IS NULL`).Scan(&missing); err != nil || missing != 0 {
+		t.Fatalf("copied rows without search columns: %d, %v", missing, err)
+	}
+	for _, q := range []SearchQuery{
+		{Vars: map[string]json.RawMessage{"os": json.RawMessage(`"linux"`), "cpus": json.RawMessage("4.0")}},
+		{Labels: map[string]string{"site": "s1"}, Tenants: []string{"globex"}},
+		{Prefix: "/devices", Tenants: []string{""}},
+		{Type: "device", Tenants: []string{"acme", ""}},
+	} {
+		want, err := src.Search(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := dst.Search(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(want.Contexts) == 0 || len(got.Contexts) != len(want.Contexts) {
+			t.Fatalf("search %+v: postgres found %d, badger %d", q, len(got.Contexts), len(want.Contexts))
+		}
+		for i := range want.Contexts {
+			if got.Contexts[i].Path != want.Contexts[i].Path {
+				t.Fatalf("search %+v: postgres found %s, badger %s", q, got.Contexts[i].Path, want.Contexts[i].Path)
+			}
+		}
+	}
+}
