@@ -11,9 +11,11 @@
 // of a change from the probe's durable commit to HQ's durable commit,
 // through the regional node's.
 //
-// catchup: the probe's link to the regional node is down while the probe
-// writes N changes; the link comes back and the program reports how long
-// until HQ has applied the last of them (two hops), and the rate.
+// catchup: the probe's link up is down while the probe writes N changes;
+// the link comes back and the program reports how long until HQ has
+// applied the last of them, and the rate: over two hops (through the
+// regional node) or, with -hops 1, with the probe publishing to HQ
+// directly.
 package main
 
 import (
@@ -98,6 +100,7 @@ func main() {
 	warmup := flag.Duration("warmup", 3*time.Second, "latency: unmeasured load first")
 	devices := flag.Int("devices", 10000, "devices changed in turn")
 	changes := flag.Int("changes", 1_000_000, "catchup: changes buffered during the outage")
+	hops := flag.Int("hops", 2, "2: probe → regional → HQ; 1: probe → HQ")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured phase")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -125,16 +128,29 @@ func main() {
 
 	// Devices exist before the links, so both modes measure changes only.
 	fill(probe.model, *devices)
-	check(hq.join(eu))
-	check(eu.join(probe, "/devices"))
-	last := fmt.Sprintf("/peers/eu/peers/plant7/devices/d%07d", *devices-1)
+	// mounted is where HQ shows the probe's devices.
+	mounted, parent := "/peers/eu/peers/plant7/devices/", eu
+	switch *hops {
+	case 2:
+		check(hq.join(eu))
+		check(eu.join(probe, "/devices"))
+	case 1:
+		check(hq.join(probe, "/devices"))
+		mounted, parent = "/peers/plant7/devices/", hq
+	default:
+		check(fmt.Errorf("-hops must be 1 or 2"))
+	}
+	last := fmt.Sprintf("%sd%07d", mounted, *devices-1)
 	waitFor(2*time.Minute, "initial sync", func() bool { _, err := hq.model.Get(model.Path(last)); return err == nil })
 
 	switch *mode {
 	case "latency":
+		if *hops != 2 {
+			check(fmt.Errorf("latency is measured over two hops"))
+		}
 		latency(probe, hq, *rate, *devices, *warmup, *duration)
 	case "catchup":
-		catchup(probe, eu, hq, *devices, *changes)
+		catchup(probe, parent, hq, mounted, *hops, *devices, *changes)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", *mode)
 		os.Exit(2)
@@ -262,10 +278,10 @@ func latency(probe, hq *tier, rate, devices int, warmup, duration time.Duration)
 
 // catchup buffers changes at the probe while its link is down, then times
 // HQ applying all of them.
-func catchup(probe, eu, hq *tier, devices, changes int) {
+func catchup(probe, parent, hq *tier, mounted string, hops, devices, changes int) {
 	check(probe.svc.SetUpstreams(nil))
 	waitFor(time.Minute, "link down", func() bool {
-		for _, p := range eu.svc.Peers() {
+		for _, p := range parent.svc.Peers() {
 			if p.Name == "plant7" && p.Direction == "provider" {
 				return p.State != "connected"
 			}
@@ -285,7 +301,7 @@ func catchup(probe, eu, hq *tier, devices, changes int) {
 		}
 	}
 	fmt.Printf("buffered %d changes at the probe in %v (link down)\n", changes, time.Since(start).Round(time.Millisecond))
-	lastDev := fmt.Sprintf("/peers/eu/peers/plant7/devices/d%07d", (changes-1)%devices)
+	lastDev := fmt.Sprintf("%sd%07d", mounted, (changes-1)%devices)
 	want := strconv.FormatInt(lastTS, 10)
 	var applied atomic.Int64
 	hq.model.OnCommit(func(es []model.Entry) {
@@ -304,7 +320,11 @@ func catchup(probe, eu, hq *tier, devices, changes int) {
 		return err == nil && string(c.Variables["sent"].Value) == want
 	})
 	el := time.Since(start)
-	fmt.Printf("two hops (probe → regional → HQ), durable Badger at every tier\n")
+	if hops == 2 {
+		fmt.Printf("two hops (probe → regional → HQ), durable Badger at every tier\n")
+	} else {
+		fmt.Printf("one hop (probe → HQ), durable Badger at both\n")
+	}
 	fmt.Printf("HQ applied %d changes in %v after the link came back: %.0f changes/s\n", applied.Load(), el.Round(time.Millisecond), float64(applied.Load())/el.Seconds())
 }
 
