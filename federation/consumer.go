@@ -408,25 +408,8 @@ func errString(err error) string {
 // ensureRoot creates the mount's root context, and records the provider's
 // announced subtrees and below set.
 func (m *mount) ensureRoot(h hello) error {
-	m.applyMu.Lock()
-	defer m.applyMu.Unlock()
-	m.mu.Lock()
-	rec := m.rec
-	m.mu.Unlock()
-	rec.Below = h.Below
-	rec.Publish = h.Publish
-	put, err := putRecord(recMount, m.name, rec)
-	if err != nil {
-		return err
-	}
 	root := model.Mutation{Op: model.OpPut, Path: m.path, Type: "peer"}
-	if _, err := m.s.model.Apply(m.s.ctx, root, put); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.rec = rec
-	m.mu.Unlock()
-	return nil
+	return m.updateRecord(func(r *mountRecord) { r.Below, r.Publish = h.Below, h.Publish }, root)
 }
 
 // control serves the control stream after the welcome: renewals and
@@ -475,22 +458,32 @@ func (m *mount) control(conn *quic.Conn, fr *frameReader, fw *frameWriter) {
 }
 
 func (m *mount) updateBelow(names []string) {
+	if err := m.updateRecord(func(r *mountRecord) { r.Below = names }); err != nil {
+		m.s.log.Warn("federation: recording the nodes below a peer", "peer", m.name, "err", err)
+	}
+	m.s.belowChanged()
+}
+
+// updateRecord changes the mount's record and commits it, with extra
+// mutations in the same commit, while no batch is being applied.
+func (m *mount) updateRecord(change func(*mountRecord), extra ...model.Mutation) error {
 	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
 	m.mu.Lock()
 	rec := m.rec
 	m.mu.Unlock()
-	rec.Below = names
+	change(&rec)
 	put, err := putRecord(recMount, m.name, rec)
-	if err == nil {
-		_, err = m.s.model.Apply(m.s.ctx, put)
+	if err != nil {
+		return err
 	}
-	if err == nil {
-		m.mu.Lock()
-		m.rec = rec
-		m.mu.Unlock()
+	if _, err := m.s.model.Apply(m.s.ctx, append(extra, put)...); err != nil {
+		return err
 	}
-	m.applyMu.Unlock()
-	m.s.belowChanged()
+	m.mu.Lock()
+	m.rec = rec
+	m.mu.Unlock()
+	return nil
 }
 
 // renew signs a new certificate for the provider and records its serial

@@ -248,22 +248,7 @@ func (m *mount) waitCursor(ctx context.Context, seq uint64, limit time.Duration)
 // the link, so the provider sends one (and then the tail from the
 // mirror's cursor: no event is lost).
 func (m *mount) requestResync() error {
-	m.applyMu.Lock()
-	m.mu.Lock()
-	rec := m.rec
-	m.mu.Unlock()
-	rec.Resync = true
-	put, err := putRecord(recMount, m.name, rec)
-	if err == nil {
-		_, err = m.s.model.Apply(m.s.ctx, put)
-	}
-	if err == nil {
-		m.mu.Lock()
-		m.rec = rec
-		m.mu.Unlock()
-	}
-	m.applyMu.Unlock()
-	if err != nil {
+	if err := m.updateRecord(func(r *mountRecord) { r.Resync = true }); err != nil {
 		return err
 	}
 	m.s.log.Warn("federation: mirror differs from its source; resynchronising", "peer", m.name)

@@ -402,26 +402,13 @@ func (m *mount) finishSnapshot(snap *snapshotState, seq uint64, provLogID string
 // recordGap marks lost history visibly: an event on the mount and a count
 // in its record.
 func (m *mount) recordGap(g gap) error {
-	m.applyMu.Lock()
-	defer m.applyMu.Unlock()
-	m.mu.Lock()
-	rec := m.rec
-	m.mu.Unlock()
-	rec.Gaps++
 	payload, _ := json.Marshal(g)
 	ev := model.Mutation{Op: model.OpEvent, Path: m.path, Event: &model.Event{
 		Name: "federation.gap", Level: model.LevelWarning, Payload: payload,
 	}}
-	put, err := putRecord(recMount, m.name, rec)
-	if err != nil {
+	if err := m.updateRecord(func(r *mountRecord) { r.Gaps++ }, ev); err != nil {
 		return err
 	}
-	if _, err := m.s.model.Apply(m.s.ctx, ev, put); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.rec = rec
-	m.mu.Unlock()
 	m.s.log.Warn("federation: history lost on a link", "peer", m.name, "from", g.From, "to", g.To, "reason", g.Reason)
 	return nil
 }

@@ -20,30 +20,8 @@ func TestAgentEndToEnd(t *testing.T) {
 	n := initDeviceNode(t, "probe1")
 	n.start()
 	admin := n.admin()
-	tok := n.enrollToken("lab")
 	state := t.TempDir()
-	cmd := exec.Command(agentBin, "run", "--state", state, "--api", "https://"+n.addr, "--token", tok,
-		"--ca", filepath.Join(n.dir, "tls", "ca.crt"), "--telemetry-interval", "1s", "--log-level", "debug")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("agent output:\n%s", out.String())
-		}
-	})
-
+	startAgent(t, n, state, "--log-level", "debug")
 	var path string
 	waitFor(t, "the agent enrolled", func() (bool, error) {
 		ds, err := admin.ListDevices(context.Background())
@@ -116,4 +94,34 @@ func TestAgentEndToEnd(t *testing.T) {
 			offline++
 		}
 	}
+}
+
+// startAgent runs a real strata-agent enrolled on n with a fresh token,
+// keeping its state in state; it is stopped (SIGTERM) at the end of the
+// test, and its output shown if the test failed.
+func startAgent(t *testing.T, n *nodeDir, state string, extra ...string) {
+	t.Helper()
+	tok := n.enrollToken("lab")
+	args := append([]string{"run", "--state", state, "--api", "https://" + n.addr, "--token", tok,
+		"--ca", filepath.Join(n.dir, "tls", "ca.crt"), "--telemetry-interval", "1s"}, extra...)
+	cmd := exec.Command(agentBin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("agent output:\n%s", out.String())
+		}
+	})
 }

@@ -9,10 +9,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -108,33 +106,6 @@ func waitConnected(t *testing.T, c *client.Client, name, direction string) {
 	})
 }
 
-// startAgent runs a real strata-agent enrolled on n.
-func startAgent(t *testing.T, n *nodeDir) {
-	t.Helper()
-	tok := n.enrollToken("lab")
-	cmd := exec.Command(agentBin, "run", "--state", t.TempDir(), "--api", "https://"+n.addr, "--token", tok,
-		"--ca", filepath.Join(n.dir, "tls", "ca.crt"), "--telemetry-interval", "1s")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("agent output:\n%s", out.String())
-		}
-	})
-}
-
 // Four real processes: HQ, a regional node and two probes without a
 // federation listener; devices on the probes. An operator at HQ browses
 // the probes' devices and runs a command through two hops.
@@ -161,7 +132,7 @@ func TestFederationEndToEnd(t *testing.T) {
 	}
 
 	// Devices: the real agent on plant7, a Paho device on plant8.
-	startAgent(t, p7)
+	startAgent(t, p7, t.TempDir())
 	d8 := mustConnectDevice(t, p8.enroll("lab", "hw-8"))
 	d8.mustPublish("telemetry", map[string]any{"temp": 41.5})
 
@@ -328,7 +299,10 @@ func TestFederationFaults(t *testing.T) {
 	for i := range devices {
 		d := mustConnectDevice(t, p7.enroll("lab", fmt.Sprintf("hw-%d", i)))
 		ids = append(ids, d.e.DeviceID)
-		acked[d.e.DeviceID] = map[int]bool{}
+		mine := map[int]bool{}
+		mu.Lock()
+		acked[d.e.DeviceID] = mine
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -337,7 +311,7 @@ func TestFederationFaults(t *testing.T) {
 				if n%5 == 0 {
 					if d.publish("events", map[string]any{"name": "tick", "level": "alert", "payload": map[string]int{"n": n}}) == nil {
 						mu.Lock()
-						acked[d.e.DeviceID][n] = true
+						mine[n] = true
 						mu.Unlock()
 					}
 				}
