@@ -154,29 +154,22 @@ func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// searchStore is the inventory search both stores offer.
+// searchStore is the inventory search both stores offer; its query is the
+// model's, as the API's is, so the store serves the API directly.
 type searchStore interface {
-	Search(ctx context.Context, q store.SearchQuery) (store.SearchPage, error)
+	Search(ctx context.Context, q model.SearchQuery) (model.SearchPage, error)
 }
 
 var (
-	_ searchStore = (*store.Badger)(nil)
-	_ searchStore = (*store.Postgres)(nil)
+	_ searchStore  = (*store.Badger)(nil)
+	_ searchStore  = (*store.Postgres)(nil)
+	_ api.Searcher = searchStore(nil)
 )
-
-// storeSearch serves the API's searches (GET /api/v1/search) from the
-// store; the API's query and page have the store's fields.
-type storeSearch struct{ s searchStore }
-
-func (a storeSearch) Search(ctx context.Context, q api.SearchQuery) (api.SearchPage, error) {
-	p, err := a.s.Search(ctx, store.SearchQuery(q))
-	return api.SearchPage(p), err
-}
 
 // searchOf returns the API's search backend for s, nil when s has none.
 func searchOf(s nodeStore) api.Searcher {
 	if ss, ok := s.(searchStore); ok {
-		return storeSearch{ss}
+		return ss
 	}
 	return nil
 }

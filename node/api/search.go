@@ -22,41 +22,19 @@ import (
 // store) plain filters: the subtrees its grants allow under the asked
 // path, and the tenants it sees. The backend never sees a principal.
 
-// Bounds of a search.
-const (
-	defaultSearchLimit = 100
-	maxSearchLimit     = 1000
-	maxSearchFilters   = 64
+// The query is the model's (model/search.go); the node hands it to its
+// store as it is.
+type (
+	SearchQuery = model.SearchQuery
+	SearchPage  = model.SearchPage
 )
 
-// SearchQuery is what the API asks of its search backend; every filter
-// given must hold. Its fields are those of the store's query (the node
-// converts one into the other).
-type SearchQuery struct {
-	// Prefix is the subtree: the context at Prefix and those below it.
-	Prefix model.Path
-	// Type, when set, is the context type wanted.
-	Type string
-	// Labels must each be present with exactly this value.
-	Labels map[string]string
-	// Vars must each be present with a value equal to this JSON value
-	// (numbers compared numerically).
-	Vars map[string]json.RawMessage
-	// Tenants, when non-nil, are the only tenants whose contexts may be
-	// returned ("" names shared contexts); nil allows all.
-	Tenants []string
-	// After is the keyset cursor: only paths after it, in byte order.
-	After model.Path
-	// Limit is the page size, 1..1000.
-	Limit int
-}
-
-// SearchPage is one page of matching contexts in path (byte) order; Next
-// is the last path of a full page when more may follow, else "".
-type SearchPage struct {
-	Contexts []*model.Context
-	Next     model.Path
-}
+// Bounds of a search.
+const (
+	defaultSearchLimit = model.DefaultSearchLimit
+	maxSearchLimit     = model.MaxSearchLimit
+	maxSearchFilters   = model.MaxSearchFilters
+)
 
 // Searcher is the search backend. Errors wrapping model.ErrInvalid are
 // answered 400.

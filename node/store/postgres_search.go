@@ -190,7 +190,7 @@ const searchExecMode = pgx.QueryExecModeExec
 // Search answers q from a read replica when one fits, else the primary.
 // It ends early, with ctx's error, when ctx or the store ends.
 func (s *Postgres) Search(ctx context.Context, q SearchQuery) (SearchPage, error) {
-	if err := q.normalize(); err != nil {
+	if err := normalizeSearch(&q); err != nil {
 		return SearchPage{}, fmt.Errorf("store: search: %w", err)
 	}
 	sql, args, err := searchSQL(&q)
@@ -335,7 +335,7 @@ func (s *Postgres) CopyContexts(ctx context.Context, cs []*model.Context) (int64
 // of a run) of q on the pool that would serve it now, and that pool's
 // name, for benchmarks and for operators looking at a slow search.
 func (s *Postgres) ExplainSearch(ctx context.Context, q SearchQuery, analyze bool) (plan, served string, err error) {
-	if err := q.normalize(); err != nil {
+	if err := normalizeSearch(&q); err != nil {
 		return "", "", err
 	}
 	sql, args, err := searchSQL(&q)

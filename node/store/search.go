@@ -26,48 +26,22 @@ import (
 // path index and one GIN index on labels and variable values together, and
 // reads from a read replica when one fits (postgres_search.go).
 
-// Bounds of a search page.
-const (
-	DefaultSearchLimit = 100
-	MaxSearchLimit     = 1000
-	// MaxSearchFilters bounds the label and variable filters of a query.
-	MaxSearchFilters = 64
+// The query and its bounds are the model's (model/search.go).
+type (
+	SearchQuery = model.SearchQuery
+	SearchPage  = model.SearchPage
 )
 
-// SearchQuery selects contexts. Every filter given must hold (AND).
-type SearchQuery struct {
-	// Prefix is the subtree searched: the context at Prefix and those
-	// below it. "" or "/" is the whole tree.
-	Prefix model.Path
-	// Type, when set, is the context type wanted.
-	Type string
-	// Labels each label must be present with exactly this value.
-	Labels map[string]string
-	// Vars each variable must be present with a value equal to this JSON
-	// value: strings, booleans and null by value, numbers numerically (4
-	// equals 4.0), objects and arrays member by member.
-	Vars map[string]json.RawMessage
-	// Tenants, when non-nil, are the tenants whose contexts may be
-	// returned ("" names shared contexts); nil allows every tenant, and an
-	// empty non-nil list none.
-	Tenants []string
-	// After is the keyset cursor: only paths after it (byte order).
-	After model.Path
-	// Limit is the page size, 1..MaxSearchLimit (0: DefaultSearchLimit).
-	Limit int
-}
+// Bounds of a search page.
+const (
+	DefaultSearchLimit = model.DefaultSearchLimit
+	MaxSearchLimit     = model.MaxSearchLimit
+	MaxSearchFilters   = model.MaxSearchFilters
+)
 
-// SearchPage is one page of results, in path (byte) order. Next is the
-// cursor for the following page (pass it as After), "" when no more
-// contexts match.
-type SearchPage struct {
-	Contexts []*model.Context
-	Next     model.Path
-}
-
-// normalize validates q and fills its defaults. Errors wrap
+// normalizeSearch validates q and fills its defaults. Errors wrap
 // model.ErrInvalid (or model.ErrInvalidPath).
-func (q *SearchQuery) normalize() error {
+func normalizeSearch(q *SearchQuery) error {
 	if q.Prefix == "" {
 		q.Prefix = model.Root
 	}
@@ -275,7 +249,7 @@ func numericSafe(n string) bool {
 // prefix after the cursor until a page is full: linear in the size of the
 // subtree for selective filters. It stops early when ctx ends.
 func (s *Badger) Search(ctx context.Context, q SearchQuery) (SearchPage, error) {
-	if err := q.normalize(); err != nil {
+	if err := normalizeSearch(&q); err != nil {
 		return SearchPage{}, fmt.Errorf("store: search: %w", err)
 	}
 	m, err := newMatcher(&q)

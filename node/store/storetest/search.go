@@ -11,24 +11,11 @@ import (
 	"github.com/strata-dm/strata/model"
 )
 
-// SearchQuery and SearchPage mirror the store package's types of the same
-// names (storetest cannot import that package, whose tests import
-// storetest): a store's test converts between them.
-type SearchQuery struct {
-	Prefix  model.Path
-	Type    string
-	Labels  map[string]string
-	Vars    map[string]json.RawMessage
-	Tenants []string
-	After   model.Path
-	Limit   int
-}
-
-// SearchPage is one page of search results.
-type SearchPage struct {
-	Contexts []*model.Context
-	Next     model.Path
-}
+// SearchQuery and SearchPage are the model's.
+type (
+	SearchQuery = model.SearchQuery
+	SearchPage  = model.SearchPage
+)
 
 // SearchFunc runs a search on the store under test.
 type SearchFunc func(ctx context.Context, q SearchQuery) (SearchPage, error)
