@@ -86,31 +86,11 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 			// Fold the batches already waiting into one commit: under load
 			// the mirror commits as often as its store can, not once per
 			// frame.
-			var next *syncFrame
-			for len(b.Entries) < foldEntries && next == nil {
-				select {
-				case f2, ok := <-frames:
-					if !ok {
-						break
-					}
-					if f2.kind != kindBatch {
-						next = &f2
-						break
-					}
-					var b2 batch
-					if err := decode(f2.kind, f2.body, &b2); err != nil {
-						return err
-					}
-					b.Entries = append(b.Entries, b2.Entries...)
-					b.Last, b.Head = b2.Last, max(b.Head, b2.Head)
-					continue
-				default:
-				}
-				break
+			next, err := fold(&b, frames)
+			if err != nil {
+				return err
 			}
-			if next != nil {
-				pending = next
-			}
+			pending = next
 			applied, err := m.applyBatch(b, provLogID)
 			if err != nil {
 				return err
@@ -169,6 +149,31 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 		return nil
 	}
 	return err
+}
+
+// fold appends to b the batches already queued, up to foldEntries
+// entries; a queued frame of another kind is returned, to be handled next.
+func fold(b *batch, frames <-chan syncFrame) (*syncFrame, error) {
+	for len(b.Entries) < foldEntries {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				return nil, nil
+			}
+			if f.kind != kindBatch {
+				return &f, nil
+			}
+			var more batch
+			if err := decode(f.kind, f.body, &more); err != nil {
+				return nil, err
+			}
+			b.Entries = append(b.Entries, more.Entries...)
+			b.Last, b.Head = more.Last, max(b.Head, more.Head)
+		default:
+			return nil, nil
+		}
+	}
+	return nil, nil
 }
 
 // translate maps a provider's entry onto the mirror: its path moves under
