@@ -260,44 +260,61 @@ func (m *mount) commit(muts []model.Mutation, rec mountRecord) error {
 	if err != nil {
 		return err
 	}
-	ctx := m.s.ctx
-	// The last chunk carries the cursor; a proposal is bounded in size.
-	for {
-		n := min(len(muts), 8192)
-		chunk := muts[:n]
-		muts = muts[n:]
-		last := len(muts) == 0
-		props := chunk
-		if last {
-			props = append(chunk[:n:n], put)
+	// A proposal is bounded in size; the last one carries the cursor.
+	if len(muts) > maxProposal {
+		head := len(muts) - maxProposal
+		if err := m.applyOrSkip(muts[:head]); err != nil {
+			return err
 		}
-		if _, err := m.s.model.Apply(ctx, props...); err != nil {
-			if !refusal(err) {
-				return err
-			}
-			for _, mu := range chunk {
-				if _, err := m.s.model.Apply(ctx, mu); err != nil {
-					if !refusal(err) {
-						return err
-					}
-					m.s.metrics.dropped.WithLabelValues(m.name).Inc()
-					m.s.log.Warn("federation: mirror refused an entry", "peer", m.name, "path", mu.Path, "op", mu.Op, "err", err)
-				}
-			}
-			if last {
-				if _, err := m.s.model.Apply(ctx, put); err != nil {
-					return err
-				}
-			}
+		muts = muts[head:]
+	}
+	if _, err := m.s.model.Apply(m.s.ctx, append(muts[:len(muts):len(muts)], put)...); err != nil {
+		if !refusal(err) {
+			return err
 		}
-		if last {
-			break
+		if err := m.applyOrSkip(muts); err != nil {
+			return err
+		}
+		if _, err := m.s.model.Apply(m.s.ctx, put); err != nil {
+			return err
 		}
 	}
 	m.mu.Lock()
 	m.rec = rec
 	m.persisted = time.Now()
 	m.mu.Unlock()
+	return nil
+}
+
+// maxProposal bounds the mutations of one mirror commit (the model takes
+// up to 16,384).
+const maxProposal = 8192
+
+// applyOrSkip applies muts in commits of up to maxProposal or, when the
+// state machine refuses one, that one's mutations one by one, skipping
+// (and counting) what it refuses.
+func (m *mount) applyOrSkip(muts []model.Mutation) error {
+	for len(muts) > maxProposal {
+		if err := m.applyOrSkip(muts[:maxProposal]); err != nil {
+			return err
+		}
+		muts = muts[maxProposal:]
+	}
+	if len(muts) == 0 {
+		return nil
+	}
+	if _, err := m.s.model.Apply(m.s.ctx, muts...); err == nil || !refusal(err) {
+		return err
+	}
+	for _, mu := range muts {
+		if _, err := m.s.model.Apply(m.s.ctx, mu); err != nil {
+			if !refusal(err) {
+				return err
+			}
+			m.s.metrics.dropped.WithLabelValues(m.name).Inc()
+			m.s.log.Warn("federation: mirror refused an entry", "peer", m.name, "path", mu.Path, "op", mu.Op, "err", err)
+		}
+	}
 	return nil
 }
 
@@ -338,28 +355,7 @@ func (m *mount) applyChunk(snap *snapshotState, cs []*model.Context) error {
 			Labels: c.Labels, Variables: c.Variables, Functions: c.Functions, SetFunctions: true,
 		})
 	}
-	return m.commitNoCursor(muts)
-}
-
-// commitNoCursor applies mirror changes that do not move the cursor
-// (snapshot contents: a crash before the end restarts the snapshot).
-func (m *mount) commitNoCursor(muts []model.Mutation) error {
-	if len(muts) == 0 {
-		return nil
-	}
-	if _, err := m.s.model.Apply(m.s.ctx, muts...); err == nil || !refusal(err) {
-		return err
-	}
-	for _, mu := range muts {
-		if _, err := m.s.model.Apply(m.s.ctx, mu); err != nil {
-			if !refusal(err) {
-				return err
-			}
-			m.s.metrics.dropped.WithLabelValues(m.name).Inc()
-			m.s.log.Warn("federation: mirror refused a snapshot context", "peer", m.name, "path", mu.Path, "err", err)
-		}
-	}
-	return nil
+	return m.applyOrSkip(muts)
 }
 
 // finishSnapshot deletes mirrored contexts the snapshot did not confirm
@@ -389,7 +385,7 @@ func (m *mount) finishSnapshot(snap *snapshotState, seq uint64, provLogID string
 	for _, p := range stale {
 		muts = append(muts, model.Mutation{Op: model.OpDelete, Path: p})
 	}
-	if err := m.commitNoCursor(muts); err != nil {
+	if err := m.applyOrSkip(muts); err != nil {
 		return err
 	}
 	rec.Cursor, rec.LogID, rec.Resync = seq, provLogID, false
