@@ -357,3 +357,20 @@ func TestVerifyRepairs(t *testing.T) {
 		t.Fatalf("a requested resync counted as a gap: %d", g)
 	}
 }
+
+// A consumer this node no longer publishes to stops holding back the
+// change log's compaction.
+func TestLeaveReleasesCompaction(t *testing.T) {
+	hq := newTNode(t, "hq", true)
+	p := newTNode(t, "p1", false)
+	p.put("/devices/d1", nil)
+	hq.join(p, federation.GrantRead)
+	eventually(t, wait, "cursor stored", func() bool { _, ok := p.svc.CompactFloor(); return ok })
+	p.ups = nil
+	if err := p.svc.SetUpstreams(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.svc.CompactFloor(); ok {
+		t.Fatal("a consumer left but still holds back compaction")
+	}
+}

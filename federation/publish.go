@@ -115,7 +115,18 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 			fl.ack(a.Seq)
 		}
 	}()
-	go u.storeCursor(ctx, w.Node)
+	// The cursor is stored until this stream ends, and no longer: a
+	// consumer removed afterwards must not get its record back.
+	cursorCtx, stopCursor := context.WithCancel(ctx)
+	cursorDone := make(chan struct{})
+	go func() {
+		defer close(cursorDone)
+		u.storeCursor(cursorCtx, w.Node)
+	}()
+	defer func() {
+		stopCursor()
+		<-cursorDone
+	}()
 
 	cursor := w.Cursor
 	lastSend, lastSent := time.Time{}, cursor

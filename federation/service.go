@@ -321,6 +321,7 @@ func (s *Service) SetUpstreams(ups []Upstream) error {
 	for _, u := range stop {
 		u.stop()
 	}
+	s.forgetConsumers(stop, want)
 	if oldTr != nil {
 		oldTr.Close()
 		oldTr.Conn.Close()
@@ -329,6 +330,21 @@ func (s *Service) SetUpstreams(ups []Upstream) error {
 		u.start()
 	}
 	return nil
+}
+
+// forgetConsumers drops the stored cursors of consumers this node no
+// longer publishes to, so that compaction stops keeping the log for
+// them. An upstream that is only restarted (same address) keeps its own.
+func (s *Service) forgetConsumers(stopped []*upstream, want map[string]Upstream) {
+	for _, u := range stopped {
+		name := u.consumerName()
+		if _, again := want[u.cfg.Address]; again || name == "" {
+			continue
+		}
+		if err := s.model.DeleteRecord(s.ctx, recCursor, name); err != nil && !errors.Is(err, model.ErrNotFound) {
+			s.log.Warn("federation: dropping a removed consumer's cursor", "consumer", name, "err", err)
+		}
+	}
 }
 
 func sameUpstream(a, b Upstream) bool {
