@@ -348,11 +348,22 @@ func (l *deadlineListener) Accept() (net.Conn, error) {
 
 // quietHandler demotes mochi's per-client info and warning logs (every
 // disconnect, every refused client) to debug: at fleet scale they flood.
+// So is mochi's error log of a publish the hook refused with a reason
+// code (an MQTT 5 command result for an unknown job or another tenant's
+// context): the refusal is counted and recorded already, and the log
+// would dump the device's payload at error level for every message.
 type quietHandler struct{ slog.Handler }
 
+// hookRefusal is mochi's message for a publish a hook answered with a
+// reason code.
+const hookRefusal = "publish packet error"
+
 func (h *quietHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level < slog.LevelError {
+	if r.Level < slog.LevelError || r.Message == hookRefusal {
 		r.Level = slog.LevelDebug
+		if !h.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
 	}
 	return h.Handler.Handle(ctx, r)
 }
