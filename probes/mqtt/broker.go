@@ -102,7 +102,9 @@ type Config struct {
 	MaxPayloadBytes int
 	// MaxSessions bounds concurrent connections.
 	MaxSessions int64
-	// ConnectTimeout bounds the time from TCP accept to CONNECT.
+	// ConnectTimeout bounds the time from TCP accept to CONNECT on the
+	// TLS and TCP listeners. The WebSocket listener (mochi's) does not
+	// take it: its HTTP server's 60 s read timeout bounds that time.
 	ConnectTimeout time.Duration
 	// WritesPending bounds the packets queued to one client; BufferSize
 	// is each connection's read and write buffer. Both set the memory a
