@@ -130,6 +130,12 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 
 // OnACLCheck confines a device to strata/<id>/: it publishes only its
 // uplink topics and subscribes only to filters under its prefix.
+//
+// mochi answers a refused QoS 1 publish at once (MQTT 5: PUBACK 0x87;
+// 3.1.1: disconnect), so a refused publish first waits for the messages
+// before it to be acknowledged: PUBACKs keep the order of the PUBLISHes
+// [MQTT-4.6.0-2], and a 3.1.1 device is not made to resend messages that
+// were stored.
 func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	kind, _, ok := parseTopic(cl.ID, topic)
 	if write {
@@ -140,6 +146,9 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	if !ok {
 		h.b.metrics.aclDenied.Inc()
 		h.b.log.Debug("acl denied", "device", cl.ID, "topic", truncate(topic, 256), "write", write)
+		if u := h.uplink(cl); write && u != nil {
+			u.drain()
+		}
 	}
 	return ok
 }

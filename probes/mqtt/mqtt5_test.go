@@ -6,8 +6,11 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 	paho5 "github.com/eclipse/paho.golang/paho"
 
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/store"
 )
 
 // MQTT 5 reason codes the tests expect.
@@ -239,5 +243,120 @@ func TestHookRefusalNotLoggedAsError(t *testing.T) {
 	log.Error("listener failed")
 	if !strings.Contains(buf.String(), "listener failed") {
 		t.Fatalf("a real error was dropped: %q", buf.String())
+	}
+}
+
+// gatedTree holds every Apply while its gate is shut.
+type gatedTree struct {
+	Tree
+	mu   sync.Mutex
+	gate chan struct{} // nil: open
+}
+
+func (g *gatedTree) shut() { g.mu.Lock(); g.gate = make(chan struct{}); g.mu.Unlock() }
+func (g *gatedTree) open() { g.mu.Lock(); close(g.gate); g.gate = nil; g.mu.Unlock() }
+
+func (g *gatedTree) Apply(ctx context.Context, muts ...model.Mutation) ([]model.Entry, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return g.Tree.Apply(ctx, muts...)
+}
+
+// MQTT 5 requires PUBACKs in the order of the PUBLISHes [MQTT-4.6.0-2]:
+// a publish the topic ACL refuses is answered after the messages before
+// it, even while those wait for the store.
+func TestMQTT5RefusalAckedInOrder(t *testing.T) {
+	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := &gatedTree{Tree: m}
+	b, err := New(Config{
+		TCPAddr: "127.0.0.1:0", Devices: &fakeDevices{secrets: map[string]string{"d1": "s1"}}, Tree: tree,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.Shutdown(context.Background())
+		m.Close()
+		st.Close()
+	})
+	conn, err := net.Dial("tcp", b.Addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ClientID, c.Username, c.Password, c.UsernameFlag, c.PasswordFlag, c.CleanStart, c.KeepAlive = "d1", "d1", []byte("s1"), true, true, true, 30
+	if _, err := cp.WriteTo(conn); err != nil {
+		t.Fatal(err)
+	}
+	ack, err := packets.ReadPacket(conn)
+	if err != nil || ack.Type != packets.CONNACK || ack.Content.(*packets.Connack).ReasonCode != 0 {
+		t.Fatalf("CONNACK %v %v", ack, err)
+	}
+	eventually(t, "online", func() bool { // presence written: the store is idle
+		c, err := m.Get(DevicePath("d1"))
+		return err == nil && string(c.Variables["online"].Value) == "true"
+	})
+	tree.shut()
+	opened := false
+	defer func() {
+		if !opened {
+			tree.open()
+		}
+	}()
+	for i, topic := range []string{"strata/d1/telemetry", "strata/d2/telemetry"} {
+		pp := packets.NewControlPacket(packets.PUBLISH)
+		p := pp.Content.(*packets.Publish)
+		p.Topic, p.QoS, p.PacketID, p.Payload = topic, 1, uint16(i+1), []byte(`{"x": 1}`)
+		if _, err := pp.WriteTo(conn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first message waits for the store; the second is refused by
+	// the ACL without it. Let the store go once the refusal was decided.
+	acks := make(chan *packets.ControlPacket, 2)
+	go func() {
+		defer close(acks)
+		for range 2 {
+			p, err := packets.ReadPacket(conn)
+			if err != nil {
+				return
+			}
+			acks <- p
+		}
+	}()
+	eventually(t, "the ACL refusal", func() bool { return counterValue(t, b.metrics.aclDenied) == 1 })
+	tree.open()
+	opened = true
+	var got []string
+	for p := range acks {
+		pa, ok := p.Content.(*packets.Puback)
+		if !ok {
+			t.Fatalf("got %v", p)
+		}
+		got = append(got, fmt.Sprintf("%d:%#x", pa.PacketID, pa.ReasonCode))
+		if len(got) == 2 {
+			break
+		}
+	}
+	if fmt.Sprint(got) != "[1:0x0 2:0x87]" {
+		t.Fatalf("PUBACKs %v, want [1:0x0 2:0x87]", got)
 	}
 }
