@@ -374,3 +374,62 @@ func TestLeaveReleasesCompaction(t *testing.T) {
 		t.Fatal("a consumer left but still holds back compaction")
 	}
 }
+
+// A large backlog (well beyond the send window and the fold size) is
+// applied in full after the link comes back.
+func TestLargeBacklog(t *testing.T) {
+	hq := newTNode(t, "hq", true)
+	p := newTNode(t, "p1", false)
+	p.put("/devices/d0", nil)
+	hq.join(p, federation.GrantRead)
+	eventually(t, wait, "mirror", func() bool { return hq.has("/peers/p1/devices/d0", nil) })
+	p.svc.SetUpstreams(nil)
+	eventually(t, wait, "link down", func() bool { return hq.peer("p1", "provider").State == "down" })
+	const n = 70_000 // more than the send window (65,536)
+	muts := make([]model.Mutation, 0, 1000)
+	for i := range n {
+		v, _ := model.NewVariable(json.RawMessage(fmt.Sprint(i)), time.Time{})
+		muts = append(muts, model.Mutation{Op: model.OpPut, Path: model.MustPath(fmt.Sprintf("/devices/d%d", i%500)), Type: "device",
+			Variables: map[string]model.Variable{"v": v}})
+		if len(muts) == cap(muts) {
+			if _, err := p.model.Apply(context.Background(), muts...); err != nil {
+				t.Fatal(err)
+			}
+			muts = muts[:0]
+		}
+	}
+	p.svc.SetUpstreams(p.ups)
+	eventually(t, 2*time.Minute, "backlog applied", func() bool {
+		return hq.has("/peers/p1/devices/d499", varIs("v", fmt.Sprint(n-1)))
+	})
+	hq.verifyAll(t)
+}
+
+// A context whose path is valid at the provider but too deep once mounted
+// is left out of the mirror (counted), and the link carries on.
+func TestTooDeepWhenMounted(t *testing.T) {
+	hq := newTNode(t, "hq", true)
+	p := newTNode(t, "p1", false)
+	deep := ""
+	for i := 0; i < model.MaxDepth; i++ {
+		deep += fmt.Sprintf("/s%d", i)
+	}
+	if _, err := p.model.Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: model.MustPath(deep), Type: "device"}); err != nil {
+		t.Fatal(err)
+	}
+	hq.join(p, federation.GrantRead)
+	p.put("/devices/after", nil)
+	eventually(t, wait, "the rest mirrored", func() bool { return hq.has("/peers/p1/devices/after", nil) })
+	// The ancestors that fit (30 segments below the mount) are there; the
+	// deeper ones are not.
+	fits := "/peers/p1"
+	for i := 0; i < model.MaxDepth-2; i++ {
+		fits += fmt.Sprintf("/s%d", i)
+	}
+	if !hq.has(fits, nil) {
+		t.Fatal("the ancestors that fit were not mirrored")
+	}
+	if kids, err := hq.model.Children(model.MustPath(fits), "", 10); err != nil || len(kids) != 0 {
+		t.Fatalf("below the depth limit: %+v %v", kids, err)
+	}
+}

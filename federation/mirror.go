@@ -191,6 +191,9 @@ func (m *mount) translate(e model.Entry, subtrees []model.Path) (model.Mutation,
 		return model.Mutation{}, false
 	}
 	mu.Path = mapPath(m.path, mu.Path)
+	if _, err := model.ParsePath(string(mu.Path)); err != nil {
+		return model.Mutation{}, false // too long or deep once mounted here
+	}
 	mu.Actor = ""
 	if len(mu.Variables) > 0 {
 		vars := make(map[string]model.Variable, len(mu.Variables))
