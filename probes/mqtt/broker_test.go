@@ -86,50 +86,76 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	m := testTree(t)
+	ca, cert := testServerCert(t)
+	h := &harness{
+		t: t, model: m, caPEM: ca.CertPEM,
+		devs: &fakeDevices{secrets: map[string]string{"d1": "s1", "d2": "s2", "b-1": "sb"}},
+		cmds: &fakeCommands{pending: map[string][]Command{}, delivered: map[string]bool{}, results: map[string]Result{}},
+	}
+	h.broker = startBroker(t, Config{
+		TLSAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0",
+		TLS:     &tls.Config{Certificates: []tls.Certificate{cert}},
+		Devices: h.devs, Tree: m, Commands: h.cmds,
+		MaxPayloadBytes: 4096,
+	})
+	return h
+}
+
+// testTree is a model on an in-memory store, closed at the end of the
+// test (after what later cleanups, such as a broker's shutdown, do).
+func testTree(t *testing.T) *model.Model {
+	t.Helper()
 	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m, err := model.New(model.Config{Store: st})
 	if err != nil {
+		st.Close()
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		m.Close()
+		st.Close()
+	})
+	return m
+}
+
+// testServerCert is a CA and a certificate it issued for 127.0.0.1.
+func testServerCert(t *testing.T) (*certs.Pair, tls.Certificate) {
+	t.Helper()
 	ca, err := certs.NewCA("test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvPair, err := ca.IssueServer("mqtt", []string{"127.0.0.1"})
+	pair, err := ca.IssueServer("mqtt", []string{"127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := srvPair.TLSCertificate()
+	cert, err := pair.TLSCertificate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{
-		t: t, model: m, caPEM: ca.CertPEM,
-		devs: &fakeDevices{secrets: map[string]string{"d1": "s1", "d2": "s2", "b-1": "sb"}},
-		cmds: &fakeCommands{pending: map[string][]Command{}, delivered: map[string]bool{}, results: map[string]Result{}},
+	return ca, cert
+}
+
+// startBroker starts a broker (logging warnings to the test log unless
+// cfg has a logger) and shuts it down at the end of the test.
+func startBroker(t *testing.T, cfg Config) *Broker {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	h.broker, err = New(Config{
-		TLSAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0",
-		TLS:     &tls.Config{Certificates: []tls.Certificate{cert}},
-		Devices: h.devs, Tree: m, Commands: h.cmds,
-		Logger:          slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		MaxPayloadBytes: 4096,
-	})
+	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.broker.Start(); err != nil {
+	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		h.broker.Shutdown(context.Background())
-		m.Close()
-		st.Close()
-	})
-	return h
+	t.Cleanup(func() { b.Shutdown(context.Background()) })
+	return b
 }
 
 type testWriter struct{ t *testing.T }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"runtime"
@@ -24,9 +23,7 @@ import (
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
-	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/devices"
-	"github.com/strata-dm/strata/node/store"
 )
 
 // registryAuth authenticates through the node's device registry (with its
@@ -76,26 +73,9 @@ type floodHarness struct {
 
 func newFloodHarness(t *testing.T) *floodHarness {
 	t.Helper()
-	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.New(model.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := certs.NewCA("test CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvPair, err := ca.IssueServer("mqtt", []string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := srvPair.TLSCertificate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testTree(t)
+	ca, cert := testServerCert(t)
+	var err error
 	f := &floodHarness{model: m}
 	f.reg, err = devices.New(devices.Config{Tree: m, CAPEM: ca.CertPEM, AuthFailures: floodAuthFailures, AuthWindow: time.Minute})
 	if err != nil {
@@ -107,23 +87,11 @@ func newFloodHarness(t *testing.T) *floodHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.broker, err = New(Config{
+	f.broker = startBroker(t, Config{
 		TLSAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0",
 		TLS:     &tls.Config{Certificates: []tls.Certificate{cert}},
 		Devices: f.auth, Tree: m, Registerer: prometheus.NewRegistry(),
-		Logger:         slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		ConnectTimeout: floodConnectTimeout,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		f.broker.Shutdown(context.Background())
-		m.Close()
-		st.Close()
 	})
 	return f
 }

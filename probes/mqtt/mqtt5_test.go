@@ -18,7 +18,6 @@ import (
 	paho5 "github.com/eclipse/paho.golang/paho"
 
 	"github.com/strata-dm/strata/model"
-	"github.com/strata-dm/strata/node/store"
 )
 
 // MQTT 5 reason codes the tests expect.
@@ -270,29 +269,10 @@ func (g *gatedTree) Apply(ctx context.Context, muts ...model.Mutation) ([]model.
 // a publish the topic ACL refuses is answered after the messages before
 // it, even while those wait for the store.
 func TestMQTT5RefusalAckedInOrder(t *testing.T) {
-	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.New(model.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testTree(t)
 	tree := &gatedTree{Tree: m}
-	b, err := New(Config{
+	b := startBroker(t, Config{
 		TCPAddr: "127.0.0.1:0", Devices: &fakeDevices{secrets: map[string]string{"d1": "s1"}}, Tree: tree,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		b.Shutdown(context.Background())
-		m.Close()
-		st.Close()
 	})
 	conn, err := net.Dial("tcp", b.Addr("tcp"))
 	if err != nil {

@@ -2,15 +2,11 @@ package mqtt
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-
-	"github.com/strata-dm/strata/model"
-	"github.com/strata-dm/strata/node/store"
 )
 
 // freeLoopbackAddr returns a loopback address nobody listened on a moment
@@ -29,29 +25,10 @@ func freeLoopbackAddr(t *testing.T) string {
 // A device connects over the plain WebSocket listener with Paho and its
 // telemetry lands in the tree.
 func TestWebSocketListener(t *testing.T) {
-	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.New(model.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New(Config{
+	m := testTree(t)
+	b := startBroker(t, Config{
 		WSAddr:  freeLoopbackAddr(t),
 		Devices: &fakeDevices{secrets: map[string]string{"d1": "s1"}}, Tree: m,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		b.Shutdown(context.Background())
-		m.Close()
-		st.Close()
 	})
 	addr := b.Addr("ws")
 	// The listener binds on its own goroutine after Start returns.
