@@ -1,6 +1,8 @@
 package model
 
 import (
+	"bytes"
+
 	"github.com/fxamacker/cbor/v2"
 )
 
@@ -8,7 +10,7 @@ import (
 // federation wire: CBOR with integer keys. Decoding ignores unknown keys, so
 // a newer writer can add fields that an older reader skips.
 var (
-	encMode cbor.EncMode
+	encMode cbor.UserBufferEncMode
 	decMode cbor.DecMode
 )
 
@@ -18,7 +20,7 @@ func init() {
 		Time:    cbor.TimeRFC3339Nano,
 		TimeTag: cbor.EncTagNone,
 		Sort:    cbor.SortNone,
-	}.EncMode()
+	}.UserBufferEncMode()
 	if err != nil {
 		panic(err)
 	}
@@ -36,5 +38,15 @@ func init() {
 // Marshal encodes v in the model's binary encoding.
 func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
 
+// MarshalTo appends the encoding of v to buf (Marshal without a buffer of
+// its own: packing many values into one does not copy them twice).
+func MarshalTo(buf *bytes.Buffer, v any) error { return encMode.MarshalToBuffer(v, buf) }
+
 // Unmarshal decodes data produced by Marshal (or a newer version of it).
 func Unmarshal(data []byte, v any) error { return decMode.Unmarshal(data, v) }
+
+// UnmarshalFirst decodes the first item of a sequence of Marshal outputs
+// (a CBOR sequence) into v and returns the rest.
+func UnmarshalFirst(data []byte, v any) (rest []byte, err error) {
+	return decMode.UnmarshalFirst(data, v)
+}

@@ -95,3 +95,70 @@ func (m *Model) Changed() <-chan struct{} {
 	defer m.mu.Unlock()
 	return m.changed
 }
+
+// RawEntry is a log entry as it is stored: its encoding (Marshal of the
+// Entry), with the fields a reader filters on decoded beside it.
+type RawEntry struct {
+	Seq  uint64
+	Op   Op
+	Path Path
+	Raw  []byte
+}
+
+// Local reports whether the entry changes a node-local record.
+func (r *RawEntry) Local() bool { return r.Op == OpPutRecord || r.Op == OpDeleteRecord }
+
+// RawLogReader is a Store that can return stored log entries without
+// decoding them whole. A follower that only forwards entries (federation)
+// then neither decodes nor encodes them again.
+type RawLogReader interface {
+	ReadLogRaw(after uint64, limit int) ([]RawEntry, error)
+}
+
+// EntryHead decodes the sequence number, operation and path of an encoded
+// entry and returns the rest of data after it.
+func EntryHead(data []byte) (RawEntry, []byte, error) {
+	var h struct {
+		Seq      uint64 `cbor:"1,keyasint"`
+		Mutation struct {
+			Op   Op   `cbor:"1,keyasint"`
+			Path Path `cbor:"2,keyasint"`
+		} `cbor:"3,keyasint"`
+	}
+	rest, err := decMode.UnmarshalFirst(data, &h)
+	if err != nil {
+		return RawEntry{}, nil, err
+	}
+	return RawEntry{Seq: h.Seq, Op: h.Mutation.Op, Path: h.Mutation.Path, Raw: data[:len(data)-len(rest)]}, rest, nil
+}
+
+// ReadLogRaw is ReadLog returning encoded entries: from the store as
+// stored when it is a RawLogReader, else encoded here.
+func (m *Model) ReadLogRaw(ctx context.Context, after uint64, limit int) ([]RawEntry, error) {
+	if limit <= 0 {
+		limit = 1024
+	}
+	rr, ok := m.store.(RawLogReader)
+	if ok {
+		m.mu.Lock()
+		last := m.last
+		_, inMem := m.tail.after(after, 0)
+		m.mu.Unlock()
+		if after < last && !inMem {
+			return rr.ReadLogRaw(after, limit)
+		}
+	}
+	es, err := m.ReadLog(ctx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]RawEntry, len(es))
+	for i := range es {
+		raw, err := Marshal(&es[i])
+		if err != nil {
+			return nil, fmt.Errorf("model: encode entry %d: %w", es[i].Seq, err)
+		}
+		out[i] = RawEntry{Seq: es[i].Seq, Op: es[i].Mutation.Op, Path: es[i].Mutation.Path, Raw: raw}
+	}
+	return out, nil
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -22,28 +23,53 @@ var _ model.Store = (*Badger)(nil)
 
 // Key layout. One byte of kind, then:
 //
-//	c <path>                     context (CBOR model.Context)
+//	c <path>                     context as of the last checkpoint (CBOR model.Context)
 //	k <parent> 0x00 <name>       child index entry (CBOR model.Child)
-//	l <seq:8 BE>                 change-log entry (CBOR model.Entry)
+//	b <seq:8 BE>                 log block: the entries up to seq (CBOR sequence)
+//	d <seq:8 BE> <part:4 BE>     context delta: contexts changed by the commit ending at seq
 //	e <path> 0x00 <seq:8 BE>     event (CBOR model.Event)
 //	r <kind> 0x00 <key>          node-local record (raw bytes)
 //	m last | m first             last committed / first retained log seq
+//	m checkpoint                 last seq whose contexts are all in c keys
+//
+// A commit writes one key per few kilobytes of log entries and of changed
+// contexts (blocks and deltas), not one per entry and per context: that
+// is what makes a durable commit of many mutations cheap. The changed
+// contexts are also kept in memory (the overlay) and written to their c
+// keys by a checkpoint, so a device updated a thousand times between two
+// checkpoints costs one context write. Reads consult the overlay first. At
+// open, the deltas after the checkpoint are read back into the overlay.
+// badger_log.go holds the log blocks, badger_checkpoint.go the overlay.
+//
+// Stores written before blocks existed hold one l <seq:8 BE> key per log
+// entry; they are converted at open (convertLegacyLog).
 const (
 	pContext = 'c'
 	pChild   = 'k'
-	pLog     = 'l'
+	pBlock   = 'b'
+	pDelta   = 'd'
+	pLegacy  = 'l'
 	pEvent   = 'e'
 	pRecord  = 'r'
 	pMeta    = 'm'
 )
 
 var (
-	keyLast  = []byte("mlast")
-	keyFirst = []byte("mfirst")
+	keyLast       = []byte("mlast")
+	keyFirst      = []byte("mfirst")
+	keyCheckpoint = []byte("mcheckpoint")
+	keyConverted  = []byte("mlegacy-converted")
 )
 
 // MaxEventsPerQuery caps one page of event history.
 const MaxEventsPerQuery = 10000
+
+// Checkpoint defaults: see BadgerOptions.
+const (
+	DefaultCheckpointContexts = 65536
+	DefaultCheckpointBytes    = 64 << 20
+	DefaultCheckpointInterval = 10 * time.Second
+)
 
 // BadgerOptions configures the embedded store.
 type BadgerOptions struct {
@@ -55,14 +81,40 @@ type BadgerOptions struct {
 	CacheMB int
 	// InMemory keeps everything in memory (tests only; not durable).
 	InMemory bool
+
+	// A checkpoint writes the contexts changed since the previous one to
+	// their own keys. It runs when that many contexts are pending
+	// (CheckpointContexts), when the deltas written since reach
+	// CheckpointBytes (they are what a restart reads back), and at least
+	// every CheckpointInterval while anything is pending. Zero values take
+	// the defaults above.
+	CheckpointContexts int
+	CheckpointBytes    int
+	CheckpointInterval time.Duration
 }
 
 // Badger is the embedded store. Every Commit is one Badger transaction
 // written with SyncWrites, so it is durable when Commit returns; the model
 // batches many callers' mutations into each Commit (group commit).
 type Badger struct {
-	db  *badger.DB
-	log *slog.Logger
+	db   *badger.DB
+	log  *slog.Logger
+	opts BadgerOptions
+
+	// commitMu serializes Commit, and makes Snapshot's view and overlay
+	// copy one point in time.
+	commitMu sync.Mutex
+	ckptMu   sync.Mutex // one checkpoint at a time
+	ov       overlay
+
+	wake chan struct{} // asks the checkpointer for a checkpoint now
+	quit chan struct{}
+	done chan struct{}
+	// skipFinalCheckpoint leaves the overlay to the deltas at Close (tests
+	// use it to see a restart read them back, as after kill -9).
+	skipFinalCheckpoint bool
+	closeOnce           sync.Once
+	closeErr            error
 }
 
 // OpenBadger opens (or creates) the store in opts.Dir. Badger holds an
@@ -73,6 +125,15 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	}
 	if opts.CacheMB <= 0 {
 		opts.CacheMB = 64
+	}
+	if opts.CheckpointContexts <= 0 {
+		opts.CheckpointContexts = DefaultCheckpointContexts
+	}
+	if opts.CheckpointBytes <= 0 {
+		opts.CheckpointBytes = DefaultCheckpointBytes
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = DefaultCheckpointInterval
 	}
 	bo := badger.DefaultOptions(opts.Dir).
 		WithInMemory(opts.InMemory).
@@ -99,15 +160,35 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open badger in %s: %w", opts.Dir, err)
 	}
-	return &Badger{db: db, log: opts.Logger.With("component", "store")}, nil
+	s := &Badger{db: db, log: opts.Logger.With("component", "store"), opts: opts,
+		ov:   overlay{dirty: make(map[model.Path]*model.Context)},
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	if err := s.convertLegacyLog(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: convert the change log in %s: %w", opts.Dir, err)
+	}
+	if err := s.replay(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: read back context deltas in %s: %w", opts.Dir, err)
+	}
+	go s.checkpointer()
+	return s, nil
 }
 
-// Close flushes and closes the database. Closing twice is safe.
+// Close writes a last checkpoint, then flushes and closes the database.
+// Closing twice is safe.
 func (s *Badger) Close() error {
-	if s.db.IsClosed() {
-		return nil
-	}
-	return s.db.Close()
+	s.closeOnce.Do(func() {
+		close(s.quit)
+		<-s.done
+		if !s.skipFinalCheckpoint {
+			if err := s.Checkpoint(); err != nil {
+				s.log.Error("final checkpoint failed; the next start reads the deltas back", "err", err)
+			}
+		}
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
 }
 
 // DB exposes the Badger handle for benchmarks that compare against raw
@@ -138,7 +219,12 @@ func childPrefix(parent model.Path) []byte {
 	return append(k, 0)
 }
 
-func logKey(seq uint64) []byte { return append([]byte{pLog}, seqBytes(seq)...) }
+func blockKey(seq uint64) []byte { return append([]byte{pBlock}, seqBytes(seq)...) }
+
+func deltaKey(seq uint64, part uint32) []byte {
+	k := append([]byte{pDelta}, seqBytes(seq)...)
+	return binary.BigEndian.AppendUint32(k, part)
+}
 
 func eventPrefix(p model.Path) []byte {
 	k := append([]byte{pEvent}, p...)
@@ -155,15 +241,33 @@ func recordPrefix(kind string) []byte {
 func recordKey(kind, key string) []byte { return append(recordPrefix(kind), key...) }
 
 // Commit writes the batch in one transaction, in the order the Batch
-// contract gives (deletions, contexts, events, records, log). A batch too large for one
-// Badger transaction is written in several, in an order that keeps the
+// contract gives (deletions, contexts, events, records, log). Changed
+// contexts go into delta keys and the overlay; a new context (or one whose
+// type or tenant changed) is also written to its own key at once, so that
+// it is found as soon as its child-index entry is. A batch too large for
+// one Badger transaction is written in several, in an order that keeps the
 // store consistent for readers at every point: state first, then the log
-// entries and the last sequence number, which is written last of all.
+// entries and the last sequence number, which is written last of all (a
+// restart ignores deltas past it).
 func (s *Badger) Commit(b *model.Batch) error {
+	last := b.LastSeq()
+	if last == 0 && (len(b.Contexts) > 0 || len(b.Deleted) > 0) {
+		return errors.New("store: a batch changes contexts without log entries")
+	}
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	w := &txnWriter{db: s.db}
 	w.begin()
+	d := deltaWriter{seq: last}
 	// Deletions first: a context deleted and created again in one batch
 	// loses its old events, then gets its new state.
+	var recreated map[model.Path]bool
+	if len(b.Deleted) > 0 {
+		recreated = make(map[model.Path]bool, len(b.Contexts))
+		for _, cw := range b.Contexts {
+			recreated[cw.Context.Path] = true
+		}
+	}
 	for _, p := range b.Deleted {
 		if err := w.del(contextKey(p)); err != nil {
 			return w.abort(err)
@@ -174,16 +278,24 @@ func (s *Badger) Commit(b *model.Batch) error {
 		if err := w.delPrefix(eventPrefix(p)); err != nil {
 			return w.abort(err)
 		}
+		if !recreated[p] {
+			if _, err := d.add(w, p, nil); err != nil {
+				return w.abort(err)
+			}
+		}
 	}
 	for _, cw := range b.Contexts {
-		v, err := model.Marshal(cw.Context)
+		v, err := d.add(w, cw.Context.Path, cw.Context)
 		if err != nil {
-			return w.abort(fmt.Errorf("encode context %s: %w", cw.Context.Path, err))
+			return w.abort(err)
+		}
+		if !cw.Index {
+			continue
 		}
 		if err := w.set(contextKey(cw.Context.Path), v); err != nil {
 			return w.abort(err)
 		}
-		if cw.Index && !cw.Context.Path.IsRoot() {
+		if !cw.Context.Path.IsRoot() {
 			iv, err := model.Marshal(model.Child{Name: cw.Context.Path.Name(), Type: cw.Context.Type, Tenant: cw.Context.Tenant})
 			if err != nil {
 				return w.abort(err)
@@ -192,6 +304,9 @@ func (s *Badger) Commit(b *model.Batch) error {
 				return w.abort(err)
 			}
 		}
+	}
+	if err := d.flush(w); err != nil {
+		return w.abort(err)
 	}
 	for i := range b.Events {
 		v, err := model.Marshal(&b.Events[i])
@@ -212,21 +327,24 @@ func (s *Badger) Commit(b *model.Batch) error {
 			return w.abort(err)
 		}
 	}
-	for i := range b.Entries {
-		v, err := model.Marshal(&b.Entries[i])
-		if err != nil {
-			return w.abort(err)
-		}
-		if err := w.set(logKey(b.Entries[i].Seq), v); err != nil {
+	if err := writeBlocks(w, b.Entries); err != nil {
+		return w.abort(err)
+	}
+	if last > 0 {
+		if err := w.set(keyLast, seqBytes(last)); err != nil {
 			return w.abort(err)
 		}
 	}
-	if len(b.Entries) > 0 {
-		if err := w.set(keyLast, seqBytes(b.LastSeq())); err != nil {
-			return w.abort(err)
+	if err := w.commit(); err != nil {
+		return err
+	}
+	if last > 0 && s.ov.commit(b, last, d.bytes, s.opts.CheckpointContexts, s.opts.CheckpointBytes) {
+		select {
+		case s.wake <- struct{}{}:
+		default:
 		}
 	}
-	return w.commit()
+	return nil
 }
 
 // txnWriter writes into one transaction, committing and starting another
@@ -298,17 +416,6 @@ func (w *txnWriter) abort(err error) error {
 	return fmt.Errorf("store: %w", err)
 }
 
-// LastSeq returns the last committed sequence number.
-func (s *Badger) LastSeq() (uint64, error) {
-	var last uint64
-	err := s.db.View(func(txn *badger.Txn) error {
-		var err error
-		last, err = readSeq(txn, keyLast)
-		return err
-	})
-	return last, err
-}
-
 func readSeq(txn *badger.Txn, key []byte) (uint64, error) {
 	it, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -328,8 +435,16 @@ func readSeq(txn *badger.Txn, key []byte) (uint64, error) {
 	return seq, err
 }
 
-// Context reads one context.
+// Context reads one context: the overlay's state when the context changed
+// since the last checkpoint, else its own key. The result is shared and
+// must not be mutated.
 func (s *Badger) Context(p model.Path) (*model.Context, error) {
+	if c, ok := s.ov.get(p); ok {
+		if c == nil {
+			return nil, fmt.Errorf("%w: context %s", model.ErrNotFound, p)
+		}
+		return c, nil
+	}
 	var c model.Context
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(contextKey(p))
@@ -408,34 +523,6 @@ func (s *Badger) Events(p model.Path, q model.EventQuery) ([]model.Event, error)
 	return out, err
 }
 
-// ReadLog reads entries after a cursor.
-func (s *Badger) ReadLog(after uint64, limit int) ([]model.Entry, error) {
-	if limit <= 0 {
-		limit = 1024
-	}
-	var out []model.Entry
-	err := s.db.View(func(txn *badger.Txn) error {
-		first, err := readSeq(txn, keyFirst)
-		if err != nil {
-			return err
-		}
-		if first > 0 && after+1 < first {
-			return fmt.Errorf("%w: cursor %d, oldest kept %d", model.ErrCompacted, after, first)
-		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pLog}, PrefetchValues: true, PrefetchSize: min(limit, 256)})
-		defer it.Close()
-		for it.Seek(logKey(after + 1)); it.Valid() && len(out) < limit; it.Next() {
-			var e model.Entry
-			if err := it.Item().Value(func(v []byte) error { return model.Unmarshal(v, &e) }); err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
-	})
-	return out, err
-}
-
 // Record reads one node-local record.
 func (s *Badger) Record(kind, key string) ([]byte, error) {
 	var out []byte
@@ -472,86 +559,28 @@ func (s *Badger) Records(kind string, fn func(key string, value []byte) error) e
 	})
 }
 
-// Snapshot walks a subtree from one read transaction.
+// Snapshot walks a subtree from one read transaction and the overlay as it
+// was at that transaction's start.
 func (s *Badger) Snapshot(prefix model.Path, fn func(*model.Context) error) (uint64, error) {
-	var seq uint64
-	err := s.db.View(func(txn *badger.Txn) error {
-		var err error
-		if seq, err = readSeq(txn, keyLast); err != nil {
-			return err
-		}
-		kp := contextKey(prefix)
-		if prefix.IsRoot() {
-			kp = []byte{pContext}
-		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: kp, PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			p := model.Path(it.Item().Key()[1:])
-			if !p.Within(prefix) {
-				continue // a sibling sharing the prefix bytes, e.g. /a-b for /a
-			}
-			var c model.Context
-			if err := it.Item().Value(func(v []byte) error { return model.Unmarshal(v, &c) }); err != nil {
-				return err
-			}
-			if err := fn(&c); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return seq, err
-}
-
-// CompactLog drops change-log entries so that at most keep remain, and
-// records where the log now starts. It returns how many it dropped.
-func (s *Badger) CompactLog(keep uint64) (int, error) {
-	last, err := s.LastSeq()
-	if err != nil || last <= keep {
-		return 0, err
-	}
-	upTo := last - keep // drop seq <= upTo
-	var first uint64
-	if err := s.db.View(func(txn *badger.Txn) error {
-		first, err = readSeq(txn, keyFirst)
-		return err
-	}); err != nil {
-		return 0, err
-	}
-	if first > upTo {
-		return 0, nil
-	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	n := 0
-	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pLog}})
-		defer it.Close()
-		for it.Seek(logKey(first)); it.Valid(); it.Next() {
-			k := it.Item().Key()
-			if binary.BigEndian.Uint64(k[1:]) > upTo {
-				break
-			}
-			if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
-				return err
-			}
-			n++
-		}
-		return nil
-	})
+	s.commitMu.Lock() // no commit between the view and the overlay copy
+	txn, over := s.view(string(prefix), "")
+	s.commitMu.Unlock()
+	defer txn.Discard()
+	seq, err := readSeq(txn, keyLast)
 	if err != nil {
 		return 0, err
 	}
-	// The new start is written in the same write batch: readers see the
-	// log start move at the latest when the entries are gone.
-	if err := wb.Set(append([]byte(nil), keyFirst...), seqBytes(upTo+1)); err != nil {
-		return 0, err
+	kp := contextKey(prefix)
+	if prefix.IsRoot() {
+		kp = []byte{pContext}
 	}
-	if err := wb.Flush(); err != nil {
-		return 0, err
-	}
-	return n, nil
+	err = scanContexts(txn, over, kp, kp, func(c *model.Context) (bool, error) {
+		if !c.Path.Within(prefix) {
+			return true, nil // a sibling sharing the prefix bytes, e.g. /a-b for /a
+		}
+		return true, fn(c)
+	})
+	return seq, err
 }
 
 // PruneEvents drops events older than olderThan and all but the newest

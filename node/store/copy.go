@@ -44,15 +44,22 @@ type copyTable struct {
 	prefix  byte
 	table   string
 	columns []string
-	// row turns a key (without its kind byte) and value into the row.
-	row func(key, value []byte) ([]any, error)
+	// rows turns a key (without its kind byte) and value into rows.
+	rows func(key, value []byte) ([][]any, error)
 }
 
 var copyTables = []copyTable{
-	{pContext, "contexts", commitContextColumns, copyContextRow},
-	{pEvent, "events", []string{"path", "seq", "time", "level", "doc"}, copyEventRow},
-	{pLog, "log", []string{"seq", "doc"}, copyLogRow},
-	{pRecord, "records", []string{"kind", "key", "value"}, copyRecordRow},
+	{pContext, "contexts", commitContextColumns, oneRow(copyContextRow)},
+	{pEvent, "events", []string{"path", "seq", "time", "level", "doc"}, oneRow(copyEventRow)},
+	{pBlock, "log", []string{"seq", "doc"}, nil}, // copyLogRows, set per copy
+	{pRecord, "records", []string{"kind", "key", "value"}, oneRow(copyRecordRow)},
+}
+
+func oneRow(f func(key, value []byte) ([]any, error)) func(key, value []byte) ([][]any, error) {
+	return func(key, value []byte) ([][]any, error) {
+		r, err := f(key, value)
+		return [][]any{r}, err
+	}
 }
 
 // CopyToPostgres copies every key of src into dst, whose tables must be
@@ -61,16 +68,21 @@ var copyTables = []copyTable{
 // holds the data directory's lock); dst's tables are locked against
 // writers for the copy's duration.
 func CopyToPostgres(ctx context.Context, src *Badger, dst *Postgres) (CopyStats, error) {
+	// Every context to its own key first: the copy reads keys only.
+	if err := src.Checkpoint(); err != nil {
+		return CopyStats{}, fmt.Errorf("store: copy to postgres: checkpoint: %w", err)
+	}
 	var st CopyStats
 	err := src.db.View(func(btx *badger.Txn) error {
-		want, err := countKeys(btx)
-		if err != nil {
-			return err
-		}
+		var err error
 		if st.LastSeq, err = readSeq(btx, keyLast); err != nil {
 			return err
 		}
 		if st.FirstSeq, err = readSeq(btx, keyFirst); err != nil {
+			return err
+		}
+		want, err := countKeys(btx, st.FirstSeq)
+		if err != nil {
 			return err
 		}
 		return pgx.BeginFunc(ctx, dst.pool, func(tx pgx.Tx) error {
@@ -85,6 +97,9 @@ func CopyToPostgres(ctx context.Context, src *Badger, dst *Postgres) (CopyStats,
 			}
 			got := map[byte]int64{}
 			for _, t := range copyTables {
+				if t.prefix == pBlock {
+					t.rows = copyLogRows(st.FirstSeq)
+				}
 				start := time.Now()
 				n, err := copyKind(ctx, btx, tx, t)
 				if err != nil {
@@ -97,7 +112,7 @@ func CopyToPostgres(ctx context.Context, src *Badger, dst *Postgres) (CopyStats,
 				int64(st.LastSeq), int64(st.FirstSeq)); err != nil {
 				return err
 			}
-			st.Contexts, st.Events, st.Entries, st.Records = got[pContext], got[pEvent], got[pLog], got[pRecord]
+			st.Contexts, st.Events, st.Entries, st.Records = got[pContext], got[pEvent], got[pBlock], got[pRecord]
 			return verifyCopy(ctx, tx, want, st)
 		})
 	})
@@ -108,9 +123,10 @@ func CopyToPostgres(ctx context.Context, src *Badger, dst *Postgres) (CopyStats,
 	return st, nil
 }
 
-// countKeys counts src's keys by kind, refusing kinds this binary does
-// not know (they would be lost).
-func countKeys(btx *badger.Txn) (map[byte]int64, error) {
+// countKeys counts src's keys by kind, and for the log its entries from
+// first on, refusing kinds this binary does not know (they would be
+// lost). Deltas are left from before the checkpoint the copy begins with.
+func countKeys(btx *badger.Txn, first uint64) (map[byte]int64, error) {
 	n := map[byte]int64{}
 	it := btx.NewIterator(badger.IteratorOptions{})
 	defer it.Close()
@@ -119,8 +135,21 @@ func countKeys(btx *badger.Txn) (map[byte]int64, error) {
 		switch {
 		case len(k) == 0:
 			return nil, errors.New("empty key in the badger store")
-		case k[0] == pContext, k[0] == pChild, k[0] == pLog, k[0] == pEvent, k[0] == pRecord:
-		case bytes.Equal(k, keyLast), bytes.Equal(k, keyFirst):
+		case k[0] == pBlock:
+			err := it.Item().Value(func(v []byte) error {
+				return eachEntry(v, func(e *model.Entry, _ []byte) error {
+					if e.Seq >= first {
+						n[pBlock]++
+					}
+					return nil
+				})
+			})
+			if err != nil {
+				return nil, err
+			}
+			continue
+		case k[0] == pContext, k[0] == pChild, k[0] == pEvent, k[0] == pRecord, k[0] == pDelta:
+		case bytes.Equal(k, keyLast), bytes.Equal(k, keyFirst), bytes.Equal(k, keyCheckpoint):
 		default:
 			return nil, fmt.Errorf("badger store holds a key of unknown kind %q (written by a newer binary?)", k[:1])
 		}
@@ -149,7 +178,7 @@ func checkEmpty(ctx context.Context, tx pgx.Tx) error {
 func copyKind(ctx context.Context, btx *badger.Txn, tx pgx.Tx, t copyTable) (int64, error) {
 	it := btx.NewIterator(badger.IteratorOptions{Prefix: []byte{t.prefix}, PrefetchValues: true, PrefetchSize: 256})
 	defer it.Close()
-	src := &badgerRows{it: it, row: t.row}
+	src := &badgerRows{it: it, rows: t.rows}
 	n, err := tx.CopyFrom(ctx, pgx.Identifier{t.table}, t.columns, src)
 	if err == nil {
 		err = src.err
@@ -160,36 +189,40 @@ func copyKind(ctx context.Context, btx *badger.Txn, tx pgx.Tx, t copyTable) (int
 // badgerRows is a pgx.CopyFromSource over a Badger iterator.
 type badgerRows struct {
 	it      *badger.Iterator
-	row     func(key, value []byte) ([]any, error)
+	rows    func(key, value []byte) ([][]any, error)
 	started bool
+	pending [][]any
 	values  []any
 	err     error
 }
 
 func (r *badgerRows) Next() bool {
-	if r.err != nil {
-		return false
+	for len(r.pending) == 0 {
+		if r.err != nil {
+			return false
+		}
+		if r.started {
+			r.it.Next()
+		} else {
+			r.it.Rewind()
+			r.started = true
+		}
+		if !r.it.Valid() {
+			return false
+		}
+		item := r.it.Item()
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			r.err = err
+			return false
+		}
+		key := item.KeyCopy(nil)
+		if r.pending, err = r.rows(key[1:], v); err != nil {
+			r.err = fmt.Errorf("key %q: %w", key, err)
+			return false
+		}
 	}
-	if r.started {
-		r.it.Next()
-	} else {
-		r.it.Rewind()
-		r.started = true
-	}
-	if !r.it.Valid() {
-		return false
-	}
-	item := r.it.Item()
-	v, err := item.ValueCopy(nil)
-	if err != nil {
-		r.err = err
-		return false
-	}
-	key := item.KeyCopy(nil)
-	if r.values, err = r.row(key[1:], v); err != nil {
-		r.err = fmt.Errorf("key %q: %w", key, err)
-		return false
-	}
+	r.values, r.pending = r.pending[0], r.pending[1:]
 	return true
 }
 
@@ -220,11 +253,27 @@ func copyEventRow(key, doc []byte) ([]any, error) {
 	return []any{string(ev.Path), int64(ev.Seq), ev.Time, string(ev.Level), doc}, nil
 }
 
-func copyLogRow(key, doc []byte) ([]any, error) {
-	if len(key) != 8 {
-		return nil, errors.New("not a sequence number")
+// copyLogRows returns the rows of a log block: its entries from first on,
+// each with its encoded bytes as they are.
+func copyLogRows(first uint64) func(key, blk []byte) ([][]any, error) {
+	return func(key, blk []byte) ([][]any, error) {
+		if len(key) != 8 {
+			return nil, errors.New("not a sequence number")
+		}
+		var rows [][]any
+		var last uint64
+		err := eachEntry(blk, func(e *model.Entry, raw []byte) error {
+			last = e.Seq
+			if e.Seq >= first {
+				rows = append(rows, []any{int64(e.Seq), raw})
+			}
+			return nil
+		})
+		if err == nil && last != binary.BigEndian.Uint64(key) {
+			err = fmt.Errorf("block ends at entry %d", last)
+		}
+		return rows, err
 	}
-	return []any{int64(binary.BigEndian.Uint64(key)), doc}, nil
 }
 
 func copyRecordRow(key, value []byte) ([]any, error) {

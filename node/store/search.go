@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/strata-dm/strata/model"
 )
 
@@ -269,44 +267,33 @@ func (s *Badger) Search(ctx context.Context, q SearchQuery) (SearchPage, error) 
 		page.Contexts = append(page.Contexts, c)
 		return false
 	}
-	err = s.db.View(func(txn *badger.Txn) error {
+	from, _ := belowRange(q.Prefix)
+	start := from
+	if string(q.After) >= from {
+		start = string(q.After) + "\x00" // first path strictly after
+	}
+	txn, over := s.view(from, start)
+	defer txn.Discard()
+	err = func() error {
 		if !q.Prefix.IsRoot() && q.After < q.Prefix {
-			it, err := txn.Get(contextKey(q.Prefix))
+			c, err := s.Context(q.Prefix)
 			switch {
-			case errors.Is(err, badger.ErrKeyNotFound):
+			case errors.Is(err, model.ErrNotFound):
 			case err != nil:
 				return err
 			default:
-				var c model.Context
-				if err := it.Value(func(v []byte) error { return model.Unmarshal(v, &c) }); err != nil {
-					return err
-				}
-				add(&c)
+				add(c)
 			}
 		}
-		from, _ := belowRange(q.Prefix)
-		prefix := append([]byte{pContext}, from...)
-		seek := prefix
-		if string(q.After) >= from {
-			seek = append(contextKey(q.After), 0) // first key strictly after
-		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
 		n := 0
-		for it.Seek(seek); it.Valid(); it.Next() {
+		prefix := append([]byte{pContext}, from...)
+		return scanContexts(txn, over, prefix, contextKey(model.Path(start)), func(c *model.Context) (bool, error) {
 			if n++; n%1024 == 0 && ctx.Err() != nil {
-				return ctx.Err()
+				return false, ctx.Err()
 			}
-			var c model.Context
-			if err := it.Item().Value(func(v []byte) error { return model.Unmarshal(v, &c) }); err != nil {
-				return fmt.Errorf("decode context %s: %w", it.Item().Key()[1:], err)
-			}
-			if add(&c) {
-				return nil
-			}
-		}
-		return nil
-	})
+			return !add(c), nil
+		})
+	}()
 	if err != nil {
 		return SearchPage{}, fmt.Errorf("store: search %s: %w", q.Prefix, err)
 	}

@@ -1,0 +1,302 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// The change log in Badger: consecutive entries packed into blocks of a
+// few kilobytes, each under the key of its last entry's sequence number.
+// A block stays below Badger's value threshold, so it lives in the LSM
+// tree beside its key (no value-log write); an entry larger than that
+// gets a block of its own. Seeking to blockKey(n) finds the block holding
+// entry n, because every block ends at or after the entries it holds.
+
+// blockTarget is the size at which a block is closed.
+const blockTarget = 3 << 10
+
+// writeBlocks packs es (in sequence order) into blocks.
+func writeBlocks(w *txnWriter, es []model.Entry) error {
+	blk := bytes.NewBuffer(make([]byte, 0, blockTarget+blockTarget/2))
+	for i := range es {
+		if err := model.MarshalTo(blk, &es[i]); err != nil {
+			return fmt.Errorf("encode entry %d: %w", es[i].Seq, err)
+		}
+		if blk.Len() >= blockTarget || i == len(es)-1 {
+			if err := w.set(blockKey(es[i].Seq), blk.Bytes()); err != nil {
+				return err
+			}
+			blk = bytes.NewBuffer(make([]byte, 0, blockTarget+blockTarget/2))
+		}
+	}
+	return nil
+}
+
+// eachEntry calls fn with each entry of a block and its encoded bytes
+// (which alias blk).
+func eachEntry(blk []byte, fn func(e *model.Entry, raw []byte) error) error {
+	for len(blk) > 0 {
+		var e model.Entry
+		rest, err := model.UnmarshalFirst(blk, &e)
+		if err != nil {
+			return fmt.Errorf("store: corrupt log block: %w", err)
+		}
+		if err := fn(&e, blk[:len(blk)-len(rest)]); err != nil {
+			return err
+		}
+		blk = rest
+	}
+	return nil
+}
+
+// LastSeq returns the last committed sequence number.
+func (s *Badger) LastSeq() (uint64, error) {
+	var last uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		last, err = readSeq(txn, keyLast)
+		return err
+	})
+	return last, err
+}
+
+// ReadLog reads entries after a cursor.
+func (s *Badger) ReadLog(after uint64, limit int) ([]model.Entry, error) {
+	if limit <= 0 {
+		limit = 1024
+	}
+	var out []model.Entry
+	errFull := errors.New("full")
+	err := s.db.View(func(txn *badger.Txn) error {
+		first, err := readSeq(txn, keyFirst)
+		if err != nil {
+			return err
+		}
+		if first > 0 && after+1 < first {
+			return fmt.Errorf("%w: cursor %d, oldest kept %d", model.ErrCompacted, after, first)
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pBlock}, PrefetchValues: true, PrefetchSize: min(limit/16+1, 64)})
+		defer it.Close()
+		for it.Seek(blockKey(after + 1)); it.Valid() && len(out) < limit; it.Next() {
+			err := it.Item().Value(func(v []byte) error {
+				return eachEntry(v, func(e *model.Entry, _ []byte) error {
+					if e.Seq <= after {
+						return nil
+					}
+					if len(out) == limit {
+						return errFull
+					}
+					out = append(out, *e)
+					return nil
+				})
+			})
+			if err != nil && !errors.Is(err, errFull) {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ReadLogRaw reads entries after a cursor as they are stored.
+func (s *Badger) ReadLogRaw(after uint64, limit int) ([]model.RawEntry, error) {
+	if limit <= 0 {
+		limit = 1024
+	}
+	var out []model.RawEntry
+	err := s.db.View(func(txn *badger.Txn) error {
+		first, err := readSeq(txn, keyFirst)
+		if err != nil {
+			return err
+		}
+		if first > 0 && after+1 < first {
+			return fmt.Errorf("%w: cursor %d, oldest kept %d", model.ErrCompacted, after, first)
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pBlock}, PrefetchValues: true, PrefetchSize: min(limit/16+1, 64)})
+		defer it.Close()
+		for it.Seek(blockKey(after + 1)); it.Valid() && len(out) < limit; it.Next() {
+			blk, err := it.Item().ValueCopy(nil) // the entries alias it
+			if err != nil {
+				return err
+			}
+			for len(blk) > 0 && len(out) < limit {
+				r, rest, err := model.EntryHead(blk)
+				if err != nil {
+					return fmt.Errorf("store: corrupt log block: %w", err)
+				}
+				if r.Seq > after {
+					out = append(out, r)
+				}
+				blk = rest
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// CompactLog drops change-log entries so that at most keep remain, and
+// records where the log now starts. It returns how many entries it made
+// unavailable. Whole blocks go; a block holding entries on both sides of
+// the new start stays until a later compaction passes it.
+func (s *Badger) CompactLog(keep uint64) (int, error) {
+	last, err := s.LastSeq()
+	if err != nil || last <= keep {
+		return 0, err
+	}
+	upTo := last - keep // drop seq <= upTo
+	var first uint64
+	if err := s.db.View(func(txn *badger.Txn) error {
+		first, err = readSeq(txn, keyFirst)
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	first = max(first, 1)
+	if first > upTo {
+		return 0, nil
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pBlock}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if binary.BigEndian.Uint64(k[1:]) > upTo {
+				break
+			}
+			if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	// The new start is written in the same write batch: readers see the
+	// log start move at the latest when the entries are gone.
+	if err := wb.Set(append([]byte(nil), keyFirst...), seqBytes(upTo+1)); err != nil {
+		return 0, err
+	}
+	if err := wb.Flush(); err != nil {
+		return 0, err
+	}
+	return int(upTo - first + 1), nil
+}
+
+// convertLegacyLog packs the one-key-per-entry log of a store written by an
+// earlier version into blocks. It survives being interrupted: the blocks
+// are written first, then keyConverted, then the old keys are deleted; an
+// interrupted run without keyConverted starts over from the old keys,
+// which are all still there.
+func (s *Badger) convertLegacyLog() error {
+	var legacy, converted bool
+	if err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pLegacy}})
+		defer it.Close()
+		it.Rewind()
+		legacy = it.Valid()
+		_, err := txn.Get(keyConverted)
+		converted = err == nil
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			err = nil
+		}
+		return err
+	}); err != nil || !legacy && !converted {
+		return err
+	}
+	if !converted {
+		s.log.Info("converting the change log to blocks")
+		if err := s.dropPrefix([]byte{pBlock}); err != nil {
+			return err
+		}
+		n, err := s.packLegacy()
+		if err != nil {
+			return err
+		}
+		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(keyConverted, nil) }); err != nil {
+			return err
+		}
+		s.log.Info("change log converted", "entries", n)
+	}
+	if err := s.dropPrefix([]byte{pLegacy}); err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyConverted) })
+}
+
+// packLegacy writes blocks holding the entries of the l keys.
+func (s *Badger) packLegacy() (int, error) {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	n := 0
+	var blk []byte
+	var seq uint64
+	flush := func() error {
+		if len(blk) == 0 {
+			return nil
+		}
+		err := wb.Set(blockKey(seq), blk)
+		blk = nil
+		return err
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pLegacy}, PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 9 {
+				return fmt.Errorf("malformed log key %q", k)
+			}
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			var e model.Entry
+			if err := model.Unmarshal(v, &e); err != nil || e.Seq != binary.BigEndian.Uint64(k[1:]) {
+				return fmt.Errorf("log key %d holds no entry of that number (%v)", binary.BigEndian.Uint64(k[1:]), err)
+			}
+			blk, seq = append(blk, v...), e.Seq
+			n++
+			if len(blk) >= blockTarget {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		return flush()
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, wb.Flush()
+}
+
+// dropPrefix deletes every key starting with prefix, in write batches.
+func (s *Badger) dropPrefix(prefix []byte) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return wb.Flush()
+}
