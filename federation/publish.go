@@ -174,7 +174,7 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 				return nil
 			}
 		}
-		es, err := s.model.ReadLog(ctx, cursor, batchEntries)
+		es, err := s.model.ReadLogRaw(ctx, cursor, batchEntries)
 		if errors.Is(err, model.ErrCompacted) {
 			lost := cursor + 1
 			if cursor == 0 && w.LogID == "" {
@@ -194,12 +194,14 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 		if len(es) == 0 {
 			continue
 		}
-		b := batch{Last: es[len(es)-1].Seq, Head: s.model.LastSeq()}
-		for _, e := range es {
-			if e.Local() || !within(e.Mutation.Path, subtrees) {
+		// Entries go out as the store holds them: a batch of raw entries
+		// encodes exactly as a batch of decoded ones.
+		b := rawBatch{Last: es[len(es)-1].Seq, Head: s.model.LastSeq()}
+		for i := range es {
+			if es[i].Local() || !within(es[i].Path, subtrees) {
 				continue
 			}
-			b.Entries = append(b.Entries, e)
+			b.Entries = append(b.Entries, es[i].Raw)
 		}
 		cursor = b.Last
 		if len(b.Entries) == 0 && time.Since(lastSend) < progressIdle && b.Last-lastSent < progressEntries {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"sync"
 
+	"github.com/fxamacker/cbor/v2"
+
 	"github.com/strata-dm/strata/model"
 )
 
@@ -131,6 +133,14 @@ type batch struct {
 	// are not published are skipped but still covered).
 	Last uint64 `cbor:"2,keyasint"`
 	Head uint64 `cbor:"3,keyasint"`
+}
+
+// rawBatch is a batch as a provider sends it: the entries as its store
+// holds them (each the encoding of a model.Entry).
+type rawBatch struct {
+	Entries []cbor.RawMessage `cbor:"1,keyasint,omitempty"`
+	Last    uint64            `cbor:"2,keyasint"`
+	Head    uint64            `cbor:"3,keyasint"`
 }
 
 type snapshotBegin struct {
