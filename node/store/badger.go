@@ -61,6 +61,14 @@ var (
 	keyConverted  = []byte("mlegacy-converted")
 )
 
+// valueThreshold is the value size from which Badger keeps a value in its
+// value log rather than in the LSM tree.
+const valueThreshold = 1 << 10
+
+// maxInMemoryValue bounds a value in an in-memory store (Badger's largest
+// value threshold).
+const maxInMemoryValue = 1 << 20
+
 // MaxEventsPerQuery caps one page of event history.
 const MaxEventsPerQuery = 10000
 
@@ -135,6 +143,10 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = DefaultCheckpointInterval
 	}
+	threshold := int64(valueThreshold)
+	if opts.InMemory {
+		threshold = maxInMemoryValue // no value log: every value stays in the tree
+	}
 	bo := badger.DefaultOptions(opts.Dir).
 		WithInMemory(opts.InMemory).
 		WithSyncWrites(!opts.InMemory).
@@ -142,7 +154,11 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(64 << 20).
 		WithValueLogFileSize(256 << 20).
-		WithValueThreshold(4 << 10).
+		// Log blocks and context deltas (~3 KiB) go to the value log, an
+		// append-only file: the LSM tree then holds only their pointers,
+		// which is what makes a commit cheap to flush and compact.
+		// Contexts, child-index entries, events and records stay inline.
+		WithValueThreshold(threshold).
 		WithNumCompactors(2).
 		WithCompression(options.Snappy).
 		WithBlockCacheSize(int64(opts.CacheMB) << 20).

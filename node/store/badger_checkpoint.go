@@ -276,9 +276,11 @@ func (o *overlay) load(v []byte) error {
 	return nil
 }
 
-// valueLogGCInterval is how often the value log (where values of 4 KiB
-// and more live) is rewritten to reclaim what deleted values used.
-const valueLogGCInterval = 10 * time.Minute
+// valueLogGCInterval is how often the value log (log blocks and deltas,
+// and any value of 1 KiB or more) is rewritten to reclaim what deleted
+// values used: deltas are garbage after each checkpoint, log blocks after
+// each compaction of the log.
+const valueLogGCInterval = time.Minute
 
 // checkpointer runs checkpoints when a commit asks and on a timer, and
 // the value log's garbage collection.
@@ -309,6 +311,9 @@ func (s *Badger) checkpointer() {
 	}
 }
 
+// checkpointChunk is how many contexts a checkpoint writes per transaction.
+const checkpointChunk = 256
+
 // Checkpoint writes the overlay's contexts to their own keys and drops the
 // deltas that held them. Commits go on meanwhile.
 func (s *Badger) Checkpoint() error {
@@ -325,9 +330,17 @@ func (s *Badger) Checkpoint() error {
 		return nil
 	}
 	slices.SortFunc(items, func(a, b overItem) int { return strings.Compare(string(a.path), string(b.path)) })
+	// Small transactions: Badger writes transactions one after another,
+	// so commits queue behind each one; many small ones let them through.
 	w := &txnWriter{db: s.db}
 	w.begin()
-	for _, it := range items {
+	for i, it := range items {
+		if i > 0 && i%checkpointChunk == 0 {
+			if err := w.commit(); err != nil {
+				return err
+			}
+			w.begin()
+		}
 		if it.c == nil {
 			if err := w.del(contextKey(it.path)); err != nil {
 				return w.abort(err)

@@ -286,7 +286,7 @@ func TestBadgerCompactsBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	muts := make([]model.Mutation, 1000)
+	muts := make([]model.Mutation, 4000)
 	for i := range muts {
 		muts[i] = model.Mutation{Op: model.OpPut, Path: model.Path(fmt.Sprintf("/devices/d%d", i%37)), Type: "device",
 			Variables: map[string]model.Variable{"n": {Value: json.RawMessage(fmt.Sprint(i))}}}
@@ -297,20 +297,20 @@ func TestBadgerCompactsBlocks(t *testing.T) {
 	last := m.LastSeq()
 	blocks := countPrefix(t, s, pBlock)
 	if blocks < 10 {
-		t.Fatalf("1000 entries in %d blocks: not packed as expected", blocks)
+		t.Fatalf("4000 entries in %d blocks: not packed as expected", blocks)
 	}
-	dropped, err := s.CompactLog(300)
-	if err != nil || uint64(dropped) != last-300 {
-		t.Fatalf("compaction dropped %d (%v), want %d", dropped, err, last-300)
+	dropped, err := s.CompactLog(1200)
+	if err != nil || uint64(dropped) != last-1200 {
+		t.Fatalf("compaction dropped %d (%v), want %d", dropped, err, last-1200)
 	}
-	if left := countPrefix(t, s, pBlock); left >= blocks || left < blocks*300/1000 {
-		t.Fatalf("%d of %d blocks left after keeping 300 of 1000 entries", left, blocks)
+	if left := countPrefix(t, s, pBlock); left >= blocks || left < blocks*1200/4000 {
+		t.Fatalf("%d of %d blocks left after keeping 1200 of 4000 entries", left, blocks)
 	}
-	if _, err := s.ReadLog(last-301, 10); !errors.Is(err, model.ErrCompacted) {
+	if _, err := s.ReadLog(last-1201, 10); !errors.Is(err, model.ErrCompacted) {
 		t.Fatalf("cursor before the start: %v", err)
 	}
-	es, err := s.ReadLog(last-300, 1000)
-	if err != nil || len(es) != 300 || es[0].Seq != last-299 || es[299].Seq != last {
+	es, err := s.ReadLog(last-1200, 5000)
+	if err != nil || len(es) != 1200 || es[0].Seq != last-1199 || es[1199].Seq != last {
 		t.Fatalf("read after compaction: %d entries, %v", len(es), err)
 	}
 }

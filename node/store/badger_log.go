@@ -11,28 +11,49 @@ import (
 	"github.com/strata-dm/strata/model"
 )
 
-// The change log in Badger: consecutive entries packed into blocks of a
-// few kilobytes, each under the key of its last entry's sequence number.
-// A block stays below Badger's value threshold, so it lives in the LSM
-// tree beside its key (no value-log write); an entry larger than that
-// gets a block of its own. Seeking to blockKey(n) finds the block holding
-// entry n, because every block ends at or after the entries it holds.
+// The change log in Badger: consecutive entries packed into blocks of
+// about blockTarget bytes, each under the key of its last entry's sequence
+// number. Blocks live in Badger's value log (they are above its value
+// threshold); the LSM tree holds their keys and pointers. Seeking to
+// blockKey(n) finds the block holding entry n, because every block ends at
+// or after the entries it holds.
 
 // blockTarget is the size at which a block is closed.
-const blockTarget = 3 << 10
+const blockTarget = 16 << 10
 
 // writeBlocks packs es (in sequence order) into blocks.
 func writeBlocks(w *txnWriter, es []model.Entry) error {
-	blk := bytes.NewBuffer(make([]byte, 0, blockTarget+blockTarget/2))
+	blocks, err := encodeBlocks(es)
+	if err != nil {
+		return err
+	}
+	return setBlocks(w, blocks)
+}
+
+// block is one encoded log block and its key.
+type block struct{ key, value []byte }
+
+// encodeBlocks packs es (in sequence order) into blocks. It touches no
+// transaction, so a commit runs it beside its other encoding.
+func encodeBlocks(es []model.Entry) ([]block, error) {
+	var out []block
+	blk := bytes.NewBuffer(make([]byte, 0, blockTarget+blockTarget/4))
 	for i := range es {
 		if err := model.MarshalTo(blk, &es[i]); err != nil {
-			return fmt.Errorf("encode entry %d: %w", es[i].Seq, err)
+			return nil, fmt.Errorf("encode entry %d: %w", es[i].Seq, err)
 		}
 		if blk.Len() >= blockTarget || i == len(es)-1 {
-			if err := w.set(blockKey(es[i].Seq), blk.Bytes()); err != nil {
-				return err
-			}
-			blk = bytes.NewBuffer(make([]byte, 0, blockTarget+blockTarget/2))
+			out = append(out, block{blockKey(es[i].Seq), blk.Bytes()})
+			blk = bytes.NewBuffer(make([]byte, 0, blockTarget+blockTarget/4))
+		}
+	}
+	return out, nil
+}
+
+func setBlocks(w *txnWriter, blocks []block) error {
+	for _, b := range blocks {
+		if err := w.set(b.key, b.value); err != nil {
+			return err
 		}
 	}
 	return nil

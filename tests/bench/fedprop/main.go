@@ -29,6 +29,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -148,7 +149,7 @@ func main() {
 		if *hops != 2 {
 			check(fmt.Errorf("latency is measured over two hops"))
 		}
-		latency(probe, hq, *rate, *devices, *warmup, *duration)
+		latency(probe, eu, hq, *rate, *devices, *warmup, *duration)
 	case "catchup":
 		catchup(probe, parent, hq, mounted, *hops, *devices, *changes)
 	default:
@@ -176,32 +177,38 @@ func put(i int, ts int64) model.Mutation {
 
 // latency writes at a steady rate in 1 ms ticks and collects HQ's
 // observed latencies.
-func latency(probe, hq *tier, rate, devices int, warmup, duration time.Duration) {
+func latency(probe, eu, hq *tier, rate, devices int, warmup, duration time.Duration) {
 	var (
 		mu        sync.Mutex
-		lat       []time.Duration
+		lat       = map[string][]time.Duration{}
 		measuring atomic.Bool
 		seen      atomic.Int64
 	)
-	hq.model.OnCommit(func(es []model.Entry) {
-		now := time.Now().UnixNano()
-		for _, e := range es {
-			v, ok := e.Mutation.Variables["sent"]
-			if !ok {
-				continue
+	// Each tier's commits are timed against the change's creation, so
+	// the delay of each hop shows.
+	for _, t := range []*tier{probe, eu, hq} {
+		t.model.OnCommit(func(es []model.Entry) {
+			now := time.Now().UnixNano()
+			for _, e := range es {
+				v, ok := e.Mutation.Variables["sent"]
+				if !ok {
+					continue
+				}
+				ts, err := strconv.ParseInt(string(v.Value), 10, 64)
+				if err != nil || ts == 0 {
+					continue
+				}
+				if t == hq {
+					seen.Add(1)
+				}
+				if measuring.Load() {
+					mu.Lock()
+					lat[t.name] = append(lat[t.name], time.Duration(now-ts))
+					mu.Unlock()
+				}
 			}
-			ts, err := strconv.ParseInt(string(v.Value), 10, 64)
-			if err != nil || ts == 0 {
-				continue
-			}
-			seen.Add(1)
-			if measuring.Load() {
-				mu.Lock()
-				lat = append(lat, time.Duration(now-ts))
-				mu.Unlock()
-			}
-		}
-	})
+		})
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var written atomic.Int64
@@ -261,19 +268,22 @@ func latency(probe, hq *tier, rate, devices int, warmup, duration time.Duration)
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
+	pcts := func(lat []time.Duration) string {
+		slices.Sort(lat)
+		pct := func(p float64) time.Duration {
+			if len(lat) == 0 {
+				return 0
+			}
+			return lat[min(len(lat)-1, int(p*float64(len(lat))))].Round(10 * time.Microsecond)
 		}
-		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+		return fmt.Sprintf("p50 %v  p90 %v  p99 %v  p99.9 %v  max %v", pct(0.50), pct(0.90), pct(0.99), pct(0.999), pct(1))
 	}
 	fmt.Printf("two hops (probe → regional → HQ), durable Badger at every tier\n")
 	fmt.Printf("written at probe: %.0f changes/s (target %d)\n", float64(w1-w0)/elapsed.Seconds(), rate)
-	fmt.Printf("observed at HQ:   %d changes in %v (%.0f/s)\n", len(lat), elapsed.Round(time.Millisecond), float64(len(lat))/elapsed.Seconds())
-	fmt.Printf("latency p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n",
-		pct(0.50).Round(10*time.Microsecond), pct(0.90).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond),
-		pct(0.999).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond))
+	fmt.Printf("observed at HQ:   %d changes in %v (%.0f/s)\n", len(lat[hq.name]), elapsed.Round(time.Millisecond), float64(len(lat[hq.name]))/elapsed.Seconds())
+	fmt.Printf("durable at the probe:    %s\n", pcts(lat[probe.name]))
+	fmt.Printf("durable at the regional: %s\n", pcts(lat[eu.name]))
+	fmt.Printf("latency p50 %s\n", strings.TrimPrefix(pcts(lat[hq.name]), "p50 "))
 }
 
 // catchup buffers changes at the probe while its link is down, then times
