@@ -50,11 +50,15 @@ func newMachine(base func(Path) (*Context, error), s Store, prev map[Path]*stage
 		purge: make(map[Path]uint64), recs: make(map[[2]string]recOp)}
 }
 
-// tx is one proposal's staging area over the machine.
+// tx is one proposal's staging area over the machine. Most proposals
+// touch one context or a few: staged contexts are kept in order (order,
+// sts) and looked up by scanning them, with a map (ctx) only past
+// txIndexFrom of them.
 type tx struct {
 	m       *machine
 	ctx     map[Path]*staged
 	order   []Path
+	sts     []*staged
 	entries []Entry
 	events  []Event
 	recs    []recOp
@@ -63,7 +67,7 @@ type tx struct {
 }
 
 func (m *machine) propose(muts []Mutation) ([]Entry, error) {
-	t := &tx{m: m, ctx: make(map[Path]*staged), purge: make(map[Path]uint64), seq: m.seq}
+	t := &tx{m: m, seq: m.seq}
 	for i := range muts {
 		if err := t.apply(&muts[i]); err != nil {
 			return nil, err
@@ -71,8 +75,8 @@ func (m *machine) propose(muts []Mutation) ([]Entry, error) {
 	}
 	// Success: merge into the batch.
 	m.seq = t.seq
-	for _, p := range t.order {
-		s := t.ctx[p]
+	for i, p := range t.order {
+		s := t.sts[i]
 		if prev, ok := m.ctx[p]; ok {
 			s.index = s.index || prev.index
 		} else {
@@ -127,7 +131,7 @@ func (m *machine) batch() *Batch {
 // get returns the current state of p as seen by this proposal: its own
 // staging, then the batch, then the store. The result must not be mutated.
 func (t *tx) get(p Path) (*Context, error) {
-	if s, ok := t.ctx[p]; ok {
+	if s, ok := t.staged(p); ok {
 		return s.c, nil
 	}
 	if s, ok := t.m.ctx[p]; ok {
@@ -143,14 +147,42 @@ func (t *tx) get(p Path) (*Context, error) {
 	return c, err
 }
 
+// txIndexFrom is the number of staged contexts from which a tx indexes
+// them in a map.
+const txIndexFrom = 8
+
+// staged returns what the proposal staged for p.
+func (t *tx) staged(p Path) (*staged, bool) {
+	if t.ctx != nil {
+		s, ok := t.ctx[p]
+		return s, ok
+	}
+	for i, q := range t.order {
+		if q == p {
+			return t.sts[i], true
+		}
+	}
+	return nil, false
+}
+
 func (t *tx) stage(p Path, c *Context, index bool) {
-	if prev, ok := t.ctx[p]; ok {
+	if prev, ok := t.staged(p); ok {
 		prev.c = c
 		prev.index = prev.index || index
 		return
 	}
-	t.ctx[p] = &staged{c: c, index: index}
+	s := &staged{c: c, index: index}
 	t.order = append(t.order, p)
+	t.sts = append(t.sts, s)
+	switch {
+	case t.ctx != nil:
+		t.ctx[p] = s
+	case len(t.order) > txIndexFrom:
+		t.ctx = make(map[Path]*staged, 2*len(t.order))
+		for i, q := range t.order {
+			t.ctx[q] = t.sts[i]
+		}
+	}
 }
 
 func (t *tx) next(m Mutation) Entry {
@@ -226,6 +258,26 @@ func (t *tx) put(m *Mutation) error {
 		}
 	}
 	e := t.next(*m)
+	c, index := putState(cur, m, &e)
+	if len(c.Labels) > MaxLabels {
+		return fmt.Errorf("%w: more than %d labels on %s", ErrInvalid, MaxLabels, m.Path)
+	}
+	if len(c.Variables) > MaxVariables {
+		return fmt.Errorf("%w: more than %d variables on %s", ErrInvalid, MaxVariables, m.Path)
+	}
+	// The entry carries the resolved tenant so followers can filter by
+	// tenant without looking the context up; replaying it is unchanged.
+	t.entries[len(t.entries)-1].Mutation.Tenant = c.Tenant
+	t.stage(m.Path, c, index)
+	return nil
+}
+
+// putState returns cur (nil: missing) with the put m of entry e applied,
+// and whether the context's child-index entry must be (re)written. cur is
+// not changed. It is the whole effect of a put on its context: the state
+// machine uses it, and so does ReplayEntry, which rebuilds contexts from
+// the log.
+func putState(cur *Context, m *Mutation, e *Entry) (*Context, bool) {
 	var c *Context
 	index := false
 	if cur == nil {
@@ -246,11 +298,6 @@ func (t *tx) put(m *Mutation) error {
 	}
 	if m.Replace {
 		c.Labels, c.Variables, c.Functions = nil, nil, nil
-		if !m.SetFunctions {
-			mm := *m
-			mm.SetFunctions = true
-			m = &mm
-		}
 	}
 	for k, v := range m.Labels {
 		if v == "" {
@@ -262,9 +309,6 @@ func (t *tx) put(m *Mutation) error {
 		}
 		c.Labels[k] = v
 	}
-	if len(c.Labels) > MaxLabels {
-		return fmt.Errorf("%w: more than %d labels on %s", ErrInvalid, MaxLabels, m.Path)
-	}
 	for name, v := range m.Variables {
 		if v.Time.IsZero() {
 			v.Time = e.Time
@@ -274,21 +318,32 @@ func (t *tx) put(m *Mutation) error {
 		}
 		c.Variables[name] = v
 	}
-	if len(c.Variables) > MaxVariables {
-		return fmt.Errorf("%w: more than %d variables on %s", ErrInvalid, MaxVariables, m.Path)
-	}
-	if m.SetFunctions {
+	if m.SetFunctions || m.Replace { // a replace sets the functions, even to none
 		fs := append([]Function(nil), m.Functions...)
 		sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
 		c.Functions = fs
 	}
 	c.Updated = e.Time
 	c.Version = e.Seq
-	// The entry carries the resolved tenant so followers can filter by
-	// tenant without looking the context up; replaying it is unchanged.
-	t.entries[len(t.entries)-1].Mutation.Tenant = c.Tenant
-	t.stage(m.Path, c, index)
-	return nil
+	return c, index
+}
+
+// ReplayEntry returns the state of e's context after e, given its state
+// cur before (nil: missing), and whether e changes the context at all
+// (events and records do not; a deletion returns nil). e is an entry as
+// the log holds it. Replaying the entries after a point in order, from
+// the contexts as they were at that point, rebuilds them exactly; so does
+// replaying them from a later state of the same history, because every
+// put sets the fields it names, whatever they were.
+func ReplayEntry(cur *Context, e *Entry) (*Context, bool) {
+	switch e.Mutation.Op {
+	case OpPut:
+		c, _ := putState(cur, &e.Mutation, e)
+		return c, true
+	case OpDelete:
+		return nil, true
+	}
+	return cur, false
 }
 
 // ensureAncestors creates missing ancestors of p as folders of no tenant,
@@ -327,6 +382,9 @@ func (t *tx) delete(m *Mutation) error {
 	mm := *m
 	mm.Tenant = cur.Tenant
 	e := t.next(mm)
+	if t.purge == nil {
+		t.purge = make(map[Path]uint64)
+	}
 	t.purge[m.Path] = e.Seq
 	t.stage(m.Path, nil, true)
 	return nil
@@ -335,8 +393,11 @@ func (t *tx) delete(m *Mutation) error {
 // hasChildren reports whether p has a child that exists after the staged
 // changes: one in the store not deleted since, or one created since.
 func (t *tx) hasChildren(p Path) (bool, error) {
-	layers := []map[Path]*staged{t.ctx, t.m.ctx, t.m.prev}
+	layers := []map[Path]*staged{t.m.ctx, t.m.prev}
 	inStage := func(c Path) (exists, known bool) {
+		if s, ok := t.staged(c); ok {
+			return s.c != nil, true
+		}
 		for _, l := range layers {
 			if s, ok := l[c]; ok {
 				return s.c != nil, true
@@ -344,12 +405,16 @@ func (t *tx) hasChildren(p Path) (bool, error) {
 		}
 		return false, false
 	}
+	paths := append([]Path(nil), t.order...)
 	for _, set := range layers {
 		for c := range set {
-			if c.Parent() == p && !c.IsRoot() {
-				if exists, _ := inStage(c); exists {
-					return true, nil
-				}
+			paths = append(paths, c)
+		}
+	}
+	for _, c := range paths {
+		if c.Parent() == p && !c.IsRoot() {
+			if exists, _ := inStage(c); exists {
+				return true, nil
 			}
 		}
 	}

@@ -26,20 +26,19 @@ var _ model.Store = (*Badger)(nil)
 //	c <path>                     context as of the last checkpoint (CBOR model.Context)
 //	k <parent> 0x00 <name>       child index entry (CBOR model.Child)
 //	b <seq:8 BE>                 log block: the entries up to seq (CBOR sequence)
-//	d <seq:8 BE> <part:4 BE>     context delta: contexts changed by the commit ending at seq
 //	e <path> 0x00 <seq:8 BE>     event (CBOR model.Event)
 //	r <kind> 0x00 <key>          node-local record (raw bytes)
 //	m last | m first             last committed / first retained log seq
 //	m checkpoint                 last seq whose contexts are all in c keys
 //
-// A commit writes one key per few kilobytes of log entries and of changed
-// contexts (blocks and deltas), not one per entry and per context: that
-// is what makes a durable commit of many mutations cheap. The changed
-// contexts are also kept in memory (the overlay) and written to their c
-// keys by a checkpoint, so a device updated a thousand times between two
-// checkpoints costs one context write. Reads consult the overlay first. At
-// open, the deltas after the checkpoint are read back into the overlay.
-// badger_log.go holds the log blocks, badger_checkpoint.go the overlay.
+// A commit writes its log entries, packed into blocks of a few kilobytes,
+// and nothing per changed context: the contexts it changed are kept in
+// memory (the overlay) and written to their c keys by a checkpoint, so a
+// device updated a thousand times between two checkpoints costs one
+// context write, and the log is the only thing fsynced per mutation.
+// Reads consult the overlay first. At open, the log after the checkpoint
+// is replayed into the overlay (model.ReplayEntry). badger_log.go holds
+// the log blocks, badger_checkpoint.go the overlay.
 //
 // Stores written before blocks existed hold one l <seq:8 BE> key per log
 // entry; they are converted at open (convertLegacyLog).
@@ -47,7 +46,6 @@ const (
 	pContext = 'c'
 	pChild   = 'k'
 	pBlock   = 'b'
-	pDelta   = 'd'
 	pLegacy  = 'l'
 	pEvent   = 'e'
 	pRecord  = 'r'
@@ -92,10 +90,10 @@ type BadgerOptions struct {
 
 	// A checkpoint writes the contexts changed since the previous one to
 	// their own keys. It runs when that many contexts are pending
-	// (CheckpointContexts), when the deltas written since reach
-	// CheckpointBytes (they are what a restart reads back), and at least
-	// every CheckpointInterval while anything is pending. Zero values take
-	// the defaults above.
+	// (CheckpointContexts), when the log written since reaches
+	// CheckpointBytes (it is what a restart replays), and at least every
+	// CheckpointInterval while anything is pending. Zero values take the
+	// defaults above.
 	CheckpointContexts int
 	CheckpointBytes    int
 	CheckpointInterval time.Duration
@@ -118,8 +116,8 @@ type Badger struct {
 	wake chan struct{} // asks the checkpointer for a checkpoint now
 	quit chan struct{}
 	done chan struct{}
-	// skipFinalCheckpoint leaves the overlay to the deltas at Close (tests
-	// use it to see a restart read them back, as after kill -9).
+	// skipFinalCheckpoint leaves the overlay to the log at Close (tests
+	// use it to see a restart replay it, as after kill -9).
 	skipFinalCheckpoint bool
 	closeOnce           sync.Once
 	closeErr            error
@@ -185,7 +183,7 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	}
 	if err := s.replay(); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: read back context deltas in %s: %w", opts.Dir, err)
+		return nil, fmt.Errorf("store: replay the change log in %s: %w", opts.Dir, err)
 	}
 	go s.checkpointer()
 	return s, nil
@@ -199,7 +197,7 @@ func (s *Badger) Close() error {
 		<-s.done
 		if !s.skipFinalCheckpoint {
 			if err := s.Checkpoint(); err != nil {
-				s.log.Error("final checkpoint failed; the next start reads the deltas back", "err", err)
+				s.log.Error("final checkpoint failed; the next start replays the log", "err", err)
 			}
 		}
 		s.closeErr = s.db.Close()
@@ -237,11 +235,6 @@ func childPrefix(parent model.Path) []byte {
 
 func blockKey(seq uint64) []byte { return append([]byte{pBlock}, seqBytes(seq)...) }
 
-func deltaKey(seq uint64, part uint32) []byte {
-	k := append([]byte{pDelta}, seqBytes(seq)...)
-	return binary.BigEndian.AppendUint32(k, part)
-}
-
 func eventPrefix(p model.Path) []byte {
 	k := append([]byte{pEvent}, p...)
 	return append(k, 0)
@@ -258,13 +251,14 @@ func recordKey(kind, key string) []byte { return append(recordPrefix(kind), key.
 
 // Commit writes the batch in one transaction, in the order the Batch
 // contract gives (deletions, contexts, events, records, log). Changed
-// contexts go into delta keys and the overlay; a new context (or one whose
-// type or tenant changed) is also written to its own key at once, so that
-// it is found as soon as its child-index entry is. A batch too large for
-// one Badger transaction is written in several, in an order that keeps the
+// contexts go into the overlay, not to disk: the log entries that changed
+// them are what makes them durable. A new context (or one whose type or
+// tenant changed) is also written to its own key at once, so that it is
+// found as soon as its child-index entry is. A batch too large for one
+// Badger transaction is written in several, in an order that keeps the
 // store consistent for readers at every point: state first, then the log
 // entries and the last sequence number, which is written last of all (a
-// restart ignores deltas past it).
+// restart drops log blocks past it).
 func (s *Badger) Commit(b *model.Batch) error {
 	last := b.LastSeq()
 	if last == 0 && (len(b.Contexts) > 0 || len(b.Deleted) > 0) {
@@ -274,16 +268,8 @@ func (s *Badger) Commit(b *model.Batch) error {
 	defer s.commitMu.Unlock()
 	w := &txnWriter{db: s.db}
 	w.begin()
-	d := deltaWriter{seq: last}
 	// Deletions first: a context deleted and created again in one batch
 	// loses its old events, then gets its new state.
-	var recreated map[model.Path]bool
-	if len(b.Deleted) > 0 {
-		recreated = make(map[model.Path]bool, len(b.Contexts))
-		for _, cw := range b.Contexts {
-			recreated[cw.Context.Path] = true
-		}
-	}
 	for _, p := range b.Deleted {
 		if err := w.del(contextKey(p)); err != nil {
 			return w.abort(err)
@@ -294,19 +280,14 @@ func (s *Badger) Commit(b *model.Batch) error {
 		if err := w.delPrefix(eventPrefix(p)); err != nil {
 			return w.abort(err)
 		}
-		if !recreated[p] {
-			if _, err := d.add(w, p, nil); err != nil {
-				return w.abort(err)
-			}
-		}
 	}
 	for _, cw := range b.Contexts {
-		v, err := d.add(w, cw.Context.Path, cw.Context)
-		if err != nil {
-			return w.abort(err)
-		}
 		if !cw.Index {
 			continue
+		}
+		v, err := model.Marshal(cw.Context)
+		if err != nil {
+			return w.abort(fmt.Errorf("encode context %s: %w", cw.Context.Path, err))
 		}
 		if err := w.set(contextKey(cw.Context.Path), v); err != nil {
 			return w.abort(err)
@@ -320,9 +301,6 @@ func (s *Badger) Commit(b *model.Batch) error {
 				return w.abort(err)
 			}
 		}
-	}
-	if err := d.flush(w); err != nil {
-		return w.abort(err)
 	}
 	for i := range b.Events {
 		v, err := model.Marshal(&b.Events[i])
@@ -343,7 +321,8 @@ func (s *Badger) Commit(b *model.Batch) error {
 			return w.abort(err)
 		}
 	}
-	if err := writeBlocks(w, b.Entries); err != nil {
+	logBytes, err := writeBlocks(w, b.Entries)
+	if err != nil {
 		return w.abort(err)
 	}
 	if last > 0 {
@@ -354,7 +333,7 @@ func (s *Badger) Commit(b *model.Batch) error {
 	if err := w.commit(); err != nil {
 		return err
 	}
-	if last > 0 && s.ov.commit(b, last, d.bytes, s.opts.CheckpointContexts, s.opts.CheckpointBytes) {
+	if last > 0 && s.ov.commit(b, last, logBytes, s.opts.CheckpointContexts, s.opts.CheckpointBytes) {
 		select {
 		case s.wake <- struct{}{}:
 		default:

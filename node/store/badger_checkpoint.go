@@ -1,8 +1,8 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/fxamacker/cbor/v2"
 
 	"github.com/strata-dm/strata/model"
 )
@@ -19,26 +18,30 @@ import (
 //
 // Invariants:
 //   - Every context changed by a commit after the checkpoint (keyCheckpoint)
-//     is in a delta key of that commit, and, once the commit is durable, in
-//     the overlay. The overlay's entry is the context's current state (nil:
-//     deleted); its c key may be older, or even newer than the checkpoint.
+//     is, once the commit is durable, in the overlay: its entry there is the
+//     context's current state (nil: deleted). Its c key may be older, or
+//     newer than the checkpoint (new contexts are also written at once).
+//   - The log after keyCheckpoint is kept (CompactLog stops there): it is
+//     what rebuilds the overlay after a restart.
 //   - A checkpoint writes the overlay's entries (as of one commit) to their
 //     c keys, then keyCheckpoint, then forgets the entries nobody changed
-//     meanwhile. Deltas at or below keyCheckpoint are garbage and go.
+//     meanwhile.
 //   - A reader that misses the overlay reads the c key, which then holds
 //     the current state: an entry leaves the overlay only after its c key
 //     was written. Readers that combine a view with the overlay take both
 //     under the overlay's lock (view), so no checkpoint falls in between.
-//   - At open, the deltas after keyCheckpoint and up to keyLast are read
-//     back into the overlay, in commit order; deltas and log blocks past
-//     keyLast belong to a commit that never finished and are deleted.
+//   - At open, the log after keyCheckpoint and up to keyLast is replayed
+//     (model.ReplayEntry) into the overlay, starting from the c keys; log
+//     blocks past keyLast belong to a commit that never finished and are
+//     deleted.
 
 // overlay holds the contexts changed since the last checkpoint.
 type overlay struct {
 	mu      sync.RWMutex
 	dirty   map[model.Path]*model.Context // nil: deleted
 	applied uint64                        // the last commit reflected
-	bytes   int                           // delta bytes since the last checkpoint
+	bytes   int                           // log bytes since the last checkpoint
+	ck      uint64                        // the last checkpoint written
 }
 
 func (o *overlay) get(p model.Path) (*model.Context, bool) {
@@ -49,7 +52,7 @@ func (o *overlay) get(p model.Path) (*model.Context, bool) {
 }
 
 // commit records a durable batch and reports whether a checkpoint is due.
-func (o *overlay) commit(b *model.Batch, last uint64, deltaBytes, maxContexts, maxBytes int) bool {
+func (o *overlay) commit(b *model.Batch, last uint64, logBytes, maxContexts, maxBytes int) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, p := range b.Deleted {
@@ -59,7 +62,7 @@ func (o *overlay) commit(b *model.Batch, last uint64, deltaBytes, maxContexts, m
 		o.dirty[cw.Context.Path] = cw.Context
 	}
 	o.applied = last
-	o.bytes += deltaBytes
+	o.bytes += logBytes
 	return len(o.dirty) >= maxContexts || o.bytes >= maxBytes
 }
 
@@ -131,69 +134,12 @@ func scanContexts(txn *badger.Txn, over []overItem, prefix, seek []byte, fn func
 	}
 }
 
-// deltaRecord is one context in a delta key; no Context means deleted.
-type deltaRecord struct {
-	Path    model.Path      `cbor:"1,keyasint"`
-	Context cbor.RawMessage `cbor:"2,keyasint,omitempty"`
-}
-
-// deltaWriter packs one commit's changed contexts into delta keys. Each
-// record is written by hand as the CBOR map deltaRecord decodes (keys 1
-// and 2), so that the context is encoded once, straight into the delta.
-type deltaWriter struct {
-	seq   uint64
-	part  uint32
-	buf   *bytes.Buffer
-	bytes int
-}
-
-// add appends p's state (nil: deleted) and returns c's encoding, which
-// stays valid after later adds.
-func (d *deltaWriter) add(w *txnWriter, p model.Path, c *model.Context) ([]byte, error) {
-	if d.buf == nil {
-		d.buf = bytes.NewBuffer(make([]byte, 0, blockTarget+blockTarget/2))
-	}
-	n := 1
-	if c != nil {
-		n = 2
-	}
-	d.buf.WriteByte(0xa0 | byte(n)) // map of n pairs
-	d.buf.WriteByte(0x01)
-	if err := model.MarshalTo(d.buf, string(p)); err != nil {
-		return nil, err
-	}
-	var enc []byte
-	if c != nil {
-		d.buf.WriteByte(0x02)
-		start := d.buf.Len()
-		if err := model.MarshalTo(d.buf, c); err != nil {
-			return nil, fmt.Errorf("encode context %s: %w", p, err)
-		}
-		enc = d.buf.Bytes()[start:]
-	}
-	if d.buf.Len() >= blockTarget {
-		return enc, d.flush(w)
-	}
-	return enc, nil
-}
-
-func (d *deltaWriter) flush(w *txnWriter) error {
-	if d.buf == nil || d.buf.Len() == 0 {
-		return nil
-	}
-	if err := w.set(deltaKey(d.seq, d.part), d.buf.Bytes()); err != nil {
-		return err
-	}
-	d.part++
-	d.bytes += d.buf.Len()
-	d.buf = nil
-	return nil
-}
-
-// replay reads the deltas after the checkpoint back into the overlay and
-// deletes what an unfinished commit left past the last sequence number.
+// replay rebuilds the overlay from the log after the checkpoint and
+// deletes the log blocks an unfinished commit left past the last sequence
+// number.
 func (s *Badger) replay() error {
 	var stale [][]byte
+	n := 0
 	err := s.db.View(func(txn *badger.Txn) error {
 		ck, err := readSeq(txn, keyCheckpoint)
 		if err != nil {
@@ -203,39 +149,39 @@ func (s *Badger) replay() error {
 		if err != nil {
 			return err
 		}
-		s.ov.applied = last
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pDelta}, PrefetchValues: true, PrefetchSize: 64})
+		s.ov.applied, s.ov.ck = last, ck
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pBlock}, PrefetchValues: true, PrefetchSize: 16})
 		defer it.Close()
-		for it.Seek(deltaKey(ck+1, 0)); it.Valid(); it.Next() {
-			k := it.Item().Key()
-			if len(k) != 13 {
-				return fmt.Errorf("malformed delta key %q", k)
-			}
-			if binary.BigEndian.Uint64(k[1:9]) > last {
+		for it.Seek(blockKey(ck + 1)); it.Valid(); it.Next() {
+			if binary.BigEndian.Uint64(it.Item().Key()[1:]) > last {
 				stale = append(stale, it.Item().KeyCopy(nil))
 				continue
 			}
 			err := it.Item().Value(func(v []byte) error {
 				s.ov.bytes += len(v)
-				return s.ov.load(v)
+				return eachEntry(v, func(e *model.Entry, _ []byte) error {
+					if e.Seq <= ck || e.Seq > last {
+						return nil
+					}
+					n++
+					return s.replayEntry(txn, e)
+				})
 			})
 			if err != nil {
-				return fmt.Errorf("delta %d: %w", binary.BigEndian.Uint64(k[1:9]), err)
+				return err
 			}
-		}
-		bt := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pBlock}})
-		defer bt.Close()
-		for bt.Seek(blockKey(last + 1)); bt.Valid(); bt.Next() {
-			stale = append(stale, bt.Item().KeyCopy(nil))
 		}
 		return nil
 	})
-	if err != nil || len(stale) == 0 {
-		if len(s.ov.dirty) > 0 {
-			s.log.Info("contexts read back from deltas", "contexts", len(s.ov.dirty), "bytes", s.ov.bytes)
-			s.wake <- struct{}{}
-		}
+	if err != nil {
 		return err
+	}
+	if n > 0 {
+		s.log.Info("change log replayed", "entries", n, "contexts", len(s.ov.dirty))
+		s.wake <- struct{}{} // checkpoint soon
+	}
+	if len(stale) == 0 {
+		return nil
 	}
 	s.log.Warn("dropping what an unfinished commit left", "keys", len(stale))
 	wb := s.db.NewWriteBatch()
@@ -245,41 +191,35 @@ func (s *Badger) replay() error {
 			return err
 		}
 	}
-	if len(s.ov.dirty) > 0 {
-		s.wake <- struct{}{}
-	}
 	return wb.Flush()
 }
 
-// load applies one delta value to the overlay (at open, single-threaded).
-func (o *overlay) load(v []byte) error {
-	for len(v) > 0 {
-		var r deltaRecord
-		rest, err := model.UnmarshalFirst(v, &r)
-		if err != nil {
+// replayEntry applies one logged entry to the overlay (at open).
+func (s *Badger) replayEntry(txn *badger.Txn, e *model.Entry) error {
+	p := e.Mutation.Path
+	cur, ok := s.ov.dirty[p]
+	if !ok {
+		it, err := txn.Get(contextKey(p))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
 			return err
+		default:
+			cur = new(model.Context)
+			if err := it.Value(func(v []byte) error { return model.Unmarshal(v, cur) }); err != nil {
+				return fmt.Errorf("context %s: %w", p, err)
+			}
 		}
-		v = rest
-		if len(r.Context) == 0 {
-			o.dirty[r.Path] = nil
-			continue
-		}
-		c := new(model.Context)
-		if err := model.Unmarshal(r.Context, c); err != nil {
-			return err
-		}
-		if c.Path != r.Path {
-			return fmt.Errorf("delta of %s holds context %s", r.Path, c.Path)
-		}
-		o.dirty[r.Path] = c
+	}
+	if next, changed := model.ReplayEntry(cur, e); changed {
+		s.ov.dirty[p] = next
 	}
 	return nil
 }
 
-// valueLogGCInterval is how often the value log (log blocks and deltas,
-// and any value of 1 KiB or more) is rewritten to reclaim what deleted
-// values used: deltas are garbage after each checkpoint, log blocks after
-// each compaction of the log.
+// valueLogGCInterval is how often the value log (log blocks, and any value
+// of 1 KiB or more) is rewritten to reclaim what deleted values used: log
+// blocks are garbage after each compaction of the log.
 const valueLogGCInterval = time.Minute
 
 // checkpointer runs checkpoints when a commit asks and on a timer, and
@@ -306,7 +246,7 @@ func (s *Badger) checkpointer() {
 		case <-t.C:
 		}
 		if err := s.Checkpoint(); err != nil {
-			s.log.Error("checkpoint failed; the contexts stay in the overlay and deltas", "err", err)
+			s.log.Error("checkpoint failed; the contexts stay in the overlay and the log", "err", err)
 		}
 	}
 }
@@ -314,8 +254,9 @@ func (s *Badger) checkpointer() {
 // checkpointChunk is how many contexts a checkpoint writes per transaction.
 const checkpointChunk = 256
 
-// Checkpoint writes the overlay's contexts to their own keys and drops the
-// deltas that held them. Commits go on meanwhile.
+// Checkpoint writes the overlay's contexts to their own keys and records
+// that the log up to the last commit need not be replayed. Commits go on
+// meanwhile.
 func (s *Badger) Checkpoint() error {
 	s.ckptMu.Lock()
 	defer s.ckptMu.Unlock()
@@ -325,8 +266,9 @@ func (s *Badger) Checkpoint() error {
 	for p, c := range s.ov.dirty {
 		items = append(items, overItem{p, c})
 	}
+	done := s.ov.ck
 	s.ov.mu.RUnlock()
-	if len(items) == 0 {
+	if len(items) == 0 && seq == done {
 		return nil
 	}
 	slices.SortFunc(items, func(a, b overItem) int { return strings.Compare(string(a.path), string(b.path)) })
@@ -368,30 +310,7 @@ func (s *Badger) Checkpoint() error {
 		}
 	}
 	s.ov.bytes -= written
+	s.ov.ck = seq
 	s.ov.mu.Unlock()
-	return s.dropDeltas(seq)
-}
-
-// dropDeltas deletes the delta keys of commits up to seq.
-func (s *Badger) dropDeltas(seq uint64) error {
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pDelta}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
-			if len(k) == 13 && binary.BigEndian.Uint64(k[1:9]) > seq {
-				break
-			}
-			if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return wb.Flush()
+	return nil
 }

@@ -21,13 +21,18 @@ import (
 // blockTarget is the size at which a block is closed.
 const blockTarget = 16 << 10
 
-// writeBlocks packs es (in sequence order) into blocks.
-func writeBlocks(w *txnWriter, es []model.Entry) error {
+// writeBlocks packs es (in sequence order) into blocks and returns how
+// many bytes they hold.
+func writeBlocks(w *txnWriter, es []model.Entry) (int, error) {
 	blocks, err := encodeBlocks(es)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return setBlocks(w, blocks)
+	n := 0
+	for _, b := range blocks {
+		n += len(b.value)
+	}
+	return n, setBlocks(w, blocks)
 }
 
 // block is one encoded log block and its key.
@@ -173,6 +178,20 @@ func (s *Badger) CompactLog(keep uint64) (int, error) {
 		return 0, err
 	}
 	upTo := last - keep // drop seq <= upTo
+	// The log after the checkpoint is what a restart replays: checkpoint
+	// first when the compaction would pass it.
+	s.ov.mu.RLock()
+	ck := s.ov.ck
+	s.ov.mu.RUnlock()
+	if ck < upTo {
+		if err := s.Checkpoint(); err != nil {
+			return 0, err
+		}
+		s.ov.mu.RLock()
+		ck = s.ov.ck
+		s.ov.mu.RUnlock()
+	}
+	upTo = min(upTo, ck)
 	var first uint64
 	if err := s.db.View(func(txn *badger.Txn) error {
 		first, err = readSeq(txn, keyFirst)
@@ -244,7 +263,19 @@ func (s *Badger) convertLegacyLog() error {
 		if err != nil {
 			return err
 		}
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(keyConverted, nil) }); err != nil {
+		// The old layout wrote every context to its own key at once: the
+		// whole log is checkpointed already.
+		err = s.db.Update(func(txn *badger.Txn) error {
+			last, err := readSeq(txn, keyLast)
+			if err != nil {
+				return err
+			}
+			if err := txn.Set(keyCheckpoint, seqBytes(last)); err != nil {
+				return err
+			}
+			return txn.Set(keyConverted, nil)
+		})
+		if err != nil {
 			return err
 		}
 		s.log.Info("change log converted", "entries", n)

@@ -125,7 +125,7 @@ func CopyToPostgres(ctx context.Context, src *Badger, dst *Postgres) (CopyStats,
 
 // countKeys counts src's keys by kind, and for the log its entries from
 // first on, refusing kinds this binary does not know (they would be
-// lost). Deltas are left from before the checkpoint the copy begins with.
+// lost).
 func countKeys(btx *badger.Txn, first uint64) (map[byte]int64, error) {
 	n := map[byte]int64{}
 	it := btx.NewIterator(badger.IteratorOptions{})
@@ -148,7 +148,7 @@ func countKeys(btx *badger.Txn, first uint64) (map[byte]int64, error) {
 				return nil, err
 			}
 			continue
-		case k[0] == pContext, k[0] == pChild, k[0] == pEvent, k[0] == pRecord, k[0] == pDelta:
+		case k[0] == pContext, k[0] == pChild, k[0] == pEvent, k[0] == pRecord:
 		case bytes.Equal(k, keyLast), bytes.Equal(k, keyFirst), bytes.Equal(k, keyCheckpoint):
 		default:
 			return nil, fmt.Errorf("badger store holds a key of unknown kind %q (written by a newer binary?)", k[:1])
