@@ -73,6 +73,15 @@ func (m *machine) propose(muts []Mutation) ([]Entry, error) {
 			return nil, err
 		}
 	}
+	// The entries are encoded here, on the applier, while the previous
+	// batch commits, rather than on the commit path.
+	encoded := make([][]byte, len(t.entries))
+	for i := range t.entries {
+		var err error
+		if encoded[i], err = Marshal(&t.entries[i]); err != nil {
+			return nil, fmt.Errorf("%w: encode entry: %v", ErrInvalid, err)
+		}
+	}
 	// Success: merge into the batch.
 	m.seq = t.seq
 	for i, p := range t.order {
@@ -84,6 +93,7 @@ func (m *machine) propose(muts []Mutation) ([]Entry, error) {
 		}
 		m.ctx[p] = s
 	}
+	m.b.Encoded = append(m.b.Encoded, encoded...)
 	m.b.Entries = append(m.b.Entries, t.entries...)
 	m.b.Events = append(m.b.Events, t.events...)
 	for p, seq := range t.purge {

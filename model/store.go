@@ -41,7 +41,11 @@ type Store interface {
 // Contexts (deleted, then created again). Records and Dropped are
 // disjoint, and no event belongs to a context deleted after it.
 type Batch struct {
-	Entries  []Entry        // change-log entries, in sequence order
+	Entries []Entry // change-log entries, in sequence order
+	// Encoded, when not nil, holds Marshal(&Entries[i]) at i: the model
+	// encodes entries while the previous batch commits, so that a store
+	// need not on its own commit path.
+	Encoded  [][]byte
 	Contexts []ContextWrite // the new full state of each changed context
 	Deleted  []Path         // contexts removed (with their events and index entry)
 	Events   []Event        // events recorded
@@ -55,6 +59,14 @@ type Batch struct {
 type ContextWrite struct {
 	Context *Context
 	Index   bool
+}
+
+// EncodedEntry returns the encoding of Entries[i].
+func (b *Batch) EncodedEntry(i int) ([]byte, error) {
+	if i < len(b.Encoded) && b.Encoded[i] != nil {
+		return b.Encoded[i], nil
+	}
+	return Marshal(&b.Entries[i])
 }
 
 // LastSeq is the sequence number of the batch's last entry.

@@ -321,7 +321,7 @@ func (s *Badger) Commit(b *model.Batch) error {
 			return w.abort(err)
 		}
 	}
-	logBytes, err := writeBlocks(w, b.Entries)
+	logBytes, err := writeBlocks(w, b)
 	if err != nil {
 		return w.abort(err)
 	}

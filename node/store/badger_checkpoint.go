@@ -252,7 +252,7 @@ func (s *Badger) checkpointer() {
 }
 
 // checkpointChunk is how many contexts a checkpoint writes per transaction.
-const checkpointChunk = 256
+const checkpointChunk = 1024
 
 // Checkpoint writes the overlay's contexts to their own keys and records
 // that the log up to the last commit need not be replayed. Commits go on

@@ -173,8 +173,8 @@ func TestBadgerDropsUnfinishedCommit(t *testing.T) {
 	// its last one: log blocks, but not the last sequence number.
 	w := &txnWriter{db: s.db}
 	w.begin()
-	if _, err := writeBlocks(w, []model.Entry{{Seq: last + 1, Mutation: model.Mutation{Op: model.OpPut, Path: "/devices/ghost"}},
-		{Seq: last + 2, Mutation: model.Mutation{Op: model.OpPut, Path: "/devices/ghost"}}}); err != nil {
+	if _, err := writeBlocks(w, &model.Batch{Entries: []model.Entry{{Seq: last + 1, Mutation: model.Mutation{Op: model.OpPut, Path: "/devices/ghost"}},
+		{Seq: last + 2, Mutation: model.Mutation{Op: model.OpPut, Path: "/devices/ghost"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.commit(); err != nil {

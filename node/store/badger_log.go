@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,10 +20,10 @@ import (
 // blockTarget is the size at which a block is closed.
 const blockTarget = 16 << 10
 
-// writeBlocks packs es (in sequence order) into blocks and returns how
-// many bytes they hold.
-func writeBlocks(w *txnWriter, es []model.Entry) (int, error) {
-	blocks, err := encodeBlocks(es)
+// writeBlocks packs b's entries into blocks and returns how many bytes
+// they hold.
+func writeBlocks(w *txnWriter, b *model.Batch) (int, error) {
+	blocks, err := encodeBlocks(b)
 	if err != nil {
 		return 0, err
 	}
@@ -38,18 +37,20 @@ func writeBlocks(w *txnWriter, es []model.Entry) (int, error) {
 // block is one encoded log block and its key.
 type block struct{ key, value []byte }
 
-// encodeBlocks packs es (in sequence order) into blocks. It touches no
-// transaction, so a commit runs it beside its other encoding.
-func encodeBlocks(es []model.Entry) ([]block, error) {
+// encodeBlocks packs b's entries (in sequence order) into blocks, using
+// their encodings when the batch carries them.
+func encodeBlocks(b *model.Batch) ([]block, error) {
 	var out []block
-	blk := bytes.NewBuffer(make([]byte, 0, blockTarget+blockTarget/4))
-	for i := range es {
-		if err := model.MarshalTo(blk, &es[i]); err != nil {
-			return nil, fmt.Errorf("encode entry %d: %w", es[i].Seq, err)
+	blk := make([]byte, 0, blockTarget+blockTarget/4)
+	for i := range b.Entries {
+		enc, err := b.EncodedEntry(i)
+		if err != nil {
+			return nil, fmt.Errorf("encode entry %d: %w", b.Entries[i].Seq, err)
 		}
-		if blk.Len() >= blockTarget || i == len(es)-1 {
-			out = append(out, block{blockKey(es[i].Seq), blk.Bytes()})
-			blk = bytes.NewBuffer(make([]byte, 0, blockTarget+blockTarget/4))
+		blk = append(blk, enc...)
+		if len(blk) >= blockTarget || i == len(b.Entries)-1 {
+			out = append(out, block{blockKey(b.Entries[i].Seq), blk})
+			blk = make([]byte, 0, blockTarget+blockTarget/4)
 		}
 	}
 	return out, nil

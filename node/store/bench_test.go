@@ -115,7 +115,7 @@ func BenchmarkDurableRawBadger(b *testing.B) {
 			i := done + j + 1
 			es = append(es, model.Entry{Seq: uint64(i), Mutation: benchMutation(i)})
 		}
-		if _, err := writeBlocks(w, es); err != nil {
+		if _, err := writeBlocks(w, &model.Batch{Entries: es}); err != nil {
 			b.Fatal(err)
 		}
 		if err := w.set(keyLast, seqBytes(uint64(done+k))); err != nil {

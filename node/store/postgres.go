@@ -280,7 +280,7 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 	if len(b.Entries) > 0 {
 		seqs, docs := make([]int64, len(b.Entries)), make([][]byte, len(b.Entries))
 		for i := range b.Entries {
-			doc, err := model.Marshal(&b.Entries[i])
+			doc, err := b.EncodedEntry(i)
 			if err != nil {
 				return nil, fmt.Errorf("encode entry %d: %w", b.Entries[i].Seq, err)
 			}
