@@ -74,7 +74,7 @@ const MaxEventsPerQuery = 10000
 const (
 	DefaultCheckpointContexts = 65536
 	DefaultCheckpointBytes    = 64 << 20
-	DefaultCheckpointInterval = 10 * time.Second
+	DefaultCheckpointInterval = 30 * time.Second
 )
 
 // BadgerOptions configures the embedded store.

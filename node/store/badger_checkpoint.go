@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -226,6 +227,10 @@ const valueLogGCInterval = time.Minute
 // the value log's garbage collection.
 func (s *Badger) checkpointer() {
 	defer close(s.done)
+	// The first tick comes at a random point of the interval, so that
+	// nodes started together (tests, a cluster) do not checkpoint at once.
+	first := time.NewTimer(rand.N(s.opts.CheckpointInterval) + 1)
+	defer first.Stop()
 	t := time.NewTicker(s.opts.CheckpointInterval)
 	defer t.Stop()
 	gc := time.NewTicker(valueLogGCInterval)
@@ -243,6 +248,8 @@ func (s *Badger) checkpointer() {
 			}
 			continue
 		case <-s.wake:
+		case <-first.C:
+			t.Reset(s.opts.CheckpointInterval)
 		case <-t.C:
 		}
 		if err := s.Checkpoint(); err != nil {
@@ -251,8 +258,12 @@ func (s *Badger) checkpointer() {
 	}
 }
 
-// checkpointChunk is how many contexts a checkpoint writes per transaction.
-const checkpointChunk = 1024
+// A checkpoint writes checkpointChunk contexts per transaction and pauses
+// checkpointPause between two.
+const (
+	checkpointChunk = 512
+	checkpointPause = 2 * time.Millisecond
+)
 
 // Checkpoint writes the overlay's contexts to their own keys and records
 // that the log up to the last commit need not be replayed. Commits go on
@@ -280,6 +291,12 @@ func (s *Badger) Checkpoint() error {
 		if i > 0 && i%checkpointChunk == 0 {
 			if err := w.commit(); err != nil {
 				return err
+			}
+			// Leave the write path to commits for a moment: a checkpoint
+			// is background work, a commit has callers waiting.
+			select {
+			case <-time.After(checkpointPause):
+			case <-s.quit:
 			}
 			w.begin()
 		}
