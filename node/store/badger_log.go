@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -95,50 +96,59 @@ func (s *Badger) LastSeq() (uint64, error) {
 
 // ReadLog reads entries after a cursor.
 func (s *Badger) ReadLog(after uint64, limit int) ([]model.Entry, error) {
-	if limit <= 0 {
-		limit = 1024
-	}
+	limit = logLimit(limit)
 	var out []model.Entry
-	errFull := errors.New("full")
-	err := s.db.View(func(txn *badger.Txn) error {
-		first, err := readSeq(txn, keyFirst)
-		if err != nil {
-			return err
-		}
-		if first > 0 && after+1 < first {
-			return fmt.Errorf("%w: cursor %d, oldest kept %d", model.ErrCompacted, after, first)
-		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pBlock}, PrefetchValues: true, PrefetchSize: min(limit/16+1, 64)})
-		defer it.Close()
-		for it.Seek(blockKey(after + 1)); it.Valid() && len(out) < limit; it.Next() {
-			err := it.Item().Value(func(v []byte) error {
-				return eachEntry(v, func(e *model.Entry, _ []byte) error {
-					if e.Seq <= after {
-						return nil
-					}
-					if len(out) == limit {
-						return errFull
-					}
-					out = append(out, *e)
-					return nil
-				})
-			})
-			if err != nil && !errors.Is(err, errFull) {
-				return err
+	err := s.logBlocks(after, limit, func(blk []byte) (bool, error) {
+		for len(blk) > 0 && len(out) < limit {
+			var e model.Entry
+			rest, err := model.UnmarshalFirst(blk, &e)
+			if err != nil {
+				return false, fmt.Errorf("store: corrupt log block: %w", err)
 			}
+			if e.Seq > after {
+				out = append(out, e)
+			}
+			blk = rest
 		}
-		return nil
+		return len(out) < limit, nil
 	})
 	return out, err
 }
 
 // ReadLogRaw reads entries after a cursor as they are stored.
 func (s *Badger) ReadLogRaw(after uint64, limit int) ([]model.RawEntry, error) {
-	if limit <= 0 {
-		limit = 1024
-	}
+	limit = logLimit(limit)
 	var out []model.RawEntry
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.logBlocks(after, limit, func(blk []byte) (bool, error) {
+		blk = bytes.Clone(blk) // the entries alias it
+		for len(blk) > 0 && len(out) < limit {
+			r, rest, err := model.EntryHead(blk)
+			if err != nil {
+				return false, fmt.Errorf("store: corrupt log block: %w", err)
+			}
+			if r.Seq > after {
+				out = append(out, r)
+			}
+			blk = rest
+		}
+		return len(out) < limit, nil
+	})
+	return out, err
+}
+
+func logLimit(limit int) int {
+	if limit <= 0 {
+		return 1024
+	}
+	return limit
+}
+
+// logBlocks calls fn with each log block that may hold entries after the
+// cursor, in order, from one read transaction, while fn asks for more. The
+// block is valid during the call only. A cursor before the log's start
+// is ErrCompacted.
+func (s *Badger) logBlocks(after uint64, limit int, fn func(blk []byte) (bool, error)) error {
+	return s.db.View(func(txn *badger.Txn) error {
 		first, err := readSeq(txn, keyFirst)
 		if err != nil {
 			return err
@@ -148,25 +158,14 @@ func (s *Badger) ReadLogRaw(after uint64, limit int) ([]model.RawEntry, error) {
 		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pBlock}, PrefetchValues: true, PrefetchSize: min(limit/16+1, 64)})
 		defer it.Close()
-		for it.Seek(blockKey(after + 1)); it.Valid() && len(out) < limit; it.Next() {
-			blk, err := it.Item().ValueCopy(nil) // the entries alias it
-			if err != nil {
+		more := true
+		for it.Seek(blockKey(after + 1)); it.Valid() && more; it.Next() {
+			if err := it.Item().Value(func(v []byte) error { more, err = fn(v); return err }); err != nil {
 				return err
-			}
-			for len(blk) > 0 && len(out) < limit {
-				r, rest, err := model.EntryHead(blk)
-				if err != nil {
-					return fmt.Errorf("store: corrupt log block: %w", err)
-				}
-				if r.Seq > after {
-					out = append(out, r)
-				}
-				blk = rest
 			}
 		}
 		return nil
 	})
-	return out, err
 }
 
 // CompactLog drops change-log entries so that at most keep remain, and
