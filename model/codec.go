@@ -1,8 +1,6 @@
 package model
 
 import (
-	"bytes"
-
 	"github.com/fxamacker/cbor/v2"
 )
 
@@ -10,7 +8,7 @@ import (
 // federation wire: CBOR with integer keys. Decoding ignores unknown keys, so
 // a newer writer can add fields that an older reader skips.
 var (
-	encMode cbor.UserBufferEncMode
+	encMode cbor.EncMode
 	decMode cbor.DecMode
 )
 
@@ -20,7 +18,7 @@ func init() {
 		Time:    cbor.TimeRFC3339Nano,
 		TimeTag: cbor.EncTagNone,
 		Sort:    cbor.SortNone,
-	}.UserBufferEncMode()
+	}.EncMode()
 	if err != nil {
 		panic(err)
 	}
@@ -37,10 +35,6 @@ func init() {
 
 // Marshal encodes v in the model's binary encoding.
 func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
-
-// MarshalTo appends the encoding of v to buf (Marshal without a buffer of
-// its own: packing many values into one does not copy them twice).
-func MarshalTo(buf *bytes.Buffer, v any) error { return encMode.MarshalToBuffer(v, buf) }
 
 // Unmarshal decodes data produced by Marshal (or a newer version of it).
 func Unmarshal(data []byte, v any) error { return decMode.Unmarshal(data, v) }

@@ -152,10 +152,10 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(64 << 20).
 		WithValueLogFileSize(256 << 20).
-		// Log blocks and context deltas (~3 KiB) go to the value log, an
-		// append-only file: the LSM tree then holds only their pointers,
-		// which is what makes a commit cheap to flush and compact.
-		// Contexts, child-index entries, events and records stay inline.
+		// Log blocks (~16 KiB) go to the value log, an append-only file:
+		// the LSM tree then holds only their pointers, which is what makes
+		// a commit cheap to flush and compact. Contexts, child-index
+		// entries, events and records (mostly under 1 KiB) stay inline.
 		WithValueThreshold(threshold).
 		WithNumCompactors(2).
 		WithCompression(options.Snappy).

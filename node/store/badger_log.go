@@ -13,8 +13,8 @@ import (
 
 // The change log in Badger: consecutive entries packed into blocks of
 // about blockTarget bytes, each under the key of its last entry's sequence
-// number. Blocks live in Badger's value log (they are above its value
-// threshold); the LSM tree holds their keys and pointers. Seeking to
+// number. Blocks of 1 KiB and more (all but those of small commits) live
+// in Badger's value log; the LSM tree holds their keys and pointers. Seeking to
 // blockKey(n) finds the block holding entry n, because every block ends at
 // or after the entries it holds.
 
