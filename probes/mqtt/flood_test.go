@@ -314,7 +314,12 @@ func TestConnectFlood(t *testing.T) {
 		switch r.kind {
 		case "wrong-password":
 			// CONNACK 0x04 bad user name or password (or 0x05 not
-			// authorised), then the close.
+			// authorised), then the close; or, on a machine too busy to
+			// read that CONNECT within the connect timeout, the close of
+			// a connection that never got a say.
+			if len(r.connack) == 0 && r.closed >= floodConnectTimeout {
+				continue
+			}
 			if len(r.connack) != 4 || r.connack[0] != 0x20 || r.connack[1] != 2 || (r.connack[3] != 4 && r.connack[3] != 5) {
 				t.Fatalf("wrong password answered % x", r.connack)
 			}
