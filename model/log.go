@@ -9,17 +9,19 @@ import (
 // behind the head never touch the store.
 type ring struct {
 	buf   []Entry
-	start int    // index of the oldest entry
-	n     int    // entries held
-	first uint64 // sequence number of the oldest entry held (when n > 0)
+	raw   [][]byte // raw[i] is buf[i]'s encoding, when the batch had it
+	start int      // index of the oldest entry
+	n     int      // entries held
+	first uint64   // sequence number of the oldest entry held (when n > 0)
 }
 
 func newRing(size int, last uint64) *ring {
-	return &ring{buf: make([]Entry, size), first: last + 1}
+	return &ring{buf: make([]Entry, size), raw: make([][]byte, size), first: last + 1}
 }
 
-func (r *ring) append(es []Entry) {
-	for _, e := range es {
+// append adds es and their encodings (enc may be nil or shorter).
+func (r *ring) append(es []Entry, enc [][]byte) {
+	for i, e := range es {
 		if r.n == len(r.buf) {
 			r.start = (r.start + 1) % len(r.buf)
 			r.n--
@@ -28,9 +30,40 @@ func (r *ring) append(es []Entry) {
 		if r.n == 0 {
 			r.first = e.Seq
 		}
-		r.buf[(r.start+r.n)%len(r.buf)] = e
+		j := (r.start + r.n) % len(r.buf)
+		r.buf[j], r.raw[j] = e, nil
+		if i < len(enc) {
+			r.raw[j] = enc[i]
+		}
 		r.n++
 	}
+}
+
+// afterRaw is after for encoded entries; an entry held without its
+// encoding is encoded here.
+func (r *ring) afterRaw(after uint64, limit int) ([]RawEntry, bool, error) {
+	if r.n == 0 || after+1 < r.first {
+		return nil, false, nil
+	}
+	i := int(after + 1 - r.first)
+	if i >= r.n {
+		return nil, true, nil
+	}
+	k := min(r.n-i, limit)
+	out := make([]RawEntry, k)
+	for j := range k {
+		x := (r.start + i + j) % len(r.buf)
+		e := &r.buf[x]
+		raw := r.raw[x]
+		if raw == nil {
+			var err error
+			if raw, err = Marshal(e); err != nil {
+				return nil, true, fmt.Errorf("model: encode entry %d: %w", e.Seq, err)
+			}
+		}
+		out[j] = RawEntry{Seq: e.Seq, Op: e.Mutation.Op, Path: e.Mutation.Path, Raw: raw}
+	}
+	return out, true, nil
 }
 
 // after copies up to limit entries with Seq > after; ok is false when the
@@ -132,33 +165,56 @@ func EntryHead(data []byte) (RawEntry, []byte, error) {
 	return RawEntry{Seq: h.Seq, Op: h.Mutation.Op, Path: h.Mutation.Path, Raw: data[:len(data)-len(rest)]}, rest, nil
 }
 
-// ReadLogRaw is ReadLog returning encoded entries: from the store as
-// stored when it is a RawLogReader, else encoded here.
+// ReadLogRaw is ReadLog returning encoded entries: recent ones from
+// memory as the applier encoded them, older ones from the store as stored
+// when it is a RawLogReader (else decoded there and encoded here).
 func (m *Model) ReadLogRaw(ctx context.Context, after uint64, limit int) ([]RawEntry, error) {
 	if limit <= 0 {
 		limit = 1024
 	}
-	rr, ok := m.store.(RawLogReader)
-	if ok {
+	for {
 		m.mu.Lock()
-		last := m.last
-		_, inMem := m.tail.after(after, 0)
+		last, ch, closed := m.last, m.changed, m.closed
+		var (
+			out   []RawEntry
+			inMem bool
+			err   error
+		)
+		if after < last {
+			out, inMem, err = m.tail.afterRaw(after, limit)
+		}
 		m.mu.Unlock()
-		if after < last && !inMem {
-			return rr.ReadLogRaw(after, limit)
+		if after > last {
+			return nil, fmt.Errorf("%w: cursor %d is ahead of the log (last %d)", ErrInvalid, after, last)
+		}
+		if after < last {
+			if inMem || err != nil {
+				return out, err
+			}
+			if rr, ok := m.store.(RawLogReader); ok {
+				return rr.ReadLogRaw(after, limit)
+			}
+			es, err := m.store.ReadLog(after, limit)
+			if err != nil {
+				return nil, err
+			}
+			out = make([]RawEntry, len(es))
+			for i := range es {
+				raw, err := Marshal(&es[i])
+				if err != nil {
+					return nil, fmt.Errorf("model: encode entry %d: %w", es[i].Seq, err)
+				}
+				out[i] = RawEntry{Seq: es[i].Seq, Op: es[i].Mutation.Op, Path: es[i].Mutation.Path, Raw: raw}
+			}
+			return out, nil
+		}
+		if closed {
+			return nil, ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
-	es, err := m.ReadLog(ctx, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]RawEntry, len(es))
-	for i := range es {
-		raw, err := Marshal(&es[i])
-		if err != nil {
-			return nil, fmt.Errorf("model: encode entry %d: %w", es[i].Seq, err)
-		}
-		out[i] = RawEntry{Seq: es[i].Seq, Op: es[i].Mutation.Op, Path: es[i].Mutation.Path, Raw: raw}
-	}
-	return out, nil
 }

@@ -307,7 +307,7 @@ func (m *Model) commit(f *flight) {
 		m.cache.commit(b)
 		m.mu.Lock()
 		m.last = b.LastSeq()
-		m.tail.append(b.Entries)
+		m.tail.append(b.Entries, b.Encoded)
 		ch := m.changed
 		m.changed = make(chan struct{})
 		hooks := m.commitHooks

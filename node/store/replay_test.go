@@ -99,3 +99,50 @@ func TestReplayEntryRebuildsContexts(t *testing.T) {
 	}
 	t.Logf("%d entries, %d contexts", len(log), len(want))
 }
+
+// The model's encoded entries, from its in-memory tail and from the store,
+// decode to the entries ReadLog returns.
+func TestReadLogRawMatchesReadLog(t *testing.T) {
+	s, err := OpenBadger(BadgerOptions{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, tail := range []int{1 << 16, 8} { // all in memory; mostly from the store
+		m, err := model.New(model.Config{Store: s, TailSize: tail})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := m.LastSeq()
+		for i := range 200 {
+			if _, err := m.Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: model.Path(fmt.Sprintf("/t%d/d%d", tail, i%7)),
+				Type: "device", Tenant: "acme", Variables: map[string]model.Variable{"n": {Value: json.RawMessage(fmt.Sprint(i))}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx := context.Background()
+		want, err := m.ReadLog(ctx, first, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.ReadLogRaw(ctx, first, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("tail %d: %d raw entries, %d entries", tail, len(got), len(want))
+		}
+		for i := range got {
+			var e model.Entry
+			if err := model.Unmarshal(got[i].Raw, &e); err != nil {
+				t.Fatal(err)
+			}
+			wj, _ := json.Marshal(want[i])
+			gj, _ := json.Marshal(e)
+			if !bytes.Equal(wj, gj) || got[i].Seq != e.Seq || got[i].Path != e.Mutation.Path || got[i].Op != e.Mutation.Op {
+				t.Fatalf("tail %d: raw entry %d decodes to %s, want %s", tail, i, gj, wj)
+			}
+		}
+		m.Close()
+	}
+}
