@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
 )
@@ -37,6 +39,26 @@ func TestTwoHopsMirrorAndCall(t *testing.T) {
 	c, _ := hq.model.Get(at)
 	if c.Tenant != "acme" || c.Type != "device" {
 		t.Fatalf("mirrored context: %+v", c)
+	}
+	// Each mirror's commits are timed, per provider.
+	for _, n := range []*tnode{hq, eu} {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(n.svc.Collector())
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var commits uint64
+		for _, mf := range mfs {
+			if mf.GetName() == "strata_federation_mirror_commit_seconds" {
+				for _, m := range mf.GetMetric() {
+					commits += m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+		if commits == 0 {
+			t.Errorf("%s: no mirror commit timed", n.name)
+		}
 	}
 
 	res, err := hq.svc.Call(context.Background(), federation.CallRequest{

@@ -242,9 +242,11 @@ func (m *mount) applyBatch(b batch, provLogID string) (bool, error) {
 		return false, nil
 	}
 	rec.Cursor, rec.LogID = b.Last, provLogID
+	start := time.Now()
 	if err := m.commit(muts, rec); err != nil {
 		return false, err
 	}
+	m.s.metrics.commit.WithLabelValues(m.name).Observe(time.Since(start).Seconds())
 	m.mu.Lock()
 	if rec.Cursor >= m.head {
 		m.caughtUp = time.Now()
