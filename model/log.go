@@ -54,14 +54,14 @@ func (r *ring) afterRaw(after uint64, limit int) ([]RawEntry, bool, error) {
 	for j := range k {
 		x := (r.start + i + j) % len(r.buf)
 		e := &r.buf[x]
-		raw := r.raw[x]
-		if raw == nil {
+		if r.raw[x] == nil {
 			var err error
-			if raw, err = Marshal(e); err != nil {
-				return nil, true, fmt.Errorf("model: encode entry %d: %w", e.Seq, err)
+			if out[j], err = encodeRaw(e); err != nil {
+				return nil, true, err
 			}
+			continue
 		}
-		out[j] = RawEntry{Seq: e.Seq, Op: e.Mutation.Op, Path: e.Mutation.Path, Raw: raw}
+		out[j] = RawEntry{Seq: e.Seq, Op: e.Mutation.Op, Path: e.Mutation.Path, Raw: r.raw[x]}
 	}
 	return out, true, nil
 }
@@ -92,31 +92,42 @@ func (m *Model) ReadLog(ctx context.Context, after uint64, limit int) ([]Entry, 
 	if limit <= 0 {
 		limit = 1024
 	}
+	var (
+		es    []Entry
+		inMem bool
+	)
+	if err := m.await(ctx, after, func() { es, inMem = m.tail.after(after, limit) }); err != nil {
+		return nil, err
+	}
+	if inMem {
+		return es, nil
+	}
+	return m.store.ReadLog(after, limit)
+}
+
+// await waits until the log holds an entry after the cursor (or ctx ends,
+// or the model closes), then calls fromTail under the model's lock, so
+// that it reads the in-memory tail as of that moment.
+func (m *Model) await(ctx context.Context, after uint64, fromTail func()) error {
 	for {
 		m.mu.Lock()
 		last, ch, closed := m.last, m.changed, m.closed
-		var es []Entry
-		inMem := false
 		if after < last {
-			es, inMem = m.tail.after(after, limit)
+			fromTail()
+			m.mu.Unlock()
+			return nil
 		}
 		m.mu.Unlock()
 		if after > last {
-			return nil, fmt.Errorf("%w: cursor %d is ahead of the log (last %d)", ErrInvalid, after, last)
-		}
-		if after < last {
-			if inMem {
-				return es, nil
-			}
-			return m.store.ReadLog(after, limit)
+			return fmt.Errorf("%w: cursor %d is ahead of the log (last %d)", ErrInvalid, after, last)
 		}
 		if closed {
-			return nil, ErrClosed
+			return ErrClosed
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }
@@ -172,49 +183,38 @@ func (m *Model) ReadLogRaw(ctx context.Context, after uint64, limit int) ([]RawE
 	if limit <= 0 {
 		limit = 1024
 	}
-	for {
-		m.mu.Lock()
-		last, ch, closed := m.last, m.changed, m.closed
-		var (
-			out   []RawEntry
-			inMem bool
-			err   error
-		)
-		if after < last {
-			out, inMem, err = m.tail.afterRaw(after, limit)
-		}
-		m.mu.Unlock()
-		if after > last {
-			return nil, fmt.Errorf("%w: cursor %d is ahead of the log (last %d)", ErrInvalid, after, last)
-		}
-		if after < last {
-			if inMem || err != nil {
-				return out, err
-			}
-			if rr, ok := m.store.(RawLogReader); ok {
-				return rr.ReadLogRaw(after, limit)
-			}
-			es, err := m.store.ReadLog(after, limit)
-			if err != nil {
-				return nil, err
-			}
-			out = make([]RawEntry, len(es))
-			for i := range es {
-				raw, err := Marshal(&es[i])
-				if err != nil {
-					return nil, fmt.Errorf("model: encode entry %d: %w", es[i].Seq, err)
-				}
-				out[i] = RawEntry{Seq: es[i].Seq, Op: es[i].Mutation.Op, Path: es[i].Mutation.Path, Raw: raw}
-			}
-			return out, nil
-		}
-		if closed {
-			return nil, ErrClosed
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	var (
+		out   []RawEntry
+		inMem bool
+		err   error
+	)
+	if err := m.await(ctx, after, func() { out, inMem, err = m.tail.afterRaw(after, limit) }); err != nil {
+		return nil, err
+	}
+	if inMem || err != nil {
+		return out, err
+	}
+	if rr, ok := m.store.(RawLogReader); ok {
+		return rr.ReadLogRaw(after, limit)
+	}
+	es, err := m.store.ReadLog(after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out = make([]RawEntry, len(es))
+	for i := range es {
+		if out[i], err = encodeRaw(&es[i]); err != nil {
+			return nil, err
 		}
 	}
+	return out, nil
+}
+
+// encodeRaw encodes e as a RawEntry.
+func encodeRaw(e *Entry) (RawEntry, error) {
+	raw, err := Marshal(e)
+	if err != nil {
+		return RawEntry{}, fmt.Errorf("model: encode entry %d: %w", e.Seq, err)
+	}
+	return RawEntry{Seq: e.Seq, Op: e.Mutation.Op, Path: e.Mutation.Path, Raw: raw}, nil
 }
