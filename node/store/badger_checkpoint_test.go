@@ -26,6 +26,27 @@ func TestBadgerConformanceCheckpointing(t *testing.T) {
 	})
 }
 
+// checkpointedDevices opens a store in dir with a model on it (no cache,
+// so reads go to the store), puts n=1 on /devices/d00.. and checkpoints.
+func checkpointedDevices(t *testing.T, dir string, devices int) (*Badger, *model.Model) {
+	t.Helper()
+	s, err := OpenBadger(BadgerOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Config{Store: s, CacheSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range devices {
+		putVar(t, m, model.Path(fmt.Sprintf("/devices/d%02d", i)), "n", "1")
+	}
+	if err := s.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	return s, m
+}
+
 func putVar(t *testing.T, m *model.Model, p model.Path, name, js string) uint64 {
 	t.Helper()
 	es, err := m.Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: p, Type: "device",
@@ -50,20 +71,7 @@ func varOf(t *testing.T, s model.Store, p model.Path, name string) string {
 // all there, in reads, snapshots and search.
 func TestBadgerReplaysLog(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenBadger(BadgerOptions{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.New(model.Config{Store: s, CacheSize: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 50 {
-		putVar(t, m, model.Path(fmt.Sprintf("/devices/d%02d", i)), "n", "1")
-	}
-	if err := s.Checkpoint(); err != nil {
-		t.Fatal(err)
-	}
+	s, m := checkpointedDevices(t, dir, 50)
 	putVar(t, m, "/devices/d01", "n", "2") // updated after the checkpoint
 	if _, err := m.Apply(context.Background(), model.Mutation{Op: model.OpDelete, Path: "/devices/d02"}); err != nil {
 		t.Fatal(err)
@@ -80,7 +88,7 @@ func TestBadgerReplaysLog(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = OpenBadger(BadgerOptions{Dir: dir})
+	s, err := OpenBadger(BadgerOptions{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,20 +419,7 @@ func TestBadgerCheckpointWhileWriting(t *testing.T) {
 // still ends at the right state.
 func TestBadgerCheckpointKilledHalfWay(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenBadger(BadgerOptions{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.New(model.Config{Store: s, CacheSize: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 20 {
-		putVar(t, m, model.Path(fmt.Sprintf("/devices/d%02d", i)), "n", "1")
-	}
-	if err := s.Checkpoint(); err != nil {
-		t.Fatal(err)
-	}
+	s, m := checkpointedDevices(t, dir, 20)
 	for i := range 20 {
 		putVar(t, m, model.Path(fmt.Sprintf("/devices/d%02d", i)), "n", "2")
 	}
@@ -462,7 +457,7 @@ func TestBadgerCheckpointKilledHalfWay(t *testing.T) {
 	s.skipFinalCheckpoint = true
 	s.Close()
 
-	s, err = OpenBadger(BadgerOptions{Dir: dir})
+	s, err := OpenBadger(BadgerOptions{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
