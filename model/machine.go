@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 )
@@ -298,7 +299,16 @@ func putState(cur *Context, m *Mutation, e *Entry) (*Context, bool) {
 		c = &Context{Path: m.Path, Type: typ, Tenant: m.Tenant, Created: e.Time}
 		index = true
 	} else {
-		c = cur.Clone()
+		// Contexts are immutable once stored: copy only the maps this
+		// put changes, and share the rest with the previous version.
+		n := *cur
+		c = &n
+		if len(m.Labels) > 0 && !m.Replace {
+			c.Labels = maps.Clone(cur.Labels)
+		}
+		if len(m.Variables) > 0 && !m.Replace {
+			c.Variables = maps.Clone(cur.Variables)
+		}
 		if m.Type != "" && m.Type != c.Type {
 			c.Type, index = m.Type, true
 		}

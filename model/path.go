@@ -83,13 +83,21 @@ func ValidateName(name string) error {
 	case !utf8.ValidString(name):
 		return fmt.Errorf("%w: segment is not valid UTF-8", ErrInvalidPath)
 	}
+	if asciiName(name) {
+		return nil
+	}
+	return checkNameRunes(name)
+}
+
+// checkNameRunes is ValidateName's check of every character.
+func checkNameRunes(name string) error {
 	for _, r := range name {
 		switch {
 		case unicode.IsControl(r) || r == utf8.RuneError:
 			return fmt.Errorf("%w: control character %U in segment", ErrInvalidPath, r)
 		case unicode.IsSpace(r):
 			return fmt.Errorf("%w: whitespace in segment %q", ErrInvalidPath, name)
-		case strings.ContainsRune(`/\?#%*"<>|`, r):
+		case strings.ContainsRune(forbiddenInName, r):
 			return fmt.Errorf("%w: character %q not allowed in segment", ErrInvalidPath, r)
 		case unicode.Is(unicode.Cf, r):
 			return fmt.Errorf("%w: format character %U in segment", ErrInvalidPath, r)
@@ -97,6 +105,30 @@ func ValidateName(name string) error {
 	}
 	return nil
 }
+
+// asciiName reports whether name is plain printable ASCII without a
+// character a segment forbids: the common case, decided without decoding
+// runes. Anything else takes ValidateName's full check, which names the
+// offending character.
+func asciiName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		if !nameByte[name[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// forbiddenInName lists the printable characters a segment may not hold.
+const forbiddenInName = `/\?#%*"<>|`
+
+// nameByte marks the bytes asciiName accepts.
+var nameByte = func() (t [256]bool) {
+	for b := 0x21; b < 0x7f; b++ {
+		t[b] = !strings.ContainsRune(forbiddenInName, rune(b))
+	}
+	return t
+}()
 
 func (p Path) String() string { return string(p) }
 

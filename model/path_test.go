@@ -92,3 +92,16 @@ func FuzzParsePath(f *testing.F) {
 		}
 	})
 }
+
+// The ASCII shortcut must accept exactly the names the full check accepts.
+func TestASCIINameAgreesWithFullCheck(t *testing.T) {
+	for b := 0; b < 0x80; b++ {
+		name := "a" + string(rune(b)) + "z"
+		if fast, full := asciiName(name), checkNameRunes(name) == nil; fast != full {
+			t.Errorf("byte %#x: shortcut accepts %v, full check accepts %v", b, fast, full)
+		}
+	}
+	if asciiName("caf\u00e9") {
+		t.Error("shortcut accepted a non-ASCII name; it must defer to the full check")
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -148,21 +150,9 @@ type Context struct {
 // touching c. Values (json.RawMessage) are immutable by convention.
 func (c *Context) Clone() *Context {
 	n := *c
-	if c.Labels != nil {
-		n.Labels = make(map[string]string, len(c.Labels))
-		for k, v := range c.Labels {
-			n.Labels[k] = v
-		}
-	}
-	if c.Variables != nil {
-		n.Variables = make(map[string]Variable, len(c.Variables)+1)
-		for k, v := range c.Variables {
-			n.Variables[k] = v
-		}
-	}
-	if c.Functions != nil {
-		n.Functions = append([]Function(nil), c.Functions...)
-	}
+	n.Labels = maps.Clone(c.Labels)
+	n.Variables = maps.Clone(c.Variables)
+	n.Functions = slices.Clone(c.Functions)
 	return &n
 }
 
