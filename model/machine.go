@@ -46,9 +46,14 @@ type staged struct {
 	index bool     // the child-index entry must be (re)written
 }
 
-func newMachine(base func(Path) (*Context, error), s Store, prev map[Path]*staged, last uint64, at time.Time) *machine {
-	return &machine{base: base, store: s, prev: prev, seq: last, at: at, ctx: make(map[Path]*staged),
-		purge: make(map[Path]uint64), recs: make(map[[2]string]recOp)}
+// newMachine starts a batch; size is the number of entries it is expected
+// to hold (the previous batch's), to allocate its slices once.
+func newMachine(base func(Path) (*Context, error), s Store, prev map[Path]*staged, last uint64, at time.Time, size int) *machine {
+	m := &machine{base: base, store: s, prev: prev, seq: last, at: at, ctx: make(map[Path]*staged, size),
+		purge: make(map[Path]uint64), recs: make(map[[2]string]recOp), order: make([]Path, 0, size)}
+	m.b.Entries = make([]Entry, 0, size)
+	m.b.Encoded = make([][]byte, 0, size)
+	return m
 }
 
 // tx is one proposal's staging area over the machine. Most proposals
@@ -68,7 +73,10 @@ type tx struct {
 }
 
 func (m *machine) propose(muts []Mutation) ([]Entry, error) {
-	t := &tx{m: m, seq: m.seq}
+	// The proposal's entries go straight into the batch's spare capacity;
+	// they become part of it only if the proposal succeeds.
+	start := len(m.b.Entries)
+	t := &tx{m: m, seq: m.seq, entries: m.b.Entries[start:]}
 	for i := range muts {
 		if err := t.apply(&muts[i]); err != nil {
 			return nil, err
@@ -76,12 +84,13 @@ func (m *machine) propose(muts []Mutation) ([]Entry, error) {
 	}
 	// The entries are encoded here, on the applier, while the previous
 	// batch commits, rather than on the commit path.
-	encoded := make([][]byte, len(t.entries))
+	encoded := m.b.Encoded
 	for i := range t.entries {
-		var err error
-		if encoded[i], err = Marshal(&t.entries[i]); err != nil {
+		enc, err := Marshal(&t.entries[i])
+		if err != nil {
 			return nil, fmt.Errorf("%w: encode entry: %v", ErrInvalid, err)
 		}
+		encoded = append(encoded, enc)
 	}
 	// Success: merge into the batch.
 	m.seq = t.seq
@@ -94,8 +103,12 @@ func (m *machine) propose(muts []Mutation) ([]Entry, error) {
 		}
 		m.ctx[p] = s
 	}
-	m.b.Encoded = append(m.b.Encoded, encoded...)
-	m.b.Entries = append(m.b.Entries, t.entries...)
+	m.b.Encoded = encoded
+	if n := len(t.entries); n > 0 && cap(m.b.Entries) > start && &m.b.Entries[:start+1][start] == &t.entries[0] {
+		m.b.Entries = m.b.Entries[:start+n] // written in place
+	} else {
+		m.b.Entries = append(m.b.Entries, t.entries...)
+	}
 	m.b.Events = append(m.b.Events, t.events...)
 	for p, seq := range t.purge {
 		m.purge[p] = seq
@@ -107,7 +120,7 @@ func (m *machine) propose(muts []Mutation) ([]Entry, error) {
 		}
 		m.recs[k] = op
 	}
-	return t.entries, nil
+	return t.entries[:len(t.entries):len(t.entries)], nil
 }
 
 func (m *machine) batch() *Batch {

@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) model.Store) {
 		{"BatchOrder", testBatchOrder},
 		{"Replace", testReplace},
 	}
+	t.Run("CommitFailure", func(t *testing.T) { testCommitFailure(t, open(t)) })
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
@@ -494,5 +495,106 @@ func testBatchOrder(t *testing.T, m *model.Model, s model.Store) {
 	kids, err := s.Children("/o", "", 10)
 	if err != nil || len(kids) != 1 || kids[0].Type != "gateway" {
 		t.Errorf("children of /o = %+v, %v", kids, err)
+	}
+}
+
+// failingStore fails every commit whose batch touches a path named
+// "fail", as a full or broken disk would, without writing anything.
+type failingStore struct{ model.Store }
+
+func (f failingStore) Commit(b *model.Batch) error {
+	for _, e := range b.Entries {
+		if e.Mutation.Path.Name() == "fail" {
+			return errors.New("disk on fire")
+		}
+	}
+	return f.Store.Commit(b)
+}
+
+// testCommitFailure: with many writers and batches committed while the
+// next is built on top of them, a failed commit fails exactly its own
+// callers (and writes nothing), the batch built on it is rebuilt on the
+// committed state, and the log stays contiguous and equal to the state.
+func testCommitFailure(t *testing.T, s model.Store) {
+	m, err := model.New(model.Config{Store: failingStore{s}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m.Close()
+		s.Close()
+	})
+	ctx := context.Background()
+	const writers, each = 32, 60
+	type result struct {
+		w, i int
+		err  error
+	}
+	results := make(chan result, writers*each)
+	for w := range writers {
+		go func() {
+			for i := range each {
+				mut := model.Mutation{Op: model.OpPut, Path: model.MustPath(fmt.Sprintf("/f/w%d", w)), Type: "device",
+					Variables: map[string]model.Variable{"n": {Value: json.RawMessage(fmt.Sprint(i)), Type: model.TypeNumber}}}
+				muts := []model.Mutation{mut}
+				if w%8 == 0 && i%10 == 5 { // this proposal's batch will fail
+					muts = append(muts, model.Mutation{Op: model.OpPut, Path: "/f/fail", Type: "device"})
+				}
+				_, err := m.Apply(ctx, muts...)
+				results <- result{w, i, err}
+			}
+		}()
+	}
+	last := make(map[int]int) // writer -> last value acknowledged
+	failed := 0
+	for range writers * each {
+		r := <-results
+		if r.err != nil {
+			failed++
+			continue
+		}
+		if r.w%8 == 0 && r.i%10 == 5 {
+			t.Fatalf("w%d/%d: a proposal touching /f/fail was acknowledged", r.w, r.i)
+		}
+		last[r.w] = max(last[r.w], r.i)
+	}
+	if failed == 0 {
+		t.Fatal("no commit failed; the test did not test anything")
+	}
+	// The log is contiguous, and replaying it rebuilds the stored state.
+	es, err := s.ReadLog(0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := map[model.Path]*model.Context{}
+	for i := range es {
+		if es[i].Seq != uint64(i+1) {
+			t.Fatalf("log entry %d has seq %d", i, es[i].Seq)
+		}
+		c, changed := model.ReplayEntry(state[es[i].Mutation.Path], &es[i])
+		if changed {
+			state[es[i].Mutation.Path] = c
+		}
+	}
+	if got, _ := s.LastSeq(); got != uint64(len(es)) || m.LastSeq() != got {
+		t.Fatalf("last seq: store %d, model %d, log %d", got, m.LastSeq(), len(es))
+	}
+	if _, err := s.Context("/f/fail"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("context of a failed commit: %v", err)
+	}
+	for w := range writers {
+		p := model.MustPath(fmt.Sprintf("/f/w%d", w))
+		c, err := s.Context(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Writes of one writer are sequential, and a failed one leaves
+		// nothing: its last acknowledged value is the stored one.
+		if got := string(c.Variables["n"].Value); got != fmt.Sprint(last[w]) {
+			t.Fatalf("w%d: stored n = %s, last acknowledged %d", w, got, last[w])
+		}
+		if r := state[p]; r == nil || string(r.Variables["n"].Value) != string(c.Variables["n"].Value) || r.Version != c.Version {
+			t.Fatalf("w%d: replayed log disagrees with the store", w)
+		}
 	}
 }
