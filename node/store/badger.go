@@ -87,6 +87,10 @@ type BadgerOptions struct {
 	CacheMB int
 	// InMemory keeps everything in memory (tests only; not durable).
 	InMemory bool
+	// NoSync skips the fsync of each commit: an acknowledged write can
+	// be lost on a crash. It exists only to measure what syncing costs
+	// (tests/bench/fedprop -nosync); no configuration sets it.
+	NoSync bool
 
 	// A checkpoint writes the contexts changed since the previous one to
 	// their own keys. It runs when that many contexts are pending
@@ -147,7 +151,7 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	}
 	bo := badger.DefaultOptions(opts.Dir).
 		WithInMemory(opts.InMemory).
-		WithSyncWrites(!opts.InMemory).
+		WithSyncWrites(!opts.InMemory && !opts.NoSync).
 		WithLogger(badgerLogger{opts.Logger.With("component", "badger")}).
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(64 << 20).

@@ -48,8 +48,18 @@ type tier struct {
 	ups   []federation.Upstream
 }
 
+// noSync: the stores skip fsync (diagnostic: what the disk costs).
+var noSync bool
+
+func storeKind() string {
+	if noSync {
+		return "Badger WITHOUT fsync (not durable; diagnostic)"
+	}
+	return "durable Badger"
+}
+
 func newTier(dir, name string, listen bool) (*tier, error) {
-	s, err := store.OpenBadger(store.BadgerOptions{Dir: filepath.Join(dir, name, "data")})
+	s, err := store.OpenBadger(store.BadgerOptions{Dir: filepath.Join(dir, name, "data"), NoSync: noSync})
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +113,7 @@ func main() {
 	changes := flag.Int("changes", 1_000_000, "catchup: changes buffered during the outage")
 	hops := flag.Int("hops", 2, "2: probe → regional → HQ; 1: probe → HQ")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured phase")
+	flag.BoolVar(&noSync, "nosync", false, "diagnostic: stores skip fsync, so commits are not durable; shows the disk's share of the latency")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -278,7 +289,7 @@ func latency(probe, eu, hq *tier, rate, devices int, warmup, duration time.Durat
 		}
 		return fmt.Sprintf("p50 %v  p90 %v  p99 %v  p99.9 %v  max %v", pct(0.50), pct(0.90), pct(0.99), pct(0.999), pct(1))
 	}
-	fmt.Printf("two hops (probe → regional → HQ), durable Badger at every tier\n")
+	fmt.Printf("two hops (probe → regional → HQ), %s at every tier\n", storeKind())
 	fmt.Printf("written at probe: %.0f changes/s (target %d)\n", float64(w1-w0)/elapsed.Seconds(), rate)
 	fmt.Printf("observed at HQ:   %d changes in %v (%.0f/s)\n", len(lat[hq.name]), elapsed.Round(time.Millisecond), float64(len(lat[hq.name]))/elapsed.Seconds())
 	fmt.Printf("durable at the probe:    %s\n", pcts(lat[probe.name]))
@@ -331,9 +342,9 @@ func catchup(probe, parent, hq *tier, mounted string, hops, devices, changes int
 	})
 	el := time.Since(start)
 	if hops == 2 {
-		fmt.Printf("two hops (probe → regional → HQ), durable Badger at every tier\n")
+		fmt.Printf("two hops (probe → regional → HQ), %s at every tier\n", storeKind())
 	} else {
-		fmt.Printf("one hop (probe → HQ), durable Badger at both\n")
+		fmt.Printf("one hop (probe → HQ), %s at both\n", storeKind())
 	}
 	fmt.Printf("HQ applied %d changes in %v after the link came back: %.0f changes/s\n", applied.Load(), el.Round(time.Millisecond), float64(applied.Load())/el.Seconds())
 }
