@@ -6,22 +6,41 @@ import (
 )
 
 // ring keeps the most recent log entries in memory so that followers close
-// behind the head never touch the store.
+// behind the head never touch the store. It holds them encoded, as the
+// applier encoded them for the store: followers that forward entries
+// (federation) send those bytes as they are, and a ring of byte slices
+// costs the garbage collector almost nothing to scan, where decoded
+// entries with their maps would cost it a sizeable share of the CPU.
 type ring struct {
-	buf   []Entry
-	raw   [][]byte // raw[i] is buf[i]'s encoding, when the batch had it
-	start int      // index of the oldest entry
-	n     int      // entries held
-	first uint64   // sequence number of the oldest entry held (when n > 0)
+	buf   []RawEntry
+	start int    // index of the oldest entry
+	n     int    // entries held
+	first uint64 // sequence number of the oldest entry held (when n > 0)
 }
 
 func newRing(size int, last uint64) *ring {
-	return &ring{buf: make([]Entry, size), raw: make([][]byte, size), first: last + 1}
+	return &ring{buf: make([]RawEntry, size), first: last + 1}
 }
 
-// append adds es and their encodings (enc may be nil or shorter).
+// append adds es, with their encodings where enc has them (the others are
+// encoded here).
 func (r *ring) append(es []Entry, enc [][]byte) {
-	for i, e := range es {
+	for i := range es {
+		e := &es[i]
+		var raw []byte
+		if i < len(enc) {
+			raw = enc[i]
+		}
+		if raw == nil {
+			var err error
+			if raw, err = Marshal(e); err != nil {
+				// Not for an entry the store has just committed (it was
+				// encoded for that). Restart the ring after e so that it
+				// stays contiguous; older cursors read from the store.
+				r.start, r.n, r.first = 0, 0, e.Seq+1
+				continue
+			}
+		}
 		if r.n == len(r.buf) {
 			r.start = (r.start + 1) % len(r.buf)
 			r.n--
@@ -30,45 +49,14 @@ func (r *ring) append(es []Entry, enc [][]byte) {
 		if r.n == 0 {
 			r.first = e.Seq
 		}
-		j := (r.start + r.n) % len(r.buf)
-		r.buf[j], r.raw[j] = e, nil
-		if i < len(enc) {
-			r.raw[j] = enc[i]
-		}
+		r.buf[(r.start+r.n)%len(r.buf)] = RawEntry{Seq: e.Seq, Op: e.Mutation.Op, Path: e.Mutation.Path, Raw: raw}
 		r.n++
 	}
 }
 
-// afterRaw is after for encoded entries; an entry held without its
-// encoding is encoded here.
-func (r *ring) afterRaw(after uint64, limit int) ([]RawEntry, bool, error) {
-	if r.n == 0 || after+1 < r.first {
-		return nil, false, nil
-	}
-	i := int(after + 1 - r.first)
-	if i >= r.n {
-		return nil, true, nil
-	}
-	k := min(r.n-i, limit)
-	out := make([]RawEntry, k)
-	for j := range k {
-		x := (r.start + i + j) % len(r.buf)
-		e := &r.buf[x]
-		if r.raw[x] == nil {
-			var err error
-			if out[j], err = encodeRaw(e); err != nil {
-				return nil, true, err
-			}
-			continue
-		}
-		out[j] = RawEntry{Seq: e.Seq, Op: e.Mutation.Op, Path: e.Mutation.Path, Raw: r.raw[x]}
-	}
-	return out, true, nil
-}
-
 // after copies up to limit entries with Seq > after; ok is false when the
 // ring does not reach back that far.
-func (r *ring) after(after uint64, limit int) ([]Entry, bool) {
+func (r *ring) after(after uint64, limit int) ([]RawEntry, bool) {
 	if r.n == 0 || after+1 < r.first {
 		return nil, false
 	}
@@ -77,7 +65,7 @@ func (r *ring) after(after uint64, limit int) ([]Entry, bool) {
 		return nil, true
 	}
 	k := min(r.n-i, limit)
-	out := make([]Entry, k)
+	out := make([]RawEntry, k)
 	for j := range k {
 		out[j] = r.buf[(r.start+i+j)%len(r.buf)]
 	}
@@ -93,16 +81,22 @@ func (m *Model) ReadLog(ctx context.Context, after uint64, limit int) ([]Entry, 
 		limit = 1024
 	}
 	var (
-		es    []Entry
+		raw   []RawEntry
 		inMem bool
 	)
-	if err := m.await(ctx, after, func() { es, inMem = m.tail.after(after, limit) }); err != nil {
+	if err := m.await(ctx, after, func() { raw, inMem = m.tail.after(after, limit) }); err != nil {
 		return nil, err
 	}
-	if inMem {
-		return es, nil
+	if !inMem {
+		return m.store.ReadLog(after, limit)
 	}
-	return m.store.ReadLog(after, limit)
+	es := make([]Entry, len(raw))
+	for i := range raw {
+		if err := Unmarshal(raw[i].Raw, &es[i]); err != nil {
+			return nil, fmt.Errorf("model: decode log entry %d: %w", raw[i].Seq, err)
+		}
+	}
+	return es, nil
 }
 
 // await waits until the log holds an entry after the cursor (or ctx ends,
@@ -186,13 +180,12 @@ func (m *Model) ReadLogRaw(ctx context.Context, after uint64, limit int) ([]RawE
 	var (
 		out   []RawEntry
 		inMem bool
-		err   error
 	)
-	if err := m.await(ctx, after, func() { out, inMem, err = m.tail.afterRaw(after, limit) }); err != nil {
+	if err := m.await(ctx, after, func() { out, inMem = m.tail.after(after, limit) }); err != nil {
 		return nil, err
 	}
-	if inMem || err != nil {
-		return out, err
+	if inMem {
+		return out, nil
 	}
 	if rr, ok := m.store.(RawLogReader); ok {
 		return rr.ReadLogRaw(after, limit)

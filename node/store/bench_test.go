@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -19,7 +20,10 @@ import (
 // one invocation:
 //
 //	go test ./node/store -run XXX -bench 'Durable' -benchtime 200000x
-const benchDevices = 10000
+const (
+	benchDevices = 10000
+	benchCallers = 1024 // concurrent callers of Model.Apply
+)
 
 func benchMutation(i int) model.Mutation {
 	now := time.Now()
@@ -79,7 +83,7 @@ func benchModelApply(b *testing.B, s model.Store) {
 	}
 	var n, commits, entries atomic.Int64
 	m.OnCommit(func(es []model.Entry) { commits.Add(1); entries.Add(int64(len(es))) })
-	b.SetParallelism(512) // 512 × GOMAXPROCS concurrent callers
+	b.SetParallelism(max(1, benchCallers/runtime.GOMAXPROCS(0))) // × GOMAXPROCS goroutines
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
