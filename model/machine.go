@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"time"
 )
@@ -76,6 +77,9 @@ func (m *machine) propose(muts []Mutation) ([]Entry, error) {
 	// The proposal's entries go straight into the batch's spare capacity;
 	// they become part of it only if the proposal succeeds.
 	start := len(m.b.Entries)
+	if need := len(muts) + 8; cap(m.b.Entries)-start < need { // room for a few ancestors too
+		m.b.Entries = slices.Grow(m.b.Entries, need)
+	}
 	t := &tx{m: m, seq: m.seq, entries: m.b.Entries[start:]}
 	for i := range muts {
 		if err := t.apply(&muts[i]); err != nil {
