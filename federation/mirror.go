@@ -195,15 +195,13 @@ func (m *mount) translate(e model.Entry, subtrees []model.Path) (model.Mutation,
 		return model.Mutation{}, false // too long or deep once mounted here
 	}
 	mu.Actor = ""
-	if len(mu.Variables) > 0 {
-		vars := make(map[string]model.Variable, len(mu.Variables))
-		for k, v := range mu.Variables {
-			if v.Time.IsZero() {
-				v.Time = e.Time
-			}
-			vars[k] = v
+	// The entry was decoded for this mirror alone: its variables are
+	// completed in place (with the time the provider applied them).
+	for k, v := range mu.Variables {
+		if v.Time.IsZero() {
+			v.Time = e.Time
+			mu.Variables[k] = v
 		}
-		mu.Variables = vars
 	}
 	if mu.Event != nil {
 		ev := *mu.Event

@@ -39,20 +39,30 @@ func writeBlocks(w *txnWriter, b *model.Batch) (int, error) {
 type block struct{ key, value []byte }
 
 // encodeBlocks packs b's entries (in sequence order) into blocks, using
-// their encodings when the batch carries them.
+// their encodings when the batch carries them. Each block is allocated at
+// its final size: most commits are far smaller than a block.
 func encodeBlocks(b *model.Batch) ([]block, error) {
-	var out []block
-	blk := make([]byte, 0, blockTarget+blockTarget/4)
+	encs := make([][]byte, len(b.Entries))
 	for i := range b.Entries {
 		enc, err := b.EncodedEntry(i)
 		if err != nil {
 			return nil, fmt.Errorf("encode entry %d: %w", b.Entries[i].Seq, err)
 		}
-		blk = append(blk, enc...)
-		if len(blk) >= blockTarget || i == len(b.Entries)-1 {
-			out = append(out, block{blockKey(b.Entries[i].Seq), blk})
-			blk = make([]byte, 0, blockTarget+blockTarget/4)
+		encs[i] = enc
+	}
+	var out []block
+	for first := 0; first < len(encs); {
+		end, size := first, 0
+		for end < len(encs) && (size < blockTarget || end == first) {
+			size += len(encs[end])
+			end++
 		}
+		blk := make([]byte, 0, size)
+		for _, enc := range encs[first:end] {
+			blk = append(blk, enc...)
+		}
+		out = append(out, block{blockKey(b.Entries[end-1].Seq), blk})
+		first = end
 	}
 	return out, nil
 }

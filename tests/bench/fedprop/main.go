@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -113,6 +114,7 @@ func main() {
 	changes := flag.Int("changes", 1_000_000, "catchup: changes buffered during the outage")
 	hops := flag.Int("hops", 2, "2: probe → regional → HQ; 1: probe → HQ")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured phase")
+	memprofile := flag.String("memprofile", "", "write an allocation profile at the end")
 	flag.BoolVar(&noSync, "nosync", false, "diagnostic: stores skip fsync, so commits are not durable; shows the disk's share of the latency")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -121,6 +123,15 @@ func main() {
 		check(pprof.StartCPUProfile(f))
 		defer func() {
 			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
+	if *memprofile != "" {
+		runtime.MemProfileRate = 64 << 10
+		defer func() {
+			f, err := os.Create(*memprofile)
+			check(err)
+			check(pprof.Lookup("allocs").WriteTo(f, 0))
 			f.Close()
 		}()
 	}
