@@ -131,6 +131,7 @@ func main() {
 		defer func() {
 			f, err := os.Create(*memprofile)
 			check(err)
+			runtime.GC()
 			check(pprof.Lookup("allocs").WriteTo(f, 0))
 			f.Close()
 		}()
