@@ -34,9 +34,10 @@ func (r *ring) append(es []Entry, enc [][]byte) {
 		if raw == nil {
 			var err error
 			if raw, err = Marshal(e); err != nil {
-				// Not for an entry the store has just committed (it was
-				// encoded for that). Restart the ring after e so that it
-				// stays contiguous; older cursors read from the store.
+				// Cannot happen to an entry the store has just committed
+				// (it was encoded for the store). Should it, the ring
+				// restarts after e so that it stays contiguous, and older
+				// cursors read from the store.
 				r.start, r.n, r.first = 0, 0, e.Seq+1
 				continue
 			}
