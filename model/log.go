@@ -81,11 +81,8 @@ func (m *Model) ReadLog(ctx context.Context, after uint64, limit int) ([]Entry, 
 	if limit <= 0 {
 		limit = 1024
 	}
-	var (
-		raw   []RawEntry
-		inMem bool
-	)
-	if err := m.await(ctx, after, func() { raw, inMem = m.tail.after(after, limit) }); err != nil {
+	raw, inMem, err := m.readTail(ctx, after, limit)
+	if err != nil {
 		return nil, err
 	}
 	if !inMem {
@@ -100,29 +97,30 @@ func (m *Model) ReadLog(ctx context.Context, after uint64, limit int) ([]Entry, 
 	return es, nil
 }
 
-// await waits until the log holds an entry after the cursor (or ctx ends,
-// or the model closes), then calls fromTail under the model's lock, so
-// that it reads the in-memory tail as of that moment.
-func (m *Model) await(ctx context.Context, after uint64, fromTail func()) error {
+// readTail waits until the log holds an entry after the cursor (or ctx
+// ends, or the model closes), then copies up to limit entries after it
+// from the in-memory tail; inMem is false when the tail does not reach
+// back to the cursor, and the reader must go to the store.
+func (m *Model) readTail(ctx context.Context, after uint64, limit int) (raw []RawEntry, inMem bool, err error) {
 	for {
 		m.mu.Lock()
 		last, ch, closed := m.last, m.changed, m.closed
 		if after < last {
-			fromTail()
+			raw, inMem = m.tail.after(after, limit)
 			m.mu.Unlock()
-			return nil
+			return raw, inMem, nil
 		}
 		m.mu.Unlock()
 		if after > last {
-			return fmt.Errorf("%w: cursor %d is ahead of the log (last %d)", ErrInvalid, after, last)
+			return nil, false, fmt.Errorf("%w: cursor %d is ahead of the log (last %d)", ErrInvalid, after, last)
 		}
 		if closed {
-			return ErrClosed
+			return nil, false, ErrClosed
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, false, ctx.Err()
 		}
 	}
 }
@@ -178,15 +176,9 @@ func (m *Model) ReadLogRaw(ctx context.Context, after uint64, limit int) ([]RawE
 	if limit <= 0 {
 		limit = 1024
 	}
-	var (
-		out   []RawEntry
-		inMem bool
-	)
-	if err := m.await(ctx, after, func() { out, inMem = m.tail.after(after, limit) }); err != nil {
-		return nil, err
-	}
-	if inMem {
-		return out, nil
+	out, inMem, err := m.readTail(ctx, after, limit)
+	if err != nil || inMem {
+		return out, err
 	}
 	if rr, ok := m.store.(RawLogReader); ok {
 		return rr.ReadLogRaw(after, limit)
