@@ -271,7 +271,9 @@ func (m *mount) commit(muts []model.Mutation, rec mountRecord) error {
 		}
 		muts = muts[head:]
 	}
-	if _, err := m.s.model.Apply(m.s.ctx, append(muts[:len(muts):len(muts)], put)...); err != nil {
+	// The record goes in muts' spare capacity (applyBatch leaves room):
+	// muts itself, used again below, keeps its length.
+	if _, err := m.s.model.Apply(m.s.ctx, append(muts, put)...); err != nil {
 		if !refusal(err) {
 			return err
 		}
