@@ -287,11 +287,7 @@ func TestBadgerCompactsBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	m, err := model.New(model.Config{Store: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := newModel(t, s)
 	muts := make([]model.Mutation, 4000)
 	for i := range muts {
 		muts[i] = model.Mutation{Op: model.OpPut, Path: model.Path(fmt.Sprintf("/devices/d%d", i%37)), Type: "device",

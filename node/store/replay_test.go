@@ -20,11 +20,7 @@ func TestReplayEntryRebuildsContexts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	m, err := model.New(model.Config{Store: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := newModel(t, s)
 	rng := rand.New(rand.NewPCG(1, 2))
 	paths := []model.Path{"/a", "/a/b", "/a/b/c", "/a/d", "/e", "/e/f/g", "/h"}
 	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
