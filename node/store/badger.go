@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -67,6 +68,10 @@ const valueThreshold = 1 << 10
 // value threshold).
 const maxInMemoryValue = 1 << 20
 
+// walSyncEvery is how often the write-ahead log starts a new segment and
+// deletes the old ones Badger holds durably.
+const walSyncEvery = time.Second
+
 // MaxEventsPerQuery caps one page of event history.
 const MaxEventsPerQuery = 10000
 
@@ -87,8 +92,8 @@ type BadgerOptions struct {
 	CacheMB int
 	// InMemory keeps everything in memory (tests only; not durable).
 	InMemory bool
-	// NoSync skips the fsync of each commit: an acknowledged write can
-	// be lost on a crash. It exists only to measure what syncing costs
+	// NoSync skips the fdatasync of each commit: an acknowledged write
+	// can be lost on a machine crash. It exists only to measure what syncing costs
 	// (tests/bench/fedprop -nosync); no configuration sets it.
 	NoSync bool
 
@@ -103,9 +108,10 @@ type BadgerOptions struct {
 	CheckpointInterval time.Duration
 }
 
-// Badger is the embedded store. Every Commit is one Badger transaction
-// written with SyncWrites, so it is durable when Commit returns; the model
-// batches many callers' mutations into each Commit (group commit).
+// Badger is the embedded store. Every Commit is one record of the store's
+// write-ahead log, synced before Commit returns, and one Badger
+// transaction, written without syncing (badger_wal.go); the model batches
+// many callers' mutations into each Commit (group commit).
 type Badger struct {
 	db   *badger.DB
 	log  *slog.Logger
@@ -116,6 +122,12 @@ type Badger struct {
 	commitMu sync.Mutex
 	ckptMu   sync.Mutex // one checkpoint at a time
 	ov       overlay
+	// wal is the write-ahead log (nil in memory); syncMu runs one sync
+	// point at a time.
+	wal     *wal
+	syncMu  sync.Mutex
+	walFull chan struct{} // asks the syncer for a sync point now
+	walDone chan struct{}
 
 	wake chan struct{} // asks the checkpointer for a checkpoint now
 	quit chan struct{}
@@ -123,8 +135,11 @@ type Badger struct {
 	// skipFinalCheckpoint leaves the overlay to the log at Close (tests
 	// use it to see a restart replay it, as after kill -9).
 	skipFinalCheckpoint bool
-	closeOnce           sync.Once
-	closeErr            error
+	// loseWrites discards each write after the write-ahead log has it
+	// (tests: Badger losing its unsynced writes in a machine crash).
+	loseWrites bool
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // OpenBadger opens (or creates) the store in opts.Dir. Badger holds an
@@ -145,13 +160,58 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = DefaultCheckpointInterval
 	}
+	bo, err := opts.badgerOptions()
+	if err != nil {
+		return nil, err
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("store: open badger in %s: %w", opts.Dir, err)
+	}
+	s := &Badger{db: db, log: opts.Logger.With("component", "store"), opts: opts,
+		ov:   overlay{dirty: make(map[model.Path]*model.Context)},
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		walFull: make(chan struct{}, 1), walDone: make(chan struct{})}
+	if !opts.InMemory {
+		if s.wal, err = openWAL(filepath.Join(opts.Dir, "wal"), opts.EncryptionKey, opts.NoSync, s.log); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: open the write-ahead log in %s: %w", opts.Dir, err)
+		}
+		if err := s.replayWAL(); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: replay the write-ahead log in %s: %w", opts.Dir, err)
+		}
+	}
+	if err := s.convertLegacyLog(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: convert the change log in %s: %w", opts.Dir, err)
+	}
+	if err := s.replay(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: replay the change log in %s: %w", opts.Dir, err)
+	}
+	// Everything written while opening is made durable, and the
+	// write-ahead log emptied, before the first commit.
+	if err := s.trimWAL(true); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: sync %s: %w", opts.Dir, err)
+	}
+	go s.checkpointer()
+	go s.syncer()
+	return s, nil
+}
+
+// badgerOptions are the Badger options the store opens with.
+func (opts BadgerOptions) badgerOptions() (badger.Options, error) {
 	threshold := int64(valueThreshold)
 	if opts.InMemory {
 		threshold = maxInMemoryValue // no value log: every value stays in the tree
 	}
 	bo := badger.DefaultOptions(opts.Dir).
 		WithInMemory(opts.InMemory).
-		WithSyncWrites(!opts.InMemory && !opts.NoSync).
+		// The write-ahead log makes commits durable; Badger's own writes
+		// become durable later (badger_wal.go).
+		WithSyncWrites(false).
 		WithLogger(badgerLogger{opts.Logger.With("component", "badger")}).
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(64 << 20).
@@ -170,27 +230,11 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 		switch len(opts.EncryptionKey) {
 		case 16, 24, 32:
 		default:
-			return nil, fmt.Errorf("store: encryption key must be 16, 24 or 32 bytes, got %d", len(opts.EncryptionKey))
+			return bo, fmt.Errorf("store: encryption key must be 16, 24 or 32 bytes, got %d", len(opts.EncryptionKey))
 		}
 		bo = bo.WithEncryptionKey(opts.EncryptionKey).WithEncryptionKeyRotationDuration(30 * 24 * time.Hour)
 	}
-	db, err := badger.Open(bo)
-	if err != nil {
-		return nil, fmt.Errorf("store: open badger in %s: %w", opts.Dir, err)
-	}
-	s := &Badger{db: db, log: opts.Logger.With("component", "store"), opts: opts,
-		ov:   overlay{dirty: make(map[model.Path]*model.Context)},
-		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
-	if err := s.convertLegacyLog(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: convert the change log in %s: %w", opts.Dir, err)
-	}
-	if err := s.replay(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: replay the change log in %s: %w", opts.Dir, err)
-	}
-	go s.checkpointer()
-	return s, nil
+	return bo, nil
 }
 
 // Close writes a last checkpoint, then flushes and closes the database.
@@ -199,12 +243,19 @@ func (s *Badger) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.quit)
 		<-s.done
+		<-s.walDone
 		if !s.skipFinalCheckpoint {
 			if err := s.Checkpoint(); err != nil {
 				s.log.Error("final checkpoint failed; the next start replays the log", "err", err)
 			}
 		}
+		if err := s.trimWAL(true); err != nil {
+			s.log.Error("final sync failed; the next start replays the write-ahead log", "err", err)
+		}
 		s.closeErr = s.db.Close()
+		if s.wal != nil {
+			s.closeErr = errors.Join(s.closeErr, s.wal.close())
+		}
 	})
 	return s.closeErr
 }
@@ -270,8 +321,11 @@ func (s *Badger) Commit(b *model.Batch) error {
 	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	w := &txnWriter{db: s.db}
+	w := &txnWriter{db: s.db, wal: s.wal}
 	w.begin()
+	if s.wal != nil {
+		s.wal.begin(last)
+	}
 	// Deletions first: a context deleted and created again in one batch
 	// loses its old events, then gets its new state.
 	for _, p := range b.Deleted {
@@ -334,8 +388,24 @@ func (s *Badger) Commit(b *model.Batch) error {
 			return w.abort(err)
 		}
 	}
-	if err := w.commit(); err != nil {
+	if s.wal != nil {
+		if err := s.wal.append(); err != nil {
+			return w.abort(err)
+		}
+	}
+	if s.loseWrites {
+		w.txn.Discard()
+	} else if err := w.commit(); err != nil {
+		if s.wal != nil {
+			s.wal.unappend()
+		}
 		return err
+	}
+	if s.wal != nil && s.wal.size >= walSegmentBytes {
+		select {
+		case s.walFull <- struct{}{}:
+		default:
+		}
 	}
 	if last > 0 && s.ov.commit(b, last, logBytes, s.opts.CheckpointContexts, s.opts.CheckpointBytes) {
 		select {
@@ -347,9 +417,11 @@ func (s *Badger) Commit(b *model.Batch) error {
 }
 
 // txnWriter writes into one transaction, committing and starting another
-// when Badger says the transaction is full.
+// when Badger says the transaction is full. With wal set, it also records
+// each write in the write-ahead log's record being built.
 type txnWriter struct {
 	db    *badger.DB
+	wal   *wal
 	txn   *badger.Txn
 	split int
 }
@@ -357,6 +429,9 @@ type txnWriter struct {
 func (w *txnWriter) begin() { w.txn = w.db.NewTransaction(true) }
 
 func (w *txnWriter) set(k, v []byte) error {
+	if w.wal != nil {
+		w.wal.set(k, v)
+	}
 	err := w.txn.Set(k, v)
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		if err := w.txn.Commit(); err != nil {
@@ -370,6 +445,9 @@ func (w *txnWriter) set(k, v []byte) error {
 }
 
 func (w *txnWriter) del(k []byte) error {
+	if w.wal != nil {
+		w.wal.del(k)
+	}
 	err := w.txn.Delete(k)
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		if err := w.txn.Commit(); err != nil {
@@ -585,9 +663,7 @@ func (s *Badger) Snapshot(prefix model.Path, fn func(*model.Context) error) (uin
 // PruneEvents drops events older than olderThan and all but the newest
 // perContext events of each context. It returns how many it dropped.
 func (s *Badger) PruneEvents(perContext int, olderThan time.Time) (int, error) {
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	n := 0
+	var keys [][]byte
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pEvent}, Reverse: true, PrefetchValues: true})
 		defer it.Close()
@@ -609,10 +685,7 @@ func (s *Badger) PruneEvents(perContext int, olderThan time.Time) (int, error) {
 				drop = ev.Time.Before(olderThan)
 			}
 			if drop {
-				if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
-					return err
-				}
-				n++
+				keys = append(keys, it.Item().KeyCopy(nil))
 			}
 		}
 		return nil
@@ -620,7 +693,37 @@ func (s *Badger) PruneEvents(perContext int, olderThan time.Time) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return n, wb.Flush()
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	return len(keys), s.deleteLogged(keys, nil)
+}
+
+// deleteChunk bounds the keys of one deletion record and transaction.
+const deleteChunk = 4096
+
+// deleteLogged deletes keys through the write-ahead log, deleteChunk at a
+// time; then, in the last transaction, runs then if it is set.
+func (s *Badger) deleteLogged(keys [][]byte, then func(w *txnWriter) error) error {
+	for start := 0; start == 0 || start < len(keys); start += deleteChunk {
+		chunk := keys[start:min(start+deleteChunk, len(keys))]
+		final := start+deleteChunk >= len(keys)
+		err := s.logged(func(w *txnWriter) error {
+			for _, k := range chunk {
+				if err := w.del(k); err != nil {
+					return err
+				}
+			}
+			if final && then != nil {
+				return then(w)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // badgerLogger sends Badger's own logs to slog at a quieter level.

@@ -285,40 +285,47 @@ func (s *Badger) Checkpoint() error {
 	slices.SortFunc(items, func(a, b overItem) int { return strings.Compare(string(a.path), string(b.path)) })
 	// Small transactions: Badger writes transactions one after another,
 	// so commits queue behind each one; many small ones let them through.
-	w := &txnWriter{db: s.db}
-	w.begin()
-	for i, it := range items {
-		if i > 0 && i%checkpointChunk == 0 {
-			if err := w.commit(); err != nil {
-				return err
-			}
+	// The last one records the checkpoint.
+	for start := 0; start == 0 || start < len(items); start += checkpointChunk {
+		if start > 0 {
 			// Leave the write path to commits for a moment: a checkpoint
 			// is background work, a commit has callers waiting.
 			select {
 			case <-time.After(checkpointPause):
 			case <-s.quit:
 			}
-			w.begin()
 		}
-		if it.c == nil {
-			if err := w.del(contextKey(it.path)); err != nil {
-				return w.abort(err)
+		chunk := items[start:min(start+checkpointChunk, len(items))]
+		vals := make([][]byte, len(chunk))
+		for i, it := range chunk {
+			if it.c == nil {
+				continue
 			}
-			continue
+			v, err := model.Marshal(it.c)
+			if err != nil {
+				return fmt.Errorf("store: encode context %s: %w", it.path, err)
+			}
+			vals[i] = v
 		}
-		v, err := model.Marshal(it.c)
+		final := start+checkpointChunk >= len(items)
+		err := s.logged(func(w *txnWriter) error {
+			for i, it := range chunk {
+				if it.c == nil {
+					if err := w.del(contextKey(it.path)); err != nil {
+						return err
+					}
+				} else if err := w.set(contextKey(it.path), vals[i]); err != nil {
+					return err
+				}
+			}
+			if final {
+				return w.set(keyCheckpoint, seqBytes(seq))
+			}
+			return nil
+		})
 		if err != nil {
-			return w.abort(fmt.Errorf("encode context %s: %w", it.path, err))
+			return err
 		}
-		if err := w.set(contextKey(it.path), v); err != nil {
-			return w.abort(err)
-		}
-	}
-	if err := w.set(keyCheckpoint, seqBytes(seq)); err != nil {
-		return w.abort(err)
-	}
-	if err := w.commit(); err != nil {
-		return err
 	}
 	s.ov.mu.Lock()
 	for _, it := range items {

@@ -213,8 +213,7 @@ func (s *Badger) CompactLog(keep uint64) (int, error) {
 	if first > upTo {
 		return 0, nil
 	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
+	var keys [][]byte
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pBlock}})
 		defer it.Close()
@@ -223,21 +222,17 @@ func (s *Badger) CompactLog(keep uint64) (int, error) {
 			if binary.BigEndian.Uint64(k[1:]) > upTo {
 				break
 			}
-			if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
-				return err
-			}
+			keys = append(keys, it.Item().KeyCopy(nil))
 		}
 		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
-	// The new start is written in the same write batch: readers see the
+	// The new start is written with the last deletions: readers see the
 	// log start move at the latest when the entries are gone.
-	if err := wb.Set(append([]byte(nil), keyFirst...), seqBytes(upTo+1)); err != nil {
-		return 0, err
-	}
-	if err := wb.Flush(); err != nil {
+	err = s.deleteLogged(keys, func(w *txnWriter) error { return w.set(keyFirst, seqBytes(upTo+1)) })
+	if err != nil {
 		return 0, err
 	}
 	return int(upTo - first + 1), nil
@@ -273,6 +268,11 @@ func (s *Badger) convertLegacyLog() error {
 		if err != nil {
 			return err
 		}
+		// Each step is durable before the next one relies on it (Badger is
+		// written without syncing).
+		if err := s.syncAll(); err != nil {
+			return err
+		}
 		// The old layout wrote every context to its own key at once: the
 		// whole log is checkpointed already.
 		err = s.db.Update(func(txn *badger.Txn) error {
@@ -288,9 +288,15 @@ func (s *Badger) convertLegacyLog() error {
 		if err != nil {
 			return err
 		}
+		if err := s.syncAll(); err != nil {
+			return err
+		}
 		s.log.Info("change log converted", "entries", n)
 	}
 	if err := s.dropPrefix([]byte{pLegacy}); err != nil {
+		return err
+	}
+	if err := s.syncAll(); err != nil {
 		return err
 	}
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyConverted) })

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store/pgtest"
 )
@@ -102,16 +104,33 @@ func benchModelApply(b *testing.B, s model.Store) {
 // sequence number: the contexts they update go to the overlay), in one
 // durable transaction, with no state machine, no overlay, no checkpoints
 // and no callers to answer.
-func BenchmarkDurableRawBadger(b *testing.B) {
+// openRawBadger opens Badger as the store configures it, but durable on
+// its own: every transaction synced (SyncWrites), as an application
+// using Badger directly would write.
+func openRawBadger(b *testing.B) *badger.DB {
 	s, err := OpenBadger(BadgerOptions{Dir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	s.Close()
+	bo, err := s.opts.badgerOptions()
+	if err != nil {
+		b.Fatal(err)
+	}
+	db, err := badger.Open(bo.WithSyncWrites(true))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+func BenchmarkDurableRawBadger(b *testing.B) {
+	db := openRawBadger(b)
 	const batch = 1024
 	b.ResetTimer()
 	for done := 0; done < b.N; {
-		w := &txnWriter{db: s.DB()}
+		w := &txnWriter{db: db}
 		w.begin()
 		k := min(batch, b.N-done)
 		es := make([]model.Entry, 0, k)
@@ -137,12 +156,7 @@ func BenchmarkDurableRawBadger(b *testing.B) {
 // and the overlay: one key per log entry and one per changed context, in
 // durable transactions of 1024 mutations. It shows what they save.
 func BenchmarkDurableRawBadgerKeyPerRecord(b *testing.B) {
-	s, err := OpenBadger(BadgerOptions{Dir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	db := s.DB()
+	db := openRawBadger(b)
 	const batch = 1024
 	b.ResetTimer()
 	for done := 0; done < b.N; {

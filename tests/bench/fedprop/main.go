@@ -30,7 +30,6 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,9 +94,15 @@ func (t *tier) close() {
 	t.store.Close()
 }
 
+// token creates a join token for peer to publish to t.
+func (t *tier) token(peer string) (string, error) {
+	tok, _, err := t.svc.CreateJoinToken(context.Background(), federation.JoinGrant{Peer: peer, Grant: federation.GrantOperate})
+	return tok, err
+}
+
 // join makes p publish to t.
 func (t *tier) join(p *tier, publish ...model.Path) error {
-	tok, _, err := t.svc.CreateJoinToken(context.Background(), federation.JoinGrant{Peer: p.name, Grant: federation.GrantOperate})
+	tok, err := t.token(p.name)
 	if err != nil {
 		return err
 	}
@@ -116,8 +121,13 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured phase")
 	memprofile := flag.String("memprofile", "", "write an allocation profile at the end")
 	flag.BoolVar(&noSync, "nosync", false, "diagnostic: stores skip fsync, so commits are not durable; shows the disk's share of the latency")
+	flag.BoolVar(&separate, "separate", false, "latency: each tier in a process of its own, as deployed (-cpuprofile then writes one profile per tier, named with the tier's name)")
+	// A tier process started by -separate.
+	tierName := flag.String("tier", "", "internal: run this tier for a parent (see -separate)")
+	tierDir := flag.String("dir", "", "internal: the tier's folder")
+	tierListen := flag.Bool("listen", false, "internal: the tier listens for providers")
 	flag.Parse()
-	if *cpuprofile != "" {
+	if *cpuprofile != "" && !separate {
 		f, err := os.Create(*cpuprofile)
 		check(err)
 		check(pprof.StartCPUProfile(f))
@@ -137,9 +147,20 @@ func main() {
 		}()
 	}
 
+	if *tierName != "" {
+		check(serveTier(*tierDir, *tierName, *tierListen))
+		return
+	}
 	dir, err := os.MkdirTemp("", "fedprop-")
 	check(err)
 	defer os.RemoveAll(dir)
+	if separate {
+		if *mode != "latency" {
+			check(fmt.Errorf("-separate measures latency only"))
+		}
+		check(latencySeparate(dir, *rate, *devices, *warmup, *duration, *cpuprofile))
+		return
+	}
 	hq, err := newTier(dir, "hq", true)
 	check(err)
 	defer hq.close()
@@ -198,115 +219,150 @@ func put(i int, ts int64) model.Mutation {
 		Variables: map[string]model.Variable{"sent": {Value: json.RawMessage(strconv.FormatInt(ts, 10)), Type: model.TypeNumber}}}
 }
 
-// latency writes at a steady rate in 1 ms ticks and collects HQ's
-// observed latencies.
-func latency(probe, eu, hq *tier, rate, devices int, warmup, duration time.Duration) {
-	var (
-		mu        sync.Mutex
-		lat       = map[string][]time.Duration{}
-		measuring atomic.Bool
-		seen      atomic.Int64
-	)
-	// Each tier's commits are timed against the change's creation, so
-	// the delay of each hop shows.
-	for _, t := range []*tier{probe, eu, hq} {
-		t.model.OnCommit(func(es []model.Entry) {
-			now := time.Now().UnixNano()
-			for _, e := range es {
-				v, ok := e.Mutation.Variables["sent"]
-				if !ok {
-					continue
-				}
-				ts, err := strconv.ParseInt(string(v.Value), 10, 64)
-				if err != nil || ts == 0 {
-					continue
-				}
-				if t == hq {
-					seen.Add(1)
-				}
-				if measuring.Load() {
-					mu.Lock()
-					lat[t.name] = append(lat[t.name], time.Duration(now-ts))
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var written atomic.Int64
-	tick := time.Millisecond
-	// One pacer makes a batch per tick; a pool of writers applies them,
-	// so that commit latency does not slow the offered rate.
-	batches := make(chan []model.Mutation, 1024)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(batches)
-		t := time.NewTicker(tick)
-		defer t.Stop()
-		i, t0 := 0, time.Now()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			// Ticks can be late or lost on a busy machine: send what is
-			// due by the clock, not one tick's worth.
-			due := int(time.Since(t0).Seconds()*float64(rate)) - i
-			if due <= 0 {
-				continue
-			}
-			muts := make([]model.Mutation, due)
-			now := time.Now().UnixNano()
-			for k := range muts {
-				muts[k] = put(i%devices, now)
-				i++
-			}
-			select {
-			case batches <- muts:
-			default: // writers saturated: the offered rate is not met
-			}
+// recorder keeps the latencies of the changes sent in [from, until) as a
+// tier commits them: now − the send time the change carries.
+type recorder struct {
+	from, until int64
+	mu          sync.Mutex
+	lat         []time.Duration
+}
+
+func newRecorder(from, until time.Time) *recorder {
+	return &recorder{from: from.UnixNano(), until: until.UnixNano()}
+}
+
+func (r *recorder) observe(es []model.Entry) {
+	now := time.Now().UnixNano()
+	var got []time.Duration
+	for _, e := range es {
+		v, ok := e.Mutation.Variables["sent"]
+		if !ok {
+			continue
 		}
-	}()
+		ts, err := strconv.ParseInt(string(v.Value), 10, 64)
+		if err != nil || ts < r.from || ts >= r.until {
+			continue
+		}
+		got = append(got, time.Duration(now-ts))
+	}
+	if len(got) > 0 {
+		r.mu.Lock()
+		r.lat = append(r.lat, got...)
+		r.mu.Unlock()
+	}
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.lat)
+}
+
+// summary gives the percentiles of what was recorded.
+func (r *recorder) summary() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	lat := r.lat
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))].Round(10 * time.Microsecond)
+	}
+	return fmt.Sprintf("p50 %v  p90 %v  p99 %v  p99.9 %v  max %v", pct(0.50), pct(0.90), pct(0.99), pct(0.999), pct(1))
+}
+
+// load writes device changes to m at a steady rate in 1 ms ticks until
+// until, each carrying its send time, and returns how many of those sent
+// in [from, until) were applied. One pacer makes a batch per tick; a pool
+// of writers applies them, so that commit latency does not slow the
+// offered rate.
+func load(m *model.Model, rate, devices int, from, until time.Time) int64 {
+	var written atomic.Int64
+	var wg sync.WaitGroup
+	batches := make(chan []model.Mutation, 1024)
 	for range 1024 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for muts := range batches {
-				if _, err := probe.model.Apply(context.Background(), muts...); err == nil {
+				_, err := m.Apply(context.Background(), muts...)
+				if ts, _ := strconv.ParseInt(string(muts[0].Variables["sent"].Value), 10, 64); err == nil && ts >= from.UnixNano() {
 					written.Add(int64(len(muts)))
 				}
 			}
 		}()
 	}
-	time.Sleep(warmup)
-	measuring.Store(true)
-	w0, start := written.Load(), time.Now()
-	time.Sleep(duration)
-	measuring.Store(false)
-	w1, elapsed := written.Load(), time.Since(start)
-	cancel()
-	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	pcts := func(lat []time.Duration) string {
-		slices.Sort(lat)
-		pct := func(p float64) time.Duration {
-			if len(lat) == 0 {
-				return 0
-			}
-			return lat[min(len(lat)-1, int(p*float64(len(lat))))].Round(10 * time.Microsecond)
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	i, t0 := 0, time.Now()
+	for range t.C {
+		now := time.Now()
+		if !now.Before(until) {
+			break
 		}
-		return fmt.Sprintf("p50 %v  p90 %v  p99 %v  p99.9 %v  max %v", pct(0.50), pct(0.90), pct(0.99), pct(0.999), pct(1))
+		// Ticks can be late or lost on a busy machine: send what is due
+		// by the clock, not one tick's worth.
+		due := int(now.Sub(t0).Seconds()*float64(rate)) - i
+		if due <= 0 {
+			continue
+		}
+		muts := make([]model.Mutation, due)
+		for k := range muts {
+			muts[k] = put(i%devices, now.UnixNano())
+			i++
+		}
+		select {
+		case batches <- muts:
+		default: // writers saturated: the offered rate is not met
+		}
 	}
-	fmt.Printf("two hops (probe → regional → HQ), %s at every tier\n", storeKind())
-	fmt.Printf("written at probe: %.0f changes/s (target %d)\n", float64(w1-w0)/elapsed.Seconds(), rate)
-	fmt.Printf("observed at HQ:   %d changes in %v (%.0f/s)\n", len(lat[hq.name]), elapsed.Round(time.Millisecond), float64(len(lat[hq.name]))/elapsed.Seconds())
-	fmt.Printf("durable at the probe:    %s\n", pcts(lat[probe.name]))
-	fmt.Printf("durable at the regional: %s\n", pcts(lat[eu.name]))
-	fmt.Printf("latency p50 %s\n", strings.TrimPrefix(pcts(lat[hq.name]), "p50 "))
+	close(batches)
+	wg.Wait()
+	return written.Load()
+}
+
+// latency loads the probe for warmup+duration and reports, for the
+// changes sent during duration, when each tier committed them.
+func latency(probe, eu, hq *tier, rate, devices int, warmup, duration time.Duration) {
+	from := time.Now().Add(warmup)
+	until := from.Add(duration)
+	recs := map[*tier]*recorder{}
+	for _, t := range []*tier{probe, eu, hq} {
+		r := newRecorder(from, until)
+		recs[t] = r
+		t.model.OnCommit(r.observe)
+	}
+	written := load(probe.model, rate, devices, from, until)
+	drained := waitDrained(written, recs[hq].count)
+	report(rate, written, duration, drained, recs[probe].summary(), recs[eu].summary(), recs[hq].summary(), recs[hq].count())
+}
+
+// waitDrained waits until HQ has committed every change written in the
+// window (or 30 s) and reports whether it did.
+func waitDrained(written int64, seen func() int) bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for int64(seen()) < written {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+func report(rate int, written int64, duration time.Duration, drained bool, probe, eu, hq string, seen int) {
+	fmt.Printf("two hops (probe → regional → HQ), %s at every tier, %s\n", storeKind(), processes())
+	fmt.Printf("written at probe: %.0f changes/s (target %d), %d changes sent in the measured %v\n", float64(written)/duration.Seconds(), rate, written, duration)
+	fmt.Printf("observed at HQ:   %d of them", seen)
+	if !drained {
+		fmt.Printf(" (NOT all: HQ had not committed the rest 30 s after the load ended)")
+	}
+	fmt.Println()
+	fmt.Printf("durable at the probe:    %s\n", probe)
+	fmt.Printf("durable at the regional: %s\n", eu)
+	fmt.Printf("latency %s\n", hq)
 }
 
 // catchup buffers changes at the probe while its link is down, then times
