@@ -46,7 +46,10 @@ import (
 // memtable files are synced instead; by then the kernel has written most
 // of their pages back, and the sync is cheap. Syncing every second
 // instead would clean each page of Badger's mapped files while it is
-// still being filled, which is what made its own syncs expensive.
+// still being filled, which is what made its own syncs expensive. The
+// pages are handed to the disk every writebackEvery without waiting
+// (startWriteback), so that they are cleaned a few hundred at a time
+// rather than thousands at once when the kernel finds them expired.
 //
 // At open, every record in the log is applied again in order; the
 // memtable and value log files are then synced and the log emptied,
@@ -495,15 +498,21 @@ func (s *Badger) replayWAL() error {
 }
 
 // syncer closes a segment every walSyncEvery (or when one is full) and
-// deletes the segments Badger holds durably.
+// deletes the segments Badger holds durably; in between, it starts the
+// writeback of Badger's files every writebackEvery.
 func (s *Badger) syncer() {
 	defer close(s.walDone)
 	t := time.NewTicker(walSyncEvery)
 	defer t.Stop()
+	wb := time.NewTicker(writebackEvery)
+	defer wb.Stop()
 	for {
 		select {
 		case <-s.quit:
 			return
+		case <-wb.C:
+			startWriteback(s.opts.Dir)
+			continue
 		case <-t.C:
 		case <-s.walFull:
 		}
@@ -583,4 +592,31 @@ func (s *Badger) trimWAL(all bool) error {
 	}
 	s.commitMu.Unlock()
 	return err
+}
+
+// writebackEvery is how often the pages Badger dirtied in its mapped files
+// are handed to the disk (startWriteback).
+const writebackEvery = 200 * time.Millisecond
+
+// startWriteback starts writing back the dirty pages of Badger's memtable
+// and value log files, without waiting and without flushing the disk's
+// cache. It makes nothing durable: it spreads over time the work of
+// cleaning the pages of mapped files (a TLB shootdown each), which the
+// kernel would otherwise do for thousands of pages at once when they
+// expire, stalling every thread of the process meanwhile.
+func startWriteback(dir string) {
+	for _, ext := range []string{".vlog", ".mem"} {
+		names, err := badgerFiles(dir, ext)
+		if err != nil {
+			return
+		}
+		for _, name := range names {
+			f, err := os.Open(filepath.Join(dir, name))
+			if err != nil {
+				continue
+			}
+			unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+			f.Close()
+		}
+	}
 }
