@@ -3,13 +3,16 @@
 // durable Badger store in a temporary folder.
 //
 //	go run ./tests/bench/fedprop -mode latency -rate 10000 -duration 20s
+//	go run ./tests/bench/fedprop -mode latency -rate 10000 -duration 20s -separate
 //	go run ./tests/bench/fedprop -mode catchup -changes 1000000
 //
 // latency: device changes are written at the probe at a steady rate (each
 // a put of one variable holding its send time); HQ observes each commit of
 // a mirrored change and records now − send time: the propagation latency
-// of a change from the probe's durable commit to HQ's durable commit,
-// through the regional node's.
+// of a change from its creation, through the probe's and the regional
+// node's durable commits, to HQ's. Every change sent during the measured
+// duration counts, however late it arrives. With -separate, each tier
+// runs in a process of its own (procs.go).
 //
 // catchup: the probe's link up is down while the probe writes N changes;
 // the link comes back and the program reports how long until HQ has
