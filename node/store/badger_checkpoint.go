@@ -225,6 +225,23 @@ const valueLogGCInterval = time.Minute
 
 // checkpointer runs checkpoints when a commit asks and on a timer, and
 // the value log's garbage collection.
+// collectValueLog garbage-collects Badger's value log. Badger deletes a
+// file as soon as it has moved the file's live values, without syncing
+// them: while any iterator is open it defers the deletion instead, so
+// one is held until the moved values are synced.
+func (s *Badger) collectValueLog() error {
+	txn := s.db.NewTransaction(false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pMeta}})
+	n := 0
+	for n < 16 && s.db.RunValueLogGC(0.5) == nil {
+		n++ // one file rewritten; try the next
+	}
+	err := s.syncAll()
+	it.Close()
+	return err
+}
+
 func (s *Badger) checkpointer() {
 	defer close(s.done)
 	// The first tick comes at a random point of the interval, so that
@@ -241,9 +258,8 @@ func (s *Badger) checkpointer() {
 			return
 		case <-gc.C:
 			if !s.opts.InMemory {
-				n := 0
-				for n < 16 && s.db.RunValueLogGC(0.5) == nil {
-					n++ // one file rewritten; try the next
+				if err := s.collectValueLog(); err != nil {
+					s.log.Error("value log garbage collection failed", "err", err)
 				}
 			}
 			continue
