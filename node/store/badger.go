@@ -321,11 +321,7 @@ func (s *Badger) Commit(b *model.Batch) error {
 	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	w := &txnWriter{db: s.db, wal: s.wal}
-	w.begin()
-	if s.wal != nil {
-		s.wal.begin(last)
-	}
+	w := s.writer(last)
 	// Deletions first: a context deleted and created again in one batch
 	// loses its old events, then gets its new state.
 	for _, p := range b.Deleted {
@@ -388,17 +384,7 @@ func (s *Badger) Commit(b *model.Batch) error {
 			return w.abort(err)
 		}
 	}
-	if s.wal != nil {
-		if err := s.wal.append(); err != nil {
-			return w.abort(err)
-		}
-	}
-	if s.loseWrites {
-		w.txn.Discard()
-	} else if err := w.commit(); err != nil {
-		if s.wal != nil {
-			s.wal.unappend()
-		}
+	if err := s.finish(w); err != nil {
 		return err
 	}
 	if s.wal != nil && s.wal.size >= walSegmentBytes {

@@ -448,14 +448,28 @@ func syncDir(dir string) error {
 func (s *Badger) logged(fn func(w *txnWriter) error) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	w := &txnWriter{db: s.db, wal: s.wal}
-	w.begin()
-	if s.wal != nil {
-		s.wal.begin(0)
-	}
+	w := s.writer(0)
 	if err := fn(w); err != nil {
 		return w.abort(err)
 	}
+	return s.finish(w)
+}
+
+// writer starts the writes of a commit whose last sequence number is last
+// (0: not a commit), recorded for the write-ahead log. The caller holds
+// the commit lock, and ends with finish or w.abort.
+func (s *Badger) writer(last uint64) *txnWriter {
+	w := &txnWriter{db: s.db, wal: s.wal}
+	w.begin()
+	if s.wal != nil {
+		s.wal.begin(last)
+	}
+	return w
+}
+
+// finish makes w's writes durable in the write-ahead log, then writes them
+// to Badger; if Badger fails, the record is taken back.
+func (s *Badger) finish(w *txnWriter) error {
 	if s.wal != nil {
 		if err := s.wal.append(); err != nil {
 			return w.abort(err)

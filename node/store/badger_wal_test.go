@@ -14,6 +14,20 @@ import (
 	"github.com/strata-dm/strata/model"
 )
 
+// openWithModel opens a store in dir and a model on it.
+func openWithModel(t *testing.T, dir string, key []byte) (*Badger, *model.Model) {
+	t.Helper()
+	s, err := OpenBadger(BadgerOptions{Dir: dir, EncryptionKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Config{Store: s, CacheSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, m
+}
+
 // crash stops s as a machine crash would leave it once Badger's unsynced
 // writes are lost (with loseWrites set before): no checkpoint, no sync,
 // the write-ahead log left as it is.
@@ -55,14 +69,7 @@ func TestBadgerWALRestoresLostWrites(t *testing.T) {
 	for _, key := range [][]byte{nil, []byte("0123456789abcdef")} {
 		t.Run(fmt.Sprintf("key=%d", len(key)), func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := OpenBadger(BadgerOptions{Dir: dir, EncryptionKey: key})
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := model.New(model.Config{Store: s, CacheSize: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, m := openWithModel(t, dir, key)
 			for i := range 20 {
 				putVar(t, m, model.Path(fmt.Sprintf("/devices/d%02d", i)), "n", "1")
 			}
@@ -99,7 +106,7 @@ func TestBadgerWALRestoresLostWrites(t *testing.T) {
 			}
 
 			before, _ := filepath.Glob(filepath.Join(dir, "wal", "*.log"))
-			s, err = OpenBadger(BadgerOptions{Dir: dir, EncryptionKey: key})
+			s, err := OpenBadger(BadgerOptions{Dir: dir, EncryptionKey: key})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,14 +146,7 @@ func TestBadgerWALRestoresLostWrites(t *testing.T) {
 // replay of its segment; everything before it is applied.
 func TestBadgerWALTornTail(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenBadger(BadgerOptions{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.New(model.Config{Store: s, CacheSize: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, m := openWithModel(t, dir, nil)
 	s.loseWrites = true
 	putVar(t, m, "/devices/a", "n", "1")
 	last := putVar(t, m, "/devices/b", "n", "2")
