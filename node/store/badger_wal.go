@@ -525,7 +525,9 @@ func (s *Badger) syncer() {
 		case <-s.quit:
 			return
 		case <-wb.C:
-			startWriteback(s.opts.Dir)
+			if s.wal != nil {
+				startWriteback(s.opts.Dir)
+			}
 			continue
 		case <-t.C:
 		case <-s.walFull:
