@@ -93,8 +93,9 @@ type BadgerOptions struct {
 	// InMemory keeps everything in memory (tests only; not durable).
 	InMemory bool
 	// NoSync skips the fdatasync of each commit: an acknowledged write
-	// can be lost on a machine crash. It exists only to measure what syncing costs
-	// (tests/bench/fedprop -nosync); no configuration sets it.
+	// can be lost on a machine crash. It exists only to measure what
+	// syncing costs (tests/bench/fedprop -nosync); no configuration sets
+	// it.
 	NoSync bool
 
 	// A checkpoint writes the contexts changed since the previous one to
@@ -122,11 +123,11 @@ type Badger struct {
 	commitMu sync.Mutex
 	ckptMu   sync.Mutex // one checkpoint at a time
 	ov       overlay
-	// wal is the write-ahead log (nil in memory); syncMu runs one sync
-	// point at a time.
+	// wal is the write-ahead log (nil in memory); syncMu runs one
+	// trimWAL at a time.
 	wal     *wal
 	syncMu  sync.Mutex
-	walFull chan struct{} // asks the syncer for a sync point now
+	walFull chan struct{} // asks the syncer to start a new segment now
 	walDone chan struct{}
 
 	wake chan struct{} // asks the checkpointer for a checkpoint now

@@ -223,8 +223,6 @@ func (s *Badger) replayEntry(txn *badger.Txn, e *model.Entry) error {
 // blocks are garbage after each compaction of the log.
 const valueLogGCInterval = time.Minute
 
-// checkpointer runs checkpoints when a commit asks and on a timer, and
-// the value log's garbage collection.
 // collectValueLog garbage-collects Badger's value log. Badger deletes a
 // file as soon as it has moved the file's live values, without syncing
 // them: while any iterator is open it defers the deletion instead, so
@@ -237,11 +235,16 @@ func (s *Badger) collectValueLog() error {
 	for n < 16 && s.db.RunValueLogGC(0.5) == nil {
 		n++ // one file rewritten; try the next
 	}
-	err := s.syncAll()
+	var err error
+	if n > 0 {
+		err = s.syncAll()
+	}
 	it.Close()
 	return err
 }
 
+// checkpointer runs checkpoints when a commit asks and on a timer, and
+// the value log's garbage collection.
 func (s *Badger) checkpointer() {
 	defer close(s.done)
 	// The first tick comes at a random point of the interval, so that
