@@ -261,10 +261,6 @@ func (s *Badger) Close() error {
 	return s.closeErr
 }
 
-// DB exposes the Badger handle for benchmarks that compare against raw
-// Badger writes.
-func (s *Badger) DB() *badger.DB { return s.db }
-
 func seqBytes(seq uint64) []byte {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], seq)
