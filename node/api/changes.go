@@ -69,8 +69,9 @@ func (f *changeFilter) pass(e *model.Entry) bool {
 
 // changes serves the live change stream as Server-Sent Events. The stream
 // runs on the request's goroutine until the client goes, Shutdown is
-// called, the model closes, or the caller's token stops authenticating
-// (checked at every keepalive).
+// called, the model closes, or the caller's token stops authenticating:
+// checked at once whenever auth reports a change of tokens or users
+// (auth.Service.Changed), and at every keepalive (expiry).
 func (s *Server) changes(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	q := r.URL.Query()
 	path := model.Root
@@ -102,12 +103,17 @@ func (s *Server) changes(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if s.quit.Err() != nil {
 		return apiError(http.StatusServiceUnavailable, codeUnavailable, "the node is shutting down")
 	}
-	if n := s.streams.Add(1); n > int64(s.cfg.MaxStreams) {
-		s.streams.Add(-1)
+	if ok, perUser := s.streams.acquire(p.User); !ok {
 		w.Header().Set("Retry-After", "5")
+		if perUser {
+			s.metrics.refuse(refusedStreamsPerUser)
+			return apiError(http.StatusTooManyRequests, codeRateLimited,
+				"user %q has %d change streams open, the most one user may (close one first)", p.User, s.cfg.MaxStreamsPerUser)
+		}
+		s.metrics.refuse(refusedStreams)
 		return apiError(http.StatusServiceUnavailable, codeUnavailable, "too many change streams (%d)", s.cfg.MaxStreams)
 	}
-	defer s.streams.Add(-1)
+	defer s.streams.release(p.User)
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -164,7 +170,21 @@ func (st *stream) run(ctx context.Context, after uint64) {
 		after = head
 	}
 	beat := time.Now().Add(interval)
+	// Watch from before a fresh check, so that no change made since the
+	// request authenticated goes unnoticed.
+	authChanged := s.auth.Changed()
+	if !st.recheck(ctx, log) {
+		return
+	}
 	for {
+		if authChanged.Err() != nil {
+			// A token or user changed (maybe this one): authenticate
+			// again before sending anything more.
+			authChanged = s.auth.Changed()
+			if !st.recheck(ctx, log) {
+				return
+			}
+		}
 		if wait := time.Until(beat); wait <= 0 {
 			if !st.recheck(ctx, log) {
 				return
@@ -177,14 +197,26 @@ func (st *stream) run(ctx context.Context, after uint64) {
 			continue
 		}
 		rctx, rcancel := context.WithDeadline(ctx, beat)
+		stopWatch := context.AfterFunc(authChanged, rcancel)
 		es, err := s.model.ReadLog(rctx, after, changeBatch)
+		stopWatch()
 		rcancel()
+		if authChanged.Err() != nil {
+			// Entries read may be past the change: send them only to
+			// the principal as it is now.
+			authChanged = s.auth.Changed()
+			if !st.recheck(ctx, log) {
+				return
+			}
+		}
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
 			return // client gone or Shutdown
 		case errors.Is(err, context.DeadlineExceeded):
 			continue // time for a keepalive
+		case errors.Is(err, context.Canceled):
+			continue // auth changed: rechecked above
 		case errors.Is(err, model.ErrCompacted):
 			head := s.model.LastSeq()
 			log.Debug("change stream cursor compacted away; reset", "after", after, "head", head)

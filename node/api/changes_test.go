@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 )
@@ -286,7 +287,7 @@ func TestChangesKeepaliveAndRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.ended()
-	waitFor(t, "the stream count to drop", func() bool { return e.api.streams.Load() == 0 })
+	waitFor(t, "the stream count to drop", func() bool { return e.api.streams.held() == 0 })
 }
 
 func TestChangesShutdownAndLimit(t *testing.T) {
@@ -297,7 +298,7 @@ func TestChangesShutdownAndLimit(t *testing.T) {
 	_, r := e.tryChanges(c.alice, "")
 	e.want(r, 503, codeUnavailable)
 	s1.close()
-	waitFor(t, "a stream slot", func() bool { return e.api.streams.Load() == 1 })
+	waitFor(t, "a stream slot", func() bool { return e.api.streams.held() == 1 })
 	s3 := e.openChanges(c.alice, "")
 
 	m := e.do("GET", "/metrics", "", nil)
@@ -308,7 +309,98 @@ func TestChangesShutdownAndLimit(t *testing.T) {
 	s3.ended()
 	_, r = e.tryChanges(c.alice, "")
 	e.want(r, 503, codeUnavailable)
-	waitFor(t, "all streams to end", func() bool { return e.api.streams.Load() == 0 })
+	waitFor(t, "all streams to end", func() bool { return e.api.streams.held() == 0 })
 	// Other requests still work.
 	e.want(e.do("GET", "/api/v1/whoami", c.alice, nil), 200, "")
+}
+
+// A stream ends as soon as its token stops authenticating, without
+// waiting for a keepalive (an hour here): revoked token, deleted or
+// disabled user.
+func TestChangesEndAtOnceOnRevocation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		do   func(e *env, token string) error
+	}{
+		{"revoked token", func(e *env, token string) error {
+			p := e.principal(token)
+			return e.auth.RevokeToken(e.ctx, p, p.TokenID)
+		}},
+		{"deleted user", func(e *env, token string) error {
+			return e.auth.DeleteUser(e.ctx, e.principal(e.admin), e.principal(token).User)
+		}},
+		{"disabled user", func(e *env, token string) error {
+			yes := true
+			_, err := e.auth.UpdateUser(e.ctx, e.principal(e.admin), e.principal(token).User, auth.UserUpdate{Disabled: &yes})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.KeepAlive = time.Hour })
+			c := e.tenants()
+			s := e.openChanges(c.alice, "")
+			other := e.openChanges(c.bob, "")
+			if ev, err := s.next(); err != nil || ev.comment != "stream open" {
+				t.Fatalf("first line: %+v %v", ev, err)
+			}
+			if err := tc.do(e, c.alice); err != nil {
+				t.Fatal(err)
+			}
+			s.ended()
+			tstest.WaitFor(t, tstest.DefaultTimeout, "alice's stream slot", func() bool { return e.api.streams.heldBy("alice") == 0 })
+			// Another user's stream goes on.
+			e.want(e.do("PUT", "/api/v1/contexts/devices/after", c.bob, map[string]any{"type": "device"}), 201, "")
+			for {
+				ev, ch := other.change()
+				if ev.typ != "change" {
+					t.Fatalf("bob's stream after alice's revocation: %+v", ev)
+				}
+				if ch.Path == "/devices/after" {
+					break
+				}
+			}
+		})
+	}
+}
+
+// Changed grants apply to an open stream from the change on, not from the
+// next keepalive.
+func TestChangesGrantChangeAppliesAtOnce(t *testing.T) {
+	e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.KeepAlive = time.Hour })
+	c := e.tenants()
+	e.want(e.do("PUT", "/api/v1/contexts/devices/d1", c.alice, map[string]any{"type": "device"}), 201, "")
+	e.want(e.do("PUT", "/api/v1/contexts/other/o1", c.alice, map[string]any{"type": "device"}), 201, "")
+	s := e.openChanges(c.vera, "") // viewer on /devices
+	grants := []auth.Grant{{Role: auth.RoleViewer, Subtree: "/other"}}
+	if _, err := e.auth.UpdateUser(e.ctx, e.principal(e.admin), "vera", auth.UserUpdate{Grants: &grants}); err != nil {
+		t.Fatal(err)
+	}
+	// Both writes follow the change: only the one under /other reaches vera.
+	e.want(e.do("PUT", "/api/v1/contexts/devices/d1", c.alice, map[string]any{"labels": map[string]string{"a": "1"}}), 200, "")
+	e.want(e.do("PUT", "/api/v1/contexts/other/o1", c.alice, map[string]any{"labels": map[string]string{"a": "1"}}), 200, "")
+	if ev, ch := s.change(); ev.typ != "change" || ch.Path != "/other/o1" {
+		t.Fatalf("first change after the grant change: %+v %+v", ev, ch)
+	}
+}
+
+// One user holds at most MaxStreamsPerUser streams (429); others still
+// get theirs.
+func TestChangesPerUserLimit(t *testing.T) {
+	e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.MaxStreamsPerUser = 2 })
+	c := e.tenants()
+	s1 := e.openChanges(c.vera, "")
+	e.openChanges(c.vera, "")
+	_, r := e.tryChanges(c.vera, "")
+	e.want(r, http.StatusTooManyRequests, codeRateLimited)
+	if !strings.Contains(string(r.body), "vera") || r.header.Get("Retry-After") == "" {
+		t.Fatalf("refusal: %s %v", r.body, r.header)
+	}
+	e.openChanges(c.alice, "")
+	e.openChanges(c.bob, "")
+	s1.close()
+	tstest.WaitFor(t, tstest.DefaultTimeout, "a slot of vera's", func() bool { return e.api.streams.heldBy("vera") == 1 })
+	e.openChanges(c.vera, "")
+	if n := e.refused(refusedStreamsPerUser); n != "1" {
+		t.Fatalf("strata_api_refused_total{reason=streams_per_user} = %s", n)
+	}
 }

@@ -28,6 +28,7 @@ const (
 	codeInternal         = "internal"
 	codeNotImplemented   = "not_implemented"
 	codeMethodNotAllowed = "method_not_allowed"
+	codeRequestTimeout   = "request_timeout"
 )
 
 // errorBody is the JSON of every error answer.
@@ -73,6 +74,8 @@ func errorStatus(err error) (status int, code string) {
 		return ae.status, ae.code
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, codeTooLarge
+	case errors.Is(err, errBodyTimeout):
+		return http.StatusRequestTimeout, codeRequestTimeout
 	case errors.As(err, &rle), errors.Is(err, auth.ErrRateLimited):
 		return http.StatusTooManyRequests, codeRateLimited
 	case errors.Is(err, auth.ErrUnauthorized):
@@ -96,6 +99,12 @@ func errorStatus(err error) (status int, code string) {
 // request id only; the error itself is logged (by the request middleware)
 // under that id.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if b := bodyOf(r); b != nil && b.timedOut.Load() {
+		// Whatever the handler made of the failed read, the answer is
+		// the timeout; the connection cannot carry another request.
+		err = fmt.Errorf("%w: send it within %v", errBodyTimeout, b.grace)
+		w.Header().Set("Connection", "close")
+	}
 	status, code := errorStatus(err)
 	msg := err.Error()
 	var rle *auth.RateLimitError

@@ -15,11 +15,13 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	refused  *prometheus.CounterVec
 }
 
 // newMetrics builds the API's collectors and registers them on reg (none
-// when reg is nil). streams reports the open change streams.
-func newMetrics(reg prometheus.Registerer, version string, streams func() int64) (*metrics, error) {
+// when reg is nil). streams, conns and unauth report the open change
+// streams, open connections and unauthenticated requests in flight.
+func newMetrics(reg prometheus.Registerer, version string, streams, conns, unauth func() int) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strata_api_requests_total",
@@ -30,6 +32,15 @@ func newMetrics(reg prometheus.Registerer, version string, streams func() int64)
 			Help:    "Time to answer API requests (change streams: their lifetime), by route pattern.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10), // 0.5 ms .. ~131 s
 		}, []string{"route"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_api_refused_total",
+			Help: "Connections and requests refused by a limit on slow or numerous clients, by reason " +
+				"(connections, connections_per_address, unauthenticated, unauthenticated_per_address, body_timeout, streams, streams_per_user).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{refusedConns, refusedConnsPerAddr, refusedUnauth, refusedUnauthPerAddr,
+		refusedBodyTimeout, refusedStreams, refusedStreamsPerUser} {
+		m.refused.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil
@@ -38,13 +49,21 @@ func newMetrics(reg prometheus.Registerer, version string, streams func() int64)
 		Name: "strata_api_sse_streams",
 		Help: "Open live change streams.",
 	}, func() float64 { return float64(streams()) })
+	openConns := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strata_api_connections",
+		Help: "Open connections to the API listener.",
+	}, func() float64 { return float64(conns()) })
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strata_api_unauthenticated_in_flight",
+		Help: "Requests in flight on the routes that take no token (login, enrollment).",
+	}, func() float64 { return float64(unauth()) })
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "strata_build_info",
 		Help:        "The node's build version, as a label; always 1.",
 		ConstLabels: prometheus.Labels{"version": version},
 	})
 	info.Set(1)
-	cs := []prometheus.Collector{m.requests, m.duration, gauge, info}
+	cs := []prometheus.Collector{m.requests, m.duration, m.refused, gauge, openConns, inFlight, info}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {
@@ -55,6 +74,8 @@ func newMetrics(reg prometheus.Registerer, version string, streams func() int64)
 	}
 	return m, nil
 }
+
+func (m *metrics) refuse(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
 func (m *metrics) observe(route string, status int, d time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()

@@ -62,9 +62,17 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxBodyBytes = 1 << 20
-	DefaultKeepAlive    = 15 * time.Second
-	DefaultMaxStreams   = 1000
+	DefaultMaxBodyBytes              = 1 << 20
+	DefaultKeepAlive                 = 15 * time.Second
+	DefaultMaxStreams                = 1000
+	DefaultMaxStreamsPerUser         = 32
+	DefaultBodyTimeout               = 30 * time.Second
+	DefaultReadHeaderTimeout         = 10 * time.Second
+	DefaultIdleTimeout               = 2 * time.Minute
+	DefaultMaxConns                  = 4096
+	DefaultMaxConnsPerAddr           = 256
+	DefaultMaxUnauthenticated        = 256
+	DefaultMaxUnauthenticatedPerAddr = 16
 )
 
 // Config is what New needs. Zero fields take the defaults above.
@@ -87,8 +95,27 @@ type Config struct {
 	// KeepAlive is the interval of change-stream keepalive comments and
 	// token rechecks.
 	KeepAlive time.Duration
-	// MaxStreams bounds concurrent change streams (503 beyond).
-	MaxStreams int
+	// MaxStreams bounds concurrent change streams (503 beyond), and
+	// MaxStreamsPerUser those of one user (429 beyond).
+	MaxStreams        int
+	MaxStreamsPerUser int
+
+	// Limits on slow and numerous clients (see limits.go). BodyTimeout is
+	// how long a request body may take to arrive after its headers (408
+	// beyond); ReadHeaderTimeout bounds the TLS handshake and the headers,
+	// IdleTimeout an idle keep-alive connection (both used by HTTPServer).
+	BodyTimeout       time.Duration
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// MaxConns and MaxConnsPerAddr bound open connections overall and per
+	// client IP address (LimitListener closes those beyond).
+	MaxConns        int
+	MaxConnsPerAddr int
+	// MaxUnauthenticated and MaxUnauthenticatedPerAddr bound requests in
+	// flight on the routes that take no token (login, enrollment), overall
+	// (503 beyond) and per client IP address (429 beyond).
+	MaxUnauthenticated        int
+	MaxUnauthenticatedPerAddr int
 
 	Devices *devices.Service // nil: device endpoints answer 501 not_implemented
 	Jobs    *jobs.Service    // nil: function calls answer 501
@@ -117,6 +144,30 @@ func (c *Config) setDefaults() {
 	if c.MaxStreams == 0 {
 		c.MaxStreams = DefaultMaxStreams
 	}
+	if c.MaxStreamsPerUser == 0 {
+		c.MaxStreamsPerUser = DefaultMaxStreamsPerUser
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = DefaultBodyTimeout
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
+	if c.MaxUnauthenticated == 0 {
+		c.MaxUnauthenticated = DefaultMaxUnauthenticated
+	}
+	if c.MaxUnauthenticatedPerAddr == 0 {
+		c.MaxUnauthenticatedPerAddr = DefaultMaxUnauthenticatedPerAddr
+	}
 }
 
 // Validate checks c as New would use it: zero fields count as their
@@ -134,6 +185,12 @@ func (c Config) Validate() error {
 		return errors.New("api: KeepAlive must not be negative")
 	case c.MaxStreams < 0:
 		return errors.New("api: MaxStreams must not be negative")
+	case c.MaxStreamsPerUser < 0:
+		return errors.New("api: MaxStreamsPerUser must not be negative")
+	case c.BodyTimeout < 0, c.ReadHeaderTimeout < 0, c.IdleTimeout < 0:
+		return errors.New("api: BodyTimeout, ReadHeaderTimeout and IdleTimeout must not be negative")
+	case c.MaxConns < 0, c.MaxConnsPerAddr < 0, c.MaxUnauthenticated < 0, c.MaxUnauthenticatedPerAddr < 0:
+		return errors.New("api: connection and request limits must not be negative")
 	}
 	return nil
 }
@@ -148,7 +205,9 @@ type Server struct {
 	handler http.Handler
 	routes  []route
 
-	streams atomic.Int64 // open change streams
+	streams *slots // open change streams, per user
+	conns   *slots // open connections (LimitListener), per client address
+	unauth  *slots // public-route requests in flight, per client address
 
 	// quit is cancelled by Shutdown; change streams end when it is.
 	quit     context.Context
@@ -173,9 +232,12 @@ func New(cfg Config) (*Server, error) {
 		model:    cfg.Model,
 		auth:     cfg.Auth,
 		idPrefix: hex.EncodeToString(rnd[:]) + "-",
+		streams:  newSlots(cfg.MaxStreams, cfg.MaxStreamsPerUser),
+		conns:    newSlots(cfg.MaxConns, cfg.MaxConnsPerAddr),
+		unauth:   newSlots(cfg.MaxUnauthenticated, cfg.MaxUnauthenticatedPerAddr),
 	}
 	var err error
-	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Version, s.streams.Load); err != nil {
+	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Version, s.streams.held, s.conns.held, s.unauth.held); err != nil {
 		return nil, err
 	}
 	s.quit, s.shutdown = context.WithCancel(context.Background())
@@ -314,6 +376,7 @@ type ctxKey int
 const (
 	keyRequestID ctxKey = iota
 	keyToken
+	keyBody
 )
 
 func requestID(r *http.Request) string {
@@ -327,7 +390,17 @@ func (s *Server) middleware(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 10)
-		r = r.WithContext(context.WithValue(r.Context(), keyRequestID, id))
+		ctx := context.WithValue(r.Context(), keyRequestID, id)
+		if r.Body != nil && r.Body != http.NoBody {
+			// Every body, on every route (unknown ones too: net/http
+			// reads what a handler left), arrives within BodyTimeout.
+			b := newBodyReader(w, r.Body, s.cfg.BodyTimeout, func() { s.metrics.refuse(refusedBodyTimeout) })
+			ctx = context.WithValue(ctx, keyBody, b)
+			r = r.WithContext(ctx)
+			r.Body = b
+		} else {
+			r = r.WithContext(ctx)
+		}
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		rec.Header().Set("X-Request-Id", id)
 		if esc := r.URL.EscapedPath(); !canonicalURLPath(esc) {
@@ -386,11 +459,25 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // authedFunc is a handler for an authenticated caller.
 type authedFunc func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error
 
+// public serves a route that takes no token, within the bound on
+// unauthenticated requests in flight.
 func (s *Server) public(h handlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.unauthenticated(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
 			writeError(w, r, err)
 		}
+	}))
+}
+
+// streamingBody lets a route that takes large uploads receive its body at
+// minRate bytes per second at least, instead of whole within BodyTimeout
+// (which stays the grace period for the start).
+func streamingBody(minRate int64, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b := bodyOf(r); b != nil {
+			b.setMinRate(minRate)
+		}
+		h.ServeHTTP(w, r)
 	})
 }
 
@@ -441,7 +528,7 @@ func decodeStrict(rd io.Reader, v any) error {
 	data, err := io.ReadAll(rd)
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		if errors.As(err, &mbe) || errors.Is(err, errBodyTimeout) {
 			return err
 		}
 		return invalidf("body: %v", err)

@@ -268,6 +268,13 @@ func (s *Service) InvalidateRecord(kind, key string) {
 	}
 }
 
+// Changed returns a context that is done as soon as a token or user
+// changes after the call, through this Service or InvalidateRecord: a
+// token revoked, a user deleted, disabled or given other grants. Holders
+// of a long-lived request (a change stream) authenticate again when it is
+// done, and call Changed again for the next change; nothing polls.
+func (s *Service) Changed() context.Context { return s.cache.watch() }
+
 // userRecord is a user as stored. The password hash lives only here, never
 // in User.
 type userRecord struct {

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -24,6 +25,11 @@ type tokenCache struct {
 	mu  sync.Mutex
 	gen uint64
 	m   map[string]*cachedToken // by token id
+	// changed is done at the next forget; it is replaced by a fresh one
+	// then, so that watchers (open change streams) learn of every
+	// revocation at once instead of polling.
+	changed       context.Context
+	cancelChanged context.CancelFunc
 }
 
 // cachedToken is one verified token. It is never modified once cached.
@@ -35,7 +41,24 @@ type cachedToken struct {
 }
 
 func newTokenCache(ttl time.Duration, max int) *tokenCache {
-	return &tokenCache{ttl: ttl, max: max, m: make(map[string]*cachedToken)}
+	c := &tokenCache{ttl: ttl, max: max, m: make(map[string]*cachedToken)}
+	c.changed, c.cancelChanged = context.WithCancel(context.Background())
+	return c
+}
+
+// bump starts a new generation and wakes the watchers of the old one.
+// c.mu is held.
+func (c *tokenCache) bump() {
+	c.gen++
+	c.cancelChanged()
+	c.changed, c.cancelChanged = context.WithCancel(context.Background())
+}
+
+// watch returns a context that is done at the next forget.
+func (c *tokenCache) watch() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
 }
 
 // get returns the entry for id if it was verified less than ttl before now,
@@ -72,14 +95,14 @@ func (c *tokenCache) put(id string, e *cachedToken, gen uint64) {
 func (c *tokenCache) forgetToken(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gen++
+	c.bump()
 	delete(c.m, id)
 }
 
 func (c *tokenCache) forgetUser(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gen++
+	c.bump()
 	for id, e := range c.m {
 		if e.principal.User == name {
 			delete(c.m, id)
