@@ -134,14 +134,24 @@ func New(opts Options) (_ *Node, err error) {
 		Auth:         n.auth,
 		Logger:       log,
 		MaxBodyBytes: cfg.API.MaxBodyBytes,
-		Gatherer:     n.reg,
-		Registerer:   n.reg,
-		Ready:        n.readyErr,
-		Version:      opts.Version,
-		Devices:      n.devices,
-		Jobs:         n.jobs,
-		MQTTAddress:  n.mqttAddress,
-		Search:       searchOf(n.store),
+
+		BodyTimeout:               cfg.API.BodyTimeout.D(),
+		ReadHeaderTimeout:         cfg.API.ReadHeaderTimeout.D(),
+		IdleTimeout:               cfg.API.IdleTimeout.D(),
+		MaxConns:                  cfg.API.MaxConns,
+		MaxConnsPerAddr:           cfg.API.MaxConnsPerAddress,
+		MaxUnauthenticated:        cfg.API.MaxUnauthenticated,
+		MaxUnauthenticatedPerAddr: cfg.API.MaxUnauthenticatedPerAddress,
+		MaxStreams:                cfg.API.MaxStreams,
+		MaxStreamsPerUser:         cfg.API.MaxStreamsPerUser,
+		Gatherer:                  n.reg,
+		Registerer:                n.reg,
+		Ready:                     n.readyErr,
+		Version:                   opts.Version,
+		Devices:                   n.devices,
+		Jobs:                      n.jobs,
+		MQTTAddress:               n.mqttAddress,
+		Search:                    searchOf(n.store),
 
 		Federation:       n.fedAPI(),
 		ReloadFederation: n.reloadFederation,
@@ -202,18 +212,13 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("api listen %s: %w", n.cfg.API.Addr, err)
 	}
 	n.listener = ln
-	n.http = &http.Server{
-		Handler:           n.api.Handler(),
-		TLSConfig:         n.tlsConf,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-	}
+	// The API's limits: header, body and idle deadlines, connections per
+	// client address and overall.
+	n.http = n.api.HTTPServer(n.tlsConf, slog.NewLogLogger(n.log.Handler(), slog.LevelDebug))
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
-		if err := n.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.http.ServeTLS(n.api.LimitListener(ln), "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("api server stopped", "err", err)
 		}
 	}()

@@ -54,6 +54,26 @@ type API struct {
 	TLSKey  string `yaml:"tls_key"`
 	// MaxBodyBytes bounds request bodies (default 1 MiB).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// BodyTimeout is how long a request body may take to arrive after its
+	// headers (default 30s); ReadHeaderTimeout bounds the TLS handshake
+	// and the headers (default 10s); IdleTimeout an idle keep-alive
+	// connection (default 2m).
+	BodyTimeout       Duration `yaml:"body_timeout"`
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	IdleTimeout       Duration `yaml:"idle_timeout"`
+	// MaxConns and MaxConnsPerAddress bound open connections overall and
+	// per client IP address (defaults 4096 and 256).
+	MaxConns           int `yaml:"max_conns"`
+	MaxConnsPerAddress int `yaml:"max_conns_per_address"`
+	// MaxUnauthenticated and MaxUnauthenticatedPerAddress bound requests
+	// in flight on login and enrollment, overall and per client IP
+	// address (defaults 256 and 16).
+	MaxUnauthenticated           int `yaml:"max_unauthenticated"`
+	MaxUnauthenticatedPerAddress int `yaml:"max_unauthenticated_per_address"`
+	// MaxStreams and MaxStreamsPerUser bound open change streams overall
+	// and per user (defaults 1000 and 32).
+	MaxStreams        int `yaml:"max_streams"`
+	MaxStreamsPerUser int `yaml:"max_streams_per_user"`
 }
 
 // MQTT is the device endpoint.
@@ -207,6 +227,17 @@ func Default() Config {
 			TLSCert:      "tls/api.crt",
 			TLSKey:       "tls/api.key",
 			MaxBodyBytes: 1 << 20,
+
+			BodyTimeout:       Duration(30 * time.Second),
+			ReadHeaderTimeout: Duration(10 * time.Second),
+			IdleTimeout:       Duration(2 * time.Minute),
+
+			MaxConns:                     4096,
+			MaxConnsPerAddress:           256,
+			MaxUnauthenticated:           256,
+			MaxUnauthenticatedPerAddress: 16,
+			MaxStreams:                   1000,
+			MaxStreamsPerUser:            32,
 		},
 		MQTT: MQTT{CACert: "tls/ca.crt", CAKey: "tls/ca.key", MaxPayloadBytes: 256 << 10, MaxSessions: 200_000},
 		Federation: Federation{KeepAlive: Duration(5 * time.Second), IdleTimeout: Duration(30 * time.Second),
@@ -293,6 +324,9 @@ func (c *Config) Validate() error {
 	if c.API.MaxBodyBytes <= 0 {
 		return errors.New("api.max_body_bytes must be positive")
 	}
+	if err := c.API.validateLimits(); err != nil {
+		return err
+	}
 	if err := c.Store.validate(); err != nil {
 		return err
 	}
@@ -311,6 +345,39 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
+	}
+	return nil
+}
+
+// validateLimits checks the API's bounds on slow and numerous clients:
+// all positive, per-key bounds within the overall ones.
+func (a *API) validateLimits() error {
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{
+		{"api.body_timeout", a.BodyTimeout},
+		{"api.read_header_timeout", a.ReadHeaderTimeout},
+		{"api.idle_timeout", a.IdleTimeout},
+	} {
+		if d.d <= 0 {
+			return fmt.Errorf("%s: %v must be positive", d.key, d.d.D())
+		}
+	}
+	for _, l := range []struct {
+		key, perKey string
+		max, per    int
+	}{
+		{"api.max_conns", "api.max_conns_per_address", a.MaxConns, a.MaxConnsPerAddress},
+		{"api.max_unauthenticated", "api.max_unauthenticated_per_address", a.MaxUnauthenticated, a.MaxUnauthenticatedPerAddress},
+		{"api.max_streams", "api.max_streams_per_user", a.MaxStreams, a.MaxStreamsPerUser},
+	} {
+		if l.max < 1 || l.per < 1 {
+			return fmt.Errorf("%s and %s must be at least 1", l.key, l.perKey)
+		}
+		if l.per > l.max {
+			return fmt.Errorf("%s (%d) must not exceed %s (%d)", l.perKey, l.per, l.key, l.max)
+		}
 	}
 	return nil
 }
