@@ -52,6 +52,7 @@ func TestClientCompatibility(t *testing.T) {
 	}
 	defer stream.Close()
 
+	e.sharedFolders("/devices") // a tenant user creates under a folder it sees
 	x, created, err := alice.PutContext(ctx, "devices/pump-1", client.ContextUpdate{Type: "device",
 		Labels: map[string]string{"site": "north"}, Variables: map[string]json.RawMessage{"temp": json.RawMessage("21.5")}})
 	if err != nil || !created || x.Tenant != "acme" || string(x.Variables["temp"].Value) != "21.5" || x.Variables["temp"].Type != "number" {

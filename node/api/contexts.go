@@ -290,23 +290,18 @@ func (s *Server) putContext(w http.ResponseWriter, r *http.Request, p *auth.Prin
 			m.Tenant = "" // theirs already: unchanged
 		}
 	} else if !p.System {
-		// Nobody creates inside another tenant's context.
-		for _, a := range path.Ancestors() {
-			c, err := s.model.Get(a)
-			if errors.Is(err, model.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if !p.SeesTenant(c.Tenant) {
-				return contextNotFound(a)
-			}
+		if err := s.visibleParent(p, path); err != nil {
+			return err
 		}
 		m.Tenant = p.Tenant
 	}
 	if _, err := s.model.Apply(r.Context(), m); err != nil {
 		if errors.Is(err, model.ErrNotFound) {
+			if cur == nil && !p.System {
+				// Another tenant's context above: the answer of a
+				// missing parent.
+				return parentNotFound(path)
+			}
 			return contextNotFound(path)
 		}
 		return err
@@ -321,6 +316,36 @@ func (s *Server) putContext(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	}
 	writeJSON(w, status, renderContext(c))
 	return nil
+}
+
+// visibleParent checks that a non-system caller may create path: its
+// parent exists and the caller sees it. A missing parent and another
+// tenant's answer the same (parentNotFound), so a create never reveals
+// what another tenant holds; that is also why only system users create
+// missing ancestors (as shared folders) implicitly. Nobody creates inside
+// another tenant's context; the model's Actor check holds that against
+// races.
+func (s *Server) visibleParent(p *auth.Principal, path model.Path) error {
+	parent := path.Parent()
+	if parent.IsRoot() {
+		return nil
+	}
+	c, err := s.model.Get(parent)
+	switch {
+	case errors.Is(err, model.ErrNotFound):
+		return parentNotFound(path)
+	case err != nil:
+		return err
+	case !p.SeesTenant(c.Tenant):
+		return parentNotFound(path)
+	}
+	return nil
+}
+
+// parentNotFound is the one answer for creating path under a missing
+// parent or one the caller may not see.
+func parentNotFound(path model.Path) error {
+	return fmt.Errorf("%w: context %s (the parent of %s; create it first)", model.ErrNotFound, path.Parent(), path)
 }
 
 func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -346,11 +371,53 @@ func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request, p *auth.P
 		del.Actor = p.Tenant
 	}
 	if _, err := s.model.Apply(r.Context(), del); err != nil {
-		if errors.Is(err, model.ErrNotFound) {
+		switch {
+		case errors.Is(err, model.ErrNotFound):
 			return contextNotFound(path)
+		case errors.Is(err, model.ErrConflict) && !p.System:
+			return s.releaseContext(w, r, p, cur, err)
 		}
 		return err
 	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// releaseContext answers a tenant's DELETE of its context cur that the
+// model refused with conflict (children). When the caller sees one of the
+// children, that is the answer (409: delete them first). When every child
+// belongs to another tenant (only a system administrator can arrange
+// that), answering 409 would reveal them; instead the caller's context is
+// deleted as far as the caller is concerned: its tenant, type, labels,
+// variables and functions go, and a shared folder remains as the parent
+// of the other tenant's contexts, exactly like the folders created
+// implicitly as ancestors. The answer is 204, as for a context without
+// children.
+func (s *Server) releaseContext(w http.ResponseWriter, r *http.Request, p *auth.Principal, cur *model.Context, conflict error) error {
+	after := ""
+	for {
+		kids, err := s.model.Children(cur.Path, after, 256)
+		if err != nil {
+			return err
+		}
+		for _, k := range kids {
+			if p.SeesTenant(k.Tenant) {
+				return conflict
+			}
+		}
+		if len(kids) < 256 {
+			break
+		}
+		after = kids[len(kids)-1].Name
+	}
+	// A system write (the caller's tenant is checked above): the model's
+	// Actor rule would refuse a tenant making a shared folder.
+	rel := model.Mutation{Op: model.OpPut, Path: cur.Path, Type: model.FolderType, Replace: true}
+	if _, err := s.model.Apply(r.Context(), rel); err != nil {
+		return err
+	}
+	s.log.Info("context released to a shared folder: its remaining children belong to other tenants",
+		"path", cur.Path, "tenant", cur.Tenant, "by", p.User)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

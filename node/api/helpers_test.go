@@ -260,8 +260,12 @@ func (e *env) principal(token string) *auth.Principal {
 //	globex: bob (operator /), gina (admin /)
 type cast struct{ alice, vera, ada, bob, gina string }
 
+// and the shared folders (tenant "") /devices and /sites, as a system
+// administrator sets them up: tenant users create only under a parent
+// they see.
 func (e *env) tenants() cast {
 	e.t.Helper()
+	e.sharedFolders("/devices", "/sites")
 	op := []auth.Grant{{Role: auth.RoleOperator, Subtree: "/"}}
 	adm := []auth.Grant{{Role: auth.RoleAdmin, Subtree: "/"}}
 	return cast{
@@ -270,6 +274,21 @@ func (e *env) tenants() cast {
 		ada:   e.user(auth.UserSpec{Name: "ada", Tenant: "acme", Grants: adm}),
 		bob:   e.user(auth.UserSpec{Name: "bob", Tenant: "globex", Grants: op}),
 		gina:  e.user(auth.UserSpec{Name: "gina", Tenant: "globex", Grants: adm}),
+	}
+}
+
+// sharedFolders creates folders of no tenant (as the system admin) where
+// missing.
+func (e *env) sharedFolders(paths ...string) {
+	e.t.Helper()
+	for _, p := range paths {
+		path, err := model.ParsePath(p)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if _, err := e.model.Apply(e.ctx, model.Mutation{Op: model.OpPut, Path: path, Type: model.FolderType}); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 }
 

@@ -33,6 +33,7 @@ func withSearch() envOption {
 
 // searchFleet writes devices of acme and globex with inventory variables.
 func searchFleet(e *env, c cast) {
+	e.sharedFolders("/lab")
 	e.t.Helper()
 	for i := range 6 {
 		os, arch := "linux", "arm64"
@@ -153,6 +154,7 @@ func TestSearchGrants(t *testing.T) {
 	e.want(e.do("GET", "/api/v1/search?path=/nowhere", c.vera, nil), 403, codeForbidden)
 
 	// Several grants below the path: merged in path order, paged across.
+	e.sharedFolders("/devices-b")
 	e.want(e.do("PUT", "/api/v1/contexts/devices-b/a1", c.alice, `{"type":"device","variables":{"os":"linux"}}`), 201, "")
 	multi := e.user(auth.UserSpec{Name: "mia", Tenant: "acme", Grants: []auth.Grant{
 		{Role: auth.RoleViewer, Subtree: "/devices/a3"}, {Role: auth.RoleViewer, Subtree: "/lab"},

@@ -10,8 +10,10 @@
 //     error is JSON {"error","code"} with the status errorStatus gives it.
 //   - Tenant isolation: a context whose tenant the caller does not see is
 //     answered exactly like a missing one (same status, same message), for
-//     reads, writes, deletes, events and function calls; tree listings and
-//     change streams leave such contexts out. Devices, enrollment tokens
+//     reads, writes, deletes, events and function calls, and as a parent
+//     (creating under it answers as under a missing parent; a context
+//     whose only children are invisible deletes as one without children);
+//     tree listings and change streams leave such contexts out. Devices, enrollment tokens
 //     and jobs the caller may not see answer exactly like missing ones,
 //     and listings leave them out. Only system users set a context's
 //     tenant; nobody else changes a shared folder (tenant ""), nor calls

@@ -77,6 +77,7 @@ func TestTenantIsolation(t *testing.T) {
 func TestTenantField(t *testing.T) {
 	e := newEnv(t)
 	c := e.tenants()
+	e.sharedFolders("/a")
 	// Own tenant named explicitly: fine. Another: forbidden.
 	e.want(e.do("PUT", "/api/v1/contexts/a/x", c.alice, `{"tenant":"acme"}`), 201, "")
 	e.want(e.do("PUT", "/api/v1/contexts/a/y", c.alice, `{"tenant":"globex"}`), 403, codeForbidden)
@@ -125,6 +126,7 @@ func TestSharedFolders(t *testing.T) {
 func TestTenantCreateRace(t *testing.T) {
 	e := newEnv(t)
 	c := e.tenants()
+	e.sharedFolders("/race")
 	for i := range 20 {
 		path := "/api/v1/contexts/race/r" + string(rune('a'+i))
 		var wg sync.WaitGroup

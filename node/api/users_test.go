@@ -64,7 +64,8 @@ func TestUsersEndpoints(t *testing.T) {
 	e.want(r, 201, "")
 	var u auth.User
 	r.json(t, &u)
-	if u.Name != "olga" || u.Tenant != "acme" || u.System || len(u.Grants) != 1 || u.Created.IsZero() {
+	// A tenant administrator's users are named within its tenant.
+	if u.Name != "olga@acme" || u.Tenant != "acme" || u.System || len(u.Grants) != 1 || u.Created.IsZero() {
 		t.Fatalf("created %+v", u)
 	}
 	e.want(e.do("POST", "/api/v1/users", c.ada, `{"name":"olga","password":"olga-password"}`), 409, codeConflict)
@@ -82,7 +83,7 @@ func TestUsersEndpoints(t *testing.T) {
 	for _, u := range list.Users {
 		got = append(got, u.Name)
 	}
-	if strings.Join(got, ",") != "ada,alice,olga,vera" {
+	if strings.Join(got, ",") != "ada,alice,olga@acme,vera" {
 		t.Fatalf("ada lists %v", got)
 	}
 	e.want(e.do("GET", "/api/v1/users", c.alice, nil), 403, codeForbidden)
@@ -93,22 +94,22 @@ func TestUsersEndpoints(t *testing.T) {
 		e.want(e.do("PATCH", "/api/v1/users/"+name, c.ada, `{"disabled":true}`), 404, codeNotFound)
 		e.want(e.do("DELETE", "/api/v1/users/"+name, c.ada, nil), 404, codeNotFound)
 	}
-	e.want(e.do("GET", "/api/v1/users/olga", c.ada, nil), 200, "")
+	e.want(e.do("GET", "/api/v1/users/olga@acme", c.ada, nil), 200, "")
 	e.want(e.do("GET", "/api/v1/users/alice", c.alice, nil), 200, "")
 
-	r = e.do("PATCH", "/api/v1/users/olga", c.ada, `{"grants":[{"role":"viewer","subtree":"/"}],"disabled":true}`)
+	r = e.do("PATCH", "/api/v1/users/olga@acme", c.ada, `{"grants":[{"role":"viewer","subtree":"/"}],"disabled":true}`)
 	e.want(r, 200, "")
 	u = auth.User{}
 	r.json(t, &u)
 	if !u.Disabled || u.Grants[0].Role != auth.RoleViewer {
 		t.Fatalf("patched %+v", u)
 	}
-	e.want(e.do("PATCH", "/api/v1/users/olga", c.ada, `{"grants":[{"role":"root","subtree":"/"}]}`), 400, codeInvalid)
-	e.want(e.do("PATCH", "/api/v1/users/olga", c.ada, `{"nope":1}`), 400, codeInvalid)
+	e.want(e.do("PATCH", "/api/v1/users/olga@acme", c.ada, `{"grants":[{"role":"root","subtree":"/"}]}`), 400, codeInvalid)
+	e.want(e.do("PATCH", "/api/v1/users/olga@acme", c.ada, `{"nope":1}`), 400, codeInvalid)
 	e.want(e.do("PATCH", "/api/v1/users/ada", c.ada, `{"disabled":true}`), 409, codeConflict)
 	e.want(e.do("DELETE", "/api/v1/users/ada", c.ada, nil), 409, codeConflict)
-	e.want(e.do("DELETE", "/api/v1/users/olga", c.ada, nil), 204, "")
-	e.want(e.do("GET", "/api/v1/users/olga", c.ada, nil), 404, codeNotFound)
+	e.want(e.do("DELETE", "/api/v1/users/olga@acme", c.ada, nil), 204, "")
+	e.want(e.do("GET", "/api/v1/users/olga@acme", c.ada, nil), 404, codeNotFound)
 }
 
 func TestTokensEndpoints(t *testing.T) {

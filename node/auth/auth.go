@@ -6,8 +6,9 @@
 //   - Tenant isolation: a non-system principal never sees, changes or learns
 //     the existence of another tenant's users or tokens through Service;
 //     such users answer with exactly the not-found error of a missing user.
-//     (User names are one namespace per node, so CreateUser's conflict on an
-//     existing name is the one deliberate exception.)
+//     User names are one namespace per node, so a tenant administrator's
+//     new users are named "local@tenant" (CreateUser qualifies them): their
+//     names can only collide with its own tenant's users.
 //   - Only system users create or change system users or place a user in
 //     another tenant; system users have tenant "", everyone else a
 //     non-empty tenant.

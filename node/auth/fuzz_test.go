@@ -159,3 +159,30 @@ func FuzzUserInput(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUserName feeds arbitrary names to validUserName and qualifyUserName:
+// an accepted name is either unqualified or "local@tenant" with both parts
+// valid, and a tenant administrator's new user always lands in its tenant.
+func FuzzUserName(f *testing.F) {
+	for _, s := range []string{"carol", "carol@acme", "carol@globex", "a@b@c", "@acme", "carol@", "Carol", "c.a_r-l@a-1", strings.Repeat("a", 65)} {
+		f.Add(s)
+	}
+	admin := &Principal{User: "ada", Tenant: "acme", Grants: []Grant{{Role: RoleAdmin, Subtree: "/"}}}
+	f.Fuzz(func(t *testing.T, name string) {
+		if validUserName(name) != nil {
+			return
+		}
+		if local, tenant, ok := strings.Cut(name, "@"); ok {
+			if validUserName(local) != nil || validTenant(tenant) != nil || strings.Contains(tenant, "@") {
+				t.Fatalf("accepted %q", name)
+			}
+		}
+		got, err := qualifyUserName(admin, UserSpec{Name: name, Tenant: "acme"})
+		if err != nil {
+			return
+		}
+		if !strings.HasSuffix(got, "@acme") || validUserName(got) != nil {
+			t.Fatalf("%q became %q for a tenant admin of acme", name, got)
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/strata-dm/strata/model"
@@ -52,7 +53,13 @@ type UserUpdate struct {
 // CreateUser creates a user. System users may create anyone; tenant admins
 // only non-system users of their own tenant with grants they hold
 // themselves; everyone else is forbidden. An existing name is a conflict
-// (names are unique across tenants).
+// (names are unique on the node).
+//
+// A name "local@tenant" belongs to that tenant's users only, and the
+// users a tenant administrator creates are always named so ("carol"
+// becomes "carol@acme"): the only names it can collide with are its own
+// tenant's, so creating a user never reveals another tenant's (see
+// qualifyUserName).
 func (s *Service) CreateUser(ctx context.Context, by *Principal, spec UserSpec) (User, error) {
 	if by == nil {
 		return User{}, errNoPrincipal
@@ -87,6 +94,9 @@ func (s *Service) CreateUser(ctx context.Context, by *Principal, spec UserSpec) 
 		if !by.System && spec.Tenant != by.Tenant {
 			return User{}, forbidden("users can only be created in your own tenant")
 		}
+	}
+	if spec.Name, err = qualifyUserName(by, spec); err != nil {
+		return User{}, err
 	}
 	if !by.mayGive(grants) {
 		return User{}, forbidden("grants beyond your own")
@@ -307,8 +317,39 @@ func (u *userRecord) public() User {
 	return p
 }
 
-// validUserName: 1..64 of [a-z0-9._-], starting with a letter or digit.
+// qualifyUserName returns the name spec's user is created under. A name
+// "local@tenant" must name spec's tenant (system users have none, so no
+// '@'). A tenant administrator's new user without '@' is qualified with
+// its tenant: names are one namespace per node, and were a tenant
+// administrator to pick an unqualified name, a conflict with another
+// tenant's user (which it cannot see: 404) would reveal that user.
+// System users see every tenant and may pick unqualified names.
+func qualifyUserName(by *Principal, spec UserSpec) (string, error) {
+	local, tenant, qualified := strings.Cut(spec.Name, "@")
+	switch {
+	case qualified && spec.System:
+		return "", invalid("user name %q: system users have no tenant, so no '@'", spec.Name)
+	case qualified && tenant != spec.Tenant:
+		return "", invalid("user name %q: a name ending in @%s belongs to tenant %q (the user's tenant is %q)", spec.Name, tenant, tenant, spec.Tenant)
+	case qualified, spec.System, by.System:
+		return spec.Name, nil
+	}
+	name := local + "@" + spec.Tenant
+	return name, validUserName(name)
+}
+
+// validUserName: 1..64 of [a-z0-9._-], starting with a letter or digit,
+// optionally qualified with "@tenant".
 func validUserName(name string) error {
+	if local, tenant, ok := strings.Cut(name, "@"); ok {
+		if err := validUserName(local); err != nil {
+			return err
+		}
+		if err := validTenant(tenant); err != nil {
+			return invalid("user name %q: after '@' comes a tenant: %v", name, err)
+		}
+		return nil
+	}
 	if name == "" || len(name) > MaxUserNameLen {
 		return invalid("user name must be 1 to %d characters", MaxUserNameLen)
 	}

@@ -58,7 +58,11 @@ func TestNodeEndToEnd(t *testing.T) {
 		t.Fatalf("new token: %v", err)
 	}
 
-	// Tenant isolation over the API.
+	// Tenant isolation over the API, under a shared folder the system
+	// administrator made (tenant users create only under a parent they see).
+	if _, _, err := admin.PutContext(ctx, "/devices", client.ContextUpdate{Type: "folder"}); err != nil {
+		t.Fatal(err)
+	}
 	if _, created, err := alice.PutContext(ctx, "/devices/pump-1", client.ContextUpdate{Type: "device", Variables: map[string]json.RawMessage{"temp": json.RawMessage("20.5")}}); err != nil || !created {
 		t.Fatalf("alice put: created=%v err=%v", created, err)
 	}
