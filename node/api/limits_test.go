@@ -163,15 +163,48 @@ func TestSlowBodyCutOff(t *testing.T) {
 	if n := e.refused(refusedBodyTimeout); n != "2" {
 		t.Fatalf("strata_api_refused_total{reason=body_timeout} = %s, want 2", n)
 	}
-	// A body sent at once is unaffected.
-	res, err := a.httpClient("127.0.0.1").Post("https://127.0.0.1"+a.addr[strings.LastIndex(a.addr, ":"):]+"/api/v1/login",
-		"application/json", strings.NewReader(`{"username":"admin","password":"wrong-password"}`))
+	// Over HTTP/2 the deadline holds for the stream.
+	h2 := a.httpClient("127.0.0.1")
+	h2.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+	pr, pw := io.Pipe()
+	trickled := make(chan struct{})
+	go func() {
+		defer close(trickled)
+		tk := time.NewTicker(20 * time.Millisecond)
+		defer tk.Stop()
+		for range tk.C {
+			if _, err := pw.Write([]byte(" ")); err != nil {
+				return
+			}
+		}
+	}()
+	res, err := h2.Post("https://127.0.0.1"+a.addr[strings.LastIndex(a.addr, ":"):]+"/api/v1/login", "application/json", pr)
+	pw.CloseWithError(errors.New("test done"))
+	<-trickled
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("HTTP/2 trickle: %v", err)
 	}
 	res.Body.Close()
-	if res.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("login with a prompt body: %d", res.StatusCode)
+	if res.StatusCode != http.StatusRequestTimeout || res.ProtoMajor != 2 {
+		t.Fatalf("HTTP/2 trickle: %d over %s", res.StatusCode, res.Proto)
+	}
+
+	// A body sent at once is unaffected, over HTTP/1.1 and HTTP/2, and
+	// the deadline does not outlive it on a kept-alive connection.
+	for _, h2 := range []bool{false, true} {
+		hc := a.httpClient("127.0.0.1")
+		hc.Transport.(*http.Transport).ForceAttemptHTTP2 = h2
+		for range 2 {
+			res, err := hc.Post("https://127.0.0.1"+a.addr[strings.LastIndex(a.addr, ":"):]+"/api/v1/login",
+				"application/json", strings.NewReader(`{"username":"admin","password":"wrong-password"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusUnauthorized || (res.ProtoMajor == 2) != h2 {
+				t.Fatalf("login with a prompt body: %d over %s", res.StatusCode, res.Proto)
+			}
+		}
 	}
 }
 
