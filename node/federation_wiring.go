@@ -261,7 +261,7 @@ func (l *fedLocal) call(ctx context.Context, consumer string, req federation.Cal
 			n.log.Warn("federation: cannot wait for job", "job", j.ID, "err", err)
 		}
 	}
-	return federation.CallResult{Job: j.ID, State: string(j.State), Result: j.Result, Error: j.Error}, nil
+	return jobResult(j), nil
 }
 
 // Job returns a job this node owns to a consumer following it; a job of
@@ -275,7 +275,17 @@ func (l *fedLocal) Job(ctx context.Context, consumer string, id federation.Ident
 	if err != nil {
 		return federation.CallResult{}, err
 	}
-	return federation.CallResult{Job: j.ID, State: string(j.State), Result: j.Result, Error: j.Error, Path: j.Path}, nil
+	return jobResult(j), nil
+}
+
+// jobResult is job j as a consumer reads it: the summary fields and the
+// whole job as this node's API shows it.
+func jobResult(j jobs.Job) federation.CallResult {
+	res := federation.CallResult{Job: j.ID, State: string(j.State), Result: j.Result, Error: j.Error, Path: j.Path}
+	if b, err := json.Marshal(j); err == nil {
+		res.JobJSON = b
+	}
+	return res
 }
 
 func outcome(err error, ok string) string {
