@@ -140,6 +140,9 @@ func (s *Server) callRemote(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if !jobs.State(res.State).Final() {
 		status = http.StatusAccepted
 	}
+	noteAudit(r, func(e *auditEntry) {
+		e.rec.Job, e.rec.Node, e.outcome = res.Job, res.Node, remoteOutcome(res.State)
+	})
 	job, _, _, err := remoteJob(res, out)
 	if err != nil {
 		return err
