@@ -138,8 +138,21 @@ func (c jobCommands) Report(ctx context.Context, device, job string, r mqtt.Resu
 
 // jobFinished completes the audit record of the call that created j.
 func (n *Node) jobFinished(j jobs.Job) {
-	n.audit.JobFinished(audit.Job{
+	n.audit.JobFinished(toAuditJob(j))
+}
+
+// finishedJob looks a job up for audit.Log.Reconcile.
+func (n *Node) finishedJob(id string) (audit.Job, bool) {
+	j, err := n.jobs.Get(id)
+	if err != nil {
+		return audit.Job{}, false
+	}
+	return toAuditJob(j), true
+}
+
+func toAuditJob(j jobs.Job) audit.Job {
+	return audit.Job{
 		ID: j.ID, Created: j.Created, State: string(j.State), Error: j.Error,
 		Path: j.Path, Function: j.Function, CreatedBy: j.CreatedBy, Tenant: j.Tenant,
-	})
+	}
 }

@@ -251,6 +251,13 @@ func (n *Node) readyErr() error {
 // maintain enforces retention: event history by count and age, change-log
 // length, expired tokens.
 func (n *Node) maintain() {
+	// Calls whose job ended just before the node stopped may still read
+	// pending in the audit trail: complete them once, at start.
+	if k, err := n.audit.Reconcile(context.Background(), n.finishedJob); err != nil {
+		n.log.Warn("audit: completing pending calls", "err", err)
+	} else if k > 0 {
+		n.log.Info("audit: completed calls whose job had ended", "count", k)
+	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {

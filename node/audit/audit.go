@@ -336,3 +336,32 @@ func (l *Log) List(ctx context.Context, limit int, keep func(*Record) bool) ([]R
 	}
 	return kept, nil
 }
+
+// Reconcile completes the records of calls still pending whose job is
+// final by now: the job's end is written after the job's state, so a
+// crash in between leaves the record pending. lookup returns a job this
+// node owns (false: unknown, e.g. pruned). It returns how many it
+// completed. The node runs it with its retention work.
+func (l *Log) Reconcile(ctx context.Context, lookup func(id string) (Job, bool)) (int, error) {
+	var done []Job
+	err := l.rec.Records(Kind, func(key string, v []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var r Record
+		if json.Unmarshal(v, &r) != nil || r.Outcome != Pending || r.Job == "" {
+			return nil
+		}
+		if j, ok := lookup(r.Job); ok && finalJobState(j.State) && JobKey(j.Created, j.ID) == key {
+			done = append(done, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, j := range done {
+		l.JobFinished(j)
+	}
+	return len(done), nil
+}

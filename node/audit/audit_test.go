@@ -79,3 +79,25 @@ func TestCallAndJobEndInEitherOrder(t *testing.T) {
 		t.Fatalf("j2: %+v", j2)
 	}
 }
+
+// A call left pending (the node stopped between the job's end and the
+// record's update) is completed by Reconcile.
+func TestReconcile(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := context.Background()
+	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l.WriteCall(Record{User: "admin", Op: "call", Job: "j1"}, created)
+	l.WriteCall(Record{User: "admin", Op: "call", Job: "j2"}, created.Add(time.Second))
+	jobs := map[string]Job{
+		"j1": {ID: "j1", Created: created, State: "expired"},
+		"j2": {ID: "j2", Created: created.Add(time.Second), State: "running"},
+	}
+	n, err := l.Reconcile(ctx, func(id string) (Job, bool) { j, ok := jobs[id]; return j, ok })
+	if err != nil || n != 1 {
+		t.Fatalf("reconciled %d, %v", n, err)
+	}
+	recs, _ := l.List(ctx, 10, nil)
+	if len(recs) != 2 || recs[1].Outcome != "expired" || recs[1].User != "admin" || recs[0].Outcome != Pending {
+		t.Fatalf("records %+v", recs)
+	}
+}
