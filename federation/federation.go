@@ -142,6 +142,12 @@ type CallResult struct {
 	Node model.Path `cbor:"5,keyasint,omitempty" json:"node,omitempty"`
 	// Path is the job's target, on the owning node.
 	Path model.Path `cbor:"6,keyasint,omitempty" json:"path,omitempty"`
+	// JobJSON is the whole job as the owning node's API shows it (a JSON
+	// object). Tiers in between pass it on untouched and the reading tier
+	// decodes it leniently, so fields added by a newer owner reach the
+	// operator through older tiers; an older owner leaves it empty and
+	// the fields above are all there is.
+	JobJSON json.RawMessage `cbor:"7,keyasint,omitempty" json:"job_json,omitempty"`
 }
 
 // Local is what a node offers to calls and reads that reach it over a

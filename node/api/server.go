@@ -24,6 +24,9 @@
 //     them at apply time if the context or an ancestor belongs to another
 //     tenant. No race turns a create into a takeover of a context another
 //     tenant created meanwhile.
+//   - Every authenticated request on a state-changing route is recorded
+//     in the audit trail with its outcome, refusals included (audit.go;
+//     a test holds that no such route lacks an operation).
 //   - Context paths are taken from the escaped URL path segment by segment
 //     and must be canonical: "..", ".", empty segments and encoded slashes
 //     are 400 invalid, never cleaned, redirected or reinterpreted.
@@ -57,6 +60,7 @@ import (
 
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/devices"
 	"github.com/strata-dm/strata/node/jobs"
@@ -131,6 +135,9 @@ type Config struct {
 	// the upstreams from the node's configuration and applies them.
 	Federation       Federation
 	ReloadFederation func(context.Context) ([]federation.Upstream, error)
+	// Audit receives a record of every state-changing request and lists
+	// the trail (GET /api/v1/audit); nil: a trail of its own over Model.
+	Audit *audit.Log
 }
 
 func (c *Config) setDefaults() {
@@ -203,6 +210,7 @@ type Server struct {
 	log     *slog.Logger
 	model   *model.Model
 	auth    *auth.Service
+	audit   *audit.Log
 	metrics *metrics
 	handler http.Handler
 	routes  []route
@@ -233,12 +241,18 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger.With("component", "api"),
 		model:    cfg.Model,
 		auth:     cfg.Auth,
+		audit:    cfg.Audit,
 		idPrefix: hex.EncodeToString(rnd[:]) + "-",
 		streams:  newSlots(cfg.MaxStreams, cfg.MaxStreamsPerUser),
 		conns:    newSlots(cfg.MaxConns, cfg.MaxConnsPerAddr),
 		unauth:   newSlots(cfg.MaxUnauthenticated, cfg.MaxUnauthenticatedPerAddr),
 	}
 	var err error
+	if s.audit == nil {
+		if s.audit, err = audit.New(audit.Config{Records: cfg.Model, Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+	}
 	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Version, s.streams.held, s.conns.held, s.unauth.held); err != nil {
 		return nil, err
 	}
@@ -500,7 +514,12 @@ func (s *Server) authed(h authedFunc) http.Handler {
 			rec.user = p.User
 		}
 		r = r.WithContext(context.WithValue(r.Context(), keyToken, token))
-		if err := h(w, r, p); err != nil {
+		r, ae := s.startAudit(r, p)
+		err = h(w, r, p)
+		if ae != nil {
+			s.finishAudit(r, ae, err)
+		}
+		if err != nil {
 			writeError(w, r, err)
 		}
 	})

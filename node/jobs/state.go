@@ -29,6 +29,9 @@ func (s *Service) transition(ctx context.Context, j *Job, to State, detail strin
 	}
 	if to.Final() {
 		s.unindex(j)
+		if s.finished != nil {
+			s.finished(clone(j))
+		}
 	}
 	return nil
 }

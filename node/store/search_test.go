@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store/pgtest"
 	"github.com/strata-dm/strata/node/store/storetest"
@@ -57,10 +58,10 @@ func TestPostgresSearchReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Once the replica has replayed the write, searches go there.
-	waitFor(t, 20*time.Second, func() bool {
+	tstest.WaitFor(t, 20*time.Second, "the replica to catch up", func() bool {
 		_, name := f.store.ReadPool()
 		return name != "primary"
-	}, func() string { return "replica never caught up" })
+	})
 	reads := func() uint64 { return f.store.ReplicaStatus()[0].Reads }
 	before := reads()
 	q := SearchQuery{Prefix: "/devices", Vars: map[string]json.RawMessage{"os": json.RawMessage(`"linux"`)}}
