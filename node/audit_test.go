@@ -80,29 +80,29 @@ func TestAuditEveryAction(t *testing.T) {
 		{"user create", func() error {
 			_, err := ada.CreateUser(ctx, client.NewUser{Name: "carl", Password: "password-carl"})
 			return err
-		}, "ada", "user.create", "", "carl", "ok"},
+		}, "ada", "user.create", "", "carl@acme", "ok"},
 		{"user create refused", func() error {
 			_, err := vic.CreateUser(ctx, client.NewUser{Name: "dan", Password: "password-dan"})
 			return err
 		}, "vic", "user.create", "", "dan", "forbidden"},
 		{"user update", func() error {
-			_, err := ada.UpdateUser(ctx, "carl", client.UserUpdate{Grants: []client.Grant{{Role: "operator", Subtree: "/"}}})
+			_, err := ada.UpdateUser(ctx, "carl@acme", client.UserUpdate{Grants: []client.Grant{{Role: "operator", Subtree: "/"}}})
 			return err
-		}, "ada", "user.update", "", "carl", "ok"},
+		}, "ada", "user.update", "", "carl@acme", "ok"},
 		{"user password", func() error {
-			_, err := ada.UpdateUser(ctx, "carl", client.UserUpdate{Password: "password-carl-2"})
+			_, err := ada.UpdateUser(ctx, "carl@acme", client.UserUpdate{Password: "password-carl-2"})
 			return err
-		}, "ada", "user.password", "", "carl", "ok"},
+		}, "ada", "user.password", "", "carl@acme", "ok"},
 		{"token create", func() error {
-			tok, err := ada.CreateToken(ctx, client.NewToken{User: "carl", Name: "ci"})
+			tok, err := ada.CreateToken(ctx, client.NewToken{User: "carl@acme", Name: "ci"})
 			if err == nil {
 				tokenID = tok.ID
 			}
 			return err
-		}, "ada", "token.create", "", "carl/", "ok"},
+		}, "ada", "token.create", "", "carl@acme/", "ok"},
 		{"token revoke", func() error { return ada.RevokeToken(ctx, tokenID) }, "ada", "token.revoke", "", "", "ok"},
 		{"token revoke missing", func() error { return ada.RevokeToken(ctx, "nosuchtoken") }, "ada", "token.revoke", "", "nosuchtoken", "not_found"},
-		{"user delete", func() error { return ada.DeleteUser(ctx, "carl") }, "ada", "user.delete", "", "carl", "ok"},
+		{"user delete", func() error { return ada.DeleteUser(ctx, "carl@acme") }, "ada", "user.delete", "", "carl@acme", "ok"},
 		{"enrollment token create", func() error {
 			et, err := admin.CreateEnrollToken(ctx, client.NewEnrollToken{Group: "line1", Tenant: "acme"})
 			if err == nil {

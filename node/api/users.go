@@ -54,6 +54,8 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if err != nil {
 		return err
 	}
+	// The name created, which a tenant administrator's qualifies.
+	noteAudit(r, func(e *auditEntry) { e.rec.Target = clip(u.Name, 256) })
 	writeJSON(w, http.StatusCreated, u)
 	return nil
 }
