@@ -177,7 +177,7 @@ func (s *Server) unauthenticated(h http.Handler) http.Handler {
 			// rather than wait for the rest of it.
 			http.NewResponseController(w).SetReadDeadline(time.Now())
 			w.Header().Set("Connection", "close")
-			w.Header().Set("Retry-After", "5")
+			w.Header().Set("Retry-After", "1") // such requests last milliseconds
 			if perAddr {
 				s.metrics.refuse(refusedUnauthPerAddr)
 				writeError(w, r, apiError(http.StatusTooManyRequests, codeRateLimited,

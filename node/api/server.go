@@ -77,8 +77,8 @@ const (
 	DefaultIdleTimeout               = 2 * time.Minute
 	DefaultMaxConns                  = 4096
 	DefaultMaxConnsPerAddr           = 256
-	DefaultMaxUnauthenticated        = 256
-	DefaultMaxUnauthenticatedPerAddr = 16
+	DefaultMaxUnauthenticated        = 1024
+	DefaultMaxUnauthenticatedPerAddr = 64
 )
 
 // Config is what New needs. Zero fields take the defaults above.

@@ -67,7 +67,7 @@ type API struct {
 	MaxConnsPerAddress int `yaml:"max_conns_per_address"`
 	// MaxUnauthenticated and MaxUnauthenticatedPerAddress bound requests
 	// in flight on login and enrollment, overall and per client IP
-	// address (defaults 256 and 16).
+	// address (defaults 1024 and 64).
 	MaxUnauthenticated           int `yaml:"max_unauthenticated"`
 	MaxUnauthenticatedPerAddress int `yaml:"max_unauthenticated_per_address"`
 	// MaxStreams and MaxStreamsPerUser bound open change streams overall
@@ -234,8 +234,8 @@ func Default() Config {
 
 			MaxConns:                     4096,
 			MaxConnsPerAddress:           256,
-			MaxUnauthenticated:           256,
-			MaxUnauthenticatedPerAddress: 16,
+			MaxUnauthenticated:           1024,
+			MaxUnauthenticatedPerAddress: 64,
 			MaxStreams:                   1000,
 			MaxStreamsPerUser:            32,
 		},

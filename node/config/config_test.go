@@ -169,3 +169,30 @@ func TestMarshalStore(t *testing.T) {
 		t.Fatalf("round trip: %+v, want %+v", back.Store, c.Store)
 	}
 }
+
+func TestValidateAPILimits(t *testing.T) {
+	if err := func() error { c := validConfig(); return c.Validate() }(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*API)
+		want string
+	}{
+		{"no body timeout", func(a *API) { a.BodyTimeout = 0 }, "api.body_timeout"},
+		{"negative header timeout", func(a *API) { a.ReadHeaderTimeout = Duration(-time.Second) }, "api.read_header_timeout"},
+		{"per address above overall", func(a *API) { a.MaxConnsPerAddress = a.MaxConns + 1 }, "api.max_conns_per_address"},
+		{"no unauthenticated requests", func(a *API) { a.MaxUnauthenticated = 0 }, "api.max_unauthenticated"},
+		{"per user above overall", func(a *API) { a.MaxStreamsPerUser = a.MaxStreams + 1 }, "api.max_streams_per_user"},
+	} {
+		c := validConfig()
+		tc.mod(&c.API)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %s", tc.name, err, tc.want)
+		}
+	}
+	c, err := Parse([]byte("name: n\napi:\n  body_timeout: 5s\n  max_streams_per_user: 4\n"))
+	if err != nil || c.API.BodyTimeout.D() != 5*time.Second || c.API.MaxStreamsPerUser != 4 || c.API.MaxConns != 4096 {
+		t.Fatalf("parse: %+v, %v", c.API, err)
+	}
+}
