@@ -1,0 +1,247 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-dm/strata/internal/tstest"
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/devices"
+)
+
+// sessionHarness is a TLS broker authenticating through the real device
+// registry, whose revocations disconnect as the node wires them.
+type sessionHarness struct {
+	t      *testing.T
+	model  *model.Model
+	reg    *devices.Service
+	broker *Broker
+	roots  *x509.CertPool
+	token  string
+}
+
+func newSessionHarness(t *testing.T) *sessionHarness {
+	t.Helper()
+	m := testTree(t)
+	ca, cert := testServerCert(t)
+	// A high failure limit: refused reconnects of revoked devices must not
+	// throttle this test's other devices.
+	reg, err := devices.New(devices.Config{Tree: m, CAPEM: ca.CertPEM, AuthFailures: 1 << 20, Logger: tstest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &sessionHarness{t: t, model: m, reg: reg, roots: x509.NewCertPool()}
+	h.roots.AddCert(ca.Cert)
+	h.token, _, err = reg.CreateToken(context.Background(), &auth.Principal{User: "admin", System: true},
+		devices.TokenSpec{Group: "g", Tenant: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.broker = startBroker(t, Config{
+		TLSAddr: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
+		Devices: &registryAuth{d: reg}, Tree: m, Registerer: prometheus.NewRegistry(),
+	})
+	reg.OnRevoke(h.broker.Disconnect)
+	return h
+}
+
+func (h *sessionHarness) enroll(hw string) devices.Enrollment {
+	h.t.Helper()
+	e, err := h.reg.Enroll(context.Background(), devices.EnrollRequest{Token: h.token, HardwareID: hw}, "127.0.0.1:1")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return e
+}
+
+// dial connects a Paho client over TLS; it returns nil when the broker
+// refused or the connection was taken over before CONNACK.
+func (h *sessionHarness) dial(e devices.Enrollment) paho.Client {
+	o := paho.NewClientOptions().AddBroker("ssl://" + h.broker.Addr("tls")).
+		SetClientID(e.DeviceID).SetUsername(e.MQTTUsername).SetPassword(e.MQTTPassword).
+		SetTLSConfig(&tls.Config{RootCAs: h.roots}).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
+		SetConnectTimeout(10 * time.Second)
+	c := paho.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		c.Disconnect(0)
+		return nil
+	}
+	h.t.Cleanup(func() { c.Disconnect(0) })
+	return c
+}
+
+// liveSessions is how many authenticated connections of device id the
+// broker has not closed.
+func (b *Broker) liveSessions(id string) int {
+	h := b.hook
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for cl := range h.tenants {
+		if cl.ID == id && !cl.Closed() {
+			n++
+		}
+	}
+	return n
+}
+
+func openClients(cs []paho.Client) int {
+	n := 0
+	for _, c := range cs {
+		if c != nil && c.IsConnectionOpen() {
+			n++
+		}
+	}
+	return n
+}
+
+// TestOneSessionPerDevice races 8 CONNECTs per device id, round after
+// round: at most one session per id stays open, on the broker and as the
+// clients see it.
+func TestOneSessionPerDevice(t *testing.T) {
+	h := newSessionHarness(t)
+	const devs, racers, rounds = 4, 8, 4
+	es := make([]devices.Enrollment, devs)
+	for i := range es {
+		es[i] = h.enroll(fmt.Sprintf("hw-%d", i))
+	}
+	takeoversBefore := counterValue(t, h.broker.metrics.takeovers)
+	for round := range rounds {
+		clients := make([][]paho.Client, devs)
+		var wg sync.WaitGroup
+		for d := range es {
+			clients[d] = make([]paho.Client, racers)
+			for r := range racers {
+				wg.Go(func() { clients[d][r] = h.dial(es[d]) })
+			}
+		}
+		wg.Wait()
+		for d, e := range es {
+			tstest.WaitFor(t, tstest.DefaultTimeout, fmt.Sprintf("round %d: at most one live session of %s", round, e.DeviceID), func() bool {
+				return h.broker.liveSessions(e.DeviceID) <= 1 && openClients(clients[d]) <= 1
+			})
+		}
+		for _, cs := range clients {
+			for _, c := range cs {
+				if c != nil {
+					c.Disconnect(0)
+				}
+			}
+		}
+	}
+	if counterValue(t, h.broker.metrics.takeovers) == takeoversBefore {
+		t.Error("no session takeover was counted")
+	}
+}
+
+// TestRevokeClosesEverySession races 8 CONNECTs per device id, each
+// publishing telemetry as fast as it is acknowledged, against the
+// device's revocation: once Revoke returns no session of the device is
+// left and nothing it sent is stored any more.
+func TestRevokeClosesEverySession(t *testing.T) {
+	h := newSessionHarness(t)
+	const devs, racers = 4, 8
+	es := make([]devices.Enrollment, devs)
+	for i := range es {
+		es[i] = h.enroll(fmt.Sprintf("hw-%d", i))
+	}
+	admin := &auth.Principal{User: "admin", System: true}
+	type revoked struct {
+		seq uint64 // the change log's last entry once Revoke returned
+	}
+	after := make([]revoked, devs)
+	clients := make([][]paho.Client, devs)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for d, e := range es {
+		clients[d] = make([]paho.Client, racers)
+		firstAck := make(chan struct{})
+		var once sync.Once
+		for r := range racers {
+			wg.Go(func() {
+				c := h.dial(e)
+				mu.Lock()
+				clients[d][r] = c
+				mu.Unlock()
+				if c == nil {
+					return
+				}
+				topic := TopicPrefix(e.DeviceID) + "telemetry"
+				for i := 0; i < 5000 && c.IsConnectionOpen(); i++ {
+					tok := c.Publish(topic, 1, false, fmt.Sprintf(`{"racer": %d, "n": %d}`, r, i))
+					if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+						return
+					}
+					once.Do(func() { close(firstAck) })
+				}
+			})
+		}
+		wg.Go(func() {
+			select {
+			case <-firstAck:
+			case <-time.After(20 * time.Second): // a bound, not synchronisation
+			}
+			if _, err := h.reg.Revoke(context.Background(), admin, e.DeviceID); err != nil {
+				t.Errorf("revoke %s: %v", e.DeviceID, err)
+			}
+			seq := h.model.LastSeq()
+			mu.Lock()
+			after[d].seq = seq
+			mu.Unlock()
+		})
+	}
+	for d, e := range es {
+		tstest.WaitFor(t, 20*time.Second, "every session of revoked "+e.DeviceID+" closed", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return after[d].seq > 0 && h.broker.liveSessions(e.DeviceID) == 0 && openClients(clients[d]) == 0
+		})
+	}
+	wg.Wait()
+	if c := h.dial(es[0]); c != nil {
+		t.Fatal("a revoked device connected again")
+	}
+	// Let the pipeline apply whatever it still holds, then read the log.
+	if err := h.broker.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := h.model.ReadLog(context.Background(), 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d, e := range es {
+		path := DevicePath(e.DeviceID)
+		stored := 0
+		for _, en := range entries {
+			m := en.Mutation
+			if m.Path != path || en.Seq <= after[d].seq {
+				continue
+			}
+			if m.Op == model.OpPut {
+				for name := range m.Variables {
+					if name != "online" && name != "last_seen" {
+						t.Errorf("%s: variable %q stored at seq %d, after the revocation (seq %d)", e.DeviceID, name, en.Seq, after[d].seq)
+						stored++
+					}
+				}
+			}
+			if m.Op == model.OpEvent && m.Event.Name != "will" && m.Event.Name != "rejected" {
+				t.Errorf("%s: event %q stored at seq %d, after the revocation", e.DeviceID, m.Event.Name, en.Seq)
+			}
+			if stored > 5 {
+				break
+			}
+		}
+	}
+}
