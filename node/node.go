@@ -29,6 +29,7 @@ import (
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/devices"
@@ -59,6 +60,7 @@ type Node struct {
 	model   *model.Model
 	auth    *auth.Service
 	devices *devices.Service
+	calls   *calls.Service // device function calls, for the API's and federation's callers alike
 	jobs    *jobs.Service
 	broker  *mqtt.Broker // nil without an MQTT listener
 	api     *api.Server

@@ -298,6 +298,8 @@ type Device struct {
 	CertSerial  string    `json:"cert_serial,omitempty"`
 	Revoked     bool      `json:"revoked"`
 	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+	// EnrollAllowed: revoked, and allowed by an operator to enroll again.
+	EnrollAllowed bool `json:"enroll_allowed,omitempty"`
 }
 
 // JobState is the state of a job.

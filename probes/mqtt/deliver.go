@@ -48,16 +48,23 @@ func (h *hook) deliverPending(cl *mochi.Client) {
 
 // enqueue adds commands not yet queued on cl to its backlog, then sends
 // what the window allows. subscribed marks the connection as able to
-// receive commands.
+// receive commands. A command of another tenant than the connection's
+// device is refused, never sent.
 func (h *hook) enqueue(cl *mochi.Client, cmds []Command, subscribed bool) {
 	h.mu.Lock()
-	if _, live := h.tenants[cl]; !live {
+	tenant, live := h.tenants[cl]
+	if !live {
 		h.mu.Unlock()
 		return
 	}
 	o := h.outboxLocked(cl)
 	o.subscribed = o.subscribed || subscribed
 	for _, c := range cmds {
+		if c.Tenant != tenant {
+			h.b.metrics.commandsRefused.Inc()
+			h.b.log.Warn("command of another tenant than its device's not delivered", "device", cl.ID, "job", c.Job)
+			continue
+		}
 		if !o.queued[c.Job] {
 			o.queued[c.Job] = true
 			o.backlog = append(o.backlog, c)

@@ -340,11 +340,13 @@ func (h *hook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
 	return will, nil
 }
 
-// OnWillSent records the will as an event of the device.
+// OnWillSent records the will as an event of the device, written with
+// the device's tenant: the will of a connection no longer registered
+// (taken over, or revoked) is not recorded.
 func (h *hook) OnWillSent(cl *mochi.Client, pk packets.Packet) {
 	tenant, ok := h.tenant(cl)
 	if !ok {
-		tenant = "" // connection already forgotten: the guard still applies below
+		return
 	}
 	payload, _ := json.Marshal(map[string]string{"message": truncate(string(pk.Payload), 1024)})
 	id := cl.ID

@@ -316,6 +316,9 @@ type Command struct {
 	Function string          `json:"function"`
 	Args     json.RawMessage `json:"args"`
 	Deadline time.Time       `json:"deadline"`
+	// Tenant is the job's tenant, never sent: a command goes only to a
+	// connection authenticated as a device of that tenant.
+	Tenant string `json:"-"`
 }
 
 // Result is a device's answer on strata/<id>/cmd/<job>/result.

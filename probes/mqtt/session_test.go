@@ -29,20 +29,19 @@ type sessionHarness struct {
 	token  string
 }
 
-func newSessionHarness(t *testing.T) *sessionHarness {
+// newSessionHarness starts it with a failure limit of authFailures per
+// minute.
+func newSessionHarness(t *testing.T, authFailures int) *sessionHarness {
 	t.Helper()
 	m := testTree(t)
 	ca, cert := testServerCert(t)
-	// A high failure limit: refused reconnects of revoked devices must not
-	// throttle this test's other devices.
-	reg, err := devices.New(devices.Config{Tree: m, CAPEM: ca.CertPEM, AuthFailures: 1 << 20, Logger: tstest.Logger(t)})
+	reg, err := devices.New(devices.Config{Tree: m, CAPEM: ca.CertPEM, AuthFailures: authFailures, Logger: tstest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &sessionHarness{t: t, model: m, reg: reg, roots: x509.NewCertPool()}
 	h.roots.AddCert(ca.Cert)
-	h.token, _, err = reg.CreateToken(context.Background(), &auth.Principal{User: "admin", System: true},
-		devices.TokenSpec{Group: "g", Tenant: "t1"})
+	h.token, _, err = reg.CreateToken(context.Background(), sysAdmin, devices.TokenSpec{Group: "g", Tenant: "t1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,9 +53,16 @@ func newSessionHarness(t *testing.T) *sessionHarness {
 	return h
 }
 
+var sysAdmin = &auth.Principal{User: "admin", System: true}
+
 func (h *sessionHarness) enroll(hw string) devices.Enrollment {
 	h.t.Helper()
-	e, err := h.reg.Enroll(context.Background(), devices.EnrollRequest{Token: h.token, HardwareID: hw}, "127.0.0.1:1")
+	return h.enrollWith(h.token, hw)
+}
+
+func (h *sessionHarness) enrollWith(token, hw string) devices.Enrollment {
+	h.t.Helper()
+	e, err := h.reg.Enroll(context.Background(), devices.EnrollRequest{Token: token, HardwareID: hw}, "127.0.0.1:1")
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -110,7 +116,7 @@ func openClients(cs []paho.Client) int {
 // round: at most one session per id stays open, on the broker and as the
 // clients see it.
 func TestOneSessionPerDevice(t *testing.T) {
-	h := newSessionHarness(t)
+	h := newSessionHarness(t, 1<<20) // revoked devices reconnecting must not throttle the others
 	const devs, racers, rounds = 4, 8, 4
 	es := make([]devices.Enrollment, devs)
 	for i := range es {
@@ -150,13 +156,13 @@ func TestOneSessionPerDevice(t *testing.T) {
 // device's revocation: once Revoke returns no session of the device is
 // left and nothing it sent is stored any more.
 func TestRevokeClosesEverySession(t *testing.T) {
-	h := newSessionHarness(t)
+	h := newSessionHarness(t, 1<<20) // revoked devices reconnecting must not throttle the others
 	const devs, racers = 4, 8
 	es := make([]devices.Enrollment, devs)
 	for i := range es {
 		es[i] = h.enroll(fmt.Sprintf("hw-%d", i))
 	}
-	admin := &auth.Principal{User: "admin", System: true}
+	admin := sysAdmin
 	type revoked struct {
 		seq uint64 // the change log's last entry once Revoke returned
 	}
@@ -243,5 +249,63 @@ func TestRevokeClosesEverySession(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestRevokedDeviceDoesNotLockOutItsSite: a revoked device retrying with
+// its old password from a site's address (behind NAT, all its devices
+// share it) blocks only itself: another device of the site connects, and
+// enrollment from the address works.
+func TestRevokedDeviceDoesNotLockOutItsSite(t *testing.T) {
+	const limit = 5
+	h := newSessionHarness(t, limit)
+	revoked, good := h.enroll("hw-revoked"), h.enroll("hw-good")
+	if _, err := h.reg.Revoke(context.Background(), sysAdmin, revoked.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 * limit {
+		if c := h.dial(revoked); c != nil {
+			t.Fatal("a revoked device connected")
+		}
+	}
+	if c := h.dial(good); c == nil {
+		t.Fatal("a good device behind the same address was locked out")
+	}
+	if _, err := h.reg.Enroll(context.Background(), devices.EnrollRequest{Token: h.token, HardwareID: "hw-new"}, "127.0.0.1:2"); err != nil {
+		t.Fatalf("enrollment behind the same address: %v", err)
+	}
+}
+
+// TestSquattedContextGetsNoData: a shared device enrolled into a context
+// that another tenant had prepared (before enrollment owned device
+// contexts) connects: its data never lands in that tenant's context,
+// which is taken back whole (the function it declared is gone).
+func TestSquattedContextGetsNoData(t *testing.T) {
+	h := newSessionHarness(t, 10)
+	tok, _, err := h.reg.CreateToken(context.Background(), sysAdmin, devices.TokenSpec{Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := h.enrollWith(tok, "hw-shared")
+	if _, err := h.model.Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: e.Path, Type: "device", Tenant: "globex",
+		Functions: []model.Function{{Name: "run-script"}}, SetFunctions: true}); err != nil {
+		t.Fatal(err)
+	}
+	c := h.dial(e)
+	if c == nil {
+		t.Fatal("the device did not connect")
+	}
+	if tok := c.Publish(TopicPrefix(e.DeviceID)+"telemetry", 1, false, `{"secret": 42}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	got, err := h.model.Get(e.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Tenant != "" || len(got.Functions) != 0 {
+		t.Fatalf("the device's data went into another tenant's context: %+v", got)
+	}
+	if string(got.Variables["secret"].Value) != "42" {
+		t.Fatalf("the device's own context lacks its data: %+v", got.Variables)
 	}
 }
