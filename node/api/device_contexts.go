@@ -34,6 +34,9 @@ func (s *Server) checkDevicePut(p *auth.Principal, path model.Path, m *model.Mut
 	if s.cfg.Devices == nil {
 		return nil
 	}
+	if cur != nil && !p.SeesTenant(cur.Tenant) {
+		cur = nil // answer as for a missing context: reveal nothing
+	}
 	switch {
 	case path == devices.Root:
 		if cur == nil {

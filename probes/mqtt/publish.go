@@ -83,16 +83,16 @@ func (h *hook) judge(id, tenant string, kind topicKind, topic string, err error)
 // answer is what OnPublish tells mochi for a message handled in place.
 func (h *hook) answer(u *uplink, qos byte, v verdict) error {
 	switch {
+	case v == refusedRevoked && u.v5 && qos > 0:
+		return packets.ErrNotAuthorized
+	case v == refusedRevoked:
+		return packets.ErrRejectPacket // 3.1.1: being closed, acknowledge nothing
 	case v == stored || qos == 0 || (!u.v5 && v != notStored):
 		return packets.CodeSuccessIgnore
 	case v == refusedPayload:
 		return packets.ErrPayloadFormatInvalid
 	case v == refusedForeign:
 		return packets.ErrNotAuthorized
-	case v == refusedRevoked && u.v5:
-		return packets.ErrNotAuthorized
-	case v == refusedRevoked:
-		return packets.ErrRejectPacket // 3.1.1: closed already, acknowledge nothing
 	case u.v5:
 		return packets.ErrImplementationSpecificError
 	}

@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
+	packets5 "github.com/eclipse/paho.golang/packets"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -307,5 +309,86 @@ func TestSquattedContextGetsNoData(t *testing.T) {
 	}
 	if string(got.Variables["secret"].Value) != "42" {
 		t.Fatalf("the device's own context lacks its data: %+v", got.Variables)
+	}
+}
+
+// TestRevokedInFlightNotStored: a message a device sent before its
+// revocation, still waiting for the store when the revocation happens,
+// is not written once the revocation returned; a message already being
+// written finishes first (the revocation waits for it).
+func TestRevokedInFlightNotStored(t *testing.T) {
+	m := testTree(t)
+	tree := &gatedTree{Tree: m}
+	b := startBroker(t, Config{
+		TCPAddr: "127.0.0.1:0", Devices: &fakeDevices{secrets: map[string]string{"d1": "s1"}}, Tree: tree,
+		Registerer: prometheus.NewRegistry(),
+	})
+	conn, err := net.Dial("tcp", b.Addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	cp := packets5.NewControlPacket(packets5.CONNECT)
+	c := cp.Content.(*packets5.Connect)
+	c.ClientID, c.Username, c.Password, c.UsernameFlag, c.PasswordFlag, c.CleanStart, c.KeepAlive = "d1", "d1", []byte("s1"), true, true, true, 30
+	if _, err := cp.WriteTo(conn); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := packets5.ReadPacket(conn); err != nil || ack.Type != packets5.CONNACK {
+		t.Fatalf("CONNACK %v %v", ack, err)
+	}
+	tstest.WaitFor(t, tstest.DefaultTimeout, "online", func() bool {
+		c, err := m.Get(DevicePath("d1"))
+		return err == nil && string(c.Variables["online"].Value) == "true"
+	})
+	sh := b.shardOf("d1")
+	queued := func() int { sh.mu.Lock(); defer sh.mu.Unlock(); return len(sh.queue) }
+	u := b.hook.uplink(b.hook.current("d1"))
+	pending := func() int { u.mu.Lock(); defer u.mu.Unlock(); return u.pending }
+	send := func(id uint16, payload string) {
+		pp := packets5.NewControlPacket(packets5.PUBLISH)
+		p := pp.Content.(*packets5.Publish)
+		p.Topic, p.QoS, p.PacketID, p.Payload = "strata/d1/telemetry", 1, id, []byte(payload)
+		if _, err := pp.WriteTo(conn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tree.shut()
+	opened := false
+	defer func() {
+		if !opened {
+			tree.open()
+		}
+	}()
+	send(1, `{"before": 1}`)
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the first message being written", func() bool { return pending() == 1 && queued() == 0 })
+	send(2, `{"after": 2}`)
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the second message queued", func() bool { return queued() == 1 })
+	revoked := make(chan struct{})
+	go func() { b.Disconnect("d1"); close(revoked) }()
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the revocation started", func() bool {
+		b.hook.mu.Lock()
+		defer b.hook.mu.Unlock()
+		return b.hook.epoch["d1"] == 1
+	})
+	select {
+	case <-revoked:
+		t.Fatal("the revocation returned while a write it must wait for was in progress")
+	default:
+	}
+	tree.open()
+	opened = true
+	<-revoked
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the second message refused", func() bool { return counterValue(t, b.metrics.revokedWrites) == 1 })
+	got, err := m.Get(DevicePath("d1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := got.Variables["before"]; !ok {
+		t.Error("the message written before the revocation is missing")
+	}
+	if v, ok := got.Variables["after"]; ok {
+		t.Errorf("a message of the revoked device was stored: %s", v.Value)
 	}
 }

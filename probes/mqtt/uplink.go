@@ -226,13 +226,13 @@ func (u *uplink) send(acks []outcome, buf []byte) []byte {
 		}
 		var code packets.Code
 		switch {
+		case !u.v5 && a.v == refusedRevoked: // being closed: acknowledge nothing
+			flush()
+			u.dead = true
+			continue
 		case a.v == stored || (!u.v5 && a.v != notStored):
 			// PUBACK, remaining length 2: success in both versions.
 			buf = append(buf, packets.Puback<<4, 2, byte(a.id>>8), byte(a.id))
-			continue
-		case !u.v5 && a.v == refusedRevoked: // closed already: acknowledge nothing
-			flush()
-			u.dead = true
 			continue
 		case !u.v5: // not stored, MQTT 3.1.1: no way to refuse but to close
 			flush()
