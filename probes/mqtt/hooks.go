@@ -200,7 +200,7 @@ func (h *hook) revoke(id string) {
 	sh.gate.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
 }
 
-// live reports whether messages of a connection that authenticated in
+// liveLocked reports whether messages of a connection that authenticated in
 // epoch may still be written; the caller holds h.mu.
 func (h *hook) liveLocked(id string, epoch uint64) bool { return h.epoch[id] == epoch }
 
