@@ -199,8 +199,18 @@ type PeerStatus struct {
 	BytesSent     uint64    `json:"bytes_sent"`
 	BytesReceived uint64    `json:"bytes_received"`
 	Since         time.Time `json:"since"`
-	LastError     string    `json:"last_error,omitempty"`
-	CertExpires   time.Time `json:"cert_expires,omitzero"`
+	// LastError is what affects the link now (empty once it is healthy
+	// again), LastErrorTime when it happened; PreviousError is the last
+	// error the link recovered from, and when.
+	LastError         string    `json:"last_error,omitempty"`
+	LastErrorTime     time.Time `json:"last_error_time,omitzero"`
+	PreviousError     string    `json:"previous_error,omitempty"`
+	PreviousErrorTime time.Time `json:"previous_error_time,omitzero"`
+	// RejectedEntries counts the entries and snapshot contexts a provider
+	// sent outside its bounds (bad paths, outside what it publishes or
+	// what this node accepted), refused since this node started.
+	RejectedEntries uint64    `json:"rejected_entries,omitempty"`
+	CertExpires     time.Time `json:"cert_expires,omitzero"`
 	// Below lists the nodes mounted, transitively, under a provider.
 	Below []string `json:"below,omitempty"`
 }

@@ -131,7 +131,7 @@ func (m *mount) grantHeld() string {
 // request sends one request to the provider and waits for its answer.
 func (m *mount) request(ctx context.Context, req request, resp *response) error {
 	m.mu.Lock()
-	conn, state, since, lastErr := m.conn, m.state, m.since, m.lastErr
+	conn, state, since, lastErr := m.conn, m.state, m.since, m.errs.last
 	m.mu.Unlock()
 	if conn == nil {
 		msg := fmt.Sprintf("the link to %s is %s since %s", m.name, state, since.UTC().Format(time.RFC3339))

@@ -43,7 +43,7 @@ type upstream struct {
 	mu       sync.Mutex
 	state    string
 	since    time.Time
-	lastErr  string
+	errs     linkErrors
 	consumer string
 	grant    string
 	subtrees []model.Path // effective
@@ -85,8 +85,11 @@ func (u *upstream) setState(state string, err error) {
 	if u.state != state {
 		u.state, u.since = state, time.Now()
 	}
+	if state == "connected" {
+		u.errs.healthy()
+	}
 	if err != nil {
-		u.lastErr = err.Error()
+		u.errs.set(err.Error(), time.Now())
 	}
 	name := u.consumer
 	u.mu.Unlock()
@@ -406,8 +409,9 @@ func (u *upstream) status() PeerStatus {
 	st := PeerStatus{
 		Name: u.consumer, Direction: "consumer", Address: u.cfg.Address, State: u.state,
 		Grant: u.grant, Subtrees: u.subtrees, Cursor: u.acked.Load(), Head: u.s.model.LastSeq(),
-		Since: u.since, LastError: u.lastErr, CertExpires: u.certExp,
+		Since: u.since, CertExpires: u.certExp,
 	}
+	u.errs.fill(&st)
 	if st.Subtrees == nil {
 		st.Subtrees = normalize(u.cfg.Publish)
 		if len(st.Subtrees) == 0 {
