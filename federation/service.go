@@ -341,8 +341,10 @@ func (s *Service) forgetConsumers(stopped []*upstream, want map[string]Upstream)
 		if _, again := want[u.cfg.Address]; again || name == "" {
 			continue
 		}
-		if err := s.model.DeleteRecord(s.ctx, recCursor, name); err != nil && !errors.Is(err, model.ErrNotFound) {
-			s.log.Warn("federation: dropping a removed consumer's cursor", "consumer", name, "err", err)
+		for _, kind := range []string{recCursor, recGrant} {
+			if err := s.model.DeleteRecord(s.ctx, kind, name); err != nil && !errors.Is(err, model.ErrNotFound) {
+				s.log.Warn("federation: dropping a removed consumer's state", "consumer", name, "record", kind, "err", err)
+			}
 		}
 	}
 }

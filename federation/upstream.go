@@ -179,9 +179,23 @@ func (u *upstream) connect() error {
 	if w.Node != cr.consumer {
 		return fmt.Errorf("consumer answers as %q, joined as %q", w.Node, cr.consumer)
 	}
-	subtrees := effective(u.cfg.Publish, w.Subtrees)
+	// The grant and subtrees enforced are this node's record of the join;
+	// the welcome may only narrow them.
+	g, err := u.grantFor(cr)
+	if err != nil {
+		return err
+	}
+	grant := narrowGrant(g.Grant, w.Grant)
+	subtrees := effective(u.cfg.Publish, g.Subtrees)
+	if len(w.Subtrees) > 0 {
+		subtrees = effective(subtrees, w.Subtrees)
+	}
+	if w.Grant != g.Grant || !slices.Equal(normalize(w.Subtrees), normalize(g.Subtrees)) {
+		s.log.Warn("federation: the consumer's welcome differs from the grant recorded at join; enforcing the recorded one",
+			"consumer", w.Node, "recorded", g.Grant, "welcome", w.Grant, "recorded_subtrees", g.Subtrees, "welcome_subtrees", w.Subtrees)
+	}
 	u.mu.Lock()
-	u.conn, u.control, u.grant, u.subtrees = conn, fw, w.Grant, subtrees
+	u.conn, u.control, u.grant, u.subtrees = conn, fw, grant, subtrees
 	u.mu.Unlock()
 	defer func() {
 		u.mu.Lock()
@@ -210,7 +224,7 @@ func (u *upstream) connect() error {
 	}()
 	go func() {
 		defer wg.Done()
-		u.serveRequests(conn, w.Node, w.Grant, subtrees)
+		u.serveRequests(conn, w.Node, grant, subtrees)
 	}()
 	// Renew while connected, checking often enough for short lifetimes.
 	life := cr.leaf.NotAfter.Sub(cr.leaf.NotBefore)
@@ -308,8 +322,45 @@ func (u *upstream) join() (*creds, error) {
 	if err := saveCert(u.dir, key, j.Cert); err != nil {
 		return nil, err
 	}
+	if err := u.recordGrant(grantRecord{Consumer: j.Node, Address: u.cfg.Address, Grant: j.Grant, Subtrees: j.Subtrees, Joined: time.Now().UTC()}); err != nil {
+		return nil, err
+	}
 	s.log.Info("federation: joined consumer", "consumer", j.Node, "addr", u.cfg.Address, "grant", j.Grant, "expires", leaf.NotAfter)
 	return loadCreds(u.dir)
+}
+
+// recordGrant keeps, in this node's own state, the grant a consumer
+// holds here.
+func (u *upstream) recordGrant(g grantRecord) error {
+	put, err := putRecord(recGrant, g.Consumer, g)
+	if err != nil {
+		return err
+	}
+	if _, err := u.s.model.Apply(u.ctx, put); err != nil {
+		return fmt.Errorf("recording the grant of %s: %w", g.Consumer, err)
+	}
+	return nil
+}
+
+// grantFor returns the grant recorded for the consumer of cr. A link that
+// joined before grants were recorded in the model takes the one its
+// join wrote to consumer.json (also this node's record of the join).
+func (u *upstream) grantFor(cr *creds) (grantRecord, error) {
+	var g grantRecord
+	err := getRecord(u.s.model, recGrant, cr.consumer, &g)
+	if err == nil {
+		return g, nil
+	}
+	if !errors.Is(err, model.ErrNotFound) {
+		return g, fmt.Errorf("the grant of %s: %w", cr.consumer, err)
+	}
+	g = grantRecord{Consumer: cr.consumer, Address: u.cfg.Address, Grant: cr.grant, Joined: cr.leaf.NotBefore.UTC()}
+	for _, p := range cr.subtrees {
+		if q, err := model.ParsePath(p); err == nil {
+			g.Subtrees = append(g.Subtrees, q)
+		}
+	}
+	return g, u.recordGrant(g)
 }
 
 // controlLoop reads the consumer's control messages.
