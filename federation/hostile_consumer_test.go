@@ -22,8 +22,8 @@ type hostileConsumer struct {
 	addr  string
 	token string
 
-	grant    string            // granted at join
-	validity time.Duration     // of the certificate issued at join and renewal
+	grant    string        // granted at join
+	validity time.Duration // of the certificate issued at join and renewal
 	welcome  func() federation.WireWelcome
 	links    chan *hostileLink // connected links, after the welcome
 }
