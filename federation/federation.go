@@ -94,6 +94,9 @@ type Config struct {
 	LogBudget uint64
 	// MaxFrame bounds one wire frame (default 16 MiB).
 	MaxFrame int
+	// Clock decides when node certificates are renewed (nil: the system
+	// clock; tests use a fake one).
+	Clock Clock
 }
 
 // Upstream is one consumer this node publishes to.

@@ -33,6 +33,8 @@ type tnode struct {
 	// certValidity, when set, is the lifetime of certificates this node
 	// issues to providers.
 	certValidity time.Duration
+	// configure, when set, changes the configuration before each start.
+	configure func(*federation.Config)
 }
 
 // echoLocal answers calls with what it received, and reads from the model.
@@ -111,6 +113,9 @@ func (n *tnode) start() {
 	}
 	if n.listen {
 		cfg.ListenAddr = "127.0.0.1:0"
+	}
+	if n.configure != nil {
+		n.configure(&cfg)
 	}
 	svc, err := federation.New(cfg)
 	if err != nil {

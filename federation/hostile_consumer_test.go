@@ -2,7 +2,12 @@ package federation_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,10 +27,12 @@ type hostileConsumer struct {
 	addr  string
 	token string
 
-	grant    string        // granted at join
-	validity time.Duration // of the certificate issued at join and renewal
-	welcome  func() federation.WireWelcome
-	links    chan *hostileLink // connected links, after the welcome
+	grant string // granted at join
+	mu    sync.Mutex
+	// issue signs the certificate a join gets (default: 30 days from now).
+	issue   func(csr []byte, node string) ([]byte, error)
+	welcome func() federation.WireWelcome
+	links   chan *hostileLink // connected links, after the welcome
 }
 
 // hostileLink is one provider connection to a hostile consumer.
@@ -56,7 +63,14 @@ func newHostileConsumer(t *testing.T, grant string, welcome func() federation.Wi
 		t.Fatal(err)
 	}
 	h := &hostileConsumer{t: t, ca: ca, ln: ln, addr: ln.Addr().String(), token: tok, grant: grant,
-		validity: 30 * 24 * time.Hour, welcome: welcome, links: make(chan *hostileLink, 16)}
+		welcome: welcome, links: make(chan *hostileLink, 16)}
+	h.issue = func(csr []byte, node string) ([]byte, error) {
+		c, err := federation.SignCSR(ca.Cert, ca.Key, csr, node, 30*24*time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		return c.Raw, nil
+	}
 	done := make(chan struct{})
 	t.Cleanup(func() {
 		ln.Close()
@@ -96,12 +110,15 @@ func (h *hostileConsumer) serve(c *quic.Conn) {
 		if federation.DecodeBody(k, body, &j) != nil {
 			return
 		}
-		cert, err := federation.SignCSR(h.ca.Cert, h.ca.Key, j.CSR, j.Node, h.validity)
+		h.mu.Lock()
+		issue := h.issue
+		h.mu.Unlock()
+		cert, err := issue(j.CSR, j.Node)
 		if err != nil {
 			h.t.Errorf("hostile consumer: sign: %v", err)
 			return
 		}
-		federation.WriteFrame(st, federation.KindJoined, federation.WireJoined{Node: "hq", Cert: cert.Raw, CA: h.ca.Cert.Raw, Grant: h.grant})
+		federation.WriteFrame(st, federation.KindJoined, federation.WireJoined{Node: "hq", Cert: cert, CA: h.ca.Cert.Raw, Grant: h.grant})
 	case federation.KindHello:
 		var hl federation.WireHello
 		if federation.DecodeBody(k, body, &hl) != nil {
@@ -130,6 +147,78 @@ func (h *hostileConsumer) next() *hostileLink {
 	case <-time.After(wait):
 		h.t.Fatal("timed out waiting for the provider to connect")
 		return nil
+	}
+}
+
+// setIssue replaces how joins are signed.
+func (h *hostileConsumer) setIssue(f func(csr []byte, node string) ([]byte, error)) {
+	h.mu.Lock()
+	h.issue = f
+	h.mu.Unlock()
+}
+
+// agedCert signs a client certificate for csr valid from notBefore to
+// notAfter.
+func (h *hostileConsumer) agedCert(csrDER []byte, node string, notBefore, notAfter time.Time) ([]byte, error) {
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: node},
+		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, BasicConstraintsValid: true,
+	}
+	return x509.CreateCertificate(rand.Reader, tmpl, h.ca.Cert, csr.PublicKey, h.ca.Key)
+}
+
+// frames reads the link's control stream in the background.
+func (l *hostileLink) frames(t *testing.T) <-chan ctrlFrame {
+	ch := make(chan ctrlFrame, 16)
+	go func() {
+		defer close(ch)
+		for {
+			k, body, err := federation.ReadFrame(l.fr)
+			if err != nil {
+				return
+			}
+			ch <- ctrlFrame{k, body}
+		}
+	}()
+	return ch
+}
+
+type ctrlFrame struct {
+	kind federation.WireKind
+	body []byte
+}
+
+// nextRenew waits for the provider's next renewal request on the link,
+// calling poll (if any) while it waits.
+func nextRenew(t *testing.T, frames <-chan ctrlFrame, poll func()) federation.WireRenew {
+	t.Helper()
+	deadline := time.After(wait)
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				t.Fatal("the link ended before the provider asked for a renewal")
+			}
+			if f.kind != federation.KindRenew {
+				continue
+			}
+			var r federation.WireRenew
+			if err := federation.DecodeBody(f.kind, f.body, &r); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		case <-deadline:
+			t.Fatal("timed out waiting for the provider to ask for a renewal")
+		case <-time.After(5 * time.Millisecond):
+			if poll != nil {
+				poll()
+			}
+		}
 	}
 }
 

@@ -57,6 +57,7 @@ type Service struct {
 	wg     sync.WaitGroup
 
 	metrics *metrics
+	clock   Clock
 	started atomic.Bool
 }
 
@@ -99,6 +100,10 @@ func New(cfg Config) (*Service, error) {
 		mounts:    map[string]*mount{},
 		upstreams: map[string]*upstream{},
 		metrics:   newMetrics(),
+		clock:     cfg.Clock,
+	}
+	if s.clock == nil {
+		s.clock = systemClock{}
 	}
 	s.qconf = &quic.Config{
 		KeepAlivePeriod:                cfg.KeepAlive,

@@ -2,7 +2,6 @@ package federation
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -52,7 +51,6 @@ type upstream struct {
 	certExp  time.Time
 	leaf     *x509.Certificate // the node certificate in use or renewed
 	acked    atomic.Uint64
-	renewing bool
 }
 
 func newUpstream(s *Service, cfg Upstream, dir string) *upstream {
@@ -209,11 +207,14 @@ func (u *upstream) connect() error {
 	u.setState("connected", nil)
 	s.log.Info("federation: publishing to consumer", "consumer", w.Node, "addr", u.cfg.Address, "cursor", w.Cursor, "subtrees", subtrees)
 
+	// Renewal state belongs to this connection: a link that drops in the
+	// middle of a renewal starts clean on the next one.
+	ren := &renewal{}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		u.controlLoop(conn, fr, cr)
+		u.controlLoop(conn, fr, cr, ren)
 	}()
 	go func() {
 		defer wg.Done()
@@ -228,9 +229,8 @@ func (u *upstream) connect() error {
 	}()
 	// Renew while connected, checking often enough for short lifetimes.
 	life := cr.leaf.NotAfter.Sub(cr.leaf.NotBefore)
-	check := time.NewTicker(min(time.Minute, max(life/20, 100*time.Millisecond)))
-	defer check.Stop()
-	u.maybeRenew(cr)
+	every := min(time.Minute, max(life/20, 100*time.Millisecond))
+	u.maybeRenew(ren, cr)
 wait:
 	for {
 		select {
@@ -239,8 +239,8 @@ wait:
 		case <-u.ctx.Done():
 			conn.CloseWithError(closeShutdown, "shutting down")
 			break wait
-		case <-check.C:
-			u.maybeRenew(cr)
+		case <-s.clock.After(every):
+			u.maybeRenew(ren, cr)
 		}
 	}
 	wg.Wait()
@@ -364,7 +364,7 @@ func (u *upstream) grantFor(cr *creds) (grantRecord, error) {
 }
 
 // controlLoop reads the consumer's control messages.
-func (u *upstream) controlLoop(conn *quic.Conn, fr *frameReader, cr *creds) {
+func (u *upstream) controlLoop(conn *quic.Conn, fr *frameReader, cr *creds, ren *renewal) {
 	for {
 		k, body, err := fr.next()
 		if err != nil {
@@ -376,7 +376,7 @@ func (u *upstream) controlLoop(conn *quic.Conn, fr *frameReader, cr *creds) {
 			if decode(k, body, &r) != nil {
 				continue
 			}
-			u.finishRenew(r.Cert, cr)
+			u.finishRenew(ren, r.Cert, cr)
 		case kindRefuse:
 			var r refuse
 			if decode(k, body, &r) == nil {
@@ -386,62 +386,12 @@ func (u *upstream) controlLoop(conn *quic.Conn, fr *frameReader, cr *creds) {
 					return
 				}
 			}
-			u.mu.Lock()
-			u.renewing = false
-			u.mu.Unlock()
+			// The only request a consumer answers with a refusal on a live
+			// link is a renewal.
+			u.renewFailed(ren, cr, fmt.Errorf("refused by the consumer: %s", r.Message))
 		default:
 		}
 	}
-}
-
-// renewKeys holds the key of each renewal in progress, by upstream folder.
-var renewKeys sync.Map
-
-type ecdsaKey = ecdsa.PrivateKey
-
-// maybeRenew asks for a new certificate when a third of the current one's
-// lifetime is left.
-func (u *upstream) maybeRenew(cr *creds) {
-	u.mu.Lock()
-	leaf := u.leaf
-	life := leaf.NotAfter.Sub(leaf.NotBefore)
-	if time.Until(leaf.NotAfter) > life/3 || u.renewing || u.control == nil {
-		u.mu.Unlock()
-		return
-	}
-	u.renewing = true
-	fw := u.control
-	u.mu.Unlock()
-	key, csr, err := newCSR(u.s.cfg.Name)
-	if err != nil {
-		return
-	}
-	renewKeys.Store(u.dir, key)
-	u.s.log.Info("federation: renewing node certificate", "consumer", cr.consumer, "expires", leaf.NotAfter)
-	fw.write(kindRenew, renew{CSR: csr})
-}
-
-func (u *upstream) finishRenew(certDER []byte, cr *creds) {
-	u.mu.Lock()
-	u.renewing = false
-	u.mu.Unlock()
-	v, ok := renewKeys.LoadAndDelete(u.dir)
-	if !ok {
-		return
-	}
-	leaf, err := verifyChain([][]byte{certDER}, cr.ca, x509.ExtKeyUsageClientAuth)
-	if err != nil {
-		u.s.log.Warn("federation: renewed certificate does not verify", "err", err)
-		return
-	}
-	if err := saveCert(u.dir, v.(*ecdsaKey), certDER); err != nil {
-		u.s.log.Warn("federation: saving renewed certificate", "err", err)
-		return
-	}
-	u.mu.Lock()
-	u.certExp, u.leaf = leaf.NotAfter, leaf
-	u.mu.Unlock()
-	u.s.log.Info("federation: node certificate renewed", "consumer", cr.consumer, "expires", leaf.NotAfter)
 }
 
 // sendBelow tells the consumer the nodes now mounted under this one.
