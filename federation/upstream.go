@@ -51,6 +51,10 @@ type upstream struct {
 	certExp  time.Time
 	leaf     *x509.Certificate // the node certificate in use or renewed
 	acked    atomic.Uint64
+	// sentLast is the last sequence the publish loop sent (a batch's
+	// last, or a snapshot's); scanned the last it read. Entries between
+	// them are all unpublished: the consumer does not lag behind them.
+	sentLast, scanned atomic.Uint64
 }
 
 func newUpstream(s *Service, cfg Upstream, dir string) *upstream {
@@ -419,8 +423,13 @@ func (u *upstream) status() PeerStatus {
 			st.Subtrees = []model.Path{model.Root}
 		}
 	}
+	// Lag: the log entries after the acknowledged cursor, less those the
+	// publish loop read and found unpublished.
 	if st.Head > st.Cursor {
 		st.LagEntries = st.Head - st.Cursor
+		if sent, scanned := u.sentLast.Load(), u.scanned.Load(); scanned > sent && sent >= st.Cursor {
+			st.LagEntries -= min(st.LagEntries, scanned-sent)
+		}
 	}
 	if u.conn != nil {
 		cs := u.conn.ConnectionStats()
