@@ -37,6 +37,8 @@ func (s *Service) acceptLoop(ln *quic.Listener) {
 
 // serveConn runs one inbound connection: a join, or a provider's link.
 func (s *Service) serveConn(conn *quic.Conn) {
+	// Shutting down ends every inbound connection, whatever stage it is at.
+	defer onDone(s.ctx, func() { conn.CloseWithError(closeShutdown, "shutting down") })()
 	ctx, cancel := context.WithTimeout(s.ctx, handshakeTimeout)
 	st, err := conn.AcceptStream(ctx)
 	if err != nil {
@@ -45,7 +47,7 @@ func (s *Service) serveConn(conn *quic.Conn) {
 		conn.CloseWithError(closeProtocol, "no control stream")
 		return
 	}
-	stop := context.AfterFunc(ctx, func() { st.CancelRead(streamCancelled) })
+	stop := onDone(ctx, func() { st.CancelRead(streamCancelled) })
 	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
 	k, body, err := fr.next()
 	stop()
@@ -86,7 +88,20 @@ func (s *Service) refuse(conn *quic.Conn, fw *frameWriter, code, msg string) {
 	s.log.Warn("federation: refused a connection", "remote", conn.RemoteAddr().String(), "code", code, "reason", msg)
 	fw.write(kindRefuse, refuse{Code: code, Message: msg})
 	// Let the refusal reach the peer before the connection closes.
-	time.AfterFunc(200*time.Millisecond, func() { conn.CloseWithError(closeRefused, code) })
+	s.closeSoon(conn, 200*time.Millisecond, closeRefused, code)
+}
+
+// closeSoon closes conn after d, or sooner when the peer closes it or the
+// service shuts down; it runs in the connection's own goroutine.
+func (s *Service) closeSoon(conn *quic.Conn, d time.Duration, code quic.ApplicationErrorCode, why string) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-conn.Context().Done():
+	case <-s.ctx.Done():
+	}
+	conn.CloseWithError(code, why)
 }
 
 // handleJoin exchanges a join token for a node certificate.
@@ -141,7 +156,7 @@ func (s *Service) handleJoin(conn *quic.Conn, fw *frameWriter, j join) {
 	if err := fw.write(kindJoined, joined{Node: s.cfg.Name, Cert: cert.Raw, CA: s.cfg.CA.Raw, Grant: tok.Grant, Subtrees: tok.Subtrees}); err != nil {
 		return
 	}
-	time.AfterFunc(2*time.Second, func() { conn.CloseWithError(closeNormal, "joined") })
+	s.closeSoon(conn, 2*time.Second, closeNormal, "joined")
 }
 
 // CreateJoinToken makes a one-time token for a provider to join this node.

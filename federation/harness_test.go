@@ -54,6 +54,8 @@ func (l *echoLocal) Call(ctx context.Context, consumer string, req federation.Ca
 	l.mu.Unlock()
 	if req.Function == "slow" {
 		<-ctx.Done()
+		// Cleaning up after the cancellation takes a while.
+		<-time.After(100 * time.Millisecond)
 		return federation.CallResult{}, ctx.Err()
 	}
 	res, _ := json.Marshal(map[string]any{"node": l.node, "function": req.Function, "args": req.Args, "via": req.Identity.Via, "user": req.Identity.User})

@@ -45,7 +45,16 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 	}
 	frames := make(chan syncFrame, 64)
 	readErr := make(chan error, 1)
+	// The reader ends with this function: its read is cancelled and it
+	// stops handing frames over.
+	quit, readDone := make(chan struct{}), make(chan struct{})
+	defer func() {
+		close(quit)
+		st.CancelRead(streamCancelled)
+		<-readDone
+	}()
 	go func() {
+		defer close(readDone)
 		defer close(frames)
 		for {
 			k, body, err := fr.next()
@@ -55,6 +64,9 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 			}
 			select {
 			case frames <- syncFrame{k, body}:
+			case <-quit:
+				readErr <- errors.New("sync stream closed")
+				return
 			case <-conn.Context().Done():
 				readErr <- conn.Context().Err()
 				return

@@ -91,7 +91,14 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 		return err
 	}
 	fl := &inflight{wake: make(chan struct{}, 1)}
+	// The ack reader ends with this function (its read is cancelled).
+	acksDone := make(chan struct{})
+	defer func() {
+		st.CancelRead(streamCancelled)
+		<-acksDone
+	}()
 	go func() {
+		defer close(acksDone)
 		fr := newFrameReader(st, s.cfg.MaxFrame)
 		for {
 			k, body, err := fr.next()

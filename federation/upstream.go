@@ -62,8 +62,8 @@ func newUpstream(s *Service, cfg Upstream, dir string) *upstream {
 	return &upstream{s: s, cfg: cfg, dir: dir, ctx: ctx, cancel: cancel, done: make(chan struct{}), state: "connecting", since: time.Now()}
 }
 
+// start runs the link; the caller has counted it in s.wg.
 func (u *upstream) start() {
-	u.s.wg.Add(1)
 	go func() {
 		defer u.s.wg.Done()
 		defer close(u.done)
@@ -294,7 +294,7 @@ func (u *upstream) join() (*creds, error) {
 	if err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { st.CancelRead(streamCancelled) })
+	stop := onDone(ctx, func() { st.CancelRead(streamCancelled) })
 	defer stop()
 	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
 	if err := fw.write(kindJoin, join{Version: wireVersion, Node: s.cfg.Name, Token: u.cfg.Token, CSR: csr}); err != nil {
