@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/devices"
@@ -37,7 +38,7 @@ func (n *Node) wireDevices() error {
 		return err
 	}
 	n.reg.MustRegister(n.devices.Collector())
-	if n.jobs, err = jobs.New(jobs.Config{Records: n.model, Logger: n.log, Deliver: n.deliver}); err != nil {
+	if n.jobs, err = jobs.New(jobs.Config{Records: n.model, Logger: n.log, Deliver: n.deliver, Finished: n.jobFinished}); err != nil {
 		return err
 	}
 	n.calls = &calls.Service{Tree: n.model, Devices: n.devices, Jobs: n.jobs}
@@ -136,4 +137,25 @@ func (c jobCommands) Delivered(ctx context.Context, device, job string) error {
 
 func (c jobCommands) Report(ctx context.Context, device, job string, r mqtt.Result) error {
 	return c.j.Report(ctx, device, job, jobs.State(r.Status), r.Result, r.Error)
+}
+
+// jobFinished completes the audit record of the call that created j.
+func (n *Node) jobFinished(j jobs.Job) {
+	n.audit.JobFinished(toAuditJob(j))
+}
+
+// finishedJob looks a job up for audit.Log.Reconcile.
+func (n *Node) finishedJob(id string) (audit.Job, bool) {
+	j, err := n.jobs.Get(id)
+	if err != nil {
+		return audit.Job{}, false
+	}
+	return toAuditJob(j), true
+}
+
+func toAuditJob(j jobs.Job) audit.Job {
+	return audit.Job{
+		ID: j.ID, Created: j.Created, State: string(j.State), Error: j.Error,
+		Path: j.Path, Function: j.Function, CreatedBy: j.CreatedBy, Tenant: j.Tenant,
+	}
 }

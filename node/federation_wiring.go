@@ -7,25 +7,21 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
-	"sync/atomic"
-	"time"
 
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/api"
+	"github.com/strata-dm/strata/node/audit"
+	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/node/jobs"
 )
 
 // FederationStateDir is the folder beside strata.yaml where the node keeps
 // its federation state (node certificates obtained by joining consumers).
 const FederationStateDir = "federation"
-
-// auditTimeout bounds writing one audit record; it is written even when
-// the request it records was cancelled.
-const auditTimeout = 10 * time.Second
 
 // Interface guards.
 var (
@@ -130,71 +126,49 @@ func (n *Node) compactKeep() uint64 {
 	return max(keep, min(last-floor, n.cfg.Federation.LogBudget))
 }
 
-// pruneAudit drops audit records older than cutoff (keys are in time
-// order) and reports how many went.
-func (n *Node) pruneAudit(ctx context.Context, cutoff time.Time) (int, error) {
-	limit := auditKey(cutoff, 0)
-	var old []string
-	err := n.model.Records(api.AuditKind, func(key string, _ []byte) error {
-		if key >= limit {
-			return errStopRecords
-		}
-		old = append(old, key)
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStopRecords) {
-		return 0, err
-	}
-	for chunk := range slices.Chunk(old, 500) {
-		muts := make([]model.Mutation, len(chunk))
-		for i, k := range chunk {
-			muts[i] = model.Mutation{Op: model.OpDeleteRecord, Record: &model.Record{Kind: api.AuditKind, Key: k}}
-		}
-		if _, err := n.model.Apply(ctx, muts...); err != nil {
-			return 0, err
-		}
-	}
-	return len(old), nil
-}
-
-var errStopRecords = errors.New("stop")
-
-// auditKey orders audit records by time, then by seq within a process.
-func auditKey(t time.Time, seq uint64) string {
-	return fmt.Sprintf("%020d-%010d", t.UnixNano(), seq)
-}
-
 // fedLocal serves calls and live reads that reach this node over a link,
 // as the API serves its own operators: a request is made for the operator
 // of the tier where it started (Identity), who sees only its tenant. The
 // link has already checked the consumer's grant. Every request is audited.
 type fedLocal struct {
-	n   *Node
-	seq atomic.Uint64
+	n *Node
 }
 
-// Audit operations (AuditRecord.Op).
+// Audit operations (audit.Record.Op) of requests over a link.
 const (
 	auditCall = "call"
 	auditGet  = "get"
 	auditJob  = "job"
 )
 
+// Call serves a call; its audit record is keyed by the job it created, so
+// that the job's end completes it (audit.Log.JobFinished).
 func (l *fedLocal) Call(ctx context.Context, consumer string, req federation.CallRequest) (federation.CallResult, error) {
 	res, err := l.call(ctx, consumer, req)
-	l.audit(consumer, req.Identity, auditCall, req.Path, req.Function, outcome(err, "ok"))
+	rec := fedRecord(consumer, req.Identity, auditCall, req.Path, req.Function, err, audit.OK)
+	if err == nil && res.Job != "" {
+		if j, gerr := l.n.jobs.Get(res.Job); gerr == nil {
+			rec.Job, rec.Outcome = j.ID, audit.Pending
+			if j.State.Final() {
+				rec.Outcome = string(j.State)
+			}
+			l.n.audit.WriteCall(rec, j.Created)
+			return res, err
+		}
+	}
+	l.n.audit.Write(rec)
 	return res, err
 }
 
 func (l *fedLocal) Get(ctx context.Context, consumer string, id federation.Identity, p model.Path) (*model.Context, error) {
 	c, err := l.context(id, p)
-	l.audit(consumer, id, auditGet, p, "", outcome(err, "ok"))
+	l.n.audit.Write(fedRecord(consumer, id, auditGet, p, "", err, audit.OK))
 	return c, err
 }
 
 // AuditForward records a request this node passed on to a node below it.
 func (l *fedLocal) AuditForward(consumer string, id federation.Identity, op string, p model.Path, function string, err error) {
-	l.audit(consumer, id, op, p, function, outcome(err, "forwarded"))
+	l.n.audit.Write(fedRecord(consumer, id, op, p, function, err, audit.Forwarded))
 }
 
 // context returns the context at p if id may see it; a missing context and
@@ -249,7 +223,7 @@ func (l *fedLocal) call(ctx context.Context, consumer string, req federation.Cal
 			n.log.Warn("federation: cannot wait for job", "job", j.ID, "err", err)
 		}
 	}
-	return federation.CallResult{Job: j.ID, State: string(j.State), Result: j.Result, Error: j.Error}, nil
+	return jobResult(j), nil
 }
 
 // Job returns a job this node owns to a consumer following it; a job of
@@ -260,35 +234,52 @@ func (l *fedLocal) Job(ctx context.Context, consumer string, id federation.Ident
 	if err == nil && !id.System && (j.Tenant == "" || j.Tenant != id.Tenant) {
 		err = fmt.Errorf("%w: job %s", model.ErrNotFound, jobID)
 	}
-	l.audit(consumer, id, auditJob, j.Path, j.Function, outcome(err, "ok"))
+	l.n.audit.Write(fedRecord(consumer, id, auditJob, j.Path, j.Function, err, audit.OK))
 	if err != nil {
 		return federation.CallResult{}, err
 	}
-	return federation.CallResult{Job: j.ID, State: string(j.State), Result: j.Result, Error: j.Error, Path: j.Path}, nil
+	return jobResult(j), nil
 }
 
-func outcome(err error, ok string) string {
-	if err == nil {
-		return ok
+// jobResult is job j as a consumer reads it: the summary fields and the
+// whole job as this node's API shows it.
+func jobResult(j jobs.Job) federation.CallResult {
+	res := federation.CallResult{Job: j.ID, State: string(j.State), Result: j.Result, Error: j.Error, Path: j.Path}
+	if b, err := json.Marshal(j); err == nil {
+		res.JobJSON = b
 	}
-	return err.Error()
+	return res
 }
 
-// audit records one request received over a link. A failure to record is
-// logged, never answered: the request itself was served.
-func (l *fedLocal) audit(consumer string, id federation.Identity, op string, p model.Path, function, outcome string) {
-	now := time.Now().UTC()
-	rec := api.AuditRecord{
-		Time: now, Consumer: consumer, User: id.User, Tenant: id.Tenant, Via: id.Via,
-		Op: op, Path: p, Function: function, Outcome: outcome,
-	}
-	data, err := json.Marshal(rec)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), auditTimeout)
-		err = l.n.model.PutRecord(ctx, api.AuditKind, auditKey(now, l.seq.Add(1)), data)
-		cancel()
+// fedRecord is the audit record of a request received over a link from
+// consumer for id: ok when err is nil, else the error's code.
+func fedRecord(consumer string, id federation.Identity, op string, p model.Path, function string, err error, ok string) audit.Record {
+	r := audit.Record{
+		Consumer: consumer, User: id.User, Tenant: id.Tenant, System: id.System, Via: id.Via,
+		Op: op, Path: p, Function: function, Outcome: ok,
 	}
 	if err != nil {
-		l.n.log.Warn("federation: audit record not written", "consumer", consumer, "op", op, "path", p, "err", err)
+		r.Outcome, r.Error = outcomeOf(err), err.Error()
 	}
+	return r
+}
+
+// outcomeOf is the audit outcome of a request over a link that failed:
+// the code the API answers for the same error.
+func outcomeOf(err error) string {
+	switch {
+	case errors.Is(err, model.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, model.ErrInvalid), errors.Is(err, model.ErrInvalidPath):
+		return "invalid"
+	case errors.Is(err, federation.ErrForbidden), errors.Is(err, auth.ErrForbidden), errors.Is(err, model.ErrShared):
+		return "forbidden"
+	case errors.Is(err, model.ErrConflict):
+		return "conflict"
+	case errors.Is(err, federation.ErrUnreachable):
+		return "unreachable"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return "timeout"
+	}
+	return "internal"
 }

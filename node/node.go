@@ -28,6 +28,7 @@ import (
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/api"
+	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/certs"
@@ -62,6 +63,7 @@ type Node struct {
 	devices *devices.Service
 	calls   *calls.Service // device function calls, for the API's and federation's callers alike
 	jobs    *jobs.Service
+	audit   *audit.Log
 	broker  *mqtt.Broker // nil without an MQTT listener
 	api     *api.Server
 	fed     *federation.Service // nil when federation is off
@@ -124,6 +126,9 @@ func New(opts Options) (_ *Node, err error) {
 	if rs, ok := n.store.(replicaReporter); ok {
 		n.reg.MustRegister(replicaCollector{rs})
 	}
+	if n.audit, err = audit.New(audit.Config{Records: n.model, Logger: log, Registerer: n.reg}); err != nil {
+		return nil, err
+	}
 	if err := n.wireDevices(); err != nil {
 		return nil, err
 	}
@@ -147,6 +152,7 @@ func New(opts Options) (_ *Node, err error) {
 
 		Federation:       n.fedAPI(),
 		ReloadFederation: n.reloadFederation,
+		Audit:            n.audit,
 	}); err != nil {
 		return nil, err
 	}
@@ -247,6 +253,13 @@ func (n *Node) readyErr() error {
 // maintain enforces retention: event history by count and age, change-log
 // length, expired tokens.
 func (n *Node) maintain() {
+	// Calls whose job ended just before the node stopped may still read
+	// pending in the audit trail: complete them once, at start.
+	if k, err := n.audit.Reconcile(context.Background(), n.finishedJob); err != nil {
+		n.log.Warn("audit: completing pending calls", "err", err)
+	} else if k > 0 {
+		n.log.Info("audit: completed calls whose job had ended", "count", k)
+	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -274,7 +287,7 @@ func (n *Node) maintain() {
 		} else if k > 0 {
 			n.log.Debug("pruned finished jobs", "count", k)
 		}
-		if k, err := n.pruneAudit(context.Background(), time.Now().Add(-r.EventMaxAge.D())); err != nil {
+		if k, err := n.audit.Prune(context.Background(), time.Now().Add(-r.EventMaxAge.D())); err != nil {
 			n.log.Warn("audit retention", "err", err)
 		} else if k > 0 {
 			n.log.Debug("pruned audit records", "count", k)

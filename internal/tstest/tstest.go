@@ -32,14 +32,18 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 func WaitForErr(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	var last error
 	for {
 		ok, err := cond()
 		if ok {
 			return
 		}
+		if err != nil {
+			last = err
+		}
 		if time.Now().After(deadline) {
-			if err != nil {
-				t.Fatalf("timed out after %v waiting for %s (last error: %v)", timeout, what, err)
+			if last != nil {
+				t.Fatalf("timed out after %v waiting for %s (last error: %v)", timeout, what, last)
 			}
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}

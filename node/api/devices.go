@@ -121,6 +121,7 @@ func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request, p *au
 	if err != nil {
 		return err
 	}
+	noteAudit(r, func(e *auditEntry) { e.rec.Target = t.ID })
 	writeJSON(w, http.StatusCreated, createdEnrollTokenJSON{Secret: secret, EnrollToken: t})
 	return nil
 }

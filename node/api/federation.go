@@ -140,8 +140,49 @@ func (s *Server) callRemote(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if !jobs.State(res.State).Final() {
 		status = http.StatusAccepted
 	}
-	writeJSON(w, status, out)
+	noteAudit(r, func(e *auditEntry) {
+		e.rec.Job, e.rec.Node, e.outcome = res.Job, res.Node, remoteOutcome(res.State)
+	})
+	job, _, _, err := remoteJob(res, out)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, status, job)
 	return nil
+}
+
+// remoteJob is a job owned by a node below, as this node shows it: the
+// whole job as its owner has it (fields this node does not know
+// included), with its path as seen from here and the owning node's path
+// and the job's id added as "node" and "job". An owner that sends only the
+// summary is answered with base. It returns the job's tenant and path
+// here for the caller's checks.
+func remoteJob(res federation.CallResult, base remoteCallJSON) (job any, tenant string, path model.Path, err error) {
+	path = mapPath(res.Node, res.Path)
+	if res.Path == "" {
+		path = base.Path
+	}
+	var doc map[string]json.RawMessage
+	if len(res.JobJSON) == 0 || json.Unmarshal(res.JobJSON, &doc) != nil || doc == nil {
+		base.Path = path
+		return base, "", path, nil
+	}
+	var head struct {
+		Path   model.Path `json:"path"`
+		Tenant string     `json:"tenant"`
+	}
+	if err := json.Unmarshal(res.JobJSON, &head); err != nil {
+		return nil, "", "", fmt.Errorf("federation: job %s from %s: %w", res.Job, res.Node, err)
+	}
+	if head.Path != "" {
+		path = mapPath(res.Node, head.Path)
+	}
+	for k, v := range map[string]any{"path": path, "node": res.Node, "job": res.Job} {
+		if doc[k], err = json.Marshal(v); err != nil {
+			return nil, "", "", err
+		}
+	}
+	return doc, head.Tenant, path, nil
 }
 
 // getRemoteJob follows a job owned by a node below (?node= of GET
@@ -166,8 +207,17 @@ func (s *Server) getRemoteJob(w http.ResponseWriter, r *http.Request, p *auth.Pr
 		}
 		return peerError(node, err)
 	}
-	writeJSON(w, http.StatusOK, remoteCallJSON{JobID: res.Job, ID: res.Job, Node: res.Node, Path: mapPath(res.Node, res.Path),
+	job, tenant, path, err := remoteJob(res, remoteCallJSON{JobID: res.Job, ID: res.Job, Node: res.Node,
 		State: res.State, Result: res.Result, Error: res.Error})
+	if err != nil {
+		return err
+	}
+	// The owner checked the tenant; check it here too, with the grants
+	// on the job's path, as for a local job.
+	if !p.SeesTenant(tenant) || !p.Can(auth.RoleViewer, path) {
+		return jobNotFound(id)
+	}
+	writeJSON(w, http.StatusOK, job)
 	return nil
 }
 

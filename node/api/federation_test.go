@@ -12,6 +12,7 @@ import (
 
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
 )
 
@@ -337,32 +338,60 @@ func TestLiveReads(t *testing.T) {
 	}
 }
 
+// The audit listing: newest first; all of it for system administrators,
+// its own tenant's records for a tenant administrator, refused to others.
 func TestAuditListing(t *testing.T) {
 	e := newEnv(t)
 	c := e.tenants()
 	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	for i := range 5 {
-		rec := AuditRecord{Time: base.Add(time.Duration(i) * time.Second), Consumer: "hq", User: "alice", Tenant: "acme",
-			Op: "call", Path: "/devices/d1", Function: "reboot", Outcome: "ok"}
+	put := func(i int, rec audit.Record) {
+		rec.Time = base.Add(time.Duration(i) * time.Second)
 		data, _ := json.Marshal(rec)
-		if err := e.model.PutRecord(e.ctx, AuditKind, fmt.Sprintf("%020d-%08d", rec.Time.UnixNano(), i), data); err != nil {
+		if err := e.model.PutRecord(e.ctx, audit.Kind, audit.Key(rec.Time, uint64(i)), data); err != nil {
 			t.Fatal(err)
 		}
 	}
+	for i := range 5 {
+		put(i, audit.Record{Consumer: "hq", User: "alice", Tenant: "acme", Op: "call", Path: "/devices/d1", Function: "reboot", Outcome: "ok"})
+	}
+	put(5, audit.Record{User: "bob", Tenant: "globex", Op: "context.put", Path: "/x", Outcome: "ok"})
+	put(6, audit.Record{User: "root", System: true, Op: "user.create", Target: "ada", Outcome: "ok"})
 	var out struct {
-		Records []AuditRecord `json:"records"`
+		Records []audit.Record `json:"records"`
 	}
 	r := e.do("GET", "/api/v1/audit?limit=2", e.admin, nil)
 	e.want(r, 200, "")
 	r.json(t, &out)
-	if len(out.Records) != 2 || !out.Records[0].Time.Equal(base.Add(4*time.Second)) || !out.Records[1].Time.Equal(base.Add(3*time.Second)) {
+	if len(out.Records) != 2 || !out.Records[0].Time.Equal(base.Add(6*time.Second)) || !out.Records[1].Time.Equal(base.Add(5*time.Second)) ||
+		out.Records[0].ID != audit.Key(base.Add(6*time.Second), 6) {
 		t.Fatalf("audit = %s", r.body)
 	}
-	r = e.do("GET", "/api/v1/audit", e.admin, nil)
-	r.json(t, &out)
-	if len(out.Records) != 5 {
-		t.Fatalf("audit = %s", r.body)
+	count := func(token string) (n int, tenants map[string]bool) {
+		t.Helper()
+		r := e.do("GET", "/api/v1/audit?limit=100", token, nil)
+		e.want(r, 200, "")
+		out.Records = nil
+		r.json(t, &out)
+		tenants = map[string]bool{}
+		for _, rec := range out.Records {
+			if rec.Op != "call" && rec.Op != "context.put" && rec.Op != "user.create" {
+				continue // this listing's own records and the env's setup
+			}
+			n++
+			tenants[rec.Tenant] = true
+		}
+		return n, tenants
 	}
-	e.want(e.do("GET", "/api/v1/audit", c.ada, nil), 403, codeForbidden)
+	if n, ts := count(e.admin); n != 7 || len(ts) != 3 {
+		t.Fatalf("system admin sees %d records of %v", n, ts)
+	}
+	if n, ts := count(c.ada); n != 5 || len(ts) != 1 || !ts["acme"] {
+		t.Fatalf("acme's admin sees %d records of %v", n, ts)
+	}
+	if n, ts := count(c.gina); n != 1 || !ts["globex"] {
+		t.Fatalf("globex's admin sees %d records of %v", n, ts)
+	}
+	e.want(e.do("GET", "/api/v1/audit", c.alice, nil), 403, codeForbidden)
+	e.want(e.do("GET", "/api/v1/audit", c.vera, nil), 403, codeForbidden)
 	e.want(e.do("GET", "/api/v1/audit?limit=0", e.admin, nil), 400, codeInvalid)
 }

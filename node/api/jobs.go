@@ -183,6 +183,7 @@ func (s *Server) callDeviceFunction(w http.ResponseWriter, r *http.Request, p *a
 			j = cur
 		}
 	}
+	noteAudit(r, func(e *auditEntry) { e.rec.Job, e.outcome, e.job = j.ID, jobOutcome(j.State), &j })
 	status := http.StatusOK
 	if !j.State.Final() {
 		status = http.StatusAccepted

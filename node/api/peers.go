@@ -1,12 +1,7 @@
 package api
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"net/http"
-	"slices"
-	"strconv"
 	"time"
 
 	"github.com/strata-dm/strata/federation"
@@ -19,36 +14,6 @@ import (
 // /peers and verifying mounts the operator role there; creating peer
 // tokens, revoking peers, reloading the upstreams and reading the audit
 // trail are for system administrators.
-
-// Limits of the audit listing.
-const (
-	DefaultAuditLimit = 100
-	MaxAuditLimit     = 10000
-)
-
-// AuditKind is the record kind of the audit trail: one record per call
-// or read that reached this node over a federation link, keyed so that
-// key order is time order.
-const AuditKind = "audit"
-
-// AuditRecord is one entry of the audit trail.
-type AuditRecord struct {
-	Time time.Time `json:"time"`
-	// Consumer is the node the request came from over the link.
-	Consumer string `json:"consumer"`
-	// User and Tenant are the operator's, at the tier where it started.
-	User   string `json:"user,omitempty"`
-	Tenant string `json:"tenant,omitempty"`
-	// Via lists the nodes the request came through, nearest last.
-	Via []string `json:"via,omitempty"`
-	// Op is "call" or "get"; Function is set for calls.
-	Op       string     `json:"op"`
-	Path     model.Path `json:"path"`
-	Function string     `json:"function,omitempty"`
-	// Outcome is "ok", "forwarded" (passed on to a node below), or the
-	// error answered.
-	Outcome string `json:"outcome"`
-}
 
 func (s *Server) listPeers(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	if !p.Can(auth.RoleViewer, federation.PeersRoot) {
@@ -128,6 +93,7 @@ func (s *Server) createPeerToken(w http.ResponseWriter, r *http.Request, p *auth
 	if err != nil {
 		return err
 	}
+	noteAudit(r, func(e *auditEntry) { e.rec.Target = g.Peer })
 	token, expires, err := fed.CreateJoinToken(r.Context(), g)
 	if err != nil {
 		return err
@@ -216,58 +182,4 @@ func (s *Server) reloadFederation(w http.ResponseWriter, r *http.Request, p *aut
 		Upstreams []upstreamJSON `json:"upstreams"`
 	}{out})
 	return nil
-}
-
-// listAudit answers the newest audit records first.
-func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	if err := requireSystem(p, "reading the audit trail"); err != nil {
-		return err
-	}
-	limit := DefaultAuditLimit
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxAuditLimit {
-			return invalidf("limit %q: want 1 to %d", v, MaxAuditLimit)
-		}
-		limit = n
-	}
-	recs, err := s.audit(r.Context(), limit)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Records []AuditRecord `json:"records"`
-	}{recs})
-	return nil
-}
-
-// audit returns the newest limit records, newest first. Records come in
-// key (time) order: keep a window of the last ones.
-func (s *Server) audit(ctx context.Context, limit int) ([]AuditRecord, error) {
-	var kept []AuditRecord
-	err := s.model.Records(AuditKind, func(key string, v []byte) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var a AuditRecord
-		if err := json.Unmarshal(v, &a); err != nil {
-			return fmt.Errorf("audit record %s: %w", key, err)
-		}
-		kept = append(kept, a)
-		if len(kept) > 2*limit {
-			kept = append(kept[:0], kept[len(kept)-limit:]...)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if len(kept) > limit {
-		kept = kept[len(kept)-limit:]
-	}
-	slices.Reverse(kept)
-	if kept == nil {
-		kept = []AuditRecord{}
-	}
-	return kept, nil
 }

@@ -51,6 +51,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.auditLogin(r, u, tok.ID)
 	writeJSON(w, http.StatusOK, sessionJSON{Token: secret, ID: tok.ID, Expires: tok.Expires, User: u})
 	return nil
 }
@@ -91,10 +92,12 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	if err != nil {
 		return err
 	}
+	noteAudit(r, func(e *auditEntry) { e.rec.Target = clip(b.User, 256) })
 	secret, tok, err := s.auth.CreateToken(r.Context(), p, b.User, b.Name, ttl)
 	if err != nil {
 		return err
 	}
+	noteAudit(r, func(e *auditEntry) { e.rec.Target = tok.User + "/" + tok.ID })
 	writeJSON(w, http.StatusCreated, createdTokenJSON{Secret: secret, Token: tok})
 	return nil
 }

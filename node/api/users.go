@@ -49,6 +49,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if err := s.decodeJSON(w, r, &b); err != nil {
 		return err
 	}
+	noteAudit(r, func(e *auditEntry) { e.rec.Target = clip(b.Name, 256) })
 	u, err := s.auth.CreateUser(r.Context(), p, auth.UserSpec(b))
 	if err != nil {
 		return err
@@ -78,6 +79,9 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	var b userUpdateBody
 	if err := s.decodeJSON(w, r, &b); err != nil {
 		return err
+	}
+	if b.Password != nil && b.Grants == nil && b.Disabled == nil {
+		noteAudit(r, func(e *auditEntry) { e.rec.Op = "user.password" })
 	}
 	u, err := s.auth.UpdateUser(r.Context(), p, r.PathValue("name"), auth.UserUpdate(b))
 	if err != nil {

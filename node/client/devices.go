@@ -163,7 +163,8 @@ func (c *Client) GetJob(ctx context.Context, id string) (*Job, error) {
 
 // GetJobOn returns a job owned by the node below at node (the Node of a
 // routed call's answer, e.g. /peers/eu/peers/plant7), read through the
-// federation links. It carries no history.
+// federation links: the whole job as its owner has it, with Path as seen
+// from this node (an owner of an older version sends no history).
 func (c *Client) GetJobOn(ctx context.Context, node, id string) (*Job, error) {
 	p, err := idPath("/api/v1/jobs/", id, "")
 	if err != nil {

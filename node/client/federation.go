@@ -37,9 +37,16 @@ type Peer struct {
 	BytesSent     uint64    `json:"bytes_sent"`
 	BytesReceived uint64    `json:"bytes_received"`
 	Since         time.Time `json:"since"`
-	LastError     string    `json:"last_error,omitempty"`
-	CertExpires   time.Time `json:"cert_expires,omitzero"`
-	Below         []string  `json:"below,omitempty"`
+	// LastError is what affects the link now (empty once it is healthy
+	// again); PreviousError the last error it recovered from.
+	LastError         string    `json:"last_error,omitempty"`
+	LastErrorTime     time.Time `json:"last_error_time,omitzero"`
+	PreviousError     string    `json:"previous_error,omitempty"`
+	PreviousErrorTime time.Time `json:"previous_error_time,omitzero"`
+	// RejectedEntries counts what a provider sent outside its bounds.
+	RejectedEntries uint64    `json:"rejected_entries,omitempty"`
+	CertExpires     time.Time `json:"cert_expires,omitzero"`
+	Below           []string  `json:"below,omitempty"`
 }
 
 // NewPeerToken asks for a join token for the node named Peer. Grant is
@@ -79,17 +86,27 @@ type Upstream struct {
 	Publish []string `json:"publish"`
 }
 
-// AuditRecord is one call or read that reached the node over a link.
+// AuditRecord is one entry of the node's audit trail: a state-changing
+// action on its API, or a call or read that reached it over a link
+// (Consumer set). See docs/api.md, "Audit trail".
 type AuditRecord struct {
-	Time     time.Time `json:"time"`
-	Consumer string    `json:"consumer"`
-	User     string    `json:"user,omitempty"`
-	Tenant   string    `json:"tenant,omitempty"`
-	Via      []string  `json:"via,omitempty"`
-	Op       string    `json:"op"`
-	Path     string    `json:"path"`
-	Function string    `json:"function,omitempty"`
-	Outcome  string    `json:"outcome"`
+	ID        string    `json:"id,omitempty"`
+	Time      time.Time `json:"time"`
+	Consumer  string    `json:"consumer"`
+	User      string    `json:"user,omitempty"`
+	Tenant    string    `json:"tenant,omitempty"`
+	System    bool      `json:"system,omitempty"`
+	Via       []string  `json:"via,omitempty"`
+	Op        string    `json:"op"`
+	Path      string    `json:"path"`
+	Function  string    `json:"function,omitempty"`
+	Target    string    `json:"target,omitempty"`
+	Job       string    `json:"job,omitempty"`
+	Node      string    `json:"node,omitempty"`
+	Outcome   string    `json:"outcome"`
+	Error     string    `json:"error,omitempty"`
+	Updated   time.Time `json:"updated,omitzero"`
+	RequestID string    `json:"request_id,omitempty"`
 }
 
 // Peers lists the node's federation links, both directions.

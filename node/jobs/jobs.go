@@ -109,14 +109,20 @@ type Config struct {
 	// (and by Redeliver); it publishes the job to its device if the device
 	// is online. It must not block for long.
 	Deliver func(Job)
+	// Finished, if set, is called with every job that just reached a
+	// final state, once that state is durable (the audit trail completes
+	// the call's record with it). It is called with the service's lock
+	// held: it must not call the Service, and should be quick.
+	Finished func(Job)
 }
 
 // Service holds the jobs. It is safe for concurrent use.
 type Service struct {
-	rec     Records
-	log     *slog.Logger
-	now     func() time.Time
-	deliver func(Job)
+	rec      Records
+	log      *slog.Logger
+	now      func() time.Time
+	deliver  func(Job)
+	finished func(Job)
 
 	mu       sync.Mutex
 	active   map[string]*Job            // jobs not final, by id
@@ -143,7 +149,8 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		rec: cfg.Records, log: cfg.Logger.With("component", "jobs"), now: cfg.Now, deliver: cfg.Deliver,
-		active: map[string]*Job{}, byDevice: map[string][]string{}, waiters: map[string][]chan struct{}{},
+		finished: cfg.Finished,
+		active:   map[string]*Job{}, byDevice: map[string][]string{}, waiters: map[string][]chan struct{}{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	err := s.rec.Records(KindJob, func(key string, b []byte) error {
@@ -214,6 +221,9 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 	}
 	if len(spec.Args) > MaxArgsBytes {
 		return Job{}, fmt.Errorf("%w: args larger than %d bytes", model.ErrInvalid, MaxArgsBytes)
+	}
+	if err := model.CheckValue(spec.Args); err != nil {
+		return Job{}, fmt.Errorf("args: %w", err)
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(spec.Args, &obj); err != nil || obj == nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store/pgtest"
 )
@@ -156,13 +157,11 @@ func TestWaitLogReconnects(t *testing.T) {
 	ch := waitLogAsync(ctx, reader, seq)
 	seq = putContext(t, m, "/devices/b")
 	expectWake(t, ch, seq)
-	waitFor(t, 20*time.Second, func() bool { return reader.listenerConns() >= 2 },
-		func() string { return "listener did not reconnect" })
+	tstest.WaitFor(t, 20*time.Second, "the listener to reconnect", func() bool { return reader.listenerConns() >= 2 })
 
 	// Back: notifications flow again.
 	terminate()
-	waitFor(t, 20*time.Second, func() bool { return reader.listenerConns() >= 3 },
-		func() string { return "listener did not reconnect a second time" })
+	tstest.WaitFor(t, 20*time.Second, "the listener to reconnect a second time", func() bool { return reader.listenerConns() >= 3 })
 	ch = waitLogAsync(ctx, reader, seq)
 	seq = putContext(t, m, "/devices/c")
 	expectWake(t, ch, seq)

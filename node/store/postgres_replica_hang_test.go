@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/node/store/pgtest"
 )
 
@@ -55,7 +57,7 @@ func freeze(t *testing.T, c *pgtest.Cluster) (thaw func()) {
 		syscall.Kill(pid, syscall.SIGSTOP)
 	}
 	// Signals are delivered asynchronously: wait until all are stopped.
-	waitFor(t, 10*time.Second, func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the server processes to stop", func() bool {
 		states := procStates(t)
 		for _, pid := range pids {
 			if st, ok := states[pid]; ok && st.state != "T" {
@@ -63,7 +65,7 @@ func freeze(t *testing.T, c *pgtest.Cluster) (thaw func()) {
 			}
 		}
 		return true
-	}, func() string { return "server processes not stopped" })
+	})
 	return thaw
 }
 
@@ -156,8 +158,10 @@ func TestReplicaHung(t *testing.T) {
 
 	thaw()
 	// The first successful check brings it back.
-	waitFor(t, 20*time.Second, func() bool {
-		_, fromReplica := f.children(t)
-		return fromReplica
-	}, func() string { return "reads not back on the replica: " + f.status(t).LastError })
+	tstest.WaitForErr(t, 20*time.Second, "reads back on the replica", func() (bool, error) {
+		if _, fromReplica := f.children(t); fromReplica {
+			return true, nil
+		}
+		return false, errors.New(f.status(t).LastError)
+	})
 }

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store/pgtest"
 )
@@ -65,10 +68,10 @@ func newReplicaFixtureWith(t *testing.T, opt func(*PostgresOptions)) *replicaFix
 	}
 	f.waitHealthy(t, true)
 	// In rotation, and replayed past the writes above.
-	waitFor(t, 20*time.Second, func() bool {
+	tstest.WaitFor(t, 20*time.Second, "the replica to catch up", func() bool {
 		_, name := f.store.ReadPool()
 		return name != "primary"
-	}, func() string { return "replica never caught up" })
+	})
 	return f
 }
 
@@ -91,10 +94,12 @@ func (f *replicaFixture) status(t *testing.T) ReplicaStatus {
 func (f *replicaFixture) waitHealthy(t *testing.T, healthy bool) ReplicaStatus {
 	t.Helper()
 	var st ReplicaStatus
-	waitFor(t, 20*time.Second, func() bool {
-		st = f.status(t)
-		return st.Healthy == healthy
-	}, func() string { return "replica healthy != " + boolString(healthy) + ": " + st.LastError })
+	tstest.WaitForErr(t, 20*time.Second, fmt.Sprintf("the replica's health to be %v", healthy), func() (bool, error) {
+		if st = f.status(t); st.Healthy == healthy {
+			return true, nil
+		}
+		return false, errors.New(st.LastError)
+	})
 	return st
 }
 
@@ -124,27 +129,6 @@ func (f *replicaFixture) exec(t *testing.T, sql string) {
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, what())
-		}
-		<-tick.C
-	}
-}
-
-func boolString(b bool) string {
-	if b {
-		return "true"
-	}
-	return "false"
 }
 
 func TestReplicaServesReads(t *testing.T) {
@@ -208,11 +192,11 @@ func TestReplicaDownAndBack(t *testing.T) {
 	}
 	f.waitHealthy(t, true)
 	var names []string
-	waitFor(t, 20*time.Second, func() bool {
+	tstest.WaitFor(t, 20*time.Second, "reads back on the replica", func() bool {
 		var fromReplica bool
 		names, fromReplica = f.children(t)
 		return fromReplica
-	}, func() string { return "reads not back on the replica" })
+	})
 	if !slices.Equal(names, []string{"a", "b"}) {
 		t.Fatalf("children from the replica = %v", names)
 	}
@@ -242,10 +226,10 @@ func TestReplicaReadYourWrites(t *testing.T) {
 		t.Fatal("replica left rotation within the lag bound")
 	}
 	f.exec(t, `SELECT pg_wal_replay_resume()`)
-	waitFor(t, 20*time.Second, func() bool {
+	tstest.WaitFor(t, 20*time.Second, "reads back on the replica after replay resumed", func() bool {
 		names, fromReplica = f.children(t)
 		return fromReplica
-	}, func() string { return "reads not back on the replica after replay resumed" })
+	})
 	if !slices.Equal(names, []string{"a", "b"}) {
 		t.Fatalf("children from the replica = %v", names)
 	}

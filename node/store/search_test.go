@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store/pgtest"
 	"github.com/strata-dm/strata/node/store/storetest"
@@ -57,10 +58,10 @@ func TestPostgresSearchReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Once the replica has replayed the write, searches go there.
-	waitFor(t, 20*time.Second, func() bool {
+	tstest.WaitFor(t, 20*time.Second, "the replica to catch up", func() bool {
 		_, name := f.store.ReadPool()
 		return name != "primary"
-	}, func() string { return "replica never caught up" })
+	})
 	reads := func() uint64 { return f.store.ReplicaStatus()[0].Reads }
 	before := reads()
 	q := SearchQuery{Prefix: "/devices", Vars: map[string]json.RawMessage{"os": json.RawMessage(`"linux"`)}}
@@ -148,8 +149,26 @@ func TestPostgresSearchUnsafeValues(t *testing.T) {
 	ctx := context.Background()
 	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/x", Type: "device",
 		Variables: map[string]model.Variable{
-			"nul": mustVar(t, `{"k":"a\u0000b"}`), "huge": mustVar(t, "1e999999"), "os": mustVar(t, `"linux"`),
+			"nul": mustVar(t, `{"k":"a\u0000b"}`), "os": mustVar(t, `"linux"`),
 		}}); err != nil {
+		t.Fatal(err)
+	}
+	// A number out of float64's range is refused now (model.CheckValue),
+	// but an earlier version stored it: written to the store directly.
+	c, err := s.Context("/devices/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Variables["huge"] = model.Variable{Value: json.RawMessage("1e999999"), Type: model.TypeNumber}
+	last, err := s.LastSeq()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Version = last + 1
+	if err := s.Commit(&model.Batch{
+		Entries:  []model.Entry{{Seq: last + 1, Time: time.Now(), Mutation: model.Mutation{Op: model.OpPut, Path: "/devices/x", Variables: map[string]model.Variable{"huge": c.Variables["huge"]}}}},
+		Contexts: []model.ContextWrite{{Context: c, Index: true}},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	page, err := s.Search(ctx, SearchQuery{Vars: map[string]json.RawMessage{"os": json.RawMessage(`"linux"`)}})

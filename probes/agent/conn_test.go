@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/strata-dm/strata/internal/tstest"
 )
 
 // TestAgentRefusesUntrustedBroker: a broker whose certificate is not signed
@@ -18,7 +20,7 @@ func TestAgentRefusesUntrustedBroker(t *testing.T) {
 		StateDir: newStateDir(t, p.addr(), trusted.pem), Logger: testLogger(t),
 		ReconnectMin: time.Millisecond, ReconnectMax: 20 * time.Millisecond, Journal: false,
 	})
-	waitFor(t, 10*time.Second, "three connection attempts", func() bool { return p.accepted.Load() >= 3 })
+	tstest.WaitFor(t, 10*time.Second, "three connection attempts", func() bool { return p.accepted.Load() >= 3 })
 	if a.connected() || b.srv.Clients.Len() > 1 { // the inline client is always there
 		t.Fatal("agent connected to a broker it must not trust")
 	}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/strata-dm/strata/internal/tstest"
 )
 
 // newOfflineAgent returns an agent that is never started: tests drive its
@@ -147,7 +149,7 @@ func TestRebootAnswersFirst(t *testing.T) {
 		a.process(context.Background(), delivery{job: "j1", cmd: Command{Job: "j1", Function: "reboot", Deadline: soon()}})
 	}()
 	var seq uint64
-	waitFor(t, 5*time.Second, "the reboot result", func() bool {
+	tstest.WaitFor(t, 5*time.Second, "the reboot result", func() bool {
 		es, _ := a.queue.peek(100, 1<<20)
 		for _, e := range es {
 			if e.topic == "cmd/j1/result" {

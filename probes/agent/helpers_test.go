@@ -20,19 +20,6 @@ import (
 	"time"
 )
 
-// waitFor polls cond until it holds or timeout passes; it never sleeps to
-// synchronise, only between polls.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // testLogger logs to t until the test's cleanups are done; a stray
 // goroutine of a library logging later is dropped rather than panicking.
 func testLogger(t *testing.T) *slog.Logger {

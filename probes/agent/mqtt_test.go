@@ -15,6 +15,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/strata-dm/strata/internal/tstest"
 )
 
 // deviceAuthHook admits only the test device's credentials with client id
@@ -186,7 +188,7 @@ func (b *testBroker) command(t *testing.T, job, function, args string) {
 func (b *testBroker) awaitResult(t *testing.T, job string) wireResult {
 	t.Helper()
 	topic := "strata/d-test/cmd/" + job + "/result"
-	waitFor(t, 10*time.Second, "result of "+job, func() bool { return len(b.received(topic)) > 0 })
+	tstest.WaitFor(t, 10*time.Second, "result of "+job, func() bool { return len(b.received(topic)) > 0 })
 	var r wireResult
 	if err := strictUnmarshal(b.received(topic)[0].payload, &r); err != nil {
 		t.Fatal(err)
@@ -227,7 +229,7 @@ func TestAgentOverMQTT(t *testing.T) {
 	}
 
 	// Inventory at connect, telemetry every interval.
-	waitFor(t, 10*time.Second, "inventory", func() bool { return len(b.received("strata/d-test/inventory")) > 0 })
+	tstest.WaitFor(t, 10*time.Second, "inventory", func() bool { return len(b.received("strata/d-test/inventory")) > 0 })
 	var inv Inventory
 	if err := json.Unmarshal(b.received("strata/d-test/inventory")[0].payload, &inv); err != nil {
 		t.Fatal(err)
@@ -235,7 +237,7 @@ func TestAgentOverMQTT(t *testing.T) {
 	if inv.Hostname == "" || inv.OS == "" || inv.AgentVersion != "test" || len(inv.Functions) != 5 {
 		t.Fatalf("inventory %+v", inv)
 	}
-	waitFor(t, 10*time.Second, "telemetry", func() bool { return len(b.received("strata/d-test/telemetry")) >= 2 })
+	tstest.WaitFor(t, 10*time.Second, "telemetry", func() bool { return len(b.received("strata/d-test/telemetry")) >= 2 })
 	var point map[string]any
 	if err := json.Unmarshal(b.received("strata/d-test/telemetry")[0].payload, &point); err != nil {
 		t.Fatalf("telemetry is not one object: %v", err)
@@ -243,10 +245,10 @@ func TestAgentOverMQTT(t *testing.T) {
 	if _, err := time.Parse(time.RFC3339, fmt.Sprint(point["ts"])); err != nil || point["load1"] == nil {
 		t.Fatalf("telemetry point %v", point)
 	}
-	waitFor(t, 10*time.Second, "agent-started event", func() bool { return len(b.received("strata/d-test/events")) > 0 })
+	tstest.WaitFor(t, 10*time.Second, "agent-started event", func() bool { return len(b.received("strata/d-test/events")) > 0 })
 
 	// A command round trip through the broker.
-	waitFor(t, 10*time.Second, "command subscription", func() bool { return b.subscribed("strata/d-test/cmd/x") })
+	tstest.WaitFor(t, 10*time.Second, "command subscription", func() bool { return b.subscribed("strata/d-test/cmd/x") })
 	b.command(t, "j1", "ping", `{}`)
 	if r := b.awaitResult(t, "j1"); r.Status != StatusSucceeded || !strings.Contains(string(r.Result), `"pong":true`) {
 		t.Fatalf("ping result %+v", r)
@@ -275,7 +277,7 @@ func TestAgentOverMQTT(t *testing.T) {
 	}
 	// Delivered again later (as the node does at every subscribe): still once.
 	b.command(t, "j1", "ping", `{}`)
-	waitFor(t, 10*time.Second, "second duplicate", func() bool { return a.duplicates.Load() == 2 })
+	tstest.WaitFor(t, 10*time.Second, "second duplicate", func() bool { return a.duplicates.Load() == 2 })
 	if n := len(b.received("strata/d-test/cmd/j1/result")); n != 1 {
 		t.Fatalf("job j1 answered %d times", n)
 	}
@@ -287,19 +289,19 @@ func TestAgentOverMQTT(t *testing.T) {
 func TestAgentBuffersWhileBrokerDown(t *testing.T) {
 	h := newMQTTHarness(t, 20*time.Millisecond)
 	b, a := h.broker, h.agent
-	waitFor(t, 10*time.Second, "first telemetry", func() bool { return len(b.received("strata/d-test/telemetry")) > 0 })
+	tstest.WaitFor(t, 10*time.Second, "first telemetry", func() bool { return len(b.received("strata/d-test/telemetry")) > 0 })
 
 	h.proxy.setDown(true)
-	waitFor(t, 10*time.Second, "disconnection", func() bool { return !a.connected() })
+	tstest.WaitFor(t, 10*time.Second, "disconnection", func() bool { return !a.connected() })
 	before := len(b.received("strata/d-test/telemetry"))
-	waitFor(t, 10*time.Second, "points queued offline", func() bool { return a.queue.len() >= 5 })
+	tstest.WaitFor(t, 10*time.Second, "points queued offline", func() bool { return a.queue.len() >= 5 })
 	if a.connected() {
 		t.Fatal("reconnected through a cut proxy")
 	}
 	h.proxy.setDown(false)
 
 	var batch []map[string]any
-	waitFor(t, 10*time.Second, "buffered telemetry", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "buffered telemetry", func() bool {
 		for _, m := range b.received("strata/d-test/telemetry")[before:] {
 			if json.Unmarshal(m.payload, &batch) == nil && len(batch) >= 5 {
 				return true
@@ -315,5 +317,5 @@ func TestAgentBuffersWhileBrokerDown(t *testing.T) {
 		}
 		last = ts
 	}
-	waitFor(t, 10*time.Second, "queue drained", func() bool { return a.queue.len() == 0 })
+	tstest.WaitFor(t, 10*time.Second, "queue drained", func() bool { return a.queue.len() == 0 })
 }

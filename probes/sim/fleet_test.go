@@ -13,6 +13,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/strata-dm/strata/internal/tstest"
 )
 
 // checkTelemetry asserts that the broker saw exactly what the fleet
@@ -25,7 +27,7 @@ func checkTelemetry(t *testing.T, b *broker, r Report, n int) {
 	if r.Acked == 0 || r.Acked != r.Sent || r.Lost != 0 {
 		t.Fatalf("sent %d acked %d lost %d", r.Sent, r.Acked, r.Lost)
 	}
-	waitFor(t, "broker count", 5*time.Second, func() bool { return b.hook.telemetry.Load() >= r.Acked })
+	tstest.WaitFor(t, 5*time.Second, "broker count", func() bool { return b.hook.telemetry.Load() >= r.Acked })
 	if got := b.hook.telemetry.Load(); got != r.Acked {
 		t.Fatalf("broker saw %d telemetry messages, fleet acked %d", got, r.Acked)
 	}
@@ -91,7 +93,7 @@ func TestFleetTelemetryQoS0(t *testing.T) {
 	}
 	// QoS 0 has no acknowledgement: the broker sees every message sent
 	// before the DISCONNECT.
-	waitFor(t, "broker count", 5*time.Second, func() bool { return b.hook.telemetry.Load() == r.Sent })
+	tstest.WaitFor(t, 5*time.Second, "broker count", func() bool { return b.hook.telemetry.Load() == r.Sent })
 }
 
 // Idle fleets hold sessions and send nothing, whatever the rate.
@@ -135,7 +137,7 @@ func TestFleetCommands(t *testing.T) {
 	}
 	defer f.Stop()
 	<-f.Ready()
-	waitFor(t, "subscriptions", 10*time.Second, func() bool { return b.hook.subscribed.Load() == n })
+	tstest.WaitFor(t, 10*time.Second, "subscriptions", func() bool { return b.hook.subscribed.Load() == n })
 
 	sent := time.Now()
 	for i := range n {
@@ -150,12 +152,12 @@ func TestFleetCommands(t *testing.T) {
 	if err := b.srv.Publish("strata/t0/cmd/old", []byte(`{"job":"old","function":"ping","deadline":"2001-01-01T00:00:00Z"}`), false, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "results", 10*time.Second, func() bool {
+	tstest.WaitFor(t, 10*time.Second, "results", func() bool {
 		rmu.Lock()
 		defer rmu.Unlock()
 		return len(results) == n
 	})
-	waitFor(t, "answered", 10*time.Second, func() bool { return f.Stats().CommandsAnswered == n })
+	tstest.WaitFor(t, 10*time.Second, "answered", func() bool { return f.Stats().CommandsAnswered == n })
 	for i := range n {
 		job := fmt.Sprintf("j%03d", i)
 		rmu.Lock()
@@ -236,13 +238,13 @@ func TestFleetReconnects(t *testing.T) {
 	}
 	defer f.Stop()
 	<-f.Ready()
-	waitFor(t, "sessions", 5*time.Second, func() bool { return b.hook.connects.Load() == n })
+	tstest.WaitFor(t, 5*time.Second, "sessions", func() bool { return b.hook.connects.Load() == n })
 	for _, cl := range b.srv.Clients.GetAll() {
 		if !cl.Net.Inline {
 			cl.Stop(packets.ErrServerShuttingDown)
 		}
 	}
-	waitFor(t, "reconnects", 20*time.Second, func() bool {
+	tstest.WaitFor(t, 20*time.Second, "reconnects", func() bool {
 		s := f.Stats()
 		return s.Reconnects == n && s.Connected == n
 	})

@@ -24,18 +24,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 // testCA is a throwaway certificate authority.
 type testCA struct {
 	cert *x509.Certificate

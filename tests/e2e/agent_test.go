@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/strata-dm/strata/internal/tstest"
 )
 
 // The real strata-agent: enrolled by a token from `strata token create`,
@@ -23,7 +25,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	state := t.TempDir()
 	startAgent(t, n, state, "--log-level", "debug")
 	var path string
-	waitFor(t, "the agent enrolled", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "the agent enrolled", func() (bool, error) {
 		ds, err := admin.ListDevices(context.Background())
 		if err != nil || len(ds) != 1 {
 			return false, err
@@ -31,7 +33,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		path = ds[0].Path
 		return true, nil
 	})
-	waitFor(t, "inventory and telemetry", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "inventory and telemetry", func() (bool, error) {
 		c, err := admin.GetContext(context.Background(), path)
 		if err != nil {
 			return false, err
@@ -59,7 +61,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	down := time.Now().UTC()
 	queue := filepath.Join(state, "queue.log")
 	changes, last := 0, int64(-1)
-	waitFor(t, "three points queued while the node is down", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "three points queued while the node is down", func() (bool, error) {
 		fi, err := os.Stat(queue)
 		if err != nil {
 			return false, nil

@@ -135,30 +135,14 @@ func (d *device) mustPublish(sub string, payload any) {
 	}
 }
 
+// e2eTimeout bounds each wait of these tests: real processes on a busy
+// machine.
+const e2eTimeout = 30 * time.Second
+
 func (d *device) commands() []client.Job {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return append([]client.Job(nil), d.got...)
-}
-
-// waitFor polls cond until it holds or 30 s pass.
-func waitFor(t *testing.T, what string, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		if err != nil {
-			last = err
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
 }
 
 // variable reads one variable of a context.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/node/client"
 )
 
@@ -66,7 +67,7 @@ func TestCommandToOfflineDeviceAcrossKill(t *testing.T) {
 	d := mustConnectDevice(t, e)
 	d.mustPublish("inventory", map[string]any{"hostname": "pump-7", "functions": []map[string]string{{"name": "ping"}}})
 	d.c.Disconnect(250)
-	waitFor(t, "offline", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "offline", func() (bool, error) {
 		v, err := variable(admin, e.Path, "online")
 		return v == "false", err
 	})
@@ -78,12 +79,12 @@ func TestCommandToOfflineDeviceAcrossKill(t *testing.T) {
 	n.start()
 	admin = n.admin()
 	d = mustConnectDevice(t, e)
-	waitFor(t, "the queued command", func() (bool, error) { return len(d.commands()) > 0, nil })
+	tstest.WaitForErr(t, e2eTimeout, "the queued command", func() (bool, error) { return len(d.commands()) > 0, nil })
 	got := d.commands()[0]
 	if got.ID != job.ID || got.Function != "ping" || string(got.Args) != `{"n":1}` {
 		t.Fatalf("received %+v, want job %s", got, job.ID)
 	}
-	waitFor(t, "delivered", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "delivered", func() (bool, error) {
 		j, err := admin.GetJob(context.Background(), job.ID)
 		return err == nil && j.State == "delivered", err
 	})
@@ -104,7 +105,7 @@ func TestCommandToOfflineDeviceAcrossKill(t *testing.T) {
 	}
 	// A live call with wait returns the result in the answer.
 	go func() {
-		waitFor(t, "second command", func() (bool, error) { return len(d.commands()) > 1, nil })
+		tstest.WaitForErr(t, e2eTimeout, "second command", func() (bool, error) { return len(d.commands()) > 1, nil })
 		c := d.commands()[1]
 		d.publish("cmd/"+c.ID+"/result", map[string]any{"status": "failed", "error": "no"})
 	}()
@@ -140,7 +141,7 @@ func TestDeviceRefusals(t *testing.T) {
 	if v, err := variable(admin, e1.Path, "alive"); err != nil || v != "1" {
 		t.Fatalf("after bad payloads: %s %v", v, err)
 	}
-	waitFor(t, "a rejected event", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "a rejected event", func() (bool, error) {
 		page, err := admin.Events(context.Background(), e1.Path, client.EventQuery{})
 		if err != nil {
 			return false, err
@@ -154,7 +155,7 @@ func TestDeviceRefusals(t *testing.T) {
 	})
 	// Another device's topic: refused, the connection closed (3.1.1).
 	d1.c.Publish(e2.TopicPrefix+"telemetry", 1, false, `{"x": 1}`).WaitTimeout(2 * time.Second)
-	waitFor(t, "disconnect", func() (bool, error) { return !d1.c.IsConnectionOpen(), nil })
+	tstest.WaitForErr(t, e2eTimeout, "disconnect", func() (bool, error) { return !d1.c.IsConnectionOpen(), nil })
 	if _, err := variable(admin, e2.Path, "x"); err == nil {
 		t.Fatal("device 1 wrote into device 2")
 	}
@@ -163,7 +164,7 @@ func TestDeviceRefusals(t *testing.T) {
 	if _, err := admin.RevokeDevice(context.Background(), e2.DeviceID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "revoked device disconnected", func() (bool, error) { return !d2.c.IsConnectionOpen(), nil })
+	tstest.WaitForErr(t, e2eTimeout, "revoked device disconnected", func() (bool, error) { return !d2.c.IsConnectionOpen(), nil })
 	if _, err := connectDevice(t, e2); err == nil {
 		t.Fatal("revoked device connected")
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/tests/udpproxy"
 )
@@ -100,7 +101,7 @@ func peerState(c *client.Client, name, direction string) (client.Peer, bool) {
 
 func waitConnected(t *testing.T, c *client.Client, name, direction string) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("link %s (%s) connected", name, direction), func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, fmt.Sprintf("link %s (%s) connected", name, direction), func() (bool, error) {
 		p, ok := peerState(c, name, direction)
 		return ok && p.State == "connected", nil
 	})
@@ -137,7 +138,7 @@ func TestFederationEndToEnd(t *testing.T) {
 	d8.mustPublish("telemetry", map[string]any{"temp": 41.5})
 
 	var agentPath string
-	waitFor(t, "the agent's device at HQ", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "the agent's device at HQ", func() (bool, error) {
 		tree, err := admin.Tree(context.Background(), "/peers/eu/peers/plant7/devices", client.TreeOptions{Depth: 1})
 		if err != nil || len(tree.Children) != 1 {
 			return false, err
@@ -151,7 +152,7 @@ func TestFederationEndToEnd(t *testing.T) {
 		return host && len(c.Functions) >= 5, nil
 	})
 	d8Path := "/peers/eu/peers/plant8/devices/" + d8.e.DeviceID
-	waitFor(t, "plant8's telemetry at HQ", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "plant8's telemetry at HQ", func() (bool, error) {
 		v, err := variable(admin, d8Path, "temp")
 		return v == "41.5", err
 	})
@@ -170,12 +171,12 @@ func TestFederationEndToEnd(t *testing.T) {
 	if err != nil || status != http.StatusAccepted || job.Node != "/peers/eu/peers/plant7" {
 		t.Fatalf("ping without waiting: %d %+v %v", status, job, err)
 	}
-	waitFor(t, "the job followed through two hops", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "the job followed through two hops", func() (bool, error) {
 		j, err := admin.GetJobOn(context.Background(), job.Node, job.Job)
 		return err == nil && j.State == "succeeded", err
 	})
 	// The job's progress reaches HQ as events on the mirrored device.
-	waitFor(t, "job events at HQ", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "job events at HQ", func() (bool, error) {
 		page, err := admin.Events(context.Background(), agentPath, client.EventQuery{})
 		if err != nil {
 			return false, err
@@ -197,7 +198,7 @@ func TestFederationEndToEnd(t *testing.T) {
 		t.Fatalf("write into a mirror: %v", err)
 	}
 	// The owning probe audited the call it received.
-	waitFor(t, "audit at plant7", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "audit at plant7", func() (bool, error) {
 		recs, err := p7.admin().Audit(context.Background(), 10)
 		for _, r := range recs {
 			if strings.Contains(fmt.Sprint(r), "ping") {
@@ -220,7 +221,7 @@ func TestFederationEndToEnd(t *testing.T) {
 
 	// A probe stopped: a call to its device answers at once, clearly.
 	p7.kill()
-	waitFor(t, "plant7 down at eu", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "plant7 down at eu", func() (bool, error) {
 		p, _ := peerState(eu.admin(), "plant7", "provider")
 		return p.State != "connected", nil
 	})
@@ -322,7 +323,7 @@ func TestFederationFaults(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "devices mirrored at HQ", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "devices mirrored at HQ", func() (bool, error) {
 		tree, err := hq.admin().Tree(context.Background(), "/peers/eu/peers/plant7/devices", client.TreeOptions{Depth: 1})
 		return err == nil && len(tree.Children) == devices, err
 	})
@@ -335,7 +336,7 @@ func TestFederationFaults(t *testing.T) {
 	toHQ.Blackhole(false)
 	// Mid-stream: as soon as the regional node is applying plant7's
 	// backlog, kill it, and bring it back on the same addresses.
-	waitFor(t, "eu catching up", func() (bool, error) {
+	tstest.WaitForErr(t, e2eTimeout, "eu catching up", func() (bool, error) {
 		p, _ := peerState(eu.admin(), "plant7", "provider")
 		return p.State == "connected", nil
 	})

@@ -8,20 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/tests/udpproxy"
 )
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval, not synchronisation
-	}
-}
 
 // echoServer answers every datagram with the same bytes and records the
 // source addresses it saw.
@@ -183,7 +172,7 @@ func TestBlackholeThenHeal(t *testing.T) {
 
 	p.Blackhole(true)
 	c.send(t, []byte("lost"))
-	waitFor(t, 5*time.Second, "the datagram to be dropped", func() bool { return p.Stats().ToTarget.Dropped == 1 })
+	tstest.WaitFor(t, 5*time.Second, "the datagram to be dropped", func() bool { return p.Stats().ToTarget.Dropped == 1 })
 	if got, err := c.recv(100 * time.Millisecond); err == nil {
 		t.Fatalf("got %q through a blackhole", got)
 	}
@@ -217,7 +206,7 @@ func TestBlackholeDropsReplies(t *testing.T) {
 	}
 	p.Blackhole(true)
 	pc.WriteToUDPAddrPort([]byte("late"), from)
-	waitFor(t, 5*time.Second, "the reply to be dropped", func() bool { return p.Stats().ToClient.Dropped == 1 })
+	tstest.WaitFor(t, 5*time.Second, "the reply to be dropped", func() bool { return p.Stats().ToClient.Dropped == 1 })
 	if got, err := c.recv(100 * time.Millisecond); err == nil {
 		t.Fatalf("got %q through a blackhole", got)
 	}
@@ -314,7 +303,7 @@ func TestDropRate(t *testing.T) {
 		}
 		// Let the proxy read the burst before the next one, so the
 		// kernel's socket buffer never drops for us.
-		waitFor(t, 5*time.Second, "the proxy to read the burst", func() bool {
+		tstest.WaitFor(t, 5*time.Second, "the proxy to read the burst", func() bool {
 			st := p.Stats().ToTarget
 			return st.Forwarded+st.Dropped == uint64(sent)
 		})
@@ -329,7 +318,7 @@ func TestDropRate(t *testing.T) {
 	p.SetDropRate(1)
 	before := p.Stats().ToTarget.Dropped
 	c.send(t, []byte("gone"))
-	waitFor(t, 5*time.Second, "the datagram to be dropped", func() bool { return p.Stats().ToTarget.Dropped == before+1 })
+	tstest.WaitFor(t, 5*time.Second, "the datagram to be dropped", func() bool { return p.Stats().ToTarget.Dropped == before+1 })
 
 	p.SetDropRate(0)
 	for {
@@ -370,7 +359,7 @@ func TestIdleMappingsExpire(t *testing.T) {
 	if n := p.Stats().Flows; n != 1 {
 		t.Fatalf("flows = %d, want 1", n)
 	}
-	waitFor(t, 5*time.Second, "the idle mapping to expire", func() bool { return p.Stats().Flows == 0 })
+	tstest.WaitFor(t, 5*time.Second, "the idle mapping to expire", func() bool { return p.Stats().Flows == 0 })
 	c.echo(t, "two")
 	if n := p.Stats().Flows; n != 1 {
 		t.Fatalf("flows = %d, want 1", n)
@@ -391,7 +380,7 @@ func TestCloseTwice(t *testing.T) {
 	c := newClient(t, p.Addr())
 	p.SetDelay(time.Hour) // a datagram stuck in the delay line
 	c.send(t, []byte("stuck"))
-	waitFor(t, 5*time.Second, "the proxy to read", func() bool { return p.Stats().Flows == 1 })
+	tstest.WaitFor(t, 5*time.Second, "the proxy to read", func() bool { return p.Stats().Flows == 1 })
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}

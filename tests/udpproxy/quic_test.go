@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/strata-dm/strata/internal/tstest"
 )
 
 const (
@@ -168,7 +170,7 @@ func TestQUICThroughProxy(t *testing.T) {
 
 	// Idle for longer than the idle timeout: keep-alives hold it up.
 	quiet := time.Now()
-	waitFor(t, 10*time.Second, "an idle period past the idle timeout", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "an idle period past the idle timeout", func() bool {
 		return time.Since(quiet) > idleTimeout+idleTimeout/2 || conn.Context().Err() != nil
 	})
 	if err := context.Cause(conn.Context()); err != nil {
@@ -183,7 +185,7 @@ func TestQUICThroughProxy(t *testing.T) {
 	if _, err := str.Write([]byte("during blackhole")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a short blackhole", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "a short blackhole", func() bool {
 		return time.Since(start) >= idleTimeout/4 && p.Stats().ToTarget.Dropped >= dropped+3
 	})
 	p.Blackhole(false)

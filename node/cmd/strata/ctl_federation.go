@@ -21,7 +21,10 @@ func (x *ctl) peersCmd() *cobra.Command {
 		Long: `Peers lists every federation link of the node, both directions: providers
 (nodes below, mounted at /peers/<name>) and consumers (nodes above, which
 this node publishes to). CURSOR is the provider's sequence number applied
-(provider) or acknowledged (consumer); LAG is how far behind that is.`,
+(provider) or acknowledged (consumer); LAG is how far behind that is (0
+once caught up, even on an idle link). LAST ERROR is what affects the
+link now, with its time (UTC); it is cleared once the link is connected
+again (--json shows it as previous_error).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return x.call(c, func(ctx context.Context, cl *client.Client) error {
@@ -72,8 +75,12 @@ func printPeers(w io.Writer, ps []client.Peer) {
 		if p.RTTMillis > 0 {
 			rtt = fmt.Sprintf("%.1fms", p.RTTMillis)
 		}
+		lastErr := p.LastError
+		if lastErr != "" && !p.LastErrorTime.IsZero() {
+			lastErr = p.LastErrorTime.UTC().Format("15:04:05Z") + " " + lastErr
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", name, p.Direction, p.State, orDash(p.Grant), p.Cursor, lag, rtt,
-			orDash(clip(p.LastError, 60)))
+			orDash(clip(lastErr, 70)))
 	}
 	tw.Flush()
 }
@@ -141,11 +148,15 @@ func (x *ctl) auditCmd() *cobra.Command {
 	var limit int
 	c := &cobra.Command{
 		Use:   "audit [--limit N]",
-		Short: "Calls and reads that reached this node over federation links, newest first",
-		Long: `Audit lists the audit trail: every function call and live read that a
-consumer sent down to this node, with the operator (user and tenant) at the
-tier where it started and the nodes it came through. System administrators
-only.`,
+		Short: "The audit trail: operator actions on this node and requests over links, newest first",
+		Long: `Audit lists the audit trail, newest first: every state-changing action
+made on this node's API (contexts, events, calls, jobs, users, tokens,
+enrollment tokens, devices, peers, federation), refused attempts included,
+and every call and live read a consumer sent down to this node, with the
+operator (user and tenant) at the tier where it started and the nodes it
+came through (VIA). A call's OUTCOME is "pending" until its job ends, then
+the job's final state. System administrators see everything; a tenant
+administrator (admin on /) sees its tenant's records.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if limit < 0 {
@@ -158,14 +169,22 @@ only.`,
 				}
 				return x.show(map[string]any{"records": rs}, func(w io.Writer) {
 					tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-					fmt.Fprintln(tw, "TIME\tVIA\tUSER\tTENANT\tOP\tPATH\tFUNCTION\tOUTCOME")
+					fmt.Fprintln(tw, "TIME\tVIA\tUSER\tTENANT\tOP\tPATH\tFUNCTION\tTARGET\tOUTCOME")
 					for _, r := range rs {
 						via := r.Consumer
 						if len(r.Via) > 0 {
 							via = strings.Join(r.Via, ">")
 						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(r.Time), orDash(via), orDash(r.User), orDash(r.Tenant),
-							r.Op, r.Path, orDash(r.Function), clip(r.Outcome, 60))
+						target := r.Target
+						if r.Job != "" {
+							target = "job " + r.Job
+						}
+						outcome := r.Outcome
+						if r.Error != "" {
+							outcome += ": " + r.Error
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(r.Time), orDash(via), orDash(r.User), orDash(r.Tenant),
+							r.Op, orDash(r.Path), orDash(r.Function), orDash(target), clip(outcome, 60))
 					}
 					tw.Flush()
 				})
