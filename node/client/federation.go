@@ -6,15 +6,17 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // Federation (docs/api.md, "Federation"; docs/federation.md).
 
 // Error codes of federation answers (APIError.Code).
 const (
-	CodePeerUnreachable = "peer_unreachable" // the link to the owning peer is down
-	CodePeerForbidden   = "peer_forbidden"   // the peer's grant to this node does not allow it
-	CodeMountedReadOnly = "mounted_read_only"
+	CodePeerUnreachable = apitypes.CodePeerUnreachable // the link to the owning peer is down
+	CodePeerForbidden   = apitypes.CodePeerForbidden   // the peer's grant to this node does not allow it
+	CodeMountedReadOnly = apitypes.CodeMountedReadOnly
 )
 
 // Peer is one federation link as GET /api/v1/peers shows it.

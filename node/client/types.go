@@ -5,22 +5,25 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // These types mirror the JSON bodies of docs/api.md. Values and payloads
 // stay json.RawMessage so that nothing is lost or reformatted in transit.
 
-// Error codes of the API (APIError.Code).
+// Error codes of the API (APIError.Code), as package apitypes defines
+// them.
 const (
-	CodeInvalid      = "invalid"
-	CodeUnauthorized = "unauthorized"
-	CodeForbidden    = "forbidden"
-	CodeNotFound     = "not_found"
-	CodeConflict     = "conflict"
-	CodeTooLarge     = "too_large"
-	CodeRateLimited  = "rate_limited"
-	CodeUnavailable  = "unavailable"
-	CodeInternal     = "internal"
+	CodeInvalid      = apitypes.CodeInvalid
+	CodeUnauthorized = apitypes.CodeUnauthorized
+	CodeForbidden    = apitypes.CodeForbidden
+	CodeNotFound     = apitypes.CodeNotFound
+	CodeConflict     = apitypes.CodeConflict
+	CodeTooLarge     = apitypes.CodeTooLarge
+	CodeRateLimited  = apitypes.CodeRateLimited
+	CodeUnavailable  = apitypes.CodeUnavailable
+	CodeInternal     = apitypes.CodeInternal
 )
 
 // Session is the answer to a login: a bearer token and who it is for.
