@@ -45,3 +45,20 @@ func TestGoldenErrors(t *testing.T) {
 		{"empty", &ErrorBody{}, `{"error":"","code":""}`},
 	})
 }
+
+func TestGoldenEnrollment(t *testing.T) {
+	checkGolden(t, []golden{
+		{"request", &EnrollRequest{Token: "se_x", HardwareID: "hw-1"},
+			`{"token":"se_x","hardware_id":"hw-1"}`},
+		{"request with csr", &EnrollRequest{Token: "se_x", HardwareID: "hw-1", CSRPEM: "-----BEGIN CSR"},
+			`{"token":"se_x","hardware_id":"hw-1","csr_pem":"-----BEGIN CSR"}`},
+		{"enrollment", &Enrollment{DeviceID: "d1", MQTTUsername: "d1", MQTTPassword: "sd_1", MQTTAddress: "h:8883",
+			CAPEM: "-----BEGIN CA", Path: "/devices/d1", Tenant: "acme", Group: "pumps", TopicPrefix: "strata/d1/"},
+			`{"device_id":"d1","mqtt_username":"d1","mqtt_password":"sd_1","mqtt_address":"h:8883","ca_pem":"-----BEGIN CA",` +
+				`"path":"/devices/d1","tenant":"acme","group":"pumps","topic_prefix":"strata/d1/"}`},
+		{"enrollment with certificate, shared", &Enrollment{DeviceID: "d2", MQTTUsername: "d2", MQTTPassword: "sd_2",
+			CAPEM: "ca", CertPEM: "cert", Path: "/devices/d2", TopicPrefix: "strata/d2/"},
+			`{"device_id":"d2","mqtt_username":"d2","mqtt_password":"sd_2","mqtt_address":"","ca_pem":"ca","cert_pem":"cert",` +
+				`"path":"/devices/d2","tenant":"","group":"","topic_prefix":"strata/d2/"}`},
+	})
+}

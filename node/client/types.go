@@ -268,26 +268,11 @@ type CreatedEnrollToken struct {
 }
 
 // EnrollRequest is what a device sends to enroll.
-type EnrollRequest struct {
-	Token      string `json:"token"`
-	HardwareID string `json:"hardware_id"`
-	CSRPEM     string `json:"csr_pem,omitempty"`
-}
+type EnrollRequest = apitypes.EnrollRequest
 
 // Enrollment is what an enrolled device receives: its MQTT credentials
 // and where to use them. CertPEM is set when the request had a CSR.
-type Enrollment struct {
-	DeviceID     string `json:"device_id"`
-	MQTTUsername string `json:"mqtt_username"`
-	MQTTPassword string `json:"mqtt_password"`
-	MQTTAddress  string `json:"mqtt_address"`
-	CAPEM        string `json:"ca_pem"`
-	CertPEM      string `json:"cert_pem,omitempty"`
-	Path         string `json:"path"`
-	Tenant       string `json:"tenant"`
-	Group        string `json:"group"`
-	TopicPrefix  string `json:"topic_prefix"`
-}
+type Enrollment = apitypes.Enrollment
 
 // Device is an enrolled device.
 type Device struct {

@@ -85,7 +85,7 @@ func Enroll(ctx context.Context, req EnrollRequest) (*Credentials, error) {
 		TLSClientConfig: tlsConf, Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}}
 	defer client.CloseIdleConnections()
 
-	body, _ := json.Marshal(map[string]string{"token": req.Token, "hardware_id": req.HardwareID})
+	body, _ := json.Marshal(apitypes.EnrollRequest{Token: req.Token, HardwareID: req.HardwareID})
 	endpoint := strings.TrimRight(u.String(), "/") + "/api/v1/enroll"
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {

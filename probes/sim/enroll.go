@@ -90,7 +90,7 @@ func (e *enroller) close() {
 // errors with exponential backoff (honouring Retry-After).
 func (e *enroller) enroll(ctx context.Context, n int, hardwareID string) (Credentials, error) {
 	client := e.clients[n%len(e.clients)]
-	body, _ := json.Marshal(map[string]string{"token": e.token, "hardware_id": hardwareID})
+	body, _ := json.Marshal(apitypes.EnrollRequest{Token: e.token, HardwareID: hardwareID})
 	backoff := 200 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		creds, wait, err := e.once(ctx, client, body)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 func TestHistogramQuantiles(t *testing.T) {
@@ -104,8 +106,8 @@ func TestCommandParsing(t *testing.T) {
 
 func TestCredentialsRoundTrip(t *testing.T) {
 	in := []Credentials{
-		{DeviceID: "d-1", MQTTUsername: "d-1", MQTTPassword: "sd_1", MQTTAddress: "h:8883", CAPEM: "-----BEGIN", HardwareID: "sim-x-0"},
-		{DeviceID: "d-2", MQTTUsername: "d-2", MQTTPassword: "sd_2", MQTTAddress: "h:8883", CAPEM: "-----BEGIN"},
+		{Enrollment: apitypes.Enrollment{DeviceID: "d-1", MQTTUsername: "d-1", MQTTPassword: "sd_1", MQTTAddress: "h:8883", CAPEM: "-----BEGIN"}, HardwareID: "sim-x-0"},
+		{Enrollment: apitypes.Enrollment{DeviceID: "d-2", MQTTUsername: "d-2", MQTTPassword: "sd_2", MQTTAddress: "h:8883", CAPEM: "-----BEGIN"}},
 	}
 	var buf bytes.Buffer
 	if err := WriteCredentials(&buf, in); err != nil {
