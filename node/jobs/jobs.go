@@ -222,6 +222,9 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 	if len(spec.Args) > MaxArgsBytes {
 		return Job{}, fmt.Errorf("%w: args larger than %d bytes", model.ErrInvalid, MaxArgsBytes)
 	}
+	if err := model.CheckValue(spec.Args); err != nil {
+		return Job{}, fmt.Errorf("args: %w", err)
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(spec.Args, &obj); err != nil || obj == nil {
 		return Job{}, fmt.Errorf("%w: args must be a JSON object", model.ErrInvalid)

@@ -142,7 +142,7 @@ func variables(o map[string]json.RawMessage, t time.Time, skip ...string) (map[s
 		}
 		v, err := model.NewVariable(raw, t)
 		if err != nil {
-			return nil, payloadErr("variable %q: %v", name, err)
+			return nil, payloadErr("variable %q: %w", name, err)
 		}
 		vars[name] = v
 	}
@@ -238,6 +238,13 @@ func DecodeInventory(data []byte, now time.Time) (Inventory, error) {
 				return Inventory{}, payloadErr("function %q declared twice", f.Name)
 			}
 			seen[f.Name] = true
+			for what, raw := range map[string]json.RawMessage{"argument": f.Args, "result": f.Result} {
+				if len(raw) > 0 {
+					if err := model.CheckValue(raw); err != nil {
+						return Inventory{}, payloadErr("function %q: %s schema: %w", f.Name, what, err)
+					}
+				}
+			}
 		}
 		inv.SetFunctions = true
 	}
@@ -299,6 +306,9 @@ func DecodeEvents(data []byte, now time.Time) ([]model.Event, error) {
 		}
 		var pl json.RawMessage
 		if len(e.Payload) > 0 && string(e.Payload) != "null" {
+			if err := model.CheckValue(e.Payload); err != nil {
+				return nil, payloadErr("event %d payload: %w", i, err)
+			}
 			var buf bytes.Buffer
 			if err := json.Compact(&buf, e.Payload); err != nil {
 				return nil, payloadErr("event %d payload: %v", i, err)
@@ -344,6 +354,9 @@ func DecodeResult(data []byte) (Result, error) {
 		if string(r.Result) == "null" {
 			r.Result = nil
 		} else {
+			if err := model.CheckValue(r.Result); err != nil {
+				return Result{}, payloadErr("result: %w", err)
+			}
 			var buf bytes.Buffer
 			if err := json.Compact(&buf, r.Result); err != nil {
 				return Result{}, payloadErr("result: %v", err)

@@ -208,6 +208,8 @@ func reasonLabel(err error) string {
 	switch {
 	case errors.Is(err, model.ErrNotFound), errors.Is(err, model.ErrShared):
 		return "foreign_context"
+	case errors.Is(err, model.ErrInvalidValue):
+		return "invalid_value"
 	case strings.Contains(msg, "larger than"):
 		return "too_large"
 	case strings.Contains(msg, "unknown topic"):
