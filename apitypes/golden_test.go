@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // golden is one shape pinned: v must encode to exactly want, and want must
@@ -60,5 +61,18 @@ func TestGoldenEnrollment(t *testing.T) {
 			CAPEM: "ca", CertPEM: "cert", Path: "/devices/d2", TopicPrefix: "strata/d2/"},
 			`{"device_id":"d2","mqtt_username":"d2","mqtt_password":"sd_2","mqtt_address":"","ca_pem":"ca","cert_pem":"cert",` +
 				`"path":"/devices/d2","tenant":"","group":"","topic_prefix":"strata/d2/"}`},
+	})
+}
+
+func TestGoldenCommands(t *testing.T) {
+	deadline := time.Date(2026, 11, 23, 10, 5, 0, 0, time.UTC)
+	checkGolden(t, []golden{
+		{"command", &Command{Job: "j1", Function: "ping", Args: json.RawMessage(`{"n":1}`), Deadline: deadline},
+			`{"job":"j1","function":"ping","args":{"n":1},"deadline":"2026-11-23T10:05:00Z"}`},
+		{"succeeded", &CommandResult{Status: ResultSucceeded, Result: json.RawMessage(`{"pong":true}`)},
+			`{"status":"succeeded","result":{"pong":true}}`},
+		{"failed", &CommandResult{Status: ResultFailed, Error: "unknown function"},
+			`{"status":"failed","error":"unknown function"}`},
+		{"running", &CommandResult{Status: ResultRunning}, `{"status":"running"}`},
 	})
 }
