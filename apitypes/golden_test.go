@@ -76,3 +76,42 @@ func TestGoldenCommands(t *testing.T) {
 		{"running", &CommandResult{Status: ResultRunning}, `{"status":"running"}`},
 	})
 }
+
+func TestGoldenJobs(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	job := Job{ID: "j1", Path: "/devices/d1", Device: "d1", Tenant: "acme", Function: "ping",
+		Args: json.RawMessage(`{"n":1}`), CreatedBy: "alice", Created: t0, Deadline: t0.Add(time.Hour),
+		State: JobSucceeded, Updated: t0.Add(time.Second), Result: json.RawMessage(`{"pong":true}`),
+		History: []JobTransition{{State: JobQueued, Time: t0}, {State: JobSucceeded, Time: t0.Add(time.Second), Detail: "by device"}}}
+	jobJSON := `{"id":"j1","path":"/devices/d1","device":"d1","tenant":"acme","function":"ping","args":{"n":1},` +
+		`"created_by":"alice","created":"2026-11-23T10:00:00Z","deadline":"2026-11-23T11:00:00Z","state":"succeeded",` +
+		`"updated":"2026-11-23T10:00:01Z","result":{"pong":true},"history":[{"state":"queued","time":"2026-11-23T10:00:00Z"},` +
+		`{"state":"succeeded","time":"2026-11-23T10:00:01Z","detail":"by device"}]}`
+	routed := Job{ID: "j2", Path: "/peers/eu/devices/d2", State: JobFailed, Error: "no such script",
+		Node: "/peers/eu", Job: "j2"}
+	checkGolden(t, []golden{
+		{"job", &job, jobJSON},
+		{"queued, no history yet", &Job{ID: "j3", State: JobQueued},
+			`{"id":"j3","path":"","device":"","tenant":"","function":"","created_by":"","created":"0001-01-01T00:00:00Z",` +
+				`"deadline":"0001-01-01T00:00:00Z","state":"queued","updated":"0001-01-01T00:00:00Z","history":null}`},
+		{"routed", &routed,
+			`{"id":"j2","path":"/peers/eu/devices/d2","device":"","tenant":"","function":"","created_by":"",` +
+				`"created":"0001-01-01T00:00:00Z","deadline":"0001-01-01T00:00:00Z","state":"failed",` +
+				`"updated":"0001-01-01T00:00:00Z","error":"no such script","history":null,"node":"/peers/eu","job":"j2"}`},
+		{"page", &JobPage{Jobs: []Job{job}, Next: "j1"}, `{"jobs":[` + jobJSON + `],"next":"j1"}`},
+		{"last page", &JobPage{Jobs: []Job{}}, `{"jobs":[]}`},
+	})
+	type path string // the node's own path type encodes the same
+	other, _ := json.Marshal(JobOf[path]{ID: job.ID, Path: path(job.Path), Device: job.Device, Tenant: job.Tenant,
+		Function: job.Function, Args: job.Args, CreatedBy: job.CreatedBy, Created: job.Created, Deadline: job.Deadline,
+		State: job.State, Updated: job.Updated, Result: job.Result, History: job.History})
+	if string(other) != jobJSON {
+		t.Fatalf("JobOf[path] encodes as %s", other)
+	}
+	for s, final := range map[JobState]bool{JobQueued: false, JobDelivered: false, JobRunning: false,
+		JobSucceeded: true, JobFailed: true, JobExpired: true, JobCancelled: true} {
+		if s.Final() != final {
+			t.Errorf("%s.Final() = %v", s, !final)
+		}
+	}
+}

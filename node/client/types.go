@@ -289,53 +289,27 @@ type Device struct {
 }
 
 // JobState is the state of a job.
-type JobState string
+type JobState = apitypes.JobState
 
-// States of a job; the last four are final.
+// States of a job; the last four are final (JobState.Final).
 const (
-	JobQueued    JobState = "queued"
-	JobDelivered JobState = "delivered"
-	JobRunning   JobState = "running"
-	JobSucceeded JobState = "succeeded"
-	JobFailed    JobState = "failed"
-	JobExpired   JobState = "expired"
-	JobCancelled JobState = "cancelled"
+	JobQueued    = apitypes.JobQueued
+	JobDelivered = apitypes.JobDelivered
+	JobRunning   = apitypes.JobRunning
+	JobSucceeded = apitypes.JobSucceeded
+	JobFailed    = apitypes.JobFailed
+	JobExpired   = apitypes.JobExpired
+	JobCancelled = apitypes.JobCancelled
 )
 
-// Final reports whether s is a final state.
-func (s JobState) Final() bool {
-	return s == JobSucceeded || s == JobFailed || s == JobExpired || s == JobCancelled
-}
-
 // JobTransition is one entry of a job's history.
-type JobTransition struct {
-	State  JobState  `json:"state"`
-	Time   time.Time `json:"time"`
-	Detail string    `json:"detail,omitempty"`
-}
+type JobTransition = apitypes.JobTransition
 
 // Job is one function call on one device. Result is set when it
-// succeeded, Error when it failed.
-type Job struct {
-	ID        string          `json:"id"`
-	Path      string          `json:"path"`
-	Device    string          `json:"device"`
-	Tenant    string          `json:"tenant"`
-	Function  string          `json:"function"`
-	Args      json.RawMessage `json:"args,omitempty"`
-	CreatedBy string          `json:"created_by"`
-	Created   time.Time       `json:"created"`
-	Deadline  time.Time       `json:"deadline"`
-	State     JobState        `json:"state"`
-	Updated   time.Time       `json:"updated"`
-	Result    json.RawMessage `json:"result,omitempty"`
-	Error     string          `json:"error,omitempty"`
-	History   []JobTransition `json:"history,omitempty"`
-	// Node and Job are set for a job owned by a node below (a routed
-	// call): Node is that node's path here, Job the job's id there.
-	Node string `json:"node,omitempty"`
-	Job  string `json:"job,omitempty"`
-}
+// succeeded, Error when it failed. Node and Job are set for a job owned
+// by a node below (a routed call): Node is that node's path here, Job the
+// job's id there.
+type Job = apitypes.Job
 
 // Call is a function call. Zero fields leave the server's defaults: args
 // {}, no waiting, a deadline one hour ahead. Set at most one of TTL and
@@ -359,7 +333,4 @@ type JobQuery struct {
 
 // JobPage is one page of jobs, newest first; Next, when set, is the
 // Before of the next page.
-type JobPage struct {
-	Jobs []Job  `json:"jobs"`
-	Next string `json:"next,omitempty"`
-}
+type JobPage = apitypes.JobPage
