@@ -94,6 +94,9 @@ type Config struct {
 	LogBudget uint64
 	// MaxFrame bounds one wire frame (default 16 MiB).
 	MaxFrame int
+	// Clock decides when node certificates are renewed (nil: the system
+	// clock; tests use a fake one).
+	Clock Clock
 }
 
 // Upstream is one consumer this node publishes to.
@@ -205,8 +208,18 @@ type PeerStatus struct {
 	BytesSent     uint64    `json:"bytes_sent"`
 	BytesReceived uint64    `json:"bytes_received"`
 	Since         time.Time `json:"since"`
-	LastError     string    `json:"last_error,omitempty"`
-	CertExpires   time.Time `json:"cert_expires,omitzero"`
+	// LastError is what affects the link now (empty once it is healthy
+	// again), LastErrorTime when it happened; PreviousError is the last
+	// error the link recovered from, and when.
+	LastError         string    `json:"last_error,omitempty"`
+	LastErrorTime     time.Time `json:"last_error_time,omitzero"`
+	PreviousError     string    `json:"previous_error,omitempty"`
+	PreviousErrorTime time.Time `json:"previous_error_time,omitzero"`
+	// RejectedEntries counts the entries and snapshot contexts a provider
+	// sent outside its bounds (bad paths, outside what it publishes or
+	// what this node accepted), refused since this node started.
+	RejectedEntries uint64    `json:"rejected_entries,omitempty"`
+	CertExpires     time.Time `json:"cert_expires,omitzero"`
 	// Below lists the nodes mounted, transitively, under a provider.
 	Below []string `json:"below,omitempty"`
 }

@@ -33,6 +33,8 @@ type tnode struct {
 	// certValidity, when set, is the lifetime of certificates this node
 	// issues to providers.
 	certValidity time.Duration
+	// configure, when set, changes the configuration before each start.
+	configure func(*federation.Config)
 }
 
 // echoLocal answers calls with what it received, and reads from the model.
@@ -52,6 +54,8 @@ func (l *echoLocal) Call(ctx context.Context, consumer string, req federation.Ca
 	l.mu.Unlock()
 	if req.Function == "slow" {
 		<-ctx.Done()
+		// Cleaning up after the cancellation takes a while.
+		<-time.After(100 * time.Millisecond)
 		return federation.CallResult{}, ctx.Err()
 	}
 	res, _ := json.Marshal(map[string]any{"node": l.node, "function": req.Function, "args": req.Args, "via": req.Identity.Via, "user": req.Identity.User})
@@ -111,6 +115,9 @@ func (n *tnode) start() {
 	}
 	if n.listen {
 		cfg.ListenAddr = "127.0.0.1:0"
+	}
+	if n.configure != nil {
+		n.configure(&cfg)
 	}
 	svc, err := federation.New(cfg)
 	if err != nil {

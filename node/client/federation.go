@@ -39,9 +39,16 @@ type Peer struct {
 	BytesSent     uint64    `json:"bytes_sent"`
 	BytesReceived uint64    `json:"bytes_received"`
 	Since         time.Time `json:"since"`
-	LastError     string    `json:"last_error,omitempty"`
-	CertExpires   time.Time `json:"cert_expires,omitzero"`
-	Below         []string  `json:"below,omitempty"`
+	// LastError is what affects the link now (empty once it is healthy
+	// again); PreviousError the last error it recovered from.
+	LastError         string    `json:"last_error,omitempty"`
+	LastErrorTime     time.Time `json:"last_error_time,omitzero"`
+	PreviousError     string    `json:"previous_error,omitempty"`
+	PreviousErrorTime time.Time `json:"previous_error_time,omitzero"`
+	// RejectedEntries counts what a provider sent outside its bounds.
+	RejectedEntries uint64    `json:"rejected_entries,omitempty"`
+	CertExpires     time.Time `json:"cert_expires,omitzero"`
+	Below           []string  `json:"below,omitempty"`
 }
 
 // NewPeerToken asks for a join token for the node named Peer. Grant is
