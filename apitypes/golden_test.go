@@ -115,3 +115,26 @@ func TestGoldenJobs(t *testing.T) {
 		}
 	}
 }
+
+func TestGoldenPeers(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	checkGolden(t, []golden{
+		{"provider", &Peer{Name: "plant7", Direction: "provider", State: "connected", Grant: "operate",
+			Subtrees: []string{"/devices"}, Mount: "/peers/plant7", Cursor: 41, Head: 42, LagEntries: 1, LagSeconds: 0.5,
+			Gaps: 1, RTTMillis: 3.25, BytesSent: 10, BytesReceived: 20, Since: t0,
+			LastError: "timeout", LastErrorTime: t0.Add(time.Minute), PreviousError: "refused",
+			PreviousErrorTime: t0, RejectedEntries: 2, CertExpires: t0.Add(24 * time.Hour), Below: []string{"/peers/plant7/peers/line1"}},
+			`{"name":"plant7","direction":"provider","state":"connected","grant":"operate","subtrees":["/devices"],` +
+				`"mount":"/peers/plant7","cursor":41,"head":42,"lag_entries":1,"lag_seconds":0.5,"gaps":1,"rtt_ms":3.25,` +
+				`"bytes_sent":10,"bytes_received":20,"since":"2026-11-23T10:00:00Z","last_error":"timeout",` +
+				`"last_error_time":"2026-11-23T10:01:00Z","previous_error":"refused","previous_error_time":"2026-11-23T10:00:00Z",` +
+				`"rejected_entries":2,"cert_expires":"2026-11-24T10:00:00Z","below":["/peers/plant7/peers/line1"]}`},
+		{"upstream not joined yet", &Peer{Direction: "consumer", Address: "hq:7443", State: "joining", Since: t0},
+			`{"name":"","direction":"consumer","address":"hq:7443","state":"joining","cursor":0,"head":0,"lag_entries":0,` +
+				`"lag_seconds":0,"gaps":0,"rtt_ms":0,"bytes_sent":0,"bytes_received":0,"since":"2026-11-23T10:00:00Z"}`},
+		{"mount check", &MountCheck{Peer: "plant7", Mount: "/peers/plant7", Seq: 42, Contexts: 7, Digest: "ab", Source: "cd"},
+			`{"peer":"plant7","mount":"/peers/plant7","match":false,"seq":42,"contexts":7,"digest":"ab","source":"cd"}`},
+		{"mount check error", &MountCheck{Peer: "eu", Mount: "/peers/eu", Error: "unreachable"},
+			`{"peer":"eu","mount":"/peers/eu","match":false,"seq":0,"contexts":0,"error":"unreachable"}`},
+	})
+}
