@@ -12,14 +12,19 @@ type EnrollRequest struct {
 // credentials and where to use them. CertPEM is set when the request had
 // a CSR; Path is the device's context, Tenant is empty for a shared
 // device.
-type Enrollment struct {
+type Enrollment = EnrollmentOf[string]
+
+// EnrollmentOf is Enrollment with its path of type P: the node uses its
+// validated path type (model.Path), everyone else a string. The JSON is
+// the same.
+type EnrollmentOf[P ~string] struct {
 	DeviceID     string `json:"device_id"`
 	MQTTUsername string `json:"mqtt_username"`
 	MQTTPassword string `json:"mqtt_password"`
 	MQTTAddress  string `json:"mqtt_address"`
 	CAPEM        string `json:"ca_pem"`
 	CertPEM      string `json:"cert_pem,omitempty"`
-	Path         string `json:"path"`
+	Path         P      `json:"path"`
 	Tenant       string `json:"tenant"`
 	Group        string `json:"group"`
 	TopicPrefix  string `json:"topic_prefix"`

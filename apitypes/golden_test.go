@@ -62,6 +62,12 @@ func TestGoldenEnrollment(t *testing.T) {
 			`{"device_id":"d2","mqtt_username":"d2","mqtt_password":"sd_2","mqtt_address":"","ca_pem":"ca","cert_pem":"cert",` +
 				`"path":"/devices/d2","tenant":"","group":"","topic_prefix":"strata/d2/"}`},
 	})
+	type path string // the node's own path type encodes the same
+	got, _ := json.Marshal(EnrollmentOf[path]{DeviceID: "d1", Path: "/devices/d1"})
+	want, _ := json.Marshal(Enrollment{DeviceID: "d1", Path: "/devices/d1"})
+	if string(got) != string(want) {
+		t.Fatalf("EnrollmentOf[path] encodes as %s, want %s", got, want)
+	}
 }
 
 func TestGoldenCommands(t *testing.T) {

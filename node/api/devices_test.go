@@ -73,11 +73,11 @@ func TestEnrollment(t *testing.T) {
 
 	en := e.enroll(tok.Secret, "b8:27:eb:12:34:56")
 	if !strings.HasPrefix(en.DeviceID, "d-") || en.MQTTUsername != en.DeviceID || !strings.HasPrefix(en.MQTTPassword, "sd_") ||
-		en.MQTTAddress != "127.0.0.1:8883" || en.Path != string(devices.PathOf(en.DeviceID)) || en.Tenant != "acme" ||
+		en.MQTTAddress != "127.0.0.1:8883" || en.Path != devices.PathOf(en.DeviceID) || en.Tenant != "acme" ||
 		en.Group != "pumps" || en.TopicPrefix != "strata/"+en.DeviceID+"/" || !strings.Contains(en.CAPEM, "BEGIN CERTIFICATE") || en.CertPEM != "" {
 		t.Fatalf("enrollment %+v", en)
 	}
-	ctxt, err := e.model.Get(model.Path(en.Path))
+	ctxt, err := e.model.Get(en.Path)
 	if err != nil || ctxt.Type != devices.DeviceType || ctxt.Tenant != "acme" || ctxt.Labels["group"] != "pumps" {
 		t.Fatalf("device context %+v, %v", ctxt, err)
 	}
@@ -253,7 +253,7 @@ func TestDevices(t *testing.T) {
 	}
 	e.want(e.do("GET", "/api/v1/devices/revoke", c.alice, nil), 404, codeNotFound)
 	e.want(e.do("GET", "/api/v1/devices/"+a.DeviceID+"/revoke", c.alice, nil), 405, codeMethodNotAllowed)
-	if evs, _ := e.model.Events(model.Path(a.Path), model.EventQuery{}); len(evs) == 0 || evs[0].Name != "revoked" {
+	if evs, _ := e.model.Events(a.Path, model.EventQuery{}); len(evs) == 0 || evs[0].Name != "revoked" {
 		t.Fatalf("events %+v", evs)
 	}
 }

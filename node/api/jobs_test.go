@@ -27,7 +27,7 @@ func (e *env) device(token, hw string, functions ...string) string {
 	for i, f := range functions {
 		fns[i] = model.Function{Name: f}
 	}
-	if _, err := e.model.Apply(e.ctx, model.Mutation{Op: model.OpPut, Path: model.Path(en.Path), Functions: fns, SetFunctions: true}); err != nil {
+	if _, err := e.model.Apply(e.ctx, model.Mutation{Op: model.OpPut, Path: en.Path, Functions: fns, SetFunctions: true}); err != nil {
 		e.t.Fatal(err)
 	}
 	return en.DeviceID

@@ -65,7 +65,7 @@ func TestEnrollAndAuthenticate(t *testing.T) {
 	if e.Tenant != "a" || e.Group != "pumps" || e.MQTTUsername != e.DeviceID || e.TopicPrefix != "strata/"+e.DeviceID+"/" || e.CAPEM == "" {
 		t.Fatalf("enrollment %+v", e)
 	}
-	c, err := m.Get(model.Path(e.Path))
+	c, err := m.Get(e.Path)
 	if err != nil || c.Tenant != "a" || c.Type != DeviceType || c.Labels["group"] != "pumps" {
 		t.Fatalf("context %+v %v", c, err)
 	}
@@ -196,7 +196,7 @@ func TestRevoke(t *testing.T) {
 		t.Fatalf("revocation hook: %v", revoked)
 	}
 	mu.Unlock()
-	evs, _ := m.Events(model.Path(e.Path), model.EventQuery{})
+	evs, _ := m.Events(e.Path, model.EventQuery{})
 	if len(evs) < 2 || evs[0].Name != "revoked" {
 		t.Fatalf("events %+v", evs)
 	}

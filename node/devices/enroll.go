@@ -168,7 +168,7 @@ type EnrollRequest = apitypes.EnrollRequest
 
 // Enrollment is what an enrolled device receives (docs/mqtt.md); the
 // caller adds the MQTT address.
-type Enrollment = apitypes.Enrollment
+type Enrollment = apitypes.EnrollmentOf[model.Path]
 
 // errBadToken is the one answer for a token that cannot enroll.
 var errBadToken = fmt.Errorf("%w: enrollment token is not valid", auth.ErrUnauthorized)
@@ -233,7 +233,7 @@ func (s *Service) enroll(ctx context.Context, req EnrollRequest) (_ Enrollment, 
 	d.Revoked, d.RevokedAt, d.SecretHash, d.CertSerial = false, time.Time{}, auth.SecretHash(secret), ""
 	out := Enrollment{
 		DeviceID: id, MQTTUsername: id, MQTTPassword: secret, CAPEM: string(s.caPEM),
-		Path: string(d.Path), Tenant: d.Tenant, Group: d.Group, TopicPrefix: "strata/" + id + "/",
+		Path: d.Path, Tenant: d.Tenant, Group: d.Group, TopicPrefix: "strata/" + id + "/",
 	}
 	if req.CSRPEM != "" {
 		if s.ca == nil {
