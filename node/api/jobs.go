@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/calls"
@@ -299,10 +300,7 @@ func (q *jobQuery) match(p *auth.Principal, j *jobs.Job) bool {
 
 // jobPage is one page of a job listing, newest first; next, when set, is
 // the "before" of the following page.
-type jobPage struct {
-	Jobs []jobs.Job `json:"jobs"`
-	Next string     `json:"next,omitempty"`
-}
+type jobPage = apitypes.JobPageOf[model.Path]
 
 // listJobs lists the jobs the caller may see, newest first. Jobs it may
 // not see are left out, never refused.

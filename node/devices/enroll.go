@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 )
@@ -163,26 +164,11 @@ func (s *Service) RevokeToken(ctx context.Context, p *auth.Principal, id string)
 }
 
 // EnrollRequest is what a device sends to enroll.
-type EnrollRequest struct {
-	Token      string `json:"token"`
-	HardwareID string `json:"hardware_id"`
-	CSRPEM     string `json:"csr_pem,omitempty"`
-}
+type EnrollRequest = apitypes.EnrollRequest
 
 // Enrollment is what an enrolled device receives (docs/mqtt.md); the
 // caller adds the MQTT address.
-type Enrollment struct {
-	DeviceID     string     `json:"device_id"`
-	MQTTUsername string     `json:"mqtt_username"`
-	MQTTPassword string     `json:"mqtt_password"`
-	MQTTAddress  string     `json:"mqtt_address"`
-	CAPEM        string     `json:"ca_pem"`
-	CertPEM      string     `json:"cert_pem,omitempty"`
-	Path         model.Path `json:"path"`
-	Tenant       string     `json:"tenant"`
-	Group        string     `json:"group"`
-	TopicPrefix  string     `json:"topic_prefix"`
-}
+type Enrollment = apitypes.EnrollmentOf[model.Path]
 
 // errBadToken is the one answer for a token that cannot enroll.
 var errBadToken = fmt.Errorf("%w: enrollment token is not valid", auth.ErrUnauthorized)

@@ -8,6 +8,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -94,7 +95,7 @@ func (h *hook) pump(cl *mochi.Client) {
 // publish sends one command through mochi's inline client: the device is
 // the only possible subscriber of its command topic.
 func (b *Broker) publish(id string, c Command) {
-	payload, err := json.Marshal(c)
+	payload, err := json.Marshal(c.payload())
 	if err == nil {
 		err = b.srv.Publish(TopicPrefix(id)+"cmd/"+c.Job, payload, false, 1)
 	}
@@ -125,11 +126,13 @@ func (h *hook) OnPublishDropped(cl *mochi.Client, pk packets.Packet) {
 	if !ok || kind != topicCommand {
 		return
 	}
-	var c Command
-	if json.Unmarshal(pk.Payload, &c) != nil {
+	var p apitypes.Command
+	if json.Unmarshal(pk.Payload, &p) != nil {
 		return
 	}
+	c := Command{Job: p.Job, Function: p.Function, Args: p.Args, Deadline: p.Deadline}
 	h.mu.Lock()
+	c.Tenant = h.tenants[cl] // checked when it was queued on this connection
 	if o := h.out[cl]; o != nil {
 		o.outstanding = max(o.outstanding-1, 0)
 		delete(o.sent, pk.PacketID)

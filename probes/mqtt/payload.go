@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -320,23 +321,25 @@ func DecodeEvents(data []byte, now time.Time) ([]model.Event, error) {
 	return out, nil
 }
 
-// Command is what the node publishes on strata/<id>/cmd/<job>.
+// Command is a command the broker delivers to a device. Its payload on
+// strata/<id>/cmd/<job> is apitypes.Command (see payload).
 type Command struct {
-	Job      string          `json:"job"`
-	Function string          `json:"function"`
-	Args     json.RawMessage `json:"args"`
-	Deadline time.Time       `json:"deadline"`
+	Job      string
+	Function string
+	Args     json.RawMessage
+	Deadline time.Time
 	// Tenant is the job's tenant, never sent: a command goes only to a
 	// connection authenticated as a device of that tenant.
-	Tenant string `json:"-"`
+	Tenant string
+}
+
+// payload is the JSON the device receives.
+func (c Command) payload() apitypes.Command {
+	return apitypes.Command{Job: c.Job, Function: c.Function, Args: c.Args, Deadline: c.Deadline}
 }
 
 // Result is a device's answer on strata/<id>/cmd/<job>/result.
-type Result struct {
-	Status string          `json:"status"` // running, succeeded, failed
-	Result json.RawMessage `json:"result,omitempty"`
-	Error  string          `json:"error,omitempty"`
-}
+type Result = apitypes.CommandResult
 
 // DecodeResult decodes a command result.
 func DecodeResult(data []byte) (Result, error) {

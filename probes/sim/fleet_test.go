@@ -14,6 +14,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/internal/tstest"
 )
 
@@ -65,7 +66,7 @@ func TestFleetTelemetryTLS(t *testing.T) {
 	secrets := map[string]string{}
 	for i := range creds {
 		id := fmt.Sprintf("d-%03d", i)
-		creds[i] = Credentials{DeviceID: id, MQTTUsername: id, MQTTPassword: "sd_" + id, CAPEM: string(ca.pem)}
+		creds[i] = Credentials{Enrollment: apitypes.Enrollment{DeviceID: id, MQTTUsername: id, MQTTPassword: "sd_" + id, CAPEM: string(ca.pem)}}
 		secrets[id] = "sd_" + id
 	}
 	b := startBroker(t, brokerOpts{tls: ca.serverTLS(t), creds: secrets})
