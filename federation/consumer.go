@@ -37,6 +37,8 @@ func (s *Service) acceptLoop(ln *quic.Listener) {
 
 // serveConn runs one inbound connection: a join, or a provider's link.
 func (s *Service) serveConn(conn *quic.Conn) {
+	// Shutting down ends every inbound connection, whatever stage it is at.
+	defer onDone(s.ctx, func() { conn.CloseWithError(closeShutdown, "shutting down") })()
 	ctx, cancel := context.WithTimeout(s.ctx, handshakeTimeout)
 	st, err := conn.AcceptStream(ctx)
 	if err != nil {
@@ -45,7 +47,7 @@ func (s *Service) serveConn(conn *quic.Conn) {
 		conn.CloseWithError(closeProtocol, "no control stream")
 		return
 	}
-	stop := context.AfterFunc(ctx, func() { st.CancelRead(streamCancelled) })
+	stop := onDone(ctx, func() { st.CancelRead(streamCancelled) })
 	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
 	k, body, err := fr.next()
 	stop()
@@ -86,7 +88,20 @@ func (s *Service) refuse(conn *quic.Conn, fw *frameWriter, code, msg string) {
 	s.log.Warn("federation: refused a connection", "remote", conn.RemoteAddr().String(), "code", code, "reason", msg)
 	fw.write(kindRefuse, refuse{Code: code, Message: msg})
 	// Let the refusal reach the peer before the connection closes.
-	time.AfterFunc(200*time.Millisecond, func() { conn.CloseWithError(closeRefused, code) })
+	s.closeSoon(conn, 200*time.Millisecond, closeRefused, code)
+}
+
+// closeSoon closes conn after d, or sooner when the peer closes it or the
+// service shuts down; it runs in the connection's own goroutine.
+func (s *Service) closeSoon(conn *quic.Conn, d time.Duration, code quic.ApplicationErrorCode, why string) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-conn.Context().Done():
+	case <-s.ctx.Done():
+	}
+	conn.CloseWithError(code, why)
 }
 
 // handleJoin exchanges a join token for a node certificate.
@@ -141,7 +156,7 @@ func (s *Service) handleJoin(conn *quic.Conn, fw *frameWriter, j join) {
 	if err := fw.write(kindJoined, joined{Node: s.cfg.Name, Cert: cert.Raw, CA: s.cfg.CA.Raw, Grant: tok.Grant, Subtrees: tok.Subtrees}); err != nil {
 		return
 	}
-	time.AfterFunc(2*time.Second, func() { conn.CloseWithError(closeNormal, "joined") })
+	s.closeSoon(conn, 2*time.Second, closeNormal, "joined")
 }
 
 // CreateJoinToken makes a one-time token for a provider to join this node.
@@ -160,10 +175,13 @@ func (s *Service) CreateJoinToken(ctx context.Context, g JoinGrant) (string, tim
 	default:
 		return "", time.Time{}, fmt.Errorf("%w: grant must be %q or %q", model.ErrInvalid, GrantRead, GrantOperate)
 	}
+	subtrees := make([]model.Path, 0, len(g.Subtrees))
 	for _, p := range g.Subtrees {
-		if _, err := model.ParsePath(string(p)); err != nil {
+		q, err := model.ParsePath(string(p))
+		if err != nil {
 			return "", time.Time{}, fmt.Errorf("%w: subtree: %v", model.ErrInvalid, err)
 		}
+		subtrees = append(subtrees, q) // canonical: "devices" is "/devices"
 	}
 	if g.TTL <= 0 {
 		g.TTL = 24 * time.Hour
@@ -173,7 +191,7 @@ func (s *Service) CreateJoinToken(ctx context.Context, g JoinGrant) (string, tim
 		return "", time.Time{}, err
 	}
 	now := time.Now().UTC()
-	rec := tokenRecord{Peer: g.Peer, Grant: g.Grant, Subtrees: normalize(g.Subtrees), Expires: now.Add(g.TTL), Created: now}
+	rec := tokenRecord{Peer: g.Peer, Grant: g.Grant, Subtrees: normalize(subtrees), Expires: now.Add(g.TTL), Created: now}
 	put, err := putRecord(recToken, hex.EncodeToString(hash), rec)
 	if err != nil {
 		return "", time.Time{}, err
@@ -256,8 +274,14 @@ func (s *Service) handleHello(conn *quic.Conn, st *quic.Stream, fr *frameReader,
 		return
 	}
 	for _, p := range h.Publish {
-		if _, err := model.ParsePath(string(p)); err != nil {
-			s.refuse(conn, fw, refuseProtocol, fmt.Sprintf("published path: %v", err))
+		if !canonicalPath(p) {
+			s.refuse(conn, fw, refuseProtocol, fmt.Sprintf("published path %q is not a canonical absolute path", p))
+			return
+		}
+	}
+	for _, n := range h.Below {
+		if model.ValidateName(n) != nil {
+			s.refuse(conn, fw, refuseProtocol, fmt.Sprintf("node below %q is not a node name", n))
 			return
 		}
 	}
@@ -286,10 +310,12 @@ type mount struct {
 	grant     string
 	accept    []model.Path // subtrees the join token accepts
 	subtrees  []model.Path // effective: published ∩ accepted
+	bounds    bounds       // where the connected provider's data may land
 	conn      *quic.Conn
 	state     string
 	since     time.Time
-	lastErr   string
+	errs      linkErrors
+	rejected  uint64 // entries refused for being outside bounds
 	head      uint64
 	caughtUp  time.Time // last time the mirror was at the provider's head
 	revoked   bool
@@ -328,9 +354,10 @@ func (m *mount) setState(state, lastErr string) {
 	if m.state != state {
 		m.state, m.since = state, time.Now()
 	}
-	if lastErr != "" {
-		m.lastErr = lastErr
+	if state == "connected" {
+		m.errs.healthy()
 	}
+	m.errs.set(lastErr, time.Now())
 	m.mu.Unlock()
 	m.s.metrics.linkState(m.name, "provider", state)
 }
@@ -344,6 +371,7 @@ func (m *mount) attach(conn *quic.Conn, st *quic.Stream, fr *frameReader, fw *fr
 	m.conn = conn
 	m.grant, m.accept, m.revoked = rec.Grant, rec.Subtrees, false
 	m.subtrees = effective(h.Publish, rec.Subtrees)
+	m.bounds = newBounds(m.path, h.Publish, rec.Subtrees)
 	cur := m.rec
 	m.head = h.Head
 	m.mu.Unlock()
@@ -519,8 +547,9 @@ func (m *mount) status() PeerStatus {
 	st := PeerStatus{
 		Name: m.name, Direction: "provider", State: m.state, Grant: m.grant,
 		Subtrees: m.subtrees, Mount: m.path, Cursor: m.rec.Cursor, Head: m.head,
-		Gaps: m.rec.Gaps, Since: m.since, LastError: m.lastErr, Below: m.rec.Below,
+		Gaps: m.rec.Gaps, Since: m.since, Below: m.rec.Below, RejectedEntries: m.rejected,
 	}
+	m.errs.fill(&st)
 	if st.Subtrees == nil {
 		st.Subtrees = effective(m.rec.Publish, m.accept)
 	}

@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -94,6 +95,9 @@ type Config struct {
 	LogBudget uint64
 	// MaxFrame bounds one wire frame (default 16 MiB).
 	MaxFrame int
+	// Clock decides when node certificates are renewed (nil: the system
+	// clock; tests use a fake one).
+	Clock Clock
 }
 
 // Upstream is one consumer this node publishes to.
@@ -178,50 +182,10 @@ func tlsBase() *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{ALPN}}
 }
 
-// PeerStatus is one link, as GET /api/v1/peers shows it.
-type PeerStatus struct {
-	// Name is the other node ("" for an upstream that has not joined yet).
-	Name string `json:"name"`
-	// Direction is "provider" for a node mounted here and "consumer" for
-	// a node this one publishes to.
-	Direction string `json:"direction"`
-	Address   string `json:"address,omitempty"`
-	// State is connected, connecting, down, joining or revoked.
-	State    string       `json:"state"`
-	Grant    string       `json:"grant,omitempty"`
-	Subtrees []model.Path `json:"subtrees,omitempty"`
-	// Mount is where a provider's subtrees show here.
-	Mount model.Path `json:"mount,omitempty"`
-	// Cursor is the provider sequence number applied here (provider) or
-	// acknowledged by the consumer (consumer); Head the provider's last.
-	Cursor     uint64  `json:"cursor"`
-	Head       uint64  `json:"head"`
-	LagEntries uint64  `json:"lag_entries"`
-	LagSeconds float64 `json:"lag_seconds"`
-	// Gaps counts resynchronisations that lost history (see the
-	// federation.gap events on the mount).
-	Gaps          uint64    `json:"gaps"`
-	RTTMillis     float64   `json:"rtt_ms"`
-	BytesSent     uint64    `json:"bytes_sent"`
-	BytesReceived uint64    `json:"bytes_received"`
-	Since         time.Time `json:"since"`
-	LastError     string    `json:"last_error,omitempty"`
-	CertExpires   time.Time `json:"cert_expires,omitzero"`
-	// Below lists the nodes mounted, transitively, under a provider.
-	Below []string `json:"below,omitempty"`
-}
+// PeerStatus is one link, as GET /api/v1/peers shows it (apitypes.Peer,
+// with the node's path type).
+type PeerStatus = apitypes.PeerOf[model.Path]
 
-// VerifyResult is the digest comparison of one mount with its source.
-type VerifyResult struct {
-	Peer  string     `json:"peer"`
-	Mount model.Path `json:"mount"`
-	// Match is true when the mirror equals the provider's published
-	// subtrees at the same sequence number.
-	Match    bool   `json:"match"`
-	Seq      uint64 `json:"seq"`
-	Contexts int    `json:"contexts"`
-	Digest   string `json:"digest,omitempty"`
-	// Source is the provider's digest when it differs.
-	Source string `json:"source,omitempty"`
-	Error  string `json:"error,omitempty"`
-}
+// VerifyResult is the digest comparison of one mount with its source
+// (apitypes.MountCheck, with the node's path type).
+type VerifyResult = apitypes.MountCheckOf[model.Path]

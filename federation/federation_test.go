@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-dm/strata/federation"
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -28,11 +29,11 @@ func TestTwoHopsMirrorAndCall(t *testing.T) {
 	eu.join(probe, federation.GrantOperate, "/devices")
 
 	const at = "/peers/eu/peers/plant7/devices/pump-12"
-	eventually(t, wait, "device at HQ", func() bool { return hq.has(at, varIs("temp", "21.5")) })
+	tstest.WaitFor(t, wait, "device at HQ", func() bool { return hq.has(at, varIs("temp", "21.5")) })
 	probe.put("/devices/pump-12", map[string]string{"temp": "22"})
 	probe.event("/devices/pump-12", "overheat")
-	eventually(t, wait, "update at HQ", func() bool { return hq.has(at, varIs("temp", "22")) })
-	eventually(t, wait, "event at HQ", func() bool {
+	tstest.WaitFor(t, wait, "update at HQ", func() bool { return hq.has(at, varIs("temp", "22")) })
+	tstest.WaitFor(t, wait, "event at HQ", func() bool {
 		evs, err := hq.model.Events(at, model.EventQuery{})
 		return err == nil && len(evs) == 1 && evs[0].Name == "overheat"
 	})
@@ -99,10 +100,10 @@ func TestTwoHopsMirrorAndCall(t *testing.T) {
 	if hq.has("/peers/eu/peers/plant7/secret/x", nil) {
 		t.Fatal("unpublished context mirrored")
 	}
-	eventually(t, wait, "eu caught up", func() bool { p := eu.peer("plant7", "provider"); return p.State == "connected" && p.LagEntries == 0 })
+	tstest.WaitFor(t, wait, "eu caught up", func() bool { p := eu.peer("plant7", "provider"); return p.State == "connected" && p.LagEntries == 0 })
 	eu.verifyAll(t)
 	hq.verifyAll(t)
-	eventually(t, wait, "hq knows plant7 is below eu", func() bool {
+	tstest.WaitFor(t, wait, "hq knows plant7 is below eu", func() bool {
 		p := hq.peer("eu", "provider")
 		return len(p.Below) == 1 && p.Below[0] == "plant7"
 	})
@@ -114,7 +115,7 @@ func TestGrantAndRevoke(t *testing.T) {
 	p := newTNode(t, "p1", false)
 	p.put("/devices/d1", map[string]string{"a": "1"})
 	hq.join(p, federation.GrantRead)
-	eventually(t, wait, "mirror", func() bool { return hq.has("/peers/p1/devices/d1", nil) })
+	tstest.WaitFor(t, wait, "mirror", func() bool { return hq.has("/peers/p1/devices/d1", nil) })
 	_, err := hq.svc.Call(context.Background(), federation.CallRequest{Path: "/peers/p1/devices/d1", Function: "ping"})
 	if !errors.Is(err, federation.ErrForbidden) {
 		t.Fatalf("call with read grant: %v", err)
@@ -122,7 +123,7 @@ func TestGrantAndRevoke(t *testing.T) {
 	if err := hq.svc.Revoke(context.Background(), "p1"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, "revoked on both sides", func() bool {
+	tstest.WaitFor(t, wait, "revoked on both sides", func() bool {
 		return hq.peer("p1", "provider").State == "revoked" && p.peer("hq", "consumer").State == "revoked"
 	})
 	_, err = hq.svc.Get(context.Background(), federation.Identity{}, "/peers/p1/devices/d1")
@@ -141,13 +142,13 @@ func TestJoinTokens(t *testing.T) {
 	p1 := newTNode(t, "p1", false)
 	p1.ups = []federation.Upstream{{Address: hq.svc.Addr(), Token: tok}}
 	p1.svc.SetUpstreams(p1.ups)
-	eventually(t, wait, "p1 connected", func() bool { return p1.peer("hq", "consumer").State == "connected" })
+	tstest.WaitFor(t, wait, "p1 connected", func() bool { return p1.peer("hq", "consumer").State == "connected" })
 
 	// Another node presenting the same token: used already.
 	p2 := newTNode(t, "p1", false) // same name, fresh state dir
 	p2.ups = []federation.Upstream{{Address: hq.svc.Addr(), Token: tok}}
 	p2.svc.SetUpstreams(p2.ups)
-	eventually(t, wait, "reuse refused", func() bool {
+	tstest.WaitFor(t, wait, "reuse refused", func() bool {
 		st := p2.peer(hq.svc.Addr(), "consumer")
 		return st.State == "joining" && strings.Contains(st.LastError, "unknown or already used")
 	})
@@ -156,7 +157,7 @@ func TestJoinTokens(t *testing.T) {
 	p3 := newTNode(t, "p3", false)
 	p3.ups = []federation.Upstream{{Address: hq.svc.Addr(), Token: tok2}}
 	p3.svc.SetUpstreams(p3.ups)
-	eventually(t, wait, "name mismatch refused", func() bool {
+	tstest.WaitFor(t, wait, "name mismatch refused", func() bool {
 		return strings.Contains(p3.peer(hq.svc.Addr(), "consumer").LastError, `is for node "p9"`)
 	})
 	// A token of another federation (its CA fingerprint differs).
@@ -165,7 +166,7 @@ func TestJoinTokens(t *testing.T) {
 	p4 := newTNode(t, "p4", false)
 	p4.ups = []federation.Upstream{{Address: hq.svc.Addr(), Token: tok3}}
 	p4.svc.SetUpstreams(p4.ups)
-	eventually(t, wait, "CA pin refused", func() bool {
+	tstest.WaitFor(t, wait, "CA pin refused", func() bool {
 		return strings.Contains(p4.peer(hq.svc.Addr(), "consumer").LastError, "CA does not match")
 	})
 	if _, _, err := hq.svc.CreateJoinToken(context.Background(), federation.JoinGrant{Peer: "hq", Grant: federation.GrantRead}); err == nil {
@@ -181,9 +182,9 @@ func TestLoopRefused(t *testing.T) {
 	a := newTNode(t, "a", true)
 	b := newTNode(t, "b", true)
 	a.join(b, federation.GrantRead)
-	eventually(t, wait, "b mounted at a", func() bool { return a.peer("b", "provider").State == "connected" })
+	tstest.WaitFor(t, wait, "b mounted at a", func() bool { return a.peer("b", "provider").State == "connected" })
 	b.join(a, federation.GrantRead)
-	eventually(t, wait, "loop refused", func() bool {
+	tstest.WaitFor(t, wait, "loop refused", func() bool {
 		st := a.peer(b.svc.Addr(), "consumer")
 		return strings.Contains(st.LastError, "loop")
 	})
@@ -201,18 +202,18 @@ func TestResumeAndSnapshot(t *testing.T) {
 		p.put(fmt.Sprintf("/devices/d%d", i), map[string]string{"v": "0"})
 	}
 	hq.join(p, federation.GrantOperate)
-	eventually(t, wait, "initial sync", func() bool { return hq.has("/peers/p1/devices/d49", nil) })
+	tstest.WaitFor(t, wait, "initial sync", func() bool { return hq.has("/peers/p1/devices/d49", nil) })
 
 	// Outage: the provider drops the link and keeps changing.
 	p.svc.SetUpstreams(nil)
-	eventually(t, wait, "link down", func() bool { return hq.peer("p1", "provider").State == "down" })
+	tstest.WaitFor(t, wait, "link down", func() bool { return hq.peer("p1", "provider").State == "down" })
 	for i := range 50 {
 		p.put(fmt.Sprintf("/devices/d%d", i), map[string]string{"v": "1"})
 	}
 	p.event("/devices/d3", "alarm")
 	p.svc.SetUpstreams(p.ups)
-	eventually(t, wait, "resumed", func() bool { return hq.has("/peers/p1/devices/d49", varIs("v", "1")) })
-	eventually(t, wait, "event after resume", func() bool {
+	tstest.WaitFor(t, wait, "resumed", func() bool { return hq.has("/peers/p1/devices/d49", varIs("v", "1")) })
+	tstest.WaitFor(t, wait, "event after resume", func() bool {
 		evs, _ := hq.model.Events("/peers/p1/devices/d3", model.EventQuery{})
 		return len(evs) == 1
 	})
@@ -223,7 +224,7 @@ func TestResumeAndSnapshot(t *testing.T) {
 	// Outage past compaction: deletes and changes while down, then the
 	// provider compacts its log beyond the consumer's cursor.
 	p.svc.SetUpstreams(nil)
-	eventually(t, wait, "link down again", func() bool { return hq.peer("p1", "provider").State == "down" })
+	tstest.WaitFor(t, wait, "link down again", func() bool { return hq.peer("p1", "provider").State == "down" })
 	if _, err := p.model.Apply(context.Background(), model.Mutation{Op: model.OpDelete, Path: "/devices/d7"}); err != nil {
 		t.Fatal(err)
 	}
@@ -234,10 +235,10 @@ func TestResumeAndSnapshot(t *testing.T) {
 	}
 	p.restart() // with the upstreams: the link comes back
 
-	eventually(t, wait, "snapshot applied", func() bool {
+	tstest.WaitFor(t, wait, "snapshot applied", func() bool {
 		return hq.has("/peers/p1/devices/new", nil) && !hq.has("/peers/p1/devices/d7", nil)
 	})
-	eventually(t, wait, "gap recorded", func() bool { return hq.peer("p1", "provider").Gaps == 1 })
+	tstest.WaitFor(t, wait, "gap recorded", func() bool { return hq.peer("p1", "provider").Gaps == 1 })
 	evs, _ := hq.model.Events("/peers/p1", model.EventQuery{})
 	if len(evs) != 1 || evs[0].Name != "federation.gap" {
 		t.Fatalf("gap marker events: %+v", evs)
@@ -251,7 +252,7 @@ func TestCallFailures(t *testing.T) {
 	p := newTNode(t, "p1", false)
 	p.put("/devices/d1", nil)
 	hq.join(p, federation.GrantOperate)
-	eventually(t, wait, "mirror", func() bool { return hq.has("/peers/p1/devices/d1", nil) })
+	tstest.WaitFor(t, wait, "mirror", func() bool { return hq.has("/peers/p1/devices/d1", nil) })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -266,7 +267,7 @@ func TestCallFailures(t *testing.T) {
 		t.Fatalf("call to an unknown peer: %v", err)
 	}
 	p.stop()
-	eventually(t, wait, "link down", func() bool { return hq.peer("p1", "provider").State == "down" })
+	tstest.WaitFor(t, wait, "link down", func() bool { return hq.peer("p1", "provider").State == "down" })
 	start := time.Now()
 	_, err = hq.svc.Call(context.Background(), federation.CallRequest{Path: "/peers/p1/devices/d1", Function: "ping"})
 	if !errors.Is(err, federation.ErrUnreachable) || time.Since(start) > 2*time.Second {
@@ -285,7 +286,7 @@ func TestTreeHarness(t *testing.T) {
 	for _, l := range leaves {
 		parent := "n1-0-" + l.name[len(l.name)-3:len(l.name)-2] // n2-<i>-<j>: parent index i
 		p := mountedPath([]string{parent, l.name}, "/devices/dev-"+l.name)
-		eventually(t, wait, p, func() bool { return root.has(p, nil) })
+		tstest.WaitFor(t, wait, p, func() bool { return root.has(p, nil) })
 	}
 	t.Logf("mirrored after %v", time.Since(start))
 	root.verifyAll(t)
@@ -302,13 +303,13 @@ func TestCertificateRenewal(t *testing.T) {
 	p := newTNode(t, "p1", false)
 	p.put("/devices/d1", nil)
 	hq.join(p, federation.GrantRead)
-	eventually(t, wait, "connected", func() bool { return p.peer("hq", "consumer").State == "connected" })
+	tstest.WaitFor(t, wait, "connected", func() bool { return p.peer("hq", "consumer").State == "connected" })
 	first := p.peer("hq", "consumer").CertExpires
-	eventually(t, wait, "renewed", func() bool { return p.peer("hq", "consumer").CertExpires.After(first) })
+	tstest.WaitFor(t, wait, "renewed", func() bool { return p.peer("hq", "consumer").CertExpires.After(first) })
 	// Past the first certificate's expiry, a new connection works.
-	eventually(t, wait, "first certificate expired", func() bool { return time.Now().After(first) })
+	tstest.WaitFor(t, wait, "first certificate expired", func() bool { return time.Now().After(first) })
 	p.restart()
-	eventually(t, wait, "reconnected with the renewed certificate", func() bool {
+	tstest.WaitFor(t, wait, "reconnected with the renewed certificate", func() bool {
 		return p.peer("hq", "consumer").State == "connected" && hq.peer("p1", "provider").State == "connected"
 	})
 }
@@ -322,7 +323,7 @@ func TestTwoConsumers(t *testing.T) {
 	p.put("/sites/s1", nil)
 	hq.join(p, federation.GrantOperate)
 	rep.join(p, federation.GrantRead, "/devices")
-	eventually(t, wait, "both mirrors", func() bool {
+	tstest.WaitFor(t, wait, "both mirrors", func() bool {
 		return hq.has("/peers/p1/devices/d1", nil) && hq.has("/peers/p1/sites/s1", nil) && rep.has("/peers/p1/devices/d1", nil)
 	})
 	if rep.has("/peers/p1/sites/s1", nil) {
@@ -335,7 +336,7 @@ func TestTwoConsumers(t *testing.T) {
 		t.Fatalf("read grant: %v", err)
 	}
 	p.put("/devices/d1", map[string]string{"v": "2"})
-	eventually(t, wait, "both updated", func() bool {
+	tstest.WaitFor(t, wait, "both updated", func() bool {
 		return hq.has("/peers/p1/devices/d1", varIs("v", "2")) && rep.has("/peers/p1/devices/d1", varIs("v", "2"))
 	})
 	hq.verifyAll(t)
@@ -354,7 +355,7 @@ func TestVerifyRepairs(t *testing.T) {
 	p.put("/devices/d1", map[string]string{"v": "1"})
 	p.put("/devices/d2", map[string]string{"v": "1"})
 	hq.join(p, federation.GrantRead)
-	eventually(t, wait, "mirror", func() bool { return hq.has("/peers/p1/devices/d2", nil) })
+	tstest.WaitFor(t, wait, "mirror", func() bool { return hq.has("/peers/p1/devices/d2", nil) })
 	ctx := context.Background()
 	if _, err := hq.model.Apply(ctx,
 		model.Mutation{Op: model.OpPut, Path: "/peers/p1/devices/d1", Variables: map[string]model.Variable{"v": {Value: json.RawMessage("9"), Type: model.TypeNumber}}},
@@ -367,10 +368,10 @@ func TestVerifyRepairs(t *testing.T) {
 		t.Fatalf("verify of a damaged mirror: %+v %v", res, err)
 	}
 	p.event("/devices/d2", "during-resync")
-	eventually(t, wait, "repaired", func() bool {
+	tstest.WaitFor(t, wait, "repaired", func() bool {
 		return hq.has("/peers/p1/devices/d1", varIs("v", "1")) && !hq.has("/peers/p1/devices/ghost", nil)
 	})
-	eventually(t, wait, "event kept", func() bool {
+	tstest.WaitFor(t, wait, "event kept", func() bool {
 		evs, _ := hq.model.Events("/peers/p1/devices/d2", model.EventQuery{})
 		return len(evs) == 1
 	})
@@ -387,7 +388,7 @@ func TestLeaveReleasesCompaction(t *testing.T) {
 	p := newTNode(t, "p1", false)
 	p.put("/devices/d1", nil)
 	hq.join(p, federation.GrantRead)
-	eventually(t, wait, "cursor stored", func() bool { _, ok := p.svc.CompactFloor(); return ok })
+	tstest.WaitFor(t, wait, "cursor stored", func() bool { _, ok := p.svc.CompactFloor(); return ok })
 	p.ups = nil
 	if err := p.svc.SetUpstreams(nil); err != nil {
 		t.Fatal(err)
@@ -404,9 +405,9 @@ func TestLargeBacklog(t *testing.T) {
 	p := newTNode(t, "p1", false)
 	p.put("/devices/d0", nil)
 	hq.join(p, federation.GrantRead)
-	eventually(t, wait, "mirror", func() bool { return hq.has("/peers/p1/devices/d0", nil) })
+	tstest.WaitFor(t, wait, "mirror", func() bool { return hq.has("/peers/p1/devices/d0", nil) })
 	p.svc.SetUpstreams(nil)
-	eventually(t, wait, "link down", func() bool { return hq.peer("p1", "provider").State == "down" })
+	tstest.WaitFor(t, wait, "link down", func() bool { return hq.peer("p1", "provider").State == "down" })
 	const n = 70_000 // more than the send window (65,536)
 	muts := make([]model.Mutation, 0, 1000)
 	for i := range n {
@@ -421,7 +422,7 @@ func TestLargeBacklog(t *testing.T) {
 		}
 	}
 	p.svc.SetUpstreams(p.ups)
-	eventually(t, 2*time.Minute, "backlog applied", func() bool {
+	tstest.WaitFor(t, 2*time.Minute, "backlog applied", func() bool {
 		return hq.has("/peers/p1/devices/d499", varIs("v", fmt.Sprint(n-1)))
 	})
 	hq.verifyAll(t)
@@ -441,7 +442,7 @@ func TestTooDeepWhenMounted(t *testing.T) {
 	}
 	hq.join(p, federation.GrantRead)
 	p.put("/devices/after", nil)
-	eventually(t, wait, "the rest mirrored", func() bool { return hq.has("/peers/p1/devices/after", nil) })
+	tstest.WaitFor(t, wait, "the rest mirrored", func() bool { return hq.has("/peers/p1/devices/after", nil) })
 	// The ancestors that fit (30 segments below the mount) are there; the
 	// deeper ones are not.
 	fits := "/peers/p1"

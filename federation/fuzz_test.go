@@ -49,7 +49,7 @@ func FuzzFrame(f *testing.F) {
 			if decode(k, body, &b) == nil {
 				m := &mount{path: "/peers/x"}
 				for _, e := range b.Entries {
-					if mu, ok := m.translate(e, []model.Path{model.Root}); ok {
+					if mu, reason := m.translate(e, newBounds(m.path, nil, nil)); reason == "" {
 						mu.Validate()
 					}
 				}

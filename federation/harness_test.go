@@ -4,14 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/strata-dm/strata/federation"
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/store"
@@ -33,6 +32,8 @@ type tnode struct {
 	// certValidity, when set, is the lifetime of certificates this node
 	// issues to providers.
 	certValidity time.Duration
+	// configure, when set, changes the configuration before each start.
+	configure func(*federation.Config)
 }
 
 // echoLocal answers calls with what it received, and reads from the model.
@@ -52,6 +53,8 @@ func (l *echoLocal) Call(ctx context.Context, consumer string, req federation.Ca
 	l.mu.Unlock()
 	if req.Function == "slow" {
 		<-ctx.Done()
+		// Cleaning up after the cancellation takes a while.
+		<-time.After(100 * time.Millisecond)
 		return federation.CallResult{}, ctx.Err()
 	}
 	res, _ := json.Marshal(map[string]any{"node": l.node, "function": req.Function, "args": req.Args, "via": req.Identity.Via, "user": req.Identity.User})
@@ -67,13 +70,6 @@ func (l *echoLocal) Job(ctx context.Context, consumer string, id federation.Iden
 
 func (l *echoLocal) Get(ctx context.Context, consumer string, id federation.Identity, p model.Path) (*model.Context, error) {
 	return l.model.Get(p)
-}
-
-func logger(t *testing.T) *slog.Logger {
-	if os.Getenv("STRATA_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.DiscardHandler)
 }
 
 // newTNode starts a node; listen gives it a federation listener.
@@ -104,13 +100,16 @@ func newTNode(t *testing.T, name string, listen bool) *tnode {
 func (n *tnode) start() {
 	n.t.Helper()
 	cfg := federation.Config{
-		Name: n.name, Model: n.model, Logger: logger(n.t), CA: n.ca.Cert, CAKey: n.ca.Key,
+		Name: n.name, Model: n.model, Logger: tstest.Logger(n.t), CA: n.ca.Cert, CAKey: n.ca.Key,
 		StateDir: n.dir, Local: n.local, Upstreams: n.ups,
 		KeepAlive: 500 * time.Millisecond, IdleTimeout: 3 * time.Second,
 		CertValidity: n.certValidity,
 	}
 	if n.listen {
 		cfg.ListenAddr = "127.0.0.1:0"
+	}
+	if n.configure != nil {
+		n.configure(&cfg)
 	}
 	svc, err := federation.New(cfg)
 	if err != nil {
@@ -176,18 +175,6 @@ func (n *tnode) event(path, name string) {
 	n.t.Helper()
 	if _, err := n.model.Apply(context.Background(), model.Mutation{Op: model.OpEvent, Path: model.MustPath(path), Event: &model.Event{Name: name, Level: model.LevelAlert}}); err != nil {
 		n.t.Fatal(err)
-	}
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -7,11 +7,14 @@ import (
 // metrics are the service's counters; per-link gauges are collected from
 // Peers at scrape time.
 type metrics struct {
-	refused *prometheus.CounterVec   // connections and requests refused, by reason
-	sent    *prometheus.CounterVec   // entries published, by consumer
-	applied *prometheus.CounterVec   // entries applied to mirrors, by provider
-	dropped *prometheus.CounterVec   // entries a mirror refused, by provider
-	commit  *prometheus.HistogramVec // a mirror's durable commit of one batch, by provider
+	refused *prometheus.CounterVec // connections and requests refused, by reason
+	sent    *prometheus.CounterVec // entries published, by consumer
+	applied *prometheus.CounterVec // entries applied to mirrors, by provider
+	dropped *prometheus.CounterVec // entries a mirror refused, by provider
+	// rejected counts what providers sent outside their bounds, by
+	// provider and reason (see bounds.go).
+	rejected *prometheus.CounterVec
+	commit   *prometheus.HistogramVec // a mirror's durable commit of one batch, by provider
 }
 
 func newMetrics() *metrics {
@@ -20,6 +23,8 @@ func newMetrics() *metrics {
 		sent:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_federation_entries_sent_total", Help: "Change-log entries published, by consumer."}, []string{"consumer"}),
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_federation_entries_applied_total", Help: "Provider entries applied to mirrors, by provider."}, []string{"provider"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_federation_entries_refused_total", Help: "Provider entries a mirror refused or ignored, by provider."}, []string{"provider"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_federation_entries_rejected_total",
+			Help: "Entries and snapshot contexts a provider sent outside its bounds (bad path, not published, not granted, too deep, bad op), refused, by provider and reason."}, []string{"provider", "reason"}),
 		commit: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "strata_federation_mirror_commit_seconds",
 			Help:    "Time a mirror takes to apply one batch of provider entries durably, by provider.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"provider"}),
@@ -50,6 +55,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	c.s.metrics.sent.Describe(ch)
 	c.s.metrics.applied.Describe(ch)
 	c.s.metrics.dropped.Describe(ch)
+	c.s.metrics.rejected.Describe(ch)
 	c.s.metrics.commit.Describe(ch)
 	for _, d := range []*prometheus.Desc{descUp, descLagN, descLagS, descRTT, descSent, descRecv, descGaps, descQueue} {
 		ch <- d
@@ -62,6 +68,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	m.sent.Collect(ch)
 	m.applied.Collect(ch)
 	m.dropped.Collect(ch)
+	m.rejected.Collect(ch)
 	m.commit.Collect(ch)
 	for _, p := range c.s.Peers() {
 		name := p.Name

@@ -45,7 +45,16 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 	}
 	frames := make(chan syncFrame, 64)
 	readErr := make(chan error, 1)
+	// The reader ends with this function: its read is cancelled and it
+	// stops handing frames over.
+	quit, readDone := make(chan struct{}), make(chan struct{})
+	defer func() {
+		close(quit)
+		st.CancelRead(streamCancelled)
+		<-readDone
+	}()
 	go func() {
+		defer close(readDone)
 		defer close(frames)
 		for {
 			k, body, err := fr.next()
@@ -55,6 +64,9 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 			}
 			select {
 			case frames <- syncFrame{k, body}:
+			case <-quit:
+				readErr <- errors.New("sync stream closed")
+				return
 			case <-conn.Context().Done():
 				readErr <- conn.Context().Err()
 				return
@@ -177,24 +189,25 @@ func fold(b *batch, frames <-chan syncFrame) (*syncFrame, error) {
 }
 
 // translate maps a provider's entry onto the mirror: its path moves under
-// the mount, it is applied as a system write (the entry carries the
-// resolved tenant), and variable times the provider filled in from the
-// entry's time are made explicit, so both sides hold the same values.
-func (m *mount) translate(e model.Entry, subtrees []model.Path) (model.Mutation, bool) {
+// the mount (bounds.place decides whether it may), it is applied as a
+// system write (the entry carries the resolved tenant), and variable
+// times the provider filled in from the entry's time are made explicit,
+// so both sides hold the same values. A refused entry comes back with
+// the reason.
+func (m *mount) translate(e model.Entry, b bounds) (model.Mutation, string) {
 	mu := e.Mutation
 	switch mu.Op {
 	case model.OpPut, model.OpDelete, model.OpEvent:
 	default:
-		return model.Mutation{}, false
+		return model.Mutation{}, rejectOp
 	}
-	if !within(mu.Path, subtrees) {
-		return model.Mutation{}, false
+	p, reason := b.place(mu.Path)
+	if reason != "" {
+		return model.Mutation{}, reason
 	}
-	mu.Path = mapPath(m.path, mu.Path)
-	if _, err := model.ParsePath(string(mu.Path)); err != nil {
-		return model.Mutation{}, false // too long or deep once mounted here
-	}
+	mu.Path = p
 	mu.Actor = ""
+	mu.Record = nil
 	// The entry was decoded for this mirror alone: its variables are
 	// completed in place (with the time the provider applied them).
 	for k, v := range mu.Variables {
@@ -209,7 +222,7 @@ func (m *mount) translate(e model.Entry, subtrees []model.Path) (model.Mutation,
 		ev.Seq = 0
 		mu.Event = &ev
 	}
-	return mu, true
+	return mu, ""
 }
 
 // applyBatch applies provider entries and the new cursor in one commit.
@@ -219,23 +232,26 @@ func (m *mount) applyBatch(b batch, provLogID string) (bool, error) {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	m.mu.Lock()
-	rec, subtrees := m.rec, m.subtrees
+	rec, bnd := m.rec, m.bounds
 	m.head = max(m.head, b.Head)
 	m.mu.Unlock()
 	if b.Last <= rec.Cursor && rec.LogID == provLogID {
 		return false, nil // already applied (a resend after reconnect)
 	}
 	muts := make([]model.Mutation, 0, len(b.Entries)+1)
+	var refused []rejection
 	for _, e := range b.Entries {
 		if e.Seq <= rec.Cursor && rec.LogID == provLogID {
 			continue
 		}
-		if mu, ok := m.translate(e, subtrees); ok {
-			muts = append(muts, mu)
-		} else {
-			m.s.metrics.dropped.WithLabelValues(m.name).Inc()
+		mu, reason := m.translate(e, bnd)
+		if reason != "" {
+			refused = append(refused, rejection{reason: reason, seq: e.Seq, path: e.Mutation.Path})
+			continue
 		}
+		muts = append(muts, mu)
 	}
+	m.reject(refused)
 	if len(muts) == 0 && time.Since(m.persisted) < progressEvery && b.Last < b.Head {
 		return false, nil
 	}
@@ -339,17 +355,19 @@ func (m *mount) applyChunk(snap *snapshotState, cs []*model.Context) error {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	m.mu.Lock()
-	subtrees := m.subtrees
+	bnd := m.bounds
 	m.mu.Unlock()
 	muts := make([]model.Mutation, 0, len(cs))
+	var refused []rejection
 	for _, c := range cs {
-		if c == nil || !within(c.Path, subtrees) {
+		if c == nil {
 			continue
 		}
-		if _, err := model.ParsePath(string(c.Path)); err != nil || c.Path.IsRoot() {
+		p, reason := bnd.place(c.Path)
+		if reason != "" {
+			refused = append(refused, rejection{reason: reason, path: c.Path})
 			continue
 		}
-		p := mapPath(m.path, c.Path)
 		snap.seen[p] = true
 		typ := c.Type
 		if typ == "" {
@@ -360,7 +378,29 @@ func (m *mount) applyChunk(snap *snapshotState, cs []*model.Context) error {
 			Labels: c.Labels, Variables: c.Variables, Functions: c.Functions, SetFunctions: true,
 		})
 	}
+	m.reject(refused)
 	return m.applyOrSkip(muts)
+}
+
+// reject counts what the provider sent and the mirror refused, by
+// reason, and flags the link: the latest refusal is its last error (a
+// provider that sends paths outside its bounds is faulty or hostile; the
+// link stays up, the rest of its data is applied).
+func (m *mount) reject(rs []rejection) {
+	if len(rs) == 0 {
+		return
+	}
+	for _, r := range rs {
+		m.s.metrics.rejected.WithLabelValues(m.name, r.reason).Inc()
+		m.s.metrics.dropped.WithLabelValues(m.name).Inc()
+	}
+	last := rs[len(rs)-1]
+	m.mu.Lock()
+	m.rejected += uint64(len(rs))
+	m.errs.set(last.String(), time.Now())
+	m.mu.Unlock()
+	m.s.log.Warn("federation: refused data from a provider outside its bounds", "peer", m.name,
+		"count", len(rs), "reason", rs[0].reason, "path", rs[0].path, "seq", rs[0].seq)
 }
 
 // finishSnapshot deletes mirrored contexts the snapshot did not confirm

@@ -91,7 +91,14 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 		return err
 	}
 	fl := &inflight{wake: make(chan struct{}, 1)}
+	// The ack reader ends with this function (its read is cancelled).
+	acksDone := make(chan struct{})
+	defer func() {
+		st.CancelRead(streamCancelled)
+		<-acksDone
+	}()
 	go func() {
+		defer close(acksDone)
 		fr := newFrameReader(st, s.cfg.MaxFrame)
 		for {
 			k, body, err := fr.next()
@@ -130,6 +137,8 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 
 	cursor := w.Cursor
 	lastSend, lastSent := time.Time{}, cursor
+	u.sentLast.Store(cursor)
+	u.scanned.Store(cursor)
 	// resync sends a snapshot, announcing lost history from lostFrom (0:
 	// none), and continues the tail from the snapshot's sequence, or from
 	// keep when the log still has everything after keep (a resync the
@@ -149,6 +158,8 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 		}
 		fl.add(seq, 0)
 		cursor = seq
+		u.sentLast.Store(seq)
+		u.scanned.Store(seq)
 		return nil
 	}
 	const noKeep = math.MaxUint64
@@ -195,8 +206,14 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 			continue
 		}
 		// Entries go out as the store holds them: a batch of raw entries
-		// encodes exactly as a batch of decoded ones.
+		// encodes exactly as a batch of decoded ones. Head is the log's
+		// head while there is a backlog; at the tail it is the batch's
+		// last: entries appended since are either published (a batch
+		// follows) or node-local (nothing the consumer lags behind).
 		b := rawBatch{Last: es[len(es)-1].Seq, Head: s.model.LastSeq()}
+		if len(es) < batchEntries {
+			b.Head = b.Last
+		}
 		for i := range es {
 			if es[i].Local() || !within(es[i].Path, subtrees) {
 				continue
@@ -206,7 +223,9 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 		cursor = b.Last
 		if len(b.Entries) == 0 && time.Since(lastSend) < progressIdle && b.Last-lastSent < progressEntries {
 			// Nothing published: tell the consumer where the log is only
-			// now and then, so idle links stay quiet.
+			// now and then, so idle links stay quiet. The lag shown here
+			// does not count these entries.
+			u.scanned.Store(b.Last)
 			continue
 		}
 		if err := fw.write(kindBatch, b); err != nil {
@@ -215,6 +234,8 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 		fl.add(b.Last, len(b.Entries))
 		u.s.metrics.sent.WithLabelValues(w.Node).Add(float64(len(b.Entries)))
 		lastSend, lastSent = time.Now(), b.Last
+		u.sentLast.Store(b.Last)
+		u.scanned.Store(b.Last)
 	}
 }
 

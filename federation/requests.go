@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -131,7 +132,7 @@ func (m *mount) grantHeld() string {
 // request sends one request to the provider and waits for its answer.
 func (m *mount) request(ctx context.Context, req request, resp *response) error {
 	m.mu.Lock()
-	conn, state, since, lastErr := m.conn, m.state, m.since, m.lastErr
+	conn, state, since, lastErr := m.conn, m.state, m.since, m.errs.last
 	m.mu.Unlock()
 	if conn == nil {
 		msg := fmt.Sprintf("the link to %s is %s since %s", m.name, state, since.UTC().Format(time.RFC3339))
@@ -156,6 +157,8 @@ func (m *mount) request(ctx context.Context, req request, resp *response) error 
 		return fmt.Errorf("%w: %s: %v", ErrUnreachable, m.name, err)
 	}
 	st.Close()
+	// The answer is read by a goroutine this call waits for: cancelling
+	// the stream ends its read.
 	done := make(chan error, 1)
 	go func() {
 		done <- newFrameReader(st, m.s.cfg.MaxFrame).expect(kindResponse, resp)
@@ -171,6 +174,7 @@ func (m *mount) request(ctx context.Context, req request, resp *response) error 
 	case <-ctx.Done():
 		st.CancelRead(streamCancelled)
 		st.CancelWrite(streamCancelled)
+		<-done
 		return ctx.Err()
 	}
 	return responseError(resp, m.name)
@@ -219,14 +223,22 @@ func errorCode(err error) string {
 	return codeInternal
 }
 
-// serveRequests answers the consumer's requests on this connection.
+// serveRequests answers the consumer's requests on this connection, one
+// goroutine each; it returns when the connection has ended and every
+// request handler with it.
 func (u *upstream) serveRequests(conn *quic.Conn, consumer, grant string, subtrees []model.Path) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		st, err := conn.AcceptStream(conn.Context())
 		if err != nil {
 			return
 		}
-		go u.serveRequest(conn, st, consumer, grant, subtrees)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u.serveRequest(conn, st, consumer, grant, subtrees)
+		}()
 	}
 }
 
@@ -251,12 +263,19 @@ func (u *upstream) serveRequest(conn *quic.Conn, st *quic.Stream, consumer, gran
 		defer c2()
 	}
 	// The consumer closed its side after the request: anything but a
-	// clean end of stream means it gave up.
+	// clean end of stream means it gave up. The watcher ends with the
+	// request (its read is cancelled).
+	watched := make(chan struct{})
 	go func() {
+		defer close(watched)
 		var b [1]byte
 		if _, err := st.Read(b[:]); !errors.Is(err, io.EOF) {
 			cancel()
 		}
+	}()
+	defer func() {
+		st.CancelRead(streamCancelled)
+		<-watched
 	}()
 	req.Identity.Via = append(slices.Clone(req.Identity.Via), consumer)
 	resp := u.handle(ctx, consumer, grant, subtrees, req)

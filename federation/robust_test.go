@@ -12,6 +12,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/strata-dm/strata/federation"
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/node/certs"
 )
 
@@ -106,5 +107,5 @@ func TestGarbageOnPort(t *testing.T) {
 	p := newTNode(t, "p1", false)
 	p.put("/devices/d1", nil)
 	hq.join(p, federation.GrantRead)
-	eventually(t, wait, "mirror after garbage", func() bool { return hq.has("/peers/p1/devices/d1", nil) })
+	tstest.WaitFor(t, wait, "mirror after garbage", func() bool { return hq.has("/peers/p1/devices/d1", nil) })
 }

@@ -51,12 +51,14 @@ type Service struct {
 	mounts    map[string]*mount    // consumer side, by provider name
 	upstreams map[string]*upstream // provider side, by address
 	closed    bool
+	closedCh  chan struct{} // closed when Close has finished
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	metrics *metrics
+	clock   Clock
 	started atomic.Bool
 }
 
@@ -98,7 +100,12 @@ func New(cfg Config) (*Service, error) {
 		model:     cfg.Model,
 		mounts:    map[string]*mount{},
 		upstreams: map[string]*upstream{},
+		closedCh:  make(chan struct{}),
 		metrics:   newMetrics(),
+		clock:     cfg.Clock,
+	}
+	if s.clock == nil {
+		s.clock = systemClock{}
 	}
 	s.qconf = &quic.Config{
 		KeepAlivePeriod:                cfg.KeepAlive,
@@ -229,14 +236,18 @@ func (s *Service) Addr() string {
 	return s.tr.Conn.LocalAddr().String()
 }
 
-// Close ends every link and releases the socket. Safe to call twice.
+// Close ends every link and releases the socket; it returns once every
+// goroutine of the service has ended. Safe to call more than once, also
+// concurrently: every call returns only when the service is closed.
 func (s *Service) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		<-s.closedCh
 		return nil
 	}
 	s.closed = true
+	defer close(s.closedCh)
 	ups := s.upstreams
 	s.upstreams = map[string]*upstream{}
 	mounts := make([]*mount, 0, len(s.mounts))
@@ -316,6 +327,9 @@ func (s *Service) SetUpstreams(ups []Upstream) error {
 		s.upstreams[addr] = up
 		start = append(start, up)
 	}
+	// Counted now, under the lock that Close takes first: Close waits
+	// for these even if it runs before they start.
+	s.wg.Add(len(start))
 	s.cfg.Upstreams = ups
 	s.mu.Unlock()
 	for _, u := range stop {
@@ -341,8 +355,10 @@ func (s *Service) forgetConsumers(stopped []*upstream, want map[string]Upstream)
 		if _, again := want[u.cfg.Address]; again || name == "" {
 			continue
 		}
-		if err := s.model.DeleteRecord(s.ctx, recCursor, name); err != nil && !errors.Is(err, model.ErrNotFound) {
-			s.log.Warn("federation: dropping a removed consumer's cursor", "consumer", name, "err", err)
+		for _, kind := range []string{recCursor, recGrant} {
+			if err := s.model.DeleteRecord(s.ctx, kind, name); err != nil && !errors.Is(err, model.ErrNotFound) {
+				s.log.Warn("federation: dropping a removed consumer's state", "consumer", name, "record", kind, "err", err)
+			}
 		}
 	}
 }
@@ -493,3 +509,22 @@ func (s *Service) CompactFloor() (uint64, bool) {
 
 // LogBudget is the configured budget, for callers bounding compaction.
 func (s *Service) LogBudget() uint64 { return s.cfg.LogBudget }
+
+// onDone runs f when ctx ends, in a goroutine that the returned stop
+// waits for (stop also ends it when ctx has not ended): unlike
+// context.AfterFunc, nothing outlives its caller.
+func onDone(ctx context.Context, f func()) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-ctx.Done():
+			f()
+		case <-quit:
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
+}

@@ -19,6 +19,7 @@ const (
 	recPeer   = "fed-peer"   // consumer: joined providers by name
 	recMount  = "fed-mount"  // consumer: each mount's cursor, in the same commit as the mirror
 	recCursor = "fed-cursor" // provider: each consumer's acknowledged cursor
+	recGrant  = "fed-grant"  // provider: the grant each consumer holds here, recorded at join
 	recNode   = "fed-node"   // this node's log id
 )
 
@@ -59,6 +60,27 @@ type mountRecord struct {
 	Publish []model.Path `json:"publish,omitempty"`
 	// Resync asks the provider for a snapshot at the next connection.
 	Resync bool `json:"resync,omitempty"`
+}
+
+// grantRecord is the grant a provider gives a consumer, as the provider
+// recorded it when it joined: the only grant it enforces. Whatever the
+// consumer says later (its welcome) can narrow it, never widen it.
+type grantRecord struct {
+	Consumer string       `json:"consumer"`
+	Address  string       `json:"address"`
+	Grant    string       `json:"grant"`
+	Subtrees []model.Path `json:"subtrees,omitempty"`
+	Joined   time.Time    `json:"joined"`
+}
+
+// narrowGrant is the grant enforced on a link: the recorded one, lowered
+// to read when the consumer asks for no more (an unknown or empty
+// recorded grant is read).
+func narrowGrant(recorded, asked string) string {
+	if recorded != GrantOperate || asked == GrantRead {
+		return GrantRead
+	}
+	return GrantOperate
 }
 
 // consumerMeta is what a provider keeps about a consumer it joined.

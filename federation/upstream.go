@@ -2,7 +2,6 @@ package federation
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -43,7 +42,7 @@ type upstream struct {
 	mu       sync.Mutex
 	state    string
 	since    time.Time
-	lastErr  string
+	errs     linkErrors
 	consumer string
 	grant    string
 	subtrees []model.Path // effective
@@ -52,7 +51,10 @@ type upstream struct {
 	certExp  time.Time
 	leaf     *x509.Certificate // the node certificate in use or renewed
 	acked    atomic.Uint64
-	renewing bool
+	// sentLast is the last sequence the publish loop sent (a batch's
+	// last, or a snapshot's); scanned the last it read. Entries between
+	// them are all unpublished: the consumer does not lag behind them.
+	sentLast, scanned atomic.Uint64
 }
 
 func newUpstream(s *Service, cfg Upstream, dir string) *upstream {
@@ -60,8 +62,8 @@ func newUpstream(s *Service, cfg Upstream, dir string) *upstream {
 	return &upstream{s: s, cfg: cfg, dir: dir, ctx: ctx, cancel: cancel, done: make(chan struct{}), state: "connecting", since: time.Now()}
 }
 
+// start runs the link; the caller has counted it in s.wg.
 func (u *upstream) start() {
-	u.s.wg.Add(1)
 	go func() {
 		defer u.s.wg.Done()
 		defer close(u.done)
@@ -85,8 +87,11 @@ func (u *upstream) setState(state string, err error) {
 	if u.state != state {
 		u.state, u.since = state, time.Now()
 	}
+	if state == "connected" {
+		u.errs.healthy()
+	}
 	if err != nil {
-		u.lastErr = err.Error()
+		u.errs.set(err.Error(), time.Now())
 	}
 	name := u.consumer
 	u.mu.Unlock()
@@ -176,9 +181,23 @@ func (u *upstream) connect() error {
 	if w.Node != cr.consumer {
 		return fmt.Errorf("consumer answers as %q, joined as %q", w.Node, cr.consumer)
 	}
-	subtrees := effective(u.cfg.Publish, w.Subtrees)
+	// The grant and subtrees enforced are this node's record of the join;
+	// the welcome may only narrow them.
+	g, err := u.grantFor(cr)
+	if err != nil {
+		return err
+	}
+	grant := narrowGrant(g.Grant, w.Grant)
+	subtrees := effective(u.cfg.Publish, g.Subtrees)
+	if len(w.Subtrees) > 0 {
+		subtrees = effective(subtrees, w.Subtrees)
+	}
+	if w.Grant != g.Grant || !slices.Equal(normalize(w.Subtrees), normalize(g.Subtrees)) {
+		s.log.Warn("federation: the consumer's welcome differs from the grant recorded at join; enforcing the recorded one",
+			"consumer", w.Node, "recorded", g.Grant, "welcome", w.Grant, "recorded_subtrees", g.Subtrees, "welcome_subtrees", w.Subtrees)
+	}
 	u.mu.Lock()
-	u.conn, u.control, u.grant, u.subtrees = conn, fw, w.Grant, subtrees
+	u.conn, u.control, u.grant, u.subtrees = conn, fw, grant, subtrees
 	u.mu.Unlock()
 	defer func() {
 		u.mu.Lock()
@@ -192,11 +211,14 @@ func (u *upstream) connect() error {
 	u.setState("connected", nil)
 	s.log.Info("federation: publishing to consumer", "consumer", w.Node, "addr", u.cfg.Address, "cursor", w.Cursor, "subtrees", subtrees)
 
+	// Renewal state belongs to this connection: a link that drops in the
+	// middle of a renewal starts clean on the next one.
+	ren := &renewal{}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		u.controlLoop(conn, fr, cr)
+		u.controlLoop(conn, fr, cr, ren)
 	}()
 	go func() {
 		defer wg.Done()
@@ -207,13 +229,12 @@ func (u *upstream) connect() error {
 	}()
 	go func() {
 		defer wg.Done()
-		u.serveRequests(conn, w.Node, w.Grant, subtrees)
+		u.serveRequests(conn, w.Node, grant, subtrees)
 	}()
 	// Renew while connected, checking often enough for short lifetimes.
 	life := cr.leaf.NotAfter.Sub(cr.leaf.NotBefore)
-	check := time.NewTicker(min(time.Minute, max(life/20, 100*time.Millisecond)))
-	defer check.Stop()
-	u.maybeRenew(cr)
+	every := min(time.Minute, max(life/20, 100*time.Millisecond))
+	u.maybeRenew(ren, cr)
 wait:
 	for {
 		select {
@@ -222,8 +243,8 @@ wait:
 		case <-u.ctx.Done():
 			conn.CloseWithError(closeShutdown, "shutting down")
 			break wait
-		case <-check.C:
-			u.maybeRenew(cr)
+		case <-s.clock.After(every):
+			u.maybeRenew(ren, cr)
 		}
 	}
 	wg.Wait()
@@ -273,7 +294,7 @@ func (u *upstream) join() (*creds, error) {
 	if err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { st.CancelRead(streamCancelled) })
+	stop := onDone(ctx, func() { st.CancelRead(streamCancelled) })
 	defer stop()
 	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
 	if err := fw.write(kindJoin, join{Version: wireVersion, Node: s.cfg.Name, Token: u.cfg.Token, CSR: csr}); err != nil {
@@ -305,12 +326,49 @@ func (u *upstream) join() (*creds, error) {
 	if err := saveCert(u.dir, key, j.Cert); err != nil {
 		return nil, err
 	}
+	if err := u.recordGrant(grantRecord{Consumer: j.Node, Address: u.cfg.Address, Grant: j.Grant, Subtrees: j.Subtrees, Joined: time.Now().UTC()}); err != nil {
+		return nil, err
+	}
 	s.log.Info("federation: joined consumer", "consumer", j.Node, "addr", u.cfg.Address, "grant", j.Grant, "expires", leaf.NotAfter)
 	return loadCreds(u.dir)
 }
 
+// recordGrant keeps, in this node's own state, the grant a consumer
+// holds here.
+func (u *upstream) recordGrant(g grantRecord) error {
+	put, err := putRecord(recGrant, g.Consumer, g)
+	if err != nil {
+		return err
+	}
+	if _, err := u.s.model.Apply(u.ctx, put); err != nil {
+		return fmt.Errorf("recording the grant of %s: %w", g.Consumer, err)
+	}
+	return nil
+}
+
+// grantFor returns the grant recorded for the consumer of cr. A link that
+// joined before grants were recorded in the model takes the one its
+// join wrote to consumer.json (also this node's record of the join).
+func (u *upstream) grantFor(cr *creds) (grantRecord, error) {
+	var g grantRecord
+	err := getRecord(u.s.model, recGrant, cr.consumer, &g)
+	if err == nil {
+		return g, nil
+	}
+	if !errors.Is(err, model.ErrNotFound) {
+		return g, fmt.Errorf("the grant of %s: %w", cr.consumer, err)
+	}
+	g = grantRecord{Consumer: cr.consumer, Address: u.cfg.Address, Grant: cr.grant, Joined: cr.leaf.NotBefore.UTC()}
+	for _, p := range cr.subtrees {
+		if q, err := model.ParsePath(p); err == nil {
+			g.Subtrees = append(g.Subtrees, q)
+		}
+	}
+	return g, u.recordGrant(g)
+}
+
 // controlLoop reads the consumer's control messages.
-func (u *upstream) controlLoop(conn *quic.Conn, fr *frameReader, cr *creds) {
+func (u *upstream) controlLoop(conn *quic.Conn, fr *frameReader, cr *creds, ren *renewal) {
 	for {
 		k, body, err := fr.next()
 		if err != nil {
@@ -322,7 +380,7 @@ func (u *upstream) controlLoop(conn *quic.Conn, fr *frameReader, cr *creds) {
 			if decode(k, body, &r) != nil {
 				continue
 			}
-			u.finishRenew(r.Cert, cr)
+			u.finishRenew(ren, r.Cert, cr)
 		case kindRefuse:
 			var r refuse
 			if decode(k, body, &r) == nil {
@@ -332,62 +390,12 @@ func (u *upstream) controlLoop(conn *quic.Conn, fr *frameReader, cr *creds) {
 					return
 				}
 			}
-			u.mu.Lock()
-			u.renewing = false
-			u.mu.Unlock()
+			// The only request a consumer answers with a refusal on a live
+			// link is a renewal.
+			u.renewFailed(ren, cr, fmt.Errorf("refused by the consumer: %s", r.Message))
 		default:
 		}
 	}
-}
-
-// renewKeys holds the key of each renewal in progress, by upstream folder.
-var renewKeys sync.Map
-
-type ecdsaKey = ecdsa.PrivateKey
-
-// maybeRenew asks for a new certificate when a third of the current one's
-// lifetime is left.
-func (u *upstream) maybeRenew(cr *creds) {
-	u.mu.Lock()
-	leaf := u.leaf
-	life := leaf.NotAfter.Sub(leaf.NotBefore)
-	if time.Until(leaf.NotAfter) > life/3 || u.renewing || u.control == nil {
-		u.mu.Unlock()
-		return
-	}
-	u.renewing = true
-	fw := u.control
-	u.mu.Unlock()
-	key, csr, err := newCSR(u.s.cfg.Name)
-	if err != nil {
-		return
-	}
-	renewKeys.Store(u.dir, key)
-	u.s.log.Info("federation: renewing node certificate", "consumer", cr.consumer, "expires", leaf.NotAfter)
-	fw.write(kindRenew, renew{CSR: csr})
-}
-
-func (u *upstream) finishRenew(certDER []byte, cr *creds) {
-	u.mu.Lock()
-	u.renewing = false
-	u.mu.Unlock()
-	v, ok := renewKeys.LoadAndDelete(u.dir)
-	if !ok {
-		return
-	}
-	leaf, err := verifyChain([][]byte{certDER}, cr.ca, x509.ExtKeyUsageClientAuth)
-	if err != nil {
-		u.s.log.Warn("federation: renewed certificate does not verify", "err", err)
-		return
-	}
-	if err := saveCert(u.dir, v.(*ecdsaKey), certDER); err != nil {
-		u.s.log.Warn("federation: saving renewed certificate", "err", err)
-		return
-	}
-	u.mu.Lock()
-	u.certExp, u.leaf = leaf.NotAfter, leaf
-	u.mu.Unlock()
-	u.s.log.Info("federation: node certificate renewed", "consumer", cr.consumer, "expires", leaf.NotAfter)
 }
 
 // sendBelow tells the consumer the nodes now mounted under this one.
@@ -406,16 +414,22 @@ func (u *upstream) status() PeerStatus {
 	st := PeerStatus{
 		Name: u.consumer, Direction: "consumer", Address: u.cfg.Address, State: u.state,
 		Grant: u.grant, Subtrees: u.subtrees, Cursor: u.acked.Load(), Head: u.s.model.LastSeq(),
-		Since: u.since, LastError: u.lastErr, CertExpires: u.certExp,
+		Since: u.since, CertExpires: u.certExp,
 	}
+	u.errs.fill(&st)
 	if st.Subtrees == nil {
 		st.Subtrees = normalize(u.cfg.Publish)
 		if len(st.Subtrees) == 0 {
 			st.Subtrees = []model.Path{model.Root}
 		}
 	}
+	// Lag: the log entries after the acknowledged cursor, less those the
+	// publish loop read and found unpublished.
 	if st.Head > st.Cursor {
 		st.LagEntries = st.Head - st.Cursor
+		if sent, scanned := u.sentLast.Load(), u.scanned.Load(); scanned > sent && sent >= st.Cursor {
+			st.LagEntries -= min(st.LagEntries, scanned-sent)
+		}
 	}
 	if u.conn != nil {
 		cs := u.conn.ConnectionStats()

@@ -155,6 +155,9 @@ func (m *Mutation) Validate() error {
 		if len(v.Value) == 0 || len(v.Value) > MaxValueBytes {
 			return fmt.Errorf("%w: variable %q: value must be 1..%d bytes", ErrInvalid, name, MaxValueBytes)
 		}
+		if err := CheckValue(v.Value); err != nil {
+			return fmt.Errorf("variable %q: %w", name, err)
+		}
 		switch v.Quality {
 		case "", QualityGood, QualityUncertain, QualityBad:
 		default:
@@ -168,6 +171,16 @@ func (m *Mutation) Validate() error {
 		if err := ValidateName(f.Name); err != nil {
 			return fmt.Errorf("%w: function name: %v", ErrInvalid, err)
 		}
+		if len(f.Args) > 0 {
+			if err := CheckValue(f.Args); err != nil {
+				return fmt.Errorf("function %q: argument schema: %w", f.Name, err)
+			}
+		}
+		if len(f.Result) > 0 {
+			if err := CheckValue(f.Result); err != nil {
+				return fmt.Errorf("function %q: result schema: %w", f.Name, err)
+			}
+		}
 	}
 	if m.Op == OpEvent {
 		if m.Event == nil {
@@ -180,6 +193,11 @@ func (m *Mutation) Validate() error {
 		}
 		if len(m.Event.Payload) > MaxPayloadSize {
 			return fmt.Errorf("%w: event payload larger than %d bytes", ErrInvalid, MaxPayloadSize)
+		}
+		if len(m.Event.Payload) > 0 {
+			if err := CheckValue(m.Event.Payload); err != nil {
+				return fmt.Errorf("event payload: %w", err)
+			}
 		}
 		if err := checkText("event name", m.Event.Name, MaxNameLen); err != nil {
 			return err

@@ -81,8 +81,8 @@ func classify(raw json.RawMessage) (ValueType, json.RawMessage, error) {
 	if len(raw) > MaxValueBytes {
 		return "", nil, fmt.Errorf("%w: value larger than %d bytes", ErrInvalid, MaxValueBytes)
 	}
-	if !json.Valid(raw) {
-		return "", nil, fmt.Errorf("%w: value is not valid JSON", ErrInvalid)
+	if err := CheckValue(raw); err != nil {
+		return "", nil, err
 	}
 	var typ ValueType
 	switch raw[0] {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/strata-dm/strata/internal/tstest"
-	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/jobs"
@@ -37,10 +36,7 @@ func newestAudit(t *testing.T, f *fedNode, op string) (client.AuditRecord, bool)
 func TestAuditEveryAction(t *testing.T) {
 	ctx := context.Background()
 	f := startFedNode(t, "hq", "127.0.0.1:0")
-	if _, err := f.n.Model().Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/d1", Type: "device", Tenant: "acme",
-		Functions: []model.Function{{Name: "reboot"}}, SetFunctions: true}); err != nil {
-		t.Fatal(err)
-	}
+	d1 := string(enrollDevice(t, f.n, "acme", "hw-1", "reboot"))
 	admin := f.admin
 	ada := tenantClient(t, f, "ada", "acme", auth.RoleAdmin)
 	vic := tenantClient(t, f, "vic", "acme", auth.RoleViewer)
@@ -116,14 +112,14 @@ func TestAuditEveryAction(t *testing.T) {
 			return err
 		}, "admin", "device.revoke", "", "nodevice", "not_found"},
 		{"call", func() error {
-			j, _, err := ada.Call(ctx, "/devices/d1", "reboot", client.Call{})
+			j, _, err := ada.Call(ctx, d1, "reboot", client.Call{})
 			jobID = j.ID
 			return err
-		}, "ada", "call", "/devices/d1", "", "pending"},
+		}, "ada", "call", d1, "", "pending"},
 		{"call refused", func() error {
-			_, _, err := vic.Call(ctx, "/devices/d1", "reboot", client.Call{})
+			_, _, err := vic.Call(ctx, d1, "reboot", client.Call{})
 			return err
-		}, "vic", "call", "/devices/d1", "", "forbidden"},
+		}, "vic", "call", d1, "", "forbidden"},
 		{"job cancel", func() error {
 			_, err := ada.CancelJob(ctx, jobID)
 			return err
@@ -184,18 +180,15 @@ func TestAuditEveryAction(t *testing.T) {
 func TestAuditCallEndsWithJobOutcome(t *testing.T) {
 	ctx := context.Background()
 	f := startFedNode(t, "plant7", "")
-	if _, err := f.n.Model().Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/d1", Type: "device", Tenant: "acme",
-		Functions: []model.Function{{Name: "reboot"}}, SetFunctions: true}); err != nil {
-		t.Fatal(err)
-	}
-	j, status, err := f.admin.Call(ctx, "/devices/d1", "reboot", client.Call{})
+	d1 := enrollDevice(t, f.n, "acme", "hw-1", "reboot")
+	j, status, err := f.admin.Call(ctx, string(d1), "reboot", client.Call{})
 	if err != nil || status != http.StatusAccepted {
 		t.Fatalf("call: %d %v", status, err)
 	}
 	if r, ok := newestAudit(t, f, "call"); !ok || r.Job != j.ID || r.Outcome != "pending" {
 		t.Fatalf("the call's record: %+v", r)
 	}
-	if err := f.n.jobs.Report(ctx, "d1", j.ID, jobs.Failed, nil, "disk busy"); err != nil {
+	if err := f.n.jobs.Report(ctx, d1.Name(), j.ID, jobs.Failed, nil, "disk busy"); err != nil {
 		t.Fatal(err)
 	}
 	tstest.WaitForErr(t, tstest.DefaultTimeout, "the call's record to say failed", func() (bool, error) {
@@ -222,8 +215,8 @@ func TestAuditCallEndsWithJobOutcome(t *testing.T) {
 // with the chain hq>eu, and plant7's record ends with the job's outcome.
 func TestAuditViaTwoHops(t *testing.T) {
 	ctx := context.Background()
-	hq, eu, p7 := threeTiers(t)
-	const path = "/peers/eu/peers/plant7/devices/d1"
+	hq, eu, p7, d1 := threeTiers(t)
+	path := "/peers/eu/peers/plant7" + string(d1)
 	j, _, err := hq.admin.Call(ctx, path, "reboot", client.Call{})
 	if err != nil {
 		t.Fatal(err)
@@ -234,16 +227,16 @@ func TestAuditViaTwoHops(t *testing.T) {
 		t.Fatalf("at hq: %+v", r)
 	}
 	r, ok = newestAudit(t, eu, "call")
-	if !ok || r.Path != "/peers/plant7/devices/d1" || r.User != "admin" || r.Consumer != "hq" || strings.Join(r.Via, ">") != "hq" ||
+	if !ok || string(r.Path) != "/peers/plant7"+string(d1) || r.User != "admin" || r.Consumer != "hq" || strings.Join(r.Via, ">") != "hq" ||
 		r.Outcome != "forwarded" {
 		t.Fatalf("at eu: %+v", r)
 	}
 	r, ok = newestAudit(t, p7, "call")
-	if !ok || r.Path != "/devices/d1" || r.User != "admin" || r.Consumer != "eu" || strings.Join(r.Via, ">") != "hq>eu" ||
+	if !ok || string(r.Path) != string(d1) || r.User != "admin" || r.Consumer != "eu" || strings.Join(r.Via, ">") != "hq>eu" ||
 		r.Outcome != "pending" || r.Job != j.ID {
 		t.Fatalf("at plant7: %+v", r)
 	}
-	if err := p7.n.jobs.Report(ctx, "d1", j.ID, jobs.Failed, nil, "no power"); err != nil {
+	if err := p7.n.jobs.Report(ctx, d1.Name(), j.ID, jobs.Failed, nil, "no power"); err != nil {
 		t.Fatal(err)
 	}
 	tstest.WaitFor(t, tstest.DefaultTimeout, "plant7's record to say failed", func() bool {

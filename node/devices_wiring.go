@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/strata-dm/strata/node/audit"
+	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/devices"
 	"github.com/strata-dm/strata/node/jobs"
@@ -36,9 +37,11 @@ func (n *Node) wireDevices() error {
 	if n.devices, err = devices.New(devices.Config{Tree: n.model, CA: ca, CAPEM: caPEM, Logger: n.log}); err != nil {
 		return err
 	}
+	n.reg.MustRegister(n.devices.Collector())
 	if n.jobs, err = jobs.New(jobs.Config{Records: n.model, Logger: n.log, Deliver: n.deliver, Finished: n.jobFinished}); err != nil {
 		return err
 	}
+	n.calls = &calls.Service{Tree: n.model, Devices: n.devices, Jobs: n.jobs}
 	n.devices.OnRevoke(func(id string) {
 		if n.broker != nil {
 			n.broker.Disconnect(id)
@@ -100,7 +103,7 @@ func (n *Node) mqttAddress(reqHost string) string {
 }
 
 func command(j jobs.Job) mqtt.Command {
-	return mqtt.Command{Job: j.ID, Function: j.Function, Args: j.Args, Deadline: j.Deadline}
+	return mqtt.Command{Job: j.ID, Function: j.Function, Args: j.Args, Deadline: j.Deadline, Tenant: j.Tenant}
 }
 
 // deviceAuth adapts the registry to the broker.

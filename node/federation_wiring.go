@@ -7,16 +7,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/config"
-	"github.com/strata-dm/strata/node/devices"
 	"github.com/strata-dm/strata/node/jobs"
 )
 
@@ -192,33 +191,23 @@ func (l *fedLocal) context(id federation.Identity, p model.Path) (*model.Context
 	return c, nil
 }
 
-// call creates the job exactly as the API's function call does, and
-// waits up to req.Wait for it.
+// call creates the job through the same implementation as the API's
+// function calls (package calls), for the operator the request carries,
+// and waits up to req.Wait for it.
 func (l *fedLocal) call(ctx context.Context, consumer string, req federation.CallRequest) (federation.CallResult, error) {
 	n := l.n
-	c, err := l.context(req.Identity, req.Path)
-	if err != nil {
-		return federation.CallResult{}, err
-	}
-	if !slices.ContainsFunc(c.Functions, func(f model.Function) bool { return f.Name == req.Function }) {
-		return federation.CallResult{}, fmt.Errorf("%w: function %q of %s", model.ErrNotFound, req.Function, req.Path)
-	}
-	id, ok := devices.IDOf(c.Path)
-	if !ok || c.Type != devices.DeviceType {
-		return federation.CallResult{}, fmt.Errorf("%w: functions run only on device contexts", model.ErrInvalid)
-	}
-	if d, err := n.devices.Get(&auth.Principal{System: true}, id); err == nil && d.Revoked {
-		return federation.CallResult{}, fmt.Errorf("%w: device %s is revoked", model.ErrConflict, id)
-	} else if err != nil && !errors.Is(err, model.ErrNotFound) {
-		return federation.CallResult{}, err
+	if req.Path.Within(federation.PeersRoot) {
+		// Mounted paths are routed by the federation package itself; one
+		// that reaches here names no known provider.
+		return federation.CallResult{}, fmt.Errorf("%w: context %s", model.ErrNotFound, req.Path)
 	}
 	by := consumer
 	if req.Identity.User != "" {
 		by = req.Identity.User + "@" + consumer
 	}
-	j, err := n.jobs.Create(ctx, jobs.Spec{
-		Path: c.Path, Device: id, Tenant: c.Tenant, Function: req.Function,
-		Args: req.Args, By: by, Deadline: req.Deadline,
+	p := calls.FederationPrincipal(req.Identity.User, req.Identity.Tenant, req.Identity.System)
+	j, err := n.calls.Call(ctx, p, calls.Request{
+		Path: req.Path, Function: req.Function, Args: req.Args, By: by, Deadline: req.Deadline,
 	})
 	if err != nil {
 		return federation.CallResult{}, err
@@ -238,10 +227,11 @@ func (l *fedLocal) call(ctx context.Context, consumer string, req federation.Cal
 }
 
 // Job returns a job this node owns to a consumer following it; a job of
-// another tenant answers as missing.
+// another tenant, or of a shared device for a tenant user, answers as
+// missing.
 func (l *fedLocal) Job(ctx context.Context, consumer string, id federation.Identity, jobID string) (federation.CallResult, error) {
 	j, err := l.n.jobs.Get(jobID)
-	if err == nil && !id.System && j.Tenant != id.Tenant {
+	if err == nil && !id.System && (j.Tenant == "" || j.Tenant != id.Tenant) {
 		err = fmt.Errorf("%w: job %s", model.ErrNotFound, jobID)
 	}
 	l.n.audit.Write(fedRecord(consumer, id, auditJob, j.Path, j.Function, err, audit.OK))

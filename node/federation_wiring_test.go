@@ -16,6 +16,7 @@ import (
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/node/devices"
 )
 
 // fedNode is a started node with its CA, config file and admin client.
@@ -111,6 +112,31 @@ func apiStatus(err error) int {
 	return 0
 }
 
+// enrollDevice enrolls hardware hw in tenant ("": shared) on n and
+// declares functions on its context, as its inventory would; it returns
+// the device's path.
+func enrollDevice(t *testing.T, n *Node, tenant, hw string, functions ...string) model.Path {
+	t.Helper()
+	ctx := context.Background()
+	sys := &auth.Principal{User: "admin", System: true}
+	tok, _, err := n.devices.CreateToken(ctx, sys, devices.TokenSpec{Group: "g", Tenant: tenant})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := n.devices.Enroll(ctx, devices.EnrollRequest{Token: tok, HardwareID: hw}, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fns := make([]model.Function, len(functions))
+	for i, f := range functions {
+		fns[i] = model.Function{Name: f}
+	}
+	if _, err := n.model.Apply(ctx, model.Mutation{Op: model.OpPut, Path: e.Path, Functions: fns, SetFunctions: true}); err != nil {
+		t.Fatal(err)
+	}
+	return e.Path
+}
+
 func TestFederationWiring(t *testing.T) {
 	ctx := context.Background()
 	hq := startFedNode(t, "hq", "127.0.0.1:0")
@@ -120,11 +146,8 @@ func TestFederationWiring(t *testing.T) {
 	// The probe starts with no upstream and no listener: it joins while
 	// running, as strata join does (edit the file, then reload).
 	probe := startFedNode(t, "plant7", "")
-	if _, err := probe.n.Model().Apply(ctx,
-		model.Mutation{Op: model.OpPut, Path: "/devices/d1", Type: "device", Tenant: "acme",
-			Functions: []model.Function{{Name: "reboot"}}, SetFunctions: true},
-		model.Mutation{Op: model.OpPut, Path: "/secret/s1", Type: "folder"},
-	); err != nil {
+	d1 := enrollDevice(t, probe.n, "acme", "hw-1", "reboot")
+	if _, err := probe.n.Model().Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/secret/s1", Type: "folder"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -143,7 +166,7 @@ func TestFederationWiring(t *testing.T) {
 		t.Fatalf("reload: %+v, %v", ups, err)
 	}
 
-	const mirrored = "/peers/plant7/devices/d1"
+	mirrored := "/peers/plant7" + string(d1)
 	eventually(t, "the mirror at hq", func() (bool, error) {
 		c, err := hq.admin.GetContext(ctx, mirrored)
 		return err == nil && len(c.Functions) == 1, err
@@ -162,7 +185,7 @@ func TestFederationWiring(t *testing.T) {
 		t.Fatalf("call: %d %+v %v", status, j, err)
 	}
 	pj, err := probe.admin.GetJob(ctx, j.ID)
-	if err != nil || pj.CreatedBy != "admin@hq" || pj.Path != "/devices/d1" || pj.Tenant != "acme" {
+	if err != nil || pj.CreatedBy != "admin@hq" || pj.Path != string(d1) || pj.Tenant != "acme" {
 		t.Fatalf("job at the probe: %+v, %v", pj, err)
 	}
 
@@ -202,7 +225,7 @@ func TestFederationWiring(t *testing.T) {
 	}
 	first, last := recs[len(recs)-1], recs[0]
 	if first.Op != "call" || first.Consumer != "hq" || first.User != "admin" || first.Function != "reboot" || first.Outcome != "pending" || first.Job != j.ID ||
-		first.Path != "/devices/d1" {
+		first.Path != string(d1) {
 		t.Fatalf("first audit record: %+v", first)
 	}
 	if last.Op != "get" || last.User != "admin" || recs[1].User != "bob" || recs[1].Outcome == "ok" {
@@ -285,14 +308,11 @@ func TestFederationThreeTiers(t *testing.T) {
 	hq := startFedNode(t, "hq", "127.0.0.1:0")
 	eu := startFedNode(t, "eu", "127.0.0.1:0")
 	p7 := startFedNode(t, "plant7", "")
-	if _, err := p7.n.Model().Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/d1", Type: "device", Tenant: "acme",
-		Functions: []model.Function{{Name: "ping"}}, SetFunctions: true}); err != nil {
-		t.Fatal(err)
-	}
+	d1 := enrollDevice(t, p7.n, "acme", "hw-1", "ping")
 	joinNode(t, eu, hq, "eu", "operate")
 	joinNode(t, p7, eu, "plant7", "operate", "/devices")
 
-	const path = "/peers/eu/peers/plant7/devices/d1"
+	path := "/peers/eu/peers/plant7" + string(d1)
 	eventually(t, "plant7's device at hq", func() (bool, error) {
 		_, err := hq.admin.GetContext(ctx, path)
 		return err == nil, err
@@ -313,7 +333,7 @@ func TestFederationThreeTiers(t *testing.T) {
 	}
 	recs, err = eu.admin.Audit(ctx, 10)
 	recs = overLinks(recs)
-	if err != nil || len(recs) != 1 || recs[0].Outcome != "forwarded" || recs[0].Path != "/peers/plant7/devices/d1" {
+	if err != nil || len(recs) != 1 || recs[0].Outcome != "forwarded" || recs[0].Path != "/peers/plant7"+string(d1) {
 		t.Fatalf("audit at eu: %+v %v", recs, err)
 	}
 }

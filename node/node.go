@@ -30,6 +30,7 @@ import (
 	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/devices"
@@ -60,6 +61,7 @@ type Node struct {
 	model   *model.Model
 	auth    *auth.Service
 	devices *devices.Service
+	calls   *calls.Service // device function calls, for the API's and federation's callers alike
 	jobs    *jobs.Service
 	audit   *audit.Log
 	broker  *mqtt.Broker // nil without an MQTT listener

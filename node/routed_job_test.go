@@ -14,38 +14,36 @@ import (
 )
 
 // threeTiers builds hq ← eu ← plant7 (all operate), plant7 publishing
-// /devices with device d1 (tenant acme, function ping), and waits for
+// /devices with an enrolled device (tenant acme, functions ping and
+// reboot) whose path it returns, and waits for
 // the device at hq.
-func threeTiers(t *testing.T) (hq, eu, p7 *fedNode) {
+func threeTiers(t *testing.T) (hq, eu, p7 *fedNode, d1 model.Path) {
 	t.Helper()
 	ctx := context.Background()
 	hq = startFedNode(t, "hq", "127.0.0.1:0")
 	eu = startFedNode(t, "eu", "127.0.0.1:0")
 	p7 = startFedNode(t, "plant7", "")
-	if _, err := p7.n.Model().Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/d1", Type: "device", Tenant: "acme",
-		Functions: []model.Function{{Name: "ping"}, {Name: "reboot"}}, SetFunctions: true}); err != nil {
-		t.Fatal(err)
-	}
+	d1 = enrollDevice(t, p7.n, "acme", "hw-1", "ping", "reboot")
 	joinNode(t, eu, hq, "eu", "operate")
 	joinNode(t, p7, eu, "plant7", "operate", "/devices")
 	eventually(t, "plant7's device at hq", func() (bool, error) {
-		_, err := hq.admin.GetContext(ctx, "/peers/eu/peers/plant7/devices/d1")
+		_, err := hq.admin.GetContext(ctx, "/peers/eu/peers/plant7"+string(d1))
 		return err == nil, err
 	})
-	return hq, eu, p7
+	return hq, eu, p7, d1
 }
 
 // A job owned two tiers down reads at hq exactly as its owner shows it,
 // with the path as seen from hq.
 func TestRoutedJobReadIsTheWholeJob(t *testing.T) {
 	ctx := context.Background()
-	hq, _, p7 := threeTiers(t)
-	const path = "/peers/eu/peers/plant7/devices/d1"
+	hq, _, p7, d1 := threeTiers(t)
+	path := "/peers/eu/peers/plant7" + string(d1)
 	j, status, err := hq.admin.Call(ctx, path, "reboot", client.Call{Args: json.RawMessage(`{"force":true}`)})
 	if err != nil || status != http.StatusAccepted || j.Node != "/peers/eu/peers/plant7" {
 		t.Fatalf("call through two links: %d %+v %v", status, j, err)
 	}
-	if err := p7.n.jobs.Report(ctx, "d1", j.ID, jobs.Failed, nil, "disk busy"); err != nil {
+	if err := p7.n.jobs.Report(ctx, d1.Name(), j.ID, jobs.Failed, nil, "disk busy"); err != nil {
 		t.Fatal(err)
 	}
 	own, err := p7.admin.GetJob(ctx, j.ID)
@@ -63,7 +61,7 @@ func TestRoutedJobReadIsTheWholeJob(t *testing.T) {
 	if g, w := mustJSON(t, got), mustJSON(t, &want); g != w {
 		t.Fatalf("job at hq:\n got %s\nwant %s", g, w)
 	}
-	if got.Function != "reboot" || got.Device != "d1" || got.CreatedBy != "admin@eu" || got.Created.IsZero() ||
+	if got.Function != "reboot" || got.Device != d1.Name() || got.CreatedBy != "admin@eu" || got.Created.IsZero() ||
 		len(got.History) != 2 || got.State != client.JobFailed || got.Error != "disk busy" {
 		t.Fatalf("job at hq: %+v", got)
 	}

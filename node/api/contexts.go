@@ -280,6 +280,9 @@ func (s *Server) putContext(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	case err != nil:
 		return err
 	}
+	if err := s.checkDevicePut(p, path, &m, cur); err != nil {
+		return err
+	}
 	if cur != nil {
 		switch {
 		case !p.SeesTenant(cur.Tenant):

@@ -172,6 +172,21 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	return nil
 }
 
+// allowDeviceEnroll lets a revoked device enroll again; the body, if
+// any, is ignored. 409 for a device that is not revoked.
+func (s *Server) allowDeviceEnroll(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	ds, err := s.deviceService()
+	if err != nil {
+		return err
+	}
+	d, err := ds.AllowEnroll(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
 // revokeDevice revokes a device's credentials and disconnects it; the
 // body, if any, is ignored. Revoking a revoked device answers it again.
 func (s *Server) revokeDevice(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {

@@ -119,13 +119,14 @@ func TestEnrollRateLimit(t *testing.T) {
 	for range 3 {
 		e.want(e.do("POST", "/api/v1/enroll", "", bad), 401, codeUnauthorized)
 	}
-	for _, body := range []map[string]string{bad, {"token": tok.Secret, "hardware_id": "hw"}} {
-		r := e.do("POST", "/api/v1/enroll", "", body)
-		e.want(r, 429, codeRateLimited)
-		if secs, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || secs < 1 || secs > 60 {
-			t.Fatalf("Retry-After %q", r.header.Get("Retry-After"))
-		}
+	r := e.do("POST", "/api/v1/enroll", "", bad)
+	e.want(r, 429, codeRateLimited)
+	if secs, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || secs < 1 || secs > 60 {
+		t.Fatalf("Retry-After %q", r.header.Get("Retry-After"))
 	}
+	// The limit is per token and address: a good token from the same
+	// address (a site behind NAT) still enrolls.
+	e.want(e.do("POST", "/api/v1/enroll", "", map[string]string{"token": tok.Secret, "hardware_id": "hw"}), 200, "")
 }
 
 func TestEnrollmentTokens(t *testing.T) {

@@ -9,33 +9,27 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 )
 
-// Error codes of docs/api.md ("code" of every error body). not_implemented
-// and method_not_allowed are additions for routes that exist but cannot
-// serve the request.
+// Error codes of every error body, as short names (package apitypes
+// defines them, docs/api.md lists them).
 const (
-	codeInvalid          = "invalid"
-	codeUnauthorized     = "unauthorized"
-	codeForbidden        = "forbidden"
-	codeNotFound         = "not_found"
-	codeConflict         = "conflict"
-	codeTooLarge         = "too_large"
-	codeRateLimited      = "rate_limited"
-	codeUnavailable      = "unavailable"
-	codeInternal         = "internal"
-	codeNotImplemented   = "not_implemented"
-	codeMethodNotAllowed = "method_not_allowed"
-	codeRequestTimeout   = "request_timeout"
+	codeInvalid          = apitypes.CodeInvalid
+	codeUnauthorized     = apitypes.CodeUnauthorized
+	codeForbidden        = apitypes.CodeForbidden
+	codeNotFound         = apitypes.CodeNotFound
+	codeConflict         = apitypes.CodeConflict
+	codeTooLarge         = apitypes.CodeTooLarge
+	codeRateLimited      = apitypes.CodeRateLimited
+	codeUnavailable      = apitypes.CodeUnavailable
+	codeInternal         = apitypes.CodeInternal
+	codeNotImplemented   = apitypes.CodeNotImplemented
+	codeMethodNotAllowed = apitypes.CodeMethodNotAllowed
+	codeRequestTimeout   = apitypes.CodeRequestTimeout
 )
-
-// errorBody is the JSON of every error answer.
-type errorBody struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
 
 // httpError is an answer decided by the API itself rather than derived
 // from a sentinel error of model or auth.
@@ -121,7 +115,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if rec, ok := w.(*recorder); ok {
 		rec.err = err
 	}
-	writeJSON(w, status, errorBody{Error: msg, Code: code})
+	writeJSON(w, status, apitypes.ErrorBody{Message: msg, Code: code})
 }
 
 // retryAfterSeconds rounds d up to whole seconds, at least one.

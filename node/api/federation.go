@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
@@ -40,9 +41,9 @@ type Federation interface {
 
 // Error codes of federation answers.
 const (
-	codePeerUnreachable = "peer_unreachable"
-	codePeerForbidden   = "peer_forbidden"
-	codeMountedReadOnly = "mounted_read_only"
+	codePeerUnreachable = apitypes.CodePeerUnreachable
+	codePeerForbidden   = apitypes.CodePeerForbidden
+	codeMountedReadOnly = apitypes.CodeMountedReadOnly
 )
 
 // remoteCallMargin is added to a call's wait to bound the whole request

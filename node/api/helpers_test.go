@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/certs"
@@ -155,9 +156,9 @@ func (r resp) json(t testing.TB, v any) {
 // errCode returns the "code" of an error body.
 func (r resp) errCode(t testing.TB) string {
 	t.Helper()
-	var e errorBody
+	var e apitypes.ErrorBody
 	r.json(t, &e)
-	if e.Error == "" {
+	if e.Message == "" {
 		t.Fatalf("error body without message: %s", r.body)
 	}
 	return e.Code

@@ -13,9 +13,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
-	"github.com/strata-dm/strata/node/devices"
+	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/jobs"
 )
 
@@ -23,10 +24,12 @@ import (
 // call on a device context creates a job (jobs.Service), which the node
 // delivers to the device over MQTT; the caller may wait for its outcome.
 //
-// Visibility of a job is that of its device context as it was when the
-// job was created: the caller must see the job's tenant and hold the
-// viewer role on its path. A job the caller may not see answers exactly
-// like a missing one. Cancelling needs the operator role on its path.
+// Who may call is decided by package calls, as for calls arriving over
+// federation links. The job's tenant is its device's. A job is seen by
+// system users and by the users of its tenant holding the viewer role on
+// its path; the jobs of shared devices by system users only. A job the
+// caller may not see answers exactly like a missing one. Cancelling
+// needs the operator role on its path.
 
 // Limits of function calls and job listings.
 const (
@@ -37,10 +40,10 @@ const (
 
 var (
 	errNoJobs = apiError(http.StatusNotImplemented, codeNotImplemented, "function calls are not enabled on this node")
-	errNotDev = apiError(http.StatusNotImplemented, codeNotImplemented, "functions run only on device contexts")
-	// errSharedDevice refuses calls on a device of no tenant to anyone
-	// but system users, as for every other change to shared contexts.
-	errSharedDevice = fmt.Errorf("%w: functions of shared contexts (no tenant) are called by system administrators only", auth.ErrForbidden)
+	errNotDev = apiError(http.StatusNotImplemented, codeNotImplemented, "functions run only on the contexts of enrolled devices")
+	// errSharedDevice refuses operating a device of no tenant to anyone
+	// but system users.
+	errSharedDevice = calls.ErrShared
 )
 
 func (s *Server) jobService() (*jobs.Service, error) {
@@ -124,42 +127,49 @@ type callJSON struct {
 	jobs.Job
 }
 
-// callDeviceFunction runs function name of the device context c, which
-// the caller may see and operate, and which declares the function. It
-// answers 200 with the job once final, else 202 with its current state.
-func (s *Server) callDeviceFunction(w http.ResponseWriter, r *http.Request, p *auth.Principal, c *model.Context, name string) error {
+// calls is the one implementation of device function calls, shared with
+// calls arriving over federation links (package calls).
+func (s *Server) calls() (*calls.Service, error) {
 	js, err := s.jobService()
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Devices == nil {
+		return nil, errNoJobs
+	}
+	return &calls.Service{Tree: s.model, Devices: s.cfg.Devices, Jobs: js}, nil
+}
+
+// callError gives the refusals of package calls the API's answers.
+func callError(err error) error {
+	if errors.Is(err, calls.ErrNotDevice) {
+		return errNotDev
+	}
+	return err
+}
+
+// callDeviceFunction runs function name of the device context c, which
+// the caller may see and operate, and which declares the function (all
+// checked again by package calls). It answers 200 with the job once
+// final, else 202 with its current state.
+func (s *Server) callDeviceFunction(w http.ResponseWriter, r *http.Request, p *auth.Principal, c *model.Context, name string) error {
+	cs, err := s.calls()
 	if err != nil {
 		return err
 	}
-	id, ok := devices.IDOf(c.Path)
-	if !ok || c.Type != devices.DeviceType {
-		return errNotDev
-	}
-	if !p.System && c.Tenant == "" {
-		return errSharedDevice
-	}
-	if ds := s.cfg.Devices; ds != nil {
-		// A context-only device (no registry record) is called as well;
-		// a revoked one could never answer.
-		d, err := ds.Get(p, id)
-		switch {
-		case err == nil && d.Revoked:
-			return fmt.Errorf("%w: device %s is revoked", model.ErrConflict, id)
-		case err != nil && !errors.Is(err, model.ErrNotFound):
-			return err
-		}
+	js := cs.Jobs
+	if _, err := cs.Check(p, c.Path, name); err != nil {
+		return callError(err)
 	}
 	cl, err := s.decodeCall(w, r)
 	if err != nil {
 		return err
 	}
-	j, err := js.Create(r.Context(), jobs.Spec{
-		Path: c.Path, Device: id, Tenant: c.Tenant, Function: name,
-		Args: cl.args, By: p.User, Deadline: cl.deadline,
+	j, err := cs.Call(r.Context(), p, calls.Request{
+		Path: c.Path, Function: name, Args: cl.args, By: p.User, Deadline: cl.deadline,
 	})
 	if err != nil {
-		return err
+		return callError(err)
 	}
 	if cl.wait > 0 && !j.State.Final() {
 		ctx, cancel := context.WithTimeout(r.Context(), cl.wait)
@@ -188,8 +198,12 @@ func (s *Server) callDeviceFunction(w http.ResponseWriter, r *http.Request, p *a
 // not see; its text is the jobs service's.
 func jobNotFound(id string) error { return fmt.Errorf("%w: job %q", model.ErrNotFound, id) }
 
+// canSeeJob reports whether p may see job j: its tenant's users (with the
+// viewer role on its path) and system users. The jobs of shared devices
+// (no tenant) are seen by system users only: their arguments may hold a
+// system administrator's secrets.
 func canSeeJob(p *auth.Principal, j *jobs.Job) bool {
-	return p.SeesTenant(j.Tenant) && p.Can(auth.RoleViewer, j.Path)
+	return (p.System || (j.Tenant != "" && j.Tenant == p.Tenant)) && p.Can(auth.RoleViewer, j.Path)
 }
 
 // visibleJob returns job id if p may see it.
@@ -286,10 +300,7 @@ func (q *jobQuery) match(p *auth.Principal, j *jobs.Job) bool {
 
 // jobPage is one page of a job listing, newest first; next, when set, is
 // the "before" of the following page.
-type jobPage struct {
-	Jobs []jobs.Job `json:"jobs"`
-	Next string     `json:"next,omitempty"`
-}
+type jobPage = apitypes.JobPageOf[model.Path]
 
 // listJobs lists the jobs the caller may see, newest first. Jobs it may
 // not see are left out, never refused.

@@ -173,35 +173,43 @@ func TestFunctionCallRefusals(t *testing.T) {
 		t.Fatalf("refused calls left %d jobs", n)
 	}
 
-	// Only device contexts run functions.
+	// Only the contexts of enrolled devices run functions. The API
+	// gives no other context the type "device"; one that has it anyway
+	// (written before enrollment owned device contexts) is not a device.
 	for _, p := range []model.Path{"/sites/north", "/devices/" + model.Path(id) + "/sub"} {
-		e.want(e.do("PUT", "/api/v1/contexts"+string(p), c.alice, `{"type":"device"}`), 201, "")
-		if _, err := e.model.Apply(e.ctx, model.Mutation{Op: model.OpPut, Path: p, Functions: []model.Function{{Name: "ping"}}, SetFunctions: true}); err != nil {
+		e.want(e.do("PUT", "/api/v1/contexts"+string(p), c.alice, `{"type":"device"}`), 409, codeConflict)
+		e.want(e.do("PUT", "/api/v1/contexts"+string(p), c.alice, `{"type":"gateway"}`), 201, "")
+		if _, err := e.model.Apply(e.ctx, model.Mutation{Op: model.OpPut, Path: p, Type: "device",
+			Functions: []model.Function{{Name: "ping"}}, SetFunctions: true}); err != nil {
 			t.Fatal(err)
 		}
 		r := e.do("POST", "/api/v1/contexts"+string(p)+"/functions/ping", c.alice, `{}`)
 		e.want(r, 501, codeNotImplemented)
-		if !strings.Contains(string(r.body), "functions run only on device contexts") {
+		if !strings.Contains(string(r.body), "functions run only on the contexts of enrolled devices") {
 			t.Fatalf("body %s", r.body)
 		}
 	}
-	// A device context of another type: not a device either.
-	e.want(e.do("PUT", "/api/v1/contexts/devices/"+id, c.alice, `{"type":"gateway"}`), 200, "")
-	e.want(e.call(c.alice, id, "ping", `{}`), 501, codeNotImplemented)
-	e.want(e.do("PUT", "/api/v1/contexts/devices/"+id, c.alice, `{"type":"device"}`), 200, "")
+	// The type of a device's context follows its device.
+	e.want(e.do("PUT", "/api/v1/contexts/devices/"+id, c.alice, `{"type":"gateway"}`), 409, codeConflict)
+	e.want(e.do("PUT", "/api/v1/contexts/devices/"+id, c.alice, `{"type":"device","labels":{"site":"n"}}`), 200, "")
 
-	// A shared device (no tenant) is called by system users only.
-	if _, err := e.model.Apply(e.ctx, model.Mutation{Op: model.OpPut, Path: "/devices/shared-1", Type: "device",
-		Functions: []model.Function{{Name: "ping"}}, SetFunctions: true}); err != nil {
-		t.Fatal(err)
-	}
-	e.want(e.call(c.alice, "shared-1", "ping", `{}`), 403, codeForbidden)
-	r := e.call(e.admin, "shared-1", "ping", `{}`)
+	// A shared device (no tenant) is called by system users only, and
+	// only they see its jobs (their arguments may hold secrets).
+	shared := e.device(e.admin, "hw-shared", "ping")
+	e.want(e.call(c.alice, shared, "ping", `{}`), 403, codeForbidden)
+	r := e.call(e.admin, shared, "ping", `{"args":{"password":"s3cret"}}`)
 	e.want(r, 202, "")
-	var shared jobAnswer
-	r.json(t, &shared)
-	e.want(e.do("GET", "/api/v1/jobs/"+shared.ID, c.alice, nil), 200, "")
-	e.want(e.do("POST", "/api/v1/jobs/"+shared.ID+"/cancel", c.alice, nil), 403, codeForbidden)
+	var sj jobAnswer
+	r.json(t, &sj)
+	if sj.Tenant != "" {
+		t.Fatalf("shared device's job has tenant %q", sj.Tenant)
+	}
+	e.want(e.do("GET", "/api/v1/jobs/"+sj.ID, c.alice, nil), 404, codeNotFound)
+	e.want(e.do("POST", "/api/v1/jobs/"+sj.ID+"/cancel", c.alice, nil), 404, codeNotFound)
+	if r := e.do("GET", "/api/v1/jobs", c.alice, nil); strings.Contains(string(r.body), sj.ID) {
+		t.Fatalf("alice lists a shared device's job: %s", r.body)
+	}
+	e.want(e.do("GET", "/api/v1/jobs/"+sj.ID, e.admin, nil), 200, "")
 
 	// A revoked device could never answer.
 	e.want(e.do("POST", "/api/v1/devices/"+id+"/revoke", c.alice, nil), 200, "")

@@ -348,6 +348,7 @@ func (s *Server) routeTable() []route {
 		{"GET /api/v1/devices", "/api/v1/devices", s.authed(s.listDevices)},
 		{"GET /api/v1/devices/{id}", "/api/v1/devices/{id}", s.authed(s.getDevice)},
 		{"POST /api/v1/devices/{id}/revoke", "/api/v1/devices/{id}/revoke", s.authed(s.revokeDevice)},
+		{"POST /api/v1/devices/{id}/allow-enroll", "/api/v1/devices/{id}/allow-enroll", s.authed(s.allowDeviceEnroll)},
 		{"GET /api/v1/jobs", "/api/v1/jobs", s.authed(s.listJobs)},
 		{"GET /api/v1/jobs/{id}", "/api/v1/jobs/{id}", s.authed(s.getJob)},
 		{"POST /api/v1/jobs/{id}/cancel", "/api/v1/jobs/{id}/cancel", s.authed(s.cancelJob)},

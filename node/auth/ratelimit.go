@@ -172,42 +172,94 @@ func clientKey(remoteAddr string) string {
 	return ip.String()
 }
 
-// FailureLimiter limits failed attempts of any kind (device
-// authentications, enrollments) per client address in a sliding window.
+// FailureLimiter limits failed attempts of one kind (device
+// authentications, or enrollments: each has its own limiter) in a sliding
+// window, per identity (device id, enrollment token id) and client
+// address together, so that one identity failing again and again (a
+// revoked device retrying) blocks only itself, not the other devices
+// behind the same address (a site behind NAT). An address is also
+// blocked once its failures of all identities reach AddrFactor times the
+// limit, which bounds guessing across identities.
+//
 // Unlike logins, an attempt counts only once it has failed, so many
 // concurrent good attempts from one address (a NAT in front of a fleet)
 // are never refused; concurrent bad ones may overrun the limit by the
 // concurrency, which is acceptable for secrets of 256 bits.
 type FailureLimiter struct {
-	l   *loginLimiter
-	now func() time.Time
+	pairs *loginLimiter // keys: identity and address
+	addrs *loginLimiter // keys: address
+	now   func() time.Time
 }
 
-// NewFailureLimiter allows max failures per address within window.
+// AddrFactor is how many times an identity's failure limit one address
+// may fail, across identities, before all of it is blocked.
+const AddrFactor = 10
+
+// maxIdentityKey bounds the identity part of a limiter key.
+const maxIdentityKey = 128
+
+// NewFailureLimiter allows max failures per identity and address, and
+// AddrFactor*max per address, within window.
 func NewFailureLimiter(max int, window time.Duration) *FailureLimiter {
-	return &FailureLimiter{l: newLoginLimiter(max, window, maxLimiterKeys), now: time.Now}
-}
-
-// Check refuses an attempt from remoteAddr with a *RateLimitError when the
-// address has failed too often.
-func (f *FailureLimiter) Check(remoteAddr string) error {
-	now := f.now()
-	l := f.l
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if a := l.live(l.addrs, clientKey(remoteAddr), now); len(a) >= l.max {
-		return &RateLimitError{RetryAfter: a[len(a)-l.max].Add(l.window).Sub(now)}
+	return &FailureLimiter{
+		pairs: newLoginLimiter(max, window, maxLimiterKeys),
+		addrs: newLoginLimiter(AddrFactor*max, window, maxLimiterKeys),
+		now:   time.Now,
 	}
-	return nil
 }
 
-// Fail records a failed attempt from remoteAddr.
-func (f *FailureLimiter) Fail(remoteAddr string) {
+// Limit names what refused an attempt: the identity at its address, or
+// the whole address.
+type Limit string
+
+// Limits Check reports.
+const (
+	LimitIdentity Limit = "identity"
+	LimitAddress  Limit = "address"
+)
+
+func pairKey(identity, remoteAddr string) string {
+	if len(identity) > maxIdentityKey {
+		identity = identity[:maxIdentityKey]
+	}
+	return identity + "\x00" + clientKey(remoteAddr)
+}
+
+// Check refuses an attempt of identity from remoteAddr with a
+// *RateLimitError when the pair, or the address, has failed too often,
+// and says which limit refused it.
+func (f *FailureLimiter) Check(identity, remoteAddr string) (Limit, error) {
 	now := f.now()
-	l := f.l
+	if retry, ok := f.pairs.blocked(pairKey(identity, remoteAddr), now); ok {
+		return LimitIdentity, &RateLimitError{RetryAfter: retry}
+	}
+	if retry, ok := f.addrs.blocked(clientKey(remoteAddr), now); ok {
+		return LimitAddress, &RateLimitError{RetryAfter: retry}
+	}
+	return "", nil
+}
+
+// Fail records a failed attempt of identity from remoteAddr.
+func (f *FailureLimiter) Fail(identity, remoteAddr string) {
+	now := f.now()
+	f.pairs.failed(pairKey(identity, remoteAddr), now)
+	f.addrs.failed(clientKey(remoteAddr), now)
+}
+
+// blocked reports whether key (of l.addrs) reached the limit, and until when.
+func (l *loginLimiter) blocked(key string, now time.Time) (time.Duration, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	key := clientKey(remoteAddr)
+	if a := l.live(l.addrs, key, now); len(a) >= l.max {
+		return a[len(a)-l.max].Add(l.window).Sub(now), true
+	}
+	return 0, false
+}
+
+// failed records a failure of key (of l.addrs).
+func (l *loginLimiter) failed(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.addrs[key] = append(l.live(l.addrs, key, now), now)
 	l.sweep(now)
 }

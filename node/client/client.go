@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/node/certs"
 )
 
@@ -376,12 +377,9 @@ func decodeError(resp *http.Response) error {
 			e.RetryAfter = max(time.Until(t), 0)
 		}
 	}
-	var body struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
-	}
-	if json.Unmarshal(data, &body) == nil && (body.Error != "" || body.Code != "") {
-		e.Code, e.Message = body.Code, body.Error
+	var body apitypes.ErrorBody
+	if json.Unmarshal(data, &body) == nil && (body.Message != "" || body.Code != "") {
+		e.Code, e.Message = body.Code, body.Message
 		if e.Message == "" {
 			e.Message = http.StatusText(resp.StatusCode)
 		}

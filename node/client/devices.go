@@ -98,6 +98,20 @@ func (c *Client) RevokeDevice(ctx context.Context, id string) (*Device, error) {
 	return &out, nil
 }
 
+// AllowDeviceEnroll lets a revoked device enroll again (it stays revoked
+// until it does) and returns it.
+func (c *Client) AllowDeviceEnroll(ctx context.Context, id string) (*Device, error) {
+	p, err := idPath("/api/v1/devices/", id, "/allow-enroll")
+	if err != nil {
+		return nil, err
+	}
+	var out Device
+	if err := c.do(ctx, http.MethodPost, p, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // CallFunction calls function name of the device context at path with
 // args (nil: none) and waits up to wait for the job to end. status is 200
 // when the returned job is final, 202 when it is not yet, and the API

@@ -6,41 +6,21 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // Federation (docs/api.md, "Federation"; docs/federation.md).
 
 // Error codes of federation answers (APIError.Code).
 const (
-	CodePeerUnreachable = "peer_unreachable" // the link to the owning peer is down
-	CodePeerForbidden   = "peer_forbidden"   // the peer's grant to this node does not allow it
-	CodeMountedReadOnly = "mounted_read_only"
+	CodePeerUnreachable = apitypes.CodePeerUnreachable // the link to the owning peer is down
+	CodePeerForbidden   = apitypes.CodePeerForbidden   // the peer's grant to this node does not allow it
+	CodeMountedReadOnly = apitypes.CodeMountedReadOnly
 )
 
 // Peer is one federation link as GET /api/v1/peers shows it.
-type Peer struct {
-	Name string `json:"name"`
-	// Direction is "provider" for a node mounted here and "consumer" for
-	// a node this one publishes to.
-	Direction     string    `json:"direction"`
-	Address       string    `json:"address,omitempty"`
-	State         string    `json:"state"`
-	Grant         string    `json:"grant,omitempty"`
-	Subtrees      []string  `json:"subtrees,omitempty"`
-	Mount         string    `json:"mount,omitempty"`
-	Cursor        uint64    `json:"cursor"`
-	Head          uint64    `json:"head"`
-	LagEntries    uint64    `json:"lag_entries"`
-	LagSeconds    float64   `json:"lag_seconds"`
-	Gaps          uint64    `json:"gaps"`
-	RTTMillis     float64   `json:"rtt_ms"`
-	BytesSent     uint64    `json:"bytes_sent"`
-	BytesReceived uint64    `json:"bytes_received"`
-	Since         time.Time `json:"since"`
-	LastError     string    `json:"last_error,omitempty"`
-	CertExpires   time.Time `json:"cert_expires,omitzero"`
-	Below         []string  `json:"below,omitempty"`
-}
+type Peer = apitypes.Peer
 
 // NewPeerToken asks for a join token for the node named Peer. Grant is
 // "read" or "operate"; Subtrees (empty: all) limit what this node accepts
@@ -62,16 +42,7 @@ type PeerToken struct {
 }
 
 // MountCheck is the digest comparison of one mount with its peer.
-type MountCheck struct {
-	Peer     string `json:"peer"`
-	Mount    string `json:"mount"`
-	Match    bool   `json:"match"`
-	Seq      uint64 `json:"seq"`
-	Contexts int    `json:"contexts"`
-	Digest   string `json:"digest,omitempty"`
-	Source   string `json:"source,omitempty"`
-	Error    string `json:"error,omitempty"`
-}
+type MountCheck = apitypes.MountCheck
 
 // Upstream is a consumer this node publishes to, as a reload applied it.
 type Upstream struct {

@@ -5,22 +5,25 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // These types mirror the JSON bodies of docs/api.md. Values and payloads
 // stay json.RawMessage so that nothing is lost or reformatted in transit.
 
-// Error codes of the API (APIError.Code).
+// Error codes of the API (APIError.Code), as package apitypes defines
+// them.
 const (
-	CodeInvalid      = "invalid"
-	CodeUnauthorized = "unauthorized"
-	CodeForbidden    = "forbidden"
-	CodeNotFound     = "not_found"
-	CodeConflict     = "conflict"
-	CodeTooLarge     = "too_large"
-	CodeRateLimited  = "rate_limited"
-	CodeUnavailable  = "unavailable"
-	CodeInternal     = "internal"
+	CodeInvalid      = apitypes.CodeInvalid
+	CodeUnauthorized = apitypes.CodeUnauthorized
+	CodeForbidden    = apitypes.CodeForbidden
+	CodeNotFound     = apitypes.CodeNotFound
+	CodeConflict     = apitypes.CodeConflict
+	CodeTooLarge     = apitypes.CodeTooLarge
+	CodeRateLimited  = apitypes.CodeRateLimited
+	CodeUnavailable  = apitypes.CodeUnavailable
+	CodeInternal     = apitypes.CodeInternal
 )
 
 // Session is the answer to a login: a bearer token and who it is for.
@@ -265,26 +268,11 @@ type CreatedEnrollToken struct {
 }
 
 // EnrollRequest is what a device sends to enroll.
-type EnrollRequest struct {
-	Token      string `json:"token"`
-	HardwareID string `json:"hardware_id"`
-	CSRPEM     string `json:"csr_pem,omitempty"`
-}
+type EnrollRequest = apitypes.EnrollRequest
 
 // Enrollment is what an enrolled device receives: its MQTT credentials
 // and where to use them. CertPEM is set when the request had a CSR.
-type Enrollment struct {
-	DeviceID     string `json:"device_id"`
-	MQTTUsername string `json:"mqtt_username"`
-	MQTTPassword string `json:"mqtt_password"`
-	MQTTAddress  string `json:"mqtt_address"`
-	CAPEM        string `json:"ca_pem"`
-	CertPEM      string `json:"cert_pem,omitempty"`
-	Path         string `json:"path"`
-	Tenant       string `json:"tenant"`
-	Group        string `json:"group"`
-	TopicPrefix  string `json:"topic_prefix"`
-}
+type Enrollment = apitypes.Enrollment
 
 // Device is an enrolled device.
 type Device struct {
@@ -298,56 +286,32 @@ type Device struct {
 	CertSerial  string    `json:"cert_serial,omitempty"`
 	Revoked     bool      `json:"revoked"`
 	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+	// EnrollAllowed: revoked, and allowed by an operator to enroll again.
+	EnrollAllowed bool `json:"enroll_allowed,omitempty"`
 }
 
 // JobState is the state of a job.
-type JobState string
+type JobState = apitypes.JobState
 
-// States of a job; the last four are final.
+// States of a job; the last four are final (JobState.Final).
 const (
-	JobQueued    JobState = "queued"
-	JobDelivered JobState = "delivered"
-	JobRunning   JobState = "running"
-	JobSucceeded JobState = "succeeded"
-	JobFailed    JobState = "failed"
-	JobExpired   JobState = "expired"
-	JobCancelled JobState = "cancelled"
+	JobQueued    = apitypes.JobQueued
+	JobDelivered = apitypes.JobDelivered
+	JobRunning   = apitypes.JobRunning
+	JobSucceeded = apitypes.JobSucceeded
+	JobFailed    = apitypes.JobFailed
+	JobExpired   = apitypes.JobExpired
+	JobCancelled = apitypes.JobCancelled
 )
 
-// Final reports whether s is a final state.
-func (s JobState) Final() bool {
-	return s == JobSucceeded || s == JobFailed || s == JobExpired || s == JobCancelled
-}
-
 // JobTransition is one entry of a job's history.
-type JobTransition struct {
-	State  JobState  `json:"state"`
-	Time   time.Time `json:"time"`
-	Detail string    `json:"detail,omitempty"`
-}
+type JobTransition = apitypes.JobTransition
 
 // Job is one function call on one device. Result is set when it
-// succeeded, Error when it failed.
-type Job struct {
-	ID        string          `json:"id"`
-	Path      string          `json:"path"`
-	Device    string          `json:"device"`
-	Tenant    string          `json:"tenant"`
-	Function  string          `json:"function"`
-	Args      json.RawMessage `json:"args,omitempty"`
-	CreatedBy string          `json:"created_by"`
-	Created   time.Time       `json:"created"`
-	Deadline  time.Time       `json:"deadline"`
-	State     JobState        `json:"state"`
-	Updated   time.Time       `json:"updated"`
-	Result    json.RawMessage `json:"result,omitempty"`
-	Error     string          `json:"error,omitempty"`
-	History   []JobTransition `json:"history,omitempty"`
-	// Node and Job are set for a job owned by a node below (a routed
-	// call): Node is that node's path here, Job the job's id there.
-	Node string `json:"node,omitempty"`
-	Job  string `json:"job,omitempty"`
-}
+// succeeded, Error when it failed. Node and Job are set for a job owned
+// by a node below (a routed call): Node is that node's path here, Job the
+// job's id there.
+type Job = apitypes.Job
 
 // Call is a function call. Zero fields leave the server's defaults: args
 // {}, no waiting, a deadline one hour ahead. Set at most one of TTL and
@@ -371,7 +335,4 @@ type JobQuery struct {
 
 // JobPage is one page of jobs, newest first; Next, when set, is the
 // Before of the next page.
-type JobPage struct {
-	Jobs []Job  `json:"jobs"`
-	Next string `json:"next,omitempty"`
-}
+type JobPage = apitypes.JobPage

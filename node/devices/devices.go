@@ -9,6 +9,14 @@
 //   - A device id is derived from the tenant and the hardware id, so the
 //     same hardware enrolling again in the same tenant keeps its id; its
 //     previous secret and certificate stop working at once.
+//   - A device's context /devices/<id> is created by enrollment only,
+//     with the tenant of the enrollment token, and is its device's own:
+//     type "device" and the device's tenant. Enrollment (and a device's
+//     authentication) never writes into a context that is not its
+//     device's own: it takes it back whole (OpPut with Replace), so that
+//     nothing another tenant put there survives or receives the
+//     device's data. Owner tells callers whether a path is a device's own
+//     context.
 //   - An enrollment token binds tenant and group: the device gets exactly
 //     those, whatever it sends. A token is refused once expired, revoked
 //     or used up; uses are counted in the same atomic write that records
@@ -17,7 +25,14 @@
 //     another tenant's devices or tokens; those answer exactly like
 //     missing ones.
 //   - A revoked device authenticates no more, and the revocation hook
-//     disconnects it.
+//     disconnects it. It cannot enroll again either, until an operator
+//     allows it (AllowEnroll).
+//   - Shared devices (no tenant) are revoked and allowed to enroll again
+//     by system users only.
+//   - Failed authentications and enrollments are limited per identity
+//     (device id, enrollment token id) and address, each kind by its
+//     own limiter, so that a device failing again and again does not
+//     lock out the others behind its address.
 //
 // Storage is node-local records (kinds "device" and "enroll.token", JSON)
 // plus the device's context /devices/<id>, written together in one Apply.
@@ -39,6 +54,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
@@ -76,6 +93,7 @@ type Tree interface {
 	Apply(ctx context.Context, muts ...model.Mutation) ([]model.Entry, error)
 	Record(kind, key string) ([]byte, error)
 	Records(kind string, fn func(key string, value []byte) error) error
+	Get(p model.Path) (*model.Context, error)
 }
 
 // Config is what New needs.
@@ -85,21 +103,27 @@ type Config struct {
 	CAPEM  []byte       // the CA devices trust, returned by Enroll
 	Logger *slog.Logger // nil: discard
 	Now    func() time.Time
-	// AuthFailures failed authentications or enrollments within
-	// AuthWindow from one source address block further attempts from it
-	// until the window slides (defaults 10 per minute).
+	// AuthFailures failed authentications of one device, or enrollments
+	// with one token, within AuthWindow from one source address block
+	// further attempts of that identity from it until the window slides
+	// (defaults 10 per minute); auth.AddrFactor times as many of any
+	// identities block the address. Device authentications and
+	// enrollments are counted apart.
 	AuthFailures int
 	AuthWindow   time.Duration
 }
 
 // Service is the registry. It is safe for concurrent use.
 type Service struct {
-	tree    Tree
-	ca      *certs.Pair
-	caPEM   []byte
-	log     *slog.Logger
-	now     func() time.Time
-	limiter *auth.FailureLimiter
+	tree        Tree
+	ca          *certs.Pair
+	caPEM       []byte
+	log         *slog.Logger
+	now         func() time.Time
+	mqttLimit   *auth.FailureLimiter // device authentications
+	enrollLimit *auth.FailureLimiter // enrollments
+	limited     *prometheus.CounterVec
+	reclaimed   prometheus.Counter
 
 	mu       sync.Mutex // serialises writes
 	onRevoke func(id string)
@@ -123,13 +147,49 @@ func New(cfg Config) (*Service, error) {
 		cfg.AuthWindow = time.Minute
 	}
 	return &Service{
-		tree:    cfg.Tree,
-		ca:      cfg.CA,
-		caPEM:   cfg.CAPEM,
-		log:     cfg.Logger.With("component", "devices"),
-		now:     cfg.Now,
-		limiter: auth.NewFailureLimiter(cfg.AuthFailures, cfg.AuthWindow),
+		tree:        cfg.Tree,
+		ca:          cfg.CA,
+		caPEM:       cfg.CAPEM,
+		log:         cfg.Logger.With("component", "devices"),
+		now:         cfg.Now,
+		mqttLimit:   auth.NewFailureLimiter(cfg.AuthFailures, cfg.AuthWindow),
+		enrollLimit: auth.NewFailureLimiter(cfg.AuthFailures, cfg.AuthWindow),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_device_auth_limited_total",
+			Help: "Device authentications (kind mqtt) and enrollments (kind enroll) refused by the failure limit, by the limit that refused them (identity: that device or token from that address; address: the whole address).",
+		}, []string{"kind", "limit"}),
+		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_device_contexts_reclaimed_total",
+			Help: "Device contexts found not to be their device's own (created or changed by someone else) and taken back whole by enrollment or authentication.",
+		}),
 	}, nil
+}
+
+// Collector is the registry's metrics, for the node to register.
+func (s *Service) Collector() prometheus.Collector { return collectors{s.limited, s.reclaimed} }
+
+type collectors []prometheus.Collector
+
+func (cs collectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range cs {
+		c.Describe(ch)
+	}
+}
+
+func (cs collectors) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range cs {
+		c.Collect(ch)
+	}
+}
+
+// check asks limiter l whether identity may try from remoteAddr, and
+// counts a refusal as kind.
+func (s *Service) check(l *auth.FailureLimiter, kind, identity, remoteAddr string) error {
+	limit, err := l.Check(identity, remoteAddr)
+	if err != nil {
+		s.limited.WithLabelValues(kind, string(limit)).Inc()
+	}
+	return err
 }
 
 // OnRevoke sets the function called (after the revocation is durable)
@@ -155,6 +215,9 @@ type Device struct {
 	CertSerial string     `json:"cert_serial,omitempty"`
 	Revoked    bool       `json:"revoked"`
 	RevokedAt  time.Time  `json:"revoked_at,omitzero"`
+	// EnrollAllowed is set on a revoked device an operator allowed to
+	// enroll again (AllowEnroll); enrolling clears it and the revocation.
+	EnrollAllowed bool `json:"enroll_allowed,omitempty"`
 }
 
 // deviceRecord is a device as stored.
@@ -221,19 +284,19 @@ var ErrBadCredentials = fmt.Errorf("%w: bad device credentials", auth.ErrUnautho
 // Authenticate checks a device's secret. remoteAddr keys the rate limit of
 // failures (a *auth.RateLimitError once exceeded).
 func (s *Service) Authenticate(id, secret, remoteAddr string) (Device, error) {
-	if err := s.limiter.Check(remoteAddr); err != nil {
+	if err := s.check(s.mqttLimit, "mqtt", id, remoteAddr); err != nil {
 		return Device{}, err
 	}
 	d, err := s.load(id)
 	if err != nil || d.Revoked || d.SecretHash == "" ||
 		subtle.ConstantTimeCompare([]byte(auth.SecretHash(secret)), []byte(d.SecretHash)) != 1 {
-		s.limiter.Fail(remoteAddr)
+		s.mqttLimit.Fail(id, remoteAddr)
 		if err != nil && !errors.Is(err, model.ErrNotFound) {
 			return Device{}, err
 		}
 		return Device{}, ErrBadCredentials
 	}
-	return d.Device, nil
+	return d.Device, s.ensureOwn(d)
 }
 
 // AuthenticateSerial checks a device that presented a client certificate
@@ -241,18 +304,18 @@ func (s *Service) Authenticate(id, secret, remoteAddr string) (Device, error) {
 // as its common name and the given serial number (decimal): it must be
 // the certificate issued at the device's last enrollment.
 func (s *Service) AuthenticateSerial(id, serial, remoteAddr string) (Device, error) {
-	if err := s.limiter.Check(remoteAddr); err != nil {
+	if err := s.check(s.mqttLimit, "mqtt", id, remoteAddr); err != nil {
 		return Device{}, err
 	}
 	d, err := s.load(id)
 	if err != nil || d.Revoked || d.CertSerial == "" || d.CertSerial != serial {
-		s.limiter.Fail(remoteAddr)
+		s.mqttLimit.Fail(id, remoteAddr)
 		if err != nil && !errors.Is(err, model.ErrNotFound) {
 			return Device{}, err
 		}
 		return Device{}, ErrBadCredentials
 	}
-	return d.Device, nil
+	return d.Device, s.ensureOwn(d)
 }
 
 // canSee reports whether p may see device d at all (tenant and viewer
@@ -302,13 +365,13 @@ func (s *Service) Revoke(ctx context.Context, p *auth.Principal, id string) (Dev
 		s.mu.Unlock()
 		return Device{}, deviceNotFound(id)
 	}
-	if !p.Can(auth.RoleOperator, d.Path) {
+	if err := mayOperate(p, &d.Device, "revoking"); err != nil {
 		s.mu.Unlock()
-		return Device{}, fmt.Errorf("%w: revoking devices needs the operator role on %s", auth.ErrForbidden, d.Path)
+		return Device{}, err
 	}
-	if !d.Revoked {
+	if !d.Revoked || d.EnrollAllowed {
 		now := s.clock()
-		d.Revoked, d.RevokedAt, d.SecretHash, d.CertSerial = true, now, "", ""
+		d.Revoked, d.RevokedAt, d.SecretHash, d.CertSerial, d.EnrollAllowed = true, now, "", "", false
 		payload, _ := json.Marshal(map[string]string{"by": p.User})
 		_, err = s.tree.Apply(ctx, putDevice(d), model.Mutation{
 			Op: model.OpEvent, Path: d.Path,

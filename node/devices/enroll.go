@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 )
@@ -163,40 +164,31 @@ func (s *Service) RevokeToken(ctx context.Context, p *auth.Principal, id string)
 }
 
 // EnrollRequest is what a device sends to enroll.
-type EnrollRequest struct {
-	Token      string `json:"token"`
-	HardwareID string `json:"hardware_id"`
-	CSRPEM     string `json:"csr_pem,omitempty"`
-}
+type EnrollRequest = apitypes.EnrollRequest
 
 // Enrollment is what an enrolled device receives (docs/mqtt.md); the
 // caller adds the MQTT address.
-type Enrollment struct {
-	DeviceID     string     `json:"device_id"`
-	MQTTUsername string     `json:"mqtt_username"`
-	MQTTPassword string     `json:"mqtt_password"`
-	MQTTAddress  string     `json:"mqtt_address"`
-	CAPEM        string     `json:"ca_pem"`
-	CertPEM      string     `json:"cert_pem,omitempty"`
-	Path         model.Path `json:"path"`
-	Tenant       string     `json:"tenant"`
-	Group        string     `json:"group"`
-	TopicPrefix  string     `json:"topic_prefix"`
-}
+type Enrollment = apitypes.EnrollmentOf[model.Path]
 
 // errBadToken is the one answer for a token that cannot enroll.
 var errBadToken = fmt.Errorf("%w: enrollment token is not valid", auth.ErrUnauthorized)
 
+// ErrRevoked refuses to enroll a revoked device again until an operator
+// allowed it (AllowEnroll).
+var ErrRevoked = fmt.Errorf("%w: this device is revoked; an operator must allow it to enroll again (strata ctl devices allow-enroll ID)", auth.ErrForbidden)
+
 // Enroll exchanges an enrollment token for a device's credentials. The
 // device record, the token's use count and the device context are written
-// in one atomic Apply. remoteAddr keys the rate limit of failures.
+// in one atomic Apply. The token's id and remoteAddr key the rate limit
+// of failures.
 func (s *Service) Enroll(ctx context.Context, req EnrollRequest, remoteAddr string) (Enrollment, error) {
-	if err := s.limiter.Check(remoteAddr); err != nil {
+	tokenID, _ := auth.ParseSecret(enrollPrefix, req.Token) // "" for garbage: one identity per address
+	if err := s.check(s.enrollLimit, "enroll", tokenID, remoteAddr); err != nil {
 		return Enrollment{}, err
 	}
 	e, again, err := s.enroll(ctx, req)
 	if errors.Is(err, auth.ErrUnauthorized) {
-		s.limiter.Fail(remoteAddr)
+		s.enrollLimit.Fail(tokenID, remoteAddr)
 	}
 	if again {
 		s.mu.Lock()
@@ -242,9 +234,21 @@ func (s *Service) enroll(ctx context.Context, req EnrollRequest) (_ Enrollment, 
 	if !again {
 		d = &deviceRecord{Device: Device{ID: id, Path: PathOf(id), Tenant: t.Tenant, HardwareID: req.HardwareID}}
 	}
+	if d.Revoked && !d.EnrollAllowed {
+		return Enrollment{}, false, ErrRevoked
+	}
+	// The context is the device's own only if enrollment made it: a
+	// context found at the path of a device not enrolled yet, or not of
+	// its type and tenant, was made by someone else, and is taken back.
+	cur, err := s.tree.Get(d.Path)
+	if err != nil && !errors.Is(err, model.ErrNotFound) {
+		return Enrollment{}, false, fmt.Errorf("devices: read context: %w", err)
+	}
+	own := cur == nil || (again && isOwn(cur, &d.Device))
 	secret, _ := auth.NewSecret(devicePrefix)
 	d.Group, d.Enrolled, d.Token = t.Group, now, t.ID
 	d.Revoked, d.RevokedAt, d.SecretHash, d.CertSerial = false, time.Time{}, auth.SecretHash(secret), ""
+	d.EnrollAllowed = false
 	out := Enrollment{
 		DeviceID: id, MQTTUsername: id, MQTTPassword: secret, CAPEM: string(s.caPEM),
 		Path: d.Path, Tenant: d.Tenant, Group: d.Group, TopicPrefix: "strata/" + id + "/",
@@ -262,12 +266,18 @@ func (s *Service) enroll(ctx context.Context, req EnrollRequest) (_ Enrollment, 
 	t.Used++
 	hw, _ := json.Marshal(req.HardwareID)
 	payload, _ := json.Marshal(map[string]any{"token": t.ID, "group": t.Group, "again": again})
-	_, err = s.tree.Apply(ctx, putDevice(d), putToken(t),
-		model.Mutation{
-			Op: model.OpPut, Path: d.Path, Type: DeviceType, Tenant: d.Tenant, Actor: d.Tenant,
-			Labels:    map[string]string{"group": d.Group},
-			Variables: map[string]model.Variable{"hardware_id": {Value: hw, Type: model.TypeString, Time: now}},
-		},
+	put := model.Mutation{
+		Op: model.OpPut, Path: d.Path, Type: DeviceType, Tenant: d.Tenant, Actor: d.Tenant,
+		Labels:    map[string]string{"group": d.Group},
+		Variables: map[string]model.Variable{"hardware_id": {Value: hw, Type: model.TypeString, Time: now}},
+	}
+	if !own {
+		put = reclaim(d)
+		s.reclaimed.Inc()
+		s.log.Warn("a context not made by enrollment was at the device's path: taken back", "device", id,
+			"found_type", cur.Type, "found_tenant", cur.Tenant)
+	}
+	_, err = s.tree.Apply(ctx, putDevice(d), putToken(t), put,
 		model.Mutation{
 			Op: model.OpEvent, Path: d.Path, Actor: d.Tenant,
 			Event: &model.Event{Name: "enrolled", Level: model.LevelInfo, Payload: payload, Time: now},

@@ -32,30 +32,26 @@ import (
 
 	"github.com/rs/xid"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 )
 
 // KindJob is the record kind of jobs.
 const KindJob = "job"
 
-// State of a job.
-type State string
+// State of a job (package apitypes defines the states).
+type State = apitypes.JobState
 
 // States.
 const (
-	Queued    State = "queued"
-	Delivered State = "delivered"
-	Running   State = "running"
-	Succeeded State = "succeeded"
-	Failed    State = "failed"
-	Expired   State = "expired"
-	Cancelled State = "cancelled"
+	Queued    = apitypes.JobQueued
+	Delivered = apitypes.JobDelivered
+	Running   = apitypes.JobRunning
+	Succeeded = apitypes.JobSucceeded
+	Failed    = apitypes.JobFailed
+	Expired   = apitypes.JobExpired
+	Cancelled = apitypes.JobCancelled
 )
-
-// Final reports whether s is a final state.
-func (s State) Final() bool {
-	return s == Succeeded || s == Failed || s == Expired || s == Cancelled
-}
 
 // Limits and defaults.
 const (
@@ -68,29 +64,11 @@ const (
 )
 
 // Transition is one entry of a job's history.
-type Transition struct {
-	State  State     `json:"state"`
-	Time   time.Time `json:"time"`
-	Detail string    `json:"detail,omitempty"`
-}
+type Transition = apitypes.JobTransition
 
-// Job is one function call on one device.
-type Job struct {
-	ID        string          `json:"id"`
-	Path      model.Path      `json:"path"`
-	Device    string          `json:"device"`
-	Tenant    string          `json:"tenant"`
-	Function  string          `json:"function"`
-	Args      json.RawMessage `json:"args,omitempty"`
-	CreatedBy string          `json:"created_by"`
-	Created   time.Time       `json:"created"`
-	Deadline  time.Time       `json:"deadline"`
-	State     State           `json:"state"`
-	Updated   time.Time       `json:"updated"`
-	Result    json.RawMessage `json:"result,omitempty"`
-	Error     string          `json:"error,omitempty"`
-	History   []Transition    `json:"history"`
-}
+// Job is one function call on one device: the API's job (apitypes.Job)
+// with the node's path type. It is also the job's record in the store.
+type Job = apitypes.JobOf[model.Path]
 
 // Records is the durable storage jobs live in; *model.Model implements it.
 type Records interface {
@@ -221,6 +199,9 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 	}
 	if len(spec.Args) > MaxArgsBytes {
 		return Job{}, fmt.Errorf("%w: args larger than %d bytes", model.ErrInvalid, MaxArgsBytes)
+	}
+	if err := model.CheckValue(spec.Args); err != nil {
+		return Job{}, fmt.Errorf("args: %w", err)
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(spec.Args, &obj); err != nil || obj == nil {

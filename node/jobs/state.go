@@ -70,6 +70,11 @@ func (s *Service) Report(ctx context.Context, device, id string, status State, r
 	if len(result) > MaxResultBytes {
 		return fmt.Errorf("%w: result larger than %d bytes", model.ErrInvalid, MaxResultBytes)
 	}
+	if len(result) > 0 {
+		if err := model.CheckValue(result); err != nil {
+			return fmt.Errorf("result: %w", err)
+		}
+	}
 	if len(errMsg) > maxErrorLen {
 		errMsg = errMsg[:maxErrorLen]
 	}

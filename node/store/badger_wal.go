@@ -63,9 +63,15 @@ import (
 // other writes, then the writes), or, with an encryption key, a 12-byte
 // nonce and the AES-GCM sealing of the plaintext. A write is a byte of
 // kind (1 set, 2 delete), the key (uvarint length, bytes) and, for a set,
-// the value (uvarint length, bytes). A record that is cut short or fails
-// its checksum ends its segment: it is the write of a commit that never
-// returned (a crash in the middle of it).
+// the value (uvarint length, bytes).
+//
+// Only the last record of the last segment can be the write of a commit
+// that never returned (a crash in the middle of it): each record is
+// synced before the next is written, and a segment is closed only after
+// its last record was. So the replay drops a record that fails to decode
+// only there, and only if it looks like a write cut short
+// (badger_wal_replay.go); anywhere else it refuses to open, naming the
+// segment and the offset, and changes nothing.
 
 // Write-ahead log tuning.
 const (
@@ -100,6 +106,11 @@ type wal struct {
 
 	buf    []byte // the record being built: header, then plaintext
 	sealed []byte // its encrypted form
+	// broken is set when a failed record could not be cut back: the end
+	// of the current segment is unknown, so nothing more is written
+	// (every commit fails) until a restart replays the log, where that
+	// record is the last of the last segment.
+	broken error
 }
 
 // openWAL opens the log in dir, creating dir if needed. The segments found
@@ -149,32 +160,6 @@ func (w *wal) segments() ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
-}
-
-// replay calls fn with the writes of every record in the log, in order.
-func (w *wal) replay(fn func(last uint64, writes []byte) error) (int, error) {
-	n := 0
-	for _, cs := range w.closed {
-		seg := cs.path
-		data, err := os.ReadFile(seg)
-		if err != nil {
-			return n, err
-		}
-		for off := 0; off < len(data); {
-			last, writes, size, err := w.decodeRecord(data[off:])
-			if err != nil {
-				w.log.Warn("write-ahead log: ignoring the end of a segment (a commit cut short by a crash)",
-					"segment", filepath.Base(seg), "offset", off, "bytes", len(data)-off, "err", err)
-				break
-			}
-			if err := fn(last, writes); err != nil {
-				return n, fmt.Errorf("write-ahead log %s at %d: %w", filepath.Base(seg), off, err)
-			}
-			n++
-			off += size
-		}
-	}
-	return n, nil
 }
 
 // decodeRecord decodes the record at the start of data: the commit's last
@@ -269,6 +254,9 @@ func (w *wal) del(k []byte) {
 // append writes the record begun and makes it durable. On failure the
 // segment is cut back to where the record began.
 func (w *wal) append() error {
+	if w.broken != nil {
+		return w.broken
+	}
 	if w.f == nil {
 		if err := w.rotate(); err != nil {
 			return err
@@ -322,12 +310,14 @@ func (w *wal) undo() {
 			return
 		}
 	}
-	// The file's end is unknown: the next commit goes to a new segment,
-	// and a replay stops reading this one at the damaged record.
-	w.log.Error("write-ahead log: could not cut back a failed record; starting a new segment", "segment", w.f.Name())
-	w.closed = append(w.closed, walSegment{path: w.f.Name(), size: w.size, closedAt: time.Now()})
-	w.f.Close()
-	w.f = nil
+	// The file's end is unknown. A record written after it would make
+	// the damage one that is not at the end of the log, which a replay
+	// refuses: stop writing instead. At the next start the damaged
+	// record is the end of the last segment, dropped if it was cut short
+	// (or applied if it reached the disk whole: its commit's outcome was
+	// unknown to its callers).
+	w.log.Error("write-ahead log: could not cut back a failed record; refusing every write until the node is restarted", "segment", w.f.Name())
+	w.broken = fmt.Errorf("write-ahead log: %s could not be cut back after a failed write; restart the node", filepath.Base(w.f.Name()))
 }
 
 // walSegment is a closed segment, with the memtable files that existed
@@ -341,6 +331,9 @@ type walSegment struct {
 
 // rotate starts a new segment; the current one joins closed.
 func (w *wal) rotate() error {
+	if w.broken != nil {
+		return w.broken
+	}
 	f, err := os.OpenFile(filepath.Join(w.dir, fmt.Sprintf("%016x.log", w.num+1)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("write-ahead log: %w", err)

@@ -10,27 +10,20 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // Command is a job the node publishes on strata/<id>/cmd/<job>.
-type Command struct {
-	Job      string          `json:"job"`
-	Function string          `json:"function"`
-	Args     json.RawMessage `json:"args,omitempty"`
-	Deadline time.Time       `json:"deadline,omitzero"` // zero: none given
-}
+type Command = apitypes.Command
 
 // Result is what the agent publishes on strata/<id>/cmd/<job>/result.
-type Result struct {
-	Status string `json:"status"` // StatusSucceeded or StatusFailed
-	Result any    `json:"result,omitempty"`
-	Error  string `json:"error,omitempty"`
-}
+type Result = apitypes.CommandResult
 
 // Result statuses (docs/mqtt.md). The agent sends only final ones.
 const (
-	StatusSucceeded = "succeeded"
-	StatusFailed    = "failed"
+	StatusSucceeded = apitypes.ResultSucceeded
+	StatusFailed    = apitypes.ResultFailed
 )
 
 // Errors reported in failed results; callers may branch on them with
@@ -57,10 +50,9 @@ func DecodeCommand(payload []byte) (Command, error) {
 		return Command{}, fmt.Errorf("%w: %d bytes", ErrInvalidCommand, len(payload))
 	}
 	var wire struct {
-		Job      string          `json:"job"`
-		Function string          `json:"function"`
-		Args     json.RawMessage `json:"args"`
-		Deadline *string         `json:"deadline"`
+		apitypes.Command
+		// Deadline is decoded here, where an empty one means none.
+		Deadline *string `json:"deadline"`
 	}
 	if err := json.Unmarshal(payload, &wire); err != nil {
 		return Command{}, fmt.Errorf("%w: %v", ErrInvalidCommand, err)
@@ -206,10 +198,21 @@ func (a *Agent) call(ctx context.Context, d delivery) (res Result, after func(co
 		}
 	}()
 	out, err := f.run(ctx, c)
+	res = Result{Status: StatusSucceeded}
 	if err != nil {
-		return Result{Status: StatusFailed, Result: out, Error: err.Error()}, nil
+		res = Result{Status: StatusFailed, Error: err.Error()}
 	}
-	return Result{Status: StatusSucceeded, Result: out}, c.after
+	if out != nil {
+		raw, merr := json.Marshal(out)
+		if merr != nil {
+			return failure(fmt.Errorf("cannot encode the result: %w", merr)), nil
+		}
+		res.Result = raw
+	}
+	if err != nil {
+		return res, nil
+	}
+	return res, c.after
 }
 
 // answer queues res for strata/<id>/cmd/<job>/result. A result too large

@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // EnrollRequest is what Enroll needs: the node's API base URL
@@ -83,7 +85,7 @@ func Enroll(ctx context.Context, req EnrollRequest) (*Credentials, error) {
 		TLSClientConfig: tlsConf, Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}}
 	defer client.CloseIdleConnections()
 
-	body, _ := json.Marshal(map[string]string{"token": req.Token, "hardware_id": req.HardwareID})
+	body, _ := json.Marshal(apitypes.EnrollRequest{Token: req.Token, HardwareID: req.HardwareID})
 	endpoint := strings.TrimRight(u.String(), "/") + "/api/v1/enroll"
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {
@@ -102,9 +104,9 @@ func Enroll(ctx context.Context, req EnrollRequest) (*Credentials, error) {
 	}
 	if resp.StatusCode != http.StatusOK {
 		apiErr := &APIError{StatusCode: resp.StatusCode}
-		var eb struct{ Error, Code string }
-		if json.Unmarshal(data, &eb) == nil && (eb.Error != "" || eb.Code != "") {
-			apiErr.Message, apiErr.Code = eb.Error, eb.Code
+		var eb apitypes.ErrorBody
+		if json.Unmarshal(data, &eb) == nil && (eb.Message != "" || eb.Code != "") {
+			apiErr.Message, apiErr.Code = eb.Message, eb.Code
 		} else {
 			apiErr.Message = strings.TrimSpace(string(data[:min(len(data), 512)]))
 		}

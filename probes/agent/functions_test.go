@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/internal/tstest"
 )
 
@@ -33,11 +34,7 @@ func newOfflineAgent(t *testing.T, mutate func(*Config)) *Agent {
 }
 
 // wireResult is a result as the node decodes it.
-type wireResult struct {
-	Status string          `json:"status"`
-	Result json.RawMessage `json:"result"`
-	Error  string          `json:"error"`
-}
+type wireResult = apitypes.CommandResult
 
 // runJob delivers a command to a as the MQTT handler would, processes it
 // and returns the result it queued.
@@ -247,7 +244,7 @@ func TestLastLinesBounded(t *testing.T) {
 
 func TestOversizedResultBecomesFailure(t *testing.T) {
 	a := newOfflineAgent(t, nil)
-	seq, err := a.answer("j1", Result{Status: StatusSucceeded, Result: strings.Repeat("x", maxResultBytes)})
+	seq, err := a.answer("j1", Result{Status: StatusSucceeded, Result: json.RawMessage(`"` + strings.Repeat("x", maxResultBytes) + `"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +255,7 @@ func TestOversizedResultBecomesFailure(t *testing.T) {
 }
 
 func TestResultShape(t *testing.T) {
-	ok, _ := json.Marshal(Result{Status: StatusSucceeded, Result: map[string]any{"pong": true}})
+	ok, _ := json.Marshal(Result{Status: StatusSucceeded, Result: json.RawMessage(`{"pong":true}`)})
 	failed, _ := json.Marshal(failure(errors.New("script not allowed")))
 	if string(ok) != `{"status":"succeeded","result":{"pong":true}}` ||
 		string(failed) != `{"status":"failed","error":"script not allowed"}` {

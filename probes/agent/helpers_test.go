@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // testLogger logs to t until the test's cleanups are done; a stray
@@ -180,11 +182,11 @@ func (p *proxy) setDown(down bool) {
 func newStateDir(t *testing.T, address string, caPEM []byte) string {
 	t.Helper()
 	dir := t.TempDir()
-	err := SaveCredentials(dir, &Credentials{
+	err := SaveCredentials(dir, &Credentials{apitypes.Enrollment{
 		DeviceID: "d-test", MQTTUsername: "d-test", MQTTPassword: "sd_secret",
 		MQTTAddress: address, CAPEM: string(caPEM), Path: "/devices/d-test",
 		Tenant: "acme", Group: "pumps", TopicPrefix: "strata/d-test/",
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

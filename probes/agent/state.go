@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // Files of the state directory. Everything the agent must remember across
@@ -28,17 +30,9 @@ const (
 var ErrNotEnrolled = errors.New("not enrolled: no credentials in the state directory")
 
 // Credentials are what enrollment returns and the agent needs to connect:
-// the fields of the POST /api/v1/enroll response (docs/mqtt.md).
+// the POST /api/v1/enroll response (docs/mqtt.md), kept as it came.
 type Credentials struct {
-	DeviceID     string `json:"device_id"`
-	MQTTUsername string `json:"mqtt_username"`
-	MQTTPassword string `json:"mqtt_password"`
-	MQTTAddress  string `json:"mqtt_address"`
-	CAPEM        string `json:"ca_pem,omitempty"`
-	Path         string `json:"path,omitempty"`
-	Tenant       string `json:"tenant,omitempty"`
-	Group        string `json:"group,omitempty"`
-	TopicPrefix  string `json:"topic_prefix,omitempty"`
+	apitypes.Enrollment
 }
 
 // Validate checks that c is usable to connect: a device id that is a valid

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store"
 	"github.com/strata-dm/strata/probes/sim"
@@ -39,7 +40,7 @@ func benchTelemetry(b *testing.B, inflight int) {
 	for i := range devices {
 		id := fmt.Sprintf("b%03d", i)
 		devs.secrets[id] = "s"
-		creds = append(creds, sim.Credentials{DeviceID: id, MQTTUsername: id, MQTTPassword: "s", TopicPrefix: "strata/" + id + "/"})
+		creds = append(creds, sim.Credentials{Enrollment: apitypes.Enrollment{DeviceID: id, MQTTUsername: id, MQTTPassword: "s", TopicPrefix: "strata/" + id + "/"}})
 	}
 	br, err := New(Config{TCPAddr: "127.0.0.1:0", Devices: devs, Tree: m, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

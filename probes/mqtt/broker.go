@@ -297,15 +297,17 @@ func (b *Broker) shardOf(id string) *shard {
 func (b *Broker) Connected() int { return b.hook.connected() }
 
 // Online reports whether device id has a connection.
-func (b *Broker) Online(id string) bool { return b.hook.current(id) != nil }
-
-// Disconnect closes device id's connection, if any (after a revocation).
-func (b *Broker) Disconnect(id string) {
-	if cl := b.hook.current(id); cl != nil {
-		b.srv.DisconnectClient(cl, packetsNotAuthorized)
-		cl.Stop(errRevoked)
-	}
+func (b *Broker) Online(id string) bool {
+	cl := b.hook.current(id)
+	return cl != nil && !cl.Closed()
 }
+
+// Disconnect is called once device id's credentials stopped working
+// (revoked, or enrolled again): it closes every session of the device,
+// and when it returns nothing those sessions sent is written any more,
+// whatever they had in flight. A connection that authenticated with the
+// old credentials and registers later is refused.
+func (b *Broker) Disconnect(id string) { b.hook.revoke(id) }
 
 var errRevoked = errors.New("device credentials revoked")
 

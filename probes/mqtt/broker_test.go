@@ -338,7 +338,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	h := newHarness(t)
 	deadline := time.Now().Add(time.Hour).UTC().Round(time.Second)
 	h.cmds.mu.Lock()
-	h.cmds.pending["d1"] = []Command{{Job: "j1", Function: "ping", Args: json.RawMessage(`{}`), Deadline: deadline}}
+	h.cmds.pending["d1"] = []Command{{Job: "j1", Function: "ping", Args: json.RawMessage(`{}`), Deadline: deadline, Tenant: "t1"}}
 	h.cmds.mu.Unlock()
 	got := make(chan Command, 4)
 	c := h.mustConnect("d1", "s1")
@@ -367,8 +367,14 @@ func TestCommandRoundTrip(t *testing.T) {
 	if r.Status != "succeeded" || string(r.Result) != `{"pong":true}` {
 		t.Fatalf("result %+v", r)
 	}
+	// A command of another tenant than the device's is never sent.
+	refused := counterValue(t, h.broker.metrics.commandsRefused)
+	h.broker.Deliver("d1", Command{Job: "jx", Function: "ping", Args: json.RawMessage(`{}`), Deadline: deadline, Tenant: "t2"})
+	if counterValue(t, h.broker.metrics.commandsRefused) != refused+1 {
+		t.Fatal("a command of another tenant was not refused")
+	}
 	// A live delivery while subscribed.
-	h.broker.Deliver("d1", Command{Job: "j2", Function: "ping", Args: json.RawMessage(`{}`), Deadline: deadline})
+	h.broker.Deliver("d1", Command{Job: "j2", Function: "ping", Args: json.RawMessage(`{}`), Deadline: deadline, Tenant: "t1"})
 	select {
 	case cmd = <-got:
 		if cmd.Job != "j2" {
@@ -412,7 +418,7 @@ func TestManyCommands(t *testing.T) {
 	deadline := time.Now().Add(time.Hour)
 	h.cmds.mu.Lock()
 	for i := range 20 {
-		h.cmds.pending["d1"] = append(h.cmds.pending["d1"], Command{Job: fmt.Sprintf("q%02d", i), Function: "f", Args: json.RawMessage(`{}`), Deadline: deadline})
+		h.cmds.pending["d1"] = append(h.cmds.pending["d1"], Command{Job: fmt.Sprintf("q%02d", i), Function: "f", Args: json.RawMessage(`{}`), Deadline: deadline, Tenant: "t1"})
 	}
 	h.cmds.mu.Unlock()
 	var mu sync.Mutex
@@ -429,7 +435,7 @@ func TestManyCommands(t *testing.T) {
 		t.Fatal(tok.Error())
 	}
 	for i := range 20 {
-		h.broker.Deliver("d1", Command{Job: fmt.Sprintf("l%02d", i), Function: "f", Args: json.RawMessage(`{}`), Deadline: deadline})
+		h.broker.Deliver("d1", Command{Job: fmt.Sprintf("l%02d", i), Function: "f", Args: json.RawMessage(`{}`), Deadline: deadline, Tenant: "t1"})
 	}
 	eventually(t, "40 commands", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 40 })
 	mu.Lock()

@@ -8,6 +8,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -48,16 +49,23 @@ func (h *hook) deliverPending(cl *mochi.Client) {
 
 // enqueue adds commands not yet queued on cl to its backlog, then sends
 // what the window allows. subscribed marks the connection as able to
-// receive commands.
+// receive commands. A command of another tenant than the connection's
+// device is refused, never sent.
 func (h *hook) enqueue(cl *mochi.Client, cmds []Command, subscribed bool) {
 	h.mu.Lock()
-	if _, live := h.tenants[cl]; !live {
+	tenant, live := h.tenants[cl]
+	if !live {
 		h.mu.Unlock()
 		return
 	}
 	o := h.outboxLocked(cl)
 	o.subscribed = o.subscribed || subscribed
 	for _, c := range cmds {
+		if c.Tenant != tenant {
+			h.b.metrics.commandsRefused.Inc()
+			h.b.log.Warn("command of another tenant than its device's not delivered", "device", cl.ID, "job", c.Job)
+			continue
+		}
 		if !o.queued[c.Job] {
 			o.queued[c.Job] = true
 			o.backlog = append(o.backlog, c)
@@ -87,7 +95,7 @@ func (h *hook) pump(cl *mochi.Client) {
 // publish sends one command through mochi's inline client: the device is
 // the only possible subscriber of its command topic.
 func (b *Broker) publish(id string, c Command) {
-	payload, err := json.Marshal(c)
+	payload, err := json.Marshal(c.payload())
 	if err == nil {
 		err = b.srv.Publish(TopicPrefix(id)+"cmd/"+c.Job, payload, false, 1)
 	}
@@ -118,11 +126,13 @@ func (h *hook) OnPublishDropped(cl *mochi.Client, pk packets.Packet) {
 	if !ok || kind != topicCommand {
 		return
 	}
-	var c Command
-	if json.Unmarshal(pk.Payload, &c) != nil {
+	var p apitypes.Command
+	if json.Unmarshal(pk.Payload, &p) != nil {
 		return
 	}
+	c := Command{Job: p.Job, Function: p.Function, Args: p.Args, Deadline: p.Deadline}
 	h.mu.Lock()
+	c.Tenant = h.tenants[cl] // checked when it was queued on this connection
 	if o := h.out[cl]; o != nil {
 		o.outstanding = max(o.outstanding-1, 0)
 		delete(o.sent, pk.PacketID)

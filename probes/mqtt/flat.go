@@ -72,7 +72,7 @@ func decodeFlat(data []byte, now time.Time) (vars map[string]model.Variable, ok 
 		if string(key) == "ts" {
 			ts = val
 		} else {
-			if !utf8.Valid(key) || model.ValidateName(string(key)) != nil || len(val) > model.MaxValueBytes {
+			if !utf8.Valid(key) || model.ValidateName(string(key)) != nil || len(val) > model.MaxValueBytes || model.CheckValue(val) != nil {
 				return nil, false
 			}
 			members = append(members, member{key, val, typ})

@@ -344,26 +344,34 @@ func TestConnectFlood(t *testing.T) {
 	// checked (concurrent guesses may overrun it by the concurrency).
 	bad, limited := f.auth.badCreds.Load(), f.auth.rateLimits.Load()
 	t.Logf("wrong passwords: %d checked, %d refused by the failure limit", bad, limited)
-	if bad+limited != wrongPass || limited < wrongPass/2 || bad < floodAuthFailures {
+	// Two identities were guessed (the good device's id and an unknown
+	// one): the limit is per identity and address.
+	if bad+limited != wrongPass || limited < wrongPass/2 || bad < 2*floodAuthFailures {
 		t.Fatalf("wrong passwords: %d checked, %d rate limited, of %d", bad, limited, wrongPass)
 	}
 	if got := counterValue(t, f.broker.metrics.connects.WithLabelValues("refused")) - refusedBefore; got != wrongPass {
 		t.Errorf("strata_mqtt_connects_total{result=refused} rose by %v, want %d", got, wrongPass)
 	}
 
-	// The attacker's address is blocked now, even with good credentials
-	// (the limit is per address); another address is not.
-	if _, err := f.connectFrom(t, attacker, late); err == nil {
-		t.Fatal("a rate-limited address connected")
+	// The guessed identity is blocked from the attacker's address now,
+	// even with its good credentials; another device behind the same
+	// address is not (the limit is per identity and address: a site
+	// behind NAT keeps working when one of its devices keeps failing).
+	if _, err := f.connectFrom(t, attacker, good); err == nil {
+		t.Fatal("a rate-limited identity connected from its blocked address")
 	}
 	if lim := f.auth.rateLimits.Load(); lim != limited+1 {
-		t.Fatalf("good credentials from the blocked address: rate-limited count %d, want %d", lim, limited+1)
+		t.Fatalf("good credentials of the blocked identity: rate-limited count %d, want %d", lim, limited+1)
 	}
 
 	// Everything the flood opened is gone.
 	eventually(t, "goroutines back near the baseline", func() bool { return runtime.NumGoroutine() <= baseline+10 })
 	if n := f.broker.Connected(); n != 1 {
 		t.Fatalf("%d devices connected, want 1", n)
+	}
+	other := f.enroll(t, "hw-other")
+	if _, err := f.connectFrom(t, attacker, other); err != nil {
+		t.Fatalf("another device behind the attacker's address: %v", err)
 	}
 
 	// The device kept publishing; a new device connects and publishes.

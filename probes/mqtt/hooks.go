@@ -17,20 +17,29 @@ import (
 	"github.com/strata-dm/strata/model"
 )
 
-var packetsNotAuthorized = packets.ErrNotAuthorized
-
 // hook is the broker's only mochi hook: authentication, ACL, the tree
 // mapping, presence and command delivery.
 type hook struct {
 	mochi.HookBase
 	b *Broker
 
+	// Sessions. A device has at most one registered connection, its
+	// current one: registering a new one (at authentication, under mu)
+	// forgets the previous one and closes it (a takeover). Only
+	// registered connections are in tenants, ups and out.
 	mu      sync.Mutex
 	conns   map[string]*mochi.Client  // device → its current connection
-	tenants map[*mochi.Client]string  // authenticated connection → tenant
-	ups     map[*mochi.Client]*uplink // authenticated connection → its pipeline
+	tenants map[*mochi.Client]string  // registered connection → tenant
+	ups     map[*mochi.Client]*uplink // registered connection → its pipeline
 	out     map[*mochi.Client]*outbox // command delivery per connection
 	reject  map[string]time.Time      // device → last rejection event
+	// epoch counts the revocations of each device (Broker.Disconnect). A
+	// connection carries the epoch it authenticated in: one that
+	// authenticated before a revocation is refused at registration, and
+	// its messages are refused at write time. Entries are never removed
+	// (one per device ever revoked or enrolled again), so a count can
+	// never come back to a value a connection holds.
+	epoch map[string]uint64
 
 	seed    maphash.Seed
 	stripes [256]sync.Mutex // per-device presence order
@@ -39,7 +48,7 @@ type hook struct {
 func newHook(b *Broker) *hook {
 	return &hook{
 		b: b, conns: map[string]*mochi.Client{}, tenants: map[*mochi.Client]string{}, ups: map[*mochi.Client]*uplink{},
-		out: map[*mochi.Client]*outbox{}, reject: map[string]time.Time{},
+		out: map[*mochi.Client]*outbox{}, reject: map[string]time.Time{}, epoch: map[string]uint64{},
 		seed: maphash.MakeSeed(),
 	}
 }
@@ -98,6 +107,9 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		return false
 	}
 	addr := cl.Net.Remote
+	h.mu.Lock()
+	epoch := h.epoch[id] // before the registry reads the credentials
+	h.mu.Unlock()
 	var tenant string
 	var err error
 	if tc, ok := cl.Net.Conn.(*tls.Conn); ok && len(tc.ConnectionState().VerifiedChains) > 0 {
@@ -119,14 +131,78 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		h.b.log.Debug("device refused", "device", id, "remote", addr, "err", err)
 		return false
 	}
-	u := newUplink(h, cl, tenant)
-	h.mu.Lock()
-	h.tenants[cl] = tenant
-	h.ups[cl] = u
-	h.mu.Unlock()
+	if !h.register(cl, tenant, epoch) {
+		m.connects.WithLabelValues("revoked").Inc()
+		h.b.log.Debug("device revoked while connecting", "device", id, "remote", addr)
+		return false
+	}
 	m.connects.WithLabelValues("ok").Inc()
 	return true
 }
+
+// errTakenOver ends a connection whose device connected again.
+var errTakenOver = errors.New("session taken over by a new connection of the device")
+
+// register makes cl, authenticated as its device in tenant during
+// epoch, the device's current connection, unless the device was revoked
+// since. A previous connection of the device is forgotten and closed:
+// one device id has at most one live session [MQTT-3.1.4-3].
+func (h *hook) register(cl *mochi.Client, tenant string, epoch uint64) bool {
+	id := cl.ID
+	u := newUplink(h, cl, tenant, epoch)
+	h.mu.Lock()
+	if h.epoch[id] != epoch {
+		h.mu.Unlock()
+		return false
+	}
+	old := h.conns[id]
+	h.conns[id] = cl
+	h.tenants[cl] = tenant
+	h.ups[cl] = u
+	if old != nil {
+		delete(h.tenants, old)
+		delete(h.ups, old)
+		delete(h.out, old)
+	}
+	h.mu.Unlock()
+	if old != nil {
+		h.b.metrics.takeovers.Inc()
+		h.b.log.Debug("session taken over", "device", id, "old_remote", old.Net.Remote, "new_remote", cl.Net.Remote)
+		h.close(old, packets.ErrSessionTakenOver, errTakenOver)
+	}
+	return true
+}
+
+// close ends connection cl: MQTT 5 clients are told why first.
+func (h *hook) close(cl *mochi.Client, code packets.Code, cause error) {
+	if cl.Properties.ProtocolVersion == 5 {
+		h.b.srv.DisconnectClient(cl, code)
+	}
+	cl.Stop(cause)
+}
+
+// revoke closes every session of device id and refuses, from now on,
+// what any connection that authenticated before sent: they are written
+// nowhere once revoke returns (see uplink.go). A connection
+// authenticating at the same time is refused at registration.
+func (h *hook) revoke(id string) {
+	h.mu.Lock()
+	h.epoch[id]++
+	cl := h.conns[id]
+	h.mu.Unlock()
+	if cl != nil {
+		h.close(cl, packets.ErrNotAuthorized, errRevoked)
+	}
+	// A flush that checked the epoch before it changed may still be
+	// applying: wait for it (later flushes see the new epoch).
+	sh := h.b.shardOf(id)
+	sh.gate.Lock()
+	sh.gate.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
+}
+
+// liveLocked reports whether messages of a connection that authenticated in
+// epoch may still be written; the caller holds h.mu.
+func (h *hook) liveLocked(id string, epoch uint64) bool { return h.epoch[id] == epoch }
 
 // OnACLCheck confines a device to strata/<id>/: it publishes only its
 // uplink topics and subscribes only to filters under its prefix.
@@ -154,18 +230,19 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 }
 
 // OnSessionEstablished marks the device online and delivers pending
-// commands if the session kept a command subscription.
+// commands if the session kept a command subscription, unless a newer
+// connection of the device already took over.
 func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 	id := cl.ID
-	tenant, ok := h.tenant(cl)
-	if !ok {
-		return
-	}
 	st := h.stripe(id)
 	st.Lock()
 	h.mu.Lock()
-	h.conns[id] = cl
+	tenant, ok := h.tenants[cl]
 	h.mu.Unlock()
+	if !ok {
+		st.Unlock()
+		return
+	}
 	h.presence(id, tenant, true)
 	st.Unlock()
 	for filter := range cl.State.Subscriptions.GetAll() {
@@ -191,10 +268,10 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 	if mine {
 		delete(h.conns, id)
 		delete(h.reject, id)
+		delete(h.tenants, cl)
+		delete(h.ups, cl)
+		delete(h.out, cl)
 	}
-	delete(h.tenants, cl)
-	delete(h.ups, cl)
-	delete(h.out, cl)
 	h.mu.Unlock()
 	if mine {
 		h.presence(id, tenant, false)
@@ -263,11 +340,13 @@ func (h *hook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
 	return will, nil
 }
 
-// OnWillSent records the will as an event of the device.
+// OnWillSent records the will as an event of the device, written with
+// the device's tenant: the will of a connection no longer registered
+// (taken over, or revoked) is not recorded.
 func (h *hook) OnWillSent(cl *mochi.Client, pk packets.Packet) {
 	tenant, ok := h.tenant(cl)
 	if !ok {
-		tenant = "" // connection already forgotten: the guard still applies below
+		return
 	}
 	payload, _ := json.Marshal(map[string]string{"message": truncate(string(pk.Payload), 1024)})
 	id := cl.ID

@@ -5,13 +5,16 @@ import (
 )
 
 type metrics struct {
-	connects     *prometheus.CounterVec
-	messages     *prometheus.CounterVec
-	stored       [topicCommand + 1]prometheus.Counter // messages by kind, resolved once
-	rejected     *prometheus.CounterVec
-	aclDenied    prometheus.Counter
-	storeErrors  prometheus.Counter
-	commandsSent prometheus.Counter
+	connects        *prometheus.CounterVec
+	messages        *prometheus.CounterVec
+	stored          [topicCommand + 1]prometheus.Counter // messages by kind, resolved once
+	rejected        *prometheus.CounterVec
+	aclDenied       prometheus.Counter
+	storeErrors     prometheus.Counter
+	commandsSent    prometheus.Counter
+	takeovers       prometheus.Counter
+	revokedWrites   prometheus.Counter
+	commandsRefused prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, b *Broker) (*metrics, error) {
@@ -34,6 +37,18 @@ func newMetrics(reg prometheus.Registerer, b *Broker) (*metrics, error) {
 		commandsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strata_mqtt_commands_sent_total", Help: "Command publications to devices (including redeliveries).",
 		}),
+		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_mqtt_session_takeovers_total",
+			Help: "Device sessions closed because the same device id connected again.",
+		}),
+		revokedWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_mqtt_revoked_writes_refused_total",
+			Help: "Device messages refused, not stored, because the device's credentials were revoked (or replaced) after it connected.",
+		}),
+		commandsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_mqtt_commands_refused_total",
+			Help: "Commands not delivered because their job's tenant is not the tenant of the device's connection.",
+		}),
 	}
 	for k := topicTelemetry; k <= topicResult; k++ {
 		m.stored[k] = m.messages.WithLabelValues(kindName(k))
@@ -42,6 +57,7 @@ func newMetrics(reg prometheus.Registerer, b *Broker) (*metrics, error) {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.connects, m.messages, m.rejected, m.aclDenied, m.storeErrors, m.commandsSent,
+		m.takeovers, m.revokedWrites, m.commandsRefused,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "strata_mqtt_sessions", Help: "Connected devices.",
 		}, func() float64 { return float64(b.Connected()) }),

@@ -115,7 +115,7 @@ func TestMQTT5Device(t *testing.T) {
 	h := newHarness(t)
 	deadline := time.Now().Add(time.Hour).UTC().Round(time.Second)
 	h.cmds.mu.Lock()
-	h.cmds.pending["d1"] = []Command{{Job: "j1", Function: "ping", Args: json.RawMessage(`{"n":1}`), Deadline: deadline}}
+	h.cmds.pending["d1"] = []Command{{Job: "j1", Function: "ping", Args: json.RawMessage(`{"n":1}`), Deadline: deadline, Tenant: "t1"}}
 	h.cmds.mu.Unlock()
 
 	d, ca, err := h.connect5("d1", "s1")

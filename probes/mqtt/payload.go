@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -142,7 +143,7 @@ func variables(o map[string]json.RawMessage, t time.Time, skip ...string) (map[s
 		}
 		v, err := model.NewVariable(raw, t)
 		if err != nil {
-			return nil, payloadErr("variable %q: %v", name, err)
+			return nil, payloadErr("variable %q: %w", name, err)
 		}
 		vars[name] = v
 	}
@@ -238,6 +239,13 @@ func DecodeInventory(data []byte, now time.Time) (Inventory, error) {
 				return Inventory{}, payloadErr("function %q declared twice", f.Name)
 			}
 			seen[f.Name] = true
+			for what, raw := range map[string]json.RawMessage{"argument": f.Args, "result": f.Result} {
+				if len(raw) > 0 {
+					if err := model.CheckValue(raw); err != nil {
+						return Inventory{}, payloadErr("function %q: %s schema: %w", f.Name, what, err)
+					}
+				}
+			}
 		}
 		inv.SetFunctions = true
 	}
@@ -299,6 +307,9 @@ func DecodeEvents(data []byte, now time.Time) ([]model.Event, error) {
 		}
 		var pl json.RawMessage
 		if len(e.Payload) > 0 && string(e.Payload) != "null" {
+			if err := model.CheckValue(e.Payload); err != nil {
+				return nil, payloadErr("event %d payload: %w", i, err)
+			}
 			var buf bytes.Buffer
 			if err := json.Compact(&buf, e.Payload); err != nil {
 				return nil, payloadErr("event %d payload: %v", i, err)
@@ -310,20 +321,25 @@ func DecodeEvents(data []byte, now time.Time) ([]model.Event, error) {
 	return out, nil
 }
 
-// Command is what the node publishes on strata/<id>/cmd/<job>.
+// Command is a command the broker delivers to a device. Its payload on
+// strata/<id>/cmd/<job> is apitypes.Command (see payload).
 type Command struct {
-	Job      string          `json:"job"`
-	Function string          `json:"function"`
-	Args     json.RawMessage `json:"args"`
-	Deadline time.Time       `json:"deadline"`
+	Job      string
+	Function string
+	Args     json.RawMessage
+	Deadline time.Time
+	// Tenant is the job's tenant, never sent: a command goes only to a
+	// connection authenticated as a device of that tenant.
+	Tenant string
+}
+
+// payload is the JSON the device receives.
+func (c Command) payload() apitypes.Command {
+	return apitypes.Command{Job: c.Job, Function: c.Function, Args: c.Args, Deadline: c.Deadline}
 }
 
 // Result is a device's answer on strata/<id>/cmd/<job>/result.
-type Result struct {
-	Status string          `json:"status"` // running, succeeded, failed
-	Result json.RawMessage `json:"result,omitempty"`
-	Error  string          `json:"error,omitempty"`
-}
+type Result = apitypes.CommandResult
 
 // DecodeResult decodes a command result.
 func DecodeResult(data []byte) (Result, error) {
@@ -344,6 +360,9 @@ func DecodeResult(data []byte) (Result, error) {
 		if string(r.Result) == "null" {
 			r.Result = nil
 		} else {
+			if err := model.CheckValue(r.Result); err != nil {
+				return Result{}, payloadErr("result: %w", err)
+			}
 			var buf bytes.Buffer
 			if err := json.Compact(&buf, r.Result); err != nil {
 				return Result{}, payloadErr("result: %v", err)

@@ -36,7 +36,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	kind, job, _ := parseTopic(u.id, pk.TopicName)
 	if kind == topicResult {
 		u.drain()
-		err := h.result(u.id, job, pk.Payload)
+		err := h.result(u, job, pk.Payload)
 		return pk, h.answer(u, qos, h.judge(u.id, u.tenant, kind, pk.TopicName, err))
 	}
 	muts, err := h.decode(u.id, u.tenant, kind, pk.Payload)
@@ -54,12 +54,19 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	return pk, packets.ErrRejectPacket // the pipeline acknowledges
 }
 
+// errRevokedWrite refuses a message of a connection whose device was
+// revoked after it connected.
+var errRevokedWrite = errors.New("device credentials revoked")
+
 // judge counts and records a message's outcome.
 func (h *hook) judge(id, tenant string, kind topicKind, topic string, err error) verdict {
 	switch {
 	case err == nil:
 		h.b.metrics.stored[kind].Inc()
 		return stored
+	case errors.Is(err, errRevokedWrite):
+		h.b.metrics.revokedWrites.Inc()
+		return refusedRevoked
 	case errors.Is(err, errPayload), errors.Is(err, model.ErrInvalid), errors.Is(err, model.ErrInvalidPath):
 		h.rejected(id, tenant, true, topic, err)
 		return refusedPayload
@@ -76,6 +83,10 @@ func (h *hook) judge(id, tenant string, kind topicKind, topic string, err error)
 // answer is what OnPublish tells mochi for a message handled in place.
 func (h *hook) answer(u *uplink, qos byte, v verdict) error {
 	switch {
+	case v == refusedRevoked && u.v5 && qos > 0:
+		return packets.ErrNotAuthorized
+	case v == refusedRevoked:
+		return packets.ErrRejectPacket // 3.1.1: being closed, acknowledge nothing
 	case v == stored || qos == 0 || (!u.v5 && v != notStored):
 		return packets.CodeSuccessIgnore
 	case v == refusedPayload:
@@ -156,8 +167,9 @@ func (h *hook) decode(id, tenant string, kind topicKind, payload []byte) ([]mode
 	return nil, payloadErr("unknown topic")
 }
 
-// result hands a command result to Commands, durably.
-func (h *hook) result(id, job string, payload []byte) error {
+// result hands a command result of connection u to Commands, durably,
+// unless u's device was revoked since u authenticated.
+func (h *hook) result(u *uplink, job string, payload []byte) error {
 	r, err := DecodeResult(payload)
 	if err != nil {
 		return err
@@ -167,7 +179,15 @@ func (h *hook) result(id, job string, payload []byte) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
 	defer cancel()
-	if err := h.b.cfg.Commands.Report(ctx, id, job, r); err != nil {
+	u.sh.gate.Lock()
+	defer u.sh.gate.Unlock()
+	h.mu.Lock()
+	live := h.liveLocked(u.id, u.epoch)
+	h.mu.Unlock()
+	if !live {
+		return errRevokedWrite
+	}
+	if err := h.b.cfg.Commands.Report(ctx, u.id, job, r); err != nil {
 		if errors.Is(err, model.ErrNotFound) {
 			return payloadErr("unknown job %q", job)
 		}
@@ -208,6 +228,8 @@ func reasonLabel(err error) string {
 	switch {
 	case errors.Is(err, model.ErrNotFound), errors.Is(err, model.ErrShared):
 		return "foreign_context"
+	case errors.Is(err, model.ErrInvalidValue):
+		return "invalid_value"
 	case strings.Contains(msg, "larger than"):
 		return "too_large"
 	case strings.Contains(msg, "unknown topic"):

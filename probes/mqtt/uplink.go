@@ -60,6 +60,7 @@ const (
 	refusedPayload                // bad payload: MQTT 5 0x99, 3.1.1 acknowledged and dropped
 	refusedForeign                // another tenant's context: MQTT 5 0x87, 3.1.1 acknowledged and dropped
 	notStored                     // the store failed: MQTT 5 0x83, 3.1.1 disconnected without PUBACK
+	refusedRevoked                // the device's credentials stopped working: MQTT 5 0x87, 3.1.1 nothing (closed)
 )
 
 // item is one queued message.
@@ -81,6 +82,7 @@ type uplink struct {
 	cl     *mochi.Client
 	id     string
 	tenant string
+	epoch  uint64 // the device's revocation count when it authenticated (hook.epoch)
 	v5     bool
 	sh     *shard
 	window chan struct{} // one token per message queued and not yet acknowledged
@@ -103,9 +105,9 @@ type outcome struct {
 	v   verdict
 }
 
-func newUplink(h *hook, cl *mochi.Client, tenant string) *uplink {
+func newUplink(h *hook, cl *mochi.Client, tenant string, epoch uint64) *uplink {
 	return &uplink{
-		h: h, cl: cl, id: cl.ID, tenant: tenant, v5: cl.Properties.ProtocolVersion == 5,
+		h: h, cl: cl, id: cl.ID, tenant: tenant, epoch: epoch, v5: cl.Properties.ProtocolVersion == 5,
 		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow),
 	}
 }
@@ -224,6 +226,10 @@ func (u *uplink) send(acks []outcome, buf []byte) []byte {
 		}
 		var code packets.Code
 		switch {
+		case !u.v5 && a.v == refusedRevoked: // being closed: acknowledge nothing
+			flush()
+			u.dead = true
+			continue
 		case a.v == stored || (!u.v5 && a.v != notStored):
 			// PUBACK, remaining length 2: success in both versions.
 			buf = append(buf, packets.Puback<<4, 2, byte(a.id>>8), byte(a.id))
@@ -235,7 +241,7 @@ func (u *uplink) send(acks []outcome, buf []byte) []byte {
 			continue
 		case a.v == refusedPayload:
 			code = packets.ErrPayloadFormatInvalid
-		case a.v == refusedForeign:
+		case a.v == refusedForeign, a.v == refusedRevoked:
 			code = packets.ErrNotAuthorized
 		default:
 			code = packets.ErrImplementationSpecificError
@@ -258,7 +264,12 @@ func (u *uplink) send(acks []outcome, buf []byte) []byte {
 // shard is one committer: it applies the queued messages of its devices,
 // one flush after another.
 type shard struct {
-	b     *Broker
+	b *Broker
+	// gate is held by a flush from checking that its devices were not
+	// revoked until its writes are done, and by a command result from
+	// its check to its write; a revocation takes it once, after changing
+	// the device's epoch, to wait for writes that checked before.
+	gate  sync.Mutex
 	mu    sync.Mutex
 	queue []*item
 	spare []*item
@@ -320,8 +331,40 @@ func (s *shard) flushQueued() bool {
 	return true
 }
 
-// flush applies items and hands out their outcomes, in order.
+// flush applies items and hands out their outcomes, in order. Messages
+// of connections that authenticated before their device's last
+// revocation are refused, never written.
 func (s *shard) flush(items []*item) {
+	s.gate.Lock()
+	s.refuseRevoked(items)
+	s.apply(items)
+	s.gate.Unlock()
+	h := s.b.hook
+	for _, it := range items {
+		if !it.decided {
+			it.v = h.judge(it.up.id, it.up.tenant, it.kind, it.topic, it.err)
+		}
+		it.up.done(it)
+		<-s.b.queued
+	}
+}
+
+// refuseRevoked decides the items of connections whose device was
+// revoked since they authenticated. The caller holds s.gate.
+func (s *shard) refuseRevoked(items []*item) {
+	h := s.b.hook
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, it := range items {
+		if !it.decided && !h.liveLocked(it.up.id, it.up.epoch) {
+			it.decided, it.v = true, refusedRevoked
+			s.b.metrics.revokedWrites.Inc()
+		}
+	}
+}
+
+// apply writes the items not decided yet, setting each one's err.
+func (s *shard) apply(items []*item) {
 	fold := s.fold[:0]
 	var folded, alone [][]*item // device groups
 	groups := map[*uplink]int{}
@@ -346,7 +389,7 @@ func (s *shard) flush(items []*item) {
 		wg.Go(func() { s.applyGroup(g) })
 	}
 	if len(fold) > 0 {
-		err := s.apply(fold...)
+		err := s.write(fold...)
 		switch {
 		case err == nil:
 		case refusal(err):
@@ -378,14 +421,6 @@ func (s *shard) flush(items []*item) {
 	clear(fold)
 	s.fold = fold[:0]
 	wg.Wait()
-	h := s.b.hook
-	for _, it := range items {
-		if !it.decided {
-			it.v = h.judge(it.up.id, it.up.tenant, it.kind, it.topic, it.err)
-		}
-		it.up.done(it)
-		<-s.b.queued
-	}
 }
 
 // applyGroup applies one device's messages together, then one by one if
@@ -395,7 +430,7 @@ func (s *shard) applyGroup(g []*item) {
 	for _, it := range g {
 		muts = append(muts, it.muts...)
 	}
-	err := s.apply(muts...)
+	err := s.write(muts...)
 	if err == nil || !refusal(err) {
 		for _, it := range g {
 			it.err = err
@@ -404,11 +439,11 @@ func (s *shard) applyGroup(g []*item) {
 	}
 	g[0].up.isolated.Store(true)
 	for _, it := range g {
-		it.err = s.apply(it.muts...)
+		it.err = s.write(it.muts...)
 	}
 }
 
-func (s *shard) apply(muts ...model.Mutation) error {
+func (s *shard) write(muts ...model.Mutation) error {
 	ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
 	defer cancel()
 	_, err := s.b.cfg.Tree.Apply(ctx, muts...)

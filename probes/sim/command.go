@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // Command is a command a device received on strata/<id>/cmd/<job>.
@@ -27,10 +29,9 @@ var errBadCommand = errors.New("invalid command payload")
 // parseCommand decodes a command payload (docs/mqtt.md, "Commands").
 func parseCommand(payload []byte) (Command, error) {
 	var raw struct {
-		Job      string          `json:"job"`
-		Function string          `json:"function"`
-		Args     json.RawMessage `json:"args"`
-		Deadline string          `json:"deadline"`
+		apitypes.Command
+		// Deadline is decoded here, where an empty one means none.
+		Deadline string `json:"deadline"`
 	}
 	if err := json.Unmarshal(payload, &raw); err != nil {
 		return Command{}, errBadCommand

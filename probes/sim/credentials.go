@@ -8,23 +8,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // Credentials are what enrollment returns for one device (docs/mqtt.md,
 // "Enrollment"), plus the hardware id it was enrolled with. A credentials
 // file holds one such JSON object per line.
 type Credentials struct {
-	DeviceID     string `json:"device_id"`
-	MQTTUsername string `json:"mqtt_username"`
-	MQTTPassword string `json:"mqtt_password"`
-	MQTTAddress  string `json:"mqtt_address"`
-	CAPEM        string `json:"ca_pem,omitempty"`
-	CertPEM      string `json:"cert_pem,omitempty"`
-	Path         string `json:"path,omitempty"`
-	Tenant       string `json:"tenant,omitempty"`
-	Group        string `json:"group,omitempty"`
-	TopicPrefix  string `json:"topic_prefix,omitempty"`
-	HardwareID   string `json:"hardware_id,omitempty"`
+	apitypes.Enrollment
+	HardwareID string `json:"hardware_id,omitempty"`
 }
 
 // ErrBadCredentials is wrapped by errors about credential lines.

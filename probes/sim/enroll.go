@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // EnrollError is a refusal of POST /api/v1/enroll, with the API's error
@@ -88,7 +90,7 @@ func (e *enroller) close() {
 // errors with exponential backoff (honouring Retry-After).
 func (e *enroller) enroll(ctx context.Context, n int, hardwareID string) (Credentials, error) {
 	client := e.clients[n%len(e.clients)]
-	body, _ := json.Marshal(map[string]string{"token": e.token, "hardware_id": hardwareID})
+	body, _ := json.Marshal(apitypes.EnrollRequest{Token: e.token, HardwareID: hardwareID})
 	backoff := 200 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		creds, wait, err := e.once(ctx, client, body)
@@ -130,9 +132,9 @@ func (e *enroller) once(ctx context.Context, client *http.Client, body []byte) (
 	}
 	if resp.StatusCode != http.StatusOK {
 		ee := &EnrollError{Status: resp.StatusCode}
-		var eb struct{ Error, Code string }
+		var eb apitypes.ErrorBody
 		if json.Unmarshal(data, &eb) == nil {
-			ee.Code, ee.Message = eb.Code, eb.Error
+			ee.Code, ee.Message = eb.Code, eb.Message
 		}
 		var wait time.Duration
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 func TestHistogramQuantiles(t *testing.T) {
@@ -71,6 +73,26 @@ func TestTelemetryPayload(t *testing.T) {
 	}
 }
 
+// The answers the simulator writes by hand, for speed, are exactly what
+// apitypes.CommandResult encodes.
+func TestResultIsTheSharedShape(t *testing.T) {
+	cmd, _ := parseCommand([]byte(`{"job":"j1","function":"ping","args":{"a":1}}`))
+	none, _ := parseCommand([]byte(`{"job":"j1","function":"ping"}`))
+	for _, out := range [][]byte{
+		appendResult(nil, &cmd, nil), appendResult(nil, &none, nil), appendResult(nil, &cmd, errBadCommand),
+	} {
+		var r apitypes.CommandResult
+		dec := json.NewDecoder(bytes.NewReader(out))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("%s: %v", out, err)
+		}
+		if again, _ := json.Marshal(r); !bytes.Equal(again, out) {
+			t.Errorf("simulator wrote %s, apitypes encodes %s", out, again)
+		}
+	}
+}
+
 func TestCommandParsing(t *testing.T) {
 	cmd, err := parseCommand([]byte(`{"job":"j1","function":"ping","args":{"a":[1,2]},"deadline":"2026-11-23T10:05:00Z"}`))
 	if err != nil || cmd.Function != "ping" || string(cmd.Args) != `{"a":[1,2]}` || cmd.Deadline.IsZero() {
@@ -104,8 +126,8 @@ func TestCommandParsing(t *testing.T) {
 
 func TestCredentialsRoundTrip(t *testing.T) {
 	in := []Credentials{
-		{DeviceID: "d-1", MQTTUsername: "d-1", MQTTPassword: "sd_1", MQTTAddress: "h:8883", CAPEM: "-----BEGIN", HardwareID: "sim-x-0"},
-		{DeviceID: "d-2", MQTTUsername: "d-2", MQTTPassword: "sd_2", MQTTAddress: "h:8883", CAPEM: "-----BEGIN"},
+		{Enrollment: apitypes.Enrollment{DeviceID: "d-1", MQTTUsername: "d-1", MQTTPassword: "sd_1", MQTTAddress: "h:8883", CAPEM: "-----BEGIN"}, HardwareID: "sim-x-0"},
+		{Enrollment: apitypes.Enrollment{DeviceID: "d-2", MQTTUsername: "d-2", MQTTPassword: "sd_2", MQTTAddress: "h:8883", CAPEM: "-----BEGIN"}},
 	}
 	var buf bytes.Buffer
 	if err := WriteCredentials(&buf, in); err != nil {

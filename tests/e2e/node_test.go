@@ -28,7 +28,7 @@ func TestNodeEndToEnd(t *testing.T) {
 	for _, u := range []client.NewUser{
 		{Name: "alice", Password: "alice-password", Tenant: "acme", Grants: []client.Grant{{Role: "operator", Subtree: "/"}}},
 		{Name: "bob", Password: "bob-password!", Tenant: "globex", Grants: []client.Grant{{Role: "operator", Subtree: "/"}}},
-		{Name: "vera", Password: "vera-password", Tenant: "acme", Grants: []client.Grant{{Role: "viewer", Subtree: "/devices"}}},
+		{Name: "vera", Password: "vera-password", Tenant: "acme", Grants: []client.Grant{{Role: "viewer", Subtree: "/plant"}}},
 	} {
 		if _, err := admin.CreateUser(ctx, u); err != nil {
 			t.Fatalf("create user %s: %v", u.Name, err)
@@ -60,28 +60,28 @@ func TestNodeEndToEnd(t *testing.T) {
 
 	// Tenant isolation over the API, under a shared folder the system
 	// administrator made (tenant users create only under a parent they see).
-	if _, _, err := admin.PutContext(ctx, "/devices", client.ContextUpdate{Type: "folder"}); err != nil {
+	if _, _, err := admin.PutContext(ctx, "/plant", client.ContextUpdate{Type: "folder"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, created, err := alice.PutContext(ctx, "/devices/pump-1", client.ContextUpdate{Type: "device", Variables: map[string]json.RawMessage{"temp": json.RawMessage("20.5")}}); err != nil || !created {
+	if _, created, err := alice.PutContext(ctx, "/plant/pump-1", client.ContextUpdate{Type: "pump", Variables: map[string]json.RawMessage{"temp": json.RawMessage("20.5")}}); err != nil || !created {
 		t.Fatalf("alice put: created=%v err=%v", created, err)
 	}
-	if _, _, err := bob.PutContext(ctx, "/devices/press-1", client.ContextUpdate{Type: "device"}); err != nil {
+	if _, _, err := bob.PutContext(ctx, "/plant/press-1", client.ContextUpdate{Type: "pump"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.GetContext(ctx, "/devices/pump-1"); !client.IsCode(err, "not_found") {
+	if _, err := bob.GetContext(ctx, "/plant/pump-1"); !client.IsCode(err, "not_found") {
 		t.Fatalf("bob reads alice's device: %v", err)
 	}
-	if _, _, err := bob.PutContext(ctx, "/devices/pump-1", client.ContextUpdate{Variables: map[string]json.RawMessage{"temp": json.RawMessage("99")}}); err == nil {
+	if _, _, err := bob.PutContext(ctx, "/plant/pump-1", client.ContextUpdate{Variables: map[string]json.RawMessage{"temp": json.RawMessage("99")}}); err == nil {
 		t.Fatal("bob overwrote alice's device")
 	}
-	if err := bob.DeleteContext(ctx, "/devices/pump-1"); err == nil {
+	if err := bob.DeleteContext(ctx, "/plant/pump-1"); err == nil {
 		t.Fatal("bob deleted alice's device")
 	}
-	if _, err := bob.Events(ctx, "/devices/pump-1", client.EventQuery{}); err == nil {
+	if _, err := bob.Events(ctx, "/plant/pump-1", client.EventQuery{}); err == nil {
 		t.Fatal("bob read alice's events")
 	}
-	tree, err := bob.Tree(ctx, "/devices", client.TreeOptions{})
+	tree, err := bob.Tree(ctx, "/plant", client.TreeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +93,10 @@ func TestNodeEndToEnd(t *testing.T) {
 	if _, err := bob.Users(ctx); err == nil {
 		t.Fatal("an operator listed users")
 	}
-	if c, err := vera.GetContext(ctx, "/devices/pump-1"); err != nil || string(c.Variables["temp"].Value) != "20.5" {
+	if c, err := vera.GetContext(ctx, "/plant/pump-1"); err != nil || string(c.Variables["temp"].Value) != "20.5" {
 		t.Fatalf("vera reads her tenant's device: %+v, %v", c, err)
 	}
-	if _, _, err := vera.PutContext(ctx, "/devices/pump-1", client.ContextUpdate{Type: "device"}); !client.IsCode(err, "forbidden") {
+	if _, _, err := vera.PutContext(ctx, "/plant/pump-1", client.ContextUpdate{Type: "pump"}); !client.IsCode(err, "forbidden") {
 		t.Fatalf("viewer wrote: %v", err)
 	}
 	if err := alice.RevokeToken(ctx, tok.ID); err != nil {
@@ -107,7 +107,7 @@ func TestNodeEndToEnd(t *testing.T) {
 	}
 
 	// The command line client reads the config beside it.
-	out, err := n.ctl("get", "/devices/press-1")
+	out, err := n.ctl("get", "/plant/press-1")
 	if err != nil || !strings.Contains(out, "press-1") {
 		t.Fatalf("ctl get: %q, %v", out, err)
 	}
@@ -131,7 +131,7 @@ func TestNodeOnPostgres(t *testing.T) {
 	if who, err := n.admin().Whoami(ctx); err != nil || who.Name != "admin" {
 		t.Fatalf("whoami = %+v, %v", who, err)
 	}
-	if _, _, err := n.admin().PutContext(ctx, "/devices/pump-1", client.ContextUpdate{Type: "device"}); err != nil {
+	if _, _, err := n.admin().PutContext(ctx, "/plant/pump-1", client.ContextUpdate{Type: "pump"}); err != nil {
 		t.Fatal(err)
 	}
 	// A clean restart finds the database already migrated. (Output is
@@ -145,7 +145,7 @@ func TestNodeOnPostgres(t *testing.T) {
 	}
 	n.start()
 	second := n.p
-	if _, err := n.admin().GetContext(ctx, "/devices/pump-1"); err != nil {
+	if _, err := n.admin().GetContext(ctx, "/plant/pump-1"); err != nil {
 		t.Fatalf("after restart: %v", err)
 	}
 	killMidWrites(t, n, n.admin)
@@ -158,7 +158,7 @@ func TestNodeOnPostgres(t *testing.T) {
 // killMidWrites runs concurrent writers through the API, kill -9s the node
 // while they run, restarts it and checks that every write acknowledged
 // before the kill is there. writer returns a client that may write under
-// /devices; it is called once before the kill and once after the restart.
+// /plant; it is called once before the kill and once after the restart.
 func killMidWrites(t *testing.T, n *nodeDir, writer func() *client.Client) {
 	t.Helper()
 	ctx := context.Background()
@@ -177,8 +177,8 @@ func killMidWrites(t *testing.T, n *nodeDir, writer func() *client.Client) {
 					return
 				default:
 				}
-				path := fmt.Sprintf("/devices/w%d-%d", w, i)
-				_, _, err := c.PutContext(ctx, path, client.ContextUpdate{Type: "device", Variables: map[string]json.RawMessage{"i": json.RawMessage(fmt.Sprint(i))}})
+				path := fmt.Sprintf("/plant/w%d-%d", w, i)
+				_, _, err := c.PutContext(ctx, path, client.ContextUpdate{Type: "pump", Variables: map[string]json.RawMessage{"i": json.RawMessage(fmt.Sprint(i))}})
 				if err != nil {
 					return // the node is gone
 				}

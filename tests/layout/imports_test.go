@@ -45,11 +45,15 @@ var rules = []struct {
 	forbidden []string
 }{
 	{"model", []string{module + "/"}},
+	{"apitypes", []string{module + "/"}},
 	{"federation", []string{module + "/node"}},
 	{"probes/agent", []string{module + "/node", "github.com/dgraph-io/badger", "github.com/hashicorp/raft"}},
 	{"node/client", []string{module + "/node/store", module + "/node/api", module + "/model", "github.com/dgraph-io/badger"}},
 	{"node/auth", []string{module + "/node/api", module + "/node/store"}},
 	{"node/api", []string{module + "/node/store"}},
+	// The call rule is one function that the API and federation both call;
+	// it knows neither of them.
+	{"node/calls", []string{module + "/node/api", module + "/node/store", module + "/federation", module + "/probes"}},
 }
 
 func TestImportRules(t *testing.T) {
@@ -67,6 +71,28 @@ func TestImportRules(t *testing.T) {
 					if strings.HasPrefix(d, f) && d != p.ImportPath {
 						t.Errorf("%s depends on %s (forbidden: %s)", p.ImportPath, d, f)
 					}
+				}
+			}
+		}
+	}
+}
+
+// stdlibOnly lists the packages that may import nothing outside the
+// standard library: the wire types are linked by the agent and by anyone
+// who talks to a node.
+var stdlibOnly = []string{"apitypes"}
+
+func TestStdlibOnly(t *testing.T) {
+	for _, p := range listPackages(t) {
+		rel := strings.TrimPrefix(p.ImportPath, module+"/")
+		for _, want := range stdlibOnly {
+			if rel != want && !strings.HasPrefix(rel, want+"/") {
+				continue
+			}
+			for _, d := range p.Deps {
+				// Standard library paths have no dot in their first element.
+				if first, _, _ := strings.Cut(d, "/"); strings.Contains(first, ".") {
+					t.Errorf("%s depends on %s: it may import the standard library only", p.ImportPath, d)
 				}
 			}
 		}

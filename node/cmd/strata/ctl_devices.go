@@ -58,7 +58,8 @@ from "strata token create --kind enroll"; a device's data is its context,
 		Use:   "revoke ID",
 		Short: "Revoke a device's credentials and disconnect it",
 		Long: `Revoke stops the device's secret and certificate from working and closes
-its MQTT session at once. The device can come back only by enrolling again.`,
+its MQTT sessions at once. The device cannot enroll again until an operator
+allows it with "strata ctl devices allow-enroll ID".`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return x.call(c, func(ctx context.Context, cl *client.Client) error {
@@ -73,7 +74,28 @@ its MQTT session at once. The device can come back only by enrolling again.`,
 			})
 		},
 	}
-	c.AddCommand(list, get, revoke)
+	allow := &cobra.Command{
+		Use:   "allow-enroll ID",
+		Short: "Let a revoked device enroll again",
+		Long: `Allow-enroll lets a revoked device enroll again with a valid enrollment
+token. It stays revoked, without working credentials, until it does;
+revoking it again withdraws the permission. Shared devices (no tenant) are
+allowed by system administrators only.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				d, err := cl.AllowDeviceEnroll(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return x.show(d, func(w io.Writer) {
+					fmt.Fprintf(w, "device %s may enroll again\n", d.ID)
+					printDevice(w, d)
+				})
+			})
+		},
+	}
+	c.AddCommand(list, get, revoke, allow)
 	return c
 }
 
@@ -90,6 +112,7 @@ func printDevice(w io.Writer, d *client.Device) {
 	fmt.Fprintf(tw, "revoked:\t%t\n", d.Revoked)
 	if d.Revoked {
 		fmt.Fprintf(tw, "revoked at:\t%s\n", fmtTime(d.RevokedAt))
+		fmt.Fprintf(tw, "may enroll again:\t%t\n", d.EnrollAllowed)
 	}
 	tw.Flush()
 }

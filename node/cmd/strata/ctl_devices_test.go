@@ -30,6 +30,13 @@ func TestCtlDevices(t *testing.T) {
 	if r := n.last(t); r.method != "POST" || r.path != "/api/v1/devices/d-1/revoke" {
 		t.Errorf("revoke request %+v", r)
 	}
+	code, out, _ = ctl("devices", "allow-enroll", "d-1")
+	if code != 0 || !strings.HasPrefix(out, "device d-1 may enroll again\n") || !strings.Contains(out, "may enroll again:  true") {
+		t.Errorf("allow-enroll: exit %d\n%s", code, out)
+	}
+	if r := n.last(t); r.method != "POST" || r.path != "/api/v1/devices/d-1/allow-enroll" {
+		t.Errorf("allow-enroll request %+v", r)
+	}
 	code, out, _ = ctl("-o", "json", "devices", "list")
 	var list struct{ Devices []client.Device }
 	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Devices) != 1 {

@@ -21,7 +21,10 @@ func (x *ctl) peersCmd() *cobra.Command {
 		Long: `Peers lists every federation link of the node, both directions: providers
 (nodes below, mounted at /peers/<name>) and consumers (nodes above, which
 this node publishes to). CURSOR is the provider's sequence number applied
-(provider) or acknowledged (consumer); LAG is how far behind that is.`,
+(provider) or acknowledged (consumer); LAG is how far behind that is (0
+once caught up, even on an idle link). LAST ERROR is what affects the
+link now, with its time (UTC); it is cleared once the link is connected
+again (--json shows it as previous_error).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return x.call(c, func(ctx context.Context, cl *client.Client) error {
@@ -72,8 +75,12 @@ func printPeers(w io.Writer, ps []client.Peer) {
 		if p.RTTMillis > 0 {
 			rtt = fmt.Sprintf("%.1fms", p.RTTMillis)
 		}
+		lastErr := p.LastError
+		if lastErr != "" && !p.LastErrorTime.IsZero() {
+			lastErr = p.LastErrorTime.UTC().Format("15:04:05Z") + " " + lastErr
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", name, p.Direction, p.State, orDash(p.Grant), p.Cursor, lag, rtt,
-			orDash(clip(p.LastError, 60)))
+			orDash(clip(lastErr, 70)))
 	}
 	tw.Flush()
 }

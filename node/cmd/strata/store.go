@@ -30,6 +30,7 @@ func (a *app) storeCmd() *cobra.Command {
 		Short: "Work on a stopped node's store",
 	})
 	c.AddCommand(a.storeMigrateCmd())
+	c.AddCommand(a.storeTruncateWALCmd())
 	return c
 }
 

@@ -39,6 +39,8 @@ func fakeDeviceAPI(w http.ResponseWriter, r *http.Request) {
 		send(200, `{"id":"d-1","path":"/devices/d-1","tenant":"acme","group":"pumps","hardware_id":"hw-1","enroll_token":"e1","cert_serial":"1234","revoked":false}`)
 	case "POST /api/v1/devices/d-1/revoke":
 		send(200, `{"id":"d-1","path":"/devices/d-1","tenant":"acme","group":"pumps","hardware_id":"hw-1","revoked":true,"revoked_at":"2026-01-02T00:00:00Z"}`)
+	case "POST /api/v1/devices/d-1/allow-enroll":
+		send(200, `{"id":"d-1","path":"/devices/d-1","tenant":"acme","group":"pumps","hardware_id":"hw-1","revoked":true,"revoked_at":"2026-01-02T00:00:00Z","enroll_allowed":true}`)
 	case "GET /api/v1/jobs":
 		send(200, `{"jobs":[`+mk("j2", "d-1", "queued", "")+`,`+mk("j1", "d-1", "succeeded", "")+`],"next":"j1"}`)
 	case "GET /api/v1/jobs/j1":
