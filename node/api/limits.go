@@ -13,7 +13,7 @@ import (
 )
 
 // How the API bounds what slow or numerous clients can hold (docs/operations.md,
-// "Connection limits"):
+// "Slow and numerous clients"):
 //
 //   - Connections: at most MaxConns open overall and MaxConnsPerAddr per
 //     client IP address; LimitListener closes a connection beyond either at
