@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/certs"
@@ -60,7 +60,7 @@ func startFedNode(t *testing.T, name, fedAddr string, ups ...config.Upstream) *f
 	cfg.Federation.Upstreams = ups
 	file := filepath.Join(dir, "strata.yaml")
 	writeConfig(t, file, cfg)
-	n, err := New(Options{Config: cfg, ConfigFile: file, Logger: testLogger(t)})
+	n, err := New(Options{Config: cfg, ConfigFile: file, Logger: tstest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,22 +85,6 @@ func writeConfig(t *testing.T, file string, cfg config.Config) {
 	}
 	if err := os.WriteFile(file, data, 0o600); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s (last error: %v)", what, err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
 	}
 }
 
@@ -167,7 +151,7 @@ func TestFederationWiring(t *testing.T) {
 	}
 
 	mirrored := "/peers/plant7" + string(d1)
-	eventually(t, "the mirror at hq", func() (bool, error) {
+	tstest.WaitForErr(t, 20*time.Second, "the mirror at hq", func() (bool, error) {
 		c, err := hq.admin.GetContext(ctx, mirrored)
 		return err == nil && len(c.Functions) == 1, err
 	})
@@ -232,7 +216,7 @@ func TestFederationWiring(t *testing.T) {
 		t.Fatalf("audit records: %+v", recs)
 	}
 
-	eventually(t, "the mount to verify", func() (bool, error) {
+	tstest.WaitForErr(t, 20*time.Second, "the mount to verify", func() (bool, error) {
 		ms, err := hq.admin.VerifyFederation(ctx)
 		return err == nil && len(ms) == 1 && ms[0].Match, err
 	})
@@ -247,7 +231,7 @@ func TestFederationWiring(t *testing.T) {
 	if err := hq.admin.RevokePeer(ctx, "plant7"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the call refused after revocation", func() (bool, error) {
+	tstest.WaitForErr(t, 20*time.Second, "the call refused after revocation", func() (bool, error) {
 		_, _, err := hq.admin.Call(ctx, mirrored, "reboot", client.Call{})
 		return client.IsCode(err, client.CodePeerUnreachable), err
 	})
@@ -268,18 +252,6 @@ func TestFederationOffWithoutCA(t *testing.T) {
 	if _, err := New(Options{Config: cfg}); err == nil || !strings.Contains(err.Error(), "federation.addr needs the node's CA") {
 		t.Fatalf("a listener without a CA: %v", err)
 	}
-}
-
-// testLogger sends the node's log to t.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tLog struct{ t *testing.T }
-
-func (w tLog) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 // joinNode makes provider p publish subtrees to consumer c with grant,
@@ -313,7 +285,7 @@ func TestFederationThreeTiers(t *testing.T) {
 	joinNode(t, p7, eu, "plant7", "operate", "/devices")
 
 	path := "/peers/eu/peers/plant7" + string(d1)
-	eventually(t, "plant7's device at hq", func() (bool, error) {
+	tstest.WaitForErr(t, 20*time.Second, "plant7's device at hq", func() (bool, error) {
 		_, err := hq.admin.GetContext(ctx, path)
 		return err == nil, err
 	})

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/client"
@@ -26,7 +27,7 @@ func threeTiers(t *testing.T) (hq, eu, p7 *fedNode, d1 model.Path) {
 	d1 = enrollDevice(t, p7.n, "acme", "hw-1", "ping", "reboot")
 	joinNode(t, eu, hq, "eu", "operate")
 	joinNode(t, p7, eu, "plant7", "operate", "/devices")
-	eventually(t, "plant7's device at hq", func() (bool, error) {
+	tstest.WaitForErr(t, 20*time.Second, "plant7's device at hq", func() (bool, error) {
 		_, err := hq.admin.GetContext(ctx, "/peers/eu/peers/plant7"+string(d1))
 		return err == nil, err
 	})

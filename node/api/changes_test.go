@@ -285,7 +285,7 @@ func TestChangesKeepaliveAndRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.ended()
-	waitFor(t, "the stream count to drop", func() bool { return e.api.streams.held() == 0 })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the stream count to drop", func() bool { return e.api.streams.held() == 0 })
 }
 
 func TestChangesShutdownAndLimit(t *testing.T) {
@@ -296,7 +296,7 @@ func TestChangesShutdownAndLimit(t *testing.T) {
 	_, r := e.tryChanges(c.alice, "")
 	e.want(r, 503, codeUnavailable)
 	s1.close()
-	waitFor(t, "a stream slot", func() bool { return e.api.streams.held() == 1 })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "a stream slot", func() bool { return e.api.streams.held() == 1 })
 	s3 := e.openChanges(c.alice, "")
 
 	m := e.do("GET", "/metrics", "", nil)
@@ -307,7 +307,7 @@ func TestChangesShutdownAndLimit(t *testing.T) {
 	s3.ended()
 	_, r = e.tryChanges(c.alice, "")
 	e.want(r, 503, codeUnavailable)
-	waitFor(t, "all streams to end", func() bool { return e.api.streams.held() == 0 })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "all streams to end", func() bool { return e.api.streams.held() == 0 })
 	// Other requests still work.
 	e.want(e.do("GET", "/api/v1/whoami", c.alice, nil), 200, "")
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/jobs"
 )
@@ -147,7 +148,7 @@ func TestFunctionCallShutdownEndsWait(t *testing.T) {
 	id := e.device(c.alice, "hw-1", "ping")
 	done := make(chan resp, 1)
 	go func() { done <- e.call(c.alice, id, "ping", `{"wait":"5m"}`) }()
-	waitFor(t, "the job", func() bool { return len(e.jobs.Pending(id)) == 1 })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the job", func() bool { return len(e.jobs.Pending(id)) == 1 })
 	e.api.Shutdown()
 	select {
 	case r := <-done:

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -102,7 +103,7 @@ func offsetOf(recs [][]byte, i int) int {
 func refuses(t *testing.T, dir string, key []byte, paths []string, seg string, off int) {
 	t.Helper()
 	before := contents(t, paths)
-	s, err := OpenBadger(BadgerOptions{Dir: dir, EncryptionKey: key, Logger: testLogger(t)})
+	s, err := OpenBadger(BadgerOptions{Dir: dir, EncryptionKey: key, Logger: tstest.Logger(t)})
 	if err == nil {
 		s.Close()
 		t.Fatalf("opened a store whose log is damaged in %s at %d", filepath.Base(seg), off)
@@ -129,7 +130,7 @@ func refuses(t *testing.T, dir string, key []byte, paths []string, seg string, o
 // n = NN, and not the ones in missing.
 func opens(t *testing.T, dir string, key []byte, n int, missing ...int) {
 	t.Helper()
-	s, err := OpenBadger(BadgerOptions{Dir: dir, EncryptionKey: key, Logger: testLogger(t)})
+	s, err := OpenBadger(BadgerOptions{Dir: dir, EncryptionKey: key, Logger: tstest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +271,7 @@ func TestBadgerWALDamageRefused(t *testing.T) {
 		paths := layout(t, dir, recs, 2)
 		// The log is checked before Badger is asked: Badger refuses a
 		// wrong key on its own, so this only reads the log.
-		w, err := openWAL(filepath.Join(dir, "wal"), []byte("fedcba9876543210"), false, testLogger(t))
+		w, err := openWAL(filepath.Join(dir, "wal"), []byte("fedcba9876543210"), false, tstest.Logger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,7 +349,7 @@ func TestTruncateWAL(t *testing.T) {
 	}
 	opens(t, dir, nil, 6, 1, 2)
 
-	s, err := OpenBadger(BadgerOptions{Dir: dir, Logger: testLogger(t)})
+	s, err := OpenBadger(BadgerOptions{Dir: dir, Logger: tstest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

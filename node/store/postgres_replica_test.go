@@ -47,7 +47,7 @@ func newReplicaFixtureWith(t *testing.T, opt func(*PostgresOptions)) *replicaFix
 	}
 	f := &replicaFixture{replica: replica, replicaDSN: replica.DSN(cfg.Database)}
 	opts := PostgresOptions{
-		DSN: dsn, ReadDSNs: []string{f.replicaDSN}, Logger: testLogger(t),
+		DSN: dsn, ReadDSNs: []string{f.replicaDSN}, Logger: tstest.Logger(t),
 		ReplicaCheckInterval: 50 * time.Millisecond,
 	}
 	opt(&opts)

@@ -2,12 +2,12 @@ package store
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store/pgtest"
 	"github.com/strata-dm/strata/node/store/storetest"
@@ -17,15 +17,11 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 func openTestPostgres(t *testing.T, dsn string) *Postgres {
 	t.Helper()
-	s, err := OpenPostgres(context.Background(), PostgresOptions{DSN: dsn, Logger: testLogger(t)})
+	s, err := OpenPostgres(context.Background(), PostgresOptions{DSN: dsn, Logger: tstest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 func TestPostgresConformance(t *testing.T) {
@@ -80,7 +76,7 @@ func TestPostgresConcurrentOpen(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			stores[i], errs[i] = OpenPostgres(context.Background(), PostgresOptions{DSN: dsn, Logger: testLogger(t)})
+			stores[i], errs[i] = OpenPostgres(context.Background(), PostgresOptions{DSN: dsn, Logger: tstest.Logger(t)})
 		}()
 	}
 	wg.Wait()

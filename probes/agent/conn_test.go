@@ -17,7 +17,7 @@ func TestAgentRefusesUntrustedBroker(t *testing.T) {
 	b := startBroker(t, impostor.serverTLS())
 	p := newProxy(t, b.addr)
 	a := startAgent(t, Config{
-		StateDir: newStateDir(t, p.addr(), trusted.pem), Logger: testLogger(t),
+		StateDir: newStateDir(t, p.addr(), trusted.pem), Logger: tstest.Logger(t),
 		ReconnectMin: time.Millisecond, ReconnectMax: 20 * time.Millisecond, Journal: false,
 	})
 	tstest.WaitFor(t, 10*time.Second, "three connection attempts", func() bool { return p.accepted.Load() >= 3 })
@@ -63,7 +63,7 @@ func TestShutdownCutsAHangingConnect(t *testing.T) {
 		}
 		mu.Unlock()
 	})
-	a, err := New(Config{StateDir: newStateDir(t, ln.Addr().String(), newTestCA(t).pem), Logger: testLogger(t)})
+	a, err := New(Config{StateDir: newStateDir(t, ln.Addr().String(), newTestCA(t).pem), Logger: tstest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

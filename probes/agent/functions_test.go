@@ -20,7 +20,7 @@ import (
 // command path directly and read answers from its queue.
 func newOfflineAgent(t *testing.T, mutate func(*Config)) *Agent {
 	t.Helper()
-	cfg := Config{StateDir: newStateDir(t, "127.0.0.1:1", nil), Logger: testLogger(t),
+	cfg := Config{StateDir: newStateDir(t, "127.0.0.1:1", nil), Logger: tstest.Logger(t),
 		Reboot: func(context.Context) error { t.Error("real reboot requested"); return nil }}
 	if mutate != nil {
 		mutate(&cfg)

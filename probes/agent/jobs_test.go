@@ -6,11 +6,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/strata-dm/strata/internal/tstest"
 )
 
 func openTestJobs(t *testing.T, dir string, limit int) *jobLog {
 	t.Helper()
-	j, err := openJobLog(dir, limit, testLogger(t))
+	j, err := openJobLog(dir, limit, tstest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

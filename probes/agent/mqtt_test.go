@@ -210,7 +210,7 @@ func newMQTTHarness(t *testing.T, telemetry time.Duration) *mqttHarness {
 	b := startBroker(t, ca.serverTLS())
 	p := newProxy(t, b.addr)
 	a := startAgent(t, Config{
-		StateDir: newStateDir(t, p.addr(), ca.pem), Logger: testLogger(t), Version: "test",
+		StateDir: newStateDir(t, p.addr(), ca.pem), Logger: tstest.Logger(t), Version: "test",
 		TelemetryInterval: telemetry, InventoryInterval: time.Hour,
 		ReconnectMin: 10 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
 		LogPaths: []string{}, Journal: false,

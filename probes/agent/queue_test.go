@@ -6,11 +6,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/strata-dm/strata/internal/tstest"
 )
 
 func openTestQueue(t *testing.T, dir string, lim queueLimits) *diskQueue {
 	t.Helper()
-	q, err := openQueue(dir, lim, testLogger(t))
+	q, err := openQueue(dir, lim, tstest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

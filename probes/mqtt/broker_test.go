@@ -14,6 +14,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/store"
@@ -200,18 +201,6 @@ func publish(t *testing.T, c paho.Client, topic string, qos byte, payload string
 	}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func (h *harness) variable(id, name string) (string, bool) {
 	c, err := h.model.Get(DevicePath(id))
 	if err != nil {
@@ -251,7 +240,7 @@ func TestTelemetryIsDurableWhenAcknowledged(t *testing.T) {
 		t.Fatalf("events %+v, %v", evs, err)
 	}
 	c.Disconnect(100)
-	eventually(t, "offline", func() bool { v, _ := h.variable("d1", "online"); return v == "false" })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "offline", func() bool { v, _ := h.variable("d1", "online"); return v == "false" })
 }
 
 func TestRefusals(t *testing.T) {
@@ -278,7 +267,7 @@ func TestRefusals(t *testing.T) {
 	// Another device's topic: not stored. MQTT 3.1.1 cannot refuse a QoS
 	// 1 publish, so the broker closes the connection.
 	c.Publish("strata/d2/telemetry", 1, false, `{"x": 1}`).WaitTimeout(time.Second)
-	eventually(t, "disconnect after a foreign publish", func() bool { return !c.IsConnectionOpen() })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "disconnect after a foreign publish", func() bool { return !c.IsConnectionOpen() })
 	c = h.mustConnect("d1", "s1")
 	c.Publish("strata/d2/telemetry", 0, false, `{"x": 1}`).WaitTimeout(time.Second) // QoS 0: dropped
 	tok := c.Subscribe("strata/#", 1, nil)
@@ -299,7 +288,7 @@ func TestRefusals(t *testing.T) {
 	if _, err := h.model.Get(DevicePath("d2")); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("d1 wrote into d2: %v", err)
 	}
-	eventually(t, "a rejected event", func() bool {
+	tstest.WaitFor(t, tstest.DefaultTimeout, "a rejected event", func() bool {
 		evs, _ := h.model.Events(DevicePath("d1"), model.EventQuery{})
 		for _, e := range evs {
 			if e.Name == "rejected" {
@@ -359,7 +348,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	if cmd.Job != "j1" || cmd.Function != "ping" || !cmd.Deadline.Equal(deadline) {
 		t.Fatalf("command %+v", cmd)
 	}
-	eventually(t, "delivered mark", func() bool { h.cmds.mu.Lock(); defer h.cmds.mu.Unlock(); return h.cmds.delivered["j1"] })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "delivered mark", func() bool { h.cmds.mu.Lock(); defer h.cmds.mu.Unlock(); return h.cmds.delivered["j1"] })
 	publish(t, c, "strata/d1/cmd/j1/result", 1, `{"status": "succeeded", "result": {"pong": true}}`)
 	h.cmds.mu.Lock()
 	r := h.cmds.results["j1"]
@@ -385,7 +374,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	}
 	// Revocation disconnects.
 	h.broker.Disconnect("d1")
-	eventually(t, "disconnect", func() bool { return !c.IsConnectionOpen() })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "disconnect", func() bool { return !c.IsConnectionOpen() })
 }
 
 func TestTLSListener(t *testing.T) {
@@ -437,7 +426,7 @@ func TestManyCommands(t *testing.T) {
 	for i := range 20 {
 		h.broker.Deliver("d1", Command{Job: fmt.Sprintf("l%02d", i), Function: "f", Args: json.RawMessage(`{}`), Deadline: deadline, Tenant: "t1"})
 	}
-	eventually(t, "40 commands", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 40 })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "40 commands", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 40 })
 	mu.Lock()
 	defer mu.Unlock()
 	for job, n := range seen {

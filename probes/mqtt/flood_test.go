@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/devices"
@@ -213,7 +214,7 @@ func TestConnectFlood(t *testing.T) {
 			acked.Add(1)
 		}
 	}()
-	eventually(t, "the first acknowledgements", func() bool { return acked.Load() >= 5 })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the first acknowledgements", func() bool { return acked.Load() >= 5 })
 	baseline := runtime.NumGoroutine()
 	refusedBefore := counterValue(t, f.broker.metrics.connects.WithLabelValues("refused"))
 
@@ -365,7 +366,7 @@ func TestConnectFlood(t *testing.T) {
 	}
 
 	// Everything the flood opened is gone.
-	eventually(t, "goroutines back near the baseline", func() bool { return runtime.NumGoroutine() <= baseline+10 })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "goroutines back near the baseline", func() bool { return runtime.NumGoroutine() <= baseline+10 })
 	if n := f.broker.Connected(); n != 1 {
 		t.Fatalf("%d devices connected, want 1", n)
 	}
@@ -376,7 +377,7 @@ func TestConnectFlood(t *testing.T) {
 
 	// The device kept publishing; a new device connects and publishes.
 	before := acked.Load()
-	eventually(t, "acknowledgements after the flood", func() bool { return acked.Load() >= before+20 })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "acknowledgements after the flood", func() bool { return acked.Load() >= before+20 })
 	c2, err := f.connectFrom(t, "127.0.0.1", late)
 	if err != nil {
 		t.Fatalf("a new device after the flood: %v", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	paho5 "github.com/eclipse/paho.golang/paho"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -141,7 +142,7 @@ func TestMQTT5Device(t *testing.T) {
 	if v, _ := h.variable("d1", "temp"); v != "21.5" {
 		t.Fatalf("temp = %s after a malformed payload", v)
 	}
-	eventually(t, "a rejected event", func() bool { return h.rejectedEvents("d1") > 0 })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "a rejected event", func() bool { return h.rejectedEvents("d1") > 0 })
 	if !d.alive() {
 		t.Fatal("connection closed after a malformed payload")
 	}
@@ -192,7 +193,7 @@ func TestMQTT5Device(t *testing.T) {
 		string(cmd.Args) != `{"n":1}` || !cmd.Deadline.Equal(deadline) {
 		t.Fatalf("command %s %+v", pub.Topic, cmd)
 	}
-	eventually(t, "delivered mark", func() bool { h.cmds.mu.Lock(); defer h.cmds.mu.Unlock(); return h.cmds.delivered["j1"] })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "delivered mark", func() bool { h.cmds.mu.Lock(); defer h.cmds.mu.Unlock(); return h.cmds.delivered["j1"] })
 	if rc := d.publish(t, "strata/d1/cmd/j1/result", `{"status": "succeeded", "result": {"pong": true}}`); rc != rcSuccess {
 		t.Fatalf("result PUBACK reason %#x", rc)
 	}
@@ -290,7 +291,7 @@ func TestMQTT5RefusalAckedInOrder(t *testing.T) {
 	if err != nil || ack.Type != packets.CONNACK || ack.Content.(*packets.Connack).ReasonCode != 0 {
 		t.Fatalf("CONNACK %v %v", ack, err)
 	}
-	eventually(t, "online", func() bool { // presence written: the store is idle
+	tstest.WaitFor(t, tstest.DefaultTimeout, "online", func() bool { // presence written: the store is idle
 		c, err := m.Get(DevicePath("d1"))
 		return err == nil && string(c.Variables["online"].Value) == "true"
 	})
@@ -322,7 +323,7 @@ func TestMQTT5RefusalAckedInOrder(t *testing.T) {
 			acks <- p
 		}
 	}()
-	eventually(t, "the ACL refusal", func() bool { return counterValue(t, b.metrics.aclDenied) == 1 })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the ACL refusal", func() bool { return counterValue(t, b.metrics.aclDenied) == 1 })
 	tree.open()
 	opened = true
 	var got []string

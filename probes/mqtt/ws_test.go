@@ -7,6 +7,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/strata-dm/strata/internal/tstest"
 )
 
 // freeLoopbackAddr returns a loopback address nobody listened on a moment
@@ -32,7 +34,7 @@ func TestWebSocketListener(t *testing.T) {
 	})
 	addr := b.Addr("ws")
 	// The listener binds on its own goroutine after Start returns.
-	eventually(t, "the WebSocket listener", func() bool {
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the WebSocket listener", func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
@@ -76,8 +78,8 @@ func TestWebSocketListener(t *testing.T) {
 	}
 	// The ACL holds on this listener too (3.1.1: the connection closes).
 	c.Publish("strata/d2/telemetry", 1, false, `{"x": 1}`).WaitTimeout(time.Second)
-	eventually(t, "disconnect after a foreign publish", func() bool { return !c.IsConnectionOpen() })
-	eventually(t, "offline", func() bool {
+	tstest.WaitFor(t, tstest.DefaultTimeout, "disconnect after a foreign publish", func() bool { return !c.IsConnectionOpen() })
+	tstest.WaitFor(t, tstest.DefaultTimeout, "offline", func() bool {
 		got, _ := m.Get(DevicePath("d1"))
 		return string(got.Variables["online"].Value) == "false"
 	})
