@@ -144,3 +144,24 @@ func TestGoldenPeers(t *testing.T) {
 			`{"peer":"eu","mount":"/peers/eu","match":false,"seq":0,"contexts":0,"error":"unreachable"}`},
 	})
 }
+
+func TestGoldenAudit(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	checkGolden(t, []golden{
+		{"call routed down", &AuditRecord{ID: "k1", Time: t0, User: "ada", Tenant: "acme", Op: "call",
+			Path: "/peers/eu/devices/d-1", Function: "reboot", Job: "j1", Node: "/peers/eu", Outcome: "forwarded",
+			RequestID: "r1"},
+			`{"id":"k1","time":"2026-11-23T10:00:00Z","consumer":"","user":"ada","tenant":"acme","op":"call",` +
+				`"path":"/peers/eu/devices/d-1","function":"reboot","job":"j1","node":"/peers/eu","outcome":"forwarded",` +
+				`"request_id":"r1"}`},
+		{"call over a link, ended", &AuditRecord{Time: t0, Consumer: "hq", User: "root", System: true, Via: []string{"hq", "eu"},
+			Op: "call", Path: "/devices/d-1", Function: "reboot", Job: "j2", Outcome: "failed", Error: "disk full",
+			Updated: t0.Add(time.Minute)},
+			`{"time":"2026-11-23T10:00:00Z","consumer":"hq","user":"root","system":true,"via":["hq","eu"],"op":"call",` +
+				`"path":"/devices/d-1","function":"reboot","job":"j2","outcome":"failed","error":"disk full",` +
+				`"updated":"2026-11-23T10:01:00Z"}`},
+		{"refused", &AuditRecord{Time: t0, User: "bob", Op: "context.delete", Path: "/plant", Outcome: "forbidden", Error: "no"},
+			`{"time":"2026-11-23T10:00:00Z","consumer":"","user":"bob","op":"context.delete","path":"/plant",` +
+				`"outcome":"forbidden","error":"no"}`},
+	})
+}

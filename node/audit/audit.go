@@ -33,6 +33,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -54,43 +55,9 @@ const (
 // request it records was cancelled.
 const writeTimeout = 10 * time.Second
 
-// Record is one entry of the audit trail.
-type Record struct {
-	// ID is the record's key (time ordered); set when listed.
-	ID   string    `json:"id,omitempty"`
-	Time time.Time `json:"time"`
-	// Consumer is the node a request came from over a link ("" for an
-	// action made on this node's API).
-	Consumer string `json:"consumer"`
-	// User and Tenant are the operator's, at the tier where the action
-	// started; System is set for a system administrator.
-	User   string `json:"user,omitempty"`
-	Tenant string `json:"tenant,omitempty"`
-	System bool   `json:"system,omitempty"`
-	// Via lists the nodes a federated request came through, the tier
-	// where it started first and the nearest last; empty for actions on
-	// this node's API.
-	Via []string `json:"via,omitempty"`
-	// Op is what was done (docs/api.md lists them); Path the context it
-	// was done on, Function the function called, Target what else it
-	// named (a user, token, device, peer or job id).
-	Op       string     `json:"op"`
-	Path     model.Path `json:"path"`
-	Function string     `json:"function,omitempty"`
-	Target   string     `json:"target,omitempty"`
-	// Job is the job a call created; Node, for a call routed down, the
-	// path here of the node that owns the job.
-	Job  string     `json:"job,omitempty"`
-	Node model.Path `json:"node,omitempty"`
-	// Outcome is OK, Pending, Forwarded, a job's final state or the error
-	// code answered; Error the error's message.
-	Outcome string `json:"outcome"`
-	Error   string `json:"error,omitempty"`
-	// Updated is when a call's outcome was last changed (its job ended).
-	Updated time.Time `json:"updated,omitzero"`
-	// RequestID is the API request's id (X-Request-Id, and in the log).
-	RequestID string `json:"request_id,omitempty"`
-}
+// Record is one entry of the audit trail; its JSON is the API's
+// (apitypes.AuditRecord).
+type Record = apitypes.AuditRecordOf[model.Path]
 
 // finalJobState reports whether outcome is a job's final state.
 func finalJobState(outcome string) bool {

@@ -73,40 +73,30 @@ func (c *Client) ListDevices(ctx context.Context) ([]Device, error) {
 
 // GetDevice returns the device with the given id.
 func (c *Client) GetDevice(ctx context.Context, id string) (*Device, error) {
-	p, err := idPath("/api/v1/devices/", id, "")
-	if err != nil {
-		return nil, err
-	}
-	var out Device
-	if err := c.do(ctx, http.MethodGet, p, nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return c.device(ctx, http.MethodGet, id, "")
 }
 
 // RevokeDevice revokes a device's credentials, disconnects it and returns
 // it.
 func (c *Client) RevokeDevice(ctx context.Context, id string) (*Device, error) {
-	p, err := idPath("/api/v1/devices/", id, "/revoke")
-	if err != nil {
-		return nil, err
-	}
-	var out Device
-	if err := c.do(ctx, http.MethodPost, p, nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return c.device(ctx, http.MethodPost, id, "/revoke")
 }
 
 // AllowDeviceEnroll lets a revoked device enroll again (it stays revoked
 // until it does) and returns it.
 func (c *Client) AllowDeviceEnroll(ctx context.Context, id string) (*Device, error) {
-	p, err := idPath("/api/v1/devices/", id, "/allow-enroll")
+	return c.device(ctx, http.MethodPost, id, "/allow-enroll")
+}
+
+// device sends method to the device id's resource (suffix after the id)
+// and returns the device in the answer.
+func (c *Client) device(ctx context.Context, method, id, suffix string) (*Device, error) {
+	p, err := idPath("/api/v1/devices/", id, suffix)
 	if err != nil {
 		return nil, err
 	}
 	var out Device
-	if err := c.do(ctx, http.MethodPost, p, nil, nil, &out); err != nil {
+	if err := c.do(ctx, method, p, nil, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

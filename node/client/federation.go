@@ -53,25 +53,7 @@ type Upstream struct {
 // AuditRecord is one entry of the node's audit trail: a state-changing
 // action on its API, or a call or read that reached it over a link
 // (Consumer set). See docs/api.md, "Audit trail".
-type AuditRecord struct {
-	ID        string    `json:"id,omitempty"`
-	Time      time.Time `json:"time"`
-	Consumer  string    `json:"consumer"`
-	User      string    `json:"user,omitempty"`
-	Tenant    string    `json:"tenant,omitempty"`
-	System    bool      `json:"system,omitempty"`
-	Via       []string  `json:"via,omitempty"`
-	Op        string    `json:"op"`
-	Path      string    `json:"path"`
-	Function  string    `json:"function,omitempty"`
-	Target    string    `json:"target,omitempty"`
-	Job       string    `json:"job,omitempty"`
-	Node      string    `json:"node,omitempty"`
-	Outcome   string    `json:"outcome"`
-	Error     string    `json:"error,omitempty"`
-	Updated   time.Time `json:"updated,omitzero"`
-	RequestID string    `json:"request_id,omitempty"`
-}
+type AuditRecord = apitypes.AuditRecord
 
 // Peers lists the node's federation links, both directions.
 func (c *Client) Peers(ctx context.Context) ([]Peer, error) {
