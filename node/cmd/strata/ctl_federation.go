@@ -180,8 +180,10 @@ administrator (admin on /) sees its tenant's records.`,
 							target = "job " + r.Job
 						}
 						outcome := r.Outcome
-						if r.Error != "" {
+						if r.Error != "" && !strings.HasPrefix(r.Error, r.Outcome+":") {
 							outcome += ": " + r.Error
+						} else if r.Error != "" {
+							outcome = r.Error // the message already starts with its code
 						}
 						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(r.Time), orDash(via), orDash(r.User), orDash(r.Tenant),
 							r.Op, orDash(r.Path), orDash(r.Function), orDash(target), clip(outcome, 60))
