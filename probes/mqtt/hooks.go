@@ -342,18 +342,40 @@ func (h *hook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
 
 // OnWillSent records the will as an event of the device, written with
 // the device's tenant: the will of a connection no longer registered
-// (taken over, or revoked) is not recorded.
+// (taken over) is not recorded, nor that of a connection whose device was
+// revoked since it authenticated. mochi sends the will of a session that
+// revocation closed before OnDisconnect forgets it, so, like every other
+// write of the device, it is checked against the device's epoch under
+// its shard's gate (see revoke).
 func (h *hook) OnWillSent(cl *mochi.Client, pk packets.Packet) {
-	tenant, ok := h.tenant(cl)
-	if !ok {
+	u := h.uplink(cl)
+	if u == nil {
 		return
 	}
 	payload, _ := json.Marshal(map[string]string{"message": truncate(string(pk.Payload), 1024)})
-	id := cl.ID
+	h.writeLive(u, model.Mutation{
+		Op: model.OpEvent, Path: DevicePath(u.id), Actor: u.tenant,
+		Event: &model.Event{Name: "will", Level: model.LevelWarning, Payload: payload, Time: h.b.cfg.Now().UTC()},
+	})
+}
+
+// writeLive applies m, a record the broker makes of connection u's
+// doings (its will, a refusal), in the background, unless u's device was
+// revoked since u authenticated: checked under the shard's gate like the
+// device's own messages, so nothing is written once revoke returned.
+func (h *hook) writeLive(u *uplink, m model.Mutation) {
 	h.b.background(func() {
-		h.b.cfg.Tree.Apply(context.Background(), model.Mutation{
-			Op: model.OpEvent, Path: DevicePath(id), Actor: tenant,
-			Event: &model.Event{Name: "will", Level: model.LevelWarning, Payload: payload, Time: h.b.cfg.Now().UTC()},
-		})
+		u.sh.gate.Lock()
+		defer u.sh.gate.Unlock()
+		h.mu.Lock()
+		live := h.liveLocked(u.id, u.epoch)
+		h.mu.Unlock()
+		if !live {
+			h.b.metrics.revokedWrites.Inc()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
+		defer cancel()
+		h.b.cfg.Tree.Apply(ctx, m)
 	})
 }
