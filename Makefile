@@ -38,7 +38,7 @@ run: build
 test: fmt-check vet console
 	$(GO) test -race -timeout 15m ./...
 
-# What the tests need beyond Go: PostgreSQL server binaries (apt-get, once).
+# What the tests need beyond Go: PostgreSQL server binaries, mosquitto, chromium (apt-get, once).
 test-deps:
 	scripts/install-test-deps.sh
 
