@@ -6,9 +6,25 @@ RUN_DIR  ?= .strata
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: run build test test-deps vet fmt-check fuzz bench clean
+.PHONY: run build console test test-deps vet fmt-check fuzz bench clean
 
-build:
+# The operator console (node/console/web) is built by npm into
+# node/console/build/app, which the binary embeds; a target rebuilds it
+# only when its sources are newer. `go build` alone embeds no console (its
+# / says how to build one).
+WEB         := node/console/web
+CONSOLE_OUT := node/console/build/app/index.html
+WEB_SRC     := $(shell find $(WEB)/src -type f 2>/dev/null) $(WEB)/index.html $(WEB)/build.mjs $(WEB)/tsconfig.json $(WEB)/favicon.svg
+
+console: $(CONSOLE_OUT)
+
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund
+
+$(CONSOLE_OUT): $(WEB)/node_modules/.package-lock.json $(WEB_SRC)
+	cd $(WEB) && npm run build
+
+build: console
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata ./node/cmd/strata
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata-agent ./probes/agent/cmd/strata-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata-sim ./probes/sim/cmd/strata-sim
@@ -19,10 +35,10 @@ run: build
 	@test -f $(RUN_DIR)/strata.yaml || ./bin/strata init --dir $(RUN_DIR) --name hq --mqtt-addr 127.0.0.1:8883 --federation-addr 127.0.0.1:7443
 	./bin/strata serve --config $(RUN_DIR)/strata.yaml
 
-test: fmt-check vet
+test: fmt-check vet console
 	$(GO) test -race -timeout 15m ./...
 
-# What the tests need beyond Go: PostgreSQL server binaries (apt-get, once).
+# What the tests need beyond Go: PostgreSQL server binaries, mosquitto, chromium (apt-get, once).
 test-deps:
 	scripts/install-test-deps.sh
 
@@ -48,4 +64,4 @@ bench:
 	$(GO) run ./tests/bench/getlatency -contexts 1000000
 
 clean:
-	rm -rf bin
+	rm -rf bin node/console/build/app

@@ -33,6 +33,7 @@ import (
 	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/node/console"
 	"github.com/strata-dm/strata/node/devices"
 	"github.com/strata-dm/strata/node/jobs"
 	"github.com/strata-dm/strata/probes/mqtt"
@@ -163,6 +164,7 @@ func New(opts Options) (_ *Node, err error) {
 		Federation:       n.fedAPI(),
 		ReloadFederation: n.reloadFederation,
 		Audit:            n.audit,
+		Console:          console.New(),
 	}); err != nil {
 		return nil, err
 	}

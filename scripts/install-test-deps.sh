@@ -3,6 +3,7 @@
 #   postgresql         server binaries; the tests start throwaway clusters
 #   mosquitto-clients  mosquitto_pub/mosquitto_sub, devices nobody here wrote
 #   mosquitto          the raw-broker baseline of the MQTT benchmarks
+#   chromium           the console's browser tests (tests/browser), headless
 # Idempotent: does nothing when they are present.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ missing=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi

@@ -138,6 +138,10 @@ type Config struct {
 	// Audit receives a record of every state-changing request and lists
 	// the trail (GET /api/v1/audit); nil: a trail of its own over Model.
 	Audit *audit.Log
+	// Console answers GET and HEAD on every path the API does not serve,
+	// except /api and /api/... (which stay JSON 404s): the operator web
+	// console (package node/console). nil: those paths answer JSON 404.
+	Console http.Handler
 }
 
 func (c *Config) setDefaults() {
@@ -285,7 +289,17 @@ func New(cfg Config) (*Server, error) {
 	notFound := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, apiError(http.StatusNotFound, codeNotFound, "no such endpoint %s", r.URL.EscapedPath()))
 	}
-	mux.HandleFunc("/", notFound)
+	if cfg.Console != nil {
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			if p := r.URL.Path; p == "/api" || strings.HasPrefix(p, "/api/") {
+				notFound(w, r)
+				return
+			}
+			cfg.Console.ServeHTTP(w, r)
+		})
+	} else {
+		mux.HandleFunc("/", notFound)
+	}
 	// Without these, ServeMux would redirect the bare prefixes to
 	// "prefix/" (the root context); the API never redirects.
 	mux.HandleFunc(contextsPrefix, notFound)

@@ -1,0 +1,53 @@
+import { useEffect, useState } from "preact/hooks";
+import { logout, onSession, session, type Session } from "./api";
+import { DeviceScreen } from "./device";
+import { Login } from "./login";
+import { contextPathOf, navigate, onLinkClick, useLocation } from "./router";
+import { TreeScreen } from "./tree";
+
+export function App() {
+  const [s, setS] = useState<Session | null>(session());
+  const loc = useLocation();
+  useEffect(() => onSession(setS), []);
+  // The session ends when the API says so (401) and also, without a
+  // request, when its token's expiry passes.
+  useEffect(() => {
+    if (!s) return;
+    const left = Date.parse(s.expires) - Date.now();
+    const t = setTimeout(() => logout(), Math.max(0, Math.min(left, 2 ** 31 - 1)));
+    return () => clearTimeout(t);
+  }, [s]);
+
+  if (!s) return <Login />;
+  let screen;
+  if (loc === "/device" || loc.startsWith("/device/")) {
+    screen = <DeviceScreen path={contextPathOf(loc.slice("/device".length))} />;
+  } else if (loc === "/tree" || loc.startsWith("/tree/")) {
+    screen = <TreeScreen path={contextPathOf(loc.slice("/tree".length))} />;
+  } else {
+    navigate("/tree");
+    return null;
+  }
+  return (
+    <div class="shell">
+      <header class="top">
+        <a class="brand" href="/tree" onClick={onLinkClick("/tree")}>
+          Strata
+        </a>
+        <nav>
+          <a href="/tree" class={loc.startsWith("/tree") ? "active" : ""} onClick={onLinkClick("/tree")}>
+            Tree
+          </a>
+        </nav>
+        <span class="who" data-test="who">
+          {s.user.name}
+          {s.user.tenant ? ` (${s.user.tenant})` : ""}
+        </span>
+        <button type="button" class="link" data-test="logout" onClick={() => logout()}>
+          Log out
+        </button>
+      </header>
+      <main>{screen}</main>
+    </div>
+  );
+}
