@@ -351,3 +351,29 @@ func TestFleetCustomPayloadAndInventory(t *testing.T) {
 		}
 	}
 }
+
+// Stop right after Start, before the fleet got to connect, is a clean
+// stop like any other: Wait reports no error.
+func TestFleetStopAtOnce(t *testing.T) {
+	b := startBroker(t, brokerOpts{})
+	cfg := DefaultConfig()
+	cfg.Devices = 3
+	cfg.MQTTAddr, cfg.Plain = b.addr, true
+	for i := range cfg.Devices {
+		id := fmt.Sprintf("s-%d", i)
+		cfg.Credentials = append(cfg.Credentials, Credentials{Enrollment: apitypes.Enrollment{DeviceID: id, MQTTUsername: id, MQTTPassword: "p"}})
+	}
+	for range 20 {
+		f, err := NewFleet(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		f.Stop()
+		if _, err := f.Wait(); err != nil {
+			t.Fatalf("Wait after an immediate Stop: %v", err)
+		}
+	}
+}
