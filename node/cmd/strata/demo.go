@@ -26,6 +26,9 @@ const (
 	demoMaxDevices     = 5000
 	demoDefaultDevices = 200
 	demoLogFile        = "demo.log"
+	// demoNodeFiles is a generous count of the files the five nodes hold
+	// open besides the devices' sessions (stores, listeners, clients).
+	demoNodeFiles = 400
 )
 
 type demoOptions struct {
@@ -70,6 +73,9 @@ DIR/demo.log. STRATA_* variables do not apply to the demo's nodes.`,
 			}
 			if o.rate < 0 {
 				return usageError{err: fmt.Errorf("--rate must not be negative"), cmd: c.CommandPath()}
+			}
+			if limit, need := openFileLimit(), uint64(2*o.devices+demoNodeFiles); limit != 0 && limit < need {
+				return fmt.Errorf("--devices %d needs about %d open files, and this process may open %d: raise the limit (ulimit -n) or simulate fewer devices", o.devices, need, limit)
 			}
 			if !c.Flags().Changed("rate") {
 				o.rate = float64(o.devices) / 5
