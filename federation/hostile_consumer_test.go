@@ -14,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/strata-dm/strata/federation"
+	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/certs"
 )
 
@@ -27,8 +28,9 @@ type hostileConsumer struct {
 	addr  string
 	token string
 
-	grant string // granted at join
-	mu    sync.Mutex
+	grant    string       // granted at join
+	subtrees []model.Path // accepted at join (none: the whole tree)
+	mu       sync.Mutex
 	// issue signs the certificate a join gets (default: 30 days from now).
 	issue   func(csr []byte, node string) ([]byte, error)
 	welcome func() federation.WireWelcome
@@ -118,7 +120,7 @@ func (h *hostileConsumer) serve(c *quic.Conn) {
 			h.t.Errorf("hostile consumer: sign: %v", err)
 			return
 		}
-		federation.WriteFrame(st, federation.KindJoined, federation.WireJoined{Node: "hq", Cert: cert, CA: h.ca.Cert.Raw, Grant: h.grant})
+		federation.WriteFrame(st, federation.KindJoined, federation.WireJoined{Node: "hq", Cert: cert, CA: h.ca.Cert.Raw, Grant: h.grant, Subtrees: h.subtrees})
 	case federation.KindHello:
 		var hl federation.WireHello
 		if federation.DecodeBody(k, body, &hl) != nil {

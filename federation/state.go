@@ -142,8 +142,9 @@ func logID(ctx context.Context, m *model.Model) (string, error) {
 }
 
 // effective intersects what a provider publishes with what a consumer
-// accepts: the subtrees that actually flow over a link. Empty lists mean
-// the whole tree.
+// accepts: the subtrees that actually flow over a link. An empty publish
+// or accept list means the whole tree; an empty result means nothing
+// flows (see within).
 func effective(publish, accept []model.Path) []model.Path {
 	if len(publish) == 0 {
 		publish = []model.Path{model.Root}
@@ -151,14 +152,20 @@ func effective(publish, accept []model.Path) []model.Path {
 	if len(accept) == 0 {
 		return normalize(publish)
 	}
+	return intersect(publish, accept)
+}
+
+// intersect returns the parts of a that lie within b. Unlike effective,
+// an empty list is empty: narrowing nothing gives nothing.
+func intersect(a, b []model.Path) []model.Path {
 	var out []model.Path
-	for _, p := range publish {
-		for _, a := range accept {
+	for _, p := range a {
+		for _, q := range b {
 			switch {
-			case p.Within(a):
+			case p.Within(q):
 				out = append(out, p)
-			case a.Within(p):
-				out = append(out, a)
+			case q.Within(p):
+				out = append(out, q)
 			}
 		}
 	}

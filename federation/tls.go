@@ -202,16 +202,38 @@ func saveCert(dir string, key *ecdsa.PrivateKey, certDER []byte) error {
 	return os.Rename(filepath.Join(dir, fileCert+".new"), filepath.Join(dir, fileCert))
 }
 
+// finishSave completes a saveCert that a crash interrupted after both new
+// files were written: the new certificate pairs with the new key, which
+// is still key.new or was already renamed. A new pair that does not match
+// (a crash while writing it) is left aside and the old pair is used.
+func finishSave(dir string) error {
+	certNew := filepath.Join(dir, fileCert+".new")
+	if _, err := os.Stat(certNew); err != nil {
+		return nil
+	}
+	keyNew := filepath.Join(dir, fileKey+".new")
+	if _, err := os.Stat(keyNew); err != nil {
+		keyNew = filepath.Join(dir, fileKey) // renamed before the crash
+	}
+	if _, err := tls.LoadX509KeyPair(certNew, keyNew); err != nil {
+		return nil
+	}
+	if keyNew != filepath.Join(dir, fileKey) {
+		if err := os.Rename(keyNew, filepath.Join(dir, fileKey)); err != nil {
+			return fmt.Errorf("finish an interrupted certificate renewal: %w", err)
+		}
+	}
+	if err := os.Rename(certNew, filepath.Join(dir, fileCert)); err != nil {
+		return fmt.Errorf("finish an interrupted certificate renewal: %w", err)
+	}
+	return nil
+}
+
 // loadCreds reads an upstream's credentials; os.ErrNotExist when it has
 // not joined.
 func loadCreds(dir string) (*creds, error) {
-	if _, err := os.Stat(filepath.Join(dir, fileCert+".new")); err == nil {
-		// A renewal was interrupted between the two renames: finish it if
-		// the new pair is complete.
-		if c, err := tls.LoadX509KeyPair(filepath.Join(dir, fileCert+".new"), filepath.Join(dir, fileKey+".new")); err == nil && c.Leaf != nil {
-			os.Rename(filepath.Join(dir, fileKey+".new"), filepath.Join(dir, fileKey))
-			os.Rename(filepath.Join(dir, fileCert+".new"), filepath.Join(dir, fileCert))
-		}
+	if err := finishSave(dir); err != nil {
+		return nil, err
 	}
 	caDER, err := readPEM(filepath.Join(dir, fileCA), "CERTIFICATE")
 	if err != nil {

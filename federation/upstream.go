@@ -190,7 +190,11 @@ func (u *upstream) connect() error {
 	grant := narrowGrant(g.Grant, w.Grant)
 	subtrees := effective(u.cfg.Publish, g.Subtrees)
 	if len(w.Subtrees) > 0 {
-		subtrees = effective(subtrees, w.Subtrees)
+		subtrees = intersect(subtrees, w.Subtrees) // never wider than recorded
+	}
+	if len(subtrees) == 0 {
+		s.log.Warn("federation: nothing flows to this consumer: what this node publishes and what the consumer accepted do not meet",
+			"consumer", w.Node, "publish", u.cfg.Publish, "accepted", g.Subtrees, "welcome_subtrees", w.Subtrees)
 	}
 	if w.Grant != g.Grant || !slices.Equal(normalize(w.Subtrees), normalize(g.Subtrees)) {
 		s.log.Warn("federation: the consumer's welcome differs from the grant recorded at join; enforcing the recorded one",
@@ -417,7 +421,7 @@ func (u *upstream) status() PeerStatus {
 		Since: u.since, CertExpires: u.certExp,
 	}
 	u.errs.fill(&st)
-	if st.Subtrees == nil {
+	if u.conn == nil { // not connected: what would flow, as configured
 		st.Subtrees = normalize(u.cfg.Publish)
 		if len(st.Subtrees) == 0 {
 			st.Subtrees = []model.Path{model.Root}

@@ -234,10 +234,17 @@ func (l *fedLocal) Job(ctx context.Context, consumer string, id federation.Ident
 	if err == nil && !id.System && (j.Tenant == "" || j.Tenant != id.Tenant) {
 		err = fmt.Errorf("%w: job %s", model.ErrNotFound, jobID)
 	}
-	l.n.audit.Write(fedRecord(consumer, id, auditJob, j.Path, j.Function, err, audit.OK))
 	if err != nil {
+		// The record names only what was asked: the reader's tenant
+		// lists it, and the job may be another tenant's.
+		rec := fedRecord(consumer, id, auditJob, "", "", err, audit.OK)
+		rec.Target = jobID
+		l.n.audit.Write(rec)
 		return federation.CallResult{}, err
 	}
+	rec := fedRecord(consumer, id, auditJob, j.Path, j.Function, nil, audit.OK)
+	rec.Target = jobID
+	l.n.audit.Write(rec)
 	return jobResult(j), nil
 }
 

@@ -64,7 +64,11 @@ func (f *changeFilter) pass(e *model.Entry) bool {
 		return false
 	}
 	m := &e.Mutation
-	return m.Path.Within(f.path) && f.p.SeesTenant(m.Tenant) && f.p.Can(auth.RoleViewer, m.Path)
+	sees := f.p.SeesTenant(m.Tenant)
+	if m.Event != nil {
+		sees = seesEvent(f.p, m.Tenant, m.Event.Name)
+	}
+	return m.Path.Within(f.path) && sees && f.p.Can(auth.RoleViewer, m.Path)
 }
 
 // changes serves the live change stream as Server-Sent Events. The stream

@@ -171,3 +171,70 @@ func TestCallCrossings(t *testing.T) {
 
 // sys is a system principal, for reading the registry directly.
 func (e *env) sys() *auth.Principal { return &auth.Principal{User: "admin", System: true} }
+
+// TestSharedDeviceJobsHidden: a tenant user reading a shared device's
+// events, or following its changes, sees none of its jobs' activity (the
+// job event names the job, its function, who created it and its error);
+// a tenant's own device keeps its job events for the tenant, and system
+// users keep them for shared devices.
+func TestSharedDeviceJobsHidden(t *testing.T) {
+	e := newServicesEnv(t, nil)
+	c := e.tenants()
+	shared := e.device(e.admin, "hw-shared", "ping")
+	own := e.device(c.alice, "hw-own", "ping")
+	for _, call := range []struct{ token, id string }{{e.admin, shared}, {c.alice, own}} {
+		r := e.call(call.token, call.id, "ping", `{"args":{"token":"s3cret"}}`)
+		e.want(r, 202, "")
+		var j jobAnswer
+		r.json(t, &j)
+		if err := e.jobs.Report(e.ctx, call.id, j.ID, jobs.Failed, nil, "failed near s3cret"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A marker after the jobs: the stream has shown everything before it.
+	e.want(e.do("POST", "/api/v1/events/devices/"+shared, e.admin, `{"level":"info","name":"marker"}`), 201, "")
+	e.want(e.do("POST", "/api/v1/events/devices/"+own, c.alice, `{"level":"info","name":"marker"}`), 201, "")
+
+	for _, tc := range []struct {
+		id      string
+		wantJob bool
+	}{{shared, false}, {own, true}} {
+		r := e.do("GET", "/api/v1/events/devices/"+tc.id, c.alice, nil)
+		e.want(r, 200, "")
+		var page struct{ Events []model.Event }
+		r.json(t, &page)
+		seen := 0
+		for _, ev := range page.Events {
+			if ev.Name == "job" {
+				seen++
+			}
+		}
+		if got := seen > 0; got != tc.wantJob {
+			t.Errorf("%s: a tenant user's event list shows %d job events, want any: %v: %s", tc.id, seen, tc.wantJob, r.body)
+		}
+		s := e.openChanges(c.alice, "?after=0&path=/devices/"+tc.id)
+		seen = 0
+		for {
+			_, ch := s.change()
+			if ch.Event == nil {
+				continue
+			}
+			if ch.Event.Name == "marker" {
+				break
+			}
+			if ch.Event.Name == "job" {
+				seen++
+			}
+		}
+		if got := seen > 0; got != tc.wantJob {
+			t.Errorf("%s: a tenant user's change stream shows %d job events, want any: %v", tc.id, seen, tc.wantJob)
+		}
+	}
+	// The system admin still follows the shared device's jobs, events included.
+	if r := e.do("GET", "/api/v1/events/devices/"+shared, e.admin, nil); !strings.Contains(string(r.body), `"name":"job"`) {
+		t.Errorf("the system admin lost the shared device's job events: %s", r.body)
+	}
+	if r := e.do("GET", "/api/v1/jobs?device="+shared, e.admin, nil); !strings.Contains(string(r.body), "s3cret") {
+		t.Errorf("the system admin lost the shared device's job: %s", r.body)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/jobs"
 )
 
 // Bounds of an event page.
@@ -62,6 +63,17 @@ func parseLevel(s string) (model.Level, error) {
 	return "", invalidf("level must be info, warning or alert, not %q", s)
 }
 
+// seesEvent reports whether p may see an event named name recorded with
+// tenant (its context's): as SeesTenant, except that the job events of a
+// shared device (no tenant) are seen by system users only, as its jobs
+// are (they name the job, its function, its creator and its error).
+func seesEvent(p *auth.Principal, tenant, name string) bool {
+	if tenant == "" && name == jobs.EventName {
+		return p != nil && p.System
+	}
+	return p.SeesTenant(tenant)
+}
+
 func (s *Server) getEvents(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	path, err := urlContextPath(r, eventsPrefix)
 	if err != nil {
@@ -85,7 +97,7 @@ func (s *Server) getEvents(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	for _, ev := range evs {
 		// An event keeps the tenant its context had when it was
 		// recorded; history from before a change of tenant stays hidden.
-		if p.SeesTenant(ev.Tenant) {
+		if seesEvent(p, ev.Tenant, ev.Name) {
 			page.Events = append(page.Events, ev)
 		}
 	}

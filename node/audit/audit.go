@@ -203,7 +203,9 @@ func (l *Log) JobFinished(j Job) {
 	defer l.jobMu.Unlock()
 	r, ok := l.get(key)
 	if !ok {
-		r = Record{Time: j.Created, User: j.CreatedBy, Tenant: j.Tenant, Op: "call", Path: j.Path, Function: j.Function, Job: j.ID}
+		// Who called (tenant, system) is the answer's to say: until it
+		// is written, the record is listed to system administrators only.
+		r = Record{Time: j.Created, User: j.CreatedBy, Op: "call", Path: j.Path, Function: j.Function, Job: j.ID}
 	}
 	r.Outcome, r.Error, r.Updated = j.State, j.Error, l.now().UTC()
 	if len(r.Error) > 512 {

@@ -237,11 +237,19 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 
 // Applier is implemented by Records that can commit several mutations at
 // once (*model.Model does); jobs then record each state change as a "job"
-// event on the device's context in the same commit, so that the change
-// log, and the consumers of this node's tree, see job progress.
+// event (EventName) on the device's context in the same commit, so that
+// the change log, and the consumers of this node's tree, see job progress.
+//
+// An event takes its context's tenant, so the job event of a shared
+// device (no tenant) has none; readers must then show it to system users
+// only, as they do the job itself (node/api: seesEvent).
 type Applier interface {
 	Apply(ctx context.Context, muts ...model.Mutation) ([]model.Entry, error)
 }
+
+// EventName is the name of the event recorded at every state change of a
+// job, on its device's context.
+const EventName = "job"
 
 // JobEvent is the payload of the "job" event recorded at every state
 // change.
@@ -265,7 +273,7 @@ func (s *Service) put(ctx context.Context, j *Job) error {
 			level = model.LevelWarning
 		}
 		ev, _ := json.Marshal(JobEvent{Job: j.ID, Function: j.Function, State: j.State, By: j.CreatedBy, Error: truncate(j.Error, 512)})
-		event := model.Mutation{Op: model.OpEvent, Path: j.Path, Event: &model.Event{Name: "job", Level: level, Payload: ev}}
+		event := model.Mutation{Op: model.OpEvent, Path: j.Path, Event: &model.Event{Name: EventName, Level: level, Payload: ev}}
 		_, err := a.Apply(ctx, rec, event)
 		if err == nil {
 			return nil

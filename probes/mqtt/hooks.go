@@ -24,10 +24,16 @@ type hook struct {
 	b *Broker
 
 	// Sessions. A device has at most one registered connection, its
-	// current one: registering a new one (at authentication, under mu)
-	// forgets the previous one and closes it (a takeover). Only
-	// registered connections are in tenants, ups and out.
+	// current one: registering a new one (once its session is
+	// established, under mu) forgets the previous one and closes it (a
+	// takeover). Only registered connections are in tenants, ups and
+	// out; mochi reports the disconnection of every one of them.
+	// Between authentication and registration a connection waits in
+	// authed: mochi reports nothing when it fails there (its CONNACK
+	// cannot be written, or mochi's own takeover closed it), so closed
+	// ones are swept at every authentication.
 	mu      sync.Mutex
+	authed  map[*mochi.Client]*uplink // authenticated, session not established yet
 	conns   map[string]*mochi.Client  // device → its current connection
 	tenants map[*mochi.Client]string  // registered connection → tenant
 	ups     map[*mochi.Client]*uplink // registered connection → its pipeline
@@ -47,7 +53,7 @@ type hook struct {
 
 func newHook(b *Broker) *hook {
 	return &hook{
-		b: b, conns: map[string]*mochi.Client{}, tenants: map[*mochi.Client]string{}, ups: map[*mochi.Client]*uplink{},
+		b: b, authed: map[*mochi.Client]*uplink{}, conns: map[string]*mochi.Client{}, tenants: map[*mochi.Client]string{}, ups: map[*mochi.Client]*uplink{},
 		out: map[*mochi.Client]*outbox{}, reject: map[string]time.Time{}, epoch: map[string]uint64{},
 		seed: maphash.MakeSeed(),
 	}
@@ -131,7 +137,7 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		h.b.log.Debug("device refused", "device", id, "remote", addr, "err", err)
 		return false
 	}
-	if !h.register(cl, tenant, epoch) {
+	if !h.authenticated(cl, tenant, epoch) {
 		m.connects.WithLabelValues("revoked").Inc()
 		h.b.log.Debug("device revoked while connecting", "device", id, "remote", addr)
 		return false
@@ -140,37 +146,58 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	return true
 }
 
+// authenticated keeps cl, authenticated as its device in tenant during
+// epoch, until its session is established (OnSessionEstablished
+// registers it), unless the device was revoked since. Connections that
+// failed before their session was established are forgotten.
+func (h *hook) authenticated(cl *mochi.Client, tenant string, epoch uint64) bool {
+	u := newUplink(h, cl, tenant, epoch)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.authed {
+		if c.Closed() {
+			delete(h.authed, c)
+		}
+	}
+	if !h.liveLocked(cl.ID, epoch) {
+		return false
+	}
+	h.authed[cl] = u
+	return true
+}
+
 // errTakenOver ends a connection whose device connected again.
 var errTakenOver = errors.New("session taken over by a new connection of the device")
 
-// register makes cl, authenticated as its device in tenant during
-// epoch, the device's current connection, unless the device was revoked
-// since. A previous connection of the device is forgotten and closed:
-// one device id has at most one live session [MQTT-3.1.4-3].
-func (h *hook) register(cl *mochi.Client, tenant string, epoch uint64) bool {
+// register makes cl, whose session mochi established, its device's
+// current connection, unless the device was revoked since cl
+// authenticated (revoked) or cl was forgotten (closed before its session
+// was established). It reports cl's pipeline (nil when not registered)
+// and the connection cl replaces, if any: the caller closes it, and cl
+// when not registered, once it let go of the device's stripe. One device
+// id has at most one live session [MQTT-3.1.4-3].
+func (h *hook) register(cl *mochi.Client) (u *uplink, old *mochi.Client, revoked bool) {
 	id := cl.ID
-	u := newUplink(h, cl, tenant, epoch)
 	h.mu.Lock()
-	if h.epoch[id] != epoch {
-		h.mu.Unlock()
-		return false
+	defer h.mu.Unlock()
+	u, ok := h.authed[cl]
+	delete(h.authed, cl)
+	if !ok {
+		return nil, nil, false
 	}
-	old := h.conns[id]
+	if !h.liveLocked(id, u.epoch) {
+		return nil, nil, true
+	}
+	old = h.conns[id]
 	h.conns[id] = cl
-	h.tenants[cl] = tenant
+	h.tenants[cl] = u.tenant
 	h.ups[cl] = u
 	if old != nil {
 		delete(h.tenants, old)
 		delete(h.ups, old)
 		delete(h.out, old)
 	}
-	h.mu.Unlock()
-	if old != nil {
-		h.b.metrics.takeovers.Inc()
-		h.b.log.Debug("session taken over", "device", id, "old_remote", old.Net.Remote, "new_remote", cl.Net.Remote)
-		h.close(old, packets.ErrSessionTakenOver, errTakenOver)
-	}
-	return true
+	return u, old, false
 }
 
 // close ends connection cl: MQTT 5 clients are told why first.
@@ -229,22 +256,35 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	return ok
 }
 
-// OnSessionEstablished marks the device online and delivers pending
-// commands if the session kept a command subscription, unless a newer
-// connection of the device already took over.
+// OnSessionEstablished registers the connection as its device's current
+// one, marks the device online and delivers pending commands if the
+// session kept a command subscription. Registering here, not at
+// authentication, means every registered connection is reported to
+// OnDisconnect, which forgets it and marks the device offline.
 func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 	id := cl.ID
 	st := h.stripe(id)
 	st.Lock()
-	h.mu.Lock()
-	tenant, ok := h.tenants[cl]
-	h.mu.Unlock()
-	if !ok {
-		st.Unlock()
+	u, old, revoked := h.register(cl)
+	if u != nil {
+		h.presence(id, u.tenant, true)
+	}
+	st.Unlock()
+	if revoked {
+		h.b.metrics.connects.WithLabelValues("revoked").Inc()
+		h.b.log.Debug("device revoked while connecting", "device", id, "remote", cl.Net.Remote)
+		h.close(cl, packets.ErrNotAuthorized, errRevoked)
 		return
 	}
-	h.presence(id, tenant, true)
-	st.Unlock()
+	if u == nil {
+		cl.Stop(errTakenOver) // closed already: make sure
+		return
+	}
+	if old != nil {
+		h.b.metrics.takeovers.Inc()
+		h.b.log.Debug("session taken over", "device", id, "old_remote", old.Net.Remote, "new_remote", cl.Net.Remote)
+		h.close(old, packets.ErrSessionTakenOver, errTakenOver)
+	}
 	for filter := range cl.State.Subscriptions.GetAll() {
 		if matchesCommands(id, filter) {
 			h.deliverPending(cl)
@@ -342,18 +382,40 @@ func (h *hook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
 
 // OnWillSent records the will as an event of the device, written with
 // the device's tenant: the will of a connection no longer registered
-// (taken over, or revoked) is not recorded.
+// (taken over) is not recorded, nor that of a connection whose device was
+// revoked since it authenticated. mochi sends the will of a session that
+// revocation closed before OnDisconnect forgets it, so, like every other
+// write of the device, it is checked against the device's epoch under
+// its shard's gate (see revoke).
 func (h *hook) OnWillSent(cl *mochi.Client, pk packets.Packet) {
-	tenant, ok := h.tenant(cl)
-	if !ok {
+	u := h.uplink(cl)
+	if u == nil {
 		return
 	}
 	payload, _ := json.Marshal(map[string]string{"message": truncate(string(pk.Payload), 1024)})
-	id := cl.ID
+	h.writeLive(u, model.Mutation{
+		Op: model.OpEvent, Path: DevicePath(u.id), Actor: u.tenant,
+		Event: &model.Event{Name: "will", Level: model.LevelWarning, Payload: payload, Time: h.b.cfg.Now().UTC()},
+	})
+}
+
+// writeLive applies m, a record the broker makes of connection u's
+// doings (its will, a refusal), in the background, unless u's device was
+// revoked since u authenticated: checked under the shard's gate like the
+// device's own messages, so nothing is written once revoke returned.
+func (h *hook) writeLive(u *uplink, m model.Mutation) {
 	h.b.background(func() {
-		h.b.cfg.Tree.Apply(context.Background(), model.Mutation{
-			Op: model.OpEvent, Path: DevicePath(id), Actor: tenant,
-			Event: &model.Event{Name: "will", Level: model.LevelWarning, Payload: payload, Time: h.b.cfg.Now().UTC()},
-		})
+		u.sh.gate.Lock()
+		defer u.sh.gate.Unlock()
+		h.mu.Lock()
+		live := h.liveLocked(u.id, u.epoch)
+		h.mu.Unlock()
+		if !live {
+			h.b.metrics.revokedWrites.Inc()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
+		defer cancel()
+		h.b.cfg.Tree.Apply(ctx, m)
 	})
 }

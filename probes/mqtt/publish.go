@@ -37,12 +37,12 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if kind == topicResult {
 		u.drain()
 		err := h.result(u, job, pk.Payload)
-		return pk, h.answer(u, qos, h.judge(u.id, u.tenant, kind, pk.TopicName, err))
+		return pk, h.answer(u, qos, h.judge(u, kind, pk.TopicName, err))
 	}
 	muts, err := h.decode(u.id, u.tenant, kind, pk.Payload)
 	it := &item{up: u, muts: muts, kind: kind, qos: qos, id: pk.PacketID, topic: pk.TopicName}
 	if err != nil {
-		it.decided, it.v = true, h.judge(u.id, u.tenant, kind, pk.TopicName, err)
+		it.decided, it.v = true, h.judge(u, kind, pk.TopicName, err)
 		if qos == 0 {
 			return pk, packets.ErrRejectPacket
 		}
@@ -59,7 +59,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 var errRevokedWrite = errors.New("device credentials revoked")
 
 // judge counts and records a message's outcome.
-func (h *hook) judge(id, tenant string, kind topicKind, topic string, err error) verdict {
+func (h *hook) judge(u *uplink, kind topicKind, topic string, err error) verdict {
 	switch {
 	case err == nil:
 		h.b.metrics.stored[kind].Inc()
@@ -68,15 +68,15 @@ func (h *hook) judge(id, tenant string, kind topicKind, topic string, err error)
 		h.b.metrics.revokedWrites.Inc()
 		return refusedRevoked
 	case errors.Is(err, errPayload), errors.Is(err, model.ErrInvalid), errors.Is(err, model.ErrInvalidPath):
-		h.rejected(id, tenant, true, topic, err)
+		h.rejected(u, true, topic, err)
 		return refusedPayload
 	case errors.Is(err, model.ErrNotFound), errors.Is(err, model.ErrShared):
 		// The device's context belongs to another tenant: refuse, never write.
-		h.rejected(id, tenant, false, topic, err)
+		h.rejected(u, false, topic, err)
 		return refusedForeign
 	}
 	h.b.metrics.storeErrors.Inc()
-	h.b.log.Warn("device message not stored", "device", id, "topic", topic, "err", err)
+	h.b.log.Warn("device message not stored", "device", u.id, "topic", topic, "err", err)
 	return notStored
 }
 
@@ -196,9 +196,11 @@ func (h *hook) result(u *uplink, job string, payload []byte) error {
 	return nil
 }
 
-// rejected counts a refused message and, when record is set, records it
-// on the device's context, at most once per second per device.
-func (h *hook) rejected(id, tenant string, record bool, topic string, err error) {
+// rejected counts a refused message of connection u and, when record is
+// set, records it on the device's context, at most once per second per
+// device, unless the device was revoked since u authenticated.
+func (h *hook) rejected(u *uplink, record bool, topic string, err error) {
+	id := u.id
 	reason := err.Error()
 	h.b.metrics.rejected.WithLabelValues(reasonLabel(err)).Inc()
 	now := h.b.cfg.Now()
@@ -214,11 +216,9 @@ func (h *hook) rejected(id, tenant string, record bool, topic string, err error)
 		return // the context is not the device's: nothing to record it on
 	}
 	payload, _ := json.Marshal(map[string]string{"topic": truncate(topic, 256), "reason": truncate(reason, 512)})
-	h.b.background(func() {
-		h.b.cfg.Tree.Apply(context.Background(), model.Mutation{
-			Op: model.OpEvent, Path: DevicePath(id), Actor: tenant,
-			Event: &model.Event{Name: "rejected", Level: model.LevelWarning, Payload: payload, Time: now.UTC()},
-		})
+	h.writeLive(u, model.Mutation{
+		Op: model.OpEvent, Path: DevicePath(id), Actor: u.tenant,
+		Event: &model.Event{Name: "rejected", Level: model.LevelWarning, Payload: payload, Time: now.UTC()},
 	})
 }
 

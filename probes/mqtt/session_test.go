@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	packets5 "github.com/eclipse/paho.golang/packets"
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	mochipackets "github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-dm/strata/internal/tstest"
@@ -244,7 +248,7 @@ func TestRevokeClosesEverySession(t *testing.T) {
 					}
 				}
 			}
-			if m.Op == model.OpEvent && m.Event.Name != "will" && m.Event.Name != "rejected" {
+			if m.Op == model.OpEvent {
 				t.Errorf("%s: event %q stored at seq %d, after the revocation", e.DeviceID, m.Event.Name, en.Seq)
 			}
 			if stored > 5 {
@@ -391,4 +395,102 @@ func TestRevokedInFlightNotStored(t *testing.T) {
 	if v, ok := got.Variables["after"]; ok {
 		t.Errorf("a message of the revoked device was stored: %s", v.Value)
 	}
+}
+
+// TestRevokedWillNotStored: the will of a device's session closed by its
+// revocation is not written (mochi sends it before the session is
+// forgotten): nothing a revoked device chose is stored.
+func TestRevokedWillNotStored(t *testing.T) {
+	h := newSessionHarness(t, 1<<20)
+	e := h.enroll("hw-will")
+	o := paho.NewClientOptions().AddBroker("ssl://"+h.broker.Addr("tls")).
+		SetClientID(e.DeviceID).SetUsername(e.MQTTUsername).SetPassword(e.MQTTPassword).
+		SetTLSConfig(&tls.Config{RootCAs: h.roots}).SetCleanSession(true).SetAutoReconnect(false).
+		SetWill(TopicPrefix(e.DeviceID)+"status", "written by a revoked device", 1, false)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(0)
+	tstest.WaitFor(t, tstest.DefaultTimeout, "online", func() bool { return h.broker.Online(e.DeviceID) })
+	if _, err := h.reg.Revoke(context.Background(), sysAdmin, e.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	after := h.model.LastSeq()
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the session closed", func() bool { return h.broker.liveSessions(e.DeviceID) == 0 })
+	if err := h.broker.Shutdown(context.Background()); err != nil { // waits for background writes
+		t.Fatal(err)
+	}
+	entries, err := h.model.ReadLog(context.Background(), after, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range entries {
+		if m := en.Mutation; m.Op == model.OpEvent && m.Event.Name == "will" {
+			t.Fatalf("revoked device's will stored at seq %d (revocation at %d): %s", en.Seq, after, m.Event.Payload)
+		}
+	}
+}
+
+// failBeforeConnack closes the next connection of device id once it
+// authenticated and before its CONNACK is written, as a CONNECT race's
+// takeover inside mochi, or a peer gone, does.
+type failBeforeConnack struct {
+	mochi.HookBase
+	id    string
+	armed atomic.Bool
+}
+
+func (f *failBeforeConnack) ID() string           { return "fail-before-connack" }
+func (f *failBeforeConnack) Provides(b byte) bool { return b == mochi.OnSessionEstablish }
+func (f *failBeforeConnack) OnSessionEstablish(cl *mochi.Client, _ mochipackets.Packet) {
+	if cl.ID == f.id && f.armed.CompareAndSwap(true, false) {
+		cl.Stop(errors.New("closed before CONNACK"))
+	}
+}
+
+// TestConnectFailingBeforeConnack: a connection that authenticated and
+// failed before its session was established (mochi then never reports
+// its disconnection) leaves nothing behind: the device it replaced is
+// shown offline, no session entry leaks, and the device connects again.
+func TestConnectFailingBeforeConnack(t *testing.T) {
+	h := newSessionHarness(t, 1<<20)
+	e := h.enroll("hw-early")
+	fail := &failBeforeConnack{id: e.DeviceID}
+	if err := h.broker.srv.AddHook(fail, nil); err != nil {
+		t.Fatal(err)
+	}
+	online := func() string {
+		c, err := h.model.Get(DevicePath(e.DeviceID))
+		if err != nil {
+			return ""
+		}
+		return string(c.Variables["online"].Value)
+	}
+	if c := h.dial(e); c == nil {
+		t.Fatal("the device did not connect")
+	}
+	tstest.WaitFor(t, tstest.DefaultTimeout, "online", func() bool { return online() == "true" })
+	fail.armed.Store(true)
+	// MQTT 3.1.1 only: Paho would otherwise try again with 3.1.
+	o := paho.NewClientOptions().AddBroker("ssl://" + h.broker.Addr("tls")).
+		SetClientID(e.DeviceID).SetUsername(e.MQTTUsername).SetPassword(e.MQTTPassword).
+		SetTLSConfig(&tls.Config{RootCAs: h.roots}).SetProtocolVersion(4).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); tok.WaitTimeout(20*time.Second) && tok.Error() == nil {
+		c.Disconnect(0)
+		t.Fatal("a connection closed before CONNACK connected")
+	}
+	tstest.WaitFor(t, tstest.DefaultTimeout, "no session left and the device offline", func() bool {
+		hk := h.broker.hook
+		hk.mu.Lock()
+		left := len(hk.conns) + len(hk.tenants) + len(hk.ups) + len(hk.out)
+		hk.mu.Unlock()
+		return left == 0 && online() == "false"
+	})
+	if c := h.dial(e); c == nil {
+		t.Fatal("the device did not connect again")
+	}
+	tstest.WaitFor(t, tstest.DefaultTimeout, "online again", func() bool { return online() == "true" && h.broker.Online(e.DeviceID) })
 }

@@ -342,7 +342,7 @@ func (s *shard) flush(items []*item) {
 	h := s.b.hook
 	for _, it := range items {
 		if !it.decided {
-			it.v = h.judge(it.up.id, it.up.tenant, it.kind, it.topic, it.err)
+			it.v = h.judge(it.up, it.kind, it.topic, it.err)
 		}
 		it.up.done(it)
 		<-s.b.queued
