@@ -1,12 +1,13 @@
-# The two commands of the README: `make run` starts a node on the embedded
-# store, `make test` runs every test. .ci/run calls `make test`.
+# The commands of the README: `make demo` runs a whole hierarchy with
+# simulated devices, `make run` starts one node on the embedded store,
+# `make test` runs every test. .ci/run calls `make test`.
 
 GO       ?= go
 RUN_DIR  ?= .strata
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: run build console test test-deps vet fmt-check fuzz bench clean
+.PHONY: demo run build console test test-deps vet fmt-check fuzz bench clean
 
 # The operator console (node/console/web) is built by npm into
 # node/console/build/app, which the binary embeds; a target rebuilds it
@@ -28,6 +29,13 @@ build: console
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata ./node/cmd/strata
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata-agent ./probes/agent/cmd/strata-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/strata-sim ./probes/sim/cmd/strata-sim
+
+# HQ, a regional node, two probes and a reporting node in one process, with
+# simulated devices; prints the console URL and login; Ctrl-C stops it.
+# DEMO_FLAGS: e.g. --dir .strata-demo (kept between runs) --devices 1000.
+DEMO_FLAGS ?=
+demo: build
+	./bin/strata demo $(DEMO_FLAGS)
 
 # A single node on Badger, initialised on first run (config, TLS, admin token
 # in $(RUN_DIR)); log in with the token in $(RUN_DIR)/admin.token.

@@ -58,6 +58,16 @@ type Config struct {
 	QoS byte
 	// PayloadBytes is the approximate size of a telemetry payload.
 	PayloadBytes int
+	// Payload, when set, makes the telemetry payloads instead of the
+	// filler of PayloadBytes: it appends device's (an index into the
+	// fleet's devices) message number seq at now to b and returns it. It
+	// is called concurrently and must not block.
+	Payload func(b []byte, device int, seq uint64, now time.Time) []byte
+	// Inventory, when set, is the inventory device (an index) publishes
+	// on each connection instead of the default, which declares the echo
+	// function. Whatever functions it declares, a command is answered
+	// with {"echo": args}.
+	Inventory func(device int) []byte
 	// Inflight is the per-device window of unacknowledged QoS 1 telemetry.
 	Inflight int
 

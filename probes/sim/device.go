@@ -22,6 +22,7 @@ const maxOwed = 8
 // calls the handler methods; telemetry shards call tick.
 type device struct {
 	f         *Fleet
+	n         int    // index in the fleet
 	id        string // client id
 	username  string
 	password  string
@@ -101,7 +102,11 @@ func (d *device) connect(ctx context.Context) (first bool, err error) {
 		// Declare the function the device answers (QoS 0: the node applies
 		// a connection's messages in order, so it is in place before the
 		// subscription delivers queued commands).
-		_ = c.publish(d.prefix+"inventory", inventoryPayload, 0, 0)
+		inv := inventoryPayload
+		if f.cfg.Inventory != nil {
+			inv = f.cfg.Inventory(d.n)
+		}
+		_ = c.publish(d.prefix+"inventory", inv, 0, 0)
 		_ = c.subscribe(subID, d.prefix+"cmd/+", 1) // a failure closes c
 	}
 	return first, nil
@@ -179,7 +184,11 @@ func (d *device) reserveTelemetry() (uint16, uint64) {
 func (d *device) send(c *conn, qos byte, id uint16, seq uint64) {
 	buf := getBuf()
 	defer putBuf(buf)
-	buf.Write(appendTelemetry(buf.AvailableBuffer(), seq, time.Now(), d.f.cfg.PayloadBytes))
+	if gen := d.f.cfg.Payload; gen != nil {
+		buf.Write(gen(buf.AvailableBuffer(), d.n, seq, time.Now()))
+	} else {
+		buf.Write(appendTelemetry(buf.AvailableBuffer(), seq, time.Now(), d.f.cfg.PayloadBytes))
+	}
 	d.f.stats.sent.Add(1)
 	_ = c.publish(d.telemetry, buf.Bytes(), qos, id) // a failure closes c; onClose counts the loss
 }

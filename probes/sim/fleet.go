@@ -221,7 +221,7 @@ func (f *Fleet) buildDevices(creds []Credentials) ([]*device, error) {
 			user = c.DeviceID
 		}
 		d := &device{
-			f: f, id: c.DeviceID, username: user, password: c.MQTTPassword,
+			f: f, n: i, id: c.DeviceID, username: user, password: c.MQTTPassword,
 			addr: addr, tls: tlsConf, dialer: f.net.dialer(i), prefix: c.topicPrefix(),
 		}
 		d.telemetry = d.prefix + "telemetry"

@@ -303,3 +303,77 @@ func TestFleetConnectFailureReasons(t *testing.T) {
 		t.Fatalf("failures %v", r.ConnectFailures)
 	}
 }
+
+// Config.Payload and Config.Inventory replace the filler telemetry and the
+// default inventory, per device.
+func TestFleetCustomPayloadAndInventory(t *testing.T) {
+	b := startBroker(t, brokerOpts{})
+	const n = 5
+	cfg := anonymousConfig(b, n)
+	cfg.Rate, cfg.Duration = 100, 300*time.Millisecond
+	cfg.Payload = func(buf []byte, device int, seq uint64, _ time.Time) []byte {
+		return fmt.Appendf(buf, `{"temperature":%d,"seq":%d}`, 20+device, seq)
+	}
+	cfg.Inventory = func(device int) []byte {
+		return fmt.Appendf(nil, `{"model":"m-%d","functions":[{"name":"reboot"}]}`, device)
+	}
+	var mu sync.Mutex
+	telemetry, inventory := map[string]string{}, map[string]string{}
+	for topic, into := range map[string]map[string]string{"strata/+/telemetry": telemetry, "strata/+/inventory": inventory} {
+		err := b.srv.Subscribe(topic, 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			mu.Lock()
+			into[strings.Split(pk.TopicName, "/")[1]] = string(pk.Payload)
+			mu.Unlock()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := runFleet(t, cfg)
+	if r.Acked == 0 {
+		t.Fatalf("no telemetry acknowledged: %+v", r)
+	}
+	tstest.WaitFor(t, 5*time.Second, "every device's inventory and telemetry", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(inventory) == n && len(telemetry) == n
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		id := cfg.IDPrefix + fmt.Sprint(i)
+		var tel struct{ Temperature int }
+		if err := json.Unmarshal([]byte(telemetry[id]), &tel); err != nil || tel.Temperature != 20+i {
+			t.Errorf("device %s telemetry %q (%v), want temperature %d", id, telemetry[id], err, 20+i)
+		}
+		if want := fmt.Sprintf(`{"model":"m-%d","functions":[{"name":"reboot"}]}`, i); inventory[id] != want {
+			t.Errorf("device %s inventory %q, want %q", id, inventory[id], want)
+		}
+	}
+}
+
+// Stop right after Start, before the fleet got to connect, is a clean
+// stop like any other: Wait reports no error.
+func TestFleetStopAtOnce(t *testing.T) {
+	b := startBroker(t, brokerOpts{})
+	cfg := DefaultConfig()
+	cfg.Devices = 3
+	cfg.MQTTAddr, cfg.Plain = b.addr, true
+	for i := range cfg.Devices {
+		id := fmt.Sprintf("s-%d", i)
+		cfg.Credentials = append(cfg.Credentials, Credentials{Enrollment: apitypes.Enrollment{DeviceID: id, MQTTUsername: id, MQTTPassword: "p"}})
+	}
+	for range 20 {
+		f, err := NewFleet(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		f.Stop()
+		if _, err := f.Wait(); err != nil {
+			t.Fatalf("Wait after an immediate Stop: %v", err)
+		}
+	}
+}

@@ -27,7 +27,9 @@ func (f *Fleet) run(ctx context.Context) {
 	if !f.cfg.Anonymous {
 		var err error
 		if creds, err = f.credentials(ctx); err != nil {
-			f.err = err
+			if !errors.Is(err, errStopped) { // Stop before connecting is no failure
+				f.err = err
+			}
 			return
 		}
 	}
