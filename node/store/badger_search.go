@@ -430,7 +430,7 @@ func (p *postings) close() {
 
 // nextsBeforeSeek is how many steps a list takes forward before it seeks
 // instead: a seek repositions every level of the tree, a step is cheap.
-const nextsBeforeSeek = 4
+const nextsBeforeSeek = 16
 
 // seek moves to the first posting at or after path.
 func (p *postings) seek(path string) {
