@@ -122,7 +122,7 @@ func contextTerms(c *model.Context) [][]byte {
 // jsonEqual exactly when the forms are equal bytes. ok is false when raw
 // is not JSON.
 func canonJSON(raw []byte) (canon []byte, ok bool) {
-	raw = bytes.TrimSpace(raw)
+	raw = bytes.Trim(raw, " \t\r\n") // JSON whitespace
 	if len(raw) == 0 {
 		return nil, false
 	}
@@ -144,6 +144,9 @@ func canonJSON(raw []byte) (canon []byte, ok bool) {
 			return nil, false
 		}
 		return appendCanonString([]byte{'s'}, s), true
+	}
+	if !json.Valid(raw) {
+		return nil, false // parseJSONValue would take a valid prefix
 	}
 	v, err := parseJSONValue(raw)
 	if err != nil {
