@@ -31,6 +31,8 @@ var _ model.Store = (*Badger)(nil)
 //	r <kind> 0x00 <key>          node-local record (raw bytes)
 //	m last | m first             last committed / first retained log seq
 //	m checkpoint                 last seq whose contexts are all in c keys
+//	x <term> <path>              search index posting (badger_search.go)
+//	m search-index               the search index's version
 //
 // A commit writes its log entries, packed into blocks of a few kilobytes,
 // and nothing per changed context: the contexts it changed are kept in
@@ -137,7 +139,10 @@ type Badger struct {
 	// use it to see a restart replay it, as after kill -9).
 	skipFinalCheckpoint bool
 	// loseWrites discards each write after the write-ahead log has it
-	// (tests: Badger losing its unsynced writes in a machine crash).
+	// (tests: Badger losing its unsynced writes in a machine crash). The
+	// search index's postings are rewritten from what Badger holds, so
+	// they drift in this mode; search tests restore Badger's files as of
+	// a sync instead (copyBadgerFiles).
 	loseWrites bool
 	closeOnce  sync.Once
 	closeErr   error
@@ -190,6 +195,10 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	if err := s.replay(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: replay the change log in %s: %w", opts.Dir, err)
+	}
+	if err := s.openSearchIndex(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: build the search index in %s: %w", opts.Dir, err)
 	}
 	// Everything written while opening is made durable, and the
 	// write-ahead log emptied, before the first commit.
@@ -322,6 +331,9 @@ func (s *Badger) Commit(b *model.Batch) error {
 	// Deletions first: a context deleted and created again in one batch
 	// loses its old events, then gets its new state.
 	for _, p := range b.Deleted {
+		if err := reindex(w, p, nil); err != nil {
+			return w.abort(err)
+		}
 		if err := w.del(contextKey(p)); err != nil {
 			return w.abort(err)
 		}
@@ -339,6 +351,9 @@ func (s *Badger) Commit(b *model.Batch) error {
 		v, err := model.Marshal(cw.Context)
 		if err != nil {
 			return w.abort(fmt.Errorf("encode context %s: %w", cw.Context.Path, err))
+		}
+		if err := reindex(w, cw.Context.Path, cw.Context); err != nil {
+			return w.abort(err)
 		}
 		if err := w.set(contextKey(cw.Context.Path), v); err != nil {
 			return w.abort(err)

@@ -329,6 +329,9 @@ func (s *Badger) Checkpoint() error {
 		final := start+checkpointChunk >= len(items)
 		err := s.logged(func(w *txnWriter) error {
 			for i, it := range chunk {
+				if err := reindex(w, it.path, it.c); err != nil {
+					return err
+				}
 				if it.c == nil {
 					if err := w.del(contextKey(it.path)); err != nil {
 						return err

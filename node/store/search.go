@@ -20,7 +20,9 @@ import (
 // inventory filter is a variable filter.
 //
 // Both stores answer the same query the same way (storetest.RunSearch).
-// Badger scans the subtree (linear in its size); PostgreSQL uses the
+// Badger intersects the posting lists of its search index, walking them in
+// path order (badger_search.go), and scans the subtree for a query without
+// filters (ScanSearch); PostgreSQL uses the
 // path index and one GIN index on labels and variable values together, and
 // reads from a read replica when one fits (postgres_search.go).
 
@@ -243,10 +245,13 @@ func numericSafe(n string) bool {
 	return len(intPart)+e <= 16000 && len(frac)-e <= 16000
 }
 
-// Search scans the subtree in key order, decoding every context below the
-// prefix after the cursor until a page is full: linear in the size of the
-// subtree for selective filters. It stops early when ctx ends.
-func (s *Badger) Search(ctx context.Context, q SearchQuery) (SearchPage, error) {
+// ScanSearch answers q by scanning the subtree in key order, decoding
+// every context below the prefix after the cursor until a page is full:
+// linear in the size of the subtree for selective filters. It is what
+// Search does for a query without filters, and the reference the search
+// index is checked against (tests, tests/bench/search). It stops early
+// when ctx ends.
+func (s *Badger) ScanSearch(ctx context.Context, q SearchQuery) (SearchPage, error) {
 	if err := normalizeSearch(&q); err != nil {
 		return SearchPage{}, fmt.Errorf("store: search: %w", err)
 	}
@@ -254,36 +259,62 @@ func (s *Badger) Search(ctx context.Context, q SearchQuery) (SearchPage, error) 
 	if err != nil {
 		return SearchPage{}, fmt.Errorf("store: search: %w", err)
 	}
-	var page SearchPage
-	// add reports whether the page is complete (one more match found).
-	add := func(c *model.Context) bool {
-		if !m.match(c) {
-			return false
-		}
-		if len(page.Contexts) == q.Limit {
-			page.Next = page.Contexts[q.Limit-1].Path
-			return true
-		}
-		page.Contexts = append(page.Contexts, c)
-		return false
+	return s.scanSearch(ctx, &q, m)
+}
+
+// pageBuilder fills a page of q.Limit matches and finds its cursor.
+type pageBuilder struct {
+	page  SearchPage
+	limit int
+}
+
+// add appends c and reports whether the page is complete (c is the one
+// match past a full page, which only sets the cursor).
+func (b *pageBuilder) add(c *model.Context) bool {
+	if len(b.page.Contexts) == b.limit {
+		b.page.Next = b.page.Contexts[b.limit-1].Path
+		return true
 	}
-	from, _ := belowRange(q.Prefix)
-	start := from
+	b.page.Contexts = append(b.page.Contexts, c)
+	return false
+}
+
+// startAfter returns the subtree's key range start and the first path a
+// page may hold (after q.After).
+func startAfter(q *SearchQuery) (from, to, start string) {
+	from, to = belowRange(q.Prefix)
+	start = from
 	if string(q.After) >= from {
 		start = string(q.After) + "\x00" // first path strictly after
 	}
+	return from, to, start
+}
+
+// addPrefixContext adds the context at q.Prefix itself when the page
+// starts before it (it sorts before its subtree).
+func (s *Badger) addPrefixContext(q *SearchQuery, m *matcher, b *pageBuilder) error {
+	if q.Prefix.IsRoot() || q.After >= q.Prefix {
+		return nil
+	}
+	c, err := s.Context(q.Prefix)
+	switch {
+	case errors.Is(err, model.ErrNotFound):
+	case err != nil:
+		return err
+	case m.match(c):
+		b.add(c)
+	}
+	return nil
+}
+
+func (s *Badger) scanSearch(ctx context.Context, q *SearchQuery, m *matcher) (SearchPage, error) {
+	b := &pageBuilder{limit: q.Limit}
+	from, _, start := startAfter(q)
 	txn, over := s.view(from, start)
 	defer txn.Discard()
-	err = func() error {
-		if !q.Prefix.IsRoot() && q.After < q.Prefix {
-			c, err := s.Context(q.Prefix)
-			switch {
-			case errors.Is(err, model.ErrNotFound):
-			case err != nil:
-				return err
-			default:
-				add(c)
-			}
+	err := func() error {
+		if err := s.addPrefixContext(q, m, b); err != nil {
+			return err
 		}
 		n := 0
 		prefix := append([]byte{pContext}, from...)
@@ -291,11 +322,11 @@ func (s *Badger) Search(ctx context.Context, q SearchQuery) (SearchPage, error) 
 			if n++; n%1024 == 0 && ctx.Err() != nil {
 				return false, ctx.Err()
 			}
-			return !add(c), nil
+			return !(m.match(c) && b.add(c)), nil
 		})
 	}()
 	if err != nil {
 		return SearchPage{}, fmt.Errorf("store: search %s: %w", q.Prefix, err)
 	}
-	return page, nil
+	return b.page, nil
 }

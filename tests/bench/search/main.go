@@ -1,9 +1,11 @@
-// Command search measures inventory search (store.Postgres.Search, the
-// query behind GET /api/v1/search) on 1,000,000 device contexts, served
-// by a streaming read replica, beside the same queries on the primary, in
-// one run.
+// Command search measures inventory search (the query behind GET
+// /api/v1/search) on 1,000,000 device contexts: on PostgreSQL
+// (store.Postgres.Search) served by a streaming read replica, beside the
+// same queries on the primary, in one run; with -store badger, the
+// embedded store's search index beside its scan, in one run (badger.go).
 //
 //	go run ./tests/bench/search -devices 1000000 -queries 2000 -clients 4
+//	go run ./tests/bench/search -store badger -devices 1000000 -queries 2000 -clients 2
 //
 // It starts a throwaway PostgreSQL primary and a streaming replica of it
 // (pgtest: initdb, pg_basebackup -R, loopback ports; as the postgres user
@@ -46,8 +48,20 @@ func main() {
 	limit := flag.Int("limit", 100, "page size of each search")
 	sites := flag.Int("sites", 100, "sites (label site=plant-N)")
 	explain := flag.Bool("explain", true, "print the plan of one query of each kind, from the replica")
+	backend := flag.String("store", "postgres", "postgres (replica beside primary) or badger (index beside scan)")
+	scanQueries := flag.Int("scan-queries", 70, "badger: measured queries through the scan")
+	dir := flag.String("dir", "", "badger: the store's directory (default: a temporary one, removed at exit)")
 	flag.Parse()
-	if err := run(*devices, *queries, *clients, *limit, *sites, *explain); err != nil {
+	var err error
+	switch *backend {
+	case "postgres":
+		err = run(*devices, *queries, *clients, *limit, *sites, *explain)
+	case "badger":
+		err = runBadger(*dir, *devices, *queries, *scanQueries, *clients, *limit, *sites)
+	default:
+		err = fmt.Errorf("-store %q: postgres or badger", *backend)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "search:", err)
 		os.Exit(1)
 	}
@@ -108,7 +122,11 @@ func run(devices, queries, clients, limit, sites int, explain bool) error {
 		return err
 	}
 	t0 = time.Now()
-	if err := load(ctx, loader, devices, sites); err != nil {
+	copyRows := func(cs []*model.Context) error {
+		_, err := loader.CopyContexts(ctx, cs)
+		return err
+	}
+	if err := load(ctx, copyRows, devices, sites); err != nil {
 		return err
 	}
 	loaded := time.Since(t0)
@@ -290,7 +308,7 @@ func device(i, sites int) *model.Context {
 
 // load copies the devices in chunks, the next chunk encoded while the
 // last is copied.
-func load(ctx context.Context, s *store.Postgres, devices, sites int) error {
+func load(ctx context.Context, write func([]*model.Context) error, devices, sites int) error {
 	const chunk = 20_000
 	chunks := make(chan []*model.Context, 2)
 	go func() {
@@ -308,7 +326,7 @@ func load(ctx context.Context, s *store.Postgres, devices, sites int) error {
 		}
 	}()
 	for cs := range chunks {
-		if _, err := s.CopyContexts(ctx, cs); err != nil {
+		if err := write(cs); err != nil {
 			for range chunks { // let the producer finish
 			}
 			return err
@@ -454,6 +472,18 @@ func describe(q store.SearchQuery) string {
 	return fmt.Sprintf("path=%s type=%s %s limit=%d", q.Prefix, q.Type, strings.Join(parts, " "), q.Limit)
 }
 
+// searcher is what measure runs the queries on.
+type searcher interface {
+	Search(ctx context.Context, q store.SearchQuery) (store.SearchPage, error)
+}
+
+// searchFunc makes a function a searcher.
+type searchFunc func(ctx context.Context, q store.SearchQuery) (store.SearchPage, error)
+
+func (f searchFunc) Search(ctx context.Context, q store.SearchQuery) (store.SearchPage, error) {
+	return f(ctx, q)
+}
+
 type result struct {
 	mix     []query
 	lat     []time.Duration // per query, in mix order
@@ -464,7 +494,7 @@ type result struct {
 
 // measure runs the mix on s from clients goroutines, each taking the next
 // query.
-func measure(ctx context.Context, s *store.Postgres, mix []query, clients int) *result {
+func measure(ctx context.Context, s searcher, mix []query, clients int) *result {
 	res := &result{mix: mix, lat: make([]time.Duration, len(mix)), found: make([][]model.Path, len(mix))}
 	var (
 		mu   sync.Mutex
