@@ -43,6 +43,8 @@ func TestConsole(t *testing.T) {
 		login(t, ctx, tn.url, opUser, opPass)
 		// Browse: / → devices → the device.
 		run(t, ctx, "browse the tree to the device",
+			chromedp.WaitVisible(chromedp.CSS(`[data-test=device-counts]`)), // the landing screen
+			chromedp.Click(chromedp.CSS(`header nav a[href="/tree"]`)),
 			chromedp.WaitVisible(chromedp.CSS(`li[data-path="/devices"]`)),
 			chromedp.Click(chromedp.CSS(`li[data-path="/devices"] > button.toggle`)),
 			chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`a[href=%q]`, devRoute))),

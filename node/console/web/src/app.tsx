@@ -1,8 +1,10 @@
 import { useEffect, useState } from "preact/hooks";
 import { logout, onSession, session, type Session } from "./api";
 import { DeviceScreen } from "./device";
+import { DevicesScreen } from "./devices";
 import { Login } from "./login";
 import { contextPathOf, navigate, onLinkClick, useLocation } from "./router";
+import { OverviewScreen } from "./overview";
 import { TreeScreen } from "./tree";
 
 export function App() {
@@ -24,17 +26,27 @@ export function App() {
     screen = <DeviceScreen path={contextPathOf(loc.slice("/device".length))} />;
   } else if (loc === "/tree" || loc.startsWith("/tree/")) {
     screen = <TreeScreen path={contextPathOf(loc.slice("/tree".length))} />;
+  } else if (loc === "/overview") {
+    screen = <OverviewScreen />;
+  } else if (loc === "/devices") {
+    screen = <DevicesScreen />;
   } else {
-    navigate("/tree");
+    navigate("/overview");
     return null;
   }
   return (
     <div class="shell">
       <header class="top">
-        <a class="brand" href="/tree" onClick={onLinkClick("/tree")}>
+        <a class="brand" href="/overview" onClick={onLinkClick("/overview")}>
           Strata
         </a>
         <nav>
+          <a href="/overview" class={loc === "/overview" ? "active" : ""} onClick={onLinkClick("/overview")}>
+            Overview
+          </a>
+          <a href="/devices" class={loc === "/devices" ? "active" : ""} onClick={onLinkClick("/devices")}>
+            Devices
+          </a>
           <a href="/tree" class={loc.startsWith("/tree") ? "active" : ""} onClick={onLinkClick("/tree")}>
             Tree
           </a>

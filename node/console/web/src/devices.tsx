@@ -1,0 +1,207 @@
+// The Devices screen: a list over the whole subtree below this node (mounted
+// peers included), filtered and paged on the node by GET /api/v1/search
+// (keyset cursor, path order: the API has no other order), with a choice of
+// label and variable columns and a CSV export of the whole query, read
+// page by page. The browser holds one page, never the fleet.
+
+import { useEffect, useRef, useState } from "preact/hooks";
+import { APIError } from "./api";
+import { cell, columnKey, exportCSV, search, type Column, type Query, type SearchPage } from "./fleet";
+import { onLinkClick, routeTo } from "./router";
+
+const colsKey = "strata.devices.columns";
+const defaultQuery: Query = { path: "/", type: "device", tenant: "", online: "", filters: "" };
+
+function loadCols(): Column[] {
+  try {
+    const c = JSON.parse(localStorage.getItem(colsKey) ?? "null");
+    if (Array.isArray(c)) return c as Column[];
+  } catch {
+    // A bad saved choice falls back to the default.
+  }
+  return [{ kind: "var", name: "online" }];
+}
+
+export function DevicesScreen() {
+  const [draft, setDraft] = useState<Query>(defaultQuery);
+  const [q, setQ] = useState<Query>(defaultQuery);
+  const [limit, setLimit] = useState(100);
+  const [cursors, setCursors] = useState<string[]>([""]); // after of each page seen
+  const [page, setPage] = useState<SearchPage | null>(null);
+  const [error, setError] = useState("");
+  const [cols, setCols] = useState<Column[]>(loadCols);
+  const [exporting, setExporting] = useState<number | null>(null);
+  const cancelExport = useRef(false);
+  const after = cursors[cursors.length - 1];
+
+  useEffect(() => {
+    let stale = false;
+    setError("");
+    search(q, after, limit)
+      .then((p) => !stale && setPage(p))
+      .catch((e) => !stale && (setPage(null), setError(e instanceof APIError || e instanceof Error ? e.message : String(e))));
+    return () => {
+      stale = true;
+    };
+  }, [q, after, limit]);
+  useEffect(() => localStorage.setItem(colsKey, JSON.stringify(cols)), [cols]);
+
+  const apply = (e: Event) => {
+    e.preventDefault();
+    setCursors([""]);
+    setQ({ ...draft });
+  };
+  const set = (k: keyof Query) => (e: Event) => setDraft({ ...draft, [k]: (e.target as HTMLInputElement).value });
+
+  // Columns to offer: those chosen, and every label and variable of the
+  // page shown.
+  const offered = new Map<string, Column>();
+  for (const c of cols) offered.set(columnKey(c), c);
+  for (const c of page?.contexts ?? []) {
+    for (const name of Object.keys(c.labels ?? {}).sort()) offered.set(`label.${name}`, { kind: "label", name });
+    for (const name of Object.keys(c.variables ?? {}).sort()) offered.set(`var.${name}`, { kind: "var", name });
+  }
+  const chosen = new Set(cols.map(columnKey));
+  const toggle = (c: Column) =>
+    setCols(chosen.has(columnKey(c)) ? cols.filter((x) => columnKey(x) !== columnKey(c)) : [...cols, c]);
+
+  const doExport = async () => {
+    cancelExport.current = false;
+    setExporting(0);
+    setError("");
+    try {
+      const blob = await exportCSV(q, cols, setExporting, () => cancelExport.current);
+      const url = URL.createObjectURL(blob);
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = "devices.csv";
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (e) {
+      setError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setExporting(null);
+    }
+  };
+
+  return (
+    <section class="devices-screen">
+      <form class="filters" data-test="device-filters" onSubmit={apply}>
+        <label class="field">
+          subtree
+          <input name="path" value={draft.path} onInput={set("path")} />
+        </label>
+        <label class="field">
+          type
+          <input name="type" value={draft.type} onInput={set("type")} size={8} />
+        </label>
+        <label class="field">
+          tenant
+          <input name="tenant" value={draft.tenant} onInput={set("tenant")} size={8} />
+        </label>
+        <label class="field">
+          online
+          <select name="online" value={draft.online} onChange={set("online")}>
+            <option value="">any</option>
+            <option value="true">online</option>
+            <option value="false">offline</option>
+          </select>
+        </label>
+        <label class="field grow">
+          labels and variables (site=lyon var.os=linux)
+          <input name="filters" value={draft.filters} onInput={set("filters")} />
+        </label>
+        <button type="submit" data-test="search">
+          Search
+        </button>
+      </form>
+      <details class="columns">
+        <summary>columns</summary>
+        {[...offered.values()].map((c) => (
+          <label key={columnKey(c)} class="col-choice">
+            <input
+              type="checkbox"
+              name={`col-${columnKey(c)}`}
+              checked={chosen.has(columnKey(c))}
+              onChange={() => toggle(c)}
+            />
+            {columnKey(c)}
+          </label>
+        ))}
+      </details>
+      {error && (
+        <p class="error" role="alert" data-test="devices-error">
+          {error}
+        </p>
+      )}
+      <div class="pager">
+        <button type="button" disabled={cursors.length < 2} onClick={() => setCursors(cursors.slice(0, -1))}>
+          ‹ previous
+        </button>
+        <span class="muted" data-test="page-info">
+          page {cursors.length}
+          {page ? `: ${page.contexts.length} shown` : ""}
+        </span>
+        <button
+          type="button"
+          data-test="next-page"
+          disabled={!page?.next}
+          onClick={() => page?.next && setCursors([...cursors, page.next])}
+        >
+          next ›
+        </button>
+        <select value={String(limit)} onChange={(e) => (setCursors([""]), setLimit(Number((e.target as HTMLSelectElement).value)))}>
+          {[25, 100, 500].map((n) => (
+            <option value={String(n)}>{n} per page</option>
+          ))}
+        </select>
+        {exporting === null ? (
+          <button type="button" data-test="export-csv" onClick={doExport}>
+            Export CSV
+          </button>
+        ) : (
+          <span data-test="exporting">
+            exporting… {exporting} rows{" "}
+            <button type="button" class="link" onClick={() => (cancelExport.current = true)}>
+              cancel
+            </button>
+          </span>
+        )}
+      </div>
+      <table class="vars devices" data-test="device-list">
+        <thead>
+          <tr>
+            <th>path</th>
+            <th>tenant</th>
+            {cols.map((c) => (
+              <th key={columnKey(c)}>{columnKey(c)}</th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>
+          {page?.contexts.map((c) => {
+            const to = c.type === "device" ? routeTo("/device", c.path) : routeTo("/tree", c.path);
+            return (
+              <tr key={c.path} data-path={c.path}>
+                <td>
+                  <a href={to} onClick={onLinkClick(to)}>
+                    {c.path}
+                  </a>
+                </td>
+                <td>{c.tenant ?? ""}</td>
+                {cols.map((col) => (
+                  <td key={columnKey(col)} data-col={columnKey(col)}>
+                    {cell(c, col)}
+                  </td>
+                ))}
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+      {page?.contexts.length === 0 && <p class="muted">no match</p>}
+    </section>
+  );
+}
