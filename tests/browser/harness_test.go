@@ -140,12 +140,19 @@ var pingArgs = json.RawMessage(`{"type":"object","properties":{"count":{"type":"
 
 func (tn *testNode) device(t *testing.T, tenant, hw string) *device {
 	t.Helper()
+	return enrollDevice(t, tn.admin, tn.n.MQTTAddr("tls"), tenant, hw)
+}
+
+// enrollDevice enrolls a device of tenant on the node admin reaches (a
+// system administrator's client) and connects it to mqttAddr.
+func enrollDevice(t *testing.T, admin *client.Client, mqttAddr, tenant, hw string) *device {
+	t.Helper()
 	ctx := context.Background()
-	tok, err := tn.admin.CreateEnrollToken(ctx, client.NewEnrollToken{Group: "g", Tenant: tenant})
+	tok, err := admin.CreateEnrollToken(ctx, client.NewEnrollToken{Group: "g", Tenant: tenant})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := tn.admin.Enroll(ctx, client.EnrollRequest{Token: tok.Secret, HardwareID: hw})
+	e, err := admin.Enroll(ctx, client.EnrollRequest{Token: tok.Secret, HardwareID: hw})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +160,7 @@ func (tn *testNode) device(t *testing.T, tenant, hw string) *device {
 	pool.AppendCertsFromPEM([]byte(e.CAPEM))
 	d := &device{id: e.DeviceID, path: e.Path}
 	opts := mqtt.NewClientOptions().
-		AddBroker("ssl://" + tn.n.MQTTAddr("tls")).
+		AddBroker("ssl://" + mqttAddr).
 		SetClientID(e.DeviceID).SetUsername(e.MQTTUsername).SetPassword(e.MQTTPassword).
 		SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}).
 		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
@@ -188,7 +195,7 @@ func (tn *testNode) device(t *testing.T, tenant, hw string) *device {
 	})
 	d.publish(t, "telemetry", map[string]any{"temp": 20.5})
 	tstest.WaitForErr(t, 10*time.Second, "device inventory applied", func() (bool, error) {
-		c, err := tn.admin.GetContext(ctx, d.path)
+		c, err := admin.GetContext(ctx, d.path)
 		return err == nil && len(c.Functions) == 2 && c.Variables["temp"].Value != nil, err
 	})
 	return d

@@ -27,23 +27,27 @@ export function DevicesScreen() {
   const [q, setQ] = useState<Query>(defaultQuery);
   const [limit, setLimit] = useState(100);
   const [cursors, setCursors] = useState<string[]>([""]); // after of each page seen
-  const [page, setPage] = useState<SearchPage | null>(null);
+  // The page shown is the one read for the current query and cursor, never
+  // a previous one while the next loads.
+  const [loaded, setLoaded] = useState<{ key: string; page: SearchPage | null }>({ key: "", page: null });
   const [error, setError] = useState("");
   const [cols, setCols] = useState<Column[]>(loadCols);
   const [exporting, setExporting] = useState<number | null>(null);
   const cancelExport = useRef(false);
   const after = cursors[cursors.length - 1];
+  const key = JSON.stringify([q, after, limit]);
+  const page = loaded.key === key ? loaded.page : null;
 
   useEffect(() => {
     let stale = false;
     setError("");
     search(q, after, limit)
-      .then((p) => !stale && setPage(p))
-      .catch((e) => !stale && (setPage(null), setError(e instanceof APIError || e instanceof Error ? e.message : String(e))));
+      .then((p) => !stale && setLoaded({ key, page: p }))
+      .catch((e) => !stale && (setLoaded({ key, page: null }), setError(e instanceof APIError || e instanceof Error ? e.message : String(e))));
     return () => {
       stale = true;
     };
-  }, [q, after, limit]);
+  }, [key]);
   useEffect(() => localStorage.setItem(colsKey, JSON.stringify(cols)), [cols]);
 
   const apply = (e: Event) => {

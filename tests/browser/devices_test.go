@@ -1,0 +1,193 @@
+package browser
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	cdpbrowser "github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/chromedp"
+
+	"github.com/strata-dm/strata/internal/tstest"
+	"github.com/strata-dm/strata/node/client"
+)
+
+// TestDeviceList filters the Devices screen, pages it, and exports the
+// query as CSV: the file holds every match of every page (more than one
+// page of the export's own reads), exactly what the API's search finds,
+// and for a tenant user nothing of another tenant.
+func TestDeviceList(t *testing.T) {
+	b := newBrowser(t)
+	tn := startNode(t, "hq")
+	ctx := context.Background()
+	tn.device(t, "acme", "hw-acme")
+	tn.device(t, "globex", "hw-globex")
+	opUser, opPass := tn.user(t, "olive@acme", "acme", "operator")
+
+	// 1,150 sensors of acme under /sites: 1,100 at lyon, 50 at paris.
+	for _, p := range []string{"/sites", "/sites/lyon"} {
+		if _, _, err := tn.admin.PutContext(ctx, p, client.ContextUpdate{Type: "folder"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const lyon, paris = 1100, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < lyon+paris; i += 8 {
+				site := "lyon"
+				if i >= lyon {
+					site = "paris"
+				}
+				_, _, err := tn.admin.PutContext(ctx, fmt.Sprintf("/sites/lyon/s-%04d", i), client.ContextUpdate{
+					Type: "sensor", Tenant: "acme", Labels: map[string]string{"site": site, "line": fmt.Sprint(i % 3)},
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("FilterPageAndExportCSV", func(t *testing.T) {
+		tab := b.tab(t)
+		dl := t.TempDir()
+		login(t, tab, tn.url, opUser, opPass)
+		run(t, tab, "filter the device list",
+			chromedp.Click(chromedp.CSS(`header nav a[href="/devices"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`form[data-test=device-filters]`)),
+		)
+		fill(t, tab, `input[name=type]`, "sensor")
+		fill(t, tab, `input[name=filters]`, "site=lyon var.nothing=null")
+		run(t, tab, "search",
+			chromedp.Click(chromedp.CSS(`[data-test=search]`)),
+		)
+		// var.nothing=null matches no context: the filter is the node's.
+		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 1: 0 shown" })
+		fill(t, tab, `input[name=filters]`, "site=lyon")
+		run(t, tab, "drop the impossible filter",
+			chromedp.Click(chromedp.CSS(`[data-test=search]`)),
+		)
+		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 1: 100 shown" })
+		if n := eval[int](t, tab, `document.querySelectorAll("[data-test=device-list] tbody tr").length`); n != 100 {
+			t.Fatalf("%d rows on the first page, want 100", n)
+		}
+		first := eval[string](t, tab, `document.querySelector("[data-test=device-list] tbody tr").dataset.path`)
+		if first != "/sites/lyon/s-0000" {
+			t.Fatalf("first row %q", first)
+		}
+		run(t, tab, "next page", chromedp.Click(chromedp.CSS(`[data-test=next-page]`)))
+		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 2: 100 shown" })
+		first = eval[string](t, tab, `document.querySelector("[data-test=device-list] tbody tr").dataset.path`)
+		if first != "/sites/lyon/s-0100" {
+			t.Fatalf("first row of page 2 %q", first)
+		}
+		// Add the label line as a column, then export the whole query.
+		run(t, tab, "choose a column and export",
+			chromedp.Click(chromedp.CSS(`details.columns summary`)),
+			chromedp.Click(chromedp.CSS(`input[name="col-label.line"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`[data-test=device-list] td[data-col="label.line"]`)),
+			chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+				_, err := chromedp.Call(ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+					Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dl,
+				})
+				return err
+			}),
+			chromedp.Click(chromedp.CSS(`[data-test=export-csv]`)),
+		)
+		rows := readCSV(t, filepath.Join(dl, "devices.csv"))
+		want := searchAll(t, tn.admin.WithToken(sessionTokenOf(t, tab)), client.SearchQuery{Type: "sensor", Labels: map[string]string{"site": "lyon"}})
+		if len(want) != lyon {
+			t.Fatalf("the API finds %d, want %d", len(want), lyon)
+		}
+		if !slices.Equal(rows[0], []string{"path", "type", "tenant", "var.online", "label.line"}) {
+			t.Fatalf("CSV header %q", rows[0])
+		}
+		if len(rows)-1 != len(want) {
+			t.Fatalf("CSV has %d rows, the API %d", len(rows)-1, len(want))
+		}
+		for i, c := range want {
+			r := rows[i+1]
+			if r[0] != c.Path || r[1] != c.Type || r[2] != c.Tenant || r[3] != "" || r[4] != c.Labels["line"] {
+				t.Fatalf("CSV row %d %q, API %s %s %s line=%s", i+1, r, c.Path, c.Type, c.Tenant, c.Labels["line"])
+			}
+		}
+	})
+
+	t.Run("TenantSeesOnlyItsDevices", func(t *testing.T) {
+		tab := b.tab(t)
+		login(t, tab, tn.url, opUser, opPass)
+		run(t, tab, "list devices", chromedp.Navigate(tn.url+"/devices"))
+		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 1: 1 shown" })
+		if tenant := eval[string](t, tab, `document.querySelector("[data-test=device-list] tbody tr td:nth-child(2)").textContent`); tenant != "acme" {
+			t.Fatalf("acme's operator lists a device of %q", tenant)
+		}
+		// Naming another tenant is refused by the node, and the page says so.
+		fill(t, tab, `input[name=tenant]`, "globex")
+		run(t, tab, "ask for globex",
+			chromedp.Click(chromedp.CSS(`[data-test=search]`)),
+		)
+		waitText(t, tab, `[data-test=devices-error]`, 10*time.Second, func(s string) bool { return s != "" })
+		if exists(t, tab, `[data-test=device-list] tbody tr`) {
+			t.Fatal("rows shown for another tenant")
+		}
+	})
+}
+
+// fill sets the value of the input sel as typing would (an input event).
+func fill(t *testing.T, ctx context.Context, sel, v string) {
+	t.Helper()
+	eval[bool](t, ctx, fmt.Sprintf(`(e => { e.value = %q; e.dispatchEvent(new Event("input", {bubbles: true})); return true })(document.querySelector(%q))`, v, sel))
+}
+
+func sessionTokenOf(t *testing.T, ctx context.Context) string {
+	tok, _ := sessionToken(t, ctx)
+	return tok
+}
+
+// readCSV waits for the browser to finish writing name and parses it.
+func readCSV(t *testing.T, name string) [][]string {
+	t.Helper()
+	var rows [][]string
+	tstest.WaitForErr(t, 20*time.Second, "the CSV download", func() (bool, error) {
+		f, err := os.Open(name)
+		if err != nil {
+			return false, err
+		}
+		defer f.Close()
+		rows, err = csv.NewReader(f).ReadAll()
+		return err == nil && len(rows) > 0, err
+	})
+	return rows
+}
+
+// searchAll reads every page of q.
+func searchAll(t *testing.T, c *client.Client, q client.SearchQuery) []client.Context {
+	t.Helper()
+	var out []client.Context
+	for {
+		p, err := c.Search(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p.Contexts...)
+		if p.Next == "" {
+			return out
+		}
+		q.After = p.Next
+	}
+}
+
