@@ -190,4 +190,3 @@ func searchAll(t *testing.T, c *client.Client, q client.SearchQuery) []client.Co
 		q.After = p.Next
 	}
 }
-
