@@ -152,6 +152,7 @@ func adminOf(t *testing.T, n [2]string) *client.Client {
 // publishes on probe-a within 2 s, and a function called there returns
 // the device's answer.
 func TestTwoTiersBelowHQ(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	if !console.New().Built() {
 		missing(t, "the console is not built: run make console")
