@@ -54,11 +54,11 @@ async function act(setError: (s: string) => void, f: () => Promise<unknown>, the
   }
 }
 
-function Secret({ label, secret, onDone }: { label: string; secret: string; onDone: () => void }) {
+function Secret({ label, id, secret, onDone }: { label: string; id: string; secret: string; onDone: () => void }) {
   return (
-    <div class="secret" data-test="secret" role="status">
+    <div class="secret" data-test="secret" data-id={id} role="status">
       <p>
-        {label}: this secret is shown <strong>once</strong>; copy it now.
+        {label} <span class="mono">{id}</span>: this secret is shown <strong>once</strong>; copy it now.
       </p>
       <code data-test="secret-value">{secret}</code>
       <button type="button" class="link" onClick={onDone}>
@@ -259,12 +259,12 @@ export function TokensScreen() {
   const { items, error, reload } = useList<APIToken>(() => listTokens(shown || undefined).then((r) => r.tokens ?? []), [shown]);
   const [actionError, setActionError] = useState("");
   const [f, setF] = useState({ name: "", ttl: "720h" });
-  const [secret, setSecret] = useState("");
+  const [secret, setSecret] = useState({ id: "", token: "" });
   const create = (e: Event) => {
     e.preventDefault();
     act(
       setActionError,
-      async () => setSecret((await createToken({ user: shown || undefined, name: f.name, ttl: f.ttl || undefined })).token),
+      async () => setSecret(await createToken({ user: shown || undefined, name: f.name, ttl: f.ttl || undefined })),
       () => (setF({ ...f, name: "" }), reload()),
     );
   };
@@ -299,7 +299,7 @@ export function TokensScreen() {
           Create token{shown ? ` for ${shown}` : ""}
         </button>
       </form>
-      {secret && <Secret label="API token" secret={secret} onDone={() => setSecret("")} />}
+      {secret.token && <Secret label="API token" id={secret.id} secret={secret.token} onDone={() => setSecret({ id: "", token: "" })} />}
       <Err text={error || actionError} />
       <table class="grid" data-test="tokens">
         <thead>
@@ -348,21 +348,19 @@ export function EnrollmentScreen() {
   const { items, error, reload } = useList<EnrollToken>(() => listEnrollTokens().then((r) => r.tokens ?? []));
   const [actionError, setActionError] = useState("");
   const [f, setF] = useState({ group: "", tenant: "", ttl: "168h", uses: "0" });
-  const [secret, setSecret] = useState("");
+  const [secret, setSecret] = useState({ id: "", token: "" });
   const create = (e: Event) => {
     e.preventDefault();
     act(
       setActionError,
       async () =>
         setSecret(
-          (
-            await createEnrollToken({
-              group: f.group,
-              tenant: f.tenant || undefined,
-              ttl: f.ttl || undefined,
-              uses: Number(f.uses) || undefined,
-            })
-          ).token,
+          await createEnrollToken({
+            group: f.group,
+            tenant: f.tenant || undefined,
+            ttl: f.ttl || undefined,
+            uses: Number(f.uses) || undefined,
+          }),
         ),
       () => (setF({ ...f, group: "" }), reload()),
     );
@@ -395,7 +393,7 @@ export function EnrollmentScreen() {
           </button>
         </form>
       )}
-      {secret && <Secret label="Enrollment token" secret={secret} onDone={() => setSecret("")} />}
+      {secret.token && <Secret label="Enrollment token" id={secret.id} secret={secret.token} onDone={() => setSecret({ id: "", token: "" })} />}
       <Err text={error || actionError} />
       <table class="grid" data-test="enroll-tokens">
         <thead>
