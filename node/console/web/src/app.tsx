@@ -1,5 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { logout, onSession, session, type Session } from "./api";
+import { AccessNav, opsScreen } from "./ops-routes";
 import { DeviceScreen } from "./device";
 import { Login } from "./login";
 import { contextPathOf, navigate, onLinkClick, useLocation } from "./router";
@@ -24,6 +25,8 @@ export function App() {
     screen = <DeviceScreen path={contextPathOf(loc.slice("/device".length))} />;
   } else if (loc === "/tree" || loc.startsWith("/tree/")) {
     screen = <TreeScreen path={contextPathOf(loc.slice("/tree".length))} />;
+  } else if ((screen = opsScreen(loc))) {
+    // Jobs, Links, Users, Tokens, Enrollment, Audit.
   } else {
     navigate("/tree");
     return null;
@@ -38,6 +41,7 @@ export function App() {
           <a href="/tree" class={loc.startsWith("/tree") ? "active" : ""} onClick={onLinkClick("/tree")}>
             Tree
           </a>
+          <AccessNav loc={loc} />
         </nav>
         <span class="who" data-test="who">
           {s.user.name}
