@@ -30,8 +30,9 @@ type ChangeStream struct {
 }
 
 // Changes opens the change stream of the contexts under path (all when
-// empty), resuming after the sequence number after (from the start of what
-// the server keeps when zero). It returns once the server has answered.
+// empty), resuming after the sequence number after; zero is no cursor, so
+// the stream carries live changes only. It returns once the server has
+// answered.
 func (c *Client) Changes(ctx context.Context, path string, after uint64) (*ChangeStream, error) {
 	q := url.Values{}
 	if path != "" {

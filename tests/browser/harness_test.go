@@ -68,6 +68,13 @@ type testNode struct {
 
 func startNode(t *testing.T, name string) *testNode {
 	t.Helper()
+	return startNodeWith(t, name, nil)
+}
+
+// startNodeWith starts a node whose config edit changes first (a
+// federation listener, upstreams).
+func startNodeWith(t *testing.T, name string, edit func(*config.Config)) *testNode {
+	t.Helper()
 	if !console.New().Built() {
 		missing(t, "the console is not built into this test binary: run make console (npm ci && npm run build in node/console/web)")
 	}
@@ -97,6 +104,9 @@ func startNode(t *testing.T, name string) *testNode {
 	cfg.Name, cfg.Dir = name, dir
 	cfg.API.Addr = "127.0.0.1:0"
 	cfg.MQTT.Addr = "127.0.0.1:0"
+	if edit != nil {
+		edit(&cfg)
+	}
 	n, err := node.New(node.Options{Config: cfg, Logger: tstest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +132,17 @@ func (tn *testNode) user(t *testing.T, name, tenant, role string) (user, passwor
 		Name: name, Password: password, Tenant: tenant,
 		Grants: []client.Grant{{Role: role, Subtree: "/"}},
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Name, password
+}
+
+// systemUser creates a system administrator with a password.
+func (tn *testNode) systemUser(t *testing.T, name string) (user, password string) {
+	t.Helper()
+	password = "pw-" + name + "-0123456789"
+	u, err := tn.admin.CreateUser(context.Background(), client.NewUser{Name: name, Password: password, System: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { logout, onSession, session, type Session } from "./api";
+import { AccessNav, opsScreen } from "./ops-routes";
 import { DeviceScreen } from "./device";
 import { DevicesScreen } from "./devices";
 import { Login } from "./login";
@@ -30,6 +31,8 @@ export function App() {
     screen = <OverviewScreen />;
   } else if (loc === "/devices") {
     screen = <DevicesScreen />;
+  } else if ((screen = opsScreen(loc))) {
+    // Jobs, Links, Users, Tokens, Enrollment, Audit.
   } else {
     navigate("/overview");
     return null;
@@ -50,6 +53,7 @@ export function App() {
           <a href="/tree" class={loc.startsWith("/tree") ? "active" : ""} onClick={onLinkClick("/tree")}>
             Tree
           </a>
+          <AccessNav loc={loc} />
         </nav>
         <span class="who" data-test="who">
           {s.user.name}
