@@ -422,6 +422,9 @@ type txnWriter struct {
 	wal   *wal
 	txn   *badger.Txn
 	split int
+	// counts holds the search index's count changes (addCount), written
+	// by finish.
+	counts map[string]int64
 }
 
 func (w *txnWriter) begin() { w.txn = w.db.NewTransaction(true) }

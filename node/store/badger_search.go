@@ -33,11 +33,13 @@ import (
 // equality says so (canonJSON: numbers by decimal value, objects with
 // sorted members). A payload longer than maxTermPayload is replaced by a
 // SHA-256 prefix of it. The postings of one term are thus a list of paths
-// in path order, and a search intersects the lists of its filters
-// (leapfrog: each list seeks to the largest path another one stands on)
-// within the subtree's key range and after the cursor: the first page of
-// a broad filter stops after a page of matches, that of a selective one
-// touches little more than its matches.
+// in path order, each term's count is kept beside them
+// (badger_search_count.go), and a search walks the rarest list of its
+// filters within the subtree's key range and after the cursor, checks
+// each path it finds against the other lists with one read of a posting
+// each (the lists nearly every context holds are left to the matcher),
+// and stops after a page of matches: its cost is bounded by the rarest
+// list, never by the densest.
 //
 // The postings follow the c keys, not the overlay: every write of a c key
 // (a commit's new contexts, deletions, checkpoints) rewrites the postings
@@ -55,8 +57,9 @@ import (
 // version builds the index at open (buildSearchIndex), before serving.
 const pSearchIndex = 'x'
 
-// searchIndexVersion changes whenever the postings a context gets change.
-const searchIndexVersion = 1
+// searchIndexVersion changes whenever the postings a context gets, or
+// the keys that go with them, change (2: counts).
+const searchIndexVersion = 2
 
 var keySearchIndex = []byte("msearch-index")
 
@@ -240,9 +243,15 @@ func reindex(w *txnWriter, p model.Path, next *model.Context) error {
 	it, err := w.txn.Get(contextKey(p))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
+		if next != nil {
+			w.addCount(countAll, 1)
+		}
 	case err != nil:
 		return err
 	default:
+		if next == nil {
+			w.addCount(countAll, -1)
+		}
 		var old model.Context
 		if err := it.Value(func(v []byte) error { return model.Unmarshal(v, &old) }); err != nil {
 			return fmt.Errorf("context %s: %w", p, err)
@@ -261,6 +270,7 @@ func reindex(w *txnWriter, p model.Path, next *model.Context) error {
 			if err := w.del(postingKey(t, p)); err != nil {
 				return err
 			}
+			w.addCount(countKey(t), -1)
 		}
 	}
 	for _, t := range newTerms {
@@ -268,6 +278,7 @@ func reindex(w *txnWriter, p model.Path, next *model.Context) error {
 			if err := w.set(postingKey(t, p), nil); err != nil {
 				return err
 			}
+			w.addCount(countKey(t), 1)
 		}
 	}
 	return nil
@@ -296,8 +307,8 @@ func (s *Badger) openSearchIndex() error {
 	return nil
 }
 
-// buildSearchIndex drops every posting and writes those of every c key,
-// then keySearchIndex. Each step is synced before the next relies on it,
+// buildSearchIndex drops every posting and count, writes the postings of
+// every c key, then their counts, then keySearchIndex. Each step is synced before the next relies on it,
 // so an interrupted build leaves no keySearchIndex and starts over.
 func (s *Badger) buildSearchIndex() (int, error) {
 	err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(keySearchIndex) })
@@ -308,6 +319,9 @@ func (s *Badger) buildSearchIndex() (int, error) {
 		return 0, err
 	}
 	if err := s.dropPrefix([]byte{pSearchIndex}); err != nil {
+		return 0, err
+	}
+	if err := s.dropPrefix([]byte{pSearchCount}); err != nil {
 		return 0, err
 	}
 	wb := s.db.NewWriteBatch()
@@ -336,6 +350,9 @@ func (s *Badger) buildSearchIndex() (int, error) {
 		return 0, err
 	}
 	if err := wb.Flush(); err != nil {
+		return 0, err
+	}
+	if err := s.writeCounts(n); err != nil {
 		return 0, err
 	}
 	if err := s.syncAll(); err != nil {
@@ -520,20 +537,24 @@ func (s *Badger) indexSearch(ctx context.Context, q *SearchQuery, m *matcher, te
 			}
 		}
 	}
-	lists := make([]*postings, len(terms))
-	for i, t := range terms {
-		lists[i] = newPostings(txn, t)
-		defer lists[i].close()
+	plan, err := planSearch(txn, terms)
+	if err != nil {
+		return SearchPage{}, err
 	}
 	full := false
 	n := 0
-	err := intersect(lists, start, to, func(path string) (bool, error) {
+	walk := func(path string) (bool, error) {
 		if n++; n%1024 == 0 && ctx.Err() != nil {
 			return false, ctx.Err()
 		}
 		p := model.Path(path)
 		if inOverlay[p] {
 			return true, nil
+		}
+		for _, l := range plan.check {
+			if held, err := holds(txn, l, p); err != nil || !held {
+				return err == nil, err
+			}
 		}
 		item, err := txn.Get(contextKey(p))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -557,7 +578,12 @@ func (s *Badger) indexSearch(ctx context.Context, q *SearchQuery, m *matcher, te
 		}
 		full = b.add(c)
 		return !full, nil
-	})
+	}
+	if plan.lead != nil {
+		lead := newPostings(txn, plan.lead)
+		defer lead.close()
+		err = intersect([]*postings{lead}, start, to, walk)
+	}
 	if err != nil {
 		return SearchPage{}, err
 	}

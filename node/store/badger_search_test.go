@@ -234,11 +234,13 @@ func pathsOf(p SearchPage) []model.Path {
 }
 
 // checkSearchIndex fails unless the postings are exactly those of the c
-// keys.
+// keys, and the counts exactly theirs.
 func checkSearchIndex(t *testing.T, s *Badger) {
 	t.Helper()
 	want := map[string]bool{}
 	got := map[string]bool{}
+	wantCounts := map[string]uint64{}
+	gotCounts := map[string]uint64{}
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pContext}, PrefetchValues: true})
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -249,13 +251,25 @@ func checkSearchIndex(t *testing.T, s *Badger) {
 			}
 			for _, tm := range contextTerms(&c) {
 				want[string(postingKey(tm, c.Path))] = true
+				wantCounts[string(countKey(tm))]++
 			}
+			wantCounts[string(countAll)]++
 		}
 		it.Close()
 		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pSearchIndex}})
-		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			got[string(it.Item().Key())] = true
+		}
+		it.Close()
+		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pSearchCount}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			n, err := readCount(txn, k)
+			if err != nil {
+				return err
+			}
+			gotCounts[string(k)] = n
 		}
 		return nil
 	})
@@ -270,6 +284,16 @@ func checkSearchIndex(t *testing.T, s *Badger) {
 	for k := range got {
 		if !want[k] {
 			t.Errorf("stale posting: %q", k)
+		}
+	}
+	for k, n := range wantCounts {
+		if gotCounts[k] != n {
+			t.Errorf("count %q: %d, want %d", k, gotCounts[k], n)
+		}
+	}
+	for k, n := range gotCounts {
+		if _, ok := wantCounts[k]; !ok {
+			t.Errorf("stale count %q: %d", k, n)
 		}
 	}
 }
@@ -337,8 +361,15 @@ func TestBadgerSearchIndexMatchesScan(t *testing.T) {
 		if err := txn.Delete(keySearchIndex); err != nil {
 			return err
 		}
-		// A posting no context has, and one missing.
+		// A posting no context has, and one missing; a count that is
+		// wrong, and one no term has.
 		if err := txn.Set(postingKey(term(termType, []byte("ghost")), "/devices/ghost"), nil); err != nil {
+			return err
+		}
+		if err := txn.Set(countKey(term(termType, []byte("device"))), seqBytes(1)); err != nil {
+			return err
+		}
+		if err := txn.Set(countKey(term(termType, []byte("ghost"))), seqBytes(7)); err != nil {
 			return err
 		}
 		return txn.Delete(postingKey(term(termType, []byte("device")), f.anyOfType(t, s, "device")))

@@ -463,6 +463,9 @@ func (s *Badger) writer(last uint64) *txnWriter {
 // finish makes w's writes durable in the write-ahead log, then writes them
 // to Badger; if Badger fails, the record is taken back.
 func (s *Badger) finish(w *txnWriter) error {
+	if err := w.flushCounts(); err != nil {
+		return w.abort(err)
+	}
 	if s.wal != nil {
 		if err := s.wal.append(); err != nil {
 			return w.abort(err)

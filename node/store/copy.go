@@ -149,7 +149,7 @@ func countKeys(btx *badger.Txn, first uint64) (map[byte]int64, error) {
 			}
 			continue
 		case k[0] == pContext, k[0] == pChild, k[0] == pEvent, k[0] == pRecord:
-		case k[0] == pSearchIndex, bytes.Equal(k, keySearchIndex):
+		case k[0] == pSearchIndex, k[0] == pSearchCount, bytes.Equal(k, keySearchIndex):
 			continue // PostgreSQL indexes its rows itself
 		case bytes.Equal(k, keyLast), bytes.Equal(k, keyFirst), bytes.Equal(k, keyCheckpoint):
 		default:
