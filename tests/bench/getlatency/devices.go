@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,18 +70,62 @@ func enroll(ctx context.Context, admin *client.Client, n int) ([]sim.Credentials
 type phase struct {
 	wall time.Duration
 	cpu  time.Duration // user + system CPU of this process (node, simulator and clients)
-	load string        // /proc/loadavg's 1-minute average at the end
+	load string        // /proc/loadavg at the end
+	// sched is how long goroutines waited runnable for a CPU (the Go
+	// runtime's /sched/latencies histogram over the phase); mutexWait is
+	// the time goroutines spent blocked on sync.Mutex/RWMutex.
+	schedP50, schedP99 time.Duration
+	mutexWait          time.Duration
 }
 
 func (p phase) String() string {
-	return fmt.Sprintf("process CPU %.2f cores of %d, load average %s", p.cpu.Seconds()/p.wall.Seconds(), runtime.NumCPU(), p.load)
+	return fmt.Sprintf("process CPU %.2f cores of %d; goroutine run-queue wait p50 %s p99 %s; mutex wait summed over goroutines %s; load average %s",
+		p.cpu.Seconds()/p.wall.Seconds(), runtime.NumCPU(), p.schedP50, p.schedP99, p.mutexWait.Round(time.Millisecond), p.load)
 }
 
-// during runs f and reports the CPU this process used meanwhile.
+// during runs f and reports what this process used and waited for
+// meanwhile.
 func during(f func()) phase {
+	samples := []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/sync/mutex/wait/total:seconds"}}
+	metrics.Read(samples)
+	h0 := samples[0].Value.Float64Histogram()
+	h0 = &metrics.Float64Histogram{Counts: slices.Clone(h0.Counts), Buckets: h0.Buckets}
+	m0 := samples[1].Value.Float64()
 	c0, t0 := cpuTime(), time.Now()
 	f()
-	return phase{wall: time.Since(t0), cpu: cpuTime() - c0, load: loadAvg()}
+	ph := phase{wall: time.Since(t0), cpu: cpuTime() - c0, load: loadAvg()}
+	metrics.Read(samples)
+	h1 := samples[0].Value.Float64Histogram()
+	diff := make([]uint64, len(h1.Counts))
+	for i := range diff {
+		diff[i] = h1.Counts[i] - h0.Counts[i]
+	}
+	ph.schedP50, ph.schedP99 = histQ(diff, h1.Buckets, 0.5), histQ(diff, h1.Buckets, 0.99)
+	ph.mutexWait = time.Duration((samples[1].Value.Float64() - m0) * float64(time.Second))
+	return ph
+}
+
+// histQ is the upper bound of the bucket holding quantile p.
+func histQ(counts []uint64, buckets []float64, p float64) time.Duration {
+	var total uint64
+	for _, c := range counts {
+		total += c
+	}
+	if total == 0 {
+		return 0
+	}
+	want, seen := uint64(p*float64(total)), uint64(0)
+	for i, c := range counts {
+		seen += c
+		if seen > want {
+			ub := buckets[i+1]
+			if math.IsInf(ub, 1) {
+				ub = buckets[i]
+			}
+			return time.Duration(ub * float64(time.Second)).Round(time.Microsecond)
+		}
+	}
+	return 0
 }
 
 func cpuTime() time.Duration {
