@@ -7,6 +7,13 @@
 // It starts an in-process node on a temporary Badger store and loopback
 // HTTPS, fills the tree through the model (sites × devices), then runs
 // concurrent keep-alive clients against random device paths.
+//
+// With -device-rate, the same GETs are measured again, in the same run,
+// while simulated devices (probes/sim, enrolled through the node's API)
+// publish telemetry over MQTT to the node at that rate in all, then once
+// more after they stop:
+//
+//	go run ./tests/bench/getlatency -contexts 100000 -devices 1000 -device-rate 20000
 package main
 
 import (
@@ -30,18 +37,28 @@ import (
 	"github.com/strata-dm/strata/node"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/certs"
+	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/probes/sim"
 )
 
 func main() {
-	contexts := flag.Int("contexts", 1_000_000, "device contexts in the tree")
+	contexts := flag.Int("contexts", 100_000, "device contexts in the tree")
 	perSite := flag.Int("per-site", 1000, "devices per site folder")
 	clients := flag.Int("clients", 4, "concurrent clients")
 	warmup := flag.Duration("warmup", 10*time.Second, "unmeasured load before measuring (lets compactions after the fill settle)")
 	duration := flag.Duration("duration", 20*time.Second, "measuring time for each side")
 	keep := flag.String("dir", "", "node directory (default: a temporary one, removed after)")
+	baseline := flag.Bool("baseline", true, "also measure model.Get in process (no HTTP)")
+	getRate := flag.Float64("get-rate", 0, "GETs/s over all clients on a fixed schedule, latency counted from the scheduled time; 0: each client as fast as it can")
+	var dl deviceLoad
+	flag.IntVar(&dl.devices, "devices", 1000, "simulated devices publishing telemetry (with -device-rate)")
+	flag.Float64Var(&dl.rate, "device-rate", 0, "telemetry messages/s over all devices while GET is measured again; 0: idle only")
+	flag.IntVar(&dl.inflight, "inflight", 8, "each device's window of unacknowledged QoS 1 messages")
+	flag.BoolVar(&dl.tls, "device-tls", false, "devices connect over MQTT/TLS instead of plain TCP")
+	flag.StringVar(&dl.profile, "cpuprofile", "", "write a CPU profile of the loaded phase (whole process: node, simulator, clients)")
 	flag.Parse()
-	if err := run(*contexts, *perSite, *clients, *duration, *warmup, *keep); err != nil {
+	if err := run(*contexts, *perSite, *clients, *duration, *warmup, *keep, *baseline, *getRate, dl); err != nil {
 		fmt.Fprintln(os.Stderr, "getlatency:", err)
 		os.Exit(1)
 	}
@@ -51,7 +68,8 @@ func devicePath(i, perSite int) model.Path {
 	return model.Path(fmt.Sprintf("/sites/s%04d/devices/d%07d", i/perSite, i))
 }
 
-func run(contexts, perSite, clients int, duration, warmup time.Duration, dir string) error {
+func run(contexts, perSite, clients int, duration, warmup time.Duration, dir string, baseline bool, getRate float64, dl deviceLoad) error {
+	withDevices := dl.rate > 0 && dl.devices > 0
 	if dir == "" {
 		d, err := os.MkdirTemp("", "strata-getlatency")
 		if err != nil {
@@ -63,6 +81,13 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 	cfg, caPEM, token, err := setup(dir)
 	if err != nil {
 		return err
+	}
+	if withDevices {
+		if dl.tls {
+			cfg.MQTT.Addr = "127.0.0.1:0"
+		} else {
+			cfg.MQTT.TCPAddr = "127.0.0.1:0"
+		}
 	}
 	n, err := node.New(node.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
@@ -97,9 +122,11 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 		_, err := m.Get(devicePath(r.IntN(contexts), perSite))
 		return err
 	}
-	measure(clients, warmup, get)
-	base := measure(clients, duration, get)
-	report("baseline model.Get (in process, no HTTP)", base, duration)
+	if baseline {
+		measure(clients, warmup, 0, get)
+		base := measure(clients, duration, 0, get)
+		report("baseline model.Get (in process, no HTTP)", base, duration)
+	}
 
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
@@ -120,9 +147,49 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 		}
 		return nil
 	}
-	measure(clients, warmup/2, apiGet)
-	api := measure(clients, duration, apiGet)
-	report("GET /api/v1/contexts/{path} (HTTPS, keep-alive)", api, duration)
+	var creds []sim.Credentials
+	if withDevices {
+		// Enrolled before the idle side, so both sides read the same tree.
+		admin, err := client.New("https://"+n.APIAddr(), token, caPEM)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if creds, err = enroll(context.Background(), admin, dl.devices); err != nil {
+			return err
+		}
+		fmt.Printf("enrolled %d devices through POST /api/v1/enroll in %s\n", len(creds), time.Since(t0).Round(time.Millisecond))
+	}
+	const what = "GET /api/v1/contexts/{path} (HTTPS, keep-alive)"
+	measure(clients, warmup/2, getRate, apiGet)
+	var idle []time.Duration
+	ph := during(func() { idle = measure(clients, duration, getRate, apiGet) })
+	report(what+", idle", idle, duration)
+	fmt.Printf("  %s\n", ph)
+	if !withDevices {
+		return nil
+	}
+	mqttAddr := n.MQTTAddr("tcp")
+	if dl.tls {
+		mqttAddr = n.MQTTAddr("tls")
+	}
+	var loaded []time.Duration
+	ph, err = dl.loaded(context.Background(), creds, mqttAddr, caPEM,
+		func() { measure(clients, warmup/2, getRate, apiGet) },
+		func() { loaded = measure(clients, duration, getRate, apiGet) })
+	if err != nil {
+		return err
+	}
+	report(fmt.Sprintf("%s, devices asked %.0f msg/s", what, dl.rate), loaded, duration)
+	fmt.Printf("  %s\n", ph)
+	var after []time.Duration
+	ph = during(func() { after = measure(clients, duration, getRate, apiGet) })
+	report(what+", idle again (devices stopped)", after, duration)
+	fmt.Printf("  %s\n", ph)
+	if len(idle) > 0 && len(loaded) > 0 {
+		li, ll := q(idle, 0.99), q(loaded, 0.99)
+		fmt.Printf("p99 loaded / idle: %s / %s = %.2f× (target ≤ 1.5×)\n", ll, li, float64(ll)/float64(li))
+	}
 	return nil
 }
 
@@ -133,6 +200,9 @@ func setup(dir string) (config.Config, []byte, string, error) {
 	}
 	srv, err := ca.IssueServer("getlatency", certs.ServerHosts())
 	if err != nil {
+		return config.Config{}, nil, "", err
+	}
+	if err := ca.WriteFiles(filepath.Join(dir, "tls/ca.crt"), filepath.Join(dir, "tls/ca.key")); err != nil {
 		return config.Config{}, nil, "", err
 	}
 	if err := srv.WriteFiles(filepath.Join(dir, "tls/api.crt"), filepath.Join(dir, "tls/api.key")); err != nil {
@@ -157,19 +227,37 @@ func setup(dir string) (config.Config, []byte, string, error) {
 	return cfg, ca.CertPEM, string(token), cfg.Validate()
 }
 
-func measure(clients int, d time.Duration, op func(*rand.Rand) error) []time.Duration {
+// measure runs clients concurrent loops of op for d and returns the
+// sorted latencies. With rate > 0 the clients together start rate
+// operations per second on a fixed schedule (open loop) and a latency is
+// counted from the scheduled start, so time spent behind schedule counts;
+// with rate 0 each client starts its next operation as soon as the last
+// one ends (closed loop).
+func measure(clients int, d time.Duration, rate float64, op func(*rand.Rand) error) []time.Duration {
 	var mu sync.Mutex
 	var all []time.Duration
 	var wg sync.WaitGroup
-	end := time.Now().Add(d)
+	start := time.Now()
+	end := start.Add(d)
+	var every time.Duration
+	if rate > 0 {
+		every = time.Duration(float64(clients) / rate * float64(time.Second))
+	}
 	for c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(c), 42))
 			var mine []time.Duration
+			next := start.Add(every * time.Duration(c) / time.Duration(clients))
 			for time.Now().Before(end) {
 				t0 := time.Now()
+				if every > 0 {
+					if w := time.Until(next); w > 0 {
+						time.Sleep(w) // pacing the open-loop schedule
+					}
+					t0, next = next, next.Add(every)
+				}
 				if err := op(r); err != nil {
 					fmt.Fprintln(os.Stderr, "request failed:", err)
 					return
@@ -191,7 +279,11 @@ func report(what string, lat []time.Duration, d time.Duration) {
 		fmt.Printf("%s: no samples\n", what)
 		return
 	}
-	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	fmt.Printf("%s: %d requests, %.0f/s, p50 %s, p90 %s, p99 %s, p99.9 %s, max %s\n",
-		what, len(lat), float64(len(lat))/d.Seconds(), q(0.50), q(0.90), q(0.99), q(0.999), lat[len(lat)-1])
+		what, len(lat), float64(len(lat))/d.Seconds(), q(lat, 0.50), q(lat, 0.90), q(lat, 0.99), q(lat, 0.999), lat[len(lat)-1])
+}
+
+// q is the p-quantile of sorted latencies.
+func q(lat []time.Duration, p float64) time.Duration {
+	return lat[min(len(lat)-1, int(p*float64(len(lat))))]
 }
