@@ -70,6 +70,7 @@ fuzz:
 bench:
 	$(GO) test ./node/store -run XXX -bench Durable -benchtime 300000x -count 3
 	$(GO) run ./tests/bench/getlatency -contexts 1000000
+	$(GO) run ./tests/bench/getlatency -contexts 100000 -devices 1000 -device-rate 20000 -baseline=false
 
 clean:
 	rm -rf bin node/console/build/app
