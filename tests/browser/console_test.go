@@ -48,6 +48,9 @@ func TestConsole(t *testing.T) {
 			chromedp.WaitVisible(chromedp.CSS(`li[data-path="/devices"]`)),
 			chromedp.Click(chromedp.CSS(`li[data-path="/devices"] > button.toggle`)),
 			chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`a[href=%q]`, devRoute))),
+		)
+		shot(t, ctx, "tree")
+		run(t, ctx, "open the device",
 			chromedp.Click(chromedp.CSS(fmt.Sprintf(`a[href=%q]`, devRoute))),
 			chromedp.WaitVisible(chromedp.CSS(`[data-test=var-temp]`)),
 		)
@@ -126,6 +129,7 @@ func TestConsole(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`[data-test=logout]`)),
 			chromedp.WaitVisible(chromedp.CSS(`form[data-test=login]`)),
 		)
+		shot(t, ctx, "login")
 		_, err := tn.admin.WithToken(token).Whoami(context.Background())
 		if !isUnauthorized(err) {
 			t.Fatalf("the logged-out token still works: %v", err)

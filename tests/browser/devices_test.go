@@ -86,6 +86,7 @@ func TestDeviceList(t *testing.T) {
 		if n := eval[int](t, tab, `document.querySelectorAll("[data-test=device-list] tbody tr").length`); n != 100 {
 			t.Fatalf("%d rows on the first page, want 100", n)
 		}
+		shot(t, tab, "devices")
 		first := eval[string](t, tab, `document.querySelector("[data-test=device-list] tbody tr").dataset.path`)
 		if first != "/sites/lyon/s-0000" {
 			t.Fatalf("first row %q", first)

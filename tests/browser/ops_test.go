@@ -63,6 +63,7 @@ func TestOpsScreens(t *testing.T) {
 			chromedp.WaitVisible(chromedp.CSS(jobRow(done.ID))),
 			chromedp.WaitVisible(chromedp.CSS(jobRow(queued.ID))),
 		)
+		shot(t, tab, "jobs")
 		// Filtered on the server: only the succeeded one is left.
 		run(t, tab, "filter by state",
 			chromedp.SetValue(chromedp.CSS(`select[name=state]`), "succeeded"),
@@ -82,6 +83,7 @@ func TestOpsScreens(t *testing.T) {
 			return strings.HasPrefix(s, "queued") && strings.Contains(s, "succeeded")
 		})
 		t.Logf("history: %s", hist)
+		shot(t, tab, "job")
 		// Another tenant's job is not listed.
 		run(t, tab, "all jobs", chromedp.Navigate(hq.url+"/jobs"), chromedp.WaitVisible(chromedp.CSS(jobRow(done.ID))))
 		if exists(t, tab, jobRow(foreign.ID)) {
@@ -149,6 +151,7 @@ func TestOpsScreens(t *testing.T) {
 			chromedp.Click(chromedp.CSS(row+` [data-test=revoke-enroll-token]`)),
 		)
 		waitText(t, tab, row+` td:last-child`, 5*time.Second, func(s string) bool { return s == "revoked" })
+		shot(t, tab, "enrollment")
 		if _, err := hq.admin.Enroll(ctx, client.EnrollRequest{Token: secret, HardwareID: "hw-ops-5"}); !isUnauthorized(err) {
 			t.Fatalf("enroll with a revoked token: %v", err)
 		}
@@ -174,6 +177,7 @@ func TestOpsScreens(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`[data-test=create-user]`)),
 			chromedp.WaitVisible(chromedp.CSS(`tr[data-user="carl@acme"]`)),
 		)
+		shot(t, tab, "users")
 		// The tree of /devices lists acme's devices, not globex's.
 		run(t, tab, "browse devices",
 			chromedp.Navigate(hq.url+"/tree/devices"),
@@ -187,6 +191,13 @@ func TestOpsScreens(t *testing.T) {
 		if strings.Contains(whos, globexUser) || strings.Contains(whos, sysUser) {
 			t.Fatalf("an acme administrator's audit shows another tenant or a system user: %s", whos)
 		}
+		// API tokens: one's own, this tab's session among them.
+		_, sid := sessionToken(t, tab)
+		run(t, tab, "open API tokens",
+			chromedp.Navigate(hq.url+"/tokens"),
+			chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`[data-test=tokens] tr[data-token=%q]`, sid))),
+		)
+		shot(t, tab, "tokens")
 	})
 
 	t.Run("LinksShowThePeerAndVerify", func(t *testing.T) {
@@ -207,6 +218,7 @@ func TestOpsScreens(t *testing.T) {
 		waitText(t, tab, sel+` [data-test=lag]`, 5*time.Second, func(s string) bool { return strings.HasPrefix(s, "0 entries") })
 		run(t, tab, "verify", chromedp.Click(chromedp.CSS(`[data-test=verify]`)), chromedp.WaitVisible(chromedp.CSS(`[data-test=verify-result] tr[data-peer=probe]`)))
 		waitText(t, tab, `[data-test=verify-result] tr[data-peer=probe] [data-test=match]`, 5*time.Second, func(s string) bool { return s == "match" })
+		shot(t, tab, "links")
 	})
 
 	t.Run("AuditShowsTheCall", func(t *testing.T) {
@@ -231,5 +243,6 @@ func TestOpsScreens(t *testing.T) {
 		if ic < 0 || ij < 0 || ic > ij {
 			t.Fatalf("audit order: %v", order)
 		}
+		shot(t, tab, "audit")
 	})
 }

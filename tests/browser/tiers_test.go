@@ -171,6 +171,7 @@ func TestTwoTiersBelowHQ(t *testing.T) {
 	// Overview: the link to eu is up, and its subtree has online devices.
 	waitText(t, tab, `tr[data-peer="eu"] [data-test=link-state]`, 10*time.Second, func(s string) bool { return s == "connected" })
 	waitText(t, tab, `tr[data-scope="/peers/eu"] [data-test=online]`, 10*time.Second, func(s string) bool { return s != "…" && s != "0" })
+	shot(t, tab, "overview")
 
 	// Devices: the subtree of probe-a, online ones; open ours.
 	devRoute := "/device" + hqPath
@@ -194,6 +195,7 @@ func TestTwoTiersBelowHQ(t *testing.T) {
 	run(t, tab, "call ping two tiers down", chromedp.Click(chromedp.CSS(`[data-test=call-ping]`)))
 	waitText(t, tab, `[data-test=fn-ping] [data-test=job-state]`, 30*time.Second, func(s string) bool { return s == "succeeded" })
 	waitText(t, tab, `[data-test=fn-ping] [data-test=job-result]`, 5*time.Second, func(s string) bool { return strings.Contains(s, `"pong": 4`) })
+	shot(t, tab, "device")
 	jobs, err := dm.probeA.ListJobs(context.Background(), client.JobQuery{Device: dev.id})
 	if err != nil || len(jobs.Jobs) != 1 || string(jobs.Jobs[0].State) != "succeeded" || !strings.HasPrefix(jobs.Jobs[0].CreatedBy, dm.user+"@") {
 		t.Fatalf("jobs on probe-a: %+v %v", jobs, err)
