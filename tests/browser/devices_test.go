@@ -129,6 +129,51 @@ func TestDeviceList(t *testing.T) {
 		}
 	})
 
+	// The query is the URL's: a bookmark opens the filtered list, a search
+	// writes the URL, and back brings the previous list back.
+	t.Run("QueryInURL", func(t *testing.T) {
+		tab := b.tab(t)
+		login(t, tab, tn.url, opUser, opPass)
+		run(t, tab, "open a filtered list by its URL",
+			chromedp.Navigate(tn.url+"/devices?path=/sites&type=sensor&q=site%3Dparis&limit=25"),
+		)
+		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 1: 10 shown" })
+		paths := eval[[]string](t, tab, `[...document.querySelectorAll("[data-test=device-list] tbody tr")].map(r => r.dataset.path)`)
+		for i, p := range paths {
+			if want := fmt.Sprintf("/sites/lyon/s-%04d", lyon+i); p != want {
+				t.Fatalf("row %d %q, want %q", i, p, want)
+			}
+		}
+		if got := eval[[]string](t, tab, `["path", "type", "filters"].map(n => document.querySelector("input[name=" + n + "]").value)`); !slices.Equal(got, []string{"/sites", "sensor", "site=paris"}) {
+			t.Fatalf("the form shows %q", got)
+		}
+
+		fill(t, tab, `input[name=filters]`, "site=paris  line=1")
+		run(t, tab, "search", chromedp.Click(chromedp.CSS(`[data-test=search]`)))
+		// s-1006, s-1009, s-1012.
+		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 1: 3 shown" })
+		want := "/devices?path=%2Fsites&type=sensor&q=site%3Dparis+line%3D1&limit=25"
+		if got := eval[string](t, tab, `location.pathname + location.search`); got != want {
+			t.Fatalf("URL after search %q, want %q", got, want)
+		}
+		// The URL alone gives the same list: reload it.
+		run(t, tab, "reload", chromedp.Reload())
+		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 1: 3 shown" })
+		if v := eval[string](t, tab, `document.querySelector("input[name=filters]").value`); v != "site=paris line=1" {
+			t.Fatalf("filters after reload %q", v)
+		}
+
+		// history.back, not chromedp.NavigateBack: that waits for a page
+		// load, and a pushed URL's entry is the same document.
+		eval[bool](t, tab, `(history.back(), true)`)
+		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 1: 10 shown" })
+		if v := eval[string](t, tab, `document.querySelector("input[name=filters]").value`); v != "site=paris" {
+			t.Fatalf("filters after back %q", v)
+		}
+		eval[bool](t, tab, `(history.forward(), true)`)
+		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 1: 3 shown" })
+	})
+
 	t.Run("TenantSeesOnlyItsDevices", func(t *testing.T) {
 		tab := b.tab(t)
 		login(t, tab, tn.url, opUser, opPass)

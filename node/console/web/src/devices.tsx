@@ -2,15 +2,53 @@
 // peers included), filtered and paged on the node by GET /api/v1/search
 // (keyset cursor, path order: the API has no other order), with a choice of
 // label and variable columns and a CSV export of the whole query, read
-// page by page. The browser holds one page, never the fleet.
+// page by page. The browser holds one page, never the fleet. The query and
+// page size are the URL's (/devices?path=/peers/eu&q=site%3Dlyon), so a
+// list can be bookmarked, reloaded, shared and restored by back/forward.
 
 import { useEffect, useRef, useState } from "preact/hooks";
 import { APIError } from "./api";
 import { cell, columnKey, exportCSV, search, type Column, type Query, type SearchPage } from "./fleet";
-import { onLinkClick, routeTo } from "./router";
+import { navigate, onLinkClick, routeTo, useSearch } from "./router";
 
 const colsKey = "strata.devices.columns";
 const defaultQuery: Query = { path: "/", type: "device", tenant: "", online: "", filters: "" };
+
+const limits = [25, 100, 500];
+
+/** queryOf reads the Devices query and page size from a URL query string;
+ * what is absent or unknown is the default. */
+export function queryOf(search: string): { q: Query; limit: number } {
+  const u = new URLSearchParams(search);
+  const online = u.get("online");
+  const limit = Number(u.get("limit"));
+  return {
+    q: {
+      path: u.get("path") || defaultQuery.path,
+      type: u.get("type") ?? defaultQuery.type,
+      tenant: u.get("tenant") ?? "",
+      online: online === "true" || online === "false" ? online : "",
+      filters: u.get("q") ?? "",
+    },
+    limit: limits.includes(limit) ? limit : 100,
+  };
+}
+
+/** devicesURL is the route of the Devices screen showing q, limit a page;
+ * defaults are left out, so /devices is the default list. */
+export function devicesURL(q: Query, limit = 100): string {
+  const u = new URLSearchParams();
+  const path = q.path.trim();
+  if (path && path !== defaultQuery.path) u.set("path", path);
+  if (q.type.trim() !== defaultQuery.type) u.set("type", q.type.trim());
+  if (q.tenant.trim()) u.set("tenant", q.tenant.trim());
+  if (q.online) u.set("online", q.online);
+  const words = q.filters.trim().split(/\s+/).filter((w) => w !== "").join(" ");
+  if (words) u.set("q", words);
+  if (limit !== 100) u.set("limit", String(limit));
+  const s = u.toString();
+  return s ? `/devices?${s}` : "/devices";
+}
 
 function loadCols(): Column[] {
   try {
@@ -23,10 +61,17 @@ function loadCols(): Column[] {
 }
 
 export function DevicesScreen() {
-  const [draft, setDraft] = useState<Query>(defaultQuery);
-  const [q, setQ] = useState<Query>(defaultQuery);
-  const [limit, setLimit] = useState(100);
-  const [cursors, setCursors] = useState<string[]>([""]); // after of each page seen
+  // The query shown is the URL's: a search pushes a new URL, and
+  // back/forward bring an earlier one (and its list) back.
+  const here = useSearch();
+  const { q, limit } = queryOf(here);
+  const [draft, setDraft] = useState<Query>(q);
+  // after of each page seen, for the URL they were seen at: a new URL
+  // starts at its first page.
+  const [seen, setSeen] = useState<{ at: string; cursors: string[] }>({ at: here, cursors: [""] });
+  const cursors = seen.at === here ? seen.cursors : [""];
+  const setCursors = (c: string[]) => setSeen({ at: here, cursors: c });
+  useEffect(() => setDraft(queryOf(here).q), [here]);
   // The page shown is the one read for the current query and cursor, never
   // a previous one while the next loads.
   const [loaded, setLoaded] = useState<{ key: string; page: SearchPage | null }>({ key: "", page: null });
@@ -53,7 +98,7 @@ export function DevicesScreen() {
   const apply = (e: Event) => {
     e.preventDefault();
     setCursors([""]);
-    setQ({ ...draft });
+    navigate(devicesURL(draft, limit));
   };
   const set = (k: keyof Query) => (e: Event) => setDraft({ ...draft, [k]: (e.target as HTMLInputElement).value });
 
@@ -156,8 +201,8 @@ export function DevicesScreen() {
         >
           next ›
         </button>
-        <select value={String(limit)} onChange={(e) => (setCursors([""]), setLimit(Number((e.target as HTMLSelectElement).value)))}>
-          {[25, 100, 500].map((n) => (
+        <select value={String(limit)} onChange={(e) => navigate(devicesURL(q, Number((e.target as HTMLSelectElement).value)))}>
+          {limits.map((n) => (
             <option value={String(n)}>{n} per page</option>
           ))}
         </select>

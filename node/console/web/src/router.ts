@@ -19,6 +19,18 @@ export function useLocation(): string {
   return loc;
 }
 
+/** useSearch is the query string of the location ("?path=/x" or ""),
+ * kept current on navigate and on back/forward. */
+export function useSearch(): string {
+  const [s, setS] = useState(location.search);
+  useEffect(() => {
+    const on = () => setS(location.search);
+    addEventListener("popstate", on);
+    return () => removeEventListener("popstate", on);
+  }, []);
+  return s;
+}
+
 /** contextPathOf turns the rest of a route ("/devices/pump-12" after
  * "/device") back into a context path, segment by segment. */
 export function contextPathOf(rest: string): string {
