@@ -13,7 +13,6 @@ import (
 	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
-	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/devices"
@@ -32,25 +31,8 @@ type fedNode struct {
 func startFedNode(t *testing.T, name, fedAddr string, ups ...config.Upstream) *fedNode {
 	t.Helper()
 	dir := t.TempDir()
-	ca, err := certs.NewCA(name + " CA")
+	id, err := WriteIdentity(dir, name)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ca.WriteFiles(filepath.Join(dir, "tls/ca.crt"), filepath.Join(dir, "tls/ca.key")); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ca.IssueServer(name, certs.ServerHosts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.WriteFiles(filepath.Join(dir, "tls/api.crt"), filepath.Join(dir, "tls/api.key")); err != nil {
-		t.Fatal(err)
-	}
-	token, err := auth.NewTokenSecret()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, AdminTokenFile), []byte(token), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
@@ -69,7 +51,7 @@ func startFedNode(t *testing.T, name, fedAddr string, ups ...config.Upstream) *f
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Shutdown(context.Background()) })
-	cl, err := client.New("https://"+n.APIAddr(), token, ca.CertPEM)
+	cl, err := client.New("https://"+n.APIAddr(), id.AdminToken, id.CAPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

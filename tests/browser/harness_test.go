@@ -26,8 +26,6 @@ import (
 	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/node"
-	"github.com/strata-dm/strata/node/auth"
-	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/console"
@@ -79,25 +77,8 @@ func startNodeWith(t *testing.T, name string, edit func(*config.Config)) *testNo
 		missing(t, "the console is not built into this test binary: run make console (npm ci && npm run build in node/console/web)")
 	}
 	dir := t.TempDir()
-	ca, err := certs.NewCA(name + " CA")
+	id, err := node.WriteIdentity(dir, name)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ca.WriteFiles(filepath.Join(dir, "tls/ca.crt"), filepath.Join(dir, "tls/ca.key")); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ca.IssueServer(name, certs.ServerHosts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.WriteFiles(filepath.Join(dir, "tls/api.crt"), filepath.Join(dir, "tls/api.key")); err != nil {
-		t.Fatal(err)
-	}
-	token, err := auth.NewTokenSecret()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, node.AdminTokenFile), []byte(token), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
@@ -117,11 +98,11 @@ func startNodeWith(t *testing.T, name string, edit func(*config.Config)) *testNo
 	}
 	t.Cleanup(func() { n.Shutdown(context.Background()) })
 	url := "https://" + n.APIAddr()
-	cl, err := client.New(url, token, ca.CertPEM)
+	cl, err := client.New(url, id.AdminToken, id.CAPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testNode{n: n, url: url, admin: cl, caPEM: ca.CertPEM}
+	return &testNode{n: n, url: url, admin: cl, caPEM: id.CAPEM}
 }
 
 // user creates a user with a password and one grant on /.

@@ -12,8 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/strata-dm/strata/node/auth"
-	"github.com/strata-dm/strata/node/certs"
+	"github.com/strata-dm/strata/node"
 	"github.com/strata-dm/strata/node/config"
 )
 
@@ -21,11 +20,11 @@ import (
 // adminTokenFile beside the config to reach the node.
 const (
 	configFile     = "strata.yaml"
-	adminTokenFile = "admin.token"
-	caFile         = "tls/ca.crt"
-	caKeyFile      = "tls/ca.key"
-	apiCertFile    = "tls/api.crt" // config.Default's api.tls_cert
-	apiKeyFile     = "tls/api.key" // config.Default's api.tls_key
+	adminTokenFile = node.AdminTokenFile
+	caFile         = node.CACertFile
+	caKeyFile      = node.CAKeyFile
+	apiCertFile    = node.APICertFile
+	apiKeyFile     = node.APIKeyFile
 )
 
 type initOptions struct {
@@ -116,31 +115,12 @@ func runInit(o initOptions, out io.Writer) error {
 		return err
 	}
 
-	ca, err := certs.NewCA(cfg.Name + " CA")
-	if err != nil {
-		return err
-	}
 	hosts := o.tlsHosts
 	if host, _, err := net.SplitHostPort(cfg.API.Addr); err == nil {
 		hosts = append([]string{host}, hosts...)
 	}
-	api, err := ca.IssueServer(cfg.Name, certs.ServerHosts(hosts...))
+	id, err := node.WriteIdentity(dir, cfg.Name, hosts...)
 	if err != nil {
-		return err
-	}
-	if err := ca.WriteFiles(filepath.Join(dir, caFile), filepath.Join(dir, caKeyFile)); err != nil {
-		return err
-	}
-	if err := api.WriteFiles(filepath.Join(dir, apiCertFile), filepath.Join(dir, apiKeyFile)); err != nil {
-		return err
-	}
-
-	token, err := auth.NewTokenSecret()
-	if err != nil {
-		return err
-	}
-	// No trailing newline: the file holds exactly the token string.
-	if err := writeFileAtomic(filepath.Join(dir, adminTokenFile), []byte(token), 0o600); err != nil {
 		return err
 	}
 
@@ -163,9 +143,9 @@ environment variable: STRATA_ and its path in upper case joined by "_"
 	for _, f := range []string{configFile, caFile, caKeyFile, apiCertFile, apiKeyFile, adminTokenFile} {
 		fmt.Fprintf(out, "  %s\n", f)
 	}
-	fmt.Fprintf(out, "API certificate hosts: %v\n", api.Cert.DNSNames)
-	if len(api.Cert.IPAddresses) > 0 {
-		fmt.Fprintf(out, "API certificate IPs: %v\n", api.Cert.IPAddresses)
+	fmt.Fprintf(out, "API certificate hosts: %v\n", id.APICert.DNSNames)
+	if len(id.APICert.IPAddresses) > 0 {
+		fmt.Fprintf(out, "API certificate IPs: %v\n", id.APICert.IPAddresses)
 	}
 	fmt.Fprintf(out, "\nStart it:     strata serve --config %s\n", cfgPath)
 	fmt.Fprintf(out, "Then try:     strata ctl --config %s whoami\n", cfgPath)

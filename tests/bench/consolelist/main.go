@@ -38,13 +38,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node"
-	"github.com/strata-dm/strata/node/auth"
-	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/console"
@@ -166,25 +163,8 @@ func preload(cfg *config.Config, log *slog.Logger, devices, sites int) error {
 }
 
 func setup(dir string) (config.Config, []byte, string, error) {
-	ca, err := certs.NewCA("consolelist CA")
+	id, err := node.WriteIdentity(dir, "consolelist")
 	if err != nil {
-		return config.Config{}, nil, "", err
-	}
-	srv, err := ca.IssueServer("consolelist", certs.ServerHosts())
-	if err != nil {
-		return config.Config{}, nil, "", err
-	}
-	if err := ca.WriteFiles(filepath.Join(dir, "tls/ca.crt"), filepath.Join(dir, "tls/ca.key")); err != nil {
-		return config.Config{}, nil, "", err
-	}
-	if err := srv.WriteFiles(filepath.Join(dir, "tls/api.crt"), filepath.Join(dir, "tls/api.key")); err != nil {
-		return config.Config{}, nil, "", err
-	}
-	token, err := auth.NewTokenSecret()
-	if err != nil {
-		return config.Config{}, nil, "", err
-	}
-	if err := os.WriteFile(filepath.Join(dir, node.AdminTokenFile), []byte(token), 0o600); err != nil {
 		return config.Config{}, nil, "", err
 	}
 	cfg := config.Default()
@@ -193,7 +173,7 @@ func setup(dir string) (config.Config, []byte, string, error) {
 	cfg.API.Addr = "127.0.0.1:0"
 	cfg.MQTT.Addr = "127.0.0.1:0"
 	cfg.Store.CacheMB = 256
-	return cfg, ca.CertPEM, token, cfg.Validate()
+	return cfg, id.CAPEM, id.AdminToken, cfg.Validate()
 }
 
 // avg is the machine's load average (/proc/loadavg's first three fields).

@@ -1,0 +1,81 @@
+package node
+
+import (
+	"crypto/x509"
+	"os"
+	"path/filepath"
+
+	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/certs"
+)
+
+// The identity files of a node, relative to its folder: its CA (which
+// signs device and peer certificates) and the API's server certificate
+// (config.Default's api.tls_cert and api.tls_key).
+const (
+	CACertFile  = "tls/ca.crt"
+	CAKeyFile   = "tls/ca.key"
+	APICertFile = "tls/api.crt"
+	APIKeyFile  = "tls/api.key"
+)
+
+// Identity is what WriteIdentity made.
+type Identity struct {
+	CAPEM      []byte            // the CA certificate clients trust
+	APICert    *x509.Certificate // the API's server certificate
+	AdminToken string            // the first admin's bearer token
+}
+
+// WriteIdentity gives the node called name in dir a new identity, as
+// strata init does: a CA of its own, the API's server certificate for
+// hosts (and this machine's loopback names), and the first admin's token
+// in AdminTokenFile. Existing files are replaced.
+func WriteIdentity(dir, name string, hosts ...string) (Identity, error) {
+	ca, err := certs.NewCA(name + " CA")
+	if err != nil {
+		return Identity{}, err
+	}
+	api, err := ca.IssueServer(name, certs.ServerHosts(hosts...))
+	if err != nil {
+		return Identity{}, err
+	}
+	if err := ca.WriteFiles(filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)); err != nil {
+		return Identity{}, err
+	}
+	if err := api.WriteFiles(filepath.Join(dir, APICertFile), filepath.Join(dir, APIKeyFile)); err != nil {
+		return Identity{}, err
+	}
+	token, err := auth.NewTokenSecret()
+	if err != nil {
+		return Identity{}, err
+	}
+	// No trailing newline: the file holds exactly the token string.
+	if err := writeSecret(filepath.Join(dir, AdminTokenFile), []byte(token)); err != nil {
+		return Identity{}, err
+	}
+	return Identity{CAPEM: ca.CertPEM, APICert: api.Cert, AdminToken: token}, nil
+}
+
+// writeSecret replaces path with data (mode 0600): a reader never sees a
+// partial file, and an existing file's mode does not leak into the new one.
+func writeSecret(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
