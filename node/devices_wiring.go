@@ -156,6 +156,6 @@ func (n *Node) finishedJob(id string) (audit.Job, bool) {
 func toAuditJob(j jobs.Job) audit.Job {
 	return audit.Job{
 		ID: j.ID, Created: j.Created, State: string(j.State), Error: j.Error,
-		Path: j.Path, Function: j.Function, CreatedBy: j.CreatedBy, Tenant: j.Tenant,
+		Path: j.Path, Function: j.Function, CreatedBy: j.CreatedBy,
 	}
 }

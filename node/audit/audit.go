@@ -191,7 +191,6 @@ type Job struct {
 	Path      model.Path
 	Function  string
 	CreatedBy string
-	Tenant    string
 }
 
 // JobFinished gives the record of the call that created j the job's final
