@@ -31,6 +31,7 @@ var _ model.Store = (*Badger)(nil)
 //	r <kind> 0x00 <key>          node-local record (raw bytes)
 //	m last | m first             last committed / first retained log seq
 //	m checkpoint                 last seq whose contexts are all in c keys
+//	m raft-applied               last Raft log index applied (badger_replica.go)
 //	x <term> <path>              search index posting (badger_search.go)
 //	m search-index               the search index's version
 //
@@ -320,7 +321,11 @@ func recordKey(kind, key string) []byte { return append(recordPrefix(kind), key.
 // store consistent for readers at every point: state first, then the log
 // entries and the last sequence number, which is written last of all (a
 // restart drops log blocks past it).
-func (s *Badger) Commit(b *model.Batch) error {
+func (s *Badger) Commit(b *model.Batch) error { return s.commit(b, 0) }
+
+// commit is Commit; applied, when not 0, is written to keyApplied in the
+// same write as the batch's last sequence number (badger_replica.go).
+func (s *Badger) commit(b *model.Batch, applied uint64) error {
 	last := b.LastSeq()
 	if last == 0 && (len(b.Contexts) > 0 || len(b.Deleted) > 0) {
 		return errors.New("store: a batch changes contexts without log entries")
@@ -393,6 +398,11 @@ func (s *Badger) Commit(b *model.Batch) error {
 	}
 	if last > 0 {
 		if err := w.set(keyLast, seqBytes(last)); err != nil {
+			return w.abort(err)
+		}
+	}
+	if applied > 0 {
+		if err := w.set(keyApplied, seqBytes(applied)); err != nil {
 			return w.abort(err)
 		}
 	}

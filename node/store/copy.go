@@ -151,6 +151,8 @@ func countKeys(btx *badger.Txn, first uint64) (map[byte]int64, error) {
 		case k[0] == pContext, k[0] == pChild, k[0] == pEvent, k[0] == pRecord:
 		case k[0] == pSearchIndex, k[0] == pSearchCount, bytes.Equal(k, keySearchIndex):
 			continue // PostgreSQL indexes its rows itself
+		case bytes.Equal(k, keyApplied):
+			continue // a Raft replica's position: meaningless in PostgreSQL
 		case bytes.Equal(k, keyLast), bytes.Equal(k, keyFirst), bytes.Equal(k, keyCheckpoint):
 		default:
 			return nil, fmt.Errorf("badger store holds a key of unknown kind %q (written by a newer binary?)", k[:1])

@@ -1,0 +1,348 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// What a Raft replica (node/cluster) needs of the Badger store: the last
+// Raft log index applied, written in the same write as the batch it
+// applied, so that a restarted replica resumes after it and applies
+// nothing twice; and a snapshot of the whole store as a stream, written
+// from one consistent view and read back into a new store, so that a
+// replica that is new or fell behind the leader's log catches up without
+// the store ever being held in memory.
+//
+// A snapshot stream:
+//
+//	magic "strata-snapshot\x00" | u32 version (1) | u64 applied | u64 last sequence number
+//	frames: uvarint key length (> 0) | key | uvarint value length | value
+//	end: uvarint 0 | u64 frames | u32 CRC-32C of every byte before it
+//
+// (integers big endian). The stream holds every key as Badger holds it:
+// contexts as of the last checkpoint and the log after it, from which
+// opening the restored store rebuilds the overlay, as after a restart.
+
+var keyApplied = []byte("mraft-applied")
+
+const (
+	snapshotMagic   = "strata-snapshot\x00"
+	snapshotVersion = 1
+	// maxSnapshotKey and maxSnapshotValue bound a frame read back (Badger's
+	// own limits are below them).
+	maxSnapshotKey   = 1 << 16
+	maxSnapshotValue = walMaxRecord
+)
+
+// ErrBadSnapshot is returned for a snapshot stream that is not one, is
+// cut short or does not match its checksum.
+var ErrBadSnapshot = errors.New("store: bad snapshot stream")
+
+// SnapshotHeader is what a snapshot stream says of itself.
+type SnapshotHeader struct {
+	Applied uint64 // the last Raft log index applied to the store
+	LastSeq uint64 // the change log's last sequence number
+}
+
+// CommitApplied is Commit, recording that the store holds every Raft log
+// entry up to applied: both land in one write, or neither does.
+func (s *Badger) CommitApplied(b *model.Batch, applied uint64) error {
+	if applied == 0 {
+		return errors.New("store: commit at raft index 0")
+	}
+	return s.commit(b, applied)
+}
+
+// Applied returns the last Raft log index applied (CommitApplied), 0 if
+// none.
+func (s *Badger) Applied() (uint64, error) {
+	var n uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		n, err = readSeq(txn, keyApplied)
+		return err
+	})
+	return n, err
+}
+
+// WriteSnapshot writes every key of the store to w, from one view taken
+// between two commits, and returns the stream's header. Commits go on
+// meanwhile; the view stays open (and Badger keeps its versions) until
+// the stream is written.
+func (s *Badger) WriteSnapshot(w io.Writer) (SnapshotHeader, error) {
+	s.commitMu.Lock()
+	txn := s.db.NewTransaction(false)
+	s.commitMu.Unlock()
+	defer txn.Discard()
+	var h SnapshotHeader
+	var err error
+	if h.Applied, err = readSeq(txn, keyApplied); err != nil {
+		return h, err
+	}
+	if h.LastSeq, err = readSeq(txn, keyLast); err != nil {
+		return h, err
+	}
+	sw := newSnapshotWriter(w)
+	sw.header(h)
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		err := item.Value(func(v []byte) error { return sw.frame(item.Key(), v) })
+		if err != nil {
+			return h, fmt.Errorf("store: snapshot: %w", err)
+		}
+	}
+	if err := sw.end(); err != nil {
+		return h, fmt.Errorf("store: snapshot: %w", err)
+	}
+	return h, nil
+}
+
+// snapshotWriter frames a stream and keeps its checksum.
+type snapshotWriter struct {
+	w   *bufio.Writer
+	crc hash.Hash32
+	n   uint64
+	err error
+	buf [binary.MaxVarintLen64]byte
+}
+
+func newSnapshotWriter(w io.Writer) *snapshotWriter {
+	sw := &snapshotWriter{crc: crc32.New(walCRC)}
+	sw.w = bufio.NewWriterSize(io.MultiWriter(w, sw.crc), 256<<10)
+	return sw
+}
+
+func (sw *snapshotWriter) write(p []byte) {
+	if sw.err == nil {
+		_, sw.err = sw.w.Write(p)
+	}
+}
+
+func (sw *snapshotWriter) uvarint(v uint64) { sw.write(binary.AppendUvarint(sw.buf[:0], v)) }
+
+func (sw *snapshotWriter) header(h SnapshotHeader) {
+	var b [4 + 8 + 8]byte
+	binary.BigEndian.PutUint32(b[0:], snapshotVersion)
+	binary.BigEndian.PutUint64(b[4:], h.Applied)
+	binary.BigEndian.PutUint64(b[12:], h.LastSeq)
+	sw.write([]byte(snapshotMagic))
+	sw.write(b[:])
+}
+
+func (sw *snapshotWriter) frame(k, v []byte) error {
+	sw.uvarint(uint64(len(k)))
+	sw.write(k)
+	sw.uvarint(uint64(len(v)))
+	sw.write(v)
+	sw.n++
+	return sw.err
+}
+
+func (sw *snapshotWriter) end() error {
+	sw.uvarint(0)
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], sw.n)
+	sw.write(b[:])
+	if sw.err != nil {
+		return sw.err
+	}
+	if err := sw.w.Flush(); err != nil {
+		return err
+	}
+	// The checksum covers everything before it, so it goes out directly.
+	var c [4]byte
+	binary.BigEndian.PutUint32(c[:], sw.crc.Sum32())
+	_, err := sw.w.Write(c[:])
+	if err == nil {
+		err = sw.w.Flush()
+	}
+	return err
+}
+
+// snapshotReader reads a stream, checking its checksum.
+type snapshotReader struct {
+	r   *bufio.Reader
+	crc hash.Hash32
+}
+
+func newSnapshotReader(r io.Reader) *snapshotReader {
+	return &snapshotReader{r: bufio.NewReaderSize(r, 256<<10), crc: crc32.New(walCRC)}
+}
+
+func (sr *snapshotReader) full(p []byte) error {
+	if _, err := io.ReadFull(sr.r, p); err != nil {
+		return fmt.Errorf("%w: cut short: %v", ErrBadSnapshot, err)
+	}
+	sr.crc.Write(p)
+	return nil
+}
+
+func (sr *snapshotReader) uvarint() (uint64, error) {
+	var b [binary.MaxVarintLen64]byte
+	for i := range b {
+		c, err := sr.r.ReadByte()
+		if err != nil {
+			return 0, fmt.Errorf("%w: cut short: %v", ErrBadSnapshot, err)
+		}
+		b[i] = c
+		if c < 0x80 {
+			sr.crc.Write(b[:i+1])
+			v, n := binary.Uvarint(b[:i+1])
+			if n <= 0 {
+				return 0, fmt.Errorf("%w: bad length", ErrBadSnapshot)
+			}
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: bad length", ErrBadSnapshot)
+}
+
+func (sr *snapshotReader) header() (SnapshotHeader, error) {
+	var b [len(snapshotMagic) + 4 + 8 + 8]byte
+	if err := sr.full(b[:]); err != nil {
+		return SnapshotHeader{}, err
+	}
+	if string(b[:len(snapshotMagic)]) != snapshotMagic {
+		return SnapshotHeader{}, fmt.Errorf("%w: not a store snapshot", ErrBadSnapshot)
+	}
+	p := b[len(snapshotMagic):]
+	if v := binary.BigEndian.Uint32(p); v != snapshotVersion {
+		return SnapshotHeader{}, fmt.Errorf("%w: version %d (this binary reads %d)", ErrBadSnapshot, v, snapshotVersion)
+	}
+	return SnapshotHeader{Applied: binary.BigEndian.Uint64(p[4:]), LastSeq: binary.BigEndian.Uint64(p[12:])}, nil
+}
+
+// next returns the next frame's key and value, or nil, nil at the end
+// (after checking the frame count and the checksum).
+func (sr *snapshotReader) next(n uint64) ([]byte, []byte, error) {
+	kl, err := sr.uvarint()
+	if err != nil {
+		return nil, nil, err
+	}
+	if kl == 0 {
+		var b [8]byte
+		if err := sr.full(b[:]); err != nil {
+			return nil, nil, err
+		}
+		if got := binary.BigEndian.Uint64(b[:]); got != n {
+			return nil, nil, fmt.Errorf("%w: %d frames read, the stream says %d", ErrBadSnapshot, n, got)
+		}
+		want := sr.crc.Sum32()
+		var c [4]byte
+		if _, err := io.ReadFull(sr.r, c[:]); err != nil {
+			return nil, nil, fmt.Errorf("%w: cut short: %v", ErrBadSnapshot, err)
+		}
+		if binary.BigEndian.Uint32(c[:]) != want {
+			return nil, nil, fmt.Errorf("%w: checksum mismatch", ErrBadSnapshot)
+		}
+		return nil, nil, nil
+	}
+	if kl > maxSnapshotKey {
+		return nil, nil, fmt.Errorf("%w: key of %d bytes", ErrBadSnapshot, kl)
+	}
+	k := make([]byte, kl)
+	if err := sr.full(k); err != nil {
+		return nil, nil, err
+	}
+	vl, err := sr.uvarint()
+	if err != nil {
+		return nil, nil, err
+	}
+	if vl > maxSnapshotValue {
+		return nil, nil, fmt.Errorf("%w: value of %d bytes", ErrBadSnapshot, vl)
+	}
+	// The value grows as it arrives: a length is not trusted with an
+	// allocation before the bytes are there.
+	buf := bytes.NewBuffer(make([]byte, 0, min(vl, 1<<20)))
+	if _, err := io.CopyN(buf, sr.r, int64(vl)); err != nil {
+		return nil, nil, fmt.Errorf("%w: cut short: %v", ErrBadSnapshot, err)
+	}
+	sr.crc.Write(buf.Bytes())
+	return k, buf.Bytes(), nil
+}
+
+// ReadSnapshotHeader reads the header at the start of a snapshot stream.
+func ReadSnapshotHeader(r io.Reader) (SnapshotHeader, error) {
+	return newSnapshotReader(r).header()
+}
+
+// RestoreSnapshot makes a new store in opts.Dir, which must not exist or
+// be empty, from a stream WriteSnapshot wrote. The store is complete
+// and synced when it returns without error; on error opts.Dir may hold a
+// partial store, which the caller removes. Open it with OpenBadger.
+func RestoreSnapshot(opts BadgerOptions, r io.Reader) (SnapshotHeader, error) {
+	if opts.InMemory {
+		return SnapshotHeader{}, errors.New("store: restore into an in-memory store")
+	}
+	if ents, err := os.ReadDir(opts.Dir); err == nil && len(ents) > 0 {
+		return SnapshotHeader{}, fmt.Errorf("store: restore into %s: the directory is not empty", opts.Dir)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.CacheMB <= 0 {
+		opts.CacheMB = 16
+	}
+	bo, err := opts.badgerOptions()
+	if err != nil {
+		return SnapshotHeader{}, err
+	}
+	sr := newSnapshotReader(r)
+	h, err := sr.header()
+	if err != nil {
+		return h, err
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		return h, fmt.Errorf("store: open badger in %s: %w", opts.Dir, err)
+	}
+	err = loadSnapshot(db, sr)
+	if err == nil {
+		err = db.Sync()
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return h, fmt.Errorf("store: restore into %s: %w", opts.Dir, err)
+	}
+	return h, syncDir(opts.Dir)
+}
+
+func loadSnapshot(db *badger.DB, sr *snapshotReader) error {
+	wb := db.NewWriteBatch()
+	defer wb.Cancel()
+	var n uint64
+	for {
+		k, v, err := sr.next(n)
+		if err != nil {
+			return err
+		}
+		if k == nil {
+			return wb.Flush()
+		}
+		if k[0] == pMeta || k[0] == pContext || k[0] == pChild || k[0] == pBlock || k[0] == pEvent ||
+			k[0] == pRecord || k[0] == pLegacy || k[0] == pSearchIndex || k[0] == pSearchCount {
+			if err := wb.Set(k, v); err != nil {
+				return err
+			}
+		} else {
+			return fmt.Errorf("%w: key of unknown kind %q", ErrBadSnapshot, k[:1])
+		}
+		n++
+	}
+}
