@@ -58,8 +58,12 @@ type Model struct {
 	last    uint64        // last committed sequence number
 	changed chan struct{} // closed and replaced at every commit
 	tail    *ring
+	tailLen int
 	closed  bool
 	cache   *cache
+	// replicated: the store publishes what it applies (Replicated), and
+	// makeDurable does not.
+	replicated bool
 
 	commitHooks []func([]Entry)
 }
@@ -107,15 +111,22 @@ func New(cfg Config) (*Model, error) {
 		last:    last,
 		changed: make(chan struct{}),
 		tail:    newRing(cfg.TailSize, last),
+		tailLen: cfg.TailSize,
 		cache:   newCache(max(cfg.CacheSize, 0)),
+	}
+	if rs, ok := cfg.Store.(Replicated); ok {
+		m.replicated = true
+		rs.Attach(replica{m})
 	}
 	go m.apply(nil)
 	return m, nil
 }
 
-// OnCommit registers fn to be called, on the applier goroutine, with the
-// entries of every committed batch, before callers are answered. It must
-// be fast and must not call Apply. Register before the first Apply.
+// OnCommit registers fn to be called with the entries of every committed
+// batch, in log order, before callers are answered: on the applier's
+// commit goroutine, or, with a Replicated store, on the store's (for the
+// batches replication applies too, so a follower sees every batch). It
+// must be fast and must not call Apply. Register before the first Apply.
 func (m *Model) OnCommit(fn func([]Entry)) {
 	m.mu.Lock()
 	m.commitHooks = append(m.commitHooks, fn)
@@ -262,6 +273,7 @@ collect:
 }
 
 func (m *Model) newMachine(inflight *flight) *machine {
+	ext := m.cache.external()
 	m.mu.Lock()
 	last := m.last
 	m.mu.Unlock()
@@ -274,19 +286,23 @@ func (m *Model) newMachine(inflight *flight) *machine {
 			last = l
 		}
 	}
-	return newMachine(m.base, m.store, prev, last, m.now().UTC(), size)
+	return newMachine(m.base(ext), m.store, prev, last, m.now().UTC(), size)
 }
 
-// base reads committed state for the applier: cache, then store.
-func (m *Model) base(p Path) (*Context, error) {
-	if c, ok := m.cache.get(p); ok {
-		return c, nil
+// base reads committed state for the applier: cache, then store. What it
+// reads from the store fills the cache unless a batch proposed elsewhere
+// was applied since ext was read (see cache.fillApplier).
+func (m *Model) base(ext uint64) func(p Path) (*Context, error) {
+	return func(p Path) (*Context, error) {
+		if c, ok := m.cache.get(p); ok {
+			return c, nil
+		}
+		c, err := m.store.Context(p)
+		if err == nil {
+			m.cache.fillApplier(c, ext)
+		}
+		return c, err
 	}
-	c, err := m.store.Context(p)
-	if err == nil {
-		m.cache.fill(c, ^uint64(0))
-	}
-	return c, err
 }
 
 func (m *Model) failQueued() {
@@ -319,8 +335,8 @@ func (m *Model) commit(f *flight) {
 	close(f.done)
 }
 
-// makeDurable commits b to the store and publishes it: cache, tail,
-// watchers and commit hooks.
+// makeDurable commits b to the store and publishes it (a Replicated
+// store has published it before Commit returns).
 func (m *Model) makeDurable(b *Batch) error {
 	if len(b.Entries) == 0 {
 		return nil
@@ -329,7 +345,16 @@ func (m *Model) makeDurable(b *Batch) error {
 		m.log.Error("commit failed", "entries", len(b.Entries), "err", err)
 		return err
 	}
-	m.cache.commit(b)
+	if !m.replicated {
+		m.publish(b, false)
+	}
+	return nil
+}
+
+// publish makes a durable batch visible: cache, tail, watchers and commit
+// hooks. foreign marks a batch this model's applier did not build.
+func (m *Model) publish(b *Batch, foreign bool) {
+	m.cache.commit(b, foreign)
 	m.mu.Lock()
 	m.last = b.LastSeq()
 	m.tail.append(b.Entries, b.Encoded)
@@ -341,7 +366,27 @@ func (m *Model) makeDurable(b *Batch) error {
 	for _, h := range hooks {
 		h(b.Entries)
 	}
-	return nil
+}
+
+// replica is the model's side of a Replicated store.
+type replica struct{ m *Model }
+
+func (r replica) Applied(b *Batch, own bool) {
+	if len(b.Entries) > 0 {
+		r.m.publish(b, !own)
+	}
+}
+
+func (r replica) Reset(last uint64) {
+	m := r.m
+	m.cache.reset()
+	m.mu.Lock()
+	m.last = last
+	m.tail = newRing(m.tailLen, last)
+	ch := m.changed
+	m.changed = make(chan struct{})
+	m.mu.Unlock()
+	close(ch)
 }
 
 // LastSeq is the sequence number of the last durable entry.
@@ -360,7 +405,7 @@ func (m *Model) Get(p Path) (*Context, error) {
 	gen := m.cache.generation()
 	c, err := m.store.Context(p)
 	if err == nil {
-		m.cache.fill(c, gen)
+		m.cache.fill(c, gen, ^uint64(0))
 	}
 	return c, err
 }

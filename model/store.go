@@ -84,3 +84,33 @@ type EventQuery struct {
 	Level  Level     // only events of this level
 	Limit  int       // at most Limit events (the store caps it)
 }
+
+// Replicated is a Store whose batches are applied by a replicated log (a
+// Raft cluster: node/cluster). It applies every batch the log commits,
+// in log order: those this model gave to Commit and those another
+// replica proposed. It tells the model of each (Replica.Applied) before
+// the Commit of that batch returns, so the model publishes nothing on
+// Commit itself: what readers see (cache, log tail, Changed, OnCommit
+// hooks) follows the log on every replica.
+//
+// A Commit whose batch was not built on the state the log has reached
+// when it applies it (another replica wrote meanwhile) must fail without
+// applying anything.
+type Replicated interface {
+	Store
+	// Attach is called once, by New, before any Commit.
+	Attach(Replica)
+}
+
+// Replica is the model's side of a Replicated store. Its methods are
+// called one at a time, in log order.
+type Replica interface {
+	// Applied publishes a batch the store has applied. own is true when
+	// it is the batch of a Commit of this model still waiting for its
+	// outcome; false for batches proposed elsewhere (or whose Commit
+	// already failed).
+	Applied(b *Batch, own bool)
+	// Reset drops what the model holds of the store's state, after the
+	// store was replaced by a snapshot whose log ends at last.
+	Reset(last uint64)
+}

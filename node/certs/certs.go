@@ -109,6 +109,45 @@ func (ca *Pair) issueServer(commonName string, hosts []string, now time.Time) (*
 	return newPair(der, key)
 }
 
+// ReplicaUnit is the organizational unit of a replica certificate
+// (IssueReplica). Only a certificate carrying it, signed by the node's
+// CA, may speak on the replicas' channel: a device or peer certificate
+// the same CA signed may not.
+const ReplicaUnit = "strata replica"
+
+// IssueReplica signs the certificate a replica of a cluster presents to
+// the others, as server and as client, for exactly the given hosts.
+func (ca *Pair) IssueReplica(id string, hosts []string) (*Pair, error) {
+	if err := ca.canSign(); err != nil {
+		return nil, err
+	}
+	if len(hosts) == 0 {
+		return nil, errors.New("certs: a replica certificate needs at least one host")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("certs: generate replica key: %w", err)
+	}
+	tmpl, err := ca.leaf(id, time.Now(), ServerValidity, x509.ExtKeyUsageServerAuth)
+	if err != nil {
+		return nil, err
+	}
+	tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	tmpl.Subject.OrganizationalUnit = []string{ReplicaUnit}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("certs: create replica certificate: %w", err)
+	}
+	return newPair(der, key)
+}
+
 // canSign reports why ca cannot sign certificates, if it cannot.
 func (ca *Pair) canSign() error {
 	if ca == nil || ca.Cert == nil || ca.Key == nil {
