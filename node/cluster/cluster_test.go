@@ -1,0 +1,238 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/strata-dm/strata/internal/tstest"
+	"github.com/strata-dm/strata/model"
+)
+
+// Every replica holds the same change log, contexts and records as the
+// leader, and each follower's model publishes what it applied: its
+// OnCommit hooks see every entry, Changed wakes a reader, and Get shows
+// the new state (no stale cache).
+func TestReplicasHoldTheSameLog(t *testing.T) {
+	h := newHarness(t, nil)
+	reps := h.cluster(3)
+	leader := h.leader()
+	var follower *replica
+	for _, r := range reps {
+		if r != leader {
+			follower = r
+			break
+		}
+	}
+	// A follower's reader waiting on the log wakes for entries it applies.
+	woke := make(chan []model.Entry, 1)
+	after := follower.m.LastSeq()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), harnessTimeout)
+		defer cancel()
+		es, _ := follower.m.ReadLog(ctx, after, 100)
+		woke <- es
+	}()
+	// Read a context on the follower first, so its cache holds it.
+	h.write(put("/devices/a", "v", "1"))
+	tstest.WaitForErr(t, harnessTimeout, "the follower sees /devices/a", func() (bool, error) {
+		_, err := follower.m.Get("/devices/a")
+		return err == nil, err
+	})
+
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				p := fmt.Sprintf("/devices/w%d-%d", w, i)
+				if _, err := leader.m.Apply(context.Background(), put(p, "i", fmt.Sprint(i)),
+					model.Mutation{Op: model.OpEvent, Path: model.Path(p), Event: &model.Event{Name: "boot", Level: model.LevelInfo}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	h.write(put("/devices/a", "v", "2"))
+	if err := leader.m.PutRecord(context.Background(), "test", "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.m.Apply(context.Background(), model.Mutation{Op: model.OpDelete, Path: "/devices/w0-0"}); err != nil {
+		t.Fatal(err)
+	}
+	v := h.converged()
+	if len(v.Log) == 0 || v.Records["k"] != "v" {
+		t.Fatalf("converged on %+v", v)
+	}
+	select {
+	case es := <-woke:
+		if len(es) == 0 {
+			t.Fatal("the follower's log reader woke with nothing")
+		}
+	case <-time.After(harnessTimeout):
+		t.Fatal("the follower's log reader never woke")
+	}
+	for _, r := range reps {
+		if got := r.entries.Load(); got != int64(len(v.Log)) {
+			t.Errorf("%s: OnCommit saw %d entries, the log holds %d", r.id, got, len(v.Log))
+		}
+		c, err := r.m.Get("/devices/a")
+		if err != nil || c.Labels["v"] != "2" {
+			t.Errorf("%s: /devices/a = %+v, %v; want label v=2", r.id, c, err)
+		}
+		if _, err := r.m.Get("/devices/w0-0"); err == nil {
+			t.Errorf("%s: a deleted context is still shown", r.id)
+		}
+	}
+	// A write on a follower is refused with ErrNotLeader, naming the leader.
+	_, err := follower.m.Apply(context.Background(), put("/devices/nope"))
+	if err == nil || !strings.Contains(err.Error(), ErrNotLeader.Error()) || !strings.Contains(err.Error(), leader.id) {
+		t.Fatalf("write on a follower: %v", err)
+	}
+}
+
+// Killing the leader elects another; writes go on; nothing acknowledged
+// is lost; the killed replica, restarted, resumes from the index its
+// store holds (applying nothing twice) and catches up.
+func TestLeaderKillLosesNothing(t *testing.T) {
+	h := newHarness(t, nil)
+	h.cluster(3)
+	var acked []model.Entry
+	for round := range 3 {
+		for i := range 10 {
+			acked = append(acked, h.write(put(fmt.Sprintf("/devices/r%d-%d", round, i)))...)
+		}
+		old := h.leader()
+		before, err := old.c.Store().Badger().Applied()
+		if err != nil {
+			t.Fatal(err)
+		}
+		old.kill()
+		for i := range 10 {
+			acked = append(acked, h.write(put(fmt.Sprintf("/devices/after%d-%d", round, i)))...)
+		}
+		if l := h.leader(); l == old {
+			t.Fatal("the killed replica still leads")
+		}
+		old.start()
+		if applied, err := old.c.Store().Badger().Applied(); err != nil || applied < before {
+			t.Fatalf("restarted %s: store applied index %d, %v; it held %d", old.id, applied, err, before)
+		}
+		v := h.converged()
+		// Raft hands the restarted replica its log from the start (no
+		// snapshot was taken): what the store held was skipped, not
+		// applied again.
+		if got := old.c.skipped.Load(); got == 0 {
+			t.Fatalf("restarted %s skipped no entry its store held", old.id)
+		}
+		have := map[string]bool{}
+		for _, l := range v.Log {
+			have[l] = true
+		}
+		for _, e := range acked {
+			if !have[fmt.Sprintf("%d %d %s %s", e.Seq, e.Mutation.Op, e.Mutation.Path, e.Mutation.Tenant)] {
+				t.Fatalf("round %d: acknowledged entry %d %s lost", round, e.Seq, e.Mutation.Path)
+			}
+		}
+	}
+}
+
+// A replica that joins after the leader compacted its log installs a
+// snapshot while writes go on, then follows the log; restarted, it keeps
+// its store rather than restoring again.
+func TestNewReplicaCatchesUpFromSnapshot(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.TrailingLogs = 5
+		c.SnapshotThreshold = 1 << 30 // only when asked
+	})
+	h.cluster(3)
+	for i := range 60 {
+		h.write(put(fmt.Sprintf("/devices/d%d", i), "i", fmt.Sprint(i)))
+	}
+	leader := h.leader()
+	if err := leader.c.raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			h.write(put(fmt.Sprintf("/devices/during%d", i)))
+		}
+	}()
+	r4 := h.add("r4")
+	h.join(r4, leader.addr)
+	close(stop)
+	wg.Wait()
+	h.converged()
+	if got := testutil.ToFloat64(r4.c.metrics.restores); got < 1 {
+		t.Fatalf("the new replica installed %v snapshots", got)
+	}
+	st, err := leader.c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var roles []string
+	for _, m := range st.Members {
+		roles = append(roles, m.ID+":"+m.Role+":"+m.State)
+	}
+	slices.Sort(roles)
+	want := []string{"r1:voter:", "r2:voter:", "r3:voter:", "r4:voter:"}
+	for i := range roles {
+		if i >= len(want) || !strings.HasPrefix(roles[i], want[i]) || strings.HasSuffix(roles[i], "unreachable") {
+			t.Fatalf("members %v", roles)
+		}
+	}
+	if st.Leader != leader.id || st.Term == 0 {
+		t.Fatalf("status %+v", st)
+	}
+	// Restarted, the new replica's store already holds the snapshot.
+	r4.kill()
+	h.write(put("/devices/while-r4-down"))
+	r4.start()
+	if r4.c.restore {
+		t.Fatal("a store holding the snapshot is restored again at start")
+	}
+	h.converged()
+}
+
+// The whole cluster stopped and started again comes back with its data.
+func TestClusterRestart(t *testing.T) {
+	h := newHarness(t, nil)
+	reps := h.cluster(3)
+	for i := range 20 {
+		h.write(put(fmt.Sprintf("/devices/d%d", i)))
+	}
+	before := h.converged()
+	for _, r := range reps {
+		r.kill()
+	}
+	for _, r := range reps {
+		r.start()
+	}
+	h.leader()
+	after := h.converged()
+	if after.Last != before.Last || len(after.Contexts) != len(before.Contexts) {
+		t.Fatalf("after restart: last %d, %d contexts; before: %d, %d", after.Last, len(after.Contexts), before.Last, len(before.Contexts))
+	}
+	h.write(put("/devices/more"))
+	if v := h.converged(); v.Last <= before.Last {
+		t.Fatalf("no write after the restart: last %d", v.Last)
+	}
+}

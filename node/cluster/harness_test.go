@@ -1,0 +1,267 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/strata-dm/strata/internal/tstest"
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/certs"
+)
+
+// The in-process harness: replicas of one cluster on 127.0.0.1, each with
+// its data directory under t.TempDir(), its model on the cluster's store,
+// talking over the real replicas' channel (mutual TLS).
+
+// harnessTimeout bounds what a test waits for: an election, a catch-up.
+const harnessTimeout = 30 * time.Second
+
+type harness struct {
+	t    *testing.T
+	ca   *certs.Pair
+	root string
+	tune func(*Config)
+	mu   sync.Mutex
+	reps []*replica
+}
+
+type replica struct {
+	h       *harness
+	id      string
+	dir     string
+	addr    string // fixed after the first start: the others know it
+	c       *Cluster
+	m       *model.Model
+	entries atomic.Int64 // entries seen by the model's OnCommit hook
+}
+
+func newHarness(t *testing.T, tune func(*Config)) *harness {
+	t.Helper()
+	ca, err := certs.NewCA("test node CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, ca: ca, root: t.TempDir(), tune: tune}
+}
+
+// cluster starts n replicas: the first bootstraps, the others join.
+func (h *harness) cluster(n int) []*replica {
+	h.t.Helper()
+	first := h.add("r1")
+	if err := first.c.Bootstrap(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.leader()
+	for i := 2; i <= n; i++ {
+		r := h.add(fmt.Sprintf("r%d", i))
+		h.join(r, first.addr)
+	}
+	return h.replicas()
+}
+
+func (h *harness) join(r *replica, via string) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), harnessTimeout)
+	defer cancel()
+	if err := r.c.Join(ctx, via); err != nil {
+		h.t.Fatalf("%s joins: %v", r.id, err)
+	}
+}
+
+func (h *harness) replicas() []*replica {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*replica(nil), h.reps...)
+}
+
+// add starts a new replica.
+func (h *harness) add(id string) *replica {
+	h.t.Helper()
+	r := &replica{h: h, id: id, dir: filepath.Join(h.root, id), addr: "127.0.0.1:0"}
+	r.start()
+	h.mu.Lock()
+	h.reps = append(h.reps, r)
+	h.mu.Unlock()
+	h.t.Cleanup(r.kill)
+	return r
+}
+
+func (r *replica) start() {
+	t := r.h.t
+	t.Helper()
+	cert, err := r.h.ca.IssueReplica(r.id, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := cert.TLSCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{ID: r.id, Dir: r.dir, Bind: r.addr, CAPEM: r.h.ca.CertPEM, Cert: tc,
+		Logger:           tstest.Logger(t).With("replica", r.id),
+		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 20 * time.Millisecond,
+		ApplyTimeout: 5 * time.Second, JoinTimeout: harnessTimeout}
+	cfg.Store.CacheMB = 8
+	if r.h.tune != nil {
+		r.h.tune(&cfg)
+	}
+	c, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("open %s: %v", r.id, err)
+	}
+	m, err := model.New(model.Config{Store: c.Store(), Logger: cfg.Logger})
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	r.entries.Store(0)
+	m.OnCommit(func(es []model.Entry) { r.entries.Add(int64(len(es))) })
+	if err := c.Start(); err != nil {
+		m.Close()
+		c.Close()
+		t.Fatal(err)
+	}
+	r.c, r.m, r.addr = c, m, c.Address()
+}
+
+// kill stops the replica without handing leadership over.
+func (r *replica) kill() {
+	if r.c == nil {
+		return
+	}
+	r.m.Close()
+	r.c.Close()
+	r.c, r.m = nil, nil
+}
+
+func (r *replica) up() bool { return r.c != nil }
+
+// leader waits for a leader that accepts writes and returns it.
+func (h *harness) leader() *replica {
+	h.t.Helper()
+	var l *replica
+	tstest.WaitFor(h.t, harnessTimeout, "a leader", func() bool {
+		for _, r := range h.replicas() {
+			if r.up() && r.c.IsLeader() {
+				l = r
+				return true
+			}
+		}
+		return false
+	})
+	return l
+}
+
+// write applies muts through whichever replica leads, retrying across
+// replicas as a client would, until it is acknowledged.
+func (h *harness) write(muts ...model.Mutation) []model.Entry {
+	h.t.Helper()
+	var out []model.Entry
+	tstest.WaitForErr(h.t, harnessTimeout, "an acknowledged write", func() (bool, error) {
+		for _, r := range h.replicas() {
+			if !r.up() {
+				continue
+			}
+			es, err := r.m.Apply(context.Background(), muts...)
+			if err == nil {
+				out = es
+				return true, nil
+			}
+			if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrStale) && !errors.Is(err, model.ErrClosed) {
+				return false, err
+			}
+		}
+		return false, errors.New("no replica accepted the write")
+	})
+	return out
+}
+
+func put(path string, vars ...string) model.Mutation {
+	m := model.Mutation{Op: model.OpPut, Path: model.Path(path), Type: "device", Tenant: "t1", Labels: map[string]string{}}
+	for i := 0; i+1 < len(vars); i += 2 {
+		m.Labels[vars[i]] = vars[i+1]
+	}
+	return m
+}
+
+// view is what a replica's model shows: the log (sequence, op, path,
+// tenant), every context, the records of one kind.
+type view struct {
+	Last     uint64
+	Log      []string
+	Contexts []string
+	Records  map[string]string
+}
+
+func (r *replica) view(t *testing.T) view {
+	t.Helper()
+	v := view{Last: r.m.LastSeq(), Records: map[string]string{}}
+	for after := uint64(0); after < v.Last; {
+		es, err := r.m.ReadLog(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatalf("%s: read log after %d: %v", r.id, after, err)
+		}
+		for _, e := range es {
+			v.Log = append(v.Log, fmt.Sprintf("%d %d %s %s", e.Seq, e.Mutation.Op, e.Mutation.Path, e.Mutation.Tenant))
+			after = e.Seq
+		}
+	}
+	if _, err := r.m.Snapshot("/", func(c *model.Context) error {
+		v.Contexts = append(v.Contexts, fmt.Sprintf("%s %s %s v%d %v", c.Path, c.Type, c.Tenant, c.Version, c.Labels))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.m.Records("test", func(k string, val []byte) error {
+		v.Records[k] = string(val)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// converged waits until every running replica's model is at the same
+// last sequence number as the leader, then checks they show the same.
+func (h *harness) converged() view {
+	h.t.Helper()
+	var want uint64
+	tstest.WaitFor(h.t, harnessTimeout, "replicas at the same sequence number", func() bool {
+		want = 0
+		for _, r := range h.replicas() {
+			if r.up() {
+				want = max(want, r.m.LastSeq())
+			}
+		}
+		for _, r := range h.replicas() {
+			if r.up() && r.m.LastSeq() != want {
+				return false
+			}
+		}
+		return true
+	})
+	var ref view
+	var refID string
+	for _, r := range h.replicas() {
+		if !r.up() {
+			continue
+		}
+		v := r.view(h.t)
+		if refID == "" {
+			ref, refID = v, r.id
+			continue
+		}
+		if !reflect.DeepEqual(v, ref) {
+			h.t.Fatalf("%s and %s differ:\n%s: %+v\n%s: %+v", refID, r.id, refID, ref, r.id, v)
+		}
+	}
+	return ref
+}

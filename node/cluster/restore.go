@@ -1,0 +1,146 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/strata-dm/strata/node/store"
+)
+
+// The local store's directory. A replica's data directory holds its
+// Badger store in a directory named by the file "store.current" (or
+// "store" when that file does not exist). Installing a snapshot restores
+// it into a new directory, opens it, and only then names it in
+// store.current (written atomically) and removes the old one; at open,
+// any other store directory is what an interrupted install left, and is
+// removed. So a crash at any point leaves either the old store or the new
+// one, whole.
+
+const (
+	currentFile     = "store.current"
+	defaultStoreDir = "store"
+)
+
+// liveStoreDir returns the name of the live store directory in dir and
+// removes the leftovers of an interrupted install.
+func liveStoreDir(dir string) (string, error) {
+	live := defaultStoreDir
+	data, err := os.ReadFile(filepath.Join(dir, currentFile))
+	switch {
+	case err == nil:
+		live = strings.TrimSpace(string(data))
+		if !isStoreDir(live) {
+			return "", fmt.Errorf("cluster: %s names %q, not a store directory", currentFile, live)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return "", err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		if e.IsDir() && e.Name() != live && isStoreDir(e.Name()) {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return "", err
+			}
+		}
+	}
+	return live, nil
+}
+
+// isStoreDir reports whether name is one this package gives a store
+// directory: "store" or "store-<digits>".
+func isStoreDir(name string) bool {
+	if name == defaultStoreDir {
+		return true
+	}
+	rest, ok := strings.CutPrefix(name, defaultStoreDir+"-")
+	if !ok || rest == "" {
+		return false
+	}
+	for _, r := range rest {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// storeOptions are the options of the local store in directory name.
+func (c *Cluster) storeOptions(name string) store.BadgerOptions {
+	o := c.cfg.Store
+	o.Dir = filepath.Join(c.cfg.Dir, name)
+	o.Logger = c.log
+	o.InMemory = false
+	return o
+}
+
+// restoreStore installs the snapshot stream r as the local store and
+// returns its header. Readers wait for the swap only.
+func (c *Cluster) restoreStore(r io.Reader) (store.SnapshotHeader, error) {
+	name := fmt.Sprintf("%s-%d", defaultStoreDir, time.Now().UnixNano())
+	opts := c.storeOptions(name)
+	h, err := store.RestoreSnapshot(opts, r)
+	if err != nil {
+		os.RemoveAll(opts.Dir)
+		return h, err
+	}
+	db, err := store.OpenBadger(opts)
+	if err != nil {
+		os.RemoveAll(opts.Dir)
+		return h, fmt.Errorf("cluster: open the restored store: %w", err)
+	}
+	s := c.store
+	s.mu.Lock()
+	old, oldName := s.db, c.storeDir
+	if err := writeFileSync(filepath.Join(c.cfg.Dir, currentFile), []byte(name+"\n")); err != nil {
+		s.mu.Unlock()
+		db.Close()
+		os.RemoveAll(opts.Dir)
+		return h, fmt.Errorf("cluster: switch to the restored store: %w", err)
+	}
+	s.db, c.storeDir = db, name
+	s.mu.Unlock()
+	if err := old.Close(); err != nil {
+		c.log.Warn("closing the replaced store", "err", err)
+	}
+	if err := os.RemoveAll(filepath.Join(c.cfg.Dir, oldName)); err != nil {
+		c.log.Warn("removing the replaced store", "dir", oldName, "err", err)
+	}
+	return h, nil
+}
+
+// writeFileSync replaces path with data, durably.
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,358 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/store"
+)
+
+// Interface guards.
+var (
+	_ model.Replicated   = (*Store)(nil)
+	_ model.RawLogReader = (*Store)(nil)
+	_ raft.FSM           = (*fsm)(nil)
+)
+
+// ErrNotLeader is returned by a commit on a replica that is not the
+// leader, or is a leader not yet caught up with the log after its
+// election: the write must go to the leader.
+var ErrNotLeader = errors.New("cluster: not the leader")
+
+// ErrStale is the outcome of a batch that was not built on the state the
+// log had reached when it was applied (another replica wrote meanwhile,
+// during a change of leader): no replica applied it.
+var ErrStale = errors.New("cluster: batch built on a stale state")
+
+// ErrBroken is returned once the local store failed to apply a committed
+// entry: the replica stops applying (a restart resumes after the last
+// index it applied).
+var ErrBroken = errors.New("cluster: the local store failed to apply the log")
+
+// Store is the model.Store of a replica. Reads go to the local Badger
+// store. Commit, on the leader, proposes the batch as one Raft log entry
+// and returns once a quorum has it and the leader applied it; every
+// replica's state machine (fsm) applies the same batch to its own store,
+// with the entry's index in the same write, and tells its model
+// (model.Replica), so every replica holds the same change log with the
+// same sequence numbers.
+//
+// The lock guards db, which only the state machine replaces (Restore):
+// readers hold it shared for the length of their call.
+type Store struct {
+	c  *Cluster
+	mu sync.RWMutex
+	db *store.Badger
+
+	// pmu guards pending and replica.
+	pmu     sync.Mutex
+	pending []*pending
+	replica model.Replica
+}
+
+// pending is a batch this replica proposed, until its Commit returns.
+// The state machine recognises it by its encoding and applies the batch
+// as given instead of decoding it.
+type pending struct {
+	data  []byte
+	batch *model.Batch
+	taken bool          // the state machine is applying it
+	done  chan struct{} // closed once applied (err set)
+	err   error
+}
+
+// Attach implements model.Replicated.
+func (s *Store) Attach(r model.Replica) {
+	s.pmu.Lock()
+	s.replica = r
+	s.pmu.Unlock()
+}
+
+// Commit proposes b and waits until it is committed and applied here.
+func (s *Store) Commit(b *model.Batch) error {
+	r := s.c.raft()
+	if r == nil || !s.c.leaderReady() {
+		return s.c.notLeader()
+	}
+	data, err := encodeBatch(b)
+	if err != nil {
+		return err
+	}
+	p := &pending{data: data, batch: b, done: make(chan struct{})}
+	s.pmu.Lock()
+	s.pending = append(s.pending, p)
+	s.pmu.Unlock()
+	start := time.Now()
+	ferr := r.Apply(data, s.c.cfg.ApplyTimeout).Error()
+	s.pmu.Lock()
+	taken := p.taken
+	if !taken {
+		s.drop(p)
+	}
+	s.pmu.Unlock()
+	if taken {
+		// Applied here, whatever the proposal's future says (a leader
+		// deposed right after its entry was committed).
+		<-p.done
+		if p.err == nil {
+			s.c.metrics.commitSeconds.Observe(time.Since(start).Seconds())
+		}
+		return p.err
+	}
+	switch {
+	case ferr == nil:
+		return fmt.Errorf("cluster: entry committed but not applied here")
+	case errors.Is(ferr, raft.ErrNotLeader), errors.Is(ferr, raft.ErrLeadershipLost),
+		errors.Is(ferr, raft.ErrLeadershipTransferInProgress), errors.Is(ferr, raft.ErrRaftShutdown):
+		// The outcome is unknown to the caller only in the sense that a
+		// new leader may still commit the entry; if it does, every
+		// replica applies it (as a batch proposed elsewhere).
+		return fmt.Errorf("%w: %v", s.c.notLeader(), ferr)
+	}
+	return fmt.Errorf("cluster: commit: %w", ferr)
+}
+
+// drop removes p from pending; the caller holds pmu.
+func (s *Store) drop(p *pending) {
+	for i, q := range s.pending {
+		if q == p {
+			s.pending = append(s.pending[:i], s.pending[i+1:]...)
+			return
+		}
+	}
+}
+
+// take returns the pending batch encoded as data, marked as being
+// applied, or nil.
+func (s *Store) take(data []byte) *pending {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	for _, p := range s.pending {
+		if !p.taken && bytes.Equal(p.data, data) {
+			p.taken = true
+			s.drop(p)
+			return p
+		}
+	}
+	return nil
+}
+
+func (s *Store) publisher() model.Replica {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	return s.replica
+}
+
+// The reads: the local store, under the shared lock.
+
+func (s *Store) LastSeq() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.LastSeq()
+}
+
+func (s *Store) Context(p model.Path) (*model.Context, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Context(p)
+}
+
+func (s *Store) Children(p model.Path, after string, limit int) ([]model.Child, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Children(p, after, limit)
+}
+
+func (s *Store) Events(p model.Path, q model.EventQuery) ([]model.Event, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Events(p, q)
+}
+
+func (s *Store) ReadLog(after uint64, limit int) ([]model.Entry, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.ReadLog(after, limit)
+}
+
+func (s *Store) ReadLogRaw(after uint64, limit int) ([]model.RawEntry, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.ReadLogRaw(after, limit)
+}
+
+func (s *Store) Record(kind, key string) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Record(kind, key)
+}
+
+func (s *Store) Records(kind string, fn func(key string, value []byte) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Records(kind, fn)
+}
+
+func (s *Store) Snapshot(prefix model.Path, fn func(*model.Context) error) (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Snapshot(prefix, fn)
+}
+
+// Badger returns the local store, for maintenance that is not replicated
+// (event pruning and log compaction run on each replica alike). The
+// result is valid until the replica installs a snapshot.
+func (s *Store) Badger() *store.Badger {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db
+}
+
+// Close is a no-op: the Cluster owns the local store and closes it.
+func (s *Store) Close() error { return nil }
+
+// fsm is the replica's Raft state machine. Apply, Snapshot and Restore
+// run on Raft's one FSM goroutine; only they change applied, lastSeq and
+// broken, and only Restore replaces the store.
+type fsm struct {
+	s       *Store
+	c       *Cluster
+	applied uint64 // the last index the local store holds
+	lastSeq uint64 // the store's last sequence number
+	broken  error
+}
+
+// Apply applies one committed log entry. An entry at or below the index
+// the store holds was applied before a restart and is skipped. A batch
+// whose first sequence number does not follow the store's last is
+// refused (ErrStale) by every replica alike, so the change log never
+// forks.
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	if l.Index <= f.applied {
+		f.c.skipped.Add(1)
+		return nil
+	}
+	p := f.s.take(l.Data)
+	err := f.apply(l, p)
+	if p != nil {
+		p.err = err
+		close(p.done)
+	}
+	return err
+}
+
+func (f *fsm) apply(l *raft.Log, p *pending) error {
+	if f.broken != nil {
+		return f.broken
+	}
+	if len(l.Data) == 0 {
+		return ErrBadEntry
+	}
+	if l.Data[0] != entryBatch {
+		f.c.log.Error("log entry of an unknown kind: this replica runs an older binary than the leader", "index", l.Index, "kind", l.Data[0])
+		return f.fail(fmt.Errorf("%w %d at index %d", ErrUnknownEntry, l.Data[0], l.Index))
+	}
+	var b *model.Batch
+	if p != nil {
+		b = p.batch
+	} else {
+		var err error
+		if b, err = decodeBatch(l.Data[1:]); err != nil {
+			f.c.log.Error("log entry does not decode", "index", l.Index, "err", err)
+			return f.fail(err)
+		}
+	}
+	if first := b.Entries[0].Seq; first != f.lastSeq+1 {
+		f.c.metrics.stale.Inc()
+		return fmt.Errorf("%w: batch starts at %d, the log is at %d", ErrStale, first, f.lastSeq)
+	}
+	if err := f.s.db.CommitApplied(b, l.Index); err != nil {
+		f.c.log.Error("the local store failed to apply a committed batch; the replica stops applying", "index", l.Index, "err", err)
+		return f.fail(err)
+	}
+	f.applied, f.lastSeq = l.Index, b.LastSeq()
+	f.c.setApplied(l.Index)
+	if r := f.s.publisher(); r != nil {
+		r.Applied(b, p != nil)
+	}
+	return nil
+}
+
+// fail makes the replica stop applying: skipping an entry would fork it
+// from the others. It leaves the cluster's service; a restart resumes
+// after the last index applied.
+func (f *fsm) fail(err error) error {
+	f.broken = fmt.Errorf("%w: %v", ErrBroken, err)
+	f.c.brokenStore(f.broken)
+	return f.broken
+}
+
+// Snapshot takes a view of the store as of the last entry applied; the
+// shared lock is held until Release so Restore cannot close the store
+// under it.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if f.broken != nil {
+		return nil, f.broken
+	}
+	f.s.mu.RLock()
+	return &fsmSnapshot{s: f.s, c: f.c, view: f.s.db.SnapshotView()}, nil
+}
+
+type fsmSnapshot struct {
+	s    *Store
+	c    *Cluster
+	view *store.SnapshotView
+	once sync.Once
+}
+
+// Persist streams the view into the sink.
+func (x *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	start := time.Now()
+	if _, err := x.view.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return err
+	}
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	x.c.log.Info("snapshot written", "id", sink.ID(), "applied", x.view.Header().Applied,
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (x *fsmSnapshot) Release() {
+	x.once.Do(func() {
+		x.view.Release()
+		x.s.mu.RUnlock()
+	})
+}
+
+// Restore replaces the local store with a snapshot's: written to a new
+// directory, then swapped in (restore.go).
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	start := time.Now()
+	h, err := f.c.restoreStore(rc)
+	if err != nil {
+		f.c.log.Error("installing a snapshot failed", "err", err)
+		return err
+	}
+	f.applied, f.lastSeq, f.broken = h.Applied, h.LastSeq, nil
+	f.c.setApplied(h.Applied)
+	if r := f.s.publisher(); r != nil {
+		r.Reset(h.LastSeq)
+	}
+	f.c.metrics.restores.Inc()
+	f.c.log.Info("snapshot installed", "applied", h.Applied, "last_seq", h.LastSeq, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
