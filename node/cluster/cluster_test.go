@@ -236,3 +236,46 @@ func TestClusterRestart(t *testing.T) {
 		t.Fatalf("no write after the restart: last %d", v.Last)
 	}
 }
+
+// A follower down while the leader compacted its log past it catches up
+// from a snapshot when it comes back, and keeps following.
+func TestFollowerDownLongCatchesUp(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.TrailingLogs = 5
+		c.SnapshotThreshold = 1 << 30
+	})
+	reps := h.cluster(3)
+	leader := h.leader()
+	var down *replica
+	for _, r := range reps {
+		if r != leader {
+			down = r
+			break
+		}
+	}
+	h.write(put("/devices/before"))
+	h.converged()
+	down.kill()
+	for i := range 40 {
+		h.write(put(fmt.Sprintf("/devices/d%d", i)))
+	}
+	if err := h.leader().c.raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		h.write(put(fmt.Sprintf("/devices/e%d", i)))
+	}
+	down.start()
+	v := h.converged()
+	if got := testutil.ToFloat64(down.c.metrics.restores); got < 1 {
+		t.Fatalf("%s installed %v snapshots", down.id, got)
+	}
+	c, err := down.m.Get("/devices/e9")
+	if err != nil || c.Path != "/devices/e9" {
+		t.Fatalf("after the snapshot: %v, %v", c, err)
+	}
+	h.write(put("/devices/after"))
+	if w := h.converged(); w.Last <= v.Last {
+		t.Fatal("no progress after the catch-up")
+	}
+}
