@@ -41,6 +41,18 @@ type Config struct {
 	// CacheSize is how many contexts stay cached in memory (default
 	// 100000; negative disables the cache).
 	CacheSize int
+	// Forward, when set, is offered every proposal first (a Raft
+	// follower sends it to the leader).
+	Forward Forwarder
+}
+
+// Forwarder sends proposals to the replica that commits them. Forward
+// applies muts there and returns their entries; handled is false when
+// they are to be applied here. Apply returns a forwarded proposal's
+// entries once this model has them too (or ctx ended), so a caller reads
+// its own writes on the replica it wrote through.
+type Forwarder interface {
+	Forward(ctx context.Context, muts []Mutation) (entries []Entry, handled bool, err error)
 }
 
 // Model is one node's tree. It is safe for concurrent use.
@@ -66,6 +78,7 @@ type Model struct {
 	replicated bool
 
 	commitHooks []func([]Entry)
+	fwd         Forwarder
 }
 
 type proposal struct {
@@ -112,6 +125,7 @@ func New(cfg Config) (*Model, error) {
 		changed: make(chan struct{}),
 		tail:    newRing(cfg.TailSize, last),
 		tailLen: cfg.TailSize,
+		fwd:     cfg.Forward,
 		cache:   newCache(max(cfg.CacheSize, 0)),
 	}
 	if rs, ok := cfg.Store.(Replicated); ok {
@@ -166,6 +180,14 @@ func (m *Model) Apply(ctx context.Context, muts ...Mutation) ([]Entry, error) {
 			return nil, err
 		}
 	}
+	if m.fwd != nil {
+		if es, handled, err := m.fwd.Forward(ctx, muts); handled {
+			if err == nil && len(es) > 0 {
+				m.waitSeq(ctx, es[len(es)-1].Seq)
+			}
+			return es, err
+		}
+	}
 	p := &proposal{muts: muts, done: make(chan struct{})}
 	select {
 	case m.in <- p:
@@ -186,6 +208,24 @@ func (m *Model) Apply(ctx context.Context, muts ...Mutation) ([]Entry, error) {
 			return p.entries, p.err
 		default:
 			return nil, ErrClosed
+		}
+	}
+}
+
+// waitSeq waits until the model has published seq, ctx ends or the model
+// closes.
+func (m *Model) waitSeq(ctx context.Context, seq uint64) {
+	for {
+		m.mu.Lock()
+		last, ch, closed := m.last, m.changed, m.closed
+		m.mu.Unlock()
+		if last >= seq || closed {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
 		}
 	}
 }

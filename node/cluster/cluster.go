@@ -130,6 +130,7 @@ type Cluster struct {
 	ready   atomic.Bool   // leader, and caught up with the log
 	applied atomic.Uint64 // the last index the local store holds
 	skipped atomic.Int64  // entries handed to the FSM that the store already held
+	model   modelRef      // applies forwarded proposals (Start)
 
 	quit      chan struct{}
 	wg        sync.WaitGroup
@@ -261,8 +262,12 @@ func (c *Cluster) ID() string { return c.cfg.ID }
 func (c *Cluster) Store() *Store { return c.store }
 
 // Start starts Raft. Entries are applied (and published to the model
-// attached to Store) from then on.
-func (c *Cluster) Start() error {
+// attached to Store) from then on; m, when not nil, applies the
+// proposals followers forward while this replica leads.
+func (c *Cluster) Start(m applier) error {
+	if m != nil {
+		c.model.Store(&m)
+	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(c.cfg.ID)
 	rc.Logger = c.hclog()

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ import (
 // the new state (no stale cache).
 func TestReplicasHoldTheSameLog(t *testing.T) {
 	h := newHarness(t, nil)
+	h.noForward = true
 	reps := h.cluster(3)
 	leader := h.leader()
 	var follower *replica
@@ -164,6 +166,8 @@ func TestNewReplicaCatchesUpFromSnapshot(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer halt() // before the cleanups stop the replicas
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -173,13 +177,15 @@ func TestNewReplicaCatchesUpFromSnapshot(t *testing.T) {
 				return
 			default:
 			}
-			h.write(put(fmt.Sprintf("/devices/during%d", i)))
+			if _, err := h.tryWrite(put(fmt.Sprintf("/devices/during%d", i))); err != nil {
+				t.Error(err)
+				return
+			}
 		}
 	}()
 	r4 := h.add("r4")
 	h.join(r4, leader.addr)
-	close(stop)
-	wg.Wait()
+	halt()
 	h.converged()
 	if got := testutil.ToFloat64(r4.c.metrics.restores); got < 1 {
 		t.Fatalf("the new replica installed %v snapshots", got)
@@ -278,4 +284,43 @@ func TestFollowerDownLongCatchesUp(t *testing.T) {
 	if w := h.converged(); w.Last <= v.Last {
 		t.Fatal("no progress after the catch-up")
 	}
+}
+
+// A write through a follower is forwarded to the leader, and the
+// follower shows it as soon as the write returns; errors keep their
+// class across the hop; after the leader is killed, writes through a
+// follower go to the new leader.
+func TestFollowerForwardsWrites(t *testing.T) {
+	h := newHarness(t, nil)
+	reps := h.cluster(3)
+	leader := h.leader()
+	var fs []*replica
+	for _, r := range reps {
+		if r != leader {
+			fs = append(fs, r)
+		}
+	}
+	ctx := context.Background()
+	es, err := fs[0].m.Apply(ctx, put("/devices/via-follower", "k", "v"))
+	if err != nil || len(es) == 0 {
+		t.Fatalf("write through a follower: %v, %v", es, err)
+	}
+	if c, err := fs[0].m.Get("/devices/via-follower"); err != nil || c.Labels["k"] != "v" {
+		t.Fatalf("the follower does not show its own write at once: %+v, %v", c, err)
+	}
+	if _, err := fs[0].m.Apply(ctx, model.Mutation{Op: model.OpDelete, Path: "/devices/missing"}); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("delete of a missing context through a follower: %v, want model.ErrNotFound", err)
+	}
+	if _, err := fs[0].m.Apply(ctx, model.Mutation{Op: model.OpDelete, Path: "/devices"}); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("delete of a context with children through a follower: %v, want model.ErrConflict", err)
+	}
+	if got := testutil.ToFloat64(fs[0].c.metrics.forwarded.WithLabelValues("ok")); got != 1 {
+		t.Fatalf("forwarded{ok} = %v, want 1", got)
+	}
+	leader.kill()
+	tstest.WaitForErr(t, harnessTimeout, "a write through a follower after the leader died", func() (bool, error) {
+		_, err := fs[1].m.Apply(ctx, put("/devices/after-kill"))
+		return err == nil, err
+	})
+	h.converged()
 }

@@ -28,12 +28,15 @@ type harness struct {
 	ca   *certs.Pair
 	root string
 	tune func(*Config)
-	mu   sync.Mutex
-	reps []*replica
+	// noForward leaves followers' models without forwarding.
+	noForward bool
+	mu        sync.Mutex
+	reps      []*replica
 }
 
 type replica struct {
 	h       *harness
+	mu      sync.Mutex // guards m for writers on other goroutines
 	id      string
 	dir     string
 	addr    string // fixed after the first start: the others know it
@@ -117,19 +120,37 @@ func (r *replica) start() {
 	if err != nil {
 		t.Fatalf("open %s: %v", r.id, err)
 	}
-	m, err := model.New(model.Config{Store: c.Store(), Logger: cfg.Logger})
+	m, err := model.New(model.Config{Store: c.Store(), Logger: cfg.Logger, Forward: r.forward(c)})
 	if err != nil {
 		c.Close()
 		t.Fatal(err)
 	}
 	r.entries.Store(0)
 	m.OnCommit(func(es []model.Entry) { r.entries.Add(int64(len(es))) })
-	if err := c.Start(); err != nil {
+	if err := c.Start(m); err != nil {
 		m.Close()
 		c.Close()
 		t.Fatal(err)
 	}
+	r.mu.Lock()
 	r.c, r.m, r.addr = c, m, c.Address()
+	r.mu.Unlock()
+}
+
+// model is the replica's model, nil while it is down.
+func (r *replica) model() *model.Model {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.m
+}
+
+// forward is the model's Forwarder: the cluster, unless the test writes
+// only through the leader.
+func (r *replica) forward(c *Cluster) model.Forwarder {
+	if r.h.noForward {
+		return nil
+	}
+	return c
 }
 
 // kill stops the replica without handing leadership over.
@@ -137,9 +158,13 @@ func (r *replica) kill() {
 	if r.c == nil {
 		return
 	}
-	r.m.Close()
-	r.c.Close()
-	r.c, r.m = nil, nil
+	r.mu.Lock()
+	m, c := r.m, r.c
+	r.m = nil
+	r.mu.Unlock()
+	m.Close()
+	c.Close()
+	r.c = nil
 }
 
 func (r *replica) up() bool { return r.c != nil }
@@ -164,24 +189,35 @@ func (h *harness) leader() *replica {
 // replicas as a client would, until it is acknowledged.
 func (h *harness) write(muts ...model.Mutation) []model.Entry {
 	h.t.Helper()
-	var out []model.Entry
-	tstest.WaitForErr(h.t, harnessTimeout, "an acknowledged write", func() (bool, error) {
+	es, err := h.tryWrite(muts...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return es
+}
+
+// tryWrite is write for goroutines other than the test's.
+func (h *harness) tryWrite(muts ...model.Mutation) ([]model.Entry, error) {
+	deadline := time.Now().Add(harnessTimeout)
+	var last error
+	for time.Now().Before(deadline) {
 		for _, r := range h.replicas() {
-			if !r.up() {
+			m := r.model()
+			if m == nil {
 				continue
 			}
-			es, err := r.m.Apply(context.Background(), muts...)
+			es, err := m.Apply(context.Background(), muts...)
 			if err == nil {
-				out = es
-				return true, nil
+				return es, nil
 			}
 			if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrStale) && !errors.Is(err, model.ErrClosed) {
-				return false, err
+				return nil, err
 			}
+			last = err
 		}
-		return false, errors.New("no replica accepted the write")
-	})
-	return out
+		time.Sleep(5 * time.Millisecond) // polling for a leader, not synchronising
+	}
+	return nil, fmt.Errorf("no replica accepted the write before the deadline (last error: %v)", last)
 }
 
 func put(path string, vars ...string) model.Mutation {

@@ -16,6 +16,7 @@ type metrics struct {
 	stale         prometheus.Counter
 	restores      prometheus.Counter
 	refused       *prometheus.CounterVec
+	forwarded     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
@@ -41,6 +42,10 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
 			Name: "strata_cluster_connections_refused_total",
 			Help: "Connections to the replicas' channel refused, by reason (tls: handshake or certificate; mux: unknown channel).",
 		}, []string{"reason"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_cluster_forwarded_total",
+			Help: "Proposals a follower forwarded to the leader, by outcome (ok; refused: the leader answered an error; unreachable).",
+		}, []string{"outcome"}),
 	}
 	applyLag := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "strata_cluster_apply_lag_entries",
@@ -66,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
 		}
 		return 0
 	})
-	m.cs = []prometheus.Collector{m.commitSeconds, m.leaderChanges, m.stale, m.restores, m.refused, applyLag, leader}
+	m.cs = []prometheus.Collector{m.commitSeconds, m.leaderChanges, m.stale, m.restores, m.refused, m.forwarded, applyLag, leader}
 	if reg != nil {
 		for _, col := range m.cs {
 			reg.MustRegister(col)

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,32 +15,37 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// The cluster's own RPCs on the replicas' channel: one JSON request and
-// one JSON response per connection.
+// The cluster's own RPCs on the replicas' channel: one request and one
+// response per connection, each a frame: u32 length (big endian), then
+// that many bytes of JSON.
 //
 //	{"op":"status"}                          → {"status": Member}
 //	{"op":"join","id":ID,"address":ADDR}     → {} once ID is a voter
+//	{"op":"apply","mutations":CBOR}          → {"entries": CBOR} (forward.go)
 //
 // A request to a replica that is not the leader, for what only the leader
-// does, is answered {"error": ..., "leader": ADDRESS} so the caller can
-// go there.
+// does, is answered {"error": ..., "code": "not_leader", "leader":
+// ADDRESS} so the caller can go there.
 
-// maxRPCRequest bounds one request.
-const maxRPCRequest = 64 << 10
+// maxRPCRequest bounds one request or response frame.
+const maxRPCRequest = 64 << 20
 
 // statusTimeout bounds one status call to another replica.
 const statusTimeout = 2 * time.Second
 
 type rpcRequest struct {
-	Op      string `json:"op"`
-	ID      string `json:"id,omitempty"`
-	Address string `json:"address,omitempty"`
+	Op        string `json:"op"`
+	ID        string `json:"id,omitempty"`
+	Address   string `json:"address,omitempty"`
+	Mutations []byte `json:"mutations,omitempty"` // apply: CBOR []model.Mutation
 }
 
 type rpcResponse struct {
-	Error  string  `json:"error,omitempty"`
-	Leader string  `json:"leader,omitempty"`
-	Status *Member `json:"status,omitempty"`
+	Error   string  `json:"error,omitempty"`
+	Code    string  `json:"code,omitempty"` // the error's class (forward.go)
+	Leader  string  `json:"leader,omitempty"`
+	Status  *Member `json:"status,omitempty"`
+	Entries []byte  `json:"entries,omitempty"` // apply: CBOR []model.Entry
 }
 
 // Member is one replica as GET /api/v1/cluster shows it.
@@ -74,6 +80,10 @@ func decodeRequest(data []byte) (rpcRequest, error) {
 	}
 	switch req.Op {
 	case "status":
+	case "apply":
+		if len(req.Mutations) == 0 {
+			return req, errors.New("cluster: bad request: apply without mutations")
+		}
 	case "join":
 		if err := validID(req.ID); err != nil {
 			return req, err
@@ -90,7 +100,8 @@ func decodeRequest(data []byte) (rpcRequest, error) {
 // serveRPC serves one connection of the replicas' channel.
 func (c *Cluster) serveRPC(conn net.Conn) {
 	conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
-	data, err := readLine(conn, maxRPCRequest)
+	data, err := readFrame(conn, maxRPCRequest)
+	conn.SetReadDeadline(time.Time{})
 	var resp rpcResponse
 	if err == nil {
 		var req rpcRequest
@@ -102,7 +113,7 @@ func (c *Cluster) serveRPC(conn net.Conn) {
 		resp.Error = err.Error()
 	}
 	conn.SetWriteDeadline(time.Now().Add(handshakeTimeout))
-	json.NewEncoder(conn).Encode(resp)
+	writeFrame(conn, resp)
 }
 
 func (c *Cluster) handle(req rpcRequest) rpcResponse {
@@ -110,6 +121,8 @@ func (c *Cluster) handle(req rpcRequest) rpcResponse {
 	case "status":
 		m := c.self()
 		return rpcResponse{Status: &m}
+	case "apply":
+		return c.serveApply(req)
 	case "join":
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.JoinTimeout)
 		defer cancel()
@@ -121,7 +134,7 @@ func (c *Cluster) handle(req rpcRequest) rpcResponse {
 			}
 		}()
 		if err := c.AddReplica(ctx, req.ID, req.Address); err != nil {
-			resp := rpcResponse{Error: err.Error()}
+			resp := rpcResponse{Error: err.Error(), Code: errorCode(err)}
 			if errors.Is(err, ErrNotLeader) {
 				_, resp.Leader = c.Leader()
 			}
@@ -143,12 +156,16 @@ func (c *Cluster) call(ctx context.Context, address string, req rpcRequest) (rpc
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
+	if err := writeFrame(conn, req); err != nil {
+		return rpcResponse{}, err
+	}
+	data, err := readFrame(conn, maxRPCRequest)
+	if err != nil {
 		return rpcResponse{}, err
 	}
 	var resp rpcResponse
-	if err := json.NewDecoder(io.LimitReader(conn, maxRPCRequest)).Decode(&resp); err != nil {
-		return rpcResponse{}, err
+	if err := json.Unmarshal(data, &resp); err != nil {
+		return rpcResponse{}, fmt.Errorf("cluster: bad response: %w", err)
 	}
 	return resp, nil
 }
@@ -280,23 +297,43 @@ func (c *Cluster) raftErr(what string, err error) error {
 // Join asks the cluster, through the member at address (any member: a
 // follower names the leader, which is asked in turn), to add this
 // replica, and returns once it is a voter. Start must have been called.
+//
+// While the cluster has no leader (an election), or the leader changes
+// during the join, it asks again every joinRetry until ctx ends.
 func (c *Cluster) Join(ctx context.Context, address string) error {
 	req := rpcRequest{Op: "join", ID: c.cfg.ID, Address: c.Address()}
-	for hops := 0; hops < 5; hops++ {
-		resp, err := c.call(ctx, address, req)
-		if err != nil {
-			return fmt.Errorf("cluster: join through %s: %w", address, err)
-		}
-		if resp.Error == "" {
+	via := address
+	t := time.NewTicker(joinRetry)
+	defer t.Stop()
+	for {
+		resp, err := c.call(ctx, via, req)
+		switch {
+		case err == nil && resp.Error == "":
 			return nil
+		case err == nil && resp.Code != "not_leader":
+			return fmt.Errorf("cluster: join through %s: %s", via, resp.Error)
+		case err == nil && resp.Leader != "" && resp.Leader != via:
+			via = resp.Leader // go to the leader at once
+			continue
+		case err != nil && via == address:
+			return fmt.Errorf("cluster: join through %s: %w", via, err)
 		}
-		if resp.Leader == "" || resp.Leader == address {
-			return fmt.Errorf("cluster: join through %s: %s", address, resp.Error)
+		// No leader known, or the one named did not answer: ask the
+		// member we were given again.
+		via = address
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New(resp.Error)
+			}
+			return fmt.Errorf("cluster: join through %s: %w (last: %v)", address, ctx.Err(), err)
+		case <-t.C:
 		}
-		address = resp.Leader
 	}
-	return errors.New("cluster: join: no leader found")
 }
+
+// joinRetry is how often Join asks again while the cluster has no leader.
+const joinRetry = 100 * time.Millisecond
 
 // RemoveReplica removes a replica from the cluster (on the leader).
 func (c *Cluster) RemoveReplica(id string) error {
@@ -310,18 +347,31 @@ func (c *Cluster) RemoveReplica(id string) error {
 	return nil
 }
 
-// readLine reads up to a newline, at most max bytes.
-func readLine(r io.Reader, max int) ([]byte, error) {
-	buf := make([]byte, 0, 512)
-	var b [1]byte
-	for len(buf) < max {
-		if _, err := r.Read(b[:]); err != nil {
-			return nil, err
-		}
-		if b[0] == '\n' {
-			return buf, nil
-		}
-		buf = append(buf, b[0])
+// writeFrame writes v as one frame.
+func writeFrame(w io.Writer, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
 	}
-	return nil, fmt.Errorf("cluster: request over %d bytes", max)
+	buf := make([]byte, 4, 4+len(body))
+	binary.BigEndian.PutUint32(buf, uint32(len(body)))
+	_, err = w.Write(append(buf, body...))
+	return err
+}
+
+// readFrame reads one frame of at most max bytes.
+func readFrame(r io.Reader, max int) ([]byte, error) {
+	var h [4]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(h[:])
+	if int64(n) > int64(max) {
+		return nil, fmt.Errorf("cluster: frame of %d bytes, over the %d limit", n, max)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, min(int(n), 64<<10)))
+	if _, err := io.CopyN(buf, r, int64(n)); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
