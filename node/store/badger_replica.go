@@ -79,36 +79,72 @@ func (s *Badger) Applied() (uint64, error) {
 
 // WriteSnapshot writes every key of the store to w, from one view taken
 // between two commits, and returns the stream's header. Commits go on
-// meanwhile; the view stays open (and Badger keeps its versions) until
-// the stream is written.
+// meanwhile.
 func (s *Badger) WriteSnapshot(w io.Writer) (SnapshotHeader, error) {
+	v := s.SnapshotView()
+	defer v.Release()
+	_, err := v.WriteTo(w)
+	return v.Header(), err
+}
+
+// SnapshotView is a view of the whole store, taken between two commits,
+// to be written as a snapshot stream. Badger keeps the versions it reads
+// until Release.
+type SnapshotView struct {
+	txn *badger.Txn
+	h   SnapshotHeader
+	err error
+}
+
+// SnapshotView takes a view of the store now; the caller releases it.
+func (s *Badger) SnapshotView() *SnapshotView {
 	s.commitMu.Lock()
-	txn := s.db.NewTransaction(false)
+	v := &SnapshotView{txn: s.db.NewTransaction(false)}
 	s.commitMu.Unlock()
-	defer txn.Discard()
-	var h SnapshotHeader
-	var err error
-	if h.Applied, err = readSeq(txn, keyApplied); err != nil {
-		return h, err
+	if v.h.Applied, v.err = readSeq(v.txn, keyApplied); v.err == nil {
+		v.h.LastSeq, v.err = readSeq(v.txn, keyLast)
 	}
-	if h.LastSeq, err = readSeq(txn, keyLast); err != nil {
-		return h, err
+	return v
+}
+
+// Header is what the view's stream says of itself.
+func (v *SnapshotView) Header() SnapshotHeader { return v.h }
+
+// Release lets Badger forget the versions the view held.
+func (v *SnapshotView) Release() { v.txn.Discard() }
+
+// WriteTo writes the view as a snapshot stream to w.
+func (v *SnapshotView) WriteTo(w io.Writer) (int64, error) {
+	if v.err != nil {
+		return 0, fmt.Errorf("store: snapshot: %w", v.err)
 	}
-	sw := newSnapshotWriter(w)
-	sw.header(h)
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64})
+	cw := &countWriter{w: w}
+	sw := newSnapshotWriter(cw)
+	sw.header(v.h)
+	it := v.txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
-		err := item.Value(func(v []byte) error { return sw.frame(item.Key(), v) })
+		err := item.Value(func(val []byte) error { return sw.frame(item.Key(), val) })
 		if err != nil {
-			return h, fmt.Errorf("store: snapshot: %w", err)
+			return cw.n, fmt.Errorf("store: snapshot: %w", err)
 		}
 	}
 	if err := sw.end(); err != nil {
-		return h, fmt.Errorf("store: snapshot: %w", err)
+		return cw.n, fmt.Errorf("store: snapshot: %w", err)
 	}
-	return h, nil
+	return cw.n, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // snapshotWriter frames a stream and keeps its checksum.
