@@ -165,3 +165,15 @@ func TestGoldenAudit(t *testing.T) {
 				`"outcome":"forbidden","error":"no"}`},
 	})
 }
+
+func TestGoldenCluster(t *testing.T) {
+	checkGolden(t, []golden{
+		{"status", &ClusterStatus{Leader: "r1", Term: 3, Members: []ClusterMember{
+			{ID: "r1", Address: "10.0.0.1:7400", Role: "voter", State: "leader", AppliedIndex: 42, LastContact: "2026-01-02T03:04:05Z"},
+			{ID: "r4", Address: "10.0.0.4:7400", Role: "nonvoter", State: "unreachable"},
+		}},
+			`{"leader":"r1","term":3,"members":[{"id":"r1","address":"10.0.0.1:7400","role":"voter","state":"leader",` +
+				`"applied_index":42,"last_contact":"2026-01-02T03:04:05Z"},` +
+				`{"id":"r4","address":"10.0.0.4:7400","role":"nonvoter","state":"unreachable","applied_index":0}]}`},
+	})
+}

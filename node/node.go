@@ -32,6 +32,7 @@ import (
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/certs"
+	"github.com/strata-dm/strata/node/cluster"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/console"
 	"github.com/strata-dm/strata/node/devices"
@@ -68,6 +69,7 @@ type Node struct {
 	broker  *mqtt.Broker // nil without an MQTT listener
 	api     *api.Server
 	fed     *federation.Service // nil when federation is off
+	cluster *cluster.Cluster    // nil unless the node is a replica of a cluster
 	reg     *prometheus.Registry
 
 	configFile string
@@ -102,10 +104,19 @@ func New(opts Options) (_ *Node, err error) {
 		}
 	}()
 
-	if n.store, err = openStore(&cfg, log); err != nil {
+	n.reg = prometheus.NewRegistry()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mcfg := model.Config{Logger: log}
+	if cfg.Cluster.Enabled() {
+		if err := n.openCluster(&cfg); err != nil {
+			return nil, err
+		}
+		n.store, mcfg.Forward = n.cluster.Store(), n.cluster
+	} else if n.store, err = openStore(&cfg, log); err != nil {
 		return nil, err
 	}
-	if n.model, err = model.New(model.Config{Store: n.store, Logger: log}); err != nil {
+	mcfg.Store = n.store
+	if n.model, err = model.New(mcfg); err != nil {
 		return nil, err
 	}
 	if n.auth, err = auth.New(auth.Config{
@@ -117,12 +128,20 @@ func New(opts Options) (_ *Node, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	if err := n.bootstrap(); err != nil {
-		return nil, err
+	// A replica creates the first admin only when it bootstrapped the
+	// cluster (and leads it); the others have it through the log.
+	bootstrapAdmin := n.cluster == nil
+	if n.cluster != nil {
+		if bootstrapAdmin, err = n.startCluster(); err != nil {
+			return nil, err
+		}
+	}
+	if bootstrapAdmin {
+		if err := n.bootstrap(); err != nil {
+			return nil, err
+		}
 	}
 
-	n.reg = prometheus.NewRegistry()
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.registerModelMetrics()
 	if rs, ok := n.store.(replicaReporter); ok {
 		n.reg.MustRegister(replicaCollector{rs})
@@ -133,8 +152,12 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.wireDevices(); err != nil {
 		return nil, err
 	}
-	if err := n.wireFederation(); err != nil {
-		return nil, err
+	// Federation on a cluster (links owned by the leader) is not built
+	// yet; the configuration refuses it (config.validateCluster).
+	if n.cluster == nil {
+		if err := n.wireFederation(); err != nil {
+			return nil, err
+		}
 	}
 
 	if n.api, err = api.New(api.Config{
@@ -162,6 +185,7 @@ func New(opts Options) (_ *Node, err error) {
 		Search:                    searchOf(n.store),
 
 		Federation:       n.fedAPI(),
+		Cluster:          n.clusterAPI(),
 		ReloadFederation: n.reloadFederation,
 		Audit:            n.audit,
 		Console:          console.New(),
@@ -251,6 +275,9 @@ func (n *Node) readyErr() error {
 	case <-n.stop:
 		return errors.New("shutting down")
 	case <-n.ready:
+		if n.cluster != nil {
+			return n.cluster.Ready()
+		}
 		return nil
 	default:
 		return errors.New("starting")
@@ -318,6 +345,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.broker != nil {
 			errs = append(errs, n.broker.Shutdown(ctx))
 		}
+		if n.cluster != nil {
+			// A leader hands leadership over before it goes.
+			errs = append(errs, n.cluster.Shutdown(ctx))
+		}
 		errs = append(errs, n.close())
 		n.shutdownErr = errors.Join(errs...)
 		n.log.Info("node stopped")
@@ -339,6 +370,9 @@ func (n *Node) close() error {
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
+	}
+	if n.cluster != nil {
+		errs = append(errs, n.cluster.Close())
 	}
 	return errors.Join(errs...)
 }

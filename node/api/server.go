@@ -135,6 +135,9 @@ type Config struct {
 	// the upstreams from the node's configuration and applies them.
 	Federation       Federation
 	ReloadFederation func(context.Context) ([]federation.Upstream, error)
+	// Cluster serves GET /api/v1/cluster and names this replica's role on
+	// /readyz; nil (a node that is not a cluster): 501.
+	Cluster Cluster
 	// Audit receives a record of every state-changing request and lists
 	// the trail (GET /api/v1/audit); nil: a trail of its own over Model.
 	Audit *audit.Log
@@ -372,6 +375,7 @@ func (s *Server) routeTable() []route {
 		{"POST /api/v1/federation/verify", "/api/v1/federation/verify", s.authed(s.verifyFederation)},
 		{"POST /api/v1/federation/reload", "/api/v1/federation/reload", s.authed(s.reloadFederation)},
 		{"GET /api/v1/audit", "/api/v1/audit", s.authed(s.listAudit)},
+		{"GET /api/v1/cluster", "/api/v1/cluster", s.authed(s.clusterStatus)},
 	}
 }
 
@@ -595,6 +599,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, apiError(http.StatusServiceUnavailable, codeUnavailable, "not ready: %v", err))
 			return
 		}
+	}
+	if s.cfg.Cluster != nil {
+		w.Header().Set(ClusterRoleHeader, s.cfg.Cluster.Role())
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "ready\n")

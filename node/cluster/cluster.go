@@ -400,6 +400,33 @@ func (c *Cluster) Broken() error {
 // IsLeader reports whether this replica leads and accepts writes.
 func (c *Cluster) IsLeader() bool { return c.leaderReady() }
 
+// Role is "leader" when this replica leads and accepts writes, else
+// "follower" (/readyz).
+func (c *Cluster) Role() string {
+	if c.leaderReady() {
+		return "leader"
+	}
+	return "follower"
+}
+
+// Ready reports why the replica cannot serve as part of a cluster with
+// quorum: no leader known, or its store failed to apply the log.
+func (c *Cluster) Ready() error {
+	if err := c.Broken(); err != nil {
+		return err
+	}
+	if id, _ := c.Leader(); id == "" {
+		return errors.New("no quorum: no leader known")
+	}
+	return nil
+}
+
+// HasState reports whether this replica has Raft state (it bootstrapped
+// or joined before), so needs neither again.
+func (c *Cluster) HasState() (bool, error) {
+	return raft.HasExistingState(c.bolt, c.bolt, c.snaps)
+}
+
 // Leader returns the leader's id and address, empty when none is known.
 func (c *Cluster) Leader() (id, address string) {
 	r := c.raft()

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // The cluster's own RPCs on the replicas' channel: one request and one
@@ -49,26 +51,10 @@ type rpcResponse struct {
 }
 
 // Member is one replica as GET /api/v1/cluster shows it.
-type Member struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-	// Role is "voter" or "nonvoter".
-	Role string `json:"role"`
-	// State is "leader", "follower", "candidate", "shutdown", or
-	// "unreachable" when it did not answer.
-	State        string `json:"state"`
-	AppliedIndex uint64 `json:"applied_index"`
-	// LastContact is when the member last heard from the leader (the
-	// leader: now), empty when never or unknown.
-	LastContact string `json:"last_contact,omitempty"`
-}
+type Member = apitypes.ClusterMember
 
 // Status is the cluster as one replica sees it.
-type Status struct {
-	Leader  string   `json:"leader"`
-	Term    uint64   `json:"term"`
-	Members []Member `json:"members"`
-}
+type Status = apitypes.ClusterStatus
 
 // decodeRequest parses one request (outside input: fuzzed).
 func decodeRequest(data []byte) (rpcRequest, error) {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,13 +24,15 @@ var (
 
 // ErrNotLeader is returned by a commit on a replica that is not the
 // leader, or is a leader not yet caught up with the log after its
-// election: the write must go to the leader.
-var ErrNotLeader = errors.New("cluster: not the leader")
+// election: the write must go to the leader. It is model.ErrNotLeader,
+// which the API answers 503.
+var ErrNotLeader = model.ErrNotLeader
 
 // ErrStale is the outcome of a batch that was not built on the state the
 // log had reached when it was applied (another replica wrote meanwhile,
-// during a change of leader): no replica applied it.
-var ErrStale = errors.New("cluster: batch built on a stale state")
+// during a change of leader): no replica applied it. It is an
+// ErrNotLeader: the write did not happen, and is to be tried again.
+var ErrStale = fmt.Errorf("%w: the batch was built on a stale state", ErrNotLeader)
 
 // ErrBroken is returned once the local store failed to apply a committed
 // entry: the replica stops applying (a restart resumes after the last
@@ -213,6 +216,31 @@ func (s *Store) Badger() *store.Badger {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.db
+}
+
+// Local maintenance: each replica prunes its own event history and
+// compacts its own change log (node's retention), and searches its own
+// index; none of it goes through the Raft log.
+
+// PruneEvents prunes the local store's event history.
+func (s *Store) PruneEvents(perContext int, olderThan time.Time) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.PruneEvents(perContext, olderThan)
+}
+
+// CompactLog compacts the local store's change log.
+func (s *Store) CompactLog(keep uint64) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.CompactLog(keep)
+}
+
+// Search searches the local store's index.
+func (s *Store) Search(ctx context.Context, q model.SearchQuery) (model.SearchPage, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Search(ctx, q)
 }
 
 // Close is a no-op: the Cluster owns the local store and closes it.

@@ -37,6 +37,7 @@ type Config struct {
 	API        API        `yaml:"api"`
 	MQTT       MQTT       `yaml:"mqtt"`
 	Federation Federation `yaml:"federation"`
+	Cluster    Cluster    `yaml:"cluster"`
 	Store      Store      `yaml:"store"`
 	Retention  Retention  `yaml:"retention"`
 	Auth       Auth       `yaml:"auth"`
@@ -242,6 +243,7 @@ func Default() Config {
 		MQTT: MQTT{CACert: "tls/ca.crt", CAKey: "tls/ca.key", MaxPayloadBytes: 256 << 10, MaxSessions: 200_000},
 		Federation: Federation{KeepAlive: Duration(5 * time.Second), IdleTimeout: Duration(30 * time.Second),
 			CertValidity: Duration(720 * time.Hour), LogBudget: 5_000_000},
+		Cluster: Cluster{TLSCert: "tls/replica.crt", TLSKey: "tls/replica.key"},
 		Store: Store{Kind: StoreBadger, CacheMB: 64, MaxReplicaLag: Duration(5 * time.Second),
 			ReplicaCheckInterval: Duration(time.Second), ReplicaReadTimeout: Duration(2 * time.Second)},
 		Retention: Retention{EventsPerContext: 1000, EventMaxAge: Duration(720 * time.Hour), LogEntries: 1_000_000, JobMaxAge: Duration(720 * time.Hour)},
@@ -328,6 +330,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Store.validate(); err != nil {
+		return err
+	}
+	if err := c.validateCluster(); err != nil {
 		return err
 	}
 	if c.Retention.EventsPerContext < 1 || c.Retention.EventMaxAge <= 0 || c.Retention.LogEntries < 1000 {

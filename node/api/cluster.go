@@ -1,0 +1,45 @@
+package api
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/node/auth"
+)
+
+// The cluster (docs/api.md, "Cluster"): GET /api/v1/cluster shows the
+// replicas of a node that is a Raft cluster, as the answering replica
+// sees them. The replicas span every tenant: system administrators only.
+
+// Cluster is what the API needs of a replica (node/cluster).
+type Cluster interface {
+	Status(ctx context.Context) (apitypes.ClusterStatus, error)
+	// Role is "leader" or "follower", for /readyz.
+	Role() string
+}
+
+// ClusterRoleHeader names a ready replica's role on /readyz: leader or
+// follower. A replica that knows no leader (no quorum) is not ready.
+const ClusterRoleHeader = "X-Strata-Cluster-Role"
+
+var errNoCluster = apiError(http.StatusNotImplemented, codeNotImplemented,
+	"this node is not a cluster (see docs/cluster.md)")
+
+func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if err := requireSystem(p, "reading the cluster's state"); err != nil {
+		return err
+	}
+	if s.cfg.Cluster == nil {
+		return errNoCluster
+	}
+	st, err := s.cfg.Cluster.Status(r.Context())
+	if err != nil {
+		return err
+	}
+	if st.Members == nil {
+		st.Members = []apitypes.ClusterMember{}
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}

@@ -1,0 +1,49 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/auth"
+)
+
+type fakeCluster struct{ role string }
+
+func (f fakeCluster) Status(context.Context) (apitypes.ClusterStatus, error) {
+	return apitypes.ClusterStatus{Leader: "r1", Term: 2, Members: []apitypes.ClusterMember{
+		{ID: "r1", Address: "10.0.0.1:7400", Role: "voter", State: "leader", AppliedIndex: 9}}}, nil
+}
+
+func (f fakeCluster) Role() string { return f.role }
+
+// GET /api/v1/cluster is for system administrators: a tenant's admin is
+// refused, and a node that is not a cluster answers 501.
+func TestClusterStatusEndpoint(t *testing.T) {
+	e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.Cluster = fakeCluster{role: "follower"} })
+	cast := e.tenants()
+	r := e.do("GET", "/api/v1/cluster", e.admin, nil)
+	e.want(r, http.StatusOK, "")
+	var st apitypes.ClusterStatus
+	r.json(t, &st)
+	if st.Leader != "r1" || st.Term != 2 || len(st.Members) != 1 || st.Members[0].State != "leader" {
+		t.Fatalf("status %+v", st)
+	}
+	for _, tok := range []string{cast.ada, cast.gina, cast.alice} {
+		e.want(e.do("GET", "/api/v1/cluster", tok, nil), http.StatusForbidden, codeForbidden)
+	}
+	e.want(e.do("GET", "/api/v1/cluster", "", nil), http.StatusUnauthorized, codeUnauthorized)
+	ready := e.do("GET", "/readyz", "", nil)
+	e.want(ready, http.StatusOK, "")
+	if got := ready.header.Get(ClusterRoleHeader); got != "follower" {
+		t.Fatalf("%s = %q", ClusterRoleHeader, got)
+	}
+
+	single := newEnv(t)
+	single.want(single.do("GET", "/api/v1/cluster", single.admin, nil), http.StatusNotImplemented, codeNotImplemented)
+	if got := single.do("GET", "/readyz", "", nil).header.Get(ClusterRoleHeader); got != "" {
+		t.Fatalf("a single node names a cluster role: %q", got)
+	}
+}

@@ -1,0 +1,181 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/api"
+	"github.com/strata-dm/strata/node/certs"
+	"github.com/strata-dm/strata/node/cluster"
+	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/node/store"
+)
+
+// A node with cluster.id set is one replica of a Raft cluster
+// (docs/cluster.md): its model runs on the cluster's replicated store,
+// its writes on a follower are forwarded to the leader, and the auth
+// cache forgets what the applied log changes.
+
+// Interface guard: the replicated store serves the node as a store does.
+var _ nodeStore = (*cluster.Store)(nil)
+
+// bootstrapLeaderWait bounds the wait of a replica that bootstraps a new
+// cluster for its own leadership, to create the first admin.
+const bootstrapLeaderWait = time.Minute
+
+// openCluster opens this replica over the data directory; its model is
+// built on n.cluster.Store() and started by startCluster.
+func (n *Node) openCluster(cfg *config.Config) error {
+	dataDir := cfg.Path(cfg.DataDir)
+	if _, err := os.Stat(filepath.Join(dataDir, "MANIFEST")); err == nil {
+		return fmt.Errorf("cluster: %s holds the store of a single node; making it a replica is not built yet: start the replica on an empty data_dir", dataDir)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	key, err := encryptionKey(cfg)
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(cfg.Path(cfg.MQTT.CACert))
+	if err != nil {
+		return fmt.Errorf("cluster: the node CA: %w", err)
+	}
+	tc, err := replicaCertificate(cfg)
+	if err != nil {
+		return err
+	}
+	cl := cfg.Cluster
+	n.cluster, err = cluster.Open(cluster.Config{
+		ID: cl.ID, Dir: dataDir, Bind: cl.Addr, Advertise: cl.Advertise,
+		CAPEM: caPEM, Cert: tc,
+		Store:  store.BadgerOptions{EncryptionKey: key, CacheMB: cfg.Store.CacheMB},
+		Logger: n.log, Registerer: n.reg,
+		HeartbeatTimeout: cl.HeartbeatTimeout.D(), ElectionTimeout: cl.ElectionTimeout.D(),
+		LeaderLeaseTimeout: cl.LeaderLeaseTimeout.D(),
+	})
+	return err
+}
+
+// replicaCertificate loads the replica's certificate, issuing it first
+// when its files do not exist and the node CA's key is at hand.
+func replicaCertificate(cfg *config.Config) (tls.Certificate, error) {
+	certFile, keyFile := cfg.Path(cfg.Cluster.TLSCert), cfg.Path(cfg.Cluster.TLSKey)
+	if _, err := os.Stat(certFile); errors.Is(err, os.ErrNotExist) {
+		ca, err := certs.LoadPair(cfg.Path(cfg.MQTT.CACert), cfg.Path(cfg.MQTT.CAKey))
+		if err != nil {
+			return tls.Certificate{}, fmt.Errorf("cluster: no replica certificate at %s, and the node CA cannot issue one: %w", certFile, err)
+		}
+		hosts := certs.ServerHosts()
+		for _, a := range []string{cfg.Cluster.Advertise, cfg.Cluster.Addr} {
+			if h, _, err := net.SplitHostPort(a); err == nil && h != "" && !net.ParseIP(h).IsUnspecified() {
+				hosts = append(hosts, h)
+			}
+		}
+		p, err := ca.IssueReplica(cfg.Cluster.ID, hosts)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		if err := p.WriteFiles(certFile, keyFile); err != nil {
+			return tls.Certificate{}, err
+		}
+	}
+	p, err := certs.LoadPair(certFile, keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("cluster: replica certificate: %w", err)
+	}
+	return p.TLSCertificate()
+}
+
+// startCluster starts Raft under the model and, on a replica's first
+// start, bootstraps a new cluster (waiting to lead it, so that the first
+// admin can be created) or joins one in the background.
+func (n *Node) startCluster() (bootstrapAdmin bool, err error) {
+	n.model.OnCommit(func(es []model.Entry) {
+		for i := range es {
+			if r := es[i].Mutation.Record; r != nil {
+				n.auth.InvalidateRecord(r.Kind, r.Key)
+			}
+		}
+	})
+	if err := n.cluster.Start(n.model); err != nil {
+		return false, err
+	}
+	has, err := n.cluster.HasState()
+	if err != nil {
+		return false, err
+	}
+	cl := n.cfg.Cluster
+	switch {
+	case cl.Bootstrap && !has:
+		if err := n.cluster.Bootstrap(); err != nil {
+			return false, fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+		fallthrough
+	case cl.Bootstrap:
+		deadline := time.Now().Add(bootstrapLeaderWait)
+		for !n.cluster.IsLeader() {
+			if time.Now().After(deadline) {
+				n.log.Warn("cluster: not leading yet; the first admin is created by the replica that bootstrapped, at its next start")
+				return false, nil
+			}
+			time.Sleep(20 * time.Millisecond) // waiting for an election, once, at start
+		}
+		return true, nil
+	case !has && len(cl.Join) > 0:
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.joinCluster(cl.Join)
+		}()
+	}
+	return false, nil
+}
+
+// joinCluster asks the members in via, in turn, to add this replica,
+// until one does or the node stops.
+func (n *Node) joinCluster(via []string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for attempt := 0; ; attempt++ {
+		addr := via[attempt%len(via)]
+		err := n.cluster.Join(ctx, addr)
+		if err == nil {
+			n.log.Info("cluster: joined", "via", addr)
+			return
+		}
+		n.log.Warn("cluster: join", "via", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// clusterAPI is the API's view of the replica; a nil interface (not a nil
+// pointer in one) when the node is not a cluster.
+func (n *Node) clusterAPI() api.Cluster {
+	if n.cluster == nil {
+		return nil
+	}
+	return n.cluster
+}
+
+// Cluster exposes the replica (nil when the node is not a cluster), for
+// in-process harnesses.
+func (n *Node) Cluster() *cluster.Cluster { return n.cluster }
