@@ -76,7 +76,7 @@ func (a *app) rootCmd() *cobra.Command {
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(a.versionCmd(), a.initCmd(), a.serveCmd(), a.ctlCmd(), a.tokenCmd(), a.storeCmd())
-	root.AddCommand(a.joinCmd(), a.leaveCmd(), a.demoCmd())
+	root.AddCommand(a.joinCmd(), a.leaveCmd(), a.demoCmd(), a.clusterCmd())
 	// Unknown subcommands and wrong argument counts are usage errors too.
 	var wrap func(c *cobra.Command)
 	wrap = func(c *cobra.Command) {

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/strata-dm/strata/node/client"
+)
+
+// clusterCmd is `strata cluster`: the replicas of a node that is a Raft
+// cluster (docs/cluster.md). It reaches the node as ctl does.
+func (a *app) clusterCmd() *cobra.Command {
+	x := &ctl{app: a}
+	c := group(&cobra.Command{
+		Use:   "cluster",
+		Short: "The replicas of a node that runs as a Raft cluster",
+		Long: `Cluster shows the replicas of a node that runs as a Raft cluster (see
+docs/cluster.md). A replica is made with the cluster section of its config
+file: cluster.bootstrap on the first, cluster.join on the others.
+
+It reaches the node as ctl does: the node of the config file (--config,
+else $STRATA_CONFIG, else ./strata.yaml) with the CA and admin.token beside
+it. Any replica answers.
+
+` + targetHelp,
+	})
+	x.addTargetFlags(c)
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "The leader, the term, and each replica's role, state and applied index",
+		Long: `Status shows the cluster as the replica asked sees it: the leader and the
+term, then each replica with its role (voter, or nonvoter while a new
+replica catches up), its state (leader, follower, candidate, or
+unreachable when it did not answer), the last Raft log index it applied
+and when it last heard from the leader.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				st, err := cl.Cluster(ctx)
+				if err != nil {
+					return err
+				}
+				return x.show(st, func(w io.Writer) { printCluster(w, st) })
+			})
+		},
+	}
+	c.AddCommand(status)
+	return c
+}
+
+func printCluster(w io.Writer, st *client.ClusterStatus) {
+	leader := st.Leader
+	if leader == "" {
+		leader = "(none: no quorum)"
+	}
+	fmt.Fprintf(w, "leader %s, term %d\n", leader, st.Term)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tSTATE\tAPPLIED\tLAST CONTACT")
+	for _, m := range st.Members {
+		contact := m.LastContact
+		if contact == "" {
+			contact = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", m.ID, m.Address, m.Role, m.State, m.AppliedIndex, contact)
+	}
+	tw.Flush()
+}
