@@ -111,6 +111,25 @@ func TestNodeCluster(t *testing.T) {
 			return err == nil, err
 		})
 	}
+	// A token revoked through one replica is refused by another that
+	// had it cached, once it applied the revocation.
+	tok, err := cl(n1).CreateToken(ctx, client.NewToken{Name: "ops"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl(n2).WithToken(tok.Secret).Whoami(ctx); err != nil {
+		t.Fatalf("the new token on a follower: %v", err)
+	}
+	if err := cl(n3).RevokeToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Once r2 applied the revocation (well within the auth cache's 10 s),
+	// the token is refused there at once.
+	head := n3.Model().LastSeq()
+	tstest.WaitFor(t, harnessWait, "r2 applied the revocation", func() bool { return n2.Model().LastSeq() >= head })
+	if _, err := cl(n2).WithToken(tok.Secret).Whoami(ctx); !client.IsCode(err, "unauthorized") {
+		t.Fatalf("the revoked token on a follower that applied the revocation: %v", err)
+	}
 	// /readyz names the role.
 	hc := httpsClient(t, ident.CAPEM)
 	for n, want := range map[*Node]string{n1: "leader", n2: "follower", n3: "follower"} {
