@@ -1,0 +1,121 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/store"
+)
+
+// Measurements, not run in CI: they print figures (docs/benchmarks.md).
+//
+//	STRATA_CLUSTER_MEASURE=20 go test -run 'TestMeasure' -v ./node/cluster/
+//
+// The value is the number of failover rounds per timing.
+
+func measureRounds(t *testing.T) int {
+	n, _ := strconv.Atoi(os.Getenv("STRATA_CLUSTER_MEASURE"))
+	if n <= 0 {
+		t.Skip("set STRATA_CLUSTER_MEASURE=ROUNDS to measure")
+	}
+	return n
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+// TestMeasureFailover times, over rounds, the time from killing the
+// leader to the first write acknowledged through a client that retries
+// across the surviving replicas, with the library's default timeouts and
+// with tuned ones.
+func TestMeasureFailover(t *testing.T) {
+	rounds := measureRounds(t)
+	for _, tc := range []struct {
+		name                 string
+		hb, election, lease time.Duration
+	}{
+		{"library defaults (1s, 1s, 500ms)", time.Second, time.Second, 500 * time.Millisecond},
+		{"tuned (300ms, 300ms, 150ms)", 300 * time.Millisecond, 300 * time.Millisecond, 150 * time.Millisecond},
+	} {
+		h := newHarness(t, func(c *Config) {
+			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = tc.hb, tc.election, tc.lease
+			c.Logger = nil
+		})
+		h.noForward = true
+		h.cluster(3)
+		var ds []time.Duration
+		for i := range rounds {
+			h.write(put(fmt.Sprintf("/devices/r%d", i)))
+			old := h.leader()
+			start := time.Now()
+			old.kill()
+			h.write(put(fmt.Sprintf("/devices/after%d", i)))
+			ds = append(ds, time.Since(start))
+			old.start()
+			h.converged()
+		}
+		t.Logf("%s: leader kill → first acknowledged write over %d rounds: p50 %v, p99 %v, max %v",
+			tc.name, rounds, percentile(ds, 0.5).Round(time.Millisecond), percentile(ds, 0.99).Round(time.Millisecond),
+			slices.Max(ds).Round(time.Millisecond))
+		for _, r := range h.replicas() {
+			r.kill()
+		}
+	}
+}
+
+// TestMeasureThroughput compares committed mutations per second through a
+// three-replica cluster with a single node on the same Badger store, with
+// concurrent writers of one put each.
+func TestMeasureThroughput(t *testing.T) {
+	measureRounds(t)
+	const writers, dur = 64, 5 * time.Second
+	run := func(m *model.Model) float64 {
+		var n atomic.Int64
+		var wg sync.WaitGroup
+		stop := time.Now().Add(dur)
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; time.Now().Before(stop); i++ {
+					if _, err := m.Apply(context.Background(), put(fmt.Sprintf("/devices/w%d/d%d", w, i%100), "i", strconv.Itoa(i))); err != nil {
+						t.Error(err)
+						return
+					}
+					n.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		return float64(n.Load()) / dur.Seconds()
+	}
+	db, err := store.OpenBadger(store.BadgerOptions{Dir: t.TempDir(), CacheMB: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Config{Store: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	single := run(m)
+	m.Close()
+	db.Close()
+
+	h := newHarness(t, func(c *Config) { c.Logger = nil; c.Store.CacheMB = 64 })
+	h.noForward = true
+	h.cluster(3)
+	clustered := run(h.leader().m)
+	t.Logf("%d writers, one put each, %v: single node %.0f mutations/s, three replicas %.0f mutations/s (%.2f×)",
+		writers, dur, single, clustered, clustered/single)
+}
