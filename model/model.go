@@ -49,8 +49,10 @@ type Config struct {
 // Forwarder sends proposals to the replica that commits them. Forward
 // applies muts there and returns their entries; handled is false when
 // they are to be applied here. Apply returns a forwarded proposal's
-// entries once this model has them too (or ctx ended), so a caller reads
-// its own writes on the replica it wrote through.
+// entries once this model has them too, so a caller reads its own writes
+// on the replica it wrote through; but not later than ForwardedWait after
+// the write was acknowledged (or when ctx ends): the write is durable,
+// and a replica cut off from the leader must not hold its callers.
 type Forwarder interface {
 	Forward(ctx context.Context, muts []Mutation) (entries []Entry, handled bool, err error)
 }
@@ -212,9 +214,15 @@ func (m *Model) Apply(ctx context.Context, muts ...Mutation) ([]Entry, error) {
 	}
 }
 
-// waitSeq waits until the model has published seq, ctx ends or the model
-// closes.
+// ForwardedWait bounds how long Apply waits for this model to show a
+// write a Forwarder had acknowledged elsewhere.
+const ForwardedWait = 10 * time.Second
+
+// waitSeq waits until the model has published seq, ctx ends, the model
+// closes or ForwardedWait passed.
 func (m *Model) waitSeq(ctx context.Context, seq uint64) {
+	ctx, cancel := context.WithTimeout(ctx, ForwardedWait)
+	defer cancel()
 	for {
 		m.mu.Lock()
 		last, ch, closed := m.last, m.changed, m.closed

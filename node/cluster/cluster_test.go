@@ -324,3 +324,34 @@ func TestFollowerForwardsWrites(t *testing.T) {
 	})
 	h.converged()
 }
+
+// A leadership transfer interrupted by a kill of the leader leaves a
+// cluster that elects a leader, takes writes and lost nothing.
+func TestTransferInterruptedByKill(t *testing.T) {
+	h := newHarness(t, nil)
+	h.cluster(3)
+	var acked []model.Entry
+	for round := range 3 {
+		for i := range 5 {
+			acked = append(acked, h.write(put(fmt.Sprintf("/devices/r%d-%d", round, i)))...)
+		}
+		old := h.leader()
+		done := make(chan error, 1)
+		c := old.c
+		go func() { done <- c.TransferLeadership() }()
+		old.kill()
+		<-done // either outcome: the transfer finished or was cut
+		acked = append(acked, h.write(put(fmt.Sprintf("/devices/after%d", round)))...)
+		old.start()
+		v := h.converged()
+		have := map[string]bool{}
+		for _, l := range v.Log {
+			have[l] = true
+		}
+		for _, e := range acked {
+			if !have[fmt.Sprintf("%d %d %s %s", e.Seq, e.Mutation.Op, e.Mutation.Path, e.Mutation.Tenant)] {
+				t.Fatalf("round %d: acknowledged entry %d %s lost", round, e.Seq, e.Mutation.Path)
+			}
+		}
+	}
+}

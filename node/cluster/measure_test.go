@@ -42,7 +42,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 func TestMeasureFailover(t *testing.T) {
 	rounds := measureRounds(t)
 	for _, tc := range []struct {
-		name                 string
+		name                string
 		hb, election, lease time.Duration
 	}{
 		{"library defaults (1s, 1s, 500ms)", time.Second, time.Second, 500 * time.Millisecond},
@@ -79,7 +79,11 @@ func TestMeasureFailover(t *testing.T) {
 // concurrent writers of one put each.
 func TestMeasureThroughput(t *testing.T) {
 	measureRounds(t)
-	const writers, dur = 64, 5 * time.Second
+	writers, _ := strconv.Atoi(os.Getenv("STRATA_CLUSTER_WRITERS"))
+	if writers <= 0 {
+		writers = 64
+	}
+	const dur = 5 * time.Second
 	run := func(m *model.Model) float64 {
 		var n atomic.Int64
 		var wg sync.WaitGroup
