@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/strata-dm/strata/model"
@@ -15,13 +16,19 @@ import (
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/cluster"
 	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/node/devices"
+	"github.com/strata-dm/strata/node/jobs"
 	"github.com/strata-dm/strata/node/store"
 )
 
 // A node with cluster.id set is one replica of a Raft cluster
 // (docs/cluster.md): its model runs on the cluster's replicated store,
-// its writes on a follower are forwarded to the leader, and the auth
-// cache forgets what the applied log changes.
+// its writes on a follower are forwarded to the leader, and what it keeps
+// in memory follows the log it applies: the auth cache forgets the users
+// and tokens a batch changes (at once, inside the commit), and, on a
+// goroutine of the node's (followReplica), the jobs service takes the
+// job records and the broker closes the sessions of devices revoked
+// through another replica.
 
 // Interface guard: the replicated store serves the node as a store does.
 var _ nodeStore = (*cluster.Store)(nil)
@@ -98,12 +105,14 @@ func replicaCertificate(cfg *config.Config) (tls.Certificate, error) {
 // start, bootstraps a new cluster (waiting to lead it, so that the first
 // admin can be created) or joins one in the background.
 func (n *Node) startCluster() (bootstrapAdmin bool, err error) {
+	n.follow = &followQueue{wake: make(chan struct{}, 1)}
 	n.model.OnCommit(func(es []model.Entry) {
 		for i := range es {
 			if r := es[i].Mutation.Record; r != nil {
 				n.auth.InvalidateRecord(r.Kind, r.Key)
 			}
 		}
+		n.follow.add(es)
 	})
 	if err := n.cluster.Start(n.model); err != nil {
 		return false, err
@@ -137,6 +146,64 @@ func (n *Node) startCluster() (bootstrapAdmin bool, err error) {
 		}()
 	}
 	return false, nil
+}
+
+// followQueue holds the applied job and device records the node has not
+// handled yet. The commit hook adds to it without blocking;
+// followReplica takes from it.
+type followQueue struct {
+	mu   sync.Mutex
+	es   []model.Entry
+	wake chan struct{}
+}
+
+func (q *followQueue) add(es []model.Entry) {
+	added := false
+	q.mu.Lock()
+	for i := range es {
+		if r := es[i].Mutation.Record; r != nil && (r.Kind == jobs.KindJob || r.Kind == devices.KindDevice) {
+			q.es = append(q.es, es[i])
+			added = true
+		}
+	}
+	q.mu.Unlock()
+	if added {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (q *followQueue) take() []model.Entry {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	es := q.es
+	q.es = nil
+	return es
+}
+
+// followReplica hands the applied job and device records to the jobs
+// service and the broker, until the node stops.
+func (n *Node) followReplica() {
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.follow.wake:
+		}
+		es := n.follow.take()
+		if n.jobs != nil {
+			n.jobs.Follow(es)
+		}
+		for i := range es {
+			r := es[i].Mutation.Record
+			if r.Kind == devices.KindDevice && es[i].Mutation.Op == model.OpPutRecord &&
+				n.broker != nil && devices.RevokedRecord(r.Value) {
+				n.broker.Disconnect(r.Key)
+			}
+		}
+	}
 }
 
 // joinCluster asks the members in via, in turn, to add this replica,

@@ -38,7 +38,11 @@ func (n *Node) wireDevices() error {
 		return err
 	}
 	n.reg.MustRegister(n.devices.Collector())
-	if n.jobs, err = jobs.New(jobs.Config{Records: n.model, Logger: n.log, Deliver: n.deliver, Finished: n.jobFinished}); err != nil {
+	jc := jobs.Config{Records: n.model, Logger: n.log, Deliver: n.deliver, Finished: n.jobFinished}
+	if n.cluster != nil {
+		jc.Leading = n.cluster.IsLeader // only the leader expires jobs
+	}
+	if n.jobs, err = jobs.New(jc); err != nil {
 		return err
 	}
 	n.calls = &calls.Service{Tree: n.model, Devices: n.devices, Jobs: n.jobs}

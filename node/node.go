@@ -70,6 +70,7 @@ type Node struct {
 	api     *api.Server
 	fed     *federation.Service // nil when federation is off
 	cluster *cluster.Cluster    // nil unless the node is a replica of a cluster
+	follow  *followQueue        // applied records to follow (cluster only)
 	reg     *prometheus.Registry
 
 	configFile string
@@ -260,6 +261,13 @@ func (n *Node) Start(ctx context.Context) error {
 		defer n.wg.Done()
 		n.maintain()
 	}()
+	if n.follow != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.followReplica()
+		}()
+	}
 	if n.fed != nil {
 		if err := n.fed.Start(ctx); err != nil {
 			return err

@@ -401,3 +401,12 @@ func validText(what, v string, max int) error {
 	}
 	return nil
 }
+
+// RevokedRecord reports whether value, a KindDevice record (as a
+// replica applies it from a cluster's log), is that of a revoked device.
+func RevokedRecord(value []byte) bool {
+	var d struct {
+		Revoked bool `json:"revoked"`
+	}
+	return json.Unmarshal(value, &d) == nil && d.Revoked
+}

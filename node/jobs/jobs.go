@@ -92,6 +92,10 @@ type Config struct {
 	// the call's record with it). It is called with the service's lock
 	// held: it must not call the Service, and should be quick.
 	Finished func(Job)
+	// Leading, if set, tells whether this replica of a cluster leads:
+	// only the leader expires jobs (each replica follows the others'
+	// writes, Follow). Nil: always.
+	Leading func() bool
 }
 
 // Service holds the jobs. It is safe for concurrent use.
@@ -101,11 +105,13 @@ type Service struct {
 	now      func() time.Time
 	deliver  func(Job)
 	finished func(Job)
+	leading  func() bool
 
 	mu       sync.Mutex
 	active   map[string]*Job            // jobs not final, by id
 	byDevice map[string][]string        // device → active job ids, oldest first
 	waiters  map[string][]chan struct{} // job id → closed when final
+	seen     map[string]uint64          // job id → log sequence number of the version in memory (follow.go)
 
 	stop chan struct{}
 	done chan struct{}
@@ -127,8 +133,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		rec: cfg.Records, log: cfg.Logger.With("component", "jobs"), now: cfg.Now, deliver: cfg.Deliver,
-		finished: cfg.Finished,
-		active:   map[string]*Job{}, byDevice: map[string][]string{}, waiters: map[string][]chan struct{}{},
+		finished: cfg.Finished, leading: cfg.Leading,
+		active: map[string]*Job{}, byDevice: map[string][]string{}, waiters: map[string][]chan struct{}{},
+		seen: map[string]uint64{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	err := s.rec.Records(KindJob, func(key string, b []byte) error {
@@ -274,8 +281,11 @@ func (s *Service) put(ctx context.Context, j *Job) error {
 		}
 		ev, _ := json.Marshal(JobEvent{Job: j.ID, Function: j.Function, State: j.State, By: j.CreatedBy, Error: truncate(j.Error, 512)})
 		event := model.Mutation{Op: model.OpEvent, Path: j.Path, Event: &model.Event{Name: EventName, Level: level, Payload: ev}}
-		_, err := a.Apply(ctx, rec, event)
+		es, err := a.Apply(ctx, rec, event)
 		if err == nil {
+			if len(es) > 0 {
+				s.wrote(j.ID, es[0].Seq)
+			}
 			return nil
 		}
 		if !errors.Is(err, model.ErrNotFound) {

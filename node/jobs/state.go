@@ -29,6 +29,7 @@ func (s *Service) transition(ctx context.Context, j *Job, to State, detail strin
 	}
 	if to.Final() {
 		s.unindex(j)
+		delete(s.seen, j.ID)
 		if s.finished != nil {
 			s.finished(clone(j))
 		}
@@ -174,7 +175,9 @@ func (s *Service) expireLoop() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			s.expire()
+			if s.leading == nil || s.leading() {
+				s.expire()
+			}
 		}
 	}
 }

@@ -1,0 +1,80 @@
+package jobs
+
+import (
+	"encoding/json"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// Following a replicated log. On a replica of a cluster, jobs are also
+// created and changed through the other replicas: their records arrive
+// in the log this replica applies. Follow brings the jobs in memory up to
+// date with them, so that every replica knows every job not final: the
+// replica that holds a device's session delivers its new commands, takes
+// its results, and lists them as pending when it subscribes.
+//
+// Each job remembers the log sequence number of the version in memory
+// (seen): the service's own writes set it, and Follow skips what is not
+// newer, so an entry the service wrote itself, or one older than what it
+// holds, never goes back in time.
+
+// Follow applies the job records among es, entries of the log in order.
+// It takes the service's lock: call it from a goroutine of its own, never
+// from inside a commit (model.Model.OnCommit runs there, where a caller
+// of the service may hold the lock while it waits for that commit).
+func (s *Service) Follow(es []model.Entry) {
+	var deliver []Job
+	s.mu.Lock()
+	for i := range es {
+		e := &es[i]
+		r := e.Mutation.Record
+		if r == nil || r.Kind != KindJob || e.Seq <= s.seen[r.Key] {
+			continue
+		}
+		switch e.Mutation.Op {
+		case model.OpDeleteRecord:
+			if j, ok := s.active[r.Key]; ok {
+				s.unindex(j)
+			}
+			delete(s.seen, r.Key)
+		case model.OpPutRecord:
+			j := new(Job)
+			if err := json.Unmarshal(r.Value, j); err != nil || j.ID != r.Key {
+				s.log.Warn("skipping a damaged job record from the log", "job", r.Key, "seq", e.Seq)
+				continue
+			}
+			cur, active := s.active[j.ID]
+			switch {
+			case j.State.Final():
+				if active {
+					s.unindex(cur) // wakes its waiters; its finisher ran where it finished
+				}
+				delete(s.seen, j.ID)
+				continue
+			case active && cur.Device == j.Device:
+				s.active[j.ID] = j
+			case active:
+				s.unindex(cur)
+				s.index(j)
+			default:
+				s.index(j)
+				if j.State == Queued {
+					deliver = append(deliver, clone(j))
+				}
+			}
+			s.seen[j.ID] = e.Seq
+		}
+	}
+	s.mu.Unlock()
+	for _, j := range deliver {
+		s.deliver(j)
+	}
+}
+
+// wrote records that the version of job id in memory is the one logged
+// at seq; the caller holds s.mu.
+func (s *Service) wrote(id string, seq uint64) {
+	if seq > s.seen[id] {
+		s.seen[id] = seq
+	}
+}
