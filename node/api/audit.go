@@ -44,6 +44,8 @@ var auditOps = map[string]string{
 	"POST /api/v1/peers/{name}/revoke":       "peer.revoke",
 	"POST /api/v1/federation/verify":         "federation.verify",
 	"POST /api/v1/federation/reload":         "federation.reload",
+	"POST /api/v1/cluster/transfer-leader":   "cluster.transfer_leader",
+	"DELETE /api/v1/cluster/members/{id}":    "cluster.remove",
 }
 
 // opLogin records a successful login (a new session token). Failed

@@ -17,6 +17,11 @@ type Cluster interface {
 	Status(ctx context.Context) (apitypes.ClusterStatus, error)
 	// Role is "leader" or "follower", for /readyz.
 	Role() string
+	// TransferLeadership hands leadership to another voter; RemoveReplica
+	// takes a replica out of the cluster (model.ErrNotFound for one that
+	// is not a member). Either is done by the leader, wherever asked.
+	TransferLeadership(ctx context.Context) error
+	RemoveReplica(ctx context.Context, id string) error
 }
 
 // ClusterRoleHeader names a ready replica's role on /readyz: leader or
@@ -41,5 +46,37 @@ func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request, p *auth.P
 		st.Members = []apitypes.ClusterMember{}
 	}
 	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *Server) transferLeader(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if err := requireSystem(p, "handing the cluster's leadership over"); err != nil {
+		return err
+	}
+	if s.cfg.Cluster == nil {
+		return errNoCluster
+	}
+	if err := s.cfg.Cluster.TransferLeadership(r.Context()); err != nil {
+		return err
+	}
+	s.log.Info("cluster leadership handed over", "by", p.User)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) removeReplica(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if err := requireSystem(p, "removing a replica"); err != nil {
+		return err
+	}
+	if s.cfg.Cluster == nil {
+		return errNoCluster
+	}
+	id := r.PathValue("id")
+	noteAudit(r, func(e *auditEntry) { e.rec.Target = id })
+	if err := s.cfg.Cluster.RemoveReplica(r.Context(), id); err != nil {
+		return err
+	}
+	s.log.Info("replica removed from the cluster", "replica", id, "by", p.User)
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

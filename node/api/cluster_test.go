@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 
 	"github.com/strata-dm/strata/apitypes"
@@ -10,19 +12,42 @@ import (
 	"github.com/strata-dm/strata/node/auth"
 )
 
-type fakeCluster struct{ role string }
+type fakeCluster struct {
+	role      string
+	mu        sync.Mutex
+	transfers int
+	removed   []string
+}
 
-func (f fakeCluster) Status(context.Context) (apitypes.ClusterStatus, error) {
+func (f *fakeCluster) Status(context.Context) (apitypes.ClusterStatus, error) {
 	return apitypes.ClusterStatus{Leader: "r1", Term: 2, Members: []apitypes.ClusterMember{
 		{ID: "r1", Address: "10.0.0.1:7400", Role: "voter", State: "leader", AppliedIndex: 9}}}, nil
 }
 
-func (f fakeCluster) Role() string { return f.role }
+func (f *fakeCluster) Role() string { return f.role }
+
+func (f *fakeCluster) TransferLeadership(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.transfers++
+	return nil
+}
+
+func (f *fakeCluster) RemoveReplica(_ context.Context, id string) error {
+	if id != "r2" {
+		return fmt.Errorf("%w: replica %q is not a member", model.ErrNotFound, id)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = append(f.removed, id)
+	return nil
+}
 
 // GET /api/v1/cluster is for system administrators: a tenant's admin is
 // refused, and a node that is not a cluster answers 501.
 func TestClusterStatusEndpoint(t *testing.T) {
-	e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.Cluster = fakeCluster{role: "follower"} })
+	fc := &fakeCluster{role: "follower"}
+	e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.Cluster = fc })
 	cast := e.tenants()
 	r := e.do("GET", "/api/v1/cluster", e.admin, nil)
 	e.want(r, http.StatusOK, "")
@@ -33,6 +58,17 @@ func TestClusterStatusEndpoint(t *testing.T) {
 	}
 	for _, tok := range []string{cast.ada, cast.gina, cast.alice} {
 		e.want(e.do("GET", "/api/v1/cluster", tok, nil), http.StatusForbidden, codeForbidden)
+		e.want(e.do("POST", "/api/v1/cluster/transfer-leader", tok, nil), http.StatusForbidden, codeForbidden)
+		e.want(e.do("DELETE", "/api/v1/cluster/members/r2", tok, nil), http.StatusForbidden, codeForbidden)
+	}
+	if fc.transfers != 0 || len(fc.removed) != 0 {
+		t.Fatalf("a refused request acted: %d transfers, removed %v", fc.transfers, fc.removed)
+	}
+	e.want(e.do("POST", "/api/v1/cluster/transfer-leader", e.admin, nil), http.StatusNoContent, "")
+	e.want(e.do("DELETE", "/api/v1/cluster/members/r2", e.admin, nil), http.StatusNoContent, "")
+	e.want(e.do("DELETE", "/api/v1/cluster/members/r9", e.admin, nil), http.StatusNotFound, codeNotFound)
+	if fc.transfers != 1 || len(fc.removed) != 1 {
+		t.Fatalf("%d transfers, removed %v", fc.transfers, fc.removed)
 	}
 	e.want(e.do("GET", "/api/v1/cluster", "", nil), http.StatusUnauthorized, codeUnauthorized)
 	ready := e.do("GET", "/readyz", "", nil)

@@ -376,6 +376,8 @@ func (s *Server) routeTable() []route {
 		{"POST /api/v1/federation/reload", "/api/v1/federation/reload", s.authed(s.reloadFederation)},
 		{"GET /api/v1/audit", "/api/v1/audit", s.authed(s.listAudit)},
 		{"GET /api/v1/cluster", "/api/v1/cluster", s.authed(s.clusterStatus)},
+		{"POST /api/v1/cluster/transfer-leader", "/api/v1/cluster/transfer-leader", s.authed(s.transferLeader)},
+		{"DELETE /api/v1/cluster/members/{id}", "/api/v1/cluster/members/{id}", s.authed(s.removeReplica)},
 	}
 }
 

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"net/url"
 
 	"github.com/strata-dm/strata/apitypes"
 )
@@ -24,4 +25,15 @@ func (c *Client) Cluster(ctx context.Context) (*ClusterStatus, error) {
 		return nil, err
 	}
 	return &st, nil
+}
+
+// TransferClusterLeader hands the cluster's leadership to another voter
+// (any replica may be asked; the leader does it).
+func (c *Client) TransferClusterLeader(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/api/v1/cluster/transfer-leader", nil, nil, nil)
+}
+
+// RemoveClusterMember removes the replica id from the cluster.
+func (c *Client) RemoveClusterMember(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/api/v1/cluster/members/"+url.PathEscape(id), nil, nil, nil)
 }

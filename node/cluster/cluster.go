@@ -437,15 +437,6 @@ func (c *Cluster) Leader() (id, address string) {
 	return string(sid), string(addr)
 }
 
-// TransferLeadership asks Raft to hand leadership to another voter.
-func (c *Cluster) TransferLeadership() error {
-	r := c.raft()
-	if r == nil {
-		return errors.New("cluster: not started")
-	}
-	return r.LeadershipTransfer().Error()
-}
-
 // Shutdown leaves gracefully: a leader first hands leadership over (ctx
 // bounds the wait), then the replica stops as Close.
 func (c *Cluster) Shutdown(ctx context.Context) error {

@@ -338,7 +338,7 @@ func TestTransferInterruptedByKill(t *testing.T) {
 		old := h.leader()
 		done := make(chan error, 1)
 		c := old.c
-		go func() { done <- c.TransferLeadership() }()
+		go func() { done <- c.TransferLeadership(context.Background()) }()
 		old.kill()
 		<-done // either outcome: the transfer finished or was cut
 		acked = append(acked, h.write(put(fmt.Sprintf("/devices/after%d", round)))...)
@@ -354,4 +354,52 @@ func TestTransferInterruptedByKill(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Handing leadership over and removing a replica work from any replica:
+// a follower asks the leader.
+func TestTransferAndRemoveThroughAFollower(t *testing.T) {
+	h := newHarness(t, nil)
+	reps := h.cluster(3)
+	old := h.leader()
+	var f *replica
+	for _, r := range reps {
+		if r != old {
+			f = r
+			break
+		}
+	}
+	ctx := context.Background()
+	if err := f.c.TransferLeadership(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l := h.leader(); l == old {
+		t.Fatal("the leader did not change")
+	}
+	if err := f.c.RemoveReplica(ctx, "r9"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("removing a replica that is not a member: %v", err)
+	}
+	var gone *replica
+	for _, r := range reps {
+		if !r.c.IsLeader() && r != f {
+			gone = r
+		}
+	}
+	if gone == nil {
+		gone = f
+	}
+	via := f
+	if via == gone {
+		via = h.leader()
+	}
+	if err := via.c.RemoveReplica(ctx, gone.id); err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, harnessTimeout, "two members", func() (bool, error) {
+		st, err := h.leader().c.Status(ctx)
+		return err == nil && len(st.Members) == 2, fmt.Errorf("%+v", st)
+	})
+	gone.kill()
+	h.write(put("/devices/after-remove"))
+	h.converged()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/model"
 )
 
 // The cluster's own RPCs on the replicas' channel: one request and one
@@ -24,6 +25,8 @@ import (
 //	{"op":"status"}                          → {"status": Member}
 //	{"op":"join","id":ID,"address":ADDR}     → {} once ID is a voter
 //	{"op":"apply","mutations":CBOR}          → {"entries": CBOR} (forward.go)
+//	{"op":"transfer"}                        → {} once another replica leads
+//	{"op":"remove","id":ID}                  → {} once ID is out of the configuration
 //
 // A request to a replica that is not the leader, for what only the leader
 // does, is answered {"error": ..., "code": "not_leader", "leader":
@@ -70,6 +73,11 @@ func decodeRequest(data []byte) (rpcRequest, error) {
 		if len(req.Mutations) == 0 {
 			return req, errors.New("cluster: bad request: apply without mutations")
 		}
+	case "transfer":
+	case "remove":
+		if err := validID(req.ID); err != nil {
+			return req, err
+		}
 	case "join":
 		if err := validID(req.ID); err != nil {
 			return req, err
@@ -109,6 +117,20 @@ func (c *Cluster) handle(req rpcRequest) rpcResponse {
 		return rpcResponse{Status: &m}
 	case "apply":
 		return c.serveApply(req)
+	case "transfer", "remove":
+		var err error
+		if req.Op == "transfer" {
+			err = c.transferHere()
+		} else {
+			err = c.removeHere(req.ID)
+		}
+		if err != nil {
+			resp := rpcResponse{Error: err.Error(), Code: errorCode(err)}
+			if errors.Is(err, ErrNotLeader) {
+				_, resp.Leader = c.Leader()
+			}
+			return resp
+		}
 	case "join":
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.JoinTimeout)
 		defer cancel()
@@ -321,14 +343,76 @@ func (c *Cluster) Join(ctx context.Context, address string) error {
 // joinRetry is how often Join asks again while the cluster has no leader.
 const joinRetry = 100 * time.Millisecond
 
-// RemoveReplica removes a replica from the cluster (on the leader).
-func (c *Cluster) RemoveReplica(id string) error {
+// RemoveReplica removes the replica id from the cluster (strata cluster
+// leave), through the leader wherever it is asked. The removed replica
+// stops taking part; remove the leader itself and another is elected.
+// An id that is not a member is model.ErrNotFound.
+func (c *Cluster) RemoveReplica(ctx context.Context, id string) error {
+	if err := validID(id); err != nil {
+		return fmt.Errorf("%w: %v", model.ErrInvalid, err)
+	}
+	return c.onLeader(ctx, rpcRequest{Op: "remove", ID: id}, func() error { return c.removeHere(id) })
+}
+
+// TransferLeadership hands leadership from the leader to another voter
+// (strata cluster transfer-leader), wherever it is asked.
+func (c *Cluster) TransferLeadership(ctx context.Context) error {
+	return c.onLeader(ctx, rpcRequest{Op: "transfer"}, c.transferHere)
+}
+
+// onLeader runs here when this replica leads, else asks the leader.
+func (c *Cluster) onLeader(ctx context.Context, req rpcRequest, here func() error) error {
+	r := c.raft()
+	if r == nil {
+		return errors.New("cluster: not started")
+	}
+	if r.State() == raft.Leader {
+		return here()
+	}
+	id, addr := c.Leader()
+	if id == "" {
+		return c.notLeader()
+	}
+	resp, err := c.call(ctx, addr, req)
+	if err != nil {
+		return fmt.Errorf("%w: ask %s at %s: %v", ErrNotLeader, id, addr, err)
+	}
+	if resp.Error != "" {
+		return codeError(resp.Code, resp.Error)
+	}
+	return nil
+}
+
+func (c *Cluster) removeHere(id string) error {
 	r := c.raft()
 	if r == nil || r.State() != raft.Leader {
 		return c.notLeader()
 	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	known := false
+	for _, s := range f.Configuration().Servers {
+		known = known || string(s.ID) == id
+	}
+	if !known {
+		return fmt.Errorf("%w: replica %q is not a member", model.ErrNotFound, id)
+	}
 	if err := r.RemoveServer(raft.ServerID(id), 0, c.cfg.ApplyTimeout).Error(); err != nil {
 		return c.raftErr("remove "+strconv.Quote(id), err)
+	}
+	c.log.Info("replica removed", "id", id)
+	return nil
+}
+
+func (c *Cluster) transferHere() error {
+	r := c.raft()
+	if r == nil || r.State() != raft.Leader {
+		return c.notLeader()
+	}
+	if err := r.LeadershipTransfer().Error(); err != nil {
+		return c.raftErr("transfer leadership", err)
 	}
 	return nil
 }

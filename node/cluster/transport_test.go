@@ -154,6 +154,11 @@ func FuzzDecodeRequest(f *testing.F) {
 			if len(req.Mutations) == 0 {
 				t.Fatal("accepted an apply without mutations")
 			}
+		case "transfer":
+		case "remove":
+			if validID(req.ID) != nil {
+				t.Fatalf("accepted id %q", req.ID)
+			}
 		case "join":
 			if validID(req.ID) != nil {
 				t.Fatalf("accepted id %q", req.ID)

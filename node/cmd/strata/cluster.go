@@ -48,7 +48,46 @@ and when it last heard from the leader.`,
 			})
 		},
 	}
-	c.AddCommand(status)
+	transfer := &cobra.Command{
+		Use:   "transfer-leader",
+		Short: "Hand the leadership to another voter (before maintenance of the leader's machine)",
+		Long: `Transfer-leader asks the leader (through whichever replica it reaches) to
+hand leadership to another voter, and returns once another replica leads.
+A replica stopped gracefully does the same on its own.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				if err := cl.TransferClusterLeader(ctx); err != nil {
+					return err
+				}
+				if !x.json() {
+					fmt.Fprintln(x.stdout, "leadership handed over")
+				}
+				return nil
+			})
+		},
+	}
+	leave := &cobra.Command{
+		Use:   "leave ID",
+		Short: "Remove the replica ID from the cluster",
+		Long: `Leave removes the replica ID from the cluster's configuration (the leader
+does it, through whichever replica it reaches): it no longer votes nor
+receives the log. Stop it afterwards; to bring it back, start it on an
+empty data_dir with cluster.join.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				if err := cl.RemoveClusterMember(ctx, args[0]); err != nil {
+					return err
+				}
+				if !x.json() {
+					fmt.Fprintf(x.stdout, "replica %s removed\n", args[0])
+				}
+				return nil
+			})
+		},
+	}
+	c.AddCommand(status, transfer, leave)
 	return c
 }
 

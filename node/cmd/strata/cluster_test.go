@@ -12,6 +12,11 @@ import (
 
 func fakeClusterAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
+	switch r.Method + " " + r.URL.Path {
+	case "POST /api/v1/cluster/transfer-leader", "DELETE /api/v1/cluster/members/r3":
+		w.WriteHeader(204)
+		return
+	}
 	if r.Method+" "+r.URL.Path != "GET /api/v1/cluster" {
 		w.WriteHeader(404)
 		io.WriteString(w, `{"error":"no","code":"not_found"}`)
@@ -37,5 +42,24 @@ func TestClusterStatus(t *testing.T) {
 	var st client.ClusterStatus
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Leader != "r1" || len(st.Members) != 2 {
 		t.Fatalf("json: exit %d, %q", code, out)
+	}
+}
+
+func TestClusterTransferAndLeave(t *testing.T) {
+	n := newFakeNode(t, fakeClusterAPI)
+	if code, out, errOut := runCmd(t, nil, "", "cluster", "-c", n.config, "transfer-leader"); code != 0 || out != "leadership handed over\n" {
+		t.Fatalf("transfer-leader: exit %d, %q, %q", code, out, errOut)
+	}
+	if r := n.last(t); r.method != "POST" || r.path != "/api/v1/cluster/transfer-leader" {
+		t.Fatalf("request %+v", r)
+	}
+	if code, out, errOut := runCmd(t, nil, "", "cluster", "-c", n.config, "leave", "r3"); code != 0 || out != "replica r3 removed\n" {
+		t.Fatalf("leave: exit %d, %q, %q", code, out, errOut)
+	}
+	if r := n.last(t); r.method != "DELETE" || r.path != "/api/v1/cluster/members/r3" {
+		t.Fatalf("request %+v", r)
+	}
+	if code, _, _ := runCmd(t, nil, "", "cluster", "-c", n.config, "leave", "r9"); code == 0 {
+		t.Fatal("leave of an unknown replica succeeded")
 	}
 }
