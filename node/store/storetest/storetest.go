@@ -25,6 +25,7 @@ func Run(t *testing.T, open func(t *testing.T) model.Store) {
 		{"Reindex", testReindex},
 		{"Delete", testDelete},
 		{"Events", testEvents},
+		{"Feed", testFeed},
 		{"Records", testRecords},
 		{"Log", testLog},
 		{"Snapshot", testSnapshot},
