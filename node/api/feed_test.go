@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"slices"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/jobs"
 )
 
@@ -169,4 +171,25 @@ func TestEventFeedRefusals(t *testing.T) {
 
 	off := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.Feed = nil })
 	off.want(off.do("GET", "/api/v1/events", off.admin, nil), 501, codeNotImplemented)
+}
+
+// TestClientFeed drives the feed with node/client, as ctl events
+// --subtree does.
+func TestClientFeed(t *testing.T) {
+	e := newEnv(t)
+	c := e.tenants()
+	feedCast(t, e, c)
+	alice := tlsClient(t, e.api.Handler(), c.alice)
+	ctx := context.Background()
+	p, err := alice.Feed(ctx, client.FeedQuery{Limit: 3})
+	if err != nil || len(p.Events) != 3 || p.Events[0].Name != "site-a" || p.Events[2].Path != "/devices/shared" || p.Next != p.Events[2].Seq {
+		t.Fatalf("first page: %+v, %v", p, err)
+	}
+	p, err = alice.Feed(ctx, client.FeedQuery{Path: "/devices/a1", Level: "warning", Before: p.Next})
+	if err != nil || len(p.Events) != 1 || p.Events[0].Name != "acme-w" || p.Next != 0 {
+		t.Fatalf("next page: %+v, %v", p, err)
+	}
+	if _, err := alice.Feed(ctx, client.FeedQuery{Level: "info"}); !client.IsCode(err, client.CodeInvalid) {
+		t.Fatalf("level info: %v", err)
+	}
 }
