@@ -96,6 +96,7 @@ export async function exportCSV(
 export interface Peer {
   name: string;
   direction: "provider" | "consumer";
+  role?: string;
   address?: string;
   state: string;
   mount?: string;
@@ -126,6 +127,68 @@ export async function countAll(q: Query, max: number): Promise<{ n: number; more
     n += page.contexts.length;
     if (!page.next) return { n, more: false };
     if (n >= max) return { n, more: true };
+    after = page.next;
+  }
+}
+
+/** FeedEvent is one event of the event feed (GET /api/v1/events). */
+export interface FeedEvent {
+  seq: number;
+  path: string;
+  name?: string;
+  level: "warning" | "alert" | "info";
+  payload?: unknown;
+  time: string;
+  tenant?: string;
+}
+
+/** getFeed reads one page of the warnings and alerts of a subtree, newest
+ * first; pass next as before for the following page. */
+export function getFeed(
+  path: string,
+  level: "warning" | "alert",
+  limit: number,
+  before?: number,
+): Promise<{ events: FeedEvent[]; next?: number }> {
+  const q = new URLSearchParams({ path, level, limit: String(limit) });
+  if (before) q.set("before", String(before));
+  return request("GET", `/api/v1/events?${q}`);
+}
+
+/** NodeBelow is a node mounted, directly or not, below this one: the root
+ * context of its mount (type peer, labelled with its role). */
+export interface NodeBelow {
+  name: string;
+  mount: string; // /peers/eu/peers/probe-a
+  role: string; // "" when it told none
+  tier: number; // 1: a provider of this node, 2: a provider of one, ...
+  via: string; // the provider of this node it is reached through
+}
+
+export function nodeOf(c: Context): NodeBelow {
+  const segs = c.path.split("/").filter((s) => s !== "");
+  const names: string[] = [];
+  for (let i = 0; i + 1 < segs.length; i += 2) if (segs[i] === "peers") names.push(segs[i + 1]);
+  return {
+    name: names[names.length - 1] ?? c.path,
+    mount: c.path,
+    role: c.labels?.role ?? "",
+    tier: names.length,
+    via: names[0] ?? "",
+  };
+}
+
+/** nodesBelow lists the nodes below this one, from the peer contexts under
+ * /peers (at most max of them), in path order. */
+export async function nodesBelow(max = 1000): Promise<{ nodes: NodeBelow[]; more: boolean }> {
+  const q: Query = { path: "/peers", type: "peer", tenant: "", online: "", filters: "" };
+  const nodes: NodeBelow[] = [];
+  let after = "";
+  for (;;) {
+    const page = await search(q, after, 1000);
+    for (const c of page.contexts) nodes.push(nodeOf(c));
+    if (!page.next) return { nodes, more: false };
+    if (nodes.length >= max) return { nodes, more: true };
     after = page.next;
   }
 }
