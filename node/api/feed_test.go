@@ -130,6 +130,15 @@ func TestEventFeed(t *testing.T) {
 	check("vera", c.vera, "", []string{"acme-a", "shared-w", "acme-w"})
 	e.want(e.do("GET", "/api/v1/events?path=/sites", c.vera, nil), 403, codeForbidden)
 
+	// Grants on two subtrees: their feeds merged newest first, in pages
+	// of any size.
+	two := e.user(auth.UserSpec{Name: "tess", Tenant: "acme", Grants: []auth.Grant{
+		{Role: auth.RoleViewer, Subtree: "/devices/a1"}, {Role: auth.RoleViewer, Subtree: "/sites"}}})
+	for _, limit := range []string{"1", "2", "50"} {
+		check("tess", two, "limit="+limit, []string{"site-a", "acme-a", "acme-w"})
+	}
+	e.want(e.do("GET", "/api/v1/events?path=/devices/shared", two, nil), 403, codeForbidden)
+
 	check("bob", c.bob, "limit=2", rev(globex, []string{"shared-w", "site-a"}, globexAlerts))
 	check("bob", c.bob, "path=/devices/b1&level=alert", rev(globexAlerts))
 	// Another tenant's device answers as a missing one.

@@ -168,3 +168,53 @@ func testFeed(t *testing.T, m *model.Model, s model.Store) {
 		check("after prune all", names(feed(model.FeedQuery{}).Events), nil)
 	}
 }
+
+// testFeedScanBound: a feed over a small subtree among many notable
+// events elsewhere stops after model.MaxFeedScan index entries, with a
+// cursor that goes on to the one event it wants.
+func testFeedScanBound(t *testing.T, m *model.Model, s model.Store) {
+	f, ok := s.(model.EventFeed)
+	if !ok {
+		t.Skip("the store has no event feed")
+	}
+	ctx := context.Background()
+	put(t, m, "/rare", "device", "t1", nil)
+	put(t, m, "/busy", "device", "t1", nil)
+	es, err := m.Apply(ctx, model.Mutation{Op: model.OpEvent, Path: "/rare", Event: &model.Event{Level: model.LevelAlert, Name: "rare"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rare := es[0].Seq
+	muts := make([]model.Mutation, 0, 1000)
+	for range model.MaxFeedScan / 1000 * 2 {
+		muts = muts[:0]
+		for range 1000 {
+			muts = append(muts, model.Mutation{Op: model.OpEvent, Path: "/busy", Event: &model.Event{Level: model.LevelWarning}})
+		}
+		if _, err := m.Apply(ctx, muts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tenants := range [][]string{nil, {"t1"}} {
+		q := model.FeedQuery{Prefix: "/rare", Tenants: tenants}
+		page, err := f.Feed(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Events) != 0 || page.Next == 0 {
+			t.Fatalf("first page = %d events, next %d; want a short page with a cursor", len(page.Events), page.Next)
+		}
+		for range 5 {
+			q.Before = page.Next
+			if page, err = f.Feed(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+			if len(page.Events) > 0 || page.Next == 0 {
+				break
+			}
+		}
+		if len(page.Events) != 1 || page.Events[0].Seq != rare || page.Next != 0 {
+			t.Fatalf("last page = %+v, want the one alert and no cursor", page)
+		}
+	}
+}

@@ -26,6 +26,7 @@ func Run(t *testing.T, open func(t *testing.T) model.Store) {
 		{"Delete", testDelete},
 		{"Events", testEvents},
 		{"Feed", testFeed},
+		{"FeedScanBound", testFeedScanBound},
 		{"Records", testRecords},
 		{"Log", testLog},
 		{"Snapshot", testSnapshot},
