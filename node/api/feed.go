@@ -27,7 +27,9 @@ type EventFeed = model.EventFeed
 
 // feedRounds bounds the store calls that fill one page when events the
 // caller may not see (a shared device's job events, history of a context
-// since given to another tenant) were left out.
+// since given to another tenant) were left out, or the store stopped at
+// its scan bound: a request reads at most feedRounds*model.MaxFeedScan
+// index entries.
 const feedRounds = 4
 
 // parseFeed reads the query string strictly, as search does: unknown and
@@ -108,6 +110,8 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	}
 	if len(page.Events) == limit {
 		page.Next = page.Events[limit-1].Seq
+	} else if page.Next != 0 {
+		s.metrics.feedShort.Inc()
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil

@@ -202,3 +202,31 @@ func TestClientFeed(t *testing.T) {
 		t.Fatalf("level info: %v", err)
 	}
 }
+
+// TestEventFeedShortPage: a feed of one context among more warnings
+// elsewhere than the store reads per request answers short pages with a
+// cursor, counted in /metrics, and the cursor reaches the alert.
+func TestEventFeedShortPage(t *testing.T) {
+	e := newEnv(t)
+	e.want(e.do("PUT", "/api/v1/contexts/devices/rare", e.admin, `{"type":"device"}`), 201, "")
+	e.want(e.do("PUT", "/api/v1/contexts/devices/busy", e.admin, `{"type":"device"}`), 201, "")
+	e.want(e.do("POST", "/api/v1/events/devices/rare", e.admin, `{"level":"alert","name":"rare"}`), 201, "")
+	muts := make([]model.Mutation, 0, 1000)
+	for range feedRounds*model.MaxFeedScan/1000 + 1 {
+		muts = muts[:0]
+		for range 1000 {
+			muts = append(muts, model.Mutation{Op: model.OpEvent, Path: "/devices/busy", Event: &model.Event{Level: model.LevelWarning}})
+		}
+		if _, err := e.model.Apply(e.ctx, muts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, cursors := e.feedAll(e.admin, "path=/devices/rare")
+	if !slices.Equal(names, []string{"rare"}) || len(cursors) != 1 {
+		t.Fatalf("feed of /devices/rare: %v after cursors %v", names, cursors)
+	}
+	m := e.do("GET", "/metrics", "", nil)
+	if !strings.Contains(string(m.body), "\nstrata_api_event_feed_short_pages_total 1\n") {
+		t.Fatal("strata_api_event_feed_short_pages_total is not 1")
+	}
+}
