@@ -22,7 +22,7 @@ import (
 // (the index) and, for scanQueries of the same queries, ScanSearch (the
 // scan every search was before the index), in one run. Both must find the
 // same contexts.
-func runBadger(dir string, devices, queries, scanQueries, clients, limit, sites int) error {
+func runBadger(dir string, reuse bool, devices, queries, scanQueries, clients, limit, sites int) error {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if dir == "" {
@@ -34,6 +34,15 @@ func runBadger(dir string, devices, queries, scanQueries, clients, limit, sites 
 		dir = tmp
 	}
 	opts := store.BadgerOptions{Dir: dir, Logger: log, CacheMB: 256}
+	if reuse {
+		s, err := store.OpenBadger(opts)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		fmt.Printf("reusing the store in %s (%s), loaded by an earlier run with the same -devices and -sites\n", dir, dirSize(dir))
+		return queryBadger(ctx, s, queries, scanQueries, clients, limit, sites, devices)
+	}
 	s, err := store.OpenBadger(opts)
 	if err != nil {
 		return err
@@ -73,7 +82,13 @@ func runBadger(dir string, devices, queries, scanQueries, clients, limit, sites 
 	defer s.Close()
 	fmt.Printf("reopened, building the search index, in %v\n", time.Since(t0).Round(time.Millisecond))
 	fmt.Printf("store size: %s\n", dirSize(dir))
+	return queryBadger(ctx, s, queries, scanQueries, clients, limit, sites, devices)
+}
 
+// queryBadger runs the query mix through the index and its first
+// scanQueries through the scan, after unmeasured warm-ups, and prints
+// the figures.
+func queryBadger(ctx context.Context, s *store.Badger, queries, scanQueries, clients, limit, sites, devices int) error {
 	rng := rand.New(rand.NewPCG(7, 7))
 	mix := queryMix(rng, queries, limit, sites, devices)
 	warm := queryMix(rand.New(rand.NewPCG(8, 8)), min(200, queries), limit, sites, devices)
