@@ -230,6 +230,14 @@ func TestClientSearch(t *testing.T) {
 	if err != nil || len(page.Contexts) != 1 || page.Contexts[0].Path != "/devices/a5" || page.Next != "" {
 		t.Fatalf("page 2 = %+v, %v", page, err)
 	}
+	page, err = cl.Search(ctx, client.SearchQuery{Path: "/devices", Type: "device", Sort: "-var.cpus", Count: true, Limit: 1})
+	if err != nil || len(page.Contexts) != 1 || page.Contexts[0].Path != "/devices/a1" || page.Total != 6 || page.Next == "" {
+		t.Fatalf("sorted = %+v, %v", page, err)
+	}
+	page, err = cl.Search(ctx, client.SearchQuery{Path: "/devices", Type: "device", Sort: "-var.cpus", Limit: 1, After: page.Next})
+	if err != nil || len(page.Contexts) != 1 || page.Contexts[0].Path != "/devices/a3" {
+		t.Fatalf("sorted page 2 = %+v, %v", page, err)
+	}
 	if _, err := cl.Search(ctx, client.SearchQuery{Tenant: "globex"}); !client.IsCode(err, client.CodeForbidden) {
 		t.Fatalf("another tenant: %v", err)
 	}
