@@ -11,11 +11,14 @@ export interface Query {
   tenant: string;
   online: "" | "true" | "false"; // the variable online, set by the node on (dis)connect
   filters: string; // "site=lyon var.os=linux label.line=2": labels by default
+  sort?: string; // "" or absent (path order), or the API's sort: "-var.cpus", "label.site", "name"...
 }
 
 export interface SearchPage {
   contexts: Context[];
   next: string;
+  total?: number;
+  total_capped?: boolean;
 }
 
 /** searchParams turns q into /api/v1/search parameters, or throws on a
@@ -33,12 +36,22 @@ export function searchParams(q: Query, after: string, limit: number): URLSearchP
     if (p.has(key)) throw new Error(`filter ${key} given twice`);
     p.set(key, tok.slice(eq + 1));
   }
+  if (q.sort && q.sort !== "path") p.set("sort", q.sort);
   if (after) p.set("after", after);
   return p;
 }
 
 export async function search(q: Query, after = "", limit = 100): Promise<SearchPage> {
   return request<SearchPage>("GET", `/api/v1/search?${searchParams(q, after, limit)}`);
+}
+
+/** countMatches counts what q matches on the node (count=true), without
+ * its order, which counting does not need. */
+export async function countMatches(q: Query): Promise<{ total: number; capped: boolean }> {
+  const p = searchParams({ ...q, sort: "" }, "", 1);
+  p.set("count", "true");
+  const page = await request<SearchPage>("GET", `/api/v1/search?${p}`);
+  return { total: page.total ?? 0, capped: page.total_capped ?? false };
 }
 
 /** Column is a label or a variable shown as a column (and exported). */
@@ -69,7 +82,9 @@ export function csvRow(fields: string[]): string {
 }
 
 /** exportCSV reads every page of q (1000 at a time, one after another) and
- * returns the CSV as a Blob: path, type, tenant and the columns. */
+ * returns the CSV as a Blob: path, type, tenant and the columns, in path
+ * order whatever the screen's sort (a sorted page costs a walk of every
+ * match on the node; path order costs its page). */
 export async function exportCSV(
   q: Query,
   cols: Column[],
@@ -81,7 +96,7 @@ export async function exportCSV(
   let rows = 0;
   for (;;) {
     if (cancelled()) throw new Error("export cancelled");
-    const page = await search(q, after, 1000);
+    const page = await search({ ...q, sort: "" }, after, 1000);
     let chunk = "";
     for (const c of page.contexts) chunk += csvRow([c.path, c.type, c.tenant ?? "", ...cols.map((col) => cell(c, col))]);
     parts.push(chunk);
