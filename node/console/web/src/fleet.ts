@@ -132,20 +132,6 @@ export function listJobs(state: string, limit = 20): Promise<{ jobs: Job[]; next
   return request("GET", `/api/v1/jobs?${new URLSearchParams({ state, limit: String(limit) })}`);
 }
 
-/** countAll counts the contexts a search matches, page by page (1000 at a
- * time), giving up past max: the API has no count. */
-export async function countAll(q: Query, max: number): Promise<{ n: number; more: boolean }> {
-  let n = 0;
-  let after = "";
-  for (;;) {
-    const page = await search(q, after, 1000);
-    n += page.contexts.length;
-    if (!page.next) return { n, more: false };
-    if (n >= max) return { n, more: true };
-    after = page.next;
-  }
-}
-
 /** FeedEvent is one event of the event feed (GET /api/v1/events). */
 export interface FeedEvent {
   seq: number;

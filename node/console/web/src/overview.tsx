@@ -1,7 +1,7 @@
 // The Overview screen, the landing screen: devices online and offline per
 // tier and per node (this node and every node below it, found as the peer
-// contexts under /peers, each labelled with its role; counted through
-// search, which has no count: at most countCap per figure), the links and
+// contexts under /peers, each labelled with its role; counted by search's
+// count=true, which stops at 200,000), the links and
 // their health, the recent warnings and alerts of the whole subtree (the
 // event feed) and the jobs in progress. Read when the screen opens and
 // on refresh, not polled.
@@ -9,7 +9,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { APIError, type Job } from "./api";
 import {
-  countAll,
+  countMatches,
   getFeed,
   getPeers,
   listJobs,
@@ -21,7 +21,6 @@ import {
 } from "./fleet";
 import { onLinkClick, routeTo } from "./router";
 
-const countCap = 10000;
 const activeStates = ["queued", "delivered", "running"];
 const feedPage = 25;
 
@@ -127,7 +126,11 @@ export function OverviewScreen() {
         list.map(async (s, i) => {
           const q = (online: "true" | "false"): Query => ({ path: s.devices, type: "device", tenant: "", online, filters: "" });
           try {
-            const [on, off] = await Promise.all([countAll(q("true"), countCap), countAll(q("false"), countCap)]);
+            const count = async (online: "true" | "false"): Promise<Count> => {
+              const c = await countMatches(q(online));
+              return { n: c.total, more: c.capped };
+            };
+            const [on, off] = await Promise.all([count("true"), count("false")]);
             if (!stale) setRows((prev) => prev.map((x, j) => (j === i ? { ...x, online: on, offline: off } : x)));
           } catch (e) {
             // A node without devices of its own has no /devices.
