@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/store/pgtest"
 )
 
 // The event feed's benchmark: the Overview's first page of recent
@@ -16,18 +17,33 @@ import (
 // (every context's history read, as a subtree query had to), in one run:
 //
 //	go test ./node/store -run XXX -bench 'FeedFirstPage' -benchtime 20x
+//
+// BenchmarkFeedFirstPagePostgres is the same on a throwaway PostgreSQL
+// cluster on loopback.
 const (
 	feedDevices = 10000
 	feedEvents  = 20
 )
 
-func feedBenchStore(b *testing.B) *Badger {
+// feedStore is what the benchmark reads.
+type feedStore interface {
+	model.Store
+	model.EventFeed
+}
+
+func feedBenchBadger(b *testing.B) feedStore {
 	b.Helper()
 	s, err := OpenBadger(BadgerOptions{Dir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// feedBenchLoad writes the benchmark's devices and events into s.
+func feedBenchLoad(b *testing.B, s feedStore) {
+	b.Helper()
 	m, err := model.New(model.Config{Store: s})
 	if err != nil {
 		b.Fatal(err)
@@ -61,11 +77,34 @@ func feedBenchStore(b *testing.B) *Badger {
 		}
 	}
 	flush()
-	return s
 }
 
 func BenchmarkFeedFirstPage(b *testing.B) {
-	s := feedBenchStore(b)
+	s := feedBenchBadger(b)
+	feedBenchLoad(b, s)
+	benchFeed(b, s)
+}
+
+func BenchmarkFeedFirstPagePostgres(b *testing.B) {
+	c, err := pgtest.StartWith(pgtest.Options{})
+	if err != nil {
+		pgtest.Missing(b)
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Stop) // after the database is dropped
+	s, err := OpenPostgres(context.Background(), PostgresOptions{DSN: c.NewDatabase(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	feedBenchLoad(b, s)
+	if _, err := s.Pool().Exec(context.Background(), `ANALYZE events`); err != nil {
+		b.Fatal(err)
+	}
+	benchFeed(b, s)
+}
+
+func benchFeed(b *testing.B, s feedStore) {
 	ctx := context.Background()
 	b.Run("index", func(b *testing.B) {
 		for b.Loop() {
