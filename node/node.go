@@ -184,6 +184,7 @@ func New(opts Options) (_ *Node, err error) {
 		Jobs:                      n.jobs,
 		MQTTAddress:               n.mqttAddress,
 		Search:                    searchOf(n.store),
+		Feed:                      feedOf(n.store),
 
 		Federation:       n.fedAPI(),
 		Cluster:          n.clusterAPI(),

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/strata-dm/strata/model"
 )
 
@@ -38,9 +40,11 @@ func fillReplica(t *testing.T, s *Badger) *appliedStore {
 			t.Fatal(err)
 		}
 	}
-	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpEvent, Path: "/devices/a",
-		Event: &model.Event{Name: "boot", Level: model.LevelInfo}}); err != nil {
-		t.Fatal(err)
+	for _, level := range []model.Level{model.LevelInfo, model.LevelWarning} { // a warning goes to the event feed index too
+		if _, err := m.Apply(ctx, model.Mutation{Op: model.OpEvent, Path: "/devices/a",
+			Event: &model.Event{Name: "boot", Level: level}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := m.PutRecord(ctx, "k", "one", []byte("v1")); err != nil {
 		t.Fatal(err)
@@ -88,6 +92,18 @@ func dump(t *testing.T, s *Badger) map[string]any {
 		t.Fatal(err)
 	}
 	out["events"] = len(evs)
+	keys := map[byte]int{}
+	if err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys[it.Item().Key()[0]]++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out["keys by kind"] = keys
 	v, err := s.Record("k", "one")
 	if err != nil {
 		t.Fatal(err)
