@@ -117,6 +117,9 @@ func TestNodeCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Reads are local: r2 knows the token once it applied its creation.
+	created := n1.Model().LastSeq()
+	tstest.WaitFor(t, harnessWait, "r2 applied the token", func() bool { return n2.Model().LastSeq() >= created })
 	if _, err := cl(n2).WithToken(tok.Secret).Whoami(ctx); err != nil {
 		t.Fatalf("the new token on a follower: %v", err)
 	}
