@@ -92,19 +92,9 @@ func (s *Badger) CountSearch(ctx context.Context, q SearchQuery, limit int) (n i
 				}
 			}
 		} else {
-			item, err := txn.Get(contextKey(p))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return true, nil
-			}
-			if err != nil {
-				return false, err
-			}
-			c := new(model.Context)
-			if err := item.Value(func(v []byte) error { return model.Unmarshal(v, c) }); err != nil {
-				return false, fmt.Errorf("decode context %s: %w", p, err)
-			}
-			if !m.match(c) {
-				return true, nil
+			c, err := readIndexed(txn, p)
+			if err != nil || c == nil || !m.match(c) {
+				return err == nil, err
 			}
 		}
 		full = !count()
@@ -147,4 +137,20 @@ func holds(txn *badger.Txn, terms [][]byte, p model.Path) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// readIndexed reads the context of p's c key in txn (nil when none).
+func readIndexed(txn *badger.Txn, p model.Path) (*model.Context, error) {
+	item, err := txn.Get(contextKey(p))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := new(model.Context)
+	if err := item.Value(func(v []byte) error { return model.Unmarshal(v, c) }); err != nil {
+		return nil, fmt.Errorf("decode context %s: %w", p, err)
+	}
+	return c, nil
 }
