@@ -40,7 +40,9 @@ import (
 //   - Bounded: at most uplinkWindow messages of a connection await their
 //     acknowledgement; past that OnPublish waits, so the broker stops
 //     reading the socket. At most maxQueued messages of all connections
-//     wait for the store.
+//     wait for the store. At most Config.IngestSlots connections read and
+//     decode at once (gate.go); a connection that waits here gives its
+//     slot back first.
 //   - A refused message costs only its own device: a folded proposal the
 //     state machine refuses is applied again device by device, and a
 //     device refused once has its messages proposed on their own from
@@ -86,6 +88,7 @@ type uplink struct {
 	v5     bool
 	sh     *shard
 	window chan struct{} // one token per message queued and not yet acknowledged
+	gc     *gatedConn    // the connection under the ingest gate; nil: ungated
 
 	isolated atomic.Bool // refused once: never folded with other devices
 
@@ -108,7 +111,7 @@ type outcome struct {
 func newUplink(h *hook, cl *mochi.Client, tenant string, epoch uint64) *uplink {
 	return &uplink{
 		h: h, cl: cl, id: cl.ID, tenant: tenant, epoch: epoch, v5: cl.Properties.ProtocolVersion == 5,
-		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow),
+		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow), gc: gateOf(cl.Net.Conn),
 	}
 }
 
@@ -117,14 +120,10 @@ func newUplink(h *hook, cl *mochi.Client, tenant string, epoch uint64) *uplink {
 // broker is stopping.
 func (u *uplink) enter() bool {
 	b := u.h.b
-	select {
-	case u.window <- struct{}{}:
-	case <-b.stopped:
+	if !u.take(u.window) {
 		return false
 	}
-	select {
-	case b.queued <- struct{}{}:
-	case <-b.stopped:
+	if !u.take(b.queued) {
 		<-u.window
 		return false
 	}
@@ -134,10 +133,28 @@ func (u *uplink) enter() bool {
 	return true
 }
 
+// take puts a token in ch, waiting while it is full (without the
+// connection's ingest slot). It fails only when the broker is stopping.
+func (u *uplink) take(ch chan struct{}) bool {
+	select {
+	case ch <- struct{}{}:
+		return true
+	default:
+	}
+	u.gc.yield()
+	select {
+	case ch <- struct{}{}:
+		return true
+	case <-u.h.b.stopped:
+		return false
+	}
+}
+
 // drain waits until every message queued so far has been acknowledged
 // (or dropped), so that what follows is handled after all of it. Called
 // on the read goroutine; the committers and ack writers always progress.
 func (u *uplink) drain() {
+	u.gc.yield()
 	u.mu.Lock()
 	for u.pending > 0 {
 		if u.idle == nil {

@@ -60,6 +60,7 @@ func main() {
 	flag.IntVar(&dl.inflight, "inflight", 8, "each device's window of unacknowledged QoS 1 messages")
 	flag.BoolVar(&dl.tls, "device-tls", false, "devices connect over MQTT/TLS instead of plain TCP")
 	flag.StringVar(&dl.profile, "cpuprofile", "", "write a CPU profile of the node process over the loaded phase")
+	ingestSlots := flag.Int("ingest-slots", 0, "the node's mqtt.ingest_slots (0: its default; -1: unbounded)")
 	flag.IntVar(&dl.nice, "sim-nice", 10, "niceness of the simulator process (0: same priority as the node)")
 	simCreds := flag.String("sim-credentials", "", "(-role sim) device credentials, JSON lines")
 	simMQTT := flag.String("sim-mqtt", "", "(-role sim) the node's MQTT address")
@@ -68,9 +69,9 @@ func main() {
 	var err error
 	switch *role {
 	case "bench":
-		err = run(*contexts, *perSite, *clients, *duration, *warmup, *keep, *baseline, *getRate, dl)
+		err = run(*contexts, *perSite, *clients, *duration, *warmup, *keep, *baseline, *getRate, *ingestSlots, dl)
 	case "node":
-		err = runNode(*keep, *contexts, *perSite, dl.rate > 0 && dl.devices > 0, dl.tls)
+		err = runNode(*keep, *contexts, *perSite, dl.rate > 0 && dl.devices > 0, dl.tls, *ingestSlots)
 	case "sim":
 		err = runSim(dl, *simCreds, *simMQTT, *simCA)
 	default:
@@ -86,7 +87,7 @@ func devicePath(i, perSite int) model.Path {
 	return model.Path(fmt.Sprintf("/sites/s%04d/devices/d%07d", i/perSite, i))
 }
 
-func run(contexts, perSite, clients int, duration, warmup time.Duration, dir string, baseline bool, getRate float64, dl deviceLoad) error {
+func run(contexts, perSite, clients int, duration, warmup time.Duration, dir string, baseline bool, getRate float64, ingestSlots int, dl deviceLoad) error {
 	withDevices := dl.rate > 0 && dl.devices > 0
 	if dir == "" {
 		d, err := os.MkdirTemp("", "strata-getlatency")
@@ -97,7 +98,7 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 		dir = d
 	}
 	nd, err := startChild("node", 0, "-role", "node", "-dir", dir, "-contexts", fmt.Sprint(contexts), "-per-site", fmt.Sprint(perSite),
-		"-devices", fmt.Sprint(dl.devices), "-device-rate", fmt.Sprint(dl.rate), fmt.Sprintf("-device-tls=%t", dl.tls))
+		"-devices", fmt.Sprint(dl.devices), "-device-rate", fmt.Sprint(dl.rate), fmt.Sprintf("-device-tls=%t", dl.tls), "-ingest-slots", fmt.Sprint(ingestSlots))
 	if err != nil {
 		return err
 	}
@@ -106,8 +107,8 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 	if err := nd.read(&info); err != nil {
 		return err
 	}
-	fmt.Printf("tree: %d device contexts (%d sites), filled in %s; node process GOMAXPROCS %d; machine %d cores\n",
-		contexts, (contexts+perSite-1)/perSite, info.Fill, info.GOMAXPROCS, runtime.NumCPU())
+	fmt.Printf("tree: %d device contexts (%d sites), filled in %s; node process GOMAXPROCS %d, mqtt.ingest_slots %s; machine %d cores\n",
+		contexts, (contexts+perSite-1)/perSite, info.Fill, info.GOMAXPROCS, info.Slots, runtime.NumCPU())
 	caPEM, err := os.ReadFile(filepath.Join(dir, "tls/ca.crt"))
 	if err != nil {
 		return err

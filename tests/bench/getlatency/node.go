@@ -14,6 +14,7 @@ import (
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node"
+	mqttpkg "github.com/strata-dm/strata/probes/mqtt"
 )
 
 // nodeInfo is what the node process announces once it serves.
@@ -23,12 +24,13 @@ type nodeInfo struct {
 	Fill       string `json:"fill"`
 	Contexts   int    `json:"contexts"`
 	GOMAXPROCS int    `json:"gomaxprocs"`
+	Slots      string `json:"slots"`
 }
 
 // runNode is the node process: it starts a node on dir (made by setup),
 // fills the tree, announces its addresses and answers the bench's
 // commands until its input ends, then shuts the node down.
-func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool) error {
+func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots int) error {
 	cfg, _, _, err := setup(dir)
 	if err != nil {
 		return err
@@ -40,6 +42,7 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool) error {
 			cfg.MQTT.TCPAddr = "127.0.0.1:0"
 		}
 	}
+	cfg.MQTT.IngestSlots = ingestSlots
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -70,6 +73,14 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool) error {
 		}
 	}
 	info := nodeInfo{API: n.APIAddr(), Contexts: contexts, Fill: time.Since(start).Round(time.Millisecond).String(), GOMAXPROCS: gomaxprocs()}
+	switch {
+	case ingestSlots < 0:
+		info.Slots = "unbounded"
+	case ingestSlots == 0:
+		info.Slots = fmt.Sprintf("%d (default)", mqttpkg.DefaultIngestSlots())
+	default:
+		info.Slots = fmt.Sprint(ingestSlots)
+	}
 	if mqtt {
 		info.MQTT = n.MQTTAddr(map[bool]string{true: "tls", false: "tcp"}[mqttTLS])
 	}
