@@ -23,6 +23,7 @@ type deviceLoad struct {
 	inflight int
 	tls      bool
 	profile  string // CPU profile of the node over the loaded phase; empty: none
+	trace    string // execution trace of the node over the first second of the loaded phase; empty: none
 	nice     int    // niceness of the simulator process
 }
 
@@ -176,6 +177,17 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 		if err := nd.call(nil, "profile-start", abs); err != nil {
 			return phase{}, err
 		}
+	}
+	if dl.trace != "" {
+		abs, err := filepath.Abs(dl.trace)
+		if err != nil {
+			return phase{}, err
+		}
+		if err := nd.call(nil, "trace-start", abs); err != nil {
+			return phase{}, err
+		}
+		stop := time.AfterFunc(time.Second, func() { nd.call(nil, "trace-stop") })
+		defer stop.Stop()
 	}
 	ph, err := during(nd, sc, measure)
 	ph.simNice = dl.nice

@@ -60,6 +60,7 @@ func main() {
 	flag.IntVar(&dl.inflight, "inflight", 8, "each device's window of unacknowledged QoS 1 messages")
 	flag.BoolVar(&dl.tls, "device-tls", false, "devices connect over MQTT/TLS instead of plain TCP")
 	flag.StringVar(&dl.profile, "cpuprofile", "", "write a CPU profile of the node process over the loaded phase")
+	flag.StringVar(&dl.trace, "trace", "", "write an execution trace of the node process over the first second of the loaded phase (go tool trace -pprof=sched)")
 	ingestSlots := flag.Int("ingest-slots", 0, "the node's mqtt.ingest_slots (0: its default; -1: unbounded)")
 	flag.IntVar(&dl.nice, "sim-nice", 10, "niceness of the simulator process (0: same priority as the node)")
 	simCreds := flag.String("sim-credentials", "", "(-role sim) device credentials, JSON lines")

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"time"
 
@@ -89,7 +90,7 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots 
 	}
 
 	var meter *meter
-	var prof *os.File
+	var prof, tr *os.File
 	serveCommands(func(cmd string, args []string) (any, error) {
 		switch cmd {
 		case "begin":
@@ -132,6 +133,27 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots 
 				pprof.StopCPUProfile()
 				prof.Close()
 				prof = nil
+			}
+			return struct{}{}, nil
+		case "trace-start":
+			if len(args) != 1 {
+				return nil, errors.New("trace-start FILE")
+			}
+			f, err := os.Create(args[0])
+			if err != nil {
+				return nil, err
+			}
+			if err := trace.Start(f); err != nil {
+				f.Close()
+				return nil, err
+			}
+			tr = f
+			return struct{}{}, nil
+		case "trace-stop":
+			if tr != nil {
+				trace.Stop()
+				tr.Close()
+				tr = nil
 			}
 			return struct{}{}, nil
 		}
