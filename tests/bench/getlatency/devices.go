@@ -149,7 +149,7 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 	args := []string{"-role", "sim", "-sim-credentials", credsFile, "-sim-mqtt", mqttAddr, "-sim-ca", filepath.Join(dir, "tls/ca.crt"),
 		"-devices", fmt.Sprint(len(creds)), "-device-rate", fmt.Sprint(dl.rate), "-inflight", fmt.Sprint(dl.inflight),
 		fmt.Sprintf("-device-tls=%t", dl.tls)}
-	sc, err := startChild("simulator", dl.nice, args...)
+	sc, err := startChild("simulator", dl.nice, nil, args...)
 	if err != nil {
 		return phase{}, err
 	}

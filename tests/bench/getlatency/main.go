@@ -62,6 +62,7 @@ func main() {
 	flag.StringVar(&dl.profile, "cpuprofile", "", "write a CPU profile of the node process over the loaded phase")
 	flag.StringVar(&dl.trace, "trace", "", "write an execution trace of the node process over the first second of the loaded phase (go tool trace -pprof=sched)")
 	ingestSlots := flag.Int("ingest-slots", 0, "the node's mqtt.ingest_slots (0: its default; -1: unbounded)")
+	nodeProcs := flag.Int("node-gomaxprocs", 0, "GOMAXPROCS of the node process (0: the Go default, the cores available)")
 	flag.IntVar(&dl.nice, "sim-nice", 10, "niceness of the simulator process (0: same priority as the node)")
 	simCreds := flag.String("sim-credentials", "", "(-role sim) device credentials, JSON lines")
 	simMQTT := flag.String("sim-mqtt", "", "(-role sim) the node's MQTT address")
@@ -70,7 +71,7 @@ func main() {
 	var err error
 	switch *role {
 	case "bench":
-		err = run(*contexts, *perSite, *clients, *duration, *warmup, *keep, *baseline, *getRate, *ingestSlots, dl)
+		err = run(*contexts, *perSite, *clients, *duration, *warmup, *keep, *baseline, *getRate, *ingestSlots, *nodeProcs, dl)
 	case "node":
 		err = runNode(*keep, *contexts, *perSite, dl.rate > 0 && dl.devices > 0, dl.tls, *ingestSlots)
 	case "sim":
@@ -88,7 +89,7 @@ func devicePath(i, perSite int) model.Path {
 	return model.Path(fmt.Sprintf("/sites/s%04d/devices/d%07d", i/perSite, i))
 }
 
-func run(contexts, perSite, clients int, duration, warmup time.Duration, dir string, baseline bool, getRate float64, ingestSlots int, dl deviceLoad) error {
+func run(contexts, perSite, clients int, duration, warmup time.Duration, dir string, baseline bool, getRate float64, ingestSlots, nodeProcs int, dl deviceLoad) error {
 	withDevices := dl.rate > 0 && dl.devices > 0
 	if dir == "" {
 		d, err := os.MkdirTemp("", "strata-getlatency")
@@ -98,7 +99,11 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	nd, err := startChild("node", 0, "-role", "node", "-dir", dir, "-contexts", fmt.Sprint(contexts), "-per-site", fmt.Sprint(perSite),
+	var env []string
+	if nodeProcs > 0 {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", nodeProcs))
+	}
+	nd, err := startChild("node", 0, env, "-role", "node", "-dir", dir, "-contexts", fmt.Sprint(contexts), "-per-site", fmt.Sprint(perSite),
 		"-devices", fmt.Sprint(dl.devices), "-device-rate", fmt.Sprint(dl.rate), fmt.Sprintf("-device-tls=%t", dl.tls), "-ingest-slots", fmt.Sprint(ingestSlots))
 	if err != nil {
 		return err

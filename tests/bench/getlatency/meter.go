@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,7 +24,12 @@ type usage struct {
 	SchedP50  time.Duration `json:"sched_p50"`
 	SchedP99  time.Duration `json:"sched_p99"`
 	MutexWait time.Duration `json:"mutex_wait"`
-	Load      string        `json:"load"` // /proc/loadavg at the end
+	// OSWait is how long the process's threads waited, runnable, for the
+	// kernel to give them a CPU (summed over threads, from
+	// /proc/self/task/*/schedstat): the part of SchedP99 the Go runtime
+	// cannot help, when other processes hold the cores.
+	OSWait time.Duration `json:"os_wait"`
+	Load   string        `json:"load"` // /proc/loadavg at the end
 }
 
 // cores is the process's CPU over the phase, in cores.
@@ -36,10 +42,11 @@ func (u usage) cores() float64 {
 
 // meter measures one process from begin to end.
 type meter struct {
-	sched []uint64
-	mutex float64
-	cpu   time.Duration
-	t0    time.Time
+	sched  []uint64
+	mutex  float64
+	cpu    time.Duration
+	osWait time.Duration
+	t0     time.Time
 }
 
 var meterSamples = []string{"/sched/latencies:seconds", "/sync/mutex/wait/total:seconds"}
@@ -55,11 +62,11 @@ func readMeter() ([]metrics.Sample, *metrics.Float64Histogram) {
 
 func begin() *meter {
 	s, h := readMeter()
-	return &meter{sched: slices.Clone(h.Counts), mutex: s[1].Value.Float64(), cpu: cpuTime(), t0: time.Now()}
+	return &meter{sched: slices.Clone(h.Counts), mutex: s[1].Value.Float64(), cpu: cpuTime(), osWait: osRunDelay(), t0: time.Now()}
 }
 
 func (m *meter) end() usage {
-	u := usage{Wall: time.Since(m.t0), CPU: cpuTime() - m.cpu, Load: loadAvg()}
+	u := usage{Wall: time.Since(m.t0), CPU: cpuTime() - m.cpu, OSWait: osRunDelay() - m.osWait, Load: loadAvg()}
 	s, h := readMeter()
 	diff := make([]uint64, len(h.Counts))
 	for i := range diff {
@@ -78,8 +85,8 @@ type phase struct {
 }
 
 func (p phase) String() string {
-	s := fmt.Sprintf("node CPU %.2f cores of %d, its run-queue wait p50 %s p99 %s, mutex wait %s; GET clients CPU %.2f cores",
-		p.node.cores(), runtime.NumCPU(), p.node.SchedP50, p.node.SchedP99, p.node.MutexWait.Round(time.Millisecond), p.bench.cores())
+	s := fmt.Sprintf("node CPU %.2f cores of %d, its run-queue wait p50 %s p99 %s, its threads waited for the kernel %.2f s/s, mutex wait %s; GET clients CPU %.2f cores",
+		p.node.cores(), runtime.NumCPU(), p.node.SchedP50, p.node.SchedP99, p.node.OSWait.Seconds()/p.node.Wall.Seconds(), p.node.MutexWait.Round(time.Millisecond), p.bench.cores())
 	if p.sim != nil {
 		s += fmt.Sprintf("; simulator CPU %.2f cores (nice %d)", p.sim.cores(), p.simNice)
 	}
@@ -115,6 +122,25 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// osRunDelay sums the time this process's live threads spent runnable
+// waiting for a CPU (the second field of each task's schedstat).
+func osRunDelay() time.Duration {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	var total time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				total += time.Duration(ns)
+			}
+		}
+	}
+	return total
 }
 
 func loadAvg() string {

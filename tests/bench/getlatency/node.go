@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"strconv"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node"
-	mqttpkg "github.com/strata-dm/strata/probes/mqtt"
 )
 
 // nodeInfo is what the node process announces once it serves.
@@ -43,7 +43,15 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots 
 			cfg.MQTT.TCPAddr = "127.0.0.1:0"
 		}
 	}
+	// As strata serve does (node.Procs): Ps for device ingest beyond the
+	// cores, unless GOMAXPROCS is set (-node-gomaxprocs).
 	cfg.MQTT.IngestSlots = ingestSlots
+	cores := runtime.GOMAXPROCS(0)
+	procs, slots := node.Procs(cfg.MQTT, cores)
+	cfg.MQTT.IngestSlots = slots
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && procs != cores {
+		runtime.GOMAXPROCS(procs)
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -74,13 +82,9 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots 
 		}
 	}
 	info := nodeInfo{API: n.APIAddr(), Contexts: contexts, Fill: time.Since(start).Round(time.Millisecond).String(), GOMAXPROCS: gomaxprocs()}
-	switch {
-	case ingestSlots < 0:
+	info.Slots = fmt.Sprint(slots)
+	if slots < 0 {
 		info.Slots = "unbounded"
-	case ingestSlots == 0:
-		info.Slots = fmt.Sprintf("%d (default)", mqttpkg.DefaultIngestSlots())
-	default:
-		info.Slots = fmt.Sprint(ingestSlots)
 	}
 	if mqtt {
 		info.MQTT = n.MQTTAddr(map[bool]string{true: "tls", false: "tcp"}[mqttTLS])

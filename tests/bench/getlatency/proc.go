@@ -29,7 +29,7 @@ type child struct {
 }
 
 // startChild starts this executable with args, under nice when niceness > 0.
-func startChild(name string, niceness int, args ...string) (*child, error) {
+func startChild(name string, niceness int, env []string, args ...string) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -43,6 +43,7 @@ func startChild(name string, niceness int, args ...string) (*child, error) {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = os.Stderr
+	cmd.Env = append(os.Environ(), env...)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
