@@ -141,7 +141,7 @@ func runSim(dl deviceLoad, credsFile, mqttAddr, caFile string) error {
 // loaded starts the simulator process, runs warm (unmeasured) and then
 // measure while the devices publish, and reports the telemetry the node
 // acknowledged during measure.
-func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqttAddr string, warm, measure func()) (phase, error) {
+func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqttAddr string, scrape func() map[string]float64, warm, measure func()) (phase, error) {
 	credsFile := filepath.Join(dir, "getlatency-devices.jsonl")
 	if err := sim.SaveCredentialsFile(credsFile, creds); err != nil {
 		return phase{}, err
@@ -189,8 +189,10 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 		stop := time.AfterFunc(time.Second, func() { nd.call(nil, "trace-stop") })
 		defer stop.Stop()
 	}
+	m0 := scrape()
 	ph, err := during(nd, sc, measure)
 	ph.simNice = dl.nice
+	m1 := scrape()
 	if err != nil {
 		return phase{}, err
 	}
@@ -206,6 +208,12 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 	fmt.Printf("devices: %d connected, asked %.0f msg/s, acknowledged %.0f msg/s (QoS 1, %d in flight each, %s), skipped %.0f/s, lost %d, reconnects %d, PUBACK p50 %.1f ms p99 %.1f ms (whole run)\n",
 		s1.Connected, dl.rate, float64(s1.Acked-s0.Acked)/secs, dl.inflight, map[bool]string{true: "TLS", false: "plain TCP"}[dl.tls],
 		float64(s1.Skipped-s0.Skipped)/secs, s1.Lost-s0.Lost, s1.Reconnects-s0.Reconnects, ms(s1.PubackP50), ms(s1.PubackP99))
+	const w = "strata_mqtt_ingest_wait_seconds"
+	if n := m1[w+"_count"] - m0[w+"_count"]; n > 0 {
+		fmt.Printf("node ingest gate: %.0f reads/s, %.0f%% waited for a slot, mean wait %.2f ms, %.0f%% over 1 ms; messages waiting for the store at the end %.0f\n",
+			n/secs, 100*(1-(m1[w+`_bucket{le="0"}`]-m0[w+`_bucket{le="0"}`])/n), 1000*(m1[w+"_sum"]-m0[w+"_sum"])/n,
+			100*(1-(m1[w+`_bucket{le="0.001"}`]-m0[w+`_bucket{le="0.001"}`])/n), m1["strata_mqtt_uplink_queued"])
+	}
 	return ph, nil
 }
 

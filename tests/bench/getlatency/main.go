@@ -20,6 +20,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -32,6 +33,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,7 +182,8 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 		return nil
 	}
 	var loaded []time.Duration
-	ph, err = dl.loaded(dir, creds, nd, info.MQTT,
+	scrape := func() map[string]float64 { return scrapeMetrics(hc, "https://"+info.API+"/metrics", string(token)) }
+	ph, err = dl.loaded(dir, creds, nd, info.MQTT, scrape,
 		func() { measure(clients, warmup/2, getRate, apiGet) },
 		func() { loaded = measure(clients, duration, getRate, apiGet) })
 	if err != nil {
@@ -280,6 +284,29 @@ func measure(clients int, d time.Duration, rate float64, op func(*rand.Rand) err
 	wg.Wait()
 	slices.Sort(all)
 	return all
+}
+
+// scrapeMetrics reads the node's strata_mqtt_* samples; nil on failure.
+func scrapeMetrics(hc *http.Client, url, token string) map[string]float64 {
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !strings.HasPrefix(name, "strata_mqtt_") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(val, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 // summary is a latency distribution in brief.
