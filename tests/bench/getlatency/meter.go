@@ -29,7 +29,11 @@ type usage struct {
 	// /proc/self/task/*/schedstat): the part of SchedP99 the Go runtime
 	// cannot help, when other processes hold the cores.
 	OSWait time.Duration `json:"os_wait"`
-	Load   string        `json:"load"` // /proc/loadavg at the end
+	// GCs is the number of garbage collections; GCCPU the CPU they
+	// took (the runtime's estimate).
+	GCs   uint64        `json:"gcs"`
+	GCCPU time.Duration `json:"gc_cpu"`
+	Load  string        `json:"load"` // /proc/loadavg at the end
 }
 
 // cores is the process's CPU over the phase, in cores.
@@ -44,12 +48,14 @@ func (u usage) cores() float64 {
 type meter struct {
 	sched  []uint64
 	mutex  float64
+	gcs    uint64
+	gcCPU  float64
 	cpu    time.Duration
 	osWait time.Duration
 	t0     time.Time
 }
 
-var meterSamples = []string{"/sched/latencies:seconds", "/sync/mutex/wait/total:seconds"}
+var meterSamples = []string{"/sched/latencies:seconds", "/sync/mutex/wait/total:seconds", "/gc/cycles/total:gc-cycles", "/cpu/classes/gc/total:cpu-seconds"}
 
 func readMeter() ([]metrics.Sample, *metrics.Float64Histogram) {
 	s := make([]metrics.Sample, len(meterSamples))
@@ -62,7 +68,8 @@ func readMeter() ([]metrics.Sample, *metrics.Float64Histogram) {
 
 func begin() *meter {
 	s, h := readMeter()
-	return &meter{sched: slices.Clone(h.Counts), mutex: s[1].Value.Float64(), cpu: cpuTime(), osWait: osRunDelay(), t0: time.Now()}
+	return &meter{sched: slices.Clone(h.Counts), mutex: s[1].Value.Float64(), gcs: s[2].Value.Uint64(), gcCPU: s[3].Value.Float64(),
+		cpu: cpuTime(), osWait: osRunDelay(), t0: time.Now()}
 }
 
 func (m *meter) end() usage {
@@ -74,6 +81,8 @@ func (m *meter) end() usage {
 	}
 	u.SchedP50, u.SchedP99 = histQ(diff, h.Buckets, 0.5), histQ(diff, h.Buckets, 0.99)
 	u.MutexWait = time.Duration((s[1].Value.Float64() - m.mutex) * float64(time.Second))
+	u.GCs = s[2].Value.Uint64() - m.gcs
+	u.GCCPU = time.Duration((s[3].Value.Float64() - m.gcCPU) * float64(time.Second))
 	return u
 }
 
@@ -85,8 +94,9 @@ type phase struct {
 }
 
 func (p phase) String() string {
-	s := fmt.Sprintf("node CPU %.2f cores of %d, its run-queue wait p50 %s p99 %s, its threads waited for the kernel %.2f s/s, mutex wait %s; GET clients CPU %.2f cores",
-		p.node.cores(), runtime.NumCPU(), p.node.SchedP50, p.node.SchedP99, p.node.OSWait.Seconds()/p.node.Wall.Seconds(), p.node.MutexWait.Round(time.Millisecond), p.bench.cores())
+	s := fmt.Sprintf("node CPU %.2f cores of %d, its run-queue wait p50 %s p99 %s, its threads waited for the kernel %.2f s/s, mutex wait %s, %d GCs (%.2f cores); GET clients CPU %.2f cores",
+		p.node.cores(), runtime.NumCPU(), p.node.SchedP50, p.node.SchedP99, p.node.OSWait.Seconds()/p.node.Wall.Seconds(), p.node.MutexWait.Round(time.Millisecond),
+		p.node.GCs, p.node.GCCPU.Seconds()/p.node.Wall.Seconds(), p.bench.cores())
 	if p.sim != nil {
 		s += fmt.Sprintf("; simulator CPU %.2f cores (nice %d)", p.sim.cores(), p.simNice)
 	}
