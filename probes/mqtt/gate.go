@@ -28,8 +28,9 @@ import (
 //
 // A read goroutine gives its slot back before it blocks on anything but
 // its socket (a full window, the store, a command result being written,
-// authentication: yield) and runs without one until its next read; and
-// for good when its connection closes.
+// authentication: yield; a write the socket cannot take now) and runs
+// without one until its next read; and for good when its connection
+// closes.
 //
 // Only the TLS and TCP listeners are gated; the WebSocket listener is
 // mochi's and is not.
@@ -111,6 +112,20 @@ func (c *gatedConn) drop() {
 	if c.held.CompareAndSwap(true, false) {
 		c.g.release()
 	}
+}
+
+// Write gives the reader's slot back first when the socket cannot take
+// the write now. The reader writes too (mochi answers a PINGREQ or a
+// SUBSCRIBE on it): a device that stops reading its socket must not keep
+// a reader blocked in a write while it holds a slot, which would stall
+// every other device's ingest. Writes of other goroutines may take the
+// reader's slot away the same way; it then runs without one until its
+// next read.
+func (c *gatedConn) Write(p []byte) (int, error) {
+	if c.held.Load() && !writable(c.Conn) {
+		c.drop()
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *gatedConn) Close() error {

@@ -1,11 +1,19 @@
 package mqtt
 
 import (
+	"bytes"
 	"fmt"
+	"net"
+	"runtime"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -209,4 +217,83 @@ func TestIngestGateUnbounded(t *testing.T) {
 			t.Fatal("ingest metrics without a gate")
 		}
 	}
+}
+
+// A device that stops reading its socket and keeps sending packets the
+// broker answers (PINGREQ) ends with its reader blocked writing to it;
+// that reader must not hold the only ingest slot meanwhile (the kernel
+// lets the write progress now and then, so without this rule the other
+// devices would crawl rather than stop): another device's telemetry is
+// still read, stored and acknowledged.
+func TestIngestGateReaderBlockedWritingGivesSlotBack(t *testing.T) {
+	h, _, _ := gateHarness(t, 1, 2)
+	d1 := h.mustConnect("d1", "s1")
+	tstest.WaitFor(t, tstest.DefaultTimeout, "d1 online", func() bool { v, _ := h.variable("d1", "online"); return v == "true" })
+
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return nil
+	}}
+	conn, err := d.Dial("tcp", h.broker.Addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ClientID, c.Username, c.Password, c.UsernameFlag, c.PasswordFlag, c.CleanStart, c.KeepAlive = "d0", "d0", []byte("s0"), true, true, true, 300
+	if _, err := cp.WriteTo(conn); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(tstest.DefaultTimeout))
+	if ack, err := packets.ReadPacket(conn); err != nil || ack.Type != packets.CONNACK {
+		t.Fatalf("CONNACK %v %v", ack, err)
+	}
+	var cl *mochi.Client
+	tstest.WaitFor(t, tstest.DefaultTimeout, "d0 registered", func() bool { cl = h.broker.hook.current("d0"); return cl != nil })
+	server := gateOf(cl.Net.Conn)
+	server.Conn.(*net.TCPConn).SetWriteBuffer(4096) // a slow link: fills sooner
+	// PINGREQs, never reading the PINGRESPs, until the broker's side of
+	// the connection cannot take more: its reader then blocks writing.
+	pings := bytes.Repeat([]byte{packets.PINGREQ << 4, 0}, 4<<10)
+	var flood sync.WaitGroup
+	flood.Go(func() {
+		for {
+			if _, err := conn.Write(pings); err != nil {
+				return // closed at the end of the test
+			}
+		}
+	})
+	defer flood.Wait()
+	defer conn.Close()
+	tstest.WaitFor(t, tstest.DefaultTimeout, "d0's reader blocked writing a PINGRESP", func() bool {
+		return !writable(server.Conn) && goroutineWaiting("[IO wait", "(*gatedConn).Write", "processPingreq")
+	})
+	if server.held.Load() {
+		t.Fatal("d0's reader holds an ingest slot while blocked writing")
+	}
+	tok := d1.Publish("strata/d1/telemetry", 1, false, `{"seq": 5}`)
+	if !tok.WaitTimeout(tstest.DefaultTimeout) || tok.Error() != nil {
+		t.Fatalf("d1's telemetry while d0's reader is blocked writing: %v", tok.Error())
+	}
+	if v, _ := h.variable("d1", "seq"); v != "5" {
+		t.Fatalf("seq = %q", v)
+	}
+}
+
+// goroutineWaiting reports whether a goroutine's stack dump holds every
+// one of parts (its state first: "[IO wait").
+func goroutineWaiting(parts ...string) bool {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(g, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
