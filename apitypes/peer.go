@@ -16,6 +16,9 @@ type PeerOf[P ~string] struct {
 	// a node this one publishes to.
 	Direction string `json:"direction"`
 	Address   string `json:"address,omitempty"`
+	// Role is a provider's role as it announced it (probe, regional,
+	// hq, reporting), empty when unknown.
+	Role string `json:"role,omitempty"`
 	// State is connected, connecting, down, joining or revoked.
 	State    string `json:"state"`
 	Grant    string `json:"grant,omitempty"`

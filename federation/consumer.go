@@ -279,6 +279,10 @@ func (s *Service) handleHello(conn *quic.Conn, st *quic.Stream, fr *frameReader,
 			return
 		}
 	}
+	if h.Role != "" && model.ValidateName(h.Role) != nil {
+		s.refuse(conn, fw, refuseProtocol, fmt.Sprintf("role %q is not a name", h.Role))
+		return
+	}
 	for _, n := range h.Below {
 		if model.ValidateName(n) != nil {
 			s.refuse(conn, fw, refuseProtocol, fmt.Sprintf("node below %q is not a node name", n))
@@ -433,11 +437,15 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// ensureRoot creates the mount's root context, and records the provider's
-// announced subtrees and below set.
+// ensureRoot creates the mount's root context (type "peer", labelled
+// with the provider's role when it tells one), and records the
+// provider's announced subtrees, below set and role.
 func (m *mount) ensureRoot(h hello) error {
-	root := model.Mutation{Op: model.OpPut, Path: m.path, Type: "peer"}
-	return m.updateRecord(func(r *mountRecord) { r.Below, r.Publish = h.Below, h.Publish }, root)
+	root := model.Mutation{Op: model.OpPut, Path: m.path, Type: PeerType}
+	if h.Role != "" {
+		root.Labels = map[string]string{RoleLabel: h.Role}
+	}
+	return m.updateRecord(func(r *mountRecord) { r.Below, r.Publish, r.Role = h.Below, h.Publish, h.Role }, root)
 }
 
 // control serves the control stream after the welcome: renewals and
@@ -547,7 +555,7 @@ func (m *mount) status() PeerStatus {
 	st := PeerStatus{
 		Name: m.name, Direction: "provider", State: m.state, Grant: m.grant,
 		Subtrees: m.subtrees, Mount: m.path, Cursor: m.rec.Cursor, Head: m.head,
-		Gaps: m.rec.Gaps, Since: m.since, Below: m.rec.Below, RejectedEntries: m.rejected,
+		Gaps: m.rec.Gaps, Since: m.since, Below: m.rec.Below, RejectedEntries: m.rejected, Role: m.rec.Role,
 	}
 	m.errs.fill(&st)
 	if st.Subtrees == nil {

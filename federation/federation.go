@@ -40,6 +40,16 @@ const ALPN = "strata-fed/1"
 // PeersRoot is where a consumer mounts its providers.
 const PeersRoot model.Path = "/peers"
 
+// A mount's root context (PeersRoot/<provider>) has type PeerType and,
+// when the provider announced its role, the label RoleLabel with it. A
+// consumer that publishes its mounts upward publishes these too, so a
+// node sees every node below it, with its role, in its tree (search
+// type=peer).
+const (
+	PeerType  = "peer"
+	RoleLabel = "role"
+)
+
 // Grants a consumer can hold on what a provider publishes to it.
 const (
 	GrantRead    = "read"    // mirror and live reads
@@ -61,7 +71,10 @@ var (
 // Config configures a Service.
 type Config struct {
 	// Name is this node's name, unique among any consumer's providers.
-	Name   string
+	Name string
+	// Role is this node's role (probe, regional, hq, reporting; "" when
+	// unset), told to its consumers, which label its mount with it.
+	Role   string
 	Model  *model.Model
 	Logger *slog.Logger
 

@@ -56,6 +56,8 @@ type mountRecord struct {
 	Gaps   uint64 `json:"gaps,omitempty"`
 	// Below is what the provider last announced as mounted under it.
 	Below []string `json:"below,omitempty"`
+	// Role is the provider's announced role ("" when it told none).
+	Role string `json:"role,omitempty"`
 	// Publish is the provider's announced published subtrees.
 	Publish []model.Path `json:"publish,omitempty"`
 	// Resync asks the provider for a snapshot at the next connection.

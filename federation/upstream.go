@@ -167,7 +167,7 @@ func (u *upstream) connect() error {
 		return err
 	}
 	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
-	h := hello{Version: wireVersion, Node: s.cfg.Name, LogID: s.logID, Publish: normalize(u.cfg.Publish), Below: s.below(), Head: s.model.LastSeq()}
+	h := hello{Version: wireVersion, Node: s.cfg.Name, LogID: s.logID, Publish: normalize(u.cfg.Publish), Below: s.below(), Head: s.model.LastSeq(), Role: s.cfg.Role}
 	if err := fw.write(kindHello, h); err != nil {
 		return err
 	}

@@ -66,6 +66,9 @@ type hello struct {
 	Publish []model.Path `cbor:"4,keyasint,omitempty"`
 	Below   []string     `cbor:"5,keyasint,omitempty"`
 	Head    uint64       `cbor:"6,keyasint,omitempty"`
+	// Role is the provider's role (probe, regional, ...); the consumer
+	// labels the mount's root context with it (RoleLabel).
+	Role string `cbor:"7,keyasint,omitempty"`
 }
 
 type welcome struct {

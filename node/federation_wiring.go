@@ -51,6 +51,7 @@ func (n *Node) wireFederation() error {
 	}
 	fc := federation.Config{
 		Name:         cfg.Name,
+		Role:         cfg.Role,
 		Model:        n.model,
 		Logger:       n.log,
 		ListenAddr:   cfg.Federation.Addr,

@@ -160,6 +160,7 @@ func New(opts Options) (_ *Node, err error) {
 		Jobs:                      n.jobs,
 		MQTTAddress:               n.mqttAddress,
 		Search:                    searchOf(n.store),
+		Feed:                      feedOf(n.store),
 
 		Federation:       n.fedAPI(),
 		ReloadFederation: n.reloadFederation,

@@ -166,6 +166,14 @@ var (
 	_ api.Searcher = searchStore(nil)
 )
 
+// feedOf returns the API's event feed backend for s, nil when s has none.
+func feedOf(s nodeStore) api.EventFeed {
+	if f, ok := s.(model.EventFeed); ok {
+		return f
+	}
+	return nil
+}
+
 // searchOf returns the API's search backend for s, nil when s has none.
 func searchOf(s nodeStore) api.Searcher {
 	if ss, ok := s.(searchStore); ok {

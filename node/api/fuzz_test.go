@@ -168,3 +168,32 @@ func FuzzJobQuery(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFeedQuery: any query string either parses into a query the store
+// accepts (level warning or alert, limit in bounds, a valid path) or is
+// bad input.
+func FuzzFeedQuery(f *testing.F) {
+	for _, s := range []string{
+		"", "path=/&level=warning&limit=50", "level=alert&before=12", "limit=1001", "before=0", "path=%2E%2E",
+		"path=/a%00", "level=info", "x=1", "limit=1&limit=2", "path=/peers/eu/devices/a&before=18446744073709551615",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q, err := parseFeed(v)
+		if err != nil {
+			mustBeBadInput(t, err, []byte(raw))
+			return
+		}
+		if _, err := model.ParsePath(string(q.Prefix)); err != nil {
+			t.Fatalf("prefix %q: %v", q.Prefix, err)
+		}
+		if !model.Notable(q.Level) || q.Limit < 1 || q.Limit > model.MaxFeedLimit {
+			t.Fatalf("query %+v", q)
+		}
+	})
+}

@@ -79,7 +79,7 @@ func buildEnv(t testing.TB, devCfg func(*devices.Config), opts ...envOption) *en
 	mc := model.Config{Store: st, Logger: log}
 	ac := auth.Config{PasswordMemoryKiB: 16, Logger: log}
 	reg := prometheus.NewRegistry()
-	cfg := Config{Logger: log, Gatherer: reg, Registerer: reg, Version: "test", KeepAlive: time.Minute}
+	cfg := Config{Logger: log, Gatherer: reg, Registerer: reg, Version: "test", KeepAlive: time.Minute, Feed: st}
 	for _, o := range opts {
 		o(&cfg, &ac, &mc)
 	}

@@ -16,6 +16,9 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	refused  *prometheus.CounterVec
+	// feedShort counts event feed pages answered with fewer events than
+	// asked and a cursor: the store's scan bound stopped them.
+	feedShort prometheus.Counter
 }
 
 // newMetrics builds the API's collectors and registers them on reg (none
@@ -37,6 +40,10 @@ func newMetrics(reg prometheus.Registerer, version string, streams, conns, unaut
 			Help: "Connections and requests refused by a limit on slow or numerous clients, by reason " +
 				"(connections, connections_per_address, unauthenticated, unauthenticated_per_address, body_timeout, streams, streams_per_user).",
 		}, []string{"reason"}),
+		feedShort: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_api_event_feed_short_pages_total",
+			Help: "Event feed pages answered short (fewer events than asked, with a next cursor) because the store read its bound of index entries: feeds of small subtrees among many warnings elsewhere.",
+		}),
 	}
 	for _, r := range []string{refusedConns, refusedConnsPerAddr, refusedUnauth, refusedUnauthPerAddr,
 		refusedBodyTimeout, refusedStreams, refusedStreamsPerUser} {
@@ -63,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, version string, streams, conns, unaut
 		ConstLabels: prometheus.Labels{"version": version},
 	})
 	info.Set(1)
-	cs := []prometheus.Collector{m.requests, m.duration, m.refused, gauge, openConns, inFlight, info}
+	cs := []prometheus.Collector{m.requests, m.duration, m.refused, m.feedShort, gauge, openConns, inFlight, info}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {

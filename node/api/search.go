@@ -45,13 +45,22 @@ type Searcher interface {
 // searchAnswer is the body of a search answer.
 type searchAnswer struct {
 	Contexts []contextJSON `json:"contexts"`
-	Next     model.Path    `json:"next"`
+	// Next is the after of the following page: a path in path order, an
+	// opaque cursor when sorted; "" when no more match.
+	Next string `json:"next"`
+	// Total is the number of matches (count=true), at most
+	// maxSortedMatches; TotalCapped says the count stopped there.
+	Total       *int `json:"total,omitempty"`
+	TotalCapped bool `json:"total_capped,omitempty"`
 }
 
 // searchParams is a parsed search request.
 type searchParams struct {
 	q      SearchQuery // Prefix is the asked path; Tenants unset
 	tenant string      // the tenant parameter, "" when absent
+	sort   *sortSpec   // nil: path order
+	after  *sortKey    // the cursor of a sorted search
+	count  bool        // count=true: count every match
 }
 
 // parseSearch reads the query string strictly: unknown parameters and
@@ -60,6 +69,7 @@ type searchParams struct {
 func parseSearch(v url.Values) (searchParams, error) {
 	sp := searchParams{q: SearchQuery{Prefix: model.Root, Limit: defaultSearchLimit}}
 	filters := 0
+	after := ""
 	for key, vals := range v {
 		if len(vals) != 1 {
 			return sp, invalidf("parameter %q given %d times", key, len(vals))
@@ -82,8 +92,18 @@ func parseSearch(v url.Values) (searchParams, error) {
 			}
 			sp.tenant = val
 		case key == "after":
-			if sp.q.After, err = model.ParsePath(val); err != nil {
-				return sp, invalidf("after: %v", err)
+			after = val
+		case key == "sort":
+			s, err := parseSort(val)
+			if err != nil {
+				return sp, err
+			}
+			if s.field != "" {
+				sp.sort = &s
+			}
+		case key == "count":
+			if sp.count, err = strconv.ParseBool(val); err != nil {
+				return sp, invalidf("count must be true or false")
 			}
 		case key == "limit":
 			if sp.q.Limit, err = strconv.Atoi(val); err != nil || sp.q.Limit < 1 || sp.q.Limit > maxSearchLimit {
@@ -113,13 +133,23 @@ func parseSearch(v url.Values) (searchParams, error) {
 			sp.q.Vars[name] = varFilterValue(val)
 			filters++
 		default:
-			return sp, invalidf("unknown parameter %q (path, type, tenant, after, limit, label.<key>, var.<name>)", key)
+			return sp, invalidf("unknown parameter %q (path, type, tenant, after, limit, sort, count, label.<key>, var.<name>)", key)
 		}
 	}
 	if filters > maxSearchFilters {
 		return sp, invalidf("more than %d label and variable filters", maxSearchFilters)
 	}
-	return sp, nil
+	var err error
+	switch {
+	case after == "":
+	case sp.sort != nil:
+		sp.after, err = decodeCursor(after)
+	default:
+		if sp.q.After, err = model.ParsePath(after); err != nil {
+			err = invalidf("after: %v", err)
+		}
+	}
+	return sp, err
 }
 
 // validText accepts what the model accepts in types and labels: 1..max
@@ -210,6 +240,21 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if q.Tenants, err = searchTenants(p, sp.tenant); err != nil {
 		return err
 	}
+	if sp.sort != nil {
+		res, err := s.walkSearch(r.Context(), p, q, scopes, sp.sort, sp.after)
+		if err != nil {
+			return err
+		}
+		ans := searchAnswer{Contexts: make([]contextJSON, 0, len(res.page)), Next: res.next}
+		for _, c := range res.page {
+			ans.Contexts = append(ans.Contexts, renderContext(c))
+		}
+		if sp.count {
+			ans.Total, ans.TotalCapped = &res.total, res.capped
+		}
+		writeJSON(w, http.StatusOK, ans)
+		return nil
+	}
 	// One search per scope, merged in path order: each gives at most a
 	// page, and whatever one did not give sorts after its last path, so
 	// the first page of the merge is the first page of the union.
@@ -235,7 +280,14 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	ans := searchAnswer{Contexts: make([]contextJSON, 0, len(found))}
 	if more && len(found) > 0 {
-		ans.Next = found[len(found)-1].Path
+		ans.Next = string(found[len(found)-1].Path)
+	}
+	if sp.count {
+		res, err := s.walkSearch(r.Context(), p, q, scopes, nil, nil)
+		if err != nil {
+			return err
+		}
+		ans.Total, ans.TotalCapped = &res.total, res.capped
 	}
 	for _, c := range found {
 		// The backend filtered by tenant already; this keeps the

@@ -230,6 +230,14 @@ func TestClientSearch(t *testing.T) {
 	if err != nil || len(page.Contexts) != 1 || page.Contexts[0].Path != "/devices/a5" || page.Next != "" {
 		t.Fatalf("page 2 = %+v, %v", page, err)
 	}
+	page, err = cl.Search(ctx, client.SearchQuery{Path: "/devices", Type: "device", Sort: "-var.cpus", Count: true, Limit: 1})
+	if err != nil || len(page.Contexts) != 1 || page.Contexts[0].Path != "/devices/a1" || page.Total != 6 || page.Next == "" {
+		t.Fatalf("sorted = %+v, %v", page, err)
+	}
+	page, err = cl.Search(ctx, client.SearchQuery{Path: "/devices", Type: "device", Sort: "-var.cpus", Limit: 1, After: page.Next})
+	if err != nil || len(page.Contexts) != 1 || page.Contexts[0].Path != "/devices/a3" {
+		t.Fatalf("sorted page 2 = %+v, %v", page, err)
+	}
 	if _, err := cl.Search(ctx, client.SearchQuery{Tenant: "globex"}); !client.IsCode(err, client.CodeForbidden) {
 		t.Fatalf("another tenant: %v", err)
 	}
@@ -239,7 +247,8 @@ func TestClientSearch(t *testing.T) {
 // a query within bounds.
 func FuzzParseSearch(f *testing.F) {
 	for _, s := range []string{"path=/devices&type=device&label.site=a&var.os=linux&limit=5&after=/devices/x",
-		"var.n=4.0", "var.o=%7B%22a%22%3A1%7D", "limit=0", "x=1", "var.=1"} {
+		"var.n=4.0", "var.o=%7B%22a%22%3A1%7D", "limit=0", "x=1", "var.=1",
+		"sort=-var.cpus&count=true&after=eyJzIjp0cnVlLCJyIjozLCJuIjo0LCJwIjoiL2RldmljZXMvYTEifQ", "sort=label.site&limit=3"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {

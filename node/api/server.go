@@ -130,6 +130,9 @@ type Config struct {
 	MQTTAddress func(host string) string
 	// Search answers GET /api/v1/search; nil: 501 not_implemented.
 	Search Searcher
+	// Feed answers GET /api/v1/events (the event feed of a subtree); nil:
+	// 501 not_implemented.
+	Feed EventFeed
 	// Federation routes calls and live reads on mounted paths and serves
 	// the peer endpoints; nil: they answer 501. ReloadFederation re-reads
 	// the upstreams from the node's configuration and applies them.
@@ -300,10 +303,10 @@ func New(cfg Config) (*Server, error) {
 	} else {
 		mux.HandleFunc("/", notFound)
 	}
-	// Without these, ServeMux would redirect the bare prefixes to
-	// "prefix/" (the root context); the API never redirects.
+	// Without this, ServeMux would redirect the bare prefix to "prefix/"
+	// (the root context); the API never redirects. The bare events prefix
+	// is a route of its own (the feed, feed.go).
 	mux.HandleFunc(contextsPrefix, notFound)
-	mux.HandleFunc(eventsPrefix, notFound)
 	s.handler = s.middleware(mux)
 	return s, nil
 }
@@ -344,6 +347,7 @@ func (s *Server) routeTable() []route {
 		{"PUT " + contexts, "/api/v1/contexts/{path}", s.authed(s.putContext)},
 		{"DELETE " + contexts, "/api/v1/contexts/{path}", s.authed(s.deleteContext)},
 		{"POST " + contexts, "/api/v1/contexts/{path}/functions/{name}", s.authed(s.callFunction)},
+		{"GET /api/v1/events", "/api/v1/events", s.authed(s.feed)},
 		{"GET " + events, "/api/v1/events/{path}", s.authed(s.getEvents)},
 		{"POST " + events, "/api/v1/events/{path}", s.authed(s.postEvent)},
 		{"GET /api/v1/changes", "/api/v1/changes", s.authed(s.changes)},

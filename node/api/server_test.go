@@ -122,7 +122,11 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 	e.want(e.do("GET", "/nothing", "", nil), 404, codeNotFound)
 	// Bare prefixes are not redirected to the root context.
 	e.want(e.do("GET", "/api/v1/contexts", e.admin, nil), 404, codeNotFound)
-	e.want(e.do("PUT", "/api/v1/events", e.admin, nil), 404, codeNotFound)
+	// The bare events prefix is the event feed (GET only), never a
+	// redirect to the root context's events (/api/v1/events/).
+	e.want(e.do("PUT", "/api/v1/events", e.admin, nil), 405, codeMethodNotAllowed)
+	e.want(e.do("GET", "/api/v1/events", e.admin, nil), 200, "")
+	e.want(e.do("GET", "/api/v1/events/", e.admin, nil), 200, "")
 	r := e.do("PATCH", "/api/v1/contexts/a", e.admin, `{}`)
 	e.want(r, 405, codeMethodNotAllowed)
 	if allow := r.header.Get("Allow"); !strings.Contains(allow, "PUT") || !strings.Contains(allow, "GET") {

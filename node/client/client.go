@@ -190,6 +190,29 @@ func (c *Client) Events(ctx context.Context, path string, q EventQuery) (*EventP
 	return &p, nil
 }
 
+// Feed returns one page of the event feed of a subtree: the warnings and
+// alerts of the context at q.Path and those below it, newest first.
+func (c *Client) Feed(ctx context.Context, q FeedQuery) (*EventPage, error) {
+	v := url.Values{}
+	if q.Path != "" {
+		v.Set("path", q.Path)
+	}
+	if q.Level != "" {
+		v.Set("level", q.Level)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.Before > 0 {
+		v.Set("before", strconv.FormatUint(q.Before, 10))
+	}
+	var p EventPage
+	if err := c.do(ctx, http.MethodGet, "/api/v1/events", v, nil, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
 // PostEvent records an event on the context at path and returns it once
 // durable.
 func (c *Client) PostEvent(ctx context.Context, path string, e NewEvent) (*Event, error) {

@@ -23,6 +23,11 @@ type SearchQuery struct {
 	Tenant string // only this tenant (another than one's own: system users only)
 	After  string // a previous page's Next
 	Limit  int    // 1..1000, 0 for the server's default (100)
+	// Sort is the order: "" (path), "name", "type", "tenant",
+	// "label.<key>" or "var.<name>", with a leading "-" for descending.
+	Sort string
+	// Count asks for Total, the number of matches.
+	Count bool
 }
 
 // SearchPage is a page of matching contexts in path order; Next is set
@@ -30,6 +35,9 @@ type SearchQuery struct {
 type SearchPage struct {
 	Contexts []Context `json:"contexts"`
 	Next     string    `json:"next"`
+	// Total and TotalCapped answer SearchQuery.Count.
+	Total       int  `json:"total"`
+	TotalCapped bool `json:"total_capped"`
 }
 
 // Search returns a page of the contexts matching q that the caller sees.
@@ -59,6 +67,12 @@ func (c *Client) Search(ctx context.Context, q SearchQuery) (*SearchPage, error)
 	}
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.Sort != "" {
+		v.Set("sort", q.Sort)
+	}
+	if q.Count {
+		v.Set("count", "true")
 	}
 	var p SearchPage
 	if err := c.do(ctx, http.MethodGet, "/api/v1/search", v, nil, &p); err != nil {

@@ -177,6 +177,15 @@ type EventQuery struct {
 	Level  string    // only this level
 }
 
+// FeedQuery selects the event feed of a subtree: its warnings and
+// alerts, newest first.
+type FeedQuery struct {
+	Path   string // the subtree (default "/")
+	Level  string // the lowest level: "warning" (default) or "alert"
+	Limit  int    // default 50
+	Before uint64 // only events with a smaller seq (EventPage.Next)
+}
+
 // EventPage is one page of events; Next, when non-zero, is the Before of
 // the next page.
 type EventPage struct {

@@ -28,6 +28,8 @@ var _ model.Store = (*Badger)(nil)
 //	k <parent> 0x00 <name>       child index entry (CBOR model.Child)
 //	b <seq:8 BE>                 log block: the entries up to seq (CBOR sequence)
 //	e <path> 0x00 <seq:8 BE>     event (CBOR model.Event)
+//	w <seq:8 BE>                 notable event feed index (badger_feed.go)
+//	W <tenant> 0x00 <seq:8 BE>   the same, per tenant
 //	r <kind> 0x00 <key>          node-local record (raw bytes)
 //	m last | m first             last committed / first retained log seq
 //	m checkpoint                 last seq whose contexts are all in c keys
@@ -200,6 +202,10 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: build the search index in %s: %w", opts.Dir, err)
 	}
+	if err := s.openFeedIndex(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: build the event feed index in %s: %w", opts.Dir, err)
+	}
 	// Everything written while opening is made durable, and the
 	// write-ahead log emptied, before the first commit.
 	if err := s.trimWAL(true); err != nil {
@@ -340,7 +346,7 @@ func (s *Badger) Commit(b *model.Batch) error {
 		if err := w.del(childKey(p)); err != nil {
 			return w.abort(err)
 		}
-		if err := w.delPrefix(eventPrefix(p)); err != nil {
+		if err := delEvents(w, p); err != nil { // badger_feed.go
 			return w.abort(err)
 		}
 	}
@@ -374,6 +380,9 @@ func (s *Badger) Commit(b *model.Batch) error {
 			return w.abort(err)
 		}
 		if err := w.set(eventKey(b.Events[i].Path, b.Events[i].Seq), v); err != nil {
+			return w.abort(err)
+		}
+		if err := putFeed(w, &b.Events[i]); err != nil {
 			return w.abort(err)
 		}
 	}
@@ -459,27 +468,6 @@ func (w *txnWriter) del(k []byte) error {
 		return w.txn.Delete(k)
 	}
 	return err
-}
-
-func (w *txnWriter) delPrefix(prefix []byte) error {
-	var keys [][]byte
-	err := w.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := w.del(k); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (w *txnWriter) commit() error {
@@ -665,6 +653,7 @@ func (s *Badger) Snapshot(prefix model.Path, fn func(*model.Context) error) (uin
 // perContext events of each context. It returns how many it dropped.
 func (s *Badger) PruneEvents(perContext int, olderThan time.Time) (int, error) {
 	var keys [][]byte
+	dropped := 0
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pEvent}, Reverse: true, PrefetchValues: true})
 		defer it.Close()
@@ -677,16 +666,18 @@ func (s *Badger) PruneEvents(perContext int, olderThan time.Time) (int, error) {
 				cur, count = append(cur[:0], path...), 0
 			}
 			count++
-			drop := count > perContext
-			if !drop {
-				var ev model.Event
-				if err := it.Item().Value(func(v []byte) error { return model.Unmarshal(v, &ev) }); err != nil {
-					return err
-				}
-				drop = ev.Time.Before(olderThan)
+			// Every event is decoded: a dropped notable one takes its
+			// feed keys along.
+			var ev model.Event
+			if err := it.Item().Value(func(v []byte) error { return model.Unmarshal(v, &ev) }); err != nil {
+				return err
 			}
-			if drop {
+			if count > perContext || ev.Time.Before(olderThan) {
+				// Feed keys first: a prune cut short leaves an event
+				// out of the feed, never a feed key without its event.
+				keys = append(keys, feedKeys(&ev)...)
 				keys = append(keys, it.Item().KeyCopy(nil))
+				dropped++
 			}
 		}
 		return nil
@@ -697,7 +688,7 @@ func (s *Badger) PruneEvents(perContext int, olderThan time.Time) (int, error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
-	return len(keys), s.deleteLogged(keys, nil)
+	return dropped, s.deleteLogged(keys, nil)
 }
 
 // deleteChunk bounds the keys of one deletion record and transaction.

@@ -22,7 +22,7 @@ import (
 //
 // Every context with a c key has one posting key per term it holds:
 //
-//	x <term> <path>              (empty value)
+//	x <term> <path>  →  signature of all the context's terms
 //
 // where a term is a kind byte then a self-delimiting payload:
 //
@@ -36,10 +36,10 @@ import (
 // in path order, each term's count is kept beside them
 // (badger_search_count.go), and a search walks the rarest list of its
 // filters within the subtree's key range and after the cursor, checks
-// each path it finds against the other lists with one read of a posting
-// each (the lists nearly every context holds are left to the matcher),
-// and stops after a page of matches: its cost is bounded by the rarest
-// list, never by the densest.
+// each path it finds against the other filters on the signature its
+// posting carries (badger_search_sig.go), reads only the contexts that
+// pass, and stops after a page of matches: its cost is bounded by the
+// rarest list, never by the densest, and it reads no other list.
 //
 // The postings follow the c keys, not the overlay: every write of a c key
 // (a commit's new contexts, deletions, checkpoints) rewrites the postings
@@ -58,8 +58,8 @@ import (
 const pSearchIndex = 'x'
 
 // searchIndexVersion changes whenever the postings a context gets, or
-// the keys that go with them, change (2: counts).
-const searchIndexVersion = 2
+// the keys that go with them, change (2: counts, 3: signatures).
+const searchIndexVersion = 3
 
 var keySearchIndex = []byte("msearch-index")
 
@@ -265,20 +265,30 @@ func reindex(w *txnWriter, p model.Path, next *model.Context) error {
 	has := func(ts [][]byte, t []byte) bool {
 		return slices.ContainsFunc(ts, func(x []byte) bool { return bytes.Equal(x, t) })
 	}
+	changed := false
 	for _, t := range oldTerms {
 		if !has(newTerms, t) {
 			if err := w.del(postingKey(t, p)); err != nil {
 				return err
 			}
 			w.addCount(countKey(t), -1)
+			changed = true
 		}
 	}
 	for _, t := range newTerms {
 		if !has(oldTerms, t) {
-			if err := w.set(postingKey(t, p), nil); err != nil {
-				return err
-			}
 			w.addCount(countKey(t), 1)
+			changed = true
+		}
+	}
+	if !changed {
+		return nil // the same terms: the same postings and signature
+	}
+	// Every posting carries the signature of all the terms: rewrite them.
+	sig := termSignature(newTerms)
+	for _, t := range newTerms {
+		if err := w.set(postingKey(t, p), sig); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -337,8 +347,10 @@ func (s *Badger) buildSearchIndex() (int, error) {
 				return fmt.Errorf("decode context %s: %w", it.Item().Key()[1:], err)
 			}
 			p := model.Path(it.Item().Key()[1:])
-			for _, t := range contextTerms(&c) {
-				if err := wb.Set(postingKey(t, p), nil); err != nil {
+			terms := contextTerms(&c)
+			sig := termSignature(terms)
+			for _, t := range terms {
+				if err := wb.Set(postingKey(t, p), sig); err != nil {
 					return err
 				}
 			}
@@ -421,21 +433,16 @@ func queryTerms(q *SearchQuery) (lists [][][]byte, ok bool) {
 	return lists, true
 }
 
-// postings walks the posting lists of one term, or the union of several
-// (tenants), in path order.
+// postings walks the posting list of one term, or the union of several
+// (tenants: a context holds one of them), in path order, each posting
+// with its signature.
 type postings struct {
 	prefixes [][]byte
 	its      []*badger.Iterator
-	paths    []string // each iterator's current path
-	valid    []bool
-	started  []bool // seeked once (then !valid means exhausted)
-	cur      string // the least current path
-	ok       bool   // false when every list is exhausted
 }
 
 func newPostings(txn *badger.Txn, terms [][]byte) *postings {
-	p := &postings{prefixes: terms, paths: make([]string, len(terms)),
-		valid: make([]bool, len(terms)), started: make([]bool, len(terms))}
+	p := &postings{prefixes: terms}
 	for _, t := range terms {
 		p.its = append(p.its, txn.NewIterator(badger.IteratorOptions{Prefix: t}))
 	}
@@ -448,67 +455,37 @@ func (p *postings) close() {
 	}
 }
 
-// nextsBeforeSeek is how many steps a list takes forward before it seeks
-// instead: a seek repositions every level of the tree, a step is cheap.
-const nextsBeforeSeek = 16
-
-// seek moves to the first posting at or after path.
-func (p *postings) seek(path string) {
-	p.ok = false
+// walk calls fn with each posting at or after start and before end, in
+// path order, until fn returns false or an error. sig is valid until fn
+// returns.
+func (p *postings) walk(start, end string, fn func(path string, sig []byte) (bool, error)) error {
 	for i, it := range p.its {
-		if !p.started[i] || p.valid[i] && p.paths[i] < path {
-			p.started[i] = true
-			steps := 0
-			if p.valid[i] {
-				for steps < nextsBeforeSeek && it.Valid() && p.paths[i] < path {
-					it.Next()
-					p.load(i)
-					steps++
-				}
-			}
-			if steps == 0 || p.valid[i] && p.paths[i] < path {
-				it.Seek(postingKey(p.prefixes[i], model.Path(path)))
-				p.load(i)
-			}
-		}
-		if p.valid[i] && (!p.ok || p.paths[i] < p.cur) {
-			p.cur, p.ok = p.paths[i], true
-		}
+		it.Seek(postingKey(p.prefixes[i], model.Path(start)))
 	}
-}
-
-func (p *postings) load(i int) {
-	it := p.its[i]
-	p.valid[i] = it.Valid()
-	if p.valid[i] {
-		p.paths[i] = string(it.Item().Key()[len(p.prefixes[i]):])
-	}
-}
-
-// intersect calls fn with each path at or after start and before end held
-// by every list, in order, until fn returns false or an error (leapfrog:
-// each list in turn seeks to the candidate; one that lands past it makes
-// its path the next candidate, until all agree).
-func intersect(lists []*postings, start, end string, fn func(path string) (bool, error)) error {
-	cand := start
+	var sig []byte
 	for {
-		agree := 0
-		for i := 0; agree < len(lists); i = (i + 1) % len(lists) {
-			l := lists[i]
-			l.seek(cand)
-			if !l.ok || l.cur >= end {
-				return nil
+		best := -1
+		var least []byte
+		for i, it := range p.its {
+			if !it.Valid() {
+				continue
 			}
-			if l.cur > cand {
-				cand, agree = l.cur, 1
-			} else {
-				agree++
+			if k := it.Item().Key()[len(p.prefixes[i]):]; best < 0 || bytes.Compare(k, least) < 0 {
+				best, least = i, k
 			}
 		}
-		if more, err := fn(cand); err != nil || !more {
+		if best < 0 || string(least) >= end {
+			return nil
+		}
+		path := string(least)
+		var err error
+		if sig, err = p.its[best].Item().ValueCopy(sig[:0]); err != nil {
 			return err
 		}
-		cand += "\x00" // the next path
+		if more, err := fn(path, sig); err != nil || !more {
+			return err
+		}
+		p.its[best].Next()
 	}
 }
 
@@ -543,7 +520,7 @@ func (s *Badger) indexSearch(ctx context.Context, q *SearchQuery, m *matcher, te
 	}
 	full := false
 	n := 0
-	walk := func(path string) (bool, error) {
+	walk := func(path string, sig []byte) (bool, error) {
 		if n++; n%1024 == 0 && ctx.Err() != nil {
 			return false, ctx.Err()
 		}
@@ -552,8 +529,8 @@ func (s *Badger) indexSearch(ctx context.Context, q *SearchQuery, m *matcher, te
 			return true, nil
 		}
 		for _, l := range plan.check {
-			if held, err := holds(txn, l, p); err != nil || !held {
-				return err == nil, err
+			if !sigHoldsAny(sig, l) {
+				return true, nil
 			}
 		}
 		item, err := txn.Get(contextKey(p))
@@ -582,7 +559,7 @@ func (s *Badger) indexSearch(ctx context.Context, q *SearchQuery, m *matcher, te
 	if plan.lead != nil {
 		lead := newPostings(txn, plan.lead)
 		defer lead.close()
-		err = intersect([]*postings{lead}, start, to, walk)
+		err = lead.walk(start, to, walk)
 	}
 	if err != nil {
 		return SearchPage{}, err

@@ -8,8 +8,6 @@ import (
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
-
-	"github.com/strata-dm/strata/model"
 )
 
 // The counts of the search index's postings.
@@ -174,18 +172,11 @@ func (s *Badger) writeCounts(contexts int) error {
 	return wb.Flush()
 }
 
-// A list nearly every context holds is left to the matcher: checking its
-// posting for each candidate costs more than the few candidates it would
-// drop. A list is dense when it holds at least 1/denseLists of the
-// indexed contexts.
-const denseLists = 2
-
 // searchPlan says how a search walks the posting lists of its filters:
-// it steps through the rarest (lead), checks each candidate's posting in
-// the lists in check (rarest first) with one read each, and leaves the
-// dense lists to the matcher, which checks every filter on every
-// candidate anyway. lead is nil when some list is empty (nothing in the
-// postings matches).
+// it steps through the rarest (lead) and checks each candidate against
+// the others (check, rarest first) on the signature its posting carries
+// (badger_search_sig.go). lead is nil when some list is empty (nothing
+// in the postings matches).
 type searchPlan struct {
 	lead  [][]byte
 	check [][][]byte
@@ -194,10 +185,6 @@ type searchPlan struct {
 // planSearch orders lists (each a union of terms, as queryTerms gives
 // them) by their counts in txn.
 func planSearch(txn *badger.Txn, lists [][][]byte) (searchPlan, error) {
-	all, err := readCount(txn, countAll)
-	if err != nil {
-		return searchPlan{}, err
-	}
 	counts := make([]uint64, len(lists))
 	order := make([]int, len(lists))
 	for i, l := range lists {
@@ -216,24 +203,7 @@ func planSearch(txn *badger.Txn, lists [][][]byte) (searchPlan, error) {
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(counts[a], counts[b]) })
 	plan := searchPlan{lead: lists[order[0]]}
 	for _, i := range order[1:] {
-		if counts[i]*denseLists >= all {
-			break // this one and the rest are dense
-		}
 		plan.check = append(plan.check, lists[i])
 	}
 	return plan, nil
-}
-
-// holds says whether p has a posting for one of terms in txn.
-func holds(txn *badger.Txn, terms [][]byte, p model.Path) (bool, error) {
-	for _, t := range terms {
-		_, err := txn.Get(postingKey(t, p))
-		if err == nil {
-			return true, nil
-		}
-		if !errors.Is(err, badger.ErrKeyNotFound) {
-			return false, err
-		}
-	}
-	return false, nil
 }

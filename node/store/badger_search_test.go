@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -237,8 +238,8 @@ func pathsOf(p SearchPage) []model.Path {
 // keys, and the counts exactly theirs.
 func checkSearchIndex(t *testing.T, s *Badger) {
 	t.Helper()
-	want := map[string]bool{}
-	got := map[string]bool{}
+	want := map[string]string{} // posting key → signature
+	got := map[string]string{}
 	wantCounts := map[string]uint64{}
 	gotCounts := map[string]uint64{}
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -249,8 +250,9 @@ func checkSearchIndex(t *testing.T, s *Badger) {
 				it.Close()
 				return err
 			}
-			for _, tm := range contextTerms(&c) {
-				want[string(postingKey(tm, c.Path))] = true
+			terms := contextTerms(&c)
+			for _, tm := range terms {
+				want[string(postingKey(tm, c.Path))] = string(termSignature(terms))
 				wantCounts[string(countKey(tm))]++
 			}
 			wantCounts[string(countAll)]++
@@ -258,7 +260,12 @@ func checkSearchIndex(t *testing.T, s *Badger) {
 		it.Close()
 		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pSearchIndex}})
 		for it.Rewind(); it.Valid(); it.Next() {
-			got[string(it.Item().Key())] = true
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				it.Close()
+				return err
+			}
+			got[string(it.Item().Key())] = string(v)
 		}
 		it.Close()
 		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pSearchCount}})
@@ -276,13 +283,16 @@ func checkSearchIndex(t *testing.T, s *Badger) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k := range want {
-		if !got[k] {
+	for k, sig := range want {
+		switch g, ok := got[k]; {
+		case !ok:
 			t.Errorf("posting missing: %q", k)
+		case g != sig:
+			t.Errorf("posting %q: signature %x, want %x", k, g, sig)
 		}
 	}
 	for k := range got {
-		if !want[k] {
+		if _, ok := want[k]; !ok {
 			t.Errorf("stale posting: %q", k)
 		}
 	}
@@ -499,5 +509,37 @@ func TestBadgerSearchIndexTenants(t *testing.T) {
 	page, err := s.Search(ctx, SearchQuery{Prefix: "/devices", Tenants: []string{"acme"}})
 	if err != nil || len(page.Contexts) != 0 {
 		t.Fatalf("acme still finds %v (%v)", pathsOf(page), err)
+	}
+}
+
+// TestTermSignature holds a signature to every term it was made of, and
+// to dropping most of the terms it was not.
+func TestTermSignature(t *testing.T) {
+	var terms [][]byte
+	for i := range 40 {
+		terms = append(terms, term(termVar, []byte("v"), []byte(strconv.Itoa(i))))
+	}
+	for n := 0; n <= len(terms); n += 7 {
+		sig := termSignature(terms[:n])
+		if len(sig)*8 < max(sigMinBits, n*sigBitsPerTerm) || len(sig)%8 != 0 {
+			t.Fatalf("%d terms: signature of %d bytes", n, len(sig))
+		}
+		for _, tm := range terms[:n] {
+			if !sigHolds(sig, tm) {
+				t.Fatalf("%d terms: signature lacks %q", n, tm)
+			}
+		}
+		passed := 0
+		for i := range 1000 {
+			if sigHolds(sig, term(termVar, []byte("w"), []byte(strconv.Itoa(i)))) {
+				passed++
+			}
+		}
+		if passed > 150 { // about 3 % expected
+			t.Errorf("%d terms: %d of 1000 absent terms pass", n, passed)
+		}
+	}
+	if !sigHolds(nil, terms[0]) {
+		t.Error("an empty signature must hold anything")
 	}
 }

@@ -50,7 +50,7 @@ type copyTable struct {
 
 var copyTables = []copyTable{
 	{pContext, "contexts", commitContextColumns, oneRow(copyContextRow)},
-	{pEvent, "events", []string{"path", "seq", "time", "level", "doc"}, oneRow(copyEventRow)},
+	{pEvent, "events", []string{"path", "seq", "time", "level", "doc", "tenant"}, oneRow(copyEventRow)},
 	{pBlock, "log", []string{"seq", "doc"}, nil}, // copyLogRows, set per copy
 	{pRecord, "records", []string{"kind", "key", "value"}, oneRow(copyRecordRow)},
 }
@@ -149,7 +149,8 @@ func countKeys(btx *badger.Txn, first uint64) (map[byte]int64, error) {
 			}
 			continue
 		case k[0] == pContext, k[0] == pChild, k[0] == pEvent, k[0] == pRecord:
-		case k[0] == pSearchIndex, k[0] == pSearchCount, bytes.Equal(k, keySearchIndex):
+		case k[0] == pSearchIndex, k[0] == pSearchCount, bytes.Equal(k, keySearchIndex),
+			k[0] == pFeed, k[0] == pFeedTenant, bytes.Equal(k, keyFeedIndex):
 			continue // PostgreSQL indexes its rows itself
 		case bytes.Equal(k, keyLast), bytes.Equal(k, keyFirst), bytes.Equal(k, keyCheckpoint):
 		default:
@@ -252,7 +253,7 @@ func copyEventRow(key, doc []byte) ([]any, error) {
 	if !bytes.Equal(key, eventKey(ev.Path, ev.Seq)[1:]) {
 		return nil, fmt.Errorf("holds event %d of %s", ev.Seq, ev.Path)
 	}
-	return []any{string(ev.Path), int64(ev.Seq), ev.Time, string(ev.Level), doc}, nil
+	return []any{string(ev.Path), int64(ev.Seq), ev.Time, string(ev.Level), doc, ev.Tenant}, nil
 }
 
 // copyLogRows returns the rows of a log block: its entries from first on,

@@ -66,7 +66,7 @@ func (o *PostgresOptions) Validate() error {
 // off). Schema in migrations/; the layout mirrors Badger's keys:
 //
 //	contexts(path, parent, name, type, tenant, labels, vars, props, version, doc)
-//	events(path, seq, time, level, doc)
+//	events(path, seq, time, level, doc, tenant)
 //	log(seq, doc)
 //	records(kind, key, value)
 //	meta(last_seq, first_seq)
@@ -124,6 +124,9 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 		return nil, fmt.Errorf("store: postgres schema: %w", err)
 	}
 	if err := backfillSearch(ctx, pool, log); err != nil {
+		return nil, fmt.Errorf("store: postgres schema: %w", err)
+	}
+	if err := backfillFeed(ctx, pool, log); err != nil { // postgres_feed.go
 		return nil, fmt.Errorf("store: postgres schema: %w", err)
 	}
 	// The DSN may hold a password: name the server by its parts instead.
@@ -241,10 +244,10 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 	if len(b.Events) > 0 {
 		evs := b.Events
 		var (
-			paths, levels = make([]string, len(evs)), make([]string, len(evs))
-			seqs          = make([]int64, len(evs))
-			times         = make([]time.Time, len(evs))
-			docs          = make([][]byte, len(evs))
+			paths, levels, tenants = make([]string, len(evs)), make([]string, len(evs)), make([]string, len(evs))
+			seqs                   = make([]int64, len(evs))
+			times                  = make([]time.Time, len(evs))
+			docs                   = make([][]byte, len(evs))
 		)
 		for i := range evs {
 			doc, err := model.Marshal(&evs[i])
@@ -252,11 +255,12 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 				return nil, fmt.Errorf("encode event %d: %w", evs[i].Seq, err)
 			}
 			paths[i], seqs[i], times[i], levels[i], docs[i] = string(evs[i].Path), int64(evs[i].Seq), evs[i].Time, string(evs[i].Level), doc
+			tenants[i] = evs[i].Tenant
 		}
-		q.Queue(`INSERT INTO events (path, seq, time, level, doc)
-			SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::bytea[])
-			ON CONFLICT (path, seq) DO UPDATE SET time = excluded.time, level = excluded.level, doc = excluded.doc`,
-			paths, seqs, times, levels, docs)
+		q.Queue(`INSERT INTO events (path, seq, time, level, doc, tenant)
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::bytea[], $6::text[])
+			ON CONFLICT (path, seq) DO UPDATE SET time = excluded.time, level = excluded.level, doc = excluded.doc, tenant = excluded.tenant`,
+			paths, seqs, times, levels, docs, tenants)
 	}
 	if len(b.Records) > 0 {
 		rs := b.Records

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,6 +175,40 @@ func TestDeviceList(t *testing.T) {
 		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 1: 3 shown" })
 	})
 
+	// Sorting is the node's, by the URL's sort or a click on a header, and
+	// the number of matches is shown beside the page.
+	t.Run("SortAndCount", func(t *testing.T) {
+		tab := b.tab(t)
+		login(t, tab, tn.url, opUser, opPass)
+		rows := func() []string {
+			return eval[[]string](t, tab, `[...document.querySelectorAll("[data-test=device-list] tbody tr")].map(r => r.dataset.path.slice(-4))`)
+		}
+		run(t, tab, "open a list sorted by a label, descending",
+			chromedp.Navigate(tn.url+"/devices?path=/sites&type=sensor&q=site%3Dparis&sort=-label.line&limit=25"),
+		)
+		waitText(t, tab, `[data-test=page-info]`, 10*time.Second, func(s string) bool { return s == "page 1: 10 shown" })
+		// line = i % 3: 2 first, then 1, then 0, each by path.
+		if got, want := rows(), []string{"1007", "1010", "1013", "1006", "1009", "1012", "1005", "1008", "1011", "1014"}; !slices.Equal(got, want) {
+			t.Fatalf("sorted by -label.line: %q, want %q", got, want)
+		}
+		waitText(t, tab, `[data-test=match-count]`, 10*time.Second, func(s string) bool { return s == "10 matching" })
+		run(t, tab, "sort by path", chromedp.Click(chromedp.CSS(`th[data-sort=path]`)))
+		waitText(t, tab, `th[data-sort=path]`, 10*time.Second, func(s string) bool { return s == "path ▲" })
+		tstest.WaitFor(t, 10*time.Second, "rows by path", func() bool {
+			got := rows()
+			return len(got) == 10 && got[0] == "1005" && got[9] == "1014"
+		})
+		run(t, tab, "sort by path, descending", chromedp.Click(chromedp.CSS(`th[data-sort=path]`)))
+		waitText(t, tab, `th[data-sort=path]`, 10*time.Second, func(s string) bool { return s == "path ▼" })
+		tstest.WaitFor(t, 10*time.Second, "rows by path descending", func() bool {
+			got := rows()
+			return len(got) == 10 && got[0] == "1014" && got[9] == "1005"
+		})
+		if got := eval[string](t, tab, `location.search`); !strings.Contains(got, "sort=-path") {
+			t.Fatalf("URL after sorting %q", got)
+		}
+	})
+
 	t.Run("TenantSeesOnlyItsDevices", func(t *testing.T) {
 		tab := b.tab(t)
 		login(t, tab, tn.url, opUser, opPass)
@@ -182,6 +217,8 @@ func TestDeviceList(t *testing.T) {
 		if tenant := eval[string](t, tab, `document.querySelector("[data-test=device-list] tbody tr td:nth-child(2)").textContent`); tenant != "acme" {
 			t.Fatalf("acme's operator lists a device of %q", tenant)
 		}
+		// The count is the tenant's too: globex's device is not in it.
+		waitText(t, tab, `[data-test=match-count]`, 10*time.Second, func(s string) bool { return s == "1 matching" })
 		// Naming another tenant is refused by the node, and the page says so.
 		fill(t, tab, `input[name=tenant]`, "globex")
 		run(t, tab, "ask for globex",

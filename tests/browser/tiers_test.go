@@ -168,10 +168,11 @@ func TestTwoTiersBelowHQ(t *testing.T) {
 
 	tab := b.tab(t)
 	login(t, tab, dm.console, dm.user, dm.password)
-	// Overview: the link to eu is up, and its subtree has online devices.
+	// Overview: the link to eu is up, and probe-a, two tiers down, has
+	// online devices (the Overview's own test, in overview_test.go, takes
+	// its screenshot).
 	waitText(t, tab, `tr[data-peer="eu"] [data-test=link-state]`, 10*time.Second, func(s string) bool { return s == "connected" })
-	waitText(t, tab, `tr[data-scope="/peers/eu"] [data-test=online]`, 10*time.Second, func(s string) bool { return s != "…" && s != "0" })
-	shot(t, tab, "overview")
+	waitText(t, tab, `tr[data-node="probe-a"] [data-test=online]`, 10*time.Second, func(s string) bool { return s != "…" && s != "0" })
 
 	// Devices: the subtree of probe-a, online ones; open ours.
 	devRoute := "/device" + hqPath

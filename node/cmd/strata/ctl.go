@@ -54,7 +54,7 @@ opens the node's data.
 		x.treeCmd(), x.getCmd(), x.putCmd(), x.deleteCmd(),
 		x.eventsCmd(), x.eventCmd(), x.watchCmd(),
 		x.usersCmd(), x.tokensCmd(),
-		x.devicesCmd(), x.jobsCmd(), x.callCmd(),
+		x.searchCmd(), x.devicesCmd(), x.jobsCmd(), x.callCmd(),
 		x.peersCmd(), x.federationCmd(), x.auditCmd(),
 	)
 	return c

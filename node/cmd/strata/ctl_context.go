@@ -253,14 +253,37 @@ func (x *ctl) deleteCmd() *cobra.Command {
 
 func (x *ctl) eventsCmd() *cobra.Command {
 	var (
-		q     client.EventQuery
-		since string
+		q       client.EventQuery
+		since   string
+		subtree bool
 	)
 	c := &cobra.Command{
-		Use:   "events PATH",
-		Short: "List a context's events, newest first",
-		Args:  cobra.ExactArgs(1),
+		Use:   "events PATH | events [PATH] --subtree",
+		Short: "List a context's events, or a subtree's warnings and alerts, newest first",
+		Long: "List a context's events, newest first. With --subtree, list the warnings and alerts\n" +
+			"of the context at PATH (default /) and every context below it, mounted peers included\n" +
+			"(the event feed); --level is then the lowest level shown: warning (default) or alert.",
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(c *cobra.Command, args []string) error {
+			if subtree {
+				if since != "" {
+					return usageError{err: fmt.Errorf("--since cannot be combined with --subtree"), cmd: c.CommandPath()}
+				}
+				fq := client.FeedQuery{Path: "/", Level: q.Level, Limit: q.Limit, Before: q.Before}
+				if len(args) == 1 {
+					fq.Path = args[0]
+				}
+				return x.call(c, func(ctx context.Context, cl *client.Client) error {
+					p, err := cl.Feed(ctx, fq)
+					if err != nil {
+						return err
+					}
+					return x.showEvents(p, true)
+				})
+			}
+			if len(args) != 1 {
+				return usageError{err: fmt.Errorf("events needs a PATH (or --subtree)"), cmd: c.CommandPath()}
+			}
 			if since != "" {
 				t, err := time.Parse(time.RFC3339, since)
 				if err != nil {
@@ -273,26 +296,41 @@ func (x *ctl) eventsCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return x.show(p, func(w io.Writer) {
-					tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-					fmt.Fprintln(tw, "SEQ\tTIME\tLEVEL\tNAME\tPAYLOAD")
-					for _, e := range p.Events {
-						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Seq, fmtTime(e.Time), e.Level, orDash(e.Name), clip(string(e.Payload), 80))
-					}
-					tw.Flush()
-					if p.Next != 0 {
-						fmt.Fprintf(x.stderr, "more: --before %d\n", p.Next)
-					}
-				})
+				return x.showEvents(p, false)
 			})
 		},
 	}
 	f := c.Flags()
-	f.IntVar(&q.Limit, "limit", 0, "events per page (server default 100)")
-	f.StringVar(&q.Level, "level", "", "only events of this level: info, warning, alert")
+	f.IntVar(&q.Limit, "limit", 0, "events per page (server default 100; 50 with --subtree)")
+	f.StringVar(&q.Level, "level", "", "only events of this level: info, warning, alert (with --subtree: the lowest, warning or alert)")
 	f.Uint64Var(&q.Before, "before", 0, "only events before this sequence number (paging)")
 	f.StringVar(&since, "since", "", "only events at or after this RFC 3339 time")
+	f.BoolVar(&subtree, "subtree", false, "the warnings and alerts of the whole subtree (the event feed)")
 	return c
+}
+
+// showEvents prints a page of events, with their paths when they come
+// from several contexts, and the paging hint.
+func (x *ctl) showEvents(p *client.EventPage, paths bool) error {
+	return x.show(p, func(w io.Writer) {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		if paths {
+			fmt.Fprintln(tw, "SEQ\tTIME\tLEVEL\tPATH\tNAME\tPAYLOAD")
+		} else {
+			fmt.Fprintln(tw, "SEQ\tTIME\tLEVEL\tNAME\tPAYLOAD")
+		}
+		for _, e := range p.Events {
+			if paths {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, fmtTime(e.Time), e.Level, e.Path, orDash(e.Name), clip(string(e.Payload), 80))
+			} else {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Seq, fmtTime(e.Time), e.Level, orDash(e.Name), clip(string(e.Payload), 80))
+			}
+		}
+		tw.Flush()
+		if p.Next != 0 {
+			fmt.Fprintf(x.stderr, "more: --before %d\n", p.Next)
+		}
+	})
 }
 
 func (x *ctl) eventCmd() *cobra.Command {

@@ -232,3 +232,39 @@ func TestFormatChange(t *testing.T) {
 		t.Errorf("reset = %q", got)
 	}
 }
+
+// ctl events --subtree reads the event feed: the path, lowest level,
+// limit and cursor go as query parameters; the output names each
+// event's context and the next page.
+func TestCtlEventsSubtree(t *testing.T) {
+	n := newFakeNode(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"events":[{"seq":9,"path":"/peers/eu/peers/plant7/devices/pump-12","name":"overheat","level":"alert","time":"2026-01-01T00:00:00Z","payload":{"t":93}},
+			{"seq":4,"path":"/devices/d1","level":"warning","time":"2026-01-01T00:00:00Z"}],"next":4}`)
+	})
+	code, out, errOut := runCmd(t, nil, "", "ctl", "-c", n.config, "events", "/peers", "--subtree", "--level", "alert", "--limit", "2", "--before", "12")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	r := n.last(t)
+	if r.method != "GET" || r.path != "/api/v1/events" || r.query != "before=12&level=alert&limit=2&path=%2Fpeers" {
+		t.Errorf("request = %+v", r)
+	}
+	for _, want := range []string{"PATH", "/peers/eu/peers/plant7/devices/pump-12", "overheat", `{"t":93}`, "/devices/d1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(errOut, "more: --before 4") {
+		t.Errorf("stderr = %q", errOut)
+	}
+	if code, _, _ := runCmd(t, nil, "", "ctl", "-c", n.config, "events", "--subtree"); code != 0 || n.last(t).query != "path=%2F" {
+		t.Errorf("--subtree without PATH: exit %d, query %q", code, n.last(t).query)
+	}
+	if code, _, e := runCmd(t, nil, "", "ctl", "-c", n.config, "events", "--subtree", "--since", "2026-01-01T00:00:00Z"); code == 0 || !strings.Contains(e, "--since") {
+		t.Errorf("--since with --subtree: exit %d, %q", code, e)
+	}
+	if code, _, e := runCmd(t, nil, "", "ctl", "-c", n.config, "events"); code == 0 || !strings.Contains(e, "PATH") {
+		t.Errorf("events without PATH: exit %d, %q", code, e)
+	}
+}

@@ -25,6 +25,8 @@ func Run(t *testing.T, open func(t *testing.T) model.Store) {
 		{"Reindex", testReindex},
 		{"Delete", testDelete},
 		{"Events", testEvents},
+		{"Feed", testFeed},
+		{"FeedScanBound", testFeedScanBound},
 		{"Records", testRecords},
 		{"Log", testLog},
 		{"Snapshot", testSnapshot},

@@ -52,16 +52,17 @@ func main() {
 	queries := flag.Int("queries", 50, "measured rounds: each measures every filter kind once and one page load")
 	warmup := flag.Int("warmup", 3, "unmeasured rounds first")
 	sites := flag.Int("sites", 100, "sites (label site=plant-N)")
+	sorted := flag.Int("sorted", 20, "then, from the Go client: searches of each sorted and counted variant")
 	dir := flag.String("dir", "", "node directory (default: a temporary one, removed after)")
 	chromium := flag.String("chromium", "", "Chromium binary (default: $STRATA_CHROMIUM, else chromium on PATH)")
 	flag.Parse()
-	if err := run(*devices, *queries, *warmup, *sites, *dir, *chromium); err != nil {
+	if err := run(*devices, *queries, *warmup, *sites, *sorted, *dir, *chromium); err != nil {
 		fmt.Fprintln(os.Stderr, "consolelist:", err)
 		os.Exit(1)
 	}
 }
 
-func run(devices, queries, warmup, sites int, dir, chromium string) error {
+func run(devices, queries, warmup, sites, sorted int, dir, chromium string) error {
 	if !console.New().Built() {
 		return fmt.Errorf("the console is not built into this binary: run make console (npm ci && npm run build in node/console/web), then run again")
 	}
@@ -133,6 +134,13 @@ func run(devices, queries, warmup, sites int, dir, chromium string) error {
 	}
 	load, _ := avg()
 	rs.print(devices, queries, load)
+	if sorted > 0 {
+		if err := sortedRounds(hc, base, devices, sites, sorted); err != nil {
+			return err
+		}
+		load, _ = avg()
+		fmt.Printf("load average at end: %s\n", load)
+	}
 	return nil
 }
 

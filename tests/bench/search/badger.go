@@ -22,7 +22,7 @@ import (
 // (the index) and, for scanQueries of the same queries, ScanSearch (the
 // scan every search was before the index), in one run. Both must find the
 // same contexts.
-func runBadger(dir string, devices, queries, scanQueries, clients, limit, sites int) error {
+func runBadger(dir string, reuse bool, devices, queries, scanQueries, clients, limit, sites int) error {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if dir == "" {
@@ -34,6 +34,15 @@ func runBadger(dir string, devices, queries, scanQueries, clients, limit, sites 
 		dir = tmp
 	}
 	opts := store.BadgerOptions{Dir: dir, Logger: log, CacheMB: 256}
+	if reuse {
+		s, err := store.OpenBadger(opts)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		fmt.Printf("reusing the store in %s (%s), loaded by an earlier run with the same -devices and -sites; warm-up of %d queries\n", dir, dirSize(dir), queries)
+		return queryBadger(ctx, s, queries, queries, scanQueries, clients, limit, sites, devices)
+	}
 	s, err := store.OpenBadger(opts)
 	if err != nil {
 		return err
@@ -73,10 +82,17 @@ func runBadger(dir string, devices, queries, scanQueries, clients, limit, sites 
 	defer s.Close()
 	fmt.Printf("reopened, building the search index, in %v\n", time.Since(t0).Round(time.Millisecond))
 	fmt.Printf("store size: %s\n", dirSize(dir))
+	return queryBadger(ctx, s, queries, 200, scanQueries, clients, limit, sites, devices)
+}
 
+// queryBadger runs the query mix through the index and its first
+// scanQueries through the scan, after unmeasured warm-ups, and prints
+// the figures. A store just opened (-reuse) has cold caches: its warm-up
+// is as long as the measured mix, where a build at open leaves them warm.
+func queryBadger(ctx context.Context, s *store.Badger, queries, warmN, scanQueries, clients, limit, sites, devices int) error {
 	rng := rand.New(rand.NewPCG(7, 7))
 	mix := queryMix(rng, queries, limit, sites, devices)
-	warm := queryMix(rand.New(rand.NewPCG(8, 8)), min(200, queries), limit, sites, devices)
+	warm := queryMix(rand.New(rand.NewPCG(8, 8)), min(warmN, queries), limit, sites, devices)
 	measure(ctx, s, warm, clients) // warm-up, not measured
 	idx := measure(ctx, s, mix, clients)
 	if idx.err != nil {

@@ -51,13 +51,14 @@ func main() {
 	backend := flag.String("store", "postgres", "postgres (replica beside primary) or badger (index beside scan)")
 	scanQueries := flag.Int("scan-queries", 70, "badger: measured queries through the scan")
 	dir := flag.String("dir", "", "badger: the store's directory (default: a temporary one, removed at exit)")
+	reuse := flag.Bool("reuse", false, "badger: query the store in -dir as an earlier run left it, without loading")
 	flag.Parse()
 	var err error
 	switch *backend {
 	case "postgres":
 		err = run(*devices, *queries, *clients, *limit, *sites, *explain)
 	case "badger":
-		err = runBadger(*dir, *devices, *queries, *scanQueries, *clients, *limit, *sites)
+		err = runBadger(*dir, *reuse && *dir != "", *devices, *queries, *scanQueries, *clients, *limit, *sites)
 	default:
 		err = fmt.Errorf("-store %q: postgres or badger", *backend)
 	}

@@ -1,18 +1,19 @@
 // The Devices screen: a list over the whole subtree below this node (mounted
 // peers included), filtered and paged on the node by GET /api/v1/search
-// (keyset cursor, path order: the API has no other order), with a choice of
-// label and variable columns and a CSV export of the whole query, read
-// page by page. The browser holds one page, never the fleet. The query and
-// page size are the URL's (/devices?path=/peers/eu&q=site%3Dlyon), so a
-// list can be bookmarked, reloaded, shared and restored by back/forward.
+// (keyset cursor; path order, or sorted on the node by a column), with a
+// choice of label and variable columns, the number of matches, and a CSV
+// export of the whole query, read page by page. The browser holds one
+// page, never the fleet. The query, sort and page size are the URL's
+// (/devices?path=/peers/eu&q=site%3Dlyon&sort=-var.temp), so a list can be
+// bookmarked, reloaded, shared and restored by back/forward.
 
 import { useEffect, useRef, useState } from "preact/hooks";
 import { APIError } from "./api";
-import { cell, columnKey, exportCSV, search, type Column, type Query, type SearchPage } from "./fleet";
+import { cell, columnKey, countMatches, exportCSV, search, type Column, type Query, type SearchPage } from "./fleet";
 import { navigate, onLinkClick, routeTo, useSearch } from "./router";
 
 const colsKey = "strata.devices.columns";
-const defaultQuery: Query = { path: "/", type: "device", tenant: "", online: "", filters: "" };
+const defaultQuery: Query = { path: "/", type: "device", tenant: "", online: "", filters: "", sort: "" };
 
 const limits = [25, 100, 500];
 
@@ -29,6 +30,7 @@ export function queryOf(search: string): { q: Query; limit: number } {
       tenant: u.get("tenant") ?? "",
       online: online === "true" || online === "false" ? online : "",
       filters: u.get("q") ?? "",
+      sort: u.get("sort") ?? "",
     },
     limit: limits.includes(limit) ? limit : 100,
   };
@@ -45,6 +47,7 @@ export function devicesURL(q: Query, limit = 100): string {
   if (q.online) u.set("online", q.online);
   const words = q.filters.trim().split(/\s+/).filter((w) => w !== "").join(" ");
   if (words) u.set("q", words);
+  if (q.sort && q.sort !== "path") u.set("sort", q.sort);
   if (limit !== 100) u.set("limit", String(limit));
   const s = u.toString();
   return s ? `/devices?${s}` : "/devices";
@@ -94,6 +97,31 @@ export function DevicesScreen() {
     };
   }, [key]);
   useEffect(() => localStorage.setItem(colsKey, JSON.stringify(cols)), [cols]);
+  // The number of matches comes after the page, in its own request: it
+  // walks every match, the page only its own.
+  const countKey = JSON.stringify({ ...q, sort: "" });
+  const [count, setCount] = useState<{ key: string; total: number; capped: boolean } | null>(null);
+  useEffect(() => {
+    let stale = false;
+    countMatches(q)
+      .then((c) => !stale && setCount({ key: countKey, ...c }))
+      .catch(() => !stale && setCount(null));
+    return () => {
+      stale = true;
+    };
+  }, [countKey]);
+  const shownCount = count?.key === countKey ? count : null;
+  // Clicking a column's header sorts by it, a second click the other way.
+  const sortBy = (field: string) => {
+    const cur = q.sort || "path";
+    const next = cur === field ? "-" + field : field;
+    setCursors([""]);
+    navigate(devicesURL({ ...q, sort: next === "path" ? "" : next }, limit));
+  };
+  const arrow = (field: string) => {
+    const cur = q.sort || "path";
+    return cur === field ? " ▲" : cur === "-" + field ? " ▼" : "";
+  };
 
   const apply = (e: Event) => {
     e.preventDefault();
@@ -193,6 +221,9 @@ export function DevicesScreen() {
           page {cursors.length}
           {page ? `: ${page.contexts.length} shown` : ""}
         </span>
+        <span class="muted" data-test="match-count">
+          {shownCount ? `${shownCount.total.toLocaleString()}${shownCount.capped ? "+" : ""} matching` : ""}
+        </span>
         <button
           type="button"
           data-test="next-page"
@@ -222,10 +253,17 @@ export function DevicesScreen() {
       <table class="vars devices" data-test="device-list">
         <thead>
           <tr>
-            <th>path</th>
-            <th>tenant</th>
+            <th class="sortable" data-sort="path" onClick={() => sortBy("path")}>
+              path{arrow("path")}
+            </th>
+            <th class="sortable" data-sort="tenant" onClick={() => sortBy("tenant")}>
+              tenant{arrow("tenant")}
+            </th>
             {cols.map((c) => (
-              <th key={columnKey(c)}>{columnKey(c)}</th>
+              <th key={columnKey(c)} class="sortable" data-sort={columnKey(c)} onClick={() => sortBy(columnKey(c))}>
+                {columnKey(c)}
+                {arrow(columnKey(c))}
+              </th>
             ))}
           </tr>
         </thead>

@@ -11,11 +11,14 @@ export interface Query {
   tenant: string;
   online: "" | "true" | "false"; // the variable online, set by the node on (dis)connect
   filters: string; // "site=lyon var.os=linux label.line=2": labels by default
+  sort?: string; // "" or absent (path order), or the API's sort: "-var.cpus", "label.site", "name"...
 }
 
 export interface SearchPage {
   contexts: Context[];
   next: string;
+  total?: number;
+  total_capped?: boolean;
 }
 
 /** searchParams turns q into /api/v1/search parameters, or throws on a
@@ -33,12 +36,22 @@ export function searchParams(q: Query, after: string, limit: number): URLSearchP
     if (p.has(key)) throw new Error(`filter ${key} given twice`);
     p.set(key, tok.slice(eq + 1));
   }
+  if (q.sort && q.sort !== "path") p.set("sort", q.sort);
   if (after) p.set("after", after);
   return p;
 }
 
 export async function search(q: Query, after = "", limit = 100): Promise<SearchPage> {
   return request<SearchPage>("GET", `/api/v1/search?${searchParams(q, after, limit)}`);
+}
+
+/** countMatches counts what q matches on the node (count=true), without
+ * its order, which counting does not need. */
+export async function countMatches(q: Query): Promise<{ total: number; capped: boolean }> {
+  const p = searchParams({ ...q, sort: "" }, "", 1);
+  p.set("count", "true");
+  const page = await request<SearchPage>("GET", `/api/v1/search?${p}`);
+  return { total: page.total ?? 0, capped: page.total_capped ?? false };
 }
 
 /** Column is a label or a variable shown as a column (and exported). */
@@ -69,7 +82,9 @@ export function csvRow(fields: string[]): string {
 }
 
 /** exportCSV reads every page of q (1000 at a time, one after another) and
- * returns the CSV as a Blob: path, type, tenant and the columns. */
+ * returns the CSV as a Blob: path, type, tenant and the columns, in path
+ * order whatever the screen's sort (a sorted page costs a walk of every
+ * match on the node; path order costs its page). */
 export async function exportCSV(
   q: Query,
   cols: Column[],
@@ -81,7 +96,7 @@ export async function exportCSV(
   let rows = 0;
   for (;;) {
     if (cancelled()) throw new Error("export cancelled");
-    const page = await search(q, after, 1000);
+    const page = await search({ ...q, sort: "" }, after, 1000);
     let chunk = "";
     for (const c of page.contexts) chunk += csvRow([c.path, c.type, c.tenant ?? "", ...cols.map((col) => cell(c, col))]);
     parts.push(chunk);
@@ -96,6 +111,7 @@ export async function exportCSV(
 export interface Peer {
   name: string;
   direction: "provider" | "consumer";
+  role?: string;
   address?: string;
   state: string;
   mount?: string;
@@ -116,16 +132,64 @@ export function listJobs(state: string, limit = 20): Promise<{ jobs: Job[]; next
   return request("GET", `/api/v1/jobs?${new URLSearchParams({ state, limit: String(limit) })}`);
 }
 
-/** countAll counts the contexts a search matches, page by page (1000 at a
- * time), giving up past max: the API has no count. */
-export async function countAll(q: Query, max: number): Promise<{ n: number; more: boolean }> {
-  let n = 0;
+/** FeedEvent is one event of the event feed (GET /api/v1/events). */
+export interface FeedEvent {
+  seq: number;
+  path: string;
+  name?: string;
+  level: "warning" | "alert" | "info";
+  payload?: unknown;
+  time: string;
+  tenant?: string;
+}
+
+/** getFeed reads one page of the warnings and alerts of a subtree, newest
+ * first; pass next as before for the following page. */
+export function getFeed(
+  path: string,
+  level: "warning" | "alert",
+  limit: number,
+  before?: number,
+): Promise<{ events: FeedEvent[]; next?: number }> {
+  const q = new URLSearchParams({ path, level, limit: String(limit) });
+  if (before) q.set("before", String(before));
+  return request("GET", `/api/v1/events?${q}`);
+}
+
+/** NodeBelow is a node mounted, directly or not, below this one: the root
+ * context of its mount (type peer, labelled with its role). */
+export interface NodeBelow {
+  name: string;
+  mount: string; // /peers/eu/peers/probe-a
+  role: string; // "" when it told none
+  tier: number; // 1: a provider of this node, 2: a provider of one, ...
+  via: string; // the provider of this node it is reached through
+}
+
+export function nodeOf(c: Context): NodeBelow {
+  const segs = c.path.split("/").filter((s) => s !== "");
+  const names: string[] = [];
+  for (let i = 0; i + 1 < segs.length; i += 2) if (segs[i] === "peers") names.push(segs[i + 1]);
+  return {
+    name: names[names.length - 1] ?? c.path,
+    mount: c.path,
+    role: c.labels?.role ?? "",
+    tier: names.length,
+    via: names[0] ?? "",
+  };
+}
+
+/** nodesBelow lists the nodes below this one, from the peer contexts under
+ * /peers (at most max of them), in path order. */
+export async function nodesBelow(max = 1000): Promise<{ nodes: NodeBelow[]; more: boolean }> {
+  const q: Query = { path: "/peers", type: "peer", tenant: "", online: "", filters: "" };
+  const nodes: NodeBelow[] = [];
   let after = "";
   for (;;) {
     const page = await search(q, after, 1000);
-    n += page.contexts.length;
-    if (!page.next) return { n, more: false };
-    if (n >= max) return { n, more: true };
+    for (const c of page.contexts) nodes.push(nodeOf(c));
+    if (!page.next) return { nodes, more: false };
+    if (nodes.length >= max) return { nodes, more: true };
     after = page.next;
   }
 }
