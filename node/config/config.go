@@ -103,7 +103,8 @@ type MQTT struct {
 	MaxSessions int `yaml:"max_sessions"`
 	// IngestSlots bounds the device connections that read and decode
 	// messages at once, so device ingest leaves CPU to the operator API;
-	// 0: half of GOMAXPROCS, at least 1; -1: unbounded.
+	// 0: half the cores available (Go's default GOMAXPROCS), at least 1;
+	// -1: unbounded. strata serve adds as many Ps (node.Procs).
 	IngestSlots int `yaml:"ingest_slots"`
 }
 
