@@ -66,7 +66,7 @@ admin.token are copied into DIR. The replica's own certificate on the
 channel is issued for its --advertise host when it starts. DIR's data_dir
 must not hold a store.`,
 		Example: `  strata cluster join --dir /srv/strata --id r2 --advertise 10.0.0.2:7400 --join 10.0.0.1:7400`,
-		Args: cobra.NoArgs,
+		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if len(o.join) == 0 {
 				return usageError{err: errors.New("--join: give the channel address of a replica"), cmd: c.CommandPath()}
