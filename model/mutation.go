@@ -17,6 +17,10 @@ var (
 	ErrClosed    = errors.New("model closed")
 	// ErrShared refuses a tenant's change to a shared (tenant-less) context.
 	ErrShared = errors.New("shared context")
+	// ErrNotLeader refuses a write on a replica of a cluster that cannot
+	// commit it now (it is not the leader, or no leader is known): the
+	// write did not happen; try again (node/cluster).
+	ErrNotLeader = errors.New("not the leader")
 )
 
 // Op is the kind of a mutation.

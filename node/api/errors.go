@@ -82,7 +82,7 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusNotFound, codeNotFound
 	case errors.Is(err, model.ErrConflict):
 		return http.StatusConflict, codeConflict
-	case errors.Is(err, model.ErrClosed), errors.Is(err, context.DeadlineExceeded),
+	case errors.Is(err, model.ErrClosed), errors.Is(err, model.ErrNotLeader), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, codeUnavailable
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -151,6 +152,7 @@ func TestErrorMapping(t *testing.T) {
 		{&auth.RateLimitError{RetryAfter: 1500 * time.Millisecond}, 429, codeRateLimited},
 		{&http.MaxBytesError{Limit: 1}, 413, codeTooLarge},
 		{model.ErrClosed, 503, codeUnavailable},
+		{fmt.Errorf("commit: %w (leader r1 at 10.0.0.1:7400)", model.ErrNotLeader), 503, codeUnavailable},
 		{errors.New("disk on fire"), 500, codeInternal},
 	}
 	for _, c := range cases {
