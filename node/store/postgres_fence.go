@@ -1,0 +1,216 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// The writer's fence: the PostgreSQL mode of a cluster. The replicas of a
+// node share one database; Raft elects the replica that writes. Election
+// alone cannot keep a deposed leader from writing (it may not know yet
+// that it was deposed, or a commit of its may be on the wire), so the
+// database itself holds the fence: the fence table's one row names the
+// term and replica of the writer that last claimed it (migration 0005).
+//
+//   - Claim(term, replica) takes the fence, only if its term is higher
+//     than the stored one (or the same term by the same replica: a retry,
+//     or a restart). From then on, this store's writes carry that term.
+//   - Every write of a fenced store (Commit, CompactLog, PruneEvents) runs
+//     fence_check(term, replica) as its first statement, in its own
+//     transaction. The check takes the fence row FOR SHARE, which a Claim's
+//     UPDATE must wait for: a commit in flight when another replica claims
+//     either commits before the claim does, or sees the new term and fails
+//     with SQLSTATE SF001, its transaction rolled back whole. Never a
+//     partial write, never a write after the claim.
+//   - A failed check is ErrFenced, which wraps model.ErrNotLeader (503
+//     "unavailable" at the API): the write did not happen; the replica
+//     must step down, and the client retries through the new leader.
+//
+// The procedure of a replica elected leader at term T (node/cluster):
+// Claim(T, id); only then start (or restart) the model on the store —
+// model.New reads LastSeq from the database, and after the claim nothing
+// of an older term can commit, so the model's sequence numbers continue
+// the log exactly after the deposed writer's last committed entry — and
+// only then accept writes. A model that ran before the claim on this
+// store (built from state read before it) must be closed and started
+// again rather than reused.
+//
+// A store opened without PostgresOptions.Fenced checks nothing on its
+// commits (the single-node default: no cost), but refuses to open on a
+// database whose fence a cluster has claimed, so a stray single node
+// cannot write behind a cluster's back.
+
+// fencedState is the SQLSTATE fence_check raises.
+const fencedState = "SF001"
+
+var (
+	// ErrFenced refuses a write (or a Claim) of a writer whose term is not
+	// the fence's: another replica claimed the database with a newer term,
+	// or this store has not claimed it. Nothing was written.
+	ErrFenced = fmt.Errorf("fenced: %w", model.ErrNotLeader)
+	// ErrReadOnly refuses a write on a store opened ReadOnly (a follower).
+	ErrReadOnly = fmt.Errorf("read-only store: %w", model.ErrNotLeader)
+)
+
+// writer is the term and replica a fenced store's writes carry.
+type writer struct {
+	term    uint64
+	replica string
+}
+
+// fence is a Postgres store's side of fencing.
+type fence struct {
+	on      atomic.Bool            // writes check the fence (Fenced, or a Claim)
+	claimed atomic.Pointer[writer] // nil until Claim succeeds
+	refused atomic.Uint64          // writes refused by the check
+}
+
+// FenceStatus describes a store's fencing, for metrics and status pages.
+type FenceStatus struct {
+	Fenced   bool   // the store's writes check the fence
+	Term     uint64 // the term its writes carry (0: not claimed)
+	Replica  string // the replica id its writes carry
+	Refused  uint64 // writes refused since open (ErrFenced)
+	ReadOnly bool   // the store was opened ReadOnly
+}
+
+// FenceStatus reports the store's fencing.
+func (s *Postgres) FenceStatus() FenceStatus {
+	st := FenceStatus{Fenced: s.fence.on.Load(), Refused: s.fence.refused.Load(), ReadOnly: s.readOnly}
+	if w := s.fence.claimed.Load(); w != nil {
+		st.Term, st.Replica = w.term, w.replica
+	}
+	return st
+}
+
+// Claim takes the database's fence for term and replica: it succeeds if
+// the stored term is lower, or the same with the same replica (claiming
+// again is safe), and otherwise fails with ErrFenced, changing nothing.
+// It waits for writes in flight under an older term to end; once it
+// returns, none can commit. On success this store becomes fenced (if it
+// was not) and its writes carry term and replica. Then, and only then,
+// read the store's state afresh (start the model on it: see above).
+func (s *Postgres) Claim(ctx context.Context, term uint64, replica string) error {
+	if s.readOnly {
+		return fmt.Errorf("store: claim: %w", ErrReadOnly)
+	}
+	if term == 0 || term > 1<<63-1 {
+		return fmt.Errorf("store: claim: %w: term %d out of range", model.ErrInvalid, term)
+	}
+	if replica == "" {
+		return fmt.Errorf("store: claim: %w: no replica id", model.ErrInvalid)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
+	tag, err := s.pool.Exec(ctx, `UPDATE fence SET term = $1, replica = $2, claimed = now()
+		WHERE id = 1 AND (term < $1 OR (term = $1 AND replica = $2))`, int64(term), replica)
+	if err != nil {
+		return fmt.Errorf("store: claim term %d: %w", term, err)
+	}
+	if tag.RowsAffected() == 0 {
+		cur, holder, err := s.readFence(ctx)
+		if err != nil {
+			return fmt.Errorf("store: claim term %d refused: %w", term, err)
+		}
+		return fmt.Errorf("store: claim of term %d by replica %q: %w: the fence is at term %d of replica %q",
+			term, replica, ErrFenced, cur, holder)
+	}
+	s.fence.on.Store(true)
+	s.fence.claimed.Store(&writer{term: term, replica: replica})
+	s.log.Info("claimed the writer's fence", "term", term, "replica", replica)
+	return nil
+}
+
+// Fence reads the fence: the term and replica of the writer that last
+// claimed the database (0 and "" if none has).
+func (s *Postgres) Fence(ctx context.Context) (term uint64, replica string, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
+	term, replica, err = s.readFence(ctx)
+	if err != nil {
+		return 0, "", fmt.Errorf("store: read fence: %w", err)
+	}
+	return term, replica, nil
+}
+
+func (s *Postgres) readFence(ctx context.Context) (uint64, string, error) {
+	return readFence(ctx, s.pool)
+}
+
+func readFence(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (uint64, string, error) {
+	var (
+		term    int64
+		replica string
+	)
+	if err := q.QueryRow(ctx, `SELECT term, replica FROM fence WHERE id = 1`).Scan(&term, &replica); err != nil {
+		return 0, "", err
+	}
+	return uint64(term), replica, nil
+}
+
+// writeFence returns the fence check a write of this store must run
+// first in its transaction, nil for an unfenced store, or why the store
+// may not write at all.
+func (s *Postgres) writeFence() (*pgx.QueuedQuery, error) {
+	if s.readOnly {
+		return nil, ErrReadOnly
+	}
+	if !s.fence.on.Load() {
+		return nil, nil
+	}
+	w := s.fence.claimed.Load()
+	if w == nil {
+		s.fence.refused.Add(1)
+		return nil, fmt.Errorf("%w: this store has not claimed the fence", ErrFenced)
+	}
+	return &pgx.QueuedQuery{SQL: `SELECT fence_check($1, $2)`, Arguments: []any{int64(w.term), w.replica}}, nil
+}
+
+// checkFence runs the fence check in tx, for a write of this store that
+// is not a pipelined batch; a no-op for an unfenced store.
+func (s *Postgres) checkFence(ctx context.Context, tx pgx.Tx) error {
+	q, err := s.writeFence()
+	if err != nil || q == nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, q.SQL, q.Arguments...)
+	return err
+}
+
+// fenced turns fence_check's refusal into ErrFenced; other errors pass.
+func (s *Postgres) fenced(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == fencedState {
+		s.fence.refused.Add(1)
+		return fmt.Errorf("%w: %s", ErrFenced, pe.Message)
+	}
+	return err
+}
+
+// refuseClaimed fails the open of an unfenced writer on a database a
+// cluster has claimed.
+func refuseClaimed(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) error {
+	term, replica, err := readFence(ctx, q)
+	if err != nil {
+		return fmt.Errorf("read fence: %w", err)
+	}
+	if term > 0 {
+		return fmt.Errorf("%w: the database is claimed by term %d of cluster replica %q; "+
+			"open it fenced (as a replica of that cluster) or read-only, or release the fence (docs/operations.md)",
+			ErrFenced, term, replica)
+	}
+	return nil
+}
