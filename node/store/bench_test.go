@@ -68,6 +68,30 @@ func BenchmarkDurableModelApplyPostgres(b *testing.B) {
 	benchModelApply(b, s)
 }
 
+// BenchmarkDurableModelApplyPostgresFenced is the same with the store
+// fenced, as a cluster's writer in PostgreSQL mode: every commit checks
+// the fence in its transaction (postgres_fence.go). Run it beside the
+// unfenced one:
+//
+//	go test ./node/store -run XXX -bench 'DurableModelApplyPostgres' -benchtime 300000x -count 2
+func BenchmarkDurableModelApplyPostgresFenced(b *testing.B) {
+	c, err := pgtest.StartWith(pgtest.Options{Durable: true})
+	if err != nil {
+		pgtest.Missing(b)
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Stop)
+	s, err := OpenPostgres(context.Background(), PostgresOptions{DSN: c.NewDatabase(b), Fenced: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Claim(context.Background(), 1, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	benchModelApply(b, s)
+}
+
 func benchModelApply(b *testing.B, s model.Store) {
 	m, err := model.New(model.Config{Store: s})
 	if err != nil {
