@@ -206,7 +206,9 @@ func TestPostgresReadOnlySchema(t *testing.T) {
 		writer    *Postgres
 		werr      error
 	)
-	wg.Go(func() { writer, werr = OpenPostgres(ctx, PostgresOptions{DSN: dsn, Fenced: true, Logger: tstest.Logger(t)}) })
+	wg.Go(func() {
+		writer, werr = OpenPostgres(ctx, PostgresOptions{DSN: dsn, Fenced: true, Logger: tstest.Logger(t)})
+	})
 	for i := range followers {
 		wg.Go(func() {
 			followers[i], ferrs[i] = OpenPostgres(ctx, PostgresOptions{DSN: dsn, ReadOnly: true, Logger: tstest.Logger(t)})
