@@ -217,22 +217,31 @@ func (s *Postgres) Pool() *pgxpool.Pool { return s.pool }
 // fence first, in the same transaction (postgres_fence.go): a commit it
 // refuses fails with ErrFenced and writes nothing.
 func (s *Postgres) Commit(b *model.Batch) error {
-	check, err := s.writeFence()
+	w, err := s.writer()
 	if err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	q := &pgx.Batch{}
-	if check != nil {
-		q.QueuedQueries = append(q.QueuedQueries, check)
+	if w != nil {
+		q.Queue(sqlFence)
 	}
 	if err := commitBatch(q, b); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	err = pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
-		return tx.SendBatch(s.ctx, q).Close()
+		br := tx.SendBatch(s.ctx, q)
+		if w != nil {
+			// The batch's writes ran too; rolled back unless the fence
+			// names this writer.
+			if err := s.check(w, br.QueryRow()); err != nil {
+				br.Close()
+				return err
+			}
+		}
+		return br.Close()
 	})
 	if err != nil {
-		return fmt.Errorf("store: commit: %w", s.fenced(err))
+		return fmt.Errorf("store: commit: %w", err)
 	}
 	s.recordCommit()
 	if len(b.Entries) > 0 {
@@ -621,7 +630,7 @@ func (s *Postgres) CompactLog(keep uint64) (int, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("store: compact log: %w", s.fenced(err))
+		return 0, fmt.Errorf("store: compact log: %w", err)
 	}
 	return n, nil
 }
@@ -644,7 +653,7 @@ func (s *Postgres) PruneEvents(perContext int, olderThan time.Time) (int, error)
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("store: prune events: %w", s.fenced(err))
+		return 0, fmt.Errorf("store: prune events: %w", err)
 	}
 	return n, nil
 }

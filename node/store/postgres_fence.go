@@ -2,12 +2,10 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/strata-dm/strata/model"
 )
@@ -22,13 +20,14 @@ import (
 //   - Claim(term, replica) takes the fence, only if its term is higher
 //     than the stored one (or the same term by the same replica: a retry,
 //     or a restart). From then on, this store's writes carry that term.
-//   - Every write of a fenced store (Commit, CompactLog, PruneEvents) runs
-//     fence_check(term, replica) as its first statement, in its own
-//     transaction. The check takes the fence row FOR SHARE, which a Claim's
-//     UPDATE must wait for: a commit in flight when another replica claims
-//     either commits before the claim does, or sees the new term and fails
-//     with SQLSTATE SF001, its transaction rolled back whole. Never a
-//     partial write, never a write after the claim.
+//   - Every write of a fenced store (Commit, CompactLog, PruneEvents)
+//     reads the fence row FOR SHARE as its first statement, in its own
+//     transaction (for Commit, in the same round trip as the batch), and
+//     rolls the transaction back unless the row names the store's term and
+//     replica. The row lock is one a Claim's UPDATE must wait for: a commit
+//     in flight when another replica claims either commits before the
+//     claim does, or sees the new term and fails, its transaction rolled
+//     back whole. Never a partial write, never a write after the claim.
 //   - A failed check is ErrFenced, which wraps model.ErrNotLeader (503
 //     "unavailable" at the API): the write did not happen; the replica
 //     must step down, and the client retries through the new leader.
@@ -47,8 +46,9 @@ import (
 // database whose fence a cluster has claimed, so a stray single node
 // cannot write behind a cluster's back.
 
-// fencedState is the SQLSTATE fence_check raises.
-const fencedState = "SF001"
+// sqlFence reads the fence for a write, locking it against claims until
+// the write's transaction ends.
+const sqlFence = `SELECT term, replica FROM fence WHERE id = 1 FOR SHARE`
 
 var (
 	// ErrFenced refuses a write (or a Claim) of a writer whose term is not
@@ -159,10 +159,10 @@ func readFence(ctx context.Context, q interface {
 	return uint64(term), replica, nil
 }
 
-// writeFence returns the fence check a write of this store must run
-// first in its transaction, nil for an unfenced store, or why the store
-// may not write at all.
-func (s *Postgres) writeFence() (*pgx.QueuedQuery, error) {
+// writer returns the term and replica a write of this store must find in
+// the fence, nil for an unfenced store, or why the store may not write
+// at all.
+func (s *Postgres) writer() (*writer, error) {
 	if s.readOnly {
 		return nil, ErrReadOnly
 	}
@@ -174,28 +174,35 @@ func (s *Postgres) writeFence() (*pgx.QueuedQuery, error) {
 		s.fence.refused.Add(1)
 		return nil, fmt.Errorf("%w: this store has not claimed the fence", ErrFenced)
 	}
-	return &pgx.QueuedQuery{SQL: `SELECT fence_check($1, $2)`, Arguments: []any{int64(w.term), w.replica}}, nil
+	return w, nil
 }
 
-// checkFence runs the fence check in tx, for a write of this store that
-// is not a pipelined batch; a no-op for an unfenced store.
+// check scans the fence row a write read (sqlFence) and fails with
+// ErrFenced unless it names w: the caller then rolls back.
+func (s *Postgres) check(w *writer, row pgx.Row) error {
+	var (
+		term    int64
+		replica string
+	)
+	if err := row.Scan(&term, &replica); err != nil {
+		return fmt.Errorf("read fence: %w", err)
+	}
+	if uint64(term) != w.term || replica != w.replica {
+		s.fence.refused.Add(1)
+		return fmt.Errorf("%w: the writer is term %d of replica %q, not term %d of replica %q",
+			ErrFenced, term, replica, w.term, w.replica)
+	}
+	return nil
+}
+
+// checkFence checks the fence in tx, for a write of this store that is
+// not a pipelined batch; a no-op for an unfenced store.
 func (s *Postgres) checkFence(ctx context.Context, tx pgx.Tx) error {
-	q, err := s.writeFence()
-	if err != nil || q == nil {
+	w, err := s.writer()
+	if err != nil || w == nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, q.SQL, q.Arguments...)
-	return err
-}
-
-// fenced turns fence_check's refusal into ErrFenced; other errors pass.
-func (s *Postgres) fenced(err error) error {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == fencedState {
-		s.fence.refused.Add(1)
-		return fmt.Errorf("%w: %s", ErrFenced, pe.Message)
-	}
-	return err
+	return s.check(w, tx.QueryRow(ctx, sqlFence))
 }
 
 // refuseClaimed fails the open of an unfenced writer on a database a
