@@ -133,6 +133,8 @@ var (
 		"Reads the replica served.", []string{"replica"}, nil)
 	fencedWritesDesc = prometheus.NewDesc("strata_store_fenced_writes_total",
 		"Writes the PostgreSQL fence refused: another replica claimed a newer term, or this one has not claimed.", nil, nil)
+	fenceEndedDesc = prometheus.NewDesc("strata_store_fence_sessions_ended_total",
+		"Sessions this replica's claims of the PostgreSQL fence ended because they held it past the claim wait.", nil, nil)
 	writerTermDesc = prometheus.NewDesc("strata_store_writer_term",
 		"The term this replica's PostgreSQL writes carry (0: unfenced, or not claimed).", nil, nil)
 )
@@ -155,6 +157,7 @@ func (c replicaCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- replicaReadsDesc
 	if _, ok := c.rs.(fenceReporter); ok {
 		ch <- fencedWritesDesc
+		ch <- fenceEndedDesc
 		ch <- writerTermDesc
 	}
 }
@@ -172,6 +175,7 @@ func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
 	if fr, ok := c.rs.(fenceReporter); ok {
 		st := fr.FenceStatus()
 		ch <- prometheus.MustNewConstMetric(fencedWritesDesc, prometheus.CounterValue, float64(st.Refused))
+		ch <- prometheus.MustNewConstMetric(fenceEndedDesc, prometheus.CounterValue, float64(st.Ended))
 		ch <- prometheus.MustNewConstMetric(writerTermDesc, prometheus.GaugeValue, float64(st.Term))
 	}
 }

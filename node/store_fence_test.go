@@ -58,7 +58,8 @@ func TestStoreFenceMetrics(t *testing.T) {
 			}
 		}
 	}
-	if len(got) != 2 || got["strata_store_fenced_writes_total"] != 1 || got["strata_store_writer_term"] != 4 {
+	if len(got) != 3 || got["strata_store_fenced_writes_total"] != 1 || got["strata_store_writer_term"] != 4 ||
+		got["strata_store_fence_sessions_ended_total"] != 0 {
 		t.Fatalf("metrics %v, want 1 fenced write and term 4", got)
 	}
 }

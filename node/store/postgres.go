@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,6 +44,11 @@ type PostgresOptions struct {
 	// writer: its writes fail with ErrFenced until Claim succeeds, and
 	// then check the fence in their transaction (postgres_fence.go).
 	Fenced bool
+	// ClaimWait is how long Claim waits for the writes in flight that hold
+	// the fence before it ends their sessions (default 5 s): a deposed
+	// writer cut off from PostgreSQL in the middle of a commit would
+	// otherwise hold the fence until the server notices it is gone.
+	ClaimWait time.Duration
 	// ReadOnly opens the store as a follower: it applies no migrations
 	// and writes nothing, at open or later (its connections run with
 	// default_transaction_read_only, so the server refuses any write);
@@ -67,6 +73,9 @@ func (o *PostgresOptions) Validate() error {
 	}
 	if o.MaxReplicaLag < 0 || o.ReplicaCheckInterval < 0 || o.ReplicaReadTimeout < 0 {
 		return errors.New("store: postgres replica lag, check interval and read timeout must not be negative")
+	}
+	if o.ClaimWait < 0 {
+		return errors.New("store: postgres claim wait must not be negative")
 	}
 	if o.Fenced && o.ReadOnly {
 		return errors.New("store: postgres cannot be both fenced (a writer) and read-only")
@@ -156,6 +165,7 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 	sctx, cancel := context.WithCancel(context.Background())
 	s := &Postgres{pool: pool, readOnly: opts.ReadOnly, replicas: rs, listen: newLogListener(), log: log, ctx: sctx, cancel: cancel}
 	s.fence.on.Store(opts.Fenced)
+	s.fence.wait = cmp.Or(opts.ClaimWait, defaultClaimWait)
 	if len(rs.list) > 0 {
 		rs.wg.Add(1)
 		go rs.run(sctx, pool)

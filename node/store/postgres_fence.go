@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -70,7 +71,11 @@ type fence struct {
 	on      atomic.Bool            // writes check the fence (Fenced, or a Claim)
 	claimed atomic.Pointer[writer] // nil until Claim succeeds
 	refused atomic.Uint64          // writes refused by the check
+	ended   atomic.Uint64          // sessions Claim ended (see Claim)
+	wait    time.Duration          // ClaimWait
 }
+
+const defaultClaimWait = 5 * time.Second
 
 // FenceStatus describes a store's fencing, for metrics and status pages.
 type FenceStatus struct {
@@ -78,12 +83,13 @@ type FenceStatus struct {
 	Term     uint64 // the term its writes carry (0: not claimed)
 	Replica  string // the replica id its writes carry
 	Refused  uint64 // writes refused since open (ErrFenced)
+	Ended    uint64 // sessions a Claim of this store ended (see Claim)
 	ReadOnly bool   // the store was opened ReadOnly
 }
 
 // FenceStatus reports the store's fencing.
 func (s *Postgres) FenceStatus() FenceStatus {
-	st := FenceStatus{Fenced: s.fence.on.Load(), Refused: s.fence.refused.Load(), ReadOnly: s.readOnly}
+	st := FenceStatus{Fenced: s.fence.on.Load(), Refused: s.fence.refused.Load(), Ended: s.fence.ended.Load(), ReadOnly: s.readOnly}
 	if w := s.fence.claimed.Load(); w != nil {
 		st.Term, st.Replica = w.term, w.replica
 	}
@@ -94,7 +100,12 @@ func (s *Postgres) FenceStatus() FenceStatus {
 // the stored term is lower, or the same with the same replica (claiming
 // again is safe), and otherwise fails with ErrFenced, changing nothing.
 // It waits for writes in flight under an older term to end; once it
-// returns, none can commit. On success this store becomes fenced (if it
+// returns, none can commit. Writes that hold the fence longer than
+// ClaimWait (a deposed writer cut off from the database mid-commit, whose
+// session the server keeps until TCP gives up on it) have their sessions
+// ended with pg_terminate_backend (the role may end its own sessions),
+// which rolls them back; so does any session queued before the claim on
+// the fence row, each ClaimWait, until the claim gets through. On success this store becomes fenced (if it
 // was not) and its writes carry term and replica. Then, and only then,
 // read the store's state afresh (start the model on it: see above).
 func (s *Postgres) Claim(ctx context.Context, term uint64, replica string) error {
@@ -110,12 +121,11 @@ func (s *Postgres) Claim(ctx context.Context, term uint64, replica string) error
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)()
-	tag, err := s.pool.Exec(ctx, `UPDATE fence SET term = $1, replica = $2, claimed = now()
-		WHERE id = 1 AND (term < $1 OR (term = $1 AND replica = $2))`, int64(term), replica)
+	claimed, err := s.claim(ctx, term, replica)
 	if err != nil {
 		return fmt.Errorf("store: claim term %d: %w", term, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if !claimed {
 		cur, holder, err := s.readFence(ctx)
 		if err != nil {
 			return fmt.Errorf("store: claim term %d refused: %w", term, err)
@@ -127,6 +137,66 @@ func (s *Postgres) Claim(ctx context.Context, term uint64, replica string) error
 	s.fence.claimed.Store(&writer{term: term, replica: replica})
 	s.log.Info("claimed the writer's fence", "term", term, "replica", replica)
 	return nil
+}
+
+// claim updates the fence on a connection of its own and ends the
+// sessions that block it for longer than the claim wait.
+func (s *Postgres) claim(ctx context.Context, term uint64, replica string) (bool, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Release()
+	var pid int32
+	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		return false, err
+	}
+	type result struct {
+		claimed bool
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() { // waited for below: the loop ends only with its result
+		tag, err := conn.Exec(ctx, `UPDATE fence SET term = $1, replica = $2, claimed = now()
+			WHERE id = 1 AND (term < $1 OR (term = $1 AND replica = $2))`, int64(term), replica)
+		done <- result{tag.RowsAffected() == 1, err}
+	}()
+	t := time.NewTicker(s.fence.wait)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.claimed, r.err
+		case <-t.C:
+			s.endBlockers(ctx, pid, term)
+		}
+	}
+}
+
+// endBlockers ends the sessions that block the claiming session pid.
+func (s *Postgres) endBlockers(ctx context.Context, pid int32, term uint64) {
+	rows, err := s.pool.Query(ctx, `SELECT b, pg_terminate_backend(b) FROM unnest(pg_blocking_pids($1)) AS b`, pid)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("claim: cannot end the sessions holding the fence", "term", term, "err", err)
+		}
+		return
+	}
+	var (
+		blocker int32
+		ended   bool
+	)
+	_, err = pgx.ForEachRow(rows, []any{&blocker, &ended}, func() error {
+		if ended {
+			s.fence.ended.Add(1)
+		}
+		s.log.Warn("claim: ended a session holding the fence past the claim wait",
+			"term", term, "pid", blocker, "ended", ended, "wait", s.fence.wait)
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("claim: cannot end the sessions holding the fence", "term", term, "err", err)
+	}
 }
 
 // Fence reads the fence: the term and replica of the writer that last

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store/pgtest"
@@ -315,4 +317,55 @@ func TestPostgresFenceRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLog(t, stores[holder], es[0].Seq)
+}
+
+// TestPostgresClaimEndsStuckWriter: a deposed writer whose commit holds
+// the fence and never ends (cut off from the database mid-transaction)
+// does not hold up a claim past the claim wait: its session is ended,
+// its write rolled back.
+func TestPostgresClaimEndsStuckWriter(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	a := openFenced(t, dsn)
+	if err := a.Claim(ctx, 1, "a"); err != nil {
+		t.Fatal(err)
+	}
+	// The stuck commit: the fence read as a's commits read it, a write,
+	// and no end.
+	stuck, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close(ctx)
+	tx, err := stuck.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &writer{term: 1, replica: "a"}
+	if err := a.check(w, tx.QueryRow(ctx, sqlFence)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO records (kind, key, value) VALUES ('k', 'stuck', '')`); err != nil {
+		t.Fatal(err)
+	}
+
+	b, err := OpenPostgres(ctx, PostgresOptions{DSN: dsn, Fenced: true, ClaimWait: 100 * time.Millisecond, Logger: tstest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := b.Claim(cctx, 2, "b"); err != nil {
+		t.Fatalf("claim past a stuck writer: %v", err)
+	}
+	if st := b.FenceStatus(); st.Ended != 1 || st.Term != 2 {
+		t.Fatalf("claimer's status %+v, want 1 session ended", st)
+	}
+	if err := tx.Commit(ctx); err == nil {
+		t.Fatal("the stuck writer's transaction committed after the claim")
+	}
+	if _, err := b.Record("k", "stuck"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("the stuck write is there: %v", err)
+	}
 }
