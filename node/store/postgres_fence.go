@@ -105,9 +105,10 @@ func (s *Postgres) FenceStatus() FenceStatus {
 // session the server keeps until TCP gives up on it) have their sessions
 // ended with pg_terminate_backend (the role may end its own sessions),
 // which rolls them back; so does any session queued before the claim on
-// the fence row, each ClaimWait, until the claim gets through. On success this store becomes fenced (if it
-// was not) and its writes carry term and replica. Then, and only then,
-// read the store's state afresh (start the model on it: see above).
+// the fence row, each ClaimWait, until the claim gets through. On
+// success this store becomes fenced (if it was not) and its writes carry
+// term and replica. Then, and only then, read the store's state afresh
+// (start the model on it: see above).
 func (s *Postgres) Claim(ctx context.Context, term uint64, replica string) error {
 	if s.readOnly {
 		return fmt.Errorf("store: claim: %w", ErrReadOnly)
