@@ -505,4 +505,3 @@ func (w *clusterWorkload) checkLogs() {
 	}
 	w.t.Logf("every replica holds the same %d log entries", len(first))
 }
-

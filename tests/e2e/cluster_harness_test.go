@@ -31,7 +31,7 @@ import (
 type replicaProc struct {
 	*nodeDir
 	id    string
-	mqtt  string           // MQTT listener
+	mqtt  string          // MQTT listener
 	proxy *tcpproxy.Proxy // in front of the replica's channel; its advertised address
 }
 
