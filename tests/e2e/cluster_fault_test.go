@@ -225,6 +225,9 @@ func (w *clusterWorkload) runClient(id int) {
 	at := id % len(clients)
 	for n := 0; w.ctx.Err() == nil; n++ {
 		key := fmt.Sprintf("/lin/k%d", rand.IntN(linKeys))
+		if rand.IntN(4) == 0 {
+			at = rand.IntN(len(clients)) // sometimes through another replica: reads across replicas
+		}
 		c := clients[at]
 		var err error
 		if rand.IntN(2) == 0 {
@@ -389,7 +392,7 @@ func (w *clusterWorkload) check() {
 		// write that began after it was acknowledged).
 		for k := range linKeys {
 			key := fmt.Sprintf("/lin/k%d", k)
-			x, err := c.GetContext(ctx, key)
+			x, err := c.GetContextConsistent(ctx, key)
 			got, found := "", err == nil
 			if found {
 				got = registerValue(x)
