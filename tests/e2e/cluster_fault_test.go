@@ -129,11 +129,11 @@ type clusterWorkload struct {
 	mu     sync.Mutex
 	writes map[string][]writeOp // per key, every write with its outcome
 
-	acked, unknown, telemetry atomic.Int64
-	devices                   []*telemetryDevice
-	errMu                     sync.Mutex
-	errs                      []error
-	writeErrs                 map[string]int // failed writes by error, for the log
+	acked, unknown, telemetry, jobs atomic.Int64
+	devices                         []*telemetryDevice
+	errMu                           sync.Mutex
+	errs                            []error
+	writeErrs                       map[string]int // failed writes by error, for the log
 }
 
 // noteErr counts a failed write's error by its text up to the first
@@ -210,6 +210,7 @@ func (w *clusterWorkload) start() {
 	for _, d := range w.devices {
 		w.wg.Go(func() { w.runDevice(d) })
 	}
+	w.wg.Go(w.runOperator)
 }
 
 func (w *clusterWorkload) stop() {
@@ -317,25 +318,54 @@ func (w *clusterWorkload) firstWrite(killed *replicaProc) time.Duration {
 }
 
 // telemetryDevice is an Eclipse Paho device publishing its counter as
-// telemetry at QoS 1, moving to the next replica when its link fails.
+// telemetry at QoS 1, moving to the next replica when its link fails. It
+// offers the function "ping" and answers every command it receives once
+// (by job id): a command received again after its result was
+// acknowledged is a command run twice.
 type telemetryDevice struct {
 	e     *client.Enrollment
 	next  int
 	acked atomic.Int64 // last counter value acknowledged; -1 none
+
+	cmds chan string // job ids received, from paho's handler to the device's loop
+
+	mu       sync.Mutex
+	answered map[string]bool // jobs whose result was acknowledged
+	again    []string        // jobs received after their result was acknowledged
 }
 
 func (w *clusterWorkload) runDevice(d *telemetryDevice) {
 	d.acked.Store(-1)
+	d.cmds = make(chan string, 1024)
+	d.answered = map[string]bool{}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM([]byte(d.e.CAPEM))
 	seq := 0
+	announced := false
 	for w.ctx.Err() == nil {
 		r := w.cp.reps[d.next%len(w.cp.reps)]
 		d.next++
 		o := paho.NewClientOptions().AddBroker("ssl://" + r.mqtt).
 			SetClientID(d.e.DeviceID).SetUsername(d.e.MQTTUsername).SetPassword(d.e.MQTTPassword).
 			SetTLSConfig(&tls.Config{RootCAs: pool}).SetCleanSession(true).
-			SetAutoReconnect(false).SetConnectTimeout(2 * time.Second)
+			SetAutoReconnect(false).SetConnectTimeout(2 * time.Second).
+			SetOnConnectHandler(func(c paho.Client) {
+				c.Subscribe(d.e.TopicPrefix+"cmd/+", 1, func(_ paho.Client, m paho.Message) {
+					var cmd command
+					if json.Unmarshal(m.Payload(), &cmd) != nil || cmd.Job == "" {
+						return
+					}
+					d.mu.Lock()
+					if d.answered[cmd.Job] {
+						d.again = append(d.again, cmd.Job)
+					}
+					d.mu.Unlock()
+					select {
+					case d.cmds <- cmd.Job:
+					default:
+					}
+				})
+			})
 		c := paho.NewClient(o)
 		if tok := c.Connect(); !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
 			select {
@@ -344,7 +374,14 @@ func (w *clusterWorkload) runDevice(d *telemetryDevice) {
 			}
 			continue
 		}
+		if !announced {
+			tok := c.Publish(d.e.TopicPrefix+"inventory", 1, false, `{"functions": [{"name": "ping"}]}`)
+			announced = tok.WaitTimeout(3*time.Second) && tok.Error() == nil
+		}
 		for w.ctx.Err() == nil {
+			if !d.answer(c) {
+				break
+			}
 			b, _ := json.Marshal(map[string]int{"seq": seq})
 			tok := c.Publish(d.e.TopicPrefix+"telemetry", 1, false, b)
 			if !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
@@ -359,6 +396,52 @@ func (w *clusterWorkload) runDevice(d *telemetryDevice) {
 			}
 		}
 		c.Disconnect(0)
+	}
+}
+
+// answer publishes the result of every command received and not yet
+// answered; false when the link failed.
+func (d *telemetryDevice) answer(c paho.Client) bool {
+	for {
+		var job string
+		select {
+		case job = <-d.cmds:
+		default:
+			return true
+		}
+		d.mu.Lock()
+		done := d.answered[job]
+		d.mu.Unlock()
+		if done {
+			continue
+		}
+		tok := c.Publish(d.e.TopicPrefix+"cmd/"+job+"/result", 1, false, `{"status": "succeeded", "result": {"pong": true}}`)
+		if !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
+			d.cmds <- job // not answered: again on the next link
+			return false
+		}
+		d.mu.Lock()
+		d.answered[job] = true
+		d.mu.Unlock()
+	}
+}
+
+// runOperator calls the devices' function through every replica in turn,
+// queueing a command every 100 ms.
+func (w *clusterWorkload) runOperator() {
+	clients := []*client.Client{w.api(0), w.api(1), w.api(2)}
+	for i := 0; w.ctx.Err() == nil; i++ {
+		d := w.devices[i%len(w.devices)]
+		ctx, cancel := context.WithTimeout(w.ctx, 3*time.Second)
+		_, _, err := clients[i%len(clients)].CallFunction(ctx, d.e.Path, "ping", nil, 0)
+		cancel()
+		if err == nil {
+			w.jobs.Add(1)
+		}
+		select {
+		case <-w.ctx.Done():
+		case <-time.After(100 * time.Millisecond): // the operator's rate
+		}
 	}
 }
 
@@ -418,6 +501,21 @@ func (w *clusterWorkload) check() {
 				t.Errorf("%s: device %s telemetry seq %d; %d was acknowledged", r.id, d.e.DeviceID, seq, acked)
 			}
 		}
+	}
+	// Delivery is at least once (docs/mqtt.md): a device runs each job id
+	// at most once, as these do, so no command runs twice. Deliveries
+	// after the result was acknowledged are counted, not refused: a
+	// replica the device moved to may not have applied the result yet.
+	answered, again := 0, 0
+	for _, d := range w.devices {
+		d.mu.Lock()
+		answered += len(d.answered)
+		again += len(d.again)
+		d.mu.Unlock()
+	}
+	t.Logf("%d commands queued, %d run once each by the devices; %d delivered again after their result was acknowledged", w.jobs.Load(), answered, again)
+	if answered == 0 {
+		t.Error("no command reached a device")
 	}
 	w.checkLogs()
 	if err := w.rec.Check(2*time.Minute, t.TempDir()); err != nil {
