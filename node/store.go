@@ -131,15 +131,35 @@ var (
 		"How far the read replica was behind the primary at its last check.", []string{"replica"}, nil)
 	replicaReadsDesc = prometheus.NewDesc("strata_store_replica_reads_total",
 		"Reads the replica served.", []string{"replica"}, nil)
+	fencedWritesDesc = prometheus.NewDesc("strata_store_fenced_writes_total",
+		"Writes the PostgreSQL fence refused: another replica claimed a newer term, or this one has not claimed.", nil, nil)
+	fenceEndedDesc = prometheus.NewDesc("strata_store_fence_sessions_ended_total",
+		"Sessions this replica's claims of the PostgreSQL fence ended because they held it past the claim wait.", nil, nil)
+	writerTermDesc = prometheus.NewDesc("strata_store_writer_term",
+		"The term this replica's PostgreSQL writes carry (0: unfenced, or not claimed).", nil, nil)
 )
 
-// replicaCollector exports each read replica's status at scrape time.
+// fenceReporter is the optional capability of a store whose writes a
+// fence may refuse (PostgreSQL).
+type fenceReporter interface {
+	FenceStatus() store.FenceStatus
+}
+
+var _ fenceReporter = (*store.Postgres)(nil)
+
+// replicaCollector exports each read replica's status at scrape time,
+// and the fence's when the store has one.
 type replicaCollector struct{ rs replicaReporter }
 
 func (c replicaCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- replicaHealthyDesc
 	ch <- replicaLagDesc
 	ch <- replicaReadsDesc
+	if _, ok := c.rs.(fenceReporter); ok {
+		ch <- fencedWritesDesc
+		ch <- fenceEndedDesc
+		ch <- writerTermDesc
+	}
 }
 
 func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
@@ -151,6 +171,12 @@ func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(replicaHealthyDesc, prometheus.GaugeValue, healthy, st.Name)
 		ch <- prometheus.MustNewConstMetric(replicaLagDesc, prometheus.GaugeValue, st.Lag.Seconds(), st.Name)
 		ch <- prometheus.MustNewConstMetric(replicaReadsDesc, prometheus.CounterValue, float64(st.Reads), st.Name)
+	}
+	if fr, ok := c.rs.(fenceReporter); ok {
+		st := fr.FenceStatus()
+		ch <- prometheus.MustNewConstMetric(fencedWritesDesc, prometheus.CounterValue, float64(st.Refused))
+		ch <- prometheus.MustNewConstMetric(fenceEndedDesc, prometheus.CounterValue, float64(st.Ended))
+		ch <- prometheus.MustNewConstMetric(writerTermDesc, prometheus.GaugeValue, float64(st.Term))
 	}
 }
 

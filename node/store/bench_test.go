@@ -68,6 +68,30 @@ func BenchmarkDurableModelApplyPostgres(b *testing.B) {
 	benchModelApply(b, s)
 }
 
+// BenchmarkDurableModelApplyPostgresFenced is the same with the store
+// fenced, as a cluster's writer in PostgreSQL mode: every commit checks
+// the fence in its transaction (postgres_fence.go). Run it beside the
+// unfenced one:
+//
+//	go test ./node/store -run XXX -bench 'DurableModelApplyPostgres' -benchtime 300000x -count 2
+func BenchmarkDurableModelApplyPostgresFenced(b *testing.B) {
+	c, err := pgtest.StartWith(pgtest.Options{Durable: true})
+	if err != nil {
+		pgtest.Missing(b)
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Stop)
+	s, err := OpenPostgres(context.Background(), PostgresOptions{DSN: c.NewDatabase(b), Fenced: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Claim(context.Background(), 1, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	benchModelApply(b, s)
+}
+
 func benchModelApply(b *testing.B, s model.Store) {
 	m, err := model.New(model.Config{Store: s})
 	if err != nil {
@@ -298,5 +322,46 @@ func replayAtOpen(b *testing.B, keepWAL bool) {
 		if keepWAL {
 			b.ReportMetric(float64(walBytes)/(1<<20), "MiB-of-wal")
 		}
+	}
+}
+
+// BenchmarkDurableSerialApplyPostgres is one caller applying one mutation
+// at a time, so every commit carries one entry: the fence check's cost
+// per commit, unfenced then fenced, on one cluster.
+//
+//	go test ./node/store -run XXX -bench 'DurableSerialApplyPostgres' -benchtime 3000x -count 2
+func BenchmarkDurableSerialApplyPostgres(b *testing.B) {
+	c, err := pgtest.StartWith(pgtest.Options{Durable: true})
+	if err != nil {
+		pgtest.Missing(b)
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Stop)
+	for _, fenced := range []bool{false, true} {
+		name := map[bool]string{false: "unfenced", true: "fenced"}[fenced]
+		b.Run(name, func(b *testing.B) {
+			s, err := OpenPostgres(context.Background(), PostgresOptions{DSN: c.NewDatabase(b), Fenced: fenced})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if fenced {
+				if err := s.Claim(context.Background(), 1, "bench"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			m, err := model.New(model.Config{Store: s})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := m.Apply(context.Background(), benchMutation(i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+		})
 	}
 }

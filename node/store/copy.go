@@ -68,6 +68,9 @@ func oneRow(f func(key, value []byte) ([]any, error)) func(key, value []byte) ([
 // holds the data directory's lock); dst's tables are locked against
 // writers for the copy's duration.
 func CopyToPostgres(ctx context.Context, src *Badger, dst *Postgres) (CopyStats, error) {
+	if dst.readOnly {
+		return CopyStats{}, fmt.Errorf("store: copy to postgres: %w", ErrReadOnly)
+	}
 	// Every context to its own key first: the copy reads keys only.
 	if err := src.Checkpoint(); err != nil {
 		return CopyStats{}, fmt.Errorf("store: copy to postgres: checkpoint: %w", err)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,22 @@ type PostgresOptions struct {
 	// read that takes longer is abandoned and run on the primary, and the
 	// replica leaves rotation until its next successful check.
 	ReplicaReadTimeout time.Duration
+	// Fenced opens the store as a cluster replica that may become the
+	// writer: its writes fail with ErrFenced until Claim succeeds, and
+	// then check the fence in their transaction (postgres_fence.go).
+	Fenced bool
+	// ClaimWait is how long Claim waits for the writes in flight that hold
+	// the fence before it ends their sessions (default 5 s): a deposed
+	// writer cut off from PostgreSQL in the middle of a commit would
+	// otherwise hold the fence until the server notices it is gone.
+	ClaimWait time.Duration
+	// ReadOnly opens the store as a follower: it applies no migrations
+	// and writes nothing, at open or later (its connections run with
+	// default_transaction_read_only, so the server refuses any write);
+	// its writes fail with ErrReadOnly. The schema must be at this
+	// binary's version (else ErrSchemaBehind: try again once the writer
+	// has migrated it).
+	ReadOnly bool
 }
 
 // Validate checks the options without connecting.
@@ -57,6 +74,12 @@ func (o *PostgresOptions) Validate() error {
 	if o.MaxReplicaLag < 0 || o.ReplicaCheckInterval < 0 || o.ReplicaReadTimeout < 0 {
 		return errors.New("store: postgres replica lag, check interval and read timeout must not be negative")
 	}
+	if o.ClaimWait < 0 {
+		return errors.New("store: postgres claim wait must not be negative")
+	}
+	if o.Fenced && o.ReadOnly {
+		return errors.New("store: postgres cannot be both fenced (a writer) and read-only")
+	}
 	return nil
 }
 
@@ -73,9 +96,13 @@ func (o *PostgresOptions) Validate() error {
 //
 // doc columns hold model.Marshal of the value. Only one process may write
 // a database at a time (the model's applier); the log's primary key makes a
-// second writer's commits fail rather than fork the log.
+// second writer's commits fail rather than fork the log. The replicas of a
+// cluster share a database: each opens it ReadOnly or Fenced, and the
+// fence (postgres_fence.go) lets only the elected writer commit.
 type Postgres struct {
 	pool     *pgxpool.Pool
+	readOnly bool
+	fence    fence
 	replicas *replicas
 	listen   *logListener // WaitLog's (notify.go)
 	log      *slog.Logger
@@ -103,6 +130,10 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
+	if opts.ReadOnly {
+		// Enforced by the server: a write on these connections fails.
+		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
@@ -120,24 +151,21 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 	if syncCommit == "off" {
 		return nil, errors.New("store: postgres has synchronous_commit=off, which acknowledges commits that are not durable")
 	}
-	if err := migrate(ctx, pool, log); err != nil {
-		return nil, fmt.Errorf("store: postgres schema: %w", err)
-	}
-	if err := backfillSearch(ctx, pool, log); err != nil {
-		return nil, fmt.Errorf("store: postgres schema: %w", err)
-	}
-	if err := backfillFeed(ctx, pool, log); err != nil { // postgres_feed.go
-		return nil, fmt.Errorf("store: postgres schema: %w", err)
+	if err := prepareSchema(ctx, pool, opts, log); err != nil {
+		return nil, err
 	}
 	// The DSN may hold a password: name the server by its parts instead.
 	cc := cfg.ConnConfig
-	log.Info("opened postgres store", "host", cc.Host, "port", cc.Port, "database", cc.Database, "user", cc.User)
+	log.Info("opened postgres store", "host", cc.Host, "port", cc.Port, "database", cc.Database, "user", cc.User,
+		"read_only", opts.ReadOnly, "fenced", opts.Fenced)
 	rs, err := openReplicas(opts.ReadDSNs, opts, log)
 	if err != nil {
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &Postgres{pool: pool, replicas: rs, listen: newLogListener(), log: log, ctx: sctx, cancel: cancel}
+	s := &Postgres{pool: pool, readOnly: opts.ReadOnly, replicas: rs, listen: newLogListener(), log: log, ctx: sctx, cancel: cancel}
+	s.fence.on.Store(opts.Fenced)
+	s.fence.wait = cmp.Or(opts.ClaimWait, defaultClaimWait)
 	if len(rs.list) > 0 {
 		rs.wg.Add(1)
 		go rs.run(sctx, pool)
@@ -145,6 +173,34 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) 
 	}
 	ok = true
 	return s, nil
+}
+
+// prepareSchema brings a writer's schema up to date (migrations, then the
+// backfills of columns added to existing rows) and refuses an unfenced
+// writer on a database a cluster claimed; a read-only store only checks
+// the schema's version.
+func prepareSchema(ctx context.Context, pool *pgxpool.Pool, opts PostgresOptions, log *slog.Logger) error {
+	if opts.ReadOnly {
+		if err := checkSchema(ctx, pool); err != nil {
+			return fmt.Errorf("store: postgres schema: %w", err)
+		}
+		return nil
+	}
+	if err := migrate(ctx, pool, log); err != nil {
+		return fmt.Errorf("store: postgres schema: %w", err)
+	}
+	if err := backfillSearch(ctx, pool, log); err != nil {
+		return fmt.Errorf("store: postgres schema: %w", err)
+	}
+	if err := backfillFeed(ctx, pool, log); err != nil { // postgres_feed.go
+		return fmt.Errorf("store: postgres schema: %w", err)
+	}
+	if !opts.Fenced {
+		if err := refuseClaimed(ctx, pool); err != nil { // postgres_fence.go
+			return fmt.Errorf("store: postgres: %w", err)
+		}
+	}
+	return nil
 }
 
 // Close stops the replica checks and the change-log listener, cancels
@@ -167,14 +223,32 @@ func (s *Postgres) Pool() *pgxpool.Pool { return s.pool }
 // Commit writes the batch in one transaction. The statements run in the
 // same order as Badger's writes (contexts, deletions, events, records,
 // dropped records, log, last sequence number), so a batch that touches one
-// key twice ends the same way on both stores.
+// key twice ends the same way on both stores. A fenced store checks the
+// fence first, in the same transaction (postgres_fence.go): a commit it
+// refuses fails with ErrFenced and writes nothing.
 func (s *Postgres) Commit(b *model.Batch) error {
-	q, err := commitBatch(b)
+	w, err := s.writer()
 	if err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	q := &pgx.Batch{}
+	if w != nil {
+		q.Queue(sqlFence)
+	}
+	if err := commitBatch(q, b); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	err = pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
-		return tx.SendBatch(s.ctx, q).Close()
+		br := tx.SendBatch(s.ctx, q)
+		if w != nil {
+			// The batch's writes ran too; rolled back unless the fence
+			// names this writer.
+			if err := s.check(w, br.QueryRow()); err != nil {
+				br.Close()
+				return err
+			}
+		}
+		return br.Close()
 	})
 	if err != nil {
 		return fmt.Errorf("store: commit: %w", err)
@@ -186,10 +260,9 @@ func (s *Postgres) Commit(b *model.Batch) error {
 	return nil
 }
 
-// commitBatch turns a model batch into one statement per table, each
+// commitBatch queues on q one statement per table for a model batch, each
 // taking its rows as arrays (one round trip for the whole batch).
-func commitBatch(b *model.Batch) (*pgx.Batch, error) {
-	q := &pgx.Batch{}
+func commitBatch(q *pgx.Batch, b *model.Batch) error {
 	// Deletions first: a context deleted and created again in one batch
 	// loses its old events, then gets its new state.
 	if len(b.Deleted) > 0 {
@@ -213,11 +286,11 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 			c := cw.Context
 			doc, err := model.Marshal(c)
 			if err != nil {
-				return nil, fmt.Errorf("encode context %s: %w", c.Path, err)
+				return fmt.Errorf("encode context %s: %w", c.Path, err)
 			}
 			lab, vs, pr, err := searchColumns(c) // postgres_search.go
 			if err != nil {
-				return nil, err
+				return err
 			}
 			var parent *string
 			if !c.Path.IsRoot() {
@@ -252,7 +325,7 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 		for i := range evs {
 			doc, err := model.Marshal(&evs[i])
 			if err != nil {
-				return nil, fmt.Errorf("encode event %d: %w", evs[i].Seq, err)
+				return fmt.Errorf("encode event %d: %w", evs[i].Seq, err)
 			}
 			paths[i], seqs[i], times[i], levels[i], docs[i] = string(evs[i].Path), int64(evs[i].Seq), evs[i].Time, string(evs[i].Level), doc
 			tenants[i] = evs[i].Tenant
@@ -286,7 +359,7 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 		for i := range b.Entries {
 			doc, err := b.EncodedEntry(i)
 			if err != nil {
-				return nil, fmt.Errorf("encode entry %d: %w", b.Entries[i].Seq, err)
+				return fmt.Errorf("encode entry %d: %w", b.Entries[i].Seq, err)
 			}
 			seqs[i], docs[i] = int64(b.Entries[i].Seq), doc
 		}
@@ -295,7 +368,7 @@ func commitBatch(b *model.Batch) (*pgx.Batch, error) {
 		// Delivered at commit, to every listener of the database (WaitLog).
 		q.Queue(`SELECT pg_notify($1, $2)`, LogChannel, strconv.FormatUint(b.LastSeq(), 10))
 	}
-	return q, nil
+	return nil
 }
 
 // LastSeq returns the last committed sequence number.
@@ -543,6 +616,9 @@ func (s *Postgres) Snapshot(prefix model.Path, fn func(*model.Context) error) (u
 func (s *Postgres) CompactLog(keep uint64) (int, error) {
 	n := 0
 	err := pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.checkFence(s.ctx, tx); err != nil {
+			return err
+		}
 		var last, first int64
 		// FOR UPDATE orders concurrent compactions.
 		if err := tx.QueryRow(s.ctx, `SELECT last_seq, first_seq FROM meta FOR UPDATE`).Scan(&last, &first); err != nil {
@@ -573,13 +649,21 @@ func (s *Postgres) CompactLog(keep uint64) (int, error) {
 // perContext events of each context. It returns how many it dropped. The age
 // cut is at microsecond precision (timestamptz).
 func (s *Postgres) PruneEvents(perContext int, olderThan time.Time) (int, error) {
-	tag, err := s.pool.Exec(s.ctx, `DELETE FROM events e USING (
+	n := 0
+	err := pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.checkFence(s.ctx, tx); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(s.ctx, `DELETE FROM events e USING (
 			SELECT path, seq, row_number() OVER (PARTITION BY path ORDER BY seq DESC) AS n FROM events
 		) r
 		WHERE e.path = r.path AND e.seq = r.seq AND (r.n > $1 OR e.time < $2)`,
-		int64(perContext), olderThan)
+			int64(perContext), olderThan)
+		n = int(tag.RowsAffected())
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("store: prune events: %w", err)
 	}
-	return int(tag.RowsAffected()), nil
+	return n, nil
 }

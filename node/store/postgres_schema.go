@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -99,4 +101,34 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 		}
 		return nil
 	})
+}
+
+// ErrSchemaBehind refuses a read-only open on a database whose schema is
+// older than this binary's: only a writer migrates, so a follower waits
+// (tries again) until the writer has.
+var ErrSchemaBehind = errors.New("database schema is behind this binary")
+
+// checkSchema is a read-only store's migrate: it writes nothing, and
+// accepts only a schema at exactly this binary's version.
+func checkSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	ms, err := loadMigrations()
+	if err != nil {
+		return err
+	}
+	var current int
+	err = pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table: never migrated
+		current, err = 0, nil
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case current > len(ms):
+		return fmt.Errorf("database schema is at version %d, newer than this binary's %d", current, len(ms))
+	case current < len(ms):
+		return fmt.Errorf("%w: at version %d, this binary's is %d; a writer migrates it when it opens", ErrSchemaBehind, current, len(ms))
+	}
+	return nil
 }

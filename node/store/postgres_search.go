@@ -308,6 +308,9 @@ func contextRow(c *model.Context, doc []byte) ([]any, error) {
 // database no model is running on, never for a live node. It returns how
 // many rows it wrote.
 func (s *Postgres) CopyContexts(ctx context.Context, cs []*model.Context) (int64, error) {
+	if s.readOnly {
+		return 0, fmt.Errorf("store: copy contexts: %w", ErrReadOnly)
+	}
 	i := 0
 	var rowErr error
 	src := pgx.CopyFromFunc(func() ([]any, error) {
