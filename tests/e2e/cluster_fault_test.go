@@ -514,6 +514,23 @@ func (w *clusterWorkload) check() {
 		d.mu.Unlock()
 	}
 	t.Logf("%d commands queued, %d run once each by the devices; %d delivered again after their result was acknowledged", w.jobs.Load(), answered, again)
+	// A result the node acknowledged is durable: its job is final.
+	for _, d := range w.devices {
+		d.mu.Lock()
+		ids := make([]string, 0, len(d.answered))
+		for id := range d.answered {
+			ids = append(ids, id)
+		}
+		d.mu.Unlock()
+		for _, id := range ids {
+			j, err := leader.admin().GetJob(ctx, id)
+			if err != nil {
+				t.Errorf("job %s, answered by device %s: %v", id, d.e.DeviceID, err)
+			} else if j.State != "succeeded" {
+				t.Errorf("job %s: state %s after device %s's result %q was acknowledged", id, j.State, d.e.DeviceID, "succeeded")
+			}
+		}
+	}
 	if answered == 0 {
 		t.Error("no command reached a device")
 	}
