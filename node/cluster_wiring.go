@@ -128,7 +128,10 @@ func (n *Node) startCluster() (bootstrapAdmin bool, err error) {
 			return false, fmt.Errorf("cluster: bootstrap: %w", err)
 		}
 		fallthrough
-	case cl.Bootstrap:
+	case cl.Bootstrap && n.model.LastSeq() == 0:
+		// The first admin is not created yet (it is the log's first
+		// entry): wait to lead, once. A bootstrapped replica restarting
+		// with a log serves at once, whoever leads.
 		deadline := time.Now().Add(bootstrapLeaderWait)
 		for !n.cluster.IsLeader() {
 			if time.Now().After(deadline) {

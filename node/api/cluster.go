@@ -22,6 +22,27 @@ type Cluster interface {
 	// is not a member). Either is done by the leader, wherever asked.
 	TransferLeadership(ctx context.Context) error
 	RemoveReplica(ctx context.Context, id string) error
+	// ReadBarrier returns once a read on this replica is linearizable:
+	// it holds every write acknowledged before the call (model.ErrNotLeader
+	// when no leader answers).
+	ReadBarrier(ctx context.Context) error
+}
+
+// consistentRead reports whether the request asks for a linearizable read
+// (?consistent=true), and on a cluster waits until this replica may
+// serve one. A single node's reads are linearizable already.
+func (s *Server) consistentRead(r *http.Request) error {
+	switch v := r.URL.Query().Get("consistent"); v {
+	case "", "false", "0":
+		return nil
+	case "true", "1":
+	default:
+		return invalidf("consistent %q: want true or false", v)
+	}
+	if s.cfg.Cluster == nil {
+		return nil
+	}
+	return s.cfg.Cluster.ReadBarrier(r.Context())
 }
 
 // ClusterRoleHeader names a ready replica's role on /readyz: leader or

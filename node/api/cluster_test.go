@@ -17,6 +17,15 @@ type fakeCluster struct {
 	mu        sync.Mutex
 	transfers int
 	removed   []string
+	barriers  int
+	readErr   error
+}
+
+func (f *fakeCluster) ReadBarrier(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.barriers++
+	return f.readErr
 }
 
 func (f *fakeCluster) Status(context.Context) (apitypes.ClusterStatus, error) {
@@ -82,4 +91,23 @@ func TestClusterStatusEndpoint(t *testing.T) {
 	if got := single.do("GET", "/readyz", "", nil).header.Get(ClusterRoleHeader); got != "" {
 		t.Fatalf("a single node names a cluster role: %q", got)
 	}
+}
+
+// ?consistent=true on a context waits for the replica's read barrier
+// (after the grant check), answers 503 when no leader confirms it, and
+// refuses a value that is not a boolean.
+func TestConsistentRead(t *testing.T) {
+	fc := &fakeCluster{role: "follower"}
+	e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.Cluster = fc })
+	e.want(e.do("GET", "/api/v1/contexts/?consistent=true", e.admin, nil), http.StatusOK, "")
+	e.want(e.do("GET", "/api/v1/contexts/", e.admin, nil), http.StatusOK, "")
+	if fc.barriers != 1 {
+		t.Fatalf("%d read barriers, want 1 (the consistent read only)", fc.barriers)
+	}
+	e.want(e.do("GET", "/api/v1/contexts/?consistent=maybe", e.admin, nil), http.StatusBadRequest, codeInvalid)
+	fc.readErr = fmt.Errorf("%w: read index: no answer", model.ErrNotLeader)
+	e.want(e.do("GET", "/api/v1/contexts/?consistent=true", e.admin, nil), http.StatusServiceUnavailable, codeUnavailable)
+	fc.readErr = nil
+	cast := e.tenants()
+	e.want(e.do("GET", "/api/v1/contexts/devices/pump-1?consistent=true", cast.alice, nil), http.StatusNotFound, codeNotFound)
 }

@@ -152,6 +152,17 @@ func (c *Client) GetContext(ctx context.Context, path string) (*Context, error) 
 	return &x, nil
 }
 
+// GetContextConsistent returns the context at path with a linearizable
+// read (?consistent=true): on a cluster, the replica asked first makes
+// sure it holds every write acknowledged before the call.
+func (c *Client) GetContextConsistent(ctx context.Context, path string) (*Context, error) {
+	var x Context
+	if err := c.do(ctx, http.MethodGet, "/api/v1/contexts"+contextPath(path), url.Values{"consistent": {"true"}}, nil, &x); err != nil {
+		return nil, err
+	}
+	return &x, nil
+}
+
 // PutContext creates or updates the context at path and returns it once
 // durable; created reports whether it is new.
 func (c *Client) PutContext(ctx context.Context, path string, u ContextUpdate) (x *Context, created bool, err error) {

@@ -51,6 +51,7 @@ type rpcResponse struct {
 	Leader  string  `json:"leader,omitempty"`
 	Status  *Member `json:"status,omitempty"`
 	Entries []byte  `json:"entries,omitempty"` // apply: CBOR []model.Entry
+	Index   uint64  `json:"index,omitempty"`   // read_index: the leader's read index
 }
 
 // Member is one replica as GET /api/v1/cluster shows it.
@@ -73,7 +74,7 @@ func decodeRequest(data []byte) (rpcRequest, error) {
 		if len(req.Mutations) == 0 {
 			return req, errors.New("cluster: bad request: apply without mutations")
 		}
-	case "transfer":
+	case "transfer", "read_index":
 	case "remove":
 		if err := validID(req.ID); err != nil {
 			return req, err
@@ -117,6 +118,12 @@ func (c *Cluster) handle(req rpcRequest) rpcResponse {
 		return rpcResponse{Status: &m}
 	case "apply":
 		return c.serveApply(req)
+	case "read_index":
+		idx, err := c.readIndexHere()
+		if err != nil {
+			return rpcResponse{Error: err.Error(), Code: errorCode(err)}
+		}
+		return rpcResponse{Index: idx}
 	case "transfer", "remove":
 		var err error
 		if req.Op == "transfer" {

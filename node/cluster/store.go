@@ -309,10 +309,12 @@ func (f *fsm) apply(l *raft.Log, p *pending) error {
 		return f.fail(err)
 	}
 	f.applied, f.lastSeq = l.Index, b.LastSeq()
-	f.c.setApplied(l.Index)
 	if r := f.s.publisher(); r != nil {
 		r.Applied(b, p != nil)
 	}
+	// After publishing: a read that waited for this index (ReadBarrier)
+	// finds the batch in the model's cache.
+	f.c.setApplied(l.Index)
 	return nil
 }
 

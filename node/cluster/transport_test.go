@@ -143,6 +143,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"op":"join","id":"r2","address":"127.0.0.1:7000"}`))
 	f.Add([]byte(`{"op":"join","id":"../x","address":"nope"}`))
 	f.Add([]byte(`{"op":"apply","mutations":"oQFh"}`))
+	f.Add([]byte(`{"op":"read_index"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		req, err := decodeRequest(data)
 		if err != nil {
@@ -154,7 +155,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			if len(req.Mutations) == 0 {
 				t.Fatal("accepted an apply without mutations")
 			}
-		case "transfer":
+		case "transfer", "read_index":
 		case "remove":
 			if validID(req.ID) != nil {
 				t.Fatalf("accepted id %q", req.ID)

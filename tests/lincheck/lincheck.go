@@ -13,6 +13,7 @@
 package lincheck
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -50,12 +51,21 @@ type output struct {
 
 func (r *Recorder) now() int64 { return int64(time.Since(r.start)) }
 
+// ErrNotApplied marks a write that certainly did not take effect (its
+// request never left the client: the connection was refused). Write
+// leaves a write whose error wraps it out of the history.
+var ErrNotApplied = errors.New("lincheck: not applied")
+
 // Write records client writing value to key through do. An error from do
-// means the outcome is unknown (see the package doc); Write returns it.
+// means the outcome is unknown (see the package doc), unless it wraps
+// ErrNotApplied; Write returns it.
 func (r *Recorder) Write(client int, key, value string, do func() error) error {
 	call := r.now()
 	err := do()
 	ret := r.now()
+	if errors.Is(err, ErrNotApplied) {
+		return err
+	}
 	if err != nil {
 		ret = math.MaxInt64 // may take effect at any time after its call
 	}
@@ -135,21 +145,45 @@ var registers = porcupine.Model{
 	},
 }
 
+// unobservedLeftOut copies ops without the writes of unknown outcome
+// whose value no read returned. That keeps the answer and spares the
+// checker a search over when each of them might have taken effect: a
+// history with such a write w is linearizable exactly when it is without
+// w (w may take effect after everything else; and without w, no read
+// would have returned its value anyway, since none did).
+func unobservedLeftOut(ops []porcupine.Operation) []porcupine.Operation {
+	type kv struct{ key, value string }
+	read := map[kv]bool{}
+	for _, op := range ops {
+		if in, out := op.Input.(input), op.Output.(output); !in.Write && out.Found {
+			read[kv{in.Key, out.Value}] = true
+		}
+	}
+	kept := make([]porcupine.Operation, 0, len(ops))
+	for _, op := range ops {
+		if in := op.Input.(input); in.Write && op.Return == math.MaxInt64 && !read[kv{in.Key, in.Value}] {
+			continue
+		}
+		kept = append(kept, op)
+	}
+	return kept
+}
+
 // Check checks the history within timeout. It returns nil when the
 // history is linearizable; otherwise an error, after writing the
 // checker's visualization (an HTML page) into dir when dir is not "".
 // A check that times out is an error too: it proved nothing.
 func (r *Recorder) Check(timeout time.Duration, dir string) error {
 	r.mu.Lock()
-	ops := append([]porcupine.Operation(nil), r.ops...)
+	ops := unobservedLeftOut(r.ops)
 	r.mu.Unlock()
 	res, info := porcupine.CheckOperationsVerbose(registers, ops, timeout)
 	if res == porcupine.Ok {
 		return nil
 	}
-	msg := fmt.Sprintf("lincheck: %d operations: %s", len(ops), res)
+	msg := fmt.Sprintf("lincheck: %d operations checked: %s", len(ops), res)
 	if res == porcupine.Unknown {
-		msg = fmt.Sprintf("lincheck: %d operations: not decided within %v", len(ops), timeout)
+		msg = fmt.Sprintf("lincheck: %d operations checked: not decided within %v", len(ops), timeout)
 	}
 	if dir != "" {
 		path := filepath.Join(dir, "linearizability.html")

@@ -128,3 +128,53 @@ func TestConcurrentRecording(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A write whose error wraps ErrNotApplied is left out: a later read of
+// its value is a violation, and its error is returned.
+func TestNotAppliedLeftOut(t *testing.T) {
+	r := NewRecorder()
+	refused := errors.Join(errors.New("dial: connection refused"), ErrNotApplied)
+	if err := r.Write(0, "/d/a.temp", "1", func() error { return refused }); !errors.Is(err, ErrNotApplied) {
+		t.Fatalf("Write returned %v", err)
+	}
+	if r.Len() != 0 {
+		t.Fatalf("%d operations recorded, want 0", r.Len())
+	}
+	r.Read(1, "/d/a.temp", func() (string, bool, error) { return "1", true, nil })
+	if err := r.Check(10*time.Second, ""); err == nil {
+		t.Fatal("a read of a write that was never applied passed")
+	}
+}
+
+// Writes of unknown outcome that no read observed are left out of the
+// check; one a read observed is kept (and may take effect late).
+func TestUnobservedUnknownWritesLeftOut(t *testing.T) {
+	ops := []porcupine.Operation{
+		op(0, "/d/a.temp", true, "1", false, 0, 1),
+		op(1, "/d/a.temp", true, "lost?", false, 2, math.MaxInt64),
+		op(2, "/d/a.temp", true, "late", false, 2, math.MaxInt64),
+		op(3, "/d/a.temp", false, "1", true, 3, 4),
+		op(3, "/d/a.temp", false, "late", true, 5, 6),
+	}
+	kept := unobservedLeftOut(ops)
+	if len(kept) != 4 {
+		t.Fatalf("kept %d operations, want 4 (all but the unobserved write)", len(kept))
+	}
+	for _, o := range kept {
+		if o.Input.(input).Value == "lost?" {
+			t.Fatal("the unobserved write of unknown outcome was kept")
+		}
+	}
+	if err := check(t, ops...); err != nil {
+		t.Fatal(err)
+	}
+	// Many unobserved unknown writes are no burden to the checker.
+	many := []porcupine.Operation{op(0, "/d/a.temp", true, "1", false, 0, 1)}
+	for i := range 500 {
+		many = append(many, op(1+i, "/d/a.temp", true, "u"+string(rune('a'+i%26))+string(rune('a'+i/26)), false, int64(2+i), math.MaxInt64))
+	}
+	many = append(many, op(999, "/d/a.temp", false, "1", true, 1000, 1001))
+	if err := check(t, many...); err != nil {
+		t.Fatal(err)
+	}
+}
