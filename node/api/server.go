@@ -456,8 +456,8 @@ func (s *Server) middleware(mux *http.ServeMux) http.Handler {
 		}
 		s.metrics.observe(route, rec.status, d)
 		level := slog.LevelDebug
-		if rec.status >= 500 {
-			level = slog.LevelError
+		if rec.status >= 500 && r.Context().Err() == nil {
+			level = slog.LevelError // not when the client went away first
 		}
 		if !s.log.Enabled(r.Context(), level) {
 			return
