@@ -111,6 +111,15 @@ type Config struct {
 	// Clock decides when node certificates are renewed (nil: the system
 	// clock; tests use a fake one).
 	Clock Clock
+
+	// Replicated makes the service one replica's of a cluster (several
+	// replicas that are one node, docs/cluster.md): its upstream links
+	// run only while SetLinksActive(true) (on the leader); its change-log
+	// id is read from the model when a link connects (the leader creates
+	// it); and the credentials a link obtains by joining, or renews, are
+	// kept in the model too (record fed-creds), so that whichever replica
+	// leads next connects with them. StateDir is then only a local copy.
+	Replicated bool
 }
 
 // Upstream is one consumer this node publishes to.

@@ -140,6 +140,15 @@ func (u *upstream) run() {
 // connect joins when needed, then runs one connection until it ends.
 func (u *upstream) connect() error {
 	s := u.s
+	if s.cfg.Replicated {
+		if err := u.restoreCreds(); err != nil {
+			return err
+		}
+	}
+	id, err := s.currentLogID(u.ctx)
+	if err != nil {
+		return fmt.Errorf("the change log's id: %w", err)
+	}
 	cr, err := loadCreds(u.dir)
 	if errors.Is(err, os.ErrNotExist) {
 		u.setState("joining", nil)
@@ -167,7 +176,7 @@ func (u *upstream) connect() error {
 		return err
 	}
 	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
-	h := hello{Version: wireVersion, Node: s.cfg.Name, LogID: s.logID, Publish: normalize(u.cfg.Publish), Below: s.below(), Head: s.model.LastSeq(), Role: s.cfg.Role}
+	h := hello{Version: wireVersion, Node: s.cfg.Name, LogID: id, Publish: normalize(u.cfg.Publish), Below: s.below(), Head: s.model.LastSeq(), Role: s.cfg.Role}
 	if err := fw.write(kindHello, h); err != nil {
 		return err
 	}
@@ -332,6 +341,11 @@ func (u *upstream) join() (*creds, error) {
 	}
 	if err := u.recordGrant(grantRecord{Consumer: j.Node, Address: u.cfg.Address, Grant: j.Grant, Subtrees: j.Subtrees, Joined: time.Now().UTC()}); err != nil {
 		return nil, err
+	}
+	if s.cfg.Replicated {
+		if err := u.saveCreds(); err != nil {
+			return nil, err
+		}
 	}
 	s.log.Info("federation: joined consumer", "consumer", j.Node, "addr", u.cfg.Address, "grant", j.Grant, "expires", leaf.NotAfter)
 	return loadCreds(u.dir)

@@ -153,12 +153,8 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.wireDevices(); err != nil {
 		return nil, err
 	}
-	// Federation on a cluster (links owned by the leader) is not built
-	// yet; the configuration refuses it (config.validateCluster).
-	if n.cluster == nil {
-		if err := n.wireFederation(); err != nil {
-			return nil, err
-		}
+	if err := n.wireFederation(); err != nil {
+		return nil, err
 	}
 
 	if n.api, err = api.New(api.Config{
@@ -272,6 +268,13 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.fed != nil {
 		if err := n.fed.Start(ctx); err != nil {
 			return err
+		}
+		if n.cluster != nil {
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				n.leadFederation()
+			}()
 		}
 	}
 	close(n.ready)
