@@ -130,6 +130,10 @@ type Upstream struct {
 	Token string `json:"token,omitempty" yaml:"token,omitempty"`
 	// Publish lists the subtrees published; empty means the whole tree.
 	Publish []model.Path `json:"publish,omitempty" yaml:"publish,omitempty"`
+	// Replicas are the other addresses of a consumer that is a cluster:
+	// the link tries Address, then each of these in turn, until one
+	// accepts (the leader). Address names the link.
+	Replicas []string `json:"replicas,omitempty" yaml:"replicas,omitempty"`
 }
 
 // Identity is who a routed call or read is made for: the operator at the

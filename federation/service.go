@@ -225,13 +225,15 @@ func dialBind(ups []Upstream) string {
 		return "127.0.0.1:0"
 	}
 	for _, u := range ups {
-		host, _, err := net.SplitHostPort(u.Address)
-		if err != nil {
-			return ":0"
-		}
-		ip := net.ParseIP(host)
-		if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
-			return ":0"
+		for _, a := range append([]string{u.Address}, u.Replicas...) {
+			host, _, err := net.SplitHostPort(a)
+			if err != nil {
+				return ":0"
+			}
+			ip := net.ParseIP(host)
+			if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+				return ":0"
+			}
 		}
 	}
 	return "127.0.0.1:0"
@@ -289,8 +291,10 @@ func (s *Service) Close() error {
 // dialled, removed ones dropped, changed ones restarted.
 func (s *Service) SetUpstreams(ups []Upstream) error {
 	for _, u := range ups {
-		if _, _, err := net.SplitHostPort(u.Address); err != nil {
-			return fmt.Errorf("federation: upstream %q: %w", u.Address, err)
+		for _, a := range append([]string{u.Address}, u.Replicas...) {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return fmt.Errorf("federation: upstream %q: %w", a, err)
+			}
 		}
 	}
 	s.mu.Lock()
@@ -376,11 +380,27 @@ func (s *Service) SetLinksActive(on bool) error {
 	s.linksOff = true
 	stop := s.upstreams
 	s.upstreams = map[string]*upstream{}
+	mounts := make([]*mount, 0, len(s.mounts))
+	for _, m := range s.mounts {
+		mounts = append(mounts, m)
+	}
 	s.mu.Unlock()
 	for _, u := range stop {
 		u.stop()
 	}
+	// Providers connected here move on to the replica that leads now.
+	for _, m := range mounts {
+		m.disconnect(closeShutdown, "no longer the leader")
+	}
 	return nil
+}
+
+// leading reports whether this node accepts providers' links and joins:
+// always, unless it is a replica that does not lead its cluster.
+func (s *Service) leading() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.cfg.Replicated || !s.linksOff
 }
 
 func (s *Service) setLogID(id string) {
@@ -427,7 +447,7 @@ func (s *Service) forgetConsumers(stopped []*upstream, want map[string]Upstream)
 }
 
 func sameUpstream(a, b Upstream) bool {
-	return a.Address == b.Address && a.Token == b.Token && slices.Equal(a.Publish, b.Publish)
+	return a.Address == b.Address && a.Token == b.Token && slices.Equal(a.Publish, b.Publish) && slices.Equal(a.Replicas, b.Replicas)
 }
 
 // StateDirName is the folder, under Config.StateDir, holding what this

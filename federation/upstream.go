@@ -29,6 +29,10 @@ const (
 	backoffMax = 30 * time.Second
 )
 
+// replicaHandshakeTimeout bounds the QUIC handshake with one replica of a
+// consumer that is a cluster (Upstream.Replicas), instead of 10 s.
+const replicaHandshakeTimeout = 3 * time.Second
+
 // upstream is one consumer this node publishes to.
 type upstream struct {
 	s   *Service
@@ -39,7 +43,9 @@ type upstream struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// next indexes the address (Address, then Replicas) the link dials.
+	next     int
 	state    string
 	since    time.Time
 	errs     linkErrors
@@ -120,9 +126,18 @@ func (u *upstream) run() {
 		default:
 			u.setState("down", err)
 		}
-		u.s.log.Warn("federation: link to consumer down", "consumer", u.cfg.Address, "err", err)
+		tried, round := u.rotate()
+		u.s.log.Warn("federation: link to consumer down", "consumer", u.cfg.Address, "tried", tried, "err", err)
 		if time.Since(start) > 2*backoffMax {
 			wait = backoffMin // it was up for a while: retry soon
+		}
+		if ref != nil && ref.Code == refuseNotLeader {
+			// A replica of the consumer that does not lead: the next
+			// address may be the leader. Retry soon, backing off only
+			// when every address refused in a row.
+			if !round {
+				wait = backoffMin
+			}
 		}
 		d := wait/2 + rand.N(wait/2+1)
 		wait = min(wait*2, backoffMax)
@@ -222,7 +237,7 @@ func (u *upstream) connect() error {
 	}
 	u.acked.Store(w.Cursor)
 	u.setState("connected", nil)
-	s.log.Info("federation: publishing to consumer", "consumer", w.Node, "addr", u.cfg.Address, "cursor", w.Cursor, "subtrees", subtrees)
+	s.log.Info("federation: publishing to consumer", "consumer", w.Node, "addr", u.address(), "cursor", w.Cursor, "subtrees", subtrees)
 
 	// Renewal state belongs to this connection: a link that drops in the
 	// middle of a renewal starts clean on the next one.
@@ -264,9 +279,33 @@ wait:
 	return context.Cause(conn.Context())
 }
 
+// address is the consumer address the link dials now.
+func (u *upstream) address() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.next == 0 || u.next > len(u.cfg.Replicas) {
+		return u.cfg.Address
+	}
+	return u.cfg.Replicas[u.next-1]
+}
+
+// rotate moves the link to the consumer's next address (a consumer that
+// is a cluster has several) and returns the one it leaves; round is true
+// when it is back at the first one (every address was tried).
+func (u *upstream) rotate() (tried string, round bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	tried = u.cfg.Address
+	if u.next > 0 && u.next <= len(u.cfg.Replicas) {
+		tried = u.cfg.Replicas[u.next-1]
+	}
+	u.next = (u.next + 1) % (len(u.cfg.Replicas) + 1)
+	return tried, u.next == 0
+}
+
 func (u *upstream) dial(tc *tls.Config) (*quic.Conn, error) {
 	s := u.s
-	addr, err := net.ResolveUDPAddr("udp", u.cfg.Address)
+	addr, err := net.ResolveUDPAddr("udp", u.address())
 	if err != nil {
 		return nil, err
 	}
@@ -276,9 +315,16 @@ func (u *upstream) dial(tc *tls.Config) (*quic.Conn, error) {
 	if tr == nil {
 		return nil, errors.New("not started")
 	}
+	qc := s.qconf
+	if len(u.cfg.Replicas) > 0 {
+		// A consumer that is a cluster: a replica that does not answer
+		// (its machine died) is given up on sooner, for the next.
+		qc = qc.Clone()
+		qc.HandshakeIdleTimeout = replicaHandshakeTimeout
+	}
 	ctx, cancel := context.WithTimeout(u.ctx, handshakeTimeout+5*time.Second)
 	defer cancel()
-	return tr.Dial(ctx, addr, tc, s.qconf)
+	return tr.Dial(ctx, addr, tc, qc)
 }
 
 // join presents the token and a certificate request, and keeps what the

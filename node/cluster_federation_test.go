@@ -177,3 +177,102 @@ func credFile(t *testing.T, n *Node, addr, name string) []byte {
 	}
 	return data
 }
+
+// A provider given the three replicas' addresses of a consumer that is a
+// cluster joins and publishes through whichever replica leads (the
+// others refuse with not_leader), and keeps its link to the leader
+// across a failover: the new leader's mirror, replicated to every
+// replica, holds every write and verifies equal to the provider's tree.
+func TestClusterFederationConsumer(t *testing.T) {
+	ctx := context.Background()
+	idDir := t.TempDir()
+	ident, err := WriteIdentity(idDir, "eu", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withListener := func(cfg config.Config) config.Config {
+		cfg.Name, cfg.Role = "eu", config.RoleRegional
+		cfg.Federation.Addr = "127.0.0.1:0"
+		return cfg
+	}
+	n1 := startNode(t, withListener(replicaConfig(t, idDir, "r1")))
+	n2 := startNode(t, withListener(replicaConfig(t, idDir, "r2", n1.Cluster().Address())))
+	n3 := startNode(t, withListener(replicaConfig(t, idDir, "r3", n1.Cluster().Address())))
+	nodes := []*Node{n1, n2, n3}
+	leader := clusterLeader(t, nodes...)
+	admin, err := client.New("https://"+leader.APIAddr(), ident.AdminToken, ident.CAPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.CloseIdleConnections()
+	tok, err := admin.CreatePeerToken(ctx, client.NewPeerToken{Peer: "plant9", Grant: "read"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The provider lists a follower first: it is refused, and moves on.
+	var first *Node
+	var others []string
+	for _, n := range nodes {
+		if n != leader && first == nil {
+			first = n
+			continue
+		}
+		others = append(others, n.FederationAddr())
+	}
+	p := startFedNode(t, "plant9", "", config.Upstream{Address: first.FederationAddr(), Replicas: others, Token: tok.Token})
+	write := func(prefix string, k int) model.Path {
+		var last model.Path
+		for i := range k {
+			last = model.Path(fmt.Sprintf("/sites/%s-%d", prefix, i))
+			if _, err := p.n.Model().Apply(ctx, model.Mutation{Op: model.OpPut, Path: last, Type: "folder"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return last
+	}
+	before := write("before", 20)
+	for _, n := range nodes {
+		tstest.WaitForErr(t, harnessWait, "the provider's writes on "+n.cfg.Cluster.ID, func() (bool, error) {
+			_, err := n.Model().Get("/peers/plant9" + before)
+			return err == nil, err
+		})
+	}
+
+	killReplica(t, leader)
+	var rest []*Node
+	for _, n := range nodes {
+		if n != leader {
+			rest = append(rest, n)
+		}
+	}
+	after := write("after", 20)
+	next := clusterLeader(t, rest...)
+	for _, n := range rest {
+		tstest.WaitForErr(t, harnessWait, "writes after the failover on "+n.cfg.Cluster.ID, func() (bool, error) {
+			_, err := n.Model().Get("/peers/plant9" + after)
+			return err == nil, err
+		})
+	}
+	tstest.WaitForErr(t, harnessWait, "the new leader's mirror verifies equal to the provider's tree", func() (bool, error) {
+		res, err := next.Federation().Verify(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, r := range res {
+			if r.Peer == "plant9" {
+				return r.Match && r.Error == "", fmt.Errorf("verify: %+v", r)
+			}
+		}
+		return false, fmt.Errorf("no mount of plant9: %+v", res)
+	})
+	for _, st := range next.Federation().Peers() {
+		if st.Name == "plant9" && st.Gaps != 0 {
+			t.Fatalf("the new leader resynchronised plant9 with a gap: %+v", st)
+		}
+	}
+	// The provider's only link is to the cluster, through the leader.
+	ups := consumerLinks(p.n)
+	if len(ups) != 1 || ups[0].Name != "eu" || ups[0].State != "connected" {
+		t.Fatalf("the provider's links: %+v", ups)
+	}
+}

@@ -112,7 +112,7 @@ func (n *Node) leadFederation() {
 func upstreams(f config.Federation) []federation.Upstream {
 	out := make([]federation.Upstream, 0, len(f.Upstreams))
 	for _, u := range f.Upstreams {
-		out = append(out, federation.Upstream{Address: u.Address, Token: u.Token, Publish: u.PublishPaths()})
+		out = append(out, federation.Upstream{Address: u.Address, Replicas: u.Replicas, Token: u.Token, Publish: u.PublishPaths()})
 	}
 	return out
 }
