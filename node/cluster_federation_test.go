@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
 )
@@ -274,5 +276,43 @@ func TestClusterFederationConsumer(t *testing.T) {
 	ups := consumerLinks(p.n)
 	if len(ups) != 1 || ups[0].Name != "eu" || ups[0].State != "connected" {
 		t.Fatalf("the provider's links: %+v", ups)
+	}
+}
+
+// The retention of records (here the audit trail) runs on the leader
+// only, and its deletions reach every replica through the log; a
+// follower's pass leaves them.
+func TestClusterRetentionOnLeader(t *testing.T) {
+	idDir := t.TempDir()
+	if _, err := WriteIdentity(idDir, "plant7", "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	n1 := startNode(t, replicaConfig(t, idDir, "r1"))
+	n2 := startNode(t, replicaConfig(t, idDir, "r2", n1.Cluster().Address()))
+	n3 := startNode(t, replicaConfig(t, idDir, "r3", n1.Cluster().Address()))
+	nodes := []*Node{n1, n2, n3}
+	leader := clusterLeader(t, nodes...)
+	leader.audit.Write(audit.Record{Op: "test", Outcome: audit.OK})
+	count := func(n *Node) int {
+		k := 0
+		n.Model().Records(audit.Kind, func(string, []byte) error { k++; return nil })
+		return k
+	}
+	for _, n := range nodes {
+		tstest.WaitFor(t, harnessWait, "the audit record on "+n.cfg.Cluster.ID, func() bool { return count(n) > 0 })
+	}
+	later := time.Now().Add(100 * 365 * 24 * time.Hour)
+	for _, n := range nodes {
+		if n == leader {
+			continue
+		}
+		n.retain(later)
+		if k := count(leader); k == 0 {
+			t.Fatalf("the follower %s pruned the audit trail", n.cfg.Cluster.ID)
+		}
+	}
+	leader.retain(later)
+	for _, n := range nodes {
+		tstest.WaitFor(t, harnessWait, "the audit trail pruned on "+n.cfg.Cluster.ID, func() bool { return count(n) == 0 })
 	}
 }
