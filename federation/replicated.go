@@ -2,6 +2,7 @@ package federation
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -83,4 +84,31 @@ func (u *upstream) restoreCreds() error {
 		}
 	}
 	return nil
+}
+
+// KindPeer is the record kind of the providers joined to this node, for a
+// replica's node to hand applied ones to Follow.
+const KindPeer = recPeer
+
+// Follow takes the records a replica of a cluster applied: a provider
+// revoked through another replica has its link here (on the leader)
+// closed at once, as Revoke does on the replica it ran on.
+func (s *Service) Follow(es []model.Entry) {
+	for i := range es {
+		r := es[i].Mutation.Record
+		if r == nil || r.Kind != recPeer || es[i].Mutation.Op != model.OpPutRecord {
+			continue
+		}
+		var p peerRecord
+		if json.Unmarshal(r.Value, &p) != nil || !p.Revoked {
+			continue
+		}
+		s.mu.Lock()
+		m := s.mounts[r.Key]
+		s.mu.Unlock()
+		if m != nil {
+			m.setRevoked()
+			m.disconnect(closeRevoked, "revoked")
+		}
+	}
 }

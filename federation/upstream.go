@@ -57,6 +57,8 @@ type upstream struct {
 	certExp  time.Time
 	leaf     *x509.Certificate // the node certificate in use or renewed
 	acked    atomic.Uint64
+	// up is set once a connection is established, taken by run.
+	up atomic.Bool
 	// sentLast is the last sequence the publish loop sent (a batch's
 	// last, or a snapshot's); scanned the last it read. Entries between
 	// them are all unpublished: the consumer does not lag behind them.
@@ -131,16 +133,20 @@ func (u *upstream) run() {
 		if time.Since(start) > 2*backoffMax {
 			wait = backoffMin // it was up for a while: retry soon
 		}
-		if ref != nil && ref.Code == refuseNotLeader {
-			// A replica of the consumer that does not lead: the next
-			// address may be the leader. Retry soon, backing off only
-			// when every address refused in a row.
-			if !round {
-				wait = backoffMin
-			}
+		var d time.Duration
+		switch {
+		case len(u.cfg.Replicas) > 0 && u.takeUp():
+			// A consumer that is a cluster dropped the link (its leader
+			// died or stepped down): look for the new leader at once.
+			wait, d = backoffMin, 0
+		case len(u.cfg.Replicas) > 0 && !round:
+			// The next replica may be the leader: try it soon; back off
+			// only once every address failed in a row.
+			d = backoffMin/2 + rand.N(backoffMin/2+1)
+		default:
+			d = wait/2 + rand.N(wait/2+1)
+			wait = min(wait*2, backoffMax)
 		}
-		d := wait/2 + rand.N(wait/2+1)
-		wait = min(wait*2, backoffMax)
 		if ref != nil && (ref.Code == refuseRevoked || ref.Code == refuseToken || ref.Code == refuseLoop) {
 			d = backoffMax
 		}
@@ -236,6 +242,7 @@ func (u *upstream) connect() error {
 		u.sendBelow(now) // a mount came or went during the handshake
 	}
 	u.acked.Store(w.Cursor)
+	u.up.Store(true)
 	u.setState("connected", nil)
 	s.log.Info("federation: publishing to consumer", "consumer", w.Node, "addr", u.address(), "cursor", w.Cursor, "subtrees", subtrees)
 
@@ -278,6 +285,10 @@ wait:
 	wg.Wait()
 	return context.Cause(conn.Context())
 }
+
+// takeUp reports whether a connection was established since the last
+// call.
+func (u *upstream) takeUp() bool { return u.up.Swap(false) }
 
 // address is the consumer address the link dials now.
 func (u *upstream) address() string {

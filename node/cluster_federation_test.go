@@ -277,6 +277,26 @@ func TestClusterFederationConsumer(t *testing.T) {
 	if len(ups) != 1 || ups[0].Name != "eu" || ups[0].State != "connected" {
 		t.Fatalf("the provider's links: %+v", ups)
 	}
+	// Revoked through a follower's API, the provider's link to the
+	// leader is cut at once, and every replica refuses it.
+	var follower *Node
+	for _, n := range rest {
+		if n != next {
+			follower = n
+		}
+	}
+	fc, err := client.New("https://"+follower.APIAddr(), ident.AdminToken, ident.CAPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.CloseIdleConnections()
+	if err := fc.RevokePeer(ctx, "plant9"); err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, harnessWait, "the provider's link revoked", func() (bool, error) {
+		ups := consumerLinks(p.n)
+		return len(ups) == 1 && ups[0].State == "revoked", fmt.Errorf("links %+v", ups)
+	})
 }
 
 // The retention of records (here the audit trail) runs on the leader
