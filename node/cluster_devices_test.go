@@ -57,18 +57,17 @@ func TestNodeClusterDevices(t *testing.T) {
 
 	// Enrolled through r2 (its writes go to the leader).
 	sys := &auth.Principal{User: "admin", System: true}
-	tok, _, err := n2.devices.CreateToken(ctx, sys, devices.TokenSpec{Group: "g", Tenant: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := n2.devices.Enroll(ctx, devices.EnrollRequest{Token: tok, HardwareID: "hw-1"}, "127.0.0.1:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n2.model.Apply(ctx, model.Mutation{Op: model.OpPut, Path: e.Path,
-		Functions: []model.Function{{Name: "ping"}}, SetFunctions: true}); err != nil {
-		t.Fatal(err)
-	}
+	tok := retryLeaderless(t, "create an enrollment token", func() (string, error) {
+		tok, _, err := n2.devices.CreateToken(ctx, sys, devices.TokenSpec{Group: "g", Tenant: "acme"})
+		return tok, err
+	})
+	e := retryLeaderless(t, "enroll", func() (devices.Enrollment, error) {
+		return n2.devices.Enroll(ctx, devices.EnrollRequest{Token: tok, HardwareID: "hw-1"}, "127.0.0.1:1")
+	})
+	retryLeaderless(t, "offer a function", func() ([]model.Entry, error) {
+		return n2.model.Apply(ctx, model.Mutation{Op: model.OpPut, Path: e.Path,
+			Functions: []model.Function{{Name: "ping"}}, SetFunctions: true})
+	})
 	tstest.WaitForErr(t, harnessWait, "the device on r3", func() (bool, error) {
 		_, err := n3.model.Get(e.Path)
 		return err == nil, err
@@ -101,9 +100,17 @@ func TestNodeClusterDevices(t *testing.T) {
 	}
 
 	// A call on the leader: r3 delivers the command.
-	j, status, err := admin.Call(ctx, string(e.Path), "ping", client.Call{})
-	if err != nil || status != http.StatusAccepted {
-		t.Fatalf("call: %d %v", status, err)
+	var status int
+	j := retryLeaderless(t, "call", func() (client.Job, error) {
+		var (
+			j   client.Job
+			err error
+		)
+		j, status, err = admin.Call(ctx, string(e.Path), "ping", client.Call{})
+		return j, err
+	})
+	if status != http.StatusAccepted {
+		t.Fatalf("call: %d", status)
 	}
 	tstest.WaitFor(t, harnessWait, "the command on the device connected to r3", func() bool {
 		mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/strata-dm/strata/internal/tstest"
+	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
@@ -113,10 +114,9 @@ func TestNodeCluster(t *testing.T) {
 	}
 	// A token revoked through one replica is refused by another that
 	// had it cached, once it applied the revocation.
-	tok, err := cl(n1).CreateToken(ctx, client.NewToken{Name: "ops"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := retryLeaderless(t, "create a token", func() (*client.CreatedToken, error) {
+		return cl(n1).CreateToken(ctx, client.NewToken{Name: "ops"})
+	})
 	// Reads are local: r2 knows the token once it applied its creation.
 	created := n1.Model().LastSeq()
 	tstest.WaitFor(t, harnessWait, "r2 applied the token", func() bool { return n2.Model().LastSeq() >= created })
@@ -160,6 +160,28 @@ func TestNodeCluster(t *testing.T) {
 }
 
 const harnessWait = 30 * time.Second
+
+// retryLeaderless runs write until it does not fail for want of a leader
+// (an election under way: on a loaded machine leadership may move
+// between two steps of a test), as a client retries a 503.
+func retryLeaderless[T any](t *testing.T, what string, write func() (T, error)) T {
+	t.Helper()
+	var (
+		v   T
+		err error
+	)
+	tstest.WaitForErr(t, harnessWait, what, func() (bool, error) {
+		v, err = write()
+		if errors.Is(err, model.ErrNotLeader) || client.IsCode(err, client.CodeUnavailable) {
+			return false, err
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
 
 func httpsClient(t *testing.T, caPEM []byte) *http.Client {
 	pool := x509.NewCertPool()

@@ -203,6 +203,32 @@ func decodeCursor(s string) (*sortKey, error) {
 	return &sortKey{present: c.Present, rank: c.Rank, num: c.Num, text: c.Text, path: p}, nil
 }
 
+// Counter is what a search backend may add: counting a query's matches
+// (After and Limit aside) up to limit without reading every page; capped
+// says it stopped there. Without it, a count walks the pages.
+type Counter interface {
+	CountSearch(ctx context.Context, q SearchQuery, limit int) (n int, capped bool, err error)
+}
+
+// countSearch counts q's matches over every scope, through the backend's
+// Counter.
+func countSearch(ctx context.Context, c Counter, q SearchQuery, scopes []model.Path) (walked, error) {
+	var w walked
+	for _, scope := range scopes {
+		sq := q
+		sq.Prefix = scope
+		n, capped, err := c.CountSearch(ctx, sq, maxSortedMatches-w.total)
+		if err != nil {
+			return w, fmt.Errorf("count %s: %w", scope, err)
+		}
+		if w.total += n; capped || w.total >= maxSortedMatches {
+			w.total, w.capped = min(w.total, maxSortedMatches), true
+			return w, nil
+		}
+	}
+	return w, nil
+}
+
 // walked is what a sorted or counted search found: the page and the
 // number of matches.
 type walked struct {
@@ -217,6 +243,9 @@ type walked struct {
 // without, only the count. A sorted walk over more than maxSortedMatches
 // is refused; a count stops there.
 func (s *Server) walkSearch(ctx context.Context, p *auth.Principal, q SearchQuery, scopes []model.Path, sort *sortSpec, after *sortKey) (walked, error) {
+	if c, ok := s.cfg.Search.(Counter); ok && sort == nil {
+		return countSearch(ctx, c, q, scopes) // q.Tenants holds p's tenants
+	}
 	var (
 		w    walked
 		keep []sortKey

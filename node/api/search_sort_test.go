@@ -48,7 +48,12 @@ func (e *env) sortedPages(token string, q url.Values) ([]string, int) {
 // ones last, ties by path), either way, page by page through its
 // cursor, over every scope of the caller's grants, and counts.
 func TestSearchSort(t *testing.T) {
-	e := newEnv(t, withSearch())
+	t.Run("StoreCount", func(t *testing.T) { testSearchSort(t, withSearch()) })
+	t.Run("PagedCount", func(t *testing.T) { testSearchSort(t, withPagedSearch()) })
+}
+
+func testSearchSort(t *testing.T, backend envOption) {
+	e := newEnv(t, backend)
 	c := e.tenants()
 	searchFleet(e, c)
 	// cpus: a* and g* are 2 (even i) or 4 (odd i); /lab/a9 has none.

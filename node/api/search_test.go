@@ -25,7 +25,22 @@ func (b storeSearch) Search(ctx context.Context, q SearchQuery) (SearchPage, err
 	return SearchPage(p), err
 }
 
+// storeCount adds the store's count, as the node's Badger store has it.
+type storeCount struct{ storeSearch }
+
+func (b storeCount) CountSearch(ctx context.Context, q SearchQuery, limit int) (int, bool, error) {
+	return b.s.CountSearch(ctx, store.SearchQuery(q), limit)
+}
+
 func withSearch() envOption {
+	return func(c *Config, _ *auth.Config, mc *model.Config) {
+		c.Search = storeCount{storeSearch{mc.Store.(*store.Badger)}}
+	}
+}
+
+// withPagedSearch is a backend without its own count (PostgreSQL): a
+// count walks the pages.
+func withPagedSearch() envOption {
 	return func(c *Config, _ *auth.Config, mc *model.Config) {
 		c.Search = storeSearch{mc.Store.(*store.Badger)}
 	}

@@ -102,6 +102,11 @@ type MQTT struct {
 	MaxPayloadBytes int `yaml:"max_payload_bytes"`
 	// MaxSessions bounds concurrent device connections (default 200,000).
 	MaxSessions int `yaml:"max_sessions"`
+	// IngestSlots bounds the device connections that read and decode
+	// messages at once, so device ingest leaves CPU to the operator API;
+	// 0: half the cores available (Go's default GOMAXPROCS), at least 1;
+	// -1: unbounded. strata serve adds as many Ps (node.Procs).
+	IngestSlots int `yaml:"ingest_slots"`
 }
 
 // Federation links this node into a hierarchy (docs/federation.md): a
@@ -322,6 +327,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.MaxSessions < 0 {
 		return errors.New("mqtt.max_sessions: must not be negative")
+	}
+	if c.MQTT.IngestSlots < -1 {
+		return errors.New("mqtt.ingest_slots: must be -1 (unbounded), 0 (default) or positive")
 	}
 	if err := c.Federation.validate(); err != nil {
 		return err

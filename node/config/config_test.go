@@ -196,3 +196,26 @@ func TestValidateAPILimits(t *testing.T) {
 		t.Fatalf("parse: %+v, %v", c.API, err)
 	}
 }
+
+func TestMQTTIngestSlots(t *testing.T) {
+	for _, n := range []int{-1, 0, 1, 64} {
+		c := validConfig()
+		c.MQTT.IngestSlots = n
+		if err := c.Validate(); err != nil {
+			t.Errorf("ingest_slots %d: %v", n, err)
+		}
+	}
+	c := validConfig()
+	c.MQTT.IngestSlots = -2
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "mqtt.ingest_slots") {
+		t.Fatalf("ingest_slots -2: %v, want an error naming mqtt.ingest_slots", err)
+	}
+	c, err := Parse([]byte("name: n\nmqtt:\n  ingest_slots: 3\n"))
+	if err != nil || c.MQTT.IngestSlots != 3 {
+		t.Fatalf("parse: %+v, %v", c.MQTT, err)
+	}
+	c = validConfig()
+	if err := c.ApplyEnv(func(k string) (string, bool) { return "-1", k == "STRATA_MQTT_INGEST_SLOTS" }); err != nil || c.MQTT.IngestSlots != -1 {
+		t.Fatalf("env: %d, %v", c.MQTT.IngestSlots, err)
+	}
+}

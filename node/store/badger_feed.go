@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -112,22 +111,7 @@ func delEvents(w *txnWriter, p model.Path) error {
 // openFeedIndex builds the feed index at open when keyFeedIndex says it
 // is missing or of another version.
 func (s *Badger) openFeedIndex() error {
-	var version uint64
-	err := s.db.View(func(txn *badger.Txn) error {
-		var err error
-		version, err = readSeq(txn, keyFeedIndex)
-		return err
-	})
-	if err != nil || version == feedIndexVersion {
-		return err
-	}
-	start := time.Now()
-	n, err := s.buildFeedIndex()
-	if err != nil {
-		return err
-	}
-	s.log.Info("event feed index built", "events", n, "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	return s.openIndex("event feed", "events", keyFeedIndex, feedIndexVersion, s.buildFeedIndex)
 }
 
 // buildFeedIndex drops every feed key, writes those of every notable

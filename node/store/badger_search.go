@@ -298,22 +298,28 @@ func reindex(w *txnWriter, p model.Path, next *model.Context) error {
 // says it is missing or of another version. It runs before the store
 // serves anything.
 func (s *Badger) openSearchIndex() error {
-	var version uint64
+	return s.openIndex("search", "contexts", keySearchIndex, searchIndexVersion, s.buildSearchIndex)
+}
+
+// openIndex runs build when the version stored at key is not version
+// (missing: never built, or a build interrupted), logging what it built.
+func (s *Badger) openIndex(name, items string, key []byte, version uint64, build func() (int, error)) error {
+	var stored uint64
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
-		version, err = readSeq(txn, keySearchIndex)
+		stored, err = readSeq(txn, key)
 		return err
 	})
-	if err != nil || version == searchIndexVersion {
+	if err != nil || stored == version {
 		return err
 	}
 	start := time.Now()
-	s.log.Info("building the search index", "version", searchIndexVersion)
-	n, err := s.buildSearchIndex()
+	s.log.Info("building the "+name+" index", "version", version)
+	n, err := build()
 	if err != nil {
 		return err
 	}
-	s.log.Info("search index built", "contexts", n, "took", time.Since(start).Round(time.Millisecond))
+	s.log.Info(name+" index built", items, n, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -533,19 +539,9 @@ func (s *Badger) indexSearch(ctx context.Context, q *SearchQuery, m *matcher, te
 				return true, nil
 			}
 		}
-		item, err := txn.Get(contextKey(p))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		c := new(model.Context)
-		if err := item.Value(func(v []byte) error { return model.Unmarshal(v, c) }); err != nil {
-			return false, fmt.Errorf("decode context %s: %w", p, err)
-		}
-		if !m.match(c) {
-			return true, nil // a hashed term's collision
+		c, err := readIndexed(txn, p)
+		if err != nil || c == nil || !m.match(c) {
+			return err == nil, err // gone, or a false positive
 		}
 		for len(matched) > 0 && matched[0].Path < p {
 			if full = b.add(matched[0]); full {

@@ -201,6 +201,7 @@ func compareSearches(t *testing.T, s *Badger, f *searchFleet, n int) {
 	ctx := context.Background()
 	for range n {
 		q := f.randomQuery()
+		total := 0
 		for pages := 0; ; pages++ {
 			got, err := s.Search(ctx, q)
 			if err != nil {
@@ -218,10 +219,21 @@ func compareSearches(t *testing.T, s *Badger, f *searchFleet, n int) {
 					t.Fatalf("query %+v: %s version %d, scan has %d", q, got.Contexts[i].Path, got.Contexts[i].Version, want.Contexts[i].Version)
 				}
 			}
+			total += len(want.Contexts)
 			if got.Next == "" {
 				break
 			}
 			q.After = got.Next
+		}
+		// The count is the pages' total, and stops at a limit below it.
+		n, capped, err := s.CountSearch(ctx, q, 1<<30)
+		if err != nil || n != total || capped {
+			t.Fatalf("count %+v: %d (capped %v, %v), the pages hold %d", q, n, capped, err, total)
+		}
+		if total > 1 {
+			if n, capped, err := s.CountSearch(ctx, q, total-1); err != nil || n != total-1 || !capped {
+				t.Fatalf("count %+v limited to %d: %d (capped %v, %v)", q, total-1, n, capped, err)
+			}
 		}
 	}
 }

@@ -111,6 +111,11 @@ type Config struct {
 	// session costs.
 	WritesPending int
 	BufferSize    int
+	// IngestSlots bounds the device connections that parse and decode
+	// their messages at once (gate.go); the others wait, unread. 0:
+	// DefaultIngestSlots (half of GOMAXPROCS, at least 1); negative:
+	// unbounded.
+	IngestSlots int
 }
 
 func (c *Config) setDefaults() {
@@ -135,6 +140,9 @@ func (c *Config) setDefaults() {
 	if c.BufferSize <= 0 {
 		c.BufferSize = DefaultBufferSize
 	}
+	if c.IngestSlots == 0 {
+		c.IngestSlots = DefaultIngestSlots()
+	}
 }
 
 // Broker is one node's device endpoint.
@@ -144,6 +152,7 @@ type Broker struct {
 	srv     *mochi.Server
 	hook    *hook
 	metrics *metrics
+	gate    *ingestGate // nil: ungated
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -177,6 +186,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	for i := range b.shards {
 		b.shards[i] = &shard{b: b, wake: make(chan struct{}, 1)}
+	}
+	if cfg.IngestSlots > 0 {
+		b.gate = newIngestGate(cfg.IngestSlots)
 	}
 	var err error
 	if b.metrics, err = newMetrics(cfg.Registerer, b); err != nil {
@@ -226,7 +238,7 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("mqtt %s listen %s: %w", kind, addr, err)
 		}
 		b.addrs[kind] = ln.Addr().String()
-		var l net.Listener = &deadlineListener{Listener: ln, timeout: b.cfg.ConnectTimeout}
+		var l net.Listener = &deadlineListener{Listener: ln, timeout: b.cfg.ConnectTimeout, gate: b.gate}
 		if tlsConf != nil {
 			l = tls.NewListener(l, tlsConf)
 		}
@@ -336,18 +348,24 @@ func (b *Broker) background(fn func()) {
 
 // deadlineListener bounds the time from accept to the first packet:
 // mochi sets the keepalive deadline only after CONNECT, so a connection
-// that never sends one would otherwise be held forever.
+// that never sends one would otherwise be held forever. It puts every
+// connection under the ingest gate, when there is one.
 type deadlineListener struct {
 	net.Listener
 	timeout time.Duration
+	gate    *ingestGate
 }
 
 func (l *deadlineListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err == nil {
-		c.SetDeadline(time.Now().Add(l.timeout))
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	c.SetDeadline(time.Now().Add(l.timeout))
+	if l.gate != nil {
+		c = &gatedConn{Conn: c, g: l.gate}
+	}
+	return c, nil
 }
 
 // quietHandler demotes mochi's per-client info and warning logs (every

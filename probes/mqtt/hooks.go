@@ -102,6 +102,7 @@ func (h *hook) tenant(cl *mochi.Client) (string, bool) {
 // (common name = client id) or by username = client id and password =
 // secret. A will must target the device's own status topic.
 func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+	yieldSlot(cl.Net.Conn) // authentication reads and may write the store
 	m := h.b.metrics
 	id := cl.ID
 	if id == "" || !validJobID(id) {
@@ -262,6 +263,7 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 // authentication, means every registered connection is reported to
 // OnDisconnect, which forgets it and marks the device offline.
 func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
+	yieldSlot(cl.Net.Conn) // presence is written synchronously
 	id := cl.ID
 	st := h.stripe(id)
 	st.Lock()
@@ -361,6 +363,7 @@ func matchesCommands(id, filter string) bool {
 // its command topic, once what the device sent before subscribing is
 // applied (a device declares its functions, then subscribes).
 func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
+	yieldSlot(cl.Net.Conn) // waits for earlier messages, then delivers
 	for i, f := range pk.Filters {
 		if i < len(codes) && codes[i] < 0x80 && matchesCommands(cl.ID, f.Filter) {
 			if u := h.uplink(cl); u != nil {

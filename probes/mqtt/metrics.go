@@ -61,6 +61,22 @@ func newMetrics(reg prometheus.Registerer, b *Broker) (*metrics, error) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "strata_mqtt_sessions", Help: "Connected devices.",
 		}, func() float64 { return float64(b.Connected()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "strata_mqtt_uplink_queued", Help: "Device messages decoded and waiting for the store (at most 16384; beyond, connections are not read).",
+		}, func() float64 { return float64(len(b.queued)) }),
+	}
+	if g := b.gate; g != nil {
+		cs = append(cs, g.wait,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "strata_mqtt_ingest_slots", Help: "Ingest slots: device connections that may parse and decode messages at once (mqtt.ingest_slots).",
+			}, func() float64 { return float64(cap(g.slots)) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "strata_mqtt_ingest_slots_in_use", Help: "Ingest slots held by device connections.",
+			}, func() float64 { return float64(g.inUse()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "strata_mqtt_ingest_waiting", Help: "Device connections with data read, waiting for an ingest slot.",
+			}, func() float64 { return float64(g.waiting.Load()) }),
+		)
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -35,7 +35,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	qos := pk.FixedHeader.Qos
 	kind, job, _ := parseTopic(u.id, pk.TopicName)
 	if kind == topicResult {
-		u.drain()
+		u.drain() // gives the ingest slot back: the result is written synchronously
 		err := h.result(u, job, pk.Payload)
 		return pk, h.answer(u, qos, h.judge(u, kind, pk.TopicName, err))
 	}

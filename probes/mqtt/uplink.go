@@ -40,7 +40,9 @@ import (
 //   - Bounded: at most uplinkWindow messages of a connection await their
 //     acknowledgement; past that OnPublish waits, so the broker stops
 //     reading the socket. At most maxQueued messages of all connections
-//     wait for the store.
+//     wait for the store. At most Config.IngestSlots connections read and
+//     decode at once (gate.go); a connection that waits here gives its
+//     slot back first.
 //   - A refused message costs only its own device: a folded proposal the
 //     state machine refuses is applied again device by device, and a
 //     device refused once has its messages proposed on their own from
@@ -50,6 +52,7 @@ const (
 	maxQueued      = 16384
 	flushMutations = 4096
 	uplinkShards   = 16
+	inlineAcks     = 64 // at most this many PUBACKs are written by the committer
 )
 
 // verdict is a message's outcome.
@@ -86,17 +89,19 @@ type uplink struct {
 	v5     bool
 	sh     *shard
 	window chan struct{} // one token per message queued and not yet acknowledged
+	gc     *gatedConn    // the connection under the ingest gate; nil: ungated
 
 	isolated atomic.Bool // refused once: never folded with other devices
 
 	mu      sync.Mutex
 	ready   []outcome     // to acknowledge, in arrival order
 	spare   []outcome     // the writer's previous slice, for reuse
-	writing bool          // an ack writer is running
+	writing bool          // an ack writer (goroutine, or ack inline) is running
 	pending int           // messages queued and not yet acknowledged (or dropped)
 	idle    chan struct{} // closed when pending drops to zero, if someone waits
 
-	dead bool // ack writer only: acknowledge nothing more on this connection
+	dead      bool   // ack writer only: acknowledge nothing more on this connection
+	inlineBuf []byte // ack only
 }
 
 type outcome struct {
@@ -108,7 +113,7 @@ type outcome struct {
 func newUplink(h *hook, cl *mochi.Client, tenant string, epoch uint64) *uplink {
 	return &uplink{
 		h: h, cl: cl, id: cl.ID, tenant: tenant, epoch: epoch, v5: cl.Properties.ProtocolVersion == 5,
-		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow),
+		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow), gc: gateOf(cl.Net.Conn),
 	}
 }
 
@@ -117,14 +122,10 @@ func newUplink(h *hook, cl *mochi.Client, tenant string, epoch uint64) *uplink {
 // broker is stopping.
 func (u *uplink) enter() bool {
 	b := u.h.b
-	select {
-	case u.window <- struct{}{}:
-	case <-b.stopped:
+	if !u.take(u.window) {
 		return false
 	}
-	select {
-	case b.queued <- struct{}{}:
-	case <-b.stopped:
+	if !u.take(b.queued) {
 		<-u.window
 		return false
 	}
@@ -134,10 +135,28 @@ func (u *uplink) enter() bool {
 	return true
 }
 
+// take puts a token in ch, waiting while it is full (without the
+// connection's ingest slot). It fails only when the broker is stopping.
+func (u *uplink) take(ch chan struct{}) bool {
+	select {
+	case ch <- struct{}{}:
+		return true
+	default:
+	}
+	u.gc.yield()
+	select {
+	case ch <- struct{}{}:
+		return true
+	case <-u.h.b.stopped:
+		return false
+	}
+}
+
 // drain waits until every message queued so far has been acknowledged
 // (or dropped), so that what follows is handled after all of it. Called
 // on the read goroutine; the committers and ack writers always progress.
 func (u *uplink) drain() {
+	u.gc.yield()
 	u.mu.Lock()
 	for u.pending > 0 {
 		if u.idle == nil {
@@ -151,7 +170,7 @@ func (u *uplink) drain() {
 	u.mu.Unlock()
 }
 
-// done records a message's outcome; the ack writer sends it.
+// done records a message's outcome; ack sends it.
 func (u *uplink) done(it *item) {
 	u.mu.Lock()
 	if it.qos == 0 {
@@ -161,12 +180,80 @@ func (u *uplink) done(it *item) {
 		return
 	}
 	u.ready = append(u.ready, outcome{id: it.id, qos: it.qos, v: it.v})
-	start := !u.writing
-	u.writing = true
 	u.mu.Unlock()
-	if start {
-		u.h.b.writers.Go(u.writeAcks)
+}
+
+// ack sends the outcomes done recorded, unless u's ack writer is running
+// (it sends them). Called by u's shard only, after a flush. The usual
+// case — a few plain PUBACKs to a connection whose socket can take them
+// now — is written here, on the committer, so that a commit does not
+// start one goroutine per connection it answers (hundreds, all runnable
+// at once, ahead of the operator API in the run queue). Otherwise, or if
+// the write could wait (the socket is full, or mochi is writing to it),
+// u's ack writer goroutine sends them.
+func (u *uplink) ack() {
+	u.mu.Lock()
+	if u.writing || len(u.ready) == 0 {
+		u.mu.Unlock()
+		return
 	}
+	u.writing = true
+	acks := u.ready
+	inline := len(acks) <= inlineAcks && !u.dead
+	for _, a := range acks {
+		inline = inline && plainAck(u.v5, a.v)
+	}
+	if inline {
+		u.ready = u.spare[:0]
+	}
+	u.mu.Unlock()
+	if inline && u.cl.TryLock() {
+		if writable(u.cl.Net.Conn) {
+			u.inlineBuf = u.inlineBuf[:0]
+			for _, a := range acks {
+				u.inlineBuf = append(u.inlineBuf, packets.Puback<<4, 2, byte(a.id>>8), byte(a.id))
+			}
+			_, err := u.cl.Net.Conn.Write(u.inlineBuf)
+			u.cl.Unlock()
+			if err != nil {
+				u.dead = true // the read loop sees the broken connection too
+			}
+			u.finished(acks)
+			u.mu.Lock()
+			if len(u.ready) == 0 { // nothing came meanwhile: the shard is the only producer
+				u.writing = false
+				u.mu.Unlock()
+				return
+			}
+			u.mu.Unlock()
+			u.h.b.writers.Go(u.writeAcks)
+			return
+		}
+		u.cl.Unlock()
+	}
+	if inline { // put them back, in front
+		u.mu.Lock()
+		u.ready = append(acks, u.ready...)
+		u.mu.Unlock()
+	}
+	u.h.b.writers.Go(u.writeAcks)
+}
+
+// finished counts acks as sent; the caller is the only ack writer.
+func (u *uplink) finished(acks []outcome) {
+	u.mu.Lock()
+	u.settleLocked(len(acks))
+	u.spare = acks[:0]
+	u.mu.Unlock()
+	for range acks {
+		<-u.window
+	}
+}
+
+// plainAck reports whether verdict v is acknowledged with a plain
+// success PUBACK (remaining length 2) in u's protocol version.
+func plainAck(v5 bool, v verdict) bool {
+	return v == stored || (!v5 && v != notStored && v != refusedRevoked)
 }
 
 // settleLocked counts n messages as finished; the caller holds u.mu.
@@ -178,8 +265,8 @@ func (u *uplink) settleLocked(n int) {
 	}
 }
 
-// writeAcks is the connection's ack writer: it sends ready outcomes in
-// order until none is left.
+// writeAcks is the connection's ack writer goroutine: it sends ready
+// outcomes in order until none is left.
 func (u *uplink) writeAcks() {
 	var buf []byte
 	for {
@@ -194,14 +281,7 @@ func (u *uplink) writeAcks() {
 		u.mu.Unlock()
 
 		buf = u.send(acks, buf[:0])
-
-		u.mu.Lock()
-		u.settleLocked(len(acks))
-		u.spare = acks[:0]
-		u.mu.Unlock()
-		for range acks {
-			<-u.window
-		}
+		u.finished(acks)
 	}
 }
 
@@ -274,6 +354,7 @@ type shard struct {
 	queue []*item
 	spare []*item
 	fold  []model.Mutation
+	ups   []*uplink // flush's scratch: connections to acknowledge
 	wake  chan struct{}
 }
 
@@ -340,13 +421,22 @@ func (s *shard) flush(items []*item) {
 	s.apply(items)
 	s.gate.Unlock()
 	h := s.b.hook
+	ups := s.ups[:0]
 	for _, it := range items {
 		if !it.decided {
 			it.v = h.judge(it.up, it.kind, it.topic, it.err)
 		}
 		it.up.done(it)
+		if it.qos > 0 && (len(ups) == 0 || ups[len(ups)-1] != it.up) {
+			ups = append(ups, it.up) // ack skips those seen already
+		}
 		<-s.b.queued
 	}
+	for _, u := range ups {
+		u.ack()
+	}
+	clear(ups)
+	s.ups = ups[:0]
 }
 
 // refuseRevoked decides the items of connections whose device was

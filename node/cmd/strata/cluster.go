@@ -18,11 +18,12 @@ func (a *app) clusterCmd() *cobra.Command {
 	c := group(&cobra.Command{
 		Use:   "cluster",
 		Short: "The replicas of a node that runs as a Raft cluster",
-		Long: `Cluster shows the replicas of a node that runs as a Raft cluster (see
-docs/cluster.md). A replica is made with the cluster section of its config
-file: cluster.bootstrap on the first, cluster.join on the others.
+		Long: `Cluster makes and shows the replicas of a node that runs as a Raft
+cluster (see docs/cluster.md). Init and join write the cluster section of
+a replica's config file (cluster.bootstrap on the first, cluster.join on
+the others); the other commands talk to a running replica.
 
-It reaches the node as ctl does: the node of the config file (--config,
+Those reach the node as ctl does: the node of the config file (--config,
 else $STRATA_CONFIG, else ./strata.yaml) with the CA and admin.token beside
 it. Any replica answers.
 
@@ -87,7 +88,7 @@ empty data_dir with cluster.join.`,
 			})
 		},
 	}
-	c.AddCommand(status, transfer, leave)
+	c.AddCommand(a.clusterInitCmd(), a.clusterJoinCmd(), status, transfer, leave)
 	return c
 }
 

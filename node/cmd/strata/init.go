@@ -39,6 +39,9 @@ type initOptions struct {
 	dsn      string
 	readDSNs []string
 	force    bool
+	// clusterID, with clusterAdvertise and clusterAddr, makes the folder
+	// the first replica of a new cluster (strata cluster init).
+	clusterID, clusterAddr, clusterAdvertise string
 }
 
 func (a *app) initCmd() *cobra.Command {
@@ -61,12 +64,19 @@ primary, which serves tree browsing and event history. To keep a password
 out of strata.yaml, leave it out of the DSN and give it when serving:
 STRATA_STORE_DSN, PGPASSWORD or ~/.pgpass.
 
+--cluster-id ID makes the node the first replica of a new Raft cluster
+(strata cluster init); the other replicas join it with strata cluster join.
+
 It refuses to overwrite an existing strata.yaml unless --force is given
 (which replaces every file above: the old CA, certificates and token stop
 working).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return runInit(o, a.stdout)
+			if err := runInit(o, a.stdout); err != nil || o.clusterID == "" {
+				return err
+			}
+			fmt.Fprintln(a.stdout)
+			return prepareReplica(clusterPrepare{dir: o.dir, id: o.clusterID, addr: o.clusterAddr, advertise: o.clusterAdvertise}, true, a.stdout)
 		},
 	}
 	f := c.Flags()
@@ -82,6 +92,9 @@ working).`,
 	// An array, not a slice flag: a DSN may hold commas (several hosts).
 	f.StringArrayVar(&o.readDSNs, "read-dsn", nil, "PostgreSQL DSN of a streaming replica of the primary, with --store postgres (repeatable)")
 	f.BoolVar(&o.force, "force", false, "overwrite an existing strata.yaml, certificates and admin token")
+	f.StringVar(&o.clusterID, "cluster-id", "", "make the node the first replica of a new Raft cluster, with this replica id (as strata cluster init)")
+	f.StringVar(&o.clusterAddr, "cluster-addr", "0.0.0.0:7400", "with --cluster-id: listen address of the replicas' channel")
+	f.StringVar(&o.clusterAdvertise, "cluster-advertise", "", "with --cluster-id: address the other replicas dial (default --cluster-addr)")
 	c.MarkFlagRequired("name")
 	return c
 }

@@ -6,6 +6,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 )
 
 // version is set at build time: go build -ldflags "-X main.version=v1.2.3".
@@ -17,6 +18,7 @@ func main() {
 		stdout:    os.Stdout,
 		stderr:    os.Stderr,
 		lookupEnv: os.LookupEnv,
+		setProcs:  runtime.GOMAXPROCS,
 	}
 	os.Exit(a.run(os.Args[1:]))
 }

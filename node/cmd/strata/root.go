@@ -26,6 +26,10 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
+	// setProcs sets the process's GOMAXPROCS and returns the previous
+	// value (runtime.GOMAXPROCS); nil leaves it alone (tests, which run
+	// nodes in their own process).
+	setProcs func(int) int
 }
 
 // run executes the command line and returns the process exit code: 0, 1

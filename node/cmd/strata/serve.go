@@ -106,6 +106,22 @@ func newLogger(w io.Writer, l config.Log) (*slog.Logger, error) {
 	return nil, fmt.Errorf("log.format: %q is not one of text, json", l.Format)
 }
 
+// tuneProcs gives the process Ps for device ingest beyond its cores
+// (node.Procs), unless the operator set GOMAXPROCS, and resolves
+// mqtt.ingest_slots against the cores (not the raised count).
+func (a *app) tuneProcs(m *config.MQTT, logger *slog.Logger) {
+	if a.setProcs == nil {
+		return
+	}
+	cores := a.setProcs(0)
+	procs, slots := node.Procs(*m, cores)
+	m.IngestSlots = slots
+	if _, set := a.lookupEnv("GOMAXPROCS"); !set && procs != cores {
+		a.setProcs(procs)
+		logger.Info("GOMAXPROCS raised for device ingest", "cores", cores, "gomaxprocs", procs, "mqtt.ingest_slots", slots)
+	}
+}
+
 // serve runs the node until the first SIGINT or SIGTERM, then shuts it
 // down. A second signal kills the process the default way.
 func (a *app) serve(ctx context.Context, cfg config.Config, path string) error {
@@ -116,6 +132,7 @@ func (a *app) serve(ctx context.Context, cfg config.Config, path string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	a.tuneProcs(&cfg.MQTT, logger)
 	n, err := node.New(node.Options{Config: cfg, Logger: logger, Version: version, ConfigFile: path})
 	if err != nil {
 		return fmt.Errorf("start node %q: %w", cfg.Name, err)

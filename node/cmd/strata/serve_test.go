@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,4 +111,31 @@ func TestNewLogger(t *testing.T) {
 	if _, err := newLogger(&b, config.Log{Level: "info", Format: "xml"}); err == nil {
 		t.Error("accepted format xml")
 	}
+}
+
+func TestServeTunesProcs(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		slots     int
+		env       bool
+		wantSet   []int
+		wantSlots int
+	}{
+		{"default", 0, false, []int{0, 3}, 1},
+		{"explicit slots", 2, false, []int{0, 4}, 2},
+		{"GOMAXPROCS set by the operator", 0, true, []int{0}, 1},
+		{"unbounded ingest", -1, false, []int{0}, -1},
+	} {
+		var calls []int
+		a := &app{
+			lookupEnv: func(k string) (string, bool) { return "5", tc.env && k == "GOMAXPROCS" },
+			setProcs:  func(n int) int { calls = append(calls, n); return 2 },
+		}
+		m := config.MQTT{IngestSlots: tc.slots}
+		a.tuneProcs(&m, slog.New(slog.DiscardHandler))
+		if fmt.Sprint(calls) != fmt.Sprint(tc.wantSet) || m.IngestSlots != tc.wantSlots {
+			t.Errorf("%s: GOMAXPROCS calls %v, slots %d; want %v, %d", tc.name, calls, m.IngestSlots, tc.wantSet, tc.wantSlots)
+		}
+	}
+	(&app{}).tuneProcs(&config.MQTT{}, slog.New(slog.DiscardHandler)) // no setProcs: nothing to do
 }

@@ -4,15 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
-	"runtime"
-	"runtime/metrics"
-	"runtime/pprof"
-	"slices"
-	"strings"
+	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/strata-dm/strata/node/client"
@@ -21,13 +15,16 @@ import (
 
 // deviceLoad is the simulated fleet that loads the node while GET is
 // measured: devices enrolled through the node's API, publishing telemetry
-// over MQTT (QoS 1, a window of several messages each).
+// over MQTT (QoS 1, a window of several messages each) from a process of
+// their own, standing for devices on other machines.
 type deviceLoad struct {
 	devices  int
 	rate     float64
 	inflight int
 	tls      bool
-	profile  string // CPU profile of the loaded phase; empty: none
+	profile  string // CPU profile of the node over the loaded phase; empty: none
+	trace    string // execution trace of the node over the first second of the loaded phase; empty: none
+	nice     int    // niceness of the simulator process
 }
 
 // enroll enrolls n devices through POST /api/v1/enroll with one
@@ -66,94 +63,31 @@ func enroll(ctx context.Context, admin *client.Client, n int) ([]sim.Credentials
 	return creds, errors.Join(errs...)
 }
 
-// phase is what one measuring phase used of the machine.
-type phase struct {
-	wall time.Duration
-	cpu  time.Duration // user + system CPU of this process (node, simulator and clients)
-	load string        // /proc/loadavg at the end
-	// sched is how long goroutines waited runnable for a CPU (the Go
-	// runtime's /sched/latencies histogram over the phase); mutexWait is
-	// the time goroutines spent blocked on sync.Mutex/RWMutex.
-	schedP50, schedP99 time.Duration
-	mutexWait          time.Duration
+// simReady is what the simulator process announces once its devices
+// are connected.
+type simReady struct {
+	Connected int64  `json:"connected"`
+	Err       string `json:"err,omitempty"`
 }
 
-func (p phase) String() string {
-	return fmt.Sprintf("process CPU %.2f cores of %d; goroutine run-queue wait p50 %s p99 %s; mutex wait summed over goroutines %s; load average %s",
-		p.cpu.Seconds()/p.wall.Seconds(), runtime.NumCPU(), p.schedP50, p.schedP99, p.mutexWait.Round(time.Millisecond), p.load)
+// simStats is the simulator's figures, as the bench reads them.
+type simStats struct {
+	Connected, Acked, Skipped, Lost, Reconnects int64
+	PubackP50, PubackP99                        time.Duration
+	ConnectFailures                             map[string]int64
 }
 
-// during runs f and reports what this process used and waited for
-// meanwhile.
-func during(f func()) phase {
-	samples := []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/sync/mutex/wait/total:seconds"}}
-	metrics.Read(samples)
-	h0 := samples[0].Value.Float64Histogram()
-	h0 = &metrics.Float64Histogram{Counts: slices.Clone(h0.Counts), Buckets: h0.Buckets}
-	m0 := samples[1].Value.Float64()
-	c0, t0 := cpuTime(), time.Now()
-	f()
-	ph := phase{wall: time.Since(t0), cpu: cpuTime() - c0, load: loadAvg()}
-	metrics.Read(samples)
-	h1 := samples[0].Value.Float64Histogram()
-	diff := make([]uint64, len(h1.Counts))
-	for i := range diff {
-		diff[i] = h1.Counts[i] - h0.Counts[i]
-	}
-	ph.schedP50, ph.schedP99 = histQ(diff, h1.Buckets, 0.5), histQ(diff, h1.Buckets, 0.99)
-	ph.mutexWait = time.Duration((samples[1].Value.Float64() - m0) * float64(time.Second))
-	return ph
-}
-
-// histQ is the upper bound of the bucket holding quantile p.
-func histQ(counts []uint64, buckets []float64, p float64) time.Duration {
-	var total uint64
-	for _, c := range counts {
-		total += c
-	}
-	if total == 0 {
-		return 0
-	}
-	want, seen := uint64(p*float64(total)), uint64(0)
-	for i, c := range counts {
-		seen += c
-		if seen > want {
-			ub := buckets[i+1]
-			if math.IsInf(ub, 1) {
-				ub = buckets[i]
-			}
-			return time.Duration(ub * float64(time.Second)).Round(time.Microsecond)
-		}
-	}
-	return 0
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
+// runSim is the simulator process: it connects the devices of credsFile
+// to the node's MQTT listener, publishes at dl.rate until its input ends,
+// and answers the bench's commands meanwhile.
+func runSim(dl deviceLoad, credsFile, mqttAddr, caFile string) error {
+	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
-		return "?"
+		return err
 	}
-	if f := strings.Fields(string(b)); len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "?"
-}
-
-// loaded starts the fleet, runs warm (unmeasured) and then measure while
-// the devices publish, and reports the telemetry the node acknowledged
-// during measure.
-func (dl deviceLoad) loaded(ctx context.Context, creds []sim.Credentials, mqttAddr string, caPEM []byte, warm, measure func()) (phase, error) {
 	cfg := sim.DefaultConfig()
-	cfg.Devices = len(creds)
-	cfg.Credentials = creds
+	cfg.Devices = dl.devices
+	cfg.CredentialsFile = credsFile
 	cfg.MQTTAddr = mqttAddr
 	cfg.Plain = !dl.tls
 	cfg.CAPEM = caPEM
@@ -165,10 +99,10 @@ func (dl deviceLoad) loaded(ctx context.Context, creds []sim.Credentials, mqttAd
 	cfg.ConnectConcurrency = 64
 	f, err := sim.NewFleet(cfg)
 	if err != nil {
-		return phase{}, err
+		return err
 	}
-	if err := f.Start(ctx); err != nil {
-		return phase{}, err
+	if err := f.Start(context.Background()); err != nil {
+		return err
 	}
 	defer func() {
 		f.Stop()
@@ -178,32 +112,135 @@ func (dl deviceLoad) loaded(ctx context.Context, creds []sim.Credentials, mqttAd
 	case <-f.Ready():
 	case <-f.Done():
 		_, err := f.Wait()
-		return phase{}, fmt.Errorf("fleet ended before connecting: %w", err)
+		return announce(simReady{Err: fmt.Sprintf("fleet ended before connecting: %v", err)})
+	}
+	if err := announce(simReady{Connected: f.Stats().Connected}); err != nil {
+		return err
+	}
+	var m *meter
+	serveCommands(func(cmd string, _ []string) (any, error) {
+		switch cmd {
+		case "begin":
+			m = begin()
+			return struct{}{}, nil
+		case "end":
+			if m == nil {
+				return nil, errors.New("end without begin")
+			}
+			return m.end(), nil
+		case "stats":
+			r := f.Stats()
+			return simStats{Connected: r.Connected, Acked: r.Acked, Skipped: r.Skipped, Lost: r.Lost, Reconnects: r.Reconnects,
+				PubackP50: r.PubackLatency.P50, PubackP99: r.PubackLatency.P99, ConnectFailures: r.ConnectFailures}, nil
+		}
+		return nil, fmt.Errorf("unknown command %q", cmd)
+	})
+	return nil
+}
+
+// loaded starts the simulator process, runs warm (unmeasured) and then
+// measure while the devices publish, and reports the telemetry the node
+// acknowledged during measure.
+func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqttAddr string, scrape func() map[string]float64, warm, measure func()) (phase, error) {
+	credsFile := filepath.Join(dir, "getlatency-devices.jsonl")
+	if err := sim.SaveCredentialsFile(credsFile, creds); err != nil {
+		return phase{}, err
+	}
+	args := []string{"-role", "sim", "-sim-credentials", credsFile, "-sim-mqtt", mqttAddr, "-sim-ca", filepath.Join(dir, "tls/ca.crt"),
+		"-devices", fmt.Sprint(len(creds)), "-device-rate", fmt.Sprint(dl.rate), "-inflight", fmt.Sprint(dl.inflight),
+		fmt.Sprintf("-device-tls=%t", dl.tls)}
+	sc, err := startChild("simulator", dl.nice, nil, args...)
+	if err != nil {
+		return phase{}, err
+	}
+	defer sc.stop()
+	var rd simReady
+	if err := sc.read(&rd); err != nil {
+		return phase{}, err
+	}
+	if rd.Err != "" {
+		return phase{}, errors.New(rd.Err)
 	}
 	warm()
-	s0 := f.Stats()
+	var s0, s1 simStats
+	if err := sc.call(&s0, "stats"); err != nil {
+		return phase{}, err
+	}
 	if s0.Connected < int64(len(creds)) {
 		fmt.Fprintf(os.Stderr, "warning: %d of %d devices connected (failures %v)\n", s0.Connected, len(creds), s0.ConnectFailures)
 	}
 	if dl.profile != "" {
-		pf, err := os.Create(dl.profile)
+		abs, err := filepath.Abs(dl.profile)
 		if err != nil {
 			return phase{}, err
 		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
+		if err := nd.call(nil, "profile-start", abs); err != nil {
 			return phase{}, err
 		}
 	}
-	ph := during(measure)
-	if dl.profile != "" {
-		pprof.StopCPUProfile()
+	if dl.trace != "" {
+		abs, err := filepath.Abs(dl.trace)
+		if err != nil {
+			return phase{}, err
+		}
+		if err := nd.call(nil, "trace-start", abs); err != nil {
+			return phase{}, err
+		}
+		stop := time.AfterFunc(time.Second, func() { nd.call(nil, "trace-stop") })
+		defer stop.Stop()
 	}
-	s1 := f.Stats()
-	secs := ph.wall.Seconds()
+	m0 := scrape()
+	ph, err := during(nd, sc, measure)
+	ph.simNice = dl.nice
+	m1 := scrape()
+	if err != nil {
+		return phase{}, err
+	}
+	if dl.profile != "" {
+		if err := nd.call(nil, "profile-stop"); err != nil {
+			return phase{}, err
+		}
+	}
+	if err := sc.call(&s1, "stats"); err != nil {
+		return phase{}, err
+	}
+	secs := ph.node.Wall.Seconds()
 	fmt.Printf("devices: %d connected, asked %.0f msg/s, acknowledged %.0f msg/s (QoS 1, %d in flight each, %s), skipped %.0f/s, lost %d, reconnects %d, PUBACK p50 %.1f ms p99 %.1f ms (whole run)\n",
 		s1.Connected, dl.rate, float64(s1.Acked-s0.Acked)/secs, dl.inflight, map[bool]string{true: "TLS", false: "plain TCP"}[dl.tls],
-		float64(s1.Skipped-s0.Skipped)/secs, s1.Lost-s0.Lost, s1.Reconnects-s0.Reconnects, ms(s1.PubackLatency.P50), ms(s1.PubackLatency.P99))
+		float64(s1.Skipped-s0.Skipped)/secs, s1.Lost-s0.Lost, s1.Reconnects-s0.Reconnects, ms(s1.PubackP50), ms(s1.PubackP99))
+	const w = "strata_mqtt_ingest_wait_seconds"
+	if n := m1[w+"_count"] - m0[w+"_count"]; n > 0 {
+		fmt.Printf("node ingest gate: %.0f reads/s, %.0f%% waited for a slot, mean wait %.2f ms, %.0f%% over 1 ms; messages waiting for the store at the end %.0f\n",
+			n/secs, 100*(1-(m1[w+`_bucket{le="0"}`]-m0[w+`_bucket{le="0"}`])/n), 1000*(m1[w+"_sum"]-m0[w+"_sum"])/n,
+			100*(1-(m1[w+`_bucket{le="0.001"}`]-m0[w+`_bucket{le="0.001"}`])/n), m1["strata_mqtt_uplink_queued"])
+	}
+	return ph, nil
+}
+
+// during runs f and reports what the node, the simulator (when sc is not
+// nil) and this process used and waited for meanwhile.
+func during(nd, sc *child, f func()) (phase, error) {
+	var ph phase
+	if err := nd.call(nil, "begin"); err != nil {
+		return ph, err
+	}
+	if sc != nil {
+		if err := sc.call(nil, "begin"); err != nil {
+			return ph, err
+		}
+	}
+	m := begin()
+	f()
+	ph.bench = m.end()
+	if err := nd.call(&ph.node, "end"); err != nil {
+		return ph, err
+	}
+	if sc != nil {
+		ph.sim = new(usage)
+		if err := sc.call(ph.sim, "end"); err != nil {
+			return ph, err
+		}
+	}
 	return ph, nil
 }
 

@@ -4,32 +4,37 @@
 //
 //	go run ./tests/bench/getlatency -contexts 1000000 -duration 20s
 //
-// It starts an in-process node on a temporary Badger store and loopback
-// HTTPS, fills the tree through the model (sites × devices), then runs
-// concurrent keep-alive clients against random device paths.
+// It starts a node in a process of its own (this executable, -role node)
+// on a temporary Badger store and loopback HTTPS, fills the tree through
+// the model (sites × devices), then runs concurrent keep-alive clients in
+// this process against random device paths.
 //
 // With -device-rate, the same GETs are measured again, in the same run,
 // while simulated devices (probes/sim, enrolled through the node's API)
 // publish telemetry over MQTT to the node at that rate in all, then once
-// more after they stop:
+// more after they stop. The devices run in a third process (-role sim),
+// standing for devices on other machines, at a lower CPU priority
+// (-sim-nice) so that on a small machine it does not take the node's CPU:
 //
 //	go run ./tests/bench/getlatency -contexts 100000 -devices 1000 -device-rate 20000
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,23 +48,42 @@ import (
 )
 
 func main() {
+	role := flag.String("role", "bench", "bench, or the child processes it starts: node, sim")
 	contexts := flag.Int("contexts", 100_000, "device contexts in the tree")
 	perSite := flag.Int("per-site", 1000, "devices per site folder")
 	clients := flag.Int("clients", 4, "concurrent clients")
 	warmup := flag.Duration("warmup", 10*time.Second, "unmeasured load before measuring (lets compactions after the fill settle)")
 	duration := flag.Duration("duration", 20*time.Second, "measuring time for each side")
 	keep := flag.String("dir", "", "node directory (default: a temporary one, removed after)")
-	baseline := flag.Bool("baseline", true, "also measure model.Get in process (no HTTP)")
+	baseline := flag.Bool("baseline", true, "also measure model.Get in the node's process (no HTTP)")
 	getRate := flag.Float64("get-rate", 0, "GETs/s over all clients on a fixed schedule, latency counted from the scheduled time; 0: each client as fast as it can")
 	var dl deviceLoad
 	flag.IntVar(&dl.devices, "devices", 1000, "simulated devices publishing telemetry (with -device-rate)")
 	flag.Float64Var(&dl.rate, "device-rate", 0, "telemetry messages/s over all devices while GET is measured again; 0: idle only")
 	flag.IntVar(&dl.inflight, "inflight", 8, "each device's window of unacknowledged QoS 1 messages")
 	flag.BoolVar(&dl.tls, "device-tls", false, "devices connect over MQTT/TLS instead of plain TCP")
-	flag.StringVar(&dl.profile, "cpuprofile", "", "write a CPU profile of the loaded phase (whole process: node, simulator, clients)")
+	flag.StringVar(&dl.profile, "cpuprofile", "", "write a CPU profile of the node process over the loaded phase")
+	flag.StringVar(&dl.trace, "trace", "", "write an execution trace of the node process over the first second of the loaded phase (go tool trace -pprof=sched)")
+	ingestSlots := flag.Int("ingest-slots", 0, "the node's mqtt.ingest_slots (0: its default; -1: unbounded)")
+	nodeProcs := flag.Int("node-gomaxprocs", 0, "GOMAXPROCS of the node process (0: the Go default, the cores available)")
+	flag.IntVar(&dl.nice, "sim-nice", 10, "niceness of the simulator process (0: same priority as the node)")
+	simCreds := flag.String("sim-credentials", "", "(-role sim) device credentials, JSON lines")
+	simMQTT := flag.String("sim-mqtt", "", "(-role sim) the node's MQTT address")
+	simCA := flag.String("sim-ca", "", "(-role sim) the node's CA certificate")
 	flag.Parse()
-	if err := run(*contexts, *perSite, *clients, *duration, *warmup, *keep, *baseline, *getRate, dl); err != nil {
-		fmt.Fprintln(os.Stderr, "getlatency:", err)
+	var err error
+	switch *role {
+	case "bench":
+		err = run(*contexts, *perSite, *clients, *duration, *warmup, *keep, *baseline, *getRate, *ingestSlots, *nodeProcs, dl)
+	case "node":
+		err = runNode(*keep, *contexts, *perSite, dl.rate > 0 && dl.devices > 0, dl.tls, *ingestSlots)
+	case "sim":
+		err = runSim(dl, *simCreds, *simMQTT, *simCA)
+	default:
+		err = fmt.Errorf("unknown role %q", *role)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "getlatency (%s): %v\n", *role, err)
 		os.Exit(1)
 	}
 }
@@ -68,7 +92,7 @@ func devicePath(i, perSite int) model.Path {
 	return model.Path(fmt.Sprintf("/sites/s%04d/devices/d%07d", i/perSite, i))
 }
 
-func run(contexts, perSite, clients int, duration, warmup time.Duration, dir string, baseline bool, getRate float64, dl deviceLoad) error {
+func run(contexts, perSite, clients int, duration, warmup time.Duration, dir string, baseline bool, getRate float64, ingestSlots, nodeProcs int, dl deviceLoad) error {
 	withDevices := dl.rate > 0 && dl.devices > 0
 	if dir == "" {
 		d, err := os.MkdirTemp("", "strata-getlatency")
@@ -78,64 +102,49 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	cfg, caPEM, token, err := setup(dir)
+	var env []string
+	if nodeProcs > 0 {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", nodeProcs))
+	}
+	nd, err := startChild("node", 0, env, "-role", "node", "-dir", dir, "-contexts", fmt.Sprint(contexts), "-per-site", fmt.Sprint(perSite),
+		"-devices", fmt.Sprint(dl.devices), "-device-rate", fmt.Sprint(dl.rate), fmt.Sprintf("-device-tls=%t", dl.tls), "-ingest-slots", fmt.Sprint(ingestSlots))
 	if err != nil {
 		return err
 	}
-	if withDevices {
-		if dl.tls {
-			cfg.MQTT.Addr = "127.0.0.1:0"
-		} else {
-			cfg.MQTT.TCPAddr = "127.0.0.1:0"
-		}
+	defer nd.stop()
+	var info nodeInfo
+	if err := nd.read(&info); err != nil {
+		return err
 	}
-	n, err := node.New(node.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	fmt.Printf("tree: %d device contexts (%d sites), filled in %s; node process GOMAXPROCS %d, mqtt.ingest_slots %s; machine %d cores\n",
+		contexts, (contexts+perSite-1)/perSite, info.Fill, info.GOMAXPROCS, info.Slots, runtime.NumCPU())
+	caPEM, err := os.ReadFile(filepath.Join(dir, "tls/ca.crt"))
 	if err != nil {
 		return err
 	}
-	if err := n.Start(context.Background()); err != nil {
+	token, err := os.ReadFile(filepath.Join(dir, node.AdminTokenFile))
+	if err != nil {
 		return err
 	}
-	defer n.Shutdown(context.Background())
-	m := n.Model()
 
-	start := time.Now()
-	if m.LastSeq() < uint64(contexts) {
-		const batch = 5000
-		muts := make([]model.Mutation, 0, batch)
-		for i := range contexts {
-			muts = append(muts, model.Mutation{Op: model.OpPut, Path: devicePath(i, perSite), Type: "device", Tenant: "acme",
-				Labels:    map[string]string{"site": fmt.Sprintf("s%04d", i/perSite)},
-				Variables: map[string]model.Variable{"temp": {Value: json.RawMessage(fmt.Sprint(i % 90)), Type: model.TypeNumber}, "fw": {Value: json.RawMessage(`"1.4.2"`), Type: model.TypeString}}})
-			if len(muts) == batch || i == contexts-1 {
-				if _, err := m.Apply(context.Background(), muts...); err != nil {
-					return err
-				}
-				muts = muts[:0]
-			}
-		}
-	}
-	fmt.Printf("tree: %d device contexts (%d sites), filled in %s\n", contexts, (contexts+perSite-1)/perSite, time.Since(start).Round(time.Millisecond))
-
-	// Baseline: the same random reads straight from the model's store path.
-	get := func(r *rand.Rand) error {
-		_, err := m.Get(devicePath(r.IntN(contexts), perSite))
-		return err
-	}
+	// Baseline: the same random reads straight from the model, in the
+	// node's process.
 	if baseline {
-		measure(clients, warmup, 0, get)
-		base := measure(clients, duration, 0, get)
-		report("baseline model.Get (in process, no HTTP)", base, duration)
+		var base summary
+		if err := nd.call(&base, "baseline", fmt.Sprint(clients), warmup.String(), duration.String()); err != nil {
+			return err
+		}
+		report("baseline model.Get (in the node's process, no HTTP)", base)
 	}
 
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: clients}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	url := "https://" + n.APIAddr() + "/api/v1/contexts"
+	url := "https://" + info.API + "/api/v1/contexts"
 	apiGet := func(r *rand.Rand) error {
 		req, _ := http.NewRequest("GET", url+string(devicePath(r.IntN(contexts), perSite)), nil)
-		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Authorization", "Bearer "+string(token))
 		resp, err := hc.Do(req)
 		if err != nil {
 			return err
@@ -150,7 +159,7 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 	var creds []sim.Credentials
 	if withDevices {
 		// Enrolled before the idle side, so both sides read the same tree.
-		admin, err := client.New("https://"+n.APIAddr(), token, caPEM)
+		admin, err := client.New("https://"+info.API, string(token), caPEM)
 		if err != nil {
 			return err
 		}
@@ -163,28 +172,31 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 	const what = "GET /api/v1/contexts/{path} (HTTPS, keep-alive)"
 	measure(clients, warmup/2, getRate, apiGet)
 	var idle []time.Duration
-	ph := during(func() { idle = measure(clients, duration, getRate, apiGet) })
-	report(what+", idle", idle, duration)
+	ph, err := during(nd, nil, func() { idle = measure(clients, duration, getRate, apiGet) })
+	if err != nil {
+		return err
+	}
+	report(what+", idle", summarize(idle, duration))
 	fmt.Printf("  %s\n", ph)
 	if !withDevices {
 		return nil
 	}
-	mqttAddr := n.MQTTAddr("tcp")
-	if dl.tls {
-		mqttAddr = n.MQTTAddr("tls")
-	}
 	var loaded []time.Duration
-	ph, err = dl.loaded(context.Background(), creds, mqttAddr, caPEM,
+	scrape := func() map[string]float64 { return scrapeMetrics(hc, "https://"+info.API+"/metrics", string(token)) }
+	ph, err = dl.loaded(dir, creds, nd, info.MQTT, scrape,
 		func() { measure(clients, warmup/2, getRate, apiGet) },
 		func() { loaded = measure(clients, duration, getRate, apiGet) })
 	if err != nil {
 		return err
 	}
-	report(fmt.Sprintf("%s, devices asked %.0f msg/s", what, dl.rate), loaded, duration)
+	report(fmt.Sprintf("%s, devices asked %.0f msg/s", what, dl.rate), summarize(loaded, duration))
 	fmt.Printf("  %s\n", ph)
 	var after []time.Duration
-	ph = during(func() { after = measure(clients, duration, getRate, apiGet) })
-	report(what+", idle again (devices stopped)", after, duration)
+	ph, err = during(nd, nil, func() { after = measure(clients, duration, getRate, apiGet) })
+	if err != nil {
+		return err
+	}
+	report(what+", idle again (devices stopped)", summarize(after, duration))
 	fmt.Printf("  %s\n", ph)
 	if len(idle) > 0 && len(loaded) > 0 {
 		li, ll := q(idle, 0.99), q(loaded, 0.99)
@@ -274,13 +286,51 @@ func measure(clients int, d time.Duration, rate float64, op func(*rand.Rand) err
 	return all
 }
 
-func report(what string, lat []time.Duration, d time.Duration) {
+// scrapeMetrics reads the node's strata_mqtt_* samples; nil on failure.
+func scrapeMetrics(hc *http.Client, url, token string) map[string]float64 {
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !strings.HasPrefix(name, "strata_mqtt_") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(val, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// summary is a latency distribution in brief.
+type summary struct {
+	N                        int
+	Rate                     float64
+	P50, P90, P99, P999, Max time.Duration
+}
+
+func summarize(lat []time.Duration, d time.Duration) summary {
 	if len(lat) == 0 {
+		return summary{}
+	}
+	return summary{N: len(lat), Rate: float64(len(lat)) / d.Seconds(),
+		P50: q(lat, 0.50), P90: q(lat, 0.90), P99: q(lat, 0.99), P999: q(lat, 0.999), Max: lat[len(lat)-1]}
+}
+
+func report(what string, s summary) {
+	if s.N == 0 {
 		fmt.Printf("%s: no samples\n", what)
 		return
 	}
 	fmt.Printf("%s: %d requests, %.0f/s, p50 %s, p90 %s, p99 %s, p99.9 %s, max %s\n",
-		what, len(lat), float64(len(lat))/d.Seconds(), q(lat, 0.50), q(lat, 0.90), q(lat, 0.99), q(lat, 0.999), lat[len(lat)-1])
+		what, s.N, s.Rate, s.P50, s.P90, s.P99, s.P999, s.Max)
 }
 
 // q is the p-quantile of sorted latencies.

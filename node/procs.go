@@ -1,0 +1,28 @@
+package node
+
+import "github.com/strata-dm/strata/node/config"
+
+// Procs is how a node process on cores cores (Go's default GOMAXPROCS:
+// the cores available to it) should set GOMAXPROCS, and the number of
+// ingest slots its device endpoint gets (mqtt.ingest_slots resolved: by
+// default half of cores, at least one; negative: unbounded).
+//
+// Device ingest may keep its slots' worth of Ps busy all the time; so
+// that it never takes a P the operator API would need, the process runs
+// with that many Ps beyond its cores. The kernel then shares the cores
+// among all of them, and a thread woken by an API request runs at once
+// (it slept; the ingest threads did not) instead of its request waiting
+// in the Go run queue behind device messages. Unbounded ingest adds no
+// Ps. The process's owner applies it (strata serve does); a process
+// that runs several nodes, or tests, should not.
+func Procs(cfg config.MQTT, cores int) (procs, slots int) {
+	cores = max(1, cores)
+	slots = cfg.IngestSlots
+	if slots == 0 {
+		slots = max(1, cores/2)
+	}
+	if slots < 0 {
+		return cores, slots
+	}
+	return cores + slots, slots
+}

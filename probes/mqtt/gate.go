@@ -1,0 +1,158 @@
+package mqtt
+
+import (
+	"crypto/tls"
+	"net"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The ingest gate bounds the CPU device connections take, so that the
+// rest of the node (its operator API above all) keeps a share of the
+// machine whatever the devices send.
+//
+// Every device connection has a read goroutine (mochi's) that reads its
+// socket, parses packets, and runs OnPublish (decoding the payload and
+// queueing it for the store). The gate has a fixed number of slots, below
+// GOMAXPROCS: a read goroutine holds one from the moment its socket read
+// returns data until it asks the socket for more. So at most that many
+// connections parse and decode at once; the others wait parked — not
+// runnable, so not in the Go scheduler's run queue ahead of API handlers
+// — with data unread in their sockets: the device's publishes wait
+// (TCP backpressure) and nothing is read, acknowledged or lost meanwhile.
+// A slot passes from one connection to the next directly, so device
+// ingest behaves like a small fixed pool of workers.
+//
+// A read goroutine gives its slot back before it blocks on anything but
+// its socket (a full window, the store, a command result being written,
+// authentication: yield; a write the socket cannot take now) and runs
+// without one until its next read; and for good when its connection
+// closes.
+//
+// Only the TLS and TCP listeners are gated; the WebSocket listener is
+// mochi's and is not.
+
+// DefaultIngestSlots is the number of slots when Config.IngestSlots is 0:
+// half of GOMAXPROCS, at least one.
+func DefaultIngestSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+
+// ingestGate is the broker's pool of slots; nil means ungated.
+type ingestGate struct {
+	slots   chan struct{}
+	waiting atomic.Int64 // read goroutines waiting for a slot
+	wait    prometheus.Histogram
+}
+
+func newIngestGate(slots int) *ingestGate {
+	return &ingestGate{
+		slots: make(chan struct{}, slots),
+		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "strata_mqtt_ingest_wait_seconds",
+			Help:    "Time a device connection with data to read waited for an ingest slot (mqtt.ingest_slots).",
+			Buckets: []float64{0, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5},
+		}),
+	}
+}
+
+func (g *ingestGate) acquire() {
+	select {
+	case g.slots <- struct{}{}:
+		g.wait.Observe(0)
+		return
+	default:
+	}
+	t0 := time.Now()
+	g.waiting.Add(1)
+	g.slots <- struct{}{}
+	g.waiting.Add(-1)
+	g.wait.Observe(time.Since(t0).Seconds())
+}
+
+func (g *ingestGate) release() { <-g.slots }
+
+// inUse is the number of slots held.
+func (g *ingestGate) inUse() int { return len(g.slots) }
+
+// gatedConn is a device connection under the gate. Read is called by one
+// goroutine at a time (the connection's reader, or the TLS handshake
+// before it); Close and the hold accounting may race with it.
+type gatedConn struct {
+	net.Conn
+	g      *ingestGate
+	held   atomic.Bool // the reader holds a slot
+	closed atomic.Bool
+}
+
+// Read gives the slot back, waits for data, and takes a slot again
+// before returning it. A read that fails takes none: the reader is done.
+func (c *gatedConn) Read(p []byte) (int, error) {
+	c.drop()
+	n, err := c.Conn.Read(p)
+	if err != nil && n == 0 {
+		return n, err
+	}
+	c.take()
+	return n, err
+}
+
+// take acquires a slot for the reader, unless the connection closed.
+func (c *gatedConn) take() {
+	c.g.acquire()
+	c.held.Store(true)
+	if c.closed.Load() {
+		c.drop()
+	}
+}
+
+// drop releases the reader's slot if it holds one.
+func (c *gatedConn) drop() {
+	if c.held.CompareAndSwap(true, false) {
+		c.g.release()
+	}
+}
+
+// Write gives the reader's slot back first when the socket cannot take
+// the write now. The reader writes too (mochi answers a PINGREQ or a
+// SUBSCRIBE on it): a device that stops reading its socket must not keep
+// a reader blocked in a write while it holds a slot, which would stall
+// every other device's ingest. Writes of other goroutines may take the
+// reader's slot away the same way; it then runs without one until its
+// next read.
+func (c *gatedConn) Write(p []byte) (int, error) {
+	if c.held.Load() && !writable(c.Conn) {
+		c.drop()
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *gatedConn) Close() error {
+	c.closed.Store(true)
+	c.drop()
+	return c.Conn.Close()
+}
+
+// yield gives the reader's slot back while it is about to block on
+// something other than its socket (the store, a full window, a lock): it
+// runs without one until its next read. Taking a slot again there could
+// deadlock (a slot holder may wait for a lock the yielder holds).
+func (c *gatedConn) yield() {
+	if c != nil {
+		c.drop()
+	}
+}
+
+// yieldSlot gives back the slot of conn's reader, if it holds one; only
+// the reader calls it.
+func yieldSlot(conn net.Conn) { gateOf(conn).yield() }
+
+// gateOf is the gated connection under a client's connection, or nil.
+func gateOf(conn net.Conn) *gatedConn {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	gc, _ := conn.(*gatedConn)
+	return gc
+}
