@@ -58,6 +58,10 @@ func (s *Service) serveConn(conn *quic.Conn) {
 		conn.CloseWithError(closeProtocol, "bad first message")
 		return
 	}
+	if !s.leading() {
+		s.refuse(conn, fw, refuseNotLeader, fmt.Sprintf("this replica of %s does not lead its cluster: try another of its addresses", s.cfg.Name))
+		return
+	}
 	certs := conn.ConnectionState().TLS.PeerCertificates
 	switch k {
 	case kindJoin:
@@ -296,6 +300,16 @@ func (s *Service) handleHello(conn *quic.Conn, st *quic.Stream, fr *frameReader,
 		s.mounts[name] = m
 	}
 	s.mu.Unlock()
+	if s.cfg.Replicated {
+		// Another replica may have led since this one read the mount:
+		// resume from the cursor in the model.
+		var mr mountRecord
+		if err := getRecord(s.model, recMount, name, &mr); err == nil {
+			m.mu.Lock()
+			m.rec = mr
+			m.mu.Unlock()
+		}
+	}
 	m.attach(conn, st, fr, fw, h, rec)
 }
 

@@ -111,6 +111,15 @@ type Config struct {
 	// Clock decides when node certificates are renewed (nil: the system
 	// clock; tests use a fake one).
 	Clock Clock
+
+	// Replicated makes the service one replica's of a cluster (several
+	// replicas that are one node, docs/cluster.md): its upstream links
+	// run only while SetLinksActive(true) (on the leader); its change-log
+	// id is read from the model when a link connects (the leader creates
+	// it); and the credentials a link obtains by joining, or renews, are
+	// kept in the model too (record fed-creds), so that whichever replica
+	// leads next connects with them. StateDir is then only a local copy.
+	Replicated bool
 }
 
 // Upstream is one consumer this node publishes to.
@@ -121,6 +130,10 @@ type Upstream struct {
 	Token string `json:"token,omitempty" yaml:"token,omitempty"`
 	// Publish lists the subtrees published; empty means the whole tree.
 	Publish []model.Path `json:"publish,omitempty" yaml:"publish,omitempty"`
+	// Replicas are the other addresses of a consumer that is a cluster:
+	// the link tries Address, then each of these in turn, until one
+	// accepts (the leader). Address names the link.
+	Replicas []string `json:"replicas,omitempty" yaml:"replicas,omitempty"`
 }
 
 // Identity is who a routed call or read is made for: the operator at the

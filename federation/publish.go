@@ -164,7 +164,7 @@ func (u *upstream) publish(conn *quic.Conn, w welcome, subtrees []model.Path) er
 	}
 	const noKeep = math.MaxUint64
 	switch {
-	case w.LogID != "" && w.LogID != s.logID:
+	case w.LogID != "" && w.LogID != s.getLogID():
 		if err := resync("the provider's change log was replaced", max(cursor, 1), noKeep); err != nil {
 			return err
 		}
@@ -305,7 +305,7 @@ func (u *upstream) storeCursor(ctx context.Context, consumer string) {
 	for {
 		a := u.acked.Load()
 		if a != stored {
-			put, err := putRecord(recCursor, consumer, cursorRecord{Acked: a, LogID: u.s.logID, Updated: time.Now().UTC()})
+			put, err := putRecord(recCursor, consumer, cursorRecord{Acked: a, LogID: u.s.getLogID(), Updated: time.Now().UTC()})
 			if err == nil {
 				if _, err = u.s.model.Apply(u.s.ctx, put); err == nil {
 					stored = a

@@ -138,6 +138,9 @@ func (u *upstream) finishRenew(r *renewal, certDER []byte, cr *creds) {
 	if err == nil {
 		err = saveCert(u.dir, key, certDER)
 	}
+	if err == nil && u.s.cfg.Replicated {
+		err = u.saveCreds()
+	}
 	if err != nil {
 		u.renewFailed(r, cr, err)
 		return

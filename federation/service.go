@@ -39,6 +39,9 @@ type Service struct {
 	cfg   Config
 	log   *slog.Logger
 	model *model.Model
+	// logID is this node's change-log id; idMu guards it (a replica
+	// reads it anew at each connection).
+	idMu  sync.Mutex
 	logID string
 
 	tlsServer *tls.Config
@@ -52,6 +55,9 @@ type Service struct {
 	upstreams map[string]*upstream // provider side, by address
 	closed    bool
 	closedCh  chan struct{} // closed when Close has finished
+	// linksOff holds the upstream links stopped (a replica that does not
+	// lead): SetUpstreams only records what to run.
+	linksOff bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -103,6 +109,7 @@ func New(cfg Config) (*Service, error) {
 		closedCh:  make(chan struct{}),
 		metrics:   newMetrics(),
 		clock:     cfg.Clock,
+		linksOff:  cfg.Replicated,
 	}
 	if s.clock == nil {
 		s.clock = systemClock{}
@@ -125,11 +132,15 @@ func New(cfg Config) (*Service, error) {
 // Start binds the node's UDP socket, opens the listener when configured,
 // restores mounts and starts the upstream links.
 func (s *Service) Start(ctx context.Context) error {
-	id, err := logID(ctx, s.model)
-	if err != nil {
-		return err
+	if !s.cfg.Replicated {
+		// A replica reads it when a link connects (currentLogID): one
+		// that has not applied the leader's yet must not make another.
+		id, err := logID(ctx, s.model)
+		if err != nil {
+			return err
+		}
+		s.setLogID(id)
 	}
-	s.logID = id
 	if err := s.loadMounts(); err != nil {
 		return err
 	}
@@ -214,13 +225,15 @@ func dialBind(ups []Upstream) string {
 		return "127.0.0.1:0"
 	}
 	for _, u := range ups {
-		host, _, err := net.SplitHostPort(u.Address)
-		if err != nil {
-			return ":0"
-		}
-		ip := net.ParseIP(host)
-		if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
-			return ":0"
+		for _, a := range append([]string{u.Address}, u.Replicas...) {
+			host, _, err := net.SplitHostPort(a)
+			if err != nil {
+				return ":0"
+			}
+			ip := net.ParseIP(host)
+			if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+				return ":0"
+			}
 		}
 	}
 	return "127.0.0.1:0"
@@ -278,8 +291,10 @@ func (s *Service) Close() error {
 // dialled, removed ones dropped, changed ones restarted.
 func (s *Service) SetUpstreams(ups []Upstream) error {
 	for _, u := range ups {
-		if _, _, err := net.SplitHostPort(u.Address); err != nil {
-			return fmt.Errorf("federation: upstream %q: %w", u.Address, err)
+		for _, a := range append([]string{u.Address}, u.Replicas...) {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return fmt.Errorf("federation: upstream %q: %w", a, err)
+			}
 		}
 	}
 	s.mu.Lock()
@@ -287,7 +302,7 @@ func (s *Service) SetUpstreams(ups []Upstream) error {
 		s.mu.Unlock()
 		return errors.New("federation: closed")
 	}
-	if !s.started.Load() {
+	if !s.started.Load() || s.linksOff {
 		s.cfg.Upstreams = ups
 		s.mu.Unlock()
 		return nil
@@ -346,6 +361,74 @@ func (s *Service) SetUpstreams(ups []Upstream) error {
 	return nil
 }
 
+// SetLinksActive starts (true) or stops (false) every upstream link,
+// keeping what they are (Config.Upstreams, SetUpstreams) and every
+// consumer's stored state: a replica of a cluster runs its links only
+// while it leads. A service that is not Replicated starts active.
+func (s *Service) SetLinksActive(on bool) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("federation: closed")
+	}
+	if on {
+		s.linksOff = false
+		ups := s.cfg.Upstreams
+		s.mu.Unlock()
+		return s.SetUpstreams(ups)
+	}
+	s.linksOff = true
+	stop := s.upstreams
+	s.upstreams = map[string]*upstream{}
+	mounts := make([]*mount, 0, len(s.mounts))
+	for _, m := range s.mounts {
+		mounts = append(mounts, m)
+	}
+	s.mu.Unlock()
+	for _, u := range stop {
+		u.stop()
+	}
+	// Providers connected here move on to the replica that leads now.
+	for _, m := range mounts {
+		m.disconnect(closeShutdown, "no longer the leader")
+	}
+	return nil
+}
+
+// leading reports whether this node accepts providers' links and joins:
+// always, unless it is a replica that does not lead its cluster.
+func (s *Service) leading() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.cfg.Replicated || !s.linksOff
+}
+
+func (s *Service) setLogID(id string) {
+	s.idMu.Lock()
+	s.logID = id
+	s.idMu.Unlock()
+}
+
+func (s *Service) getLogID() string {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	return s.logID
+}
+
+// currentLogID is the log id a link announces: on a replica, the one in
+// the model (created by the leader, whose links are the only ones).
+func (s *Service) currentLogID(ctx context.Context) (string, error) {
+	if !s.cfg.Replicated {
+		return s.getLogID(), nil
+	}
+	id, err := logID(ctx, s.model)
+	if err != nil {
+		return "", err
+	}
+	s.setLogID(id)
+	return id, nil
+}
+
 // forgetConsumers drops the stored cursors of consumers this node no
 // longer publishes to, so that compaction stops keeping the log for
 // them. An upstream that is only restarted (same address) keeps its own.
@@ -364,7 +447,7 @@ func (s *Service) forgetConsumers(stopped []*upstream, want map[string]Upstream)
 }
 
 func sameUpstream(a, b Upstream) bool {
-	return a.Address == b.Address && a.Token == b.Token && slices.Equal(a.Publish, b.Publish)
+	return a.Address == b.Address && a.Token == b.Token && slices.Equal(a.Publish, b.Publish) && slices.Equal(a.Replicas, b.Replicas)
 }
 
 // StateDirName is the folder, under Config.StateDir, holding what this

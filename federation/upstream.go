@@ -29,6 +29,10 @@ const (
 	backoffMax = 30 * time.Second
 )
 
+// replicaHandshakeTimeout bounds the QUIC handshake with one replica of a
+// consumer that is a cluster (Upstream.Replicas), instead of 10 s.
+const replicaHandshakeTimeout = 3 * time.Second
+
 // upstream is one consumer this node publishes to.
 type upstream struct {
 	s   *Service
@@ -39,7 +43,9 @@ type upstream struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// next indexes the address (Address, then Replicas) the link dials.
+	next     int
 	state    string
 	since    time.Time
 	errs     linkErrors
@@ -51,6 +57,8 @@ type upstream struct {
 	certExp  time.Time
 	leaf     *x509.Certificate // the node certificate in use or renewed
 	acked    atomic.Uint64
+	// up is set once a connection is established, taken by run.
+	up atomic.Bool
 	// sentLast is the last sequence the publish loop sent (a batch's
 	// last, or a snapshot's); scanned the last it read. Entries between
 	// them are all unpublished: the consumer does not lag behind them.
@@ -120,12 +128,25 @@ func (u *upstream) run() {
 		default:
 			u.setState("down", err)
 		}
-		u.s.log.Warn("federation: link to consumer down", "consumer", u.cfg.Address, "err", err)
+		tried, round := u.rotate()
+		u.s.log.Warn("federation: link to consumer down", "consumer", u.cfg.Address, "tried", tried, "err", err)
 		if time.Since(start) > 2*backoffMax {
 			wait = backoffMin // it was up for a while: retry soon
 		}
-		d := wait/2 + rand.N(wait/2+1)
-		wait = min(wait*2, backoffMax)
+		var d time.Duration
+		switch {
+		case len(u.cfg.Replicas) > 0 && u.takeUp():
+			// A consumer that is a cluster dropped the link (its leader
+			// died or stepped down): look for the new leader at once.
+			wait, d = backoffMin, 0
+		case len(u.cfg.Replicas) > 0 && !round:
+			// The next replica may be the leader: try it soon; back off
+			// only once every address failed in a row.
+			d = backoffMin/2 + rand.N(backoffMin/2+1)
+		default:
+			d = wait/2 + rand.N(wait/2+1)
+			wait = min(wait*2, backoffMax)
+		}
 		if ref != nil && (ref.Code == refuseRevoked || ref.Code == refuseToken || ref.Code == refuseLoop) {
 			d = backoffMax
 		}
@@ -140,6 +161,15 @@ func (u *upstream) run() {
 // connect joins when needed, then runs one connection until it ends.
 func (u *upstream) connect() error {
 	s := u.s
+	if s.cfg.Replicated {
+		if err := u.restoreCreds(); err != nil {
+			return err
+		}
+	}
+	id, err := s.currentLogID(u.ctx)
+	if err != nil {
+		return fmt.Errorf("the change log's id: %w", err)
+	}
 	cr, err := loadCreds(u.dir)
 	if errors.Is(err, os.ErrNotExist) {
 		u.setState("joining", nil)
@@ -167,7 +197,7 @@ func (u *upstream) connect() error {
 		return err
 	}
 	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
-	h := hello{Version: wireVersion, Node: s.cfg.Name, LogID: s.logID, Publish: normalize(u.cfg.Publish), Below: s.below(), Head: s.model.LastSeq(), Role: s.cfg.Role}
+	h := hello{Version: wireVersion, Node: s.cfg.Name, LogID: id, Publish: normalize(u.cfg.Publish), Below: s.below(), Head: s.model.LastSeq(), Role: s.cfg.Role}
 	if err := fw.write(kindHello, h); err != nil {
 		return err
 	}
@@ -212,8 +242,9 @@ func (u *upstream) connect() error {
 		u.sendBelow(now) // a mount came or went during the handshake
 	}
 	u.acked.Store(w.Cursor)
+	u.up.Store(true)
 	u.setState("connected", nil)
-	s.log.Info("federation: publishing to consumer", "consumer", w.Node, "addr", u.cfg.Address, "cursor", w.Cursor, "subtrees", subtrees)
+	s.log.Info("federation: publishing to consumer", "consumer", w.Node, "addr", u.address(), "cursor", w.Cursor, "subtrees", subtrees)
 
 	// Renewal state belongs to this connection: a link that drops in the
 	// middle of a renewal starts clean on the next one.
@@ -255,9 +286,37 @@ wait:
 	return context.Cause(conn.Context())
 }
 
+// takeUp reports whether a connection was established since the last
+// call.
+func (u *upstream) takeUp() bool { return u.up.Swap(false) }
+
+// address is the consumer address the link dials now.
+func (u *upstream) address() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.next == 0 || u.next > len(u.cfg.Replicas) {
+		return u.cfg.Address
+	}
+	return u.cfg.Replicas[u.next-1]
+}
+
+// rotate moves the link to the consumer's next address (a consumer that
+// is a cluster has several) and returns the one it leaves; round is true
+// when it is back at the first one (every address was tried).
+func (u *upstream) rotate() (tried string, round bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	tried = u.cfg.Address
+	if u.next > 0 && u.next <= len(u.cfg.Replicas) {
+		tried = u.cfg.Replicas[u.next-1]
+	}
+	u.next = (u.next + 1) % (len(u.cfg.Replicas) + 1)
+	return tried, u.next == 0
+}
+
 func (u *upstream) dial(tc *tls.Config) (*quic.Conn, error) {
 	s := u.s
-	addr, err := net.ResolveUDPAddr("udp", u.cfg.Address)
+	addr, err := net.ResolveUDPAddr("udp", u.address())
 	if err != nil {
 		return nil, err
 	}
@@ -267,9 +326,16 @@ func (u *upstream) dial(tc *tls.Config) (*quic.Conn, error) {
 	if tr == nil {
 		return nil, errors.New("not started")
 	}
+	qc := s.qconf
+	if len(u.cfg.Replicas) > 0 {
+		// A consumer that is a cluster: a replica that does not answer
+		// (its machine died) is given up on sooner, for the next.
+		qc = qc.Clone()
+		qc.HandshakeIdleTimeout = replicaHandshakeTimeout
+	}
 	ctx, cancel := context.WithTimeout(u.ctx, handshakeTimeout+5*time.Second)
 	defer cancel()
-	return tr.Dial(ctx, addr, tc, s.qconf)
+	return tr.Dial(ctx, addr, tc, qc)
 }
 
 // join presents the token and a certificate request, and keeps what the
@@ -332,6 +398,11 @@ func (u *upstream) join() (*creds, error) {
 	}
 	if err := u.recordGrant(grantRecord{Consumer: j.Node, Address: u.cfg.Address, Grant: j.Grant, Subtrees: j.Subtrees, Joined: time.Now().UTC()}); err != nil {
 		return nil, err
+	}
+	if s.cfg.Replicated {
+		if err := u.saveCreds(); err != nil {
+			return nil, err
+		}
 	}
 	s.log.Info("federation: joined consumer", "consumer", j.Node, "addr", u.cfg.Address, "grant", j.Grant, "expires", leaf.NotAfter)
 	return loadCreds(u.dir)

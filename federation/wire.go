@@ -109,6 +109,9 @@ const (
 	refuseProtocol = "protocol"
 	refuseBusy     = "duplicate"
 	refuseInternal = "internal"
+	// refuseNotLeader: a replica of a cluster that does not lead it; the
+	// provider tries the cluster's next address.
+	refuseNotLeader = "not_leader"
 )
 
 type refuse struct {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/certs"
@@ -27,8 +28,9 @@ import (
 // in memory follows the log it applies: the auth cache forgets the users
 // and tokens a batch changes (at once, inside the commit), and, on a
 // goroutine of the node's (followReplica), the jobs service takes the
-// job records and the broker closes the sessions of devices revoked
-// through another replica.
+// job records, the broker closes the sessions of devices revoked through
+// another replica, and the federation closes the links of providers
+// revoked through another replica.
 
 // Interface guard: the replicated store serves the node as a store does.
 var _ nodeStore = (*cluster.Store)(nil)
@@ -164,7 +166,7 @@ func (q *followQueue) add(es []model.Entry) {
 	added := false
 	q.mu.Lock()
 	for i := range es {
-		if r := es[i].Mutation.Record; r != nil && (r.Kind == jobs.KindJob || r.Kind == devices.KindDevice) {
+		if r := es[i].Mutation.Record; r != nil && (r.Kind == jobs.KindJob || r.Kind == devices.KindDevice || r.Kind == federation.KindPeer) {
 			q.es = append(q.es, es[i])
 			added = true
 		}
@@ -198,6 +200,9 @@ func (n *Node) followReplica() {
 		es := n.follow.take()
 		if n.jobs != nil {
 			n.jobs.Follow(es)
+		}
+		if n.fed != nil {
+			n.fed.Follow(es)
 		}
 		for i := range es {
 			r := es[i].Mutation.Record

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
@@ -62,6 +63,8 @@ func (n *Node) wireFederation() error {
 		KeepAlive:    cfg.Federation.KeepAlive.D(),
 		IdleTimeout:  cfg.Federation.IdleTimeout.D(),
 		LogBudget:    cfg.Federation.LogBudget,
+		// A replica's links run only while it leads (leadFederation).
+		Replicated: n.cluster != nil,
 	}
 	if ca != nil {
 		fc.CA, fc.CAKey = ca.Cert, ca.Key
@@ -73,11 +76,43 @@ func (n *Node) wireFederation() error {
 	return nil
 }
 
+// leaderPoll is how often a replica checks whether it leads, to start or
+// stop its upstream links.
+const leaderPoll = 100 * time.Millisecond
+
+// leadFederation runs the upstream links of a replica of a cluster while
+// it leads (after its barrier: its model is at the head of the log), and
+// stops them when it no longer does, until the node stops. The cursors
+// and credentials the links resume from are replicated records, so a new
+// leader resumes each link where the consumer acknowledged.
+func (n *Node) leadFederation() {
+	t := time.NewTicker(leaderPoll)
+	defer t.Stop()
+	leading := false
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		now := n.cluster.IsLeader()
+		if now == leading {
+			continue
+		}
+		if err := n.fed.SetLinksActive(now); err != nil {
+			n.log.Warn("federation: switching the upstream links", "leading", now, "err", err)
+			continue
+		}
+		leading = now
+		n.log.Info("federation: upstream links follow the leadership", "running", now)
+	}
+}
+
 // upstreams converts the config's upstreams (validated).
 func upstreams(f config.Federation) []federation.Upstream {
 	out := make([]federation.Upstream, 0, len(f.Upstreams))
 	for _, u := range f.Upstreams {
-		out = append(out, federation.Upstream{Address: u.Address, Token: u.Token, Publish: u.PublishPaths()})
+		out = append(out, federation.Upstream{Address: u.Address, Replicas: u.Replicas, Token: u.Token, Publish: u.PublishPaths()})
 	}
 	return out
 }

@@ -153,12 +153,8 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.wireDevices(); err != nil {
 		return nil, err
 	}
-	// Federation on a cluster (links owned by the leader) is not built
-	// yet; the configuration refuses it (config.validateCluster).
-	if n.cluster == nil {
-		if err := n.wireFederation(); err != nil {
-			return nil, err
-		}
+	if err := n.wireFederation(); err != nil {
+		return nil, err
 	}
 
 	if n.api, err = api.New(api.Config{
@@ -273,6 +269,13 @@ func (n *Node) Start(ctx context.Context) error {
 		if err := n.fed.Start(ctx); err != nil {
 			return err
 		}
+		if n.cluster != nil {
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				n.leadFederation()
+			}()
+		}
 	}
 	close(n.ready)
 	n.log.Info("node started", "role", n.cfg.Role, "api", "https://"+ln.Addr().String(), "last_seq", n.model.LastSeq())
@@ -294,7 +297,12 @@ func (n *Node) readyErr() error {
 }
 
 // maintain enforces retention: event history by count and age, change-log
-// length, expired tokens.
+// length, expired tokens, finished jobs, old audit records. On a replica
+// of a cluster the event history and the change log are pruned in the
+// local store by every replica (each holds its own; compaction's floor is
+// the consumers' replicated cursors), while the records' retention, which
+// deletes through the model, runs on the leader only: its deletions are
+// replicated like any write.
 func (n *Node) maintain() {
 	// Calls whose job ended just before the node stopped may still read
 	// pending in the audit trail: complete them once, at start.
@@ -311,30 +319,39 @@ func (n *Node) maintain() {
 			return
 		case <-t.C:
 		}
-		r := n.cfg.Retention
-		if k, err := n.store.PruneEvents(r.EventsPerContext, time.Now().Add(-r.EventMaxAge.D())); err != nil {
-			n.log.Warn("event retention", "err", err)
-		} else if k > 0 {
-			n.log.Debug("pruned events", "count", k)
-		}
-		if k, err := n.store.CompactLog(n.compactKeep()); err != nil {
-			n.log.Warn("log compaction", "err", err)
-		} else if k > 0 {
-			n.log.Debug("compacted change log", "entries", k)
-		}
-		if _, err := n.auth.Prune(context.Background(), 7*24*time.Hour); err != nil {
-			n.log.Warn("token pruning", "err", err)
-		}
-		if k, err := n.jobs.Prune(context.Background(), time.Now().Add(-r.JobMaxAge.D())); err != nil {
-			n.log.Warn("job retention", "err", err)
-		} else if k > 0 {
-			n.log.Debug("pruned finished jobs", "count", k)
-		}
-		if k, err := n.audit.Prune(context.Background(), time.Now().Add(-r.EventMaxAge.D())); err != nil {
-			n.log.Warn("audit retention", "err", err)
-		} else if k > 0 {
-			n.log.Debug("pruned audit records", "count", k)
-		}
+		n.retain(time.Now())
+	}
+}
+
+// retain runs one retention pass as of now. On a replica that does not
+// lead, only the local store is pruned (see maintain).
+func (n *Node) retain(now time.Time) {
+	r := n.cfg.Retention
+	if k, err := n.store.PruneEvents(r.EventsPerContext, now.Add(-r.EventMaxAge.D())); err != nil {
+		n.log.Warn("event retention", "err", err)
+	} else if k > 0 {
+		n.log.Debug("pruned events", "count", k)
+	}
+	if k, err := n.store.CompactLog(n.compactKeep()); err != nil {
+		n.log.Warn("log compaction", "err", err)
+	} else if k > 0 {
+		n.log.Debug("compacted change log", "entries", k)
+	}
+	if n.cluster != nil && !n.cluster.IsLeader() {
+		return
+	}
+	if _, err := n.auth.Prune(context.Background(), 7*24*time.Hour); err != nil {
+		n.log.Warn("token pruning", "err", err)
+	}
+	if k, err := n.jobs.Prune(context.Background(), now.Add(-r.JobMaxAge.D())); err != nil {
+		n.log.Warn("job retention", "err", err)
+	} else if k > 0 {
+		n.log.Debug("pruned finished jobs", "count", k)
+	}
+	if k, err := n.audit.Prune(context.Background(), now.Add(-r.EventMaxAge.D())); err != nil {
+		n.log.Warn("audit retention", "err", err)
+	} else if k > 0 {
+		n.log.Debug("pruned audit records", "count", k)
 	}
 }
 

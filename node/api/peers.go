@@ -151,8 +151,9 @@ func (s *Server) verifyFederation(w http.ResponseWriter, r *http.Request, p *aut
 // upstreamJSON is an upstream as the reload answers it (without its
 // token).
 type upstreamJSON struct {
-	Address string       `json:"address"`
-	Publish []model.Path `json:"publish"`
+	Address  string       `json:"address"`
+	Publish  []model.Path `json:"publish"`
+	Replicas []string     `json:"replicas,omitempty"`
 }
 
 func (s *Server) reloadFederation(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -175,7 +176,7 @@ func (s *Server) reloadFederation(w http.ResponseWriter, r *http.Request, p *aut
 		if pub == nil {
 			pub = []model.Path{}
 		}
-		out = append(out, upstreamJSON{Address: u.Address, Publish: pub})
+		out = append(out, upstreamJSON{Address: u.Address, Publish: pub, Replicas: u.Replicas})
 	}
 	s.log.Info("federation upstreams reloaded", "upstreams", len(out), "by", p.User)
 	writeJSON(w, http.StatusOK, struct {

@@ -88,8 +88,5 @@ func (c *Config) validateCluster() error {
 	if c.Store.Kind != StoreBadger {
 		return errors.New("cluster: a cluster stores in badger for now (the postgresql mode is not built yet)")
 	}
-	if c.Federation.Addr != "" || len(c.Federation.Upstreams) > 0 {
-		return errors.New("cluster: federation on a cluster is not built yet: leave federation.addr and federation.upstreams empty")
-	}
 	return nil
 }

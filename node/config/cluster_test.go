@@ -41,7 +41,7 @@ func TestValidateCluster(t *testing.T) {
 			c.Cluster.ID, c.Cluster.Addr = "r1", ":7400"
 			c.Store.Kind, c.Store.DSN = StorePostgres, "postgres://x"
 		}, "badger"},
-		{"federation", func(c *Config) { c.Cluster.ID, c.Cluster.Addr, c.Federation.Addr = "r1", ":7400", ":7443" }, "federation"},
+		{"federation", func(c *Config) { c.Cluster.ID, c.Cluster.Addr, c.Federation.Addr = "r1", ":7400", ":7443" }, ""},
 	} {
 		cfg := validConfig()
 		c.edit(&cfg)

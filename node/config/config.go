@@ -140,6 +140,12 @@ type Upstream struct {
 	Token string `yaml:"token,omitempty"`
 	// Publish lists the subtrees published; empty: the whole tree.
 	Publish []string `yaml:"publish,omitempty"`
+	// Replicas are the other federation listeners of a consumer that is
+	// a cluster (docs/cluster.md), HOST:PORT each: the link tries
+	// Address, then each of these in turn, until one accepts (the
+	// cluster's leader; the others refuse with not_leader). Address
+	// still names the link (its credentials, its reload identity).
+	Replicas []string `yaml:"replicas,omitempty"`
 }
 
 // Store kinds.

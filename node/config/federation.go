@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -27,6 +28,14 @@ func (f *Federation) validate() error {
 			return fmt.Errorf("%s.address: %s is listed twice", key, u.Address)
 		}
 		seen[u.Address] = true
+		for j, r := range u.Replicas {
+			if err := ValidUpstreamAddress(r); err != nil {
+				return fmt.Errorf("%s.replicas[%d]: %w", key, j, err)
+			}
+			if r == u.Address || slices.Contains(u.Replicas[:j], r) {
+				return fmt.Errorf("%s.replicas[%d]: %s is listed twice", key, j, r)
+			}
+		}
 		for j, p := range u.Publish {
 			if err := validSubtree(p); err != nil {
 				return fmt.Errorf("%s.publish[%d]: %w", key, j, err)

@@ -74,6 +74,9 @@ func TestValidateFederation(t *testing.T) {
 		{"upstream bad host", func(f *Federation) { f.Upstreams = []Upstream{{Address: "a b:1"}} }, "not a host name"},
 		{"upstream bad port", func(f *Federation) { f.Upstreams = []Upstream{{Address: "a:http"}} }, "port"},
 		{"upstream twice", func(f *Federation) { f.Upstreams = []Upstream{{Address: "a:1"}, {Address: "a:1"}} }, "federation.upstreams[1].address: a:1 is listed twice"},
+		{"replicas", func(f *Federation) { f.Upstreams = []Upstream{{Address: "a:1", Replicas: []string{"b:1", "c:1"}}} }, ""},
+		{"bad replica", func(f *Federation) { f.Upstreams = []Upstream{{Address: "a:1", Replicas: []string{"nohost"}}} }, "federation.upstreams[0].replicas[0]"},
+		{"replica twice", func(f *Federation) { f.Upstreams = []Upstream{{Address: "a:1", Replicas: []string{"b:1", "a:1"}}} }, "federation.upstreams[0].replicas[1]: a:1 is listed twice"},
 		{"bad publish", func(f *Federation) {
 			f.Upstreams = []Upstream{{Address: "a:1", Publish: []string{"/devices", "/a/../b"}}}
 		}, "federation.upstreams[0].publish[1]"},

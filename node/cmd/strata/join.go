@@ -33,13 +33,16 @@ func (a *app) joinCmd() *cobra.Command {
 		u       config.Upstream
 	)
 	c := &cobra.Command{
-		Use:   "join --upstream HOST:PORT --token TOKEN [--publish PATH]... [--config FILE]",
+		Use:   "join --upstream HOST:PORT --token TOKEN [--publish PATH]... [--replica HOST:PORT]... [--config FILE]",
 		Short: "Publish this node to a consumer above it (federation)",
 		Long: `Join adds the consumer at --upstream to federation.upstreams in the node's
 config file (replacing the entry of the same address), keeping the rest of
 the file, comments included. TOKEN comes from "strata token create --kind
 peer --peer <this node's name>" on the consumer. --publish (repeatable)
-lists the subtrees published; none publishes the whole tree.
+lists the subtrees published; none publishes the whole tree. A consumer
+that is a cluster has one federation address per replica: give one as
+--upstream and the others as --replica (repeatable); the link tries them
+in turn until one accepts (the leader).
 
 If the node runs (its API answers with the admin.token beside the config),
 it applies the change at once (POST /api/v1/federation/reload); otherwise
@@ -51,6 +54,11 @@ for that consumer is dropped, and the new token is used.`,
 			usage := func(err error) error { return usageError{err: err, cmd: c.CommandPath()} }
 			if err := config.ValidUpstreamAddress(u.Address); err != nil {
 				return usage(fmt.Errorf("--upstream: %w", err))
+			}
+			for _, r := range u.Replicas {
+				if err := config.ValidUpstreamAddress(r); err != nil {
+					return usage(fmt.Errorf("--replica: %w", err))
+				}
 			}
 			if strings.TrimSpace(u.Token) == "" {
 				return usage(errors.New("--token: required (strata token create --kind peer on the consumer)"))
@@ -86,6 +94,7 @@ for that consumer is dropped, and the new token is used.`,
 	f.StringVar(&u.Address, "upstream", "", "the consumer's federation address, HOST:PORT")
 	f.StringVar(&u.Token, "token", "", "join token from the consumer (strata token create --kind peer)")
 	f.StringArrayVar(&u.Publish, "publish", nil, "publish this subtree (repeatable; default the whole tree)")
+	f.StringArrayVar(&u.Replicas, "replica", nil, "another replica's federation address of a consumer that is a cluster (repeatable)")
 	c.MarkFlagRequired("upstream")
 	c.MarkFlagRequired("token")
 	return c

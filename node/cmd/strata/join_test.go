@@ -200,6 +200,8 @@ func TestJoinErrors(t *testing.T) {
 		{[]string{"join", "-c", filepath.Join(n.dir, "nope.yaml"), "--upstream", "hq.example:7443", "--token", "t"}, "no such file"},
 		{[]string{"join", "-c", n.config, "--upstream", "hq.example:7443", "--token", "t", "extra"}, "unknown command"},
 		{[]string{"leave", "-c", n.config}, `required flag(s) "upstream" not set`},
+		{[]string{"join", "-c", n.config, "--upstream", "hq.example:7443", "--token", "t", "--replica", "hq2.example"}, "--replica"},
+		{[]string{"join", "-c", n.config, "--upstream", "hq.example:7443", "--token", "t", "--replica", "hq.example:7443"}, "would not be valid, left unchanged"},
 	} {
 		code, _, errOut := runCmd(t, nil, "", tc.args...)
 		if code != 1 || !strings.Contains(errOut, tc.want) {
@@ -213,5 +215,22 @@ func TestJoinErrors(t *testing.T) {
 	defer n.mu.Unlock()
 	if len(n.reqs) != 0 {
 		t.Fatalf("refused commands sent %d requests", len(n.reqs))
+	}
+}
+
+// A consumer that is a cluster: --replica lists its other addresses.
+func TestJoinReplicas(t *testing.T) {
+	n := newFakeNode(t, fakeReloadAPI)
+	code, out, errOut := runCmd(t, nil, "", "join", "-c", n.config, "--upstream", "eu-1.example:7443", "--token", "sfj1.x",
+		"--replica", "eu-2.example:7443", "--replica", "eu-3.example:7443")
+	if code != 0 || !strings.Contains(out, "added upstream eu-1.example:7443") {
+		t.Fatalf("join: exit %d, %q, %q", code, out, errOut)
+	}
+	cfg, err := config.Load(n.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ups := cfg.Federation.Upstreams; len(ups) != 1 || strings.Join(ups[0].Replicas, ",") != "eu-2.example:7443,eu-3.example:7443" {
+		t.Fatalf("upstreams %+v", ups)
 	}
 }
