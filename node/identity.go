@@ -2,9 +2,9 @@ package node
 
 import (
 	"crypto/x509"
-	"os"
 	"path/filepath"
 
+	"github.com/strata-dm/strata/internal/atomicfile"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/certs"
 )
@@ -50,32 +50,11 @@ func WriteIdentity(dir, name string, hosts ...string) (Identity, error) {
 		return Identity{}, err
 	}
 	// No trailing newline: the file holds exactly the token string.
-	if err := writeSecret(filepath.Join(dir, AdminTokenFile), []byte(token)); err != nil {
+	if err := writeSecretFile(filepath.Join(dir, AdminTokenFile), []byte(token)); err != nil {
 		return Identity{}, err
 	}
 	return Identity{CAPEM: ca.CertPEM, APICert: api.Cert, AdminToken: token}, nil
 }
 
-// writeSecret replaces path with data (mode 0600): a reader never sees a
-// partial file, and an existing file's mode does not leak into the new one.
-func writeSecret(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
+// writeSecretFile replaces path with data, readable by its owner only.
+func writeSecretFile(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strata-dm/strata/internal/atomicfile"
 	"github.com/strata-dm/strata/node/store"
 )
 
@@ -99,7 +100,7 @@ func (c *Cluster) restoreStore(r io.Reader) (store.SnapshotHeader, error) {
 	s := c.store
 	s.mu.Lock()
 	old, oldName := s.db, c.storeDir
-	if err := writeFileSync(filepath.Join(c.cfg.Dir, currentFile), []byte(name+"\n")); err != nil {
+	if err := atomicfile.Write(filepath.Join(c.cfg.Dir, currentFile), []byte(name+"\n"), 0o644); err != nil {
 		s.mu.Unlock()
 		db.Close()
 		os.RemoveAll(opts.Dir)
@@ -114,33 +115,4 @@ func (c *Cluster) restoreStore(r io.Reader) (store.SnapshotHeader, error) {
 		c.log.Warn("removing the replaced store", "dir", oldName, "err", err)
 	}
 	return h, nil
-}
-
-// writeFileSync replaces path with data, durably.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

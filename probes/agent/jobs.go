@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/strata-dm/strata/internal/atomicfile"
 )
 
 // jobLog remembers the job ids the agent has run so each runs at most once,
@@ -102,7 +104,7 @@ func (j *jobLog) rewrite() error {
 			b.WriteString("run " + job + "\n")
 		}
 	}
-	if err := writeFileAtomic(j.path, []byte(b.String()), 0o600); err != nil {
+	if err := atomicfile.Write(j.path, []byte(b.String()), 0o600); err != nil {
 		return err
 	}
 	if j.f != nil {

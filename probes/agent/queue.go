@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/strata-dm/strata/internal/atomicfile"
 )
 
 // diskQueue is the agent's outbound buffer: telemetry points, events and
@@ -255,7 +257,7 @@ func (q *diskQueue) setHead() {
 }
 
 func (q *diskQueue) writeHead() error {
-	return writeFileAtomic(filepath.Join(q.dir, queueHeadFile), []byte(strconv.FormatUint(q.head, 10)+"\n"), 0o600)
+	return atomicfile.Write(filepath.Join(q.dir, queueHeadFile), []byte(strconv.FormatUint(q.head, 10)+"\n"), 0o600)
 }
 
 // peek reads up to max records from the oldest, stopping before maxBytes of

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/strata-dm/strata/internal/atomicfile"
 )
 
 // Settings are the agent parameters an operator may change at run time with
@@ -158,7 +160,7 @@ func (s *settingsStore) set(key string, value json.RawMessage) (storedConfig, er
 	if err != nil {
 		return storedConfig{}, err
 	}
-	if err := writeFileAtomic(s.path, append(data, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(s.path, append(data, '\n'), 0o600); err != nil {
 		return storedConfig{}, err
 	}
 	s.stored = next

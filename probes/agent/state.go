@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/internal/atomicfile"
 )
 
 // Files of the state directory. Everything the agent must remember across
@@ -99,40 +100,7 @@ func SaveCredentials(dir string, c *Credentials) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, credentialsFile), append(data, '\n'), 0o600)
-}
-
-// writeFileAtomic replaces path with data: it writes a temporary file in the
-// same directory, fsyncs it, renames it over path and fsyncs the directory,
-// so a crash leaves either the old content or the new, never a mix.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return atomicfile.Write(filepath.Join(dir, credentialsFile), append(data, '\n'), 0o600)
 }
 
 // syncDir makes a rename or a file creation in dir durable.

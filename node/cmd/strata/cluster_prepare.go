@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-dm/strata/internal/atomicfile"
 	"github.com/strata-dm/strata/node/config"
 )
 
@@ -154,7 +155,7 @@ relative to this file's folder. Every key can be overridden by an
 environment variable: STRATA_ and its path in upper case joined by "_"
 (api.addr is STRATA_API_ADDR). Unknown keys are errors.`,
 		cfg.Name, cfg.Role, cl.ID, what, time.Now().UTC().Format(time.DateOnly)))
-	if err := writeFileAtomic(cfgPath, append(append(header, '\n'), body...), 0o644); err != nil {
+	if err := atomicfile.Write(cfgPath, append(append(header, '\n'), body...), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "%s is now %s: replica %q, channel %s.\n", cfgPath, what, cl.ID, cl.Addr)
@@ -190,7 +191,7 @@ func copyNodeFolder(from, dir string) error {
 		if f == caKeyFile || f == apiKeyFile || f == adminTokenFile {
 			mode = 0o600
 		}
-		if err := writeFileAtomic(filepath.Join(dir, f), data, mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f), data, mode); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strata-dm/strata/internal/atomicfile"
 	"github.com/strata-dm/strata/node"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
@@ -162,7 +163,7 @@ func joinDemoUpstreams(ctx context.Context, nd *demoNode, consumers map[string]*
 			return err
 		}
 	}
-	return writeFileAtomic(nd.config, data, st.Mode().Perm())
+	return atomicfile.Write(nd.config, data, st.Mode().Perm())
 }
 
 // loadDemoConfig reads a demo node's config. Unlike strata serve it does

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-dm/strata/internal/atomicfile"
 	"github.com/strata-dm/strata/node"
 	"github.com/strata-dm/strata/node/config"
 )
@@ -148,7 +149,7 @@ relative to this file's folder. Every key can be overridden by an
 environment variable: STRATA_ and its path in upper case joined by "_"
 (api.addr is STRATA_API_ADDR). Unknown keys are errors.`,
 		cfg.Name, cfg.Role, time.Now().UTC().Format(time.DateOnly)))
-	if err := writeFileAtomic(cfgPath, append(append(header, '\n'), body...), 0o644); err != nil {
+	if err := atomicfile.Write(cfgPath, append(append(header, '\n'), body...), 0o644); err != nil {
 		return err
 	}
 
@@ -164,31 +165,4 @@ environment variable: STRATA_ and its path in upper case joined by "_"
 	fmt.Fprintf(out, "Then try:     strata ctl --config %s whoami\n", cfgPath)
 	fmt.Fprintf(out, "Keep %s and %s secret.\n", adminTokenFile, caKeyFile)
 	return nil
-}
-
-// writeFileAtomic replaces path with data at mode: a reader never sees a
-// partial file, and an existing file's mode does not leak into the new one.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/strata-dm/strata/federation"
+	"github.com/strata-dm/strata/internal/atomicfile"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
 )
@@ -160,7 +161,7 @@ func (a *app) editUpstreams(c *cobra.Command, path string, afterWrite func() err
 	if err != nil {
 		return fmt.Errorf("the edited %s would not be valid, left unchanged: %w", path, err)
 	}
-	if err := writeFileAtomic(path, out, st.Mode().Perm()); err != nil {
+	if err := atomicfile.Write(path, out, st.Mode().Perm()); err != nil {
 		return err
 	}
 	if afterWrite != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/strata-dm/strata/internal/atomicfile"
 	"github.com/strata-dm/strata/node"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/store"
@@ -241,10 +242,10 @@ func rewriteStoreSection(path, dsn string) (backup string, err error) {
 	if err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(backup, old, st0.Mode().Perm()); err != nil {
+	if err := atomicfile.Write(backup, old, st0.Mode().Perm()); err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(path, buf.Bytes(), st0.Mode().Perm()); err != nil {
+	if err := atomicfile.Write(path, buf.Bytes(), st0.Mode().Perm()); err != nil {
 		return "", err
 	}
 	return backup, nil
