@@ -272,27 +272,13 @@ func (c *Cluster) Start(m applier) error {
 	rc.LocalID = raft.ServerID(c.cfg.ID)
 	rc.Logger = c.hclog()
 	rc.NoSnapshotRestoreOnStart = !c.restore
-	if c.cfg.HeartbeatTimeout > 0 {
-		rc.HeartbeatTimeout = c.cfg.HeartbeatTimeout
-	}
-	if c.cfg.ElectionTimeout > 0 {
-		rc.ElectionTimeout = c.cfg.ElectionTimeout
-	}
-	if c.cfg.LeaderLeaseTimeout > 0 {
-		rc.LeaderLeaseTimeout = c.cfg.LeaderLeaseTimeout
-	}
-	if c.cfg.CommitTimeout > 0 {
-		rc.CommitTimeout = c.cfg.CommitTimeout
-	}
-	if c.cfg.SnapshotInterval > 0 {
-		rc.SnapshotInterval = c.cfg.SnapshotInterval
-	}
-	if c.cfg.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = c.cfg.SnapshotThreshold
-	}
-	if c.cfg.TrailingLogs > 0 {
-		rc.TrailingLogs = c.cfg.TrailingLogs
-	}
+	setIf(&rc.HeartbeatTimeout, c.cfg.HeartbeatTimeout)
+	setIf(&rc.ElectionTimeout, c.cfg.ElectionTimeout)
+	setIf(&rc.LeaderLeaseTimeout, c.cfg.LeaderLeaseTimeout)
+	setIf(&rc.CommitTimeout, c.cfg.CommitTimeout)
+	setIf(&rc.SnapshotInterval, c.cfg.SnapshotInterval)
+	setIf(&rc.SnapshotThreshold, c.cfg.SnapshotThreshold)
+	setIf(&rc.TrailingLogs, c.cfg.TrailingLogs)
 	r, err := raft.NewRaft(rc, c.fsm, c.bolt, c.bolt, c.snaps, c.trans)
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
@@ -531,4 +517,12 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	}
 	w.l.Log(context.Background(), level, line)
 	return len(p), nil
+}
+
+// setIf sets *dst to v when v is set (positive): the library's default
+// stays otherwise.
+func setIf[T time.Duration | uint64](dst *T, v T) {
+	if v > 0 {
+		*dst = v
+	}
 }
