@@ -25,6 +25,7 @@ type deviceLoad struct {
 	profile  string // CPU profile of the node over the loaded phase; empty: none
 	trace    string // execution trace of the node over the first second of the loaded phase; empty: none
 	nice     int    // niceness of the simulator process
+	idle     bool   // the simulator in the idle scheduling class
 }
 
 // enroll enrolls n devices through POST /api/v1/enroll with one
@@ -149,7 +150,7 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 	args := []string{"-role", "sim", "-sim-credentials", credsFile, "-sim-mqtt", mqttAddr, "-sim-ca", filepath.Join(dir, "tls/ca.crt"),
 		"-devices", fmt.Sprint(len(creds)), "-device-rate", fmt.Sprint(dl.rate), "-inflight", fmt.Sprint(dl.inflight),
 		fmt.Sprintf("-device-tls=%t", dl.tls)}
-	sc, err := startChild("simulator", dl.nice, nil, args...)
+	sc, err := startChild("simulator", dl.nice, dl.idle, nil, args...)
 	if err != nil {
 		return phase{}, err
 	}
@@ -191,7 +192,7 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 	}
 	m0 := scrape()
 	ph, err := during(nd, sc, measure)
-	ph.simNice = dl.nice
+	ph.simNice, ph.simIdle = dl.nice, dl.idle
 	m1 := scrape()
 	if err != nil {
 		return phase{}, err

@@ -67,6 +67,7 @@ func main() {
 	ingestSlots := flag.Int("ingest-slots", 0, "the node's mqtt.ingest_slots (0: its default; -1: unbounded)")
 	nodeProcs := flag.Int("node-gomaxprocs", 0, "GOMAXPROCS of the node process (0: the Go default, the cores available)")
 	flag.IntVar(&dl.nice, "sim-nice", 10, "niceness of the simulator process (0: same priority as the node)")
+	flag.BoolVar(&dl.idle, "sim-idle", false, "run the simulator in the kernel's idle scheduling class (SCHED_IDLE, chrt --idle): only on CPU the node and the clients leave")
 	simCreds := flag.String("sim-credentials", "", "(-role sim) device credentials, JSON lines")
 	simMQTT := flag.String("sim-mqtt", "", "(-role sim) the node's MQTT address")
 	simCA := flag.String("sim-ca", "", "(-role sim) the node's CA certificate")
@@ -106,7 +107,7 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 	if nodeProcs > 0 {
 		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", nodeProcs))
 	}
-	nd, err := startChild("node", 0, env, "-role", "node", "-dir", dir, "-contexts", fmt.Sprint(contexts), "-per-site", fmt.Sprint(perSite),
+	nd, err := startChild("node", 0, false, env, "-role", "node", "-dir", dir, "-contexts", fmt.Sprint(contexts), "-per-site", fmt.Sprint(perSite),
 		"-devices", fmt.Sprint(dl.devices), "-device-rate", fmt.Sprint(dl.rate), fmt.Sprintf("-device-tls=%t", dl.tls), "-ingest-slots", fmt.Sprint(ingestSlots))
 	if err != nil {
 		return err

@@ -91,6 +91,7 @@ type phase struct {
 	node, bench usage
 	sim         *usage // nil when no simulator ran
 	simNice     int
+	simIdle     bool
 }
 
 func (p phase) String() string {
@@ -98,7 +99,11 @@ func (p phase) String() string {
 		p.node.cores(), runtime.NumCPU(), p.node.SchedP50, p.node.SchedP99, p.node.OSWait.Seconds()/p.node.Wall.Seconds(), p.node.MutexWait.Round(time.Millisecond),
 		p.node.GCs, p.node.GCCPU.Seconds()/p.node.Wall.Seconds(), p.bench.cores())
 	if p.sim != nil {
-		s += fmt.Sprintf("; simulator CPU %.2f cores (nice %d)", p.sim.cores(), p.simNice)
+		sched := fmt.Sprintf("nice %d", p.simNice)
+		if p.simIdle {
+			sched += ", SCHED_IDLE"
+		}
+		s += fmt.Sprintf("; simulator CPU %.2f cores (%s)", p.sim.cores(), sched)
 	}
 	return s + "; load average " + p.node.Load
 }

@@ -28,8 +28,10 @@ type child struct {
 	mu   sync.Mutex
 }
 
-// startChild starts this executable with args, under nice when niceness > 0.
-func startChild(name string, niceness int, env []string, args ...string) (*child, error) {
+// startChild starts this executable with args, under nice when niceness > 0,
+// and in the kernel's idle scheduling class (SCHED_IDLE: it runs only on
+// CPU time no other thread wants, and gives way at once) when idle is set.
+func startChild(name string, niceness int, idle bool, env []string, args ...string) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -40,6 +42,10 @@ func startChild(name string, niceness int, env []string, args ...string) (*child
 		// child inherits it (on Linux, setpriority on a running process
 		// changes one thread only).
 		argv = append([]string{"nice", "-n", fmt.Sprint(niceness)}, argv...)
+	}
+	if idle {
+		// chrt(1) sets the policy before exec; every thread inherits it.
+		argv = append([]string{"chrt", "--idle", "0"}, argv...)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = os.Stderr
