@@ -255,7 +255,12 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 }
 
 // EventName is the name of the event recorded at every state change of a
-// job, on its device's context.
+// job, on its device's context, in the same commit, so that the change
+// log, and the consumers of this node's tree, see job progress.
+//
+// An event takes its context's tenant, so the job event of a shared
+// device (no tenant) has none; readers must then show it to system users
+// only, as they do the job itself (node/api: seesEvent).
 const EventName = "job"
 
 // JobEvent is the payload of the "job" event recorded at every state
