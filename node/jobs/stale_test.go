@@ -4,20 +4,45 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"sync"
 	"testing"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/store"
+	"github.com/strata-dm/strata/node/store/pgtest"
 )
 
 // Two services over one model stand for two replicas of a cluster, the
 // second one lagging: it never follows the log, so its view of a job is
 // the one it loaded. Whatever it does from that stale view, a job's
 // final state and result, once acknowledged, stay as they are, and no
-// step of its lifecycle is undone.
+// step of its lifecycle is undone: on either store.
 func TestStaleViewCannotUndoATransition(t *testing.T) {
-	m, closeStore := open(t, t.TempDir())
-	defer closeStore()
+	t.Run("badger", func(t *testing.T) {
+		m, closeStore := open(t, t.TempDir())
+		defer closeStore()
+		testStaleView(t, m)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		pg := pgtest.Shared(t)
+		st, err := store.OpenPostgres(context.Background(), store.PostgresOptions{DSN: pg.NewDatabase(t), Logger: tstest.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := model.New(model.Config{Store: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { m.Close(); st.Close() }()
+		testStaleView(t, m)
+	})
+}
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func testStaleView(t *testing.T, m *model.Model) {
 	ctx := context.Background()
 	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/d1", Type: "device"}); err != nil {
 		t.Fatal(err)
