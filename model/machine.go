@@ -38,6 +38,7 @@ type machine struct {
 	// prevRecs: the records of the batch being committed, if any.
 	prevRecs map[[2]string]recOp
 	updaters map[string]RecordUpdater
+	recCache *recCache
 }
 
 type recOp struct {
@@ -273,7 +274,8 @@ func (t *tx) updateRecord(m *Mutation) error {
 
 // record returns the current value of a record as seen by this proposal
 // (nil when there is none): its own staging, then the batch, then the
-// batch being committed, then the store.
+// batch being committed, then the records cache (published batches),
+// then the store.
 func (t *tx) record(kind, key string) ([]byte, error) {
 	for i := len(t.recs) - 1; i >= 0; i-- {
 		if op := t.recs[i]; op.r.Kind == kind && op.r.Key == key {
@@ -286,6 +288,11 @@ func (t *tx) record(kind, key string) ([]byte, error) {
 	}
 	if op, ok := t.m.prevRecs[k]; ok {
 		return op.value(), nil
+	}
+	if t.m.recCache != nil {
+		if v, ok := t.m.recCache.get(k); ok {
+			return v, nil
+		}
 	}
 	v, err := t.m.store.Record(kind, key)
 	if errors.Is(err, ErrNotFound) {

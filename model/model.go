@@ -84,6 +84,7 @@ type Model struct {
 	// updaters: record kind → its updater (RegisterUpdater); replaced,
 	// never changed in place, so the applier reads it without the lock.
 	updaters map[string]RecordUpdater
+	recs     *recCache
 }
 
 // RecordUpdater decides a change of a record (OpUpdateRecord) against
@@ -142,6 +143,7 @@ func New(cfg Config) (*Model, error) {
 		tailLen: cfg.TailSize,
 		fwd:     cfg.Forward,
 		cache:   newCache(max(cfg.CacheSize, 0)),
+		recs:    newRecCache(recCacheSize),
 	}
 	if rs, ok := cfg.Store.(Replicated); ok {
 		m.replicated = true
@@ -366,7 +368,7 @@ func (m *Model) newMachine(inflight *flight) *machine {
 		}
 	}
 	sm := newMachine(m.base(ext), m.store, prev, last, m.now().UTC(), size)
-	sm.prevRecs, sm.updaters = prevRecs, updaters
+	sm.prevRecs, sm.updaters, sm.recCache = prevRecs, updaters, m.recs
 	return sm
 }
 
@@ -437,6 +439,7 @@ func (m *Model) makeDurable(b *Batch) error {
 func (m *Model) publish(b *Batch, foreign bool) {
 	m.cache.commit(b, foreign)
 	m.mu.Lock()
+	m.recs.commit(b, m.updaters)
 	m.last = b.LastSeq()
 	m.tail.append(b.Entries, b.Encoded)
 	ch := m.changed
@@ -461,6 +464,7 @@ func (r replica) Applied(b *Batch, own bool) {
 func (r replica) Reset(last uint64) {
 	m := r.m
 	m.cache.reset()
+	m.recs.reset()
 	m.mu.Lock()
 	m.last = last
 	m.tail = newRing(m.tailLen, last)

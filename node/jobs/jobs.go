@@ -241,7 +241,13 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 	}
 	s.mu.Lock()
 	ev := &JobEvent{Job: j.ID, Function: j.Function, State: Queued, By: j.CreatedBy}
-	j, seq, err := s.write(ctx, j.ID, change{Create: j, At: now}, j.Path, ev)
+	b, err := json.Marshal(j)
+	if err != nil {
+		s.mu.Unlock()
+		return Job{}, err
+	}
+	// Put whole, not updated: the id is new, so there is nothing to decide.
+	j, seq, err := s.commit(ctx, model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: b}}, j.Path, ev)
 	if err != nil {
 		s.mu.Unlock()
 		return Job{}, err

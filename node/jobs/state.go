@@ -19,7 +19,14 @@ func (s *Service) write(ctx context.Context, id string, c change, path model.Pat
 	if err != nil {
 		return nil, 0, err
 	}
-	muts := []model.Mutation{{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindJob, Key: id, Value: arg}}}
+	return s.commit(ctx, model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindJob, Key: id, Value: arg}}, path, ev)
+}
+
+// commit commits rec, a mutation of job record, with the job event ev on
+// path (see write), and returns the record as logged.
+func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Path, ev *JobEvent) (*Job, uint64, error) {
+	id := rec.Record.Key
+	muts := []model.Mutation{rec}
 	if ev != nil && path != "" {
 		level := model.LevelInfo
 		if ev.State == Failed || ev.State == Expired {

@@ -19,11 +19,9 @@ import (
 // state: states only move forward (queued, delivered, running, then one
 // final state), and a final state is never replaced.
 
-// change is the argument of an update of a job record: exactly one of
-// Create, To and Note is set.
+// change is the argument of an update of a job record: To or Note is
+// set. (A new job is put whole: its id is new.)
 type change struct {
-	// Create is a new job; its id must be free.
-	Create *Job `json:"create,omitempty"`
 	// Device, when set, must be the job's device (else not found).
 	Device string `json:"device,omitempty"`
 	// To is the state to move the job to, if the job's state allows it.
@@ -61,23 +59,14 @@ func Allowed(from, to State) bool {
 
 // Update is the model.RecordUpdater of job records (KindJob): it applies
 // a change to the record cur (nil: none) and returns the new record. It
-// refuses with model.ErrConflict a creation over an existing job, a
-// transition the job's state does not allow (see Allowed) and a note on
-// a job not final; with model.ErrNotFound a change of a missing job or
-// one for another device than the job's.
+// refuses with model.ErrConflict a transition the job's state does not
+// allow (see Allowed) and a note on a job not final; with
+// model.ErrNotFound a change of a missing job or one for another device
+// than the job's.
 func Update(key string, cur, arg []byte) ([]byte, error) {
 	var c change
 	if err := json.Unmarshal(arg, &c); err != nil {
 		return nil, fmt.Errorf("%w: job change: %v", model.ErrInvalid, err)
-	}
-	if c.Create != nil {
-		if cur != nil {
-			return nil, fmt.Errorf("%w: job %s exists", model.ErrConflict, key)
-		}
-		if c.Create.ID != key || c.Create.State != Queued {
-			return nil, fmt.Errorf("%w: job %s: a new job is queued under its own id", model.ErrInvalid, key)
-		}
-		return json.Marshal(c.Create)
 	}
 	if cur == nil {
 		return nil, fmt.Errorf("%w: job %q", model.ErrNotFound, key)
