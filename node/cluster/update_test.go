@@ -151,3 +151,36 @@ func TestUpdatesSurviveLeaderKill(t *testing.T) {
 	}
 	t.Logf("%d updates acknowledged, %d in the record", len(acked), len(have))
 }
+
+// A replica with no leader to forward to decides nothing: an update its
+// own state machine would refuse on the records it holds (which may be
+// behind the log) fails with ErrNotLeader, to be tried again, not with
+// the refusal.
+func TestNoLeaderDecidesNothing(t *testing.T) {
+	h := newHarness(t, nil)
+	reps := h.cluster(3)
+	refuse := func(key string, cur, arg []byte) ([]byte, error) {
+		return nil, fmt.Errorf("%w: %s", model.ErrNotFound, key)
+	}
+	for _, r := range reps {
+		r.m.RegisterUpdater("test", refuse)
+	}
+	leader := h.leader()
+	var alone *replica
+	for _, r := range reps {
+		if r != leader && alone == nil {
+			alone = r
+		} else {
+			r.kill()
+		}
+	}
+	tstest.WaitFor(t, harnessTimeout, alone.id+" knows no leader", func() bool {
+		id, _ := alone.c.Leader()
+		return id == ""
+	})
+	_, err := alone.m.Apply(context.Background(), model.Mutation{Op: model.OpUpdateRecord,
+		Record: &model.Record{Kind: "test", Key: "k", Value: []byte("x")}})
+	if !errors.Is(err, ErrNotLeader) || errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("update on a replica without a leader: %v; want ErrNotLeader only", err)
+	}
+}
