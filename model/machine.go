@@ -35,6 +35,10 @@ type machine struct {
 	recs     map[[2]string]recOp
 	recOrder [][2]string
 	b        Batch
+	// prevRecs: the records of the batch being committed, if any.
+	prevRecs map[[2]string]recOp
+	updaters map[string]RecordUpdater
+	recCache *recCache
 }
 
 type recOp struct {
@@ -236,8 +240,72 @@ func (t *tx) apply(m *Mutation) error {
 		t.next(*m)
 		t.recs = append(t.recs, recOp{r: *m.Record, del: true})
 		return nil
+	case OpUpdateRecord:
+		return t.updateRecord(m)
 	}
 	return fmt.Errorf("%w: unknown op %d", ErrInvalid, m.Op)
+}
+
+// updateRecord applies an OpUpdateRecord: the kind's updater decides the
+// record's new value from its current one, and the entry logged is the
+// put of that value.
+func (t *tx) updateRecord(m *Mutation) error {
+	r := m.Record
+	fn := t.m.updaters[r.Kind]
+	if fn == nil {
+		return fmt.Errorf("%w: records of kind %q cannot be updated here", ErrInvalid, r.Kind)
+	}
+	cur, err := t.record(r.Kind, r.Key)
+	if err != nil {
+		return err
+	}
+	v, err := fn(r.Key, cur, r.Value)
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	put := Record{Kind: r.Kind, Key: r.Key, Value: v}
+	t.next(Mutation{Op: OpPutRecord, Record: &put})
+	t.recs = append(t.recs, recOp{r: put})
+	return nil
+}
+
+// record returns the current value of a record as seen by this proposal
+// (nil when there is none): its own staging, then the batch, then the
+// batch being committed, then the records cache (published batches),
+// then the store.
+func (t *tx) record(kind, key string) ([]byte, error) {
+	for i := len(t.recs) - 1; i >= 0; i-- {
+		if op := t.recs[i]; op.r.Kind == kind && op.r.Key == key {
+			return op.value(), nil
+		}
+	}
+	k := [2]string{kind, key}
+	if op, ok := t.m.recs[k]; ok {
+		return op.value(), nil
+	}
+	if op, ok := t.m.prevRecs[k]; ok {
+		return op.value(), nil
+	}
+	if t.m.recCache != nil {
+		if v, ok := t.m.recCache.get(k); ok {
+			return v, nil
+		}
+	}
+	v, err := t.m.store.Record(kind, key)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return v, err
+}
+
+func (op recOp) value() []byte {
+	if op.del {
+		return nil
+	}
+	return op.r.Value
 }
 
 // guard enforces m.Actor (see Mutation.Actor) against the current state:

@@ -81,7 +81,21 @@ type Model struct {
 
 	commitHooks []func([]Entry)
 	fwd         Forwarder
+	// updaters: record kind → its updater (RegisterUpdater); replaced,
+	// never changed in place, so the applier reads it without the lock.
+	updaters map[string]RecordUpdater
+	recs     *recCache
 }
+
+// RecordUpdater decides a change of a record (OpUpdateRecord) against
+// the record as the state machine has it: cur is its value (nil when
+// there is none), arg the mutation's Record.Value; it returns the new
+// value, or an error that fails the whole proposal (model.ErrConflict
+// when the change no longer applies, say). It runs on the one replica
+// that builds a batch and its result is what the log carries, so every
+// replica applies the same outcome; it must depend on nothing but its
+// arguments, be quick, and must not change cur or arg.
+type RecordUpdater func(key string, cur, arg []byte) ([]byte, error)
 
 type proposal struct {
 	muts    []Mutation
@@ -129,6 +143,7 @@ func New(cfg Config) (*Model, error) {
 		tailLen: cfg.TailSize,
 		fwd:     cfg.Forward,
 		cache:   newCache(max(cfg.CacheSize, 0)),
+		recs:    newRecCache(recCacheSize),
 	}
 	if rs, ok := cfg.Store.(Replicated); ok {
 		m.replicated = true
@@ -147,6 +162,22 @@ func (m *Model) OnCommit(fn func([]Entry)) {
 	m.mu.Lock()
 	m.commitHooks = append(m.commitHooks, fn)
 	m.mu.Unlock()
+}
+
+// RegisterUpdater makes fn decide the OpUpdateRecord mutations of records
+// of kind (replacing the updater registered before, if any). A proposal
+// updating a kind without an updater fails with ErrInvalid. On a replica
+// of a cluster, register before the replica can lead: forwarded
+// proposals are applied as soon as it does.
+func (m *Model) RegisterUpdater(kind string, fn RecordUpdater) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u := make(map[string]RecordUpdater, len(m.updaters)+1)
+	for k, f := range m.updaters {
+		u[k] = f
+	}
+	u[kind] = fn
+	m.updaters = u
 }
 
 // Close stops the applier after the batch in flight; later Applies fail
@@ -244,6 +275,7 @@ type flight struct {
 	props []*proposal
 	batch *Batch
 	over  map[Path]*staged
+	recs  map[[2]string]recOp // the batch's last operation on each record
 	err   error
 	// durable is closed once the batch is durable and published, or has
 	// failed (err): the applier may commit the next one. done is closed
@@ -314,7 +346,7 @@ collect:
 			}
 		}
 	}
-	f := &flight{props: props, batch: sm.batch(), over: sm.ctx,
+	f := &flight{props: props, batch: sm.batch(), over: sm.ctx, recs: sm.recs,
 		durable: make(chan struct{}), done: make(chan struct{}), prev: inflight}
 	go m.apply(f)
 	m.commit(f)
@@ -323,18 +355,21 @@ collect:
 func (m *Model) newMachine(inflight *flight) *machine {
 	ext := m.cache.external()
 	m.mu.Lock()
-	last := m.last
+	last, updaters := m.last, m.updaters
 	m.mu.Unlock()
 	var prev map[Path]*staged
+	var prevRecs map[[2]string]recOp
 	size := 16
 	if inflight != nil {
 		size = len(inflight.batch.Entries) + len(inflight.batch.Entries)/4
-		prev = inflight.over
+		prev, prevRecs = inflight.over, inflight.recs
 		if l := inflight.batch.LastSeq(); l > last {
 			last = l
 		}
 	}
-	return newMachine(m.base(ext), m.store, prev, last, m.now().UTC(), size)
+	sm := newMachine(m.base(ext), m.store, prev, last, m.now().UTC(), size)
+	sm.prevRecs, sm.updaters, sm.recCache = prevRecs, updaters, m.recs
+	return sm
 }
 
 // base reads committed state for the applier: cache, then store. What it
@@ -404,6 +439,7 @@ func (m *Model) makeDurable(b *Batch) error {
 func (m *Model) publish(b *Batch, foreign bool) {
 	m.cache.commit(b, foreign)
 	m.mu.Lock()
+	m.recs.commit(b, m.updaters)
 	m.last = b.LastSeq()
 	m.tail.append(b.Entries, b.Encoded)
 	ch := m.changed
@@ -428,6 +464,7 @@ func (r replica) Applied(b *Batch, own bool) {
 func (r replica) Reset(last uint64) {
 	m := r.m
 	m.cache.reset()
+	m.recs.reset()
 	m.mu.Lock()
 	m.last = last
 	m.tail = newRing(m.tailLen, last)

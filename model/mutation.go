@@ -33,6 +33,12 @@ const (
 	OpEvent        Op = 3 // append an event to a context
 	OpPutRecord    Op = 4 // put a node-local record
 	OpDeleteRecord Op = 5 // delete a node-local record
+	// OpUpdateRecord changes a node-local record through the updater of
+	// its kind (Model.RegisterUpdater), decided against the record as the
+	// state machine has it; Record.Value is the updater's argument. It is
+	// logged as the OpPutRecord of the value the updater returned, so it
+	// is only ever proposed, never found in the log.
+	OpUpdateRecord Op = 6
 )
 
 func (o Op) String() string {
@@ -47,6 +53,8 @@ func (o Op) String() string {
 		return "put-record"
 	case OpDeleteRecord:
 		return "delete-record"
+	case OpUpdateRecord:
+		return "update-record"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -109,7 +117,7 @@ func (m *Mutation) Validate() error {
 		if m.Path.IsRoot() {
 			return fmt.Errorf("%w: the root cannot be changed", ErrInvalid)
 		}
-	case OpPutRecord, OpDeleteRecord:
+	case OpPutRecord, OpDeleteRecord, OpUpdateRecord:
 		if m.Record == nil || m.Record.Kind == "" || m.Record.Key == "" {
 			return fmt.Errorf("%w: record needs a kind and a key", ErrInvalid)
 		}

@@ -120,6 +120,9 @@ func New(opts Options) (_ *Node, err error) {
 	if n.model, err = model.New(mcfg); err != nil {
 		return nil, err
 	}
+	// Before the replica can lead: the leader decides the job changes
+	// that followers forward (jobs.New registers it again).
+	n.model.RegisterUpdater(jobs.KindJob, jobs.Update)
 	if n.auth, err = auth.New(auth.Config{
 		Records:       n.model,
 		Logger:        log,

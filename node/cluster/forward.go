@@ -16,7 +16,8 @@ import (
 // the entries, so a caller reads its own writes where it wrote. A
 // proposal is forwarded once: the leader applies a forwarded proposal
 // itself or fails it (ErrNotLeader when it no longer leads), and the
-// caller retries. Errors keep their class (model.ErrNotFound and the
+// caller retries. With no leader to forward to, a proposal fails with
+// ErrNotLeader at once: only a leader's state machine decides. Errors keep their class (model.ErrNotFound and the
 // others) across the hop.
 
 var _ model.Forwarder = (*Cluster)(nil)
@@ -30,7 +31,11 @@ func (c *Cluster) Forward(ctx context.Context, muts []model.Mutation) ([]model.E
 	}
 	id, addr := c.Leader()
 	if id == "" || id == c.cfg.ID {
-		return nil, false, nil // no leader known, or leading but not yet caught up: fails here
+		// No leader known, or leading but not yet caught up: the write
+		// fails here, before this replica's state machine, which may be
+		// behind the log, decides anything about it (a record update
+		// refused on a stale record would be a wrong answer).
+		return nil, true, c.notLeader()
 	}
 	data, err := model.Marshal(muts)
 	if err != nil {

@@ -17,6 +17,11 @@ import (
 // (seen): the service's own writes set it, and Follow skips what is not
 // newer, so an entry the service wrote itself, or one older than what it
 // holds, never goes back in time.
+//
+// A job is delivered only if it is still queued once all of es is
+// applied to memory, and its record this replica applied is not final:
+// a job created and finished in entries followed together, or finished
+// in a batch applied since, is not sent to its device.
 
 // Follow applies the job records among es, entries of the log in order.
 // It takes the service's lock: call it from a goroutine of its own, never
@@ -65,8 +70,14 @@ func (s *Service) Follow(es []model.Entry) {
 			s.seen[j.ID] = e.Seq
 		}
 	}
-	s.mu.Unlock()
+	out := deliver[:0]
 	for _, j := range deliver {
+		if cur, ok := s.active[j.ID]; ok && cur.State == Queued && !s.finalHere(j.ID) {
+			out = append(out, clone(cur))
+		}
+	}
+	s.mu.Unlock()
+	for _, j := range out {
 		s.deliver(j)
 	}
 }

@@ -17,7 +17,10 @@
 //   - Wait returns as soon as the job is final.
 //
 // Storage: node-local records of kind "job" keyed by the job id, whose
-// order is creation order. Writes are serialised by one mutex.
+// order is creation order. Every write is a change decided against the
+// record as the log has it (update.go), so a replica of a cluster whose
+// view of a job lags behind the log cannot take the job back; the
+// service's own writes are serialised by one mutex.
 package jobs
 
 import (
@@ -70,12 +73,18 @@ type Transition = apitypes.JobTransition
 // with the node's path type. It is also the job's record in the store.
 type Job = apitypes.JobOf[model.Path]
 
-// Records is the durable storage jobs live in; *model.Model implements it.
+// Records is the durable storage jobs live in; *model.Model implements
+// it. New registers Update as the updater of job records; on a replica
+// of a cluster, register it before the replica can lead (node does, at
+// the model's creation), since the leader decides the changes forwarded
+// to it.
 type Records interface {
 	Record(kind, key string) ([]byte, error)
 	Records(kind string, fn func(key string, value []byte) error) error
-	PutRecord(ctx context.Context, kind, key string, value []byte) error
 	DeleteRecord(ctx context.Context, kind, key string) error
+	// Apply commits mutations atomically: a job's change and its event.
+	Apply(ctx context.Context, muts ...model.Mutation) ([]model.Entry, error)
+	RegisterUpdater(kind string, fn model.RecordUpdater)
 }
 
 // Config is what New needs.
@@ -138,6 +147,7 @@ func New(cfg Config) (*Service, error) {
 		seen: map[string]uint64{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	s.rec.RegisterUpdater(KindJob, Update)
 	err := s.rec.Records(KindJob, func(key string, b []byte) error {
 		j := new(Job)
 		if err := json.Unmarshal(b, j); err != nil {
@@ -230,11 +240,19 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 		History: []Transition{{State: Queued, Time: now}},
 	}
 	s.mu.Lock()
-	if err := s.put(ctx, j); err != nil {
+	ev := &JobEvent{Job: j.ID, Function: j.Function, State: Queued, By: j.CreatedBy}
+	b, err := json.Marshal(j)
+	if err != nil {
 		s.mu.Unlock()
 		return Job{}, err
 	}
-	s.index(j)
+	// Put whole, not updated: the id is new, so there is nothing to decide.
+	j, seq, err := s.commit(ctx, model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: b}}, j.Path, ev)
+	if err != nil {
+		s.mu.Unlock()
+		return Job{}, err
+	}
+	s.written(j, seq, false)
 	out := clone(j)
 	s.mu.Unlock()
 	s.log.Info("job created", "job", j.ID, "device", j.Device, "function", j.Function, "by", j.CreatedBy)
@@ -242,20 +260,13 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 	return out, nil
 }
 
-// Applier is implemented by Records that can commit several mutations at
-// once (*model.Model does); jobs then record each state change as a "job"
-// event (EventName) on the device's context in the same commit, so that
-// the change log, and the consumers of this node's tree, see job progress.
+// EventName is the name of the event recorded at every state change of a
+// job, on its device's context, in the same commit, so that the change
+// log, and the consumers of this node's tree, see job progress.
 //
 // An event takes its context's tenant, so the job event of a shared
 // device (no tenant) has none; readers must then show it to system users
 // only, as they do the job itself (node/api: seesEvent).
-type Applier interface {
-	Apply(ctx context.Context, muts ...model.Mutation) ([]model.Entry, error)
-}
-
-// EventName is the name of the event recorded at every state change of a
-// job, on its device's context.
 const EventName = "job"
 
 // JobEvent is the payload of the "job" event recorded at every state
@@ -266,37 +277,6 @@ type JobEvent struct {
 	State    State  `json:"state"`
 	By       string `json:"by,omitempty"`
 	Error    string `json:"error,omitempty"`
-}
-
-func (s *Service) put(ctx context.Context, j *Job) error {
-	b, err := json.Marshal(j)
-	if err != nil {
-		return err
-	}
-	if a, ok := s.rec.(Applier); ok {
-		rec := model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: b}}
-		level := model.LevelInfo
-		if j.State == Failed || j.State == Expired {
-			level = model.LevelWarning
-		}
-		ev, _ := json.Marshal(JobEvent{Job: j.ID, Function: j.Function, State: j.State, By: j.CreatedBy, Error: truncate(j.Error, 512)})
-		event := model.Mutation{Op: model.OpEvent, Path: j.Path, Event: &model.Event{Name: EventName, Level: level, Payload: ev}}
-		es, err := a.Apply(ctx, rec, event)
-		if err == nil {
-			if len(es) > 0 {
-				s.wrote(j.ID, es[0].Seq)
-			}
-			return nil
-		}
-		if !errors.Is(err, model.ErrNotFound) {
-			return fmt.Errorf("jobs: store %s: %w", j.ID, err)
-		}
-		// The device's context is gone: keep the job's record anyway.
-	}
-	if err := s.rec.PutRecord(ctx, KindJob, j.ID, b); err != nil {
-		return fmt.Errorf("jobs: store %s: %w", j.ID, err)
-	}
-	return nil
 }
 
 func truncate(s string, n int) string {
@@ -362,18 +342,33 @@ func (s *Service) List(fn func(Job) bool) error {
 }
 
 // Pending returns the jobs of device still to be delivered or answered and
-// not past their deadline, oldest first.
+// not past their deadline, oldest first. A job this replica has not yet
+// followed to its final state (Follow) but whose final record it has
+// applied is left out.
 func (s *Service) Pending(device string) []Job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock()
 	var out []Job
 	for _, id := range s.byDevice[device] {
-		if j := s.active[id]; j != nil && now.Before(j.Deadline) {
+		if j := s.active[id]; j != nil && now.Before(j.Deadline) && !s.finalHere(id) {
 			out = append(out, clone(j))
 		}
 	}
 	return out
+}
+
+// finalHere reports whether the record of job id this replica has
+// applied is final.
+func (s *Service) finalHere(id string) bool {
+	b, err := s.rec.Record(KindJob, id)
+	if err != nil {
+		return false
+	}
+	var j struct {
+		State State `json:"state"`
+	}
+	return json.Unmarshal(b, &j) == nil && j.State.Final()
 }
 
 // Active is the number of jobs not final.

@@ -12,7 +12,7 @@ import (
 	"github.com/strata-dm/strata/node/store"
 )
 
-func open(t *testing.T, dir string) (*model.Model, func()) {
+func open(t testing.TB, dir string) (*model.Model, func()) {
 	t.Helper()
 	st, err := store.OpenBadger(store.BadgerOptions{Dir: dir})
 	if err != nil {

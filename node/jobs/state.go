@@ -3,38 +3,102 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/strata-dm/strata/model"
 )
 
-// transition moves active job j to state (with result fields), durably,
-// and unindexes it when final. The caller holds s.mu. On a storage error
-// j is left as it was.
-func (s *Service) transition(ctx context.Context, j *Job, to State, detail string, result json.RawMessage, errMsg string) error {
-	prev := clone(j)
-	now := s.clock()
-	j.State, j.Updated = to, now
-	if result != nil {
-		j.Result = result
+// write proposes change c of job id (update.go), with the job event ev
+// on path in the same commit (none when ev is nil or path empty; when
+// path is gone, the record alone), and returns the record as written and
+// its log sequence number.
+func (s *Service) write(ctx context.Context, id string, c change, path model.Path, ev *JobEvent) (*Job, uint64, error) {
+	arg, err := json.Marshal(c)
+	if err != nil {
+		return nil, 0, err
 	}
-	if errMsg != "" {
-		j.Error = errMsg
+	return s.commit(ctx, model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindJob, Key: id, Value: arg}}, path, ev)
+}
+
+// commit commits rec, a mutation of job record, with the job event ev on
+// path (see write), and returns the record as logged.
+func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Path, ev *JobEvent) (*Job, uint64, error) {
+	id := rec.Record.Key
+	muts := []model.Mutation{rec}
+	if ev != nil && path != "" {
+		level := model.LevelInfo
+		if ev.State == Failed || ev.State == Expired {
+			level = model.LevelWarning
+		}
+		payload, _ := json.Marshal(ev)
+		muts = append(muts, model.Mutation{Op: model.OpEvent, Path: path, Event: &model.Event{Name: EventName, Level: level, Payload: payload}})
 	}
-	j.History = appendHistory(j.History, Transition{State: to, Time: now, Detail: detail})
-	if err := s.put(ctx, j); err != nil {
-		*j = prev
-		return err
+	es, err := s.rec.Apply(ctx, muts...)
+	if err != nil && len(muts) > 1 && errors.Is(err, model.ErrNotFound) {
+		// The device's context may be gone: keep the job's record anyway
+		// (a missing job fails again, alone).
+		es, err = s.rec.Apply(ctx, muts[0])
 	}
-	if to.Final() {
-		s.unindex(j)
+	if err != nil {
+		if errors.Is(err, model.ErrConflict) || errors.Is(err, model.ErrNotFound) {
+			return nil, 0, err
+		}
+		return nil, 0, fmt.Errorf("jobs: store %s: %w", id, err)
+	}
+	if len(es) == 0 || es[0].Mutation.Record == nil {
+		return nil, 0, fmt.Errorf("jobs: store %s: no record logged", id)
+	}
+	j := new(Job)
+	if err := json.Unmarshal(es[0].Mutation.Record.Value, j); err != nil {
+		return nil, 0, fmt.Errorf("jobs: store %s: %w", id, err)
+	}
+	return j, es[0].Seq, nil
+}
+
+// move proposes moving job base (this replica's view of it, maybe out
+// of date) to state to; the log decides against the job as it has it
+// (Update): model.ErrConflict when the job is no longer in a state that
+// allows it. On success the job in memory is the one written, which it
+// returns. The caller holds s.mu.
+func (s *Service) move(ctx context.Context, base *Job, device string, to State, detail string, result json.RawMessage, errMsg string) (Job, error) {
+	c := change{Device: device, To: to, At: s.clock(), Detail: detail, Result: result, Error: errMsg}
+	ev := &JobEvent{Job: base.ID, Function: base.Function, State: to, By: base.CreatedBy, Error: truncate(errMsg, 512)}
+	j, seq, err := s.write(ctx, base.ID, c, base.Path, ev)
+	if err != nil {
+		return Job{}, err
+	}
+	s.written(j, seq, true)
+	return clone(j), nil
+}
+
+// written brings memory up to date with j, just written at seq: a job not
+// final is indexed (or replaced), a final one leaves the index (waking its
+// waiters) and, when moved reports that this write made it final, is
+// handed to Finished. The caller holds s.mu.
+func (s *Service) written(j *Job, seq uint64, moved bool) {
+	cur, active := s.active[j.ID]
+	if j.State.Final() {
+		if active {
+			s.unindex(cur)
+		}
 		delete(s.seen, j.ID)
-		if s.finished != nil {
+		if moved && s.finished != nil {
 			s.finished(clone(j))
 		}
+		return
 	}
-	return nil
+	switch {
+	case active && cur.Device == j.Device:
+		*cur = *j
+	case active:
+		s.unindex(cur)
+		s.index(j)
+	default:
+		s.index(j)
+	}
+	s.wrote(j.ID, seq)
 }
 
 // appendHistory keeps the first entry (creation) and the latest ones.
@@ -47,7 +111,8 @@ func appendHistory(h []Transition, t Transition) []Transition {
 }
 
 // MarkDelivered records that device acknowledged job id. It is a no-op for
-// an unknown, foreign or already delivered job.
+// an unknown, foreign or already delivered job (also when this replica's
+// view of it is behind the log).
 func (s *Service) MarkDelivered(ctx context.Context, device, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -55,13 +120,18 @@ func (s *Service) MarkDelivered(ctx context.Context, device, id string) error {
 	if !ok || j.Device != device || j.State != Queued {
 		return nil
 	}
-	return s.transition(ctx, j, Delivered, "", nil, "")
+	if _, err := s.move(ctx, j, device, Delivered, "", nil, ""); err != nil && !errors.Is(err, model.ErrConflict) {
+		return err
+	}
+	return nil
 }
 
 // Report records a device's answer to job id: status running (progress),
 // succeeded or failed. An answer from another device than the job's is
 // refused (not found); one for a job already final is kept in its history
-// only.
+// only. The job's state is decided against the log, not this replica's
+// view of it: an answer for a job this replica has not heard of yet, or
+// has not seen finish, is applied or kept as a late answer all the same.
 func (s *Service) Report(ctx context.Context, device, id string, status State, result json.RawMessage, errMsg string) error {
 	switch status {
 	case Running, Succeeded, Failed:
@@ -81,34 +151,54 @@ func (s *Service) Report(ctx context.Context, device, id string, status State, r
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if j, ok := s.active[id]; ok {
-		if j.Device != device {
-			return fmt.Errorf("%w: job %q", model.ErrNotFound, id)
+	base, active := s.active[id]
+	if !active {
+		j, err := s.load(id)
+		switch {
+		case errors.Is(err, model.ErrNotFound):
+			// Not applied here yet: the log decides.
+			j = Job{ID: id, Device: device}
+		case err != nil:
+			return err
 		}
-		if status == Running {
-			if j.State == Running {
-				return nil
-			}
-			return s.transition(ctx, j, Running, "", nil, "")
-		}
-		err := s.transition(ctx, j, status, "", result, errMsg)
-		if err == nil {
-			s.log.Info("job finished", "job", id, "device", device, "state", status)
-		}
-		return err
+		base = &j
 	}
-	j, err := s.load(id)
-	if err != nil {
-		return err
-	}
-	if j.Device != device {
+	if base.Device != device {
 		return fmt.Errorf("%w: job %q", model.ErrNotFound, id)
 	}
+	if base.State.Final() {
+		return s.lateAnswer(ctx, base, status)
+	}
+	if status == Running && base.State == Running {
+		return nil
+	}
+	_, err := s.move(ctx, base, device, status, "", result, errMsg)
+	switch {
+	case err == nil:
+		if status.Final() {
+			s.log.Info("job finished", "job", id, "device", device, "state", status)
+		}
+		return nil
+	case !errors.Is(err, model.ErrConflict):
+		return err
+	case status == Running:
+		return nil // the job is further than running already
+	}
+	return s.lateAnswer(ctx, base, status)
+}
+
+// lateAnswer keeps an answer for a final job in its history only. The
+// caller holds s.mu.
+func (s *Service) lateAnswer(ctx context.Context, base *Job, status State) error {
 	if status == Running {
 		return nil
 	}
-	j.History = appendHistory(j.History, Transition{State: status, Time: s.clock(), Detail: "late answer ignored: job was " + string(j.State)})
-	return s.put(ctx, &j)
+	j, seq, err := s.write(ctx, base.ID, change{Device: base.Device, Note: status, At: s.clock()}, "", nil)
+	if err != nil {
+		return err
+	}
+	s.written(j, seq, false)
+	return nil
 }
 
 // Cancel cancels a job that is not final; a final job is a conflict.
@@ -121,12 +211,12 @@ func (s *Service) Cancel(ctx context.Context, id, by string) (Job, error) {
 		if err != nil {
 			return Job{}, err
 		}
-		return old, fmt.Errorf("%w: job %s is already %s", model.ErrConflict, id, old.State)
+		if old.State.Final() {
+			return old, fmt.Errorf("%w: job %s is already %s", model.ErrConflict, id, old.State)
+		}
+		j = &old
 	}
-	if err := s.transition(ctx, j, Cancelled, "by "+by, nil, ""); err != nil {
-		return Job{}, err
-	}
-	return clone(j), nil
+	return s.move(ctx, j, "", Cancelled, "by "+by, nil, "")
 }
 
 // Wait returns job id once it is final, or its current state when ctx ends
@@ -191,7 +281,11 @@ func (s *Service) expire() {
 		if now.Before(j.Deadline) {
 			continue
 		}
-		if err := s.transition(context.Background(), j, Expired, "deadline passed", nil, ""); err != nil {
+		_, err := s.move(context.Background(), j, "", Expired, "deadline passed", nil, "")
+		switch {
+		case errors.Is(err, model.ErrConflict):
+			continue // final already: this replica has not applied it yet
+		case err != nil:
 			s.log.Warn("cannot expire job", "job", j.ID, "err", err)
 			return
 		}

@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) model.Store) {
 		{"Actor", testActor},
 		{"BatchOrder", testBatchOrder},
 		{"Replace", testReplace},
+		{"UpdateRecord", testUpdateRecord},
 	}
 	t.Run("CommitFailure", func(t *testing.T) { testCommitFailure(t, open(t)) })
 	for _, tc := range tests {
