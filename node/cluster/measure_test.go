@@ -116,7 +116,11 @@ func TestMeasureThroughput(t *testing.T) {
 	m.Close()
 	db.Close()
 
-	h := newHarness(t, func(c *Config) { c.Logger = nil; c.Store.CacheMB = 64 })
+	h := newHarness(t, func(c *Config) {
+		c.Logger = nil
+		c.Store.CacheMB = 64
+		c.MaxInFlight, _ = strconv.Atoi(os.Getenv("STRATA_CLUSTER_INFLIGHT"))
+	})
 	h.noForward = true
 	h.cluster(3)
 	clustered := run(h.leader().m)
