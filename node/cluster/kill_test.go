@@ -52,6 +52,13 @@ func TestChildReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	peak := &anonPeak{}
+	go func() { // ends with the process
+		for {
+			peak.sample()
+			time.Sleep(50 * time.Millisecond) // sampling memory, not synchronising
+		}
+	}()
 	cfg := Config{ID: cc.ID, Dir: cc.Dir, Bind: cc.Bind, CAPEM: cc.CA, Cert: tc,
 		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
@@ -83,13 +90,47 @@ func TestChildReplica(t *testing.T) {
 	io.Copy(io.Discard, os.Stdin)
 	m.Close()
 	c.Close()
+	fmt.Printf("PEAK_ANON %d\n", peak.max())
+}
+
+// anonPeak samples the process's anonymous resident memory (its heap and
+// stacks, not the files it maps) until the process ends.
+type anonPeak struct {
+	mu sync.Mutex
+	n  int64
+}
+
+func (a *anonPeak) sample() {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(l, "RssAnon:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			a.mu.Lock()
+			a.n = max(a.n, kb<<10)
+			a.mu.Unlock()
+		}
+	}
+}
+
+func (a *anonPeak) max() int64 {
+	a.sample()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
 }
 
 // child is a replica process.
 type child struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan struct{}
+	cmd   *exec.Cmd
+	stdin io.Closer
+	addr  string
+	done  chan struct{}
+	mu    sync.Mutex
+	lines []string // what it printed
 }
 
 // startChild starts replica id in its own process, on dir, listening on
@@ -114,7 +155,8 @@ func (h *harness) startChild(id, dir, bind, join string) *child {
 	}
 	defer logf.Close()
 	cmd.Stderr = logf
-	if _, err := cmd.StdinPipe(); err != nil {
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
 	out, err := cmd.StdoutPipe()
@@ -124,7 +166,7 @@ func (h *harness) startChild(id, dir, bind, join string) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{cmd: cmd, done: make(chan struct{})}
+	c := &child{cmd: cmd, stdin: stdin, done: make(chan struct{})}
 	ready := make(chan string, 1)
 	go func() {
 		defer close(c.done)
@@ -133,6 +175,9 @@ func (h *harness) startChild(id, dir, bind, join string) *child {
 			if addr, ok := strings.CutPrefix(sc.Text(), "READY "); ok {
 				ready <- addr
 			}
+			c.mu.Lock()
+			c.lines = append(c.lines, sc.Text())
+			c.mu.Unlock()
 		}
 		cmd.Wait()
 	}()
@@ -146,6 +191,26 @@ func (h *harness) startChild(id, dir, bind, join string) *child {
 		t.Fatalf("replica process %s not ready", id)
 	}
 	return c
+}
+
+// stop closes the process's standard input, so that it closes the
+// replica, and waits for it to end.
+func (c *child) stop() *os.ProcessState {
+	c.stdin.Close()
+	<-c.done
+	return c.cmd.ProcessState
+}
+
+// printed returns the value of the line "KEY value" the process printed.
+func (c *child) printed(key string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.lines {
+		if v, ok := strings.CutPrefix(l, key+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // kill sends SIGKILL and waits for the process to end.

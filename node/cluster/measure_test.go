@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,4 +128,90 @@ func TestMeasureThroughput(t *testing.T) {
 	clustered := run(h.leader().m)
 	t.Logf("%d writers, one put each, %v: single node %.0f mutations/s, three replicas %.0f mutations/s (%.2f×)",
 		writers, dur, single, clustered, clustered/single)
+}
+
+// TestMeasureSnapshotCatchUp fills a three-replica cluster with
+// STRATA_CLUSTER_SNAPSHOT contexts, snapshots the leader (its log is then
+// compacted), and times a new replica, in a process of its own, from its
+// start to its having applied everything the leader had applied when it
+// joined (Join returns then), with that process's peak resident memory:
+//
+//	STRATA_CLUSTER_MEASURE=1 STRATA_CLUSTER_SNAPSHOT=1000000 go test -run TestMeasureSnapshotCatchUp -v -timeout 2h ./node/cluster/
+func TestMeasureSnapshotCatchUp(t *testing.T) {
+	measureRounds(t)
+	n, _ := strconv.Atoi(os.Getenv("STRATA_CLUSTER_SNAPSHOT"))
+	if n <= 0 {
+		t.Skip("set STRATA_CLUSTER_SNAPSHOT=CONTEXTS")
+	}
+	h := newHarness(t, func(c *Config) {
+		if os.Getenv("STRATA_CLUSTER_LOG") == "" {
+			c.Logger = nil
+		}
+		c.Store.CacheMB = 64
+		// Long timeouts: this measures a catch-up, not a failover, with
+		// big batches on a shared machine.
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 3*time.Second, 3*time.Second, 2*time.Second
+		c.SnapshotThreshold = 1 << 40 // only the snapshot taken below
+		c.TrailingLogs = 16
+		c.ApplyTimeout = time.Minute
+	})
+	h.noForward = true
+	h.cluster(3)
+	leader := h.leader()
+	const per = 500 // puts per proposal
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				first := int(next.Add(per)) - per
+				if first >= n {
+					return
+				}
+				muts := make([]model.Mutation, 0, per)
+				for i := first; i < min(first+per, n); i++ {
+					muts = append(muts, put(fmt.Sprintf("/devices/s%03d/d%07d", i%1000, i), "site", fmt.Sprintf("s%03d", i%1000), "rack", strconv.Itoa(i%40)))
+				}
+				if _, err := h.tryWrite(muts...); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	fill := time.Since(start)
+	h.converged()
+	leader = h.leader()
+	start = time.Now()
+	if err := leader.c.raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	snap := time.Since(start)
+	metas, err := leader.c.snaps.List()
+	if err != nil || len(metas) == 0 {
+		t.Fatalf("no snapshot: %v", err)
+	}
+	first, _ := leader.c.bolt.FirstIndex()
+	t.Logf("%d contexts written in %v (%.0f/s); leader snapshot %.1f MiB at index %d written in %v; log now starts at %d",
+		n, fill.Round(time.Millisecond), float64(n)/fill.Seconds(), float64(metas[0].Size)/(1<<20), metas[0].Index, snap.Round(time.Millisecond), first)
+
+	target := leader.c.raft().AppliedIndex()
+	start = time.Now()
+	ch := h.startChild("r4", filepath.Join(h.root, "r4"), "127.0.0.1:0", leader.addr)
+	took := time.Since(start)
+	st := ch.stop()
+	var peak int64
+	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+		peak = ru.Maxrss << 10 // KiB on Linux
+	}
+	anon, _ := strconv.ParseInt(ch.printed("PEAK_ANON"), 10, 64)
+	t.Logf("new replica: started, installed the snapshot and applied up to index %d (leader's when it joined) in %v; peak resident memory %.0f MiB, of which anonymous (heap, stacks) %.0f MiB",
+		target, took.Round(time.Millisecond), float64(peak)/(1<<20), float64(anon)/(1<<20))
 }
