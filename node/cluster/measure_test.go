@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -144,9 +145,8 @@ func TestMeasureSnapshotCatchUp(t *testing.T) {
 		t.Skip("set STRATA_CLUSTER_SNAPSHOT=CONTEXTS")
 	}
 	h := newHarness(t, func(c *Config) {
-		if os.Getenv("STRATA_CLUSTER_LOG") == "" {
-			c.Logger = nil
-		}
+		// Warnings and errors only: Badger's among them.
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		c.Store.CacheMB = 64
 		// Long timeouts: this measures a catch-up, not a failover, with
 		// big batches on a shared machine.
