@@ -35,6 +35,8 @@ const childEnv = "STRATA_CLUSTER_TEST_CHILD"
 type childConfig struct {
 	ID, Dir, Bind, Join string
 	CA, Cert, Key       []byte
+	// Wait bounds the join (the catch-up), harnessTimeout when 0.
+	Wait time.Duration
 }
 
 // TestChildReplica is the replica process: it runs until killed, or
@@ -64,6 +66,9 @@ func TestChildReplica(t *testing.T) {
 		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 20 * time.Millisecond,
 		ApplyTimeout: 5 * time.Second, JoinTimeout: harnessTimeout}
+	if cc.Wait > 0 {
+		cfg.JoinTimeout = cc.Wait
+	}
 	cfg.Store.CacheMB = 8
 	c, err := Open(cfg)
 	if err != nil {
@@ -79,7 +84,7 @@ func TestChildReplica(t *testing.T) {
 	if has, err := c.HasState(); err != nil {
 		t.Fatal(err)
 	} else if !has {
-		ctx, cancel := context.WithTimeout(context.Background(), harnessTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.JoinTimeout)
 		err := c.Join(ctx, cc.Join)
 		cancel()
 		if err != nil {
@@ -136,6 +141,13 @@ type child struct {
 // startChild starts replica id in its own process, on dir, listening on
 // bind; a replica without raft state joins through join.
 func (h *harness) startChild(id, dir, bind, join string) *child {
+	h.t.Helper()
+	return h.startChildWait(id, dir, bind, join, harnessTimeout)
+}
+
+// startChildWait is startChild, waiting up to wait for the replica to be
+// ready (joined and caught up).
+func (h *harness) startChildWait(id, dir, bind, join string, wait time.Duration) *child {
 	t := h.t
 	t.Helper()
 	pair, err := h.ca.IssueReplica(id, []string{"127.0.0.1"})
@@ -143,7 +155,7 @@ func (h *harness) startChild(id, dir, bind, join string) *child {
 		t.Fatal(err)
 	}
 	raw, err := json.Marshal(childConfig{ID: id, Dir: dir, Bind: bind, Join: join,
-		CA: h.ca.CertPEM, Cert: pair.CertPEM, Key: pair.KeyPEM})
+		CA: h.ca.CertPEM, Cert: pair.CertPEM, Key: pair.KeyPEM, Wait: wait})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +199,7 @@ func (h *harness) startChild(id, dir, bind, join string) *child {
 	case <-c.done:
 		log, _ := os.ReadFile(logf.Name())
 		t.Fatalf("replica process %s ended before it was ready:\n%s", id, log)
-	case <-time.After(harnessTimeout):
+	case <-time.After(wait):
 		t.Fatalf("replica process %s not ready", id)
 	}
 	return c
