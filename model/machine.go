@@ -21,7 +21,7 @@ const FolderType = "folder"
 type machine struct {
 	base  func(Path) (*Context, error) // committed state: cache, then store
 	store Store
-	prev  map[Path]*staged // the batch being committed, if any
+	prev  []map[Path]*staged // the batches being committed, newest first
 	seq   uint64
 	at    time.Time
 
@@ -35,8 +35,8 @@ type machine struct {
 	recs     map[[2]string]recOp
 	recOrder [][2]string
 	b        Batch
-	// prevRecs: the records of the batch being committed, if any.
-	prevRecs map[[2]string]recOp
+	// prevRecs: the records of the batches in flight, newest first.
+	prevRecs []map[[2]string]recOp
 	updaters map[string]RecordUpdater
 	recCache *recCache
 }
@@ -53,7 +53,7 @@ type staged struct {
 
 // newMachine starts a batch; size is the number of entries it is expected
 // to hold (the previous batch's), to allocate its slices once.
-func newMachine(base func(Path) (*Context, error), s Store, prev map[Path]*staged, last uint64, at time.Time, size int) *machine {
+func newMachine(base func(Path) (*Context, error), s Store, prev []map[Path]*staged, last uint64, at time.Time, size int) *machine {
 	m := &machine{base: base, store: s, prev: prev, seq: last, at: at, ctx: make(map[Path]*staged, size),
 		purge: make(map[Path]uint64), recs: make(map[[2]string]recOp), order: make([]Path, 0, size)}
 	m.b.Entries = make([]Entry, 0, size)
@@ -169,8 +169,10 @@ func (t *tx) get(p Path) (*Context, error) {
 	if s, ok := t.m.ctx[p]; ok {
 		return s.c, nil
 	}
-	if s, ok := t.m.prev[p]; ok {
-		return s.c, nil
+	for _, l := range t.m.prev {
+		if s, ok := l[p]; ok {
+			return s.c, nil
+		}
 	}
 	c, err := t.m.base(p)
 	if errors.Is(err, ErrNotFound) {
@@ -286,8 +288,10 @@ func (t *tx) record(kind, key string) ([]byte, error) {
 	if op, ok := t.m.recs[k]; ok {
 		return op.value(), nil
 	}
-	if op, ok := t.m.prevRecs[k]; ok {
-		return op.value(), nil
+	for _, recs := range t.m.prevRecs {
+		if op, ok := recs[k]; ok {
+			return op.value(), nil
+		}
 	}
 	if t.m.recCache != nil {
 		if v, ok := t.m.recCache.get(k); ok {
@@ -498,7 +502,7 @@ func (t *tx) delete(m *Mutation) error {
 // hasChildren reports whether p has a child that exists after the staged
 // changes: one in the store not deleted since, or one created since.
 func (t *tx) hasChildren(p Path) (bool, error) {
-	layers := []map[Path]*staged{t.m.ctx, t.m.prev}
+	layers := append([]map[Path]*staged{t.m.ctx}, t.m.prev...)
 	inStage := func(c Path) (exists, known bool) {
 		if s, ok := t.staged(c); ok {
 			return s.c != nil, true

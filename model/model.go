@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 )
@@ -63,6 +64,7 @@ type Model struct {
 	log   *slog.Logger
 	now   func() time.Time
 	max   int
+	depth int // batches in flight at most
 
 	in   chan *proposal
 	quit chan struct{}
@@ -145,11 +147,15 @@ func New(cfg Config) (*Model, error) {
 		cache:   newCache(max(cfg.CacheSize, 0)),
 		recs:    newRecCache(recCacheSize),
 	}
+	m.depth = 1
+	if ps, ok := cfg.Store.(Pipelined); ok {
+		m.depth = max(ps.MaxInFlight(), 1)
+	}
 	if rs, ok := cfg.Store.(Replicated); ok {
 		m.replicated = true
 		rs.Attach(replica{m})
 	}
-	go m.apply(nil)
+	go m.apply(nil, nil)
 	return m, nil
 }
 
@@ -277,46 +283,62 @@ type flight struct {
 	over  map[Path]*staged
 	recs  map[[2]string]recOp // the batch's last operation on each record
 	err   error
-	// durable is closed once the batch is durable and published, or has
-	// failed (err): the applier may commit the next one. done is closed
-	// once every caller of this batch and of the ones before it has been
-	// answered.
-	durable chan struct{}
-	done    chan struct{}
-	prev    *flight // the batch before, until its callers are answered
+	// proposed is closed once the store has queued the batch (a
+	// Pipelined store) or it is durable: the applier may propose the
+	// next one. durable is closed once the batch is durable and
+	// published, or has failed (err). done is closed once every caller
+	// of this batch and of the ones before it has been answered.
+	proposed chan struct{}
+	durable  chan struct{}
+	done     chan struct{}
+	prev     *flight // the batch before, until its callers are answered
 }
 
-// apply is the applier: the only goroutine that proposes to the store. It
-// keeps at most one batch in flight: while batch k (inflight) is being
-// made durable it collects and applies the proposals of batch k+1 on top
-// of k's state, and commits k+1 as soon as k is durable. If k fails, k+1
-// is rebuilt from the committed state, so no proposal is applied on state
-// that was lost.
+func (f *flight) isDurable() bool {
+	select {
+	case <-f.durable:
+		return true
+	default:
+		return false
+	}
+}
+
+// apply is the applier: the only goroutine that proposes to the store.
+// While batches are in flight (chain, oldest first; last is the newest
+// batch, in flight or not) it collects and applies the proposals of the
+// next batch on top of their state, and commits it as soon as the newest
+// one is proposed (a Pipelined store, up to MaxInFlight batches in
+// flight) or durable (any other store: one batch in flight). If a batch
+// in flight fails, the next is rebuilt from the committed state once the
+// chain has settled, so no proposal is applied on state that was lost;
+// a Pipelined store fails the batches already proposed on top of it.
 //
 // To commit, the applier hands its role to a new goroutine and commits on
 // its own: the commit starts at once, and the new applier runs as soon as
 // the commit waits for the disk. (Started the other way round, the commit
 // would wait in the run queue until the applier blocks: ~1 ms under load,
 // a third of a commit, with the disk idle.)
-func (m *Model) apply(inflight *flight) {
+func (m *Model) apply(last *flight, chain []*flight) {
 	var first *proposal
 	select {
 	case first = <-m.in:
 	case <-m.quit:
-		if inflight != nil {
-			<-inflight.done
+		if last != nil {
+			<-last.done
 		}
 		m.failQueued()
 		close(m.done)
 		return
 	}
+	chain = m.settle(chain)
 	props := []*proposal{first}
-	sm := m.newMachine(inflight)
+	sm := m.newMachine(chain)
 	first.entries, first.err = sm.propose(first.muts)
 	n := len(first.muts)
 collect:
 	for n < m.max {
-		if inflight == nil {
+		gate := m.gate(chain)
+		if gate == nil {
 			select {
 			case p := <-m.in:
 				props = append(props, p)
@@ -332,44 +354,115 @@ collect:
 			props = append(props, p)
 			p.entries, p.err = sm.propose(p.muts)
 			n += len(p.muts)
-		case <-inflight.durable:
+		case <-gate:
 			break collect
 		}
 	}
-	if inflight != nil {
-		<-inflight.durable
-		if inflight.err != nil {
-			// Rebuild on the committed state.
-			sm = m.newMachine(nil)
-			for _, p := range props {
-				p.entries, p.err = sm.propose(p.muts)
-			}
+	for gate := m.gate(chain); gate != nil; gate = m.gate(chain) {
+		<-gate
+	}
+	if m.failed(chain) {
+		// A batch it was built on failed: rebuild on the committed state.
+		chain = m.settle(chain)
+		sm = m.newMachine(nil)
+		for _, p := range props {
+			p.entries, p.err = sm.propose(p.muts)
 		}
 	}
-	f := &flight{props: props, batch: sm.batch(), over: sm.ctx, recs: sm.recs,
-		durable: make(chan struct{}), done: make(chan struct{}), prev: inflight}
-	go m.apply(f)
+	b := sm.batch()
+	b.ID = batchID()
+	if len(chain) > 0 {
+		b.After = chain[len(chain)-1].batch.ID // the newest layer it was built on
+	}
+	f := &flight{props: props, batch: b, over: sm.ctx, recs: sm.recs, proposed: make(chan struct{}),
+		durable: make(chan struct{}), done: make(chan struct{}), prev: last}
+	next := append(m.inFlight(chain), f)
+	go m.apply(f, next)
 	m.commit(f)
 }
 
-func (m *Model) newMachine(inflight *flight) *machine {
+// gate returns what the applier waits for before it may commit the next
+// batch, nil when it may commit at once.
+func (m *Model) gate(chain []*flight) <-chan struct{} {
+	chain = m.inFlight(chain)
+	if len(chain) == 0 || m.failed(chain) {
+		return nil
+	}
+	if len(chain) >= m.depth {
+		return chain[0].durable
+	}
+	newest := chain[len(chain)-1]
+	select {
+	case <-newest.proposed:
+		return nil
+	default:
+		return newest.proposed
+	}
+}
+
+// inFlight returns the batches of chain not yet durable (a batch becomes
+// durable only after the ones before it).
+func (m *Model) inFlight(chain []*flight) []*flight {
+	for len(chain) > 0 && chain[0].isDurable() && chain[0].err == nil {
+		chain = chain[1:]
+	}
+	return chain
+}
+
+// failed reports whether a batch of chain failed.
+func (m *Model) failed(chain []*flight) bool {
+	for _, f := range chain {
+		if f.isDurable() && f.err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// settle drops the durable batches from chain; if one of them failed, it
+// waits for every batch of chain (the ones built on it fail too) and
+// returns none, so the next batch is built on the committed state.
+func (m *Model) settle(chain []*flight) []*flight {
+	if !m.failed(chain) {
+		return m.inFlight(chain)
+	}
+	for _, f := range chain {
+		<-f.durable
+	}
+	return nil
+}
+
+func (m *Model) newMachine(chain []*flight) *machine {
 	ext := m.cache.external()
 	m.mu.Lock()
 	last, updaters := m.last, m.updaters
 	m.mu.Unlock()
-	var prev map[Path]*staged
-	var prevRecs map[[2]string]recOp
+	var prev []map[Path]*staged
+	var prevRecs []map[[2]string]recOp
 	size := 16
-	if inflight != nil {
-		size = len(inflight.batch.Entries) + len(inflight.batch.Entries)/4
-		prev, prevRecs = inflight.over, inflight.recs
-		if l := inflight.batch.LastSeq(); l > last {
+	for i := len(chain) - 1; i >= 0; i-- {
+		prev = append(prev, chain[i].over)
+		prevRecs = append(prevRecs, chain[i].recs)
+	}
+	if len(chain) > 0 {
+		b := chain[len(chain)-1].batch
+		size = len(b.Entries) + len(b.Entries)/4
+		if l := b.LastSeq(); l > last {
 			last = l
 		}
 	}
 	sm := newMachine(m.base(ext), m.store, prev, last, m.now().UTC(), size)
 	sm.prevRecs, sm.updaters, sm.recCache = prevRecs, updaters, m.recs
 	return sm
+}
+
+// batchID is a batch's random ID, never 0.
+func batchID() uint64 {
+	for {
+		if id := rand.Uint64(); id != 0 {
+			return id
+		}
+	}
 }
 
 // base reads committed state for the applier: cache, then store. What it
@@ -403,7 +496,7 @@ func (m *Model) failQueued() {
 // commit makes one batch durable, publishes it, lets the applier commit
 // the next one and then answers its callers.
 func (m *Model) commit(f *flight) {
-	f.err = m.makeDurable(f.batch)
+	f.err = m.makeDurable(f)
 	close(f.durable)
 	for _, p := range f.props {
 		if f.err != nil && p.err == nil {
@@ -418,13 +511,28 @@ func (m *Model) commit(f *flight) {
 	close(f.done)
 }
 
-// makeDurable commits b to the store and publishes it (a Replicated
-// store has published it before Commit returns).
-func (m *Model) makeDurable(b *Batch) error {
+// makeDurable commits f's batch to the store and publishes it (a
+// Replicated store has published it before Commit returns); proposed is
+// closed once the store has queued it.
+func (m *Model) makeDurable(f *flight) error {
+	b := f.batch
 	if len(b.Entries) == 0 {
+		close(f.proposed)
 		return nil
 	}
-	if err := m.store.Commit(b); err != nil {
+	var err error
+	if ps, ok := m.store.(Pipelined); ok {
+		var wait func() error
+		wait, err = ps.Propose(b)
+		close(f.proposed)
+		if err == nil {
+			err = wait()
+		}
+	} else {
+		err = m.store.Commit(b)
+		close(f.proposed)
+	}
+	if err != nil {
 		m.log.Error("commit failed", "entries", len(b.Entries), "err", err)
 		return err
 	}

@@ -51,6 +51,11 @@ type Batch struct {
 	Events   []Event        // events recorded
 	Records  []Record       // node-local records put
 	Dropped  []Record       // node-local records deleted (Value unused)
+
+	// ID names the batch (random, not 0) for a Pipelined store. After,
+	// when not 0, is the ID of the batch still in flight that this one
+	// was built on: it is valid only directly after that batch.
+	ID, After uint64
 }
 
 // ContextWrite is one context to store. Index is set when the context is new
@@ -83,6 +88,24 @@ type EventQuery struct {
 	Since  time.Time // only events at or after Since
 	Level  Level     // only events of this level
 	Limit  int       // at most Limit events (the store caps it)
+}
+
+// Pipelined is a Store that takes a batch before the ones given before
+// it are durable: a replicated log proposes the next batch while the
+// previous ones replicate, so that one commit's round trip is not paid
+// per batch. The model keeps up to MaxInFlight batches in flight, each
+// built on the state the previous ones leave.
+//
+// Propose returns once b is queued behind every batch proposed before
+// it; wait then returns b's outcome as Commit would (Commit is Propose
+// and wait). A batch whose After is set must fail without applying
+// anything unless the batch of that ID was the last one applied before
+// it: a batch built on one that failed never applies.
+type Pipelined interface {
+	Store
+	Propose(b *Batch) (wait func() error, err error)
+	// MaxInFlight bounds the batches proposed and not yet durable.
+	MaxInFlight() int
 }
 
 // Replicated is a Store whose batches are applied by a replicated log (a

@@ -16,10 +16,21 @@
 // replica, through any member). Shutdown hands leadership over first;
 // Close stops at once (as a crash would, but for the files).
 //
-// Durability: the Raft log (BoltDB, synced per append) and the local
-// store (its write-ahead log, synced per commit) are both synced; the
-// last index applied is stored with the data, so a restarted replica
-// resumes after it. See docs/cluster.md.
+// Throughput: the leader's model keeps up to Config.MaxInFlight batches
+// in flight (model.Pipelined): it proposes the next batch while the
+// previous ones replicate, and Raft appends and sends together what
+// arrived meanwhile. A batch built on one still in flight names it
+// (model.Batch.After), and every replica refuses it unless that batch was
+// the last applied, so a batch never applies on state that was lost.
+//
+// Durability: the Raft log (BoltDB, synced per append) is the durable
+// record. The local store does not sync its commits
+// (store.BadgerOptions.Unsynced): the last index applied is stored with
+// the data, so a restarted replica resumes after it and Raft applies
+// again whatever the store lost. After a kill of the process the store
+// loses nothing; after a crash of the machine it is not trusted, and
+// Open replaces it with an empty one that Raft fills again from the
+// latest snapshot and the log (openStore). See docs/cluster.md.
 package cluster
 
 import (
@@ -78,6 +89,10 @@ type Config struct {
 	// 10 s); JoinTimeout the wait for a new replica to catch up before it
 	// becomes a voter (default 30 min).
 	ApplyTimeout, JoinTimeout time.Duration
+	// MaxInFlight bounds the batches the leader's model keeps proposed
+	// and not yet applied (model.Pipelined; default 8): the next batch is
+	// proposed while the previous ones replicate.
+	MaxInFlight int
 }
 
 // Validate checks what Open needs.
@@ -154,6 +169,9 @@ func Open(cfg Config) (*Cluster, error) {
 	if cfg.JoinTimeout <= 0 {
 		cfg.JoinTimeout = 30 * time.Minute
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 8
+	}
 	c := &Cluster{cfg: cfg, log: cfg.Logger.With("component", "cluster", "replica", cfg.ID), quit: make(chan struct{})}
 	c.metrics = newMetrics(cfg.Registerer, c)
 	ok := false
@@ -169,7 +187,7 @@ func Open(cfg Config) (*Cluster, error) {
 	if c.storeDir, err = liveStoreDir(cfg.Dir); err != nil {
 		return nil, err
 	}
-	db, err := store.OpenBadger(c.storeOptions(c.storeDir))
+	db, err := c.openStore()
 	if err != nil {
 		return nil, err
 	}
@@ -182,8 +200,12 @@ func Open(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	lastID, err := db.AppliedBatch()
+	if err != nil {
+		return nil, err
+	}
 	c.applied.Store(applied)
-	c.fsm = &fsm{s: c.store, c: c, applied: applied, lastSeq: last}
+	c.fsm = &fsm{s: c.store, c: c, applied: applied, lastSeq: last, lastID: lastID}
 	if c.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft", "raft.db")}); err != nil {
 		return nil, fmt.Errorf("cluster: open the raft log: %w", err)
 	}
@@ -272,6 +294,9 @@ func (c *Cluster) Start(m applier) error {
 	rc.LocalID = raft.ServerID(c.cfg.ID)
 	rc.Logger = c.hclog()
 	rc.NoSnapshotRestoreOnStart = !c.restore
+	// Proposals queue without waiting for the leader's loop, which then
+	// appends up to MaxAppendEntries of them with one sync of the log.
+	rc.BatchApplyCh = true
 	setIf(&rc.HeartbeatTimeout, c.cfg.HeartbeatTimeout)
 	setIf(&rc.ElectionTimeout, c.cfg.ElectionTimeout)
 	setIf(&rc.LeaderLeaseTimeout, c.cfg.LeaderLeaseTimeout)

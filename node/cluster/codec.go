@@ -10,8 +10,13 @@ import (
 // A Raft log entry of the cluster is one byte of kind, then its body.
 // Kinds this binary does not know fail the apply on every replica alike
 // (ErrUnknownEntry), so that a replica never skips what another applied.
+//
+// A batch built on another still in flight (model.Batch.After set) is
+// written as entryChained, so that a replica too old to check the chain
+// refuses it rather than apply it out of its chain.
 const (
-	entryBatch byte = 1 // body: a wireBatch (model encoding)
+	entryBatch   byte = 1 // body: a wireBatch (model encoding)
+	entryChained byte = 2 // body: a wireBatch with After set
 )
 
 // ErrUnknownEntry is the apply error of a log entry of a kind this binary
@@ -31,6 +36,8 @@ type wireBatch struct {
 	Events   []model.Event  `cbor:"4,keyasint,omitempty"`
 	Records  []model.Record `cbor:"5,keyasint,omitempty"`
 	Dropped  []model.Record `cbor:"6,keyasint,omitempty"`
+	ID       uint64         `cbor:"7,keyasint,omitempty"`
+	After    uint64         `cbor:"8,keyasint,omitempty"`
 }
 
 type wireContext struct {
@@ -41,7 +48,7 @@ type wireContext struct {
 // encodeBatch encodes b as the data of one Raft log entry.
 func encodeBatch(b *model.Batch) ([]byte, error) {
 	w := wireBatch{Entries: make([][]byte, len(b.Entries)), Deleted: b.Deleted,
-		Events: b.Events, Records: b.Records, Dropped: b.Dropped}
+		Events: b.Events, Records: b.Records, Dropped: b.Dropped, ID: b.ID, After: b.After}
 	for i := range b.Entries {
 		enc, err := b.EncodedEntry(i)
 		if err != nil {
@@ -59,13 +66,18 @@ func encodeBatch(b *model.Batch) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: encode batch: %w", err)
 	}
-	return append([]byte{entryBatch}, body...), nil
+	kind := entryBatch
+	if b.After != 0 {
+		kind = entryChained
+	}
+	return append([]byte{kind}, body...), nil
 }
 
-// decodeBatch decodes the body of an entryBatch log entry and checks what
-// a store relies on: entries in strictly increasing sequence order, a
-// context for every context write.
-func decodeBatch(body []byte) (*model.Batch, error) {
+// decodeBatch decodes the body of an entryBatch or entryChained log entry
+// of that kind and checks what a store relies on: entries in strictly
+// increasing sequence order, a context for every context write, After
+// set exactly in a chained batch.
+func decodeBatch(kind byte, body []byte) (*model.Batch, error) {
 	var w wireBatch
 	if err := model.Unmarshal(body, &w); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadEntry, err)
@@ -73,8 +85,11 @@ func decodeBatch(body []byte) (*model.Batch, error) {
 	if len(w.Entries) == 0 {
 		return nil, fmt.Errorf("%w: a batch without entries", ErrBadEntry)
 	}
+	if (w.After != 0) != (kind == entryChained) {
+		return nil, fmt.Errorf("%w: a batch of kind %d with after=%d", ErrBadEntry, kind, w.After)
+	}
 	b := &model.Batch{Entries: make([]model.Entry, len(w.Entries)), Encoded: w.Entries,
-		Deleted: w.Deleted, Events: w.Events, Records: w.Records, Dropped: w.Dropped}
+		Deleted: w.Deleted, Events: w.Events, Records: w.Records, Dropped: w.Dropped, ID: w.ID, After: w.After}
 	for i, raw := range w.Entries {
 		if err := model.Unmarshal(raw, &b.Entries[i]); err != nil {
 			return nil, fmt.Errorf("%w: entry %d: %v", ErrBadEntry, i, err)

@@ -37,7 +37,7 @@ func TestBatchRoundTrip(t *testing.T) {
 	if data[0] != entryBatch {
 		t.Fatalf("kind %d", data[0])
 	}
-	got, err := decodeBatch(data[1:])
+	got, err := decodeBatch(data[0], data[1:])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,12 +65,47 @@ func TestDecodeBatchRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := decodeBatch(data[1:]); !errors.Is(err, ErrBadEntry) {
+		if _, err := decodeBatch(data[0], data[1:]); !errors.Is(err, ErrBadEntry) {
 			t.Errorf("%s: %v, want ErrBadEntry", name, err)
 		}
 	}
-	if _, err := decodeBatch([]byte{0xff, 0x00}); !errors.Is(err, ErrBadEntry) {
+	if _, err := decodeBatch(entryBatch, []byte{0xff, 0x00}); !errors.Is(err, ErrBadEntry) {
 		t.Errorf("garbage: %v", err)
+	}
+	// A chained batch read as a plain one, or the other way round.
+	chained := testBatch(t)
+	chained.After = 7
+	data, err := encodeBatch(chained)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeBatch(entryBatch, data[1:]); !errors.Is(err, ErrBadEntry) {
+		t.Errorf("chained body as a plain batch: %v", err)
+	}
+	data, _ = encodeBatch(testBatch(t))
+	if _, err := decodeBatch(entryChained, data[1:]); !errors.Is(err, ErrBadEntry) {
+		t.Errorf("plain body as a chained batch: %v", err)
+	}
+}
+
+// A batch built on another in flight is written as its own kind, so that
+// an older replica refuses it, and keeps its chain through the log.
+func TestChainedBatchRoundTrip(t *testing.T) {
+	b := testBatch(t)
+	b.ID, b.After = 42, 41
+	data, err := encodeBatch(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data[0] != entryChained {
+		t.Fatalf("kind %d, want %d", data[0], entryChained)
+	}
+	got, err := decodeBatch(data[0], data[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != 42 || got.After != 41 {
+		t.Fatalf("id %d after %d", got.ID, got.After)
 	}
 }
 
@@ -79,15 +114,18 @@ func FuzzDecodeBatch(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(data[1:])
-	f.Add([]byte{0xa0})
-	f.Fuzz(func(t *testing.T, body []byte) {
-		b, err := decodeBatch(body)
+	f.Add(entryBatch, data[1:])
+	f.Add(entryChained, []byte{0xa0})
+	f.Fuzz(func(t *testing.T, kind byte, body []byte) {
+		b, err := decodeBatch(kind, body)
 		if err != nil {
 			if !errors.Is(err, ErrBadEntry) {
 				t.Fatalf("error not ErrBadEntry: %v", err)
 			}
 			return
+		}
+		if (b.After != 0) != (kind == entryChained) {
+			t.Fatal("accepted a chain that does not match the kind")
 		}
 		for i := 1; i < len(b.Entries); i++ {
 			if b.Entries[i].Seq != b.Entries[i-1].Seq+1 {

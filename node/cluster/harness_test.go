@@ -185,6 +185,17 @@ func (h *harness) leader() *replica {
 	return l
 }
 
+// leaderOrNil returns a replica that leads and accepts writes, nil when
+// none does now.
+func (h *harness) leaderOrNil() *replica {
+	for _, r := range h.replicas() {
+		if r.up() && r.c.IsLeader() {
+			return r
+		}
+	}
+	return nil
+}
+
 // write applies muts through whichever replica leads, retrying across
 // replicas as a client would, until it is acknowledged.
 func (h *harness) write(muts ...model.Mutation) []model.Entry {

@@ -3,11 +3,14 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,8 +87,20 @@ func TestMeasureThroughput(t *testing.T) {
 		writers = 64
 	}
 	const dur = 5 * time.Second
+	// cpu is the process's CPU time so far: per mutation, it measures
+	// the work a mutation costs even on a machine others load.
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	var spent time.Duration
+	var done int64
 	run := func(m *model.Model) float64 {
+		c0 := cpu()
+		defer func() { spent = cpu() - c0 }()
 		var n atomic.Int64
+		defer func() { done = n.Load() }()
 		var wg sync.WaitGroup
 		stop := time.Now().Add(dur)
 		for w := range writers {
@@ -113,13 +128,112 @@ func TestMeasureThroughput(t *testing.T) {
 		t.Fatal(err)
 	}
 	single := run(m)
+	singleCPU := spent / time.Duration(max(done, 1))
 	m.Close()
 	db.Close()
 
-	h := newHarness(t, func(c *Config) { c.Logger = nil; c.Store.CacheMB = 64 })
+	h := newHarness(t, func(c *Config) {
+		c.Logger = nil
+		c.Store.CacheMB = 64
+		c.MaxInFlight, _ = strconv.Atoi(os.Getenv("STRATA_CLUSTER_INFLIGHT"))
+	})
 	h.noForward = true
 	h.cluster(3)
 	clustered := run(h.leader().m)
-	t.Logf("%d writers, one put each, %v: single node %.0f mutations/s, three replicas %.0f mutations/s (%.2f×)",
-		writers, dur, single, clustered, clustered/single)
+	clusterCPU := spent / time.Duration(max(done, 1))
+	t.Logf("%d writers, one put each, %v: single node %.0f mutations/s, three replicas %.0f mutations/s (%.2f×); CPU per mutation: single node %v, three replicas %v (all three)",
+		writers, dur, single, clustered, clustered/single, singleCPU.Round(time.Microsecond/10), clusterCPU.Round(time.Microsecond/10))
+}
+
+// TestMeasureSnapshotCatchUp fills a three-replica cluster (or one:
+// STRATA_CLUSTER_SNAPSHOT_REPLICAS) with
+// STRATA_CLUSTER_SNAPSHOT contexts, snapshots the leader (its log is then
+// compacted), and times a new replica, in a process of its own, from its
+// start to its having applied everything the leader had applied when it
+// joined (Join returns then), with that process's peak resident memory:
+//
+//	STRATA_CLUSTER_MEASURE=1 STRATA_CLUSTER_SNAPSHOT=1000000 go test -run TestMeasureSnapshotCatchUp -v -timeout 2h ./node/cluster/
+func TestMeasureSnapshotCatchUp(t *testing.T) {
+	measureRounds(t)
+	n, _ := strconv.Atoi(os.Getenv("STRATA_CLUSTER_SNAPSHOT"))
+	if n <= 0 {
+		t.Skip("set STRATA_CLUSTER_SNAPSHOT=CONTEXTS")
+	}
+	h := newHarness(t, func(c *Config) {
+		// Warnings and errors only: Badger's among them.
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		c.Store.CacheMB = 64
+		// Long timeouts: this measures a catch-up, not a failover, with
+		// big batches on a shared machine.
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 3*time.Second, 3*time.Second, 2*time.Second
+		c.SnapshotThreshold = 1 << 40 // only the snapshot taken below
+		c.TrailingLogs = 16
+		c.ApplyTimeout = time.Minute
+	})
+	h.noForward = true
+	// STRATA_CLUSTER_SNAPSHOT_REPLICAS=1 fills a cluster of one replica
+	// instead of three: the same snapshot for the new replica, filled in
+	// a third of the time on a busy machine.
+	replicas, _ := strconv.Atoi(os.Getenv("STRATA_CLUSTER_SNAPSHOT_REPLICAS"))
+	if replicas <= 0 {
+		replicas = 3
+	}
+	h.cluster(replicas)
+	leader := h.leader()
+	const per = 500 // puts per proposal
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				first := int(next.Add(per)) - per
+				if first >= n {
+					return
+				}
+				muts := make([]model.Mutation, 0, per)
+				for i := first; i < min(first+per, n); i++ {
+					muts = append(muts, put(fmt.Sprintf("/devices/s%03d/d%07d", i%1000, i), "site", fmt.Sprintf("s%03d", i%1000), "rack", strconv.Itoa(i%40)))
+				}
+				if _, err := h.tryWrite(muts...); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	fill := time.Since(start)
+	h.converged()
+	leader = h.leader()
+	start = time.Now()
+	if err := leader.c.raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	snap := time.Since(start)
+	metas, err := leader.c.snaps.List()
+	if err != nil || len(metas) == 0 {
+		t.Fatalf("no snapshot: %v", err)
+	}
+	first, _ := leader.c.bolt.FirstIndex()
+	t.Logf("%d replicas: %d contexts written in %v (%.0f/s); leader snapshot %.1f MiB at index %d written in %v; log now starts at %d",
+		replicas, n, fill.Round(time.Millisecond), float64(n)/fill.Seconds(), float64(metas[0].Size)/(1<<20), metas[0].Index, snap.Round(time.Millisecond), first)
+
+	target := leader.c.raft().AppliedIndex()
+	start = time.Now()
+	ch := h.startChildWait("r4", filepath.Join(h.root, "r4"), "127.0.0.1:0", leader.addr, time.Hour)
+	took := time.Since(start)
+	st := ch.stop()
+	var peak int64
+	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+		peak = ru.Maxrss << 10 // KiB on Linux
+	}
+	anon, _ := strconv.ParseInt(ch.printed("PEAK_ANON"), 10, 64)
+	t.Logf("new replica: started, installed the snapshot and applied up to index %d (leader's when it joined) in %v; peak resident memory %.0f MiB, of which anonymous (heap, stacks) %.0f MiB",
+		target, took.Round(time.Millisecond), float64(peak)/(1<<20), float64(anon)/(1<<20))
 }

@@ -15,6 +15,7 @@ type metrics struct {
 	leaderChanges prometheus.Counter
 	stale         prometheus.Counter
 	restores      prometheus.Counter
+	rebuilds      prometheus.Counter
 	refused       *prometheus.CounterVec
 	forwarded     *prometheus.CounterVec
 }
@@ -37,6 +38,10 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
 		restores: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strata_cluster_snapshot_installs_total",
 			Help: "Snapshots installed as the local store.",
+		}),
+		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_cluster_store_rebuilds_total",
+			Help: "Local stores discarded at start because the machine stopped while they were open without syncing; Raft fills the new one again.",
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strata_cluster_connections_refused_total",
@@ -71,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
 		}
 		return 0
 	})
-	m.cs = []prometheus.Collector{m.commitSeconds, m.leaderChanges, m.stale, m.restores, m.refused, m.forwarded, applyLag, leader}
+	m.cs = []prometheus.Collector{m.commitSeconds, m.leaderChanges, m.stale, m.restores, m.rebuilds, m.refused, m.forwarded, applyLag, leader}
 	if reg != nil {
 		for _, col := range m.cs {
 			reg.MustRegister(col)

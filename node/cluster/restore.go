@@ -79,7 +79,38 @@ func (c *Cluster) storeOptions(name string) store.BadgerOptions {
 	o.Dir = filepath.Join(c.cfg.Dir, name)
 	o.Logger = c.log
 	o.InMemory = false
+	// The Raft log is the durable record: what the store loses in a
+	// crash, the log applies again (store.BadgerOptions.Unsynced).
+	o.Unsynced = true
 	return o
+}
+
+// openStore opens the live local store. One that a machine crash left
+// untrustworthy (store.ErrUnsyncedCrash: it was open without syncing its
+// commits) is replaced by an empty one, which Raft fills again from the
+// latest snapshot and the log (storeBehindSnapshot); the old directory
+// is removed once the new one is named live.
+func (c *Cluster) openStore() (*store.Badger, error) {
+	db, err := store.OpenBadger(c.storeOptions(c.storeDir))
+	if !errors.Is(err, store.ErrUnsyncedCrash) {
+		return db, err
+	}
+	c.log.Warn("the local store was open without syncing when the machine stopped: rebuilding it from the raft log", "err", err)
+	c.metrics.rebuilds.Inc()
+	name := fmt.Sprintf("%s-%d", defaultStoreDir, time.Now().UnixNano())
+	if db, err = store.OpenBadger(c.storeOptions(name)); err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(filepath.Join(c.cfg.Dir, currentFile), []byte(name+"\n"), 0o644); err != nil {
+		db.Close()
+		os.RemoveAll(filepath.Join(c.cfg.Dir, name))
+		return nil, fmt.Errorf("cluster: switch to the rebuilt store: %w", err)
+	}
+	if err := os.RemoveAll(filepath.Join(c.cfg.Dir, c.storeDir)); err != nil {
+		c.log.Warn("removing the replaced store", "dir", c.storeDir, "err", err)
+	}
+	c.storeDir = name
+	return db, nil
 }
 
 // restoreStore installs the snapshot stream r as the local store and

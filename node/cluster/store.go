@@ -18,6 +18,7 @@ import (
 // Interface guards.
 var (
 	_ model.Replicated   = (*Store)(nil)
+	_ model.Pipelined    = (*Store)(nil)
 	_ model.RawLogReader = (*Store)(nil)
 	_ raft.FSM           = (*fsm)(nil)
 )
@@ -78,22 +79,43 @@ func (s *Store) Attach(r model.Replica) {
 	s.pmu.Unlock()
 }
 
+// MaxInFlight implements model.Pipelined: the batches a leader keeps
+// proposed and not yet applied. Raft appends and replicates them
+// together (one sync of the log for all the entries a round carries).
+func (s *Store) MaxInFlight() int { return s.c.cfg.MaxInFlight }
+
 // Commit proposes b and waits until it is committed and applied here.
 func (s *Store) Commit(b *model.Batch) error {
+	wait, err := s.Propose(b)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// Propose implements model.Pipelined: it hands b to Raft, which appends
+// it to the log after every batch proposed before; wait returns once b is
+// committed and applied here, or failed.
+func (s *Store) Propose(b *model.Batch) (wait func() error, err error) {
 	r := s.c.raft()
 	if r == nil || !s.c.leaderReady() {
-		return s.c.notLeader()
+		return nil, s.c.notLeader()
 	}
 	data, err := encodeBatch(b)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p := &pending{data: data, batch: b, done: make(chan struct{})}
 	s.pmu.Lock()
 	s.pending = append(s.pending, p)
 	s.pmu.Unlock()
 	start := time.Now()
-	ferr := r.Apply(data, s.c.cfg.ApplyTimeout).Error()
+	fut := r.Apply(data, s.c.cfg.ApplyTimeout)
+	return func() error { return s.outcome(p, fut.Error(), start) }, nil
+}
+
+// outcome is the outcome of the proposal p, whose future ended with ferr.
+func (s *Store) outcome(p *pending, ferr error, start time.Time) error {
 	s.pmu.Lock()
 	taken := p.taken
 	if !taken {
@@ -113,7 +135,8 @@ func (s *Store) Commit(b *model.Batch) error {
 	case ferr == nil:
 		return fmt.Errorf("cluster: entry committed but not applied here")
 	case errors.Is(ferr, raft.ErrNotLeader), errors.Is(ferr, raft.ErrLeadershipLost),
-		errors.Is(ferr, raft.ErrLeadershipTransferInProgress), errors.Is(ferr, raft.ErrRaftShutdown):
+		errors.Is(ferr, raft.ErrLeadershipTransferInProgress), errors.Is(ferr, raft.ErrRaftShutdown),
+		errors.Is(ferr, raft.ErrEnqueueTimeout):
 		// The outcome is unknown to the caller only in the sense that a
 		// new leader may still commit the entry; if it does, every
 		// replica applies it (as a batch proposed elsewhere).
@@ -254,6 +277,7 @@ type fsm struct {
 	c       *Cluster
 	applied uint64 // the last index the local store holds
 	lastSeq uint64 // the store's last sequence number
+	lastID  uint64 // the ID of the batch applied at applied
 	broken  error
 }
 
@@ -261,7 +285,9 @@ type fsm struct {
 // the store holds was applied before a restart and is skipped. A batch
 // whose first sequence number does not follow the store's last is
 // refused (ErrStale) by every replica alike, so the change log never
-// forks.
+// forks; so is a batch built on another still in flight (After) unless
+// that one is the last batch applied: its sequence numbers could follow
+// a batch of another leader by chance.
 func (f *fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
@@ -286,7 +312,7 @@ func (f *fsm) apply(l *raft.Log, p *pending) error {
 	if len(l.Data) == 0 {
 		return ErrBadEntry
 	}
-	if l.Data[0] != entryBatch {
+	if kind := l.Data[0]; kind != entryBatch && kind != entryChained {
 		f.c.log.Error("log entry of an unknown kind: this replica runs an older binary than the leader", "index", l.Index, "kind", l.Data[0])
 		return f.fail(fmt.Errorf("%w %d at index %d", ErrUnknownEntry, l.Data[0], l.Index))
 	}
@@ -295,7 +321,7 @@ func (f *fsm) apply(l *raft.Log, p *pending) error {
 		b = p.batch
 	} else {
 		var err error
-		if b, err = decodeBatch(l.Data[1:]); err != nil {
+		if b, err = decodeBatch(l.Data[0], l.Data[1:]); err != nil {
 			f.c.log.Error("log entry does not decode", "index", l.Index, "err", err)
 			return f.fail(err)
 		}
@@ -304,11 +330,15 @@ func (f *fsm) apply(l *raft.Log, p *pending) error {
 		f.c.metrics.stale.Inc()
 		return fmt.Errorf("%w: batch starts at %d, the log is at %d", ErrStale, first, f.lastSeq)
 	}
+	if b.After != 0 && b.After != f.lastID {
+		f.c.metrics.stale.Inc()
+		return fmt.Errorf("%w: batch built on one that was not applied", ErrStale)
+	}
 	if err := f.s.db.CommitApplied(b, l.Index); err != nil {
 		f.c.log.Error("the local store failed to apply a committed batch; the replica stops applying", "index", l.Index, "err", err)
 		return f.fail(err)
 	}
-	f.applied, f.lastSeq = l.Index, b.LastSeq()
+	f.applied, f.lastSeq, f.lastID = l.Index, b.LastSeq(), b.ID
 	if r := f.s.publisher(); r != nil {
 		r.Applied(b, p != nil)
 	}
@@ -377,7 +407,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		f.c.log.Error("installing a snapshot failed", "err", err)
 		return err
 	}
-	f.applied, f.lastSeq, f.broken = h.Applied, h.LastSeq, nil
+	id, err := f.s.Badger().AppliedBatch()
+	if err != nil {
+		f.c.log.Error("reading the installed snapshot", "err", err)
+		return err
+	}
+	f.applied, f.lastSeq, f.lastID, f.broken = h.Applied, h.LastSeq, id, nil
 	f.c.setApplied(h.Applied)
 	if r := f.s.publisher(); r != nil {
 		r.Reset(h.LastSeq)

@@ -102,6 +102,10 @@ type BadgerOptions struct {
 	// syncing costs (tests/bench/fedprop -nosync); no configuration sets
 	// it.
 	NoSync bool
+	// Unsynced skips the sync of each commit for a store whose caller
+	// holds a durable log to apply again what it loses (a Raft
+	// replica): see badger_unsynced.go.
+	Unsynced bool
 
 	// A checkpoint writes the contexts changed since the previous one to
 	// their own keys. It runs when that many contexts are pending
@@ -147,8 +151,10 @@ type Badger struct {
 	// they drift in this mode; search tests restore Badger's files as of
 	// a sync instead (copyBadgerFiles).
 	loseWrites bool
-	closeOnce  sync.Once
-	closeErr   error
+	// unsynced: commits are not synced (badger_unsynced.go).
+	unsynced  bool
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // OpenBadger opens (or creates) the store in opts.Dir. Badger holds an
@@ -173,6 +179,14 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	if err != nil {
 		return nil, err
 	}
+	boot := ""
+	if !opts.InMemory {
+		boot = bootID()
+		if err := checkUnsynced(opts.Dir, boot); err != nil {
+			return nil, err
+		}
+	}
+	unsynced := opts.Unsynced && !opts.InMemory && boot != ""
 	db, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("store: open badger in %s: %w", opts.Dir, err)
@@ -182,7 +196,7 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 		walFull: make(chan struct{}, 1), walDone: make(chan struct{})}
 	if !opts.InMemory {
-		if s.wal, err = openWAL(filepath.Join(opts.Dir, "wal"), opts.EncryptionKey, opts.NoSync, s.log); err != nil {
+		if s.wal, err = openWAL(filepath.Join(opts.Dir, "wal"), opts.EncryptionKey, opts.NoSync || unsynced, s.log); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("store: open the write-ahead log in %s: %w", opts.Dir, err)
 		}
@@ -212,6 +226,17 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	if err := s.trimWAL(true); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: sync %s: %w", opts.Dir, err)
+	}
+	if !opts.InMemory {
+		mark := unmarkUnsynced
+		if unsynced {
+			mark = func(dir string) error { return markUnsynced(dir, boot) }
+		}
+		if err := mark(opts.Dir); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		s.unsynced = unsynced
 	}
 	go s.checkpointer()
 	go s.syncer()
@@ -266,12 +291,17 @@ func (s *Badger) Close() error {
 				s.log.Error("final checkpoint failed; the next start replays the log", "err", err)
 			}
 		}
+		synced := true
 		if err := s.trimWAL(true); err != nil {
+			synced = false
 			s.log.Error("final sync failed; the next start replays the write-ahead log", "err", err)
 		}
 		s.closeErr = s.db.Close()
 		if s.wal != nil {
 			s.closeErr = errors.Join(s.closeErr, s.wal.close())
+		}
+		if s.unsynced && synced && s.closeErr == nil {
+			s.closeErr = unmarkUnsynced(s.opts.Dir)
 		}
 	})
 	return s.closeErr
@@ -412,6 +442,9 @@ func (s *Badger) commit(b *model.Batch, applied uint64) error {
 	}
 	if applied > 0 {
 		if err := w.set(keyApplied, seqBytes(applied)); err != nil {
+			return w.abort(err)
+		}
+		if err := w.set(keyAppliedBatch, seqBytes(b.ID)); err != nil {
 			return w.abort(err)
 		}
 	}

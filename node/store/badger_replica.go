@@ -35,7 +35,13 @@ import (
 // contexts as of the last checkpoint and the log after it, from which
 // opening the restored store rebuilds the overlay, as after a restart.
 
-var keyApplied = []byte("mraft-applied")
+var (
+	keyApplied = []byte("mraft-applied")
+	// keyAppliedBatch holds the ID of the batch applied at keyApplied
+	// (model.Batch.ID), written with it: the next batch may have been
+	// built on it (model.Pipelined).
+	keyAppliedBatch = []byte("mraft-batch")
+)
 
 const (
 	snapshotMagic   = "strata-snapshot\x00"
@@ -57,12 +63,25 @@ type SnapshotHeader struct {
 }
 
 // CommitApplied is Commit, recording that the store holds every Raft log
-// entry up to applied: both land in one write, or neither does.
+// entry up to applied, and the batch's ID (AppliedBatch): all land in one
+// write, or none does.
 func (s *Badger) CommitApplied(b *model.Batch, applied uint64) error {
 	if applied == 0 {
 		return errors.New("store: commit at raft index 0")
 	}
 	return s.commit(b, applied)
+}
+
+// AppliedBatch returns the ID of the batch applied at the last Raft log
+// index applied, 0 if none.
+func (s *Badger) AppliedBatch() (uint64, error) {
+	var n uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		n, err = readSeq(txn, keyAppliedBatch)
+		return err
+	})
+	return n, err
 }
 
 // Applied returns the last Raft log index applied (CommitApplied), 0 if
