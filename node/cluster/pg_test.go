@@ -38,7 +38,13 @@ type pgHarness struct {
 // applied after the mode is set.
 func newPGHarness(t *testing.T, tune func(*Config)) *pgHarness {
 	t.Helper()
-	dsn := pgtest.Shared(t).NewDatabase(t) // before the replicas: dropped after them
+	// Before the replicas: dropped after them.
+	return newPGHarnessOn(t, pgtest.Shared(t).NewDatabase(t), tune)
+}
+
+// newPGHarnessOn is newPGHarness on the database at dsn.
+func newPGHarnessOn(t *testing.T, dsn string, tune func(*Config)) *pgHarness {
+	t.Helper()
 	ph := &pgHarness{dsn: dsn, proxies: map[string]*tcpproxy.Proxy{}}
 	ph.harness = newHarness(t, func(c *Config) {
 		c.Postgres = &PostgresMode{
@@ -436,4 +442,51 @@ func mustApply(t *testing.T, r *replica, muts ...model.Mutation) []model.Entry {
 		t.Fatalf("write through %s: %v", r.id, err)
 	}
 	return es
+}
+
+// The PostgreSQL primary down for every replica: writes fail (not
+// acknowledged), Raft keeps its leader, and once the primary is back
+// writes go on and every replica's model follows again from where it
+// stopped.
+func TestPGPrimaryRestart(t *testing.T) {
+	if pgtest.BinDir() == "" {
+		pgtest.Missing(t)
+	}
+	srv, err := pgtest.Start() // its own server: the test stops it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	ph := newPGHarnessOn(t, srv.NewDatabase(t), nil)
+	ph.cluster(3)
+	var acked []model.Entry
+	for i := range 10 {
+		acked = append(acked, ph.write(put(fmt.Sprintf("/devices/a%d", i)))...)
+	}
+	leader := ph.leader()
+	srv.Shutdown()
+	if _, err := leader.m.Apply(context.Background(), put("/devices/down")); err == nil {
+		t.Fatal("a write was acknowledged with the primary down")
+	}
+	for _, r := range ph.replicas() {
+		if err := r.c.Ready(); err != nil {
+			t.Fatalf("%s not ready with the primary down: %v", r.id, err)
+		}
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, harnessTimeout, "a write once the primary is back", func() (bool, error) {
+		es, err := ph.tryWrite(put("/devices/back"))
+		if err == nil {
+			acked = append(acked, es...)
+		}
+		return err == nil, err
+	})
+	ph.wantEverywhere(acked)
+	for _, r := range ph.replicas() {
+		if _, err := r.m.Get("/devices/down"); !errors.Is(err, model.ErrNotFound) {
+			t.Fatalf("%s shows the write refused while the primary was down: %v", r.id, err)
+		}
+	}
 }
