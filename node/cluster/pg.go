@@ -62,6 +62,10 @@ type PostgresMode struct {
 	// notification woke it (default 1 s): the bound on how far behind a
 	// follower falls should notifications be lost.
 	FollowPoll time.Duration
+	// WriterTimeout is how long a leader goes on leading while its
+	// writer cannot reach the primary (default 5 s): then it hands
+	// leadership over, so that a replica that reaches it may write.
+	WriterTimeout time.Duration
 
 	// writerDSN, when set, is the writer's DSN (tests put a fault proxy
 	// in front of one replica's writes).
@@ -69,7 +73,8 @@ type PostgresMode struct {
 }
 
 const (
-	defaultFollowPoll = time.Second
+	defaultFollowPoll    = time.Second
+	defaultWriterTimeout = 5 * time.Second
 	// pgOpenTimeout bounds connecting to the database and migrating it.
 	pgOpenTimeout = time.Minute
 	// followBatch is how many entries a catch-up reads at a time (one
@@ -89,6 +94,8 @@ type pgMode struct {
 	writer *store.Postgres // fenced: claims, commits, retention
 	st     *PGStore
 	poll   time.Duration
+	// writerTimeout: see PostgresMode.WriterTimeout.
+	writerTimeout time.Duration
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -117,6 +124,10 @@ func (c *Cluster) openPostgres() error {
 	p := &pgMode{c: c, poll: cfg.FollowPoll}
 	if p.poll <= 0 {
 		p.poll = defaultFollowPoll
+	}
+	p.writerTimeout = cfg.WriterTimeout
+	if p.writerTimeout <= 0 {
+		p.writerTimeout = defaultWriterTimeout
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	c.pg = p
@@ -310,11 +321,17 @@ func (p *pgMode) stepDown(r *raft.Raft) {
 
 // follow publishes the writer's commits to this replica's model until
 // Close: on each notification that the log grew past what it published,
-// and every poll interval besides while it does not lead.
+// and every poll interval besides while it does not lead. While it leads
+// it checks, every poll interval, that its writer reaches the primary.
 func (p *pgMode) follow() {
 	failing := false
 	wait := 50 * time.Millisecond
+	var checked, down time.Time
 	for {
+		if p.c.leaderReady() && time.Since(checked) >= p.poll {
+			checked = time.Now()
+			down = p.checkWriter(down)
+		}
 		ctx, cancel := context.WithTimeout(p.ctx, p.poll)
 		seen, err := p.reader.WaitLog(ctx, p.published.Load())
 		cancel()
@@ -354,6 +371,35 @@ func (p *pgMode) follow() {
 			failing, wait = false, 50*time.Millisecond
 		}
 	}
+}
+
+// checkWriter pings the primary through the writer's pool; down is when
+// the pings started failing (zero: they did not), and the result its new
+// value. Failing for WriterTimeout, the leader hands leadership over.
+func (p *pgMode) checkWriter(down time.Time) time.Time {
+	ctx, cancel := context.WithTimeout(p.ctx, min(p.writerTimeout, pgRetryMax))
+	err := p.writer.Pool().Ping(ctx)
+	cancel()
+	switch {
+	case err == nil:
+		if !down.IsZero() {
+			p.c.log.Info("the writer reaches PostgreSQL again")
+		}
+		return time.Time{}
+	case p.ctx.Err() != nil:
+		return down
+	case down.IsZero():
+		p.c.log.Warn("the writer cannot reach PostgreSQL", "err", err)
+		return time.Now()
+	case time.Since(down) >= p.writerTimeout:
+		p.c.log.Error("the writer has not reached PostgreSQL for the writer timeout: handing leadership over",
+			"timeout", p.writerTimeout, "err", err)
+		if r := p.c.raft(); r != nil {
+			p.stepDown(r)
+		}
+		return time.Time{}
+	}
+	return down
 }
 
 // catchUpLocked publishes every entry the log holds after the last

@@ -490,3 +490,38 @@ func TestPGPrimaryRestart(t *testing.T) {
 		}
 	}
 }
+
+// A leader whose writer cannot reach PostgreSQL (a silent link: its
+// commit hangs) while the others can hands leadership over after the
+// writer timeout; the new leader claims and writes, and the old leader's
+// hung commit, once its link heals, is refused by the fence.
+func TestPGLeaderCutOffPrimaryHandsOver(t *testing.T) {
+	ph := newPGHarness(t, func(c *Config) { c.Postgres.WriterTimeout = time.Second })
+	ph.cluster(3)
+	var acked []model.Entry
+	for i := range 5 {
+		acked = append(acked, ph.write(put(fmt.Sprintf("/devices/a%d", i)))...)
+	}
+	old := ph.leader()
+	res := ph.inFlightWrite(old, put("/devices/hung"))
+	l := ph.otherLeader(old)
+	if _, holder := ph.fence(l); holder != l.id {
+		t.Fatalf("the fence names %q, the new leader is %s", holder, l.id)
+	}
+	acked = append(acked, mustApply(t, l, put("/devices/after"))...)
+	ph.proxy(old.id).Partition(false)
+	select {
+	case err := <-res:
+		if !errors.Is(err, store.ErrFenced) {
+			t.Fatalf("the old leader's hung write: %v; want ErrFenced", err)
+		}
+	case <-time.After(harnessTimeout):
+		t.Fatal("the old leader's hung write never ended")
+	}
+	ph.wantEverywhere(acked)
+	for _, r := range ph.replicas() {
+		if _, err := r.m.Get("/devices/hung"); !errors.Is(err, model.ErrNotFound) {
+			t.Fatalf("%s shows the refused write: %v", r.id, err)
+		}
+	}
+}
