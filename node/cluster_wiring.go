@@ -40,7 +40,7 @@ var _ nodeStore = (*cluster.Store)(nil)
 const bootstrapLeaderWait = time.Minute
 
 // openCluster opens this replica over the data directory; its model is
-// built on n.cluster.Store() and started by startCluster.
+// built on clusterStore(n.cluster) and started by startCluster.
 func (n *Node) openCluster(cfg *config.Config) error {
 	dataDir := cfg.Path(cfg.DataDir)
 	pg := cfg.Store.Kind == config.StorePostgres
