@@ -194,10 +194,14 @@ func (c *Cluster) startPostgres() {
 	if c.pg == nil {
 		return
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go func() {
 		defer c.wg.Done()
 		c.pg.follow()
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.pg.watchWriter()
 	}()
 	go func() { // Close waits for the follower before the stores close
 		defer c.wg.Done()
@@ -224,10 +228,13 @@ var errLeadershipLost = errors.New("cluster: leadership lost while taking over")
 
 // lead claims the fence for the current term, retrying (with backoff)
 // while PostgreSQL does not answer and this replica still leads in that
-// term, then publishes every entry committed up to the claim.
+// term, then publishes every entry committed up to the claim. A replica
+// whose writer has not reached PostgreSQL for WriterTimeout hands
+// leadership over: another may reach it.
 func (p *pgMode) lead(r *raft.Raft) error {
 	c := p.c
 	term := r.CurrentTerm()
+	start := time.Now()
 	still := func() bool { return r.State() == raft.Leader && r.CurrentTerm() == term }
 	wait := 50 * time.Millisecond
 	backoff := func() bool {
@@ -243,9 +250,13 @@ func (p *pgMode) lead(r *raft.Raft) error {
 		if !still() {
 			return errLeadershipLost
 		}
-		ctx, cancel := context.WithTimeout(p.ctx, claimTimeout)
-		err := p.writer.Claim(ctx, term, c.cfg.ID)
-		cancel()
+		// A silent link would hold a claim for long: ping first.
+		err := p.pingWriter()
+		if err == nil {
+			ctx, cancel := context.WithTimeout(p.ctx, claimTimeout)
+			err = p.writer.Claim(ctx, term, c.cfg.ID)
+			cancel()
+		}
 		switch {
 		case err == nil:
 			p.claims.WithLabelValues("claimed").Inc()
@@ -259,6 +270,12 @@ func (p *pgMode) lead(r *raft.Raft) error {
 		default:
 			p.claims.WithLabelValues("error").Inc()
 			c.log.Warn("claiming the database's fence", "term", term, "err", err)
+			if time.Since(start) >= p.writerTimeout {
+				c.log.Error("the writer has not reached PostgreSQL for the writer timeout: handing leadership over",
+					"term", term, "timeout", p.writerTimeout)
+				p.stepDown(r)
+				return err
+			}
 			if !backoff() {
 				return errLeadershipLost
 			}
@@ -321,17 +338,11 @@ func (p *pgMode) stepDown(r *raft.Raft) {
 
 // follow publishes the writer's commits to this replica's model until
 // Close: on each notification that the log grew past what it published,
-// and every poll interval besides while it does not lead. While it leads
-// it checks, every poll interval, that its writer reaches the primary.
+// and every poll interval besides while it does not lead.
 func (p *pgMode) follow() {
 	failing := false
 	wait := 50 * time.Millisecond
-	var checked, down time.Time
 	for {
-		if p.c.leaderReady() && time.Since(checked) >= p.poll {
-			checked = time.Now()
-			down = p.checkWriter(down)
-		}
 		ctx, cancel := context.WithTimeout(p.ctx, p.poll)
 		seen, err := p.reader.WaitLog(ctx, p.published.Load())
 		cancel()
@@ -344,7 +355,7 @@ func (p *pgMode) follow() {
 		// The leader publishes its own commits: it reads the log only
 		// when it grew past them (a commit whose outcome it did not
 		// learn).
-		if err != nil && p.c.leaderReady() {
+		if err != nil && p.c.leaderReady() || err == nil && seen <= p.published.Load() {
 			continue
 		}
 		p.pubMu.Lock()
@@ -373,13 +384,32 @@ func (p *pgMode) follow() {
 	}
 }
 
+// watchWriter checks, every poll interval while this replica leads, that
+// its writer reaches the primary (on its own goroutine: a commit hung on
+// a silent link blocks neither this nor the follower).
+func (p *pgMode) watchWriter() {
+	t := time.NewTicker(p.poll)
+	defer t.Stop()
+	var down time.Time
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p.c.leaderReady() {
+			down = p.checkWriter(down)
+		} else {
+			down = time.Time{}
+		}
+	}
+}
+
 // checkWriter pings the primary through the writer's pool; down is when
 // the pings started failing (zero: they did not), and the result its new
 // value. Failing for WriterTimeout, the leader hands leadership over.
 func (p *pgMode) checkWriter(down time.Time) time.Time {
-	ctx, cancel := context.WithTimeout(p.ctx, min(p.writerTimeout, pgRetryMax))
-	err := p.writer.Pool().Ping(ctx)
-	cancel()
+	err := p.pingWriter()
 	switch {
 	case err == nil:
 		if !down.IsZero() {
@@ -400,6 +430,14 @@ func (p *pgMode) checkWriter(down time.Time) time.Time {
 		return time.Time{}
 	}
 	return down
+}
+
+// pingWriter checks that the writer's pool reaches the primary, within
+// the writer timeout (at most pgRetryMax).
+func (p *pgMode) pingWriter() error {
+	ctx, cancel := context.WithTimeout(p.ctx, min(p.writerTimeout, pgRetryMax))
+	defer cancel()
+	return p.writer.Pool().Ping(ctx)
 }
 
 // catchUpLocked publishes every entry the log holds after the last

@@ -310,6 +310,9 @@ func TestPGLeaderKilled(t *testing.T) {
 func (ph *pgHarness) inFlightWrite(r *replica, m model.Mutation) <-chan error {
 	ph.t.Helper()
 	ph.proxy(r.id).Partition(true)
+	// Healed before the replicas stop (cleanups run last first): a
+	// replica's model waits for its commit in flight when it closes.
+	ph.t.Cleanup(func() { ph.proxy(r.id).Partition(false) })
 	out := make(chan error, 1)
 	go func() {
 		_, err := r.model().Apply(context.Background(), m)
