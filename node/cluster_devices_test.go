@@ -14,6 +14,7 @@ import (
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/client"
+	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/devices"
 )
 
@@ -22,7 +23,12 @@ import (
 // once (its replica follows the job records it applies), and its result
 // finishes the job for the operator on the leader; revoking it through the
 // leader closes its session on its replica.
-func TestNodeClusterDevices(t *testing.T) {
+func TestNodeClusterDevices(t *testing.T) { testNodeClusterDevices(t, nil) }
+
+// The same in PostgreSQL mode: the replicas share one database.
+func TestNodeClusterDevicesPostgres(t *testing.T) { testNodeClusterDevices(t, postgresReplicas(t)) }
+
+func testNodeClusterDevices(t *testing.T, edit func(*config.Config)) {
 	idDir := t.TempDir()
 	ident, err := WriteIdentity(idDir, "plant7", "127.0.0.1")
 	if err != nil {
@@ -31,6 +37,9 @@ func TestNodeClusterDevices(t *testing.T) {
 	start := func(id string, join ...string) *Node {
 		cfg := replicaConfig(t, idDir, id, join...)
 		cfg.MQTT.TCPAddr = "127.0.0.1:0"
+		if edit != nil {
+			edit(&cfg)
+		}
 		return startNode(t, cfg)
 	}
 	n1 := start("r1")

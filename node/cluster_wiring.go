@@ -40,18 +40,25 @@ var _ nodeStore = (*cluster.Store)(nil)
 const bootstrapLeaderWait = time.Minute
 
 // openCluster opens this replica over the data directory; its model is
-// built on n.cluster.Store() and started by startCluster.
+// built on clusterStore(n.cluster) and started by startCluster.
 func (n *Node) openCluster(cfg *config.Config) error {
 	dataDir := cfg.Path(cfg.DataDir)
-	if _, err := os.Stat(filepath.Join(dataDir, "MANIFEST")); err == nil {
+	pg := cfg.Store.Kind == config.StorePostgres
+	if _, err := os.Stat(filepath.Join(dataDir, "MANIFEST")); err == nil && !pg {
 		return fmt.Errorf("cluster: %s holds the store of a single node; making it a replica is not built yet: start the replica on an empty data_dir", dataDir)
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	key, err := encryptionKey(cfg)
-	if err != nil {
+	var key []byte
+	var mode *cluster.PostgresMode
+	if pg {
+		// The PostgreSQL mode: data_dir holds only Raft's state.
+		mode = &cluster.PostgresMode{Store: PostgresOptions(cfg, n.log)}
+	} else if k, err := encryptionKey(cfg); err != nil {
 		return err
+	} else {
+		key = k
 	}
 	caPEM, err := os.ReadFile(cfg.Path(cfg.MQTT.CACert))
 	if err != nil {
@@ -65,13 +72,26 @@ func (n *Node) openCluster(cfg *config.Config) error {
 	n.cluster, err = cluster.Open(cluster.Config{
 		ID: cl.ID, Dir: dataDir, Bind: cl.Addr, Advertise: cl.Advertise,
 		CAPEM: caPEM, Cert: tc,
-		Store:  store.BadgerOptions{EncryptionKey: key, CacheMB: cfg.Store.CacheMB},
-		Logger: n.log, Registerer: n.reg,
+		Store:    store.BadgerOptions{EncryptionKey: key, CacheMB: cfg.Store.CacheMB},
+		Postgres: mode,
+		Logger:   n.log, Registerer: n.reg,
 		HeartbeatTimeout: cl.HeartbeatTimeout.D(), ElectionTimeout: cl.ElectionTimeout.D(),
 		LeaderLeaseTimeout: cl.LeaderLeaseTimeout.D(),
 	})
 	return err
 }
+
+// clusterStore is the store the replica's model runs on: the replicated
+// Badger store, or, in PostgreSQL mode, the shared database.
+func clusterStore(c *cluster.Cluster) nodeStore {
+	if s := c.PostgresStore(); s != nil {
+		return s
+	}
+	return c.Store()
+}
+
+// Interface guard: in PostgreSQL mode too.
+var _ nodeStore = (*cluster.PGStore)(nil)
 
 // replicaCertificate loads the replica's certificate, issuing it first
 // when its files do not exist and the node CA's key is at hand.

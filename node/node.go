@@ -112,7 +112,7 @@ func New(opts Options) (_ *Node, err error) {
 		if err := n.openCluster(&cfg); err != nil {
 			return nil, err
 		}
-		n.store, mcfg.Forward = n.cluster.Store(), n.cluster
+		n.store, mcfg.Forward = clusterStore(n.cluster), n.cluster
 	} else if n.store, err = openStore(&cfg, log); err != nil {
 		return nil, err
 	}

@@ -73,6 +73,9 @@ type Config struct {
 	// Store configures the local Badger store (Dir and InMemory are set
 	// here).
 	Store store.BadgerOptions
+	// Postgres, when set, runs the PostgreSQL mode instead (pg.go): the
+	// replicas share its database, and Store is not used.
+	Postgres *PostgresMode
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -141,6 +144,8 @@ type Cluster struct {
 	trans    *raft.NetworkTransport
 	restore  bool // restore the latest snapshot at start (the store is older)
 
+	pg *pgMode // the PostgreSQL mode (pg.go); nil in the embedded mode
+
 	r       atomic.Pointer[raft.Raft]
 	ready   atomic.Bool   // leader, and caught up with the log
 	applied atomic.Uint64 // the last index the local store holds
@@ -182,6 +187,13 @@ func Open(cfg Config) (*Cluster, error) {
 	}()
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "raft"), 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if cfg.Postgres != nil {
+		if err := c.openPostgres(); err != nil { // pg.go
+			return nil, err
+		}
+		ok = true
+		return c, nil
 	}
 	var err error
 	if c.storeDir, err = liveStoreDir(cfg.Dir); err != nil {
@@ -304,11 +316,12 @@ func (c *Cluster) Start(m applier) error {
 	setIf(&rc.SnapshotInterval, c.cfg.SnapshotInterval)
 	setIf(&rc.SnapshotThreshold, c.cfg.SnapshotThreshold)
 	setIf(&rc.TrailingLogs, c.cfg.TrailingLogs)
-	r, err := raft.NewRaft(rc, c.fsm, c.bolt, c.bolt, c.snaps, c.trans)
+	r, err := raft.NewRaft(rc, c.raftFSM(), c.bolt, c.bolt, c.snaps, c.trans)
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	c.r.Store(r)
+	c.startPostgres()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -355,6 +368,10 @@ func (c *Cluster) watchLeadership(r *raft.Raft) {
 			}
 			for r.State() == raft.Leader {
 				if err := r.Barrier(c.cfg.ApplyTimeout).Error(); err == nil {
+					if err := c.takeOver(r); err != nil { // pg.go
+						c.log.Warn("not serving writes in this term", "term", r.CurrentTerm(), "err", err)
+						break
+					}
 					c.ready.Store(r.State() == raft.Leader)
 					c.log.Info("leading", "term", r.CurrentTerm(), "applied", r.AppliedIndex())
 					break
@@ -511,6 +528,9 @@ func (c *Cluster) release() error {
 	}
 	if c.store != nil && c.store.db != nil {
 		errs = append(errs, c.store.db.Close())
+	}
+	if c.pg != nil {
+		errs = append(errs, c.pg.close())
 	}
 	c.metrics.unregister()
 	return errors.Join(errs...)

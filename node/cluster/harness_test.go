@@ -120,7 +120,7 @@ func (r *replica) start() {
 	if err != nil {
 		t.Fatalf("open %s: %v", r.id, err)
 	}
-	m, err := model.New(model.Config{Store: c.Store(), Logger: cfg.Logger, Forward: r.forward(c)})
+	m, err := model.New(model.Config{Store: c.ModelStore(), Logger: cfg.Logger, Forward: r.forward(c)})
 	if err != nil {
 		c.Close()
 		t.Fatal(err)

@@ -27,6 +27,9 @@ const readPoll = time.Millisecond
 // acknowledged one it misses. It fails with ErrNotLeader (503 on the
 // API: retry) when no leader answers, and with ctx's error.
 func (c *Cluster) ReadBarrier(ctx context.Context) error {
+	if c.pg != nil {
+		return c.pg.readBarrier(ctx) // pg.go
+	}
 	idx, err := c.readIndex(ctx)
 	if err != nil {
 		return err

@@ -100,6 +100,8 @@ type streamLayer struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // open RPC connections, closed by Close
 	closed bool
+
+	cut cutOff // a partition a test makes (transport_cut.go)
 }
 
 func newStreamLayer(ln net.Listener, advertise net.Addr, server, client *tls.Config, rpc func(net.Conn), refused func(string)) *streamLayer {
@@ -136,6 +138,9 @@ func (l *streamLayer) acceptLoop() {
 
 // serve handshakes one connection and hands it over.
 func (l *streamLayer) serve(raw net.Conn) {
+	if raw = l.cut.watch(raw); raw == nil {
+		return
+	}
 	c := tls.Server(raw, l.server)
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	if err := c.Handshake(); err != nil {
@@ -226,10 +231,25 @@ func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 // dial opens a connection to a replica for what kind says.
 func (l *streamLayer) dial(address string, timeout time.Duration, kind byte) (net.Conn, error) {
 	d := &net.Dialer{Timeout: timeout}
-	c, err := tls.DialWithDialer(d, "tcp", address, l.client)
+	if l.cut.on.Load() {
+		return nil, errCut
+	}
+	raw, err := d.Dial("tcp", address)
 	if err != nil {
 		return nil, err
 	}
+	if raw = l.cut.watch(raw); raw == nil {
+		return nil, errCut
+	}
+	c := tls.Client(raw, l.client)
+	if timeout > 0 {
+		c.SetDeadline(time.Now().Add(timeout))
+	}
+	if err := c.Handshake(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.SetDeadline(time.Time{})
 	if _, err := c.Write([]byte{kind}); err != nil {
 		c.Close()
 		return nil, err

@@ -84,9 +84,8 @@ func (c *Config) validateCluster() error {
 			return fmt.Errorf("%s: %v must not be negative", d.key, d.d.D())
 		}
 	}
-	// What replicas do not share yet.
-	if c.Store.Kind != StoreBadger {
-		return errors.New("cluster: a cluster stores in badger for now (the postgresql mode is not built yet)")
-	}
+	// Either store: badger (the embedded mode: every replica its own,
+	// the batches replicated by Raft) or postgres (the replicas share
+	// store.dsn; Raft elects the one writer). docs/cluster.md.
 	return nil
 }

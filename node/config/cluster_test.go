@@ -39,8 +39,12 @@ func TestValidateCluster(t *testing.T) {
 		}, "exclude"},
 		{"postgres", func(c *Config) {
 			c.Cluster.ID, c.Cluster.Addr = "r1", ":7400"
-			c.Store.Kind, c.Store.DSN = StorePostgres, "postgres://x"
-		}, "badger"},
+			c.Store.Kind, c.Store.DSN, c.Store.ReadDSNs = StorePostgres, "postgres://x", []string{"postgres://replica"}
+		}, ""},
+		{"postgres without dsn", func(c *Config) {
+			c.Cluster.ID, c.Cluster.Addr = "r1", ":7400"
+			c.Store.Kind = StorePostgres
+		}, "store.dsn"},
 		{"federation", func(c *Config) { c.Cluster.ID, c.Cluster.Addr, c.Federation.Addr = "r1", ":7400", ":7443" }, ""},
 	} {
 		cfg := validConfig()
