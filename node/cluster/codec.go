@@ -11,7 +11,9 @@ import (
 // Kinds this binary does not know fail the apply on every replica alike
 // (ErrUnknownEntry), so that a replica never skips what another applied.
 const (
-	entryBatch byte = 1 // body: a wireBatch (model encoding)
+	entryBatch   byte = 1 // body: a wireBatch (model encoding)
+	entryPrune   byte = 2 // body: a wirePrune (retention.go)
+	entryCompact byte = 3 // body: a wireCompact (retention.go)
 )
 
 // ErrUnknownEntry is the apply error of a log entry of a kind this binary

@@ -662,6 +662,12 @@ func (s *Badger) Snapshot(prefix model.Path, fn func(*model.Context) error) (uin
 // PruneEvents drops events older than olderThan and all but the newest
 // perContext events of each context. It returns how many it dropped.
 func (s *Badger) PruneEvents(perContext int, olderThan time.Time) (int, error) {
+	return s.pruneEvents(perContext, olderThan, nil)
+}
+
+// pruneEvents is PruneEvents; then, if set, runs in its last write (which
+// happens even when nothing is pruned).
+func (s *Badger) pruneEvents(perContext int, olderThan time.Time, then func(w *txnWriter) error) (int, error) {
 	var keys [][]byte
 	dropped := 0
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -695,10 +701,10 @@ func (s *Badger) PruneEvents(perContext int, olderThan time.Time) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(keys) == 0 {
+	if len(keys) == 0 && then == nil {
 		return 0, nil
 	}
-	return dropped, s.deleteLogged(keys, nil)
+	return dropped, s.deleteLogged(keys, then)
 }
 
 // deleteChunk bounds the keys of one deletion record and transaction.

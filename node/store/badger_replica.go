@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -63,6 +64,47 @@ func (s *Badger) CommitApplied(b *model.Batch, applied uint64) error {
 		return errors.New("store: commit at raft index 0")
 	}
 	return s.commit(b, applied)
+}
+
+// PruneEventsApplied is PruneEvents as a replica applies it from the
+// Raft log entry at index applied, recorded in its last write. The cutoff
+// is the entry's, not this replica's clock, so that every replica prunes
+// the same events. Applied again (a restart before the record), it drops
+// what the first pass left and nothing else.
+func (s *Badger) PruneEventsApplied(perContext int, olderThan time.Time, applied uint64) (int, error) {
+	if applied == 0 {
+		return 0, errors.New("store: prune at raft index 0")
+	}
+	return s.pruneEvents(perContext, olderThan, setApplied(applied))
+}
+
+// CompactLogApplied drops the change-log entries up to and including upTo
+// (the leader's choice: every replica compacts to the same start) as a
+// replica applies it from the Raft log entry at index applied, recorded
+// in its last write. The replica's store takes no commit meanwhile (its
+// commits are the log's, applied one after another), so the checkpoint it
+// may need first covers upTo.
+func (s *Badger) CompactLogApplied(upTo, applied uint64) (int, error) {
+	if applied == 0 {
+		return 0, errors.New("store: compaction at raft index 0")
+	}
+	return s.compactLogTo(upTo, setApplied(applied))
+}
+
+// FirstSeq returns the first sequence number the change log holds after
+// compaction (1 before any).
+func (s *Badger) FirstSeq() (uint64, error) {
+	var first uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		first, err = readSeq(txn, keyFirst)
+		return err
+	})
+	return max(first, 1), err
+}
+
+func setApplied(applied uint64) func(w *txnWriter) error {
+	return func(w *txnWriter) error { return w.set(keyApplied, seqBytes(applied)) }
 }
 
 // Applied returns the last Raft log index applied (CommitApplied), 0 if

@@ -1,0 +1,168 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// Retention as replicated operations. Pruning the event history and
+// compacting the change log change what a replica holds, so they go
+// through the Raft log like any write: the leader (node's retention runs
+// there only) proposes one entry with everything the operation depends on
+// decided — the cutoff time from the leader's clock, the sequence number
+// the change log is compacted to — and every replica applies it to the
+// same state at the same place in the log, so all hold the same events
+// and the same change log. Each entry's index is stored with what it
+// deleted, as a batch's is; a snapshot carries the result like any other
+// key.
+
+// wirePrune is the body of an entryPrune log entry.
+type wirePrune struct {
+	PerContext int   `cbor:"1,keyasint"`
+	OlderThan  int64 `cbor:"2,keyasint"` // Unix nanoseconds
+}
+
+// wireCompact is the body of an entryCompact log entry.
+type wireCompact struct {
+	UpTo uint64 `cbor:"1,keyasint"` // the last sequence number dropped
+}
+
+func encodePrune(perContext int, olderThan time.Time) ([]byte, error) {
+	body, err := model.Marshal(&wirePrune{PerContext: perContext, OlderThan: olderThan.UnixNano()})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: encode prune: %w", err)
+	}
+	return append([]byte{entryPrune}, body...), nil
+}
+
+func decodePrune(body []byte) (wirePrune, error) {
+	var w wirePrune
+	if err := model.Unmarshal(body, &w); err != nil {
+		return w, fmt.Errorf("%w: prune: %v", ErrBadEntry, err)
+	}
+	if w.PerContext < 0 {
+		return w, fmt.Errorf("%w: prune keeping %d events per context", ErrBadEntry, w.PerContext)
+	}
+	return w, nil
+}
+
+func encodeCompact(upTo uint64) ([]byte, error) {
+	body, err := model.Marshal(&wireCompact{UpTo: upTo})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: encode compaction: %w", err)
+	}
+	return append([]byte{entryCompact}, body...), nil
+}
+
+func decodeCompact(body []byte) (wireCompact, error) {
+	var w wireCompact
+	if err := model.Unmarshal(body, &w); err != nil {
+		return w, fmt.Errorf("%w: compaction: %v", ErrBadEntry, err)
+	}
+	return w, nil
+}
+
+// retentionResult is what the state machine returns for a retention
+// entry: the leader's proposal reads it from the entry's future.
+type retentionResult struct {
+	n   int
+	err error
+}
+
+// PruneEvents drops the events beyond perContext per context or older
+// than olderThan, on every replica: on the leader it proposes the
+// operation and returns once a quorum has it and the leader applied it,
+// with how many events went. Elsewhere it is ErrNotLeader.
+func (s *Store) PruneEvents(perContext int, olderThan time.Time) (int, error) {
+	data, err := encodePrune(perContext, olderThan)
+	if err != nil {
+		return 0, err
+	}
+	return s.proposeRetention(data)
+}
+
+// CompactLog drops change-log entries so that at most keep remain, on
+// every replica: the leader decides the sequence number the log is
+// compacted to, proposes it and returns once it is applied here, with how
+// many entries went. Elsewhere it is ErrNotLeader.
+func (s *Store) CompactLog(keep uint64) (int, error) {
+	if !s.c.leaderReady() {
+		return 0, s.c.notLeader()
+	}
+	last, err := s.LastSeq()
+	if err != nil || last <= keep {
+		return 0, err
+	}
+	data, err := encodeCompact(last - keep)
+	if err != nil {
+		return 0, err
+	}
+	return s.proposeRetention(data)
+}
+
+func (s *Store) proposeRetention(data []byte) (int, error) {
+	r := s.c.raft()
+	if r == nil || !s.c.leaderReady() {
+		return 0, s.c.notLeader()
+	}
+	f := r.Apply(data, s.c.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrRaftShutdown) {
+			// A new leader may still commit the entry; every replica
+			// then applies it. Retention runs again on its next pass.
+			return 0, fmt.Errorf("%w: %v", s.c.notLeader(), err)
+		}
+		return 0, fmt.Errorf("cluster: retention: %w", err)
+	}
+	switch res := f.Response().(type) {
+	case retentionResult:
+		return res.n, res.err
+	case error:
+		return 0, res
+	}
+	return 0, nil
+}
+
+// applyRetention applies a log entry that is not a batch: a retention
+// operation, or a kind this binary does not know (which stops the
+// replica, as an undecodable entry does: skipping it would fork the
+// replica from the others).
+func (f *fsm) applyRetention(l *raft.Log) any {
+	if f.broken != nil {
+		return f.broken
+	}
+	var n int
+	var err error
+	switch l.Data[0] {
+	case entryPrune:
+		var w wirePrune
+		if w, err = decodePrune(l.Data[1:]); err != nil {
+			f.c.log.Error("log entry does not decode", "index", l.Index, "err", err)
+			return f.fail(err)
+		}
+		n, err = f.s.db.PruneEventsApplied(w.PerContext, time.Unix(0, w.OlderThan), l.Index)
+	case entryCompact:
+		var w wireCompact
+		if w, err = decodeCompact(l.Data[1:]); err != nil {
+			f.c.log.Error("log entry does not decode", "index", l.Index, "err", err)
+			return f.fail(err)
+		}
+		n, err = f.s.db.CompactLogApplied(w.UpTo, l.Index)
+	default:
+		f.c.log.Error("log entry of an unknown kind: this replica runs an older binary than the leader", "index", l.Index, "kind", l.Data[0])
+		return f.fail(fmt.Errorf("%w %d at index %d", ErrUnknownEntry, l.Data[0], l.Index))
+	}
+	if err != nil {
+		f.c.log.Error("the local store failed to apply a committed retention entry; the replica stops applying", "index", l.Index, "err", err)
+		return f.fail(err)
+	}
+	f.applied = l.Index
+	f.c.setApplied(l.Index)
+	return retentionResult{n: n}
+}
