@@ -94,8 +94,8 @@ func TestClusterStatusEndpoint(t *testing.T) {
 }
 
 // ?consistent=true on a context waits for the replica's read barrier
-// (after the grant check), answers 503 when no leader confirms it, and
-// refuses a value that is not a boolean.
+// (before the handler: its grant check follows), answers 503 when no
+// leader confirms it, and refuses a value that is not a boolean.
 func TestConsistentRead(t *testing.T) {
 	fc := &fakeCluster{role: "follower"}
 	e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.Cluster = fc })
