@@ -18,13 +18,17 @@ type fakeCluster struct {
 	transfers int
 	removed   []string
 	barriers  int
+	bounded   int // barriers whose context had a deadline
 	readErr   error
 }
 
-func (f *fakeCluster) ReadBarrier(context.Context) error {
+func (f *fakeCluster) ReadBarrier(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.barriers++
+	if _, ok := ctx.Deadline(); ok {
+		f.bounded++
+	}
 	return f.readErr
 }
 

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/strata-dm/strata/node/auth"
 )
@@ -25,7 +27,13 @@ import (
 // have been created through another replica a moment ago). Such a
 // request holds one of the unauthenticated requests' slots for the
 // barrier (MaxUnauthenticated, MaxUnauthenticatedPerAddr); without one
-// it is answered 401 at once and counted in strata_api_refused_total.
+// it is answered 401 at once and counted in strata_api_refused_total. Its
+// wait for the barrier is bounded by unknownTokenWait (then 503), so that
+// strangers cannot hold those slots for long while a replica lags.
+
+// unknownTokenWait bounds the read barrier of a consistent read whose
+// token this replica does not know.
+const unknownTokenWait = 5 * time.Second
 
 // parseConsistent reads ?consistent=: true for "true" or "1", false when
 // absent, "false" or "0", model.ErrInvalid otherwise.
@@ -78,9 +86,12 @@ func (s *Server) authenticate(r *http.Request, token string) (*auth.Principal, e
 			return nil, err
 		}
 		defer s.unauth.release(addr)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, unknownTokenWait)
+		defer cancel()
 	}
 	if err := s.cfg.Cluster.ReadBarrier(ctx); err != nil {
 		return nil, err
 	}
-	return s.auth.Authenticate(ctx, token)
+	return s.auth.Authenticate(r.Context(), token)
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
 )
@@ -132,6 +134,51 @@ func TestConsistentReadsKeepTenants(t *testing.T) {
 		if body := string(r.body); strings.Contains(body, dev) || strings.Contains(body, j.ID) || strings.Contains(body, "alice") {
 			t.Fatalf("gina GET %s?consistent=true shows acme's: %s", u, body)
 		}
+	}
+}
+
+// A token the replica does not know is tried again after a bounded read
+// barrier when the read asks for consistency (it may come from another
+// replica), and only then: still unknown, it is 401. Such retries hold
+// unauthenticated slots; without one the answer is 401 at once, counted.
+func TestConsistentReadUnknownToken(t *testing.T) {
+	fc := &fakeCluster{role: "follower"}
+	e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.Cluster = fc })
+	stranger := "s_" + strings.Repeat("x", 40)
+	e.want(e.do("GET", "/api/v1/whoami", stranger, nil), http.StatusUnauthorized, codeUnauthorized)
+	e.want(e.do("POST", "/api/v1/tokens?consistent=true", stranger, nil), http.StatusUnauthorized, codeUnauthorized)
+	if fc.barriers != 0 {
+		t.Fatalf("%d read barriers for a stranger's plain read or write", fc.barriers)
+	}
+	e.want(e.do("GET", "/api/v1/whoami?consistent=true", stranger, nil), http.StatusUnauthorized, codeUnauthorized)
+	if fc.barriers != 1 || fc.bounded != 1 {
+		t.Fatalf("unknown token, consistent read: %d barriers (%d bounded), want 1 bounded", fc.barriers, fc.bounded)
+	}
+	if held := e.api.unauth.held(); held != 0 {
+		t.Fatalf("%d unauthenticated slots still held", held)
+	}
+	// The slots of this address taken: 401 at once, no barrier.
+	addr := "127.0.0.1"
+	for range e.api.cfg.MaxUnauthenticatedPerAddr {
+		if ok, _ := e.api.unauth.acquire(addr); !ok {
+			t.Fatal("could not take the slots")
+		}
+	}
+	before := testutil.ToFloat64(e.api.metrics.refused.WithLabelValues(refusedUnauthPerAddr))
+	e.want(e.do("GET", "/api/v1/whoami?consistent=true", stranger, nil), http.StatusUnauthorized, codeUnauthorized)
+	if fc.barriers != 1 {
+		t.Fatalf("a barrier without a slot: %d", fc.barriers)
+	}
+	if got := testutil.ToFloat64(e.api.metrics.refused.WithLabelValues(refusedUnauthPerAddr)); got != before+1 {
+		t.Fatalf("refused{%s} = %v, want %v", refusedUnauthPerAddr, got, before+1)
+	}
+	for range e.api.cfg.MaxUnauthenticatedPerAddr {
+		e.api.unauth.release(addr)
+	}
+	// A known token's consistent read is bounded by its client only.
+	e.want(e.do("GET", "/api/v1/whoami?consistent=true", e.admin, nil), http.StatusOK, "")
+	if fc.barriers != 2 || fc.bounded != 1 {
+		t.Fatalf("known token: %d barriers (%d bounded)", fc.barriers, fc.bounded)
 	}
 }
 
