@@ -11,6 +11,7 @@ import (
 
 	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/store"
 )
 
 // retained is what retention leaves on a replica: where its change log
@@ -88,8 +89,8 @@ func waitApplied(t *testing.T, r *replica, idx uint64) {
 // Event pruning and change-log compaction on the leader reach every
 // replica through the log: every replica, including one that was down
 // and catches up from the log, holds the same events and the same change
-// log, with the leader's cutoff (not its own clock); a follower cannot
-// prune on its own; a replica that joins later and installs a snapshot
+// log, the events the leader chose by its cutoff (not its own clock); a
+// follower cannot prune on its own; nothing to prune proposes nothing; a replica that joins later and installs a snapshot
 // taken after the compaction holds the same too.
 func TestRetentionReplicated(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
@@ -144,6 +145,14 @@ func TestRetentionReplicated(t *testing.T) {
 	if err != nil || n != 4*3 {
 		t.Fatalf("prune on the leader: %d, %v; want 12", n, err)
 	}
+	// Nothing left to prune: nothing is proposed.
+	idx := leader.c.raft().LastIndex()
+	if n, err := leader.c.Store().PruneEvents(3, now.Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("second prune: %d, %v", n, err)
+	}
+	if got := leader.c.raft().LastIndex(); got != idx {
+		t.Fatalf("a prune with nothing to prune proposed entries: last index %d, was %d", got, idx)
+	}
 	last := leader.m.LastSeq()
 	k, err := leader.c.Store().CompactLog(10)
 	if err != nil || k == 0 {
@@ -190,13 +199,14 @@ func TestRetentionReplicated(t *testing.T) {
 
 func TestRetentionEntriesRoundTrip(t *testing.T) {
 	at := time.Unix(1700000000, 123456789)
-	data, err := encodePrune(7, at)
+	refs := []store.EventRef{{Path: "/devices/a", Seq: 7}, {Path: "/", Seq: 1}}
+	data, err := encodePrune(7, at, refs)
 	if err != nil || data[0] != entryPrune {
 		t.Fatal(err)
 	}
-	w, err := decodePrune(data[1:])
-	if err != nil || w.PerContext != 7 || !time.Unix(0, w.OlderThan).Equal(at) {
-		t.Fatalf("%+v, %v", w, err)
+	got, err := decodePrune(data[1:])
+	if err != nil || !reflect.DeepEqual(got, refs) {
+		t.Fatalf("%+v, %v", got, err)
 	}
 	if data, err = encodeCompact(42); err != nil || data[0] != entryCompact {
 		t.Fatal(err)
@@ -204,25 +214,47 @@ func TestRetentionEntriesRoundTrip(t *testing.T) {
 	if c, err := decodeCompact(data[1:]); err != nil || c.UpTo != 42 {
 		t.Fatalf("%+v, %v", c, err)
 	}
-	bad, _ := model.Marshal(&wirePrune{PerContext: -1})
-	if _, err := decodePrune(bad); !errors.Is(err, ErrBadEntry) {
-		t.Fatalf("negative count: %v", err)
+	for name, bad := range map[string][]store.EventRef{
+		"a bad path":        {{Path: "devices/a", Seq: 1}},
+		"a path not clean":  {{Path: "/devices//a", Seq: 1}},
+		"sequence number 0": {{Path: "/devices/a", Seq: 0}},
+		"too many":          make([]store.EventRef, pruneChunk+1),
+	} {
+		if name == "too many" {
+			for i := range bad {
+				bad[i] = store.EventRef{Path: "/a", Seq: uint64(i + 1)}
+			}
+		}
+		data, err := encodePrune(1, at, bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodePrune(data[1:]); !errors.Is(err, ErrBadEntry) {
+			t.Errorf("%s: %v, want ErrBadEntry", name, err)
+		}
 	}
 }
 
 func FuzzDecodeRetention(f *testing.F) {
-	p, _ := encodePrune(3, time.Unix(1, 0))
+	p, _ := encodePrune(3, time.Unix(1, 0), []store.EventRef{{Path: "/devices/a", Seq: 9}})
 	c, _ := encodeCompact(9)
 	f.Add(p[1:])
 	f.Add(c[1:])
 	f.Add([]byte{0xff})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		if w, err := decodePrune(body); err != nil {
+		if refs, err := decodePrune(body); err != nil {
 			if !errors.Is(err, ErrBadEntry) {
 				t.Fatalf("error not ErrBadEntry: %v", err)
 			}
-		} else if w.PerContext < 0 {
-			t.Fatal("accepted a negative count")
+		} else {
+			if len(refs) > pruneChunk {
+				t.Fatal("accepted too many events")
+			}
+			for _, r := range refs {
+				if p, err := model.ParsePath(string(r.Path)); err != nil || p != r.Path || r.Seq == 0 {
+					t.Fatalf("accepted event %q %d", r.Path, r.Seq)
+				}
+			}
 		}
 		if _, err := decodeCompact(body); err != nil && !errors.Is(err, ErrBadEntry) {
 			t.Fatalf("error not ErrBadEntry: %v", err)

@@ -66,16 +66,60 @@ func (s *Badger) CommitApplied(b *model.Batch, applied uint64) error {
 	return s.commit(b, applied)
 }
 
-// PruneEventsApplied is PruneEvents as a replica applies it from the
-// Raft log entry at index applied, recorded in its last write. The cutoff
-// is the entry's, not this replica's clock, so that every replica prunes
-// the same events. Applied again (a restart before the record), it drops
-// what the first pass left and nothing else.
-func (s *Badger) PruneEventsApplied(perContext int, olderThan time.Time, applied uint64) (int, error) {
+// EventRef names one event: its context and sequence number.
+type EventRef struct {
+	Path model.Path
+	Seq  uint64
+}
+
+// EventsToPrune returns up to limit of the events PruneEvents would drop
+// now (limit <= 0: all). A cluster's leader decides so what every replica
+// deletes (DeleteEventsApplied), reading its store while it goes on
+// applying the log: the scan stays off the log's path.
+func (s *Badger) EventsToPrune(perContext int, olderThan time.Time, limit int) ([]EventRef, error) {
+	var refs []EventRef
+	err := s.prunable(perContext, olderThan, func(_ *model.Event, key []byte) bool {
+		refs = append(refs, EventRef{Path: model.Path(key[1 : len(key)-9]), Seq: binary.BigEndian.Uint64(key[len(key)-8:])})
+		return limit <= 0 || len(refs) < limit
+	})
+	return refs, err
+}
+
+// DeleteEventsApplied deletes the events refs names that the store holds,
+// with their feed keys, as a replica applies the Raft log entry at index
+// applied, recorded in its last write. An event it does not hold (its
+// context was deleted meanwhile, or a restart applies the entry again) is
+// skipped. It returns how many events went.
+func (s *Badger) DeleteEventsApplied(refs []EventRef, applied uint64) (int, error) {
 	if applied == 0 {
-		return 0, errors.New("store: prune at raft index 0")
+		return 0, errors.New("store: event deletion at raft index 0")
 	}
-	return s.pruneEvents(perContext, olderThan, setApplied(applied))
+	var keys [][]byte
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, r := range refs {
+			k := eventKey(r.Path, r.Seq)
+			item, err := txn.Get(k)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var ev model.Event
+			if err := item.Value(func(v []byte) error { return model.Unmarshal(v, &ev) }); err != nil {
+				return err
+			}
+			keys = append(keys, feedKeys(&ev)...)
+			keys = append(keys, k)
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, s.deleteLogged(keys, setApplied(applied))
 }
 
 // CompactLogApplied drops the change-log entries up to and including upTo
