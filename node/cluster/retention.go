@@ -106,11 +106,10 @@ func decodeCompact(body []byte) (wireCompact, error) {
 }
 
 // retentionResult is what the state machine returns for a retention
-// entry: the leader's proposal reads it from the entry's future.
-type retentionResult struct {
-	n   int
-	err error
-}
+// entry it applied (how many events or entries went; an entry it could
+// not apply returns the error): the leader's proposal reads it from the
+// entry's future.
+type retentionResult struct{ n int }
 
 // PruneEvents drops the events beyond perContext per context or older
 // than olderThan, on every replica: on the leader it finds them in its
@@ -180,7 +179,7 @@ func (s *Store) proposeRetention(data []byte) (int, error) {
 	}
 	switch res := f.Response().(type) {
 	case retentionResult:
-		return res.n, res.err
+		return res.n, nil
 	case error:
 		return 0, res
 	}
