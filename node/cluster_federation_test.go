@@ -320,9 +320,9 @@ func TestClusterFederationConsumer(t *testing.T) {
 	})
 }
 
-// The retention of records (here the audit trail) runs on the leader
-// only, and its deletions reach every replica through the log; a
-// follower's pass leaves them.
+// The retention of records (here the audit trail) and of events runs on
+// the leader only, and its deletions reach every replica through the
+// log; a follower's pass leaves them.
 func TestClusterRetentionOnLeader(t *testing.T) {
 	idDir := t.TempDir()
 	if _, err := WriteIdentity(idDir, "plant7", "127.0.0.1"); err != nil {
@@ -334,13 +334,22 @@ func TestClusterRetentionOnLeader(t *testing.T) {
 	nodes := []*Node{n1, n2, n3}
 	leader := clusterLeader(t, nodes...)
 	leader.audit.Write(audit.Record{Op: "test", Outcome: audit.OK})
+	if _, err := leader.Model().Apply(context.Background(),
+		model.Mutation{Op: model.OpPut, Path: "/retained", Type: "folder"},
+		model.Mutation{Op: model.OpEvent, Path: "/retained", Event: &model.Event{Name: "boot", Level: model.LevelInfo}}); err != nil {
+		t.Fatal(err)
+	}
 	count := func(n *Node) int {
 		k := 0
 		n.Model().Records(audit.Kind, func(string, []byte) error { k++; return nil })
-		return k
+		evs, err := n.store.Events("/retained", model.EventQuery{Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k + len(evs)
 	}
 	for _, n := range nodes {
-		tstest.WaitFor(t, harnessWait, "the audit record on "+n.cfg.Cluster.ID, func() bool { return count(n) > 0 })
+		tstest.WaitFor(t, harnessWait, "the audit record and the event on "+n.cfg.Cluster.ID, func() bool { return count(n) == 2 })
 	}
 	later := time.Now().Add(100 * 365 * 24 * time.Hour)
 	for _, n := range nodes {
@@ -348,12 +357,14 @@ func TestClusterRetentionOnLeader(t *testing.T) {
 			continue
 		}
 		n.retain(later)
-		if k := count(leader); k == 0 {
-			t.Fatalf("the follower %s pruned the audit trail", n.cfg.Cluster.ID)
+		for _, m := range nodes {
+			if k := count(m); k != 2 {
+				t.Fatalf("the follower %s pruned the audit trail or events of %s", n.cfg.Cluster.ID, m.cfg.Cluster.ID)
+			}
 		}
 	}
 	leader.retain(later)
 	for _, n := range nodes {
-		tstest.WaitFor(t, harnessWait, "the audit trail pruned on "+n.cfg.Cluster.ID, func() bool { return count(n) == 0 })
+		tstest.WaitFor(t, harnessWait, "the audit trail and events pruned on "+n.cfg.Cluster.ID, func() bool { return count(n) == 0 })
 	}
 }

@@ -300,12 +300,11 @@ func (n *Node) readyErr() error {
 }
 
 // maintain enforces retention: event history by count and age, change-log
-// length, expired tokens, finished jobs, old audit records. On a replica
-// of a cluster the event history and the change log are pruned in the
-// local store by every replica (each holds its own; compaction's floor is
-// the consumers' replicated cursors), while the records' retention, which
-// deletes through the model, runs on the leader only: its deletions are
-// replicated like any write.
+// length, expired tokens, finished jobs, old audit records. On a cluster
+// it runs on the leader only: event pruning and log compaction are
+// replicated operations (the leader's cutoff and compaction point, applied
+// by every replica alike; compaction's floor is the consumers' replicated
+// cursors), and the records' retention deletes through the model.
 func (n *Node) maintain() {
 	// Calls whose job ended just before the node stopped may still read
 	// pending in the audit trail: complete them once, at start.
@@ -326,9 +325,12 @@ func (n *Node) maintain() {
 	}
 }
 
-// retain runs one retention pass as of now. On a replica that does not
-// lead, only the local store is pruned (see maintain).
+// retain runs one retention pass as of now; on a replica that does not
+// lead, none (see maintain).
 func (n *Node) retain(now time.Time) {
+	if n.cluster != nil && !n.cluster.IsLeader() {
+		return
+	}
 	r := n.cfg.Retention
 	if k, err := n.store.PruneEvents(r.EventsPerContext, now.Add(-r.EventMaxAge.D())); err != nil {
 		n.log.Warn("event retention", "err", err)
@@ -339,9 +341,6 @@ func (n *Node) retain(now time.Time) {
 		n.log.Warn("log compaction", "err", err)
 	} else if k > 0 {
 		n.log.Debug("compacted change log", "entries", k)
-	}
-	if n.cluster != nil && !n.cluster.IsLeader() {
-		return
 	}
 	if _, err := n.auth.Prune(context.Background(), 7*24*time.Hour); err != nil {
 		n.log.Warn("token pruning", "err", err)

@@ -28,23 +28,6 @@ type Cluster interface {
 	ReadBarrier(ctx context.Context) error
 }
 
-// consistentRead reports whether the request asks for a linearizable read
-// (?consistent=true), and on a cluster waits until this replica may
-// serve one. A single node's reads are linearizable already.
-func (s *Server) consistentRead(r *http.Request) error {
-	switch v := r.URL.Query().Get("consistent"); v {
-	case "", "false", "0":
-		return nil
-	case "true", "1":
-	default:
-		return invalidf("consistent %q: want true or false", v)
-	}
-	if s.cfg.Cluster == nil {
-		return nil
-	}
-	return s.cfg.Cluster.ReadBarrier(r.Context())
-}
-
 // ClusterRoleHeader names a ready replica's role on /readyz: leader or
 // follower. A replica that knows no leader (no quorum) is not ready.
 const ClusterRoleHeader = "X-Strata-Cluster-Role"

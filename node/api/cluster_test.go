@@ -18,13 +18,17 @@ type fakeCluster struct {
 	transfers int
 	removed   []string
 	barriers  int
+	bounded   int // barriers whose context had a deadline
 	readErr   error
 }
 
-func (f *fakeCluster) ReadBarrier(context.Context) error {
+func (f *fakeCluster) ReadBarrier(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.barriers++
+	if _, ok := ctx.Deadline(); ok {
+		f.bounded++
+	}
 	return f.readErr
 }
 
@@ -94,8 +98,8 @@ func TestClusterStatusEndpoint(t *testing.T) {
 }
 
 // ?consistent=true on a context waits for the replica's read barrier
-// (after the grant check), answers 503 when no leader confirms it, and
-// refuses a value that is not a boolean.
+// (before the handler: its grant check follows), answers 503 when no
+// leader confirms it, and refuses a value that is not a boolean.
 func TestConsistentRead(t *testing.T) {
 	fc := &fakeCluster{role: "follower"}
 	e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.Cluster = fc })

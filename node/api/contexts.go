@@ -183,9 +183,6 @@ func (s *Server) getContext(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	} else if live && s.mounted(path) {
 		return s.getLive(w, r, p, path)
 	}
-	if err := s.consistentRead(r); err != nil {
-		return err
-	}
 	c, err := s.visibleContext(p, path)
 	if err != nil {
 		return err

@@ -62,8 +62,9 @@ func parseFeed(v url.Values) (model.FeedQuery, error) {
 			if q.Before, err = strconv.ParseUint(val, 10, 64); err != nil || q.Before == 0 {
 				return q, invalidf("before must be a positive sequence number")
 			}
+		case "consistent": // checked before the handler (consistent.go)
 		default:
-			return q, invalidf("unknown parameter %q (path, level, limit, before)", key)
+			return q, invalidf("unknown parameter %q (path, level, limit, before, consistent)", key)
 		}
 	}
 	return q, nil

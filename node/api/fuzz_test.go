@@ -176,6 +176,7 @@ func FuzzFeedQuery(f *testing.F) {
 	for _, s := range []string{
 		"", "path=/&level=warning&limit=50", "level=alert&before=12", "limit=1001", "before=0", "path=%2E%2E",
 		"path=/a%00", "level=info", "x=1", "limit=1&limit=2", "path=/peers/eu/devices/a&before=18446744073709551615",
+		"consistent=true&level=alert",
 	} {
 		f.Add(s)
 	}

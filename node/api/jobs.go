@@ -208,11 +208,22 @@ func canSeeJob(p *auth.Principal, j *jobs.Job) bool {
 
 // visibleJob returns job id if p may see it.
 func (s *Server) visibleJob(p *auth.Principal, id string) (*jobs.Service, jobs.Job, error) {
+	return s.visibleJobAs(p, id, false)
+}
+
+// visibleJobAs is visibleJob; stored reads the job's record rather than
+// the service's view, which on a cluster follower may lag what it
+// applied (a consistent read).
+func (s *Server) visibleJobAs(p *auth.Principal, id string, stored bool) (*jobs.Service, jobs.Job, error) {
 	js, err := s.jobService()
 	if err != nil {
 		return nil, jobs.Job{}, err
 	}
-	j, err := js.Get(id)
+	get := js.Get
+	if stored {
+		get = js.Stored
+	}
+	j, err := get(id)
 	switch {
 	case errors.Is(err, model.ErrNotFound):
 		return nil, jobs.Job{}, jobNotFound(id)
@@ -228,7 +239,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if node := r.URL.Query().Get("node"); node != "" {
 		return s.getRemoteJob(w, r, p, r.PathValue("id"), node)
 	}
-	_, j, err := s.visibleJob(p, r.PathValue("id"))
+	_, j, err := s.visibleJobAs(p, r.PathValue("id"), consistentRequested(r))
 	if err != nil {
 		return err
 	}

@@ -93,6 +93,7 @@ func parseSearch(v url.Values) (searchParams, error) {
 			sp.tenant = val
 		case key == "after":
 			after = val
+		case key == "consistent": // checked before the handler (consistent.go)
 		case key == "sort":
 			s, err := parseSort(val)
 			if err != nil {
@@ -133,7 +134,7 @@ func parseSearch(v url.Values) (searchParams, error) {
 			sp.q.Vars[name] = varFilterValue(val)
 			filters++
 		default:
-			return sp, invalidf("unknown parameter %q (path, type, tenant, after, limit, sort, count, label.<key>, var.<name>)", key)
+			return sp, invalidf("unknown parameter %q (path, type, tenant, after, limit, sort, count, consistent, label.<key>, var.<name>)", key)
 		}
 	}
 	if filters > maxSearchFilters {

@@ -263,7 +263,7 @@ func TestClientSearch(t *testing.T) {
 func FuzzParseSearch(f *testing.F) {
 	for _, s := range []string{"path=/devices&type=device&label.site=a&var.os=linux&limit=5&after=/devices/x",
 		"var.n=4.0", "var.o=%7B%22a%22%3A1%7D", "limit=0", "x=1", "var.=1",
-		"sort=-var.cpus&count=true&after=eyJzIjp0cnVlLCJyIjozLCJuIjo0LCJwIjoiL2RldmljZXMvYTEifQ", "sort=label.site&limit=3"} {
+		"sort=-var.cpus&count=true&after=eyJzIjp0cnVlLCJyIjozLCJuIjo0LCJwIjoiL2RldmljZXMvYTEifQ", "sort=label.site&limit=3", "consistent=true&path=/devices"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {

@@ -530,7 +530,7 @@ func (s *Server) authed(h authedFunc) http.Handler {
 			writeError(w, r, fmt.Errorf("%w: missing bearer token", auth.ErrUnauthorized))
 			return
 		}
-		p, err := s.auth.Authenticate(r.Context(), token)
+		p, err := s.authenticate(r, token) // consistent.go
 		if err != nil {
 			writeError(w, r, err)
 			return

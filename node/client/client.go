@@ -29,9 +29,10 @@ const maxErrorBody = 64 << 10
 
 // Client talks to one node's API.
 type Client struct {
-	base  *url.URL
-	token string
-	http  *http.Client
+	base       *url.URL
+	token      string
+	http       *http.Client
+	consistent bool // every GET asks for a consistent read (Consistent)
 }
 
 // New returns a client of the API at baseURL ("https://host:port", maybe
@@ -354,6 +355,9 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, in
 			return nil, fmt.Errorf("client: encode request: %w", err)
 		}
 		body = bytes.NewReader(b)
+	}
+	if c.consistent && (method == http.MethodGet || method == http.MethodHead) && !q.Has("consistent") {
+		q = withConsistent(q)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.url(path, q), body)
 	if err != nil {

@@ -289,6 +289,10 @@ func (c *Cluster) listen() error {
 // Address is the replica's address on the replicas' channel.
 func (c *Cluster) Address() string { return c.layer.Addr().String() }
 
+// ListenAddress is the address the replicas' channel is bound to: Address
+// unless the advertised address differs (a proxy in front).
+func (c *Cluster) ListenAddress() string { return c.layer.ln.Addr().String() }
+
 // ID is the replica's id.
 func (c *Cluster) ID() string { return c.cfg.ID }
 

@@ -17,6 +17,8 @@ import (
 const (
 	entryBatch   byte = 1 // body: a wireBatch (model encoding)
 	entryChained byte = 2 // body: a wireBatch with After set
+	entryPrune   byte = 3 // body: a wirePrune (retention.go)
+	entryCompact byte = 4 // body: a wireCompact (retention.go)
 )
 
 // ErrUnknownEntry is the apply error of a log entry of a kind this binary

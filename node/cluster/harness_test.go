@@ -251,7 +251,11 @@ type view struct {
 func (r *replica) view(t *testing.T) view {
 	t.Helper()
 	v := view{Last: r.m.LastSeq(), Records: map[string]string{}}
-	for after := uint64(0); after < v.Last; {
+	first, err := r.c.Store().Badger().FirstSeq() // after a compaction
+	if err != nil {
+		t.Fatal(err)
+	}
+	for after := first - 1; after < v.Last; {
 		es, err := r.m.ReadLog(context.Background(), after, 1000)
 		if err != nil {
 			t.Fatalf("%s: read log after %d: %v", r.id, after, err)

@@ -16,22 +16,26 @@ import (
 func TestReadBarrier(t *testing.T) {
 	h := newHarness(t, nil)
 	reps := h.cluster(3)
-	leader := h.leader()
 	ctx := context.Background()
 	for i := range 50 {
-		if _, err := leader.m.Apply(ctx, put("/devices/r", "i", string(rune('a'+i%26)))); err != nil {
-			t.Fatal(err)
-		}
+		h.write(put("/devices/r", "i", string(rune('a'+i%26))))
 		want := string(rune('a' + i%26))
 		for _, r := range reps {
-			if err := r.c.ReadBarrier(ctx); err != nil {
-				t.Fatalf("read barrier on %s: %v", r.c.ID(), err)
-			}
+			// Refused without a leader (an election on a loaded machine),
+			// it is asked again, as a client retries a 503.
+			tstest.WaitForErr(t, harnessTimeout, "a read barrier on "+r.c.ID(), func() (bool, error) {
+				err := r.c.ReadBarrier(ctx)
+				if err != nil && !errors.Is(err, model.ErrNotLeader) {
+					t.Fatalf("read barrier on %s: %v", r.c.ID(), err)
+				}
+				return err == nil, err
+			})
 			if c, err := r.m.Get("/devices/r"); err != nil || c.Labels["i"] != want {
 				t.Fatalf("%s after the read barrier: %+v, %v; want i=%s", r.c.ID(), c, err, want)
 			}
 		}
 	}
+	leader := h.leader()
 	var fs []*replica
 	for _, r := range reps {
 		if r != leader {

@@ -232,32 +232,15 @@ func (s *Store) Snapshot(prefix model.Path, fn func(*model.Context) error) (uint
 	return s.db.Snapshot(prefix, fn)
 }
 
-// Badger returns the local store, for maintenance that is not replicated
-// (event pruning and log compaction run on each replica alike). The
-// result is valid until the replica installs a snapshot.
+// Badger returns the local store (tests, inspection). The result is
+// valid until the replica installs a snapshot.
 func (s *Store) Badger() *store.Badger {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.db
 }
 
-// Local maintenance: each replica prunes its own event history and
-// compacts its own change log (node's retention), and searches its own
-// index; none of it goes through the Raft log.
-
-// PruneEvents prunes the local store's event history.
-func (s *Store) PruneEvents(perContext int, olderThan time.Time) (int, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.db.PruneEvents(perContext, olderThan)
-}
-
-// CompactLog compacts the local store's change log.
-func (s *Store) CompactLog(keep uint64) (int, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.db.CompactLog(keep)
-}
+// Event pruning and log compaction are replicated (retention.go).
 
 // Search searches the local store's index.
 func (s *Store) Search(ctx context.Context, q model.SearchQuery) (model.SearchPage, error) {
@@ -295,6 +278,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if l.Index <= f.applied {
 		f.c.skipped.Add(1)
 		return nil
+	}
+	if len(l.Data) > 0 && l.Data[0] != entryBatch && l.Data[0] != entryChained {
+		return f.applyRetention(l) // retention.go
 	}
 	p := f.s.take(l.Data)
 	err := f.apply(l, p)

@@ -697,7 +697,28 @@ func (s *Badger) Snapshot(prefix model.Path, fn func(*model.Context) error) (uin
 func (s *Badger) PruneEvents(perContext int, olderThan time.Time) (int, error) {
 	var keys [][]byte
 	dropped := 0
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.prunable(perContext, olderThan, func(ev *model.Event, key []byte) bool {
+		// Feed keys first: a prune cut short leaves an event out of the
+		// feed, never a feed key without its event.
+		keys = append(keys, feedKeys(ev)...)
+		keys = append(keys, key)
+		dropped++
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	return dropped, s.deleteLogged(keys, nil)
+}
+
+// prunable calls fn with each event PruneEvents would drop (and a copy of
+// its key), contexts in reverse key order and each context's events
+// newest first, while fn returns true.
+func (s *Badger) prunable(perContext int, olderThan time.Time, fn func(ev *model.Event, key []byte) bool) error {
+	return s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pEvent}, Reverse: true, PrefetchValues: true})
 		defer it.Close()
 		var cur []byte
@@ -715,23 +736,12 @@ func (s *Badger) PruneEvents(perContext int, olderThan time.Time) (int, error) {
 			if err := it.Item().Value(func(v []byte) error { return model.Unmarshal(v, &ev) }); err != nil {
 				return err
 			}
-			if count > perContext || ev.Time.Before(olderThan) {
-				// Feed keys first: a prune cut short leaves an event
-				// out of the feed, never a feed key without its event.
-				keys = append(keys, feedKeys(&ev)...)
-				keys = append(keys, it.Item().KeyCopy(nil))
-				dropped++
+			if (count > perContext || ev.Time.Before(olderThan)) && !fn(&ev, it.Item().KeyCopy(nil)) {
+				return nil
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	if len(keys) == 0 {
-		return 0, nil
-	}
-	return dropped, s.deleteLogged(keys, nil)
 }
 
 // deleteChunk bounds the keys of one deletion record and transaction.

@@ -187,7 +187,18 @@ func (s *Badger) CompactLog(keep uint64) (int, error) {
 	if err != nil || last <= keep {
 		return 0, err
 	}
-	upTo := last - keep // drop seq <= upTo
+	return s.compactLogTo(last-keep, nil) // drop seq <= last-keep
+}
+
+// compactLogTo drops the change-log entries up to upTo (at most up to the
+// last); then, if set, runs in its last write (which happens even when
+// nothing is dropped).
+func (s *Badger) compactLogTo(upTo uint64, then func(w *txnWriter) error) (int, error) {
+	last, err := s.LastSeq()
+	if err != nil {
+		return 0, err
+	}
+	upTo = min(upTo, last)
 	// The log after the checkpoint is what a restart replays: checkpoint
 	// first when the compaction would pass it.
 	s.ov.mu.RLock()
@@ -211,6 +222,9 @@ func (s *Badger) CompactLog(keep uint64) (int, error) {
 	}
 	first = max(first, 1)
 	if first > upTo {
+		if then != nil {
+			return 0, s.deleteLogged(nil, then)
+		}
 		return 0, nil
 	}
 	var keys [][]byte
@@ -231,7 +245,14 @@ func (s *Badger) CompactLog(keep uint64) (int, error) {
 	}
 	// The new start is written with the last deletions: readers see the
 	// log start move at the latest when the entries are gone.
-	err = s.deleteLogged(keys, func(w *txnWriter) error { return w.set(keyFirst, seqBytes(upTo+1)) })
+	err = s.deleteLogged(keys, func(w *txnWriter) error {
+		if then != nil {
+			if err := then(w); err != nil {
+				return err
+			}
+		}
+		return w.set(keyFirst, seqBytes(upTo+1))
+	})
 	if err != nil {
 		return 0, err
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -82,6 +83,91 @@ func (s *Badger) AppliedBatch() (uint64, error) {
 		return err
 	})
 	return n, err
+}
+
+// EventRef names one event: its context and sequence number.
+type EventRef struct {
+	Path model.Path
+	Seq  uint64
+}
+
+// EventsToPrune returns up to limit of the events PruneEvents would drop
+// now (limit <= 0: all). A cluster's leader decides so what every replica
+// deletes (DeleteEventsApplied), reading its store while it goes on
+// applying the log: the scan stays off the log's path.
+func (s *Badger) EventsToPrune(perContext int, olderThan time.Time, limit int) ([]EventRef, error) {
+	var refs []EventRef
+	err := s.prunable(perContext, olderThan, func(_ *model.Event, key []byte) bool {
+		refs = append(refs, EventRef{Path: model.Path(key[1 : len(key)-9]), Seq: binary.BigEndian.Uint64(key[len(key)-8:])})
+		return limit <= 0 || len(refs) < limit
+	})
+	return refs, err
+}
+
+// DeleteEventsApplied deletes the events refs names that the store holds,
+// with their feed keys, as a replica applies the Raft log entry at index
+// applied, recorded in its last write. An event it does not hold (its
+// context was deleted meanwhile, or a restart applies the entry again) is
+// skipped. It returns how many events went.
+func (s *Badger) DeleteEventsApplied(refs []EventRef, applied uint64) (int, error) {
+	if applied == 0 {
+		return 0, errors.New("store: event deletion at raft index 0")
+	}
+	var keys [][]byte
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, r := range refs {
+			k := eventKey(r.Path, r.Seq)
+			item, err := txn.Get(k)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var ev model.Event
+			if err := item.Value(func(v []byte) error { return model.Unmarshal(v, &ev) }); err != nil {
+				return err
+			}
+			keys = append(keys, feedKeys(&ev)...)
+			keys = append(keys, k)
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, s.deleteLogged(keys, setApplied(applied))
+}
+
+// CompactLogApplied drops the change-log entries up to and including upTo
+// (the leader's choice: every replica compacts to the same start) as a
+// replica applies it from the Raft log entry at index applied, recorded
+// in its last write. The replica's store takes no commit meanwhile (its
+// commits are the log's, applied one after another), so the checkpoint it
+// may need first covers upTo.
+func (s *Badger) CompactLogApplied(upTo, applied uint64) (int, error) {
+	if applied == 0 {
+		return 0, errors.New("store: compaction at raft index 0")
+	}
+	return s.compactLogTo(upTo, setApplied(applied))
+}
+
+// FirstSeq returns the first sequence number the change log holds after
+// compaction (1 before any).
+func (s *Badger) FirstSeq() (uint64, error) {
+	var first uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		first, err = readSeq(txn, keyFirst)
+		return err
+	})
+	return max(first, 1), err
+}
+
+func setApplied(applied uint64) func(w *txnWriter) error {
+	return func(w *txnWriter) error { return w.set(keyApplied, seqBytes(applied)) }
 }
 
 // Applied returns the last Raft log index applied (CommitApplied), 0 if

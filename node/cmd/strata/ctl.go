@@ -21,12 +21,13 @@ import (
 
 // ctlFlags are the flags every ctl command shares.
 type ctlFlags struct {
-	config  string
-	server  string
-	token   string
-	ca      string
-	output  string
-	timeout time.Duration
+	config     string
+	server     string
+	token      string
+	ca         string
+	output     string
+	timeout    time.Duration
+	consistent bool
 }
 
 // ctl is one ctl invocation: the app plus its shared flags.
@@ -83,6 +84,7 @@ func (x *ctl) addTargetFlags(c *cobra.Command) {
 	pf.StringVar(&x.f.ca, "ca", "", "PEM file of the CA to trust (default tls/ca.crt beside the config, else the system roots)")
 	pf.StringVarP(&x.f.output, "output", "o", "text", "output format: text or json")
 	pf.DurationVar(&x.f.timeout, "timeout", 30*time.Second, "time limit of a request (not of watch)")
+	pf.BoolVar(&x.f.consistent, "consistent", false, "linearizable reads: on a cluster, the replica answers once it holds every write acknowledged before the request")
 }
 
 // target is where ctl sends requests and with what credentials.
@@ -164,7 +166,11 @@ func (x *ctl) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(t.server, t.token, t.caPEM)
+	cl, err := client.New(t.server, t.token, t.caPEM)
+	if err == nil && x.f.consistent {
+		cl = cl.Consistent()
+	}
+	return cl, err
 }
 
 // call runs fn with a client and a context bounded by --timeout.
