@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,16 +58,92 @@ func freeAddr(t *testing.T) string {
 // proc is one running strata serve.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	out  *logBuf
 	done chan error
 }
 
 // nodeDir is an initialised node directory.
 type nodeDir struct {
-	t    *testing.T
-	dir  string
-	addr string
-	p    *proc
+	t       *testing.T
+	dir     string
+	addr    string
+	p       *proc
+	watches watches // lines awaited in the output of this node's processes
+}
+
+// watches are the lines a test waits for in a node's output, across its
+// restarts.
+type watches struct {
+	mu   sync.Mutex
+	list []*watch // guarded by mu
+}
+
+type watch struct {
+	substr string
+	seen   chan struct{}
+}
+
+// watch returns a channel closed once a line containing substr is
+// written by this node's process (the running one or a later one).
+// Cancel an unmet watch with unwatch.
+func (n *nodeDir) watch(substr string) *watch {
+	w := &watch{substr: substr, seen: make(chan struct{})}
+	n.watches.mu.Lock()
+	n.watches.list = append(n.watches.list, w)
+	n.watches.mu.Unlock()
+	return w
+}
+
+func (n *nodeDir) unwatch(w *watch) {
+	n.watches.mu.Lock()
+	defer n.watches.mu.Unlock()
+	n.watches.list = slices.DeleteFunc(n.watches.list, func(x *watch) bool { return x == w })
+}
+
+// lines closes the watches that line meets.
+func (ws *watches) line(line []byte) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ws.list = slices.DeleteFunc(ws.list, func(w *watch) bool {
+		if bytes.Contains(line, []byte(w.substr)) {
+			close(w.seen)
+			return true
+		}
+		return false
+	})
+}
+
+// logBuf is a process's output: safe to read while the process writes
+// it, and each complete line is shown to the node's watches.
+type logBuf struct {
+	ws *watches
+
+	mu      sync.Mutex
+	b       bytes.Buffer // guarded by mu
+	partial []byte       // the last line so far; guarded by mu
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Write(p)
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.ws.line(l.partial[:i])
+		l.partial = l.partial[i+1:]
+	}
+	l.partial = slices.Clip(l.partial)
+	return len(p), nil
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // initNode runs strata init for a node named name; extra are more init
@@ -87,12 +165,12 @@ func (n *nodeDir) config() string { return filepath.Join(n.dir, "strata.yaml") }
 func (n *nodeDir) start() {
 	n.t.Helper()
 	cmd := exec.Command(strataBin, "serve", "--config", n.config(), "--log-level", "debug")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &logBuf{ws: &n.watches}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		n.t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, out: &out, done: make(chan error, 1)}
+	p := &proc{cmd: cmd, out: out, done: make(chan error, 1)}
 	go func() { p.done <- cmd.Wait() }()
 	n.p = p
 	n.t.Cleanup(func() { n.kill() })
