@@ -107,8 +107,8 @@ func runClusterFaults(t *testing.T, rounds int, killsOnly, tuned bool) *faultRun
 		f.wg.Wait() // HQ's mirror caught up with the round's write
 	}
 	w.stop()
-	t.Logf("%d kills (%d while the leader took a snapshot, %d while a replica installed one), %d partitions; %d operations recorded, %d acknowledged writes, %d unknown, %d telemetry messages acknowledged",
-		f.kills, f.midSnapshot, f.midInstall, f.partitions, w.rec.Len(), w.acked.Load(), w.unknown.Load(), w.telemetry.Load())
+	t.Logf("%d kills (%d while the leader took a snapshot, %d while a replica installed one), %d partitions; %d operations recorded, %d acknowledged writes, %d unknown, %d consistent reads answered, %d telemetry messages acknowledged",
+		f.kills, f.midSnapshot, f.midInstall, f.partitions, w.rec.Len(), w.acked.Load(), w.unknown.Load(), w.consistentReads.Load(), w.telemetry.Load())
 	t.Logf("failed writes by error: %v", w.writeErrs)
 	t.Log(f.summary())
 	w.check()
@@ -136,6 +136,7 @@ type clusterWorkload struct {
 	writes map[string][]writeOp // per key, every write with its outcome
 
 	acked, unknown, telemetry, jobs atomic.Int64
+	consistentReads                 atomic.Int64 // ?consistent=true reads answered, in the history
 	devices                         []*telemetryDevice
 	errMu                           sync.Mutex
 	errs                            []error
@@ -270,11 +271,13 @@ func (w *clusterWorkload) runClient(id int) {
 				defer cancel()
 				x, err := c.GetContextConsistent(ctx, key)
 				if client.IsCode(err, "not_found") {
+					w.consistentReads.Add(1)
 					return "", false, nil
 				}
 				if err != nil {
 					return "", false, err
 				}
+				w.consistentReads.Add(1)
 				return registerValue(x), true, nil
 			})
 		}
