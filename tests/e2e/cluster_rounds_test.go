@@ -123,7 +123,11 @@ func (f *faultRun) killMidSnapshot(round int, leader *replicaProc) {
 		f.t.Logf("round %d: leader %s took no snapshot in 20s; killing it anyway", round, leader.id)
 	}
 	f.killAt(round, leader, func(log string) string {
-		if i := strings.LastIndex(log, "starting snapshot up to"); i >= 0 && !strings.Contains(log[i:], "snapshot complete up to") {
+		i := strings.LastIndex(log, "starting snapshot up to")
+		switch {
+		case i < 0:
+			return " (it had started no snapshot)"
+		case !strings.Contains(log[i:], "snapshot complete up to"):
 			f.midSnapshot++
 			return " while it took a snapshot"
 		}
