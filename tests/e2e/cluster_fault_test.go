@@ -107,6 +107,7 @@ func runClusterFaults(t *testing.T, rounds int, killsOnly, tuned bool) *faultRun
 		f.wg.Wait() // HQ's mirror caught up with the round's write
 	}
 	w.stop()
+	cp.checkAlive()
 	t.Logf("%d kills (%d while the leader took a snapshot, %d while a replica installed one), %d partitions; %d operations recorded, %d acknowledged writes, %d unknown, %d consistent reads answered, %d telemetry messages acknowledged",
 		f.kills, f.midSnapshot, f.midInstall, f.partitions, w.rec.Len(), w.acked.Load(), w.unknown.Load(), w.consistentReads.Load(), w.telemetry.Load())
 	t.Logf("failed writes by error: %v", w.writeErrs)
@@ -196,13 +197,7 @@ func newClusterWorkload(t *testing.T, cp *clusterProcs) *clusterWorkload {
 }
 
 // api is a client of replica i.
-func (w *clusterWorkload) api(i int) *client.Client {
-	c, err := client.New("https://"+w.cp.reps[i].addr, w.tok, w.ca)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return c
-}
+func (w *clusterWorkload) api(i int) *client.Client { return w.cp.reps[i].client(w.tok) }
 
 func (w *clusterWorkload) fail(err error) {
 	w.errMu.Lock()

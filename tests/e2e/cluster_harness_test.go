@@ -140,9 +140,63 @@ func newClusterProcs(t *testing.T, tuned bool) *clusterProcs {
 		cp.reps = append(cp.reps, r)
 		r.start()
 	}
+	t.Cleanup(cp.keepOutput)
 	cp.waitWhole(60 * time.Second)
 	waitConnected(t, hq.admin(), "plant7", "provider")
 	return cp
+}
+
+// keepOutput writes every process's last output into a directory that
+// outlives the test, when the test failed.
+func (cp *clusterProcs) keepOutput() {
+	if !cp.t.Failed() {
+		return
+	}
+	dir, err := os.MkdirTemp("", "strata-cluster-faults-")
+	if err != nil {
+		cp.t.Log(err)
+		return
+	}
+	nodes := map[string]*nodeDir{"hq": cp.hq}
+	for _, r := range cp.reps {
+		nodes[r.id] = r.nodeDir
+	}
+	for name, n := range nodes {
+		state := "killed by the test, or not started"
+		if n.crashed != nil {
+			state = n.crashed.Error()
+		}
+		if n.p != nil {
+			state = "running"
+			if gone, err := n.p.gone(); gone {
+				state = fmt.Sprintf("exited by itself: %v", err)
+			}
+		}
+		if n.lastOut != nil {
+			os.WriteFile(filepath.Join(dir, name+".log"), []byte(n.lastOut.String()), 0o600)
+		}
+		cp.t.Logf("%s: %s", name, state)
+	}
+	cp.t.Logf("the processes' last output: %s", dir)
+}
+
+// checkAlive fails the test when a process the test did not kill has
+// ended.
+func (cp *clusterProcs) checkAlive() {
+	cp.t.Helper()
+	nodes := []*nodeDir{cp.hq}
+	for _, r := range cp.reps {
+		nodes = append(nodes, r.nodeDir)
+	}
+	for _, n := range nodes {
+		if n.p == nil {
+			continue
+		}
+		if gone, err := n.p.gone(); gone {
+			out := n.p.out.String()
+			cp.t.Fatalf("%s exited by itself (%v); its output ends:\n%s", n.dir, err, out[max(0, len(out)-20000):])
+		}
+	}
 }
 
 // cut holds (on) or lets through (off) every connection between
@@ -191,6 +245,7 @@ func (cp *clusterProcs) waitLeader(timeout time.Duration) *replicaProc {
 	cp.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
+		cp.checkAlive()
 		if l := cp.leader(); l != nil {
 			return l
 		}
@@ -231,6 +286,7 @@ func (cp *clusterProcs) waitWhole(timeout time.Duration) {
 	cp.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cp.whole() {
+		cp.checkAlive()
 		if time.Now().After(deadline) {
 			cp.t.Fatalf("the cluster is not whole after %v:\n%s", timeout, cp.describe())
 		}

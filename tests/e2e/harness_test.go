@@ -57,9 +57,20 @@ func freeAddr(t *testing.T) string {
 
 // proc is one running strata serve.
 type proc struct {
-	cmd  *exec.Cmd
-	out  *logBuf
-	done chan error
+	cmd    *exec.Cmd
+	out    *logBuf
+	exited chan struct{} // closed once the process is gone
+	err    error         // how it ended; set before exited is closed
+}
+
+// gone reports whether the process has ended, and how.
+func (p *proc) gone() (bool, error) {
+	select {
+	case <-p.exited:
+		return true, p.err
+	default:
+		return false, nil
+	}
 }
 
 // nodeDir is an initialised node directory.
@@ -68,7 +79,12 @@ type nodeDir struct {
 	dir     string
 	addr    string
 	p       *proc
-	watches watches // lines awaited in the output of this node's processes
+	lastOut *logBuf // the output of the last process started, running or not
+	crashed error   // how the last process ended, when it ended before kill asked it to
+
+	conns     sync.Once
+	connsBase *client.Client // every client of this node shares its connections
+	watches   watches        // lines awaited in the output of this node's processes
 }
 
 // watches are the lines a test waits for in a node's output, across its
@@ -170,9 +186,9 @@ func (n *nodeDir) start() {
 	if err := cmd.Start(); err != nil {
 		n.t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, out: out, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	n.p = p
+	p := &proc{cmd: cmd, out: out, exited: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	n.p, n.lastOut = p, out
 	n.t.Cleanup(func() { n.kill() })
 	c := n.admin()
 	deadline := time.Now().Add(20 * time.Second)
@@ -184,8 +200,8 @@ func (n *nodeDir) start() {
 			return
 		}
 		select {
-		case err := <-p.done:
-			n.t.Fatalf("strata serve exited: %v\n%s", err, out.String())
+		case <-p.exited:
+			n.t.Fatalf("strata serve exited: %v\n%s", p.err, out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -200,8 +216,11 @@ func (n *nodeDir) kill() {
 	if n.p == nil {
 		return
 	}
+	if gone, err := n.p.gone(); gone {
+		n.crashed = fmt.Errorf("exited by itself: %v", err)
+	}
 	n.p.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.p.done
+	<-n.p.exited
 	n.p = nil
 }
 
@@ -210,8 +229,8 @@ func (n *nodeDir) stop() {
 	n.t.Helper()
 	n.p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-n.p.done:
-		if err != nil {
+	case <-n.p.exited:
+		if err := n.p.err; err != nil {
 			n.t.Fatalf("strata serve exited with %v after SIGTERM\n%s", err, n.p.out.String())
 		}
 	case <-time.After(30 * time.Second):
@@ -228,13 +247,23 @@ func (n *nodeDir) caPEM() []byte {
 	return ca
 }
 
+// client is a client of this node with token. Every client of the node
+// shares one pool of connections, as one program would: a test that polls
+// the node opens no more connections than it uses at once (the API
+// refuses more than 256 open from one address).
 func (n *nodeDir) client(token string) *client.Client {
 	n.t.Helper()
-	c, err := client.New("https://"+n.addr, token, n.caPEM())
-	if err != nil {
-		n.t.Fatal(err)
+	n.conns.Do(func() {
+		c, err := client.New("https://"+n.addr, "", n.caPEM())
+		if err != nil {
+			n.t.Fatal(err)
+		}
+		n.connsBase = c
+	})
+	if n.connsBase == nil {
+		n.t.Fatal("no client")
 	}
-	return c
+	return n.connsBase.WithToken(token)
 }
 
 func (n *nodeDir) admin() *client.Client {
