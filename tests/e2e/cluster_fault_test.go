@@ -318,7 +318,9 @@ func (w *clusterWorkload) firstWrite(killed *replicaProc, since time.Time, round
 			w.t.Fatalf("a write after the leader's kill through %s: %v", r.id, err)
 		}
 		if time.Since(since) > time.Minute {
-			w.t.Fatalf("no write acknowledged a minute after the leader's kill: %v\n%s", err, w.cp.describe())
+			d := w.cp.describe()
+			w.cp.dumpStacks()
+			w.t.Fatalf("no write acknowledged a minute after the leader's kill: %v\n%s", err, d)
 		}
 	}
 }

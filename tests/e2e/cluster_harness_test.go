@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -180,6 +181,22 @@ func (cp *clusterProcs) keepOutput() {
 	cp.t.Logf("the processes' last output: %s", dir)
 }
 
+// dumpStacks makes every running replica print its goroutines and exit
+// (SIGQUIT), so that the output keepOutput saves shows where a stuck
+// replica waits; for failures where the cluster stopped making progress.
+func (cp *clusterProcs) dumpStacks() {
+	for _, r := range cp.reps {
+		if r.p == nil {
+			continue
+		}
+		r.p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-r.p.exited:
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
 // checkAlive fails the test when a process the test did not kill has
 // ended.
 func (cp *clusterProcs) checkAlive() {
@@ -250,7 +267,9 @@ func (cp *clusterProcs) waitLeader(timeout time.Duration) *replicaProc {
 			return l
 		}
 		if time.Now().After(deadline) {
-			cp.t.Fatalf("the replicas agree on no leader after %v:\n%s", timeout, cp.describe())
+			d := cp.describe()
+			cp.dumpStacks()
+			cp.t.Fatalf("the replicas agree on no leader after %v:\n%s", timeout, d)
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
@@ -288,7 +307,9 @@ func (cp *clusterProcs) waitWhole(timeout time.Duration) {
 	for !cp.whole() {
 		cp.checkAlive()
 		if time.Now().After(deadline) {
-			cp.t.Fatalf("the cluster is not whole after %v:\n%s", timeout, cp.describe())
+			d := cp.describe()
+			cp.dumpStacks()
+			cp.t.Fatalf("the cluster is not whole after %v:\n%s", timeout, d)
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval
 	}
