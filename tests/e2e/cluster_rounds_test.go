@@ -154,6 +154,7 @@ func (f *faultRun) killMidInstall(round int, first *replicaProc) {
 	copied := first.watch("copied to local snapshot")
 	killed := make(chan time.Time, 1)
 	var g sync.WaitGroup
+	defer g.Wait() // also when the restart below fails the test
 	g.Go(func() {
 		select {
 		case <-copied.seen:
