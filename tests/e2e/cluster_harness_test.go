@@ -51,7 +51,13 @@ const tunedTimeouts = "  heartbeat_timeout: 300ms\n  election_timeout: 300ms\n  
 // Snapshots every few hundred entries, with a short log behind them, so
 // that snapshots are taken and sent to restarted replicas during the
 // rounds, and a round can aim a kill at one.
+// STRATA_E2E_CLUSTER_SNAPSHOTS=library leaves the library's settings
+// (snapshots rare, none sent to a restarted replica), and the rounds
+// aimed at snapshots out.
 const snapshotSettings = "  snapshot_interval: 250ms\n  snapshot_threshold: 64\n  trailing_logs: 32\n"
+
+// frequentSnapshots reports whether the replicas run with snapshotSettings.
+func frequentSnapshots() bool { return os.Getenv("STRATA_E2E_CLUSTER_SNAPSHOTS") != "library" }
 
 // replicaTLS makes the proxies' TLS: the certificate of a replica named
 // "proxy", issued by the node's CA in dir, presented to both sides.
@@ -98,9 +104,12 @@ func newClusterProcs(t *testing.T, tuned bool) *clusterProcs {
 	hq.start()
 	upstream := fmt.Sprintf("federation:\n  keepalive: 300ms\n  idle_timeout: 3s\n  upstreams:\n    - address: %s\n      token: %s\n",
 		fedAddr(t, hq), hq.peerToken("plant7", "operate"))
-	timeouts := ""
+	timeouts, snapshots := "", ""
 	if tuned {
 		timeouts = tunedTimeouts
+	}
+	if frequentSnapshots() {
+		snapshots = snapshotSettings
 	}
 
 	first := initNode(t, "plant7", "--role", "probe", "--mqtt-addr", freeAddr(t))
@@ -134,7 +143,7 @@ func newClusterProcs(t *testing.T, tuned bool) *clusterProcs {
 			join = fmt.Sprintf("  join: [%s]\n", cp.reps[0].proxy.Addr())
 		}
 		cfg := fmt.Sprintf("name: plant7\nrole: probe\napi:\n  addr: %s\nmqtt:\n  addr: %s\ncluster:\n  id: %s\n  addr: %s\n  advertise: %s\n%s%s%s%s",
-			n.addr, r.mqtt, id, listen, px.Addr(), join, timeouts, snapshotSettings, upstream)
+			n.addr, r.mqtt, id, listen, px.Addr(), join, timeouts, snapshots, upstream)
 		if err := os.WriteFile(n.config(), []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

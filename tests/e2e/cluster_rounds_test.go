@@ -31,14 +31,15 @@ const (
 // Kills only: every tenth a kill aimed at a snapshot, the others at
 // random moments.
 func roundKind(round int, killsOnly bool) roundKindT {
-	if killsOnly {
-		if round%10 == 2 {
-			return roundKillSnapshot
-		}
+	k := [10]roundKindT{roundKill, roundKill, roundKillSnapshot, roundHoldInbound, roundKill,
+		roundKillInstall, roundKill, roundIsolate, roundKill, roundCutAll}[round%10]
+	switch {
+	case (k == roundKillSnapshot || k == roundKillInstall) && !frequentSnapshots():
+		return roundKill // no snapshot to aim at
+	case killsOnly && k != roundKillSnapshot:
 		return roundKill
 	}
-	return [10]roundKindT{roundKill, roundKill, roundKillSnapshot, roundHoldInbound, roundKill,
-		roundKillInstall, roundKill, roundIsolate, roundKill, roundCutAll}[round%10]
+	return k
 }
 
 // faultRun is one run's rounds and figures.
