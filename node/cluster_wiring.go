@@ -77,6 +77,7 @@ func (n *Node) openCluster(cfg *config.Config) error {
 		Logger:   n.log, Registerer: n.reg,
 		HeartbeatTimeout: cl.HeartbeatTimeout.D(), ElectionTimeout: cl.ElectionTimeout.D(),
 		LeaderLeaseTimeout: cl.LeaderLeaseTimeout.D(),
+		SnapshotInterval:   cl.SnapshotInterval.D(), SnapshotThreshold: cl.SnapshotThreshold, TrailingLogs: cl.TrailingLogs,
 	})
 	return err
 }

@@ -310,8 +310,15 @@ func (l *Log) List(ctx context.Context, limit int, keep func(*Record) bool) ([]R
 // crash in between leaves the record pending. lookup returns a job this
 // node owns (false: unknown, e.g. pruned). It returns how many it
 // completed. The node runs it with its retention work.
+//
+// lookup runs after the walk of the records, never inside it: it reads
+// the store (the jobs service loads a job it does not hold), and a read
+// nested in a walk of a cluster's store deadlocks with a snapshot being
+// installed, which waits for the walk to end while the nested read waits
+// for the install.
 func (l *Log) Reconcile(ctx context.Context, lookup func(id string) (Job, bool)) (int, error) {
-	var done []Job
+	type pending struct{ key, job string }
+	var calls []pending
 	err := l.rec.Records(Kind, func(key string, v []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -320,13 +327,20 @@ func (l *Log) Reconcile(ctx context.Context, lookup func(id string) (Job, bool))
 		if json.Unmarshal(v, &r) != nil || r.Outcome != Pending || r.Job == "" {
 			return nil
 		}
-		if j, ok := lookup(r.Job); ok && finalJobState(j.State) && JobKey(j.Created, j.ID) == key {
-			done = append(done, j)
-		}
+		calls = append(calls, pending{key, r.Job})
 		return nil
 	})
 	if err != nil {
 		return 0, err
+	}
+	var done []Job
+	for _, c := range calls {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if j, ok := lookup(c.job); ok && finalJobState(j.State) && JobKey(j.Created, j.ID) == c.key {
+			done = append(done, j)
+		}
 	}
 	for _, j := range done {
 		l.JobFinished(j)

@@ -203,7 +203,7 @@ func Open(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.store = &Store{c: c, db: db}
+	c.store = &Store{c: c, db: db, views: map[*store.Badger]int{}, retired: map[*store.Badger]string{}}
 	applied, err := db.Applied()
 	if err != nil {
 		return nil, err
@@ -532,6 +532,13 @@ func (c *Cluster) release() error {
 	}
 	if c.store != nil && c.store.db != nil {
 		errs = append(errs, c.store.db.Close())
+		// Raft has stopped: no snapshot views a replaced store any more.
+		c.store.vmu.Lock()
+		for db := range c.store.retired {
+			errs = append(errs, db.Close())
+		}
+		clear(c.store.retired)
+		c.store.vmu.Unlock()
 	}
 	if c.pg != nil {
 		errs = append(errs, c.pg.close())

@@ -139,11 +139,6 @@ func (c *Cluster) restoreStore(r io.Reader) (store.SnapshotHeader, error) {
 	}
 	s.db, c.storeDir = db, name
 	s.mu.Unlock()
-	if err := old.Close(); err != nil {
-		c.log.Warn("closing the replaced store", "err", err)
-	}
-	if err := os.RemoveAll(filepath.Join(c.cfg.Dir, oldName)); err != nil {
-		c.log.Warn("removing the replaced store", "dir", oldName, "err", err)
-	}
+	s.retire(old, filepath.Join(c.cfg.Dir, oldName)) // once no snapshot views it
 	return h, nil
 }

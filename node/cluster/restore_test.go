@@ -1,10 +1,17 @@
 package cluster
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/strata-dm/strata/internal/tstest"
+	"github.com/strata-dm/strata/model"
 )
 
 // An install interrupted at any step leaves the old store or the new one,
@@ -58,5 +65,69 @@ func TestLiveStoreDirAfterInterruptedInstall(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, currentFile), []byte("../etc\n"), 0o600)
 	if _, err := liveStoreDir(dir); err == nil {
 		t.Error("store.current naming a path outside the data directory was accepted")
+	}
+}
+
+// bufSink is a raft.SnapshotSink into memory.
+type bufSink struct{ bytes.Buffer }
+
+func (*bufSink) ID() string    { return "test" }
+func (*bufSink) Cancel() error { return nil }
+func (*bufSink) Close() error  { return nil }
+
+// A snapshot of the local store that Raft still holds (it asks the main
+// loop for the configuration before persisting it) does not hold up the
+// install of the leader's snapshot: the install swaps the store and the
+// snapshot still persists the store it viewed, which is closed and
+// removed once the snapshot is released. (A lock held by the snapshot
+// until its release deadlocked a replica taking its own snapshot while
+// installing the leader's.)
+func TestRestoreWhileASnapshotIsHeld(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.cluster(1)[0]
+	h.write(put("/a", "k", "1"))
+	source, err := r.c.fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stream bufSink
+	if err := source.Persist(&stream); err != nil {
+		t.Fatal(err)
+	}
+	source.Release()
+	h.write(put("/b", "k", "2"))
+	held, err := r.c.fsm.Snapshot() // as Raft's takeSnapshot holds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldDir := r.c.storeDir
+
+	restored := make(chan error, 1)
+	go func() { restored <- r.c.fsm.Restore(io.NopCloser(&stream.Buffer)) }()
+	select {
+	case err := <-restored:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(tstest.DefaultTimeout):
+		t.Fatal("the install waits for the snapshot held")
+	}
+	if _, err := r.c.store.Context("/b"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("/b after installing a snapshot taken before it: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(r.dir, oldDir)); err != nil {
+		t.Fatalf("the replaced store, still viewed, is gone: %v", err)
+	}
+	var persisted bufSink
+	if err := held.Persist(&persisted); err != nil {
+		t.Fatalf("persisting the snapshot held across the install: %v", err)
+	}
+	held.Release()
+	held.Release() // twice is safe
+	if _, err := os.Stat(filepath.Join(r.dir, oldDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the replaced store outlives its last view: %v", err)
+	}
+	if persisted.Len() <= stream.Len() {
+		t.Fatalf("the held snapshot has %d bytes, the older one %d: not the store it viewed", persisted.Len(), stream.Len())
 	}
 }

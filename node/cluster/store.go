@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -49,11 +50,22 @@ var ErrBroken = errors.New("cluster: the local store failed to apply the log")
 // same sequence numbers.
 //
 // The lock guards db, which only the state machine replaces (Restore):
-// readers hold it shared for the length of their call.
+// readers hold it shared for the length of their call. A Raft snapshot
+// holds no lock: it counts as a view of its store (views), and a store
+// Restore replaced is closed, and its directory removed, once its last
+// view is released. (Raft may ask the main loop for the configuration
+// while it holds a snapshot, and the main loop may be installing the
+// leader's snapshot, waiting for Restore: a lock held by the snapshot
+// until its release would deadlock the replica.)
 type Store struct {
 	c  *Cluster
 	mu sync.RWMutex
 	db *store.Badger
+
+	// vmu guards views and retired.
+	vmu     sync.Mutex
+	views   map[*store.Badger]int    // snapshot views open on each store
+	retired map[*store.Badger]string // stores replaced while viewed: their directory
 
 	// pmu guards pending and replica.
 	pmu     sync.Mutex
@@ -343,20 +355,65 @@ func (f *fsm) fail(err error) error {
 	return f.broken
 }
 
-// Snapshot takes a view of the store as of the last entry applied; the
-// shared lock is held until Release so Restore cannot close the store
-// under it.
+// Snapshot takes a view of the store as of the last entry applied. The
+// store stays open until Release, even if Restore replaces it meanwhile.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if f.broken != nil {
 		return nil, f.broken
 	}
 	f.s.mu.RLock()
-	return &fsmSnapshot{s: f.s, c: f.c, view: f.s.db.SnapshotView()}, nil
+	db := f.s.db
+	view := db.SnapshotView()
+	f.s.vmu.Lock()
+	f.s.views[db]++
+	f.s.vmu.Unlock()
+	f.s.mu.RUnlock()
+	return &fsmSnapshot{s: f.s, c: f.c, db: db, view: view}, nil
+}
+
+// retire closes db, a store Restore replaced, and removes its directory:
+// now, or at the release of its last snapshot view.
+func (s *Store) retire(db *store.Badger, dir string) {
+	s.vmu.Lock()
+	if s.views[db] > 0 {
+		s.retired[db] = dir
+		s.vmu.Unlock()
+		return
+	}
+	s.vmu.Unlock()
+	s.closeRetired(db, dir)
+}
+
+// unview ends a snapshot view of db.
+func (s *Store) unview(db *store.Badger) {
+	s.vmu.Lock()
+	s.views[db]--
+	if s.views[db] > 0 {
+		s.vmu.Unlock()
+		return
+	}
+	delete(s.views, db)
+	dir, retired := s.retired[db]
+	delete(s.retired, db)
+	s.vmu.Unlock()
+	if retired {
+		s.closeRetired(db, dir)
+	}
+}
+
+func (s *Store) closeRetired(db *store.Badger, dir string) {
+	if err := db.Close(); err != nil {
+		s.c.log.Warn("closing the replaced store", "err", err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		s.c.log.Warn("removing the replaced store", "dir", dir, "err", err)
+	}
 }
 
 type fsmSnapshot struct {
 	s    *Store
 	c    *Cluster
+	db   *store.Badger
 	view *store.SnapshotView
 	once sync.Once
 }
@@ -379,7 +436,7 @@ func (x *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 func (x *fsmSnapshot) Release() {
 	x.once.Do(func() {
 		x.view.Release()
-		x.s.mu.RUnlock()
+		x.s.unview(x.db)
 	})
 }
 

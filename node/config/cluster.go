@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 )
 
 // Cluster makes the node one replica of a Raft cluster: several replicas
@@ -32,6 +33,14 @@ type Cluster struct {
 	HeartbeatTimeout   Duration `yaml:"heartbeat_timeout"`
 	ElectionTimeout    Duration `yaml:"election_timeout"`
 	LeaderLeaseTimeout Duration `yaml:"leader_lease_timeout"`
+	// Snapshots: every SnapshotInterval (jittered up to twice it) a
+	// replica that applied SnapshotThreshold entries since its last
+	// snapshot takes one and keeps TrailingLogs entries of its log
+	// behind it (defaults: the library's, 120s, 8192 and 10240). Low
+	// values snapshot often: tests that aim at snapshots use them.
+	SnapshotInterval  Duration `yaml:"snapshot_interval"`
+	SnapshotThreshold uint64   `yaml:"snapshot_threshold"`
+	TrailingLogs      uint64   `yaml:"trailing_logs"`
 }
 
 // Enabled reports whether the node is a replica of a cluster.
@@ -83,6 +92,9 @@ func (c *Config) validateCluster() error {
 		if d.d < 0 {
 			return fmt.Errorf("%s: %v must not be negative", d.key, d.d.D())
 		}
+	}
+	if si := cl.SnapshotInterval.D(); si != 0 && si < 5*time.Millisecond {
+		return fmt.Errorf("cluster.snapshot_interval: %v is below 5ms", si)
 	}
 	// Either store: badger (the embedded mode: every replica its own,
 	// the batches replicated by Raft) or postgres (the replicas share

@@ -3,10 +3,11 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseCluster(t *testing.T) {
-	cfg, err := Parse([]byte("name: plant7\ncluster:\n  id: r2\n  addr: 0.0.0.0:7400\n  advertise: 10.0.0.2:7400\n  join: [10.0.0.1:7400]\n  election_timeout: 300ms\n"))
+	cfg, err := Parse([]byte("name: plant7\ncluster:\n  id: r2\n  addr: 0.0.0.0:7400\n  advertise: 10.0.0.2:7400\n  join: [10.0.0.1:7400]\n  election_timeout: 300ms\n  snapshot_threshold: 100\n  trailing_logs: 50\n  snapshot_interval: 1s\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -14,7 +15,8 @@ func TestParseCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !cfg.Cluster.Enabled() || cfg.Cluster.Join[0] != "10.0.0.1:7400" || cfg.Cluster.TLSCert != "tls/replica.crt" ||
-		cfg.Cluster.ElectionTimeout.D().Milliseconds() != 300 {
+		cfg.Cluster.ElectionTimeout.D().Milliseconds() != 300 || cfg.Cluster.SnapshotThreshold != 100 ||
+		cfg.Cluster.TrailingLogs != 50 || cfg.Cluster.SnapshotInterval.D() != time.Second {
 		t.Fatalf("cluster = %+v", cfg.Cluster)
 	}
 	if _, err := Parse([]byte("name: x\ncluster:\n  idd: r1\n")); err == nil {
@@ -45,6 +47,13 @@ func TestValidateCluster(t *testing.T) {
 			c.Cluster.ID, c.Cluster.Addr = "r1", ":7400"
 			c.Store.Kind = StorePostgres
 		}, "store.dsn"},
+		{"snapshot interval", func(c *Config) {
+			c.Cluster.ID, c.Cluster.Addr, c.Cluster.SnapshotInterval = "r1", ":7400", Duration(time.Millisecond)
+		}, "cluster.snapshot_interval"},
+		{"snapshots", func(c *Config) {
+			c.Cluster.ID, c.Cluster.Addr = "r1", ":7400"
+			c.Cluster.SnapshotInterval, c.Cluster.SnapshotThreshold, c.Cluster.TrailingLogs = Duration(time.Second), 100, 50
+		}, ""},
 		{"federation", func(c *Config) { c.Cluster.ID, c.Cluster.Addr, c.Federation.Addr = "r1", ":7400", ":7443" }, ""},
 	} {
 		cfg := validConfig()

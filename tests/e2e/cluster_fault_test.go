@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,21 +24,29 @@ import (
 	"github.com/strata-dm/strata/tests/lincheck"
 )
 
-// TestClusterFaults runs three real strata replicas of one node under
-// kill -9 of the leader at random moments and partitions through the
-// replicas' proxies, with devices sending telemetry to every replica and
-// clients writing and reading variables through every replica
+// TestClusterFaults runs three real strata replicas of one node,
+// publishing to a single-node HQ, under kill -9 of the leader at random
+// moments and at aimed ones (while it takes a snapshot, while a
+// restarted replica installs one), and partitions through the replicas'
+// proxies (the links into the leader, the leader cut from both followers
+// both ways, every replica cut from every other), with devices sending
+// telemetry to every replica, commands running on them, and clients
+// writing and reading variables through every replica
 // (docs/cluster.md, "Testing"). After the rounds it checks that no
 // acknowledged write or telemetry was lost, that every replica holds the
-// same change log, and that the history of writes and linearizable reads
-// (?consistent=true) is linearizable.
+// same change log, that the history of writes and linearizable reads
+// (?consistent=true) is linearizable, and that HQ's mirror verifies
+// equal to the cluster's tree.
 //
 // STRATA_E2E_CLUSTER_ROUNDS sets the rounds (default 20; the soak mode
 // runs 1000 or more), STRATA_E2E_CLUSTER_KILLS_ONLY=1 leaves partitions
-// out (the failover measurement), and STRATA_E2E_CLUSTER_TIMEOUTS=defaults
-// runs with the library's Raft timeouts instead of tuned ones. Each kill
-// round logs the time from the kill to the first acknowledged write of a
-// client retrying across replicas; p50/p99 are logged at the end.
+// and the aimed snapshot-install kills out (the failover measurement),
+// and STRATA_E2E_CLUSTER_TIMEOUTS=defaults runs with the library's Raft
+// timeouts instead of tuned ones, =both runs the whole test with each,
+// one after the other, and prints their figures side by side. Each kill
+// logs the time from the kill to the first acknowledged write of a
+// client retrying across replicas, and to HQ's mirror holding that
+// write; p50/p99 of both are logged at the end.
 func TestClusterFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three strata processes under faults")
@@ -53,62 +60,62 @@ func TestClusterFaults(t *testing.T) {
 		rounds = n
 	}
 	killsOnly := os.Getenv("STRATA_E2E_CLUSTER_KILLS_ONLY") != ""
-	cp := newClusterProcs(t)
+	switch tm := os.Getenv("STRATA_E2E_CLUSTER_TIMEOUTS"); tm {
+	case "", "tuned":
+		runClusterFaults(t, rounds, killsOnly, true)
+	case "defaults":
+		runClusterFaults(t, rounds, killsOnly, false)
+	case "both":
+		var tuned, defaults *faultRun
+		t.Run("tuned", func(t *testing.T) { tuned = runClusterFaults(t, rounds, killsOnly, true) })
+		t.Run("defaults", func(t *testing.T) { defaults = runClusterFaults(t, rounds, killsOnly, false) })
+		for _, f := range []*faultRun{tuned, defaults} {
+			if f != nil {
+				t.Log(f.summary())
+			}
+		}
+	default:
+		t.Fatalf("STRATA_E2E_CLUSTER_TIMEOUTS=%q: want tuned, defaults or both", tm)
+	}
+}
+
+// runClusterFaults runs the rounds on a new cluster and checks it.
+func runClusterFaults(t *testing.T, rounds int, killsOnly, tuned bool) *faultRun {
+	start := time.Now()
+	cp := newClusterProcs(t, tuned)
 	w := newClusterWorkload(t, cp)
 	w.start()
-
-	var failovers []time.Duration
-	kills, partitions := 0, 0
+	f := &faultRun{t: t, cp: cp, w: w}
 	for round := range rounds {
 		time.Sleep(time.Duration(rand.Int64N(int64(time.Second)))) // a random moment of the workload, not synchronisation
 		leader := cp.waitLeader(30 * time.Second)
-		switch {
-		case killsOnly || round%4 != 3:
-			kills++
-			leader.kill()
-			d := w.firstWrite(leader)
-			failovers = append(failovers, d)
-			t.Logf("round %d: killed leader %s; first acknowledged write after %v", round, leader.id, d)
-			leader.start()
-		case round%8 == 3:
-			// Hold every connection into the leader: followers' forwarded
-			// writes and read-index requests, and their votes, wait.
-			partitions++
-			leader.proxy.Partition(true)
-			time.Sleep(time.Duration(500+rand.Int64N(1500)) * time.Millisecond) // the partition's length
-			leader.proxy.Partition(false)
-			t.Logf("round %d: held the links into leader %s, healed", round, leader.id)
-		default:
-			// Hold every replica's channel: no quorum anywhere, until healed.
-			partitions++
-			for _, r := range cp.reps {
-				r.proxy.Partition(true)
-			}
-			time.Sleep(time.Duration(500+rand.Int64N(1500)) * time.Millisecond) // the partition's length
-			for _, r := range cp.reps {
-				r.proxy.Partition(false)
-			}
-			t.Logf("round %d: held every replica's links (leader was %s), healed", round, leader.id)
+		switch kind := roundKind(round, killsOnly); kind {
+		case roundKill:
+			f.kill(round, leader)
+		case roundKillSnapshot:
+			f.killMidSnapshot(round, leader)
+		case roundKillInstall:
+			f.killMidInstall(round, leader)
+		case roundHoldInbound:
+			f.holdInbound(round, leader)
+		case roundIsolate:
+			f.isolate(round, leader)
+		case roundCutAll:
+			f.cutAll(round, leader)
 		}
 		cp.waitWhole(60 * time.Second)
+		f.wg.Wait() // HQ's mirror caught up with the round's write
 	}
 	w.stop()
-	t.Logf("%d kills, %d partitions; %d operations recorded, %d acknowledged writes, %d unknown, %d telemetry messages acknowledged",
-		kills, partitions, w.rec.Len(), w.acked.Load(), w.unknown.Load(), w.telemetry.Load())
+	cp.checkAlive()
+	t.Logf("%d kills (%d while the leader took a snapshot, %d while a replica installed one), %d partitions; %d operations recorded, %d acknowledged writes, %d unknown, %d consistent reads answered, %d telemetry messages acknowledged",
+		f.kills, f.midSnapshot, f.midInstall, f.partitions, w.rec.Len(), w.acked.Load(), w.unknown.Load(), w.consistentReads.Load(), w.telemetry.Load())
 	t.Logf("failed writes by error: %v", w.writeErrs)
-	if len(failovers) > 0 {
-		slices.Sort(failovers)
-		t.Logf("leader kill → first acknowledged write over %d kills (timeouts %s): p50 %v, p99 %v, max %v",
-			len(failovers), timeoutsName(), failovers[len(failovers)/2], failovers[(len(failovers)*99)/100], failovers[len(failovers)-1])
-	}
+	t.Log(f.summary())
 	w.check()
-}
-
-func timeoutsName() string {
-	if clusterTimeouts() == "" {
-		return "library defaults"
-	}
-	return "tuned 300ms/300ms/150ms"
+	f.checkHQ()
+	t.Logf("%d rounds in %v", rounds, time.Since(start).Round(time.Second))
+	return f
 }
 
 // linKeys are the contexts whose variable v the clients write and read.
@@ -130,6 +137,7 @@ type clusterWorkload struct {
 	writes map[string][]writeOp // per key, every write with its outcome
 
 	acked, unknown, telemetry, jobs atomic.Int64
+	consistentReads                 atomic.Int64 // ?consistent=true reads answered, in the history
 	devices                         []*telemetryDevice
 	errMu                           sync.Mutex
 	errs                            []error
@@ -189,13 +197,7 @@ func newClusterWorkload(t *testing.T, cp *clusterProcs) *clusterWorkload {
 }
 
 // api is a client of replica i.
-func (w *clusterWorkload) api(i int) *client.Client {
-	c, err := client.New("https://"+w.cp.reps[i].addr, w.tok, w.ca)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return c
-}
+func (w *clusterWorkload) api(i int) *client.Client { return w.cp.reps[i].client(w.tok) }
 
 func (w *clusterWorkload) fail(err error) {
 	w.errMu.Lock()
@@ -264,11 +266,13 @@ func (w *clusterWorkload) runClient(id int) {
 				defer cancel()
 				x, err := c.GetContextConsistent(ctx, key)
 				if client.IsCode(err, "not_found") {
+					w.consistentReads.Add(1)
 					return "", false, nil
 				}
 				if err != nil {
 					return "", false, err
 				}
+				w.consistentReads.Add(1)
 				return registerValue(x), true, nil
 			})
 		}
@@ -292,27 +296,31 @@ func registerValue(x *client.Context) string {
 	return s
 }
 
-// firstWrite measures the time from the kill of leader to the first
-// write acknowledged through a client that tries every replica in turn.
-func (w *clusterWorkload) firstWrite(killed *replicaProc) time.Duration {
-	start := time.Now()
+// firstWrite measures the time from since (the kill of leader, or its
+// isolation) to the first write acknowledged through a client that tries
+// every other replica in turn. The write puts round in /lin/probe's
+// variable "round", which HQ's mirror then shows.
+func (w *clusterWorkload) firstWrite(killed *replicaProc, since time.Time, round int) time.Duration {
 	clients := []*client.Client{w.api(0), w.api(1), w.api(2)}
+	v, _ := json.Marshal(round)
 	for i := 0; ; i++ {
 		r := w.cp.reps[i%3]
 		if r == killed {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, _, err := clients[i%3].PutContext(ctx, "/lin/probe", client.ContextUpdate{Type: "probe"})
+		_, _, err := clients[i%3].PutContext(ctx, "/lin/probe", client.ContextUpdate{Type: "probe", Variables: map[string]json.RawMessage{"round": v}})
 		cancel()
 		if err == nil {
-			return time.Since(start)
+			return time.Since(since)
 		}
 		if st := statusOf(err); st != 0 && st != 503 && st != 504 {
 			w.t.Fatalf("a write after the leader's kill through %s: %v", r.id, err)
 		}
-		if time.Since(start) > time.Minute {
-			w.t.Fatalf("no write acknowledged a minute after the leader's kill: %v\n%s", err, w.cp.describe())
+		if time.Since(since) > time.Minute {
+			d := w.cp.describe()
+			w.cp.dumpStacks()
+			w.t.Fatalf("no write acknowledged a minute after the leader's kill: %v\n%s", err, d)
 		}
 	}
 }

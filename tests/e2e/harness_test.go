@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,17 +57,109 @@ func freeAddr(t *testing.T) string {
 
 // proc is one running strata serve.
 type proc struct {
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
-	done chan error
+	cmd    *exec.Cmd
+	out    *logBuf
+	exited chan struct{} // closed once the process is gone
+	err    error         // how it ended; set before exited is closed
+}
+
+// gone reports whether the process has ended, and how.
+func (p *proc) gone() (bool, error) {
+	select {
+	case <-p.exited:
+		return true, p.err
+	default:
+		return false, nil
+	}
 }
 
 // nodeDir is an initialised node directory.
 type nodeDir struct {
-	t    *testing.T
-	dir  string
-	addr string
-	p    *proc
+	t       *testing.T
+	dir     string
+	addr    string
+	p       *proc
+	lastOut *logBuf // the output of the last process started, running or not
+	crashed error   // how the last process ended, when it ended before kill asked it to
+
+	conns     sync.Once
+	connsBase *client.Client // every client of this node shares its connections
+	watches   watches        // lines awaited in the output of this node's processes
+}
+
+// watches are the lines a test waits for in a node's output, across its
+// restarts.
+type watches struct {
+	mu   sync.Mutex
+	list []*watch // guarded by mu
+}
+
+type watch struct {
+	substr string
+	seen   chan struct{}
+}
+
+// watch returns a channel closed once a line containing substr is
+// written by this node's process (the running one or a later one).
+// Cancel an unmet watch with unwatch.
+func (n *nodeDir) watch(substr string) *watch {
+	w := &watch{substr: substr, seen: make(chan struct{})}
+	n.watches.mu.Lock()
+	n.watches.list = append(n.watches.list, w)
+	n.watches.mu.Unlock()
+	return w
+}
+
+func (n *nodeDir) unwatch(w *watch) {
+	n.watches.mu.Lock()
+	defer n.watches.mu.Unlock()
+	n.watches.list = slices.DeleteFunc(n.watches.list, func(x *watch) bool { return x == w })
+}
+
+// lines closes the watches that line meets.
+func (ws *watches) line(line []byte) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ws.list = slices.DeleteFunc(ws.list, func(w *watch) bool {
+		if bytes.Contains(line, []byte(w.substr)) {
+			close(w.seen)
+			return true
+		}
+		return false
+	})
+}
+
+// logBuf is a process's output: safe to read while the process writes
+// it, and each complete line is shown to the node's watches.
+type logBuf struct {
+	ws *watches
+
+	mu      sync.Mutex
+	b       bytes.Buffer // guarded by mu
+	partial []byte       // the last line so far; guarded by mu
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Write(p)
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.ws.line(l.partial[:i])
+		l.partial = l.partial[i+1:]
+	}
+	l.partial = slices.Clip(l.partial)
+	return len(p), nil
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // initNode runs strata init for a node named name; extra are more init
@@ -87,14 +181,14 @@ func (n *nodeDir) config() string { return filepath.Join(n.dir, "strata.yaml") }
 func (n *nodeDir) start() {
 	n.t.Helper()
 	cmd := exec.Command(strataBin, "serve", "--config", n.config(), "--log-level", "debug")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &logBuf{ws: &n.watches}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		n.t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, out: &out, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	n.p = p
+	p := &proc{cmd: cmd, out: out, exited: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	n.p, n.lastOut = p, out
 	n.t.Cleanup(func() { n.kill() })
 	c := n.admin()
 	deadline := time.Now().Add(20 * time.Second)
@@ -106,8 +200,8 @@ func (n *nodeDir) start() {
 			return
 		}
 		select {
-		case err := <-p.done:
-			n.t.Fatalf("strata serve exited: %v\n%s", err, out.String())
+		case <-p.exited:
+			n.t.Fatalf("strata serve exited: %v\n%s", p.err, out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -122,8 +216,11 @@ func (n *nodeDir) kill() {
 	if n.p == nil {
 		return
 	}
+	if gone, err := n.p.gone(); gone {
+		n.crashed = fmt.Errorf("exited by itself: %v", err)
+	}
 	n.p.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.p.done
+	<-n.p.exited
 	n.p = nil
 }
 
@@ -132,8 +229,8 @@ func (n *nodeDir) stop() {
 	n.t.Helper()
 	n.p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-n.p.done:
-		if err != nil {
+	case <-n.p.exited:
+		if err := n.p.err; err != nil {
 			n.t.Fatalf("strata serve exited with %v after SIGTERM\n%s", err, n.p.out.String())
 		}
 	case <-time.After(30 * time.Second):
@@ -150,13 +247,23 @@ func (n *nodeDir) caPEM() []byte {
 	return ca
 }
 
+// client is a client of this node with token. Every client of the node
+// shares one pool of connections, as one program would: a test that polls
+// the node opens no more connections than it uses at once (the API
+// refuses more than 256 open from one address).
 func (n *nodeDir) client(token string) *client.Client {
 	n.t.Helper()
-	c, err := client.New("https://"+n.addr, token, n.caPEM())
-	if err != nil {
-		n.t.Fatal(err)
+	n.conns.Do(func() {
+		c, err := client.New("https://"+n.addr, "", n.caPEM())
+		if err != nil {
+			n.t.Fatal(err)
+		}
+		n.connsBase = c
+	})
+	if n.connsBase == nil {
+		n.t.Fatal("no client")
 	}
-	return c
+	return n.connsBase.WithToken(token)
 }
 
 func (n *nodeDir) admin() *client.Client {

@@ -12,6 +12,14 @@
 // partition are accepted and held the same way. Reset closes every open
 // connection at once, as a restarted peer or a firewall's RST would.
 //
+// Links can be told apart by where they come from: with Options.Accept
+// (which may, for instance, terminate TLS and read the client's
+// certificate) each link is given a source name, and PartitionFrom holds
+// only the links of one source, both ways. A proxy in front of each
+// member of a group, naming the member that dials, then cuts any pair of
+// members apart while the others still talk: one proxy per pair in
+// effect, with each member advertising one address.
+//
 // Lifecycle: New listens and starts the accept loop; Close stops every
 // goroutine the proxy started, closes every connection and waits for
 // them. Closing twice is safe. Setters may be called at any time from any
@@ -31,15 +39,17 @@ import (
 type Proxy struct {
 	ln     net.Listener
 	target atomic.Pointer[string]
+	opts   Options
 
 	mu          sync.Mutex
-	partitioned bool             // guarded by mu
-	healed      chan struct{}    // closed when no partition is in force; guarded by mu
-	links       map[*link]bool   // open links; guarded by mu
-	closed      bool             // guarded by mu
-	accepted    atomic.Uint64    // connections accepted
-	forwarded   [2]atomic.Uint64 // bytes to the target, to the client
-	wg          sync.WaitGroup   // every goroutine of the proxy
+	partitioned bool                     // guarded by mu
+	healed      chan struct{}            // closed when no partition is in force; guarded by mu
+	held        map[string]chan struct{} // sources partitioned, each closed when healed; guarded by mu
+	links       map[*link]bool           // open links; guarded by mu
+	closed      bool                     // guarded by mu
+	accepted    atomic.Uint64            // connections accepted
+	forwarded   [2]atomic.Uint64         // bytes to the target, to the client
+	wg          sync.WaitGroup           // every goroutine of the proxy
 	closeOnce   sync.Once
 }
 
@@ -47,6 +57,7 @@ type Proxy struct {
 type link struct {
 	client net.Conn
 	done   chan struct{}
+	source string // set before anything is forwarded
 
 	mu    sync.Mutex
 	up    net.Conn // nil until dialled; guarded by mu
@@ -66,6 +77,19 @@ func (l *link) end() {
 	if l.up != nil {
 		l.up.Close()
 	}
+}
+
+// setClient replaces the client connection by what Options.Accept made
+// of it; false (and c closed) when the link ended meanwhile.
+func (l *link) setClient(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		c.Close()
+		return false
+	}
+	l.client = c
+	return true
 }
 
 // setUp records the connection to the target; false (and up closed) when
@@ -90,14 +114,33 @@ type Stats struct {
 	Partitioned   bool
 }
 
+// Options tailor a proxy; the zero value forwards bytes as they come.
+type Options struct {
+	// Accept, when set, is called on each accepted connection before
+	// anything is forwarded: it returns the connection to forward (the
+	// same, or e.g. a TLS server connection over it) and the name of the
+	// link's source, which PartitionFrom holds. An error closes the
+	// connection. It must return once the connection is closed.
+	Accept func(net.Conn) (net.Conn, string, error)
+	// Dial connects to the target (default: TCP), e.g. to originate TLS
+	// again after Accept terminated it.
+	Dial func(target string) (net.Conn, error)
+}
+
 // New listens on listen (e.g. "127.0.0.1:0") and forwards each connection
 // to target.
-func New(listen, target string) (*Proxy, error) {
+func New(listen, target string) (*Proxy, error) { return NewWith(listen, target, Options{}) }
+
+// NewWith is New with options.
+func NewWith(listen, target string, o Options) (*Proxy, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("tcpproxy: %w", err)
 	}
-	p := &Proxy{ln: ln, links: map[*link]bool{}, healed: make(chan struct{})}
+	if o.Dial == nil {
+		o.Dial = func(target string) (net.Conn, error) { return net.Dial("tcp", target) }
+	}
+	p := &Proxy{ln: ln, opts: o, links: map[*link]bool{}, held: map[string]chan struct{}{}, healed: make(chan struct{})}
 	close(p.healed) // not partitioned
 	p.target.Store(&target)
 	p.wg.Go(p.accept)
@@ -120,6 +163,21 @@ func (p *Proxy) Partition(on bool) {
 	case !on && p.partitioned:
 		p.partitioned = false
 		close(p.healed)
+	}
+}
+
+// PartitionFrom cuts (true) or heals (false) the links whose source (see
+// Options.Accept) is source, both ways, as Partition does for all.
+func (p *Proxy) PartitionFrom(source string, on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	healed, held := p.held[source]
+	switch {
+	case on && !held:
+		p.held[source] = make(chan struct{})
+	case !on && held:
+		delete(p.held, source)
+		close(healed)
 	}
 }
 
@@ -189,10 +247,20 @@ func (p *Proxy) serve(l *link) {
 		delete(p.links, l)
 		p.mu.Unlock()
 	}()
+	if p.opts.Accept != nil {
+		c, source, err := p.opts.Accept(l.client)
+		if err != nil {
+			return
+		}
+		l.source = source
+		if !l.setClient(c) {
+			return
+		}
+	}
 	if !p.wait(l) {
 		return
 	}
-	up, err := net.Dial("tcp", *p.target.Load())
+	up, err := p.opts.Dial(*p.target.Load())
 	if err != nil {
 		return // the client sees its connection close
 	}
@@ -234,21 +302,29 @@ func (p *Proxy) copy(l *link, dst, src net.Conn, n *atomic.Uint64) {
 	}
 }
 
-// wait holds until no partition is in force; false when the link ended
-// meanwhile (Reset, Close, or its other direction failed).
+// wait holds until no partition of all links or of l's source is in
+// force; false when the link ended meanwhile (Reset, Close, or its other
+// direction failed).
 func (p *Proxy) wait(l *link) bool {
-	p.mu.Lock()
-	healed := p.healed
-	p.mu.Unlock()
-	select {
-	case <-healed:
+	for {
+		p.mu.Lock()
+		hold := p.healed
+		if !p.partitioned {
+			hold = p.held[l.source] // nil: not held
+		}
+		p.mu.Unlock()
+		if hold == nil {
+			select {
+			case <-l.done:
+				return false
+			default:
+				return true
+			}
+		}
 		select {
+		case <-hold: // healed: look again, the other kind may hold it
 		case <-l.done:
 			return false
-		default:
-			return true
 		}
-	case <-l.done:
-		return false
 	}
 }

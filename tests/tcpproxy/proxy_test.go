@@ -75,6 +75,9 @@ func TestForward(t *testing.T) {
 	if got, err := c.line("hello", tstest.DefaultTimeout); err != nil || got != "hello" {
 		t.Fatalf("echo: %q, %v", got, err)
 	}
+	// A byte is counted once written on: the echo may reach the client
+	// just before its count.
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the echo counted", func() bool { return p.Stats().BytesToClient == 6 })
 	st := p.Stats()
 	if st.Accepted != 1 || st.Open != 1 || st.BytesToTarget != 6 || st.BytesToClient != 6 {
 		t.Fatalf("stats %+v", st)
@@ -161,5 +164,70 @@ func TestSetTargetAndClose(t *testing.T) {
 	p.Close() // twice is safe
 	if _, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
 		t.Fatal("dialled a closed proxy")
+	}
+}
+
+// TestPartitionFrom holds only the links of one source, both ways, while
+// the others go on; a partition of all and of a source may overlap.
+func TestPartitionFrom(t *testing.T) {
+	target := echo(t)
+	p, err := tcpproxy.NewWith("127.0.0.1:0", target, tcpproxy.Options{
+		// The client names itself in its first byte.
+		Accept: func(c net.Conn) (net.Conn, string, error) {
+			b := make([]byte, 1)
+			if _, err := io.ReadFull(c, b); err != nil {
+				return nil, "", err
+			}
+			return c, string(b), nil
+		},
+		Dial: func(target string) (net.Conn, error) { return net.Dial("tcp", target) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	named := func(name string) *client {
+		c := dial(t, p.Addr())
+		if _, err := c.c.Write([]byte(name)); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := named("a"), named("b")
+	for _, c := range []*client{a, b} {
+		if _, err := c.line("before", tstest.DefaultTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.PartitionFrom("a", true)
+	if got, err := a.line("held", 200*time.Millisecond); err == nil {
+		t.Fatalf("a line of a crossed its partition: %q", got)
+	}
+	if got, err := b.line("b-during", tstest.DefaultTimeout); err != nil || got != "b-during" {
+		t.Fatalf("b during a's partition: %q, %v", got, err)
+	}
+	// A new link from a is held too; one from b is not.
+	a2 := named("a")
+	if _, err := a2.c.Write([]byte("a2\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := named("b").line("b2", tstest.DefaultTimeout); err != nil || got != "b2" {
+		t.Fatalf("a new link of b: %q, %v", got, err)
+	}
+	// Healing a while everything is held delivers nothing yet.
+	p.Partition(true)
+	p.PartitionFrom("a", false)
+	a.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if got, err := a.r.ReadString('\n'); err == nil {
+		t.Fatalf("a line crossed a partition of all: %q", got)
+	}
+	p.Partition(false)
+	a.c.SetReadDeadline(time.Now().Add(tstest.DefaultTimeout))
+	if got, err := a.r.ReadString('\n'); err != nil || got != "held\n" {
+		t.Fatalf("a after healing: %q, %v", got, err)
+	}
+	a2.c.SetReadDeadline(time.Now().Add(tstest.DefaultTimeout))
+	if got, err := a2.r.ReadString('\n'); err != nil || got != "a2\n" {
+		t.Fatalf("a's link made during the partition: %q, %v", got, err)
 	}
 }
