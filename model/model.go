@@ -376,7 +376,11 @@ collect:
 	}
 	f := &flight{props: props, batch: b, over: sm.ctx, recs: sm.recs, proposed: make(chan struct{}),
 		durable: make(chan struct{}), done: make(chan struct{}), prev: last}
-	next := append(m.inFlight(chain), f)
+	next := m.inFlight(chain)
+	if len(b.Entries) > 0 {
+		// An empty batch never reaches the store: none is built on it.
+		next = append(next, f)
+	}
 	go m.apply(f, next)
 	m.commit(f)
 }

@@ -230,3 +230,33 @@ func TestPipelineDepth(t *testing.T) {
 		}
 	}
 }
+
+// A batch left empty (its only proposal failed) never reaches the store,
+// so the next batch is not built on it.
+func TestPipelineSkipsEmptyBatches(t *testing.T) {
+	s := newPipeStore(4)
+	m, err := New(Config{Store: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	a := applyAsync(m, "/a")
+	ba := s.next(t)
+	// Deleting what does not exist fails in the state machine: an empty
+	// batch.
+	if _, err := m.Apply(context.Background(), Mutation{Op: OpDelete, Path: "/missing"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleting a missing context: %v", err)
+	}
+	b := applyAsync(m, "/b")
+	bb := s.next(t)
+	if bb.After != ba.ID {
+		t.Fatalf("after %d, want %d (the batch in flight, not the empty one)", bb.After, ba.ID)
+	}
+	s.release(ba, nil)
+	s.release(bb, nil)
+	for _, ch := range []chan applied{a, b} {
+		if r := <-ch; r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+}

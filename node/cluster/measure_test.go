@@ -169,6 +169,7 @@ func TestMeasureSnapshotCatchUp(t *testing.T) {
 		c.SnapshotThreshold = 1 << 40 // only the snapshot taken below
 		c.TrailingLogs = 16
 		c.ApplyTimeout = time.Minute
+		c.JoinTimeout = time.Hour // the leader waits that long for the new replica
 	})
 	h.noForward = true
 	// STRATA_CLUSTER_SNAPSHOT_REPLICAS=1 fills a cluster of one replica
