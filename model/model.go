@@ -82,6 +82,7 @@ type Model struct {
 	replicated bool
 
 	commitHooks []func([]Entry)
+	resetHooks  []func(last uint64)
 	fwd         Forwarder
 	// updaters: record kind → its updater (RegisterUpdater); replaced,
 	// never changed in place, so the applier reads it without the lock.
@@ -167,6 +168,18 @@ func New(cfg Config) (*Model, error) {
 func (m *Model) OnCommit(fn func([]Entry)) {
 	m.mu.Lock()
 	m.commitHooks = append(m.commitHooks, fn)
+	m.mu.Unlock()
+}
+
+// OnReset registers fn to be called when a Replicated store replaced its
+// state by a snapshot whose log ends at last (Replica.Reset): the commit
+// hooks see none of the entries the snapshot covers, so what they keep
+// must be rebuilt from the store. It is called on the store's goroutine,
+// after the model dropped its own state; like a commit hook it must be
+// fast. Register before the first Apply.
+func (m *Model) OnReset(fn func(last uint64)) {
+	m.mu.Lock()
+	m.resetHooks = append(m.resetHooks, fn)
 	m.mu.Unlock()
 }
 
@@ -582,8 +595,12 @@ func (r replica) Reset(last uint64) {
 	m.tail = newRing(m.tailLen, last)
 	ch := m.changed
 	m.changed = make(chan struct{})
+	hooks := m.resetHooks
 	m.mu.Unlock()
 	close(ch)
+	for _, h := range hooks {
+		h(last)
+	}
 }
 
 // LastSeq is the sequence number of the last durable entry.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -137,6 +138,11 @@ func (n *Node) startCluster() (bootstrapAdmin bool, err error) {
 		}
 		n.follow.add(es)
 	})
+	n.model.OnReset(func(last uint64) {
+		// A snapshot replaced the store: no commit hook saw its changes.
+		n.auth.InvalidateAll()
+		n.follow.reset(last)
+	})
 	if err := n.cluster.Start(n.model); err != nil {
 		return false, err
 	}
@@ -178,16 +184,35 @@ func (n *Node) startCluster() (bootstrapAdmin bool, err error) {
 // handled yet. The commit hook adds to it without blocking;
 // followReplica takes from it.
 type followQueue struct {
-	mu   sync.Mutex
-	es   []model.Entry
-	wake chan struct{}
+	mu sync.Mutex
+	es []model.Entry
+	// resetAt, when not 0, is the last sequence number of a snapshot that
+	// replaced the store since the last take: the records it holds are to
+	// be followed again, before es (entries applied after it).
+	resetAt uint64
+	wake    chan struct{}
+}
+
+// followKinds are the record kinds followReplica hands on.
+var followKinds = []string{jobs.KindJob, devices.KindDevice, federation.KindPeer}
+
+// reset drops the queued entries, which the snapshot ending at last
+// supersedes, and has followReplica read the store's records instead.
+func (q *followQueue) reset(last uint64) {
+	q.mu.Lock()
+	q.es, q.resetAt = nil, max(last, 1)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (q *followQueue) add(es []model.Entry) {
 	added := false
 	q.mu.Lock()
 	for i := range es {
-		if r := es[i].Mutation.Record; r != nil && (r.Kind == jobs.KindJob || r.Kind == devices.KindDevice || r.Kind == federation.KindPeer) {
+		if r := es[i].Mutation.Record; r != nil && slices.Contains(followKinds, r.Kind) {
 			q.es = append(q.es, es[i])
 			added = true
 		}
@@ -201,12 +226,12 @@ func (q *followQueue) add(es []model.Entry) {
 	}
 }
 
-func (q *followQueue) take() []model.Entry {
+func (q *followQueue) take() (resetAt uint64, es []model.Entry) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	es := q.es
-	q.es = nil
-	return es
+	resetAt, es = q.resetAt, q.es
+	q.resetAt, q.es = 0, nil
+	return resetAt, es
 }
 
 // followReplica hands the applied job and device records to the jobs
@@ -218,19 +243,64 @@ func (n *Node) followReplica() {
 			return
 		case <-n.follow.wake:
 		}
-		es := n.follow.take()
-		if n.jobs != nil {
-			n.jobs.Follow(es)
+		resetAt, es := n.follow.take()
+		if resetAt != 0 {
+			n.refollow(resetAt)
 		}
-		if n.fed != nil {
-			n.fed.Follow(es)
+		n.followEntries(es)
+	}
+}
+
+// followEntries hands applied records to the jobs service, the
+// federation and the broker.
+func (n *Node) followEntries(es []model.Entry) {
+	if len(es) == 0 {
+		return
+	}
+	if n.jobs != nil {
+		n.jobs.Follow(es)
+	}
+	if n.fed != nil {
+		n.fed.Follow(es)
+	}
+	for i := range es {
+		r := es[i].Mutation.Record
+		if r.Kind == devices.KindDevice && es[i].Mutation.Op == model.OpPutRecord &&
+			n.broker != nil && devices.RevokedRecord(r.Value) {
+			n.broker.Disconnect(r.Key)
 		}
-		for i := range es {
-			r := es[i].Mutation.Record
-			if r.Kind == devices.KindDevice && es[i].Mutation.Op == model.OpPutRecord &&
-				n.broker != nil && devices.RevokedRecord(r.Value) {
-				n.broker.Disconnect(r.Key)
+	}
+}
+
+// refollowChunk bounds the records refollow hands on at once.
+const refollowChunk = 1024
+
+// refollow hands on the followed records of the store, as puts at the
+// sequence number of the snapshot that replaced it (last): the jobs
+// service takes the jobs queued or finished meanwhile, the broker closes
+// the sessions of devices revoked meanwhile (only revoked devices are
+// handed on), the federation the links of providers revoked meanwhile.
+// The records are read first and handed on after the walk: the services
+// read the store too, which must not happen inside a walk.
+func (n *Node) refollow(last uint64) {
+	n.log.Info("cluster: following the records of an installed snapshot", "last_seq", last)
+	for _, kind := range followKinds {
+		var es []model.Entry
+		err := n.store.Records(kind, func(key string, value []byte) error {
+			if kind == devices.KindDevice && !devices.RevokedRecord(value) {
+				return nil
 			}
+			r := &model.Record{Kind: kind, Key: key, Value: slices.Clone(value)}
+			es = append(es, model.Entry{Seq: last, Mutation: model.Mutation{Op: model.OpPutRecord, Record: r}})
+			return nil
+		})
+		if err != nil {
+			n.log.Error("cluster: reading the records of an installed snapshot", "kind", kind, "err", err)
+		}
+		for len(es) > 0 {
+			k := min(len(es), refollowChunk)
+			n.followEntries(es[:k])
+			es = es[k:]
 		}
 	}
 }

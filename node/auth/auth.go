@@ -269,6 +269,11 @@ func (s *Service) InvalidateRecord(kind, key string) {
 	}
 }
 
+// InvalidateAll drops the whole token cache, as InvalidateRecord does one
+// record's part of it: for a replica whose records were replaced at once
+// (a snapshot installed), whose changes no commit hook saw.
+func (s *Service) InvalidateAll() { s.cache.forgetAll() }
+
 // Changed returns a context that is done as soon as a token or user
 // changes after the call, through this Service or InvalidateRecord: a
 // token revoked, a user deleted, disabled or given other grants. Holders

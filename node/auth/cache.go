@@ -110,6 +110,14 @@ func (c *tokenCache) forgetUser(name string) {
 	}
 }
 
+// forgetAll drops every entry.
+func (c *tokenCache) forgetAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bump()
+	clear(c.m)
+}
+
 func (c *tokenCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
