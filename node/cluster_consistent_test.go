@@ -32,27 +32,7 @@ func TestNodeClusterConsistentReads(t *testing.T) {
 	}
 	n1 := startNode(t, replicaConfig(t, idDir, "r1"))
 	n2 := startNode(t, replicaConfig(t, idDir, "r2", n1.Cluster().Address()))
-	// r3's channel is reached through a proxy (its advertised address);
-	// it waits long for heartbeats, so that it keeps following the leader
-	// through the partition instead of standing for election.
-	px, err := tcpproxy.New("127.0.0.1:0", "127.0.0.1:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { px.Close() })
-	cfg3 := replicaConfig(t, idDir, "r3", n1.Cluster().Address())
-	cfg3.Cluster.Advertise = px.Addr()
-	cfg3.Cluster.HeartbeatTimeout = config.Duration(time.Minute)
-	cfg3.Cluster.ElectionTimeout = config.Duration(time.Minute)
-	n3, err := New(Options{Config: cfg3, Logger: tstest.Logger(t).With("replica", "r3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n3.Shutdown(context.Background()) })
-	px.SetTarget(n3.Cluster().ListenAddress())
-	if err := n3.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	n3, px := startBehindProxy(t, replicaConfig(t, idDir, "r3", n1.Cluster().Address()))
 	threeVoters(t, n1, n2, n3)
 
 	ctx := context.Background()
@@ -184,4 +164,31 @@ func TestNodeClusterConsistentReads(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startBehindProxy starts the replica of cfg with its replica channel
+// reached through a proxy (its advertised address), so that a test can
+// cut it off from the others; it waits long for heartbeats, so that it
+// keeps following the leader through a partition instead of standing
+// for election.
+func startBehindProxy(t *testing.T, cfg config.Config) (*Node, *tcpproxy.Proxy) {
+	t.Helper()
+	px, err := tcpproxy.New("127.0.0.1:0", "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	cfg.Cluster.Advertise = px.Addr()
+	cfg.Cluster.HeartbeatTimeout = config.Duration(time.Minute)
+	cfg.Cluster.ElectionTimeout = config.Duration(time.Minute)
+	n, err := New(Options{Config: cfg, Logger: tstest.Logger(t).With("replica", cfg.Cluster.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown(context.Background()) })
+	px.SetTarget(n.Cluster().ListenAddress())
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return n, px
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/devices"
-	"github.com/strata-dm/strata/tests/tcpproxy"
 )
 
 // A follower that falls so far behind that it installs the leader's
@@ -39,26 +38,7 @@ func TestNodeClusterSnapshotInstallRefollows(t *testing.T) {
 	}
 	n1 := startNode(t, small("r1"))
 	n2 := startNode(t, small("r2", n1.Cluster().Address()))
-	// r3's channel is reached through a proxy; it waits long for
-	// heartbeats, so that it stays a follower through the partition.
-	px, err := tcpproxy.New("127.0.0.1:0", "127.0.0.1:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { px.Close() })
-	cfg3 := small("r3", n1.Cluster().Address())
-	cfg3.Cluster.Advertise = px.Addr()
-	cfg3.Cluster.HeartbeatTimeout = config.Duration(time.Minute)
-	cfg3.Cluster.ElectionTimeout = config.Duration(time.Minute)
-	n3, err := New(Options{Config: cfg3, Logger: tstest.Logger(t).With("replica", "r3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n3.Shutdown(context.Background()) })
-	px.SetTarget(n3.Cluster().ListenAddress())
-	if err := n3.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	n3, px := startBehindProxy(t, small("r3", n1.Cluster().Address()))
 	threeVoters(t, n1, n2, n3)
 
 	ctx := context.Background()
