@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/strata-dm/strata/internal/tstest"
@@ -182,7 +184,9 @@ func TestRetentionReplicated(t *testing.T) {
 
 	// Snapshots taken after the compaction; a new replica installs one.
 	for _, r := range h.replicas() {
-		if err := r.c.raft().Snapshot().Error(); err != nil {
+		// Nothing new: the replica took one of its own since (a restarted
+		// replica snapshots what it restored), which serves as well.
+		if err := r.c.raft().Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 			t.Fatalf("%s: snapshot: %v", r.id, err)
 		}
 	}
