@@ -392,6 +392,20 @@ func (c *Cluster) watchLeadership(r *raft.Raft) {
 	}
 }
 
+// untilClosed returns a context derived from ctx that also ends when the
+// replica closes; the caller must call cancel.
+func (c *Cluster) untilClosed(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-c.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 func (c *Cluster) leaderReady() bool {
 	r := c.raft()
 	return r != nil && c.ready.Load() && r.State() == raft.Leader && c.broken.Load() == nil

@@ -25,13 +25,7 @@ func TestReplicasHoldTheSameLog(t *testing.T) {
 	h.noForward = true
 	reps := h.cluster(3)
 	leader := h.leader()
-	var follower *replica
-	for _, r := range reps {
-		if r != leader {
-			follower = r
-			break
-		}
-	}
+	follower := followers(reps, leader)[0]
 	// A follower's reader waiting on the log wakes for entries it applies.
 	woke := make(chan []model.Entry, 1)
 	after := follower.m.LastSeq()
@@ -95,11 +89,8 @@ func TestReplicasHoldTheSameLog(t *testing.T) {
 	}
 	// A write on a follower is refused with ErrNotLeader, naming the leader.
 	leader = h.leader()
-	for _, r := range reps {
-		if r != leader {
-			follower = r
-		}
-	}
+	fs := followers(reps, leader)
+	follower = fs[len(fs)-1]
 	_, err := follower.m.Apply(context.Background(), put("/devices/nope"))
 	if err == nil || !strings.Contains(err.Error(), ErrNotLeader.Error()) || !strings.Contains(err.Error(), leader.id) {
 		t.Fatalf("write on a follower: %v", err)
@@ -262,13 +253,7 @@ func TestFollowerDownLongCatchesUp(t *testing.T) {
 	})
 	reps := h.cluster(3)
 	leader := h.leader()
-	var down *replica
-	for _, r := range reps {
-		if r != leader {
-			down = r
-			break
-		}
-	}
+	down := followers(reps, leader)[0]
 	h.write(put("/devices/before"))
 	h.converged()
 	down.kill()
@@ -309,12 +294,7 @@ func TestFollowerForwardsWrites(t *testing.T) {
 	h := newHarness(t, nil)
 	reps := h.cluster(3)
 	leader := h.leader()
-	var fs []*replica
-	for _, r := range reps {
-		if r != leader {
-			fs = append(fs, r)
-		}
-	}
+	fs := followers(reps, leader)
 	ctx := context.Background()
 	es, err := fs[0].m.Apply(ctx, put("/devices/via-follower", "k", "v"))
 	if err != nil || len(es) == 0 {

@@ -175,13 +175,7 @@ func TestFollowerDownLongCatchesUpUnderWrites(t *testing.T) {
 	})
 	reps := h.cluster(3)
 	leader := h.leader()
-	var down *replica
-	for _, r := range reps {
-		if r != leader {
-			down = r
-			break
-		}
-	}
+	down := followers(reps, leader)[0]
 	var acked []model.Entry
 	for i := range 5 {
 		acked = append(acked, h.write(put(fmt.Sprintf("/devices/before%d", i)))...)

@@ -74,15 +74,8 @@ func (c *Cluster) serveApply(req rpcRequest) rpcResponse {
 	if err := model.Unmarshal(req.Mutations, &muts); err != nil || len(muts) == 0 {
 		return rpcResponse{Error: fmt.Sprintf("cluster: bad mutations: %v", err), Code: "invalid"}
 	}
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), forwardedKey{}, true))
+	ctx, cancel := c.untilClosed(context.WithValue(context.Background(), forwardedKey{}, true))
 	defer cancel()
-	go func() {
-		select {
-		case <-c.quit:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	es, err := (*m).Apply(ctx, muts...)
 	if err != nil {
 		return rpcResponse{Error: err.Error(), Code: errorCode(err)}

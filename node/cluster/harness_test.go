@@ -319,3 +319,14 @@ func (h *harness) converged() view {
 	}
 	return ref
 }
+
+// followers returns the replicas of reps other than leader, in order.
+func followers(reps []*replica, leader *replica) []*replica {
+	var fs []*replica
+	for _, r := range reps {
+		if r != leader {
+			fs = append(fs, r)
+		}
+	}
+	return fs
+}

@@ -153,13 +153,7 @@ func TestPGReplicasFollowTheWriter(t *testing.T) {
 	if term, holder := ph.fence(leader); holder != leader.id || term != leader.c.raft().CurrentTerm() {
 		t.Fatalf("fence at term %d of %q; the leader is %s at term %d", term, holder, leader.id, leader.c.raft().CurrentTerm())
 	}
-	var follower *replica
-	for _, r := range reps {
-		if r != leader {
-			follower = r
-			break
-		}
-	}
+	follower := followers(reps, leader)[0]
 	// A follower's log reader wakes for what the writer commits.
 	woke := make(chan []model.Entry, 1)
 	after := follower.m.LastSeq()

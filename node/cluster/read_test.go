@@ -36,12 +36,7 @@ func TestReadBarrier(t *testing.T) {
 		}
 	}
 	leader := h.leader()
-	var fs []*replica
-	for _, r := range reps {
-		if r != leader {
-			fs = append(fs, r)
-		}
-	}
+	fs := followers(reps, leader)
 	leader.kill()
 	fs[0].kill()
 	tstest.WaitForErr(t, harnessTimeout, "a read barrier refused without a quorum", func() (bool, error) {

@@ -101,13 +101,7 @@ func TestRetentionReplicated(t *testing.T) {
 	})
 	reps := h.cluster(3)
 	leader := h.leader()
-	var down *replica
-	for _, r := range reps {
-		if r != leader {
-			down = r
-			break
-		}
-	}
+	down := followers(reps, leader)[0]
 	now := time.Now()
 	old, recent := now.Add(-2*time.Hour), now.Add(-time.Minute)
 	var devices []string

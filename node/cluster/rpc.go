@@ -141,13 +141,8 @@ func (c *Cluster) handle(req rpcRequest) rpcResponse {
 	case "join":
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.JoinTimeout)
 		defer cancel()
-		go func() {
-			select {
-			case <-c.quit:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		ctx, stop := c.untilClosed(ctx)
+		defer stop()
 		if err := c.AddReplica(ctx, req.ID, req.Address); err != nil {
 			resp := rpcResponse{Error: err.Error(), Code: errorCode(err)}
 			if errors.Is(err, ErrNotLeader) {
