@@ -7,7 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/strata-dm/strata/internal/tstest"
@@ -229,4 +231,31 @@ func TestTransferInterruptedByKillUnderWrites(t *testing.T) {
 	v := h.converged()
 	noneLost(t, v, acked)
 	t.Logf("%d writes acknowledged, %d not", len(acked), w.lost.Load())
+}
+
+// neverFuture is a Raft future that is never answered, as one still queued
+// for Raft's main loop when it shuts down.
+type neverFuture struct{}
+
+func (neverFuture) Error() error  { select {} }
+func (neverFuture) Index() uint64 { return 0 }
+
+// A wait on a future Raft never answers ends when the replica closes: a
+// leadership transfer asked for just before a kill, or a proposal queued
+// behind it, must not hold the caller (or Close) for ever.
+func TestAwaitEndsWithTheReplica(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.cluster(1)[0]
+	c := r.c
+	done := make(chan error, 1)
+	go func() { done <- c.await(neverFuture{}) }()
+	r.kill()
+	select {
+	case err := <-done:
+		if !errors.Is(err, raft.ErrRaftShutdown) {
+			t.Fatalf("await after close: %v, want %v", err, raft.ErrRaftShutdown)
+		}
+	case <-time.After(harnessTimeout):
+		t.Fatal("await still waits after the replica closed")
+	}
 }

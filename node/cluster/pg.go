@@ -330,7 +330,7 @@ func (p *pgMode) stepDown(r *raft.Raft) {
 	go func() {
 		defer c.wg.Done()
 		defer p.stepping.Store(false)
-		if err := r.LeadershipTransfer().Error(); err != nil {
+		if err := c.await(r.LeadershipTransfer()); err != nil {
 			c.log.Warn("handing leadership over after being fenced", "err", err)
 		}
 	}()

@@ -413,10 +413,25 @@ func (c *Cluster) transferHere() error {
 	if r == nil || r.State() != raft.Leader {
 		return c.notLeader()
 	}
-	if err := r.LeadershipTransfer().Error(); err != nil {
+	if err := c.await(r.LeadershipTransfer()); err != nil {
 		return c.raftErr("transfer leadership", err)
 	}
 	return nil
+}
+
+// await waits for f, or until the replica closes. Raft answers no future
+// still queued for its main loop when it shuts down (a leadership transfer
+// asked for just before a stop waits for ever), so the wait ends with the
+// replica; the goroutine left on such a future is the price.
+func (c *Cluster) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-c.quit:
+		return raft.ErrRaftShutdown
+	}
 }
 
 // writeFrame writes v as one frame.

@@ -123,7 +123,7 @@ func (s *Store) Propose(b *model.Batch) (wait func() error, err error) {
 	s.pmu.Unlock()
 	start := time.Now()
 	fut := r.Apply(data, s.c.cfg.ApplyTimeout)
-	return func() error { return s.outcome(p, fut.Error(), start) }, nil
+	return func() error { return s.outcome(p, s.c.await(fut), start) }, nil
 }
 
 // outcome is the outcome of the proposal p, whose future ended with ferr.
