@@ -64,6 +64,9 @@ type JobOf[P ~string] struct {
 	// Job the job's id on it.
 	Node P      `json:"node,omitempty"`
 	Job  string `json:"job,omitempty"`
+	// Bulk is the id of the bulk job this job is a device's part of
+	// (docs/jobs.md), unset for a call on one device.
+	Bulk string `json:"bulk,omitempty"`
 }
 
 // JobPage is one page of a job listing, newest first; Next, when set, is

@@ -206,6 +206,44 @@ type Spec struct {
 	Args     json.RawMessage // a JSON object, or empty for {}
 	By       string          // the user creating it
 	Deadline time.Time       // zero: now + DefaultDeadline
+	// ID, when set, is the job's id, chosen by the creator so that
+	// creating it again is refused (ErrExists) rather than making a
+	// second job: a bulk job derives it from its own id and the device
+	// (BulkJobID). Empty: a new id.
+	ID string
+	// Bulk is the id of the bulk job this job is part of, if any.
+	Bulk string
+}
+
+// ErrExists is Create's refusal of a Spec.ID that names a job already
+// there (whatever its state).
+var ErrExists = fmt.Errorf("%w: the job exists", model.ErrConflict)
+
+// BulkRoot is where a node keeps the contexts of its parts of bulk jobs
+// (node/bulk): /jobs/<bulk id>. A device job of a bulk job that fails or
+// expires records a BulkFailureEvent there, in the commit of its final
+// state, so the failure is listed once and flows up with the tree.
+const BulkRoot = model.Path("/jobs")
+
+// BulkPath is the context of bulk job id on this node.
+func BulkPath(id string) model.Path { return BulkRoot + "/" + model.Path(id) }
+
+// BulkJobID is the id of bulk job bulk's job for device.
+func BulkJobID(bulk, device string) string { return bulk + "-" + device }
+
+// BulkFailureEventName names the event of a failed device of a bulk job.
+const BulkFailureEventName = "bulk.failure"
+
+// BulkFailureEvent is the payload of a bulk.failure event: the device
+// job (Job empty when the device was refused before any job was made),
+// the device's path on the node that records it, the final state and
+// error.
+type BulkFailureEvent struct {
+	Job    string     `json:"job,omitempty"`
+	Device string     `json:"device,omitempty"`
+	Path   model.Path `json:"path"`
+	State  State      `json:"state"`
+	Error  string     `json:"error,omitempty"`
 }
 
 // Create stores a queued job durably, then hands it to Deliver.
@@ -233,21 +271,39 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 		return Job{}, fmt.Errorf("%w: deadline more than %v ahead", model.ErrInvalid, MaxDeadline)
 	}
 	args, _ := json.Marshal(obj) // compact
+	id := spec.ID
+	if id == "" {
+		id = "j" + xid.NewWithTime(now).String()
+	} else if len(id) > 64 {
+		return Job{}, fmt.Errorf("%w: job id longer than 64 bytes", model.ErrInvalid)
+	}
 	j := &Job{
-		ID: "j" + xid.NewWithTime(now).String(), Path: spec.Path, Device: spec.Device, Tenant: spec.Tenant,
+		ID: id, Path: spec.Path, Device: spec.Device, Tenant: spec.Tenant,
 		Function: spec.Function, Args: args, CreatedBy: spec.By, Created: now,
 		Deadline: spec.Deadline.UTC().Round(0), State: Queued, Updated: now,
-		History: []Transition{{State: Queued, Time: now}},
+		History: []Transition{{State: Queued, Time: now}}, Bulk: spec.Bulk,
 	}
 	s.mu.Lock()
 	ev := &JobEvent{Job: j.ID, Function: j.Function, State: Queued, By: j.CreatedBy}
-	b, err := json.Marshal(j)
-	if err != nil {
-		s.mu.Unlock()
-		return Job{}, err
+	var mut model.Mutation
+	if spec.ID == "" {
+		// Put whole, not updated: the id is new, so there is nothing to decide.
+		b, err := json.Marshal(j)
+		if err != nil {
+			s.mu.Unlock()
+			return Job{}, err
+		}
+		mut = model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: b}}
+	} else {
+		// The creator's id may be taken: the log decides (Update).
+		arg, err := json.Marshal(change{Create: j})
+		if err != nil {
+			s.mu.Unlock()
+			return Job{}, err
+		}
+		mut = model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: arg}}
 	}
-	// Put whole, not updated: the id is new, so there is nothing to decide.
-	j, seq, err := s.commit(ctx, model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: b}}, j.Path, ev)
+	j, seq, err := s.commit(ctx, mut, j.Path, ev, nil)
 	if err != nil {
 		s.mu.Unlock()
 		return Job{}, err

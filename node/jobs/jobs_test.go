@@ -184,3 +184,48 @@ func TestStateChangesAreEvents(t *testing.T) {
 		t.Fatalf("get %+v %v", got, err)
 	}
 }
+
+// A job created with a chosen id is made once: creating it again is
+// refused whatever its state, and its failure is recorded on its bulk
+// job's context in the commit of the failure.
+func TestChosenIDAndBulkFailure(t *testing.T) {
+	m, closeStore := open(t, t.TempDir())
+	defer closeStore()
+	ctx := context.Background()
+	for _, p := range []model.Path{"/devices/d1", BulkPath("b1")} {
+		if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: p, Type: "device", Tenant: "a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := New(Config{Records: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id := BulkJobID("b1", "d1")
+	spec := Spec{ID: id, Bulk: "b1", Path: "/devices/d1", Device: "d1", Tenant: "a", Function: "ping"}
+	j, err := s.Create(ctx, spec)
+	if err != nil || j.ID != id || j.Bulk != "b1" {
+		t.Fatalf("create: %+v %v", j, err)
+	}
+	if _, err := s.Create(ctx, spec); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("created twice: %v", err)
+	}
+	if err := s.Report(ctx, "d1", id, Failed, nil, "disk full"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, spec); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("created again once final: %v", err)
+	}
+	evs, err := m.Events(BulkPath("b1"), model.EventQuery{})
+	if err != nil || len(evs) != 1 || evs[0].Name != BulkFailureEventName {
+		t.Fatalf("bulk events %+v %v", evs, err)
+	}
+	var f BulkFailureEvent
+	if err := json.Unmarshal(evs[0].Payload, &f); err != nil || f.Job != id || f.Device != "d1" || f.State != Failed || f.Error != "disk full" || f.Path != "/devices/d1" {
+		t.Fatalf("failure %+v %v", f, err)
+	}
+	if got, _ := s.Get(id); got.Bulk != "b1" || got.State != Failed {
+		t.Fatalf("job %+v", got)
+	}
+}

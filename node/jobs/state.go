@@ -14,19 +14,33 @@ import (
 // on path in the same commit (none when ev is nil or path empty; when
 // path is gone, the record alone), and returns the record as written and
 // its log sequence number.
-func (s *Service) write(ctx context.Context, id string, c change, path model.Path, ev *JobEvent) (*Job, uint64, error) {
+func (s *Service) write(ctx context.Context, id string, c change, path model.Path, ev *JobEvent, bulk *bulkFailure) (*Job, uint64, error) {
 	arg, err := json.Marshal(c)
 	if err != nil {
 		return nil, 0, err
 	}
-	return s.commit(ctx, model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindJob, Key: id, Value: arg}}, path, ev)
+	return s.commit(ctx, model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindJob, Key: id, Value: arg}}, path, ev, bulk)
+}
+
+// bulkFailure is the bulk.failure event of a move, on its bulk job's
+// context.
+type bulkFailure struct {
+	bulk string
+	ev   BulkFailureEvent
 }
 
 // commit commits rec, a mutation of job record, with the job event ev on
 // path (see write), and returns the record as logged.
-func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Path, ev *JobEvent) (*Job, uint64, error) {
+func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Path, ev *JobEvent, bf *bulkFailure) (*Job, uint64, error) {
 	id := rec.Record.Key
 	muts := []model.Mutation{rec}
+	var bulkEv []model.Mutation
+	if bf != nil {
+		payload, _ := json.Marshal(bf.ev)
+		bulkEv = []model.Mutation{{Op: model.OpEvent, Path: BulkPath(bf.bulk),
+			Event: &model.Event{Name: BulkFailureEventName, Level: model.LevelWarning, Payload: payload}}}
+		muts = append(muts, bulkEv...)
+	}
 	if ev != nil && path != "" {
 		level := model.LevelInfo
 		if ev.State == Failed || ev.State == Expired {
@@ -38,8 +52,11 @@ func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Pat
 	es, err := s.rec.Apply(ctx, muts...)
 	if err != nil && len(muts) > 1 && errors.Is(err, model.ErrNotFound) {
 		// The device's context may be gone: keep the job's record anyway
-		// (a missing job fails again, alone).
-		es, err = s.rec.Apply(ctx, muts[0])
+		// (a missing job fails again, alone), with its bulk failure.
+		es, err = s.rec.Apply(ctx, append([]model.Mutation{muts[0]}, bulkEv...)...)
+		if err != nil && len(bulkEv) > 0 && errors.Is(err, model.ErrNotFound) {
+			es, err = s.rec.Apply(ctx, muts[0])
+		}
 	}
 	if err != nil {
 		if errors.Is(err, model.ErrConflict) || errors.Is(err, model.ErrNotFound) {
@@ -65,7 +82,15 @@ func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Pat
 func (s *Service) move(ctx context.Context, base *Job, device string, to State, detail string, result json.RawMessage, errMsg string) (Job, error) {
 	c := change{Device: device, To: to, At: s.clock(), Detail: detail, Result: result, Error: errMsg}
 	ev := &JobEvent{Job: base.ID, Function: base.Function, State: to, By: base.CreatedBy, Error: truncate(errMsg, 512)}
-	j, seq, err := s.write(ctx, base.ID, c, base.Path, ev)
+	var bf *bulkFailure
+	if base.Bulk != "" && (to == Failed || to == Expired) {
+		msg := errMsg
+		if msg == "" {
+			msg = detail
+		}
+		bf = &bulkFailure{bulk: base.Bulk, ev: BulkFailureEvent{Job: base.ID, Device: base.Device, Path: base.Path, State: to, Error: truncate(msg, 512)}}
+	}
+	j, seq, err := s.write(ctx, base.ID, c, base.Path, ev, bf)
 	if err != nil {
 		return Job{}, err
 	}
@@ -193,7 +218,7 @@ func (s *Service) lateAnswer(ctx context.Context, base *Job, status State) error
 	if status == Running {
 		return nil
 	}
-	j, seq, err := s.write(ctx, base.ID, change{Device: base.Device, Note: status, At: s.clock()}, "", nil)
+	j, seq, err := s.write(ctx, base.ID, change{Device: base.Device, Note: status, At: s.clock()}, "", nil, nil)
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,11 @@ import (
 // change is the argument of an update of a job record: To or Note is
 // set. (A new job is put whole: its id is new.)
 type change struct {
+	// Create, when set, is a new job with an id chosen by its creator
+	// (a bulk job's device part): it is put if no job has that id, and
+	// refused with model.ErrConflict otherwise, so that a creation
+	// repeated after a restart never makes a second job.
+	Create *Job `json:"create,omitempty"`
 	// Device, when set, must be the job's device (else not found).
 	Device string `json:"device,omitempty"`
 	// To is the state to move the job to, if the job's state allows it.
@@ -67,6 +72,15 @@ func Update(key string, cur, arg []byte) ([]byte, error) {
 	var c change
 	if err := json.Unmarshal(arg, &c); err != nil {
 		return nil, fmt.Errorf("%w: job change: %v", model.ErrInvalid, err)
+	}
+	if c.Create != nil {
+		if cur != nil {
+			return nil, fmt.Errorf("%w: job %s exists", ErrExists, key)
+		}
+		if c.Create.ID != key {
+			return nil, fmt.Errorf("%w: job %s created as %q", model.ErrInvalid, key, c.Create.ID)
+		}
+		return json.Marshal(c.Create)
 	}
 	if cur == nil {
 		return nil, fmt.Errorf("%w: job %q", model.ErrNotFound, key)
