@@ -195,6 +195,15 @@ type JobReader interface {
 	Job(ctx context.Context, consumer string, id Identity, jobID string) (CallResult, error)
 }
 
+// BulkReceiver is implemented by a Local that takes bulk jobs from its
+// consumers (node/bulk): body is the sender's request, opaque to the
+// links; subtrees are what this node publishes to consumer, outside of
+// which the job must not run. Only a consumer granted operate reaches
+// it.
+type BulkReceiver interface {
+	Bulk(ctx context.Context, consumer string, id Identity, subtrees []model.Path, body []byte) error
+}
+
 // JoinGrant is what a join token allows the joining provider.
 type JoinGrant struct {
 	Peer     string        // the provider's node name

@@ -123,6 +123,22 @@ func (s *Service) Job(ctx context.Context, id Identity, node model.Path, jobID s
 	return res, nil
 }
 
+// Bulk sends a bulk job request (body, opaque here) to provider name,
+// for the operator id. The provider takes it only from a consumer it
+// granted operate (ErrForbidden otherwise); ErrUnreachable when the link
+// is down.
+func (s *Service) Bulk(ctx context.Context, name string, id Identity, body []byte) error {
+	m := s.mount(name)
+	if m == nil {
+		return fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
+	}
+	if g := m.grantHeld(); g != GrantOperate {
+		return fmt.Errorf("%w: %s granted this node %q, bulk jobs need %q", ErrForbidden, name, g, GrantOperate)
+	}
+	var resp response
+	return m.request(ctx, request{Op: opBulk, Path: model.Root, Bulk: body, Identity: id}, &resp)
+}
+
 func (m *mount) grantHeld() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -292,7 +308,7 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 	if _, err := model.ParsePath(string(req.Path)); err != nil {
 		return fail(fmt.Errorf("%w: %v", model.ErrInvalid, err))
 	}
-	if req.Op != opDigest && req.Op != opJob && !within(req.Path, subtrees) {
+	if req.Op != opDigest && req.Op != opJob && req.Op != opBulk && !within(req.Path, subtrees) {
 		return fail(fmt.Errorf("%w: %s is not published to %s", model.ErrNotFound, req.Path, consumer))
 	}
 	_, _, below := splitMounted(req.Path)
@@ -362,6 +378,19 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 			return fail(err)
 		}
 		return response{Result: &res}
+	case opBulk:
+		if grant != GrantOperate {
+			s.metrics.refused.WithLabelValues("grant").Inc()
+			return fail(fmt.Errorf("%w: %s holds %q on this node; bulk jobs need %q", ErrForbidden, consumer, grant, GrantOperate))
+		}
+		br, ok := s.cfg.Local.(BulkReceiver)
+		if !ok {
+			return fail(fmt.Errorf("%w: this node runs no bulk jobs", model.ErrNotFound))
+		}
+		if err := br.Bulk(ctx, consumer, req.Identity, slices.Clone(subtrees), req.Bulk); err != nil {
+			return fail(err)
+		}
+		return response{}
 	case opDigest:
 		d, err := sourceDigest(ctx, s.model, subtrees, req.At)
 		if err != nil {

@@ -180,6 +180,7 @@ const (
 	opGet    = "get"
 	opDigest = "digest"
 	opJob    = "job"
+	opBulk   = "bulk"
 )
 
 type request struct {
@@ -194,6 +195,9 @@ type request struct {
 	At uint64 `cbor:"6,keyasint,omitempty"`
 	// Job is, for a job read, the job's id on the node at Path.
 	Job string `cbor:"7,keyasint,omitempty"`
+	// Bulk is, for a bulk job request, its body (BulkReceiver): opaque
+	// to the links.
+	Bulk []byte `cbor:"8,keyasint,omitempty"`
 }
 
 // Error codes in responses, mapped back to the sentinel errors.
