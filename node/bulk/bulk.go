@@ -1,0 +1,604 @@
+// Package bulk runs bulk jobs: one function on many devices across the
+// hierarchy (docs/jobs.md).
+//
+// A bulk job is created on the node where an operator issues it, and
+// sent once to every provider link whose tree its target can reach; each
+// node keeps its own part of the job (a record of kind "bulkjob"),
+// expands the target against its own devices, and runs one device job
+// per device with the jobs service. Above, nothing happens per device:
+// each node publishes its part's progress as the context /jobs/<id>
+// (type "bulkjob", label job=<id>, variable "progress"), which the
+// federation sync carries up like any context, so the node where the job
+// was issued reads every node's counters from its mirror.
+//
+// Invariants:
+//
+//   - A device runs a bulk job at most once: its device job's id is
+//     derived from the bulk job and the device (jobs.BulkJobID), and
+//     creating it again is refused by the log (jobs.ErrExists), so an
+//     expansion repeated after a restart, or a job sent again over a
+//     link, makes no second job.
+//   - A part's record is written before the part acts: a node that
+//     restarts expands, sends and cancels what its record says is not
+//     yet done.
+//   - A device failure is recorded once, as a bulk.failure event on the
+//     part's context, in the commit of the device job's final state
+//     (jobs) or of the part's refusal of the device (here).
+package bulk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/xid"
+
+	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/calls"
+	"github.com/strata-dm/strata/node/jobs"
+)
+
+// Names in the tree and the store.
+const (
+	// KindBulk is the record kind of a node's parts of bulk jobs.
+	KindBulk = "bulkjob"
+	// ContextType is the type of a part's context, jobs.BulkPath(id).
+	ContextType = "bulkjob"
+	// ProgressVar is the variable of a part's context with its Progress.
+	ProgressVar = "progress"
+	// JobLabel is the label of a part's context naming its bulk job.
+	JobLabel = "job"
+)
+
+// Limits.
+const (
+	maxRefused  = 10000 // refused devices kept in a part's record
+	sendTimeout = 10 * time.Second
+	searchPage  = model.MaxSearchLimit
+)
+
+// ErrUnreachable is returned by Links.Send when the provider could not
+// be reached: the send is tried again later.
+var ErrUnreachable = errors.New("bulk: provider unreachable")
+
+// Identity is who a bulk job was issued by, as it travels down links.
+type Identity struct {
+	User   string
+	Tenant string
+	System bool
+}
+
+// Provider is a node mounted here.
+type Provider struct {
+	Name  string
+	Mount model.Path
+}
+
+// Request is what one node sends a provider: create its part of bulk
+// job Spec.ID, or cancel it.
+type Request struct {
+	Action string `json:"action"` // "create" or "cancel"
+	Spec   Spec   `json:"spec"`
+}
+
+// Actions of a Request.
+const (
+	ActionCreate = "create"
+	ActionCancel = "cancel"
+)
+
+// Spec is a bulk job as sent down a link, in the receiver's paths.
+type Spec struct {
+	ID        string              `json:"id"`
+	Function  string              `json:"function"`
+	Args      json.RawMessage     `json:"args,omitempty"`
+	Target    apitypes.BulkTarget `json:"target"`
+	Rollout   json.RawMessage     `json:"rollout,omitempty"`
+	Deadline  time.Time           `json:"deadline"`
+	CreatedBy string              `json:"created_by"`
+	Created   time.Time           `json:"created"`
+	// Scope, when non-nil, is where the sender allows the job to run
+	// here (what reaches this node of the subtrees it was allowed).
+	Scope []model.Path `json:"scope,omitempty"`
+}
+
+// Links are the provider links of this node; node wires the federation.
+type Links interface {
+	Providers() []Provider
+	// Send sends req to provider; an error wrapping ErrUnreachable is
+	// tried again, any other is the provider's refusal.
+	Send(ctx context.Context, provider string, id Identity, req Request) error
+}
+
+// Part is this node's part of a bulk job: its record.
+type Part struct {
+	Spec
+	Tenant string       `json:"tenant"`
+	System bool         `json:"system,omitempty"`
+	User   string       `json:"user"`
+	Grants []auth.Grant `json:"grants,omitempty"`
+	// Origin is the consumer the job came from; "" where it was issued.
+	Origin    string `json:"origin,omitempty"`
+	Cancelled bool   `json:"cancelled,omitempty"`
+	// Expanded is set once every local device has its device job (or its
+	// refusal) and every link to send to is listed in Links.
+	Expanded bool             `json:"expanded,omitempty"`
+	Refused  []Refusal        `json:"refused,omitempty"`
+	Links    map[string]*Link `json:"links,omitempty"`
+	Finished bool             `json:"finished,omitempty"` // nothing left to do here
+}
+
+// Refusal is a local device the part could not make a job for.
+type Refusal struct {
+	Path  model.Path `json:"path"`
+	Error string     `json:"error"`
+}
+
+// Link is the part's state towards one provider.
+type Link struct {
+	Mount  model.Path          `json:"mount"`
+	Target apitypes.BulkTarget `json:"target"`
+	Scope  []model.Path        `json:"scope,omitempty"`
+	Sent   bool                `json:"sent,omitempty"`
+	// Error is the provider's refusal (final: nothing runs there).
+	Error      string `json:"error,omitempty"`
+	CancelSent bool   `json:"cancel_sent,omitempty"`
+}
+
+// Progress is the variable ProgressVar of a part's context: the part's
+// own counters (its node's devices), its state over its whole subtree,
+// and the refusals of the links it sent to (by mount path, relative to
+// its node).
+type Progress struct {
+	State    apitypes.BulkState    `json:"state"`
+	Expanded bool                  `json:"expanded"`
+	Counters apitypes.BulkCounters `json:"counters"`
+	Errors   map[string]string     `json:"errors,omitempty"`
+}
+
+// Tree is what the service needs of the model; *model.Model implements it.
+type Tree interface {
+	Get(p model.Path) (*model.Context, error)
+	Record(kind, key string) ([]byte, error)
+	Records(kind string, fn func(key string, value []byte) error) error
+	Apply(ctx context.Context, muts ...model.Mutation) ([]model.Entry, error)
+	Events(p model.Path, q model.EventQuery) ([]model.Event, error)
+}
+
+// Config is what New needs.
+type Config struct {
+	Tree   Tree
+	Search func(ctx context.Context, q model.SearchQuery) (model.SearchPage, error)
+	Calls  *calls.Service
+	Jobs   *jobs.Service
+	Links  Links // nil: no provider links
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Leading, if set, tells whether this replica of a cluster leads:
+	// only the leader works on parts. Nil: always.
+	Leading    func() bool
+	Tick       time.Duration // how often progress is counted (default 250 ms)
+	Registerer prometheus.Registerer
+}
+
+// Service keeps this node's parts of bulk jobs. It is safe for
+// concurrent use.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	parts  map[string]*Part                        // not Finished, by id
+	devJob map[string]map[string]apitypes.JobState // bulk id → device job id → last state seen
+	last   map[string]string                       // bulk id → progress last written (JSON)
+
+	created    *prometheus.CounterVec
+	dispatched prometheus.Counter
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New loads the parts not finished; Start runs them.
+func New(cfg Config) (*Service, error) {
+	if cfg.Tree == nil || cfg.Search == nil || cfg.Calls == nil || cfg.Jobs == nil {
+		return nil, errors.New("bulk: Tree, Search, Calls and Jobs are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 250 * time.Millisecond
+	}
+	s := &Service{
+		cfg: cfg, log: cfg.Logger.With("component", "bulk"),
+		parts: map[string]*Part{}, devJob: map[string]map[string]apitypes.JobState{}, last: map[string]string{},
+		created: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_bulk_jobs_created_total",
+			Help: "Bulk jobs created on this node: issued here (origin=local) or received from a consumer (origin=peer).",
+		}, []string{"origin"}),
+		dispatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_bulk_device_jobs_dispatched_total",
+			Help: "Device jobs created on this node for bulk jobs.",
+		}),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.created, s.dispatched)
+	}
+	err := cfg.Tree.Records(KindBulk, func(key string, b []byte) error {
+		p := new(Part)
+		if err := json.Unmarshal(b, p); err != nil {
+			s.log.Warn("skipping a damaged bulk job record", "bulk", key, "err", err)
+			return nil
+		}
+		if !p.Finished {
+			s.parts[p.ID] = p
+			s.devJob[p.ID] = map[string]apitypes.JobState{}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bulk: load: %w", err)
+	}
+	if len(s.parts) > 0 {
+		err = cfg.Jobs.List(func(j jobs.Job) bool {
+			if m := s.devJob[j.Bulk]; j.Bulk != "" && m != nil {
+				m[j.ID] = j.State
+			}
+			return true
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bulk: load device jobs: %w", err)
+		}
+	}
+	go s.loop()
+	return s, nil
+}
+
+// Close stops the work loop. Calling it twice is safe.
+func (s *Service) Close() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+}
+
+func (s *Service) clock() time.Time { return s.cfg.Now().UTC().Round(0) }
+
+func (s *Service) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// IsID reports whether id has the form of a bulk job's id.
+func IsID(id string) bool {
+	if len(id) != 21 || id[0] != 'b' {
+		return false
+	}
+	_, err := xid.FromString(id[1:])
+	return err == nil
+}
+
+// Create issues a bulk job on this node for principal p, who must hold
+// the operator role on what the target selects (see Authorize).
+func (s *Service) Create(ctx context.Context, p *auth.Principal, nb apitypes.NewBulkJob, deadline time.Time) (*Part, error) {
+	if err := model.ValidateName(nb.Function); err != nil {
+		return nil, fmt.Errorf("%w: function %q: %v", model.ErrInvalid, nb.Function, err)
+	}
+	t, err := ParseTarget(nb.Target)
+	if err != nil {
+		return nil, err
+	}
+	if err := Authorize(p, t, auth.RoleOperator); err != nil {
+		return nil, err
+	}
+	args, err := checkArgs(nb.Args)
+	if err != nil {
+		return nil, err
+	}
+	if len(nb.Rollout) > 0 && !json.Valid(nb.Rollout) {
+		return nil, fmt.Errorf("%w: rollout is not JSON", model.ErrInvalid)
+	}
+	now := s.clock()
+	switch {
+	case deadline.IsZero():
+		deadline = now.Add(jobs.DefaultDeadline)
+	case !deadline.After(now):
+		return nil, fmt.Errorf("%w: deadline is in the past", model.ErrInvalid)
+	case deadline.Sub(now) > jobs.MaxDeadline:
+		return nil, fmt.Errorf("%w: deadline more than %v ahead", model.ErrInvalid, jobs.MaxDeadline)
+	}
+	part := &Part{
+		Spec: Spec{
+			ID: "b" + xid.NewWithTime(now).String(), Function: nb.Function, Args: args, Target: nb.Target,
+			Rollout: nb.Rollout, Deadline: deadline.UTC().Round(0), CreatedBy: p.User, Created: now,
+		},
+		Tenant: p.Tenant, System: p.System, User: p.User, Grants: p.Grants,
+	}
+	if p.System {
+		part.Tenant = ""
+	}
+	if err := s.begin(ctx, part); err != nil {
+		return nil, err
+	}
+	s.created.WithLabelValues("local").Inc()
+	s.log.Info("bulk job created", "bulk", part.ID, "function", part.Function, "by", part.CreatedBy)
+	return part, nil
+}
+
+// Authorize checks that p holds role on what t selects: its prefix, and
+// every explicit path; and that p may name t's tenant.
+func Authorize(p *auth.Principal, t Target, role auth.Role) error {
+	if t.Tenant != "" && !p.System && t.Tenant != p.Tenant {
+		return fmt.Errorf("%w: only system administrators target another tenant", auth.ErrForbidden)
+	}
+	if t.Paths == nil {
+		if !p.Can(role, t.Prefix) {
+			return fmt.Errorf("%w: a bulk job on %s needs the %s role there", auth.ErrForbidden, t.Prefix, role)
+		}
+		return nil
+	}
+	for _, path := range t.Paths {
+		if !p.Can(role, path) {
+			return fmt.Errorf("%w: a bulk job on %s needs the %s role there", auth.ErrForbidden, path, role)
+		}
+	}
+	return nil
+}
+
+// Receive creates or cancels this node's part of a bulk job sent by
+// consumer for id. scope is what this node publishes to that consumer:
+// the job never runs outside it. A create of a part already here is
+// done (the sender tries again until it hears so).
+func (s *Service) Receive(ctx context.Context, consumer string, id Identity, scope []model.Path, req Request) error {
+	if !IsID(req.Spec.ID) {
+		return fmt.Errorf("%w: bulk job id %q", model.ErrInvalid, req.Spec.ID)
+	}
+	switch req.Action {
+	case ActionCancel:
+		_, err := s.cancel(ctx, req.Spec.ID, id.User+"@"+consumer)
+		if errors.Is(err, model.ErrNotFound) {
+			return nil
+		}
+		return err
+	case ActionCreate:
+	default:
+		return fmt.Errorf("%w: bulk action %q", model.ErrInvalid, req.Action)
+	}
+	if _, err := s.Get(req.Spec.ID); err == nil {
+		return nil
+	}
+	sp := req.Spec
+	if err := model.ValidateName(sp.Function); err != nil {
+		return fmt.Errorf("%w: function %q: %v", model.ErrInvalid, sp.Function, err)
+	}
+	if _, err := ParseTarget(sp.Target); err != nil {
+		return err
+	}
+	args, err := checkArgs(sp.Args)
+	if err != nil {
+		return err
+	}
+	sp.Args = args
+	if sp.Scope != nil {
+		sp.Scope = intersect(sp.Scope, scope)
+	} else {
+		sp.Scope = slices.Clone(scope)
+	}
+	if sp.Scope == nil {
+		sp.Scope = []model.Path{} // nothing allowed
+	}
+	if id.User != "" {
+		sp.CreatedBy = id.User + "@" + consumer
+	} else {
+		sp.CreatedBy = consumer
+	}
+	fp := calls.FederationPrincipal(id.User, id.Tenant, id.System)
+	part := &Part{Spec: sp, Tenant: id.Tenant, System: id.System, User: id.User, Grants: fp.Grants, Origin: consumer}
+	if id.System {
+		part.Tenant = ""
+	}
+	if err := s.begin(ctx, part); err != nil {
+		return err
+	}
+	s.created.WithLabelValues("peer").Inc()
+	s.log.Info("bulk job received", "bulk", part.ID, "function", part.Function, "from", consumer, "by", part.CreatedBy)
+	return nil
+}
+
+// begin stores a new part and its context, then hands it to the loop.
+func (s *Service) begin(ctx context.Context, part *Part) error {
+	b, err := json.Marshal(part)
+	if err != nil {
+		return err
+	}
+	prog := Progress{State: apitypes.BulkRunning}
+	ctxMut, err := s.progressMutation(part, prog)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.parts[part.ID]; ok {
+		return nil
+	}
+	if _, err := s.cfg.Tree.Apply(ctx, model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: KindBulk, Key: part.ID, Value: b}}, ctxMut); err != nil {
+		return fmt.Errorf("bulk: store %s: %w", part.ID, err)
+	}
+	s.parts[part.ID] = part
+	s.devJob[part.ID] = map[string]apitypes.JobState{}
+	s.wake()
+	return nil
+}
+
+// progressMutation is the put of part's context with progress prog.
+func (s *Service) progressMutation(part *Part, prog Progress) (model.Mutation, error) {
+	raw, err := json.Marshal(prog)
+	if err != nil {
+		return model.Mutation{}, err
+	}
+	v, err := model.NewVariable(raw, s.clock())
+	if err != nil {
+		return model.Mutation{}, err
+	}
+	return model.Mutation{
+		Op: model.OpPut, Path: jobs.BulkPath(part.ID), Type: ContextType, Tenant: part.Tenant,
+		Labels: map[string]string{JobLabel: part.ID}, Variables: map[string]model.Variable{ProgressVar: v},
+	}, nil
+}
+
+// Get returns this node's part of bulk job id as its record has it.
+func (s *Service) Get(id string) (*Part, error) {
+	if !IsID(id) {
+		return nil, fmt.Errorf("%w: bulk job %q", model.ErrNotFound, id)
+	}
+	b, err := s.cfg.Tree.Record(KindBulk, id)
+	if errors.Is(err, model.ErrNotFound) {
+		return nil, fmt.Errorf("%w: bulk job %q", model.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p := new(Part)
+	if err := json.Unmarshal(b, p); err != nil {
+		return nil, fmt.Errorf("bulk: job %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// Cancel cancels bulk job id here and, through its links, below: device
+// jobs not final are cancelled. Cancelling a cancelled or finished job
+// is a conflict.
+func (s *Service) Cancel(ctx context.Context, id, by string) (*Part, error) {
+	return s.cancel(ctx, id, by)
+}
+
+func (s *Service) cancel(ctx context.Context, id, by string) (*Part, error) {
+	s.mu.Lock()
+	part, ok := s.parts[id]
+	s.mu.Unlock()
+	if !ok {
+		p, err := s.Get(id)
+		if err != nil {
+			return nil, err
+		}
+		return p, fmt.Errorf("%w: bulk job %s is already %s", model.ErrConflict, id, map[bool]string{true: "cancelled", false: "done"}[p.Cancelled])
+	}
+	if part.Cancelled {
+		return nil, fmt.Errorf("%w: bulk job %s is already cancelled", model.ErrConflict, id)
+	}
+	out, err := s.update(ctx, id, func(p *Part) { p.Cancelled = true })
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("bulk job cancelled", "bulk", id, "by", by)
+	s.wake()
+	return out, nil
+}
+
+// update applies fn to part id in memory and stores it, with extra
+// mutations in the same commit; it returns a copy.
+func (s *Service) update(ctx context.Context, id string, fn func(*Part), extra ...model.Mutation) (*Part, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	part, ok := s.parts[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: bulk job %q", model.ErrNotFound, id)
+	}
+	next := clonePart(part)
+	fn(next)
+	b, err := json.Marshal(next)
+	if err != nil {
+		return nil, err
+	}
+	muts := append([]model.Mutation{{Op: model.OpPutRecord, Record: &model.Record{Kind: KindBulk, Key: id, Value: b}}}, extra...)
+	if _, err := s.cfg.Tree.Apply(ctx, muts...); err != nil {
+		return nil, fmt.Errorf("bulk: store %s: %w", id, err)
+	}
+	s.parts[id] = next
+	if next.Finished {
+		delete(s.parts, id)
+		delete(s.devJob, id)
+		delete(s.last, id)
+	}
+	return clonePart(next), nil
+}
+
+func clonePart(p *Part) *Part {
+	c := *p
+	c.Refused = slices.Clone(p.Refused)
+	c.Scope = slices.Clone(p.Scope)
+	if p.Links != nil {
+		c.Links = make(map[string]*Link, len(p.Links))
+		for k, l := range p.Links {
+			lc := *l
+			c.Links[k] = &lc
+		}
+	}
+	return &c
+}
+
+func checkArgs(a json.RawMessage) (json.RawMessage, error) {
+	if len(a) == 0 || string(a) == "null" {
+		return json.RawMessage("{}"), nil
+	}
+	if len(a) > jobs.MaxArgsBytes {
+		return nil, fmt.Errorf("%w: args larger than %d bytes", model.ErrInvalid, jobs.MaxArgsBytes)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(a, &obj); err != nil || obj == nil {
+		return nil, fmt.Errorf("%w: args must be a JSON object", model.ErrInvalid)
+	}
+	if err := model.CheckValue(a); err != nil {
+		return nil, fmt.Errorf("args: %w", err)
+	}
+	b, _ := json.Marshal(obj)
+	return b, nil
+}
+
+// intersect returns the parts of a that lie within b (both lists of
+// subtrees).
+func intersect(a, b []model.Path) []model.Path {
+	var out []model.Path
+	for _, p := range a {
+		for _, q := range b {
+			switch {
+			case p.Within(q):
+				out = append(out, p)
+			case q.Within(p):
+				out = append(out, q)
+			}
+		}
+	}
+	return normalize(out)
+}
+
+// normalize sorts paths and drops those within another.
+func normalize(ps []model.Path) []model.Path {
+	var out []model.Path
+	for _, p := range ps {
+		covered := slices.ContainsFunc(ps, func(q model.Path) bool { return q != p && p.Within(q) })
+		if !covered && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

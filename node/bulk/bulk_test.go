@@ -1,0 +1,211 @@
+package bulk
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/internal/tstest"
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/calls"
+	"github.com/strata-dm/strata/node/devices"
+	"github.com/strata-dm/strata/node/jobs"
+	"github.com/strata-dm/strata/node/store"
+)
+
+var sys = &auth.Principal{User: "root", System: true}
+
+type env struct {
+	m    *model.Model
+	st   *store.Badger
+	ds   *devices.Service
+	js   *jobs.Service
+	cs   *calls.Service
+	devs []devices.Enrollment
+}
+
+func newEnv(t *testing.T, n int) *env {
+	t.Helper()
+	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); st.Close() })
+	ds, err := devices.New(devices.Config{Tree: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jobs.New(jobs.Config{Records: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(js.Close)
+	e := &env{m: m, st: st, ds: ds, js: js, cs: &calls.Service{Tree: m, Devices: ds, Jobs: js}}
+	ctx := context.Background()
+	tok, _, err := ds.CreateToken(ctx, sys, devices.TokenSpec{Group: "g", Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		en, err := ds.Enroll(ctx, devices.EnrollRequest{Token: tok, HardwareID: "hw-" + string(rune('a'+i))}, "10.0.0.1:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: en.Path, Functions: []model.Function{{Name: "reboot"}}, SetFunctions: true}); err != nil {
+			t.Fatal(err)
+		}
+		e.devs = append(e.devs, en)
+	}
+	return e
+}
+
+func (e *env) service(t *testing.T, reg prometheus.Registerer) *Service {
+	t.Helper()
+	s, err := New(Config{Tree: e.m, Search: e.st.Search, Calls: e.cs, Jobs: e.js, Logger: tstest.Logger(t), Tick: 10 * time.Millisecond, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (e *env) deviceJobs(t *testing.T, id string) int {
+	t.Helper()
+	n := 0
+	if err := e.js.List(func(j jobs.Job) bool {
+		if j.Bulk == id {
+			n++
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// An expansion repeated after a restart (the record not yet marked
+// expanded) makes no second job for any device, and a create received
+// again is a no-op.
+func TestExpansionIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 5)
+	reg := prometheus.NewRegistry()
+	s := e.service(t, reg)
+	part, err := s.Create(ctx, sys, apitypes.NewBulkJob{Function: "reboot", Target: apitypes.BulkTarget{Subtree: "/devices"}}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, 10*time.Second, "expanded", func() (bool, error) {
+		p, err := s.Get(part.ID)
+		return err == nil && p.Expanded, err
+	})
+	if n := e.deviceJobs(t, part.ID); n != 5 {
+		t.Fatalf("%d device jobs, want 5", n)
+	}
+	s.Close()
+
+	// As if the node stopped before it recorded the expansion.
+	p, err := s.Get(part.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Expanded = false
+	b, _ := json.Marshal(p)
+	if err := e.m.PutRecord(ctx, KindBulk, p.ID, b); err != nil {
+		t.Fatal(err)
+	}
+	reg2 := prometheus.NewRegistry()
+	s2 := e.service(t, reg2)
+	tstest.WaitForErr(t, 10*time.Second, "expanded again", func() (bool, error) {
+		p, err := s2.Get(part.ID)
+		return err == nil && p.Expanded, err
+	})
+	if n := e.deviceJobs(t, part.ID); n != 5 {
+		t.Fatalf("%d device jobs after the repeated expansion, want 5", n)
+	}
+	if n := testutil.ToFloat64(s2.dispatched); n != 0 {
+		t.Fatalf("the repeated expansion dispatched %v device jobs", n)
+	}
+	// Received again over a link: nothing new.
+	req := Request{Action: ActionCreate, Spec: p.Spec}
+	if err := s2.Receive(ctx, "hq", Identity{User: "root", System: true}, nil, req); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.deviceJobs(t, part.ID); n != 5 {
+		t.Fatalf("%d device jobs after a repeated receive", n)
+	}
+	// Cancelled: every device job not final is cancelled, the job reads
+	// cancelled.
+	if _, err := s2.Cancel(ctx, part.ID, "root"); err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, 10*time.Second, "cancelled", func() (bool, error) {
+		v, err := s2.View(ctx, part.ID)
+		return err == nil && v.State == apitypes.BulkCancelled && v.Counters.Cancelled == 5, err
+	})
+}
+
+// A device named by the target that cannot run the job is counted
+// failed and listed with its reason, once.
+func TestRefusedDevicesAreFailures(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 2)
+	s := e.service(t, nil)
+	if _, err := e.ds.Revoke(ctx, sys, e.devs[1].DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	part, err := s.Create(ctx, sys, apitypes.NewBulkJob{Function: "reboot", Target: apitypes.BulkTarget{
+		Paths: []string{string(e.devs[0].Path), string(e.devs[1].Path), "/devices/d-missing"}}}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, 10*time.Second, "counted", func() (bool, error) {
+		v, err := s.View(ctx, part.ID)
+		return err == nil && v.Counters == apitypes.BulkCounters{Total: 3, Queued: 1, Failed: 2}, err
+	})
+	pg, err := s.Failures(ctx, part.ID, "", 1)
+	if err != nil || len(pg.Failures) != 1 || pg.Next == "" {
+		t.Fatalf("first page: %+v %v", pg, err)
+	}
+	pg2, err := s.Failures(ctx, part.ID, pg.Next, 10)
+	if err != nil || len(pg2.Failures) != 1 || pg2.Next != "" || pg2.Failures[0].Path == pg.Failures[0].Path {
+		t.Fatalf("second page: %+v %v", pg2, err)
+	}
+}
+
+// Authorize: the operator role on what the target selects, and no
+// other tenant by name.
+func TestAuthorize(t *testing.T) {
+	op := &auth.Principal{User: "o", Tenant: "acme", Grants: []auth.Grant{{Role: auth.RoleOperator, Subtree: "/sites/a"}}}
+	for _, c := range []struct {
+		target apitypes.BulkTarget
+		ok     bool
+	}{
+		{apitypes.BulkTarget{Subtree: "/sites/a"}, true},
+		{apitypes.BulkTarget{Subtree: "/sites/a/b", Labels: map[string]string{"x": "y"}}, true},
+		{apitypes.BulkTarget{Subtree: "/sites"}, false},
+		{apitypes.BulkTarget{Labels: map[string]string{"x": "y"}}, false},
+		{apitypes.BulkTarget{Paths: []string{"/sites/a/d1", "/sites/a/d2"}}, true},
+		{apitypes.BulkTarget{Paths: []string{"/sites/a/d1", "/sites/b/d2"}}, false},
+		{apitypes.BulkTarget{Filter: map[string]string{"path": "/sites/a", "tenant": "acme"}}, true},
+		{apitypes.BulkTarget{Filter: map[string]string{"path": "/sites/a", "tenant": "globex"}}, false},
+	} {
+		tg, err := ParseTarget(c.target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Authorize(op, tg, auth.RoleOperator); (err == nil) != c.ok {
+			t.Errorf("%+v: %v", c.target, err)
+		}
+	}
+}
