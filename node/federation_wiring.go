@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/strata-dm/strata/federation"
@@ -112,7 +113,13 @@ func (n *Node) leadFederation() {
 func upstreams(f config.Federation) []federation.Upstream {
 	out := make([]federation.Upstream, 0, len(f.Upstreams))
 	for _, u := range f.Upstreams {
-		out = append(out, federation.Upstream{Address: u.Address, Replicas: u.Replicas, Token: u.Token, Publish: u.PublishPaths()})
+		pub := u.PublishPaths()
+		if len(pub) > 0 && !slices.Contains(pub, jobs.BulkRoot) {
+			// The progress of bulk jobs flows up whatever else is
+			// published (docs/jobs.md).
+			pub = append(pub, jobs.BulkRoot)
+		}
+		out = append(out, federation.Upstream{Address: u.Address, Replicas: u.Replicas, Token: u.Token, Publish: pub})
 	}
 	return out
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/bulk"
 	"github.com/strata-dm/strata/node/calls"
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/cluster"
@@ -65,6 +66,7 @@ type Node struct {
 	devices *devices.Service
 	calls   *calls.Service // device function calls, for the API's and federation's callers alike
 	jobs    *jobs.Service
+	bulk    *bulk.Service // nil when the store has no search
 	audit   *audit.Log
 	broker  *mqtt.Broker // nil without an MQTT listener
 	api     *api.Server
@@ -159,6 +161,9 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.wireFederation(); err != nil {
 		return nil, err
 	}
+	if err := n.wireBulk(); err != nil {
+		return nil, err
+	}
 
 	if n.api, err = api.New(api.Config{
 		Model:        n.model,
@@ -181,6 +186,7 @@ func New(opts Options) (_ *Node, err error) {
 		Version:                   opts.Version,
 		Devices:                   n.devices,
 		Jobs:                      n.jobs,
+		Bulk:                      n.bulk,
 		MQTTAddress:               n.mqttAddress,
 		Search:                    searchOf(n.store),
 		Feed:                      feedOf(n.store),
@@ -387,6 +393,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // close releases what New opened, in reverse order.
 func (n *Node) close() error {
 	var errs []error
+	if n.bulk != nil {
+		n.bulk.Close()
+	}
 	if n.fed != nil {
 		errs = append(errs, n.fed.Close())
 	}

@@ -39,6 +39,7 @@ var auditOps = map[string]string{
 	"DELETE /api/v1/enrollment-tokens/{id}":  "enrollment_token.revoke",
 	"POST /api/v1/devices/{id}/revoke":       "device.revoke",
 	"POST /api/v1/devices/{id}/allow-enroll": "device.allow_enroll",
+	"POST /api/v1/jobs":                      "bulk.create",
 	"POST /api/v1/jobs/{id}/cancel":          "job.cancel",
 	"POST /api/v1/peer-tokens":               "peer_token.create",
 	"POST /api/v1/peers/{name}/revoke":       "peer.revoke",

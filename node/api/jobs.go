@@ -239,6 +239,9 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if node := r.URL.Query().Get("node"); node != "" {
 		return s.getRemoteJob(w, r, p, r.PathValue("id"), node)
 	}
+	if id := r.PathValue("id"); s.isBulk(id) {
+		return s.getBulkJob(w, r, p, id)
+	}
 	_, j, err := s.visibleJobAs(p, r.PathValue("id"), consistentRequested(r))
 	if err != nil {
 		return err
@@ -250,6 +253,9 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, p *auth.Principa
 // cancelJob cancels a job not yet final (409 once it is).
 func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	id := r.PathValue("id")
+	if s.isBulk(id) {
+		return s.cancelBulkJob(w, r, p, id)
+	}
 	js, j, err := s.visibleJob(p, id)
 	if err != nil {
 		return err

@@ -62,6 +62,7 @@ import (
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/bulk"
 	"github.com/strata-dm/strata/node/devices"
 	"github.com/strata-dm/strata/node/jobs"
 )
@@ -125,6 +126,7 @@ type Config struct {
 
 	Devices *devices.Service // nil: device endpoints answer 501 not_implemented
 	Jobs    *jobs.Service    // nil: function calls answer 501
+	Bulk    *bulk.Service    // nil: bulk jobs answer 501
 	// MQTTAddress returns the HOST:PORT given to enrolling devices; host is
 	// the request's Host without port. nil or "" : mqtt_address is "".
 	MQTTAddress func(host string) string
@@ -371,8 +373,10 @@ func (s *Server) routeTable() []route {
 		{"POST /api/v1/devices/{id}/revoke", "/api/v1/devices/{id}/revoke", s.authed(s.revokeDevice)},
 		{"POST /api/v1/devices/{id}/allow-enroll", "/api/v1/devices/{id}/allow-enroll", s.authed(s.allowDeviceEnroll)},
 		{"GET /api/v1/jobs", "/api/v1/jobs", s.authed(s.listJobs)},
+		{"POST /api/v1/jobs", "/api/v1/jobs", s.authed(s.createBulkJob)},
 		{"GET /api/v1/jobs/{id}", "/api/v1/jobs/{id}", s.authed(s.getJob)},
 		{"POST /api/v1/jobs/{id}/cancel", "/api/v1/jobs/{id}/cancel", s.authed(s.cancelJob)},
+		{"GET /api/v1/jobs/{id}/failures", "/api/v1/jobs/{id}/failures", s.authed(s.bulkFailures)},
 		{"GET /api/v1/peers", "/api/v1/peers", s.authed(s.listPeers)},
 		{"POST /api/v1/peer-tokens", "/api/v1/peer-tokens", s.authed(s.createPeerToken)},
 		{"POST /api/v1/peers/{name}/revoke", "/api/v1/peers/{name}/revoke", s.authed(s.revokePeer)},

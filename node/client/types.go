@@ -345,3 +345,24 @@ type JobQuery struct {
 // JobPage is one page of jobs, newest first; Next, when set, is the
 // Before of the next page.
 type JobPage = apitypes.JobPage
+
+// Bulk jobs (docs/jobs.md).
+type (
+	BulkState       = apitypes.BulkState
+	BulkTarget      = apitypes.BulkTarget
+	NewBulkJob      = apitypes.NewBulkJob
+	BulkCounters    = apitypes.BulkCounters
+	BulkPeer        = apitypes.BulkPeer
+	BulkWave        = apitypes.BulkWave
+	BulkJob         = apitypes.BulkJob
+	BulkFailure     = apitypes.BulkFailure
+	BulkFailurePage = apitypes.BulkFailurePage
+)
+
+// States of a bulk job.
+const (
+	BulkRunning   = apitypes.BulkRunning
+	BulkPaused    = apitypes.BulkPaused
+	BulkDone      = apitypes.BulkDone
+	BulkCancelled = apitypes.BulkCancelled
+)
