@@ -23,7 +23,7 @@ const (
 func (x *ctl) jobsCmd() *cobra.Command {
 	c := group(&cobra.Command{
 		Use:   "jobs",
-		Short: "Function calls on devices: list, get, cancel",
+		Short: "Function calls on devices: list, get, cancel; bulk jobs: run, watch, failures",
 	})
 	var q client.JobQuery
 	var state string
@@ -69,6 +69,13 @@ through the federation links.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				if node == "" && isBulkID(args[0]) {
+					b, err := cl.GetBulkJob(ctx, args[0])
+					if err != nil {
+						return err
+					}
+					return x.show(b, func(w io.Writer) { printBulk(w, b) })
+				}
 				var j *client.Job
 				var err error
 				if node != "" {
@@ -86,10 +93,17 @@ through the federation links.`,
 	get.Flags().StringVar(&node, "node", "", "the node below owning the job (/peers/...)")
 	cancel := &cobra.Command{
 		Use:   "cancel ID",
-		Short: "Cancel a job that is not final yet",
+		Short: "Cancel a job that is not final yet (a bulk job: here and on every node below)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				if isBulkID(args[0]) {
+					b, err := cl.CancelBulkJob(ctx, args[0])
+					if err != nil {
+						return err
+					}
+					return x.show(b, func(w io.Writer) { printBulk(w, b) })
+				}
 				j, err := cl.CancelJob(ctx, args[0])
 				if err != nil {
 					return err
@@ -98,7 +112,7 @@ through the federation links.`,
 			})
 		},
 	}
-	c.AddCommand(list, get, cancel)
+	c.AddCommand(list, get, cancel, x.jobsRunCmd(), x.jobsWatchCmd(), x.jobsFailuresCmd())
 	return c
 }
 

@@ -1,0 +1,376 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/strata-dm/strata/node/client"
+)
+
+// Bulk jobs: strata ctl jobs run / watch / failures, and get and cancel
+// of a bulk job's id (docs/cli.md, docs/jobs.md).
+
+// isBulkID reports whether id has the form of a bulk job's id ("b" and
+// 20 characters of an xid, without the "-<device>" of a device job).
+func isBulkID(id string) bool {
+	return len(id) == 21 && id[0] == 'b' && !strings.ContainsAny(id, "-/")
+}
+
+// parseKV parses k=v flags into a map; what names the flag in errors.
+func parseKV(what string, kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--%s %q: want key=value", what, kv)
+		}
+		if old, dup := m[k]; dup && old != v {
+			return nil, fmt.Errorf("--%s %s given twice", what, k)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func (x *ctl) jobsRunCmd() *cobra.Command {
+	var (
+		filters, labels, paths, args []string
+		subtree, argsJSON, deadline  string
+		ttl                          time.Duration
+		watch                        bool
+	)
+	c := &cobra.Command{
+		Use:   "run FUNCTION [--filter k=v]... [--paths P,...] [--subtree P] [--label k=v]... [--args JSON] [--watch]",
+		Short: "Run a function on many devices, across the nodes below (a bulk job)",
+		Long: `Run issues a bulk job: FUNCTION on every device the target selects, on this
+node and on every node below it. The job is sent once per federation link;
+each node runs it on its own devices, and counts progress that flows back up.
+
+The target is every part given (AND):
+  --filter k=v   a query parameter of "strata ctl search": path, type,
+                 tenant, label.<key>, var.<name> (repeatable), e.g.
+                 --filter path=/peers/eu --filter var.os=android
+  --paths P,...  these device paths
+  --subtree P    the devices at or below P ("/" for every device)
+  --label k=v    the devices with this label (repeatable)
+
+Arguments are as for "strata ctl call" (--args, --arg). --ttl or --deadline
+(RFC 3339) bound how long devices may still start it (default 1h).
+With --watch, follow its progress as "strata ctl jobs watch" does.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, pos []string) error {
+			usage := func(err error) error { return usageError{err: err, cmd: c.CommandPath()} }
+			a, err := parseCallArgs(argsJSON, args)
+			if err != nil {
+				return usage(err)
+			}
+			var tg client.BulkTarget
+			if tg.Filter, err = parseKV("filter", filters); err != nil {
+				return usage(err)
+			}
+			if tg.Labels, err = parseKV("label", labels); err != nil {
+				return usage(err)
+			}
+			tg.Paths, tg.Subtree = paths, subtree
+			if tg.Filter == nil && tg.Labels == nil && tg.Paths == nil && tg.Subtree == "" {
+				return usage(errors.New("give a target: --filter, --paths, --subtree or --label (--subtree / for every device)"))
+			}
+			nb := client.NewBulkJob{Function: pos[0], Args: a, Target: tg, Deadline: deadline}
+			if ttl > 0 {
+				nb.TTL = ttl.String()
+			}
+			var b *client.BulkJob
+			err = x.call(c, func(ctx context.Context, cl *client.Client) error {
+				b, err = cl.CreateBulkJob(ctx, nb)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if !watch {
+				return x.show(b, func(w io.Writer) { printBulk(w, b) })
+			}
+			if !x.json() {
+				fmt.Fprintf(x.stdout, "bulk job %s\n", b.ID)
+			}
+			return x.watchBulk(c, b.ID, time.Second)
+		},
+	}
+	f := c.Flags()
+	f.StringArrayVar(&filters, "filter", nil, "search parameter key=value (repeatable)")
+	f.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	f.StringSliceVar(&paths, "paths", nil, "device paths, comma separated")
+	f.StringVar(&subtree, "subtree", "", "the devices at or below this path")
+	f.StringArrayVar(&args, "arg", nil, "argument name=JSONVALUE (repeatable)")
+	f.StringVar(&argsJSON, "args", "", "arguments as a JSON object")
+	f.DurationVar(&ttl, "ttl", 0, "the device jobs expire this long from now (default: the node's, 1h)")
+	f.StringVar(&deadline, "deadline", "", "the device jobs expire at this RFC 3339 time")
+	f.BoolVar(&watch, "watch", false, "follow the job's progress until it ends")
+	return c
+}
+
+func (x *ctl) jobsWatchCmd() *cobra.Command {
+	var every time.Duration
+	c := &cobra.Command{
+		Use:   "watch ID [--every 1s]",
+		Short: "Follow a bulk job's progress until it ends",
+		Long: `Watch shows a bulk job's progress, over every node and per node below, until
+it is done or cancelled: progress bars on a terminal, a line per change
+otherwise (-o json: the job as JSON at each change). Exit status: 0 when
+every device succeeded, 3 when some failed, expired or were cancelled.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, pos []string) error {
+			if every < 100*time.Millisecond {
+				return usageError{err: errors.New("--every must be at least 100ms"), cmd: c.CommandPath()}
+			}
+			return x.watchBulk(c, pos[0], every)
+		},
+	}
+	c.Flags().DurationVar(&every, "every", time.Second, "how often to read the job")
+	return c
+}
+
+func (x *ctl) jobsFailuresCmd() *cobra.Command {
+	var (
+		after string
+		limit int
+	)
+	c := &cobra.Command{
+		Use:   "failures ID [--after CURSOR] [--limit N]",
+		Short: "List a bulk job's failed devices with their errors",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, pos []string) error {
+			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				p, err := cl.BulkFailures(ctx, pos[0], after, limit)
+				if err != nil {
+					return err
+				}
+				return x.show(p, func(w io.Writer) {
+					tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+					fmt.Fprintln(tw, "TIME\tSTATE\tPATH\tJOB\tERROR")
+					for _, f := range p.Failures {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", fmtTime(f.Time), f.State, f.Path, orDash(f.Job), f.Error)
+					}
+					tw.Flush()
+					if p.Next != "" {
+						fmt.Fprintf(x.stderr, "more: --after %s\n", p.Next)
+					}
+				})
+			})
+		},
+	}
+	c.Flags().StringVar(&after, "after", "", "the cursor of the previous page")
+	c.Flags().IntVar(&limit, "limit", 0, "failures per page (server default 100, at most 1000)")
+	return c
+}
+
+// watchBulk reads bulk job id every interval until it ends.
+func (x *ctl) watchBulk(c *cobra.Command, id string, every time.Duration) error {
+	cl, err := x.client()
+	if err != nil {
+		return err
+	}
+	defer cl.CloseIdleConnections()
+	ctx := c.Context()
+	var view bulkView
+	switch {
+	case x.json():
+		view = &jsonView{x: x}
+	case isTerminalWriter(x.stdout):
+		view = newBarView(ctx, x.stdout)
+	default:
+		view = &lineView{w: x.stdout}
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, x.f.timeout)
+		b, err := cl.GetBulkJob(rctx, id)
+		cancel()
+		if err != nil {
+			view.stop()
+			return err
+		}
+		view.update(b)
+		if b.State == client.BulkDone || b.State == client.BulkCancelled {
+			view.stop()
+			return bulkOutcome(b)
+		}
+		select {
+		case <-ctx.Done():
+			view.stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// bulkOutcome is the error (and exit code) of a finished bulk job.
+func bulkOutcome(b *client.BulkJob) error {
+	c := b.Counters
+	if b.State == client.BulkDone && c.Succeeded == c.Total {
+		return nil
+	}
+	return exitError{code: exitJobFailed, err: fmt.Errorf("bulk job %s %s: %d of %d succeeded, %d failed, %d expired, %d cancelled (strata ctl jobs failures %s)",
+		b.ID, b.State, c.Succeeded, c.Total, c.Failed, c.Expired, c.Cancelled, b.ID)}
+}
+
+func isTerminalWriter(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isTerminal(f)
+}
+
+// bulkView shows a bulk job's progress as it is read.
+type bulkView interface {
+	update(b *client.BulkJob)
+	stop()
+}
+
+type jsonView struct {
+	x    *ctl
+	last string
+}
+
+func (v *jsonView) update(b *client.BulkJob) {
+	s := fmt.Sprint(b.State, b.Counters)
+	if s != v.last {
+		v.last = s
+		v.x.printJSON(b)
+	}
+}
+
+func (v *jsonView) stop() {}
+
+// lineView prints a line when the counters change.
+type lineView struct {
+	w    io.Writer
+	last string
+}
+
+func (v *lineView) update(b *client.BulkJob) {
+	c := b.Counters
+	s := fmt.Sprintf("%s %s: %d/%d finished (succeeded %d, failed %d, expired %d, cancelled %d; queued %d, delivered %d, running %d)",
+		b.ID, b.State, c.Finished(), c.Total, c.Succeeded, c.Failed, c.Expired, c.Cancelled, c.Queued, c.Delivered, c.Running)
+	if s != v.last {
+		v.last = s
+		fmt.Fprintf(v.w, "%s %s\n", time.Now().Format(time.TimeOnly), s)
+	}
+}
+
+func (v *lineView) stop() {}
+
+// barView draws one bar for the whole job and one per node (this one
+// and each below), each finished devices of its total.
+type barView struct {
+	p      *mpb.Progress
+	bars   map[string]*mpb.Bar
+	states map[string]*barState
+}
+
+func newBarView(ctx context.Context, w io.Writer) *barView {
+	return &barView{p: mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithAutoRefresh(), mpb.WithWidth(40)),
+		bars: map[string]*mpb.Bar{}, states: map[string]*barState{}}
+}
+
+// bar creates or moves the bar called name to counters c.
+func (v *barView) bar(name string, c client.BulkCounters) {
+	b, ok := v.bars[name]
+	if !ok {
+		st := &barState{}
+		b = v.p.New(int64(max(c.Total, 1)), mpb.BarStyle(),
+			mpb.PrependDecorators(decor.Name(name, decor.WC{C: decor.DindentRight | decor.DextraSpace}), decor.CountersNoUnit("%d/%d")),
+			mpb.AppendDecorators(decor.Percentage(decor.WC{W: 5}), decor.Any(st.text)),
+		)
+		v.bars[name], v.states[name] = b, st
+	}
+	v.states[name].set(c)
+	b.SetTotal(int64(max(c.Total, 1)), false)
+	b.SetCurrent(int64(c.Finished()))
+}
+
+// barState is the counters shown after a bar.
+type barState struct {
+	mu sync.Mutex
+	s  string
+}
+
+func (s *barState) text(decor.Statistics) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.s
+}
+
+func (s *barState) set(c client.BulkCounters) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.s = fmt.Sprintf(" ok %d failed %d expired %d cancelled %d", c.Succeeded, c.Failed, c.Expired, c.Cancelled)
+}
+
+func (v *barView) update(b *client.BulkJob) {
+	v.bar("all", b.Counters)
+	v.bar("this node", b.Local.BulkCounters)
+	peers := make([]string, 0, len(b.Peers))
+	for p := range b.Peers {
+		peers = append(peers, p)
+	}
+	slices.Sort(peers)
+	for _, p := range peers {
+		v.bar(p, b.Peers[p].BulkCounters)
+	}
+}
+
+func (v *barView) stop() {
+	for name, b := range v.bars {
+		if !b.Completed() {
+			b.SetTotal(-1, true) // complete where it is: drawn once more
+		}
+		delete(v.bars, name)
+	}
+	v.p.Wait()
+}
+
+// printBulk prints a bulk job as text.
+func printBulk(w io.Writer, b *client.BulkJob) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "bulk job:\t%s\n", b.ID)
+	fmt.Fprintf(tw, "function:\t%s\n", b.Function)
+	if len(b.Args) > 0 && string(b.Args) != "{}" {
+		fmt.Fprintf(tw, "args:\t%s\n", b.Args)
+	}
+	fmt.Fprintf(tw, "state:\t%s\n", b.State)
+	fmt.Fprintf(tw, "created:\t%s by %s\n", fmtTime(b.Created), orDash(b.CreatedBy))
+	fmt.Fprintf(tw, "deadline:\t%s\n", fmtTime(b.Deadline))
+	tw.Flush()
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tTOTAL\tQUEUED\tDELIVERED\tRUNNING\tSUCCEEDED\tFAILED\tEXPIRED\tCANCELLED\tERROR")
+	row := func(name string, state client.BulkState, c client.BulkCounters, e string) {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", name, state, c.Total, c.Queued, c.Delivered, c.Running,
+			c.Succeeded, c.Failed, c.Expired, c.Cancelled, e)
+	}
+	row("(all)", b.State, b.Counters, "")
+	row("/", b.Local.State, b.Local.BulkCounters, "")
+	peers := make([]string, 0, len(b.Peers))
+	for p := range b.Peers {
+		peers = append(peers, p)
+	}
+	slices.Sort(peers)
+	for _, p := range peers {
+		row(p, b.Peers[p].State, b.Peers[p].BulkCounters, b.Peers[p].Error)
+	}
+	tw.Flush()
+}

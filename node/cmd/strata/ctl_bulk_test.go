@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/strata-dm/strata/node/client"
+)
+
+const bulkID = "bd3o1k2ke6ss7vla0fnl0"
+
+// fakeBulkAPI serves one bulk job that is running on the first read and
+// done, with one failure, on the next ones.
+func fakeBulkAPI() http.HandlerFunc {
+	var reads atomic.Int32
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		job := func(state string, ok, failed int) string {
+			return `{"id":"` + bulkID + `","bulk":true,"function":"reboot","target":{"labels":{"site":"p7"}},"tenant":"","created_by":"admin",` +
+				`"created":"2026-01-01T00:00:00Z","deadline":"2026-01-01T01:00:00Z","state":"` + state + `",` +
+				`"counters":{"total":3,"queued":` + bitoa(3-ok-failed) + `,"delivered":0,"running":0,"succeeded":` + bitoa(ok) + `,"failed":` + bitoa(failed) + `,"expired":0,"cancelled":0},` +
+				`"local":{"total":0,"queued":0,"delivered":0,"running":0,"succeeded":0,"failed":0,"expired":0,"cancelled":0,"state":"` + state + `"},` +
+				`"peers":{"/peers/p7":{"total":3,"queued":0,"delivered":0,"running":0,"succeeded":` + bitoa(ok) + `,"failed":` + bitoa(failed) + `,"expired":0,"cancelled":0,"state":"` + state + `"}},"waves":[]}`
+		}
+		switch r.Method + " " + r.URL.Path {
+		case "POST /api/v1/jobs":
+			w.WriteHeader(http.StatusAccepted)
+			io.WriteString(w, job("running", 0, 0))
+		case "GET /api/v1/jobs/" + bulkID:
+			if reads.Add(1) == 1 {
+				io.WriteString(w, job("running", 1, 0))
+			} else {
+				io.WriteString(w, job("done", 2, 1))
+			}
+		case "POST /api/v1/jobs/" + bulkID + "/cancel":
+			io.WriteString(w, job("cancelled", 0, 0))
+		case "GET /api/v1/jobs/" + bulkID + "/failures":
+			io.WriteString(w, `{"failures":[{"node":"/peers/p7","path":"/peers/p7/devices/d-1","job":"`+bulkID+`-d-1","state":"failed","error":"disk full","time":"2026-01-01T00:00:05Z"}],"next":"/peers/p7@12"}`)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"error":"no such thing","code":"not_found"}`)
+		}
+	}
+}
+
+func bitoa(n int) string { return strconv.Itoa(n) }
+
+func TestCtlBulkJobs(t *testing.T) {
+	n := newFakeNode(t, fakeBulkAPI())
+	ctl := func(args ...string) (int, string, string) {
+		return runCmd(t, nil, "", append([]string{"ctl", "-c", n.config}, args...)...)
+	}
+	code, out, errOut := ctl("jobs", "run", "reboot", "--filter", "path=/peers/eu", "--filter", "var.os=android",
+		"--label", "site=p7", "--subtree", "/peers", "--paths", "/a,/b", "--arg", "force=true", "--ttl", "2h")
+	if code != 0 || !strings.Contains(out, "bulk job:  "+bulkID) || !strings.Contains(out, "/peers/p7") {
+		t.Fatalf("run: exit %d\n%s%s", code, out, errOut)
+	}
+	var body client.NewBulkJob
+	if err := json.Unmarshal([]byte(n.last(t).body), &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.Function != "reboot" || body.Target.Filter["var.os"] != "android" || body.Target.Filter["path"] != "/peers/eu" ||
+		body.Target.Labels["site"] != "p7" || body.Target.Subtree != "/peers" || len(body.Target.Paths) != 2 ||
+		string(body.Args) != `{"force":true}` || body.TTL != "2h0m0s" {
+		t.Fatalf("request body %+v", body)
+	}
+	if code, _, errOut := ctl("jobs", "run", "reboot"); code != 1 || !strings.Contains(errOut, "give a target") {
+		t.Fatalf("run without a target: exit %d %q", code, errOut)
+	}
+	// Watch (not a terminal: a line per change) ends with the job, and
+	// its exit status tells that a device failed.
+	code, out, errOut = ctl("jobs", "watch", bulkID, "--every", "100ms")
+	if code != exitJobFailed || !strings.Contains(out, "running: 1/3 finished") || !strings.Contains(out, "done: 3/3 finished (succeeded 2, failed 1") ||
+		!strings.Contains(errOut, "2 of 3 succeeded, 1 failed") {
+		t.Fatalf("watch: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = ctl("jobs", "get", bulkID)
+	if code != 0 || !strings.Contains(out, "state:     done") {
+		t.Fatalf("get: exit %d\n%s", code, out)
+	}
+	code, out, errOut = ctl("jobs", "failures", bulkID)
+	if code != 0 || !strings.Contains(out, "disk full") || !strings.Contains(errOut, "more: --after /peers/p7@12") {
+		t.Fatalf("failures: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = ctl("jobs", "cancel", bulkID)
+	if code != 0 || !strings.Contains(out, "cancelled") || n.last(t).path != "/api/v1/jobs/"+bulkID+"/cancel" {
+		t.Fatalf("cancel: exit %d\n%s", code, out)
+	}
+}
+
+// The terminal view draws a bar for the job and one per node, and stops
+// with the job.
+func TestBulkBarView(t *testing.T) {
+	var buf bytes.Buffer
+	v := newBarView(context.Background(), &buf)
+	b := &client.BulkJob{ID: bulkID, State: client.BulkRunning, Counters: client.BulkCounters{Total: 4, Succeeded: 1, Queued: 3},
+		Peers: map[string]client.BulkPeer{"/peers/p7": {BulkCounters: client.BulkCounters{Total: 4, Succeeded: 1, Queued: 3}}}}
+	v.update(b)
+	b.Counters = client.BulkCounters{Total: 4, Succeeded: 3, Failed: 1}
+	b.Peers["/peers/p7"] = client.BulkPeer{BulkCounters: b.Counters}
+	v.update(b)
+	v.stop()
+	if out := buf.String(); !strings.Contains(out, "/peers/p7") || !strings.Contains(out, "4/4") || !strings.Contains(out, "failed 1") {
+		t.Fatalf("bars:\n%s", out)
+	}
+}
