@@ -122,9 +122,11 @@ func New(opts Options) (_ *Node, err error) {
 	if n.model, err = model.New(mcfg); err != nil {
 		return nil, err
 	}
-	// Before the replica can lead: the leader decides the job changes
-	// that followers forward (jobs.New registers it again).
+	// Before the replica can lead: the leader decides the job and bulk
+	// job changes that followers forward (jobs.New and bulk.New register
+	// them again).
 	n.model.RegisterUpdater(jobs.KindJob, jobs.Update)
+	n.model.RegisterUpdater(bulk.KindBulk, bulk.Update)
 	if n.auth, err = auth.New(auth.Config{
 		Records:       n.model,
 		Logger:        log,

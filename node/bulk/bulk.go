@@ -167,10 +167,12 @@ type Progress struct {
 // Tree is what the service needs of the model; *model.Model implements it.
 type Tree interface {
 	Get(p model.Path) (*model.Context, error)
+	Children(p model.Path, after string, limit int) ([]model.Child, error)
 	Record(kind, key string) ([]byte, error)
 	Records(kind string, fn func(key string, value []byte) error) error
 	Apply(ctx context.Context, muts ...model.Mutation) ([]model.Entry, error)
 	Events(p model.Path, q model.EventQuery) ([]model.Event, error)
+	RegisterUpdater(kind string, fn model.RecordUpdater)
 }
 
 // Config is what New needs.
@@ -238,34 +240,96 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.created, s.dispatched)
 	}
-	err := cfg.Tree.Records(KindBulk, func(key string, b []byte) error {
+	cfg.Tree.RegisterUpdater(KindBulk, Update)
+	if err := s.reload(); err != nil {
+		return nil, err
+	}
+	go s.loop()
+	return s, nil
+}
+
+// reload replaces the parts in memory with the records' parts not
+// finished, and their device jobs' states with the jobs' records: at
+// start, and when a replica of a cluster starts to lead (the parts and
+// jobs changed through other replicas are then in the records only).
+func (s *Service) reload() error {
+	parts := map[string]*Part{}
+	devJob := map[string]map[string]apitypes.JobState{}
+	err := s.cfg.Tree.Records(KindBulk, func(key string, b []byte) error {
 		p := new(Part)
 		if err := json.Unmarshal(b, p); err != nil {
 			s.log.Warn("skipping a damaged bulk job record", "bulk", key, "err", err)
 			return nil
 		}
 		if !p.Finished {
-			s.parts[p.ID] = p
-			s.devJob[p.ID] = map[string]apitypes.JobState{}
+			parts[p.ID] = p
+			devJob[p.ID] = map[string]apitypes.JobState{}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bulk: load: %w", err)
+		return fmt.Errorf("bulk: load: %w", err)
 	}
-	if len(s.parts) > 0 {
-		err = cfg.Jobs.List(func(j jobs.Job) bool {
-			if m := s.devJob[j.Bulk]; j.Bulk != "" && m != nil {
+	if len(parts) > 0 {
+		err = s.cfg.Jobs.List(func(j jobs.Job) bool {
+			if m := devJob[j.Bulk]; j.Bulk != "" && m != nil {
 				m[j.ID] = j.State
 			}
 			return true
 		})
 		if err != nil {
-			return nil, fmt.Errorf("bulk: load device jobs: %w", err)
+			return fmt.Errorf("bulk: load device jobs: %w", err)
 		}
 	}
-	go s.loop()
-	return s, nil
+	s.mu.Lock()
+	s.parts, s.devJob, s.last = parts, devJob, map[string]string{}
+	s.mu.Unlock()
+	return nil
+}
+
+// adopt takes into memory the parts of the records not finished that it
+// does not hold: parts created, or received, through another replica of
+// a cluster. Their device jobs, if another replica made some, are read
+// from the jobs' records.
+func (s *Service) adopt() error {
+	var found []*Part
+	err := s.cfg.Tree.Records(KindBulk, func(key string, b []byte) error {
+		s.mu.Lock()
+		_, known := s.parts[key]
+		s.mu.Unlock()
+		if known {
+			return nil
+		}
+		p := new(Part)
+		if json.Unmarshal(b, p) == nil && !p.Finished {
+			found = append(found, p)
+		}
+		return nil
+	})
+	if err != nil || len(found) == 0 {
+		return err
+	}
+	devJob := map[string]map[string]apitypes.JobState{}
+	for _, p := range found {
+		devJob[p.ID] = map[string]apitypes.JobState{}
+	}
+	err = s.cfg.Jobs.List(func(j jobs.Job) bool {
+		if m := devJob[j.Bulk]; j.Bulk != "" && m != nil {
+			m[j.ID] = j.State
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, p := range found {
+		if _, known := s.parts[p.ID]; !known {
+			s.parts[p.ID], s.devJob[p.ID] = p, devJob[p.ID]
+		}
+	}
+	s.mu.Unlock()
+	return nil
 }
 
 // Close stops the work loop. Calling it twice is safe.
@@ -425,7 +489,7 @@ func (s *Service) Receive(ctx context.Context, consumer string, id Identity, sco
 
 // begin stores a new part and its context, then hands it to the loop.
 func (s *Service) begin(ctx context.Context, part *Part) error {
-	b, err := json.Marshal(part)
+	b, err := json.Marshal(change{Create: part})
 	if err != nil {
 		return err
 	}
@@ -439,7 +503,11 @@ func (s *Service) begin(ctx context.Context, part *Part) error {
 	if _, ok := s.parts[part.ID]; ok {
 		return nil
 	}
-	if _, err := s.cfg.Tree.Apply(ctx, model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: KindBulk, Key: part.ID, Value: b}}, ctxMut); err != nil {
+	_, err = s.cfg.Tree.Apply(ctx, model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindBulk, Key: part.ID, Value: b}}, ctxMut)
+	if errors.Is(err, model.ErrConflict) {
+		return nil // received again: the part is there
+	}
+	if err != nil {
 		return fmt.Errorf("bulk: store %s: %w", part.ID, err)
 	}
 	s.parts[part.ID] = part
@@ -491,20 +559,10 @@ func (s *Service) Cancel(ctx context.Context, id, by string) (*Part, error) {
 }
 
 func (s *Service) cancel(ctx context.Context, id, by string) (*Part, error) {
-	s.mu.Lock()
-	part, ok := s.parts[id]
-	s.mu.Unlock()
-	if !ok {
-		p, err := s.Get(id)
-		if err != nil {
-			return nil, err
-		}
-		return p, fmt.Errorf("%w: bulk job %s is already %s", model.ErrConflict, id, map[bool]string{true: "cancelled", false: "done"}[p.Cancelled])
+	if !IsID(id) {
+		return nil, fmt.Errorf("%w: bulk job %q", model.ErrNotFound, id)
 	}
-	if part.Cancelled {
-		return nil, fmt.Errorf("%w: bulk job %s is already cancelled", model.ErrConflict, id)
-	}
-	out, err := s.update(ctx, id, func(p *Part) { p.Cancelled = true })
+	out, err := s.update(ctx, id, change{Cancel: true})
 	if err != nil {
 		return nil, err
 	}
@@ -513,26 +571,36 @@ func (s *Service) cancel(ctx context.Context, id, by string) (*Part, error) {
 	return out, nil
 }
 
-// update applies fn to part id in memory and stores it, with extra
-// mutations in the same commit; it returns a copy.
-func (s *Service) update(ctx context.Context, id string, fn func(*Part), extra ...model.Mutation) (*Part, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	part, ok := s.parts[id]
-	if !ok {
-		return nil, fmt.Errorf("%w: bulk job %q", model.ErrNotFound, id)
-	}
-	next := clonePart(part)
-	fn(next)
-	b, err := json.Marshal(next)
+// update proposes change c of part id, with extra mutations in the same
+// commit, and returns the part as the log wrote it; memory follows.
+func (s *Service) update(ctx context.Context, id string, c change, extra ...model.Mutation) (*Part, error) {
+	arg, err := json.Marshal(c)
 	if err != nil {
 		return nil, err
 	}
-	muts := append([]model.Mutation{{Op: model.OpPutRecord, Record: &model.Record{Kind: KindBulk, Key: id, Value: b}}}, extra...)
-	if _, err := s.cfg.Tree.Apply(ctx, muts...); err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	muts := append([]model.Mutation{{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindBulk, Key: id, Value: arg}}}, extra...)
+	es, err := s.cfg.Tree.Apply(ctx, muts...)
+	if err != nil {
+		if errors.Is(err, model.ErrConflict) || errors.Is(err, model.ErrNotFound) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("bulk: store %s: %w", id, err)
 	}
-	s.parts[id] = next
+	if len(es) == 0 || es[0].Mutation.Record == nil {
+		return nil, fmt.Errorf("bulk: store %s: no record logged", id)
+	}
+	next := new(Part)
+	if err := json.Unmarshal(es[0].Mutation.Record.Value, next); err != nil {
+		return nil, fmt.Errorf("bulk: store %s: %w", id, err)
+	}
+	if _, ok := s.parts[id]; ok || !next.Finished {
+		s.parts[id] = next
+		if s.devJob[id] == nil {
+			s.devJob[id] = map[string]apitypes.JobState{}
+		}
+	}
 	if next.Finished {
 		delete(s.parts, id)
 		delete(s.devJob, id)

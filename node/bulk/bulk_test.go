@@ -3,6 +3,7 @@ package bulk
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -207,5 +208,59 @@ func TestAuthorize(t *testing.T) {
 		if err := Authorize(op, tg, auth.RoleOperator); (err == nil) != c.ok {
 			t.Errorf("%+v: %v", c.target, err)
 		}
+	}
+}
+
+// Every change of a part is decided against its record: a second create,
+// a second cancel and a refusal already recorded are conflicts, and
+// marking it expanded again keeps the links it has.
+func TestUpdateDecidesAgainstTheRecord(t *testing.T) {
+	do := func(cur []byte, c change) ([]byte, error) {
+		arg, _ := json.Marshal(c)
+		return Update("b1", cur, arg)
+	}
+	p := &Part{Spec: Spec{ID: "b1", Function: "reboot"}}
+	rec, err := do(nil, change{Create: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := do(rec, change{Create: p}); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("created twice: %v", err)
+	}
+	links := map[string]*Link{"eu": {Mount: "/peers/eu"}}
+	if rec, err = do(rec, change{Expanded: &links}); err != nil {
+		t.Fatal(err)
+	}
+	none := map[string]*Link{}
+	if rec, err = do(rec, change{Expanded: &none}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err = do(rec, change{Link: "eu", Sent: true}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err = do(rec, change{Link: "eu", Error: "late"}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err = do(rec, change{Refuse: &Refusal{Path: "/devices/x", Error: "gone"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := do(rec, change{Refuse: &Refusal{Path: "/devices/x", Error: "gone"}}); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("refused twice: %v", err)
+	}
+	if rec, err = do(rec, change{Cancel: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := do(rec, change{Cancel: true}); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("cancelled twice: %v", err)
+	}
+	var got Part
+	if err := json.Unmarshal(rec, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !got.Expanded || len(got.Links) != 1 || !got.Links["eu"].Sent || got.Links["eu"].Error != "" || len(got.Refused) != 1 || !got.Cancelled {
+		t.Fatalf("part %+v", got)
+	}
+	if _, err := do(nil, change{Cancel: true}); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("a missing part: %v", err)
 	}
 }

@@ -45,6 +45,7 @@ func (s *Service) loop() {
 	}()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
+	leading, adopted := false, time.Now()
 	for {
 		select {
 		case <-s.stop:
@@ -52,8 +53,25 @@ func (s *Service) loop() {
 		case <-t.C:
 		case <-s.kick:
 		}
-		if s.cfg.Leading != nil && !s.cfg.Leading() {
-			continue
+		if s.cfg.Leading != nil {
+			now := s.cfg.Leading()
+			switch {
+			case !now:
+				leading = false
+				continue
+			case !leading:
+				// Other replicas worked on the parts until now.
+				if err := s.reload(); err != nil {
+					s.log.Warn("bulk jobs: reload on leading", "err", err)
+					continue
+				}
+				leading = true
+			case time.Since(adopted) > adoptEvery:
+				if err := s.adopt(); err != nil {
+					s.log.Warn("bulk jobs: adopt parts made through other replicas", "err", err)
+				}
+				adopted = time.Now()
+			}
 		}
 		s.mu.Lock()
 		ids := make([]string, 0, len(s.parts))
@@ -72,6 +90,10 @@ func (s *Service) loop() {
 		}
 	}
 }
+
+// adoptEvery is how often a leading replica looks for parts created or
+// received through other replicas.
+const adoptEvery = time.Second
 
 func (s *Service) snapshot(id string) *Part {
 	s.mu.Lock()
@@ -111,7 +133,7 @@ func (s *Service) work(ctx context.Context, id string) error {
 		return err
 	}
 	if finished {
-		if _, err := s.update(ctx, id, func(p *Part) { p.Finished = true }); err != nil {
+		if _, err := s.update(ctx, id, change{Finish: true}); err != nil {
 			return err
 		}
 		s.log.Info("bulk job finished here", "bulk", id, "state", prog.State, "total", prog.Counters.Total,
@@ -170,7 +192,8 @@ func (s *Service) expand(ctx context.Context, part *Part) error {
 		// Checked when the part was made: a record that no longer parses
 		// runs nowhere.
 		s.log.Warn("bulk job: target does not parse", "bulk", part.ID, "err", err)
-		_, err = s.update(ctx, part.ID, func(p *Part) { p.Expanded = true })
+		none := map[string]*Link{}
+		_, err = s.update(ctx, part.ID, change{Expanded: &none})
 		return err
 	}
 	pr := principal(part)
@@ -201,7 +224,11 @@ func (s *Service) expand(ctx context.Context, part *Part) error {
 			}
 		}
 	} else {
-		for _, prefix := range searchPrefixes(t, part.Scope) {
+		prefixes, err := s.localPrefixes(searchPrefixes(t, part.Scope))
+		if err != nil {
+			return err
+		}
+		for _, prefix := range prefixes {
 			q1 := q
 			q1.Prefix = prefix
 			for {
@@ -238,8 +265,40 @@ func (s *Service) expand(ctx context.Context, part *Part) error {
 			links[prov.Name] = &Link{Mount: prov.Mount, Target: mt.Wire(), Scope: sc}
 		}
 	}
-	_, err = s.update(ctx, part.ID, func(p *Part) { p.Expanded, p.Links = true, links })
+	_, err = s.update(ctx, part.ID, change{Expanded: &links})
 	return err
+}
+
+// localPrefixes replaces in prefixes the subtrees that hold the mounts
+// (/ and /peers) by the subtrees beside the mounts: the devices below are
+// the providers' to expand, and searching their mirrors here would only
+// skip them one by one.
+func (s *Service) localPrefixes(prefixes []model.Path) ([]model.Path, error) {
+	var out []model.Path
+	for _, p := range prefixes {
+		switch {
+		case !federation.PeersRoot.Within(p):
+			out = append(out, p)
+		case p.IsRoot():
+			after := ""
+			for {
+				cs, err := s.cfg.Tree.Children(model.Root, after, 1000)
+				if err != nil {
+					return nil, err
+				}
+				for _, c := range cs {
+					if cp, err := model.Root.Child(c.Name); err == nil && cp != federation.PeersRoot {
+						out = append(out, cp)
+					}
+				}
+				if len(cs) < 1000 {
+					break
+				}
+				after = cs[len(cs)-1].Name
+			}
+		}
+	}
+	return out, nil
 }
 
 // dispatch makes the device job of the device at path, or records its
@@ -308,7 +367,10 @@ func (s *Service) refuse(ctx context.Context, id string, path model.Path, cause 
 	payload, _ := json.Marshal(jobs.BulkFailureEvent{Path: path, State: jobs.Failed, Error: msg})
 	ev := model.Mutation{Op: model.OpEvent, Path: jobs.BulkPath(id),
 		Event: &model.Event{Name: jobs.BulkFailureEventName, Level: model.LevelWarning, Payload: payload}}
-	_, err := s.update(ctx, id, func(p *Part) { p.Refused = append(p.Refused, Refusal{Path: path, Error: msg}) }, ev)
+	_, err := s.update(ctx, id, change{Refuse: &Refusal{Path: path, Error: msg}}, ev)
+	if errors.Is(err, model.ErrConflict) {
+		return nil // refused already (its event with it)
+	}
 	return err
 }
 
@@ -328,7 +390,7 @@ func (s *Service) sendAll(ctx context.Context, part *Part) error {
 			continue
 		}
 		if !s.clock().Before(part.Deadline) {
-			if _, err := s.update(ctx, part.ID, func(p *Part) { p.Links[name].Error = "not sent before the deadline" }); err != nil {
+			if _, err := s.update(ctx, part.ID, change{Link: name, Error: "not sent before the deadline"}); err != nil {
 				return err
 			}
 			continue
@@ -340,7 +402,7 @@ func (s *Service) sendAll(ctx context.Context, part *Part) error {
 		cancel()
 		switch {
 		case err == nil:
-			_, err = s.update(ctx, part.ID, func(p *Part) { p.Links[name].Sent = true })
+			_, err = s.update(ctx, part.ID, change{Link: name, Sent: true})
 			if err != nil {
 				return err
 			}
@@ -351,7 +413,7 @@ func (s *Service) sendAll(ctx context.Context, part *Part) error {
 			s.log.Debug("bulk job: provider unreachable, will try again", "bulk", part.ID, "provider", name, "err", err)
 		default:
 			msg := err.Error()
-			if _, err := s.update(ctx, part.ID, func(p *Part) { p.Links[name].Error = msg }); err != nil {
+			if _, err := s.update(ctx, part.ID, change{Link: name, Error: msg}); err != nil {
 				return err
 			}
 			s.log.Warn("bulk job refused by provider", "bulk", part.ID, "provider", name, "err", msg)
@@ -409,7 +471,7 @@ func (s *Service) cancelAll(ctx context.Context, part *Part) error {
 				s.log.Warn("bulk job: provider refused the cancel", "bulk", part.ID, "provider", name, "err", err)
 			}
 		}
-		if _, err := s.update(ctx, part.ID, func(p *Part) { p.Links[name].CancelSent = true }); err != nil {
+		if _, err := s.update(ctx, part.ID, change{Link: name, CancelSent: true}); err != nil {
 			return err
 		}
 	}
