@@ -486,3 +486,96 @@ func TestBulkJobReceivedWithinGrant(t *testing.T) {
 		t.Fatalf("acme's device job: %v", err)
 	}
 }
+
+// A cancel at HQ goes down two links: the device jobs still open on the
+// probe are cancelled, and HQ counts them.
+func TestBulkJobCancelEverywhere(t *testing.T) {
+	ctx := context.Background()
+	hq := startFedNode(t, "hq", "127.0.0.1:0")
+	eu := startFedNode(t, "eu", "127.0.0.1:0")
+	p1 := startProbe(t, "p1")
+	var devs []*simDevice
+	for i := range 3 {
+		d := enrollSim(t, p1.n, "acme", fmt.Sprintf("hw-%d", i), "plant-7", "android")
+		d.hold.Store(true)
+		d.connect(t, p1.n)
+		devs = append(devs, d)
+	}
+	joinNode(t, eu, hq, "eu", "operate")
+	joinNode(t, &p1.fedNode, eu, "p1", "operate", "/devices")
+	tstest.WaitForErr(t, bulkWait, "p1's devices at hq", func() (bool, error) {
+		_, err := hq.admin.GetContext(ctx, "/peers/eu/peers/p1"+string(devs[2].e.Path))
+		return err == nil, err
+	})
+	b, err := hq.admin.CreateBulkJob(ctx, client.NewBulkJob{Function: "reboot", Target: client.BulkTarget{Subtree: "/peers/eu/peers/p1/devices"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, bulkWait, "hq counts 3 delivered", func() (bool, error) {
+		v, err := hq.admin.GetBulkJob(ctx, b.ID)
+		return err == nil && v.Counters.Delivered == 3, err
+	})
+	if v, err := hq.admin.CancelBulkJob(ctx, b.ID); err != nil || v.State != client.BulkCancelled {
+		t.Fatalf("cancel: %+v %v", v, err)
+	}
+	tstest.WaitForErr(t, bulkWait, "hq counts 3 cancelled", func() (bool, error) {
+		v, err := hq.admin.GetBulkJob(ctx, b.ID)
+		return err == nil && v.Counters == client.BulkCounters{Total: 3, Cancelled: 3}, err
+	})
+	if truth := bulkTruth(t, p1.n, b.ID); truth != (client.BulkCounters{Total: 3, Cancelled: 3}) {
+		t.Fatalf("p1's device jobs: %+v", truth)
+	}
+	if v, err := p1.admin.GetBulkJob(ctx, b.ID); err != nil || v.State != client.BulkCancelled || v.Origin != "eu" {
+		t.Fatalf("the part at p1: %+v %v", v, err)
+	}
+	if _, err := hq.admin.CancelBulkJob(ctx, b.ID); apiStatus(err) != http.StatusConflict {
+		t.Fatalf("cancelled twice: %v", err)
+	}
+}
+
+// A job issued while a provider is down is sent when its link comes back,
+// and runs there then.
+func TestBulkJobSentWhenLinkHeals(t *testing.T) {
+	ctx := context.Background()
+	hq := startFedNode(t, "hq", "127.0.0.1:0")
+	p1 := startProbe(t, "p1")
+	d := enrollSim(t, p1.n, "acme", "hw-1", "plant-7", "android")
+	d.connect(t, p1.n)
+	joinNode(t, &p1.fedNode, hq, "p1", "operate", "/devices")
+	tstest.WaitForErr(t, bulkWait, "p1's device at hq", func() (bool, error) {
+		_, err := hq.admin.GetContext(ctx, "/peers/p1"+string(d.e.Path))
+		return err == nil, err
+	})
+	d.disconnect()
+	if err := p1.n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitFor(t, bulkWait, "hq sees p1 down", func() bool {
+		for _, p := range hq.n.fed.Peers() {
+			if p.Name == "p1" && p.Direction == "provider" {
+				return p.State != "connected"
+			}
+		}
+		return false
+	})
+	b, err := hq.admin.CreateBulkJob(ctx, client.NewBulkJob{Function: "reboot", Target: client.BulkTarget{Labels: map[string]string{"site": "plant-7"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, bulkWait, "hq's part expanded", func() (bool, error) {
+		part, err := hq.n.bulk.Get(b.ID)
+		return err == nil && part.Expanded && part.Links["p1"] != nil && !part.Links["p1"].Sent, err
+	})
+	if v, err := hq.admin.GetBulkJob(ctx, b.ID); err != nil || v.State != client.BulkRunning {
+		t.Fatalf("while p1 is down: %+v %v", v, err)
+	}
+	p1.start(t)
+	d.connect(t, p1.n)
+	done := waitBulk(t, hq.admin, b.ID, client.BulkDone)
+	if done.Counters != (client.BulkCounters{Total: 1, Succeeded: 1}) {
+		t.Fatalf("counters: %+v", done.Counters)
+	}
+	if ids := d.jobIDs(); len(ids) != 1 {
+		t.Fatalf("device ran %v", ids)
+	}
+}
