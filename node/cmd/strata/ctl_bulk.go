@@ -287,26 +287,41 @@ func newBarView(ctx context.Context, w io.Writer) *barView {
 		bars: map[string]*mpb.Bar{}, states: map[string]*barState{}}
 }
 
-// bar creates or moves the bar called name to counters c.
-func (v *barView) bar(name string, c client.BulkCounters) {
+// bar creates or moves the bar called name to counters c: finished
+// devices of the total (a node with none shows full once it is done).
+func (v *barView) bar(name string, c client.BulkCounters, state client.BulkState) {
 	b, ok := v.bars[name]
 	if !ok {
 		st := &barState{}
-		b = v.p.New(int64(max(c.Total, 1)), mpb.BarStyle(),
-			mpb.PrependDecorators(decor.Name(name, decor.WC{C: decor.DindentRight | decor.DextraSpace}), decor.CountersNoUnit("%d/%d")),
+		b = v.p.New(1, mpb.BarStyle(),
+			mpb.PrependDecorators(decor.Name(name, decor.WCSyncSpaceR), decor.Any(st.countsText, decor.WCSyncSpace)),
 			mpb.AppendDecorators(decor.Percentage(decor.WC{W: 5}), decor.Any(st.text)),
 		)
 		v.bars[name], v.states[name] = b, st
 	}
 	v.states[name].set(c)
-	b.SetTotal(int64(max(c.Total, 1)), false)
-	b.SetCurrent(int64(c.Finished()))
+	total, cur := int64(c.Total), int64(c.Finished())
+	if total == 0 {
+		total, cur = 1, 0
+		if state == client.BulkDone || state == client.BulkCancelled {
+			cur = 1
+		}
+	}
+	b.SetTotal(total, false)
+	b.SetCurrent(cur)
 }
 
-// barState is the counters shown after a bar.
+// barState is the counters shown beside a bar.
 type barState struct {
-	mu sync.Mutex
-	s  string
+	mu     sync.Mutex
+	counts string
+	s      string
+}
+
+func (s *barState) countsText(decor.Statistics) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts
 }
 
 func (s *barState) text(decor.Statistics) string {
@@ -318,19 +333,20 @@ func (s *barState) text(decor.Statistics) string {
 func (s *barState) set(c client.BulkCounters) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.counts = fmt.Sprintf("%d/%d", c.Finished(), c.Total)
 	s.s = fmt.Sprintf(" ok %d failed %d expired %d cancelled %d", c.Succeeded, c.Failed, c.Expired, c.Cancelled)
 }
 
 func (v *barView) update(b *client.BulkJob) {
-	v.bar("all", b.Counters)
-	v.bar("this node", b.Local.BulkCounters)
+	v.bar("all", b.Counters, b.State)
+	v.bar("this node", b.Local.BulkCounters, b.Local.State)
 	peers := make([]string, 0, len(b.Peers))
 	for p := range b.Peers {
 		peers = append(peers, p)
 	}
 	slices.Sort(peers)
 	for _, p := range peers {
-		v.bar(p, b.Peers[p].BulkCounters)
+		v.bar(p, b.Peers[p].BulkCounters, b.Peers[p].State)
 	}
 }
 
