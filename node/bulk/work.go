@@ -95,13 +95,32 @@ func (s *Service) loop() {
 // received through other replicas.
 const adoptEvery = time.Second
 
+// snapshot returns part id as its record has it (on a cluster, another
+// replica may have changed it: a cancel made through a follower), and
+// brings memory up to date; nil when the part is finished or gone.
 func (s *Service) snapshot(id string) *Part {
+	p, err := s.Get(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p, ok := s.parts[id]; ok {
-		return clonePart(p)
+	switch {
+	case err != nil:
+		if mp, ok := s.parts[id]; ok && !errors.Is(err, model.ErrNotFound) {
+			return clonePart(mp)
+		}
+		delete(s.parts, id)
+		delete(s.devJob, id)
+		return nil
+	case p.Finished:
+		delete(s.parts, id)
+		delete(s.devJob, id)
+		delete(s.last, id)
+		return nil
 	}
-	return nil
+	if _, ok := s.parts[id]; !ok {
+		return nil // left the loop meanwhile
+	}
+	s.parts[id] = p
+	return clonePart(p)
 }
 
 // work takes part id one round through its steps.
