@@ -105,9 +105,10 @@ type Spec struct {
 	Deadline  time.Time           `json:"deadline"`
 	CreatedBy string              `json:"created_by"`
 	Created   time.Time           `json:"created"`
-	// Scope, when non-nil, is where the sender allows the job to run
-	// here (what reaches this node of the subtrees it was allowed).
-	Scope []model.Path `json:"scope,omitempty"`
+	// Scope, when non-nil, is where the job may run here (what reaches
+	// this node of the subtrees it was allowed); empty: nowhere. Never
+	// omitted, so that a record keeps nowhere apart from everywhere.
+	Scope []model.Path `json:"scope"`
 }
 
 // Links are the provider links of this node; node wires the federation.

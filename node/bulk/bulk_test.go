@@ -264,3 +264,18 @@ func TestUpdateDecidesAgainstTheRecord(t *testing.T) {
 		t.Fatalf("a missing part: %v", err)
 	}
 }
+
+// A part received with nothing in scope keeps nothing in scope across a
+// restart (its record tells nowhere from everywhere).
+func TestEmptyScopeSurvivesTheRecord(t *testing.T) {
+	p := Part{Spec: Spec{ID: "b1", Scope: []model.Path{}}}
+	b, _ := json.Marshal(p)
+	var got Part
+	if err := json.Unmarshal(b, &got); err != nil || got.Scope == nil || len(got.Scope) != 0 {
+		t.Fatalf("%s → %+v %v", b, got.Scope, err)
+	}
+	b, _ = json.Marshal(Part{Spec: Spec{ID: "b2"}})
+	if err := json.Unmarshal(b, &got); err != nil || got.Scope != nil {
+		t.Fatalf("%s → %+v %v", b, got.Scope, err)
+	}
+}
