@@ -18,6 +18,7 @@ import (
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
@@ -295,6 +296,14 @@ func TestBulkJobAcrossTiers(t *testing.T) {
 	}
 	if ids := i1.jobIDs(); len(ids) != 0 {
 		t.Errorf("the ios device ran %v", ids)
+	}
+	// One request crossed each link: eu and each probe took the job once
+	// (their audit trails), whatever the number of devices.
+	for _, n := range []*Node{eu.n, p1.n, p2.n} {
+		recs, err := n.audit.List(ctx, 1000, func(r *audit.Record) bool { return r.Op == auditBulk && r.Target == b.ID })
+		if err != nil || len(recs) != 1 || recs[0].Outcome != audit.OK {
+			t.Fatalf("%s received the job %d times: %+v %v", n.cfg.Name, len(recs), recs, err)
+		}
 	}
 	// The failure, listed at hq with its error.
 	fp, err := hq.admin.BulkFailures(ctx, b.ID, "", 0)
