@@ -279,3 +279,23 @@ func TestEmptyScopeSurvivesTheRecord(t *testing.T) {
 		t.Fatalf("%s → %+v %v", b, got.Scope, err)
 	}
 }
+
+// Devices that do not answer before the deadline count as expired and
+// are listed among the failures.
+func TestExpiredDevices(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 2)
+	s := e.service(t, nil)
+	part, err := s.Create(ctx, sys, apitypes.NewBulkJob{Function: "reboot", Target: apitypes.BulkTarget{Subtree: "/"}}, time.Now().Add(1500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, 20*time.Second, "expired and done", func() (bool, error) {
+		v, err := s.View(ctx, part.ID)
+		return err == nil && v.State == apitypes.BulkDone && v.Counters == apitypes.BulkCounters{Total: 2, Expired: 2}, err
+	})
+	pg, err := s.Failures(ctx, part.ID, "", 10)
+	if err != nil || len(pg.Failures) != 2 || pg.Failures[0].State != apitypes.JobExpired || pg.Failures[0].Job == "" {
+		t.Fatalf("failures %+v %v", pg, err)
+	}
+}
