@@ -154,9 +154,12 @@ func (c *Cluster) handle(req rpcRequest) rpcResponse {
 	return rpcResponse{}
 }
 
-// call sends one request to the replica at address.
+// call sends one request to the replica at address, until ctx ends (the
+// connection: within statusTimeout too).
 func (c *Cluster) call(ctx context.Context, address string, req rpcRequest) (rpcResponse, error) {
-	conn, err := c.layer.dial(address, statusTimeout, muxRPC)
+	dctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	conn, err := c.layer.dialContext(dctx, address, muxRPC)
+	cancel()
 	if err != nil {
 		return rpcResponse{}, err
 	}
