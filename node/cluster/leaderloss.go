@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -24,20 +26,43 @@ import (
 // itself: every tenth of it, it looks at the last contact, and once the
 // leader has been silent for longer than the heartbeat timeout it has
 // Raft look at once (promptHeartbeatCheck), which then starts an election
-// exactly as its own timer would have. Both survivors so notice within a
-// tenth of a heartbeat timeout of each other. A follower that merely
-// missed heartbeats under load (the leader is alive) runs a pre-vote that
-// the others refuse, as when Raft's own timer fires, and follows the
-// leader again at its next heartbeat.
+// exactly as its own timer would have. A follower that merely missed
+// heartbeats under load (the leader is alive) runs a pre-vote that the
+// others refuse, as when Raft's own timer fires, and follows the leader
+// again at its next heartbeat.
+//
+// Noticing together is not enough: the survivors then campaign within a
+// few milliseconds of each other, and a survivor that campaigns a moment
+// before the one holding the longer log (which alone can win) is refused
+// by it (it still follows the silent leader), while one whose log equals
+// the other's can split the vote with it; either way the election ends
+// only after an election timeout. So the survivor that must win
+// campaigns last (campaignOrder): before it has Raft look, a survivor asks
+// the other voters for their log and leader ("status"); the one with the
+// longest log (the highest id among equals) holds its campaign until
+// each of the others that still followed the silent leader has
+// campaigned and asked it for a pre-vote, which Raft refuses as it still
+// follows that leader (at most half a heartbeat timeout; Raft's own timer
+// is held off meanwhile by a heartbeat timeout set ten times as long).
+// It then campaigns, and the others, no longer following anyone and with
+// logs no longer than its own, grant its pre-vote and vote. The others
+// campaign at once and are refused, or win if it is gone too.
 //
 // Forward and readIndex refuse at once (ErrNotLeader) to call a leader
 // that has been silent for longer than the heartbeat timeout
 // (leaderSilent): it is gone or cut off, and the caller does better to
 // retry than to wait on a connection to it.
-
+//
 // watchLeaderContact runs until the replica closes (see above).
 func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 	hb := r.ReloadableConfig().HeartbeatTimeout
+	p := &prevotes{ch: make(chan raft.Observation, 8), seen: map[string]time.Time{}}
+	obs := raft.NewObserver(p.ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.RequestPreVoteRequest)
+		return ok
+	})
+	r.RegisterObserver(obs)
+	defer r.DeregisterObserver(obs)
 	t := time.NewTicker(max(hb/10, 5*time.Millisecond))
 	defer t.Stop()
 	var prompted time.Time // the last contact a check was prompted for
@@ -45,6 +70,9 @@ func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 		select {
 		case <-c.quit:
 			return
+		case o := <-p.ch:
+			p.note(o)
+			continue
 		case <-t.C:
 		}
 		last, silent := silentLeader(r, hb)
@@ -52,6 +80,7 @@ func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 			continue
 		}
 		prompted = last
+		c.campaignOrder(r, hb, last, p)
 		if err := promptHeartbeatCheck(r); err != nil {
 			// Raft's own timer notices, later (a configuration whose
 			// leader lease equals its heartbeat timeout cannot be lowered).
@@ -59,6 +88,19 @@ func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 			return
 		}
 		c.log.Info("the leader is silent: an election is due", "silent_for", time.Since(last).Round(time.Millisecond), "heartbeat_timeout", hb)
+	}
+}
+
+// prevotes are the pre-votes this replica was asked for, as Raft observes
+// them: when each voter last asked (watchLeaderContact's goroutine only).
+type prevotes struct {
+	ch   chan raft.Observation
+	seen map[string]time.Time // voter id → when it last asked
+}
+
+func (p *prevotes) note(o raft.Observation) {
+	if req, ok := o.Data.(raft.RequestPreVoteRequest); ok {
+		p.seen[string(req.ID)] = time.Now()
 	}
 }
 
@@ -105,4 +147,135 @@ func (c *Cluster) leaderSilent() error {
 		return fmt.Errorf("%w: leader %s silent for %v (heartbeat timeout %v)", ErrNotLeader, id, time.Since(last).Round(time.Millisecond), hb)
 	}
 	return nil
+}
+
+// logPosition is a replica's last Raft log entry, which a vote compares,
+// and the leader it follows ("" none).
+type logPosition struct {
+	Term   uint64 `json:"term"`
+	Index  uint64 `json:"index"`
+	Leader string `json:"leader,omitempty"`
+}
+
+// position is this replica's logPosition, nil before Start.
+func (c *Cluster) position() *logPosition {
+	r := c.raft()
+	if r == nil {
+		return nil
+	}
+	p := &logPosition{}
+	if i, err := c.bolt.LastIndex(); err == nil && i > 0 {
+		var l raft.Log
+		if c.bolt.GetLog(i, &l) == nil {
+			p.Term, p.Index = l.Term, i
+		}
+	}
+	// A vote compares the later of the log and the latest snapshot.
+	if metas, err := c.snaps.List(); err == nil && len(metas) > 0 && metas[0].Index > p.Index {
+		p.Term, p.Index = metas[0].Term, metas[0].Index
+	}
+	_, id := r.LeaderWithID()
+	p.Leader = string(id)
+	return p
+}
+
+// before reports whether a vote ranks p (of replica pid) below q (of
+// qid): an older last term, a lower last index, or, equal, a lower id.
+func (p logPosition) before(pid string, q logPosition, qid string) bool {
+	if p.Term != q.Term {
+		return p.Term < q.Term
+	}
+	if p.Index != q.Index {
+		return p.Index < q.Index
+	}
+	return pid < qid
+}
+
+// campaignOrder returns when this follower, whose leader is silent since
+// last, should have Raft look (see above): at once, unless it holds the
+// longest log of the voters that answer; then once each of them has asked
+// it for a pre-vote since last (which Raft refused, as this replica still
+// follows that leader), or after half a heartbeat timeout. Raft's own
+// timer is held off until it returns.
+func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, last time.Time, pv *prevotes) {
+	// Raft's own timer would campaign meanwhile: it is held off with a
+	// heartbeat timeout ten times as long, set back on return (which,
+	// lowering it, has Raft look at once).
+	rc := r.ReloadableConfig()
+	hold := rc
+	hold.HeartbeatTimeout = 10 * rc.HeartbeatTimeout
+	hold.ElectionTimeout = max(rc.ElectionTimeout, hold.HeartbeatTimeout)
+	if err := r.ReloadConfig(hold); err != nil {
+		return
+	}
+	defer r.ReloadConfig(rc)
+	start := time.Now()
+	_, silent := r.LeaderWithID()
+	mine := c.position()
+	f := r.GetConfiguration()
+	if mine == nil || c.await(f) != nil {
+		return
+	}
+	peers := map[string]string{} // voters other than this replica and the silent leader: id → address
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != c.cfg.ID && s.ID != silent {
+			peers[string(s.ID)] = string(s.Address)
+		}
+	}
+	answered := c.peerPositions(peers, hb/4)
+	for id, p := range answered {
+		if mine.before(c.cfg.ID, p, id) {
+			return // another holds a longer log: campaign now
+		}
+	}
+	deadline := time.NewTimer(time.Until(start.Add(hb / 2)))
+	defer deadline.Stop()
+	for {
+		waiting := 0 // voters that answered and have not asked for a pre-vote since last
+		for id := range answered {
+			if !pv.seen[id].After(last) {
+				waiting++
+			}
+		}
+		if waiting == 0 {
+			if time.Since(start) > hb/20 {
+				c.log.Info("the leader is silent; campaigning with the longest log now that the other replicas have", "held", time.Since(start).Round(time.Millisecond))
+			}
+			return
+		}
+		select {
+		case o := <-pv.ch:
+			pv.note(o)
+		case <-deadline.C:
+			c.log.Info("the leader is silent; campaigning with the longest log although other replicas have not campaigned yet", "waiting_for", waiting, "held", time.Since(start).Round(time.Millisecond))
+			return
+		case <-c.quit:
+			return
+		}
+	}
+}
+
+// peerPositions asks the replicas at addrs (id → address) for their
+// logPosition, within timeout; those that do not answer in time, or
+// answer without one, are left out.
+func (c *Cluster) peerPositions(addrs map[string]string, timeout time.Duration) map[string]logPosition {
+	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, time.Millisecond))
+	defer cancel()
+	ctx, stop := c.untilClosed(ctx)
+	defer stop()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	got := map[string]logPosition{}
+	for id, addr := range addrs {
+		wg.Go(func() {
+			resp, err := c.call(ctx, addr, rpcRequest{Op: "status"})
+			if err == nil && resp.Position != nil {
+				mu.Lock()
+				got[id] = *resp.Position
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return got
 }
