@@ -56,7 +56,7 @@ import (
 // watchLeaderContact runs until the replica closes (see above).
 func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 	hb := r.ReloadableConfig().HeartbeatTimeout
-	p := &prevotes{ch: make(chan raft.Observation, 8), seen: map[string]time.Time{}}
+	p := &prevotes{ch: make(chan raft.Observation, 8), asked: map[string]uint64{}}
 	obs := raft.NewObserver(p.ch, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.RequestPreVoteRequest)
 		return ok
@@ -65,7 +65,11 @@ func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 	defer r.DeregisterObserver(obs)
 	t := time.NewTicker(max(hb/10, 5*time.Millisecond))
 	defer t.Stop()
-	var prompted time.Time // the last contact a check was prompted for
+	var (
+		prompted time.Time         // the last contact a check was prompted for
+		voters   map[string]string // the voters (id → address) as of votersAt
+		votersAt time.Time
+	)
 	for {
 		select {
 		case <-c.quit:
@@ -76,11 +80,26 @@ func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 		case <-t.C:
 		}
 		last, silent := silentLeader(r, hb)
-		if !silent || last.Equal(prompted) {
+		if !silent {
+			// The configuration, ready for when the leader goes silent
+			// (asked of Raft's main loop, which may be busy then).
+			if time.Since(votersAt) > votersRefresh {
+				if f := r.GetConfiguration(); c.await(f) == nil {
+					voters, votersAt = map[string]string{}, time.Now()
+					for _, s := range f.Configuration().Servers {
+						if s.Suffrage == raft.Voter {
+							voters[string(s.ID)] = string(s.Address)
+						}
+					}
+				}
+			}
+			continue
+		}
+		if last.Equal(prompted) {
 			continue
 		}
 		prompted = last
-		c.campaignOrder(r, hb, last, p)
+		c.campaignOrder(r, hb, voters, p)
 		if err := promptHeartbeatCheck(r); err != nil {
 			// Raft's own timer notices, later (a configuration whose
 			// leader lease equals its heartbeat timeout cannot be lowered).
@@ -91,16 +110,23 @@ func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 	}
 }
 
+// votersRefresh is how often watchLeaderContact reads the configuration
+// while the leader is heard.
+const votersRefresh = time.Second
+
 // prevotes are the pre-votes this replica was asked for, as Raft observes
-// them: when each voter last asked (watchLeaderContact's goroutine only).
+// them: the highest term each voter asked for (watchLeaderContact's
+// goroutine only). A pre-vote asks for the term after the candidate's: a
+// survivor campaigning after the leader of term T went silent asks for
+// T+1, while what other elections left in the channel asked for T or less.
 type prevotes struct {
-	ch   chan raft.Observation
-	seen map[string]time.Time // voter id → when it last asked
+	ch    chan raft.Observation
+	asked map[string]uint64 // voter id → the highest term it asked a pre-vote for
 }
 
 func (p *prevotes) note(o raft.Observation) {
 	if req, ok := o.Data.(raft.RequestPreVoteRequest); ok {
-		p.seen[string(req.ID)] = time.Now()
+		p.asked[string(req.ID)] = max(p.asked[string(req.ID)], req.Term)
 	}
 }
 
@@ -163,16 +189,14 @@ func (c *Cluster) position() *logPosition {
 	if r == nil {
 		return nil
 	}
-	p := &logPosition{}
-	if i, err := c.bolt.LastIndex(); err == nil && i > 0 {
-		var l raft.Log
-		if c.bolt.GetLog(i, &l) == nil {
-			p.Term, p.Index = l.Term, i
-		}
-	}
-	// A vote compares the later of the log and the latest snapshot.
-	if metas, err := c.snaps.List(); err == nil && len(metas) > 0 && metas[0].Index > p.Index {
-		p.Term, p.Index = metas[0].Term, metas[0].Index
+	// A vote compares the later of the last log entry and the latest
+	// snapshot: LastIndex, whose term the log holds, or else the snapshot.
+	p := &logPosition{Index: r.LastIndex()}
+	var l raft.Log
+	if err := c.bolt.GetLog(p.Index, &l); err == nil {
+		p.Term = l.Term
+	} else if metas, err := c.snaps.List(); err == nil && len(metas) > 0 && metas[0].Index == p.Index {
+		p.Term = metas[0].Term
 	}
 	_, id := r.LeaderWithID()
 	p.Leader = string(id)
@@ -191,13 +215,14 @@ func (p logPosition) before(pid string, q logPosition, qid string) bool {
 	return pid < qid
 }
 
-// campaignOrder returns when this follower, whose leader is silent since
-// last, should have Raft look (see above): at once, unless it holds the
+// campaignOrder returns when this follower, whose leader is silent,
+// should have Raft look (see above): at once, unless it holds the
 // longest log of the voters that answer; then once each of them has asked
-// it for a pre-vote since last (which Raft refused, as this replica still
-// follows that leader), or after half a heartbeat timeout. Raft's own
-// timer is held off until it returns.
-func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, last time.Time, pv *prevotes) {
+// it for a pre-vote for a later term (which Raft refused, as this replica
+// still follows that leader), once one of them turns out to hold a longer log
+// (entries of the old leader may still be arriving), or after half a
+// heartbeat timeout. Raft's own timer is held off until it returns.
+func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, voters map[string]string, pv *prevotes) {
 	// Raft's own timer would campaign meanwhile: it is held off with a
 	// heartbeat timeout ten times as long, set back on return (which,
 	// lowering it, has Raft look at once).
@@ -211,29 +236,37 @@ func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, last time.Time, 
 	defer r.ReloadConfig(rc)
 	start := time.Now()
 	_, silent := r.LeaderWithID()
-	mine := c.position()
-	f := r.GetConfiguration()
-	if mine == nil || c.await(f) != nil {
-		return
-	}
-	peers := map[string]string{} // voters other than this replica and the silent leader: id → address
-	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter && string(s.ID) != c.cfg.ID && s.ID != silent {
-			peers[string(s.ID)] = string(s.Address)
+	term := r.CurrentTerm()      // the silent leader's
+	peers := map[string]string{} // voters other than this replica and the silent leader
+	for id, addr := range voters {
+		if id != c.cfg.ID && id != string(silent) {
+			peers[id] = addr
 		}
 	}
-	answered := c.peerPositions(peers, hb/4)
-	for id, p := range answered {
-		if mine.before(c.cfg.ID, p, id) {
-			return // another holds a longer log: campaign now
+	// longest reports whether this replica holds the longest log of the
+	// peers that answer within timeout, which it returns.
+	longest := func(timeout time.Duration) (map[string]logPosition, bool) {
+		mine := c.position()
+		answered := c.peerPositions(peers, timeout)
+		for id, p := range answered {
+			if mine == nil || mine.before(c.cfg.ID, p, id) {
+				return answered, false
+			}
 		}
+		return answered, true
+	}
+	answered, first := longest(hb / 4)
+	if !first {
+		return // another holds a longer log: campaign now
 	}
 	deadline := time.NewTimer(time.Until(start.Add(hb / 2)))
 	defer deadline.Stop()
+	again := time.NewTicker(max(hb/10, time.Millisecond)) // asking the peers again
+	defer again.Stop()
 	for {
-		waiting := 0 // voters that answered and have not asked for a pre-vote since last
+		waiting := 0 // peers that answered and have not campaigned after the silent leader's term
 		for id := range answered {
-			if !pv.seen[id].After(last) {
+			if pv.asked[id] <= term {
 				waiting++
 			}
 		}
@@ -246,6 +279,11 @@ func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, last time.Time, 
 		select {
 		case o := <-pv.ch:
 			pv.note(o)
+		case <-again.C:
+			if _, first := longest(hb / 10); !first {
+				c.log.Info("the leader is silent; another replica holds a longer log now: campaigning", "held", time.Since(start).Round(time.Millisecond))
+				return
+			}
 		case <-deadline.C:
 			c.log.Info("the leader is silent; campaigning with the longest log although other replicas have not campaigned yet", "waiting_for", waiting, "held", time.Since(start).Round(time.Millisecond))
 			return
