@@ -38,15 +38,17 @@ import (
 // the other's can split the vote with it; either way the election ends
 // only after an election timeout. So the survivor that must win
 // campaigns last (campaignOrder): before it has Raft look, a survivor asks
-// the other voters for their log and leader ("status"); the one with the
+// the other voters for their last log entry ("status"); the one with the
 // longest log (the highest id among equals) holds its campaign until
-// each of the others that still followed the silent leader has
-// campaigned and asked it for a pre-vote, which Raft refuses as it still
-// follows that leader (at most half a heartbeat timeout; Raft's own timer
-// is held off meanwhile by a heartbeat timeout set ten times as long).
-// It then campaigns, and the others, no longer following anyone and with
-// logs no longer than its own, grant its pre-vote and vote. The others
-// campaign at once and are refused, or win if it is gone too.
+// each of the others has campaigned and asked it for a pre-vote, which
+// Raft refuses as it still follows that leader (at most half a heartbeat
+// timeout; Raft's own timer is held off meanwhile by a heartbeat timeout
+// set ten times as long). It then campaigns, and the others, no longer
+// following anyone and with logs no longer than its own, grant its
+// pre-vote and vote. The others campaign at once and are refused, or win
+// if it is gone too. The voters are read ahead, while the leader is
+// heard: Raft's main loop, which answers for the configuration, may be
+// busy when it goes silent.
 //
 // Forward and readIndex refuse at once (ErrNotLeader) to call a leader
 // that has been silent for longer than the heartbeat timeout
@@ -175,12 +177,10 @@ func (c *Cluster) leaderSilent() error {
 	return nil
 }
 
-// logPosition is a replica's last Raft log entry, which a vote compares,
-// and the leader it follows ("" none).
+// logPosition is a replica's last Raft log entry, which a vote compares.
 type logPosition struct {
-	Term   uint64 `json:"term"`
-	Index  uint64 `json:"index"`
-	Leader string `json:"leader,omitempty"`
+	Term  uint64 `json:"term"`
+	Index uint64 `json:"index"`
 }
 
 // position is this replica's logPosition, nil before Start.
@@ -198,8 +198,6 @@ func (c *Cluster) position() *logPosition {
 	} else if metas, err := c.snaps.List(); err == nil && len(metas) > 0 && metas[0].Index == p.Index {
 		p.Term = metas[0].Term
 	}
-	_, id := r.LeaderWithID()
-	p.Leader = string(id)
 	return p
 }
 

@@ -52,7 +52,7 @@ type rpcResponse struct {
 	Status  *Member `json:"status,omitempty"`
 	Entries []byte  `json:"entries,omitempty"` // apply: CBOR []model.Entry
 	Index   uint64  `json:"index,omitempty"`   // read_index: the leader's read index
-	// Position is the replica's Raft log and leader (status; leaderloss.go).
+	// Position is the replica's last Raft log entry (status; leaderloss.go).
 	Position *logPosition `json:"position,omitempty"`
 }
 

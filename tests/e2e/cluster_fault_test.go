@@ -46,7 +46,9 @@ import (
 // one after the other, and prints their figures side by side. Each kill
 // logs the time from the kill to the first acknowledged write of a
 // client retrying across replicas, and to HQ's mirror holding that
-// write; p50/p99 of both are logged at the end.
+// write; p50/p99 of both are logged at the end. A round slower than a
+// second logs its timeline (cluster_trace_test.go), every round with
+// STRATA_E2E_CLUSTER_TRACE=1.
 func TestClusterFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three strata processes under faults")
