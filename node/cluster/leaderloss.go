@@ -41,8 +41,9 @@ import (
 // the other voters for their last log entry ("status"); the one with the
 // longest log (the highest id among equals) holds its campaign until
 // each of the others has campaigned and asked it for a pre-vote, which
-// Raft refuses as it still follows that leader (at most half a heartbeat
-// timeout; Raft's own timer is held off meanwhile by a heartbeat timeout
+// Raft refuses as it still follows that leader (for at most half a
+// heartbeat timeout, or up to one when another heard from the leader
+// later; Raft's own timer is held off meanwhile by a heartbeat timeout
 // set ten times as long). It then campaigns, and the others, no longer
 // following anyone and with logs no longer than its own, grant its
 // pre-vote and vote. The others campaign at once and are refused, or win
@@ -58,7 +59,7 @@ import (
 // watchLeaderContact runs until the replica closes (see above).
 func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 	hb := r.ReloadableConfig().HeartbeatTimeout
-	p := &prevotes{ch: make(chan raft.Observation, 8), asked: map[string]uint64{}}
+	p := &prevotes{ch: make(chan raft.Observation, 8), asked: map[string]prevote{}}
 	obs := raft.NewObserver(p.ch, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.RequestPreVoteRequest)
 		return ok
@@ -101,7 +102,7 @@ func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 			continue
 		}
 		prompted = last
-		c.campaignOrder(r, hb, voters, p)
+		c.campaignOrder(r, hb, last, voters, p)
 		if err := promptHeartbeatCheck(r); err != nil {
 			// Raft's own timer notices, later (a configuration whose
 			// leader lease equals its heartbeat timeout cannot be lowered).
@@ -117,19 +118,31 @@ func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 const votersRefresh = time.Second
 
 // prevotes are the pre-votes this replica was asked for, as Raft observes
-// them: the highest term each voter asked for (watchLeaderContact's
-// goroutine only). A pre-vote asks for the term after the candidate's: a
-// survivor campaigning after the leader of term T went silent asks for
-// T+1, while what other elections left in the channel asked for T or less.
+// them: the last each voter asked, for which term and when it was read
+// (watchLeaderContact's goroutine only). A pre-vote asks for the term
+// after the candidate's: a survivor campaigning after the leader of term T
+// went silent asks for T+1 after that leader's last contact.
 type prevotes struct {
 	ch    chan raft.Observation
-	asked map[string]uint64 // voter id → the highest term it asked a pre-vote for
+	asked map[string]prevote // voter id → its last pre-vote request
+}
+
+type prevote struct {
+	term uint64
+	at   time.Time
 }
 
 func (p *prevotes) note(o raft.Observation) {
 	if req, ok := o.Data.(raft.RequestPreVoteRequest); ok {
-		p.asked[string(req.ID)] = max(p.asked[string(req.ID)], req.Term)
+		p.asked[string(req.ID)] = prevote{term: req.Term, at: time.Now()}
 	}
+}
+
+// campaigned reports whether voter id asked for a pre-vote for a term
+// after term since last.
+func (p *prevotes) campaigned(id string, term uint64, last time.Time) bool {
+	a := p.asked[id]
+	return a.term > term && a.at.After(last)
 }
 
 // silentLeader reports whether r follows a leader it has not heard from
@@ -216,11 +229,13 @@ func (p logPosition) before(pid string, q logPosition, qid string) bool {
 // campaignOrder returns when this follower, whose leader is silent,
 // should have Raft look (see above): at once, unless it holds the
 // longest log of the voters that answer; then once each of them has asked
-// it for a pre-vote for a later term (which Raft refused, as this replica
-// still follows that leader), once one of them turns out to hold a longer log
-// (entries of the old leader may still be arriving), or after half a
-// heartbeat timeout. Raft's own timer is held off until it returns.
-func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, voters map[string]string, pv *prevotes) {
+// it for a pre-vote for a later term since last, the silent leader's last
+// contact (which Raft refused, as this replica still follows that
+// leader), once one of them turns out to hold a longer log (entries of the
+// old leader may still be arriving), or after half a heartbeat timeout, or
+// up to one for a peer that heard from that leader later. Raft's own timer
+// is held off until it returns.
+func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, last time.Time, voters map[string]string, pv *prevotes) {
 	// Raft's own timer would campaign meanwhile: it is held off with a
 	// heartbeat timeout ten times as long, set back on return (which,
 	// lowering it, has Raft look at once).
@@ -241,14 +256,24 @@ func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, voters map[strin
 			peers[id] = addr
 		}
 	}
+	// The hold lasts until the others have noticed: half a heartbeat
+	// timeout, or more for one that heard from the silent leader later
+	// (entries still arriving), up to a heartbeat timeout.
+	until := start.Add(hb / 2)
 	// longest reports whether this replica holds the longest log of the
 	// peers that answer within timeout, which it returns.
-	longest := func(timeout time.Duration) (map[string]logPosition, bool) {
+	longest := func(timeout time.Duration) (map[string]peerState, bool) {
 		mine := c.position()
 		answered := c.peerPositions(peers, timeout)
 		for id, p := range answered {
-			if mine == nil || mine.before(c.cfg.ID, p, id) {
+			if mine == nil || mine.before(c.cfg.ID, p.logPosition, id) {
 				return answered, false
+			}
+			if notices := p.lastContact.Add(hb + hb/5); notices.After(until) {
+				until = notices
+				if most := start.Add(hb); until.After(most) {
+					until = most
+				}
 			}
 		}
 		return answered, true
@@ -257,14 +282,14 @@ func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, voters map[strin
 	if !first {
 		return // another holds a longer log: campaign now
 	}
-	deadline := time.NewTimer(time.Until(start.Add(hb / 2)))
+	deadline := time.NewTimer(time.Until(until))
 	defer deadline.Stop()
 	again := time.NewTicker(max(hb/10, time.Millisecond)) // asking the peers again
 	defer again.Stop()
 	for {
-		waiting := 0 // peers that answered and have not campaigned after the silent leader's term
+		waiting := 0 // peers that answered and have not campaigned since the silent leader's last contact
 		for id := range answered {
-			if pv.asked[id] <= term {
+			if !pv.campaigned(id, term, last) {
 				waiting++
 			}
 		}
@@ -282,6 +307,7 @@ func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, voters map[strin
 				c.log.Info("the leader is silent; another replica holds a longer log now: campaigning", "held", time.Since(start).Round(time.Millisecond))
 				return
 			}
+			deadline.Reset(time.Until(until))
 		case <-deadline.C:
 			c.log.Info("the leader is silent; campaigning with the longest log although other replicas have not campaigned yet", "waiting_for", waiting, "held", time.Since(start).Round(time.Millisecond))
 			return
@@ -291,25 +317,37 @@ func (c *Cluster) campaignOrder(r *raft.Raft, hb time.Duration, voters map[strin
 	}
 }
 
+// peerState is what a peer answers campaignOrder: its last log entry and
+// its last contact with the leader (zero when it did not say).
+type peerState struct {
+	logPosition
+	lastContact time.Time
+}
+
 // peerPositions asks the replicas at addrs (id → address) for their
-// logPosition, within timeout; those that do not answer in time, or
-// answer without one, are left out.
-func (c *Cluster) peerPositions(addrs map[string]string, timeout time.Duration) map[string]logPosition {
+// last log entry and last contact, within timeout; those that do not
+// answer in time, or answer without a position, are left out.
+func (c *Cluster) peerPositions(addrs map[string]string, timeout time.Duration) map[string]peerState {
 	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, time.Millisecond))
 	defer cancel()
 	ctx, stop := c.untilClosed(ctx)
 	defer stop()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	got := map[string]logPosition{}
+	got := map[string]peerState{}
 	for id, addr := range addrs {
 		wg.Go(func() {
 			resp, err := c.call(ctx, addr, rpcRequest{Op: "status"})
-			if err == nil && resp.Position != nil {
-				mu.Lock()
-				got[id] = *resp.Position
-				mu.Unlock()
+			if err != nil || resp.Position == nil {
+				return
 			}
+			p := peerState{logPosition: *resp.Position}
+			if resp.Status != nil && resp.Status.State == "follower" {
+				p.lastContact, _ = time.Parse(time.RFC3339Nano, resp.Status.LastContact)
+			}
+			mu.Lock()
+			got[id] = p
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
