@@ -326,10 +326,14 @@ func (c *Cluster) Start(m applier) error {
 	}
 	c.r.Store(r)
 	c.startPostgres()
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
 		c.watchLeadership(r)
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.watchLeaderContact(r) // leaderloss.go
 	}()
 	return nil
 }

@@ -16,9 +16,12 @@ import (
 // the entries, so a caller reads its own writes where it wrote. A
 // proposal is forwarded once: the leader applies a forwarded proposal
 // itself or fails it (ErrNotLeader when it no longer leads), and the
-// caller retries. With no leader to forward to, a proposal fails with
-// ErrNotLeader at once: only a leader's state machine decides. Errors keep their class (model.ErrNotFound and the
-// others) across the hop.
+// caller retries. With no leader to forward to, or one not heard from for
+// longer than the heartbeat timeout (leaderloss.go), a proposal fails
+// with ErrNotLeader at once: only a leader's state machine decides, and
+// a caller does better to retry than to wait on a leader that is gone.
+// Errors keep their class (model.ErrNotFound and the others) across the
+// hop.
 
 var _ model.Forwarder = (*Cluster)(nil)
 
@@ -36,6 +39,10 @@ func (c *Cluster) Forward(ctx context.Context, muts []model.Mutation) ([]model.E
 		// behind the log, decides anything about it (a record update
 		// refused on a stale record would be a wrong answer).
 		return nil, true, c.notLeader()
+	}
+	if err := c.leaderSilent(); err != nil {
+		c.metrics.forwarded.WithLabelValues("unreachable").Inc()
+		return nil, true, err // leaderloss.go
 	}
 	data, err := model.Marshal(muts)
 	if err != nil {

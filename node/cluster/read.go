@@ -62,6 +62,9 @@ func (c *Cluster) readIndex(ctx context.Context) (uint64, error) {
 	if id == "" || id == c.cfg.ID {
 		return 0, c.notLeader()
 	}
+	if err := c.leaderSilent(); err != nil {
+		return 0, err // leaderloss.go
+	}
 	resp, err := c.call(ctx, addr, rpcRequest{Op: "read_index"})
 	if err != nil {
 		return 0, fmt.Errorf("%w: read index from %s at %s: %v", ErrNotLeader, id, addr, err)

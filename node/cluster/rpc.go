@@ -22,7 +22,7 @@ import (
 // response per connection, each a frame: u32 length (big endian), then
 // that many bytes of JSON.
 //
-//	{"op":"status"}                          → {"status": Member}
+//	{"op":"status"}                          → {"status": Member, "position": logPosition}
 //	{"op":"join","id":ID,"address":ADDR}     → {} once ID is a voter
 //	{"op":"apply","mutations":CBOR}          → {"entries": CBOR} (forward.go)
 //	{"op":"transfer"}                        → {} once another replica leads
@@ -52,6 +52,8 @@ type rpcResponse struct {
 	Status  *Member `json:"status,omitempty"`
 	Entries []byte  `json:"entries,omitempty"` // apply: CBOR []model.Entry
 	Index   uint64  `json:"index,omitempty"`   // read_index: the leader's read index
+	// Position is the replica's last Raft log entry (status; leaderloss.go).
+	Position *logPosition `json:"position,omitempty"`
 }
 
 // Member is one replica as GET /api/v1/cluster shows it.
@@ -115,7 +117,7 @@ func (c *Cluster) handle(req rpcRequest) rpcResponse {
 	switch req.Op {
 	case "status":
 		m := c.self()
-		return rpcResponse{Status: &m}
+		return rpcResponse{Status: &m, Position: c.position()}
 	case "apply":
 		return c.serveApply(req)
 	case "read_index":
@@ -154,9 +156,12 @@ func (c *Cluster) handle(req rpcRequest) rpcResponse {
 	return rpcResponse{}
 }
 
-// call sends one request to the replica at address.
+// call sends one request to the replica at address, until ctx ends (the
+// connection: within statusTimeout too).
 func (c *Cluster) call(ctx context.Context, address string, req rpcRequest) (rpcResponse, error) {
-	conn, err := c.layer.dial(address, statusTimeout, muxRPC)
+	dctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	conn, err := c.layer.dialContext(dctx, address, muxRPC)
+	cancel()
 	if err != nil {
 		return rpcResponse{}, err
 	}

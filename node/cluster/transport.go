@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -228,13 +229,26 @@ func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	return l.dial(string(address), timeout, muxRaft)
 }
 
-// dial opens a connection to a replica for what kind says.
+// dial opens a connection to a replica for what kind says, within
+// timeout (none when zero).
 func (l *streamLayer) dial(address string, timeout time.Duration, kind byte) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
+	ctx := context.Background()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	return l.dialContext(ctx, address, kind)
+}
+
+// dialContext is dial, until ctx ends: the connection, the handshake and
+// the mux byte.
+func (l *streamLayer) dialContext(ctx context.Context, address string, kind byte) (net.Conn, error) {
 	if l.cut.on.Load() {
 		return nil, errCut
 	}
-	raw, err := d.Dial("tcp", address)
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", address)
 	if err != nil {
 		return nil, err
 	}
@@ -242,17 +256,17 @@ func (l *streamLayer) dial(address string, timeout time.Duration, kind byte) (ne
 		return nil, errCut
 	}
 	c := tls.Client(raw, l.client)
-	if timeout > 0 {
-		c.SetDeadline(time.Now().Add(timeout))
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
 	}
-	if err := c.Handshake(); err != nil {
+	if err := c.HandshakeContext(ctx); err != nil {
 		c.Close()
 		return nil, err
 	}
-	c.SetDeadline(time.Time{})
 	if _, err := c.Write([]byte{kind}); err != nil {
 		c.Close()
 		return nil, err
 	}
+	c.SetDeadline(time.Time{})
 	return c, nil
 }

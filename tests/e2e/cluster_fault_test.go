@@ -46,7 +46,9 @@ import (
 // one after the other, and prints their figures side by side. Each kill
 // logs the time from the kill to the first acknowledged write of a
 // client retrying across replicas, and to HQ's mirror holding that
-// write; p50/p99 of both are logged at the end.
+// write; p50/p99 of both are logged at the end. A round slower than a
+// second logs its timeline (cluster_trace_test.go), every round with
+// STRATA_E2E_CLUSTER_TRACE=1.
 func TestClusterFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three strata processes under faults")
@@ -297,33 +299,57 @@ func registerValue(x *client.Context) string {
 }
 
 // firstWrite measures the time from since (the kill of leader, or its
-// isolation) to the first write acknowledged through a client that tries
-// every other replica in turn. The write puts round in /lin/probe's
-// variable "round", which HQ's mirror then shows.
+// isolation) to the first write acknowledged through a client retrying
+// across replicas as an operator's script would (docs/cluster.md,
+// "Clients of a cluster"): it tries every replica in turn, a killed one
+// too (it does not know which), gives each attempt attemptTimeout, moves
+// to the next replica on any failure, and pauses passPause after a pass
+// over all of them. The write puts round in /lin/probe's variable
+// "round", which HQ's mirror then shows. The round's timeline
+// (cluster_trace_test.go) is logged when it was slow.
 func (w *clusterWorkload) firstWrite(killed *replicaProc, since time.Time, round int) time.Duration {
 	clients := []*client.Client{w.api(0), w.api(1), w.api(2)}
 	v, _ := json.Marshal(round)
+	var attempts []attempt
 	for i := 0; ; i++ {
-		r := w.cp.reps[i%3]
-		if r == killed {
-			continue
+		if i > 0 && i%len(clients) == 0 {
+			time.Sleep(passPause) // the client's pause between passes, not synchronisation
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r := w.cp.reps[i%3]
+		if r == killed && r.p != nil {
+			continue // an isolated leader: the figure is of the others
+		}
+		a := attempt{target: r.id, start: time.Now()}
+		ctx, cancel := context.WithTimeout(context.Background(), attemptTimeout)
 		_, _, err := clients[i%3].PutContext(ctx, "/lin/probe", client.ContextUpdate{Type: "probe", Variables: map[string]json.RawMessage{"round": v}})
 		cancel()
+		a.end, a.err = time.Now(), err
+		attempts = append(attempts, a)
 		if err == nil {
-			return time.Since(since)
+			d := a.end.Sub(since)
+			if d > traceSlower || traceAll() {
+				w.t.Logf("round %d: timeline from the fault (%v to the first acknowledged write):\n%s", round, d.Round(time.Millisecond), w.cp.timeline(since, a.end, attempts))
+			}
+			return d
 		}
 		if st := statusOf(err); st != 0 && st != 503 && st != 504 {
-			w.t.Fatalf("a write after the leader's kill through %s: %v", r.id, err)
+			w.t.Fatalf("a write after the fault through %s: %v", r.id, err)
 		}
 		if time.Since(since) > time.Minute {
 			d := w.cp.describe()
 			w.cp.dumpStacks()
-			w.t.Fatalf("no write acknowledged a minute after the leader's kill: %v\n%s", err, d)
+			w.t.Fatalf("no write acknowledged a minute after the fault: %v\n%s", err, d)
 		}
 	}
 }
+
+// The measuring client's timing: what an attempt may take before the
+// client moves to the next replica, and its pause after a pass over all
+// of them.
+const (
+	attemptTimeout = 500 * time.Millisecond
+	passPause      = 10 * time.Millisecond
+)
 
 // telemetryDevice is an Eclipse Paho device publishing its counter as
 // telemetry at QoS 1, moving to the next replica when its link fails. It
