@@ -109,6 +109,7 @@ func (c *Cluster) watchLeaderContact(r *raft.Raft) {
 			c.log.Warn("cannot prompt Raft to notice a silent leader: it notices on its own timer", "err", err)
 			return
 		}
+		c.metrics.silentLeader.Inc()
 		c.log.Info("the leader is silent: an election is due", "silent_for", time.Since(last).Round(time.Millisecond), "heartbeat_timeout", hb)
 	}
 }

@@ -18,6 +18,7 @@ type metrics struct {
 	rebuilds      prometheus.Counter
 	refused       *prometheus.CounterVec
 	forwarded     *prometheus.CounterVec
+	silentLeader  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
 			Name: "strata_cluster_forwarded_total",
 			Help: "Proposals a follower forwarded to the leader, by outcome (ok; refused: the leader answered an error; unreachable).",
 		}, []string{"outcome"}),
+		silentLeader: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_cluster_silent_leader_elections_total",
+			Help: "Elections this follower started at the heartbeat timeout because its leader went silent, before Raft's own timer would have.",
+		}),
 	}
 	applyLag := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "strata_cluster_apply_lag_entries",
@@ -76,7 +81,7 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
 		}
 		return 0
 	})
-	m.cs = []prometheus.Collector{m.commitSeconds, m.leaderChanges, m.stale, m.restores, m.rebuilds, m.refused, m.forwarded, applyLag, leader}
+	m.cs = []prometheus.Collector{m.commitSeconds, m.leaderChanges, m.stale, m.restores, m.rebuilds, m.refused, m.forwarded, m.silentLeader, applyLag, leader}
 	if reg != nil {
 		for _, col := range m.cs {
 			reg.MustRegister(col)
