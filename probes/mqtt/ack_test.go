@@ -105,3 +105,88 @@ func TestBlockedConnectionDoesNotHoldUpAcks(t *testing.T) {
 		t.Fatalf("%s's PUBACK once writable: %v", a, ta.Error())
 	}
 }
+
+// tryWrite writes what the socket takes without waiting: all of a small
+// write on a fresh connection, part or nothing (and no error) once the
+// peer stopped reading and the buffers are full.
+func TestTryWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("no connection accepted")
+	}
+	defer peer.Close() // never read
+	rc, plain := rawSocket(&gatedConn{Conn: c})
+	if rc == nil || !plain {
+		t.Fatal("no raw socket under the gate")
+	}
+	if n, err := tryWrite(rc, []byte{0x40, 2, 0, 1}); n != 4 || err != nil {
+		t.Fatalf("fresh connection: wrote %d, %v", n, err)
+	}
+	chunk := make([]byte, 64<<10)
+	for {
+		n, err := tryWrite(rc, chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < len(chunk) {
+			break // full: it did not wait
+		}
+	}
+	if n, err := tryWrite(rc, chunk); n == len(chunk) || err != nil {
+		t.Fatalf("full connection: wrote %d of %d, %v", n, len(chunk), err)
+	}
+}
+
+// deadlineConn records the deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	set []time.Time
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	c.set = append(c.set, t)
+	return nil
+}
+
+// The gate passes on a deadline only when it moves the one in force
+// earlier, or later by an eighth of its distance from now or more.
+func TestGatedConnDeadline(t *testing.T) {
+	dc := &deadlineConn{}
+	c := &gatedConn{Conn: dc}
+	now := time.Now()
+	span := 90 * time.Second
+	c.SetDeadline(now.Add(span)) // first: set
+	c.SetDeadline(now.Add(span + time.Second))
+	c.SetDeadline(now.Add(span + 5*time.Second))  // kept: less than an eighth of 95 s later
+	c.SetDeadline(now.Add(span + 15*time.Second)) // set: 15 s later, more than (90+15)/8
+	c.SetDeadline(now.Add(span - time.Second))    // earlier: set
+	c.SetDeadline(time.Time{})                    // none: set
+	c.SetDeadline(now.Add(span))                  // after none: set
+	want := []time.Time{now.Add(span), now.Add(span + 15*time.Second), now.Add(span - time.Second), {}, now.Add(span)}
+	if len(dc.set) != len(want) {
+		t.Fatalf("set %v, want %v", dc.set, want)
+	}
+	for i := range want {
+		if !dc.set[i].Equal(want[i]) {
+			t.Fatalf("set %v, want %v", dc.set, want)
+		}
+	}
+}
