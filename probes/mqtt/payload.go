@@ -172,7 +172,13 @@ func truncate(s string, n int) string {
 // DecodeTelemetry decodes a telemetry payload into points, each a set of
 // variables stamped with its "ts" (default now).
 func DecodeTelemetry(data []byte, now time.Time) ([]map[string]model.Variable, error) {
-	if vars, ok := decodeFlat(data, now); ok {
+	return decodeTelemetryNames(data, now, nil)
+}
+
+// decodeTelemetryNames is DecodeTelemetry taking the names of the usual
+// payload's variables from ns (see names).
+func decodeTelemetryNames(data []byte, now time.Time, ns names) ([]map[string]model.Variable, error) {
+	if vars, ok := decodeFlatNames(data, now, ns); ok {
 		if vars == nil {
 			return nil, nil
 		}

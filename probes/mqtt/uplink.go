@@ -71,6 +71,7 @@ const (
 type item struct {
 	up      *uplink
 	muts    []model.Mutation
+	one     [1]model.Mutation // muts, when a message is one mutation
 	kind    topicKind
 	qos     byte
 	id      uint16 // packet id of a QoS 1 message
@@ -91,6 +92,7 @@ type uplink struct {
 	sh     *shard
 	window chan struct{} // one token per message queued and not yet acknowledged
 	gc     *gatedConn    // the connection under the ingest gate; nil: ungated
+	names  names         // telemetry variable names seen (reader only)
 	// sock is the connection's socket (nil: unknown); raw is the same
 	// when the connection is plain (not TLS), for writes tried without
 	// waiting (ack), else nil.
@@ -118,7 +120,7 @@ type outcome struct {
 func newUplink(h *hook, cl *mochi.Client, tenant string, epoch uint64) *uplink {
 	u := &uplink{
 		h: h, cl: cl, id: cl.ID, tenant: tenant, epoch: epoch, v5: cl.Properties.ProtocolVersion == 5,
-		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow), gc: gateOf(cl.Net.Conn),
+		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow), gc: gateOf(cl.Net.Conn), names: names{},
 	}
 	var plain bool
 	if u.sock, plain = rawSocket(cl.Net.Conn); plain {
