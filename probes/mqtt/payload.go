@@ -34,7 +34,14 @@ func DevicePath(id string) model.Path { return model.Path("/devices/" + id) }
 // parseTopic classifies a topic of device id and returns the job id of
 // command topics. ok is false for a topic outside the device's prefix.
 func parseTopic(id, topic string) (kind topicKind, job string, ok bool) {
-	rest, ok := strings.CutPrefix(topic, TopicPrefix(id))
+	// topic starts with TopicPrefix(id), checked without building it
+	rest, ok := strings.CutPrefix(topic, "strata/")
+	if ok {
+		rest, ok = strings.CutPrefix(rest, id)
+	}
+	if ok {
+		rest, ok = strings.CutPrefix(rest, "/")
+	}
 	if !ok || id == "" {
 		return topicUnknown, "", false
 	}

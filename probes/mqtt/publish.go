@@ -40,7 +40,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		return pk, h.answer(u, qos, h.judge(u, kind, pk.TopicName, err))
 	}
 	it := &item{up: u, kind: kind, qos: qos, id: pk.PacketID, topic: pk.TopicName}
-	muts, err := h.decode(u.id, u.tenant, kind, pk.Payload, u.names, &it.one)
+	muts, err := h.decode(u.path, u.tenant, kind, pk.Payload, u.names, &it.one)
 	it.muts = muts
 	if err != nil {
 		it.decided, it.v = true, h.judge(u, kind, pk.TopicName, err)
@@ -121,12 +121,11 @@ func kindName(k topicKind) string {
 // decode turns a message into mutations of the device's context. The
 // names of telemetry variables come from ns when there (nil: none), and a
 // message of one mutation is returned in one (nil: allocated).
-func (h *hook) decode(id, tenant string, kind topicKind, payload []byte, ns names, one *[1]model.Mutation) ([]model.Mutation, error) {
+func (h *hook) decode(path model.Path, tenant string, kind topicKind, payload []byte, ns names, one *[1]model.Mutation) ([]model.Mutation, error) {
 	if len(payload) > h.b.cfg.MaxPayloadBytes {
 		return nil, payloadErr("payload larger than %d bytes", h.b.cfg.MaxPayloadBytes)
 	}
 	now := h.b.cfg.Now().UTC()
-	path := DevicePath(id)
 	switch kind {
 	case topicTelemetry:
 		points, err := decodeTelemetryNames(payload, now, ns)

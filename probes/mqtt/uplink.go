@@ -86,6 +86,7 @@ type uplink struct {
 	h      *hook
 	cl     *mochi.Client
 	id     string
+	path   model.Path // DevicePath(id)
 	tenant string
 	epoch  uint64 // the device's revocation count when it authenticated (hook.epoch)
 	v5     bool
@@ -119,7 +120,7 @@ type outcome struct {
 
 func newUplink(h *hook, cl *mochi.Client, tenant string, epoch uint64) *uplink {
 	u := &uplink{
-		h: h, cl: cl, id: cl.ID, tenant: tenant, epoch: epoch, v5: cl.Properties.ProtocolVersion == 5,
+		h: h, cl: cl, id: cl.ID, path: DevicePath(cl.ID), tenant: tenant, epoch: epoch, v5: cl.Properties.ProtocolVersion == 5,
 		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow), gc: gateOf(cl.Net.Conn), names: names{},
 	}
 	var plain bool
