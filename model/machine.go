@@ -327,7 +327,12 @@ func (t *tx) guard(m *Mutation, cur *Context) error {
 			return fmt.Errorf("%w: %s", ErrNotFound, m.Path)
 		}
 	}
-	for _, a := range m.Path.Ancestors() {
+	p := m.Path
+	for i := 1; i < len(p); i++ { // the ancestors, as Ancestors lists them, without the list
+		if p[i] != '/' {
+			continue
+		}
+		a := p[:i]
 		c, err := t.get(a)
 		if err != nil {
 			return err

@@ -34,6 +34,9 @@ var ErrInvalidValue = fmt.Errorf("%w value", ErrInvalid)
 // context. It only ever applies to new writes: values stored before the
 // rule existed are read back as they are. Errors wrap ErrInvalidValue.
 func CheckValue(raw []byte) error {
+	if plainScalar(raw) {
+		return nil // the usual telemetry value, without the general scan
+	}
 	if !json.Valid(raw) {
 		if !utf8.Valid(raw) {
 			return fmt.Errorf("%w: not valid UTF-8", ErrInvalidValue)
@@ -150,4 +153,66 @@ func checkNumber(raw []byte, i int) (int, error) {
 		}
 	}
 	return j, nil
+}
+
+// plainScalar reports whether raw is, exactly, a JSON number without an
+// exponent of at most 300 characters (finite as a float64), true, false,
+// null, or a string of valid UTF-8 without escapes or control
+// characters: values that follow CheckValue's rule whatever they are.
+// False says nothing.
+func plainScalar(raw []byte) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	switch c := raw[0]; {
+	case c == '"':
+		if len(raw) < 2 || raw[len(raw)-1] != '"' {
+			return false
+		}
+		body := raw[1 : len(raw)-1]
+		for _, b := range body {
+			if b == '"' || b == '\\' || b < 0x20 {
+				return false
+			}
+		}
+		return utf8.Valid(body)
+	case c == 't':
+		return string(raw) == "true"
+	case c == 'f':
+		return string(raw) == "false"
+	case c == 'n':
+		return string(raw) == "null"
+	case c != '-' && (c < '0' || c > '9'):
+		return false
+	}
+	if len(raw) > 300 {
+		return false
+	}
+	i := 0
+	if raw[i] == '-' {
+		i++
+	}
+	switch {
+	case i == len(raw):
+		return false
+	case raw[i] == '0':
+		i++
+	case raw[i] >= '1' && raw[i] <= '9':
+		for i < len(raw) && raw[i] >= '0' && raw[i] <= '9' {
+			i++
+		}
+	default:
+		return false
+	}
+	if i < len(raw) && raw[i] == '.' {
+		i++
+		start := i
+		for i < len(raw) && raw[i] >= '0' && raw[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return false
+		}
+	}
+	return i == len(raw)
 }

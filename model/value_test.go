@@ -117,7 +117,8 @@ func TestStoredBadValuesStillOpen(t *testing.T) {
 // that reading refuses too.
 func FuzzCheckValue(f *testing.F) {
 	for _, s := range []string{`1`, `1e999`, `"a"`, "\"\xff\"", `"\ud800"`, `"\ud83d\ude00"`, `{"a":[1,2,{"b":null}]}`,
-		strings.Repeat("[", 65) + strings.Repeat("]", 65), `-0.0e-5`, ` true `, `[1,]`} {
+		strings.Repeat("[", 65) + strings.Repeat("]", 65), `-0.0e-5`, ` true `, `[1,]`,
+		`12.5`, `-0`, `01`, `1.`, `-`, `"plain é"`, "\"a\x01\"", `"a"b"`, `truex`, strings.Repeat("9", 301)} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

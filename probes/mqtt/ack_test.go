@@ -1,11 +1,17 @@
 package mqtt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	mochi "github.com/mochi-mqtt/server/v2"
 
 	"github.com/strata-dm/strata/internal/tstest"
 )
@@ -103,5 +109,177 @@ func TestBlockedConnectionDoesNotHoldUpAcks(t *testing.T) {
 	locked = false
 	if !ta.WaitTimeout(tstest.DefaultTimeout) || ta.Error() != nil {
 		t.Fatalf("%s's PUBACK once writable: %v", a, ta.Error())
+	}
+}
+
+// tryWrite writes what the socket takes without waiting: all of a small
+// write on a fresh connection, part or nothing (and no error) once the
+// peer stopped reading and the buffers are full.
+func TestTryWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("no connection accepted")
+	}
+	defer peer.Close() // never read
+	rc, plain := rawSocket(&gatedConn{Conn: c})
+	if rc == nil || !plain {
+		t.Fatal("no raw socket under the gate")
+	}
+	if n, err := tryWrite(rc, []byte{0x40, 2, 0, 1}); n != 4 || err != nil {
+		t.Fatalf("fresh connection: wrote %d, %v", n, err)
+	}
+	chunk := make([]byte, 64<<10)
+	for {
+		n, err := tryWrite(rc, chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < len(chunk) {
+			break // full: it did not wait
+		}
+	}
+	if n, err := tryWrite(rc, chunk); n == len(chunk) || err != nil {
+		t.Fatalf("full connection: wrote %d of %d, %v", n, len(chunk), err)
+	}
+}
+
+// deadlineConn records the deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	set []time.Time
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	c.set = append(c.set, t)
+	return nil
+}
+
+// The gate passes on a deadline only when it moves the one in force
+// earlier, or later by an eighth of its distance from now or more.
+func TestGatedConnDeadline(t *testing.T) {
+	dc := &deadlineConn{}
+	c := &gatedConn{Conn: dc}
+	now := time.Now()
+	span := 90 * time.Second
+	c.SetDeadline(now.Add(span)) // first: set
+	c.SetDeadline(now.Add(span + time.Second))
+	c.SetDeadline(now.Add(span + 5*time.Second))  // kept: less than an eighth of 95 s later
+	c.SetDeadline(now.Add(span + 15*time.Second)) // set: 15 s later, more than (90+15)/8
+	c.SetDeadline(now.Add(span - time.Second))    // earlier: set
+	c.SetDeadline(time.Time{})                    // none: set
+	c.SetDeadline(now.Add(span))                  // after none: set
+	want := []time.Time{now.Add(span), now.Add(span + 15*time.Second), now.Add(span - time.Second), {}, now.Add(span)}
+	if len(dc.set) != len(want) {
+		t.Fatalf("set %v, want %v", dc.set, want)
+	}
+	for i := range want {
+		if !dc.set[i].Equal(want[i]) {
+			t.Fatalf("set %v, want %v", dc.set, want)
+		}
+	}
+}
+
+// A device that stops reading lets its socket fill with PUBACKs: the
+// committer's write, tried without waiting, then leaves the rest to the
+// connection's ack writer, which writes it before anything else. Once the
+// device reads again, every message it sent is acknowledged once, in
+// order, as whole packets.
+func TestPubacksThroughFullSocket(t *testing.T) {
+	h, _, _ := gateHarness(t, 0, 1)
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return nil
+	}}
+	conn, err := d.Dial("tcp", h.broker.Addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ClientID, c.Username, c.Password, c.UsernameFlag, c.PasswordFlag, c.CleanStart, c.KeepAlive = "d0", "d0", []byte("s0"), true, true, true, 300
+	if _, err := cp.WriteTo(conn); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(tstest.DefaultTimeout))
+	if ack, err := packets.ReadPacket(conn); err != nil || ack.Type != packets.CONNACK {
+		t.Fatalf("CONNACK %v %v", ack, err)
+	}
+	var cl *mochi.Client
+	tstest.WaitFor(t, tstest.DefaultTimeout, "d0 registered", func() bool { cl = h.broker.hook.current("d0"); return cl != nil })
+	gateOf(cl.Net.Conn).Conn.(*net.TCPConn).SetWriteBuffer(4096) // a slow link: fills sooner
+
+	// Telemetry, never reading the PUBACKs, until an ack writer is
+	// finishing a write the committer began.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	var sent atomic.Int64
+	go func() {
+		defer close(stopped)
+		var buf bytes.Buffer
+		for id := 1; id < 65536; {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			buf.Reset()
+			for range 64 {
+				cp := packets.NewControlPacket(packets.PUBLISH)
+				p := cp.Content.(*packets.Publish)
+				p.Topic, p.QoS, p.PacketID, p.Payload = "strata/d0/telemetry", 1, uint16(id), fmt.Appendf(nil, `{"seq":%d}`, id)
+				cp.WriteTo(&buf)
+				id++
+			}
+			if _, err := conn.Write(buf.Bytes()); err != nil {
+				return
+			}
+			sent.Add(64)
+		}
+	}()
+	defer func() { <-stopped }()
+	tstest.WaitFor(t, tstest.DefaultTimeout, "an ack writer finishing the committer's write", func() bool {
+		return goroutineWaiting("(*uplink).writeRest", "(*gatedConn).Write")
+	})
+	close(stop)
+	for want := 1; ; want++ {
+		conn.SetReadDeadline(time.Now().Add(tstest.DefaultTimeout))
+		ack, err := packets.ReadPacket(conn)
+		if err != nil {
+			t.Fatalf("PUBACK %d: %v", want, err)
+		}
+		pa, ok := ack.Content.(*packets.Puback)
+		if !ok || int(pa.PacketID) != want || pa.ReasonCode != packets.PubackSuccess {
+			t.Fatalf("PUBACK %d: got %v", want, ack)
+		}
+		all := false
+		select {
+		case <-stopped:
+			all = int64(want) == sent.Load() // every message sent is acknowledged
+		default:
+		}
+		if all {
+			break
+		}
+	}
+	if v, _ := h.variable("d0", "seq"); v != fmt.Sprint(sent.Load()) {
+		t.Fatalf("seq = %s, sent %d", v, sent.Load())
 	}
 }

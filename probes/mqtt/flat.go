@@ -18,6 +18,32 @@ import (
 // bytes as sent (a scalar is already compact), the last of duplicate keys
 // wins, "ts" stamps the point.
 func decodeFlat(data []byte, now time.Time) (vars map[string]model.Variable, ok bool) {
+	return decodeFlatNames(data, now, nil)
+}
+
+// names keeps the variable names a connection sent, so that a device
+// sending the same names in every message does not make new strings of
+// them each time. It holds at most maxNames names; it is used by one
+// goroutine at a time (the connection's reader).
+type names map[string]string
+
+const maxNames = 256
+
+// name returns key as a string, from ns when it is there.
+func (ns names) name(key []byte) string {
+	if s, ok := ns[string(key)]; ok {
+		return s
+	}
+	s := string(key)
+	if ns != nil && len(ns) < maxNames {
+		ns[s] = s
+	}
+	return s
+}
+
+// decodeFlatNames is decodeFlat taking the names of variables from ns
+// (nil: none).
+func decodeFlatNames(data []byte, now time.Time, ns names) (vars map[string]model.Variable, ok bool) {
 	data = bytes.TrimSpace(data)
 	if len(data) < 2 || data[0] != '{' {
 		return nil, false
@@ -108,7 +134,7 @@ func decodeFlat(data []byte, now time.Time) (vars map[string]model.Variable, ok 
 	for _, m := range members {
 		start := len(arena)
 		arena = append(arena, m.val...)
-		vars[string(m.key)] = model.Variable{Value: arena[start:len(arena):len(arena)], Type: m.typ, Time: t}
+		vars[ns.name(m.key)] = model.Variable{Value: arena[start:len(arena):len(arena)], Type: m.typ, Time: t}
 	}
 	if len(vars) > model.MaxVariables {
 		return nil, false

@@ -134,8 +134,12 @@ func FuzzDecodeFlat(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	ns := names{} // shared across inputs, as a connection's
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fast, ok := decodeFlat(data, now)
+		fast, ok := decodeFlatNames(data, now, ns)
+		if len(ns) > maxNames {
+			t.Fatalf("%d names kept", len(ns))
+		}
 		if !ok {
 			return
 		}

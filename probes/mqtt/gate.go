@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +85,48 @@ type gatedConn struct {
 	g      *ingestGate
 	held   atomic.Bool // the reader holds a slot
 	closed atomic.Bool
+
+	dmu      sync.Mutex
+	deadline time.Time // the read and write deadline in force; zero: unknown or none
+}
+
+// SetDeadline sets the connection's deadline, unless it would only push
+// the one in force a little further: mochi sets now + 1.5 × keepalive
+// before every packet it reads, and moving the socket's timers costs
+// more than the rest of reading a small packet. A deadline is kept while
+// the new one is less than an eighth of its distance from now beyond it,
+// so a connection idle for 1.5 × keepalive is closed after at least
+// 1.31 × keepalive (MQTT asks for 1.5 at most; a device that keeps its
+// keepalive sends something within 1). Earlier deadlines, and none, are
+// set at once.
+func (c *gatedConn) SetDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if !t.IsZero() && !c.deadline.IsZero() && !t.Before(c.deadline) && t.Sub(c.deadline) < time.Until(t)/8 {
+		return nil
+	}
+	err := c.Conn.SetDeadline(t)
+	c.deadline = t
+	if err != nil {
+		c.deadline = time.Time{}
+	}
+	return err
+}
+
+// SetReadDeadline and SetWriteDeadline set one of the two: the deadline
+// SetDeadline keeps track of is then unknown.
+func (c *gatedConn) SetReadDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.deadline = time.Time{}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *gatedConn) SetWriteDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.deadline = time.Time{}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // Read gives the slot back, waits for data, and takes a slot again

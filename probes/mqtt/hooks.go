@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -61,12 +60,16 @@ func newHook(b *Broker) *hook {
 
 func (h *hook) ID() string { return "strata" }
 
+// Provides is asked for every hook method mochi calls, several times a
+// packet: a switch, without allocating.
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish,
+	switch b {
+	case mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish,
 		mochi.OnSessionEstablished, mochi.OnDisconnect, mochi.OnSubscribed,
-		mochi.OnQosPublish, mochi.OnQosComplete, mochi.OnPublishDropped, mochi.OnWill, mochi.OnWillSent,
-	}, []byte{b})
+		mochi.OnQosPublish, mochi.OnQosComplete, mochi.OnPublishDropped, mochi.OnWill, mochi.OnWillSent:
+		return true
+	}
+	return false
 }
 
 func (h *hook) stripe(id string) *sync.Mutex {
@@ -245,7 +248,7 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	if write {
 		ok = ok && kind != topicCommand
 	} else {
-		ok = ok && !strings.ContainsAny(strings.TrimPrefix(topic, TopicPrefix(cl.ID)), "$")
+		ok = ok && !strings.ContainsAny(topic[len("strata/")+len(cl.ID)+1:], "$") // ok: topic is under TopicPrefix(cl.ID)
 	}
 	if !ok {
 		h.b.metrics.aclDenied.Inc()

@@ -34,7 +34,14 @@ func DevicePath(id string) model.Path { return model.Path("/devices/" + id) }
 // parseTopic classifies a topic of device id and returns the job id of
 // command topics. ok is false for a topic outside the device's prefix.
 func parseTopic(id, topic string) (kind topicKind, job string, ok bool) {
-	rest, ok := strings.CutPrefix(topic, TopicPrefix(id))
+	// topic starts with TopicPrefix(id), checked without building it
+	rest, ok := strings.CutPrefix(topic, "strata/")
+	if ok {
+		rest, ok = strings.CutPrefix(rest, id)
+	}
+	if ok {
+		rest, ok = strings.CutPrefix(rest, "/")
+	}
 	if !ok || id == "" {
 		return topicUnknown, "", false
 	}
@@ -172,7 +179,13 @@ func truncate(s string, n int) string {
 // DecodeTelemetry decodes a telemetry payload into points, each a set of
 // variables stamped with its "ts" (default now).
 func DecodeTelemetry(data []byte, now time.Time) ([]map[string]model.Variable, error) {
-	if vars, ok := decodeFlat(data, now); ok {
+	return decodeTelemetryNames(data, now, nil)
+}
+
+// decodeTelemetryNames is DecodeTelemetry taking the names of the usual
+// payload's variables from ns (see names).
+func decodeTelemetryNames(data []byte, now time.Time, ns names) ([]map[string]model.Variable, error) {
+	if vars, ok := decodeFlatNames(data, now, ns); ok {
 		if vars == nil {
 			return nil, nil
 		}

@@ -39,8 +39,9 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		err := h.result(u, job, pk.Payload)
 		return pk, h.answer(u, qos, h.judge(u, kind, pk.TopicName, err))
 	}
-	muts, err := h.decode(u.id, u.tenant, kind, pk.Payload)
-	it := &item{up: u, muts: muts, kind: kind, qos: qos, id: pk.PacketID, topic: pk.TopicName}
+	it := &item{up: u, kind: kind, qos: qos, id: pk.PacketID, topic: pk.TopicName}
+	muts, err := h.decode(u.path, u.tenant, kind, pk.Payload, u.names, &it.one)
+	it.muts = muts
 	if err != nil {
 		it.decided, it.v = true, h.judge(u, kind, pk.TopicName, err)
 		if qos == 0 {
@@ -117,20 +118,26 @@ func kindName(k topicKind) string {
 	return "unknown"
 }
 
-// decode turns a message into mutations of the device's context.
-func (h *hook) decode(id, tenant string, kind topicKind, payload []byte) ([]model.Mutation, error) {
+// decode turns a message into mutations of the device's context. The
+// names of telemetry variables come from ns when there (nil: none), and a
+// message of one mutation is returned in one (nil: allocated).
+func (h *hook) decode(path model.Path, tenant string, kind topicKind, payload []byte, ns names, one *[1]model.Mutation) ([]model.Mutation, error) {
 	if len(payload) > h.b.cfg.MaxPayloadBytes {
 		return nil, payloadErr("payload larger than %d bytes", h.b.cfg.MaxPayloadBytes)
 	}
 	now := h.b.cfg.Now().UTC()
-	path := DevicePath(id)
 	switch kind {
 	case topicTelemetry:
-		points, err := DecodeTelemetry(payload, now)
+		points, err := decodeTelemetryNames(payload, now, ns)
 		if err != nil {
 			return nil, err
 		}
-		muts := make([]model.Mutation, len(points))
+		var muts []model.Mutation
+		if len(points) == 1 && one != nil {
+			muts = one[:]
+		} else {
+			muts = make([]model.Mutation, len(points))
+		}
 		for i, vars := range points {
 			muts[i] = model.Mutation{Op: model.OpPut, Path: path, Actor: tenant, Variables: vars}
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -70,6 +71,7 @@ const (
 type item struct {
 	up      *uplink
 	muts    []model.Mutation
+	one     [1]model.Mutation // muts, when a message is one mutation
 	kind    topicKind
 	qos     byte
 	id      uint16 // packet id of a QoS 1 message
@@ -84,12 +86,18 @@ type uplink struct {
 	h      *hook
 	cl     *mochi.Client
 	id     string
+	path   model.Path // DevicePath(id)
 	tenant string
 	epoch  uint64 // the device's revocation count when it authenticated (hook.epoch)
 	v5     bool
 	sh     *shard
 	window chan struct{} // one token per message queued and not yet acknowledged
 	gc     *gatedConn    // the connection under the ingest gate; nil: ungated
+	names  names         // telemetry variable names seen (reader only)
+	// sock is the connection's socket (nil: unknown); raw is the same
+	// when the connection is plain (not TLS), for writes tried without
+	// waiting (ack), else nil.
+	sock, raw syscall.RawConn
 
 	isolated atomic.Bool // refused once: never folded with other devices
 
@@ -111,10 +119,15 @@ type outcome struct {
 }
 
 func newUplink(h *hook, cl *mochi.Client, tenant string, epoch uint64) *uplink {
-	return &uplink{
-		h: h, cl: cl, id: cl.ID, tenant: tenant, epoch: epoch, v5: cl.Properties.ProtocolVersion == 5,
-		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow), gc: gateOf(cl.Net.Conn),
+	u := &uplink{
+		h: h, cl: cl, id: cl.ID, path: DevicePath(cl.ID), tenant: tenant, epoch: epoch, v5: cl.Properties.ProtocolVersion == 5,
+		sh: h.b.shardOf(cl.ID), window: make(chan struct{}, uplinkWindow), gc: gateOf(cl.Net.Conn), names: names{},
 	}
+	var plain bool
+	if u.sock, plain = rawSocket(cl.Net.Conn); plain {
+		u.raw = u.sock
+	}
+	return u
 }
 
 // enter takes room for one message in the connection's window and in the
@@ -190,7 +203,10 @@ func (u *uplink) done(it *item) {
 // start one goroutine per connection it answers (hundreds, all runnable
 // at once, ahead of the operator API in the run queue). Otherwise, or if
 // the write could wait (the socket is full, or mochi is writing to it),
-// u's ack writer goroutine sends them.
+// u's ack writer goroutine sends them. On a plain connection the write
+// is tried once without waiting, and what the socket did not take is
+// written by the ack writer before anything else (it keeps the client's
+// lock until then); on TLS the socket is asked first (writable).
 func (u *uplink) ack() {
 	u.mu.Lock()
 	if u.writing || len(u.ready) == 0 {
@@ -208,7 +224,33 @@ func (u *uplink) ack() {
 	}
 	u.mu.Unlock()
 	if inline && u.cl.TryLock() {
-		if writable(u.cl.Net.Conn) {
+		if u.raw != nil {
+			u.inlineBuf = u.inlineBuf[:0]
+			for _, a := range acks {
+				u.inlineBuf = append(u.inlineBuf, packets.Puback<<4, 2, byte(a.id>>8), byte(a.id))
+			}
+			n, err := tryWrite(u.raw, u.inlineBuf)
+			if err == nil && n < len(u.inlineBuf) {
+				rest := append([]byte(nil), u.inlineBuf[n:]...)
+				u.h.b.writers.Go(func() { u.writeRest(rest, acks) })
+				return
+			}
+			u.cl.Unlock()
+			if err != nil {
+				u.dead = true // the read loop sees the broken connection too
+			}
+			u.finished(acks)
+			u.mu.Lock()
+			if len(u.ready) == 0 { // nothing came meanwhile: the shard is the only producer
+				u.writing = false
+				u.mu.Unlock()
+				return
+			}
+			u.mu.Unlock()
+			u.h.b.writers.Go(u.writeAcks)
+			return
+		}
+		if u.sock != nil && writableRaw(u.sock) {
 			u.inlineBuf = u.inlineBuf[:0]
 			for _, a := range acks {
 				u.inlineBuf = append(u.inlineBuf, packets.Puback<<4, 2, byte(a.id>>8), byte(a.id))
@@ -237,6 +279,20 @@ func (u *uplink) ack() {
 		u.mu.Unlock()
 	}
 	u.h.b.writers.Go(u.writeAcks)
+}
+
+// writeRest is the ack writer started by ack when the socket took only
+// part of acks' PUBACKs: it writes the rest, still holding the client's
+// lock that ack took (so nothing comes between), then goes on as
+// writeAcks.
+func (u *uplink) writeRest(rest []byte, acks []outcome) {
+	_, err := u.cl.Net.Conn.Write(rest)
+	u.cl.Unlock()
+	if err != nil {
+		u.dead = true
+	}
+	u.finished(acks)
+	u.writeAcks()
 }
 
 // finished counts acks as sent; the caller is the only ack writer.
