@@ -87,28 +87,32 @@ type gatedConn struct {
 	closed atomic.Bool
 
 	dmu      sync.Mutex
-	deadline time.Time // the read and write deadline in force; zero: unknown or none
+	asked    time.Time // the deadline asked for when the one in force was set; zero: unknown or none
+	deadline time.Time // the read and write deadline in force (asked, plus slack)
 }
 
-// SetDeadline sets the connection's deadline, unless it would only push
-// the one in force a little further: mochi sets now + 1.5 × keepalive
-// before every packet it reads, and moving the socket's timers costs
-// more than the rest of reading a small packet. A deadline is kept while
-// the new one is less than an eighth of its distance from now beyond it,
-// so a connection idle for 1.5 × keepalive is closed after at least
-// 1.31 × keepalive (MQTT asks for 1.5 at most; a device that keeps its
-// keepalive sends something within 1). Earlier deadlines, and none, are
-// set at once.
+// SetDeadline sets the connection's deadline, late by at most an eighth
+// of its distance from now, and keeps the one in force while it is no
+// earlier than asked and no later than that slack: mochi sets now + 1.5 ×
+// keepalive before every packet it reads, and moving the socket's timers
+// costs more than the rest of reading a small packet. A connection is
+// thus never closed before the deadline mochi asks for (1.5 × keepalive,
+// as MQTT has it), and at most about 1.69 × keepalive after its last
+// packet. A zero deadline (none) is set at once.
 func (c *gatedConn) SetDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	if !t.IsZero() && !c.deadline.IsZero() && !t.Before(c.deadline) && t.Sub(c.deadline) < time.Until(t)/8 {
+	if !t.IsZero() && !c.asked.IsZero() && !t.Before(c.asked) && !t.After(c.deadline) {
 		return nil
 	}
-	err := c.Conn.SetDeadline(t)
-	c.deadline = t
-	if err != nil {
-		c.deadline = time.Time{}
+	set := t
+	if d := time.Until(t); !t.IsZero() && d > 0 {
+		set = t.Add(d / 8)
+	}
+	err := c.Conn.SetDeadline(set)
+	c.asked, c.deadline = t, set
+	if err != nil || t.IsZero() {
+		c.asked, c.deadline = time.Time{}, time.Time{}
 	}
 	return err
 }
@@ -118,14 +122,14 @@ func (c *gatedConn) SetDeadline(t time.Time) error {
 func (c *gatedConn) SetReadDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	c.deadline = time.Time{}
+	c.asked, c.deadline = time.Time{}, time.Time{}
 	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *gatedConn) SetWriteDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	c.deadline = time.Time{}
+	c.asked, c.deadline = time.Time{}, time.Time{}
 	return c.Conn.SetWriteDeadline(t)
 }
 
