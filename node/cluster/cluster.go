@@ -17,9 +17,12 @@
 // Close stops at once (as a crash would, but for the files).
 //
 // Throughput: the leader's model keeps up to Config.MaxInFlight batches
-// in flight (model.Pipelined): it proposes the next batch while the
-// previous ones replicate, and Raft appends and sends together what
-// arrived meanwhile. A batch built on one still in flight names it
+// in flight (model.Pipelined): it proposes the next batch once Raft's
+// leader loop took the previous one, while that one replicates, and
+// gathers proposals meanwhile. Few batches in flight (2 by default) make
+// big ones: most of what a Raft entry costs (its log append and its apply
+// in a store transaction, on every replica) is per entry, not per
+// mutation. A batch built on one still in flight names it
 // (model.Batch.After), and every replica refuses it unless that batch was
 // the last applied, so a batch never applies on state that was lost.
 //
@@ -54,6 +57,10 @@ import (
 
 	"github.com/strata-dm/strata/node/store"
 )
+
+// logCacheEntries is how many of the latest Raft log entries a replica
+// keeps in memory (raft.LogCache) besides its log on disk.
+const logCacheEntries = 64
 
 // Config configures one replica.
 type Config struct {
@@ -93,8 +100,10 @@ type Config struct {
 	// becomes a voter (default 30 min).
 	ApplyTimeout, JoinTimeout time.Duration
 	// MaxInFlight bounds the batches the leader's model keeps proposed
-	// and not yet applied (model.Pipelined; default 8): the next batch is
-	// proposed while the previous ones replicate.
+	// and not yet applied (model.Pipelined; default 2): the next batch is
+	// proposed while the previous ones replicate. More batches in flight
+	// make smaller ones, each costing a Raft entry on every replica
+	// (docs/benchmarks.md, "Raft cluster: commit throughput").
 	MaxInFlight int
 }
 
@@ -175,7 +184,7 @@ func Open(cfg Config) (*Cluster, error) {
 		cfg.JoinTimeout = 30 * time.Minute
 	}
 	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 8
+		cfg.MaxInFlight = 2
 	}
 	c := &Cluster{cfg: cfg, log: cfg.Logger.With("component", "cluster", "replica", cfg.ID), quit: make(chan struct{})}
 	c.metrics = newMetrics(cfg.Registerer, c)
@@ -310,9 +319,13 @@ func (c *Cluster) Start(m applier) error {
 	rc.LocalID = raft.ServerID(c.cfg.ID)
 	rc.Logger = c.hclog()
 	rc.NoSnapshotRestoreOnStart = !c.restore
-	// Proposals queue without waiting for the leader's loop, which then
-	// appends up to MaxAppendEntries of them with one sync of the log.
-	rc.BatchApplyCh = true
+	// A proposal is handed to the leader's loop directly (no queue in
+	// front of it: BatchApplyCh off), so Propose returns once the loop
+	// took it, after the loop's previous log append: while the leader
+	// syncs its log, the model gathers the next batch rather than
+	// queueing a small one behind it, and the leader appends a batch
+	// while the previous one replicates (docs/benchmarks.md).
+	rc.BatchApplyCh = false
 	setIf(&rc.HeartbeatTimeout, c.cfg.HeartbeatTimeout)
 	setIf(&rc.ElectionTimeout, c.cfg.ElectionTimeout)
 	setIf(&rc.LeaderLeaseTimeout, c.cfg.LeaderLeaseTimeout)
@@ -320,7 +333,13 @@ func (c *Cluster) Start(m applier) error {
 	setIf(&rc.SnapshotInterval, c.cfg.SnapshotInterval)
 	setIf(&rc.SnapshotThreshold, c.cfg.SnapshotThreshold)
 	setIf(&rc.TrailingLogs, c.cfg.TrailingLogs)
-	r, err := raft.NewRaft(rc, c.raftFSM(), c.bolt, c.bolt, c.snaps, c.trans)
+	// The leader sends new entries to the followers from memory rather
+	// than reading them back from BoltDB (and decoding them) per send.
+	logs, err := raft.NewLogCache(logCacheEntries, c.bolt)
+	if err != nil {
+		return fmt.Errorf("cluster: start raft: %w", err)
+	}
+	r, err := raft.NewRaft(rc, c.raftFSM(), logs, c.bolt, c.snaps, c.trans)
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}

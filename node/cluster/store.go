@@ -92,8 +92,7 @@ func (s *Store) Attach(r model.Replica) {
 }
 
 // MaxInFlight implements model.Pipelined: the batches a leader keeps
-// proposed and not yet applied. Raft appends and replicates them
-// together (one sync of the log for all the entries a round carries).
+// proposed and not yet applied (Config.MaxInFlight).
 func (s *Store) MaxInFlight() int { return s.c.cfg.MaxInFlight }
 
 // Commit proposes b and waits until it is committed and applied here.
@@ -105,9 +104,11 @@ func (s *Store) Commit(b *model.Batch) error {
 	return wait()
 }
 
-// Propose implements model.Pipelined: it hands b to Raft, which appends
-// it to the log after every batch proposed before; wait returns once b is
-// committed and applied here, or failed.
+// Propose implements model.Pipelined: it hands b to Raft's leader loop,
+// which appends it to the log after every batch proposed before, and
+// returns once the loop took it (up to ApplyTimeout, while the loop
+// finishes its previous append); wait returns once b is committed and
+// applied here, or failed.
 func (s *Store) Propose(b *model.Batch) (wait func() error, err error) {
 	r := s.c.raft()
 	if r == nil || !s.c.leaderReady() {
