@@ -161,42 +161,6 @@ func TestTryWrite(t *testing.T) {
 	}
 }
 
-// deadlineConn records the deadlines set on it.
-type deadlineConn struct {
-	net.Conn
-	set []time.Time
-}
-
-func (c *deadlineConn) SetDeadline(t time.Time) error {
-	c.set = append(c.set, t)
-	return nil
-}
-
-// The gate passes on a deadline only when it moves the one in force
-// earlier, or later by an eighth of its distance from now or more.
-func TestGatedConnDeadline(t *testing.T) {
-	dc := &deadlineConn{}
-	c := &gatedConn{Conn: dc}
-	now := time.Now()
-	span := 90 * time.Second
-	c.SetDeadline(now.Add(span)) // first: set
-	c.SetDeadline(now.Add(span + time.Second))
-	c.SetDeadline(now.Add(span + 5*time.Second))  // kept: less than an eighth of 95 s later
-	c.SetDeadline(now.Add(span + 15*time.Second)) // set: 15 s later, more than (90+15)/8
-	c.SetDeadline(now.Add(span - time.Second))    // earlier: set
-	c.SetDeadline(time.Time{})                    // none: set
-	c.SetDeadline(now.Add(span))                  // after none: set
-	want := []time.Time{now.Add(span), now.Add(span + 15*time.Second), now.Add(span - time.Second), {}, now.Add(span)}
-	if len(dc.set) != len(want) {
-		t.Fatalf("set %v, want %v", dc.set, want)
-	}
-	for i := range want {
-		if !dc.set[i].Equal(want[i]) {
-			t.Fatalf("set %v, want %v", dc.set, want)
-		}
-	}
-}
-
 // A device that stops reading lets its socket fill with PUBACKs: the
 // committer's write, tried without waiting, then leaves the rest to the
 // connection's ack writer, which writes it before anything else. Once the

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,17 +17,6 @@ import (
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/tests/udpproxy"
 )
-
-// freeUDP returns a loopback UDP address that was free a moment ago.
-func freeUDP(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
 
 // fastLinks shortens a node's federation keepalive and idle timeout, so
 // that a peer killed without a word is noticed within seconds.

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -44,15 +46,37 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
+// freeAddr returns a loopback TCP address that was free a moment ago, on
+// a port below the kernel's ephemeral range (32768 and up on Linux): a
+// port the kernel hands out for port 0 can be taken again, before the
+// process it is meant for binds it, as the local end of any outgoing
+// connection (the suite makes thousands), and a port below that range
+// cannot.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return freeBelowEphemeral(t, func(addr string) (io.Closer, error) { return net.Listen("tcp", addr) })
+}
+
+// freeUDP is freeAddr for UDP (QUIC listeners; QUIC dials bind ephemeral
+// UDP ports).
+func freeUDP(t *testing.T) string {
+	t.Helper()
+	return freeBelowEphemeral(t, func(addr string) (io.Closer, error) { return net.ListenPacket("udp", addr) })
+}
+
+func freeBelowEphemeral(t *testing.T, listen func(addr string) (io.Closer, error)) string {
+	t.Helper()
+	for range 1000 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		l, err := listen(addr)
+		if err != nil {
+			continue // in use: another
+		}
+		l.Close()
+		return addr
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
 
 // proc is one running strata serve.
