@@ -212,7 +212,7 @@ func decodePut(rd io.Reader, path model.Path) (model.Mutation, error) {
 	}
 	m := model.Mutation{Op: model.OpPut, Path: path, Type: b.Type, Tenant: b.Tenant, Labels: b.Labels}
 	if b.Tenant != "" {
-		if err := validTenant(b.Tenant); err != nil {
+		if err := auth.ValidTenant(b.Tenant); err != nil {
 			return model.Mutation{}, err
 		}
 	}
@@ -234,21 +234,6 @@ func decodePut(rd io.Reader, path model.Path) (model.Mutation, error) {
 		return model.Mutation{}, err
 	}
 	return m, nil
-}
-
-// validTenant accepts what auth accepts for user tenants: 1..64 of
-// [a-z0-9-].
-func validTenant(t string) error {
-	if t == "" || len(t) > auth.MaxTenantNameLen {
-		return invalidf("tenant must be 1 to %d characters", auth.MaxTenantNameLen)
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
-			return invalidf("tenant %q: use a-z, 0-9 and '-'", t)
-		}
-	}
-	return nil
 }
 
 func (s *Server) putContext(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
@@ -82,12 +80,12 @@ func parseSearch(v url.Values) (searchParams, error) {
 				return sp, err
 			}
 		case key == "type":
-			if err := validText("type", val, model.MaxTypeLen); err != nil {
+			if err := model.ValidText("type", val, model.MaxTypeLen); err != nil {
 				return sp, err
 			}
 			sp.q.Type = val
 		case key == "tenant":
-			if err := validTenant(val); err != nil {
+			if err := auth.ValidTenant(val); err != nil {
 				return sp, err
 			}
 			sp.tenant = val
@@ -112,10 +110,10 @@ func parseSearch(v url.Values) (searchParams, error) {
 			}
 		case strings.HasPrefix(key, "label."):
 			k := strings.TrimPrefix(key, "label.")
-			if err := validText("label key", k, model.MaxLabelLen); err != nil {
+			if err := model.ValidText("label key", k, model.MaxLabelLen); err != nil {
 				return sp, err
 			}
-			if err := validText("label value", val, model.MaxLabelLen); err != nil {
+			if err := model.ValidText("label value", val, model.MaxLabelLen); err != nil {
 				return sp, err
 			}
 			if sp.q.Labels == nil {
@@ -131,7 +129,7 @@ func parseSearch(v url.Values) (searchParams, error) {
 			if sp.q.Vars == nil {
 				sp.q.Vars = map[string]json.RawMessage{}
 			}
-			sp.q.Vars[name] = varFilterValue(val)
+			sp.q.Vars[name] = model.SearchVarValue(val)
 			filters++
 		default:
 			return sp, invalidf("unknown parameter %q (path, type, tenant, after, limit, sort, count, consistent, label.<key>, var.<name>)", key)
@@ -151,32 +149,6 @@ func parseSearch(v url.Values) (searchParams, error) {
 		}
 	}
 	return sp, err
-}
-
-// validText accepts what the model accepts in types and labels: 1..max
-// bytes of UTF-8 without control characters.
-func validText(what, s string, max int) error {
-	if s == "" || len(s) > max {
-		return invalidf("%s must be 1 to %d bytes", what, max)
-	}
-	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return invalidf("%s %q has a control character or is not UTF-8", what, s)
-	}
-	return nil
-}
-
-// varFilterValue is the JSON value a var.<name> parameter stands for: the
-// text itself when it is JSON (4, true, null, "4", {"a":1}), else the text
-// as a JSON string (linux stands for "linux").
-func varFilterValue(s string) json.RawMessage {
-	if t := bytes.TrimSpace([]byte(s)); len(t) > 0 && json.Valid(t) {
-		var b bytes.Buffer
-		if json.Compact(&b, t) == nil {
-			return b.Bytes()
-		}
-	}
-	b, _ := json.Marshal(s) // a string always marshals
-	return b
 }
 
 // searchScopes returns the subtrees under prefix that p may search, none

@@ -45,7 +45,7 @@ func parseSort(v string) (sortSpec, error) {
 		return sortSpec{}, nil
 	case v == "path", v == "name", v == "type", v == "tenant":
 	case strings.HasPrefix(v, "label."):
-		if err := validText("sort label key", strings.TrimPrefix(v, "label."), model.MaxLabelLen); err != nil {
+		if err := model.ValidText("sort label key", strings.TrimPrefix(v, "label."), model.MaxLabelLen); err != nil {
 			return s, err
 		}
 	case strings.HasPrefix(v, "var."):

@@ -213,17 +213,6 @@ func TestSearchBadRequests(t *testing.T) {
 	e2.want(e2.do("GET", "/api/v1/search", e2.admin, nil), 501, codeNotImplemented)
 }
 
-func TestVarFilterValue(t *testing.T) {
-	for in, want := range map[string]string{
-		"linux": `"linux"`, `"linux"`: `"linux"`, "4": "4", "4.0": "4.0", "true": "true", "null": "null",
-		`{ "a" : 1 }`: `{"a":1}`, "": `""`, "{a": `"{a"`, " 7 ": "7", "1 2": `"1 2"`,
-	} {
-		if got := string(varFilterValue(in)); got != want {
-			t.Errorf("varFilterValue(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 func TestClientSearch(t *testing.T) {
 	e := newEnv(t, withSearch())
 	c := e.tenants()

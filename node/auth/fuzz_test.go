@@ -132,8 +132,8 @@ func FuzzUserInput(f *testing.F) {
 		if (validUserName(name) == nil) != userNameRE.MatchString(name) {
 			t.Fatalf("validUserName(%q) disagrees with the spec", name)
 		}
-		if (validTenant(tenant) == nil) != tenantRE.MatchString(tenant) {
-			t.Fatalf("validTenant(%q) disagrees with the spec", tenant)
+		if (ValidTenant(tenant) == nil) != tenantRE.MatchString(tenant) {
+			t.Fatalf("ValidTenant(%q) disagrees with the spec", tenant)
 		}
 		in := []Grant{{Role: Role(role), Subtree: subtree}}
 		gs, err := normalizeGrants(in)
@@ -173,7 +173,7 @@ func FuzzUserName(f *testing.F) {
 			return
 		}
 		if local, tenant, ok := strings.Cut(name, "@"); ok {
-			if validUserName(local) != nil || validTenant(tenant) != nil || strings.Contains(tenant, "@") {
+			if validUserName(local) != nil || ValidTenant(tenant) != nil || strings.Contains(tenant, "@") {
 				t.Fatalf("accepted %q", name)
 			}
 		}

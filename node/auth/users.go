@@ -88,7 +88,7 @@ func (s *Service) CreateUser(ctx context.Context, by *Principal, spec UserSpec) 
 		if spec.Tenant == "" {
 			spec.Tenant = by.Tenant
 		}
-		if err := validTenant(spec.Tenant); err != nil {
+		if err := ValidTenant(spec.Tenant); err != nil {
 			return User{}, err
 		}
 		if !by.System && spec.Tenant != by.Tenant {
@@ -345,7 +345,7 @@ func validUserName(name string) error {
 		if err := validUserName(local); err != nil {
 			return err
 		}
-		if err := validTenant(tenant); err != nil {
+		if err := ValidTenant(tenant); err != nil {
 			return invalid("user name %q: after '@' comes a tenant: %v", name, err)
 		}
 		return nil
@@ -363,8 +363,9 @@ func validUserName(name string) error {
 	return nil
 }
 
-// validTenant: 1..64 of [a-z0-9-].
-func validTenant(t string) error {
+// ValidTenant accepts a tenant's name: 1 to 64 of [a-z0-9-]. Its error
+// wraps model.ErrInvalid.
+func ValidTenant(t string) error {
 	if t == "" || len(t) > MaxTenantNameLen {
 		return invalid("tenant must be 1 to %d characters", MaxTenantNameLen)
 	}

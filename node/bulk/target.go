@@ -1,15 +1,14 @@
 package bulk
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/devices"
 )
 
@@ -70,10 +69,10 @@ func ParseTarget(in apitypes.BulkTarget) (Target, error) {
 	}
 	filters := 0
 	addLabel := func(k, v string) error {
-		if err := validText("label key", k, model.MaxLabelLen); err != nil {
+		if err := model.ValidText("label key", k, model.MaxLabelLen); err != nil {
 			return err
 		}
-		if err := validText("label value", v, model.MaxLabelLen); err != nil {
+		if err := model.ValidText("label value", v, model.MaxLabelLen); err != nil {
 			return err
 		}
 		if t.Labels == nil {
@@ -100,12 +99,12 @@ func ParseTarget(in apitypes.BulkTarget) (Target, error) {
 			}
 			prefixes = append(prefixes, p)
 		case key == "type":
-			if err := validText("type", val, model.MaxTypeLen); err != nil {
+			if err := model.ValidText("type", val, model.MaxTypeLen); err != nil {
 				return t, err
 			}
 			t.Type = val
 		case key == "tenant":
-			if err := validText("tenant", val, model.MaxLabelLen); err != nil {
+			if err := auth.ValidTenant(val); err != nil {
 				return t, err
 			}
 			t.Tenant = val
@@ -121,7 +120,7 @@ func ParseTarget(in apitypes.BulkTarget) (Target, error) {
 			if t.Vars == nil {
 				t.Vars = map[string]json.RawMessage{}
 			}
-			t.Vars[name] = varFilterValue(val)
+			t.Vars[name] = model.SearchVarValue(val)
 			filters++
 		default:
 			return t, invalidf("filter key %q: want path, type, tenant, label.<key> or var.<name>", key)
@@ -230,28 +229,4 @@ func unmount(mount, p model.Path) model.Path {
 
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{model.ErrInvalid}, args...)...)
-}
-
-// validText accepts what the model accepts in types and labels.
-func validText(what, s string, max int) error {
-	if s == "" || len(s) > max {
-		return invalidf("%s must be 1 to %d bytes", what, max)
-	}
-	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return invalidf("%s %q has a control character or is not UTF-8", what, s)
-	}
-	return nil
-}
-
-// varFilterValue is the JSON value a var.<name> filter stands for, as in
-// search: the text itself when it is JSON, else the text as a string.
-func varFilterValue(s string) json.RawMessage {
-	if t := bytes.TrimSpace([]byte(s)); len(t) > 0 && json.Valid(t) {
-		var b bytes.Buffer
-		if json.Compact(&b, t) == nil {
-			return b.Bytes()
-		}
-	}
-	b, _ := json.Marshal(s)
-	return b
 }
