@@ -149,9 +149,9 @@ func Update(key string, cur, arg []byte) ([]byte, error) {
 			p.Paused, p.Reason = true, "paused from above"
 		case !c.Control.Paused && !p.Finished && p.Held():
 			resume(&p)
-		default:
-			return json.Marshal(&p)
 		}
+		// Sent on down in any case: the nodes below may be held where
+		// this one is not.
 		p.Gen++
 	case c.Base != nil:
 		if p.Gen == c.At {
