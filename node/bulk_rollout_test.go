@@ -121,6 +121,9 @@ func TestBulkRolloutAcrossProbes(t *testing.T) {
 		v, err = hq.admin.GetBulkJob(ctx, b.ID)
 		return err == nil && v.State == client.BulkPaused && v.Peers["/peers/eu/peers/p1"].Failed == 2, err
 	})
+	if b, err := json.Marshal(v); err == nil {
+		t.Logf("paused at hq: %s", b)
+	}
 	if !strings.HasPrefix(v.Reason, "/peers/eu/peers/p1: ") || !strings.Contains(v.Reason, "max_failures") {
 		t.Fatalf("reason at hq: %q", v.Reason)
 	}
