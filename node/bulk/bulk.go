@@ -264,7 +264,8 @@ type Service struct {
 	wavesOpened prometheus.Counter
 	paused      *prometheus.CounterVec
 
-	pace map[string]*pace // bulk id → its dispatch rate's state
+	pace     map[string]*pace    // bulk id → its dispatch rate's state
+	firstIDs map[string][]string // bulk id → its members' first device job ids
 
 	kick chan struct{}
 	stop chan struct{}
@@ -304,7 +305,7 @@ func New(cfg Config) (*Service, error) {
 			Name: "strata_bulk_jobs_paused_total",
 			Help: "Parts of bulk jobs paused on this node, by reason: max_failures, success_threshold, approval, operator (here or from above).",
 		}, []string{"reason"}),
-		pace: map[string]*pace{},
+		pace: map[string]*pace{}, firstIDs: map[string][]string{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if cfg.Registerer != nil {
@@ -706,6 +707,7 @@ func (s *Service) update(ctx context.Context, id string, c change, extra ...mode
 		delete(s.devJob, id)
 		delete(s.last, id)
 		delete(s.pace, id)
+		delete(s.firstIDs, id)
 	}
 	return clonePart(next), nil
 }

@@ -52,6 +52,14 @@ func (s *Service) memberStates(part *Part) []memberState {
 	out := make([]memberState, len(part.Members))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	first := s.firstIDs[part.ID]
+	if len(first) != len(part.Members) {
+		first = make([]string, len(part.Members))
+		for i, m := range part.Members {
+			first[i] = AttemptJobID(part.ID, m.Device, 0)
+		}
+		s.firstIDs[part.ID] = first
+	}
 	dj := s.devJob[part.ID]
 	for i, m := range part.Members {
 		out[i] = memberState{attempt: -1}
@@ -60,7 +68,11 @@ func (s *Service) memberStates(part *Part) []memberState {
 			continue
 		}
 		for a := part.Attempt; a >= 0; a-- {
-			if st, ok := dj[AttemptJobID(part.ID, m.Device, a)]; ok {
+			jid := first[i]
+			if a > 0 {
+				jid = AttemptJobID(part.ID, m.Device, a)
+			}
+			if st, ok := dj[jid]; ok {
 				out[i] = memberState{attempt: a, state: st}
 				break
 			}

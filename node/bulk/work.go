@@ -114,6 +114,8 @@ func (s *Service) snapshot(id string) *Part {
 		delete(s.parts, id)
 		delete(s.devJob, id)
 		delete(s.last, id)
+		delete(s.pace, id)
+		delete(s.firstIDs, id)
 		return nil
 	}
 	if _, ok := s.parts[id]; !ok {
