@@ -218,7 +218,7 @@ type pace struct {
 // paceBudget is how many device jobs part id may make now at rate a
 // second (at least one a round is allowed to accumulate).
 func (s *Service) paceBudget(id string, rate float64) int {
-	now := time.Now()
+	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.pace[id]

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -266,4 +267,49 @@ func TestApprovalAndConcurrency(t *testing.T) {
 		}
 		return v.State == apitypes.BulkDone && v.Counters.Succeeded == 6, nil
 	})
+}
+
+// The rate paces a node's dispatch: one device job at once, then rate a
+// second as time passes (a clock the test moves), at most a second's
+// worth at once.
+func TestRatePacesDispatch(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 6)
+	var (
+		mu    sync.Mutex
+		now   = time.Now()
+		reads int
+	)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); reads++; return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	// rounds waits until the loop read the clock n more times.
+	rounds := func(n int) {
+		mu.Lock()
+		until := reads + n
+		mu.Unlock()
+		tstest.WaitFor(t, 10*time.Second, "rounds of the loop", func() bool { mu.Lock(); defer mu.Unlock(); return reads >= until })
+	}
+	s, err := New(Config{Tree: e.m, Search: e.st.Search, Calls: e.cs, Jobs: e.js, Logger: tstest.Logger(t), Tick: 10 * time.Millisecond, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	part, err := s.Create(ctx, sys, apitypes.NewBulkJob{Function: "reboot", Target: apitypes.BulkTarget{Subtree: "/devices"},
+		Rollout: json.RawMessage(`{"rate":{"per_second":2}}`)}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitFor(t, 10*time.Second, "the first device job", func() bool { return e.deviceJobs(t, part.ID) == 1 })
+	rounds(30)
+	if n := e.deviceJobs(t, part.ID); n != 1 {
+		t.Fatalf("%d device jobs with the clock still, want 1", n)
+	}
+	advance(time.Second)
+	tstest.WaitFor(t, 10*time.Second, "two more a second later", func() bool { return e.deviceJobs(t, part.ID) == 3 })
+	advance(10 * time.Second)
+	tstest.WaitFor(t, 10*time.Second, "two more after ten seconds", func() bool { return e.deviceJobs(t, part.ID) == 5 })
+	rounds(30)
+	if n := e.deviceJobs(t, part.ID); n != 5 {
+		t.Fatalf("%d device jobs after ten seconds, want 5 (a second's worth at once)", n)
+	}
 }
