@@ -64,12 +64,13 @@ func (d *simDevice) answerHeld() {
 // A three-wave rollout from HQ over devices on two probes below a
 // regional, with max_failures 1: on p1 the second wave's two failures
 // pause p1 before its third wave, and the job reads paused at HQ with
-// p1's reason; p2, cut off from the regional mid-job, runs its three
-// waves to the end within the same thresholds (one failure, not more)
-// and reports when the link heals. Resumed at HQ, p1 runs its third
-// wave; a retry at HQ runs again only the three devices that failed, as
-// new device jobs. Every device ran each attempt once, and HQ's final
-// counters equal the probes' device jobs.
+// p1's reason; p2, cut off from the regional mid-job, opens its second
+// wave on its own, is paused by its failures before its third as the
+// thresholds it was given say, and reports so when the link heals.
+// Resumed at HQ, both run their third waves; a retry at HQ runs again
+// only the four devices that failed, as new device jobs. Every device
+// ran each attempt once, and HQ's final counters equal the probes'
+// device jobs.
 func TestBulkRolloutAcrossProbes(t *testing.T) {
 	ctx := context.Background()
 	hq := startFedNode(t, "hq", "127.0.0.1:0")
@@ -86,11 +87,11 @@ func TestBulkRolloutAcrossProbes(t *testing.T) {
 		return out
 	}
 	d1, d2 := enroll(p1, "a"), enroll(p2, "b")
-	// Waves over 5 devices: 1, 2, 2. On p1 the second wave fails; on p2
-	// one device of the third.
-	d1[1].setAnswer("failed")
-	d1[2].setAnswer("failed")
-	d2[4].setAnswer("failed")
+	// Waves over 5 devices: 1, 2, 2. On each probe the second wave fails.
+	failing := []*simDevice{d1[1], d1[2], d2[1], d2[2]}
+	for _, d := range failing {
+		d.setAnswer("failed")
+	}
 	for _, d := range d1 {
 		d.connect(t, p1.n)
 	}
@@ -146,31 +147,40 @@ func TestBulkRolloutAcrossProbes(t *testing.T) {
 	for _, d := range d2[1:] {
 		d.hold.Store(false)
 	}
+	// Cut off, p2 opens its second wave on its own, and its failures
+	// pause it before its third, as the thresholds it was given say.
 	var p2v *client.BulkJob
-	tstest.WaitForErr(t, bulkWait, "p2 done while cut off", func() (bool, error) {
+	tstest.WaitForErr(t, bulkWait, "p2 paused while cut off", func() (bool, error) {
 		p2v, err = p2.admin.GetBulkJob(ctx, b.ID)
-		return err == nil && p2v.State == client.BulkDone, err
+		return err == nil && p2v.State == client.BulkPaused && p2v.Local.Failed == 2, err
 	})
-	if p2v.Local.BulkCounters != (client.BulkCounters{Total: 5, Succeeded: 4, Failed: 1}) || len(p2v.Waves) != 3 {
+	p2own := client.BulkCounters{Total: 5, Pending: 2, Succeeded: 1, Failed: 2}
+	if p2v.Local.BulkCounters != p2own || len(p2v.Waves) != 3 || p2v.Waves[2].State != client.BulkPending ||
+		!strings.Contains(p2v.Reason, "max_failures") {
 		t.Fatalf("p2's own view: %+v", p2v)
 	}
-	if v, err = hq.admin.GetBulkJob(ctx, b.ID); err != nil || v.Peers["/peers/eu/peers/p2"].State == client.BulkDone {
-		t.Fatalf("hq knew p2 done across a partition: %+v %v", v, err)
+	for _, d := range d2[3:] {
+		if ids := d.jobIDs(); len(ids) != 0 {
+			t.Fatalf("p2's third wave ran while paused: %v", ids)
+		}
+	}
+	if v, err = hq.admin.GetBulkJob(ctx, b.ID); err != nil || v.Peers["/peers/eu/peers/p2"].Failed != 0 {
+		t.Fatalf("hq knew p2's failures across a partition: %+v %v", v, err)
 	}
 	px.Blackhole(false)
 	tstest.WaitForErr(t, bulkWait, "p2 reported at hq once healed", func() (bool, error) {
 		v, err = hq.admin.GetBulkJob(ctx, b.ID)
-		return err == nil && v.Peers["/peers/eu/peers/p2"].State == client.BulkDone, err
+		return err == nil && v.Peers["/peers/eu/peers/p2"].State == client.BulkPaused, err
 	})
-	if pp := v.Peers["/peers/eu/peers/p2"]; pp.BulkCounters != (client.BulkCounters{Total: 5, Succeeded: 4, Failed: 1}) {
+	if pp := v.Peers["/peers/eu/peers/p2"]; pp.BulkCounters != p2own || !strings.Contains(pp.Reason, "max_failures") {
 		t.Fatalf("p2 at hq: %+v", pp)
 	}
 	if v.State != client.BulkPaused {
-		t.Fatalf("hq: %s, want still paused by p1", v.State)
+		t.Fatalf("hq: %s, want paused", v.State)
 	}
 
-	// A viewer may not resume; resumed by the operator at HQ, p1 runs its
-	// third wave.
+	// A viewer may not resume; resumed by the operator at HQ, both probes
+	// run their third waves.
 	vera := tenantClient(t, hq, "vera", "acme", "viewer")
 	if _, err := vera.ResumeBulkJob(ctx, b.ID); apiStatus(err) != http.StatusNotFound {
 		t.Fatalf("a tenant's viewer resumes the system's job: %v", err)
@@ -179,7 +189,7 @@ func TestBulkRolloutAcrossProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := waitBulk(t, hq.admin, b.ID, client.BulkDone)
-	if done.Counters != (client.BulkCounters{Total: 10, Succeeded: 7, Failed: 3}) {
+	if done.Counters != (client.BulkCounters{Total: 10, Succeeded: 6, Failed: 4}) {
 		t.Fatalf("counters at hq: %+v", done.Counters)
 	}
 	truth := bulkTruth(t, p1.n, b.ID)
@@ -193,8 +203,8 @@ func TestBulkRolloutAcrossProbes(t *testing.T) {
 		}
 	}
 
-	// Retry the failed only: the three that failed now succeed.
-	for _, d := range []*simDevice{d1[1], d1[2], d2[4]} {
+	// Retry the failed only: the four that failed now succeed.
+	for _, d := range failing {
 		d.setAnswer("succeeded")
 	}
 	if _, err := hq.admin.RetryBulkJob(ctx, b.ID); err != nil {
@@ -210,7 +220,7 @@ func TestBulkRolloutAcrossProbes(t *testing.T) {
 	}
 	for _, d := range append(slices.Clone(d1), d2...) {
 		want := []string{bulk.AttemptJobID(b.ID, d.e.DeviceID, 0)}
-		if d == d1[1] || d == d1[2] || d == d2[4] {
+		if slices.Contains(failing, d) {
 			want = append(want, bulk.AttemptJobID(b.ID, d.e.DeviceID, 1))
 			slices.Sort(want)
 		}

@@ -280,6 +280,9 @@ func (s *Service) Resume(ctx context.Context, id, by string) (*Part, error) {
 // and below, as new device jobs (AttemptJobID): each attempt runs at
 // most once on a device.
 func (s *Service) Retry(ctx context.Context, id, by string) (*Part, error) {
+	if part, err := s.Get(id); err == nil && !s.clock().Before(part.Deadline) {
+		return nil, fmt.Errorf("%w: bulk job %s is past its deadline: issue a new one", model.ErrConflict, id)
+	}
 	return s.control(ctx, id, change{Retry: true}, "")
 }
 

@@ -220,7 +220,17 @@ func TestWavesThresholdResumeRetry(t *testing.T) {
 	if v.Counters != (apitypes.BulkCounters{Total: 10, Succeeded: 10}) || len(e.jobIDs(t, part.ID)) != 13 {
 		t.Fatalf("after the second retry: %+v %v", v, e.jobIDs(t, part.ID))
 	}
-	// Cancelled jobs are not retried; done ones neither paused nor resumed.
+	// Past its deadline, a job is not retried.
+	deadline := time.Now().Add(time.Second)
+	expired, err := s.Create(ctx, sys, apitypes.NewBulkJob{Function: "reboot", Target: apitypes.BulkTarget{Subtree: "/devices"}}, deadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitFor(t, 20*time.Second, "the deadline", func() bool { return time.Now().After(deadline) })
+	if _, err := s.Retry(ctx, expired.ID, "root"); !errors.Is(err, model.ErrConflict) || !strings.Contains(err.Error(), "deadline") {
+		t.Fatalf("retry past the deadline: %v", err)
+	}
+	// Done jobs are neither paused nor resumed.
 	if _, err := s.Pause(ctx, part.ID, "root"); !errors.Is(err, model.ErrConflict) {
 		t.Fatalf("pause a done job: %v", err)
 	}
