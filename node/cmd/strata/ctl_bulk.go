@@ -448,7 +448,7 @@ func (v *barView) bar(name string, c client.BulkCounters, state client.BulkState
 		)
 		v.bars[name], v.states[name] = b, st
 	}
-	v.states[name].set(c)
+	v.states[name].set(c, state)
 	total, cur := int64(c.Total), int64(c.Finished())
 	if total == 0 {
 		total, cur = 1, 0
@@ -479,18 +479,21 @@ func (s *barState) text(decor.Statistics) string {
 	return s.s
 }
 
-func (s *barState) set(c client.BulkCounters) {
+func (s *barState) set(c client.BulkCounters, state client.BulkState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.counts = fmt.Sprintf("%d/%d", c.Finished(), c.Total)
 	s.s = fmt.Sprintf(" ok %d failed %d expired %d cancelled %d", c.Succeeded, c.Failed, c.Expired, c.Cancelled)
+	if state == client.BulkPaused || state == client.BulkPending {
+		s.s += " " + string(state)
+	}
 }
 
 func (v *barView) update(b *client.BulkJob) {
 	v.bar("all", b.Counters, b.State)
 	if len(b.Waves) > 1 {
 		for i, w := range b.Waves {
-			v.bar(fmt.Sprintf("wave %d (%s)", i+1, w.State), w.Counters, w.State)
+			v.bar(fmt.Sprintf("wave %d", i+1), w.Counters, w.State)
 		}
 	}
 	v.bar("this node", b.Local.BulkCounters, b.Local.State)

@@ -176,3 +176,25 @@ func TestBulkWaveLines(t *testing.T) {
 		t.Fatalf("line:\n%s", out)
 	}
 }
+
+// The terminal view draws a bar per wave, kept across changes of its
+// state.
+func TestBulkBarViewWaves(t *testing.T) {
+	var buf bytes.Buffer
+	v := newBarView(context.Background(), &buf)
+	b := &client.BulkJob{ID: bulkID, State: client.BulkPaused, Counters: client.BulkCounters{Total: 4, Succeeded: 1, Failed: 1, Pending: 2},
+		Waves: []client.BulkWave{{Size: 2, State: client.BulkPaused, Counters: client.BulkCounters{Total: 2, Succeeded: 1, Failed: 1}},
+			{Size: 2, State: client.BulkPending, Counters: client.BulkCounters{Total: 2, Pending: 2}}}}
+	v.update(b)
+	b.State, b.Counters = client.BulkDone, client.BulkCounters{Total: 4, Succeeded: 3, Failed: 1}
+	b.Waves[0].State = client.BulkDone
+	b.Waves[1] = client.BulkWave{Size: 2, State: client.BulkDone, Counters: client.BulkCounters{Total: 2, Succeeded: 2}}
+	v.update(b)
+	if len(v.bars) != 4 {
+		t.Fatalf("%d bars, want the job's, two waves' and this node's", len(v.bars))
+	}
+	v.stop()
+	if out := buf.String(); !strings.Contains(out, "wave 2") || !strings.Contains(out, "2/2") {
+		t.Fatalf("bars:\n%s", out)
+	}
+}
