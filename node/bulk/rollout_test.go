@@ -323,3 +323,42 @@ func TestRatePacesDispatch(t *testing.T) {
 		t.Fatalf("%d device jobs after ten seconds, want 5 (a second's worth at once)", n)
 	}
 }
+
+// A node restarted mid-rollout takes it up where its record says: still
+// waiting for approval, then the next waves, with no device job made
+// twice.
+func TestRolloutSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 6)
+	s := e.service(t, nil)
+	part, err := s.Create(ctx, sys, apitypes.NewBulkJob{Function: "reboot", Target: apitypes.BulkTarget{Subtree: "/devices"},
+		Rollout: json.RawMessage(`{"waves":[2,2,2],"approval":true}`)}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, 10*time.Second, "waiting for approval", func() (bool, error) {
+		e.answer(t, part.ID, nil)
+		v, err := s.View(ctx, part.ID)
+		return err == nil && v.State == apitypes.BulkPaused && v.Counters.Succeeded == 2, err
+	})
+	s.Close()
+	s2 := e.service(t, nil)
+	if v, err := s2.View(ctx, part.ID); err != nil || v.State != apitypes.BulkPaused || e.deviceJobs(t, part.ID) != 2 {
+		t.Fatalf("after the restart: %+v %v, %d device jobs", v, err, e.deviceJobs(t, part.ID))
+	}
+	for range 2 {
+		if _, err := s2.Resume(ctx, part.ID, "root"); err != nil {
+			t.Fatal(err)
+		}
+		want := e.deviceJobs(t, part.ID) + 2
+		tstest.WaitForErr(t, 10*time.Second, "the next wave", func() (bool, error) {
+			e.answer(t, part.ID, nil)
+			v, err := s2.View(ctx, part.ID)
+			return err == nil && v.State != apitypes.BulkRunning && v.Counters.Succeeded == want, err
+		})
+	}
+	v, _ := s2.View(ctx, part.ID)
+	if v.State != apitypes.BulkDone || v.Counters != (apitypes.BulkCounters{Total: 6, Succeeded: 6}) || e.deviceJobs(t, part.ID) != 6 {
+		t.Fatalf("done: %+v, %d device jobs", v, e.deviceJobs(t, part.ID))
+	}
+}
