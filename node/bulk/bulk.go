@@ -13,11 +13,14 @@
 //
 // Invariants:
 //
-//   - A device runs a bulk job at most once: its device job's id is
-//     derived from the bulk job and the device (jobs.BulkJobID), and
-//     creating it again is refused by the log (jobs.ErrExists), so an
-//     expansion repeated after a restart, or a job sent again over a
-//     link, makes no second job.
+//   - A device runs each attempt of a bulk job at most once: its device
+//     job's id is derived from the bulk job, the device and the attempt
+//     (AttemptJobID), and creating it again is refused by the log, so a
+//     dispatch repeated after a restart, a job or a retry sent again over
+//     a link, makes no second job; a retry makes a job only for a device
+//     whose previous attempt failed or expired.
+//   - Each node applies the rollout (rollout.go, roll.go) to its own
+//     devices: a node cut off from the one above keeps to it.
 //   - A part's record is written before the part acts: a node that
 //     restarts expands, sends and cancels what its record says is not
 //     yet done.

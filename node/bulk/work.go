@@ -21,17 +21,21 @@ import (
 // cancelled) the loop takes each part not finished through its steps, in
 // order, each repeated until it is done and durable:
 //
-//  1. expand: a device job per local device the target selects (or a
-//     refusal), and the list of links to send to; then Expanded.
+//  1. expand: the local devices the target selects, in path order (the
+//     part's members; or a refusal each), and the list of links to send
+//     to; then Expanded.
 //  2. cancel (when Cancelled): cancel the device jobs not final, send
 //     the cancel to the links the job was sent to.
 //  3. send: the job to each link not yet sent, until the provider takes
 //     or refuses it; an unreachable one is tried again on the next round.
-//  4. count: the part's counters from its device jobs, its state from
-//     them and from its links' progress (read from the mirror), written
-//     to its context when they changed.
-//  5. finish: a part done (or cancelled, with every cancel sent) leaves
-//     the loop.
+//     Then the part's latest Control to each link that has not taken it.
+//  4. roll (roll.go): thresholds, waves, and the device jobs due in the
+//     open waves within the rate and the concurrency.
+//  5. count: the part's counters from its device jobs, its waves, its
+//     state from them and from its links' progress (read from the
+//     mirror), written to its context when they changed.
+//  6. finish: a part done (or cancelled, with every cancel sent) leaves
+//     the loop; a retry brings it back.
 
 func (s *Service) loop() {
 	defer close(s.done)
