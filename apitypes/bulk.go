@@ -12,9 +12,10 @@ import (
 // BulkState is the state of a bulk job.
 type BulkState string
 
-// States of a bulk job. Paused belongs to rollouts (waves and
-// thresholds), which no node sets yet.
+// States of a bulk job (and of a wave: Pending is a wave's only, a wave
+// not opened yet).
 const (
+	BulkPending   BulkState = "pending"
 	BulkRunning   BulkState = "running"
 	BulkPaused    BulkState = "paused"
 	BulkDone      BulkState = "done"
@@ -37,8 +38,8 @@ type BulkTarget struct {
 }
 
 // NewBulkJob is the body of POST /api/v1/jobs. Deadline is an RFC 3339
-// time (or TTL a duration from now); Rollout is kept with the job for
-// rollout control, not yet acted on.
+// time (or TTL a duration from now); Rollout is the rollout object
+// (docs/jobs.md "Rollouts": waves, thresholds, rate, concurrency).
 type NewBulkJob struct {
 	Function string          `json:"function"`
 	Args     json.RawMessage `json:"args,omitempty"`
@@ -49,11 +50,14 @@ type NewBulkJob struct {
 }
 
 // BulkCounters counts the devices of a bulk job by the state of their
-// job. Total is every device the target selected; a device refused
+// job (its latest attempt's, after a retry). Total is every device the
+// target selected; Pending those whose job is not made yet (their wave
+// is not open, or the rate or concurrency holds them); a device refused
 // before a job was made for it (no such function, revoked...) counts as
 // failed.
 type BulkCounters struct {
 	Total     int `json:"total"`
+	Pending   int `json:"pending"`
 	Queued    int `json:"queued"`
 	Delivered int `json:"delivered"`
 	Running   int `json:"running"`
@@ -66,6 +70,7 @@ type BulkCounters struct {
 // Add adds o to c.
 func (c *BulkCounters) Add(o BulkCounters) {
 	c.Total += o.Total
+	c.Pending += o.Pending
 	c.Queued += o.Queued
 	c.Delivered += o.Delivered
 	c.Running += o.Running
@@ -106,10 +111,16 @@ type BulkPeer struct {
 	BulkCounters
 	State BulkState `json:"state"`
 	Error string    `json:"error,omitempty"`
+	// Reason says why the node's part is paused.
+	Reason string `json:"reason,omitempty"`
+	// Attempt is the part's latest attempt (0; n after the n-th retry).
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // BulkWave is one wave of a bulk job's rollout; a bulk job without a
-// rollout has one wave of every device.
+// rollout has one wave of every device. Each node applies the waves to
+// its own devices; a node above sums the nodes' waves by number. State
+// is pending (not opened yet), running, paused, done or cancelled.
 type BulkWave struct {
 	Size     int          `json:"size"`
 	State    BulkState    `json:"state"`
@@ -123,21 +134,25 @@ type BulkJob = BulkJobOf[string]
 
 // BulkJobOf is BulkJob with its paths of type P (see JobOf).
 type BulkJobOf[P ~string] struct {
-	ID        string              `json:"id"`
-	Bulk      bool                `json:"bulk"`
-	Function  string              `json:"function"`
-	Args      json.RawMessage     `json:"args,omitempty"`
-	Target    BulkTarget          `json:"target"`
-	Rollout   json.RawMessage     `json:"rollout,omitempty"`
-	Tenant    string              `json:"tenant"`
-	CreatedBy string              `json:"created_by"`
-	Created   time.Time           `json:"created"`
-	Deadline  time.Time           `json:"deadline"`
-	State     BulkState           `json:"state"`
-	Counters  BulkCounters        `json:"counters"`
-	Local     BulkPeer            `json:"local"`
-	Peers     map[string]BulkPeer `json:"peers"`
-	Waves     []BulkWave          `json:"waves"`
+	ID        string          `json:"id"`
+	Bulk      bool            `json:"bulk"`
+	Function  string          `json:"function"`
+	Args      json.RawMessage `json:"args,omitempty"`
+	Target    BulkTarget      `json:"target"`
+	Rollout   json.RawMessage `json:"rollout,omitempty"`
+	Tenant    string          `json:"tenant"`
+	CreatedBy string          `json:"created_by"`
+	Created   time.Time       `json:"created"`
+	Deadline  time.Time       `json:"deadline"`
+	State     BulkState       `json:"state"`
+	// Reason says why the job is paused: this node's reason, else the
+	// first paused node's below, with its path.
+	Reason   string              `json:"reason,omitempty"`
+	Attempt  int                 `json:"attempt,omitempty"`
+	Counters BulkCounters        `json:"counters"`
+	Local    BulkPeer            `json:"local"`
+	Peers    map[string]BulkPeer `json:"peers"`
+	Waves    []BulkWave          `json:"waves"`
 	// Origin is the consumer the job came from, on a node it was sent to.
 	Origin string `json:"origin,omitempty"`
 }

@@ -158,7 +158,10 @@ func (d *simDevice) connect(t *testing.T, n *Node) {
 
 func (d *simDevice) reply(c paho.Client, job string) {
 	body := `{"status":"succeeded"}`
-	if d.answer == "failed" {
+	d.mu.Lock()
+	answer := d.answer
+	d.mu.Unlock()
+	if answer == "failed" {
 		body = `{"status":"failed","error":"disk full"}`
 	}
 	c.Publish(d.e.TopicPrefix+"cmd/"+job+"/result", 1, false, body)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -77,6 +78,9 @@ func checkBulkJob(nb *apitypes.NewBulkJob, now time.Time) (time.Time, error) {
 	if _, err := bulk.ParseTarget(nb.Target); err != nil {
 		return time.Time{}, err
 	}
+	if _, err := bulk.ParseRollout(nb.Rollout); err != nil {
+		return time.Time{}, err
+	}
 	var deadline time.Time
 	switch {
 	case nb.Deadline != "" && nb.TTL != "":
@@ -113,7 +117,7 @@ func (s *Server) visibleBulk(p *auth.Principal, id string, role auth.Role) (*bul
 		return nil, nil, jobNotFound(id)
 	}
 	if role != auth.RoleViewer && !bulk.CanSee(p, part, role) {
-		return nil, nil, forbidden("cancelling the bulk job on", role, model.Root)
+		return nil, nil, forbidden("operating the bulk job on", role, model.Root)
 	}
 	return bs, part, nil
 }
@@ -176,5 +180,41 @@ func (s *Server) bulkFailures(w http.ResponseWriter, r *http.Request, p *auth.Pr
 		return err
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// pauseBulkJob, resumeBulkJob and retryBulkJob control a bulk job here
+// and below (docs/jobs.md "Rollouts"): the operator role on its target.
+func (s *Server) pauseBulkJob(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	return s.controlBulkJob(w, r, p, (*bulk.Service).Pause)
+}
+
+func (s *Server) resumeBulkJob(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	return s.controlBulkJob(w, r, p, (*bulk.Service).Resume)
+}
+
+func (s *Server) retryBulkJob(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	return s.controlBulkJob(w, r, p, (*bulk.Service).Retry)
+}
+
+func (s *Server) controlBulkJob(w http.ResponseWriter, r *http.Request, p *auth.Principal,
+	do func(*bulk.Service, context.Context, string, string) (*bulk.Part, error)) error {
+	id := r.PathValue("id")
+	if !s.isBulk(id) {
+		return jobNotFound(id)
+	}
+	bs, _, err := s.visibleBulk(p, id, auth.RoleOperator)
+	if err != nil {
+		return err
+	}
+	noteAudit(r, func(e *auditEntry) { e.rec.Target = id })
+	if _, err := do(bs, r.Context(), id, p.User); err != nil {
+		return err
+	}
+	v, err := bs.View(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }

@@ -13,11 +13,14 @@
 //
 // Invariants:
 //
-//   - A device runs a bulk job at most once: its device job's id is
-//     derived from the bulk job and the device (jobs.BulkJobID), and
-//     creating it again is refused by the log (jobs.ErrExists), so an
-//     expansion repeated after a restart, or a job sent again over a
-//     link, makes no second job.
+//   - A device runs each attempt of a bulk job at most once: its device
+//     job's id is derived from the bulk job, the device and the attempt
+//     (AttemptJobID), and creating it again is refused by the log, so a
+//     dispatch repeated after a restart, a job or a retry sent again over
+//     a link, makes no second job; a retry makes a job only for a device
+//     whose previous attempt failed or expired.
+//   - Each node applies the rollout (rollout.go, roll.go) to its own
+//     devices: a node cut off from the one above keeps to it.
 //   - A part's record is written before the part acts: a node that
 //     restarts expands, sends and cancels what its record says is not
 //     yet done.
@@ -85,15 +88,41 @@ type Provider struct {
 // Request is what one node sends a provider: create its part of bulk
 // job Spec.ID, or cancel it.
 type Request struct {
-	Action string `json:"action"` // "create" or "cancel"
-	Spec   Spec   `json:"spec"`
+	Action  string   `json:"action"` // "create", "cancel" or "control"
+	Spec    Spec     `json:"spec"`
+	Control *Control `json:"control,omitempty"`
 }
 
 // Actions of a Request.
 const (
-	ActionCreate = "create"
-	ActionCancel = "cancel"
+	ActionCreate  = "create"
+	ActionCancel  = "cancel"
+	ActionControl = "control"
 )
+
+// Control is the operator's hold on a part as the node above has it,
+// sent down after each change (pause, resume, retry): Gen orders the
+// sends (a node applies a Gen only once, and none older), Paused is the
+// hold, Attempt the latest retry.
+type Control struct {
+	Gen     int  `json:"gen"`
+	Paused  bool `json:"paused"`
+	Attempt int  `json:"attempt"`
+}
+
+// Member is a local device a part selected, in the part's order (waves
+// are ranges of it).
+type Member struct {
+	Path   model.Path `json:"p"`
+	Device string     `json:"d"`
+}
+
+// Base is what max_failures counts from: the part's failed and finished
+// devices when it was last resumed or retried.
+type Base struct {
+	Failed   int `json:"failed"`
+	Finished int `json:"finished"`
+}
 
 // Spec is a bulk job as sent down a link, in the receiver's paths.
 type Spec struct {
@@ -135,7 +164,30 @@ type Part struct {
 	Refused  []Refusal        `json:"refused,omitempty"`
 	Links    map[string]*Link `json:"links,omitempty"`
 	Finished bool             `json:"finished,omitempty"` // nothing left to do here
+
+	// Rollout control (rollout.go). Members are the local devices
+	// selected, in order; Wave the last wave opened (0: the first).
+	Members []Member `json:"members,omitempty"`
+	Wave    int      `json:"wave,omitempty"`
+	// Paused is the operator's hold (here or from above; sent down);
+	// Tripped this node's own: a threshold, or a wave waiting for
+	// approval (Approve, its number + 1). Either stops dispatch here.
+	Paused  bool   `json:"paused,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Tripped string `json:"tripped,omitempty"`
+	Approve int    `json:"approve,omitempty"`
+	// Attempt is the latest retry of the failed (0: none).
+	Attempt int `json:"attempt,omitempty"`
+	// Gen counts the changes of Paused and Attempt, sent down as Control;
+	// OriginGen is the last Control applied from above.
+	Gen       int  `json:"gen,omitempty"`
+	OriginGen int  `json:"origin_gen,omitempty"`
+	Rebase    bool `json:"rebase,omitempty"` // Base is to be taken again
+	Base      Base `json:"base"`
 }
+
+// Held reports whether the part dispatches nothing now.
+func (p *Part) Held() bool { return p.Paused || p.Tripped != "" }
 
 // Refusal is a local device the part could not make a job for.
 type Refusal struct {
@@ -152,6 +204,8 @@ type Link struct {
 	// Error is the provider's refusal (final: nothing runs there).
 	Error      string `json:"error,omitempty"`
 	CancelSent bool   `json:"cancel_sent,omitempty"`
+	// Ctl is the Gen of the last Control the provider took.
+	Ctl int `json:"ctl,omitempty"`
 }
 
 // Progress is the variable ProgressVar of a part's context: the part's
@@ -163,6 +217,11 @@ type Progress struct {
 	Expanded bool                  `json:"expanded"`
 	Counters apitypes.BulkCounters `json:"counters"`
 	Errors   map[string]string     `json:"errors,omitempty"`
+	// Waves are the part's own waves; Reason why it is paused; Attempt
+	// and Gen the latest retry and Control it applied.
+	Waves   []apitypes.BulkWave `json:"waves,omitempty"`
+	Reason  string              `json:"reason,omitempty"`
+	Attempt int                 `json:"attempt,omitempty"`
 }
 
 // Tree is what the service needs of the model; *model.Model implements it.
@@ -203,8 +262,13 @@ type Service struct {
 	devJob map[string]map[string]apitypes.JobState // bulk id → device job id → last state seen
 	last   map[string]string                       // bulk id → progress last written (JSON)
 
-	created    *prometheus.CounterVec
-	dispatched prometheus.Counter
+	created     *prometheus.CounterVec
+	dispatched  prometheus.Counter
+	wavesOpened prometheus.Counter
+	paused      *prometheus.CounterVec
+
+	pace     map[string]*pace    // bulk id → its dispatch rate's state
+	firstIDs map[string][]string // bulk id → its members' first device job ids
 
 	kick chan struct{}
 	stop chan struct{}
@@ -236,10 +300,19 @@ func New(cfg Config) (*Service, error) {
 			Name: "strata_bulk_device_jobs_dispatched_total",
 			Help: "Device jobs created on this node for bulk jobs.",
 		}),
+		wavesOpened: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_bulk_waves_opened_total",
+			Help: "Waves of bulk jobs opened on this node after the first (each node opens its own part's waves).",
+		}),
+		paused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_bulk_jobs_paused_total",
+			Help: "Parts of bulk jobs paused on this node, by reason: max_failures, success_threshold, approval, operator (here or from above).",
+		}, []string{"reason"}),
+		pace: map[string]*pace{}, firstIDs: map[string][]string{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.created, s.dispatched)
+		cfg.Registerer.MustRegister(s.created, s.dispatched, s.wavesOpened, s.paused)
 	}
 	cfg.Tree.RegisterUpdater(KindBulk, Update)
 	if err := s.reload(); err != nil {
@@ -378,8 +451,8 @@ func (s *Service) Create(ctx context.Context, p *auth.Principal, nb apitypes.New
 	if err != nil {
 		return nil, err
 	}
-	if len(nb.Rollout) > 0 && !json.Valid(nb.Rollout) {
-		return nil, fmt.Errorf("%w: rollout is not JSON", model.ErrInvalid)
+	if _, err := ParseRollout(nb.Rollout); err != nil {
+		return nil, err
 	}
 	now := s.clock()
 	switch {
@@ -437,6 +510,18 @@ func (s *Service) Receive(ctx context.Context, consumer string, id Identity, sco
 		return fmt.Errorf("%w: bulk job id %q", model.ErrInvalid, req.Spec.ID)
 	}
 	switch req.Action {
+	case ActionControl:
+		if req.Control == nil {
+			return fmt.Errorf("%w: a control request without its control", model.ErrInvalid)
+		}
+		_, err := s.update(ctx, req.Spec.ID, change{Control: req.Control})
+		if errors.Is(err, model.ErrNotFound) {
+			return nil
+		}
+		if err == nil {
+			s.wake()
+		}
+		return err
 	case ActionCancel:
 		_, err := s.cancel(ctx, req.Spec.ID, id.User+"@"+consumer)
 		if errors.Is(err, model.ErrNotFound) {
@@ -455,6 +540,9 @@ func (s *Service) Receive(ctx context.Context, consumer string, id Identity, sco
 		return fmt.Errorf("%w: function %q: %v", model.ErrInvalid, sp.Function, err)
 	}
 	if _, err := ParseTarget(sp.Target); err != nil {
+		return err
+	}
+	if _, err := ParseRollout(sp.Rollout); err != nil {
 		return err
 	}
 	args, err := checkArgs(sp.Args)
@@ -597,6 +685,21 @@ func (s *Service) update(ctx context.Context, id string, c change, extra ...mode
 		return nil, fmt.Errorf("bulk: store %s: %w", id, err)
 	}
 	if _, ok := s.parts[id]; ok || !next.Finished {
+		if !ok {
+			// Back in the loop (a retry of a finished part): its device
+			// jobs' states first, which the rollout counts from.
+			dj := map[string]apitypes.JobState{}
+			err := s.cfg.Jobs.List(func(j jobs.Job) bool {
+				if j.Bulk == id {
+					dj[j.ID] = j.State
+				}
+				return true
+			})
+			if err != nil {
+				return nil, fmt.Errorf("bulk: device jobs of %s: %w", id, err)
+			}
+			s.devJob[id] = dj
+		}
 		s.parts[id] = next
 		if s.devJob[id] == nil {
 			s.devJob[id] = map[string]apitypes.JobState{}
@@ -606,6 +709,8 @@ func (s *Service) update(ctx context.Context, id string, c change, extra ...mode
 		delete(s.parts, id)
 		delete(s.devJob, id)
 		delete(s.last, id)
+		delete(s.pace, id)
+		delete(s.firstIDs, id)
 	}
 	return clonePart(next), nil
 }
@@ -614,6 +719,7 @@ func clonePart(p *Part) *Part {
 	c := *p
 	c.Refused = slices.Clone(p.Refused)
 	c.Scope = slices.Clone(p.Scope)
+	c.Members = slices.Clip(p.Members) // never changed in place
 	if p.Links != nil {
 		c.Links = make(map[string]*Link, len(p.Links))
 		for k, l := range p.Links {

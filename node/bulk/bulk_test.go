@@ -106,13 +106,10 @@ func TestExpansionIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tstest.WaitForErr(t, 10*time.Second, "expanded", func() (bool, error) {
+	tstest.WaitForErr(t, 10*time.Second, "expanded and dispatched", func() (bool, error) {
 		p, err := s.Get(part.ID)
-		return err == nil && p.Expanded, err
+		return err == nil && p.Expanded && e.deviceJobs(t, part.ID) == 5, err
 	})
-	if n := e.deviceJobs(t, part.ID); n != 5 {
-		t.Fatalf("%d device jobs, want 5", n)
-	}
 	s.Close()
 
 	// As if the node stopped before it recorded the expansion.

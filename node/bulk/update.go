@@ -23,6 +23,8 @@ type change struct {
 	// Expanded marks the part expanded with its links (a no-op when it
 	// is already).
 	Expanded *map[string]*Link `json:"expanded,omitempty"`
+	// Members are the local devices selected, with Expanded.
+	Members []Member `json:"members,omitempty"`
 	// Refuse adds a refused device (a conflict when it is there already,
 	// so that its failure event, in the same commit, is not repeated).
 	Refuse *Refusal `json:"refuse,omitempty"`
@@ -31,6 +33,27 @@ type change struct {
 	Sent       bool   `json:"sent,omitempty"`
 	Error      string `json:"error,omitempty"`
 	CancelSent bool   `json:"cancel_sent,omitempty"`
+	Ctl        int    `json:"ctl,omitempty"` // the Control Gen the link took
+	// Wave opens waves up to this one.
+	Wave int `json:"wave,omitempty"`
+	// Trip holds the part for this node's own reason (a no-op when held
+	// or finished); Approve, with it, is the wave waiting for approval + 1.
+	Trip    string `json:"trip,omitempty"`
+	Approve int    `json:"approve,omitempty"`
+	// At is the Gen a Trip or Base was decided at: either is a no-op
+	// once the part changed Gen since (resumed, retried).
+	At int `json:"at,omitempty"`
+	// Pause is the operator's hold with its reason (a conflict once
+	// paused, cancelled or finished); Resume lifts every hold (a conflict
+	// once cancelled or finished); Retry starts the next attempt of the
+	// failed devices (a conflict once cancelled); Control applies the hold
+	// and attempt of the node above (a no-op if not newer).
+	Pause   string   `json:"pause,omitempty"`
+	Resume  bool     `json:"resume,omitempty"`
+	Retry   bool     `json:"retry,omitempty"`
+	Control *Control `json:"control,omitempty"`
+	// Base sets what max_failures counts from.
+	Base *Base `json:"base,omitempty"`
 	// Cancel cancels the part (a conflict once cancelled or finished).
 	Cancel bool `json:"cancel,omitempty"`
 	// Finish marks the part finished.
@@ -62,7 +85,7 @@ func Update(key string, cur, arg []byte) ([]byte, error) {
 	switch {
 	case c.Expanded != nil:
 		if !p.Expanded {
-			p.Expanded, p.Links = true, *c.Expanded
+			p.Expanded, p.Links, p.Members = true, *c.Expanded, c.Members
 		}
 	case c.Refuse != nil:
 		if len(p.Refused) >= maxRefused || slices.ContainsFunc(p.Refused, func(r Refusal) bool { return r.Path == c.Refuse.Path }) {
@@ -83,6 +106,56 @@ func Update(key string, cur, arg []byte) ([]byte, error) {
 			}
 		case c.CancelSent:
 			l.CancelSent = true
+		case c.Ctl > 0:
+			l.Ctl = max(l.Ctl, c.Ctl)
+		}
+	case c.Wave > 0:
+		p.Wave = max(p.Wave, c.Wave)
+	case c.Trip != "":
+		if !p.Held() && !p.Finished && !p.Cancelled && !p.Rebase && p.Gen == c.At {
+			p.Tripped, p.Approve = c.Trip, c.Approve
+		}
+	case c.Pause != "":
+		if p.Cancelled || p.Finished {
+			return nil, fmt.Errorf("%w: bulk job %s is already %s", model.ErrConflict, key, map[bool]string{true: "cancelled", false: "done"}[p.Cancelled])
+		}
+		if p.Paused {
+			return nil, fmt.Errorf("%w: bulk job %s is paused already", model.ErrConflict, key)
+		}
+		p.Paused, p.Reason = true, c.Pause
+		p.Gen++
+	case c.Resume:
+		if p.Cancelled || p.Finished {
+			return nil, fmt.Errorf("%w: bulk job %s is already %s", model.ErrConflict, key, map[bool]string{true: "cancelled", false: "done"}[p.Cancelled])
+		}
+		resume(&p)
+		p.Gen++
+	case c.Retry:
+		if p.Cancelled {
+			return nil, fmt.Errorf("%w: bulk job %s is cancelled", model.ErrConflict, key)
+		}
+		retry(&p, p.Attempt+1)
+		p.Gen++
+	case c.Control != nil:
+		if c.Control.Gen <= p.OriginGen || p.Cancelled {
+			break
+		}
+		p.OriginGen = c.Control.Gen
+		switch {
+		case c.Control.Attempt > p.Attempt:
+			retry(&p, c.Control.Attempt)
+			p.Paused = c.Control.Paused
+		case c.Control.Paused && !p.Paused && !p.Finished:
+			p.Paused, p.Reason = true, "paused from above"
+		case !c.Control.Paused && !p.Finished && p.Held():
+			resume(&p)
+		}
+		// Sent on down in any case: the nodes below may be held where
+		// this one is not.
+		p.Gen++
+	case c.Base != nil:
+		if p.Gen == c.At {
+			p.Base, p.Rebase = *c.Base, false
 		}
 	case c.Cancel:
 		if p.Cancelled || p.Finished {
@@ -95,4 +168,25 @@ func Update(key string, cur, arg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: bulk job %s: an empty change", model.ErrInvalid, key)
 	}
 	return json.Marshal(&p)
+}
+
+// resume lifts every hold of p: the operator's, a threshold's, and opens
+// the wave waiting for approval; max_failures counts afresh.
+func resume(p *Part) {
+	if p.Approve > 0 {
+		p.Wave = max(p.Wave, p.Approve-1)
+	}
+	p.Paused, p.Reason, p.Tripped, p.Approve = false, "", "", 0
+	p.Rebase = true
+}
+
+// retry starts attempt of p's failed devices: p runs again, without a
+// threshold's hold (a wave waiting for approval still waits).
+func retry(p *Part, attempt int) {
+	p.Attempt, p.Finished = attempt, false
+	p.Paused, p.Reason = false, ""
+	if p.Approve == 0 {
+		p.Tripped = ""
+	}
+	p.Rebase = true
 }

@@ -85,8 +85,22 @@ func (s *Service) View(ctx context.Context, id string) (View, error) {
 			own = p
 		}
 	}
-	v.Local = apitypes.BulkPeer{BulkCounters: own.Counters, State: own.State}
+	v.Local = apitypes.BulkPeer{BulkCounters: own.Counters, State: own.State, Reason: own.Reason, Attempt: own.Attempt}
 	v.Counters = own.Counters
+	v.Attempt = part.Attempt
+	addWaves := func(ws []apitypes.BulkWave) {
+		for i, w := range ws {
+			if i == len(v.Waves) {
+				v.Waves = append(v.Waves, apitypes.BulkWave{State: apitypes.BulkDone})
+			}
+			agg := &v.Waves[i]
+			agg.Size += w.Size
+			agg.Counters.Add(w.Counters)
+			agg.State = worse(agg.State, w.State)
+		}
+	}
+	addWaves(own.Waves)
+	paused, reason := own.State == apitypes.BulkPaused, own.Reason
 	errs := func(node model.Path, m map[string]string) {
 		for mount, e := range m {
 			at := string(mapPath(node, model.Path(mount)))
@@ -104,8 +118,12 @@ func (s *Service) View(ctx context.Context, id string) (View, error) {
 		if !ok {
 			continue
 		}
-		v.Peers[string(t.node)] = apitypes.BulkPeer{BulkCounters: p.Counters, State: p.State}
+		v.Peers[string(t.node)] = apitypes.BulkPeer{BulkCounters: p.Counters, State: p.State, Reason: p.Reason, Attempt: p.Attempt}
 		v.Counters.Add(p.Counters)
+		addWaves(p.Waves)
+		if p.State == apitypes.BulkPaused && !paused {
+			paused, reason = true, string(t.node)+": "+p.Reason
+		}
 	}
 	errs(model.Root, own.Errors)
 	for _, t := range ts {
@@ -114,11 +132,48 @@ func (s *Service) View(ctx context.Context, id string) (View, error) {
 		}
 	}
 	v.State = own.State
-	if part.Cancelled {
+	switch {
+	case part.Cancelled:
 		v.State = apitypes.BulkCancelled
+	case own.Attempt < part.Attempt || (part.Held() && own.State == apitypes.BulkRunning) ||
+		(!part.Held() && own.State == apitypes.BulkPaused):
+		// Retried, paused or tripped since its progress was last written.
+		v.State, v.Reason = apitypes.BulkRunning, ""
+		if part.Held() {
+			v.State, v.Reason = apitypes.BulkPaused, part.Reason
+			if v.Reason == "" {
+				v.Reason = part.Tripped
+			}
+		}
+	case v.State != apitypes.BulkDone && paused:
+		v.State, v.Reason = apitypes.BulkPaused, reason
 	}
-	v.Waves = []apitypes.BulkWave{{Size: v.Counters.Total, State: v.State, Counters: v.Counters}}
+	if len(v.Waves) == 0 {
+		v.Waves = []apitypes.BulkWave{{Size: v.Counters.Total, State: v.State, Counters: v.Counters}}
+	}
 	return v, nil
+}
+
+// worse is the state of a wave across nodes whose waves are in a and b:
+// cancelled, else paused, else running, else pending, else done.
+func worse(a, b apitypes.BulkState) apitypes.BulkState {
+	rank := func(s apitypes.BulkState) int {
+		switch s {
+		case apitypes.BulkCancelled:
+			return 4
+		case apitypes.BulkPaused:
+			return 3
+		case apitypes.BulkRunning:
+			return 2
+		case apitypes.BulkPending:
+			return 1
+		}
+		return 0
+	}
+	if rank(b) > rank(a) {
+		return b
+	}
+	return a
 }
 
 func mapPath(node, p model.Path) model.Path {

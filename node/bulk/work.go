@@ -21,17 +21,21 @@ import (
 // cancelled) the loop takes each part not finished through its steps, in
 // order, each repeated until it is done and durable:
 //
-//  1. expand: a device job per local device the target selects (or a
-//     refusal), and the list of links to send to; then Expanded.
+//  1. expand: the local devices the target selects, in path order (the
+//     part's members; or a refusal each), and the list of links to send
+//     to; then Expanded.
 //  2. cancel (when Cancelled): cancel the device jobs not final, send
 //     the cancel to the links the job was sent to.
 //  3. send: the job to each link not yet sent, until the provider takes
 //     or refuses it; an unreachable one is tried again on the next round.
-//  4. count: the part's counters from its device jobs, its state from
-//     them and from its links' progress (read from the mirror), written
-//     to its context when they changed.
-//  5. finish: a part done (or cancelled, with every cancel sent) leaves
-//     the loop.
+//     Then the part's latest Control to each link that has not taken it.
+//  4. roll (roll.go): thresholds, waves, and the device jobs due in the
+//     open waves within the rate and the concurrency.
+//  5. count: the part's counters from its device jobs, its waves, its
+//     state from them and from its links' progress (read from the
+//     mirror), written to its context when they changed.
+//  6. finish: a part done (or cancelled, with every cancel sent) leaves
+//     the loop; a retry brings it back.
 
 func (s *Service) loop() {
 	defer close(s.done)
@@ -114,6 +118,8 @@ func (s *Service) snapshot(id string) *Part {
 		delete(s.parts, id)
 		delete(s.devJob, id)
 		delete(s.last, id)
+		delete(s.pace, id)
+		delete(s.firstIDs, id)
 		return nil
 	}
 	if _, ok := s.parts[id]; !ok {
@@ -141,8 +147,21 @@ func (s *Service) work(ctx context.Context, id string) error {
 		if err := s.cancelAll(ctx, part); err != nil {
 			return err
 		}
-	} else if err := s.sendAll(ctx, part); err != nil {
-		return err
+	} else {
+		if err := s.sendAll(ctx, part); err != nil {
+			return err
+		}
+		if part = s.snapshot(id); part == nil {
+			return nil
+		}
+		if err := s.sendControl(ctx, part); err != nil {
+			return err
+		}
+		if part.Expanded {
+			if err := s.roll(ctx, part); err != nil {
+				return err
+			}
+		}
 	}
 	if part = s.snapshot(id); part == nil {
 		return nil
@@ -221,6 +240,14 @@ func (s *Service) expand(ctx context.Context, part *Part) error {
 		q.Type = devices.DeviceType
 	}
 	local := func(p model.Path) bool { return !p.Within(federation.PeersRoot) && inScope(part.Scope, p) }
+	var members []Member
+	seen := map[string]bool{}
+	add := func(m Member) {
+		if !seen[m.Device] {
+			seen[m.Device] = true
+			members = append(members, m)
+		}
+	}
 	if t.Paths != nil {
 		filtered := t.Type != "" || len(t.Labels) > 0 || len(t.Vars) > 0
 		for _, p := range t.Paths {
@@ -238,7 +265,7 @@ func (s *Service) expand(ctx context.Context, part *Part) error {
 					continue
 				}
 			}
-			if err := s.dispatch(ctx, part, pr, p, true); err != nil {
+			if err := s.select1(ctx, part, pr, p, true, add); err != nil {
 				return err
 			}
 		}
@@ -259,7 +286,7 @@ func (s *Service) expand(ctx context.Context, part *Part) error {
 					if !local(c.Path) {
 						continue
 					}
-					if err := s.dispatch(ctx, part, pr, c.Path, false); err != nil {
+					if err := s.select1(ctx, part, pr, c.Path, false, add); err != nil {
 						return err
 					}
 				}
@@ -284,8 +311,26 @@ func (s *Service) expand(ctx context.Context, part *Part) error {
 			links[prov.Name] = &Link{Mount: prov.Mount, Target: mt.Wire(), Scope: sc}
 		}
 	}
-	_, err = s.update(ctx, part.ID, change{Expanded: &links})
+	_, err = s.update(ctx, part.ID, change{Expanded: &links, Members: members})
 	return err
+}
+
+// select1 checks the device at path for part: add is given it, or its
+// refusal is recorded. A context of type device that is no device's own
+// is skipped when a search found it, refused when the target named it.
+func (s *Service) select1(ctx context.Context, part *Part, pr *auth.Principal, path model.Path, named bool, add func(Member)) error {
+	d, err := s.cfg.Calls.Check(pr, path, part.Function)
+	if err != nil {
+		if !named && errors.Is(err, calls.ErrNotDevice) {
+			return nil
+		}
+		if !refusal(err) {
+			return err
+		}
+		return s.refuse(ctx, part.ID, path, err)
+	}
+	add(Member{Path: d.Path, Device: d.ID})
+	return nil
 }
 
 // localPrefixes replaces in prefixes the subtrees that hold the mounts
@@ -320,21 +365,18 @@ func (s *Service) localPrefixes(prefixes []model.Path) ([]model.Path, error) {
 	return out, nil
 }
 
-// dispatch makes the device job of the device at path, or records its
-// refusal. A context of type device that is no device's own is skipped
-// when a search found it, refused when the target named it.
-func (s *Service) dispatch(ctx context.Context, part *Part, pr *auth.Principal, path model.Path, named bool) error {
-	d, err := s.cfg.Calls.Check(pr, path, part.Function)
+// dispatch makes member m's device job for attempt, or records its
+// refusal (checked again: the device may have been revoked since its
+// part was expanded).
+func (s *Service) dispatch(ctx context.Context, part *Part, pr *auth.Principal, m Member, attempt int) error {
+	d, err := s.cfg.Calls.Check(pr, m.Path, part.Function)
 	if err != nil {
-		if !named && errors.Is(err, calls.ErrNotDevice) {
-			return nil
-		}
-		if !refusal(err) {
+		if !refusal(err) && !errors.Is(err, calls.ErrNotDevice) {
 			return err
 		}
-		return s.refuse(ctx, part.ID, path, err)
+		return s.refuse(ctx, part.ID, m.Path, err)
 	}
-	jid := jobs.BulkJobID(part.ID, d.ID)
+	jid := AttemptJobID(part.ID, d.ID, attempt)
 	s.mu.Lock()
 	_, known := s.devJob[part.ID][jid]
 	s.mu.Unlock()
@@ -352,8 +394,11 @@ func (s *Service) dispatch(ctx context.Context, part *Part, pr *auth.Principal, 
 		s.dispatched.Inc()
 	case errors.Is(err, model.ErrConflict):
 		// Made before a restart: counted from its record.
+		if j, err := s.cfg.Jobs.Get(jid); err == nil {
+			st = j.State
+		}
 	case errors.Is(err, model.ErrInvalid):
-		return s.refuse(ctx, part.ID, path, err)
+		return s.refuse(ctx, part.ID, m.Path, err)
 	default:
 		return err
 	}
@@ -515,7 +560,6 @@ func (s *Service) count(part *Part) (Progress, bool) {
 			fresh[jid] = j.State
 		}
 	}
-	var c apitypes.BulkCounters
 	s.mu.Lock()
 	m = s.devJob[part.ID]
 	for jid, st := range fresh {
@@ -523,14 +567,19 @@ func (s *Service) count(part *Part) (Progress, bool) {
 			m[jid] = st
 		}
 	}
-	for _, st := range m {
-		c.Count(st)
-	}
 	s.mu.Unlock()
+	ms := s.memberStates(part)
+	c := countMembers(ms, 0, len(ms))
 	for range part.Refused {
 		c.Count(jobs.Failed)
 	}
-	prog := Progress{Expanded: part.Expanded, Counters: c}
+	prog := Progress{Expanded: part.Expanded, Counters: c, Attempt: part.Attempt, Reason: part.Reason}
+	if part.Expanded {
+		prog.Waves = waves(part, ms)
+	}
+	if prog.Reason == "" {
+		prog.Reason = part.Tripped
+	}
 	linksDone, cancelsSent := true, true
 	for _, l := range part.Links {
 		if l.Error != "" {
@@ -543,22 +592,29 @@ func (s *Service) count(part *Part) (Progress, bool) {
 		if !l.CancelSent && l.Sent {
 			cancelsSent = false
 		}
-		if !l.Sent {
+		if !l.Sent || l.Ctl < part.Gen {
 			linksDone = false
 			continue
 		}
-		if pp, ok := s.peerProgress(l.Mount, part.ID); !ok || (pp.State != apitypes.BulkDone && pp.State != apitypes.BulkCancelled) {
+		pp, ok := s.peerProgress(l.Mount, part.ID)
+		if !ok || pp.Attempt < part.Attempt || (pp.State != apitypes.BulkDone && pp.State != apitypes.BulkCancelled) {
 			linksDone = false
 		}
 	}
-	localDone := part.Expanded && c.Finished() == c.Total
+	r, _ := ParseRollout(part.Rollout)
+	allOpen := part.Wave >= len(r.Bounds(len(ms)))-1
+	retryDue := part.Rebase || slices.ContainsFunc(ms, func(m memberState) bool { return retryOf(part, m) })
+	localDone := part.Expanded && allOpen && !retryDue && c.Pending == 0 && c.Finished() == c.Total
 	switch {
 	case part.Cancelled:
 		prog.State = apitypes.BulkCancelled
-		return prog, c.Finished() == c.Total && cancelsSent
+		return prog, c.Finished()+c.Pending == c.Total && cancelsSent
 	case localDone && linksDone:
 		prog.State = apitypes.BulkDone
 		return prog, true
+	case part.Held():
+		prog.State = apitypes.BulkPaused
+		return prog, false
 	}
 	prog.State = apitypes.BulkRunning
 	return prog, false

@@ -65,3 +65,30 @@ func (c *Client) BulkFailures(ctx context.Context, id, after string, limit int) 
 	}
 	return &out, nil
 }
+
+// PauseBulkJob holds a bulk job here and below: no new device jobs.
+func (c *Client) PauseBulkJob(ctx context.Context, id string) (*BulkJob, error) {
+	return c.controlBulkJob(ctx, id, "/pause")
+}
+
+// ResumeBulkJob lifts every hold of a bulk job here and below.
+func (c *Client) ResumeBulkJob(ctx context.Context, id string) (*BulkJob, error) {
+	return c.controlBulkJob(ctx, id, "/resume")
+}
+
+// RetryBulkJob runs a bulk job's failed devices again, here and below.
+func (c *Client) RetryBulkJob(ctx context.Context, id string) (*BulkJob, error) {
+	return c.controlBulkJob(ctx, id, "/retry")
+}
+
+func (c *Client) controlBulkJob(ctx context.Context, id, action string) (*BulkJob, error) {
+	p, err := idPath("/api/v1/jobs/", id, action)
+	if err != nil {
+		return nil, err
+	}
+	var out BulkJob
+	if err := c.do(ctx, http.MethodPost, p, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

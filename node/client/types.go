@@ -361,6 +361,7 @@ type (
 
 // States of a bulk job.
 const (
+	BulkPending   = apitypes.BulkPending
 	BulkRunning   = apitypes.BulkRunning
 	BulkPaused    = apitypes.BulkPaused
 	BulkDone      = apitypes.BulkDone

@@ -2,17 +2,20 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
@@ -53,6 +56,7 @@ func (x *ctl) jobsRunCmd() *cobra.Command {
 		subtree, argsJSON, deadline  string
 		ttl                          time.Duration
 		watch                        bool
+		ro                           rolloutFlags
 	)
 	c := &cobra.Command{
 		Use:   "run FUNCTION [--filter k=v]... [--paths P,...] [--subtree P] [--label k=v]... [--args JSON] [--watch]",
@@ -71,7 +75,21 @@ The target is every part given (AND):
 
 Arguments are as for "strata ctl call" (--args, --arg). --ttl or --deadline
 (RFC 3339) bound how long devices may still start it (default 1h).
-With --watch, follow its progress as "strata ctl jobs watch" does.`,
+With --watch, follow its progress as "strata ctl jobs watch" does.
+
+Rollout (docs/jobs.md "Rollouts"; each node applies it to its own devices):
+  --waves 5,25,70          waves, in order, as percentages of the devices
+  --success-threshold Q    a wave's succeeded devices that open the next
+                           (Q: a count, or a percentage such as 95%)
+  --approval               pause before each next wave until resumed
+  --max-failures Q         failures that pause the job (2 or 2%), counted
+  --min-finished N         once N devices finished (since the last resume)
+  --rate R                 device jobs a second per node, multiplied by
+  --rate-factor F          F each time --rate-every N devices succeeded,
+  --rate-every N           up to --rate-max
+  --max-concurrency N      device jobs not final at once per node
+  --rollout JSON           the rollout object itself (the flags above
+                           override its fields)`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, pos []string) error {
 			usage := func(err error) error { return usageError{err: err, cmd: c.CommandPath()} }
@@ -91,6 +109,9 @@ With --watch, follow its progress as "strata ctl jobs watch" does.`,
 				return usage(errors.New("give a target: --filter, --paths, --subtree or --label (--subtree / for every device)"))
 			}
 			nb := client.NewBulkJob{Function: pos[0], Args: a, Target: tg, Deadline: deadline}
+			if nb.Rollout, err = ro.build(c); err != nil {
+				return usage(err)
+			}
 			if ttl > 0 {
 				nb.TTL = ttl.String()
 			}
@@ -121,7 +142,126 @@ With --watch, follow its progress as "strata ctl jobs watch" does.`,
 	f.DurationVar(&ttl, "ttl", 0, "the device jobs expire this long from now (default: the node's, 1h)")
 	f.StringVar(&deadline, "deadline", "", "the device jobs expire at this RFC 3339 time")
 	f.BoolVar(&watch, "watch", false, "follow the job's progress until it ends")
+	ro.add(f)
 	return c
+}
+
+// rolloutFlags are the rollout flags of jobs run.
+type rolloutFlags struct {
+	json                                string
+	waves                               []string
+	success, maxFailures                string
+	approval                            bool
+	minFinished, rateEvery, concurrency int
+	rate, rateFactor, rateMax           float64
+}
+
+func (r *rolloutFlags) add(f *pflag.FlagSet) {
+	f.StringVar(&r.json, "rollout", "", "the rollout as a JSON object")
+	f.StringSliceVar(&r.waves, "waves", nil, "waves as percentages of the devices, in order (5,25,70)")
+	f.StringVar(&r.success, "success-threshold", "", "succeeded devices of a wave that open the next: N or N%")
+	f.BoolVar(&r.approval, "approval", false, "pause before each next wave until resumed")
+	f.StringVar(&r.maxFailures, "max-failures", "", "failures that pause the job: N or N%")
+	f.IntVar(&r.minFinished, "min-finished", 0, "finished devices before --max-failures applies")
+	f.Float64Var(&r.rate, "rate", 0, "device jobs a second per node")
+	f.Float64Var(&r.rateFactor, "rate-factor", 0, "multiply the rate by this each --rate-every successes")
+	f.IntVar(&r.rateEvery, "rate-every", 0, "successes between two rate increases")
+	f.Float64Var(&r.rateMax, "rate-max", 0, "the highest rate, a second")
+	f.IntVar(&r.concurrency, "max-concurrency", 0, "device jobs not final at once per node")
+}
+
+// quantity is a flag's count ("3") or percentage ("2%") as JSON.
+func quantity(flag, v string) (any, error) {
+	if strings.HasSuffix(v, "%") {
+		return v, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return nil, fmt.Errorf("--%s %q: want a count (3) or a percentage (2%%)", flag, v)
+	}
+	return n, nil
+}
+
+// build is the rollout object of the flags given (nil: none).
+func (r *rolloutFlags) build(c *cobra.Command) (json.RawMessage, error) {
+	obj := map[string]any{}
+	if r.json != "" {
+		if err := json.Unmarshal([]byte(r.json), &obj); err != nil || obj == nil {
+			return nil, fmt.Errorf("--rollout: want a JSON object")
+		}
+	}
+	changed := c.Flags().Changed
+	if changed("waves") {
+		var ws []string
+		for _, w := range r.waves {
+			w = strings.TrimSpace(w)
+			if !strings.HasSuffix(w, "%") {
+				w += "%"
+			}
+			ws = append(ws, w)
+		}
+		obj["waves"] = ws
+	}
+	for flag, key := range map[string]string{"success-threshold": "success_threshold", "max-failures": "max_failures"} {
+		if !changed(flag) {
+			continue
+		}
+		v := r.success
+		if flag == "max-failures" {
+			v = r.maxFailures
+		}
+		q, err := quantity(flag, v)
+		if err != nil {
+			return nil, err
+		}
+		obj[key] = q
+	}
+	if changed("approval") {
+		obj["approval"] = r.approval
+	}
+	if changed("min-finished") {
+		obj["min_finished"] = r.minFinished
+	}
+	if changed("max-concurrency") {
+		obj["max_concurrency"] = r.concurrency
+	}
+	if changed("rate") || changed("rate-factor") || changed("rate-every") || changed("rate-max") {
+		rate, _ := obj["rate"].(map[string]any)
+		if rate == nil {
+			rate = map[string]any{}
+		}
+		for flag, key := range map[string]string{"rate": "per_second", "rate-factor": "factor", "rate-max": "max_per_second"} {
+			if changed(flag) {
+				v := map[string]float64{"rate": r.rate, "rate-factor": r.rateFactor, "rate-max": r.rateMax}[flag]
+				rate[key] = v
+			}
+		}
+		if changed("rate-every") {
+			rate["every"] = r.rateEvery
+		}
+		obj["rate"] = rate
+	}
+	if len(obj) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(obj)
+}
+
+func (x *ctl) jobsControlCmd(verb, short string, do func(*client.Client, context.Context, string) (*client.BulkJob, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, pos []string) error {
+			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				b, err := do(cl, ctx, pos[0])
+				if err != nil {
+					return err
+				}
+				return x.show(b, func(w io.Writer) { printBulk(w, b) })
+			})
+		},
+	}
 }
 
 func (x *ctl) jobsWatchCmd() *cobra.Command {
@@ -266,6 +406,15 @@ func (v *lineView) update(b *client.BulkJob) {
 	c := b.Counters
 	s := fmt.Sprintf("%s %s: %d/%d finished (succeeded %d, failed %d, expired %d, cancelled %d; queued %d, delivered %d, running %d)",
 		b.ID, b.State, c.Finished(), c.Total, c.Succeeded, c.Failed, c.Expired, c.Cancelled, c.Queued, c.Delivered, c.Running)
+	if len(b.Waves) > 1 {
+		s += "; waves:"
+		for i, w := range b.Waves {
+			s += fmt.Sprintf(" %d %s %d/%d", i+1, w.State, w.Counters.Finished(), w.Size)
+		}
+	}
+	if b.Reason != "" {
+		s += " (" + b.Reason + ")"
+	}
 	if s != v.last {
 		v.last = s
 		fmt.Fprintf(v.w, "%s %s\n", time.Now().Format(time.TimeOnly), s)
@@ -299,7 +448,7 @@ func (v *barView) bar(name string, c client.BulkCounters, state client.BulkState
 		)
 		v.bars[name], v.states[name] = b, st
 	}
-	v.states[name].set(c)
+	v.states[name].set(c, state)
 	total, cur := int64(c.Total), int64(c.Finished())
 	if total == 0 {
 		total, cur = 1, 0
@@ -330,15 +479,23 @@ func (s *barState) text(decor.Statistics) string {
 	return s.s
 }
 
-func (s *barState) set(c client.BulkCounters) {
+func (s *barState) set(c client.BulkCounters, state client.BulkState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.counts = fmt.Sprintf("%d/%d", c.Finished(), c.Total)
 	s.s = fmt.Sprintf(" ok %d failed %d expired %d cancelled %d", c.Succeeded, c.Failed, c.Expired, c.Cancelled)
+	if state == client.BulkPaused || state == client.BulkPending {
+		s.s += " " + string(state)
+	}
 }
 
 func (v *barView) update(b *client.BulkJob) {
 	v.bar("all", b.Counters, b.State)
+	if len(b.Waves) > 1 {
+		for i, w := range b.Waves {
+			v.bar(fmt.Sprintf("wave %d", i+1), w.Counters, w.State)
+		}
+	}
 	v.bar("this node", b.Local.BulkCounters, b.Local.State)
 	peers := make([]string, 0, len(b.Peers))
 	for p := range b.Peers {
@@ -369,16 +526,27 @@ func printBulk(w io.Writer, b *client.BulkJob) {
 		fmt.Fprintf(tw, "args:\t%s\n", b.Args)
 	}
 	fmt.Fprintf(tw, "state:\t%s\n", b.State)
+	if b.Reason != "" {
+		fmt.Fprintf(tw, "reason:\t%s\n", b.Reason)
+	}
+	if b.Attempt > 0 {
+		fmt.Fprintf(tw, "attempt:\t%d (retries of the failed)\n", b.Attempt)
+	}
 	fmt.Fprintf(tw, "created:\t%s by %s\n", fmtTime(b.Created), orDash(b.CreatedBy))
 	fmt.Fprintf(tw, "deadline:\t%s\n", fmtTime(b.Deadline))
 	tw.Flush()
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tTOTAL\tQUEUED\tDELIVERED\tRUNNING\tSUCCEEDED\tFAILED\tEXPIRED\tCANCELLED\tERROR")
+	fmt.Fprintln(tw, "NODE\tSTATE\tTOTAL\tPENDING\tQUEUED\tDELIVERED\tRUNNING\tSUCCEEDED\tFAILED\tEXPIRED\tCANCELLED\tERROR")
 	row := func(name string, state client.BulkState, c client.BulkCounters, e string) {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", name, state, c.Total, c.Queued, c.Delivered, c.Running,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", name, state, c.Total, c.Pending, c.Queued, c.Delivered, c.Running,
 			c.Succeeded, c.Failed, c.Expired, c.Cancelled, e)
 	}
 	row("(all)", b.State, b.Counters, "")
+	if len(b.Waves) > 1 {
+		for i, w := range b.Waves {
+			row(fmt.Sprintf("(wave %d)", i+1), w.State, w.Counters, "")
+		}
+	}
 	row("/", b.Local.State, b.Local.BulkCounters, "")
 	peers := make([]string, 0, len(b.Peers))
 	for p := range b.Peers {
@@ -386,7 +554,11 @@ func printBulk(w io.Writer, b *client.BulkJob) {
 	}
 	slices.Sort(peers)
 	for _, p := range peers {
-		row(p, b.Peers[p].State, b.Peers[p].BulkCounters, b.Peers[p].Error)
+		e := b.Peers[p].Error
+		if e == "" {
+			e = b.Peers[p].Reason
+		}
+		row(p, b.Peers[p].State, b.Peers[p].BulkCounters, e)
 	}
 	tw.Flush()
 }

@@ -41,6 +41,10 @@ func fakeBulkAPI() http.HandlerFunc {
 			}
 		case "POST /api/v1/jobs/" + bulkID + "/cancel":
 			io.WriteString(w, job("cancelled", 0, 0))
+		case "POST /api/v1/jobs/" + bulkID + "/pause":
+			io.WriteString(w, strings.Replace(job("paused", 1, 0), `"state":"paused",`, `"state":"paused","reason":"paused by admin",`, 1))
+		case "POST /api/v1/jobs/" + bulkID + "/resume", "POST /api/v1/jobs/" + bulkID + "/retry":
+			io.WriteString(w, job("running", 1, 0))
 		case "GET /api/v1/jobs/" + bulkID + "/failures":
 			io.WriteString(w, `{"failures":[{"node":"/peers/p7","path":"/peers/p7/devices/d-1","job":"`+bulkID+`-d-1","state":"failed","error":"disk full","time":"2026-01-01T00:00:05Z"}],"next":"/peers/p7@12"}`)
 		default:
@@ -108,6 +112,89 @@ func TestBulkBarView(t *testing.T) {
 	v.update(b)
 	v.stop()
 	if out := buf.String(); !strings.Contains(out, "/peers/p7") || !strings.Contains(out, "4/4") || !strings.Contains(out, "failed 1") {
+		t.Fatalf("bars:\n%s", out)
+	}
+}
+
+// The rollout flags make the rollout object; pause, resume and retry
+// post to their paths.
+func TestCtlBulkRollout(t *testing.T) {
+	n := newFakeNode(t, fakeBulkAPI())
+	ctl := func(args ...string) (int, string, string) {
+		return runCmd(t, nil, "", append([]string{"ctl", "-c", n.config}, args...)...)
+	}
+	code, out, errOut := ctl("jobs", "run", "reboot", "--subtree", "/", "--waves", "5,25%,70", "--max-failures", "2%",
+		"--min-finished", "10", "--rate", "5", "--rate-factor", "2", "--rate-every", "100", "--max-concurrency", "50",
+		"--success-threshold", "90%", "--approval")
+	if code != 0 {
+		t.Fatalf("run: exit %d\n%s%s", code, out, errOut)
+	}
+	var body struct {
+		Rollout map[string]any `json:"rollout"`
+	}
+	if err := json.Unmarshal([]byte(n.last(t).body), &body); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(body.Rollout)
+	want := `{"approval":true,"max_concurrency":50,"max_failures":"2%","min_finished":10,"rate":{"every":100,"factor":2,"per_second":5},"success_threshold":"90%","waves":["5%","25%","70%"]}`
+	if string(got) != want {
+		t.Fatalf("rollout sent:\n%s\nwant\n%s", got, want)
+	}
+	code, _, _ = ctl("jobs", "run", "reboot", "--subtree", "/", "--rollout", `{"waves":[1]}`, "--max-failures", "3")
+	body.Rollout = nil
+	if err := json.Unmarshal([]byte(n.last(t).body), &body); code != 0 || err != nil {
+		t.Fatal(code, err)
+	}
+	if got, _ := json.Marshal(body.Rollout); string(got) != `{"max_failures":3,"waves":[1]}` {
+		t.Fatalf("--rollout with a flag: %s", got)
+	}
+	if code, _, errOut := ctl("jobs", "run", "reboot", "--subtree", "/", "--max-failures", "two"); code != 1 || !strings.Contains(errOut, "--max-failures") {
+		t.Fatalf("a bad --max-failures: exit %d %q", code, errOut)
+	}
+	code, out, _ = ctl("jobs", "pause", bulkID)
+	if code != 0 || !strings.Contains(out, "paused by admin") || n.last(t).path != "/api/v1/jobs/"+bulkID+"/pause" {
+		t.Fatalf("pause: exit %d\n%s", code, out)
+	}
+	for _, verb := range []string{"resume", "retry"} {
+		code, out, _ = ctl("jobs", verb, bulkID)
+		if code != 0 || !strings.Contains(out, "running") || n.last(t).path != "/api/v1/jobs/"+bulkID+"/"+verb {
+			t.Fatalf("%s: exit %d\n%s", verb, code, out)
+		}
+	}
+}
+
+// Watching a rollout shows each wave's progress.
+func TestBulkWaveLines(t *testing.T) {
+	var buf bytes.Buffer
+	v := &lineView{w: &buf}
+	v.update(&client.BulkJob{ID: bulkID, State: client.BulkPaused, Reason: "/peers/p7: 2 devices failed",
+		Counters: client.BulkCounters{Total: 10, Succeeded: 3, Failed: 2, Pending: 5},
+		Waves: []client.BulkWave{{Size: 2, State: client.BulkDone, Counters: client.BulkCounters{Total: 2, Succeeded: 2}},
+			{Size: 3, State: client.BulkPaused, Counters: client.BulkCounters{Total: 3, Succeeded: 1, Failed: 2}},
+			{Size: 5, State: client.BulkPending, Counters: client.BulkCounters{Total: 5, Pending: 5}}}})
+	if out := buf.String(); !strings.Contains(out, "waves: 1 done 2/2 2 paused 3/3 3 pending 0/5") || !strings.Contains(out, "(/peers/p7: 2 devices failed)") {
+		t.Fatalf("line:\n%s", out)
+	}
+}
+
+// The terminal view draws a bar per wave, kept across changes of its
+// state.
+func TestBulkBarViewWaves(t *testing.T) {
+	var buf bytes.Buffer
+	v := newBarView(context.Background(), &buf)
+	b := &client.BulkJob{ID: bulkID, State: client.BulkPaused, Counters: client.BulkCounters{Total: 4, Succeeded: 1, Failed: 1, Pending: 2},
+		Waves: []client.BulkWave{{Size: 2, State: client.BulkPaused, Counters: client.BulkCounters{Total: 2, Succeeded: 1, Failed: 1}},
+			{Size: 2, State: client.BulkPending, Counters: client.BulkCounters{Total: 2, Pending: 2}}}}
+	v.update(b)
+	b.State, b.Counters = client.BulkDone, client.BulkCounters{Total: 4, Succeeded: 3, Failed: 1}
+	b.Waves[0].State = client.BulkDone
+	b.Waves[1] = client.BulkWave{Size: 2, State: client.BulkDone, Counters: client.BulkCounters{Total: 2, Succeeded: 2}}
+	v.update(b)
+	if len(v.bars) != 4 {
+		t.Fatalf("%d bars, want the job's, two waves' and this node's", len(v.bars))
+	}
+	v.stop()
+	if out := buf.String(); !strings.Contains(out, "wave 2") || !strings.Contains(out, "2/2") {
 		t.Fatalf("bars:\n%s", out)
 	}
 }

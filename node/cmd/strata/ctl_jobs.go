@@ -23,7 +23,7 @@ const (
 func (x *ctl) jobsCmd() *cobra.Command {
 	c := group(&cobra.Command{
 		Use:   "jobs",
-		Short: "Function calls on devices: list, get, cancel; bulk jobs: run, watch, failures",
+		Short: "Function calls on devices: list, get, cancel; bulk jobs: run, watch, failures, pause, resume, retry",
 	})
 	var q client.JobQuery
 	var state string
@@ -112,7 +112,10 @@ through the federation links.`,
 			})
 		},
 	}
-	c.AddCommand(list, get, cancel, x.jobsRunCmd(), x.jobsWatchCmd(), x.jobsFailuresCmd())
+	c.AddCommand(list, get, cancel, x.jobsRunCmd(), x.jobsWatchCmd(), x.jobsFailuresCmd(),
+		x.jobsControlCmd("pause", "Pause a bulk job here and on every node below: no new device jobs until resumed", (*client.Client).PauseBulkJob),
+		x.jobsControlCmd("resume", "Resume a paused bulk job (an operator's pause, a threshold's, a wave awaiting approval), here and below", (*client.Client).ResumeBulkJob),
+		x.jobsControlCmd("retry", "Run a bulk job's failed and expired devices again, here and below (once each)", (*client.Client).RetryBulkJob))
 	return c
 }
 
