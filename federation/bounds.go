@@ -30,11 +30,11 @@ type bounds struct {
 }
 
 func newBounds(mount model.Path, publish, accept []model.Path) bounds {
-	pub := normalize(publish)
+	pub := model.NormalizeSubtrees(publish)
 	if len(pub) == 0 {
 		pub = []model.Path{model.Root}
 	}
-	return bounds{mount: mount, publish: pub, accept: normalize(accept)}
+	return bounds{mount: mount, publish: pub, accept: model.NormalizeSubtrees(accept)}
 }
 
 // canonicalPath reports whether p is exactly the canonical spelling of a

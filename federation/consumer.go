@@ -195,7 +195,7 @@ func (s *Service) CreateJoinToken(ctx context.Context, g JoinGrant) (string, tim
 		return "", time.Time{}, err
 	}
 	now := time.Now().UTC()
-	rec := tokenRecord{Peer: g.Peer, Grant: g.Grant, Subtrees: normalize(subtrees), Expires: now.Add(g.TTL), Created: now}
+	rec := tokenRecord{Peer: g.Peer, Grant: g.Grant, Subtrees: model.NormalizeSubtrees(subtrees), Expires: now.Add(g.TTL), Created: now}
 	put, err := putRecord(recToken, hex.EncodeToString(hash), rec)
 	if err != nil {
 		return "", time.Time{}, err

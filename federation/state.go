@@ -152,62 +152,9 @@ func effective(publish, accept []model.Path) []model.Path {
 		publish = []model.Path{model.Root}
 	}
 	if len(accept) == 0 {
-		return normalize(publish)
+		return model.NormalizeSubtrees(publish)
 	}
-	return intersect(publish, accept)
-}
-
-// intersect returns the parts of a that lie within b. Unlike effective,
-// an empty list is empty: narrowing nothing gives nothing.
-func intersect(a, b []model.Path) []model.Path {
-	var out []model.Path
-	for _, p := range a {
-		for _, q := range b {
-			switch {
-			case p.Within(q):
-				out = append(out, p)
-			case q.Within(p):
-				out = append(out, q)
-			}
-		}
-	}
-	return normalize(out)
-}
-
-// normalize sorts paths and drops those within another.
-func normalize(ps []model.Path) []model.Path {
-	var out []model.Path
-	for _, p := range ps {
-		covered := false
-		for _, q := range ps {
-			if q != p && p.Within(q) {
-				covered = true
-				break
-			}
-		}
-		if !covered && !containsPath(out, p) {
-			out = append(out, p)
-		}
-	}
-	sortPaths(out)
-	return out
-}
-
-func containsPath(ps []model.Path, p model.Path) bool {
-	for _, q := range ps {
-		if q == p {
-			return true
-		}
-	}
-	return false
-}
-
-func sortPaths(ps []model.Path) {
-	for i := 1; i < len(ps); i++ {
-		for j := i; j > 0 && ps[j] < ps[j-1]; j-- {
-			ps[j], ps[j-1] = ps[j-1], ps[j]
-		}
-	}
+	return model.IntersectSubtrees(publish, accept)
 }
 
 // within reports whether p is inside any of the subtrees.

@@ -197,7 +197,7 @@ func (u *upstream) connect() error {
 		return err
 	}
 	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
-	h := hello{Version: wireVersion, Node: s.cfg.Name, LogID: id, Publish: normalize(u.cfg.Publish), Below: s.below(), Head: s.model.LastSeq(), Role: s.cfg.Role}
+	h := hello{Version: wireVersion, Node: s.cfg.Name, LogID: id, Publish: model.NormalizeSubtrees(u.cfg.Publish), Below: s.below(), Head: s.model.LastSeq(), Role: s.cfg.Role}
 	if err := fw.write(kindHello, h); err != nil {
 		return err
 	}
@@ -220,13 +220,13 @@ func (u *upstream) connect() error {
 	grant := narrowGrant(g.Grant, w.Grant)
 	subtrees := effective(u.cfg.Publish, g.Subtrees)
 	if len(w.Subtrees) > 0 {
-		subtrees = intersect(subtrees, w.Subtrees) // never wider than recorded
+		subtrees = model.IntersectSubtrees(subtrees, w.Subtrees) // never wider than recorded
 	}
 	if len(subtrees) == 0 {
 		s.log.Warn("federation: nothing flows to this consumer: what this node publishes and what the consumer accepted do not meet",
 			"consumer", w.Node, "publish", u.cfg.Publish, "accepted", g.Subtrees, "welcome_subtrees", w.Subtrees)
 	}
-	if w.Grant != g.Grant || !slices.Equal(normalize(w.Subtrees), normalize(g.Subtrees)) {
+	if w.Grant != g.Grant || !slices.Equal(model.NormalizeSubtrees(w.Subtrees), model.NormalizeSubtrees(g.Subtrees)) {
 		s.log.Warn("federation: the consumer's welcome differs from the grant recorded at join; enforcing the recorded one",
 			"consumer", w.Node, "recorded", g.Grant, "welcome", w.Grant, "recorded_subtrees", g.Subtrees, "welcome_subtrees", w.Subtrees)
 	}
@@ -493,7 +493,7 @@ func (u *upstream) status() PeerStatus {
 	}
 	u.errs.fill(&st)
 	if u.conn == nil { // not connected: what would flow, as configured
-		st.Subtrees = normalize(u.cfg.Publish)
+		st.Subtrees = model.NormalizeSubtrees(u.cfg.Publish)
 		if len(st.Subtrees) == 0 {
 			st.Subtrees = []model.Path{model.Root}
 		}

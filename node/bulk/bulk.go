@@ -551,7 +551,7 @@ func (s *Service) Receive(ctx context.Context, consumer string, id Identity, sco
 	}
 	sp.Args = args
 	if sp.Scope != nil {
-		sp.Scope = intersect(sp.Scope, scope)
+		sp.Scope = model.IntersectSubtrees(sp.Scope, scope)
 	} else {
 		sp.Scope = slices.Clone(scope)
 	}
@@ -746,34 +746,4 @@ func checkArgs(a json.RawMessage) (json.RawMessage, error) {
 	}
 	b, _ := json.Marshal(obj)
 	return b, nil
-}
-
-// intersect returns the parts of a that lie within b (both lists of
-// subtrees).
-func intersect(a, b []model.Path) []model.Path {
-	var out []model.Path
-	for _, p := range a {
-		for _, q := range b {
-			switch {
-			case p.Within(q):
-				out = append(out, p)
-			case q.Within(p):
-				out = append(out, q)
-			}
-		}
-	}
-	return normalize(out)
-}
-
-// normalize sorts paths and drops those within another.
-func normalize(ps []model.Path) []model.Path {
-	var out []model.Path
-	for _, p := range ps {
-		covered := slices.ContainsFunc(ps, func(q model.Path) bool { return q != p && p.Within(q) })
-		if !covered && !slices.Contains(out, p) {
-			out = append(out, p)
-		}
-	}
-	slices.Sort(out)
-	return out
 }

@@ -218,7 +218,7 @@ func searchPrefixes(t Target, scope []model.Path) []model.Path {
 			out = append(out, t.Prefix)
 		}
 	}
-	return normalize(out)
+	return model.NormalizeSubtrees(out)
 }
 
 // expand makes the device jobs of part's local devices and lists its
