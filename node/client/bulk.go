@@ -33,15 +33,7 @@ func (c *Client) GetBulkJob(ctx context.Context, id string) (*BulkJob, error) {
 
 // CancelBulkJob cancels a bulk job here and below, and returns it.
 func (c *Client) CancelBulkJob(ctx context.Context, id string) (*BulkJob, error) {
-	p, err := idPath("/api/v1/jobs/", id, "/cancel")
-	if err != nil {
-		return nil, err
-	}
-	var out BulkJob
-	if err := c.do(ctx, http.MethodPost, p, nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return c.controlBulkJob(ctx, id, "/cancel")
 }
 
 // BulkFailures returns a page of a bulk job's failed devices; after is
