@@ -510,6 +510,20 @@ func (s *Service) Receive(ctx context.Context, consumer string, id Identity, sco
 		return fmt.Errorf("%w: bulk job id %q", model.ErrInvalid, req.Spec.ID)
 	}
 	switch req.Action {
+	case ActionControl, ActionCancel:
+		// Only the consumer a part came from acts on it, and for the
+		// tenant it runs for: another consumer granted operate here (or a
+		// hostile one) changes neither a job issued here nor one it did
+		// not send.
+		part, err := s.Get(req.Spec.ID)
+		if err != nil {
+			return nil // nothing here to change
+		}
+		if part.Origin != consumer || (!id.System && (part.System || part.Tenant != id.Tenant)) {
+			return fmt.Errorf("%w: bulk job %s was not sent here by %s for this tenant", auth.ErrForbidden, req.Spec.ID, consumer)
+		}
+	}
+	switch req.Action {
 	case ActionControl:
 		if req.Control == nil {
 			return fmt.Errorf("%w: a control request without its control", model.ErrInvalid)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/xid"
 
 	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/internal/tstest"
@@ -295,4 +296,56 @@ func TestExpiredDevices(t *testing.T) {
 	if err != nil || len(pg.Failures) != 2 || pg.Failures[0].State != apitypes.JobExpired || pg.Failures[0].Job == "" {
 		t.Fatalf("failures %+v %v", pg, err)
 	}
+}
+
+// Only the consumer a part came from controls or cancels it: another
+// consumer granted operate here is refused, on a job it did not send and
+// on one issued here, and nothing changes.
+func TestControlOnlyFromTheSender(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 2)
+	s := e.service(t, nil)
+	local, err := s.Create(ctx, sys, apitypes.NewBulkJob{Function: "reboot", Target: apitypes.BulkTarget{Subtree: "/devices"}}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := local.Spec
+	sent.ID = "b" + xid.New().String()
+	if err := s.Receive(ctx, "hq", Identity{User: "root", System: true}, nil, Request{Action: ActionCreate, Spec: sent}); err != nil {
+		t.Fatal(err)
+	}
+	pause := &Control{Gen: 1, Paused: true}
+	for _, c := range []struct {
+		consumer, id string
+		id2          Identity
+	}{
+		{"rogue", sent.ID, Identity{User: "root", System: true}},
+		{"hq", local.ID, Identity{User: "root", System: true}},
+		{"rogue", local.ID, Identity{User: "root", System: true}},
+		{"hq", sent.ID, Identity{User: "eve", Tenant: "other"}},
+	} {
+		for _, req := range []Request{{Action: ActionCancel, Spec: Spec{ID: c.id}}, {Action: ActionControl, Spec: Spec{ID: c.id}, Control: pause}} {
+			if err := s.Receive(ctx, c.consumer, c.id2, nil, req); !errors.Is(err, auth.ErrForbidden) {
+				t.Errorf("%s %s on %s as %+v: %v, want forbidden", c.consumer, req.Action, c.id, c.id2, err)
+			}
+		}
+	}
+	for _, id := range []string{local.ID, sent.ID} {
+		v, err := s.View(ctx, id)
+		if err != nil || v.State == apitypes.BulkCancelled || v.State == apitypes.BulkPaused {
+			t.Fatalf("%s after refused requests: %+v, %v", id, v, err)
+		}
+	}
+	// The sender still cancels its own (unless it is done already).
+	err = s.Receive(ctx, "hq", Identity{User: "root", System: true}, nil, Request{Action: ActionCancel, Spec: Spec{ID: sent.ID}})
+	if errors.Is(err, model.ErrConflict) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitForErr(t, 10*time.Second, "cancelled by its sender", func() (bool, error) {
+		v, err := s.View(ctx, sent.ID)
+		return err == nil && v.State == apitypes.BulkCancelled, err
+	})
 }
