@@ -21,7 +21,7 @@ func TestMaxConnecting(t *testing.T) {
 			h := &harness{t: t, model: m, devs: &fakeDevices{secrets: map[string]string{"d0": "s0", "d1": "s1"}}}
 			reg := prometheus.NewRegistry()
 			h.broker = startBroker(t, Config{TCPAddr: "127.0.0.1:0", Devices: h.devs, Tree: m, Registerer: reg,
-				IngestSlots: slots, MaxConnecting: 2})
+				IngestSlots: slots, MaxConnecting: 2, ConnectTimeout: 2 * time.Second})
 			connecting := func() float64 { return gauge(t, reg, "strata_mqtt_connecting") }
 
 			// Two connections that send nothing hold the bound.
@@ -65,4 +65,29 @@ func TestMaxConnecting(t *testing.T) {
 			tstest.WaitFor(t, tstest.DefaultTimeout, "two sessions", func() bool { return h.broker.Connected() == 2 })
 		})
 	}
+}
+
+// A connection the device closed while it waited to be accepted is closed
+// on accept, without a handshake, and counted.
+func TestAbandonedBeforeAccept(t *testing.T) {
+	m := testTree(t)
+	h := &harness{t: t, model: m, devs: &fakeDevices{secrets: map[string]string{"d0": "s0"}}}
+	reg := prometheus.NewRegistry()
+	h.broker = startBroker(t, Config{TCPAddr: "127.0.0.1:0", Devices: h.devs, Tree: m, Registerer: reg, MaxConnecting: 1})
+	hold, err := net.Dial("tcp", h.broker.Addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the bound held", func() bool { return gauge(t, reg, "strata_mqtt_connecting") == 1 })
+	gone, err := net.Dial("tcp", h.broker.Addr("tcp")) // waits in the accept queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.Write([]byte{0x10}) // the start of a CONNECT
+	gone.Close()
+	hold.Close()
+	abandoned := h.broker.metrics.connects.WithLabelValues("abandoned")
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the abandoned connection counted", func() bool { return counterValue(t, abandoned) == 1 })
+	h.mustConnect("d0", "s0")
 }

@@ -246,7 +246,8 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("mqtt %s listen %s: %w", kind, addr, err)
 		}
 		b.addrs[kind] = ln.Addr().String()
-		dl := &deadlineListener{Listener: ln, timeout: b.cfg.ConnectTimeout, gate: b.gate}
+		dl := &deadlineListener{Listener: ln, timeout: b.cfg.ConnectTimeout, gate: b.gate,
+			abandoned: b.metrics.connects.WithLabelValues("abandoned")}
 		if b.cfg.MaxConnecting > 0 {
 			dl.admit = newAdmission(b.cfg.MaxConnecting)
 			b.admissions = append(b.admissions, dl.admit)
@@ -369,18 +370,33 @@ type deadlineListener struct {
 	timeout time.Duration
 	gate    *ingestGate
 	admit   *admission // nil: unbounded
+	// abandoned counts connections closed by the device before they
+	// were accepted.
+	abandoned prometheus.Counter
 }
 
 func (l *deadlineListener) Accept() (net.Conn, error) {
 	if l.admit != nil && !l.admit.acquire() {
 		return nil, net.ErrClosed
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		if l.admit != nil {
-			l.admit.release()
+	var c net.Conn
+	for {
+		var err error
+		if c, err = l.Listener.Accept(); err != nil {
+			if l.admit != nil {
+				l.admit.release()
+			}
+			return nil, err
 		}
-		return nil, err
+		if !peerGone(c) {
+			break
+		}
+		// The device gave up while it waited to be accepted (it will
+		// come back): no handshake for it.
+		c.Close()
+		if l.abandoned != nil {
+			l.abandoned.Inc()
+		}
 	}
 	c.SetDeadline(time.Now().Add(l.timeout))
 	if l.gate != nil {
