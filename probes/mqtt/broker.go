@@ -111,6 +111,10 @@ type Config struct {
 	// session costs.
 	WritesPending int
 	BufferSize    int
+	// MaxConnecting bounds the connections each listener (TLS, TCP) has
+	// accepted that are not yet connected: through the TLS handshake and
+	// CONNECT (admit.go). 0: DefaultMaxConnecting; negative: unbounded.
+	MaxConnecting int
 	// IngestSlots bounds the device connections that parse and decode
 	// their messages at once (gate.go); the others wait, unread. 0:
 	// DefaultIngestSlots (half of GOMAXPROCS, at least 1); negative:
@@ -143,6 +147,9 @@ func (c *Config) setDefaults() {
 	if c.IngestSlots == 0 {
 		c.IngestSlots = DefaultIngestSlots()
 	}
+	if c.MaxConnecting == 0 {
+		c.MaxConnecting = DefaultMaxConnecting()
+	}
 }
 
 // Broker is one node's device endpoint.
@@ -154,10 +161,11 @@ type Broker struct {
 	metrics *metrics
 	gate    *ingestGate // nil: ungated
 
-	mu        sync.Mutex
-	listeners []net.Listener
-	addrs     map[string]string // kind → bound address
-	started   bool
+	mu         sync.Mutex
+	listeners  []net.Listener
+	admissions []*admission      // of the TLS and TCP listeners
+	addrs      map[string]string // kind → bound address
+	started    bool
 
 	bg       sync.WaitGroup // background writes (deliveries marked, rejections)
 	shards   [uplinkShards]*shard
@@ -238,11 +246,17 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("mqtt %s listen %s: %w", kind, addr, err)
 		}
 		b.addrs[kind] = ln.Addr().String()
-		var l net.Listener = &deadlineListener{Listener: ln, timeout: b.cfg.ConnectTimeout, gate: b.gate}
+		dl := &deadlineListener{Listener: ln, timeout: b.cfg.ConnectTimeout, gate: b.gate,
+			abandoned: b.metrics.connects.WithLabelValues("abandoned")}
+		if b.cfg.MaxConnecting > 0 {
+			dl.admit = newAdmission(b.cfg.MaxConnecting)
+			b.admissions = append(b.admissions, dl.admit)
+		}
+		var l net.Listener = dl
 		if tlsConf != nil {
 			l = tls.NewListener(l, tlsConf)
 		}
-		b.listeners = append(b.listeners, ln)
+		b.listeners = append(b.listeners, dl)
 		return b.srv.AddListener(listeners.NewNet(kind, l))
 	}
 	var tlsConf *tls.Config
@@ -348,24 +362,61 @@ func (b *Broker) background(fn func()) {
 
 // deadlineListener bounds the time from accept to the first packet:
 // mochi sets the keepalive deadline only after CONNECT, so a connection
-// that never sends one would otherwise be held forever. It puts every
+// that never sends one would otherwise be held forever. It accepts a
+// connection only when admit has room (admit.go), and puts every
 // connection under the ingest gate, when there is one.
 type deadlineListener struct {
 	net.Listener
 	timeout time.Duration
 	gate    *ingestGate
+	admit   *admission // nil: unbounded
+	// abandoned counts connections closed by the device before they
+	// were accepted.
+	abandoned prometheus.Counter
 }
 
 func (l *deadlineListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	if l.admit != nil && !l.admit.acquire() {
+		return nil, net.ErrClosed
+	}
+	var c net.Conn
+	for {
+		var err error
+		if c, err = l.Listener.Accept(); err != nil {
+			if l.admit != nil {
+				l.admit.release()
+			}
+			return nil, err
+		}
+		if !peerGone(c) {
+			break
+		}
+		// The device gave up while it waited to be accepted (it will
+		// come back): no handshake for it.
+		c.Close()
+		if l.abandoned != nil {
+			l.abandoned.Inc()
+		}
 	}
 	c.SetDeadline(time.Now().Add(l.timeout))
 	if l.gate != nil {
-		c = &gatedConn{Conn: c, g: l.gate}
+		gc := &gatedConn{Conn: c, g: l.gate}
+		gc.adm.a = l.admit
+		return gc, nil
+	}
+	if l.admit != nil {
+		ac := &admittedConn{Conn: c}
+		ac.adm.a = l.admit
+		return ac, nil
 	}
 	return c, nil
+}
+
+func (l *deadlineListener) Close() error {
+	if l.admit != nil {
+		l.admit.close()
+	}
+	return l.Listener.Close()
 }
 
 // quietHandler demotes mochi's per-client info and warning logs (every

@@ -85,6 +85,7 @@ type gatedConn struct {
 	g      *ingestGate
 	held   atomic.Bool // the reader holds a slot
 	closed atomic.Bool
+	adm    admit // released when the session is established or the connection closes
 
 	dmu      sync.Mutex
 	asked    time.Time // the deadline asked for when the one in force was set; zero: unknown or none
@@ -178,6 +179,7 @@ func (c *gatedConn) Write(p []byte) (int, error) {
 func (c *gatedConn) Close() error {
 	c.closed.Store(true)
 	c.drop()
+	c.adm.connected()
 	return c.Conn.Close()
 }
 

@@ -266,6 +266,7 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 // authentication, means every registered connection is reported to
 // OnDisconnect, which forgets it and marks the device offline.
 func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
+	admitted(cl.Net.Conn)  // connected: room for the next connection
 	yieldSlot(cl.Net.Conn) // presence is written synchronously
 	id := cl.ID
 	st := h.stripe(id)

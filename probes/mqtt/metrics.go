@@ -65,6 +65,19 @@ func newMetrics(reg prometheus.Registerer, b *Broker) (*metrics, error) {
 			Name: "strata_mqtt_uplink_queued", Help: "Device messages decoded and waiting for the store (at most 16384; beyond, connections are not read).",
 		}, func() float64 { return float64(len(b.queued)) }),
 	}
+	if b.cfg.MaxConnecting > 0 {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "strata_mqtt_connecting", Help: "Device connections accepted and not yet connected (at most max connecting per listener; beyond, connections wait to be accepted).",
+		}, func() float64 {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			n := 0
+			for _, a := range b.admissions {
+				n += a.connecting()
+			}
+			return float64(n)
+		}))
+	}
 	if g := b.gate; g != nil {
 		cs = append(cs, g.wait,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -20,6 +20,9 @@ func writable(conn net.Conn) bool {
 	if gc, ok := conn.(*gatedConn); ok {
 		conn = gc.Conn
 	}
+	if ac, ok := conn.(*admittedConn); ok {
+		conn = ac.Conn
+	}
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return false
@@ -53,6 +56,9 @@ func rawSocket(conn net.Conn) (rc syscall.RawConn, plain bool) {
 	}
 	if gc, ok := conn.(*gatedConn); ok {
 		conn = gc.Conn
+	}
+	if ac, ok := conn.(*admittedConn); ok {
+		conn = ac.Conn
 	}
 	if _, ok := conn.(*net.TCPConn); !ok {
 		return nil, false
