@@ -27,15 +27,55 @@ import (
 // GOMAXPROCS, at least 64.
 func DefaultMaxConnecting() int { return max(64, 32*runtime.GOMAXPROCS(0)) }
 
-// admission is a listener's bound of connecting connections.
+// admission is a listener's bound of connecting connections, and of
+// those from one source address: without the second, a client holding
+// the bound's number of connections that send nothing (each for up to
+// the connect timeout, again and again) would keep every device out.
 type admission struct {
-	slots chan struct{}
-	stop  chan struct{}
-	once  sync.Once
+	slots     chan struct{}
+	stop      chan struct{}
+	once      sync.Once
+	perSource int // at most this many connecting from one source address
+
+	mu      sync.Mutex
+	sources map[string]int // connecting connections by source address
 }
 
-func newAdmission(n int) *admission {
-	return &admission{slots: make(chan struct{}, n), stop: make(chan struct{})}
+// newAdmission bounds connecting connections to n, and to perSource from
+// one source address (0: half of n, at least 1).
+func newAdmission(n, perSource int) *admission {
+	if perSource <= 0 {
+		perSource = max(1, n/2)
+	}
+	return &admission{slots: make(chan struct{}, n), stop: make(chan struct{}), perSource: perSource, sources: map[string]int{}}
+}
+
+// enter counts a connection from src, or reports false when src holds
+// its share of the bound already.
+func (a *admission) enter(src string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sources[src] >= a.perSource {
+		return false
+	}
+	a.sources[src]++
+	return true
+}
+
+func (a *admission) leave(src string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sources[src]--; a.sources[src] <= 0 {
+		delete(a.sources, src)
+	}
+}
+
+// source is the address a connection's share is counted by: its IP.
+func source(c net.Conn) string {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return c.RemoteAddr().String()
 }
 
 // acquire waits for room; false when the listener is closed.
@@ -59,11 +99,13 @@ func (a *admission) connecting() int { return len(a.slots) }
 // established, or when it closes.
 type admit struct {
 	a    *admission
+	src  string // the source address it counts against
 	done atomic.Bool
 }
 
 func (t *admit) connected() {
 	if t != nil && t.a != nil && t.done.CompareAndSwap(false, true) {
+		t.a.leave(t.src)
 		t.a.release()
 	}
 }

@@ -115,6 +115,10 @@ type Config struct {
 	// accepted that are not yet connected: through the TLS handshake and
 	// CONNECT (admit.go). 0: DefaultMaxConnecting; negative: unbounded.
 	MaxConnecting int
+	// MaxConnectingPerSource bounds the connecting connections from one
+	// source address, so that one client cannot hold the whole of
+	// MaxConnecting. 0: half of MaxConnecting, at least 1.
+	MaxConnectingPerSource int
 	// IngestSlots bounds the device connections that parse and decode
 	// their messages at once (gate.go); the others wait, unread. 0:
 	// DefaultIngestSlots (half of GOMAXPROCS, at least 1); negative:
@@ -247,9 +251,9 @@ func (b *Broker) Start() error {
 		}
 		b.addrs[kind] = ln.Addr().String()
 		dl := &deadlineListener{Listener: ln, timeout: b.cfg.ConnectTimeout, gate: b.gate,
-			abandoned: b.metrics.connects.WithLabelValues("abandoned")}
+			abandoned: b.metrics.connects.WithLabelValues("abandoned"), crowded: b.metrics.connects.WithLabelValues("crowded")}
 		if b.cfg.MaxConnecting > 0 {
-			dl.admit = newAdmission(b.cfg.MaxConnecting)
+			dl.admit = newAdmission(b.cfg.MaxConnecting, b.cfg.MaxConnectingPerSource)
 			b.admissions = append(b.admissions, dl.admit)
 		}
 		var l net.Listener = dl
@@ -371,8 +375,9 @@ type deadlineListener struct {
 	gate    *ingestGate
 	admit   *admission // nil: unbounded
 	// abandoned counts connections closed by the device before they
-	// were accepted.
-	abandoned prometheus.Counter
+	// were accepted; crowded those closed on accept because their source
+	// held its share of admit.
+	abandoned, crowded prometheus.Counter
 }
 
 func (l *deadlineListener) Accept() (net.Conn, error) {
@@ -388,25 +393,38 @@ func (l *deadlineListener) Accept() (net.Conn, error) {
 			}
 			return nil, err
 		}
-		if !peerGone(c) {
-			break
+		if peerGone(c) {
+			// The device gave up while it waited to be accepted (it
+			// will come back): no handshake for it.
+			c.Close()
+			if l.abandoned != nil {
+				l.abandoned.Inc()
+			}
+			continue
 		}
-		// The device gave up while it waited to be accepted (it will
-		// come back): no handshake for it.
-		c.Close()
-		if l.abandoned != nil {
-			l.abandoned.Inc()
+		if l.admit != nil && !l.admit.enter(source(c)) {
+			// Its source holds its share of the bound already: closed
+			// at once, the room kept for others.
+			c.Close()
+			if l.crowded != nil {
+				l.crowded.Inc()
+			}
+			continue
 		}
+		break
 	}
 	c.SetDeadline(time.Now().Add(l.timeout))
 	if l.gate != nil {
 		gc := &gatedConn{Conn: c, g: l.gate}
 		gc.adm.a = l.admit
+		if l.admit != nil {
+			gc.adm.src = source(c)
+		}
 		return gc, nil
 	}
 	if l.admit != nil {
 		ac := &admittedConn{Conn: c}
-		ac.adm.a = l.admit
+		ac.adm.a, ac.adm.src = l.admit, source(c)
 		return ac, nil
 	}
 	return c, nil
