@@ -12,6 +12,7 @@ import (
 	"github.com/rs/xid"
 
 	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
@@ -348,4 +349,31 @@ func TestControlOnlyFromTheSender(t *testing.T) {
 		v, err := s.View(ctx, sent.ID)
 		return err == nil && v.State == apitypes.BulkCancelled, err
 	})
+}
+
+// A job's view counts the parts below the links it went down only: a
+// provider it was never sent to cannot add a part of its own making.
+func TestViewCountsOnlyTheLinksSentTo(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1)
+	s := e.service(t, nil)
+	part, err := s.Create(ctx, sys, apitypes.NewBulkJob{Function: "reboot", Target: apitypes.BulkTarget{Subtree: "/devices"}}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.progressMutation(part, Progress{State: apitypes.BulkDone, Counters: apitypes.BulkCounters{Total: 1000, Succeeded: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Path = model.Path(string(federation.PeersRoot) + "/rogue" + string(m.Path))
+	if _, err := e.m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: model.Path(string(federation.PeersRoot) + "/rogue")}, m); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.View(ctx, part.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := v.Peers["/peers/rogue"]; ok || v.Counters.Total > 1 {
+		t.Fatalf("a part from a provider the job was not sent to counts: %+v", v)
+	}
 }

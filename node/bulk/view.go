@@ -113,6 +113,16 @@ func (s *Service) View(ctx context.Context, id string) (View, error) {
 	if err != nil {
 		return View{}, err
 	}
+	// Only the tiers below a link the job went down count: a provider it
+	// was never sent to cannot add a part of its own making.
+	ts = slices.DeleteFunc(ts, func(t tier) bool {
+		for _, l := range part.Links {
+			if t.node.Within(l.Mount) {
+				return false
+			}
+		}
+		return true
+	})
 	for _, t := range ts {
 		p, ok := progressOf(t.ctx)
 		if !ok {
