@@ -84,6 +84,7 @@ func TestBulkJobConsole(t *testing.T) {
 			t.Fatalf("%d waves shown, want 2", n)
 		}
 		waitText(t, tab, `[data-test=bulk-failures] tbody`, 5*time.Second, func(s string) bool { return s == "no failures" })
+		shot(t, tab, "bulk-job")
 		// The node's truth: both online devices ran ping once and
 		// succeeded; the offline one was not selected.
 		j, err := hq.admin.GetBulkJob(ctx, jobID)
