@@ -232,7 +232,7 @@ func (s *Server) listBulkJobs(w http.ResponseWriter, r *http.Request, p *auth.Pr
 	}
 	v := r.URL.Query()
 	for key := range v {
-		if key != "bulk" && key != "before" && key != "limit" {
+		if key != "bulk" && key != "before" && key != "limit" && key != "consistent" {
 			return invalidf("%s: bulk job listings take only before and limit", key)
 		}
 	}

@@ -151,6 +151,9 @@ func TestBulkJobList(t *testing.T) {
 	for _, action := range []string{"cancel", "pause", "resume", "retry"} {
 		e.want(e.do("POST", "/api/v1/jobs/"+a1+"/"+action, vera, nil), http.StatusForbidden, "forbidden")
 	}
+	if pg = list(vera, "&consistent=true"); len(pg.Jobs) != 3 {
+		t.Errorf("a consistent read lists %v", ids(pg))
+	}
 	e.want(e.do("GET", "/api/v1/jobs?bulk=yes", vera, nil), http.StatusBadRequest, "invalid")
 	e.want(e.do("GET", "/api/v1/jobs?bulk=true&state=running", vera, nil), http.StatusBadRequest, "invalid")
 	e.want(e.do("GET", "/api/v1/jobs?bulk=true&limit=0", vera, nil), http.StatusBadRequest, "invalid")
