@@ -177,3 +177,26 @@ type BulkFailurePage struct {
 	Failures []BulkFailure `json:"failures"`
 	Next     string        `json:"next,omitempty"`
 }
+
+// BulkJobSummary is a bulk job in a listing (GET /api/v1/jobs?bulk=true):
+// its state and counters as GET /api/v1/jobs/{id} has them, without the
+// detail per node and wave.
+type BulkJobSummary struct {
+	ID        string       `json:"id"`
+	Bulk      bool         `json:"bulk"`
+	Function  string       `json:"function"`
+	Tenant    string       `json:"tenant"`
+	State     BulkState    `json:"state"`
+	Reason    string       `json:"reason,omitempty"`
+	Counters  BulkCounters `json:"counters"`
+	Created   time.Time    `json:"created"`
+	CreatedBy string       `json:"created_by"`
+	Origin    string       `json:"origin,omitempty"`
+}
+
+// BulkJobPage is one page of a bulk job listing, newest first; Next,
+// when set, is the "before" of the following page.
+type BulkJobPage struct {
+	Jobs []BulkJobSummary `json:"jobs"`
+	Next string           `json:"next,omitempty"`
+}

@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/strata-dm/strata/apitypes"
@@ -216,5 +218,59 @@ func (s *Server) controlBulkJob(w http.ResponseWriter, r *http.Request, p *auth.
 		return err
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// listBulkJobs answers GET /api/v1/jobs?bulk=true: the bulk jobs with a
+// part on this node that the caller may see (bulk.CanSee with the viewer
+// role), newest first, paged by "before" like the device job listing.
+// Others are left out, never refused.
+func (s *Server) listBulkJobs(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	bs, err := s.bulkService()
+	if err != nil {
+		return err
+	}
+	v := r.URL.Query()
+	for key := range v {
+		if key != "bulk" && key != "before" && key != "limit" && key != "consistent" {
+			return invalidf("%s: bulk job listings take only before and limit", key)
+		}
+	}
+	before, limit := v.Get("before"), DefaultJobLimit
+	if l := v.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > MaxJobLimit {
+			return invalidf("limit %q: want 1 to %d", l, MaxJobLimit)
+		}
+		limit = n
+	}
+	var kept []*bulk.Part
+	err = bs.List(func(part *bulk.Part) bool {
+		if (before == "" || part.ID < before) && bulk.CanSee(p, part, auth.RoleViewer) {
+			kept = append(kept, part)
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	// Ids are xids: their order is their creation's.
+	slices.SortFunc(kept, func(a, b *bulk.Part) int { return strings.Compare(b.ID, a.ID) })
+	page := apitypes.BulkJobPage{Jobs: []apitypes.BulkJobSummary{}}
+	if len(kept) > limit {
+		kept = kept[:limit]
+		page.Next = kept[limit-1].ID
+	}
+	for _, part := range kept {
+		bv, err := bs.View(r.Context(), part.ID)
+		if err != nil {
+			return err
+		}
+		page.Jobs = append(page.Jobs, apitypes.BulkJobSummary{
+			ID: bv.ID, Bulk: true, Function: bv.Function, Tenant: bv.Tenant, State: bv.State, Reason: bv.Reason,
+			Counters: bv.Counters, Created: bv.Created, CreatedBy: bv.CreatedBy, Origin: bv.Origin,
+		})
+	}
+	writeJSON(w, http.StatusOK, page)
 	return nil
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 	"testing"
 
 	"github.com/strata-dm/strata/apitypes"
@@ -90,4 +91,83 @@ func TestBulkJobRequests(t *testing.T) {
 	e.want(e.do("POST", "/api/v1/jobs", bob, `{"function":"reboot","target":{"filter":{"tenant":"acme"}}}`), http.StatusForbidden, "forbidden")
 	e.want(e.do("POST", "/api/v1/jobs/"+ab.ID+"/cancel", alice, nil), http.StatusOK, "")
 	e.want(e.do("POST", "/api/v1/jobs/"+ab.ID+"/cancel", alice, nil), http.StatusConflict, "conflict")
+}
+
+// GET /api/v1/jobs?bulk=true lists the bulk jobs the caller may see,
+// newest first, page by page; a viewer lists what it may not operate,
+// and device jobs are listed as before without the parameter.
+func TestBulkJobList(t *testing.T) {
+	e := newServicesEnv(t, nil)
+	e.want(e.do("GET", "/api/v1/jobs?bulk=true", e.admin, nil), http.StatusNotImplemented, "not_implemented")
+	withBulk(e)
+	alice := e.user(auth.UserSpec{Name: "alice", Password: "password-alice", Tenant: "acme", Grants: []auth.Grant{{Role: auth.RoleOperator, Subtree: "/"}}})
+	vera := e.user(auth.UserSpec{Name: "vera", Password: "password-vera", Tenant: "acme", Grants: []auth.Grant{{Role: auth.RoleViewer, Subtree: "/"}}})
+	bob := e.user(auth.UserSpec{Name: "bob", Password: "password-bob", Tenant: "globex", Grants: []auth.Grant{{Role: auth.RoleOperator, Subtree: "/"}}})
+	create := func(p string, fn string) string {
+		t.Helper()
+		r := e.do("POST", "/api/v1/jobs", p, `{"function":"`+fn+`","target":{"subtree":"/devices"}}`)
+		e.want(r, http.StatusAccepted, "")
+		var b apitypes.BulkJob
+		r.json(t, &b)
+		return b.ID
+	}
+	sys := create(e.admin, "sys")
+	a1, a2, a3 := create(alice, "one"), create(alice, "two"), create(alice, "three")
+	g := create(bob, "theirs")
+	list := func(p string, query string) apitypes.BulkJobPage {
+		t.Helper()
+		r := e.do("GET", "/api/v1/jobs?bulk=true"+query, p, nil)
+		e.want(r, http.StatusOK, "")
+		var pg apitypes.BulkJobPage
+		r.json(t, &pg)
+		return pg
+	}
+	ids := func(pg apitypes.BulkJobPage) []string {
+		var out []string
+		for _, j := range pg.Jobs {
+			out = append(out, j.ID)
+		}
+		return out
+	}
+	if got := ids(list(e.admin, "")); !slices.Equal(got, []string{g, a3, a2, a1, sys}) {
+		t.Errorf("system user lists %v, want all five", got)
+	}
+	// Another tenant's jobs and a system user's are not listed.
+	if got := ids(list(bob, "")); !slices.Equal(got, []string{g}) {
+		t.Errorf("bob lists %v, want %v", got, g)
+	}
+	pg := list(vera, "&limit=2")
+	if got := ids(pg); !slices.Equal(got, []string{a3, a2}) || pg.Next != a2 {
+		t.Errorf("vera's first page %v next %q, want [%s %s] next %s", got, pg.Next, a3, a2, a2)
+	}
+	j := pg.Jobs[0]
+	if !j.Bulk || j.Function != "three" || j.State == "" || j.CreatedBy != "alice" || j.Tenant != "acme" || j.Created.IsZero() {
+		t.Errorf("summary %+v", j)
+	}
+	if pg = list(vera, "&limit=2&before="+pg.Next); !slices.Equal(ids(pg), []string{a1}) || pg.Next != "" {
+		t.Errorf("vera's second page %v next %q", ids(pg), pg.Next)
+	}
+	// The viewer lists it but may not act on it.
+	for _, action := range []string{"cancel", "pause", "resume", "retry"} {
+		e.want(e.do("POST", "/api/v1/jobs/"+a1+"/"+action, vera, nil), http.StatusForbidden, "forbidden")
+	}
+	if pg = list(vera, "&consistent=true"); len(pg.Jobs) != 3 {
+		t.Errorf("a consistent read lists %v", ids(pg))
+	}
+	e.want(e.do("GET", "/api/v1/jobs?bulk=yes", vera, nil), http.StatusBadRequest, "invalid")
+	e.want(e.do("GET", "/api/v1/jobs?bulk=true&state=running", vera, nil), http.StatusBadRequest, "invalid")
+	e.want(e.do("GET", "/api/v1/jobs?bulk=true&limit=0", vera, nil), http.StatusBadRequest, "invalid")
+	// Without the parameter (or with bulk=false) the device job listing
+	// is unchanged: no bulk job in it.
+	for _, q := range []string{"", "?bulk=false"} {
+		r := e.do("GET", "/api/v1/jobs"+q, alice, nil)
+		e.want(r, http.StatusOK, "")
+		var dp apitypes.JobPage
+		r.json(t, &dp)
+		for _, dj := range dp.Jobs {
+			if bulk.IsID(dj.ID) {
+				t.Errorf("device job listing %q has bulk job %s", q, dj.ID)
+			}
+		}
+	}
 }

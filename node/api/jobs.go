@@ -322,6 +322,13 @@ type jobPage = apitypes.JobPageOf[model.Path]
 // listJobs lists the jobs the caller may see, newest first. Jobs it may
 // not see are left out, never refused.
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	switch b := r.URL.Query().Get("bulk"); b {
+	case "", "false":
+	case "true":
+		return s.listBulkJobs(w, r, p)
+	default:
+		return invalidf("bulk %q: want true or false", b)
+	}
 	js, err := s.jobService()
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package bulk
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -262,4 +263,24 @@ func (s *Service) Failures(ctx context.Context, id, after string, limit int) (ap
 		before = 0
 	}
 	return page, nil
+}
+
+// List calls fn with this node's part of each bulk job, finished or
+// not, in no particular order, until fn returns false.
+func (s *Service) List(fn func(*Part) bool) error {
+	stop := errors.New("stop")
+	err := s.cfg.Tree.Records(KindBulk, func(key string, value []byte) error {
+		p := new(Part)
+		if err := json.Unmarshal(value, p); err != nil {
+			return fmt.Errorf("bulk: job %s: %w", key, err)
+		}
+		if !fn(p) {
+			return stop
+		}
+		return nil
+	})
+	if errors.Is(err, stop) {
+		return nil
+	}
+	return err
 }

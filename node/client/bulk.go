@@ -84,3 +84,21 @@ func (c *Client) controlBulkJob(ctx context.Context, id, action string) (*BulkJo
 	}
 	return &out, nil
 }
+
+// ListBulkJobs returns a page of the bulk jobs the caller may see,
+// newest first; before is the Next of the previous page ("" for the
+// first), limit 0 the server's default.
+func (c *Client) ListBulkJobs(ctx context.Context, before string, limit int) (*BulkJobPage, error) {
+	v := url.Values{"bulk": {"true"}}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	if before != "" {
+		v.Set("before", before)
+	}
+	var out BulkJobPage
+	if err := c.do(ctx, http.MethodGet, "/api/v1/jobs", v, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -357,6 +357,8 @@ type (
 	BulkJob         = apitypes.BulkJob
 	BulkFailure     = apitypes.BulkFailure
 	BulkFailurePage = apitypes.BulkFailurePage
+	BulkJobSummary  = apitypes.BulkJobSummary
+	BulkJobPage     = apitypes.BulkJobPage
 )
 
 // States of a bulk job.

@@ -45,6 +45,15 @@ func fakeBulkAPI() http.HandlerFunc {
 			io.WriteString(w, strings.Replace(job("paused", 1, 0), `"state":"paused",`, `"state":"paused","reason":"paused by admin",`, 1))
 		case "POST /api/v1/jobs/" + bulkID + "/resume", "POST /api/v1/jobs/" + bulkID + "/retry":
 			io.WriteString(w, job("running", 1, 0))
+		case "GET /api/v1/jobs":
+			if r.URL.Query().Get("bulk") != "true" {
+				w.WriteHeader(http.StatusBadRequest)
+				io.WriteString(w, `{"error":"want bulk=true","code":"invalid"}`)
+				return
+			}
+			io.WriteString(w, `{"jobs":[{"id":"`+bulkID+`","bulk":true,"function":"reboot","tenant":"","state":"paused","reason":"max_failures",`+
+				`"counters":{"total":3,"queued":1,"delivered":0,"running":0,"succeeded":1,"failed":1,"expired":0,"cancelled":0},`+
+				`"created":"2026-01-01T00:00:00Z","created_by":"admin"}],"next":"`+bulkID+`"}`)
 		case "GET /api/v1/jobs/" + bulkID + "/failures":
 			io.WriteString(w, `{"failures":[{"node":"/peers/p7","path":"/peers/p7/devices/d-1","job":"`+bulkID+`-d-1","state":"failed","error":"disk full","time":"2026-01-01T00:00:05Z"}],"next":"/peers/p7@12"}`)
 		default:
@@ -92,6 +101,14 @@ func TestCtlBulkJobs(t *testing.T) {
 	code, out, errOut = ctl("jobs", "failures", bulkID)
 	if code != 0 || !strings.Contains(out, "disk full") || !strings.Contains(errOut, "more: --after /peers/p7@12") {
 		t.Fatalf("failures: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = ctl("jobs", "list", "--bulk", "--limit", "1")
+	if code != 0 || !strings.Contains(out, "paused") || !strings.Contains(out, "2/3") || !strings.Contains(out, "max_failures") ||
+		!strings.Contains(errOut, "more: --bulk --before "+bulkID) || n.last(t).query != "bulk=true&limit=1" {
+		t.Fatalf("list --bulk: exit %d\n%s%s (query %q)", code, out, errOut, n.last(t).query)
+	}
+	if code, _, errOut := ctl("jobs", "list", "--bulk", "--state", "failed"); code != 1 || !strings.Contains(errOut, "--bulk takes only") {
+		t.Fatalf("list --bulk --state: exit %d %q", code, errOut)
 	}
 	code, out, _ = ctl("jobs", "cancel", bulkID)
 	if code != 0 || !strings.Contains(out, "cancelled") || n.last(t).path != "/api/v1/jobs/"+bulkID+"/cancel" {

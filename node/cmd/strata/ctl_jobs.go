@@ -27,13 +27,20 @@ func (x *ctl) jobsCmd() *cobra.Command {
 	})
 	var q client.JobQuery
 	var state string
+	var bulk bool
 	list := &cobra.Command{
-		Use:   "list [--path P] [--state S] [--device D] [--limit N] [--before ID]",
-		Short: "List jobs, newest first",
+		Use:   "list [--path P] [--state S] [--device D] [--limit N] [--before ID] | list --bulk [--limit N] [--before ID]",
+		Short: "List jobs (with --bulk, bulk jobs), newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			q.State = client.JobState(state)
+			if bulk && (q.Path != "" || q.State != "" || q.Device != "") {
+				return usageError{err: fmt.Errorf("--bulk takes only --limit and --before"), cmd: c.CommandPath()}
+			}
 			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				if bulk {
+					return x.listBulk(ctx, cl, q.Before, q.Limit)
+				}
 				p, err := cl.ListJobs(ctx, q)
 				if err != nil {
 					return err
@@ -58,6 +65,7 @@ func (x *ctl) jobsCmd() *cobra.Command {
 	f.StringVar(&q.Device, "device", "", "only jobs of this device id")
 	f.IntVar(&q.Limit, "limit", 0, "jobs per page (server default 100, at most 1000)")
 	f.StringVar(&q.Before, "before", "", "only jobs created before this job id (paging)")
+	f.BoolVar(&bulk, "bulk", false, "list bulk jobs, with their state and progress")
 
 	var node string
 	get := &cobra.Command{
@@ -244,4 +252,26 @@ func parseCallArgs(argsJSON string, kvs []string) (json.RawMessage, error) {
 		m[k] = json.RawMessage(v)
 	}
 	return json.Marshal(m)
+}
+
+// listBulk prints a page of bulk jobs.
+func (x *ctl) listBulk(ctx context.Context, cl *client.Client, before string, limit int) error {
+	p, err := cl.ListBulkJobs(ctx, before, limit)
+	if err != nil {
+		return err
+	}
+	return x.show(p, func(w io.Writer) {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tCREATED\tSTATE\tFUNCTION\tDONE\tFAILED\tBY\tREASON")
+		for _, j := range p.Jobs {
+			c := j.Counters
+			done := c.Succeeded + c.Failed + c.Expired + c.Cancelled
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", j.ID, fmtTime(j.Created), j.State, j.Function,
+				done, c.Total, c.Failed+c.Expired, j.CreatedBy, orDash(j.Reason))
+		}
+		tw.Flush()
+		if p.Next != "" {
+			fmt.Fprintf(x.stderr, "more: --bulk --before %s\n", p.Next)
+		}
+	})
 }

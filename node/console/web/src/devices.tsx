@@ -5,11 +5,15 @@
 // export of the whole query, read page by page. The browser holds one
 // page, never the fleet. The query, sort and page size are the URL's
 // (/devices?path=/peers/eu&q=site%3Dlyon&sort=-var.temp), so a list can be
-// bookmarked, reloaded, shared and restored by back/forward.
+// bookmarked, reloaded, shared and restored by back/forward. An operator
+// may run a function on every device the query matches (a bulk job whose
+// target filter is the query: bulk.tsx).
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import { APIError } from "./api";
-import { cell, columnKey, countMatches, exportCSV, search, type Column, type Query, type SearchPage } from "./fleet";
+import { APIError, session } from "./api";
+import { RunOnDevices } from "./bulk";
+import { cell, columnKey, countMatches, exportCSV, search, searchParams, type Column, type Query, type SearchPage } from "./fleet";
+import { hasRole } from "./ops-api";
 import { navigate, onLinkClick, routeTo, useSearch } from "./router";
 
 const colsKey = "strata.devices.columns";
@@ -81,6 +85,7 @@ export function DevicesScreen() {
   const [error, setError] = useState("");
   const [cols, setCols] = useState<Column[]>(loadCols);
   const [exporting, setExporting] = useState<number | null>(null);
+  const [running, setRunning] = useState(false);
   const cancelExport = useRef(false);
   const after = cursors[cursors.length - 1];
   const key = JSON.stringify([q, after, limit]);
@@ -163,6 +168,18 @@ export function DevicesScreen() {
     }
   };
 
+  // A bulk job's target filter is the list's search parameters, less
+  // those of paging and order.
+  let runFilter: Record<string, string> | null = null;
+  try {
+    const p = searchParams(q, "", 1);
+    for (const k of ["limit", "sort", "after"]) p.delete(k);
+    runFilter = Object.fromEntries(p);
+  } catch {
+    // A malformed filter: the list shows its error, nothing to run on.
+  }
+  const canRun = runFilter !== null && hasRole(session()?.user, "operator", q.path.trim() || "/");
+
   return (
     <section class="devices-screen">
       <form class="filters" data-test="device-filters" onSubmit={apply}>
@@ -237,6 +254,11 @@ export function DevicesScreen() {
             <option value={String(n)}>{n} per page</option>
           ))}
         </select>
+        {canRun && !running && (
+          <button type="button" data-test="run-on-devices" onClick={() => setRunning(true)}>
+            Run on these devices
+          </button>
+        )}
         {exporting === null ? (
           <button type="button" data-test="export-csv" onClick={doExport}>
             Export CSV
@@ -250,6 +272,7 @@ export function DevicesScreen() {
           </span>
         )}
       </div>
+      {canRun && running && runFilter && <RunOnDevices filter={runFilter} onClose={() => setRunning(false)} />}
       <table class="vars devices" data-test="device-list">
         <thead>
           <tr>

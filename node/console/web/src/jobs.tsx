@@ -1,10 +1,11 @@
-// The Jobs screens: the node's jobs newest first, filtered and paged on
+// The Jobs screens: the node's bulk jobs (bulk.tsx), then its jobs newest first, filtered and paged on
 // the server (GET /api/v1/jobs), and one job with its history
 // (GET /api/v1/jobs/{id}, ?node= for a job owned by a node below), which
 // an operator may cancel.
 
 import { useEffect, useState } from "preact/hooks";
 import { finalStates, session } from "./api";
+import { BulkJobs } from "./bulk";
 import { cancelJob, fmtTime, getJobFull, hasRole, listJobs, message, type JobFilter, type JobFull } from "./ops-api";
 import { onLinkClick, routeTo } from "./router";
 
@@ -48,6 +49,7 @@ export function JobsScreen() {
   return (
     <section class="ops jobs">
       <h1>Jobs</h1>
+      <BulkJobs />
       <form class="filters" data-test="job-filters" onSubmit={apply}>
         <label class="field">
           subtree

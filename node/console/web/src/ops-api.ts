@@ -217,3 +217,115 @@ export function fmtBytes(n: number): string {
 }
 
 export { encodePath };
+
+// Bulk jobs (docs/jobs.md): one function on many devices, here and below.
+
+export interface BulkCounters {
+  total: number;
+  pending?: number;
+  queued: number;
+  delivered: number;
+  running: number;
+  succeeded: number;
+  failed: number;
+  expired: number;
+  cancelled: number;
+}
+
+export interface BulkTarget {
+  paths?: string[];
+  subtree?: string;
+  labels?: Record<string, string>;
+  filter?: Record<string, string>;
+}
+
+export interface BulkJobSummary {
+  id: string;
+  bulk: true;
+  function: string;
+  tenant?: string;
+  state: string;
+  reason?: string;
+  counters: BulkCounters;
+  created?: string;
+  created_by?: string;
+  origin?: string;
+}
+
+export interface BulkPeer extends BulkCounters {
+  state: string;
+  reason?: string;
+  error?: string;
+  attempt?: number;
+}
+
+export interface BulkWave {
+  size: number;
+  state: string;
+  counters: BulkCounters;
+}
+
+export interface BulkJob extends BulkJobSummary {
+  args?: unknown;
+  target: BulkTarget;
+  rollout?: unknown;
+  deadline?: string;
+  attempt?: number;
+  local: BulkPeer;
+  peers: Record<string, BulkPeer>;
+  waves: BulkWave[];
+}
+
+export interface BulkFailure {
+  node: string;
+  path: string;
+  device?: string;
+  job?: string;
+  state: string;
+  error?: string;
+  time: string;
+}
+
+/** isBulkID tells a bulk job's id ("b" and 20 characters) from a device job's. */
+export function isBulkID(id: string): boolean {
+  return /^b[0-9a-v]{20}$/.test(id);
+}
+
+/** finished counts the devices of c that are done with the job. */
+export function finished(c: BulkCounters): number {
+  return c.succeeded + c.failed + c.expired + c.cancelled;
+}
+
+export function listBulkJobs(before?: string, limit?: number): Promise<{ jobs: BulkJobSummary[]; next?: string }> {
+  const q = new URLSearchParams({ bulk: "true" });
+  if (limit) q.set("limit", String(limit));
+  if (before) q.set("before", before);
+  return request("GET", `/api/v1/jobs?${q}`);
+}
+
+export function getBulkJob(id: string): Promise<BulkJob> {
+  return request("GET", `/api/v1/jobs/${encodeURIComponent(id)}`);
+}
+
+export function bulkAction(id: string, action: "pause" | "resume" | "cancel" | "retry"): Promise<BulkJob> {
+  return request("POST", `/api/v1/jobs/${encodeURIComponent(id)}/${action}`);
+}
+
+export function bulkFailures(id: string, after: string, limit: number): Promise<{ failures: BulkFailure[]; next?: string }> {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (after) q.set("after", after);
+  return request("GET", `/api/v1/jobs/${encodeURIComponent(id)}/failures?${q}`);
+}
+
+export function createBulkJob(b: { function: string; args?: unknown; target: BulkTarget; rollout?: unknown; ttl?: string }): Promise<BulkJob> {
+  return request("POST", "/api/v1/jobs", b);
+}
+
+/** canOperateBulk says whether u holds the operator role on what target
+ * selects (the node checks it again). */
+export function canOperateBulk(u: User | undefined, t: BulkTarget): boolean {
+  const at = [...(t.paths ?? []), t.subtree ?? t.filter?.path ?? (t.paths?.length ? undefined : "/")].filter(
+    (p): p is string => !!p,
+  );
+  return at.every((p) => hasRole(u, "operator", p));
+}

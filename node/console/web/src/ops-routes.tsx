@@ -4,9 +4,10 @@
 import { session } from "./api";
 import { AccessScreen } from "./access-tabs";
 import { AuditScreen } from "./audit";
+import { BulkJobScreen } from "./bulk";
 import { JobScreen, JobsScreen } from "./jobs";
 import { LinksScreen } from "./links";
-import { hasRole } from "./ops-api";
+import { hasRole, isBulkID } from "./ops-api";
 import { onLinkClick } from "./router";
 
 export function opsScreen(loc: string) {
@@ -18,7 +19,7 @@ export function opsScreen(loc: string) {
     } catch {
       // Shown as is; the node answers 404.
     }
-    return <JobScreen id={id} />;
+    return isBulkID(id) ? <BulkJobScreen id={id} /> : <JobScreen id={id} />;
   }
   if (loc === "/links") return <LinksScreen />;
   if (loc === "/audit") return <AuditScreen />;
