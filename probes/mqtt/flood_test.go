@@ -93,6 +93,12 @@ func newFloodHarness(t *testing.T) *floodHarness {
 		TLS:     &tls.Config{Certificates: []tls.Certificate{cert}},
 		Devices: f.auth, Tree: m, Registerer: prometheus.NewRegistry(),
 		ConnectTimeout: floodConnectTimeout,
+		// The attacker may hold the whole connecting bound, as a source
+		// with many devices behind it could: this flood tests the
+		// failure limit and the connect timeout, which a smaller share
+		// would spare most of its connections (TestMaxConnectingPerSource
+		// tests the share).
+		MaxConnectingPerSource: DefaultMaxConnecting(),
 	})
 	return f
 }
