@@ -11,6 +11,7 @@ import (
 
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/probes/sim"
+	"github.com/strata-dm/strata/tests/bench/benchproc"
 )
 
 // deviceLoad is the simulated fleet that loads the node while GET is
@@ -113,13 +114,13 @@ func runSim(dl deviceLoad, credsFile, mqttAddr, caFile string) error {
 	case <-f.Ready():
 	case <-f.Done():
 		_, err := f.Wait()
-		return announce(simReady{Err: fmt.Sprintf("fleet ended before connecting: %v", err)})
+		return benchproc.Announce(simReady{Err: fmt.Sprintf("fleet ended before connecting: %v", err)})
 	}
-	if err := announce(simReady{Connected: f.Stats().Connected}); err != nil {
+	if err := benchproc.Announce(simReady{Connected: f.Stats().Connected}); err != nil {
 		return err
 	}
 	var m *meter
-	serveCommands(func(cmd string, _ []string) (any, error) {
+	benchproc.ServeCommands(func(cmd string, _ []string) (any, error) {
 		switch cmd {
 		case "begin":
 			m = begin()
@@ -142,7 +143,7 @@ func runSim(dl deviceLoad, credsFile, mqttAddr, caFile string) error {
 // loaded starts the simulator process, runs warm (unmeasured) and then
 // measure while the devices publish, and reports the telemetry the node
 // acknowledged during measure.
-func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqttAddr string, scrape func() map[string]float64, warm, measure func()) (phase, error) {
+func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *benchproc.Child, mqttAddr string, scrape func() map[string]float64, warm, measure func()) (phase, error) {
 	credsFile := filepath.Join(dir, "getlatency-devices.jsonl")
 	if err := sim.SaveCredentialsFile(credsFile, creds); err != nil {
 		return phase{}, err
@@ -150,13 +151,13 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 	args := []string{"-role", "sim", "-sim-credentials", credsFile, "-sim-mqtt", mqttAddr, "-sim-ca", filepath.Join(dir, "tls/ca.crt"),
 		"-devices", fmt.Sprint(len(creds)), "-device-rate", fmt.Sprint(dl.rate), "-inflight", fmt.Sprint(dl.inflight),
 		fmt.Sprintf("-device-tls=%t", dl.tls)}
-	sc, err := startChild("simulator", dl.nice, dl.idle, nil, args...)
+	sc, err := benchproc.StartChild("simulator", dl.nice, dl.idle, nil, args...)
 	if err != nil {
 		return phase{}, err
 	}
-	defer sc.stop()
+	defer sc.Stop()
 	var rd simReady
-	if err := sc.read(&rd); err != nil {
+	if err := sc.Read(&rd); err != nil {
 		return phase{}, err
 	}
 	if rd.Err != "" {
@@ -164,7 +165,7 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 	}
 	warm()
 	var s0, s1 simStats
-	if err := sc.call(&s0, "stats"); err != nil {
+	if err := sc.Call(&s0, "stats"); err != nil {
 		return phase{}, err
 	}
 	if s0.Connected < int64(len(creds)) {
@@ -175,7 +176,7 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 		if err != nil {
 			return phase{}, err
 		}
-		if err := nd.call(nil, "profile-start", abs); err != nil {
+		if err := nd.Call(nil, "profile-start", abs); err != nil {
 			return phase{}, err
 		}
 	}
@@ -184,10 +185,10 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 		if err != nil {
 			return phase{}, err
 		}
-		if err := nd.call(nil, "trace-start", abs); err != nil {
+		if err := nd.Call(nil, "trace-start", abs); err != nil {
 			return phase{}, err
 		}
-		stop := time.AfterFunc(time.Second, func() { nd.call(nil, "trace-stop") })
+		stop := time.AfterFunc(time.Second, func() { nd.Call(nil, "trace-stop") })
 		defer stop.Stop()
 	}
 	m0 := scrape()
@@ -198,11 +199,11 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 		return phase{}, err
 	}
 	if dl.profile != "" {
-		if err := nd.call(nil, "profile-stop"); err != nil {
+		if err := nd.Call(nil, "profile-stop"); err != nil {
 			return phase{}, err
 		}
 	}
-	if err := sc.call(&s1, "stats"); err != nil {
+	if err := sc.Call(&s1, "stats"); err != nil {
 		return phase{}, err
 	}
 	secs := ph.node.Wall.Seconds()
@@ -220,25 +221,25 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *child, mqtt
 
 // during runs f and reports what the node, the simulator (when sc is not
 // nil) and this process used and waited for meanwhile.
-func during(nd, sc *child, f func()) (phase, error) {
+func during(nd, sc *benchproc.Child, f func()) (phase, error) {
 	var ph phase
-	if err := nd.call(nil, "begin"); err != nil {
+	if err := nd.Call(nil, "begin"); err != nil {
 		return ph, err
 	}
 	if sc != nil {
-		if err := sc.call(nil, "begin"); err != nil {
+		if err := sc.Call(nil, "begin"); err != nil {
 			return ph, err
 		}
 	}
 	m := begin()
 	f()
 	ph.bench = m.end()
-	if err := nd.call(&ph.node, "end"); err != nil {
+	if err := nd.Call(&ph.node, "end"); err != nil {
 		return ph, err
 	}
 	if sc != nil {
 		ph.sim = new(usage)
-		if err := sc.call(ph.sim, "end"); err != nil {
+		if err := sc.Call(ph.sim, "end"); err != nil {
 			return ph, err
 		}
 	}

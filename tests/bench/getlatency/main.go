@@ -45,6 +45,7 @@ import (
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/probes/sim"
+	"github.com/strata-dm/strata/tests/bench/benchproc"
 )
 
 func main() {
@@ -107,14 +108,14 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 	if nodeProcs > 0 {
 		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", nodeProcs))
 	}
-	nd, err := startChild("node", 0, false, env, "-role", "node", "-dir", dir, "-contexts", fmt.Sprint(contexts), "-per-site", fmt.Sprint(perSite),
+	nd, err := benchproc.StartChild("node", 0, false, env, "-role", "node", "-dir", dir, "-contexts", fmt.Sprint(contexts), "-per-site", fmt.Sprint(perSite),
 		"-devices", fmt.Sprint(dl.devices), "-device-rate", fmt.Sprint(dl.rate), fmt.Sprintf("-device-tls=%t", dl.tls), "-ingest-slots", fmt.Sprint(ingestSlots))
 	if err != nil {
 		return err
 	}
-	defer nd.stop()
+	defer nd.Stop()
 	var info nodeInfo
-	if err := nd.read(&info); err != nil {
+	if err := nd.Read(&info); err != nil {
 		return err
 	}
 	fmt.Printf("tree: %d device contexts (%d sites), filled in %s; node process GOMAXPROCS %d, mqtt.ingest_slots %s; machine %d cores\n",
@@ -132,7 +133,7 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 	// node's process.
 	if baseline {
 		var base summary
-		if err := nd.call(&base, "baseline", fmt.Sprint(clients), warmup.String(), duration.String()); err != nil {
+		if err := nd.Call(&base, "baseline", fmt.Sprint(clients), warmup.String(), duration.String()); err != nil {
 			return err
 		}
 		report("baseline model.Get (in the node's process, no HTTP)", base)

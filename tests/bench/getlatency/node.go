@@ -16,6 +16,7 @@ import (
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node"
+	"github.com/strata-dm/strata/tests/bench/benchproc"
 )
 
 // nodeInfo is what the node process announces once it serves.
@@ -89,13 +90,13 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots 
 	if mqtt {
 		info.MQTT = n.MQTTAddr(map[bool]string{true: "tls", false: "tcp"}[mqttTLS])
 	}
-	if err := announce(info); err != nil {
+	if err := benchproc.Announce(info); err != nil {
 		return err
 	}
 
 	var meter *meter
 	var prof, tr *os.File
-	serveCommands(func(cmd string, args []string) (any, error) {
+	benchproc.ServeCommands(func(cmd string, args []string) (any, error) {
 		switch cmd {
 		case "begin":
 			meter = begin()

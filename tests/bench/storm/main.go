@@ -49,6 +49,7 @@ import (
 	"github.com/strata-dm/strata/node/client"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/probes/sim"
+	"github.com/strata-dm/strata/tests/bench/benchproc"
 )
 
 type options struct {
@@ -168,13 +169,13 @@ func runNode(dir string) error {
 		return err
 	}
 	defer n.Shutdown(context.Background())
-	if err := announce(nodeInfo{API: n.APIAddr(), MQTT: n.MQTTAddr("tls")}); err != nil {
+	if err := benchproc.Announce(nodeInfo{API: n.APIAddr(), MQTT: n.MQTTAddr("tls")}); err != nil {
 		return err
 	}
 	var t0 time.Time
 	var cpu0 time.Duration
 	var prof *os.File
-	serveCommands(func(cmd string, args []string) (any, error) {
+	benchproc.ServeCommands(func(cmd string, args []string) (any, error) {
 		switch cmd {
 		case "begin":
 			t0, cpu0 = time.Now(), cpuTime()
@@ -264,10 +265,10 @@ func runSim(o options, credsFile, mqttAddr, caFile string) error {
 		return err
 	}
 	var fleet *sim.Fleet
-	if err := announce(struct{}{}); err != nil {
+	if err := benchproc.Announce(struct{}{}); err != nil {
 		return err
 	}
-	serveCommands(func(cmd string, args []string) (any, error) {
+	benchproc.ServeCommands(func(cmd string, args []string) (any, error) {
 		switch cmd {
 		case "storm", "paced":
 			if fleet != nil {
@@ -452,13 +453,13 @@ func run(o options) error {
 	if o.stormConc <= 0 {
 		o.stormConc = o.devices
 	}
-	nd, err := startChild("node", 0, false, nil, "-role", "node", "-dir", o.dir)
+	nd, err := benchproc.StartChild("node", 0, false, nil, "-role", "node", "-dir", o.dir)
 	if err != nil {
 		return err
 	}
-	defer nd.stop()
+	defer nd.Stop()
 	var info nodeInfo
-	if err := nd.read(&info); err != nil {
+	if err := nd.Read(&info); err != nil {
 		return err
 	}
 	caFile := filepath.Join(o.dir, "tls/ca.crt")
@@ -488,13 +489,13 @@ func run(o options) error {
 		return err
 	}
 
-	sc, err := startChild("simulator", o.simNice, false, nil, "-role", "sim", "-devices", fmt.Sprint(o.devices),
+	sc, err := benchproc.StartChild("simulator", o.simNice, false, nil, "-role", "sim", "-devices", fmt.Sprint(o.devices),
 		"-sim-credentials", credsFile, "-sim-mqtt", info.MQTT, "-sim-ca", caFile, "-timeout", o.timeout.String())
 	if err != nil {
 		return err
 	}
-	defer sc.stop()
-	if err := sc.read(&struct{}{}); err != nil {
+	defer sc.Stop()
+	if err := sc.Read(&struct{}{}); err != nil {
 		return err
 	}
 	metrics := func() map[string]float64 { return scrape(info.API, string(token), caPEM) }
@@ -509,7 +510,7 @@ func run(o options) error {
 		return fmt.Errorf("node sessions not %v after %s (now %v)", want, o.timeout, metrics()["strata_mqtt_sessions"])
 	}
 	disconnect := func() error {
-		if err := sc.call(nil, "disconnect"); err != nil {
+		if err := sc.Call(nil, "disconnect"); err != nil {
 			return err
 		}
 		return waitSessions(0)
@@ -518,7 +519,7 @@ func run(o options) error {
 	// The fleet connects once, paced, so every device has a session, then
 	// leaves.
 	var first stormResult
-	if err := sc.call(&first, "paced", fmt.Sprint(o.connectRate)); err != nil {
+	if err := sc.Call(&first, "paced", fmt.Sprint(o.connectRate)); err != nil {
 		return err
 	}
 	if first.Err != "" {
@@ -536,13 +537,13 @@ func run(o options) error {
 		var res stormResult
 		var u nodeUsage
 		m0 := metrics()
-		if err := nd.call(nil, "begin"); err != nil {
+		if err := nd.Call(nil, "begin"); err != nil {
 			return res, u, nil, err
 		}
-		if err := sc.call(&res, "storm", fmt.Sprint(commands), fmt.Sprint(o.stormConc)); err != nil {
+		if err := sc.Call(&res, "storm", fmt.Sprint(commands), fmt.Sprint(o.stormConc)); err != nil {
 			return res, u, nil, err
 		}
-		if err := nd.call(&u, "end"); err != nil {
+		if err := nd.Call(&u, "end"); err != nil {
 			return res, u, nil, err
 		}
 		m1 := metrics()
@@ -584,13 +585,13 @@ func run(o options) error {
 
 	if o.profile != "" {
 		abs, _ := filepath.Abs(o.profile)
-		if err := nd.call(nil, "profile-start", abs); err != nil {
+		if err := nd.Call(nil, "profile-start", abs); err != nil {
 			return err
 		}
 	}
 	res, _, _, err := storm("reconnect storm, one queued command per device", len(creds))
 	if o.profile != "" {
-		nd.call(nil, "profile-stop")
+		nd.Call(nil, "profile-stop")
 	}
 	if err != nil {
 		return err
@@ -617,7 +618,7 @@ func run(o options) error {
 		fmt.Printf("summary: %d devices, all commands answered %s after the storm began (every session back in %s); baseline (nothing queued) every session back in %s\n",
 			o.devices, res.AllAnswered.Round(time.Millisecond), res.AllConnected.Round(time.Millisecond), base.AllConnected.Round(time.Millisecond))
 	}
-	if err := sc.call(nil, "disconnect"); err != nil {
+	if err := sc.Call(nil, "disconnect"); err != nil {
 		return err
 	}
 	if res.Err != "" {

@@ -1,4 +1,6 @@
-package main
+// Package benchproc runs a bench's node and device simulator as child
+// processes of the bench itself.
+package benchproc
 
 import (
 	"bufio"
@@ -19,8 +21,8 @@ import (
 // JSON line. Closing the child's standard input stops it. Logs go to
 // standard error, shared with the bench.
 
-// child is a running child process.
-type child struct {
+// Child is a running child process.
+type Child struct {
 	name string
 	cmd  *exec.Cmd
 	in   io.WriteCloser
@@ -28,10 +30,10 @@ type child struct {
 	mu   sync.Mutex
 }
 
-// startChild starts this executable with args, under nice when niceness > 0,
+// StartChild starts this executable with args, under nice when niceness > 0,
 // and in the kernel's idle scheduling class (SCHED_IDLE: it runs only on
 // CPU time no other thread wants, and gives way at once) when idle is set.
-func startChild(name string, niceness int, idle bool, env []string, args ...string) (*child, error) {
+func StartChild(name string, niceness int, idle bool, env []string, args ...string) (*Child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -63,11 +65,11 @@ func startChild(name string, niceness int, idle bool, env []string, args ...stri
 	}
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	return &child{name: name, cmd: cmd, in: in, out: sc}, nil
+	return &Child{name: name, cmd: cmd, in: in, out: sc}, nil
 }
 
 // read decodes the child's next line into v.
-func (c *child) read(v any) error {
+func (c *Child) Read(v any) error {
 	if !c.out.Scan() {
 		err := c.out.Err()
 		if err == nil {
@@ -82,14 +84,14 @@ func (c *child) read(v any) error {
 }
 
 // call sends one command and decodes its answer into v.
-func (c *child) call(v any, command ...string) error {
+func (c *Child) Call(v any, command ...string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, err := fmt.Fprintln(c.in, strings.Join(command, " ")); err != nil {
 		return fmt.Errorf("%s: %w", c.name, err)
 	}
 	var a answer
-	if err := c.read(&a); err != nil {
+	if err := c.Read(&a); err != nil {
 		return err
 	}
 	if a.Err != "" {
@@ -102,7 +104,7 @@ func (c *child) call(v any, command ...string) error {
 }
 
 // stop closes the child's input and waits for it to exit.
-func (c *child) stop() error {
+func (c *Child) Stop() error {
 	c.in.Close()
 	for c.out.Scan() { // drain what it still writes
 	}
@@ -118,9 +120,9 @@ type answer struct {
 	Err  string          `json:"err,omitempty"`
 }
 
-// serveCommands is a child's side: it answers each line of standard input
+// ServeCommands is a child's side: it answers each line of standard input
 // with handle's result until the input ends.
-func serveCommands(handle func(cmd string, args []string) (any, error)) {
+func ServeCommands(handle func(cmd string, args []string) (any, error)) {
 	sc := bufio.NewScanner(os.Stdin)
 	enc := json.NewEncoder(os.Stdout)
 	for sc.Scan() {
@@ -141,8 +143,8 @@ func serveCommands(handle func(cmd string, args []string) (any, error)) {
 	}
 }
 
-// announce writes a child's first line (what the bench waits for before
+// Announce writes a child's first line (what the bench waits for before
 // its first command).
-func announce(v any) error {
+func Announce(v any) error {
 	return json.NewEncoder(os.Stdout).Encode(v)
 }
