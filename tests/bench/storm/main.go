@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -58,6 +59,7 @@ type options struct {
 	stormConc   int     // connection attempts in progress at once during a storm
 	queueConc   int     // API calls in flight while queueing the commands
 	simNice     int
+	sources     int // source addresses the devices connect from (127.0.0.1 and up)
 	timeout     time.Duration
 	dir         string
 	profile     string
@@ -67,6 +69,7 @@ func main() {
 	role := flag.String("role", "bench", "bench, or the child processes it starts: node, sim")
 	var o options
 	flag.IntVar(&o.devices, "devices", 15000, "simulated devices")
+	flag.IntVar(&o.sources, "sources", 1, "loopback source addresses the devices connect from, 127.0.0.1 and up (several, as devices on a network; 1, as devices behind one NAT)")
 	flag.Float64Var(&o.connectRate, "connect-rate", 1000, "connections/s of the first (paced) connection of the fleet")
 	flag.IntVar(&o.stormConc, "storm-concurrency", 0, "connection attempts in progress at once in a storm (0: every device)")
 	flag.IntVar(&o.queueConc, "queue-concurrency", 16, "API calls in flight while queueing the commands")
@@ -279,6 +282,9 @@ func runSim(o options, credsFile, mqttAddr, caFile string) error {
 			cfg.CredentialsFile = credsFile
 			cfg.MQTTAddr = mqttAddr
 			cfg.CAPEM = caPEM
+			for i := range max(o.sources, 1) {
+				cfg.SourceAddrs = append(cfg.SourceAddrs, netip.AddrFrom4([4]byte{127, 0, byte(1 + i/250), byte(1 + i%250)}))
+			}
 			cfg.Idle = true
 			cfg.Rate = 0
 			cfg.ReportInterval = 0
@@ -490,7 +496,7 @@ func run(o options) error {
 	}
 
 	sc, err := benchproc.StartChild("simulator", o.simNice, false, nil, "-role", "sim", "-devices", fmt.Sprint(o.devices),
-		"-sim-credentials", credsFile, "-sim-mqtt", info.MQTT, "-sim-ca", caFile, "-timeout", o.timeout.String())
+		"-sim-credentials", credsFile, "-sim-mqtt", info.MQTT, "-sim-ca", caFile, "-timeout", o.timeout.String(), "-sources", fmt.Sprint(o.sources))
 	if err != nil {
 		return err
 	}
