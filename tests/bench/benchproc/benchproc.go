@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 	"sync"
 )
@@ -147,4 +148,34 @@ func ServeCommands(handle func(cmd string, args []string) (any, error)) {
 // its first command).
 func Announce(v any) error {
 	return json.NewEncoder(os.Stdout).Encode(v)
+}
+
+// Profiler is a child's CPU profile, which the bench starts and stops by
+// command ("profile-start FILE", "profile-stop").
+type Profiler struct{ f *os.File }
+
+// Start writes a CPU profile to the one file args names, until Stop.
+func (p *Profiler) Start(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("profile-start FILE")
+	}
+	f, err := os.Create(args[0])
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	p.f = f
+	return nil
+}
+
+// Stop ends the profile, if one runs.
+func (p *Profiler) Stop() {
+	if p.f != nil {
+		pprof.StopCPUProfile()
+		p.f.Close()
+		p.f = nil
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"runtime/trace"
 	"strconv"
 	"time"
@@ -95,7 +94,10 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots 
 	}
 
 	var meter *meter
-	var prof, tr *os.File
+	var (
+		prof benchproc.Profiler
+		tr   *os.File
+	)
 	benchproc.ServeCommands(func(cmd string, args []string) (any, error) {
 		switch cmd {
 		case "begin":
@@ -120,25 +122,9 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots 
 			measure(clients, warmup, 0, get)
 			return summarize(measure(clients, d, 0, get), d), nil
 		case "profile-start":
-			if len(args) != 1 {
-				return nil, errors.New("profile-start FILE")
-			}
-			f, err := os.Create(args[0])
-			if err != nil {
-				return nil, err
-			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				f.Close()
-				return nil, err
-			}
-			prof = f
-			return struct{}{}, nil
+			return struct{}{}, prof.Start(args)
 		case "profile-stop":
-			if prof != nil {
-				pprof.StopCPUProfile()
-				prof.Close()
-				prof = nil
-			}
+			prof.Stop()
 			return struct{}{}, nil
 		case "trace-start":
 			if len(args) != 1 {

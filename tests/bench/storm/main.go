@@ -35,7 +35,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -177,7 +176,7 @@ func runNode(dir string) error {
 	}
 	var t0 time.Time
 	var cpu0 time.Duration
-	var prof *os.File
+	var prof benchproc.Profiler
 	benchproc.ServeCommands(func(cmd string, args []string) (any, error) {
 		switch cmd {
 		case "begin":
@@ -190,22 +189,9 @@ func runNode(dir string) error {
 			return nodeUsage{Wall: time.Since(t0), CPU: cpuTime() - cpu0, RSSMB: procStatus("VmRSS"), PeakMB: procStatus("VmHWM"),
 				HeapMB: float64(ms.HeapInuse) / (1 << 20), Threads: len(threads), Gs: runtime.NumGoroutine(), Load: loadAvg()}, nil
 		case "profile-start":
-			f, err := os.Create(args[0])
-			if err != nil {
-				return nil, err
-			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				f.Close()
-				return nil, err
-			}
-			prof = f
-			return struct{}{}, nil
+			return struct{}{}, prof.Start(args)
 		case "profile-stop":
-			if prof != nil {
-				pprof.StopCPUProfile()
-				prof.Close()
-				prof = nil
-			}
+			prof.Stop()
 			return struct{}{}, nil
 		}
 		return nil, fmt.Errorf("unknown command %q", cmd)
