@@ -107,6 +107,15 @@ type MQTT struct {
 	// 0: half the cores available (Go's default GOMAXPROCS), at least 1;
 	// -1: unbounded. strata serve adds as many Ps (node.Procs).
 	IngestSlots int `yaml:"ingest_slots"`
+	// MaxConnecting bounds the connections each of the TLS and TCP
+	// listeners has accepted that are not yet connected (handshake,
+	// CONNECT, CONNACK); the others wait in the kernel's accept queue.
+	// 0: 32 per core, at least 64; -1: unbounded.
+	MaxConnecting int `yaml:"max_connecting"`
+	// MaxConnectingPerSource bounds those from one source address;
+	// 0: half of max_connecting. Raise it (up to max_connecting) where
+	// many devices share one address, behind a NAT.
+	MaxConnectingPerSource int `yaml:"max_connecting_per_source"`
 }
 
 // Federation links this node into a hierarchy (docs/federation.md): a
@@ -330,6 +339,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.IngestSlots < -1 {
 		return errors.New("mqtt.ingest_slots: must be -1 (unbounded), 0 (default) or positive")
+	}
+	if c.MQTT.MaxConnecting < -1 {
+		return errors.New("mqtt.max_connecting: must be -1 (unbounded), 0 (default) or positive")
+	}
+	if c.MQTT.MaxConnectingPerSource < 0 {
+		return errors.New("mqtt.max_connecting_per_source: must be 0 (half of max_connecting) or positive")
 	}
 	if err := c.Federation.validate(); err != nil {
 		return err

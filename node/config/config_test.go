@@ -197,6 +197,34 @@ func TestValidateAPILimits(t *testing.T) {
 	}
 }
 
+func TestMQTTMaxConnecting(t *testing.T) {
+	for _, n := range [][2]int{{-1, 0}, {0, 0}, {96, 96}, {64, 8}} {
+		c := validConfig()
+		c.MQTT.MaxConnecting, c.MQTT.MaxConnectingPerSource = n[0], n[1]
+		if err := c.Validate(); err != nil {
+			t.Errorf("max_connecting %d, per source %d: %v", n[0], n[1], err)
+		}
+	}
+	c := validConfig()
+	c.MQTT.MaxConnecting = -2
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "mqtt.max_connecting") {
+		t.Fatalf("max_connecting -2: %v, want an error naming mqtt.max_connecting", err)
+	}
+	c = validConfig()
+	c.MQTT.MaxConnectingPerSource = -1
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "mqtt.max_connecting_per_source") {
+		t.Fatalf("max_connecting_per_source -1: %v, want an error naming it", err)
+	}
+	c, err := Parse([]byte("name: n\nmqtt:\n  max_connecting: 128\n  max_connecting_per_source: 128\n"))
+	if err != nil || c.MQTT.MaxConnecting != 128 || c.MQTT.MaxConnectingPerSource != 128 {
+		t.Fatalf("parse: %+v, %v", c.MQTT, err)
+	}
+	c = validConfig()
+	if err := c.ApplyEnv(func(k string) (string, bool) { return "200", k == "STRATA_MQTT_MAX_CONNECTING_PER_SOURCE" }); err != nil || c.MQTT.MaxConnectingPerSource != 200 {
+		t.Fatalf("env: %d, %v", c.MQTT.MaxConnectingPerSource, err)
+	}
+}
+
 func TestMQTTIngestSlots(t *testing.T) {
 	for _, n := range []int{-1, 0, 1, 64} {
 		c := validConfig()
