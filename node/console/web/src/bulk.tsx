@@ -6,6 +6,7 @@
 // filter). The node decides what is allowed; roles only decide what shows.
 
 import { useEffect, useState } from "preact/hooks";
+import { Pager, StatusRow } from "./pager";
 import { session } from "./api";
 import {
   bulkAction,
@@ -98,18 +99,10 @@ export function BulkJobs() {
         </thead>
         <tbody>
           {jobs === null && (
-            <tr>
-              <td colSpan={6} class="muted">
-                loading…
-              </td>
-            </tr>
+            <StatusRow cols={6} text="loading…" />
           )}
           {jobs?.length === 0 && !error && (
-            <tr>
-              <td colSpan={6} class="muted">
-                no bulk jobs
-              </td>
-            </tr>
+            <StatusRow cols={6} text="no bulk jobs" />
           )}
           {jobs?.map((j) => (
             <tr key={j.id} data-bulk={j.id}>
@@ -132,15 +125,7 @@ export function BulkJobs() {
         </tbody>
       </table>
       {(pages.length > 0 || next) && (
-        <div class="pager">
-          <button type="button" disabled={pages.length === 0} onClick={() => setPages(pages.slice(0, -1))}>
-            ‹ newer
-          </button>
-          <span class="muted">page {pages.length + 1}</span>
-          <button type="button" data-test="bulk-older" disabled={!next} onClick={() => next && setPages([...pages, next])}>
-            older ›
-          </button>
-        </div>
+        <Pager pages={pages} setPages={setPages} next={next} back="newer" forward="older" testId="bulk-older" />
       )}
       <h2>Device jobs</h2>
     </>
@@ -373,11 +358,7 @@ function Failures({ id, failed }: { id: string; failed: number }) {
         </thead>
         <tbody>
           {rows.length === 0 && (
-            <tr>
-              <td colSpan={4} class="muted">
-                no failures
-              </td>
-            </tr>
+            <StatusRow cols={4} text="no failures" />
           )}
           {rows.map((f) => (
             <tr key={f.node + f.path + (f.job ?? "")} data-failure={f.path}>
@@ -394,15 +375,7 @@ function Failures({ id, failed }: { id: string; failed: number }) {
         </tbody>
       </table>
       {(pages.length > 0 || next) && (
-        <div class="pager">
-          <button type="button" disabled={pages.length === 0} onClick={() => setPages(pages.slice(0, -1))}>
-            ‹ first
-          </button>
-          <span class="muted">page {pages.length + 1}</span>
-          <button type="button" data-test="failures-next" disabled={!next} onClick={() => next && setPages([...pages, next])}>
-            next ›
-          </button>
-        </div>
+        <Pager pages={pages} setPages={setPages} next={next} back="first" forward="next" testId="failures-next" />
       )}
     </>
   );

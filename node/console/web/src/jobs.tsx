@@ -7,6 +7,7 @@ import { useEffect, useState } from "preact/hooks";
 import { finalStates, session } from "./api";
 import { BulkJobs } from "./bulk";
 import { cancelJob, fmtTime, getJobFull, hasRole, listJobs, message, type JobFilter, type JobFull } from "./ops-api";
+import { Pager, StatusRow } from "./pager";
 import { onLinkClick, routeTo } from "./router";
 
 const states = ["", "queued", "delivered", "running", "succeeded", "failed", "expired", "cancelled"];
@@ -89,18 +90,10 @@ export function JobsScreen() {
         </thead>
         <tbody>
           {jobs === null && (
-            <tr>
-              <td colSpan={6} class="muted">
-                loading…
-              </td>
-            </tr>
+            <StatusRow cols={6} text="loading…" />
           )}
           {jobs?.length === 0 && !error && (
-            <tr>
-              <td colSpan={6} class="muted">
-                no jobs
-              </td>
-            </tr>
+            <StatusRow cols={6} text="no jobs" />
           )}
           {jobs?.map((j) => (
             <tr key={j.id} data-job={j.id}>
@@ -122,15 +115,7 @@ export function JobsScreen() {
           ))}
         </tbody>
       </table>
-      <div class="pager">
-        <button type="button" disabled={pages.length === 0} onClick={() => setPages(pages.slice(0, -1))}>
-          ‹ newer
-        </button>
-        <span class="muted">page {pages.length + 1}</span>
-        <button type="button" data-test="older" disabled={!next} onClick={() => next && setPages([...pages, next])}>
-          older ›
-        </button>
-      </div>
+      <Pager pages={pages} setPages={setPages} next={next} back="newer" forward="older" testId="older" />
     </section>
   );
 }
