@@ -16,9 +16,10 @@ import (
 	"github.com/strata-dm/strata/internal/tstest"
 )
 
-// writable tells a socket that takes a write now from one whose peer
-// stopped reading and whose buffers are full.
-func TestWritable(t *testing.T) {
+// tcpPair returns the dialing end of a loopback TCP connection whose
+// accepting end never reads; both close when the test ends.
+func tcpPair(t *testing.T) net.Conn {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -36,12 +37,19 @@ func TestWritable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	peer := <-accepted
 	if peer == nil {
 		t.Fatal("no connection accepted")
 	}
-	defer peer.Close() // never read
+	t.Cleanup(func() { peer.Close() })
+	return c
+}
+
+// writable tells a socket that takes a write now from one whose peer
+// stopped reading and whose buffers are full.
+func TestWritable(t *testing.T) {
+	c := tcpPair(t) // its peer never reads
 	if !writable(c) {
 		t.Fatal("a fresh connection is not writable")
 	}
@@ -116,29 +124,7 @@ func TestBlockedConnectionDoesNotHoldUpAcks(t *testing.T) {
 // write on a fresh connection, part or nothing (and no error) once the
 // peer stopped reading and the buffers are full.
 func TestTryWrite(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-		close(accepted)
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("no connection accepted")
-	}
-	defer peer.Close() // never read
+	c := tcpPair(t) // its peer never reads
 	rc, plain := rawSocket(&gatedConn{Conn: c})
 	if rc == nil || !plain {
 		t.Fatal("no raw socket under the gate")
