@@ -77,15 +77,43 @@ func TestMeasureFailover(t *testing.T) {
 	}
 }
 
+// measureWriters is STRATA_CLUSTER_WRITERS, the concurrent writers of
+// the throughput measurements (64 by default).
+func measureWriters() int {
+	n, _ := strconv.Atoi(os.Getenv("STRATA_CLUSTER_WRITERS"))
+	if n <= 0 {
+		n = 64
+	}
+	return n
+}
+
+// putLoad has writers goroutines apply one put at a time to m for dur,
+// and returns how many were acknowledged.
+func putLoad(t *testing.T, m *model.Model, writers int, dur time.Duration) int64 {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(dur)
+	for w := range writers {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(stop); i++ {
+				if _, err := m.Apply(context.Background(), put(fmt.Sprintf("/devices/w%d/d%d", w, i%100), "i", strconv.Itoa(i))); err != nil {
+					t.Error(err)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return n.Load()
+}
+
 // TestMeasureThroughput compares committed mutations per second through a
 // three-replica cluster with a single node on the same Badger store, with
 // concurrent writers of one put each.
 func TestMeasureThroughput(t *testing.T) {
 	measureRounds(t)
-	writers, _ := strconv.Atoi(os.Getenv("STRATA_CLUSTER_WRITERS"))
-	if writers <= 0 {
-		writers = 64
-	}
+	writers := measureWriters()
 	const dur = 5 * time.Second
 	// cpu is the process's CPU time so far: per mutation, it measures
 	// the work a mutation costs even on a machine others load.
@@ -99,25 +127,8 @@ func TestMeasureThroughput(t *testing.T) {
 	run := func(m *model.Model) float64 {
 		c0 := cpu()
 		defer func() { spent = cpu() - c0 }()
-		var n atomic.Int64
-		defer func() { done = n.Load() }()
-		var wg sync.WaitGroup
-		stop := time.Now().Add(dur)
-		for w := range writers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; time.Now().Before(stop); i++ {
-					if _, err := m.Apply(context.Background(), put(fmt.Sprintf("/devices/w%d/d%d", w, i%100), "i", strconv.Itoa(i))); err != nil {
-						t.Error(err)
-						return
-					}
-					n.Add(1)
-				}
-			}()
-		}
-		wg.Wait()
-		return float64(n.Load()) / dur.Seconds()
+		done = putLoad(t, m, writers, dur)
+		return float64(done) / dur.Seconds()
 	}
 	db, err := store.OpenBadger(store.BadgerOptions{Dir: t.TempDir(), CacheMB: 64})
 	if err != nil {

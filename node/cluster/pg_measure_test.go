@@ -3,11 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,29 +64,9 @@ func TestMeasurePGFailover(t *testing.T) {
 // the same PostgreSQL server, with concurrent writers of one put each.
 func TestMeasurePGThroughput(t *testing.T) {
 	measureRounds(t)
-	writers, _ := strconv.Atoi(os.Getenv("STRATA_CLUSTER_WRITERS"))
-	if writers <= 0 {
-		writers = 64
-	}
+	writers := measureWriters()
 	const dur = 5 * time.Second
-	run := func(m *model.Model) float64 {
-		var n atomic.Int64
-		var wg sync.WaitGroup
-		stop := time.Now().Add(dur)
-		for w := range writers {
-			wg.Go(func() {
-				for i := 0; time.Now().Before(stop); i++ {
-					if _, err := m.Apply(context.Background(), put(fmt.Sprintf("/devices/w%d/d%d", w, i%100), "i", strconv.Itoa(i))); err != nil {
-						t.Error(err)
-						return
-					}
-					n.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		return float64(n.Load()) / dur.Seconds()
-	}
+	run := func(m *model.Model) float64 { return float64(putLoad(t, m, writers, dur)) / dur.Seconds() }
 	db, err := store.OpenPostgres(context.Background(), store.PostgresOptions{DSN: pgtest.Shared(t).NewDatabase(t)})
 	if err != nil {
 		t.Fatal(err)
