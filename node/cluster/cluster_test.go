@@ -27,14 +27,7 @@ func TestReplicasHoldTheSameLog(t *testing.T) {
 	leader := h.leader()
 	follower := followers(reps, leader)[0]
 	// A follower's reader waiting on the log wakes for entries it applies.
-	woke := make(chan []model.Entry, 1)
-	after := follower.m.LastSeq()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), harnessTimeout)
-		defer cancel()
-		es, _ := follower.m.ReadLog(ctx, after, 100)
-		woke <- es
-	}()
+	woke := logWaiter(follower)
 	// Read a context on the follower first, so its cache holds it.
 	h.write(put("/devices/a", "v", "1"))
 	tstest.WaitForErr(t, harnessTimeout, "the follower sees /devices/a", func() (bool, error) {

@@ -330,3 +330,18 @@ func followers(reps []*replica, leader *replica) []*replica {
 	}
 	return fs
 }
+
+// logWaiter reads r's log after what it holds now, waiting for an entry
+// (up to harnessTimeout), and sends what it read.
+func logWaiter(r *replica) <-chan []model.Entry {
+	woke := make(chan []model.Entry, 1)
+	m := r.m
+	after := m.LastSeq()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), harnessTimeout)
+		defer cancel()
+		es, _ := m.ReadLog(ctx, after, 100)
+		woke <- es
+	}()
+	return woke
+}

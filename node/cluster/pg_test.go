@@ -155,14 +155,7 @@ func TestPGReplicasFollowTheWriter(t *testing.T) {
 	}
 	follower := followers(reps, leader)[0]
 	// A follower's log reader wakes for what the writer commits.
-	woke := make(chan []model.Entry, 1)
-	after := follower.m.LastSeq()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), harnessTimeout)
-		defer cancel()
-		es, _ := follower.m.ReadLog(ctx, after, 100)
-		woke <- es
-	}()
+	woke := logWaiter(follower)
 	// Cached on the follower before it changes.
 	ph.write(put("/devices/a", "v", "1"))
 	tstest.WaitForErr(t, harnessTimeout, "the follower shows /devices/a", func() (bool, error) {
