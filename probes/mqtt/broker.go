@@ -384,7 +384,10 @@ func (l *deadlineListener) Accept() (net.Conn, error) {
 	if l.admit != nil && !l.admit.acquire() {
 		return nil, net.ErrClosed
 	}
-	var c net.Conn
+	var (
+		c   net.Conn
+		src string // the source address admit counts c against
+	)
 	for {
 		var err error
 		if c, err = l.Listener.Accept(); err != nil {
@@ -402,7 +405,10 @@ func (l *deadlineListener) Accept() (net.Conn, error) {
 			}
 			continue
 		}
-		if l.admit != nil && !l.admit.enter(source(c)) {
+		if l.admit == nil {
+			break
+		}
+		if src = source(c); !l.admit.enter(src) {
 			// Its source holds its share of the bound already: closed
 			// at once, the room kept for others.
 			c.Close()
@@ -416,15 +422,12 @@ func (l *deadlineListener) Accept() (net.Conn, error) {
 	c.SetDeadline(time.Now().Add(l.timeout))
 	if l.gate != nil {
 		gc := &gatedConn{Conn: c, g: l.gate}
-		gc.adm.a = l.admit
-		if l.admit != nil {
-			gc.adm.src = source(c)
-		}
+		gc.adm.a, gc.adm.src = l.admit, src
 		return gc, nil
 	}
 	if l.admit != nil {
 		ac := &admittedConn{Conn: c}
-		ac.adm.a, ac.adm.src = l.admit, source(c)
+		ac.adm.a, ac.adm.src = l.admit, src
 		return ac, nil
 	}
 	return c, nil
