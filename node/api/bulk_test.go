@@ -170,4 +170,20 @@ func TestBulkJobList(t *testing.T) {
 			}
 		}
 	}
+	// A revoked token reaches no bulk route.
+	p := e.principal(alice)
+	if err := e.auth.RevokeToken(e.ctx, p, p.TokenID); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range [][3]string{
+		{"GET", "/api/v1/jobs?bulk=true", ""}, {"GET", "/api/v1/jobs/" + a1, ""}, {"GET", "/api/v1/jobs/" + a1 + "/failures", ""},
+		{"POST", "/api/v1/jobs", `{"function":"x","target":{"subtree":"/devices"}}`},
+		{"POST", "/api/v1/jobs/" + a1 + "/pause", ""}, {"POST", "/api/v1/jobs/" + a1 + "/cancel", ""},
+	} {
+		var body any
+		if r[2] != "" {
+			body = r[2]
+		}
+		e.want(e.do(r[0], r[1], alice, body), http.StatusUnauthorized, codeUnauthorized)
+	}
 }
