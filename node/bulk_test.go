@@ -480,7 +480,12 @@ func TestBulkJobReceivedWithinGrant(t *testing.T) {
 	// An acme operator over a link: only acme's device.
 	id := "b" + xid.New().String()
 	send(id, federation.Identity{User: "alice", Tenant: "acme"}, []model.Path{"/"})
-	c := bulkTruth(t, p.n, id)
+	// Expanded, then dispatched in the same round: wait for the job.
+	var c client.BulkCounters
+	tstest.WaitFor(t, bulkWait, "acme's device job made", func() bool {
+		c = bulkTruth(t, p.n, id)
+		return c.Total >= 1
+	})
 	if c.Total != 1 {
 		t.Fatalf("acme's job over a link: %+v", c)
 	}

@@ -182,6 +182,13 @@ func (s *Service) dispatchOpen(ctx context.Context, part *Part, r Rollout, ms []
 	pr := principal(part)
 	made := 0
 	end := bounds[min(part.Wave, len(bounds)-1)]
+	var due []Member
+	var attempts []int
+	flush := func() error {
+		err := s.dispatchMany(ctx, part, pr, due, attempts)
+		due, attempts = due[:0], attempts[:0]
+		return err
+	}
 	for i := 0; i < end && made < budget; i++ {
 		m := ms[i]
 		attempt := -1
@@ -194,14 +201,24 @@ func (s *Service) dispatchOpen(ctx context.Context, part *Part, r Rollout, ms []
 		if attempt < 0 {
 			continue
 		}
-		if err := s.dispatch(ctx, part, pr, part.Members[i], attempt); err != nil {
-			return err
-		}
+		due = append(due, part.Members[i])
+		attempts = append(attempts, attempt)
 		made++
+		if len(due) == dispatchBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
 	}
 	s.spend(part.ID, made)
 	return nil
 }
+
+// dispatchBatch bounds the device jobs made in one commit.
+const dispatchBatch = 512
 
 // retryOf reports whether member state m is due for part's latest
 // attempt: its latest job failed or expired in an earlier one.

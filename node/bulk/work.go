@@ -365,46 +365,71 @@ func (s *Service) localPrefixes(prefixes []model.Path) ([]model.Path, error) {
 	return out, nil
 }
 
-// dispatch makes member m's device job for attempt, or records its
-// refusal (checked again: the device may have been revoked since its
-// part was expanded).
-func (s *Service) dispatch(ctx context.Context, part *Part, pr *auth.Principal, m Member, attempt int) error {
-	d, err := s.cfg.Calls.Check(pr, m.Path, part.Function)
-	if err != nil {
-		if !refusal(err) && !errors.Is(err, calls.ErrNotDevice) {
-			return err
+// dispatchMany makes the device jobs of members ms, for attempts (one
+// each), in one commit, or records their refusals (each device is
+// checked again: it may have been revoked since its part was expanded).
+func (s *Service) dispatchMany(ctx context.Context, part *Part, pr *auth.Principal, ms []Member, attempts []int) error {
+	var specs []jobs.Spec
+	for i, m := range ms {
+		d, err := s.cfg.Calls.Check(pr, m.Path, part.Function)
+		if err != nil {
+			if !refusal(err) && !errors.Is(err, calls.ErrNotDevice) {
+				return err
+			}
+			if err := s.refuse(ctx, part.ID, m.Path, err); err != nil {
+				return err
+			}
+			continue
 		}
-		return s.refuse(ctx, part.ID, m.Path, err)
+		jid := AttemptJobID(part.ID, d.ID, attempts[i])
+		s.mu.Lock()
+		_, known := s.devJob[part.ID][jid]
+		s.mu.Unlock()
+		if known {
+			continue
+		}
+		specs = append(specs, jobs.Spec{
+			ID: jid, Bulk: part.ID, Path: d.Path, Device: d.ID, Tenant: d.Tenant,
+			Function: part.Function, Args: part.Args, By: part.CreatedBy, Deadline: part.Deadline,
+		})
 	}
-	jid := AttemptJobID(part.ID, d.ID, attempt)
-	s.mu.Lock()
-	_, known := s.devJob[part.ID][jid]
-	s.mu.Unlock()
-	if known {
+	if len(specs) == 0 {
 		return nil
 	}
-	st := jobs.Queued
-	j, err := s.cfg.Jobs.Create(ctx, jobs.Spec{
-		ID: jid, Bulk: part.ID, Path: d.Path, Device: d.ID, Tenant: d.Tenant,
-		Function: part.Function, Args: part.Args, By: part.CreatedBy, Deadline: part.Deadline,
-	})
-	switch {
-	case err == nil:
-		st = j.State
-		s.dispatched.Inc()
-	case errors.Is(err, model.ErrConflict):
-		// Made before a restart: counted from its record.
-		if j, err := s.cfg.Jobs.Get(jid); err == nil {
-			st = j.State
-		}
-	case errors.Is(err, model.ErrInvalid):
-		return s.refuse(ctx, part.ID, m.Path, err)
-	default:
+	made, errs, err := s.cfg.Jobs.CreateMany(ctx, specs)
+	if err != nil {
 		return err
+	}
+	states := make(map[string]apitypes.JobState, len(specs))
+	for i, sp := range specs {
+		switch err := errs[i]; {
+		case err == nil:
+			states[sp.ID] = made[i].State
+			s.dispatched.Inc()
+		case errors.Is(err, model.ErrConflict):
+			// Made before a restart: counted from its record.
+			st := jobs.Queued
+			if j, err := s.cfg.Jobs.Get(sp.ID); err == nil {
+				st = j.State
+			}
+			states[sp.ID] = st
+		case errors.Is(err, model.ErrInvalid):
+			if err := s.refuse(ctx, part.ID, sp.Path, err); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
 	}
 	s.mu.Lock()
 	if m := s.devJob[part.ID]; m != nil {
-		m[jid] = st
+		for id, st := range states {
+			// A job may have moved on already (its answer counted by
+			// the job's own update): keep the later state.
+			if _, ok := m[id]; !ok {
+				m[id] = st
+			}
+		}
 	}
 	s.mu.Unlock()
 	return nil

@@ -29,47 +29,24 @@ import (
 // of the service may hold the lock while it waits for that commit).
 func (s *Service) Follow(es []model.Entry) {
 	var deliver []Job
-	s.mu.Lock()
 	for i := range es {
 		e := &es[i]
 		r := e.Mutation.Record
-		if r == nil || r.Kind != KindJob || e.Seq <= s.seen[r.Key] {
+		if r == nil || r.Kind != KindJob {
 			continue
 		}
-		switch e.Mutation.Op {
-		case model.OpDeleteRecord:
-			if j, ok := s.active[r.Key]; ok {
-				s.unindex(j)
-			}
-			delete(s.seen, r.Key)
-		case model.OpPutRecord:
-			j := new(Job)
-			if err := json.Unmarshal(r.Value, j); err != nil || j.ID != r.Key {
-				s.log.Warn("skipping a damaged job record from the log", "job", r.Key, "seq", e.Seq)
-				continue
-			}
-			cur, active := s.active[j.ID]
-			switch {
-			case j.State.Final():
-				if active {
-					s.unindex(cur) // wakes its waiters; its finisher ran where it finished
-				}
-				delete(s.seen, j.ID)
-				continue
-			case active && cur.Device == j.Device:
-				s.active[j.ID] = j
-			case active:
-				s.unindex(cur)
-				s.index(j)
-			default:
-				s.index(j)
-				if j.State == Queued {
-					deliver = append(deliver, clone(j))
-				}
-			}
-			s.seen[j.ID] = e.Seq
+		// The job's stripe first: a write of this replica's own that is
+		// between its commit and its written is applied to memory before
+		// this entry is looked at (so it is not delivered twice).
+		unlock := s.jobLock(r.Key)
+		s.mu.Lock()
+		if j := s.followOne(e); j != nil {
+			deliver = append(deliver, *j)
 		}
+		s.mu.Unlock()
+		unlock()
 	}
+	s.mu.Lock()
 	out := deliver[:0]
 	for _, j := range deliver {
 		if cur, ok := s.active[j.ID]; ok && cur.State == Queued && !s.finalHere(j.ID) {
@@ -80,6 +57,50 @@ func (s *Service) Follow(es []model.Entry) {
 	for _, j := range out {
 		s.deliver(j)
 	}
+}
+
+// followOne applies job record entry e to memory, and returns the job
+// when it is new here and queued (to deliver). The caller holds s.mu.
+func (s *Service) followOne(e *model.Entry) (queued *Job) {
+	r := e.Mutation.Record
+	if e.Seq <= s.seen[r.Key] {
+		return nil
+	}
+	switch e.Mutation.Op {
+	case model.OpDeleteRecord:
+		if j, ok := s.active[r.Key]; ok {
+			s.unindex(j)
+		}
+		delete(s.seen, r.Key)
+	case model.OpPutRecord:
+		j := new(Job)
+		if err := json.Unmarshal(r.Value, j); err != nil || j.ID != r.Key {
+			s.log.Warn("skipping a damaged job record from the log", "job", r.Key, "seq", e.Seq)
+			return nil
+		}
+		cur, active := s.active[j.ID]
+		switch {
+		case j.State.Final():
+			if active {
+				s.unindex(cur) // wakes its waiters; its finisher ran where it finished
+			}
+			delete(s.seen, j.ID)
+			return nil
+		case active && cur.Device == j.Device:
+			s.active[j.ID] = j
+		case active:
+			s.unindex(cur)
+			s.index(j)
+		default:
+			s.index(j)
+			if j.State == Queued {
+				c := clone(j)
+				queued = &c
+			}
+		}
+		s.seen[j.ID] = e.Seq
+	}
+	return queued
 }
 
 // wrote records that the version of job id in memory is the one logged

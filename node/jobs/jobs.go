@@ -33,6 +33,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/rs/xid"
 
 	"github.com/strata-dm/strata/apitypes"
@@ -116,6 +118,16 @@ type Service struct {
 	finished func(Job)
 	leading  func() bool
 
+	// Lock order: a job's stripe (jobLock), then mu. A writer of a job
+	// holds its stripe from reading the job in memory until memory has
+	// the version it wrote, so writes of one job are applied to memory in
+	// their log order; mu is held only to read or change memory, never
+	// across a commit, so writes of different jobs commit concurrently
+	// (and share the store's syncs).
+	// Follow takes a job's stripe too, so memory never follows an entry
+	// of a job before the write that holds the stripe is in memory.
+	stripes [64]sync.Mutex
+
 	mu       sync.Mutex
 	active   map[string]*Job            // jobs not final, by id
 	byDevice map[string][]string        // device → active job ids, oldest first
@@ -177,6 +189,24 @@ func (s *Service) Close() {
 }
 
 func (s *Service) clock() time.Time { return s.now().UTC().Round(0) }
+
+// jobLock locks job id's stripe and returns its unlock.
+func (s *Service) jobLock(id string) func() {
+	m := &s.stripes[xxhash.Sum64String(id)%uint64(len(s.stripes))]
+	m.Lock()
+	return m.Unlock
+}
+
+// activeCopy returns a copy of job id as memory has it, if not final.
+func (s *Service) activeCopy(id string) (Job, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, ok := s.active[id]
+	if !ok {
+		return Job{}, false
+	}
+	return clone(j), true
+}
 
 func (s *Service) index(j *Job) {
 	s.active[j.ID] = j
@@ -248,34 +278,156 @@ type BulkFailureEvent struct {
 
 // Create stores a queued job durably, then hands it to Deliver.
 func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
+	j, mut, err := s.prepare(spec, s.clock())
+	if err != nil {
+		return Job{}, err
+	}
+	unlock := s.jobLock(j.ID)
+	j, seq, err := s.commit(ctx, mut, j.Path, s.createdEvent(j), nil)
+	if err != nil {
+		unlock()
+		return Job{}, err
+	}
+	s.mu.Lock()
+	s.written(j, seq, false)
+	out := clone(j)
+	s.mu.Unlock()
+	unlock()
+	s.log.Info("job created", "job", j.ID, "device", j.Device, "function", j.Function, "by", j.CreatedBy)
+	s.deliver(out)
+	return out, nil
+}
+
+// CreateMany creates the jobs of specs, each with its Spec.ID, in one
+// commit, and hands each to Deliver. When one of the ids is taken, the
+// commit makes none, and each is then created alone: errs[i] is then
+// spec i's error (ErrExists for a taken id). err is set when the jobs
+// could not be stored at all; errs is then nil.
+func (s *Service) CreateMany(ctx context.Context, specs []Spec) (made []Job, errs []error, err error) {
 	now := s.clock()
+	errs = make([]error, len(specs))
+	made = make([]Job, len(specs))
+	type one struct {
+		i   int
+		j   *Job
+		mut model.Mutation
+	}
+	var batch []one
+	var muts []model.Mutation
+	for i, spec := range specs {
+		if spec.ID == "" {
+			errs[i] = fmt.Errorf("%w: CreateMany needs each job's id", model.ErrInvalid)
+			continue
+		}
+		j, mut, err := s.prepare(spec, now)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		batch = append(batch, one{i, j, mut})
+		muts = append(muts, mut)
+		if ev := s.createdEvent(j); ev != nil && j.Path != "" {
+			muts = append(muts, jobEvent(j.Path, ev))
+		}
+	}
+	if len(batch) == 0 {
+		return made, errs, nil
+	}
+	// Stripes in order, each once: two CreateMany never wait on each other
+	// in a cycle.
+	held := make([]bool, len(s.stripes))
+	for _, b := range batch {
+		held[xxhash.Sum64String(b.j.ID)%uint64(len(s.stripes))] = true
+	}
+	for i, h := range held {
+		if h {
+			s.stripes[i].Lock()
+		}
+	}
+	unlock := func() {
+		for i, h := range held {
+			if h {
+				s.stripes[i].Unlock()
+			}
+		}
+	}
+	es, cerr := s.rec.Apply(ctx, muts...)
+	if cerr != nil {
+		unlock()
+		if !errors.Is(cerr, model.ErrConflict) && !errors.Is(cerr, model.ErrNotFound) {
+			return nil, nil, fmt.Errorf("jobs: store %d jobs: %w", len(batch), cerr)
+		}
+		// A taken id, or a device context gone: one at a time.
+		for _, b := range batch {
+			made[b.i], errs[b.i] = s.Create(ctx, specs[b.i])
+		}
+		return made, errs, nil
+	}
+	var out []Job
+	s.mu.Lock()
+	for _, e := range es {
+		r := e.Mutation.Record
+		if r == nil || r.Kind != KindJob {
+			continue
+		}
+		j := new(Job)
+		if err := json.Unmarshal(r.Value, j); err != nil {
+			continue
+		}
+		s.written(j, e.Seq, false)
+		out = append(out, clone(j))
+	}
+	s.mu.Unlock()
+	unlock()
+	byID := make(map[string]Job, len(out))
+	for _, j := range out {
+		byID[j.ID] = j
+	}
+	for _, b := range batch {
+		j, ok := byID[b.j.ID]
+		if !ok {
+			errs[b.i] = fmt.Errorf("jobs: store %s: no record logged", b.j.ID)
+			continue
+		}
+		made[b.i] = j
+	}
+	s.log.Info("jobs created", "count", len(out))
+	for _, j := range out {
+		s.deliver(j)
+	}
+	return made, errs, nil
+}
+
+// prepare checks spec and returns its job, queued at now, and the
+// mutation that stores it.
+func (s *Service) prepare(spec Spec, now time.Time) (*Job, model.Mutation, error) {
 	if len(spec.Args) == 0 {
 		spec.Args = json.RawMessage("{}")
 	}
 	if len(spec.Args) > MaxArgsBytes {
-		return Job{}, fmt.Errorf("%w: args larger than %d bytes", model.ErrInvalid, MaxArgsBytes)
+		return nil, model.Mutation{}, fmt.Errorf("%w: args larger than %d bytes", model.ErrInvalid, MaxArgsBytes)
 	}
 	if err := model.CheckValue(spec.Args); err != nil {
-		return Job{}, fmt.Errorf("args: %w", err)
+		return nil, model.Mutation{}, fmt.Errorf("args: %w", err)
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(spec.Args, &obj); err != nil || obj == nil {
-		return Job{}, fmt.Errorf("%w: args must be a JSON object", model.ErrInvalid)
+		return nil, model.Mutation{}, fmt.Errorf("%w: args must be a JSON object", model.ErrInvalid)
 	}
 	switch {
 	case spec.Deadline.IsZero():
 		spec.Deadline = now.Add(DefaultDeadline)
 	case !spec.Deadline.After(now):
-		return Job{}, fmt.Errorf("%w: deadline is in the past", model.ErrInvalid)
+		return nil, model.Mutation{}, fmt.Errorf("%w: deadline is in the past", model.ErrInvalid)
 	case spec.Deadline.Sub(now) > MaxDeadline:
-		return Job{}, fmt.Errorf("%w: deadline more than %v ahead", model.ErrInvalid, MaxDeadline)
+		return nil, model.Mutation{}, fmt.Errorf("%w: deadline more than %v ahead", model.ErrInvalid, MaxDeadline)
 	}
 	args, _ := json.Marshal(obj) // compact
 	id := spec.ID
 	if id == "" {
 		id = "j" + xid.NewWithTime(now).String()
 	} else if len(id) > 64 {
-		return Job{}, fmt.Errorf("%w: job id longer than 64 bytes", model.ErrInvalid)
+		return nil, model.Mutation{}, fmt.Errorf("%w: job id longer than 64 bytes", model.ErrInvalid)
 	}
 	j := &Job{
 		ID: id, Path: spec.Path, Device: spec.Device, Tenant: spec.Tenant,
@@ -283,37 +435,29 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 		Deadline: spec.Deadline.UTC().Round(0), State: Queued, Updated: now,
 		History: []Transition{{State: Queued, Time: now}}, Bulk: spec.Bulk,
 	}
-	s.mu.Lock()
-	ev := &JobEvent{Job: j.ID, Function: j.Function, State: Queued, By: j.CreatedBy}
-	var mut model.Mutation
 	if spec.ID == "" {
 		// Put whole, not updated: the id is new, so there is nothing to decide.
 		b, err := json.Marshal(j)
 		if err != nil {
-			s.mu.Unlock()
-			return Job{}, err
+			return nil, model.Mutation{}, err
 		}
-		mut = model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: b}}
-	} else {
-		// The creator's id may be taken: the log decides (Update).
-		arg, err := json.Marshal(change{Create: j})
-		if err != nil {
-			s.mu.Unlock()
-			return Job{}, err
-		}
-		mut = model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: arg}}
+		return j, model.Mutation{Op: model.OpPutRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: b}}, nil
 	}
-	j, seq, err := s.commit(ctx, mut, j.Path, ev, nil)
+	// The creator's id may be taken: the log decides (Update).
+	arg, err := json.Marshal(change{Create: j})
 	if err != nil {
-		s.mu.Unlock()
-		return Job{}, err
+		return nil, model.Mutation{}, err
 	}
-	s.written(j, seq, false)
-	out := clone(j)
-	s.mu.Unlock()
-	s.log.Info("job created", "job", j.ID, "device", j.Device, "function", j.Function, "by", j.CreatedBy)
-	s.deliver(out)
-	return out, nil
+	return j, model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindJob, Key: j.ID, Value: arg}}, nil
+}
+
+// createdEvent is the job event of j's creation; nil for a device job of
+// a bulk job, whose progress its part counts (see eventOf).
+func (s *Service) createdEvent(j *Job) *JobEvent {
+	if j.Bulk != "" {
+		return nil
+	}
+	return &JobEvent{Job: j.ID, Function: j.Function, State: Queued, By: j.CreatedBy}
 }
 
 // EventName is the name of the event recorded at every state change of a

@@ -42,12 +42,7 @@ func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Pat
 		muts = append(muts, bulkEv...)
 	}
 	if ev != nil && path != "" {
-		level := model.LevelInfo
-		if ev.State == Failed || ev.State == Expired {
-			level = model.LevelWarning
-		}
-		payload, _ := json.Marshal(ev)
-		muts = append(muts, model.Mutation{Op: model.OpEvent, Path: path, Event: &model.Event{Name: EventName, Level: level, Payload: payload}})
+		muts = append(muts, jobEvent(path, ev))
 	}
 	es, err := s.rec.Apply(ctx, muts...)
 	if err != nil && len(muts) > 1 && errors.Is(err, model.ErrNotFound) {
@@ -74,14 +69,32 @@ func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Pat
 	return j, es[0].Seq, nil
 }
 
+// jobEvent is the mutation recording job event ev on path.
+func jobEvent(path model.Path, ev *JobEvent) model.Mutation {
+	level := model.LevelInfo
+	if ev.State == Failed || ev.State == Expired {
+		level = model.LevelWarning
+	}
+	payload, _ := json.Marshal(ev)
+	return model.Mutation{Op: model.OpEvent, Path: path, Event: &model.Event{Name: EventName, Level: level, Payload: payload}}
+}
+
 // move proposes moving job base (this replica's view of it, maybe out
 // of date) to state to; the log decides against the job as it has it
 // (Update): model.ErrConflict when the job is no longer in a state that
 // allows it. On success the job in memory is the one written, which it
-// returns. The caller holds s.mu.
+// returns. The caller holds the job's stripe (jobLock), not s.mu.
+//
+// A device job of a bulk job records no job event on its device's
+// context: its part counts it (node/bulk), and a failure is a bulk
+// failure event, so a job of many devices costs the change log, and each
+// federation link above, no entry per device.
 func (s *Service) move(ctx context.Context, base *Job, device string, to State, detail string, result json.RawMessage, errMsg string) (Job, error) {
 	c := change{Device: device, To: to, At: s.clock(), Detail: detail, Result: result, Error: errMsg}
-	ev := &JobEvent{Job: base.ID, Function: base.Function, State: to, By: base.CreatedBy, Error: truncate(errMsg, 512)}
+	var ev *JobEvent
+	if base.Bulk == "" {
+		ev = &JobEvent{Job: base.ID, Function: base.Function, State: to, By: base.CreatedBy, Error: truncate(errMsg, 512)}
+	}
 	var bf *bulkFailure
 	if base.Bulk != "" && (to == Failed || to == Expired) {
 		msg := errMsg
@@ -94,6 +107,8 @@ func (s *Service) move(ctx context.Context, base *Job, device string, to State, 
 	if err != nil {
 		return Job{}, err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.written(j, seq, true)
 	return clone(j), nil
 }
@@ -103,6 +118,9 @@ func (s *Service) move(ctx context.Context, base *Job, device string, to State, 
 // waiters) and, when moved reports that this write made it final, is
 // handed to Finished. The caller holds s.mu.
 func (s *Service) written(j *Job, seq uint64, moved bool) {
+	if seq < s.seen[j.ID] {
+		return // memory followed a later write already
+	}
 	cur, active := s.active[j.ID]
 	if j.State.Final() {
 		if active {
@@ -139,13 +157,12 @@ func appendHistory(h []Transition, t Transition) []Transition {
 // an unknown, foreign or already delivered job (also when this replica's
 // view of it is behind the log).
 func (s *Service) MarkDelivered(ctx context.Context, device, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j, ok := s.active[id]
+	defer s.jobLock(id)()
+	j, ok := s.activeCopy(id)
 	if !ok || j.Device != device || j.State != Queued {
 		return nil
 	}
-	if _, err := s.move(ctx, j, device, Delivered, "", nil, ""); err != nil && !errors.Is(err, model.ErrConflict) {
+	if _, err := s.move(ctx, &j, device, Delivered, "", nil, ""); err != nil && !errors.Is(err, model.ErrConflict) {
 		return err
 	}
 	return nil
@@ -174,9 +191,9 @@ func (s *Service) Report(ctx context.Context, device, id string, status State, r
 	if len(errMsg) > maxErrorLen {
 		errMsg = errMsg[:maxErrorLen]
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	base, active := s.active[id]
+	defer s.jobLock(id)()
+	cur, active := s.activeCopy(id)
+	base := &cur
 	if !active {
 		j, err := s.load(id)
 		switch {
@@ -213,7 +230,7 @@ func (s *Service) Report(ctx context.Context, device, id string, status State, r
 }
 
 // lateAnswer keeps an answer for a final job in its history only. The
-// caller holds s.mu.
+// caller holds the job's stripe.
 func (s *Service) lateAnswer(ctx context.Context, base *Job, status State) error {
 	if status == Running {
 		return nil
@@ -222,15 +239,17 @@ func (s *Service) lateAnswer(ctx context.Context, base *Job, status State) error
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.written(j, seq, false)
+	s.mu.Unlock()
 	return nil
 }
 
 // Cancel cancels a job that is not final; a final job is a conflict.
 func (s *Service) Cancel(ctx context.Context, id, by string) (Job, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j, ok := s.active[id]
+	defer s.jobLock(id)()
+	cur, ok := s.activeCopy(id)
+	j := &cur
 	if !ok {
 		old, err := s.load(id)
 		if err != nil {
@@ -299,14 +318,19 @@ func (s *Service) expireLoop() {
 
 // expire moves every active job past its deadline to expired.
 func (s *Service) expire() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	now := s.clock()
+	var due []Job
+	s.mu.Lock()
 	for _, j := range s.active {
-		if now.Before(j.Deadline) {
-			continue
+		if !now.Before(j.Deadline) {
+			due = append(due, clone(j))
 		}
-		_, err := s.move(context.Background(), j, "", Expired, "deadline passed", nil, "")
+	}
+	s.mu.Unlock()
+	for _, j := range due {
+		unlock := s.jobLock(j.ID)
+		_, err := s.move(context.Background(), &j, "", Expired, "deadline passed", nil, "")
+		unlock()
 		switch {
 		case errors.Is(err, model.ErrConflict):
 			continue // final already: this replica has not applied it yet
