@@ -39,6 +39,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/xid"
 
@@ -269,6 +270,12 @@ type Service struct {
 
 	pace     map[string]*pace    // bulk id → its dispatch rate's state
 	firstIDs map[string][]string // bulk id → its members' first device job ids
+
+	// decoded holds parts as last decoded, by id, with a hash of their
+	// record: a part of many devices is large, and read often (the work
+	// loop's rounds, every GET).
+	decMu   sync.Mutex
+	decoded map[string]decodedPart
 
 	kick chan struct{}
 	stop chan struct{}
@@ -647,12 +654,35 @@ func (s *Service) Get(id string) (*Part, error) {
 	if err != nil {
 		return nil, err
 	}
+	sum := xxhash.Sum64(b)
+	s.decMu.Lock()
+	d, ok := s.decoded[id]
+	s.decMu.Unlock()
+	if ok && d.sum == sum && d.size == len(b) {
+		return clonePart(d.part), nil
+	}
 	p := new(Part)
 	if err := json.Unmarshal(b, p); err != nil {
 		return nil, fmt.Errorf("bulk: job %s: %w", id, err)
 	}
+	s.decMu.Lock()
+	if s.decoded == nil || len(s.decoded) >= maxDecoded {
+		s.decoded = map[string]decodedPart{}
+	}
+	s.decoded[id] = decodedPart{sum: sum, size: len(b), part: clonePart(p)}
+	s.decMu.Unlock()
 	return p, nil
 }
+
+// decodedPart is a part as decoded from a record of this size and hash.
+type decodedPart struct {
+	sum  uint64
+	size int
+	part *Part
+}
+
+// maxDecoded bounds the parts kept decoded.
+const maxDecoded = 64
 
 // Cancel cancels bulk job id here and, through its links, below: device
 // jobs not final are cancelled. Cancelling a cancelled or finished job

@@ -425,13 +425,15 @@ func end[T simGroup](gs []T) string {
 }
 
 // poll calls f until it reports true, every 20 ms, for at most d.
-func poll(d time.Duration, f func() bool) error {
+func poll(d time.Duration, f func() bool) error { return pollEvery(d, 20*time.Millisecond, f) }
+
+func pollEvery(d, every time.Duration, f func() bool) error {
 	deadline := time.Now().Add(d)
 	for !f() {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not done after %s", d)
 		}
-		time.Sleep(20 * time.Millisecond) // polling a counter, not synchronising
+		time.Sleep(every) // polling a counter, not synchronising
 	}
 	return nil
 }
@@ -599,7 +601,7 @@ func strataRun(o options, base time.Duration) error {
 				if err != nil {
 					return
 				}
-				poll(o.timeout, func() bool {
+				pollEvery(o.timeout, 100*time.Millisecond, func() bool {
 					pv, err := pa.GetBulkJob(ctx, j.ID)
 					if err == nil && pv.Local.Total > 0 && pv.Local.Pending == 0 && pv.Local.Queued == 0 {
 						probeAcked[i] = time.Since(t0)
