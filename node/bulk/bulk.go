@@ -266,6 +266,7 @@ type Service struct {
 	created     *prometheus.CounterVec
 	dispatched  prometheus.Counter
 	wavesOpened prometheus.Counter
+	giveUps     prometheus.Counter
 	paused      *prometheus.CounterVec
 
 	pace     map[string]*pace    // bulk id → its dispatch rate's state
@@ -311,6 +312,10 @@ func New(cfg Config) (*Service, error) {
 			Name: "strata_bulk_waves_opened_total",
 			Help: "Waves of bulk jobs opened on this node after the first (each node opens its own part's waves).",
 		}),
+		giveUps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_bulk_links_given_up_total",
+			Help: "Links of bulk jobs given up on this node: the provider took its part but did not report it done by the deadline and a minute.",
+		}),
 		paused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strata_bulk_jobs_paused_total",
 			Help: "Parts of bulk jobs paused on this node, by reason: max_failures, success_threshold, approval, operator (here or from above).",
@@ -319,7 +324,7 @@ func New(cfg Config) (*Service, error) {
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.created, s.dispatched, s.wavesOpened, s.paused)
+		cfg.Registerer.MustRegister(s.created, s.dispatched, s.wavesOpened, s.giveUps, s.paused)
 	}
 	cfg.Tree.RegisterUpdater(KindBulk, Update)
 	if err := s.reload(); err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -375,5 +377,54 @@ func TestViewCountsOnlyTheLinksSentTo(t *testing.T) {
 	}
 	if _, ok := v.Peers["/peers/rogue"]; ok || v.Counters.Total > 1 {
 		t.Fatalf("a part from a provider the job was not sent to counts: %+v", v)
+	}
+}
+
+// oneLink is a provider link that takes every request.
+type oneLink struct{ sent atomic.Int32 }
+
+func (l *oneLink) Providers() []Provider {
+	return []Provider{{Name: "p1", Mount: model.Path(string(federation.PeersRoot) + "/p1")}}
+}
+
+func (l *oneLink) Send(context.Context, string, Identity, Request) error {
+	l.sent.Add(1)
+	return nil
+}
+
+// A link that took its part and never reports it done is given up a
+// minute past the deadline: the job ends here, the link shows why.
+func TestLinkGivenUpPastTheDeadline(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 0)
+	var skew atomic.Int64
+	link := &oneLink{}
+	reg := prometheus.NewRegistry()
+	s, err := New(Config{Tree: e.m, Search: e.st.Search, Calls: e.cs, Jobs: e.js, Links: link, Logger: tstest.Logger(t),
+		Tick: 10 * time.Millisecond, Registerer: reg,
+		Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	part, err := s.Create(ctx, sys, apitypes.NewBulkJob{Function: "reboot", Target: apitypes.BulkTarget{Subtree: "/"}}, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitFor(t, 10*time.Second, "sent to p1", func() bool { return link.sent.Load() > 0 })
+	v, err := s.View(ctx, part.ID)
+	if err != nil || v.State != apitypes.BulkRunning {
+		t.Fatalf("before the deadline: %+v %v", v, err)
+	}
+	skew.Store(int64(time.Hour + reportGrace + time.Second))
+	tstest.WaitForErr(t, 10*time.Second, "done without p1", func() (bool, error) {
+		v, err = s.View(ctx, part.ID)
+		return err == nil && v.State == apitypes.BulkDone, err
+	})
+	if p := v.Peers["/peers/p1"]; !strings.HasPrefix(p.Error, "given up: ") {
+		t.Fatalf("p1 at the end: %+v", p)
+	}
+	if n := testutil.ToFloat64(s.giveUps); n != 1 {
+		t.Fatalf("links given up: %v", n)
 	}
 }

@@ -34,6 +34,10 @@ type change struct {
 	Error      string `json:"error,omitempty"`
 	CancelSent bool   `json:"cancel_sent,omitempty"`
 	Ctl        int    `json:"ctl,omitempty"` // the Control Gen the link took
+	// GiveUp, with Link and Error, ends the wait for a link that took
+	// the part but did not report it done by the deadline and
+	// reportGrace (an Error alone applies only to a link not sent).
+	GiveUp bool `json:"give_up,omitempty"`
 	// Wave opens waves up to this one.
 	Wave int `json:"wave,omitempty"`
 	// Trip holds the part for this node's own reason (a no-op when held
@@ -101,7 +105,7 @@ func Update(key string, cur, arg []byte) ([]byte, error) {
 		case c.Sent:
 			l.Sent = true
 		case c.Error != "":
-			if !l.Sent {
+			if !l.Sent || (c.GiveUp && l.Error == "") {
 				l.Error = c.Error
 			}
 		case c.CancelSent:

@@ -166,6 +166,9 @@ func (s *Service) work(ctx context.Context, id string) error {
 	if part = s.snapshot(id); part == nil {
 		return nil
 	}
+	if err := s.giveUp(ctx, part); err != nil {
+		return err
+	}
 	prog, finished := s.count(part)
 	if err := s.writeProgress(ctx, part, prog); err != nil {
 		return err
@@ -461,6 +464,39 @@ func (s *Service) refuse(ctx context.Context, id string, path model.Path, cause 
 		return nil // refused already (its event with it)
 	}
 	return err
+}
+
+// reportGrace is how long after a job's deadline a node waits for a
+// link that took its part to report that part done (its device jobs
+// expire at the deadline, so a node that can reach it reports by then).
+// Past it, the link is given up: the part finishes here without it, and
+// the link shows the error. Counters that arrive later still show.
+const reportGrace = time.Minute
+
+// giveUp gives up, past the deadline and reportGrace, the links that
+// took part but have not reported it done.
+func (s *Service) giveUp(ctx context.Context, part *Part) error {
+	at := part.Deadline.Add(reportGrace)
+	if part.Cancelled || s.clock().Before(at) {
+		return nil
+	}
+	for _, name := range sortedKeys(part.Links) {
+		l := part.Links[name]
+		if !l.Sent || l.Error != "" {
+			continue
+		}
+		pp, ok := s.peerProgress(l.Mount, part.ID)
+		if ok && pp.Attempt >= part.Attempt && (pp.State == apitypes.BulkDone || pp.State == apitypes.BulkCancelled) {
+			continue
+		}
+		msg := fmt.Sprintf("given up: no final report by %s (the deadline and %s)", at.UTC().Format(time.RFC3339), reportGrace)
+		if _, err := s.update(ctx, part.ID, change{Link: name, Error: msg, GiveUp: true}); err != nil {
+			return err
+		}
+		s.giveUps.Inc()
+		s.log.Warn("bulk job: link given up", "bulk", part.ID, "provider", name, "deadline", part.Deadline)
+	}
+	return nil
 }
 
 // identity is who part is sent down for.
