@@ -378,7 +378,9 @@ func TestHealthGateThresholds(t *testing.T) {
 		tstest.WaitForErr(t, 10*time.Second, "paused", func() (bool, error) {
 			var err error
 			v, err = s.View(ctx, id)
-			return err == nil && v.State == apitypes.BulkPaused, err
+			// The state reads from the record, the counters from the
+			// progress written at the end of a round.
+			return err == nil && v.State == apitypes.BulkPaused && v.Counters.Verifying == 0, err
 		})
 		return v
 	}
