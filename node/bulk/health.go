@@ -157,7 +157,7 @@ func (s *Service) gate(ctx context.Context, part *Part) (bool, error) {
 	if h == nil {
 		return false, nil
 	}
-	decided := false
+	var ds []gateDecision
 	for i, m := range s.memberStates(part) {
 		if m.state != verifying {
 			continue
@@ -165,8 +165,14 @@ func (s *Service) gate(ctx context.Context, part *Part) (bool, error) {
 		mem := part.Members[i]
 		jid := AttemptJobID(part.ID, mem.Device, m.attempt)
 		at, err := s.succeededAt(part.ID, jid)
+		if errors.Is(err, model.ErrNotFound) {
+			// Pruned (a job retention shorter than within): its success
+			// cannot be dated, the gate cannot pass.
+			ds = append(ds, gateDecision{mem, jid, "health gate: the device job's record is gone"})
+			continue
+		}
 		if err != nil {
-			return decided, err
+			return false, err
 		}
 		now := s.clock()
 		if now.Before(at) {
@@ -177,7 +183,7 @@ func (s *Service) gate(ctx context.Context, part *Part) (bool, error) {
 		case errors.Is(err, model.ErrNotFound):
 			c = nil
 		case err != nil:
-			return decided, err
+			return false, err
 		}
 		why := ""
 		if unmet := h.unmet(c); len(unmet) > 0 {
@@ -186,12 +192,76 @@ func (s *Service) gate(ctx context.Context, part *Part) (bool, error) {
 			}
 			why = truncate(h.failure(unmet), maxGateError)
 		}
-		if err := s.decideGate(ctx, part.ID, mem, jid, why); err != nil {
-			return decided, err
+		ds = append(ds, gateDecision{mem, jid, why})
+	}
+	decided := len(ds) > 0
+	for len(ds) > 0 {
+		n := min(len(ds), maxGatesPerCommit)
+		if err := s.decideGates(ctx, part.ID, ds[:n]); err != nil {
+			return true, err
 		}
-		decided = true
+		ds = ds[n:]
 	}
 	return decided, nil
+}
+
+// maxGatesPerCommit bounds the gate outcomes (and their events) of one
+// commit: a part's record is rewritten once for a round's decisions, not
+// once per device.
+const maxGatesPerCommit = 256
+
+// gateDecision is the outcome of member's device job jid: why "" passed.
+type gateDecision struct {
+	member Member
+	jid    string
+	why    string
+}
+
+// decideGates records the gate outcomes ds, with the bulk.failure event
+// of each failure, in one commit decided by the log: an outcome repeated
+// (after a restart, by another replica) is refused, so each failure is
+// recorded once. When one of ds is decided already, each is recorded on
+// its own.
+func (s *Service) decideGates(ctx context.Context, id string, ds []gateDecision) error {
+	c := change{Gates: make([]GateOutcome, len(ds))}
+	var events []model.Mutation
+	for i, d := range ds {
+		c.Gates[i] = GateOutcome{Job: d.jid, Error: d.why}
+		if d.why != "" {
+			payload, _ := json.Marshal(jobs.BulkFailureEvent{Job: d.jid, Device: d.member.Device, Path: d.member.Path, State: jobs.Failed, Error: d.why})
+			events = append(events, model.Mutation{Op: model.OpEvent, Path: jobs.BulkPath(id),
+				Event: &model.Event{Name: jobs.BulkFailureEventName, Level: model.LevelWarning, Payload: payload}})
+		}
+	}
+	_, err := s.update(ctx, id, c, events...)
+	switch {
+	case errors.Is(err, model.ErrConflict) && len(ds) > 1:
+		for i := range ds {
+			if err := s.decideGates(ctx, id, ds[i:i+1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	case errors.Is(err, model.ErrConflict):
+		return nil // decided already
+	case err != nil:
+		return err
+	}
+	s.mu.Lock()
+	for _, d := range ds {
+		delete(s.okAt[id], d.jid)
+	}
+	s.mu.Unlock()
+	for _, d := range ds {
+		if d.why == "" {
+			s.gated.WithLabelValues("passed").Inc()
+			s.log.Debug("bulk job: health gate passed", "bulk", id, "device", d.member.Device)
+			continue
+		}
+		s.gated.WithLabelValues("failed").Inc()
+		s.log.Info("bulk job: health gate failed", "bulk", id, "device", d.member.Device, "err", d.why)
+	}
+	return nil
 }
 
 // maxGateError bounds a health gate failure's error, as jobs bound a
@@ -226,35 +296,4 @@ func (s *Service) succeededAt(id, jid string) (time.Time, error) {
 	}
 	s.mu.Unlock()
 	return j.Updated, nil
-}
-
-// decideGate records device job jid's gate outcome (why "": passed),
-// with its bulk.failure event when it failed, in one commit: a decision
-// repeated (after a restart, by another replica) is refused by the log,
-// so the failure is recorded once.
-func (s *Service) decideGate(ctx context.Context, id string, mem Member, jid, why string) error {
-	var extra []model.Mutation
-	if why != "" {
-		payload, _ := json.Marshal(jobs.BulkFailureEvent{Job: jid, Device: mem.Device, Path: mem.Path, State: jobs.Failed, Error: why})
-		extra = append(extra, model.Mutation{Op: model.OpEvent, Path: jobs.BulkPath(id),
-			Event: &model.Event{Name: jobs.BulkFailureEventName, Level: model.LevelWarning, Payload: payload}})
-	}
-	_, err := s.update(ctx, id, change{Gate: &GateOutcome{Job: jid, Error: why}}, extra...)
-	if errors.Is(err, model.ErrConflict) {
-		return nil // decided already
-	}
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	delete(s.okAt[id], jid)
-	s.mu.Unlock()
-	if why == "" {
-		s.gated.WithLabelValues("passed").Inc()
-		s.log.Debug("bulk job: health gate passed", "bulk", id, "device", mem.Device)
-		return nil
-	}
-	s.gated.WithLabelValues("failed").Inc()
-	s.log.Info("bulk job: health gate failed", "bulk", id, "device", mem.Device, "err", why)
-	return nil
 }

@@ -323,19 +323,24 @@ func TestHealthGateSurvivesRestart(t *testing.T) {
 		t.Fatalf("failures: %+v", fs)
 	}
 	// A decision repeated (a restart between the commit and memory, or
-	// another replica) is refused by the log: no second event.
+	// another replica) is refused by the log: no second event, alone or
+	// in a batch with an undecided one, which is recorded.
 	p, _ := s2.Get(part.ID)
 	jid := AttemptJobID(part.ID, p.Members[2].Device, 0)
-	if err := s2.decideGate(ctx, part.ID, p.Members[2], jid, "health gate: again"); err != nil {
+	fresh := AttemptJobID(part.ID, p.Members[0].Device, 5)
+	again := []gateDecision{{p.Members[2], jid, "health gate: again"}, {p.Members[0], fresh, "health gate: fresh"}}
+	if err := s2.decideGates(ctx, part.ID, again[:1]); err != nil {
 		t.Fatal(err)
 	}
-	if err := s2.decideGate(ctx, part.ID, p.Members[1], AttemptJobID(part.ID, p.Members[1].Device, 0), "health gate: again"); err != nil {
+	if err := s2.decideGates(ctx, part.ID, again); err != nil {
 		t.Fatal(err)
 	}
-	if fs := e.failureEvents(t, s2, part.ID); len(fs) != 1 || fs[0].Error == "health gate: again" {
+	fs := e.failureEvents(t, s2, part.ID)
+	if len(fs) != 2 || fs[0].Job != fresh || fs[1].Job != jid || fs[1].Error == "health gate: again" {
 		t.Fatalf("failures after a repeated decision: %+v", fs)
 	}
-	if p, _ := s2.Get(part.ID); p.Gates[jid] == "health gate: again" || p.Gates[AttemptJobID(part.ID, p.Members[1].Device, 0)] != "" {
+	if p, _ := s2.Get(part.ID); p.Gates[jid] == "health gate: again" || p.Gates[fresh] != "health gate: fresh" ||
+		p.Gates[AttemptJobID(part.ID, p.Members[1].Device, 0)] != "" {
 		t.Fatalf("gates after a repeated decision: %v", p.Gates)
 	}
 }
