@@ -26,7 +26,11 @@
 //     yet done.
 //   - A device failure is recorded once, as a bulk.failure event on the
 //     part's context, in the commit of the device job's final state
-//     (jobs) or of the part's refusal of the device (here).
+//     (jobs), of the part's refusal of the device (here), or of its
+//     health gate's failure (health.go).
+//   - With a health gate, a device whose job succeeded counts as
+//     succeeded or failed by its gate's outcome, kept in the part's
+//     record; thresholds, waves, rate and concurrency count that.
 package bulk
 
 import (
