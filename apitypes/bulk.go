@@ -65,6 +65,9 @@ type BulkCounters struct {
 	Failed    int `json:"failed"`
 	Expired   int `json:"expired"`
 	Cancelled int `json:"cancelled"`
+	// Verifying are the devices whose job succeeded and which the
+	// rollout's health gate has not passed nor failed yet: not final.
+	Verifying int `json:"verifying"`
 }
 
 // Add adds o to c.
@@ -78,6 +81,7 @@ func (c *BulkCounters) Add(o BulkCounters) {
 	c.Failed += o.Failed
 	c.Expired += o.Expired
 	c.Cancelled += o.Cancelled
+	c.Verifying += o.Verifying
 }
 
 // Count counts one device whose job is in state s.

@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/strata-dm/strata/apitypes"
@@ -43,12 +44,17 @@ func TestBulkJobRequests(t *testing.T) {
 		`{"function":"reboot","target":{"subtree":"/"},"deadline":"2001-01-01T00:00:00Z"}`,
 		`{"function":"reboot","target":{"subtree":"/"},"args":[1]}`,
 		`{"function":"reboot","target":{"subtree":"/"},"rollout":{"waves":}}`,
+		`{"function":"reboot","target":{"subtree":"/"},"rollout":{"health":{"online":true}}}`,
+		`{"function":"reboot","target":{"subtree":"/"},"rollout":{"health":{"vars":{"fw":2},"within":"1m"}}}`,
 		`[]`,
 	} {
 		r := e.do("POST", "/api/v1/jobs", e.admin, body)
 		if r.status != http.StatusBadRequest {
 			t.Errorf("%s: %d %s", body, r.status, r.body)
 		}
+	}
+	if r := e.do("POST", "/api/v1/jobs", e.admin, `{"function":"reboot","target":{"subtree":"/"},"rollout":{"health":{"online":true}}}`); !strings.Contains(string(r.body), "rollout health within: required") {
+		t.Errorf("a health gate without within: %s", r.body)
 	}
 	r := e.do("POST", "/api/v1/jobs", e.admin, `{"function":"reboot","target":{"subtree":"/devices"},"ttl":"2h","rollout":{"waves":[10,90]}}`)
 	e.want(r, http.StatusAccepted, "")

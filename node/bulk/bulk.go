@@ -26,7 +26,11 @@
 //     yet done.
 //   - A device failure is recorded once, as a bulk.failure event on the
 //     part's context, in the commit of the device job's final state
-//     (jobs) or of the part's refusal of the device (here).
+//     (jobs), of the part's refusal of the device (here), or of its
+//     health gate's failure (health.go).
+//   - With a health gate, a device whose job succeeded counts as
+//     succeeded or failed by its gate's outcome, kept in the part's
+//     record; thresholds, waves, rate and concurrency count that.
 package bulk
 
 import (
@@ -185,6 +189,11 @@ type Part struct {
 	OriginGen int  `json:"origin_gen,omitempty"`
 	Rebase    bool `json:"rebase,omitempty"` // Base is to be taken again
 	Base      Base `json:"base"`
+	// Gates are the health gate's outcomes (health.go), by device job id
+	// (so by attempt): "" passed, else why the device failed it. A device
+	// job succeeded and not here awaits its gate (verifying). Never
+	// changed in place: each update decodes a new map.
+	Gates map[string]string `json:"gates,omitempty"`
 }
 
 // Held reports whether the part dispatches nothing now.
@@ -268,9 +277,13 @@ type Service struct {
 	wavesOpened prometheus.Counter
 	giveUps     prometheus.Counter
 	paused      *prometheus.CounterVec
+	gated       *prometheus.CounterVec
 
 	pace     map[string]*pace    // bulk id → its dispatch rate's state
 	firstIDs map[string][]string // bulk id → its members' first device job ids
+	// okAt is when device jobs awaiting their health gate succeeded
+	// (read once from their records): bulk id → device job id → time.
+	okAt map[string]map[string]time.Time
 
 	// decoded holds parts as last decoded, by id, with a hash of their
 	// record: a part of many devices is large, and read often (the work
@@ -320,11 +333,15 @@ func New(cfg Config) (*Service, error) {
 			Name: "strata_bulk_jobs_paused_total",
 			Help: "Parts of bulk jobs paused on this node, by reason: max_failures, success_threshold, approval, operator (here or from above).",
 		}, []string{"reason"}),
-		pace: map[string]*pace{}, firstIDs: map[string][]string{},
+		gated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_bulk_health_gate_total",
+			Help: "Devices of bulk jobs whose health gate was decided on this node, by result: passed, failed.",
+		}, []string{"result"}),
+		pace: map[string]*pace{}, firstIDs: map[string][]string{}, okAt: map[string]map[string]time.Time{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.created, s.dispatched, s.wavesOpened, s.giveUps, s.paused)
+		cfg.Registerer.MustRegister(s.created, s.dispatched, s.wavesOpened, s.giveUps, s.paused, s.gated)
 	}
 	cfg.Tree.RegisterUpdater(KindBulk, Update)
 	if err := s.reload(); err != nil {
@@ -760,6 +777,7 @@ func (s *Service) update(ctx context.Context, id string, c change, extra ...mode
 		delete(s.last, id)
 		delete(s.pace, id)
 		delete(s.firstIDs, id)
+		delete(s.okAt, id)
 	}
 	return clonePart(next), nil
 }

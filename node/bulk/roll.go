@@ -36,11 +36,17 @@ func AttemptJobID(bulk, device string, attempt int) string {
 }
 
 // memberState is a member's latest job: its attempt and state ("" and
-// attempt -1: no job yet).
+// attempt -1: no job yet). With a health gate, a job succeeded reads
+// verifying until its gate is decided, then succeeded or failed.
 type memberState struct {
 	attempt int
 	state   apitypes.JobState
 }
+
+// verifying is the state of a member whose device job succeeded and
+// whose health gate is not decided yet (not a job's state: a part's
+// view of it).
+const verifying apitypes.JobState = "verifying"
 
 // memberStates are the states of part's members, and whether each was
 // refused (counted among the refusals, not here).
@@ -61,6 +67,7 @@ func (s *Service) memberStates(part *Part) []memberState {
 		s.firstIDs[part.ID] = first
 	}
 	dj := s.devJob[part.ID]
+	gated := gateOf(part) != nil
 	for i, m := range part.Members {
 		out[i] = memberState{attempt: -1}
 		if refused[m.Path] {
@@ -73,6 +80,14 @@ func (s *Service) memberStates(part *Part) []memberState {
 				jid = AttemptJobID(part.ID, m.Device, a)
 			}
 			if st, ok := dj[jid]; ok {
+				if gated && st == jobs.Succeeded {
+					switch why, ok := part.Gates[jid]; {
+					case !ok:
+						st = verifying
+					case why != "":
+						st = jobs.Failed
+					}
+				}
 				out[i] = memberState{attempt: a, state: st}
 				break
 			}
@@ -91,6 +106,11 @@ func countMembers(ms []memberState, lo, hi int) apitypes.BulkCounters {
 			c.Total++
 			c.Pending++
 		default:
+			if m.state == verifying {
+				c.Total++
+				c.Verifying++
+				continue
+			}
 			c.Count(m.state)
 		}
 	}
@@ -171,7 +191,7 @@ func (s *Service) trip(ctx context.Context, part *Part, why string, approve int,
 func (s *Service) dispatchOpen(ctx context.Context, part *Part, r Rollout, ms []memberState, bounds []int, all apitypes.BulkCounters) error {
 	budget := math.MaxInt
 	if r.MaxConcurrency > 0 {
-		budget = max(0, r.MaxConcurrency-(all.Queued+all.Delivered+all.Running))
+		budget = max(0, r.MaxConcurrency-(all.Queued+all.Delivered+all.Running+all.Verifying))
 	}
 	if r.Rate != nil {
 		budget = min(budget, s.paceBudget(part.ID, r.Rate.At(all.Succeeded)))

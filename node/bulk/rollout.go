@@ -109,6 +109,7 @@ type Rollout struct {
 	MinFinished      int        `json:"min_finished,omitempty"`
 	Rate             *Rate      `json:"rate,omitempty"`
 	MaxConcurrency   int        `json:"max_concurrency,omitempty"`
+	Health           *Health    `json:"health,omitempty"`
 }
 
 type rolloutWire struct {
@@ -119,6 +120,7 @@ type rolloutWire struct {
 	MinFinished      *int64            `json:"min_finished"`
 	Rate             *Rate             `json:"rate"`
 	MaxConcurrency   *int64            `json:"max_concurrency"`
+	Health           json.RawMessage   `json:"health"`
 }
 
 // ParseRollout checks a rollout object (empty or null: none). Every
@@ -133,7 +135,7 @@ func ParseRollout(raw json.RawMessage) (Rollout, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&w); err != nil {
-		return r, invalidf("rollout: %v (fields: waves, success_threshold, approval, max_failures, min_finished, rate, max_concurrency)", err)
+		return r, invalidf("rollout: %v (fields: waves, success_threshold, approval, max_failures, min_finished, rate, max_concurrency, health)", err)
 	}
 	if dec.More() {
 		return r, invalidf("rollout: one JSON object expected")
@@ -203,6 +205,13 @@ func ParseRollout(raw json.RawMessage) (Rollout, error) {
 			return r, invalidf("rollout max_concurrency: want 1 or more")
 		}
 		r.MaxConcurrency = int(*w.MaxConcurrency)
+	}
+	if w.Health != nil {
+		h, err := parseHealth(w.Health)
+		if err != nil {
+			return r, err
+		}
+		r.Health = h
 	}
 	return r, nil
 }

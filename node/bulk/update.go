@@ -28,6 +28,10 @@ type change struct {
 	// Refuse adds a refused device (a conflict when it is there already,
 	// so that its failure event, in the same commit, is not repeated).
 	Refuse *Refusal `json:"refuse,omitempty"`
+	// Gates records device jobs' health gate outcomes (a conflict when
+	// one is there already, so that a failure's event, in the same
+	// commit, is not repeated).
+	Gates []GateOutcome `json:"gates,omitempty"`
 	// Link names the link that Sent, Error or CancelSent change.
 	Link       string `json:"link,omitempty"`
 	Sent       bool   `json:"sent,omitempty"`
@@ -64,6 +68,12 @@ type change struct {
 	Finish bool `json:"finish,omitempty"`
 }
 
+// GateOutcome is a device job's health gate outcome: Error "" passed.
+type GateOutcome struct {
+	Job   string `json:"job"`
+	Error string `json:"error,omitempty"`
+}
+
 // Update is the model.RecordUpdater of parts (KindBulk).
 func Update(key string, cur, arg []byte) ([]byte, error) {
 	var c change
@@ -96,6 +106,16 @@ func Update(key string, cur, arg []byte) ([]byte, error) {
 			return nil, fmt.Errorf("%w: bulk job %s: %s is refused already", model.ErrConflict, key, c.Refuse.Path)
 		}
 		p.Refused = append(p.Refused, *c.Refuse)
+	case len(c.Gates) > 0:
+		if p.Gates == nil {
+			p.Gates = map[string]string{}
+		}
+		for _, g := range c.Gates {
+			if _, ok := p.Gates[g.Job]; ok {
+				return nil, fmt.Errorf("%w: bulk job %s: the health gate of %s is decided already", model.ErrConflict, key, g.Job)
+			}
+			p.Gates[g.Job] = g.Error
+		}
 	case c.Link != "":
 		l := p.Links[c.Link]
 		if l == nil {

@@ -29,7 +29,9 @@ import (
 //  3. send: the job to each link not yet sent, until the provider takes
 //     or refuses it; an unreachable one is tried again on the next round.
 //     Then the part's latest Control to each link that has not taken it.
-//  4. roll (roll.go): thresholds, waves, and the device jobs due in the
+//  4. gate (health.go): the health gate of the device jobs that
+//     succeeded and await it (held or cancelled parts included);
+//     roll (roll.go): thresholds, waves, and the device jobs due in the
 //     open waves within the rate and the concurrency.
 //  5. count: the part's counters from its device jobs, its waves, its
 //     state from them and from its links' progress (read from the
@@ -120,6 +122,7 @@ func (s *Service) snapshot(id string) *Part {
 		delete(s.last, id)
 		delete(s.pace, id)
 		delete(s.firstIDs, id)
+		delete(s.okAt, id)
 		return nil
 	}
 	if _, ok := s.parts[id]; !ok {
@@ -141,6 +144,19 @@ func (s *Service) work(ctx context.Context, id string) error {
 		}
 		if part = s.snapshot(id); part == nil {
 			return nil
+		}
+	}
+	if part.Expanded {
+		// Cancelled or held too: a device job that succeeded has its
+		// gate decided all the same.
+		decided, err := s.gate(ctx, part)
+		if err != nil {
+			return err
+		}
+		if decided {
+			if part = s.snapshot(id); part == nil {
+				return nil
+			}
 		}
 	}
 	if part.Cancelled {

@@ -122,7 +122,7 @@ func contextTerms(c *model.Context) [][]byte {
 }
 
 // canonJSON is the canonical form of the JSON value raw: equal under
-// jsonEqual exactly when the forms are equal bytes. ok is false when raw
+// model.EqualDecoded exactly when the forms are equal bytes. ok is false when raw
 // is not JSON.
 func canonJSON(raw []byte) (canon []byte, ok bool) {
 	raw = bytes.Trim(raw, " \t\r\n") // JSON whitespace
@@ -149,9 +149,9 @@ func canonJSON(raw []byte) (canon []byte, ok bool) {
 		return appendCanonString([]byte{'s'}, s), true
 	}
 	if !json.Valid(raw) {
-		return nil, false // parseJSONValue would take a valid prefix
+		return nil, false // model.DecodeValue would take a valid prefix
 	}
-	v, err := parseJSONValue(raw)
+	v, err := model.DecodeValue(raw)
 	if err != nil {
 		return nil, false
 	}

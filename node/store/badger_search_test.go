@@ -79,16 +79,16 @@ func FuzzCanonJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		ca, oka := canonJSON(a)
 		cb, okb := canonJSON(b)
-		va, erra := parseJSONValue(a)
-		vb, errb := parseJSONValue(b)
+		va, erra := model.DecodeValue(a)
+		vb, errb := model.DecodeValue(b)
 		if oka != (erra == nil && json.Valid(a)) || okb != (errb == nil && json.Valid(b)) {
 			t.Fatalf("canonJSON accepts %q: %v, %q: %v; json.Valid: %v, %v", a, oka, b, okb, json.Valid(a), json.Valid(b))
 		}
 		if !oka || !okb || !jsonbSafe(a) || !jsonbSafe(b) {
 			return // big.Rat on a huge exponent would run out of time
 		}
-		if eq := jsonEqual(va, vb); eq != bytes.Equal(ca, cb) {
-			t.Fatalf("%q vs %q: jsonEqual %v, canonical forms %q, %q", a, b, eq, ca, cb)
+		if eq := model.EqualDecoded(va, vb); eq != bytes.Equal(ca, cb) {
+			t.Fatalf("%q vs %q: EqualDecoded %v, canonical forms %q, %q", a, b, eq, ca, cb)
 		}
 	})
 }

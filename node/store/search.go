@@ -98,7 +98,7 @@ type matcher struct {
 func newMatcher(q *SearchQuery) (*matcher, error) {
 	m := &matcher{q: q, vars: make(map[string]jsonValue, len(q.Vars))}
 	for name, raw := range q.Vars {
-		v, err := parseJSONValue(raw)
+		v, err := model.DecodeValue(raw)
 		if err != nil {
 			return nil, fmt.Errorf("%w: variable filter %q: %v", model.ErrInvalid, name, err)
 		}
@@ -135,8 +135,8 @@ func (m *matcher) match(c *model.Context) bool {
 		if bytes.Equal(raw, q.Vars[name]) {
 			continue
 		}
-		v, err := parseJSONValue(raw)
-		if err != nil || !jsonEqual(v, want) {
+		v, err := model.DecodeValue(raw)
+		if err != nil || !model.EqualDecoded(v, want) {
 			return false
 		}
 	}
@@ -145,59 +145,6 @@ func (m *matcher) match(c *model.Context) bool {
 
 // jsonValue is a decoded JSON value whose numbers are exact (json.Number).
 type jsonValue = any
-
-func parseJSONValue(raw []byte) (jsonValue, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-// jsonEqual compares decoded JSON values as PostgreSQL compares jsonb:
-// numbers by exact decimal value, the rest structurally.
-func jsonEqual(a, b jsonValue) bool {
-	switch a := a.(type) {
-	case json.Number:
-		b, ok := b.(json.Number)
-		if !ok {
-			return false
-		}
-		if a == b {
-			return true
-		}
-		x, okx := new(big.Rat).SetString(string(a))
-		y, oky := new(big.Rat).SetString(string(b))
-		return okx && oky && x.Cmp(y) == 0
-	case map[string]any:
-		b, ok := b.(map[string]any)
-		if !ok || len(a) != len(b) {
-			return false
-		}
-		for k, av := range a {
-			bv, ok := b[k]
-			if !ok || !jsonEqual(av, bv) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		b, ok := b.([]any)
-		if !ok || len(a) != len(b) {
-			return false
-		}
-		for i := range a {
-			if !jsonEqual(a[i], b[i]) {
-				return false
-			}
-		}
-		return true
-	default: // string, bool, nil
-		return a == b
-	}
-}
 
 // jsonbSafe reports whether PostgreSQL's jsonb can hold the JSON value
 // raw: no NUL character in a string or key, and every number within the

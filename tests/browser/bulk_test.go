@@ -24,10 +24,11 @@ func setInput(t *testing.T, ctx context.Context, sel, v string) {
 }
 
 // A bulk job from the console: an operator filters the device list to the
-// online devices, runs ping on them in two waves and watches the job end
-// with both devices succeeded (the disconnected device, outside the
-// filter, is not selected); a viewer sees the job, its waves and nodes,
-// and no button, and the node refuses the viewer's post.
+// online devices, runs ping on them in two waves with a health gate
+// (online after the job) and watches the job end with both devices
+// succeeded (the disconnected device, outside the filter, is not
+// selected); a viewer sees the job, its waves and nodes, and no button,
+// and the node refuses the viewer's post.
 func TestBulkJobConsole(t *testing.T) {
 	ctx := context.Background()
 	b := newBrowser(t)
@@ -72,6 +73,10 @@ func TestBulkJobConsole(t *testing.T) {
 		setInput(t, tab, `input[name=args]`, `{"count": 3}`)
 		setInput(t, tab, `input[name=waves]`, "50,50")
 		setInput(t, tab, `input[name=max_failures]`, "1")
+		// A health gate: each device counts as succeeded once it is seen
+		// online after its job.
+		run(t, tab, "the health gate", chromedp.Click(chromedp.CSS(`input[name=health_online]`)))
+		setInput(t, tab, `input[name=health_within]`, "1m")
 		run(t, tab, "run", chromedp.Click(chromedp.CSS(`[data-test=run-bulk-submit]`)), chromedp.WaitVisible(chromedp.CSS(`[data-test=bulk-waves]`)))
 		jobID = strings.TrimPrefix(eval[string](t, tab, `location.pathname`), "/jobs/")
 		if !strings.HasPrefix(jobID, "b") || len(jobID) != 21 {
@@ -91,7 +96,8 @@ func TestBulkJobConsole(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if j.State != "done" || j.Counters.Total != 2 || j.Counters.Succeeded != 2 || j.Target.Filter["var.online"] != "true" || j.CreatedBy != opUser {
+		if j.State != "done" || j.Counters.Total != 2 || j.Counters.Succeeded != 2 || j.Target.Filter["var.online"] != "true" || j.CreatedBy != opUser ||
+			!strings.Contains(string(j.Rollout), `"health":{"online":true,"within":"1m"}`) {
 			t.Fatalf("bulk job at the node: %+v", j)
 		}
 		jobs, err := hq.admin.ListJobs(ctx, client.JobQuery{Device: gone.id, Limit: 10})

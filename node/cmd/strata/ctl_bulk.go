@@ -88,6 +88,12 @@ Rollout (docs/jobs.md "Rollouts"; each node applies it to its own devices):
   --rate-factor F          F each time --rate-every N devices succeeded,
   --rate-every N           up to --rate-max
   --max-concurrency N      device jobs not final at once per node
+  --health-online          health gate: a device whose job succeeded
+  --health-var name=value  counts as succeeded only once it is online and
+                           shows each variable (repeatable; a value that
+                           parses as JSON is that value, as in --filter)
+  --health-within D        within D (10m) of its job's success, else as
+                           failed
   --rollout JSON           the rollout object itself (the flags above
                            override its fields)`,
 		Args: cobra.ExactArgs(1),
@@ -154,6 +160,9 @@ type rolloutFlags struct {
 	approval                            bool
 	minFinished, rateEvery, concurrency int
 	rate, rateFactor, rateMax           float64
+	healthOnline                        bool
+	healthVars                          []string
+	healthWithin                        string
 }
 
 func (r *rolloutFlags) add(f *pflag.FlagSet) {
@@ -168,6 +177,9 @@ func (r *rolloutFlags) add(f *pflag.FlagSet) {
 	f.IntVar(&r.rateEvery, "rate-every", 0, "successes between two rate increases")
 	f.Float64Var(&r.rateMax, "rate-max", 0, "the highest rate, a second")
 	f.IntVar(&r.concurrency, "max-concurrency", 0, "device jobs not final at once per node")
+	f.BoolVar(&r.healthOnline, "health-online", false, "health gate: a device counts as succeeded once online again")
+	f.StringArrayVar(&r.healthVars, "health-var", nil, "health gate: a variable name=value the device must show (repeatable)")
+	f.StringVar(&r.healthWithin, "health-within", "", "health gate: how long after its job's success a device may take (10m)")
 }
 
 // quantity is a flag's count ("3") or percentage ("2%") as JSON.
@@ -240,6 +252,33 @@ func (r *rolloutFlags) build(c *cobra.Command) (json.RawMessage, error) {
 			rate["every"] = r.rateEvery
 		}
 		obj["rate"] = rate
+	}
+	if changed("health-online") || changed("health-var") || changed("health-within") {
+		health, _ := obj["health"].(map[string]any)
+		if health == nil {
+			health = map[string]any{}
+		}
+		if changed("health-online") {
+			health["online"] = r.healthOnline
+		}
+		if changed("health-var") {
+			kv, err := parseKV("health-var", r.healthVars)
+			if err != nil {
+				return nil, err
+			}
+			vars, _ := health["vars"].(map[string]any)
+			if vars == nil {
+				vars = map[string]any{}
+			}
+			for k, v := range kv {
+				vars[k] = v
+			}
+			health["vars"] = vars
+		}
+		if changed("health-within") {
+			health["within"] = r.healthWithin
+		}
+		obj["health"] = health
 	}
 	if len(obj) == 0 {
 		return nil, nil
@@ -404,8 +443,8 @@ type lineView struct {
 
 func (v *lineView) update(b *client.BulkJob) {
 	c := b.Counters
-	s := fmt.Sprintf("%s %s: %d/%d finished (succeeded %d, failed %d, expired %d, cancelled %d; queued %d, delivered %d, running %d)",
-		b.ID, b.State, c.Finished(), c.Total, c.Succeeded, c.Failed, c.Expired, c.Cancelled, c.Queued, c.Delivered, c.Running)
+	s := fmt.Sprintf("%s %s: %d/%d finished (succeeded %d, failed %d, expired %d, cancelled %d; queued %d, delivered %d, running %d, verifying %d)",
+		b.ID, b.State, c.Finished(), c.Total, c.Succeeded, c.Failed, c.Expired, c.Cancelled, c.Queued, c.Delivered, c.Running, c.Verifying)
 	if len(b.Waves) > 1 {
 		s += "; waves:"
 		for i, w := range b.Waves {
@@ -536,10 +575,10 @@ func printBulk(w io.Writer, b *client.BulkJob) {
 	fmt.Fprintf(tw, "deadline:\t%s\n", fmtTime(b.Deadline))
 	tw.Flush()
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tTOTAL\tPENDING\tQUEUED\tDELIVERED\tRUNNING\tSUCCEEDED\tFAILED\tEXPIRED\tCANCELLED\tERROR")
+	fmt.Fprintln(tw, "NODE\tSTATE\tTOTAL\tPENDING\tQUEUED\tDELIVERED\tRUNNING\tVERIFYING\tSUCCEEDED\tFAILED\tEXPIRED\tCANCELLED\tERROR")
 	row := func(name string, state client.BulkState, c client.BulkCounters, e string) {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", name, state, c.Total, c.Pending, c.Queued, c.Delivered, c.Running,
-			c.Succeeded, c.Failed, c.Expired, c.Cancelled, e)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", name, state, c.Total, c.Pending, c.Queued, c.Delivered, c.Running,
+			c.Verifying, c.Succeeded, c.Failed, c.Expired, c.Cancelled, e)
 	}
 	row("(all)", b.State, b.Counters, "")
 	if len(b.Waves) > 1 {

@@ -165,6 +165,18 @@ func TestCtlBulkRollout(t *testing.T) {
 	if got, _ := json.Marshal(body.Rollout); string(got) != `{"max_failures":3,"waves":[1]}` {
 		t.Fatalf("--rollout with a flag: %s", got)
 	}
+	code, _, _ = ctl("jobs", "run", "reboot", "--subtree", "/", "--rollout", `{"health":{"vars":{"model":"rk3"}}}`,
+		"--health-online", "--health-var", "fw=2.1.0", "--health-var", "cpus=4", "--health-within", "10m")
+	body.Rollout = nil
+	if err := json.Unmarshal([]byte(n.last(t).body), &body); code != 0 || err != nil {
+		t.Fatal(code, err)
+	}
+	if got, _ := json.Marshal(body.Rollout); string(got) != `{"health":{"online":true,"vars":{"cpus":"4","fw":"2.1.0","model":"rk3"},"within":"10m"}}` {
+		t.Fatalf("health gate flags: %s", got)
+	}
+	if code, _, errOut := ctl("jobs", "run", "reboot", "--subtree", "/", "--health-var", "fw"); code != 1 || !strings.Contains(errOut, "--health-var") {
+		t.Fatalf("a bad --health-var: exit %d %q", code, errOut)
+	}
 	if code, _, errOut := ctl("jobs", "run", "reboot", "--subtree", "/", "--max-failures", "two"); code != 1 || !strings.Contains(errOut, "--max-failures") {
 		t.Fatalf("a bad --max-failures: exit %d %q", code, errOut)
 	}

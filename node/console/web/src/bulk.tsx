@@ -50,7 +50,7 @@ export function Progress({ c }: { c: BulkCounters }) {
 }
 
 export function countsText(c: BulkCounters): string {
-  return `succeeded ${c.succeeded}, failed ${c.failed}, expired ${c.expired}, cancelled ${c.cancelled}, queued ${c.queued}, delivered ${c.delivered}, running ${c.running}`;
+  return `succeeded ${c.succeeded}, failed ${c.failed}, expired ${c.expired}, cancelled ${c.cancelled}, queued ${c.queued}, delivered ${c.delivered}, running ${c.running}` + (c.verifying ? `, verifying ${c.verifying}` : "");
 }
 
 /** BulkJobs lists the bulk jobs the user may see, newest first. */
@@ -389,6 +389,22 @@ function quantity(s: string): number | string {
   throw new Error(`${JSON.stringify(t)}: want a count (10) or a percentage (2%)`);
 }
 
+/** healthGate is the rollout's health object of the form's fields
+ * (undefined: none): online, variables as "name=value, ...", within. */
+function healthGate(online: boolean, vars: string, within: string): Record<string, unknown> | undefined {
+  const vs: Record<string, string> = {};
+  for (const kv of vars.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+    const i = kv.indexOf("=");
+    if (i <= 0) throw new Error(`health gate ${JSON.stringify(kv)}: want name=value`);
+    vs[kv.slice(0, i).trim()] = kv.slice(i + 1).trim();
+  }
+  const hasVars = Object.keys(vs).length > 0;
+  if (!online && !hasVars && !within.trim()) return undefined;
+  if (!online && !hasVars) throw new Error("health gate: check online or give a variable (fw=2.1.0)");
+  if (!within.trim()) throw new Error("health gate: give within, how long a device may take (10m)");
+  return { ...(online ? { online: true } : {}), ...(hasVars ? { vars: vs } : {}), within: within.trim() };
+}
+
 /** RunOnDevices is the form of the Devices screen that runs a function on
  * every device its list's filter matches, here and below. */
 export function RunOnDevices({ filter, onClose }: { filter: Record<string, string>; onClose: () => void }) {
@@ -396,6 +412,9 @@ export function RunOnDevices({ filter, onClose }: { filter: Record<string, strin
   const [args, setArgs] = useState("{}");
   const [waves, setWaves] = useState("");
   const [maxFailures, setMaxFailures] = useState("");
+  const [healthOnline, setHealthOnline] = useState(false);
+  const [healthVars, setHealthVars] = useState("");
+  const [healthWithin, setHealthWithin] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState("");
   const target: BulkTarget = { filter };
@@ -417,6 +436,8 @@ export function RunOnDevices({ filter, onClose }: { filter: Record<string, strin
       const ws = waves.split(/[\s,]+/).filter((w) => w !== "");
       if (ws.length) rollout.waves = ws.map((w) => (/^\d+$/.test(w) ? `${w}%` : quantity(w)));
       if (maxFailures.trim()) rollout.max_failures = quantity(maxFailures);
+      const health = healthGate(healthOnline, healthVars, healthWithin);
+      if (health) rollout.health = health;
       body = { function: fn.trim(), args: a, target, rollout: Object.keys(rollout).length ? rollout : undefined };
     } catch (err) {
       setError(message(err));
@@ -455,6 +476,15 @@ export function RunOnDevices({ filter, onClose }: { filter: Record<string, strin
         max failures
         <input name="max_failures" placeholder="2%" value={maxFailures} onInput={(e) => setMaxFailures(e.currentTarget.value)} size={6} />
       </label>
+      <fieldset class="health" data-test="run-bulk-health">
+        <legend>health gate</legend>
+        <label>
+          <input type="checkbox" name="health_online" checked={healthOnline} onChange={(e) => setHealthOnline(e.currentTarget.checked)} /> online
+        </label>
+        <input name="health_vars" placeholder="fw=2.1.0" title="variables the device must show: name=value, comma separated" value={healthVars} onInput={(e) => setHealthVars(e.currentTarget.value)} size={14} />
+        within
+        <input name="health_within" placeholder="10m" value={healthWithin} onInput={(e) => setHealthWithin(e.currentTarget.value)} size={5} />
+      </fieldset>
       <button type="submit" data-test="run-bulk-submit" disabled={busy || !fn.trim()}>
         Run
       </button>

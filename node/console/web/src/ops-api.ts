@@ -230,6 +230,9 @@ export interface BulkCounters {
   failed: number;
   expired: number;
   cancelled: number;
+  /** verifying: job succeeded, the rollout's health gate not decided yet
+   * (absent from nodes that have no health gate). */
+  verifying?: number;
 }
 
 export interface BulkTarget {
