@@ -117,7 +117,9 @@ func (l *deadlineListener) pump() {
 				// Its source holds its share of the bound, and its queue
 				// is full: closed at once, the room kept for others.
 				c.Close()
-				inc(l.crowded)
+				if !l.closing() {
+					inc(l.crowded)
+				}
 			case p != nil:
 				inc(l.parked)
 				l.wg.Add(1)
@@ -151,11 +153,19 @@ func (l *deadlineListener) wait(p *parkedConn) {
 	default:
 		// Its wait timed out, or the listener closed.
 		p.Conn.Close()
-		select {
-		case <-l.admit.stop:
-		default:
+		if !l.closing() {
 			inc(l.crowded)
 		}
+	}
+}
+
+// closing reports whether Close was called.
+func (l *deadlineListener) closing() bool {
+	select {
+	case <-l.admit.stop:
+		return true
+	default:
+		return false
 	}
 }
 
