@@ -77,6 +77,7 @@ func (n *Node) wireDevices() error {
 		Logger: n.log, Registerer: n.reg,
 		MaxPayloadBytes: cfg.MQTT.MaxPayloadBytes, MaxSessions: int64(cfg.MQTT.MaxSessions),
 		IngestSlots: cfg.MQTT.IngestSlots, MaxConnecting: cfg.MQTT.MaxConnecting, MaxConnectingPerSource: cfg.MQTT.MaxConnectingPerSource,
+		MaxParkedPerSource: cfg.MQTT.MaxParkedPerSource,
 	})
 	return err
 }

@@ -116,6 +116,10 @@ type MQTT struct {
 	// 0: half of max_connecting. Raise it (up to max_connecting) where
 	// many devices share one address, behind a NAT.
 	MaxConnectingPerSource int `yaml:"max_connecting_per_source"`
+	// MaxParkedPerSource bounds the connections of one source address
+	// that wait, parked (accepted, unread), for a place in its share;
+	// beyond it they are closed. 0: 4096; -1: none wait.
+	MaxParkedPerSource int `yaml:"max_parked_per_source"`
 }
 
 // Federation links this node into a hierarchy (docs/federation.md): a
@@ -345,6 +349,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.MaxConnectingPerSource < 0 {
 		return errors.New("mqtt.max_connecting_per_source: must be 0 (half of max_connecting) or positive")
+	}
+	if c.MQTT.MaxParkedPerSource < -1 {
+		return errors.New("mqtt.max_parked_per_source: must be -1 (none), 0 (default) or positive")
 	}
 	if err := c.Federation.validate(); err != nil {
 		return err

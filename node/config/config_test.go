@@ -215,8 +215,13 @@ func TestMQTTMaxConnecting(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "mqtt.max_connecting_per_source") {
 		t.Fatalf("max_connecting_per_source -1: %v, want an error naming it", err)
 	}
-	c, err := Parse([]byte("name: n\nmqtt:\n  max_connecting: 128\n  max_connecting_per_source: 128\n"))
-	if err != nil || c.MQTT.MaxConnecting != 128 || c.MQTT.MaxConnectingPerSource != 128 {
+	c = validConfig()
+	c.MQTT.MaxParkedPerSource = -2
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "mqtt.max_parked_per_source") {
+		t.Fatalf("max_parked_per_source -2: %v, want an error naming it", err)
+	}
+	c, err := Parse([]byte("name: n\nmqtt:\n  max_connecting: 128\n  max_connecting_per_source: 128\n  max_parked_per_source: -1\n"))
+	if err != nil || c.MQTT.MaxConnecting != 128 || c.MQTT.MaxConnectingPerSource != 128 || c.MQTT.MaxParkedPerSource != -1 {
 		t.Fatalf("parse: %+v, %v", c.MQTT, err)
 	}
 	c = validConfig()

@@ -119,6 +119,11 @@ type Config struct {
 	// source address, so that one client cannot hold the whole of
 	// MaxConnecting. 0: half of MaxConnecting, at least 1.
 	MaxConnectingPerSource int
+	// MaxParkedPerSource bounds the connections of one source address
+	// that wait, parked, for its share of MaxConnecting (admit.go);
+	// beyond it they are closed. 0: DefaultMaxParkedPerSource; negative:
+	// none wait.
+	MaxParkedPerSource int
 	// IngestSlots bounds the device connections that parse and decode
 	// their messages at once (gate.go); the others wait, unread. 0:
 	// DefaultIngestSlots (half of GOMAXPROCS, at least 1); negative:
@@ -251,11 +256,13 @@ func (b *Broker) Start() error {
 		}
 		b.addrs[kind] = ln.Addr().String()
 		dl := &deadlineListener{Listener: ln, timeout: b.cfg.ConnectTimeout, gate: b.gate,
-			abandoned: b.metrics.connects.WithLabelValues("abandoned"), crowded: b.metrics.connects.WithLabelValues("crowded")}
+			abandoned: b.metrics.connects.WithLabelValues("abandoned"), crowded: b.metrics.connects.WithLabelValues("crowded"),
+			parked: b.metrics.connects.WithLabelValues("parked")}
 		if b.cfg.MaxConnecting > 0 {
-			dl.admit = newAdmission(b.cfg.MaxConnecting, b.cfg.MaxConnectingPerSource)
+			dl.admit = newAdmission(b.cfg.MaxConnecting, b.cfg.MaxConnectingPerSource, b.cfg.MaxParkedPerSource)
 			b.admissions = append(b.admissions, dl.admit)
 		}
+		dl.run()
 		var l net.Listener = dl
 		if tlsConf != nil {
 			l = tls.NewListener(l, tlsConf)
@@ -362,82 +369,6 @@ func (b *Broker) background(fn func()) {
 		defer b.bg.Done()
 		fn()
 	}()
-}
-
-// deadlineListener bounds the time from accept to the first packet:
-// mochi sets the keepalive deadline only after CONNECT, so a connection
-// that never sends one would otherwise be held forever. It accepts a
-// connection only when admit has room (admit.go), and puts every
-// connection under the ingest gate, when there is one.
-type deadlineListener struct {
-	net.Listener
-	timeout time.Duration
-	gate    *ingestGate
-	admit   *admission // nil: unbounded
-	// abandoned counts connections closed by the device before they
-	// were accepted; crowded those closed on accept because their source
-	// held its share of admit.
-	abandoned, crowded prometheus.Counter
-}
-
-func (l *deadlineListener) Accept() (net.Conn, error) {
-	if l.admit != nil && !l.admit.acquire() {
-		return nil, net.ErrClosed
-	}
-	var (
-		c   net.Conn
-		src string // the source address admit counts c against
-	)
-	for {
-		var err error
-		if c, err = l.Listener.Accept(); err != nil {
-			if l.admit != nil {
-				l.admit.release()
-			}
-			return nil, err
-		}
-		if peerGone(c) {
-			// The device gave up while it waited to be accepted (it
-			// will come back): no handshake for it.
-			c.Close()
-			if l.abandoned != nil {
-				l.abandoned.Inc()
-			}
-			continue
-		}
-		if l.admit == nil {
-			break
-		}
-		if src = source(c); !l.admit.enter(src) {
-			// Its source holds its share of the bound already: closed
-			// at once, the room kept for others.
-			c.Close()
-			if l.crowded != nil {
-				l.crowded.Inc()
-			}
-			continue
-		}
-		break
-	}
-	c.SetDeadline(time.Now().Add(l.timeout))
-	if l.gate != nil {
-		gc := &gatedConn{Conn: c, g: l.gate}
-		gc.adm.a, gc.adm.src = l.admit, src
-		return gc, nil
-	}
-	if l.admit != nil {
-		ac := &admittedConn{Conn: c}
-		ac.adm.a, ac.adm.src = l.admit, src
-		return ac, nil
-	}
-	return c, nil
-}
-
-func (l *deadlineListener) Close() error {
-	if l.admit != nil {
-		l.admit.close()
-	}
-	return l.Listener.Close()
 }
 
 // quietHandler demotes mochi's per-client info and warning logs (every

@@ -76,6 +76,16 @@ func newMetrics(reg prometheus.Registerer, b *Broker) (*metrics, error) {
 				n += a.connecting()
 			}
 			return float64(n)
+		}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "strata_mqtt_parked", Help: "Device connections accepted and waiting, unread, for their source address's share of max connecting (at most mqtt.max_parked_per_source per source).",
+		}, func() float64 {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			n := 0
+			for _, a := range b.admissions {
+				n += a.parkedNow()
+			}
+			return float64(n)
 		}))
 	}
 	if g := b.gate; g != nil {

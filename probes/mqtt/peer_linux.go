@@ -19,9 +19,13 @@ func peerGone(c net.Conn) bool {
 		return false
 	}
 	gone := false
-	rc.Control(func(fd uintptr) {
-		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		gone = err == nil && (info.State == unix.BPF_TCP_CLOSE_WAIT || info.State == unix.BPF_TCP_CLOSE)
-	})
+	rc.Control(func(fd uintptr) { gone = sockGone(fd) })
 	return gone
+}
+
+// sockGone reports whether the peer of TCP socket fd closed it (its FIN
+// arrived, read or not).
+func sockGone(fd uintptr) bool {
+	info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	return err == nil && (info.State == unix.BPF_TCP_CLOSE_WAIT || info.State == unix.BPF_TCP_CLOSE)
 }

@@ -65,7 +65,7 @@ func (d *device) connect(ctx context.Context) (first bool, err error) {
 	d.mu.Unlock()
 	start := time.Now()
 	f.stats.attempts.Add(1)
-	c, _, err := dial(ctx, &dialConfig{
+	c, present, err := dial(ctx, &dialConfig{
 		dialer: d.dialer, addr: d.addr, tls: d.tls,
 		clientID: d.id, username: d.username, password: d.password,
 		clean: f.cfg.CleanSession, keepalive: f.cfg.Keepalive, timeout: f.cfg.ConnectTimeout,
@@ -74,6 +74,9 @@ func (d *device) connect(ctx context.Context) (first bool, err error) {
 		return first, err
 	}
 	f.stats.connectLat.record(time.Since(start))
+	if !present && !f.cfg.CleanSession {
+		f.stats.sessionsAbsent.Add(1)
+	}
 
 	d.mu.Lock()
 	if d.closed {

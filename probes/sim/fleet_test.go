@@ -378,3 +378,21 @@ func TestFleetStopAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// A persistent session the broker still holds is present on reconnect;
+// every connection with none present is counted.
+func TestFleetSessionsAbsent(t *testing.T) {
+	b := startBroker(t, brokerOpts{})
+	cfg := anonymousConfig(b, 20)
+	cfg.Idle, cfg.Duration = true, 10*time.Millisecond
+	if r := runFleet(t, cfg); r.SessionsAbsent != 20 {
+		t.Fatalf("first connections: %d sessions absent, want 20 (all new)", r.SessionsAbsent)
+	}
+	if r := runFleet(t, cfg); r.SessionsAbsent != 0 {
+		t.Fatalf("reconnections: %d sessions absent, want 0", r.SessionsAbsent)
+	}
+	cfg.CleanSession = true
+	if r := runFleet(t, cfg); r.SessionsAbsent != 0 {
+		t.Fatalf("clean sessions: %d counted absent, want 0 (none asked for)", r.SessionsAbsent)
+	}
+}

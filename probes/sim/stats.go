@@ -13,6 +13,7 @@ type stats struct {
 	enrolled, enrollRetries                  atomic.Int64
 	connected, connects, attempts            atomic.Int64
 	disconnects, reconnects, subscribeFailed atomic.Int64
+	sessionsAbsent                           atomic.Int64
 	due, sent, acked, skipped, lost          atomic.Int64
 	cmdReceived, cmdDuplicate, cmdExpired    atomic.Int64
 	cmdAnswered, cmdInvalid, unexpectedPub   atomic.Int64
@@ -62,7 +63,11 @@ type Report struct {
 	Disconnects       int64            `json:"disconnects"` // not asked by the simulator
 	DisconnectReasons map[string]int64 `json:"disconnect_reasons,omitempty"`
 	Reconnects        int64            `json:"reconnects"`
-	SubscribeFailures int64            `json:"subscribe_failures"`
+	// SessionsAbsent counts connections (CleanSession false) the broker
+	// answered with no session present: the device's first, or one whose
+	// session the broker dropped.
+	SessionsAbsent    int64 `json:"sessions_absent"`
+	SubscribeFailures int64 `json:"subscribe_failures"`
 
 	Due           int64         `json:"due"` // messages the rate asked for
 	Sent          int64         `json:"sent"`
@@ -102,6 +107,7 @@ func (s *stats) snapshot(r *Report) {
 	r.Enrolled, r.EnrollRetries = s.enrolled.Load(), s.enrollRetries.Load()
 	r.Connected, r.Connects, r.ConnectAttempts = s.connected.Load(), s.connects.Load(), s.attempts.Load()
 	r.Disconnects, r.Reconnects = s.disconnects.Load(), s.reconnects.Load()
+	r.SessionsAbsent = s.sessionsAbsent.Load()
 	r.SubscribeFailures = s.subscribeFailed.Load()
 	r.Due, r.Sent, r.Acked, r.Skipped, r.Lost = s.due.Load(), s.sent.Load(), s.acked.Load(), s.skipped.Load(), s.lost.Load()
 	r.CommandsReceived, r.CommandsDuplicate = s.cmdReceived.Load(), s.cmdDuplicate.Load()

@@ -1,6 +1,7 @@
 // Command storm measures a reconnect storm on one node: every device of a
 // fleet comes back at once, each with a command queued for it while it was
-// away, beside the same storm with nothing queued, in the same run.
+// away, beside the same storm with nothing queued, and beside the same
+// storm on Mosquitto (mosquitto.go), in the same run.
 //
 //	go run ./tests/bench/storm -devices 15000
 //
@@ -17,7 +18,13 @@
 // reconnect them all at once: time until every device has received and
 // answered its command, sessions dropped by the node (disconnects the
 // simulator did not ask for), connection attempts, delivery latency, and
-// the node's CPU and memory over each storm.
+// the node's CPU and memory over each storm, sessions dropped (unasked
+// disconnects, and CONNACKs with no session present).
+//
+// Then, with -brokers strata,mosquitto (the default), the Mosquitto side
+// (mosquitto.go): the same clients and storm on a Mosquitto the bench
+// starts, one QoS 1 message queued for each client. Each side prints one
+// RESULT line, and the lines are printed together again at the end.
 package main
 
 import (
@@ -62,6 +69,8 @@ type options struct {
 	timeout     time.Duration
 	dir         string
 	profile     string
+	brokers     string // strata, mosquitto, or both (comma separated)
+	mosquitto   string // the mosquitto executable
 }
 
 func main() {
@@ -76,6 +85,9 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up on a storm after this long")
 	flag.StringVar(&o.dir, "dir", "", "node directory (default: a temporary one, removed after)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the node over the storm with commands")
+	flag.StringVar(&o.brokers, "brokers", "strata,mosquitto", "the sides to run, one after the other: strata (the node), mosquitto (the baseline), or both")
+	flag.StringVar(&o.mosquitto, "mosquitto", "", "the mosquitto executable (default: mosquitto in PATH, or /usr/sbin/mosquitto; scripts/install-test-deps.sh installs it)")
+	anonymous := flag.Bool("sim-anonymous", false, "(-role sim) anonymous clients storm-0..storm-N-1 (the Mosquitto side)")
 	creds := flag.String("sim-credentials", "", "(-role sim) device credentials, JSON lines")
 	mqttAddr := flag.String("sim-mqtt", "", "(-role sim) the node's MQTT address")
 	caFile := flag.String("sim-ca", "", "(-role sim) the node's CA certificate")
@@ -87,7 +99,7 @@ func main() {
 	case "node":
 		err = runNode(o.dir)
 	case "sim":
-		err = runSim(o, *creds, *mqttAddr, *caFile)
+		err = runSim(o, *creds, *mqttAddr, *caFile, *anonymous)
 	default:
 		err = fmt.Errorf("unknown role %q", *role)
 	}
@@ -231,10 +243,12 @@ func setup(dir string) (config.Config, error) {
 // stormResult is what the simulator reports of one storm.
 type stormResult struct {
 	Report figures `json:"report"`
-	// AllConnected and AllAnswered are from the start of the storm to
-	// the last device connected, and to the last command answered
-	// (its result acknowledged by the node); zero when not reached.
+	// AllConnected, AllReceived and AllAnswered are from the start of
+	// the storm to the last device connected, to the last command
+	// received, and to the last command answered (its result
+	// acknowledged by the broker); zero when not reached.
 	AllConnected time.Duration `json:"all_connected"`
+	AllReceived  time.Duration `json:"all_received"`
 	AllAnswered  time.Duration `json:"all_answered"`
 	// Received and Answered are the distributions, over devices, of the
 	// time from the start of the storm to the command's receipt and to
@@ -247,8 +261,9 @@ type stormResult struct {
 // device of the credentials file at once (CONC attempts at a time) and
 // reports when they are all connected and, when N > 0, when N commands are
 // answered; "paced RATE" connects them at RATE/s; "disconnect" closes
-// every session (MQTT DISCONNECT: the node keeps the sessions).
-func runSim(o options, credsFile, mqttAddr, caFile string) error {
+// every session (MQTT DISCONNECT: the node keeps the sessions). Anonymous,
+// the devices are clients storm-0..storm-N-1 with no credentials.
+func runSim(o options, credsFile, mqttAddr, caFile string, anonymous bool) error {
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
 		return err
@@ -265,7 +280,11 @@ func runSim(o options, credsFile, mqttAddr, caFile string) error {
 			}
 			cfg := sim.DefaultConfig()
 			cfg.Devices = o.devices
-			cfg.CredentialsFile = credsFile
+			if anonymous {
+				cfg.Anonymous, cfg.IDPrefix = true, "storm-"
+			} else {
+				cfg.CredentialsFile = credsFile
+			}
 			cfg.MQTTAddr = mqttAddr
 			cfg.CAPEM = caPEM
 			for i := range max(o.sources, 1) {
@@ -316,6 +335,9 @@ func runSim(o options, credsFile, mqttAddr, caFile string) error {
 				if res.AllConnected == 0 && r.Connected >= int64(o.devices) {
 					res.AllConnected = now
 				}
+				if want > 0 && res.AllReceived == 0 && r.CommandsReceived-r.CommandsDuplicate >= int64(want) {
+					res.AllReceived = now
+				}
 				if want > 0 && res.AllAnswered == 0 && r.CommandsAnswered >= int64(want) {
 					res.AllAnswered = now
 				}
@@ -364,7 +386,7 @@ type lat struct{ Count, P50, P90, P99, Max time.Duration }
 
 // figures are the simulator's counters the bench reports.
 type figures struct {
-	Connected, ConnectAttempts, Reconnects, Disconnects                    int64
+	Connected, ConnectAttempts, Reconnects, Disconnects, SessionsAbsent    int64
 	CommandsReceived, CommandsDuplicate, CommandsExpired, CommandsAnswered int64
 	ConnectFailures, DisconnectReasons                                     map[string]int64
 	ConnectLatency, CommandLatency                                         lat
@@ -375,7 +397,7 @@ func latOf(l sim.Latency) lat {
 }
 
 func figuresOf(r sim.Report) figures {
-	return figures{r.Connected, r.ConnectAttempts, r.Reconnects, r.Disconnects,
+	return figures{r.Connected, r.ConnectAttempts, r.Reconnects, r.Disconnects, r.SessionsAbsent,
 		r.CommandsReceived, r.CommandsDuplicate, r.CommandsExpired, r.CommandsAnswered,
 		r.ConnectFailures, r.DisconnectReasons, latOf(r.ConnectLatency), latOf(r.CommandLatency)}
 }
@@ -433,11 +455,46 @@ func parallel(workers, n int, f func(i int) error) error {
 	return nil
 }
 
+// run runs each side of o.brokers, one after the other, and prints their
+// RESULT lines together at the end.
 func run(o options) error {
+	var lines []string
+	var errs []error
+	for _, b := range strings.Split(o.brokers, ",") {
+		var side *sideResult
+		var err error
+		switch strings.TrimSpace(b) {
+		case "strata":
+			side, err = runStrata(o)
+		case "mosquitto":
+			side, err = runMosquitto(o)
+		default:
+			err = fmt.Errorf("unknown broker %q (strata, mosquitto)", b)
+		}
+		if side != nil {
+			fmt.Println(side.line())
+			lines = append(lines, side.line())
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", b, err))
+		}
+	}
+	if len(lines) > 0 {
+		fmt.Printf("\nmachine: %d cores, load average %s at the end\n", runtime.NumCPU(), loadAvg())
+		for _, l := range lines {
+			fmt.Println(l)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// runStrata is the node's side: the storm with nothing queued, then the
+// storm with a command queued for each device.
+func runStrata(o options) (*sideResult, error) {
 	if o.dir == "" {
 		d, err := os.MkdirTemp("", "strata-storm")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer os.RemoveAll(d)
 		o.dir = d
@@ -447,25 +504,25 @@ func run(o options) error {
 	}
 	nd, err := benchproc.StartChild("node", 0, false, nil, "-role", "node", "-dir", o.dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer nd.Stop()
 	var info nodeInfo
 	if err := nd.Read(&info); err != nil {
-		return err
+		return nil, err
 	}
 	caFile := filepath.Join(o.dir, "tls/ca.crt")
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	token, err := os.ReadFile(filepath.Join(o.dir, node.AdminTokenFile))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	admin, err := client.New("https://"+info.API, string(token), caPEM)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx := context.Background()
 	fmt.Printf("machine: %d cores, load average %s; node GOMAXPROCS default, MQTT over TLS on loopback\n", runtime.NumCPU(), loadAvg())
@@ -473,22 +530,22 @@ func run(o options) error {
 	t0 := time.Now()
 	creds, err := enroll(ctx, admin, o.devices)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("enrolled %d devices through POST /api/v1/enroll in %s\n", len(creds), time.Since(t0).Round(time.Millisecond))
 	credsFile := filepath.Join(o.dir, "storm-devices.jsonl")
 	if err := sim.SaveCredentialsFile(credsFile, creds); err != nil {
-		return err
+		return nil, err
 	}
 
 	sc, err := benchproc.StartChild("simulator", o.simNice, false, nil, "-role", "sim", "-devices", fmt.Sprint(o.devices),
 		"-sim-credentials", credsFile, "-sim-mqtt", info.MQTT, "-sim-ca", caFile, "-timeout", o.timeout.String(), "-sources", fmt.Sprint(o.sources))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer sc.Stop()
 	if err := sc.Read(&struct{}{}); err != nil {
-		return err
+		return nil, err
 	}
 	metrics := func() map[string]float64 { return scrape(info.API, string(token), caPEM) }
 	waitSessions := func(want float64) error {
@@ -512,17 +569,17 @@ func run(o options) error {
 	// leaves.
 	var first stormResult
 	if err := sc.Call(&first, "paced", fmt.Sprint(o.connectRate)); err != nil {
-		return err
+		return nil, err
 	}
 	if first.Err != "" {
-		return errors.New(first.Err)
+		return nil, errors.New(first.Err)
 	}
 	if err := waitSessions(float64(o.devices)); err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("first connection, paced at %.0f/s: all %d connected in %s\n", o.connectRate, o.devices, first.AllConnected.Round(time.Millisecond))
 	if err := disconnect(); err != nil {
-		return err
+		return nil, err
 	}
 
 	storm := func(name string, commands int) (stormResult, nodeUsage, map[string]float64, error) {
@@ -550,10 +607,10 @@ func run(o options) error {
 	// Baseline: the same storm with nothing queued.
 	base, _, _, err := storm("baseline: reconnect storm, no queued command", 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := disconnect(); err != nil {
-		return err
+		return nil, err
 	}
 
 	// One command queued for each device while it is offline.
@@ -571,22 +628,22 @@ func run(o options) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("queued %d commands (POST .../functions/echo, no wait, %d in flight) in %s\n", len(jobIDs), o.queueConc, time.Since(t0).Round(time.Millisecond))
 
 	if o.profile != "" {
 		abs, _ := filepath.Abs(o.profile)
 		if err := nd.Call(nil, "profile-start", abs); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	res, _, _, err := storm("reconnect storm, one queued command per device", len(creds))
+	res, usage, _, err := storm("reconnect storm, one queued command per device", len(creds))
 	if o.profile != "" {
 		nd.Call(nil, "profile-stop")
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	// The node's truth: every job's state.
@@ -603,20 +660,22 @@ func run(o options) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("node's job states after the storm: %v\n", states)
 	if res.AllAnswered > 0 && base.AllConnected > 0 {
 		fmt.Printf("summary: %d devices, all commands answered %s after the storm began (every session back in %s); baseline (nothing queued) every session back in %s\n",
 			o.devices, res.AllAnswered.Round(time.Millisecond), res.AllConnected.Round(time.Millisecond), base.AllConnected.Round(time.Millisecond))
 	}
+	side := &sideResult{broker: "strata", devices: o.devices, sources: o.sources, res: res, cpu: usage.CPU, rssMB: usage.RSSMB,
+		note: fmt.Sprintf("node's jobs %v", states)}
 	if err := sc.Call(nil, "disconnect"); err != nil {
-		return err
+		return side, err
 	}
 	if res.Err != "" {
-		return errors.New(res.Err)
+		return side, errors.New(res.Err)
 	}
-	return nil
+	return side, nil
 }
 
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
@@ -632,14 +691,19 @@ func report(name string, o options, res stormResult, u nodeUsage, m map[string]f
 		fmt.Printf("; every command received and answered in %s", ms(res.AllAnswered))
 	}
 	fmt.Println()
-	fmt.Printf("  sessions dropped (not asked by the devices): %d %v; connection attempts %d (failures %v), reconnects %d; connect latency p50 %s p99 %s max %s\n",
-		r.Disconnects, r.DisconnectReasons, r.ConnectAttempts, r.ConnectFailures, r.Reconnects,
+	fmt.Printf("  sessions dropped (not asked by the devices): %d %v, no session present on reconnect: %d; connection attempts %d (failures %v), reconnects %d; connect latency p50 %s p99 %s max %s\n",
+		r.Disconnects, r.DisconnectReasons, r.SessionsAbsent, r.ConnectAttempts, r.ConnectFailures, r.Reconnects,
 		ms(r.ConnectLatency.P50), ms(r.ConnectLatency.P99), ms(r.ConnectLatency.Max))
 	if r.CommandsReceived > 0 {
 		fmt.Printf("  commands received %d (duplicates %d, expired %d), answered %d; from the storm's start to receipt p50 %s p90 %s p99 %s max %s; receipt to result PUBACK p50 %s p99 %s max %s\n",
 			r.CommandsReceived, r.CommandsDuplicate, r.CommandsExpired, r.CommandsAnswered,
 			ms(res.Received.P50), ms(res.Received.P90), ms(res.Received.P99), ms(res.Received.Max),
 			ms(r.CommandLatency.P50), ms(r.CommandLatency.P99), ms(r.CommandLatency.Max))
+	}
+	if m == nil { // not the node
+		fmt.Printf("  broker: CPU %.1f s over %s (%.2f cores), RSS %.0f MB at the end; load average %s\n",
+			u.CPU.Seconds(), ms(u.Wall), u.CPU.Seconds()/u.Wall.Seconds(), u.RSSMB, u.Load)
+		return
 	}
 	fmt.Printf("  node: CPU %.1f s over %s (%.2f cores), RSS %.0f MB at the end (peak %.0f MB), heap %.0f MB, %d threads, %d goroutines; load average %s\n",
 		u.CPU.Seconds(), ms(u.Wall), u.CPU.Seconds()/u.Wall.Seconds(), u.RSSMB, u.PeakMB, u.HeapMB, u.Threads, u.Gs, u.Load)
