@@ -133,6 +133,10 @@ type Service struct {
 	byDevice map[string][]string        // device → active job ids, oldest first
 	waiters  map[string][]chan struct{} // job id → closed when final
 	seen     map[string]uint64          // job id → log sequence number of the version in memory (follow.go)
+	// acked are the jobs delivered in memory whose delivery is not
+	// written yet, with the time the device acknowledged each (see
+	// MarkDelivered).
+	acked map[string]time.Time
 
 	stop chan struct{}
 	done chan struct{}
@@ -156,7 +160,7 @@ func New(cfg Config) (*Service, error) {
 		rec: cfg.Records, log: cfg.Logger.With("component", "jobs"), now: cfg.Now, deliver: cfg.Deliver,
 		finished: cfg.Finished, leading: cfg.Leading,
 		active: map[string]*Job{}, byDevice: map[string][]string{}, waiters: map[string][]chan struct{}{},
-		seen: map[string]uint64{},
+		seen: map[string]uint64{}, acked: map[string]time.Time{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	s.rec.RegisterUpdater(KindJob, Update)
@@ -221,6 +225,7 @@ func (s *Service) unindex(j *Job) {
 	} else {
 		s.byDevice[j.Device] = ids
 	}
+	delete(s.acked, j.ID)
 	for _, ch := range s.waiters[j.ID] {
 		close(ch)
 	}
@@ -283,7 +288,7 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 		return Job{}, err
 	}
 	unlock := s.jobLock(j.ID)
-	j, seq, err := s.commit(ctx, mut, j.Path, s.createdEvent(j), nil)
+	j, seq, err := s.commit(ctx, mut, j.Path, []*JobEvent{s.createdEvent(j)}, nil)
 	if err != nil {
 		unlock()
 		return Job{}, err

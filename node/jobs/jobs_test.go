@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store"
 )
@@ -167,10 +169,13 @@ func TestStateChangesAreEvents(t *testing.T) {
 	if err := s.MarkDelivered(ctx, "d1", j.ID); err != nil {
 		t.Fatal(err)
 	}
-	evs, err := m.Events("/devices/d1", model.EventQuery{})
-	if err != nil || len(evs) != 2 {
-		t.Fatalf("events %+v, %v", evs, err)
-	}
+	// No answer: the delivery is written on its own after DeliveredGrace.
+	var evs []model.Event
+	tstest.WaitForErr(t, tstest.DefaultTimeout, "the delivery written", func() (bool, error) {
+		var err error
+		evs, err = m.Events("/devices/d1", model.EventQuery{})
+		return len(evs) == 2, err
+	})
 	var last JobEvent
 	if err := json.Unmarshal(evs[0].Payload, &last); err != nil || evs[0].Name != "job" || last.Job != j.ID || last.State != Delivered || last.By != "alice" {
 		t.Fatalf("newest event %+v: %+v %v", evs[0], last, err)
@@ -227,5 +232,54 @@ func TestChosenIDAndBulkFailure(t *testing.T) {
 	}
 	if got, _ := s.Get(id); got.Bulk != "b1" || got.State != Failed {
 		t.Fatalf("job %+v", got)
+	}
+}
+
+// A device that answers within DeliveredGrace costs one write for the
+// delivery and the answer: the answer's record and events carry both.
+func TestDeliveryWrittenWithTheAnswer(t *testing.T) {
+	m, closeStore := open(t, t.TempDir())
+	defer closeStore()
+	ctx := context.Background()
+	if _, err := m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/d1", Type: "device", Tenant: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Records: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	j, err := s.Create(ctx, Spec{Path: "/devices/d1", Device: "d1", Tenant: "a", Function: "ping", By: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq0 := m.LastSeq()
+	if err := s.MarkDelivered(ctx, "d1", j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(j.ID); err != nil || got.State != Delivered {
+		t.Fatalf("after the acknowledgement: %+v %v", got, err)
+	}
+	if err := s.Report(ctx, "d1", j.ID, Succeeded, []byte(`{"ok":true}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.Stored(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []State
+	for _, h := range stored.History {
+		states = append(states, h.State)
+	}
+	if !slices.Equal(states, []State{Queued, Delivered, Succeeded}) {
+		t.Fatalf("history %v", states)
+	}
+	evs, err := m.Events("/devices/d1", model.EventQuery{})
+	if err != nil || len(evs) != 3 || evs[0].Seq != evs[1].Seq+1 {
+		t.Fatalf("events %+v, %v", evs, err)
+	}
+	// One commit: the record and the two events, nothing before.
+	if n := m.LastSeq() - seq0; n != 3 {
+		t.Fatalf("%d entries logged for the delivery and the answer, want 3", n)
 	}
 }

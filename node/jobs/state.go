@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/strata-dm/strata/model"
@@ -14,12 +16,12 @@ import (
 // on path in the same commit (none when ev is nil or path empty; when
 // path is gone, the record alone), and returns the record as written and
 // its log sequence number.
-func (s *Service) write(ctx context.Context, id string, c change, path model.Path, ev *JobEvent, bulk *bulkFailure) (*Job, uint64, error) {
+func (s *Service) write(ctx context.Context, id string, c change, path model.Path, evs []*JobEvent, bulk *bulkFailure) (*Job, uint64, error) {
 	arg, err := json.Marshal(c)
 	if err != nil {
 		return nil, 0, err
 	}
-	return s.commit(ctx, model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindJob, Key: id, Value: arg}}, path, ev, bulk)
+	return s.commit(ctx, model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: KindJob, Key: id, Value: arg}}, path, evs, bulk)
 }
 
 // bulkFailure is the bulk.failure event of a move, on its bulk job's
@@ -31,7 +33,7 @@ type bulkFailure struct {
 
 // commit commits rec, a mutation of job record, with the job event ev on
 // path (see write), and returns the record as logged.
-func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Path, ev *JobEvent, bf *bulkFailure) (*Job, uint64, error) {
+func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Path, evs []*JobEvent, bf *bulkFailure) (*Job, uint64, error) {
 	id := rec.Record.Key
 	muts := []model.Mutation{rec}
 	var bulkEv []model.Mutation
@@ -41,8 +43,10 @@ func (s *Service) commit(ctx context.Context, rec model.Mutation, path model.Pat
 			Event: &model.Event{Name: BulkFailureEventName, Level: model.LevelWarning, Payload: payload}}}
 		muts = append(muts, bulkEv...)
 	}
-	if ev != nil && path != "" {
-		muts = append(muts, jobEvent(path, ev))
+	for _, ev := range evs {
+		if ev != nil && path != "" {
+			muts = append(muts, jobEvent(path, ev))
+		}
 	}
 	es, err := s.rec.Apply(ctx, muts...)
 	if err != nil && len(muts) > 1 && errors.Is(err, model.ErrNotFound) {
@@ -91,9 +95,22 @@ func jobEvent(path model.Path, ev *JobEvent) model.Mutation {
 // federation link above, no entry per device.
 func (s *Service) move(ctx context.Context, base *Job, device string, to State, detail string, result json.RawMessage, errMsg string) (Job, error) {
 	c := change{Device: device, To: to, At: s.clock(), Detail: detail, Result: result, Error: errMsg}
-	var ev *JobEvent
+	s.mu.Lock()
+	if at, ok := s.acked[base.ID]; ok {
+		if to == Delivered {
+			c.At = at
+		} else {
+			c.DeliveredAt = &at
+		}
+	}
+	s.mu.Unlock()
+	var evs []*JobEvent
 	if base.Bulk == "" {
-		ev = &JobEvent{Job: base.ID, Function: base.Function, State: to, By: base.CreatedBy, Error: truncate(errMsg, 512)}
+		if c.DeliveredAt != nil {
+			// The delivery, written with the answer: its event first.
+			evs = append(evs, &JobEvent{Job: base.ID, Function: base.Function, State: Delivered, By: base.CreatedBy})
+		}
+		evs = append(evs, &JobEvent{Job: base.ID, Function: base.Function, State: to, By: base.CreatedBy, Error: truncate(errMsg, 512)})
 	}
 	var bf *bulkFailure
 	if base.Bulk != "" && (to == Failed || to == Expired) {
@@ -103,12 +120,18 @@ func (s *Service) move(ctx context.Context, base *Job, device string, to State, 
 		}
 		bf = &bulkFailure{bulk: base.Bulk, ev: BulkFailureEvent{Job: base.ID, Device: base.Device, Path: base.Path, State: to, Error: truncate(msg, 512)}}
 	}
-	j, seq, err := s.write(ctx, base.ID, c, base.Path, ev, bf)
+	j, seq, err := s.write(ctx, base.ID, c, base.Path, evs, bf)
 	if err != nil {
+		if errors.Is(err, model.ErrConflict) {
+			s.mu.Lock()
+			delete(s.acked, base.ID) // final in the log: nothing to write
+			s.mu.Unlock()
+		}
 		return Job{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.acked, base.ID)
 	s.written(j, seq, true)
 	return clone(j), nil
 }
@@ -156,16 +179,64 @@ func appendHistory(h []Transition, t Transition) []Transition {
 // MarkDelivered records that device acknowledged job id. It is a no-op for
 // an unknown, foreign or already delivered job (also when this replica's
 // view of it is behind the log).
+//
+// The job is delivered in memory at once (reads and counts see it), and
+// written so only if no answer came within DeliveredGrace: a device
+// usually answers within it, and its answer's write records the delivery
+// too (Update: DeliveredAt), so a command costs the store one write fewer.
+// A delivery lost in a crash meanwhile leaves the job queued: it is sent
+// again, and the device, which ignores a command id it ran, answers
+// again.
 func (s *Service) MarkDelivered(ctx context.Context, device, id string) error {
 	defer s.jobLock(id)()
-	j, ok := s.activeCopy(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, ok := s.active[id]
 	if !ok || j.Device != device || j.State != Queued {
 		return nil
 	}
-	if _, err := s.move(ctx, &j, device, Delivered, "", nil, ""); err != nil && !errors.Is(err, model.ErrConflict) {
-		return err
-	}
+	at := s.clock()
+	s.acked[id] = at
+	j.State, j.Updated = Delivered, at
+	j.History = appendHistory(slices.Clone(j.History), Transition{State: Delivered, Time: at})
 	return nil
+}
+
+// DeliveredGrace is how long a delivery waits in memory for the job's
+// answer before it is written on its own (MarkDelivered).
+const DeliveredGrace = time.Second
+
+// writeDelivered writes the deliveries acknowledged more than
+// DeliveredGrace ago (all of them: every one) whose jobs have no answer
+// yet.
+func (s *Service) writeDelivered(all bool) {
+	cutoff := s.clock().Add(-DeliveredGrace)
+	var due []string
+	s.mu.Lock()
+	for id, at := range s.acked {
+		if all || at.Before(cutoff) {
+			due = append(due, id)
+		}
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, id := range due {
+		// Concurrently: the writes share the store's syncs.
+		wg.Go(func() {
+			defer s.jobLock(id)()
+			j, ok := s.activeCopy(id)
+			s.mu.Lock()
+			_, pending := s.acked[id]
+			s.mu.Unlock()
+			if !ok || !pending || j.State != Delivered {
+				return
+			}
+			if _, err := s.move(context.Background(), &j, j.Device, Delivered, "", nil, ""); err != nil && !errors.Is(err, model.ErrConflict) {
+				s.log.Warn("delivery not recorded", "job", id, "err", err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // Report records a device's answer to job id: status running (progress),
@@ -304,10 +375,15 @@ func (s *Service) expireLoop() {
 	defer close(s.done)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	d := time.NewTicker(DeliveredGrace / 4)
+	defer d.Stop()
 	for {
 		select {
 		case <-s.stop:
+			s.writeDelivered(true) // what is acknowledged is kept
 			return
+		case <-d.C:
+			s.writeDelivered(false)
 		case <-t.C:
 			if s.leading == nil || s.leading() {
 				s.expire()

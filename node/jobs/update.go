@@ -38,6 +38,10 @@ type change struct {
 	Detail string          `json:"detail,omitempty"`
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  string          `json:"error,omitempty"`
+	// DeliveredAt, with To past delivered, is when the device
+	// acknowledged the job, not yet written: a job still queued in the
+	// record takes a delivered transition at that time first.
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
 }
 
 // rank orders the states: a job only moves to a state of higher rank.
@@ -102,6 +106,9 @@ func Update(key string, cur, arg []byte) ([]byte, error) {
 	case c.To != "":
 		if !Allowed(j.State, c.To) {
 			return nil, fmt.Errorf("%w: job %s is already %s", model.ErrConflict, key, j.State)
+		}
+		if c.DeliveredAt != nil && j.State == Queued && rank(c.To) > rank(Delivered) {
+			j.History = appendHistory(j.History, Transition{State: Delivered, Time: c.DeliveredAt.UTC().Round(0)})
 		}
 		j.State, j.Updated = c.To, at
 		if c.Result != nil {
