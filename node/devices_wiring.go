@@ -145,8 +145,14 @@ func (c jobCommands) Report(ctx context.Context, device, job string, r mqtt.Resu
 	return c.j.Report(ctx, device, job, jobs.State(r.Status), r.Result, r.Error)
 }
 
-// jobFinished completes the audit record of the call that created j.
+// jobFinished completes the audit record of the call that created j. A
+// device job of a bulk job was made by no call of its own: the bulk job
+// is audited where it was issued and where it was received, and its
+// devices' outcomes are its part's (node/bulk).
 func (n *Node) jobFinished(j jobs.Job) {
+	if j.Bulk != "" {
+		return
+	}
 	n.audit.JobFinished(toAuditJob(j))
 }
 

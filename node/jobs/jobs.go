@@ -100,8 +100,9 @@ type Config struct {
 	Deliver func(Job)
 	// Finished, if set, is called with every job that just reached a
 	// final state, once that state is durable (the audit trail completes
-	// the call's record with it). It is called with the service's lock
-	// held: it must not call the Service, and should be quick.
+	// the call's record with it). It is called outside the service's
+	// lock, while the job's own writes wait: it may write to the store,
+	// and must not change the job through the Service.
 	Finished func(Job)
 	// Leading, if set, tells whether this replica of a cluster leads:
 	// only the leader expires jobs (each replica follows the others'
@@ -294,7 +295,7 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Job, error) {
 		return Job{}, err
 	}
 	s.mu.Lock()
-	s.written(j, seq, false)
+	s.written(j, seq)
 	out := clone(j)
 	s.mu.Unlock()
 	unlock()
@@ -379,7 +380,7 @@ func (s *Service) CreateMany(ctx context.Context, specs []Spec) (made []Job, err
 		if err := json.Unmarshal(r.Value, j); err != nil {
 			continue
 		}
-		s.written(j, e.Seq, false)
+		s.written(j, e.Seq)
 		out = append(out, clone(j))
 	}
 	s.mu.Unlock()

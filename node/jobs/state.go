@@ -130,17 +130,22 @@ func (s *Service) move(ctx context.Context, base *Job, device string, to State, 
 		return Job{}, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	delete(s.acked, base.ID)
-	s.written(j, seq, true)
-	return clone(j), nil
+	s.written(j, seq)
+	out := clone(j)
+	s.mu.Unlock()
+	if out.State.Final() && s.finished != nil {
+		// Outside the service's lock (the job's stripe is held): it
+		// may write.
+		s.finished(clone(&out))
+	}
+	return out, nil
 }
 
 // written brings memory up to date with j, just written at seq: a job not
 // final is indexed (or replaced), a final one leaves the index (waking its
-// waiters) and, when moved reports that this write made it final, is
-// handed to Finished. The caller holds s.mu.
-func (s *Service) written(j *Job, seq uint64, moved bool) {
+// waiters; move hands it to Finished). The caller holds s.mu.
+func (s *Service) written(j *Job, seq uint64) {
 	if seq < s.seen[j.ID] {
 		return // memory followed a later write already
 	}
@@ -150,9 +155,6 @@ func (s *Service) written(j *Job, seq uint64, moved bool) {
 			s.unindex(cur)
 		}
 		delete(s.seen, j.ID)
-		if moved && s.finished != nil {
-			s.finished(clone(j))
-		}
 		return
 	}
 	switch {
@@ -311,7 +313,7 @@ func (s *Service) lateAnswer(ctx context.Context, base *Job, status State) error
 		return err
 	}
 	s.mu.Lock()
-	s.written(j, seq, false)
+	s.written(j, seq)
 	s.mu.Unlock()
 	return nil
 }
