@@ -39,6 +39,7 @@ func (n *Node) wireBulk() error {
 	}
 	var err error
 	n.bulk, err = bulk.New(bc)
+	n.bulkRef.Store(n.bulk)
 	return err
 }
 
@@ -89,3 +90,7 @@ func (l *fedLocal) Bulk(ctx context.Context, consumer string, id federation.Iden
 	l.n.audit.Write(rec)
 	return err
 }
+
+// bulkService is the bulk jobs service, nil until it is made (or when
+// the store has no search).
+func (n *Node) bulkService() *bulk.Service { return n.bulkRef.Load() }

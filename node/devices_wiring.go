@@ -151,6 +151,9 @@ func (c jobCommands) Report(ctx context.Context, device, job string, r mqtt.Resu
 // devices' outcomes are its part's (node/bulk).
 func (n *Node) jobFinished(j jobs.Job) {
 	if j.Bulk != "" {
+		if b := n.bulkService(); b != nil {
+			b.JobFinished(j)
+		}
 		return
 	}
 	n.audit.JobFinished(toAuditJob(j))

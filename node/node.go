@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,6 +68,9 @@ type Node struct {
 	calls   *calls.Service // device function calls, for the API's and federation's callers alike
 	jobs    *jobs.Service
 	bulk    *bulk.Service // nil when the store has no search
+	// bulkRef is bulk for the jobs service's callbacks, which may run
+	// before bulk is made.
+	bulkRef atomic.Pointer[bulk.Service]
 	audit   *audit.Log
 	broker  *mqtt.Broker // nil without an MQTT listener
 	api     *api.Server

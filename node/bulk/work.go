@@ -482,6 +482,21 @@ func (s *Service) refuse(ctx context.Context, id string, path model.Path, cause 
 	return err
 }
 
+// JobFinished takes note of device job j's final state (the jobs
+// service's Finished): counting the part need not read it back.
+func (s *Service) JobFinished(j jobs.Job) {
+	if j.Bulk == "" {
+		return
+	}
+	s.mu.Lock()
+	if m := s.devJob[j.Bulk]; m != nil {
+		if _, ok := m[j.ID]; ok {
+			m[j.ID] = j.State
+		}
+	}
+	s.mu.Unlock()
+}
+
 // reportGrace is how long after a job's deadline a node waits for a
 // link that took its part to report that part done (its device jobs
 // expire at the deadline, so a node that can reach it reports by then).
@@ -633,8 +648,10 @@ func (s *Service) count(part *Part) (Progress, bool) {
 	s.mu.Unlock()
 	fresh := map[string]apitypes.JobState{}
 	for _, jid := range ids {
-		if j, err := s.cfg.Jobs.Get(jid); err == nil {
-			fresh[jid] = j.State
+		if st, ok := s.cfg.Jobs.State(jid); ok {
+			fresh[jid] = st // not final: from memory
+		} else if j, err := s.cfg.Jobs.Get(jid); err == nil {
+			fresh[jid] = j.State // final (JobFinished tells of most)
 		}
 	}
 	s.mu.Lock()

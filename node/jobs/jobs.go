@@ -498,6 +498,17 @@ func clone(j *Job) Job {
 	return c
 }
 
+// State returns the state of job id if it is not final (false: final,
+// or unknown here), without copying the job.
+func (s *Service) State(id string) (State, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j, ok := s.active[id]; ok {
+		return j.State, true
+	}
+	return "", false
+}
+
 // Get returns a job.
 func (s *Service) Get(id string) (Job, error) {
 	s.mu.Lock()
