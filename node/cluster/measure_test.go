@@ -238,7 +238,7 @@ func TestMeasureSnapshotCatchUp(t *testing.T) {
 	if err != nil || len(metas) == 0 {
 		t.Fatalf("no snapshot: %v", err)
 	}
-	first, _ := leader.c.bolt.FirstIndex()
+	first, _ := leader.c.logs.FirstIndex()
 	t.Logf("%d replicas: %d contexts written in %v (%.0f/s); leader snapshot %.1f MiB at index %d written in %v; log now starts at %d",
 		replicas, n, fill.Round(time.Millisecond), float64(n)/fill.Seconds(), float64(metas[0].Size)/(1<<20), metas[0].Index, snap.Round(time.Millisecond), first)
 
