@@ -61,6 +61,10 @@ import (
 // keeps in memory (raft.LogCache) besides its log on disk.
 const logCacheEntries = 64
 
+// wrapRaftLog, when set (by a measuring test), wraps each replica's Raft
+// log.
+var wrapRaftLog func(raftLog) raftLog
+
 // Config configures one replica.
 type Config struct {
 	// ID names the replica in the cluster (unique, stable across restarts).
@@ -231,6 +235,9 @@ func Open(cfg Config) (*Cluster, error) {
 	c.fsm = &fsm{s: c.store, c: c, applied: applied, lastSeq: last, lastID: lastID}
 	if c.logs, err = openRaftLog(filepath.Join(cfg.Dir, "raft"), cfg.RaftLog, c.log); err != nil {
 		return nil, err
+	}
+	if wrapRaftLog != nil {
+		c.logs = wrapRaftLog(c.logs)
 	}
 	if c.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "raft"), 2, c.hclog()); err != nil {
 		return nil, fmt.Errorf("cluster: open the snapshot store: %w", err)
