@@ -59,7 +59,15 @@ type fileLog struct {
 	stable map[string][]byte
 	closed bool
 
-	buf []byte // the frames of the batch being written (wmu)
+	buf   []byte           // the frames of the batch being written (wmu)
+	spare chan spareResult // the next segment's file, being made (wmu)
+}
+
+// spareResult is a segment file made ahead, full of zeros and synced.
+type spareResult struct {
+	f    *os.File
+	size int64
+	err  error
 }
 
 // segment is one segment file and the offsets of its entries.
@@ -414,10 +422,10 @@ func (l *fileLog) GetLog(index uint64, e *raft.Log) error {
 	}
 	i, _ := slices.BinarySearchFunc(l.segs, index, func(s *segment, index uint64) int {
 		switch {
-		case len(s.offs) == 0 || s.last() < index:
-			return -1
 		case s.first > index:
 			return 1
+		case len(s.offs) == 0 || s.last() < index:
+			return -1
 		}
 		return 0
 	})
@@ -508,15 +516,31 @@ func (l *fileLog) tailFor(first uint64, n int64) (*segment, error) {
 	size := max(segmentBytes, n)
 	path := l.segPath(first)
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+	var f *os.File
+	var err error
+	if l.spare != nil && n <= segmentBytes {
+		// The file made ahead, while the last segment filled.
+		r := <-l.spare
+		l.spare = nil
+		f, size, err = r.f, r.size, r.err
+		tmp = filepath.Join(l.dir, spareName)
+		if err == nil && r.size < n {
+			f.Close()
+			f, size, err = nil, 0, os.Remove(tmp)
+			if err == nil {
+				size = max(segmentBytes, n)
+				f, err = makeSegmentFile(path+".tmp", size)
+				tmp = path + ".tmp"
+			}
+		}
+	} else {
+		f, err = makeSegmentFile(tmp, size)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("cluster: raft log: %w", err)
+		return nil, fmt.Errorf("cluster: raft log: new segment: %w", err)
 	}
 	s := &segment{first: first, f: f, size: size}
-	err = s.zero(0, size)
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
+	err = os.Rename(tmp, path)
 	if err == nil {
 		err = syncDir(l.dir)
 	}
@@ -538,7 +562,39 @@ func (l *fileLog) tailFor(first uint64, n int64) (*segment, error) {
 	}
 	l.segs = append(l.segs, s)
 	l.mu.Unlock()
+	l.makeSpare()
 	return s, nil
+}
+
+const spareName = "spare.tmp"
+
+// makeSpare starts making the next segment's file (wmu held), so that
+// the append that starts a segment does not write and sync its zeros.
+func (l *fileLog) makeSpare() {
+	if l.spare != nil {
+		return
+	}
+	ch := make(chan spareResult, 1)
+	l.spare = ch
+	path, size := filepath.Join(l.dir, spareName), segmentBytes
+	go func() {
+		f, err := makeSegmentFile(path, size)
+		ch <- spareResult{f, size, err}
+	}()
+}
+
+// makeSegmentFile creates path full of zeros, synced.
+func makeSegmentFile(path string, size int64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := (&segment{f: f}).zero(0, size); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	return f, nil
 }
 
 // restartAt empties the log for one starting at first (wmu held).
@@ -723,6 +779,13 @@ func (l *fileLog) Close() error {
 		return nil
 	}
 	l.closed = true
+	if l.spare != nil {
+		if r := <-l.spare; r.f != nil {
+			r.f.Close()
+			os.Remove(filepath.Join(l.dir, spareName))
+		}
+		l.spare = nil
+	}
 	return l.closeFiles()
 }
 

@@ -614,3 +614,38 @@ func TestClusterMovesRaftLogOffBoltDB(t *testing.T) {
 		t.Fatalf("%d contexts", len(v.Contexts))
 	}
 }
+
+// A kill between a segment's creation and the first append to it leaves
+// an empty last segment: every entry before it still reads, whatever the
+// number of segments.
+func TestRaftLogEmptyLastSegment(t *testing.T) {
+	smallSegments(t)
+	for n := uint64(1); n <= 6; n++ {
+		dir := t.TempDir()
+		s := openKind(t, dir, RaftLogWAL)
+		last := uint64(0)
+		for range n {
+			// Each batch fills most of a segment: one segment each.
+			if err := s.StoreLogs(logEntries(last+1, last+40, 1)); err != nil {
+				t.Fatal(err)
+			}
+			last += 40
+		}
+		s.Close()
+		empty := filepath.Join(dir, walDirName, fmt.Sprintf("%020d%s", last+1, segmentExt))
+		if err := os.WriteFile(empty, make([]byte, segmentBytes), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s = openKind(t, dir, RaftLogWAL)
+		for i := uint64(1); i <= last; i++ {
+			var l raft.Log
+			if err := s.GetLog(i, &l); err != nil {
+				t.Fatalf("%d segments and an empty one: entry %d: %v", n, i, err)
+			}
+		}
+		if err := s.StoreLogs(logEntries(last+1, last+2, 1)); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+}
