@@ -238,6 +238,21 @@ func (l *fileLog) load() error {
 			}
 		}
 	}
+	// A compaction of the whole log that recorded its first index, then
+	// stopped before deleting the last segments: they go now.
+	var gone bool
+	for len(l.segs) > 0 && (len(l.segs[0].offs) == 0 && len(l.segs) > 1 || len(l.segs[0].offs) > 0 && l.segs[0].last() < l.first) {
+		s := l.segs[0]
+		l.segs = l.segs[1:]
+		s.f.Close()
+		if err := os.Remove(l.segPath(s.first)); err != nil {
+			return err
+		}
+		gone = true
+	}
+	if gone {
+		return syncDir(l.dir)
+	}
 	return nil
 }
 

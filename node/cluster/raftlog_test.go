@@ -525,6 +525,9 @@ func FuzzRaftLogDecode(f *testing.F) {
 // or corrupt append) opens or errs, never panics; the entries it then
 // reads are the ones written, and it takes appends again.
 func FuzzRaftLogCorruptTail(f *testing.F) {
+	old := segmentBytes
+	segmentBytes = 16 << 10
+	f.Cleanup(func() { segmentBytes = old })
 	f.Add(uint16(0), []byte{0xff, 0xff, 0xff, 0xff})
 	f.Add(uint16(100), []byte("garbage"))
 	f.Add(uint16(3000), bytes.Repeat([]byte{1}, 64))
@@ -647,5 +650,40 @@ func TestRaftLogEmptyLastSegment(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.Close()
+	}
+}
+
+// A compaction of the whole log cut by a crash after it recorded the new
+// first index and before it deleted the segments: the log opens empty,
+// and takes the next entry.
+func TestRaftLogWholeCompactionCutShort(t *testing.T) {
+	smallSegments(t)
+	dir := t.TempDir()
+	s, err := openFileLog(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreLogs(logEntries(1, 100, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.writeStable(stableState{Keys: map[string][]byte{}, First: 101}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = openFileLog(dir, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f, _ := s.FirstIndex()
+	l, _ := s.LastIndex()
+	var e raft.Log
+	if f != 0 || l != 0 || !errors.Is(s.GetLog(50, &e), raft.ErrLogNotFound) {
+		t.Fatalf("first %d, last %d", f, l)
+	}
+	if err := s.StoreLogs(logEntries(120, 121, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s.FirstIndex(); f != 120 {
+		t.Fatalf("first %d after an append at 120", f)
 	}
 }
