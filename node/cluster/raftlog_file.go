@@ -48,8 +48,9 @@ import (
 // file raft/wal/stable (JSON), replaced whole on each change: written to
 // a temporary file, synced, renamed over it, the directory synced.
 type fileLog struct {
-	dir string
-	log *slog.Logger
+	dir  string
+	log  *slog.Logger
+	lock *os.File // LOCK, flocked while open: one process at a time
 
 	wmu sync.Mutex // serialises writers: StoreLogs, DeleteRange, Set, Close
 
@@ -115,6 +116,24 @@ func openFileLog(dir string, log *slog.Logger) (*fileLog, error) {
 		return nil, err
 	}
 	l := &fileLog{dir: dir, log: log, stable: map[string][]byte{}}
+	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s is in use by another process", dir)
+		}
+		return nil, err
+	}
+	l.lock = lock
+	ok := false
+	defer func() {
+		if !ok {
+			l.closeFiles()
+		}
+	}()
 	raw, err := os.ReadFile(filepath.Join(dir, stableFile))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -130,12 +149,6 @@ func openFileLog(dir string, log *slog.Logger) (*fileLog, error) {
 		}
 		l.first = st.First
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			l.closeFiles()
-		}
-	}()
 	if err := l.load(); err != nil {
 		return nil, err
 	}
@@ -810,5 +823,9 @@ func (l *fileLog) closeFiles() error {
 		errs = append(errs, s.f.Close())
 	}
 	l.segs = nil
+	if l.lock != nil {
+		errs = append(errs, l.lock.Close()) // releases the flock
+		l.lock = nil
+	}
 	return errors.Join(errs...)
 }

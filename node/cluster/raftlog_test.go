@@ -225,6 +225,25 @@ func TestRaftLogWALCloseReleases(t *testing.T) {
 	}
 }
 
+// A second open of a log in use fails at once (a second process on the
+// same data directory).
+func TestRaftLogInUse(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openFileLog(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openFileLog(dir, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second open: %v", err)
+	}
+	s.Close()
+	s, err = openFileLog(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
+
 // A replica's BoltDB log and stable keys are copied into a WAL at its
 // first open with RaftLogWAL; its raft.db is kept aside, and BoltDB can
 // no longer be selected.
