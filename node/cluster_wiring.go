@@ -79,6 +79,7 @@ func (n *Node) openCluster(cfg *config.Config) error {
 		HeartbeatTimeout: cl.HeartbeatTimeout.D(), ElectionTimeout: cl.ElectionTimeout.D(),
 		LeaderLeaseTimeout: cl.LeaderLeaseTimeout.D(),
 		SnapshotInterval:   cl.SnapshotInterval.D(), SnapshotThreshold: cl.SnapshotThreshold, TrailingLogs: cl.TrailingLogs,
+		RaftLog: cl.RaftLog,
 	})
 	return err
 }

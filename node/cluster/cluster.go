@@ -26,7 +26,7 @@
 // (model.Batch.After), and every replica refuses it unless that batch was
 // the last applied, so a batch never applies on state that was lost.
 //
-// Durability: the Raft log (BoltDB, synced per append) is the durable
+// Durability: the Raft log (raftlog.go: a WAL, synced per append) is the durable
 // record. The local store does not sync its commits
 // (store.BadgerOptions.Unsynced): the last index applied is stored with
 // the data, so a restarted replica resumes after it and Raft applies
@@ -52,7 +52,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-dm/strata/node/store"
@@ -61,6 +60,10 @@ import (
 // logCacheEntries is how many of the latest Raft log entries a replica
 // keeps in memory (raft.LogCache) besides its log on disk.
 const logCacheEntries = 64
+
+// wrapRaftLog, when set (by a measuring test), wraps each replica's Raft
+// log.
+var wrapRaftLog func(raftLog) raftLog
 
 // Config configures one replica.
 type Config struct {
@@ -99,6 +102,9 @@ type Config struct {
 	// 10 s); JoinTimeout the wait for a new replica to catch up before it
 	// becomes a voter (default 30 min).
 	ApplyTimeout, JoinTimeout time.Duration
+	// RaftLog is the Raft log's store: RaftLogWAL (the default) or
+	// RaftLogBoltDB (the store before; raftlog.go).
+	RaftLog string
 	// MaxInFlight bounds the batches the leader's model keeps proposed
 	// and not yet applied (model.Pipelined; default 2): the next batch is
 	// proposed while the previous ones replicate. More batches in flight
@@ -147,7 +153,7 @@ type Cluster struct {
 	store    *Store
 	storeDir string // the live store directory's name (restore.go); FSM goroutine
 	fsm      *fsm
-	bolt     *raftboltdb.BoltStore
+	logs     raftLog // the Raft log and stable store (raftlog.go)
 	snaps    *raft.FileSnapshotStore
 	layer    *streamLayer
 	trans    *raft.NetworkTransport
@@ -227,8 +233,11 @@ func Open(cfg Config) (*Cluster, error) {
 	}
 	c.applied.Store(applied)
 	c.fsm = &fsm{s: c.store, c: c, applied: applied, lastSeq: last, lastID: lastID}
-	if c.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft", "raft.db")}); err != nil {
-		return nil, fmt.Errorf("cluster: open the raft log: %w", err)
+	if c.logs, err = openRaftLog(filepath.Join(cfg.Dir, "raft"), cfg.RaftLog, c.log); err != nil {
+		return nil, err
+	}
+	if wrapRaftLog != nil {
+		c.logs = wrapRaftLog(c.logs)
 	}
 	if c.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "raft"), 2, c.hclog()); err != nil {
 		return nil, fmt.Errorf("cluster: open the snapshot store: %w", err)
@@ -334,12 +343,12 @@ func (c *Cluster) Start(m applier) error {
 	setIf(&rc.SnapshotThreshold, c.cfg.SnapshotThreshold)
 	setIf(&rc.TrailingLogs, c.cfg.TrailingLogs)
 	// The leader sends new entries to the followers from memory rather
-	// than reading them back from BoltDB (and decoding them) per send.
-	logs, err := raft.NewLogCache(logCacheEntries, c.bolt)
+	// than reading them back from the log (and decoding them) per send.
+	logs, err := raft.NewLogCache(logCacheEntries, c.logs)
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
-	r, err := raft.NewRaft(rc, c.raftFSM(), logs, c.bolt, c.snaps, c.trans)
+	r, err := raft.NewRaft(rc, c.raftFSM(), logs, c.logs, c.snaps, c.trans)
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
@@ -366,7 +375,7 @@ func (c *Cluster) Bootstrap() error {
 	if r == nil {
 		return errors.New("cluster: not started")
 	}
-	has, err := raft.HasExistingState(c.bolt, c.bolt, c.snaps)
+	has, err := raft.HasExistingState(c.logs, c.logs, c.snaps)
 	if err != nil {
 		return err
 	}
@@ -493,7 +502,7 @@ func (c *Cluster) Ready() error {
 // HasState reports whether this replica has Raft state (it bootstrapped
 // or joined before), so needs neither again.
 func (c *Cluster) HasState() (bool, error) {
-	return raft.HasExistingState(c.bolt, c.bolt, c.snaps)
+	return raft.HasExistingState(c.logs, c.logs, c.snaps)
 }
 
 // Leader returns the leader's id and address, empty when none is known.
@@ -564,8 +573,8 @@ func (c *Cluster) release() error {
 	if c.layer != nil {
 		errs = append(errs, c.layer.Close()) // a second close is a no-op
 	}
-	if c.bolt != nil {
-		errs = append(errs, c.bolt.Close())
+	if c.logs != nil {
+		errs = append(errs, c.logs.Close())
 	}
 	if c.store != nil && c.store.db != nil {
 		errs = append(errs, c.store.db.Close())

@@ -207,7 +207,7 @@ func (c *Cluster) position() *logPosition {
 	// snapshot: LastIndex, whose term the log holds, or else the snapshot.
 	p := &logPosition{Index: r.LastIndex()}
 	var l raft.Log
-	if err := c.bolt.GetLog(p.Index, &l); err == nil {
+	if err := c.logs.GetLog(p.Index, &l); err == nil {
 		p.Term = l.Term
 	} else if metas, err := c.snaps.List(); err == nil && len(metas) > 0 && metas[0].Index == p.Index {
 		p.Term = metas[0].Term

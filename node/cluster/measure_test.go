@@ -8,11 +8,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store"
@@ -21,6 +24,7 @@ import (
 // Measurements, not run in CI: they print figures (docs/benchmarks.md).
 //
 //	STRATA_CLUSTER_MEASURE=20 go test -run 'TestMeasure' -v ./node/cluster/
+//	STRATA_CLUSTER_MEASURE=1 STRATA_CLUSTER_RAFTLOG=both go test -count=1 -run 'TestMeasureThroughput$' -v ./node/cluster/
 //
 // The value is the number of failover rounds per timing.
 
@@ -143,24 +147,83 @@ func TestMeasureThroughput(t *testing.T) {
 	m.Close()
 	db.Close()
 
-	h := newHarness(t, func(c *Config) {
-		c.Logger = nil
-		c.Store.CacheMB = 64
-		c.MaxInFlight, _ = strconv.Atoi(os.Getenv("STRATA_CLUSTER_INFLIGHT"))
-	})
-	h.noForward = true
-	h.cluster(3)
-	leader := h.leader()
-	first := leader.c.raft().LastIndex()
-	clustered := run(leader.m)
-	clusterCPU := spent / time.Duration(max(done, 1))
-	// Raft log entries appended meanwhile: one per batch (and the odd
-	// configuration or no-op entry).
-	entries := max(leader.c.raft().LastIndex()-first, 1)
-	t.Logf("%d writers, one put each, %v: single node %.0f mutations/s, three replicas %.0f mutations/s (%.2f×); CPU per mutation: single node %v, three replicas %v (all three in this process); %.1f mutations per Raft log entry",
-		writers, dur, single, clustered, clustered/single, singleCPU.Round(time.Microsecond/10), clusterCPU.Round(time.Microsecond/10),
-		float64(done)/float64(entries))
+	// STRATA_CLUSTER_RAFTLOG: the Raft log stores to measure, in turn
+	// ("wal", "boltdb", "both" for boltdb then wal, or a list such as
+	// "boltdb,wal,boltdb,wal"); the default store alone by default.
+	kinds := strings.Split(os.Getenv("STRATA_CLUSTER_RAFTLOG"), ",")
+	if kinds[0] == "both" {
+		kinds = []string{RaftLogBoltDB, RaftLogWAL}
+	}
+	var mu sync.Mutex
+	var logs []*timedLog
+	wrapRaftLog = func(l raftLog) raftLog {
+		mu.Lock()
+		defer mu.Unlock()
+		tl := &timedLog{raftLog: l}
+		logs = append(logs, tl)
+		return tl
+	}
+	defer func() { wrapRaftLog = nil }()
+	for _, kind := range kinds {
+		mu.Lock()
+		logs = nil
+		mu.Unlock()
+		h := newHarness(t, func(c *Config) {
+			c.Logger = nil
+			c.Store.CacheMB = 64
+			c.MaxInFlight, _ = strconv.Atoi(os.Getenv("STRATA_CLUSTER_INFLIGHT"))
+			c.RaftLog = kind
+		})
+		h.noForward = true
+		reps := h.cluster(3)
+		leader := h.leader()
+		first := leader.c.raft().LastIndex()
+		mu.Lock()
+		var calls0, took0 int64
+		for _, l := range logs {
+			calls0, took0 = calls0+l.calls.Load(), took0+l.took.Load()
+		}
+		mu.Unlock()
+		clustered := run(leader.m)
+		clusterCPU := spent / time.Duration(max(done, 1))
+		// Raft log entries appended meanwhile: one per batch (and the odd
+		// configuration or no-op entry).
+		entries := max(leader.c.raft().LastIndex()-first, 1)
+		mu.Lock()
+		var calls, took int64
+		for _, l := range logs {
+			calls, took = calls+l.calls.Load(), took+l.took.Load()
+		}
+		mu.Unlock()
+		calls, took = max(calls-calls0, 1), took-took0
+		name := kind
+		if name == "" {
+			name = RaftLogWAL + " (default)"
+		}
+		t.Logf("raft log %s: %d writers, one put each, %v: single node %.0f mutations/s, three replicas %.0f mutations/s (%.2f×); CPU per mutation: single node %v, three replicas %v (all three in this process); %.1f mutations per Raft log entry; StoreLogs %d calls on the three replicas, %v each on average",
+			name, writers, dur, single, clustered, clustered/single, singleCPU.Round(time.Microsecond/10), clusterCPU.Round(time.Microsecond/10),
+			float64(done)/float64(entries), calls, (time.Duration(took) / time.Duration(calls)).Round(time.Microsecond))
+		for _, r := range reps {
+			r.kill()
+		}
+	}
 }
+
+// timedLog times a replica's StoreLogs calls.
+type timedLog struct {
+	raftLog
+	calls, took atomic.Int64
+}
+
+func (l *timedLog) StoreLogs(ls []*raft.Log) error {
+	start := time.Now()
+	err := l.raftLog.StoreLogs(ls)
+	l.took.Add(int64(time.Since(start)))
+	l.calls.Add(1)
+	return err
+}
+
+func (l *timedLog) StoreLog(e *raft.Log) error { return l.StoreLogs([]*raft.Log{e}) }
 
 // TestMeasureSnapshotCatchUp fills a three-replica cluster (or one:
 // STRATA_CLUSTER_SNAPSHOT_REPLICAS) with
@@ -238,7 +301,7 @@ func TestMeasureSnapshotCatchUp(t *testing.T) {
 	if err != nil || len(metas) == 0 {
 		t.Fatalf("no snapshot: %v", err)
 	}
-	first, _ := leader.c.bolt.FirstIndex()
+	first, _ := leader.c.logs.FirstIndex()
 	t.Logf("%d replicas: %d contexts written in %v (%.0f/s); leader snapshot %.1f MiB at index %d written in %v; log now starts at %d",
 		replicas, n, fill.Round(time.Millisecond), float64(n)/fill.Seconds(), float64(metas[0].Size)/(1<<20), metas[0].Index, snap.Round(time.Millisecond), first)
 

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-dm/strata/model"
@@ -153,8 +152,8 @@ func (c *Cluster) openPostgres() error {
 	p.published.Store(last)
 	p.seen.Store(last)
 	p.st = &PGStore{p: p}
-	if c.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(c.cfg.Dir, "raft", "raft.db")}); err != nil {
-		return fmt.Errorf("cluster: open the raft log: %w", err)
+	if c.logs, err = openRaftLog(filepath.Join(c.cfg.Dir, "raft"), c.cfg.RaftLog, c.log); err != nil {
+		return err
 	}
 	if c.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(c.cfg.Dir, "raft"), 2, c.hclog()); err != nil {
 		return fmt.Errorf("cluster: open the snapshot store: %w", err)

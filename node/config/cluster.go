@@ -41,6 +41,9 @@ type Cluster struct {
 	SnapshotInterval  Duration `yaml:"snapshot_interval"`
 	SnapshotThreshold uint64   `yaml:"snapshot_threshold"`
 	TrailingLogs      uint64   `yaml:"trailing_logs"`
+	// RaftLog is the Raft log's store: "wal" (the default) or "boltdb"
+	// (the store before, kept selectable for one release).
+	RaftLog string `yaml:"raft_log"`
 }
 
 // Enabled reports whether the node is a replica of a cluster.
@@ -74,6 +77,11 @@ func (c *Config) validateCluster() error {
 		if _, _, err := net.SplitHostPort(j); err != nil {
 			return fmt.Errorf("cluster.join[%d]: %w", i, err)
 		}
+	}
+	switch cl.RaftLog {
+	case "", "wal", "boltdb":
+	default:
+		return fmt.Errorf("cluster.raft_log: %q: want wal or boltdb", cl.RaftLog)
 	}
 	if cl.Bootstrap && len(cl.Join) > 0 {
 		return errors.New("cluster: bootstrap (a new cluster) and join (an existing one) exclude each other")
