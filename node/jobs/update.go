@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -73,18 +74,37 @@ func Allowed(from, to State) bool {
 // model.ErrNotFound a change of a missing job or one for another device
 // than the job's.
 func Update(key string, cur, arg []byte) ([]byte, error) {
-	var c change
-	if err := json.Unmarshal(arg, &c); err != nil {
+	// A creation first, as its job's JSON: only its id is read (a
+	// device job of a bulk job is created this way, thousands at once).
+	var create struct {
+		Create json.RawMessage `json:"create"`
+	}
+	if err := json.Unmarshal(arg, &create); err != nil {
 		return nil, fmt.Errorf("%w: job change: %v", model.ErrInvalid, err)
 	}
-	if c.Create != nil {
+	if len(create.Create) > 0 && string(create.Create) != "null" {
 		if cur != nil {
 			return nil, fmt.Errorf("%w: job %s exists", ErrExists, key)
 		}
-		if c.Create.ID != key {
-			return nil, fmt.Errorf("%w: job %s created as %q", model.ErrInvalid, key, c.Create.ID)
+		var id struct {
+			ID *string `json:"id"`
 		}
-		return json.Marshal(c.Create)
+		if err := json.Unmarshal(create.Create, &id); err != nil || id.ID == nil || *id.ID != key {
+			got := ""
+			if id.ID != nil {
+				got = *id.ID
+			}
+			return nil, fmt.Errorf("%w: job %s created as %q", model.ErrInvalid, key, got)
+		}
+		var out bytes.Buffer
+		if err := json.Compact(&out, create.Create); err != nil {
+			return nil, fmt.Errorf("%w: job change: %v", model.ErrInvalid, err)
+		}
+		return out.Bytes(), nil
+	}
+	var c change
+	if err := json.Unmarshal(arg, &c); err != nil {
+		return nil, fmt.Errorf("%w: job change: %v", model.ErrInvalid, err)
 	}
 	if cur == nil {
 		return nil, fmt.Errorf("%w: job %q", model.ErrNotFound, key)
