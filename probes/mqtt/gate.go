@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-dm/strata/internal/slots"
 )
 
 // The ingest gate bounds the CPU device connections take, so that the
@@ -40,16 +42,16 @@ import (
 // half of GOMAXPROCS, at least one.
 func DefaultIngestSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
-// ingestGate is the broker's pool of slots; nil means ungated.
+// ingestGate is the broker's pool of slots; nil means ungated. The slots
+// may be shared with other device work of the node (Config.Slots).
 type ingestGate struct {
-	slots   chan struct{}
-	waiting atomic.Int64 // read goroutines waiting for a slot
-	wait    prometheus.Histogram
+	slots *slots.Limiter
+	wait  prometheus.Histogram
 }
 
-func newIngestGate(slots int) *ingestGate {
+func newIngestGate(l *slots.Limiter) *ingestGate {
 	return &ingestGate{
-		slots: make(chan struct{}, slots),
+		slots: l,
 		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "strata_mqtt_ingest_wait_seconds",
 			Help:    "Time a device connection with data to read waited for an ingest slot (mqtt.ingest_slots).",
@@ -58,24 +60,12 @@ func newIngestGate(slots int) *ingestGate {
 	}
 }
 
-func (g *ingestGate) acquire() {
-	select {
-	case g.slots <- struct{}{}:
-		g.wait.Observe(0)
-		return
-	default:
-	}
-	t0 := time.Now()
-	g.waiting.Add(1)
-	g.slots <- struct{}{}
-	g.waiting.Add(-1)
-	g.wait.Observe(time.Since(t0).Seconds())
-}
+func (g *ingestGate) acquire() { g.wait.Observe(g.slots.Acquire().Seconds()) }
 
-func (g *ingestGate) release() { <-g.slots }
+func (g *ingestGate) release() { g.slots.Release() }
 
 // inUse is the number of slots held.
-func (g *ingestGate) inUse() int { return len(g.slots) }
+func (g *ingestGate) inUse() int { return g.slots.InUse() }
 
 // gatedConn is a device connection under the gate. Read is called by one
 // goroutine at a time (the connection's reader, or the TLS handshake
