@@ -76,7 +76,7 @@ func (n *Node) wireDevices() error {
 		Devices: deviceAuth{n.devices}, Tree: n.model, Commands: jobCommands{n.jobs},
 		Logger: n.log, Registerer: n.reg,
 		MaxPayloadBytes: cfg.MQTT.MaxPayloadBytes, MaxSessions: int64(cfg.MQTT.MaxSessions),
-		IngestSlots: cfg.MQTT.IngestSlots, Slots: n.work, MaxConnecting: cfg.MQTT.MaxConnecting, MaxConnectingPerSource: cfg.MQTT.MaxConnectingPerSource,
+		IngestSlots: cfg.MQTT.IngestSlots, Slots: n.work, IngestPollerOff: cfg.MQTT.IngestPoller == "off", MaxConnecting: cfg.MQTT.MaxConnecting, MaxConnectingPerSource: cfg.MQTT.MaxConnectingPerSource,
 	})
 	return err
 }

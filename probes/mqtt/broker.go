@@ -125,6 +125,11 @@ type Config struct {
 	// DefaultIngestSlots (half of GOMAXPROCS, at least 1); negative:
 	// unbounded. Ignored when Slots is set.
 	IngestSlots int
+	// IngestPollerOff makes device readers wait for data in Go's network
+	// poller, taking their slot once it has come, as on systems other
+	// than Linux; by default on Linux the gate's poller wakes them with a
+	// slot taken for them (poll_linux.go).
+	IngestPollerOff bool
 	// Slots, when set, are the ingest slots: the node's device-work
 	// limiter, which its federation's sync application shares, so that
 	// device work of every source together stays within it.
@@ -252,6 +257,13 @@ func (b *Broker) Start() error {
 	for _, s := range b.shards {
 		b.commits.Go(func() { s.run(b.quit) })
 	}
+	if b.gate != nil && !b.cfg.IngestPollerOff {
+		p, err := newPoller(b.gate)
+		if err != nil {
+			b.log.Warn("mqtt: no ingest poller, device readers wait in Go's network poller", "err", err)
+		}
+		b.gate.p = p
+	}
 	if b.cfg.Commands != nil {
 		b.commits.Go(func() { b.recordDeliveries(b.quit) })
 	}
@@ -298,6 +310,9 @@ func (b *Broker) Start() error {
 		for _, ln := range b.listeners {
 			ln.Close()
 		}
+		if b.gate != nil && b.gate.p != nil {
+			b.gate.p.close()
+		}
 		return err
 	}
 	b.log.Info("mqtt endpoint started", "addrs", b.addrs)
@@ -320,6 +335,9 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	b.stopOnce.Do(func() {
 		close(b.stopped)
 		err = b.srv.Close() // returns once every connection's goroutines ended
+		if b.gate != nil && b.gate.p != nil {
+			b.gate.p.close()
+		}
 		close(b.quit)
 		done := make(chan struct{})
 		go func() { b.commits.Wait(); b.writers.Wait(); b.bg.Wait(); close(done) }()
@@ -433,9 +451,10 @@ func (l *deadlineListener) Accept() (net.Conn, error) {
 		}
 		break
 	}
-	c.SetDeadline(time.Now().Add(l.timeout))
+	dl := time.Now().Add(l.timeout)
+	c.SetDeadline(dl)
 	if l.gate != nil {
-		gc := &gatedConn{Conn: c, g: l.gate}
+		gc := newGatedConn(c, l.gate, dl)
 		gc.adm.a, gc.adm.src = l.admit, src
 		return gc, nil
 	}

@@ -20,8 +20,9 @@
 //
 //	go run ./tests/bench/getlatency -contexts 100000 -devices 1000 -device-rate 20000
 //
-// -compare runs it twice in one invocation, the node's defaults and then
-// the node with its device work unbounded, and prints both side by side.
+// -compare runs it three times in one invocation, the node's defaults,
+// its device readers waiting in Go's network poller (-ingest-poller off),
+// and its device work unbounded, and prints them side by side.
 package main
 
 import (
@@ -71,9 +72,10 @@ func main() {
 	flag.StringVar(&dl.profile, "cpuprofile", "", "write a CPU profile of the node process over the loaded phase")
 	flag.StringVar(&dl.trace, "trace", "", "write an execution trace of the node process over the first second of the loaded phase (go tool trace -pprof=sched)")
 	ingestSlots := flag.Int("ingest-slots", 0, "the node's mqtt.ingest_slots (0: its default; -1: unbounded)")
+	ingestPoller := flag.String("ingest-poller", "", "the node's mqtt.ingest_poller (on, off; empty: its default, on)")
 	nodeProcs := flag.Int("node-gomaxprocs", 0, "GOMAXPROCS of the node process (0: the Go default, the cores available)")
 	flag.IntVar(&dl.nice, "sim-nice", 0, "niceness of the simulator process (0: the same priority as the node and the clients; 10: it gives way to them, as devices on other machines would not take the node's CPU)")
-	compare := flag.Bool("compare", false, "run twice, the node's defaults then its device work unbounded (-ingest-slots -1, GOMAXPROCS = cores: the node without its isolation), and print both side by side")
+	compare := flag.Bool("compare", false, "run three times, the node's defaults, then with -ingest-poller off, then with its device work unbounded (-ingest-slots -1, GOMAXPROCS = cores: the node without its isolation), and print them side by side")
 	flag.BoolVar(&dl.idle, "sim-idle", false, "run the simulator in the kernel's idle scheduling class (SCHED_IDLE, chrt --idle): only on CPU the node and the clients leave")
 	simCreds := flag.String("sim-credentials", "", "(-role sim) device credentials, JSON lines")
 	simMQTT := flag.String("sim-mqtt", "", "(-role sim) the node's MQTT address")
@@ -83,16 +85,19 @@ func main() {
 	switch *role {
 	case "bench":
 		b := benchArgs{contexts: *contexts, perSite: *perSite, clients: *clients, duration: *duration, warmup: *warmup, dir: *keep,
-			baseline: *baseline, getRate: *getRate, ingestSlots: *ingestSlots, nodeProcs: *nodeProcs, dl: dl}
+			baseline: *baseline, getRate: *getRate, ingestSlots: *ingestSlots, ingestPoller: *ingestPoller, nodeProcs: *nodeProcs, dl: dl}
 		if !*compare {
 			_, err = run(b)
 			break
 		}
-		var res [2]result
-		names := [2]string{"node defaults", "device work unbounded (-ingest-slots -1)"}
+		var res [3]result
+		names := [3]string{"node defaults", "-ingest-poller off", "device work unbounded (-ingest-slots -1)"}
 		for i := range res {
-			if i == 1 {
-				b.ingestSlots, b.nodeProcs = -1, 0
+			switch i {
+			case 1:
+				b.ingestPoller = "off"
+			case 2:
+				b.ingestSlots, b.ingestPoller, b.nodeProcs = -1, "", 0
 			}
 			fmt.Printf("=== %s\n", names[i])
 			if res[i], err = run(b); err != nil {
@@ -106,7 +111,7 @@ func main() {
 			}
 		}
 	case "node":
-		err = runNode(*keep, *contexts, *perSite, dl.rate > 0 && dl.devices > 0, dl.tls, *ingestSlots)
+		err = runNode(*keep, *contexts, *perSite, dl.rate > 0 && dl.devices > 0, dl.tls, *ingestSlots, *ingestPoller)
 	case "sim":
 		err = runSim(dl, *simCreds, *simMQTT, *simCA)
 	default:
@@ -130,6 +135,7 @@ type benchArgs struct {
 	baseline                   bool
 	getRate                    float64
 	ingestSlots, nodeProcs     int
+	ingestPoller               string
 	dl                         deviceLoad
 }
 
@@ -174,7 +180,8 @@ func run(b benchArgs) (result, error) {
 		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", nodeProcs))
 	}
 	nd, err := benchproc.StartChild("node", 0, false, env, "-role", "node", "-dir", dir, "-contexts", fmt.Sprint(contexts), "-per-site", fmt.Sprint(perSite),
-		"-devices", fmt.Sprint(dl.devices), "-device-rate", fmt.Sprint(dl.rate), fmt.Sprintf("-device-tls=%t", dl.tls), "-ingest-slots", fmt.Sprint(ingestSlots))
+		"-devices", fmt.Sprint(dl.devices), "-device-rate", fmt.Sprint(dl.rate), fmt.Sprintf("-device-tls=%t", dl.tls), "-ingest-slots", fmt.Sprint(ingestSlots),
+		"-ingest-poller", b.ingestPoller)
 	if err != nil {
 		return res, err
 	}
