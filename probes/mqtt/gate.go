@@ -99,6 +99,7 @@ type gatedConn struct {
 	pstate    pollState // guarded by pmu
 	polled    bool      // the socket is registered with p; guarded by pmu
 	wake      chan struct{}
+	renew     chan struct{} // the read deadline changed while the reader waits
 	gone      chan struct{} // closed by Close
 	closeOnce sync.Once
 }
@@ -131,7 +132,7 @@ func newGatedConn(c net.Conn, g *ingestGate, deadline time.Time) *gatedConn {
 		return gc
 	}
 	gc.p, gc.rc = g.p, rc
-	gc.wake, gc.gone = make(chan struct{}, 1), make(chan struct{})
+	gc.wake, gc.renew, gc.gone = make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{})
 	return gc
 }
 
@@ -158,6 +159,7 @@ func (c *gatedConn) SetDeadline(t time.Time) error {
 	if err != nil || t.IsZero() {
 		c.asked, c.deadline = time.Time{}, time.Time{}
 	}
+	c.nudge()
 	return err
 }
 
@@ -167,7 +169,25 @@ func (c *gatedConn) SetReadDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	c.asked, c.deadline, c.readDL = time.Time{}, time.Time{}, t
+	c.nudge()
 	return c.Conn.SetReadDeadline(t)
+}
+
+// nudge makes a reader waiting through the poller look at its read
+// deadline again, as a read waiting in Go's poller would.
+func (c *gatedConn) nudge() {
+	if c.p == nil {
+		return
+	}
+	c.pmu.Lock()
+	waiting := c.pstate == pollWaiting
+	c.pmu.Unlock()
+	if waiting {
+		select {
+		case c.renew <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (c *gatedConn) SetWriteDeadline(t time.Time) error {
@@ -228,8 +248,8 @@ var errWouldBlock = errors.New("mqtt: would block")
 
 // await registers the socket with the poller and waits until the poller
 // wakes the reader with a slot (then held), or until the connection
-// closes or the read deadline dl passes (then the caller's next read
-// says which). False when the poller cannot take the socket: the reader
+// closes, the read deadline dl passes or is changed (then the caller's
+// next read says which). False when the poller cannot take the socket: the reader
 // then waits in Go's poller.
 func (c *gatedConn) await(dl time.Time) bool {
 	c.pmu.Lock()
@@ -254,6 +274,7 @@ func (c *gatedConn) await(dl time.Time) bool {
 		return true
 	case <-c.gone:
 	case <-timeout:
+	case <-c.renew:
 	}
 	c.pmu.Lock()
 	if c.pstate == pollWaiting {

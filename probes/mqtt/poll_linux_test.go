@@ -124,7 +124,20 @@ func TestPollerDeadlineAndClose(t *testing.T) {
 	if err := gc.SetReadDeadline(time.Time{}); err != nil {
 		t.Fatal(err)
 	}
+	// A deadline moved into the past while the reader waits ends its
+	// read, as it would end one waiting in Go's poller.
 	res := readAsync(gc)
+	tstest.WaitFor(t, tstest.DefaultTimeout, "the reader waiting for data", func() bool { return gc.state() == pollWaiting })
+	if err := gc.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-res; !errors.Is(r.err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read whose deadline passed while it waited: %v", r.err)
+	}
+	if err := gc.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	res = readAsync(gc)
 	tstest.WaitFor(t, tstest.DefaultTimeout, "the reader waiting for data", func() bool { return gc.state() == pollWaiting })
 	gc.Close()
 	if r := <-res; r.err == nil {
