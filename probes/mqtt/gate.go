@@ -262,6 +262,9 @@ func (c *gatedConn) await(dl time.Time) bool {
 		c.pmu.Unlock()
 		return false
 	}
+	if first && c.closed.Load() {
+		c.p.forget(c, c.fd) // Close ran before the socket was registered
+	}
 	var timeout <-chan time.Time
 	if !dl.IsZero() {
 		t := time.NewTimer(time.Until(dl))
