@@ -249,8 +249,8 @@ var errWouldBlock = errors.New("mqtt: would block")
 // await registers the socket with the poller and waits until the poller
 // wakes the reader with a slot (then held), or until the connection
 // closes, the read deadline dl passes or is changed (then the caller's
-// next read says which). False when the poller cannot take the socket: the reader
-// then waits in Go's poller.
+// next read says which). False when the poller cannot take the socket:
+// the reader then waits in Go's poller.
 func (c *gatedConn) await(dl time.Time) bool {
 	c.pmu.Lock()
 	first := !c.polled
