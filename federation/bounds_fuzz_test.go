@@ -74,7 +74,7 @@ func FuzzMirrorBounds(f *testing.F) {
 				mu := e.Mutation
 				cs = append(cs, &model.Context{Path: mu.Path, Type: mu.Type, Tenant: mu.Tenant, Labels: mu.Labels, Variables: mu.Variables, Functions: mu.Functions})
 			}
-			if err := m.applyChunk(&snapshotState{seen: map[model.Path]bool{}}, cs); err != nil {
+			if err := m.applyChunk(&snapshotState{seen: map[model.Path]bool{}}, cs, func() {}); err != nil {
 				t.Fatal(err)
 			}
 		} else {
@@ -84,7 +84,7 @@ func FuzzMirrorBounds(f *testing.F) {
 				b.Entries[i].Seq = cur + uint64(i) + 1
 			}
 			b.Last, b.Head = cur+uint64(len(b.Entries))+1, 0
-			if _, err := m.applyBatch(b, "log"); err != nil {
+			if _, err := m.applyBatch(b, "log", func() {}); err != nil {
 				t.Fatal(err)
 			}
 		}

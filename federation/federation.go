@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/internal/slots"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -111,6 +112,13 @@ type Config struct {
 	// Clock decides when node certificates are renewed (nil: the system
 	// clock; tests use a fake one).
 	Clock Clock
+
+	// Slots, when set, bound the mirrors' work on what providers send:
+	// decoding and translating a batch or snapshot chunk holds one slot
+	// (the commit does not). The node shares them with its MQTT ingest,
+	// so that device work of every source stays below its Ps. nil:
+	// unbounded.
+	Slots *slots.Limiter
 
 	// Replicated makes the service one replica's of a cluster (several
 	// replicas that are one node, docs/cluster.md): its upstream links

@@ -15,6 +15,9 @@ type metrics struct {
 	// provider and reason (see bounds.go).
 	rejected *prometheus.CounterVec
 	commit   *prometheus.HistogramVec // a mirror's durable commit of one batch, by provider
+	// applyWait is the time a mirror waited for a device-work slot
+	// (Config.Slots) before decoding and translating what a provider sent.
+	applyWait prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -28,6 +31,9 @@ func newMetrics() *metrics {
 		commit: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "strata_federation_mirror_commit_seconds",
 			Help:    "Time a mirror takes to apply one batch of provider entries durably, by provider.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"provider"}),
+		applyWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "strata_federation_apply_wait_seconds",
+			Help:    "Time a mirror waited for a device-work slot (shared with MQTT ingest, mqtt.ingest_slots) before decoding and translating a batch or snapshot chunk from a provider.",
+			Buckets: []float64{0, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}}),
 	}
 }
 
@@ -57,6 +63,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	c.s.metrics.dropped.Describe(ch)
 	c.s.metrics.rejected.Describe(ch)
 	c.s.metrics.commit.Describe(ch)
+	c.s.metrics.applyWait.Describe(ch)
 	for _, d := range []*prometheus.Desc{descUp, descLagN, descLagS, descRTT, descSent, descRecv, descGaps, descQueue} {
 		ch <- d
 	}
@@ -70,6 +77,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	m.dropped.Collect(ch)
 	m.rejected.Collect(ch)
 	m.commit.Collect(ch)
+	m.applyWait.Collect(ch)
 	for _, p := range c.s.Peers() {
 		name := p.Name
 		if name == "" {

@@ -88,40 +88,22 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 		var ackSeq uint64
 		switch f.kind {
 		case kindBatch:
-			var b batch
-			if err := decode(f.kind, f.body, &b); err != nil {
-				return err
-			}
 			if snap != nil {
 				return errors.New("protocol: batch inside a snapshot")
 			}
-			// Fold the batches already waiting into one commit: under load
-			// the mirror commits as often as its store can, not once per
-			// frame.
-			next, err := fold(&b, frames)
+			next, seq, err := m.syncBatch(f, frames, provLogID)
 			if err != nil {
 				return err
 			}
-			pending = next
-			applied, err := m.applyBatch(b, provLogID)
-			if err != nil {
-				return err
-			}
-			if applied {
-				ackSeq = b.Last
-			}
+			pending, ackSeq = next, seq
 		case kindSnapshotBegin:
 			snap = &snapshotState{seen: map[model.Path]bool{}}
 			s.log.Info("federation: receiving a snapshot", "peer", m.name)
 		case kindSnapshotChunk:
-			var c snapshotChunk
-			if err := decode(f.kind, f.body, &c); err != nil {
-				return err
-			}
 			if snap == nil {
 				return errors.New("protocol: snapshot chunk outside a snapshot")
 			}
-			if err := m.applyChunk(snap, c.Contexts); err != nil {
+			if err := m.syncChunk(f, snap); err != nil {
 				return err
 			}
 		case kindSnapshotEnd:
@@ -161,6 +143,62 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 		return nil
 	}
 	return err
+}
+
+// syncBatch decodes batch frame f, folds into it the batches already
+// waiting in frames (under load the mirror commits as often as its store
+// can, not once per frame), and applies them; it returns the frame of
+// another kind it read, if any, and the sequence to acknowledge (0:
+// none). Decoding and translating the entries hold a device-work slot
+// (Config.Slots); the commit does not.
+func (m *mount) syncBatch(f syncFrame, frames <-chan syncFrame, provLogID string) (*syncFrame, uint64, error) {
+	release := m.s.work()
+	defer release()
+	var b batch
+	if err := decode(f.kind, f.body, &b); err != nil {
+		return nil, 0, err
+	}
+	next, err := fold(&b, frames)
+	if err != nil {
+		return nil, 0, err
+	}
+	applied, err := m.applyBatch(b, provLogID, release)
+	if err != nil || !applied {
+		return next, 0, err
+	}
+	return next, b.Last, nil
+}
+
+// syncChunk decodes and applies snapshot chunk frame f, holding a
+// device-work slot until its commit, like syncBatch.
+func (m *mount) syncChunk(f syncFrame, snap *snapshotState) error {
+	release := m.s.work()
+	defer release()
+	var c snapshotChunk
+	if err := decode(f.kind, f.body, &c); err != nil {
+		return err
+	}
+	return m.applyChunk(snap, c.Contexts, release)
+}
+
+// work takes a device-work slot (Config.Slots) for the CPU a mirror
+// spends on what a provider sent, and returns the function that gives it
+// back, which may be called more than once. A link whose slot is not
+// free waits, and its stream is not read meanwhile (backpressure to the
+// provider, whose log keeps what it has not sent).
+func (s *Service) work() (release func()) {
+	l := s.cfg.Slots
+	if l == nil {
+		return func() {}
+	}
+	s.metrics.applyWait.Observe(l.Acquire().Seconds())
+	held := true
+	return func() {
+		if held {
+			held = false
+			l.Release()
+		}
+	}
 }
 
 // fold appends to b the batches already queued, up to foldEntries
@@ -227,8 +265,9 @@ func (m *mount) translate(e model.Entry, b bounds) (model.Mutation, string) {
 
 // applyBatch applies provider entries and the new cursor in one commit.
 // It reports whether the cursor was committed (a batch without published
-// entries is committed at most once per progressEvery).
-func (m *mount) applyBatch(b batch, provLogID string) (bool, error) {
+// entries is committed at most once per progressEvery). It calls
+// translated once the entries are translated, before the commit.
+func (m *mount) applyBatch(b batch, provLogID string, translated func()) (bool, error) {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	m.mu.Lock()
@@ -252,6 +291,7 @@ func (m *mount) applyBatch(b batch, provLogID string) (bool, error) {
 		muts = append(muts, mu)
 	}
 	m.reject(refused)
+	translated()
 	if len(muts) == 0 && time.Since(m.persisted) < progressEvery && b.Last < b.Head {
 		return false, nil
 	}
@@ -351,7 +391,9 @@ type snapshotState struct {
 	seen map[model.Path]bool
 }
 
-func (m *mount) applyChunk(snap *snapshotState, cs []*model.Context) error {
+// applyChunk applies a snapshot chunk's contexts; it calls translated
+// once they are translated, before the commit.
+func (m *mount) applyChunk(snap *snapshotState, cs []*model.Context, translated func()) error {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	m.mu.Lock()
@@ -379,6 +421,7 @@ func (m *mount) applyChunk(snap *snapshotState, cs []*model.Context) error {
 		})
 	}
 	m.reject(refused)
+	translated()
 	return m.applyOrSkip(muts)
 }
 

@@ -76,7 +76,8 @@ func (n *Node) wireDevices() error {
 		Devices: deviceAuth{n.devices}, Tree: n.model, Commands: jobCommands{n.jobs},
 		Logger: n.log, Registerer: n.reg,
 		MaxPayloadBytes: cfg.MQTT.MaxPayloadBytes, MaxSessions: int64(cfg.MQTT.MaxSessions),
-		IngestSlots: cfg.MQTT.IngestSlots, MaxConnecting: cfg.MQTT.MaxConnecting, MaxConnectingPerSource: cfg.MQTT.MaxConnectingPerSource,
+		IngestSlots: cfg.MQTT.IngestSlots, Slots: n.work, IngestPollerOff: cfg.MQTT.IngestPoller == "off",
+		MaxConnecting: cfg.MQTT.MaxConnecting, MaxConnectingPerSource: cfg.MQTT.MaxConnectingPerSource,
 		MaxParkedPerSource: cfg.MQTT.MaxParkedPerSource,
 	})
 	return err

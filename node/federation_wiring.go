@@ -64,6 +64,7 @@ func (n *Node) wireFederation() error {
 		KeepAlive:    cfg.Federation.KeepAlive.D(),
 		IdleTimeout:  cfg.Federation.IdleTimeout.D(),
 		LogBudget:    cfg.Federation.LogBudget,
+		Slots:        n.work,
 		// A replica's links run only while it leads (leadFederation).
 		Replicated: n.cluster != nil,
 	}

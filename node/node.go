@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/strata-dm/strata/federation"
+	"github.com/strata-dm/strata/internal/slots"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/audit"
@@ -73,6 +74,9 @@ type Node struct {
 	bulkRef atomic.Pointer[bulk.Service]
 	audit   *audit.Log
 	broker  *mqtt.Broker // nil without an MQTT listener
+	// work bounds the node's device work, MQTT ingest and federation
+	// sync application together (mqtt.ingest_slots; nil: unbounded).
+	work    *slots.Limiter
 	api     *api.Server
 	fed     *federation.Service // nil when federation is off
 	cluster *cluster.Cluster    // nil unless the node is a replica of a cluster
@@ -104,7 +108,8 @@ func New(opts Options) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.Name)
-	n := &Node{cfg: cfg, log: log, ready: make(chan struct{}), stop: make(chan struct{}), configFile: opts.ConfigFile}
+	n := &Node{cfg: cfg, log: log, ready: make(chan struct{}), stop: make(chan struct{}), configFile: opts.ConfigFile,
+		work: deviceWork(cfg.MQTT)}
 	defer func() {
 		if err != nil {
 			n.close()

@@ -1,6 +1,10 @@
 package node
 
-import "github.com/strata-dm/strata/node/config"
+import (
+	"github.com/strata-dm/strata/internal/slots"
+	"github.com/strata-dm/strata/node/config"
+	"github.com/strata-dm/strata/probes/mqtt"
+)
 
 // Procs is how a node process on cores cores (Go's default GOMAXPROCS:
 // the cores available to it) should set GOMAXPROCS, and the number of
@@ -25,4 +29,16 @@ func Procs(cfg config.MQTT, cores int) (procs, slots int) {
 		return cores, slots
 	}
 	return cores + slots, slots
+}
+
+// deviceWork is the node's device-work limiter: mqtt.ingest_slots slots
+// (0: mqtt.DefaultIngestSlots, half of GOMAXPROCS; strata serve resolves
+// it against the cores first, see Procs), shared by the MQTT ingest and
+// the federation's mirrors; nil (unbounded) when negative.
+func deviceWork(cfg config.MQTT) *slots.Limiter {
+	n := cfg.IngestSlots
+	if n == 0 {
+		n = mqtt.DefaultIngestSlots()
+	}
+	return slots.New(n)
 }

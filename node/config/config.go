@@ -107,6 +107,14 @@ type MQTT struct {
 	// 0: half the cores available (Go's default GOMAXPROCS), at least 1;
 	// -1: unbounded. strata serve adds as many Ps (node.Procs).
 	IngestSlots int `yaml:"ingest_slots"`
+	// IngestPoller is how a device connection under ingest_slots waits
+	// for data: "on" (the default, Linux): parked until a poller of the
+	// endpoint's own wakes it with a slot taken for it, so that at most
+	// ingest_slots device readers are runnable at once; "off": in Go's
+	// network poller, taking its slot once data came (as on other
+	// systems), which makes every reader whose device sent something
+	// runnable at once.
+	IngestPoller string `yaml:"ingest_poller"`
 	// MaxConnecting bounds the connections each of the TLS and TCP
 	// listeners has accepted that are not yet connected (handshake,
 	// CONNECT, CONNACK); the others wait in the kernel's accept queue.
@@ -343,6 +351,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.IngestSlots < -1 {
 		return errors.New("mqtt.ingest_slots: must be -1 (unbounded), 0 (default) or positive")
+	}
+	if p := c.MQTT.IngestPoller; p != "" && p != "on" && p != "off" {
+		return fmt.Errorf("mqtt.ingest_poller: %q: must be on or off", p)
 	}
 	if c.MQTT.MaxConnecting < -1 {
 		return errors.New("mqtt.max_connecting: must be -1 (unbounded), 0 (default) or positive")

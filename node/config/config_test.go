@@ -252,3 +252,18 @@ func TestMQTTIngestSlots(t *testing.T) {
 		t.Fatalf("env: %d, %v", c.MQTT.IngestSlots, err)
 	}
 }
+
+func TestMQTTIngestPoller(t *testing.T) {
+	for _, v := range []string{"", "on", "off"} {
+		c := validConfig()
+		c.MQTT.IngestPoller = v
+		if err := c.Validate(); err != nil {
+			t.Errorf("ingest_poller %q: %v", v, err)
+		}
+	}
+	c := validConfig()
+	c.MQTT.IngestPoller = "epoll"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "mqtt.ingest_poller") {
+		t.Fatalf("ingest_poller epoll: %v, want an error naming mqtt.ingest_poller", err)
+	}
+}

@@ -5,6 +5,7 @@ package mqtt
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,6 +45,11 @@ import (
 // a quiet machine; rate=max sends as fast as 200 devices' windows let
 // them. Add -cpuprofile to see where the CPU goes; CPU per message, unlike
 // ns/op, does not depend much on what else the machine runs, although a
+
+// benchPollerOff runs BenchmarkIngest with its device readers waiting in
+// Go's network poller (Config.IngestPollerOff), for comparison.
+var benchPollerOff = flag.Bool("ingest-poller-off", false, "BenchmarkIngest: device readers wait in Go's network poller, not the gate's")
+
 // busy machine lets more messages gather per read and per commit.
 func BenchmarkIngest(b *testing.B) {
 	b.Run("rate=20000", func(b *testing.B) { benchIngest(b, 1000, 20000) })
@@ -81,7 +87,7 @@ func benchIngest(b *testing.B, devices int, rate float64) {
 	if err := sim.SaveCredentialsFile(credsFile, creds); err != nil {
 		b.Fatal(err)
 	}
-	br, err := New(Config{TCPAddr: "127.0.0.1:0", Devices: devs, Tree: m, Logger: slog.New(slog.DiscardHandler)})
+	br, err := New(Config{TCPAddr: "127.0.0.1:0", Devices: devs, Tree: m, Logger: slog.New(slog.DiscardHandler), IngestPollerOff: *benchPollerOff})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -172,7 +178,7 @@ func benchTelemetry(b *testing.B, inflight int) {
 		devs.secrets[id] = "s"
 		creds = append(creds, sim.Credentials{Enrollment: apitypes.Enrollment{DeviceID: id, MQTTUsername: id, MQTTPassword: "s", TopicPrefix: "strata/" + id + "/"}})
 	}
-	br, err := New(Config{TCPAddr: "127.0.0.1:0", Devices: devs, Tree: m, Logger: slog.New(slog.DiscardHandler)})
+	br, err := New(Config{TCPAddr: "127.0.0.1:0", Devices: devs, Tree: m, Logger: slog.New(slog.DiscardHandler), IngestPollerOff: *benchPollerOff})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -40,6 +40,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strata-dm/strata/internal/slots"
 	"github.com/strata-dm/strata/model"
 )
 
@@ -127,8 +128,17 @@ type Config struct {
 	// IngestSlots bounds the device connections that parse and decode
 	// their messages at once (gate.go); the others wait, unread. 0:
 	// DefaultIngestSlots (half of GOMAXPROCS, at least 1); negative:
-	// unbounded.
+	// unbounded. Ignored when Slots is set.
 	IngestSlots int
+	// IngestPollerOff makes device readers wait for data in Go's network
+	// poller, taking their slot once it has come, as on systems other
+	// than Linux; by default on Linux the gate's poller wakes them with a
+	// slot taken for them (poll_linux.go).
+	IngestPollerOff bool
+	// Slots, when set, are the ingest slots: the node's device-work
+	// limiter, which its federation's sync application shares, so that
+	// device work of every source together stays within it.
+	Slots *slots.Limiter
 }
 
 func (c *Config) setDefaults() {
@@ -176,14 +186,17 @@ type Broker struct {
 	addrs      map[string]string // kind → bound address
 	started    bool
 
-	bg       sync.WaitGroup // background writes (deliveries marked, rejections)
-	shards   [uplinkShards]*shard
-	queued   chan struct{}  // one token per message waiting for the store
-	quit     chan struct{}  // closed to stop the committers
-	commits  sync.WaitGroup // the committers
-	writers  sync.WaitGroup // ack writers
-	stopOnce sync.Once
-	stopped  chan struct{}
+	bg     sync.WaitGroup // background writes (rejections, wills)
+	shards [uplinkShards]*shard
+	queued chan struct{} // one token per message waiting for the store
+	quit   chan struct{} // closed to stop the committers and the delivery recorder
+	// deliveries are the commands acknowledged by devices, to record
+	// (deliver.go).
+	deliveries chan delivery
+	commits    sync.WaitGroup // the committers
+	writers    sync.WaitGroup // ack writers
+	stopOnce   sync.Once
+	stopped    chan struct{}
 }
 
 // New wires a broker; it listens only in Start.
@@ -199,13 +212,16 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b := &Broker{
 		cfg: cfg, log: cfg.Logger.With("component", "mqtt"), addrs: map[string]string{}, stopped: make(chan struct{}),
-		queued: make(chan struct{}, maxQueued), quit: make(chan struct{}),
+		queued: make(chan struct{}, maxQueued), quit: make(chan struct{}), deliveries: make(chan delivery, maxDeliveries),
 	}
 	for i := range b.shards {
 		b.shards[i] = &shard{b: b, wake: make(chan struct{}, 1)}
 	}
-	if cfg.IngestSlots > 0 {
-		b.gate = newIngestGate(cfg.IngestSlots)
+	switch {
+	case cfg.Slots != nil:
+		b.gate = newIngestGate(cfg.Slots)
+	case cfg.IngestSlots > 0:
+		b.gate = newIngestGate(slots.New(cfg.IngestSlots))
 	}
 	var err error
 	if b.metrics, err = newMetrics(cfg.Registerer, b); err != nil {
@@ -245,6 +261,16 @@ func (b *Broker) Start() error {
 	b.started = true
 	for _, s := range b.shards {
 		b.commits.Go(func() { s.run(b.quit) })
+	}
+	if b.gate != nil && !b.cfg.IngestPollerOff {
+		p, err := newPoller(b.gate)
+		if err != nil {
+			b.log.Warn("mqtt: no ingest poller, device readers wait in Go's network poller", "err", err)
+		}
+		b.gate.p = p
+	}
+	if b.cfg.Commands != nil {
+		b.commits.Go(func() { b.recordDeliveries(b.quit) })
 	}
 	open := func(kind, addr string, tlsConf *tls.Config) error {
 		if addr == "" {
@@ -291,6 +317,9 @@ func (b *Broker) Start() error {
 		for _, ln := range b.listeners {
 			ln.Close()
 		}
+		if b.gate != nil && b.gate.p != nil {
+			b.gate.p.close()
+		}
 		return err
 	}
 	b.log.Info("mqtt endpoint started", "addrs", b.addrs)
@@ -313,6 +342,9 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	b.stopOnce.Do(func() {
 		close(b.stopped)
 		err = b.srv.Close() // returns once every connection's goroutines ended
+		if b.gate != nil && b.gate.p != nil {
+			b.gate.p.close()
+		}
 		close(b.quit)
 		done := make(chan struct{})
 		go func() { b.commits.Wait(); b.writers.Wait(); b.bg.Wait(); close(done) }()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -163,10 +164,60 @@ func (h *hook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
 	if h.b.cfg.Commands == nil {
 		return
 	}
-	id := cl.ID
-	h.b.background(func() {
-		if err := h.b.cfg.Commands.Delivered(context.Background(), id, job); err != nil && !errors.Is(err, model.ErrClosed) {
-			h.b.log.Warn("delivery not recorded", "device", id, "job", job, "err", err)
+	h.b.delivered(cl.Net.Conn, delivery{device: cl.ID, job: job})
+}
+
+// maxDeliveries bounds the commands acknowledged by their devices and
+// waiting to be recorded delivered.
+const maxDeliveries = 4096
+
+// delivery is a command its device acknowledged.
+type delivery struct{ device, job string }
+
+// delivered queues d to be recorded, from the reader of connection conn.
+// While the queue is full the reader waits, without its ingest slot: the
+// device's connection is not read meanwhile (backpressure). When the
+// broker is stopping d is dropped: the job stays queued and is delivered
+// again on the device's next connection.
+func (b *Broker) delivered(conn net.Conn, d delivery) {
+	select {
+	case b.deliveries <- d:
+		return
+	default:
+	}
+	yieldSlot(conn)
+	select {
+	case b.deliveries <- d:
+	case <-b.stopped:
+	}
+}
+
+// recordDeliveries records the acknowledged commands one after another
+// until quit is closed, then what is left in the queue. One goroutine
+// for every connection: a job on 100,000 devices would otherwise start a
+// goroutine per acknowledgement, each runnable ahead of the operator API
+// and memory held while they wait, for writes that the jobs service
+// makes one at a time anyway.
+func (b *Broker) recordDeliveries(quit <-chan struct{}) {
+	for {
+		select {
+		case d := <-b.deliveries:
+			b.recordDelivery(d)
+		case <-quit:
+			for {
+				select {
+				case d := <-b.deliveries:
+					b.recordDelivery(d)
+				default:
+					return
+				}
+			}
 		}
-	})
+	}
+}
+
+func (b *Broker) recordDelivery(d delivery) {
+	if err := b.cfg.Commands.Delivered(context.Background(), d.device, d.job); err != nil && !errors.Is(err, model.ErrClosed) {
+		b.log.Warn("delivery not recorded", "device", d.device, "job", d.job, "err", err)
+	}
 }

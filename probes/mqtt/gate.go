@@ -2,13 +2,19 @@ package mqtt
 
 import (
 	"crypto/tls"
+	"errors"
+	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-dm/strata/internal/slots"
 )
 
 // The ingest gate bounds the CPU device connections take, so that the
@@ -40,16 +46,19 @@ import (
 // half of GOMAXPROCS, at least one.
 func DefaultIngestSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
-// ingestGate is the broker's pool of slots; nil means ungated.
+// ingestGate is the broker's pool of slots; nil means ungated. The slots
+// may be shared with other device work of the node (Config.Slots).
 type ingestGate struct {
-	slots   chan struct{}
-	waiting atomic.Int64 // read goroutines waiting for a slot
-	wait    prometheus.Histogram
+	slots *slots.Limiter
+	wait  prometheus.Histogram
+	// p wakes waiting readers with a slot taken for them (poll_linux.go);
+	// nil: readers wait in Go's network poller.
+	p *poller
 }
 
-func newIngestGate(slots int) *ingestGate {
+func newIngestGate(l *slots.Limiter) *ingestGate {
 	return &ingestGate{
-		slots: make(chan struct{}, slots),
+		slots: l,
 		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "strata_mqtt_ingest_wait_seconds",
 			Help:    "Time a device connection with data to read waited for an ingest slot (mqtt.ingest_slots).",
@@ -58,24 +67,12 @@ func newIngestGate(slots int) *ingestGate {
 	}
 }
 
-func (g *ingestGate) acquire() {
-	select {
-	case g.slots <- struct{}{}:
-		g.wait.Observe(0)
-		return
-	default:
-	}
-	t0 := time.Now()
-	g.waiting.Add(1)
-	g.slots <- struct{}{}
-	g.waiting.Add(-1)
-	g.wait.Observe(time.Since(t0).Seconds())
-}
+func (g *ingestGate) acquire() { g.wait.Observe(g.slots.Acquire().Seconds()) }
 
-func (g *ingestGate) release() { <-g.slots }
+func (g *ingestGate) release() { g.slots.Release() }
 
 // inUse is the number of slots held.
-func (g *ingestGate) inUse() int { return len(g.slots) }
+func (g *ingestGate) inUse() int { return g.slots.InUse() }
 
 // gatedConn is a device connection under the gate. Read is called by one
 // goroutine at a time (the connection's reader, or the TLS handshake
@@ -90,6 +87,53 @@ type gatedConn struct {
 	dmu      sync.Mutex
 	asked    time.Time // the deadline asked for when the one in force was set; zero: unknown or none
 	deadline time.Time // the read and write deadline in force (asked, plus slack)
+	readDL   time.Time // the read deadline in force; zero: none
+
+	// With the gate's poller (nil: none), the reader waits for data on
+	// wake rather than in Go's network poller. rc and fd are the socket.
+	p         *poller
+	rc        syscall.RawConn
+	fd        int
+	nopoll    atomic.Bool // the poller is not used (any more)
+	pmu       sync.Mutex
+	pstate    pollState // guarded by pmu
+	polled    bool      // the socket is registered with p; guarded by pmu
+	wake      chan struct{}
+	renew     chan struct{} // the read deadline changed while the reader waits
+	gone      chan struct{} // closed by Close
+	closeOnce sync.Once
+}
+
+// pollState is where a reader waiting through the poller stands.
+type pollState uint8
+
+const (
+	pollIdle     pollState = iota // not waiting
+	pollWaiting                   // registered, parked on wake
+	pollGranting                  // readable: the poller is taking a slot for it
+)
+
+// newGatedConn puts c under g; deadline is the read deadline already set
+// on c.
+func newGatedConn(c net.Conn, g *ingestGate, deadline time.Time) *gatedConn {
+	gc := &gatedConn{Conn: c, g: g, readDL: deadline, fd: -1}
+	if g.p == nil {
+		return gc
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return gc
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return gc
+	}
+	if gc.fd = socketFD(rc); gc.fd < 0 {
+		return gc
+	}
+	gc.p, gc.rc = g.p, rc
+	gc.wake, gc.renew, gc.gone = make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{})
+	return gc
 }
 
 // SetDeadline sets the connection's deadline, late by at most an eighth
@@ -111,10 +155,11 @@ func (c *gatedConn) SetDeadline(t time.Time) error {
 		set = t.Add(d / 8)
 	}
 	err := c.Conn.SetDeadline(set)
-	c.asked, c.deadline = t, set
+	c.asked, c.deadline, c.readDL = t, set, set
 	if err != nil || t.IsZero() {
 		c.asked, c.deadline = time.Time{}, time.Time{}
 	}
+	c.nudge()
 	return err
 }
 
@@ -123,8 +168,26 @@ func (c *gatedConn) SetDeadline(t time.Time) error {
 func (c *gatedConn) SetReadDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	c.asked, c.deadline = time.Time{}, time.Time{}
+	c.asked, c.deadline, c.readDL = time.Time{}, time.Time{}, t
+	c.nudge()
 	return c.Conn.SetReadDeadline(t)
+}
+
+// nudge makes a reader waiting through the poller look at its read
+// deadline again, as a read waiting in Go's poller would.
+func (c *gatedConn) nudge() {
+	if c.p == nil {
+		return
+	}
+	c.pmu.Lock()
+	waiting := c.pstate == pollWaiting
+	c.pmu.Unlock()
+	if waiting {
+		select {
+		case c.renew <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (c *gatedConn) SetWriteDeadline(t time.Time) error {
@@ -136,15 +199,127 @@ func (c *gatedConn) SetWriteDeadline(t time.Time) error {
 
 // Read gives the slot back, waits for data, and takes a slot again
 // before returning it. A read that fails takes none: the reader is done.
+//
+// With the poller, a reader whose socket has nothing to read waits
+// parked until the poller wakes it with a slot taken for it, instead of
+// in Go's network poller, which would make it runnable as soon as data
+// came, slot or not.
 func (c *gatedConn) Read(p []byte) (int, error) {
 	c.drop()
-	n, err := c.Conn.Read(p)
-	if err != nil && n == 0 {
+	if c.p == nil || c.nopoll.Load() || len(p) == 0 {
+		n, err := c.Conn.Read(p)
+		if err != nil && n == 0 {
+			return n, err
+		}
+		c.take()
 		return n, err
 	}
-	c.take()
-	return n, err
+	for {
+		n, err := rawRead(c.rc, p)
+		switch {
+		case err == nil && n == 0:
+			c.drop()
+			return 0, io.EOF
+		case err == nil:
+			if !c.held.Load() {
+				c.take()
+			}
+			return n, nil
+		case err != errWouldBlock:
+			c.drop()
+			return 0, err
+		}
+		c.drop() // woken, but the data was gone: wait again without a slot
+		c.dmu.Lock()
+		dl := c.readDL
+		c.dmu.Unlock()
+		if !dl.IsZero() && !time.Now().Before(dl) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		if !c.await(dl) {
+			c.nopoll.Store(true)
+			return c.Read(p)
+		}
+	}
 }
+
+// errWouldBlock is a socket that has nothing to read now.
+var errWouldBlock = errors.New("mqtt: would block")
+
+// await registers the socket with the poller and waits until the poller
+// wakes the reader with a slot (then held), or until the connection
+// closes, the read deadline dl passes or is changed (then the caller's
+// next read says which). False when the poller cannot take the socket:
+// the reader then waits in Go's poller.
+func (c *gatedConn) await(dl time.Time) bool {
+	c.pmu.Lock()
+	first := !c.polled
+	c.polled, c.pstate = true, pollWaiting
+	c.pmu.Unlock()
+	if !c.p.arm(c, c.fd, first) {
+		c.pmu.Lock()
+		c.polled, c.pstate = false, pollIdle
+		c.pmu.Unlock()
+		return false
+	}
+	if first && c.closed.Load() {
+		c.p.forget(c, c.fd) // Close ran before the socket was registered
+	}
+	var timeout <-chan time.Time
+	if !dl.IsZero() {
+		t := time.NewTimer(time.Until(dl))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-c.wake:
+		c.granted()
+		return true
+	case <-c.gone:
+	case <-timeout:
+	case <-c.renew:
+	}
+	c.pmu.Lock()
+	if c.pstate == pollWaiting {
+		c.pstate = pollIdle
+		c.pmu.Unlock()
+		return true
+	}
+	c.pmu.Unlock()
+	<-c.wake // the poller is taking a slot for this reader: it comes
+	c.granted()
+	return true
+}
+
+// granted makes the slot the poller took the reader's.
+func (c *gatedConn) granted() {
+	c.held.Store(true)
+	if c.closed.Load() {
+		c.drop()
+	}
+}
+
+// grant takes a slot for the reader and wakes it, if it waits for data;
+// the poller calls it when the socket became readable (or closed).
+func (c *gatedConn) grant() {
+	c.pmu.Lock()
+	if c.pstate != pollWaiting {
+		c.pmu.Unlock()
+		return
+	}
+	c.pstate = pollGranting
+	c.pmu.Unlock()
+	c.g.acquire()
+	c.pmu.Lock()
+	c.pstate = pollIdle
+	c.pmu.Unlock()
+	c.wake <- struct{}{}
+}
+
+// unpolled is called by a poller that closes while the socket is
+// registered: the reader waits in Go's poller from its next read on. The
+// broker closes its poller only once every connection has closed.
+func (c *gatedConn) unpolled() { c.nopoll.Store(true) }
 
 // take acquires a slot for the reader, unless the connection closed.
 func (c *gatedConn) take() {
@@ -180,6 +355,12 @@ func (c *gatedConn) Close() error {
 	c.closed.Store(true)
 	c.drop()
 	c.adm.connected()
+	c.closeOnce.Do(func() {
+		if c.p != nil {
+			c.p.forget(c, c.fd) // before the socket's number can be reused
+			close(c.gone)
+		}
+	})
 	return c.Conn.Close()
 }
 

@@ -76,9 +76,10 @@ func (l *deadlineListener) acceptOne() (net.Conn, error) {
 			inc(l.abandoned)
 			continue
 		}
-		c.SetDeadline(time.Now().Add(l.timeout))
+		dl := time.Now().Add(l.timeout)
+		c.SetDeadline(dl)
 		if l.gate != nil {
-			return &gatedConn{Conn: c, g: l.gate}, nil
+			return newGatedConn(c, l.gate, dl), nil
 		}
 		return c, nil
 	}
@@ -110,7 +111,8 @@ func (l *deadlineListener) pump() {
 			}
 			// The connect deadline, which bounds a parked connection's
 			// wait too.
-			c.SetDeadline(time.Now().Add(l.timeout))
+			dl := time.Now().Add(l.timeout)
+			c.SetDeadline(dl)
 			src := source(c)
 			switch p, ok := l.admit.enter(src, c); {
 			case !ok:
@@ -126,7 +128,7 @@ func (l *deadlineListener) pump() {
 				go l.wait(p)
 			default:
 				held = false
-				l.deliver(c, src)
+				l.deliver(c, src, dl)
 			}
 		}
 	}
@@ -145,8 +147,9 @@ func (l *deadlineListener) wait(p *parkedConn) {
 		inc(l.abandoned)
 		l.admissionOf(p.src).connected()
 	case admitted:
-		p.Conn.SetDeadline(time.Now().Add(l.timeout))
-		l.deliver(p.Conn, p.src)
+		dl := time.Now().Add(l.timeout)
+		p.Conn.SetDeadline(dl)
+		l.deliver(p.Conn, p.src, dl)
 	case err == nil:
 		p.Conn.Close()
 		inc(l.abandoned)
@@ -178,12 +181,12 @@ func (l *deadlineListener) admissionOf(src string) *admit {
 	return &admit{a: l.admit, src: src, hand: l.handOver}
 }
 
-// deliver hands c, admitted, to Accept; or closes it if the listener
-// closed meanwhile.
-func (l *deadlineListener) deliver(c net.Conn, src string) {
+// deliver hands c, admitted, with its deadline dl, to Accept; or closes
+// it if the listener closed meanwhile.
+func (l *deadlineListener) deliver(c net.Conn, src string, dl time.Time) {
 	var out net.Conn
 	if l.gate != nil {
-		gc := &gatedConn{Conn: c, g: l.gate}
+		gc := newGatedConn(c, l.gate, dl)
 		gc.adm.a, gc.adm.src, gc.adm.hand = l.admit, src, l.handOver
 		out = gc
 	} else {

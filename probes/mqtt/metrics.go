@@ -64,6 +64,9 @@ func newMetrics(reg prometheus.Registerer, b *Broker) (*metrics, error) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "strata_mqtt_uplink_queued", Help: "Device messages decoded and waiting for the store (at most 16384; beyond, connections are not read).",
 		}, func() float64 { return float64(len(b.queued)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "strata_mqtt_deliveries_queued", Help: "Commands acknowledged by their devices and waiting to be recorded delivered (at most 4096; beyond, the acknowledging connections are not read).",
+		}, func() float64 { return float64(len(b.deliveries)) }),
 	}
 	if b.cfg.MaxConnecting > 0 {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -92,13 +95,13 @@ func newMetrics(reg prometheus.Registerer, b *Broker) (*metrics, error) {
 		cs = append(cs, g.wait,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "strata_mqtt_ingest_slots", Help: "Ingest slots: device connections that may parse and decode messages at once (mqtt.ingest_slots).",
-			}, func() float64 { return float64(cap(g.slots)) }),
+			}, func() float64 { return float64(g.slots.Size()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "strata_mqtt_ingest_slots_in_use", Help: "Ingest slots held by device connections.",
 			}, func() float64 { return float64(g.inUse()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "strata_mqtt_ingest_waiting", Help: "Device connections with data read, waiting for an ingest slot.",
-			}, func() float64 { return float64(g.waiting.Load()) }),
+			}, func() float64 { return float64(g.slots.Waiting()) }),
 		)
 	}
 	for _, c := range cs {

@@ -207,6 +207,7 @@ func (dl deviceLoad) loaded(dir string, creds []sim.Credentials, nd *benchproc.C
 		return phase{}, err
 	}
 	secs := ph.node.Wall.Seconds()
+	ph.acked = float64(s1.Acked-s0.Acked) / secs
 	fmt.Printf("devices: %d connected, asked %.0f msg/s, acknowledged %.0f msg/s (QoS 1, %d in flight each, %s), skipped %.0f/s, lost %d, reconnects %d, PUBACK p50 %.1f ms p99 %.1f ms (whole run)\n",
 		s1.Connected, dl.rate, float64(s1.Acked-s0.Acked)/secs, dl.inflight, map[bool]string{true: "TLS", false: "plain TCP"}[dl.tls],
 		float64(s1.Skipped-s0.Skipped)/secs, s1.Lost-s0.Lost, s1.Reconnects-s0.Reconnects, ms(s1.PubackP50), ms(s1.PubackP99))

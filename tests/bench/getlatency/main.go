@@ -13,10 +13,16 @@
 // while simulated devices (probes/sim, enrolled through the node's API)
 // publish telemetry over MQTT to the node at that rate in all, then once
 // more after they stop. The devices run in a third process (-role sim),
-// standing for devices on other machines, at a lower CPU priority
-// (-sim-nice) so that on a small machine it does not take the node's CPU:
+// standing for devices on other machines; it runs at the node's priority
+// unless -sim-nice lowers it (so that on a small machine it gives the
+// node's CPU back, as devices elsewhere would not take it), and the run
+// prints which:
 //
 //	go run ./tests/bench/getlatency -contexts 100000 -devices 1000 -device-rate 20000
+//
+// -compare runs it three times in one invocation, the node's defaults,
+// its device readers waiting in Go's network poller (-ingest-poller off),
+// and its device work unbounded, and prints them side by side.
 package main
 
 import (
@@ -64,10 +70,12 @@ func main() {
 	flag.IntVar(&dl.inflight, "inflight", 8, "each device's window of unacknowledged QoS 1 messages")
 	flag.BoolVar(&dl.tls, "device-tls", false, "devices connect over MQTT/TLS instead of plain TCP")
 	flag.StringVar(&dl.profile, "cpuprofile", "", "write a CPU profile of the node process over the loaded phase")
-	flag.StringVar(&dl.trace, "trace", "", "write an execution trace of the node process over the first second of the loaded phase (go tool trace -pprof=sched)")
+	flag.StringVar(&dl.trace, "trace", "", "write an execution trace of the node process over the first second of the loaded phase (go run ./tests/bench/schedwait FILE: run-queue waits by kind of goroutine)")
 	ingestSlots := flag.Int("ingest-slots", 0, "the node's mqtt.ingest_slots (0: its default; -1: unbounded)")
+	ingestPoller := flag.String("ingest-poller", "", "the node's mqtt.ingest_poller (on, off; empty: its default, on)")
 	nodeProcs := flag.Int("node-gomaxprocs", 0, "GOMAXPROCS of the node process (0: the Go default, the cores available)")
-	flag.IntVar(&dl.nice, "sim-nice", 10, "niceness of the simulator process (0: same priority as the node)")
+	flag.IntVar(&dl.nice, "sim-nice", 0, "niceness of the simulator process (0: the same priority as the node and the clients; 10: it gives way to them, as devices on other machines would not take the node's CPU)")
+	compare := flag.Bool("compare", false, "run three times, the node's defaults, then with -ingest-poller off, then with its device work unbounded (-ingest-slots -1, GOMAXPROCS = cores: the node without its isolation), and print them side by side")
 	flag.BoolVar(&dl.idle, "sim-idle", false, "run the simulator in the kernel's idle scheduling class (SCHED_IDLE, chrt --idle): only on CPU the node and the clients leave")
 	simCreds := flag.String("sim-credentials", "", "(-role sim) device credentials, JSON lines")
 	simMQTT := flag.String("sim-mqtt", "", "(-role sim) the node's MQTT address")
@@ -76,9 +84,34 @@ func main() {
 	var err error
 	switch *role {
 	case "bench":
-		err = run(*contexts, *perSite, *clients, *duration, *warmup, *keep, *baseline, *getRate, *ingestSlots, *nodeProcs, dl)
+		b := benchArgs{contexts: *contexts, perSite: *perSite, clients: *clients, duration: *duration, warmup: *warmup, dir: *keep,
+			baseline: *baseline, getRate: *getRate, ingestSlots: *ingestSlots, ingestPoller: *ingestPoller, nodeProcs: *nodeProcs, dl: dl}
+		if !*compare {
+			_, err = run(b)
+			break
+		}
+		var res [3]result
+		names := [3]string{"node defaults", "-ingest-poller off", "device work unbounded (-ingest-slots -1)"}
+		for i := range res {
+			switch i {
+			case 1:
+				b.ingestPoller = "off"
+			case 2:
+				b.ingestSlots, b.ingestPoller, b.nodeProcs = -1, "", 0
+			}
+			fmt.Printf("=== %s\n", names[i])
+			if res[i], err = run(b); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			fmt.Println("=== side by side")
+			for i, r := range res {
+				fmt.Printf("%s: %s\n", names[i], r)
+			}
+		}
 	case "node":
-		err = runNode(*keep, *contexts, *perSite, dl.rate > 0 && dl.devices > 0, dl.tls, *ingestSlots)
+		err = runNode(*keep, *contexts, *perSite, dl.rate > 0 && dl.devices > 0, dl.tls, *ingestSlots, *ingestPoller)
 	case "sim":
 		err = runSim(dl, *simCreds, *simMQTT, *simCA)
 	default:
@@ -94,12 +127,50 @@ func devicePath(i, perSite int) model.Path {
 	return model.Path(fmt.Sprintf("/sites/s%04d/devices/d%07d", i/perSite, i))
 }
 
-func run(contexts, perSite, clients int, duration, warmup time.Duration, dir string, baseline bool, getRate float64, ingestSlots, nodeProcs int, dl deviceLoad) error {
+// benchArgs are the bench's settings for one run.
+type benchArgs struct {
+	contexts, perSite, clients int
+	duration, warmup           time.Duration
+	dir                        string
+	baseline                   bool
+	getRate                    float64
+	ingestSlots, nodeProcs     int
+	ingestPoller               string
+	dl                         deviceLoad
+}
+
+// result is a run's outcome in brief, for -compare.
+type result struct {
+	procs                int
+	slots                string
+	idle, loaded         time.Duration // GET p99
+	schedIdle, schedLoad time.Duration // the node's run-queue wait p99
+	acked                float64       // device messages acknowledged per second, loaded
+	nodeCores            float64       // the node's CPU, loaded
+}
+
+func (r result) String() string {
+	ratio := 0.0
+	if r.idle > 0 {
+		ratio = float64(r.loaded) / float64(r.idle)
+	}
+	sched := 0.0
+	if r.schedIdle > 0 {
+		sched = float64(r.schedLoad) / float64(r.schedIdle)
+	}
+	return fmt.Sprintf("GOMAXPROCS %d, slots %s: GET p99 idle %s, loaded %s = %.2f×; node run-queue wait p99 idle %s, loaded %s = %.1f×; %.0f msg/s acknowledged; node %.2f cores loaded",
+		r.procs, r.slots, r.idle, r.loaded, ratio, r.schedIdle, r.schedLoad, sched, r.acked, r.nodeCores)
+}
+
+func run(b benchArgs) (result, error) {
+	contexts, perSite, clients, duration, warmup, dir, baseline, getRate, ingestSlots, nodeProcs, dl :=
+		b.contexts, b.perSite, b.clients, b.duration, b.warmup, b.dir, b.baseline, b.getRate, b.ingestSlots, b.nodeProcs, b.dl
+	var res result
 	withDevices := dl.rate > 0 && dl.devices > 0
 	if dir == "" {
 		d, err := os.MkdirTemp("", "strata-getlatency")
 		if err != nil {
-			return err
+			return res, err
 		}
 		defer os.RemoveAll(d)
 		dir = d
@@ -109,24 +180,30 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", nodeProcs))
 	}
 	nd, err := benchproc.StartChild("node", 0, false, env, "-role", "node", "-dir", dir, "-contexts", fmt.Sprint(contexts), "-per-site", fmt.Sprint(perSite),
-		"-devices", fmt.Sprint(dl.devices), "-device-rate", fmt.Sprint(dl.rate), fmt.Sprintf("-device-tls=%t", dl.tls), "-ingest-slots", fmt.Sprint(ingestSlots))
+		"-devices", fmt.Sprint(dl.devices), "-device-rate", fmt.Sprint(dl.rate), fmt.Sprintf("-device-tls=%t", dl.tls), "-ingest-slots", fmt.Sprint(ingestSlots),
+		"-ingest-poller", b.ingestPoller)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer nd.Stop()
 	var info nodeInfo
 	if err := nd.Read(&info); err != nil {
-		return err
+		return res, err
 	}
 	fmt.Printf("tree: %d device contexts (%d sites), filled in %s; node process GOMAXPROCS %d, mqtt.ingest_slots %s; machine %d cores\n",
 		contexts, (contexts+perSite-1)/perSite, info.Fill, info.GOMAXPROCS, info.Slots, runtime.NumCPU())
+	res.procs, res.slots = info.GOMAXPROCS, info.Slots
+	if withDevices {
+		fmt.Printf("simulator: nice %d%s (-sim-nice%s)\n", dl.nice, map[bool]string{true: ", SCHED_IDLE", false: ""}[dl.idle],
+			map[bool]string{true: ", -sim-idle", false: ""}[dl.idle])
+	}
 	caPEM, err := os.ReadFile(filepath.Join(dir, "tls/ca.crt"))
 	if err != nil {
-		return err
+		return res, err
 	}
 	token, err := os.ReadFile(filepath.Join(dir, node.AdminTokenFile))
 	if err != nil {
-		return err
+		return res, err
 	}
 
 	// Baseline: the same random reads straight from the model, in the
@@ -134,7 +211,7 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 	if baseline {
 		var base summary
 		if err := nd.Call(&base, "baseline", fmt.Sprint(clients), warmup.String(), duration.String()); err != nil {
-			return err
+			return res, err
 		}
 		report("baseline model.Get (in the node's process, no HTTP)", base)
 	}
@@ -163,11 +240,11 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 		// Enrolled before the idle side, so both sides read the same tree.
 		admin, err := client.New("https://"+info.API, string(token), caPEM)
 		if err != nil {
-			return err
+			return res, err
 		}
 		t0 := time.Now()
 		if creds, err = enroll(context.Background(), admin, dl.devices); err != nil {
-			return err
+			return res, err
 		}
 		fmt.Printf("enrolled %d devices through POST /api/v1/enroll in %s\n", len(creds), time.Since(t0).Round(time.Millisecond))
 	}
@@ -176,12 +253,13 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 	var idle []time.Duration
 	ph, err := during(nd, nil, func() { idle = measure(clients, duration, getRate, apiGet) })
 	if err != nil {
-		return err
+		return res, err
 	}
 	report(what+", idle", summarize(idle, duration))
 	fmt.Printf("  %s\n", ph)
+	res.schedIdle = ph.node.SchedP99
 	if !withDevices {
-		return nil
+		return res, nil
 	}
 	var loaded []time.Duration
 	scrape := func() map[string]float64 { return scrapeMetrics(hc, "https://"+info.API+"/metrics", string(token)) }
@@ -189,22 +267,24 @@ func run(contexts, perSite, clients int, duration, warmup time.Duration, dir str
 		func() { measure(clients, warmup/2, getRate, apiGet) },
 		func() { loaded = measure(clients, duration, getRate, apiGet) })
 	if err != nil {
-		return err
+		return res, err
 	}
 	report(fmt.Sprintf("%s, devices asked %.0f msg/s", what, dl.rate), summarize(loaded, duration))
 	fmt.Printf("  %s\n", ph)
+	res.schedLoad, res.acked, res.nodeCores = ph.node.SchedP99, ph.acked, ph.node.cores()
 	var after []time.Duration
 	ph, err = during(nd, nil, func() { after = measure(clients, duration, getRate, apiGet) })
 	if err != nil {
-		return err
+		return res, err
 	}
 	report(what+", idle again (devices stopped)", summarize(after, duration))
 	fmt.Printf("  %s\n", ph)
 	if len(idle) > 0 && len(loaded) > 0 {
 		li, ll := q(idle, 0.99), q(loaded, 0.99)
+		res.idle, res.loaded = li, ll
 		fmt.Printf("p99 loaded / idle: %s / %s = %.2f× (target ≤ 1.5×)\n", ll, li, float64(ll)/float64(li))
 	}
-	return nil
+	return res, nil
 }
 
 func setup(dir string) (config.Config, []byte, string, error) {

@@ -92,6 +92,7 @@ type phase struct {
 	sim         *usage // nil when no simulator ran
 	simNice     int
 	simIdle     bool
+	acked       float64 // device messages acknowledged per second
 }
 
 func (p phase) String() string {

@@ -31,7 +31,7 @@ type nodeInfo struct {
 // runNode is the node process: it starts a node on dir (made by setup),
 // fills the tree, announces its addresses and answers the bench's
 // commands until its input ends, then shuts the node down.
-func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots int) error {
+func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots int, ingestPoller string) error {
 	cfg, _, _, err := setup(dir)
 	if err != nil {
 		return err
@@ -46,6 +46,7 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots 
 	// As strata serve does (node.Procs): Ps for device ingest beyond the
 	// cores, unless GOMAXPROCS is set (-node-gomaxprocs).
 	cfg.MQTT.IngestSlots = ingestSlots
+	cfg.MQTT.IngestPoller = ingestPoller
 	cores := runtime.GOMAXPROCS(0)
 	procs, slots := node.Procs(cfg.MQTT, cores)
 	cfg.MQTT.IngestSlots = slots
@@ -85,6 +86,8 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots 
 	info.Slots = fmt.Sprint(slots)
 	if slots < 0 {
 		info.Slots = "unbounded"
+	} else if ingestPoller == "off" {
+		info.Slots += ", ingest poller off"
 	}
 	if mqtt {
 		info.MQTT = n.MQTTAddr(map[bool]string{true: "tls", false: "tcp"}[mqttTLS])
