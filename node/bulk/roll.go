@@ -189,7 +189,12 @@ func (s *Service) trip(ctx context.Context, part *Part, why string, approve int,
 // dispatchOpen makes the device jobs due in the open waves, within the
 // concurrency and the rate.
 func (s *Service) dispatchOpen(ctx context.Context, part *Part, r Rollout, ms []memberState, bounds []int, all apitypes.BulkCounters) error {
-	budget := math.MaxInt
+	// Without a max_concurrency, at most DefaultInFlight device jobs
+	// await their devices at once here: a node takes in its devices'
+	// answers as fast as it can store them, and a larger job waits in
+	// its part (pending) rather than in the store's queue, where answers
+	// would time out and their devices be sent them again.
+	budget := max(0, DefaultInFlight-(all.Queued+all.Delivered+all.Running))
 	if r.MaxConcurrency > 0 {
 		budget = max(0, r.MaxConcurrency-(all.Queued+all.Delivered+all.Running+all.Verifying))
 	}
@@ -236,6 +241,10 @@ func (s *Service) dispatchOpen(ctx context.Context, part *Part, r Rollout, ms []
 	s.spend(part.ID, made)
 	return nil
 }
+
+// DefaultInFlight bounds the device jobs of a part not final at once on
+// a node when its rollout sets no max_concurrency.
+const DefaultInFlight = 2000
 
 // dispatchBatch bounds the device jobs made in one commit.
 const dispatchBatch = 512

@@ -489,12 +489,21 @@ func (s *Service) JobFinished(j jobs.Job) {
 		return
 	}
 	s.mu.Lock()
-	if m := s.devJob[j.Bulk]; m != nil {
+	m := s.devJob[j.Bulk]
+	if m != nil {
 		if _, ok := m[j.ID]; ok {
 			m[j.ID] = j.State
 		}
 	}
 	s.mu.Unlock()
+	if m != nil {
+		// A place in the part's window is free: the next round need not
+		// wait for the tick.
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // reportGrace is how long after a job's deadline a node waits for a

@@ -43,6 +43,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -631,6 +632,20 @@ func strataRun(o options, base time.Duration) error {
 			hq.Call(nil, "profile-stop")
 		}
 		if err != nil {
+			// What the devices saw, and each probe's own view.
+			for i, p := range probes {
+				var c simCount
+				p.sim.Call(&c, "count", j.ID)
+				pa, _, _, _ := adminOf(p.dir, p.info.API)
+				var local any
+				if pa != nil {
+					if pv, err := pa.GetBulkJob(ctx, j.ID); err == nil {
+						local = pv.Local
+					}
+				}
+				fmt.Printf("  %s: devices received %d, connected %d, sessions dropped %d, duplicates %d; its view %+v; its metrics %v\n",
+					p.name, c.Received, c.Connected, c.Dropped, c.Dups, local, scrapeMQTT(probes[i]))
+			}
 			return 0, fmt.Errorf("%s job %s: %w; at HQ: %+v", name, j.ID, err, v)
 		}
 		pwg.Wait()
@@ -764,6 +779,38 @@ func scrapeFed(api, token string, caPEM []byte) map[string]float64 {
 		}
 		name, val, ok := strings.Cut(rest, `"} `)
 		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseFloat(val, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// scrapeMQTT reads a probe's command delivery metrics.
+func scrapeMQTT(p *probe) map[string]float64 {
+	_, caPEM, token, err := adminOf(p.dir, p.info.API)
+	if err != nil {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "https://"+p.info.API+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		name, val, ok := strings.Cut(l, " ")
+		if !ok || !(strings.HasPrefix(name, "strata_mqtt_commands") || strings.HasPrefix(name, "strata_mqtt_sessions") ||
+			strings.HasPrefix(name, "strata_mqtt_deliveries") || strings.HasPrefix(name, "strata_jobs_")) {
 			continue
 		}
 		if v, err := strconv.ParseFloat(val, 64); err == nil {

@@ -182,8 +182,9 @@ type simArgs struct {
 	sources     int
 }
 
-// received counts the commands of one job (by the job id's first
-// jobPrefixLen bytes) and when the last arrived.
+// received counts the devices that received a command of one job (by
+// the job id's first jobPrefixLen bytes), each once, and when the last
+// first receipt was.
 type received struct {
 	n    atomic.Int64
 	last atomic.Int64 // unix ns
@@ -241,8 +242,12 @@ func runSim(a simArgs) error {
 	cfg.ConnectRate = a.connectRate
 	cfg.ConnectConcurrency = 256
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var seen sync.Map // device job ids received: a command received again counts once
 	cfg.OnCommand = func(c sim.Command) {
 		if len(c.Job) < jobPrefixLen {
+			return
+		}
+		if _, again := seen.LoadOrStore(c.Job, struct{}{}); again {
 			return
 		}
 		r := of(c.Job[:jobPrefixLen])
