@@ -39,6 +39,8 @@ import (
 	"github.com/strata-dm/strata/node/console"
 	"github.com/strata-dm/strata/node/devices"
 	"github.com/strata-dm/strata/node/jobs"
+	"github.com/strata-dm/strata/node/objects"
+	"github.com/strata-dm/strata/node/releases"
 	"github.com/strata-dm/strata/probes/mqtt"
 )
 
@@ -72,12 +74,15 @@ type Node struct {
 	// before bulk is made.
 	bulkRef atomic.Pointer[bulk.Service]
 	audit   *audit.Log
-	broker  *mqtt.Broker // nil without an MQTT listener
-	api     *api.Server
-	fed     *federation.Service // nil when federation is off
-	cluster *cluster.Cluster    // nil unless the node is a replica of a cluster
-	follow  *followQueue        // applied records to follow (cluster only)
-	reg     *prometheus.Registry
+	// objects holds artifacts' bytes, releases their signed manifests.
+	objects  objects.Store
+	releases *releases.Service
+	broker   *mqtt.Broker // nil without an MQTT listener
+	api      *api.Server
+	fed      *federation.Service // nil when federation is off
+	cluster  *cluster.Cluster    // nil unless the node is a replica of a cluster
+	follow   *followQueue        // applied records to follow (cluster only)
+	reg      *prometheus.Registry
 
 	configFile string
 	tlsConf    *tls.Config
@@ -170,6 +175,9 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.wireBulk(); err != nil {
 		return nil, err
 	}
+	if err := n.wireReleases(); err != nil {
+		return nil, err
+	}
 
 	if n.api, err = api.New(api.Config{
 		Model:        n.model,
@@ -193,6 +201,7 @@ func New(opts Options) (_ *Node, err error) {
 		Devices:                   n.devices,
 		Jobs:                      n.jobs,
 		Bulk:                      n.bulk,
+		Releases:                  n.releases,
 		MQTTAddress:               n.mqttAddress,
 		Search:                    searchOf(n.store),
 		Feed:                      feedOf(n.store),
@@ -407,6 +416,9 @@ func (n *Node) close() error {
 	}
 	if n.jobs != nil {
 		n.jobs.Close()
+	}
+	if n.objects != nil {
+		errs = append(errs, n.objects.Close())
 	}
 	if n.model != nil {
 		errs = append(errs, n.model.Close())
