@@ -9,8 +9,9 @@
 // be uploaded or fetched again, and the store never decides what exists.
 //
 // Invariant: an object under key k has exactly the bytes whose SHA-256
-// is k. Put verifies size and digest while it streams and stores
-// nothing when either differs; a reader never sees a partial object.
+// is k. Put verifies size and digest while it streams and never stores
+// other bytes under k (on S3 the service checks the digest as well); a
+// reader never sees a partial object.
 package objects
 
 import (

@@ -62,8 +62,18 @@ func testStore(t *testing.T, s Store) {
 			if err == nil {
 				t.Errorf("%s: Put succeeded", name)
 			}
-			if _, err := s.Stat(ctx, key); !errors.Is(err, ErrNotFound) {
-				t.Errorf("%s: after a refused Put, Stat: %v, want ErrNotFound", name, err)
+			// Nothing but the right bytes is ever stored under key (a
+			// service may keep the first size bytes of a longer stream:
+			// they are the object).
+			if rc, err := s.Get(ctx, key, 0, -1); err == nil {
+				got, _ := io.ReadAll(rc)
+				rc.Close()
+				if !bytes.Equal(got, data) {
+					t.Errorf("%s: after a refused Put, the store holds %d other bytes", name, len(got))
+				}
+				s.Delete(ctx, key)
+			} else if !errors.Is(err, ErrNotFound) {
+				t.Errorf("%s: after a refused Put, Get: %v", name, err)
 			}
 		}
 	})

@@ -2,6 +2,8 @@ package objects
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -96,6 +98,7 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64) error
 	if size < 0 {
 		return fmt.Errorf("%w: size %d", ErrDigest, size)
 	}
+	sum, _ := hex.DecodeString(key)
 	v := newVerifier(r, key, size)
 	_, err := s.c.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        aws.String(s.cfg.Bucket),
@@ -103,6 +106,9 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64) error
 		Body:          io.NopCloser(v), // not seekable: streamed, not retried
 		ContentLength: aws.Int64(size),
 		ContentType:   aws.String("application/octet-stream"),
+		// The service checks the digest too, and refuses the object if
+		// the body it received differs.
+		ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(sum)),
 	}, s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware))
 	if v.err != nil && !errors.Is(v.err, io.EOF) {
 		return v.err

@@ -30,7 +30,7 @@ func TestS3Prefix(t *testing.T) {
 
 func TestS3MissingBucket(t *testing.T) {
 	gw := s3test.Start(t)
-	cfg := s3Config(t, gw, "b")
+	cfg := s3Config(t, gw, "bucket")
 	cfg.Bucket = "nonesuch"
 	if _, err := NewS3(context.Background(), cfg); err == nil {
 		t.Fatal("NewS3 with a missing bucket succeeded")
