@@ -136,6 +136,7 @@ func New(opts Options) (_ *Node, err error) {
 	// them again).
 	n.model.RegisterUpdater(jobs.KindJob, jobs.Update)
 	n.model.RegisterUpdater(bulk.KindBulk, bulk.Update)
+	n.model.RegisterUpdater(releases.Kind, releases.Update)
 	if n.auth, err = auth.New(auth.Config{
 		Records:       n.model,
 		Logger:        log,

@@ -72,8 +72,9 @@ func (e *OffsetError) Unwrap() error { return model.ErrConflict }
 type Records interface {
 	Record(kind, key string) ([]byte, error)
 	Records(kind string, fn func(key string, value []byte) error) error
-	PutRecord(ctx context.Context, kind, key string, value []byte) error
 	DeleteRecord(ctx context.Context, kind, key string) error
+	Apply(ctx context.Context, muts ...model.Mutation) ([]model.Entry, error)
+	RegisterUpdater(kind string, fn model.RecordUpdater)
 }
 
 // Config is what New needs.
@@ -124,6 +125,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("releases: staging: %w", err)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "releases"), uploading: map[string]bool{}}
+	cfg.Records.RegisterUpdater(Kind, Update)
 	var err error
 	if s.metrics, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, err
@@ -238,11 +240,8 @@ func (s *Service) Put(ctx context.Context, p *auth.Principal, ref Ref, sm apityp
 		if err != nil {
 			return nil, false, fmt.Errorf("release %s: %w", oldKey, err)
 		}
-		for _, a := range om.Artifacts {
-			if !slices.Contains(m.Artifacts, a) {
-				return nil, false, fmt.Errorf("%w: release %s %s exists and the new manifest drops or changes its %s/%s %s artifact; publish a new version",
-					model.ErrConflict, ref.Name, ref.Version, a.OS, a.Arch, a.Type)
-			}
+		if err := extends(om, m); err != nil {
+			return nil, false, err
 		}
 	}
 	rec := record{Tenant: tenant, By: p.User, Updated: now.UTC(), Signed: sm}
@@ -250,7 +249,11 @@ func (s *Service) Put(ctx context.Context, p *auth.Principal, ref Ref, sm apityp
 	if err != nil {
 		return nil, false, err
 	}
-	if err := s.cfg.Records.PutRecord(ctx, Kind, recordKey(tenant, ref.Name, ref.Version), b); err != nil {
+	// The check above answers clearly; Update decides, against the
+	// record as the model has it, so that concurrent writers (or
+	// replicas) never drop or change an artifact.
+	mut := model.Mutation{Op: model.OpUpdateRecord, Record: &model.Record{Kind: Kind, Key: recordKey(tenant, ref.Name, ref.Version), Value: b}}
+	if _, err := s.cfg.Records.Apply(ctx, mut); err != nil {
 		return nil, false, err
 	}
 	r, err := s.view(ctx, &rec)
@@ -580,4 +583,45 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// extends returns model.ErrConflict unless m keeps every artifact of old
+// unchanged: a release gains platforms, its bytes never change.
+func extends(old, m *apitypes.Manifest) error {
+	for _, a := range old.Artifacts {
+		if !slices.Contains(m.Artifacts, a) {
+			return fmt.Errorf("%w: release %s %s exists and the new manifest drops or changes its %s/%s %s artifact; publish a new version",
+				model.ErrConflict, m.Name, m.Version, a.OS, a.Arch, a.Type)
+		}
+	}
+	return nil
+}
+
+// Update is the model's updater of release records (register it with
+// Model.RegisterUpdater before the model applies proposals, as
+// package node does): arg, a release record, replaces cur only when its
+// manifest extends cur's.
+func Update(key string, cur, arg []byte) ([]byte, error) {
+	if cur == nil {
+		return arg, nil
+	}
+	var old, next record
+	if err := json.Unmarshal(cur, &old); err != nil {
+		return nil, fmt.Errorf("release %s: %w", key, err)
+	}
+	if err := json.Unmarshal(arg, &next); err != nil {
+		return nil, fmt.Errorf("%w: release %s: %v", model.ErrInvalid, key, err)
+	}
+	om, err := apitypes.ParseManifest(old.Signed.Manifest)
+	if err != nil {
+		return arg, nil // an unreadable record is replaced
+	}
+	m, err := apitypes.ParseManifest(next.Signed.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("%w: release %s: %v", model.ErrInvalid, key, err)
+	}
+	if err := extends(om, m); err != nil {
+		return nil, err
+	}
+	return arg, nil
 }
