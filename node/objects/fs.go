@@ -16,23 +16,20 @@ import (
 // file <dir>/<k[:2]>/<k>, written whole to <dir>/tmp first, synced, then
 // renamed into place and its folder synced, so that a crash leaves the
 // old state or the new, never a torn object. Temporary files a crash
-// left behind are removed by NewFS.
+// left behind are removed by NewFS. Folders are made by the first Put,
+// so a node that stores no artifact makes none.
 type FS struct {
 	dir string
 }
 
 var _ Store = (*FS)(nil)
 
-// NewFS opens (creating it) the store in dir.
+// NewFS opens the store in dir (made by the first Put).
 func NewFS(dir string) (*FS, error) {
 	if dir == "" {
 		return nil, errors.New("objects: fs: no folder")
 	}
-	tmp := filepath.Join(dir, "tmp")
-	if err := os.RemoveAll(tmp); err != nil {
-		return nil, fmt.Errorf("objects: fs: %w", err)
-	}
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
+	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
 		return nil, fmt.Errorf("objects: fs: %w", err)
 	}
 	return &FS{dir: dir}, nil
@@ -47,6 +44,9 @@ func (s *FS) Put(ctx context.Context, key string, r io.Reader, size int64) error
 	}
 	if size < 0 {
 		return fmt.Errorf("%w: size %d", ErrDigest, size)
+	}
+	if err := os.MkdirAll(filepath.Join(s.dir, "tmp"), 0o700); err != nil {
+		return err
 	}
 	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), key+".*")
 	if err != nil {
@@ -145,6 +145,9 @@ func (s *FS) Delete(ctx context.Context, key string) error {
 // List implements Store.
 func (s *FS) List(ctx context.Context, fn func(Info) error) error {
 	fans, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // nothing stored yet
+	}
 	if err != nil {
 		return err
 	}

@@ -81,7 +81,8 @@ type Records interface {
 type Config struct {
 	Records Records       // required
 	Objects objects.Store // required
-	// StagingDir holds partial uploads (required).
+	// StagingDir holds partial uploads (required; made by the first
+	// upload).
 	StagingDir string
 	// TrustedKeys verify manifests; none: releases cannot be created.
 	TrustedKeys []ed25519.PublicKey
@@ -120,9 +121,6 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if err := os.MkdirAll(cfg.StagingDir, 0o700); err != nil {
-		return nil, fmt.Errorf("releases: staging: %w", err)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "releases"), uploading: map[string]bool{}}
 	cfg.Records.RegisterUpdater(Kind, Update)
@@ -505,6 +503,9 @@ func (s *Service) Upload(ctx context.Context, p *auth.Principal, ref Ref, sum st
 // appendPart appends at most what the artifact lacks from body to its
 // partial file, synced, and returns the bytes appended.
 func (s *Service) appendPart(a apitypes.Artifact, body io.Reader) (int64, error) {
+	if err := os.MkdirAll(s.cfg.StagingDir, 0o700); err != nil {
+		return 0, err
+	}
 	f, err := os.OpenFile(s.partPath(a.SHA256), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, err
