@@ -40,6 +40,8 @@ import (
 	"github.com/strata-dm/strata/node/console"
 	"github.com/strata-dm/strata/node/devices"
 	"github.com/strata-dm/strata/node/jobs"
+	"github.com/strata-dm/strata/node/objects"
+	"github.com/strata-dm/strata/node/releases"
 	"github.com/strata-dm/strata/probes/mqtt"
 )
 
@@ -73,7 +75,10 @@ type Node struct {
 	// before bulk is made.
 	bulkRef atomic.Pointer[bulk.Service]
 	audit   *audit.Log
-	broker  *mqtt.Broker // nil without an MQTT listener
+	// objects holds artifacts' bytes, releases their signed manifests.
+	objects  objects.Store
+	releases *releases.Service
+	broker   *mqtt.Broker // nil without an MQTT listener
 	// work bounds the node's device work, MQTT ingest and federation
 	// sync application together (mqtt.ingest_slots; nil: unbounded).
 	work    *slots.Limiter
@@ -136,6 +141,7 @@ func New(opts Options) (_ *Node, err error) {
 	// them again).
 	n.model.RegisterUpdater(jobs.KindJob, jobs.Update)
 	n.model.RegisterUpdater(bulk.KindBulk, bulk.Update)
+	n.model.RegisterUpdater(releases.Kind, releases.Update)
 	if n.auth, err = auth.New(auth.Config{
 		Records:       n.model,
 		Logger:        log,
@@ -175,6 +181,9 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.wireBulk(); err != nil {
 		return nil, err
 	}
+	if err := n.wireReleases(); err != nil {
+		return nil, err
+	}
 
 	if n.api, err = api.New(api.Config{
 		Model:        n.model,
@@ -198,6 +207,7 @@ func New(opts Options) (_ *Node, err error) {
 		Devices:                   n.devices,
 		Jobs:                      n.jobs,
 		Bulk:                      n.bulk,
+		Releases:                  n.releases,
 		MQTTAddress:               n.mqttAddress,
 		Search:                    searchOf(n.store),
 		Feed:                      feedOf(n.store),
@@ -412,6 +422,9 @@ func (n *Node) close() error {
 	}
 	if n.jobs != nil {
 		n.jobs.Close()
+	}
+	if n.objects != nil {
+		errs = append(errs, n.objects.Close())
 	}
 	if n.model != nil {
 		errs = append(errs, n.model.Close())

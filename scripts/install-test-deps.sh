@@ -4,8 +4,17 @@
 #   mosquitto-clients  mosquitto_pub/mosquitto_sub, devices nobody here wrote
 #   mosquitto          the raw-broker baseline of the MQTT benchmarks
 #   chromium           the console's browser tests (tests/browser), headless
+# and, with go install, versitygw (Versity S3 Gateway), the real
+# S3-compatible server of the object store's tests (node/objects/s3test).
 # Idempotent: does nothing when they are present.
 set -euo pipefail
+
+versitygw_version=v1.8.0
+gobin="$(go env GOBIN)"
+gobin="${gobin:-$(go env GOPATH)/bin}"
+if ! command -v versitygw >/dev/null && [ ! -x "$gobin/versitygw" ]; then
+	go install "github.com/versity/versitygw/cmd/versitygw@${versitygw_version}"
+fi
 
 missing=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)

@@ -65,6 +65,7 @@ import (
 	"github.com/strata-dm/strata/node/bulk"
 	"github.com/strata-dm/strata/node/devices"
 	"github.com/strata-dm/strata/node/jobs"
+	"github.com/strata-dm/strata/node/releases"
 )
 
 // Defaults of Config.
@@ -127,6 +128,9 @@ type Config struct {
 	Devices *devices.Service // nil: device endpoints answer 501 not_implemented
 	Jobs    *jobs.Service    // nil: function calls answer 501
 	Bulk    *bulk.Service    // nil: bulk jobs answer 501
+	// Releases keeps software releases and their artifacts; nil: the
+	// release endpoints answer 501.
+	Releases *releases.Service
 	// MQTTAddress returns the HOST:PORT given to enrolling devices; host is
 	// the request's Host without port. nil or "" : mqtt_address is "".
 	MQTTAddress func(host string) string
@@ -285,7 +289,7 @@ func New(cfg Config) (*Server, error) {
 	// paths, instead of ServeMux's plain text.
 	for _, p := range paths {
 		methods := allowed[p]
-		if slices.Contains(methods, http.MethodGet) {
+		if slices.Contains(methods, http.MethodGet) && !slices.Contains(methods, http.MethodHead) {
 			methods = append(methods, http.MethodHead)
 		}
 		allow := strings.Join(methods, ", ")
@@ -338,6 +342,8 @@ func (s *Server) routeTable() []route {
 	const (
 		contexts = "/api/v1/contexts/{path...}"
 		events   = "/api/v1/events/{path...}"
+		release  = "/api/v1/releases/{name}/{version}"
+		artifact = release + "/artifacts/{sha256}"
 	)
 	return []route{
 		{"GET /healthz", "/healthz", http.HandlerFunc(s.healthz)},
@@ -385,6 +391,13 @@ func (s *Server) routeTable() []route {
 		{"POST /api/v1/peers/{name}/revoke", "/api/v1/peers/{name}/revoke", s.authed(s.revokePeer)},
 		{"POST /api/v1/federation/verify", "/api/v1/federation/verify", s.authed(s.verifyFederation)},
 		{"POST /api/v1/federation/reload", "/api/v1/federation/reload", s.authed(s.reloadFederation)},
+		{"GET /api/v1/releases", "/api/v1/releases", s.authed(s.listReleases)},
+		{"GET " + release, release, s.authed(s.getRelease)},
+		{"PUT " + release, release, s.authed(s.putRelease)},
+		{"DELETE " + release, release, s.authed(s.deleteRelease)},
+		{"GET " + artifact, artifact, s.authed(s.getArtifact)},
+		{"HEAD " + artifact, artifact, s.authed(s.headArtifact)},
+		{"PUT " + artifact, artifact, streamingBody(uploadMinRate, s.authed(s.uploadArtifact))},
 		{"GET /api/v1/audit", "/api/v1/audit", s.authed(s.listAudit)},
 		{"GET /api/v1/cluster", "/api/v1/cluster", s.authed(s.clusterStatus)},
 		{"POST /api/v1/cluster/transfer-leader", "/api/v1/cluster/transfer-leader", s.authed(s.transferLeader)},

@@ -42,6 +42,8 @@ type Config struct {
 	Retention  Retention  `yaml:"retention"`
 	Auth       Auth       `yaml:"auth"`
 	Log        Log        `yaml:"log"`
+	Objects    Objects    `yaml:"objects"`
+	Software   Software   `yaml:"software"`
 
 	// Dir is the folder of the config file (not in the file).
 	Dir string `yaml:"-"`
@@ -281,6 +283,7 @@ func Default() Config {
 		Retention: Retention{EventsPerContext: 1000, EventMaxAge: Duration(720 * time.Hour), LogEntries: 1_000_000, JobMaxAge: Duration(720 * time.Hour)},
 		Auth:      Auth{LoginFailures: 5, LoginWindow: Duration(time.Minute), SessionTTL: Duration(12 * time.Hour)},
 		Log:       Log{Level: "info", Format: "text"},
+		Objects:   Objects{Kind: ObjectsFS},
 	}
 }
 
@@ -374,6 +377,12 @@ func (c *Config) Validate() error {
 		return errors.New("api.max_body_bytes must be positive")
 	}
 	if err := c.API.validateLimits(); err != nil {
+		return err
+	}
+	if err := c.Objects.validate(); err != nil {
+		return err
+	}
+	if _, err := c.TrustedKeys(); err != nil {
 		return err
 	}
 	if err := c.Store.validate(); err != nil {

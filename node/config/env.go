@@ -21,6 +21,9 @@ func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
 	if v, ok := lookup(EnvPrefix + "STORE_ENCRYPTION_KEY"); ok {
 		c.Store.EncryptionKey = v
 	}
+	if v, ok := lookup(EnvPrefix + "OBJECTS_SECRET_KEY"); ok {
+		c.Objects.SecretKey = v
+	}
 	return walkEnv(reflect.ValueOf(c).Elem(), EnvPrefix, lookup)
 }
 
@@ -46,7 +49,7 @@ func EnvNames() []string {
 		}
 	}
 	walk(reflect.TypeOf(Config{}), EnvPrefix)
-	return append(out, EnvPrefix+"STORE_ENCRYPTION_KEY")
+	return append(out, EnvPrefix+"STORE_ENCRYPTION_KEY", EnvPrefix+"OBJECTS_SECRET_KEY")
 }
 
 func yamlName(f reflect.StructField) string {

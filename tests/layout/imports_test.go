@@ -51,6 +51,10 @@ var rules = []struct {
 	{"node/client", []string{module + "/node/store", module + "/node/api", module + "/model", "github.com/dgraph-io/badger"}},
 	{"node/auth", []string{module + "/node/api", module + "/node/store"}},
 	{"node/api", []string{module + "/node/store"}},
+	// The object store holds bytes and knows nothing else; releases
+	// know the model and the object store, not how they are served.
+	{"node/objects", []string{module + "/"}},
+	{"node/releases", []string{module + "/node/api", module + "/node/store", module + "/federation"}},
 	// The console's files are served by a package that knows nothing of
 	// the node: the console talks to the node through the public API only.
 	{"node/console", []string{module + "/"}},
