@@ -271,6 +271,7 @@ type Service struct {
 	parts  map[string]*Part                        // not Finished, by id
 	devJob map[string]map[string]apitypes.JobState // bulk id → device job id → last state seen
 	last   map[string]string                       // bulk id → progress last written (JSON)
+	lastAt map[string]time.Time                    // bulk id → when
 
 	created     *prometheus.CounterVec
 	dispatched  prometheus.Counter
@@ -312,7 +313,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, log: cfg.Logger.With("component", "bulk"),
-		parts: map[string]*Part{}, devJob: map[string]map[string]apitypes.JobState{}, last: map[string]string{},
+		parts: map[string]*Part{}, devJob: map[string]map[string]apitypes.JobState{}, last: map[string]string{}, lastAt: map[string]time.Time{},
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strata_bulk_jobs_created_total",
 			Help: "Bulk jobs created on this node: issued here (origin=local) or received from a consumer (origin=peer).",
@@ -385,7 +386,7 @@ func (s *Service) reload() error {
 		}
 	}
 	s.mu.Lock()
-	s.parts, s.devJob, s.last = parts, devJob, map[string]string{}
+	s.parts, s.devJob, s.last, s.lastAt = parts, devJob, map[string]string{}, map[string]time.Time{}
 	s.mu.Unlock()
 	return nil
 }
@@ -775,6 +776,7 @@ func (s *Service) update(ctx context.Context, id string, c change, extra ...mode
 		delete(s.parts, id)
 		delete(s.devJob, id)
 		delete(s.last, id)
+		delete(s.lastAt, id)
 		delete(s.pace, id)
 		delete(s.firstIDs, id)
 		delete(s.okAt, id)

@@ -120,6 +120,7 @@ func (s *Service) snapshot(id string) *Part {
 		delete(s.parts, id)
 		delete(s.devJob, id)
 		delete(s.last, id)
+		delete(s.lastAt, id)
 		delete(s.pace, id)
 		delete(s.firstIDs, id)
 		delete(s.okAt, id)
@@ -750,8 +751,12 @@ func (s *Service) writeProgress(ctx context.Context, part *Part, prog Progress) 
 	b, _ := json.Marshal(prog)
 	s.mu.Lock()
 	same := s.last[part.ID] == string(b)
+	// A running part's counters are written at most every
+	// progressEvery, however often its rounds run (each device job that
+	// ends starts one): a change of state, always.
+	soon := prog.State == apitypes.BulkRunning && s.cfg.Now().Sub(s.lastAt[part.ID]) < progressEvery
 	s.mu.Unlock()
-	if same {
+	if same || soon {
 		return nil
 	}
 	mut, err := s.progressMutation(part, prog)
@@ -764,10 +769,15 @@ func (s *Service) writeProgress(ctx context.Context, part *Part, prog Progress) 
 	s.mu.Lock()
 	if _, ok := s.parts[part.ID]; ok {
 		s.last[part.ID] = string(b)
+		s.lastAt[part.ID] = s.cfg.Now()
 	}
 	s.mu.Unlock()
 	return nil
 }
+
+// progressEvery is how often at most a running part's progress is
+// written (and so sent up each link).
+const progressEvery = 250 * time.Millisecond
 
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
