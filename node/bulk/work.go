@@ -52,13 +52,25 @@ func (s *Service) loop() {
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	leading, adopted := false, time.Now()
+	var last time.Time
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
 		case <-s.kick:
+			// A round reads every member of every part: kicks (each
+			// device job that ends is one) start one at most every
+			// minRound.
+			if wait := minRound - time.Since(last); wait > 0 {
+				select {
+				case <-s.stop:
+					return
+				case <-time.After(wait):
+				}
+			}
 		}
+		last = time.Now()
 		if s.cfg.Leading != nil {
 			now := s.cfg.Leading()
 			switch {
@@ -96,6 +108,9 @@ func (s *Service) loop() {
 		}
 	}
 }
+
+// minRound is the least time between two rounds started by kicks.
+const minRound = 50 * time.Millisecond
 
 // adoptEvery is how often a leading replica looks for parts created or
 // received through other replicas.

@@ -76,6 +76,7 @@ type options struct {
 	idle        time.Duration
 	timeout     time.Duration
 	mosquitto   bool
+	nice        int
 	dir         string
 	profile     string
 }
@@ -91,6 +92,7 @@ func main() {
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "how long the idle GET latency is measured")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on a step after this long")
 	flag.BoolVar(&o.mosquitto, "mosquitto", true, "run the Mosquitto baseline first")
+	flag.IntVar(&o.nice, "nice", 0, "niceness of the probes, the simulators and the Mosquitto brokers (HQ and its GET clients stay at 0): as if they ran on other machines than HQ")
 	flag.StringVar(&o.dir, "dir", "", "folder of the nodes and brokers (default: a temporary one, removed after)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of the first probe (FILE) and HQ (FILE.hq) over the big job")
 	var na nodeArgs
@@ -145,8 +147,8 @@ func run(o options) error {
 		defer os.RemoveAll(d)
 		o.dir = d
 	}
-	fmt.Printf("machine: %d cores, load average %s; %d devices over %d probes; MQTT over TLS on loopback\n",
-		runtime.NumCPU(), loadAvg(), o.devices, o.probes)
+	fmt.Printf("machine: %d cores, load average %s; %d devices over %d probes; MQTT over TLS on loopback; probes, simulators and brokers at nice %d\n",
+		runtime.NumCPU(), loadAvg(), o.devices, o.probes, o.nice)
 	var base time.Duration
 	if o.mosquitto {
 		var err error
@@ -243,6 +245,9 @@ func mosquittoBaseline(o options) (time.Duration, error) {
 		b := &broker{addr: fmt.Sprintf("127.0.0.1:%d", port), n: share(o.devices, o.probes, i)}
 		brokers[i] = b
 		b.cmd = exec.Command(bin, "-c", conf)
+		if o.nice > 0 {
+			b.cmd = exec.Command("nice", "-n", fmt.Sprint(o.nice), bin, "-c", conf)
+		}
 		b.cmd.Stderr = os.Stderr
 		if err := b.cmd.Start(); err != nil {
 			return 0, err
@@ -345,7 +350,7 @@ func startSim(o options, n int, creds, mqtt, ca, prefix string) (*benchproc.Chil
 	if creds != "" {
 		args = append(args, "-sim-credentials", creds)
 	}
-	sc, err := benchproc.StartChild("simulator", 0, false, nil, args...)
+	sc, err := benchproc.StartChild("simulator", o.nice, false, nil, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -506,7 +511,7 @@ func strataRun(o options, base time.Duration) error {
 		if err != nil {
 			return fmt.Errorf("peer token: %w", err)
 		}
-		if p.proc, err = benchproc.StartChild(p.name, 0, false, nil, "-role", "node", "-dir", p.dir, "-name", p.name,
+		if p.proc, err = benchproc.StartChild(p.name, o.nice, false, nil, "-role", "node", "-dir", p.dir, "-name", p.name,
 			"-upstream", hqInfo.Fed, "-token", tok.Token); err != nil {
 			return err
 		}
