@@ -71,6 +71,8 @@ bench:
 	$(GO) test ./node/store -run XXX -bench Durable -benchtime 300000x -count 3
 	$(GO) run ./tests/bench/getlatency -contexts 1000000
 	$(GO) run ./tests/bench/getlatency -contexts 100000 -devices 1000 -device-rate 20000 -baseline=false
+	$(GO) run ./tests/bench/storm -devices 15000 -sources 1 -timeout 180s
+	$(GO) run ./tests/bench/bulkjob -devices 100000 -probes 6 -idle 10s -timeout 10m -nice 10
 
 clean:
 	rm -rf bin node/console/build/app
