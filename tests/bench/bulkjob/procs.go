@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,20 +102,8 @@ func runNode(a nodeArgs) error {
 	if err != nil {
 		return err
 	}
-	cores := runtime.GOMAXPROCS(0)
-	procs, slots := node.Procs(cfg.MQTT, cores)
-	cfg.MQTT.IngestSlots = slots
-	if _, set := os.LookupEnv("GOMAXPROCS"); !set && procs != cores {
-		runtime.GOMAXPROCS(procs)
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	n, err := node.New(node.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	n, err := benchproc.StartNode(cfg) // as strata serve does
 	if err != nil {
-		return err
-	}
-	if err := n.Start(context.Background()); err != nil {
 		return err
 	}
 	defer n.Shutdown(context.Background())

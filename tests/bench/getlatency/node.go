@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -47,20 +46,9 @@ func runNode(dir string, contexts, perSite int, mqtt, mqttTLS bool, ingestSlots 
 	// cores, unless GOMAXPROCS is set (-node-gomaxprocs).
 	cfg.MQTT.IngestSlots = ingestSlots
 	cfg.MQTT.IngestPoller = ingestPoller
-	cores := runtime.GOMAXPROCS(0)
-	procs, slots := node.Procs(cfg.MQTT, cores)
-	cfg.MQTT.IngestSlots = slots
-	if _, set := os.LookupEnv("GOMAXPROCS"); !set && procs != cores {
-		runtime.GOMAXPROCS(procs)
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	n, err := node.New(node.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	_, slots := node.Procs(cfg.MQTT, runtime.GOMAXPROCS(0)) // what StartNode takes
+	n, err := benchproc.StartNode(cfg)
 	if err != nil {
-		return err
-	}
-	if err := n.Start(context.Background()); err != nil {
 		return err
 	}
 	defer n.Shutdown(context.Background())

@@ -165,21 +165,8 @@ func runNode(dir string) error {
 		return err
 	}
 	cfg.MQTT.Addr = "127.0.0.1:0"
-	// As strata serve does (node.Procs).
-	cores := runtime.GOMAXPROCS(0)
-	procs, slots := node.Procs(cfg.MQTT, cores)
-	cfg.MQTT.IngestSlots = slots
-	if _, set := os.LookupEnv("GOMAXPROCS"); !set && procs != cores {
-		runtime.GOMAXPROCS(procs)
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	n, err := node.New(node.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	n, err := benchproc.StartNode(cfg) // as strata serve does
 	if err != nil {
-		return err
-	}
-	if err := n.Start(context.Background()); err != nil {
 		return err
 	}
 	defer n.Shutdown(context.Background())
