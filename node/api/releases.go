@@ -147,15 +147,7 @@ func uploadHeaders(w http.ResponseWriter, st apitypes.UploadState) {
 // Upload-Length) and, once the artifact is stored, what a GET would
 // (Content-Length, Accept-Ranges, ETag).
 func (s *Server) headArtifact(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	rs, err := s.releaseService()
-	if err != nil {
-		return err
-	}
-	ref, err := releaseRef(r)
-	if err != nil {
-		return err
-	}
-	sum, err := artifactSum(r)
+	rs, ref, sum, err := s.artifactRequest(r)
 	if err != nil {
 		return err
 	}
@@ -174,18 +166,28 @@ func (s *Server) headArtifact(w http.ResponseWriter, r *http.Request, p *auth.Pr
 	return nil
 }
 
-// getArtifact downloads an artifact, with Range requests
-// (http.ServeContent over an object reader that seeks by reopening).
-func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+// artifactRequest is what a request on an artifact names: the release
+// service, the release and the artifact's SHA-256.
+func (s *Server) artifactRequest(r *http.Request) (*releases.Service, releases.Ref, string, error) {
 	rs, err := s.releaseService()
 	if err != nil {
-		return err
+		return nil, releases.Ref{}, "", err
 	}
 	ref, err := releaseRef(r)
 	if err != nil {
-		return err
+		return nil, releases.Ref{}, "", err
 	}
 	sum, err := artifactSum(r)
+	if err != nil {
+		return nil, releases.Ref{}, "", err
+	}
+	return rs, ref, sum, nil
+}
+
+// getArtifact downloads an artifact, with Range requests
+// (http.ServeContent over an object reader that seeks by reopening).
+func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	rs, ref, sum, err := s.artifactRequest(r)
 	if err != nil {
 		return err
 	}
@@ -204,15 +206,7 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request, p *auth.Pri
 // node's staging file; the piece starts at Upload-Offset (or the start
 // of Content-Range), which must be where the node's copy ends.
 func (s *Server) uploadArtifact(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	rs, err := s.releaseService()
-	if err != nil {
-		return err
-	}
-	ref, err := releaseRef(r)
-	if err != nil {
-		return err
-	}
-	sum, err := artifactSum(r)
+	rs, ref, sum, err := s.artifactRequest(r)
 	if err != nil {
 		return err
 	}
