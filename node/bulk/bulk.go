@@ -670,6 +670,16 @@ func (s *Service) Get(id string) (*Part, error) {
 	if !IsID(id) {
 		return nil, fmt.Errorf("%w: bulk job %q", model.ErrNotFound, id)
 	}
+	if s.cfg.Leading == nil {
+		// Not a replica of a cluster: every change of a part not finished
+		// is made by this service, which holds it as written (update).
+		s.mu.Lock()
+		p, ok := s.parts[id]
+		s.mu.Unlock()
+		if ok {
+			return clonePart(p), nil
+		}
+	}
 	b, err := s.cfg.Tree.Record(KindBulk, id)
 	if errors.Is(err, model.ErrNotFound) {
 		return nil, fmt.Errorf("%w: bulk job %q", model.ErrNotFound, id)

@@ -607,7 +607,7 @@ func strataRun(o options, base time.Duration) error {
 				if err != nil {
 					return
 				}
-				pollEvery(o.timeout, 100*time.Millisecond, func() bool {
+				pollEvery(o.timeout, 500*time.Millisecond, func() bool {
 					pv, err := pa.GetBulkJob(ctx, j.ID)
 					if err == nil && pv.Local.Total > 0 && pv.Local.Pending == 0 && pv.Local.Queued == 0 {
 						probeAcked[i] = time.Since(t0)
