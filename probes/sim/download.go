@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/strata-dm/strata/apitypes"
@@ -272,4 +273,88 @@ func (f *Fleet) downloadClient(i int) (*http.Client, error) {
 		}
 	}
 	return f.dlClients[i%len(f.dlClients)], nil
+}
+
+// DownloadReport is what DownloadAll measured.
+type DownloadReport struct {
+	Devices  int            // devices that downloaded
+	OK       int            // downloads complete and verified
+	Failed   int            // downloads that ended in an error
+	Errors   map[string]int `json:",omitempty"` // failures by kind (HTTP status, digest, network)
+	Bytes    int64          // body bytes received over every request
+	Requests int
+	Resumes  int
+	Elapsed  time.Duration // from the first request to the last byte
+	// Throughput is Bytes per second over Elapsed, aggregated over the
+	// fleet.
+	Throughput float64
+}
+
+// DownloadAll has every device of the fleet (once its credentials are
+// known) download artifact sum once, at most concurrency at a time
+// (default 64), discarding the bytes after verifying them; d is as for
+// Download.
+func (f *Fleet) DownloadAll(ctx context.Context, sum string, concurrency int, d Downloader) DownloadReport {
+	f.mu.Lock()
+	n := len(f.devices)
+	f.mu.Unlock()
+	if concurrency <= 0 {
+		concurrency = 64
+	}
+	rep := DownloadReport{Devices: n, Errors: map[string]int{}}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		next = make(chan int)
+	)
+	start := time.Now()
+	for range min(concurrency, n) {
+		wg.Go(func() {
+			for i := range next {
+				res, err := f.Download(ctx, i, sum, io.Discard, d)
+				mu.Lock()
+				rep.Bytes += res.Received
+				rep.Requests += res.Requests
+				rep.Resumes += res.Resumes
+				if err != nil {
+					rep.Failed++
+					rep.Errors[downloadReason(err)]++
+				} else {
+					rep.OK++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			rep.Failed += n - i
+			rep.Errors["canceled"] += n - i
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	rep.Elapsed = time.Since(start)
+	if s := rep.Elapsed.Seconds(); s > 0 {
+		rep.Throughput = float64(rep.Bytes) / s
+	}
+	return rep
+}
+
+// downloadReason is the kind of a failed download, for DownloadReport.
+func downloadReason(err error) string {
+	var de *DownloadError
+	switch {
+	case errors.As(err, &de):
+		return "http_" + strconv.Itoa(de.Status)
+	case errors.Is(err, ErrDigestMismatch):
+		return "digest"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "canceled"
+	}
+	return "network"
 }

@@ -43,16 +43,21 @@ type artifactServer struct {
 	sum          string
 	cut, fail    int
 
-	mu     sync.Mutex
-	ranges []string
+	mu      sync.Mutex
+	ranges  []string
+	secrets map[string]string // when set, the devices let in instead of d-1
 }
 
 func (a *artifactServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.ranges = append(a.ranges, r.Header.Get("Range"))
 	n := len(a.ranges)
+	secrets := a.secrets
 	a.mu.Unlock()
-	if id, secret, ok := r.BasicAuth(); !ok || id != "d-1" || secret != "s3cret" {
+	if secrets == nil {
+		secrets = map[string]string{"d-1": "s3cret"}
+	}
+	if id, secret, ok := r.BasicAuth(); !ok || secrets[id] == "" || secret != secrets[id] {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		w.Write([]byte(`{"error":"unauthorized: bad device credentials","code":"unauthorized"}`))
@@ -243,5 +248,19 @@ func TestFleetDownload(t *testing.T) {
 	}
 	if _, err := f.Download(ctx, n, a.sum, new(bytes.Buffer), Downloader{}); err == nil {
 		t.Fatal("a device out of range downloaded")
+	}
+
+	// The whole fleet, each device cut once: one device refused.
+	rep := f.DownloadAll(ctx, a.sum, 2, Downloader{InterruptAt: 50_000, Backoff: time.Millisecond})
+	if rep.Devices != n || rep.OK != 1 || rep.Failed != 2 || rep.Errors["http_401"] != 2 || rep.Resumes != 1 ||
+		rep.Bytes != int64(len(a.data)) || rep.Throughput <= 0 {
+		t.Fatalf("all, one device let in: %+v", rep)
+	}
+	a.mu.Lock()
+	a.secrets = secrets
+	a.mu.Unlock()
+	rep = f.DownloadAll(ctx, a.sum, 2, Downloader{InterruptAt: 50_000, Backoff: time.Millisecond})
+	if rep.OK != n || rep.Failed != 0 || rep.Resumes != n || rep.Bytes != int64(n*len(a.data)) || rep.Requests != 2*n {
+		t.Fatalf("all: %+v", rep)
 	}
 }
