@@ -17,15 +17,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/node/devices"
 	"github.com/strata-dm/strata/node/objects"
 	"github.com/strata-dm/strata/node/releases"
 )
 
 // newDeviceReleasesEnv is a relEnv whose API also has a device registry,
 // so devices enroll and download with their own credentials.
-func newDeviceReleasesEnv(t *testing.T) *relEnv {
+func newDeviceReleasesEnv(t *testing.T, devCfg func(*devices.Config)) *relEnv {
 	t.Helper()
-	e := newServicesEnv(t, nil)
+	e := newServicesEnv(t, devCfg)
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	objs, err := objects.NewFS(t.TempDir())
 	if err != nil {
@@ -103,7 +104,7 @@ func (e *relEnv) counters() map[string]float64 {
 // another tenant's artifact, a revoked device, a wrong secret, no
 // credentials, an operator's bearer token. Refusals are counted.
 func TestDeviceDownloadCrossings(t *testing.T) {
-	e := newDeviceReleasesEnv(t)
+	e := newDeviceReleasesEnv(t, nil)
 	c := e.tenants()
 	acmeData, acmeSum := e.publish(c.alice, "acme-agent", 20_000, true)
 	_, globexSum := e.publish(c.bob, "globex-agent", 20_000, true)
@@ -189,7 +190,7 @@ func TestDeviceDownloadCrossings(t *testing.T) {
 // artifact, is cut off, and fetches the rest with Range: bytes=N- and
 // If-Range; the bytes put together have the artifact's SHA-256.
 func TestDeviceDownloadResume(t *testing.T) {
-	e := newDeviceReleasesEnv(t)
+	e := newDeviceReleasesEnv(t, nil)
 	c := e.tenants()
 	data, sum := e.publish(c.alice, "agent", 300_001, true)
 	dev := e.enroll(e.enrollToken(c.alice, `{"group":"g"}`).Secret, "hw-1")
@@ -219,6 +220,32 @@ func TestDeviceDownloadResume(t *testing.T) {
 	r = e.deviceGet("GET", sum, authz, "Range", "bytes="+strconv.Itoa(len(data))+"-")
 	if r.status != http.StatusRequestedRangeNotSatisfiable {
 		t.Fatalf("range past the end: %d", r.status)
+	}
+}
+
+// TestDeviceDownloadRateLimited: failed device authentications are
+// limited per device and address (the MQTT limit), and counted; another
+// device at the same address is not locked out.
+func TestDeviceDownloadRateLimited(t *testing.T) {
+	e := newDeviceReleasesEnv(t, func(c *devices.Config) { c.AuthFailures = 3 })
+	c := e.tenants()
+	_, sum := e.publish(c.alice, "agent", 1_000, true)
+	tok := e.enrollToken(c.alice, `{"group":"g","uses":2}`).Secret
+	one, two := e.enroll(tok, "hw-1"), e.enroll(tok, "hw-2")
+	for range 3 {
+		e.want(e.deviceGet("GET", sum, basic(one.DeviceID, "guess")), http.StatusUnauthorized, codeUnauthorized)
+	}
+	r := e.deviceGet("GET", sum, basic(one.DeviceID, one.MQTTPassword))
+	e.want(r, http.StatusTooManyRequests, codeRateLimited)
+	if r.header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	if r := e.deviceGet("GET", sum, basic(two.DeviceID, two.MQTTPassword)); r.status != http.StatusOK {
+		t.Fatalf("the other device: %d %s", r.status, r.body)
+	}
+	if v := e.counters(); v["strata_software_device_downloads_refused_total/rate_limited"] != 1 ||
+		v["strata_software_device_downloads_refused_total/credentials"] != 3 {
+		t.Fatalf("refusals %v", v)
 	}
 }
 
