@@ -106,7 +106,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case status == http.StatusInternalServerError:
 		msg = "internal error, request id " + requestID(r)
 	case status == http.StatusUnauthorized:
-		w.Header().Set("WWW-Authenticate", `Bearer realm="strata"`)
+		if w.Header().Get("WWW-Authenticate") == "" { // device routes set their own
+			w.Header().Set("WWW-Authenticate", `Bearer realm="strata"`)
+		}
 	case errors.As(err, &rle):
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(rle.RetryAfter)))
 	case errors.Is(err, model.ErrClosed):

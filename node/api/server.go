@@ -344,6 +344,8 @@ func (s *Server) routeTable() []route {
 		events   = "/api/v1/events/{path...}"
 		release  = "/api/v1/releases/{name}/{version}"
 		artifact = release + "/artifacts/{sha256}"
+		// devArtifact is a device's download, with its own credentials.
+		devArtifact = "/api/v1/device/artifacts/{sha256}"
 	)
 	return []route{
 		{"GET /healthz", "/healthz", http.HandlerFunc(s.healthz)},
@@ -398,6 +400,8 @@ func (s *Server) routeTable() []route {
 		{"GET " + artifact, artifact, s.authed(s.getArtifact)},
 		{"HEAD " + artifact, artifact, s.authed(s.headArtifact)},
 		{"PUT " + artifact, artifact, streamingBody(uploadMinRate, s.authed(s.uploadArtifact))},
+		{"GET " + devArtifact, devArtifact, http.HandlerFunc(s.deviceArtifact)},
+		{"HEAD " + devArtifact, devArtifact, http.HandlerFunc(s.deviceArtifact)},
 		{"GET /api/v1/audit", "/api/v1/audit", s.authed(s.listAudit)},
 		{"GET /api/v1/cluster", "/api/v1/cluster", s.authed(s.clusterStatus)},
 		{"POST /api/v1/cluster/transfer-leader", "/api/v1/cluster/transfer-leader", s.authed(s.transferLeader)},

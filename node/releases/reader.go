@@ -21,7 +21,7 @@ type Reader struct {
 	size   int64
 	pos    int64
 	rc     io.ReadCloser
-	served prometheus.Counter
+	served []prometheus.Counter
 }
 
 var _ io.ReadSeekCloser = (*Reader)(nil)
@@ -70,8 +70,8 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 	n, err := r.rc.Read(p)
 	r.pos += int64(n)
-	if r.served != nil {
-		r.served.Add(float64(n))
+	for _, c := range r.served {
+		c.Add(float64(n))
 	}
 	if errors.Is(err, io.EOF) && r.pos < r.size {
 		err = io.ErrUnexpectedEOF

@@ -568,7 +568,7 @@ func (s *Service) Open(ctx context.Context, p *auth.Principal, ref Ref, sum stri
 	} else if err != nil {
 		return nil, a, err
 	}
-	return &Reader{ctx: ctx, store: s.cfg.Objects, key: a.SHA256, size: a.Size, served: s.metrics.served}, a, nil
+	return &Reader{ctx: ctx, store: s.cfg.Objects, key: a.SHA256, size: a.Size, served: []prometheus.Counter{s.metrics.served}}, a, nil
 }
 
 // bodyReader remembers a read error of an upload's body, to tell it from
@@ -626,3 +626,65 @@ func Update(key string, cur, arg []byte) ([]byte, error) {
 	}
 	return arg, nil
 }
+
+// errFound stops a scan of the release records.
+var errFound = errors.New("found")
+
+// deviceArtifact returns artifact sum if a release a device of tenant may
+// see names it: one of that tenant, or a shared one. Another tenant's
+// releases answer like missing ones (model.ErrNotFound).
+func (s *Service) deviceArtifact(tenant, sum string) (apitypes.Artifact, error) {
+	var found apitypes.Artifact
+	err := s.cfg.Records.Records(Kind, func(key string, value []byte) error {
+		t, _, _ := strings.Cut(key, "/")
+		if t != tenant && t != "" {
+			return nil
+		}
+		var rec record
+		if json.Unmarshal(value, &rec) != nil || (rec.Tenant != tenant && rec.Tenant != "") {
+			return nil
+		}
+		m, err := apitypes.ParseManifest(rec.Signed.Manifest)
+		if err != nil {
+			return nil
+		}
+		if a, ok := m.Artifact(sum); ok {
+			found = a
+			return errFound
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errFound):
+		return found, nil
+	case err != nil:
+		return apitypes.Artifact{}, err
+	}
+	return apitypes.Artifact{}, fmt.Errorf("%w: artifact %s", model.ErrNotFound, sum)
+}
+
+// OpenForDevice returns a reader of artifact sum for an authenticated
+// device of tenant (its credentials are the caller's to check): the
+// artifact must be named by a release of that tenant or a shared one, and
+// stored; model.ErrNotFound otherwise, whatever other tenants hold. Bytes
+// read count as served, and as served to devices.
+func (s *Service) OpenForDevice(ctx context.Context, tenant, sum string) (*Reader, apitypes.Artifact, error) {
+	if !apitypes.ValidSHA256(sum) {
+		return nil, apitypes.Artifact{}, fmt.Errorf("%w: artifact %q: want a sha256 in lower-case hex", model.ErrInvalid, sum)
+	}
+	a, err := s.deviceArtifact(tenant, sum)
+	if err != nil {
+		return nil, a, err
+	}
+	if _, err := s.cfg.Objects.Stat(ctx, a.SHA256); errors.Is(err, objects.ErrNotFound) {
+		return nil, a, fmt.Errorf("%w: artifact %s", model.ErrNotFound, a.SHA256)
+	} else if err != nil {
+		return nil, a, err
+	}
+	return &Reader{ctx: ctx, store: s.cfg.Objects, key: a.SHA256, size: a.Size,
+		served: []prometheus.Counter{s.metrics.served, s.metrics.deviceBytes}}, a, nil
+}
+
+// CountDeviceRefusal counts a refused device download (reason is one of
+// the Refused constants).
+func (s *Service) CountDeviceRefusal(reason string) { s.metrics.refused.WithLabelValues(reason).Inc() }

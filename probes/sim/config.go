@@ -24,7 +24,7 @@ type Config struct {
 	// baselines, e.g. Mosquitto).
 	Credentials     []Credentials
 	CredentialsFile string
-	API             string // https://HOST:PORT of a node
+	API             string // https://HOST:PORT of a node: enrollment, device downloads (Fleet.Download)
 	EnrollToken     string
 	Anonymous       bool
 	// IDPrefix names the devices: hardware ids are sim-<IDPrefix>-<n>,
@@ -177,10 +177,10 @@ func (c *Config) Validate() error {
 			return bad("api must be an http(s)://HOST:PORT URL")
 		}
 	}
-	if (c.API == "") != (c.EnrollToken == "") {
+	if c.EnrollToken != "" && c.API == "" {
 		return bad("enrollment needs both an API URL and a token")
 	}
-	if len(c.Credentials) == 0 && c.CredentialsFile == "" && c.API == "" {
+	if len(c.Credentials) == 0 && c.CredentialsFile == "" && c.EnrollToken == "" {
 		return bad("no credentials: give an enrollment token, a credentials file, or anonymous mode")
 	}
 	return nil

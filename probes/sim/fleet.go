@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,9 @@ type Fleet struct {
 	stats stats
 	jobs  jobs
 	pacer *pacer
+	// dlClients are the HTTP clients of device downloads, one per source
+	// address (made by the first download; under mu).
+	dlClients []*http.Client
 
 	queue       chan *device
 	readers     sync.WaitGroup // connection reader goroutines

@@ -50,6 +50,11 @@ type options struct {
 	verbose        bool
 	noRaiseLimit   bool
 	reportInterval time.Duration
+	// download: every device downloads this artifact once (sha256), then
+	// the fleet stops.
+	download            string
+	downloadConcurrency int
+	downloadInterruptAt int64
 }
 
 func (a *app) run(args []string) int {
@@ -103,6 +108,9 @@ func (a *app) command(o *options) *cobra.Command {
 	fl.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "bound on dial + TLS handshake + CONNACK")
 	fl.StringSliceVar(&o.sourceAddrs, "source-addrs", nil, "local addresses to spread connections over, e.g. 127.0.0.1,127.0.0.2")
 	fl.StringVar(&o.sourceRange, "source-range", "", "a range of local addresses, e.g. 127.0.0.1-127.0.0.8")
+	fl.StringVar(&o.download, "download", "", "artifact SHA-256: once connected, every device downloads it from --api with its credentials, then the fleet stops")
+	fl.IntVar(&o.downloadConcurrency, "download-concurrency", 64, "device downloads in progress at most")
+	fl.Int64Var(&o.downloadInterruptAt, "download-interrupt-at", 0, "cut each device's download once after this many bytes, so that it resumes (0: no cut)")
 	fl.BoolVar(&o.json, "json", false, "print the final report as JSON")
 	fl.DurationVar(&o.reportInterval, "report-interval", 5*time.Second, "period of progress lines on stderr (0: none)")
 	fl.BoolVar(&o.verbose, "verbose", false, "log the first error of each kind to stderr")
@@ -138,6 +146,9 @@ func (a *app) config(o *options) (sim.Config, error) {
 	}
 	cfg.SourceAddrs = addrs
 	cfg.ReportInterval = o.reportInterval
+	if o.download != "" && (cfg.API == "" || cfg.Anonymous) {
+		return cfg, fmt.Errorf("--download needs --api and device credentials")
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -178,13 +189,43 @@ func (a *app) simulate(ctx context.Context, o *options) error {
 		defer signal.Stop(ch)
 		sigs = ch
 	}
+	dlCtx, cancelDownloads := context.WithCancel(ctx)
+	defer cancelDownloads()
+	var downloads chan sim.DownloadReport
+	if o.download != "" {
+		downloads = make(chan sim.DownloadReport, 1)
+		go func() {
+			select {
+			case <-f.Ready():
+			case <-f.Done():
+				downloads <- sim.DownloadReport{}
+				return
+			}
+			d := sim.Downloader{InterruptAt: o.downloadInterruptAt}
+			downloads <- f.DownloadAll(dlCtx, o.download, o.downloadConcurrency, d)
+			f.Stop()
+		}()
+	}
 	select {
 	case <-sigs:
 		fmt.Fprintln(a.stderr, "strata-sim: stopping")
+		cancelDownloads()
 		f.Stop()
 	case <-f.Done():
 	}
 	r, runErr := f.Wait()
+	if downloads != nil {
+		d := <-downloads
+		w := a.stdout
+		if o.json {
+			w = a.stderr // stdout holds the report's JSON only
+		}
+		fmt.Fprintf(w, "download: %d ok, %d failed %v, %d bytes, %d requests, %d resumes, %v, %.1f MB/s\n",
+			d.OK, d.Failed, d.Errors, d.Bytes, d.Requests, d.Resumes, d.Elapsed.Round(time.Millisecond), d.Throughput/1e6)
+		if d.Failed > 0 && runErr == nil {
+			runErr = fmt.Errorf("%d of %d downloads failed", d.Failed, d.Devices)
+		}
+	}
 	if o.json {
 		if err := writeJSON(a.stdout, r); err != nil {
 			return err
