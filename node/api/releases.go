@@ -77,11 +77,7 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request, p *auth.Pr
 }
 
 func (s *Server) getRelease(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	rs, err := s.releaseService()
-	if err != nil {
-		return err
-	}
-	ref, err := releaseRef(r)
+	rs, ref, err := s.releaseRequest(r)
 	if err != nil {
 		return err
 	}
@@ -94,11 +90,7 @@ func (s *Server) getRelease(w http.ResponseWriter, r *http.Request, p *auth.Prin
 }
 
 func (s *Server) putRelease(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	rs, err := s.releaseService()
-	if err != nil {
-		return err
-	}
-	ref, err := releaseRef(r)
+	rs, ref, err := s.releaseRequest(r)
 	if err != nil {
 		return err
 	}
@@ -122,11 +114,7 @@ func (s *Server) putRelease(w http.ResponseWriter, r *http.Request, p *auth.Prin
 }
 
 func (s *Server) deleteRelease(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	rs, err := s.releaseService()
-	if err != nil {
-		return err
-	}
-	ref, err := releaseRef(r)
+	rs, ref, err := s.releaseRequest(r)
 	if err != nil {
 		return err
 	}
@@ -166,14 +154,24 @@ func (s *Server) headArtifact(w http.ResponseWriter, r *http.Request, p *auth.Pr
 	return nil
 }
 
+// releaseRequest is what a request on a release names: the release
+// service and the release.
+func (s *Server) releaseRequest(r *http.Request) (*releases.Service, releases.Ref, error) {
+	rs, err := s.releaseService()
+	if err != nil {
+		return nil, releases.Ref{}, err
+	}
+	ref, err := releaseRef(r)
+	if err != nil {
+		return nil, releases.Ref{}, err
+	}
+	return rs, ref, nil
+}
+
 // artifactRequest is what a request on an artifact names: the release
 // service, the release and the artifact's SHA-256.
 func (s *Server) artifactRequest(r *http.Request) (*releases.Service, releases.Ref, string, error) {
-	rs, err := s.releaseService()
-	if err != nil {
-		return nil, releases.Ref{}, "", err
-	}
-	ref, err := releaseRef(r)
+	rs, ref, err := s.releaseRequest(r)
 	if err != nil {
 		return nil, releases.Ref{}, "", err
 	}
