@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"net"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
-	mochi "github.com/mochi-mqtt/server/v2"
 
 	"github.com/strata-dm/strata/internal/tstest"
 )
@@ -154,28 +152,8 @@ func TestTryWrite(t *testing.T) {
 // order, as whole packets.
 func TestPubacksThroughFullSocket(t *testing.T) {
 	h, _, _ := gateHarness(t, 0, 1)
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return nil
-	}}
-	conn, err := d.Dial("tcp", h.broker.Addr("tcp"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := h.slowLink(t)
 	defer conn.Close()
-	cp := packets.NewControlPacket(packets.CONNECT)
-	c := cp.Content.(*packets.Connect)
-	c.ClientID, c.Username, c.Password, c.UsernameFlag, c.PasswordFlag, c.CleanStart, c.KeepAlive = "d0", "d0", []byte("s0"), true, true, true, 300
-	if _, err := cp.WriteTo(conn); err != nil {
-		t.Fatal(err)
-	}
-	conn.SetReadDeadline(time.Now().Add(tstest.DefaultTimeout))
-	if ack, err := packets.ReadPacket(conn); err != nil || ack.Type != packets.CONNACK {
-		t.Fatalf("CONNACK %v %v", ack, err)
-	}
-	var cl *mochi.Client
-	tstest.WaitFor(t, tstest.DefaultTimeout, "d0 registered", func() bool { cl = h.broker.hook.current("d0"); return cl != nil })
-	gateOf(cl.Net.Conn).Conn.(*net.TCPConn).SetWriteBuffer(4096) // a slow link: fills sooner
 
 	// Telemetry, never reading the PUBACKs, until an ack writer is
 	// finishing a write the committer began.

@@ -230,29 +230,8 @@ func TestIngestGateReaderBlockedWritingGivesSlotBack(t *testing.T) {
 	d1 := h.mustConnect("d1", "s1")
 	tstest.WaitFor(t, tstest.DefaultTimeout, "d1 online", func() bool { v, _ := h.variable("d1", "online"); return v == "true" })
 
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return nil
-	}}
-	conn, err := d.Dial("tcp", h.broker.Addr("tcp"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, server := h.slowLink(t)
 	defer conn.Close()
-	cp := packets.NewControlPacket(packets.CONNECT)
-	c := cp.Content.(*packets.Connect)
-	c.ClientID, c.Username, c.Password, c.UsernameFlag, c.PasswordFlag, c.CleanStart, c.KeepAlive = "d0", "d0", []byte("s0"), true, true, true, 300
-	if _, err := cp.WriteTo(conn); err != nil {
-		t.Fatal(err)
-	}
-	conn.SetReadDeadline(time.Now().Add(tstest.DefaultTimeout))
-	if ack, err := packets.ReadPacket(conn); err != nil || ack.Type != packets.CONNACK {
-		t.Fatalf("CONNACK %v %v", ack, err)
-	}
-	var cl *mochi.Client
-	tstest.WaitFor(t, tstest.DefaultTimeout, "d0 registered", func() bool { cl = h.broker.hook.current("d0"); return cl != nil })
-	server := gateOf(cl.Net.Conn)
-	server.Conn.(*net.TCPConn).SetWriteBuffer(4096) // a slow link: fills sooner
 	// PINGREQs, never reading the PINGRESPs, until the broker's side of
 	// the connection cannot take more: its reader then blocks writing.
 	pings := bytes.Repeat([]byte{packets.PINGREQ << 4, 0}, 4<<10)
@@ -296,4 +275,34 @@ func goroutineWaiting(parts ...string) bool {
 		}
 	}
 	return false
+}
+
+// slowLink connects device d0 (secret s0) over TCP with small socket
+// buffers on both ends, a slow link that fills soon when a side stops
+// reading; it returns the device's end and the broker's.
+func (h *harness) slowLink(t *testing.T) (net.Conn, *gatedConn) {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return nil
+	}}
+	conn, err := d.Dial("tcp", h.broker.Addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ClientID, c.Username, c.Password, c.UsernameFlag, c.PasswordFlag, c.CleanStart, c.KeepAlive = "d0", "d0", []byte("s0"), true, true, true, 300
+	if _, err := cp.WriteTo(conn); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(tstest.DefaultTimeout))
+	if ack, err := packets.ReadPacket(conn); err != nil || ack.Type != packets.CONNACK {
+		t.Fatalf("CONNACK %v %v", ack, err)
+	}
+	var cl *mochi.Client
+	tstest.WaitFor(t, tstest.DefaultTimeout, "d0 registered", func() bool { cl = h.broker.hook.current("d0"); return cl != nil })
+	server := gateOf(cl.Net.Conn)
+	server.Conn.(*net.TCPConn).SetWriteBuffer(4096) // a slow link: fills sooner
+	return conn, server
 }

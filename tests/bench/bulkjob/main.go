@@ -43,7 +43,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -52,7 +51,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,17 +123,12 @@ func main() {
 	}
 }
 
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "?"
-}
-
 // share is the number of devices of probe i of n.
 func share(total, n, i int) int {
-	return total/n + map[bool]int{true: 1}[i < total%n]
+	if i < total%n {
+		return total/n + 1
+	}
+	return total / n
 }
 
 func run(o options) error {
@@ -148,7 +141,7 @@ func run(o options) error {
 		o.dir = d
 	}
 	fmt.Printf("machine: %d cores, load average %s; %d devices over %d probes; MQTT over TLS on loopback; probes, simulators and brokers at nice %d\n",
-		runtime.NumCPU(), loadAvg(), o.devices, o.probes, o.nice)
+		runtime.NumCPU(), benchproc.LoadAvg(), o.devices, o.probes, o.nice)
 	var base time.Duration
 	if o.mosquitto {
 		var err error
@@ -319,7 +312,7 @@ func mosquittoBaseline(o options) (time.Duration, error) {
 	took := time.Unix(0, last).Sub(t0)
 	us := end(brokers)
 	fmt.Printf("baseline: Mosquitto delivered %d of %d messages in %s (first publish to the last message received); simulators %s; load average %s\n",
-		got, o.devices, ms(took), us, loadAvg())
+		got, o.devices, ms(took), us, benchproc.LoadAvg())
 	return took, nil
 }
 
@@ -682,7 +675,7 @@ func strataRun(o options, base time.Duration) error {
 		}
 		fmt.Printf("  federation entries each probe sent up while it ran (%d devices each): %s\n", want/len(probes), strings.Join(links, ", "))
 		fmt.Printf("  GET /api/v1/contexts/{path} at HQ meanwhile: %s (idle p99 %s: %.2f×)\n", during, ms2(idle.p99), float64(during.p99)/float64(max(idle.p99, 1)))
-		fmt.Printf("  CPU s: HQ %.1f, probes %s; simulators %s; load average %s\n", hu.CPU.Seconds(), strings.Join(cpu, " "), end(probes), loadAvg())
+		fmt.Printf("  CPU s: HQ %.1f, probes %s; simulators %s; load average %s\n", hu.CPU.Seconds(), strings.Join(cpu, " "), end(probes), benchproc.LoadAvg())
 		return acked, nil
 	}
 	small := 0
@@ -755,40 +748,10 @@ func (p *probe) enroll(ctx context.Context) error {
 
 // scrapeFed reads HQ's federation entries applied, by provider.
 func scrapeFed(api, token string, caPEM []byte) map[string]float64 {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
-	defer hc.CloseIdleConnections()
-	req, _ := http.NewRequest("GET", "https://"+api+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	out := map[string]float64{}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return out
-	}
-	defer resp.Body.Close()
-	var sb strings.Builder
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		sb.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
 	const prefix = `strata_federation_entries_applied_total{provider="`
-	for _, l := range strings.Split(sb.String(), "\n") {
-		rest, ok := strings.CutPrefix(l, prefix)
-		if !ok {
-			continue
-		}
-		name, val, ok := strings.Cut(rest, `"} `)
-		if !ok {
-			continue
-		}
-		if v, err := strconv.ParseFloat(val, 64); err == nil {
-			out[name] = v
-		}
+	out := map[string]float64{}
+	for name, v := range benchproc.Metrics(api, token, caPEM, prefix) {
+		out[strings.TrimSuffix(strings.TrimPrefix(name, prefix), `"}`)] = v
 	}
 	return out
 }
@@ -799,30 +762,7 @@ func scrapeMQTT(p *probe) map[string]float64 {
 	if err != nil {
 		return nil
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
-	defer hc.CloseIdleConnections()
-	req, _ := http.NewRequest("GET", "https://"+p.info.API+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	out := map[string]float64{}
-	for _, l := range strings.Split(string(b), "\n") {
-		name, val, ok := strings.Cut(l, " ")
-		if !ok || !(strings.HasPrefix(name, "strata_mqtt_commands") || strings.HasPrefix(name, "strata_mqtt_sessions") ||
-			strings.HasPrefix(name, "strata_mqtt_deliveries") || strings.HasPrefix(name, "strata_jobs_")) {
-			continue
-		}
-		if v, err := strconv.ParseFloat(val, 64); err == nil {
-			out[name] = v
-		}
-	}
-	return out
+	return benchproc.Metrics(p.info.API, token, caPEM, "strata_mqtt_commands", "strata_mqtt_sessions", "strata_mqtt_deliveries", "strata_jobs_")
 }
 
 // ---- the operator API's latency ----

@@ -11,10 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/strata-dm/strata/node"
@@ -52,26 +50,6 @@ func (u usage) cores() float64 {
 	return u.CPU.Seconds() / u.Wall.Seconds()
 }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func rssMB() float64 {
-	b, _ := os.ReadFile("/proc/self/status")
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			var kb float64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
 // phaseMeter serves the "begin" and "end" commands of a child.
 type phaseMeter struct {
 	t0   time.Time
@@ -82,10 +60,10 @@ type phaseMeter struct {
 func (m *phaseMeter) handle(cmd string, args []string) (any, bool, error) {
 	switch cmd {
 	case "begin":
-		m.t0, m.cpu0 = time.Now(), cpuTime()
+		m.t0, m.cpu0 = time.Now(), benchproc.CPUTime()
 		return struct{}{}, true, nil
 	case "end":
-		return usage{Wall: time.Since(m.t0), CPU: cpuTime() - m.cpu0, RSS: rssMB()}, true, nil
+		return usage{Wall: time.Since(m.t0), CPU: benchproc.CPUTime() - m.cpu0, RSS: benchproc.StatusMB("VmRSS")}, true, nil
 	case "profile-start":
 		return struct{}{}, true, m.prof.Start(args)
 	case "profile-stop":

@@ -28,26 +28,20 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/strata-dm/strata/node"
@@ -127,35 +121,6 @@ type nodeUsage struct {
 	Load    string        `json:"load"`
 }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// procStatus reads a kB field of /proc/self/status, in MB.
-func procStatus(field string) float64 {
-	b, _ := os.ReadFile("/proc/self/status")
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			var kb float64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "?"
-}
-
 // runNode is the node process: a node on dir, serving the API and MQTT
 // over TLS on loopback, answering the bench's commands until its input
 // ends.
@@ -179,14 +144,14 @@ func runNode(dir string) error {
 	benchproc.ServeCommands(func(cmd string, args []string) (any, error) {
 		switch cmd {
 		case "begin":
-			t0, cpu0 = time.Now(), cpuTime()
+			t0, cpu0 = time.Now(), benchproc.CPUTime()
 			return struct{}{}, nil
 		case "end":
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			threads, _ := os.ReadDir("/proc/self/task")
-			return nodeUsage{Wall: time.Since(t0), CPU: cpuTime() - cpu0, RSSMB: procStatus("VmRSS"), PeakMB: procStatus("VmHWM"),
-				HeapMB: float64(ms.HeapInuse) / (1 << 20), Threads: len(threads), Gs: runtime.NumGoroutine(), Load: loadAvg()}, nil
+			return nodeUsage{Wall: time.Since(t0), CPU: benchproc.CPUTime() - cpu0, RSSMB: benchproc.StatusMB("VmRSS"), PeakMB: benchproc.StatusMB("VmHWM"),
+				HeapMB: float64(ms.HeapInuse) / (1 << 20), Threads: len(threads), Gs: runtime.NumGoroutine(), Load: benchproc.LoadAvg()}, nil
 		case "profile-start":
 			return struct{}{}, prof.Start(args)
 		case "profile-stop":
@@ -467,7 +432,7 @@ func run(o options) error {
 		}
 	}
 	if len(lines) > 0 {
-		fmt.Printf("\nmachine: %d cores, load average %s at the end\n", runtime.NumCPU(), loadAvg())
+		fmt.Printf("\nmachine: %d cores, load average %s at the end\n", runtime.NumCPU(), benchproc.LoadAvg())
 		for _, l := range lines {
 			fmt.Println(l)
 		}
@@ -512,7 +477,7 @@ func runStrata(o options) (*sideResult, error) {
 		return nil, err
 	}
 	ctx := context.Background()
-	fmt.Printf("machine: %d cores, load average %s; node GOMAXPROCS default, MQTT over TLS on loopback\n", runtime.NumCPU(), loadAvg())
+	fmt.Printf("machine: %d cores, load average %s; node GOMAXPROCS default, MQTT over TLS on loopback\n", runtime.NumCPU(), benchproc.LoadAvg())
 
 	t0 := time.Now()
 	creds, err := enroll(ctx, admin, o.devices)
@@ -710,28 +675,5 @@ func report(name string, o options, res stormResult, u nodeUsage, m map[string]f
 
 // scrape reads the node's strata_mqtt_* and strata_jobs_* metrics.
 func scrape(api, token string, caPEM []byte) map[string]float64 {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
-	defer hc.CloseIdleConnections()
-	req, _ := http.NewRequest("GET", "https://"+api+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !(strings.HasPrefix(name, "strata_mqtt_") || strings.HasPrefix(name, "strata_jobs_")) {
-			continue
-		}
-		if v, err := strconv.ParseFloat(val, 64); err == nil {
-			out[name] = v
-		}
-	}
-	return out
+	return benchproc.Metrics(api, token, caPEM, "strata_mqtt_", "strata_jobs_")
 }

@@ -298,7 +298,7 @@ listener %d 127.0.0.1
 	}
 	cpu, wall := procCPU(pid)-cpu0, time.Since(t0)
 	report("mosquitto: reconnect storm, one queued message per client", o, res,
-		nodeUsage{Wall: wall, CPU: cpu, RSSMB: procRSS(pid), Load: loadAvg()}, nil)
+		nodeUsage{Wall: wall, CPU: cpu, RSSMB: procRSS(pid), Load: benchproc.LoadAvg()}, nil)
 	side := &sideResult{broker: "mosquitto", devices: o.devices, sources: o.sources, res: res, cpu: cpu, rssMB: procRSS(pid),
 		note: "mosquitto " + version}
 	if err := sc.Call(nil, "disconnect"); err != nil {
