@@ -414,7 +414,7 @@ func (m *mount) attach(conn *quic.Conn, st *quic.Stream, fr *frameReader, fw *fr
 	if !logIDMatch {
 		cursor = 0
 	}
-	if err := fw.write(kindWelcome, welcome{Version: wireVersion, Node: s.cfg.Name, Grant: rec.Grant, Subtrees: rec.Subtrees, Cursor: cursor, LogID: cur.LogID, Resync: cur.Resync}); err != nil {
+	if err := fw.write(kindWelcome, welcome{Version: wireVersion, Node: s.cfg.Name, Grant: rec.Grant, Subtrees: rec.Subtrees, Cursor: cursor, LogID: cur.LogID, Resync: cur.Resync, Features: []string{FeatureFetch}}); err != nil {
 		return
 	}
 	m.setState("connected", "")
@@ -426,13 +426,15 @@ func (m *mount) attach(conn *quic.Conn, st *quic.Stream, fr *frameReader, fw *fr
 		defer close(done)
 		m.control(conn, fr, fw)
 	}()
-	err := m.sync(conn, h.LogID)
+	var fetches sync.WaitGroup
+	err := m.sync(conn, h.LogID, &fetches)
 	if err != nil && conn.Context().Err() == nil {
 		s.log.Warn("federation: sync stream ended", "peer", m.name, "err", err)
 		conn.CloseWithError(closeProtocol, "sync failed")
 	}
 	<-conn.Context().Done()
 	<-done
+	fetches.Wait()
 	m.mu.Lock()
 	revoked := m.revoked
 	m.mu.Unlock()

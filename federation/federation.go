@@ -142,6 +142,11 @@ type Upstream struct {
 	// the link tries Address, then each of these in turn, until one
 	// accepts (the leader). Address names the link.
 	Replicas []string `json:"replicas,omitempty" yaml:"replicas,omitempty"`
+	// Bandwidth bounds the artifact bytes fetched over the link, in bytes
+	// per second (0: unlimited); Windows are the daily times in which
+	// it fetches (none: always). The sync is not bounded by either.
+	Bandwidth int64    `json:"bandwidth,omitempty" yaml:"bandwidth,omitempty"`
+	Windows   []Window `json:"windows,omitempty" yaml:"windows,omitempty"`
 }
 
 // Identity is who a routed call or read is made for: the operator at the

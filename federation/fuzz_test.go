@@ -23,6 +23,8 @@ func FuzzFrame(f *testing.F) {
 		{kindRequest, request{Op: opCall, Path: "/a", Call: &CallRequest{Function: "ping"}}},
 		{kindResponse, response{Code: codeNotFound, Error: "x"}},
 		{kindAck, ack{Seq: 7}},
+		{kindFetch, fetchReq{SHA256: "ab", Offset: 9}},
+		{kindFetchHead, fetchHead{Size: 10}},
 	}
 	for _, s := range seeds {
 		b, err := encodeFrame(s.k, s.v)
@@ -41,7 +43,7 @@ func FuzzFrame(f *testing.F) {
 				return
 			}
 			var targets = []any{&hello{}, &welcome{}, &join{}, &joined{}, &refuse{}, &renew{}, &renewed{}, &below{},
-				&batch{}, &snapshotBegin{}, &snapshotChunk{}, &snapshotEnd{}, &gap{}, &ack{}, &request{}, &response{}}
+				&batch{}, &snapshotBegin{}, &snapshotChunk{}, &snapshotEnd{}, &gap{}, &ack{}, &request{}, &response{}, &fetchReq{}, &fetchHead{}}
 			for _, v := range targets {
 				decode(k, body, v)
 			}

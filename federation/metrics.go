@@ -18,6 +18,11 @@ type metrics struct {
 	// applyWait is the time a mirror waited for a device-work slot
 	// (Config.Slots) before decoding and translating what a provider sent.
 	applyWait prometheus.Histogram
+	// fetches counts artifact fetches a consumer answered, by provider
+	// and outcome; artifactBytes the artifact bytes over links, by peer
+	// and the peer's direction.
+	fetches       *prometheus.CounterVec
+	artifactBytes *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -34,6 +39,10 @@ func newMetrics() *metrics {
 		applyWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "strata_federation_apply_wait_seconds",
 			Help:    "Time a mirror waited for a device-work slot (shared with MQTT ingest, mqtt.ingest_slots) before decoding and translating a batch or snapshot chunk from a provider.",
 			Buckets: []float64{0, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}}),
+		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_federation_artifact_fetches_total",
+			Help: "Artifact fetches this node answered for its providers, by provider and outcome (served, refused, failed)."}, []string{"peer", "outcome"}),
+		artifactBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_federation_artifact_bytes_total",
+			Help: "Artifact bytes over links: sent to a provider (direction provider) or fetched from a consumer (direction consumer), by peer."}, []string{"peer", "direction"}),
 	}
 }
 
@@ -64,6 +73,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	c.s.metrics.rejected.Describe(ch)
 	c.s.metrics.commit.Describe(ch)
 	c.s.metrics.applyWait.Describe(ch)
+	c.s.metrics.fetches.Describe(ch)
+	c.s.metrics.artifactBytes.Describe(ch)
 	for _, d := range []*prometheus.Desc{descUp, descLagN, descLagS, descRTT, descSent, descRecv, descGaps, descQueue} {
 		ch <- d
 	}
@@ -78,6 +89,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	m.rejected.Collect(ch)
 	m.commit.Collect(ch)
 	m.applyWait.Collect(ch)
+	m.fetches.Collect(ch)
+	m.artifactBytes.Collect(ch)
 	for _, p := range c.s.Peers() {
 		name := p.Name
 		if name == "" {

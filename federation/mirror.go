@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -30,7 +31,11 @@ type syncFrame struct {
 // sync accepts the provider's sync stream and applies it to the mirror
 // until the connection ends. Frames are read ahead while a batch is
 // applied, so decoding overlaps the commit.
-func (m *mount) sync(conn *quic.Conn, provLogID string) error {
+//
+// Once the sync stream is accepted, the streams the provider opens after
+// it are fetches (artifacts.go), answered until the connection ends, by
+// goroutines counted in fetches.
+func (m *mount) sync(conn *quic.Conn, provLogID string, fetches *sync.WaitGroup) error {
 	s := m.s
 	ctx, cancel := context.WithTimeout(conn.Context(), handshakeTimeout)
 	st, err := conn.AcceptStream(ctx)
@@ -38,6 +43,11 @@ func (m *mount) sync(conn *quic.Conn, provLogID string) error {
 	if err != nil {
 		return fmt.Errorf("no sync stream: %w", err)
 	}
+	fetches.Add(1)
+	go func() {
+		defer fetches.Done()
+		m.serveFetches(conn)
+	}()
 	defer st.CancelRead(streamCancelled)
 	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
 	if k, _, err := fr.next(); err != nil || k != kindSyncOpen {

@@ -308,7 +308,7 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 	if _, err := model.ParsePath(string(req.Path)); err != nil {
 		return fail(fmt.Errorf("%w: %v", model.ErrInvalid, err))
 	}
-	if req.Op != opDigest && req.Op != opJob && req.Op != opBulk && !within(req.Path, subtrees) {
+	if req.Op != opDigest && req.Op != opJob && req.Op != opBulk && req.Op != opRelease && !within(req.Path, subtrees) {
 		return fail(fmt.Errorf("%w: %s is not published to %s", model.ErrNotFound, req.Path, consumer))
 	}
 	_, _, below := splitMounted(req.Path)
@@ -388,6 +388,19 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 			return fail(fmt.Errorf("%w: this node runs no bulk jobs", model.ErrNotFound))
 		}
 		if err := br.Bulk(ctx, consumer, req.Identity, slices.Clone(subtrees), req.Bulk); err != nil {
+			return fail(err)
+		}
+		return response{}
+	case opRelease:
+		if grant != GrantOperate {
+			s.metrics.refused.WithLabelValues("grant").Inc()
+			return fail(fmt.Errorf("%w: %s holds %q on this node; sending releases needs %q", ErrForbidden, consumer, grant, GrantOperate))
+		}
+		rr, ok := s.cfg.Local.(ReleaseReceiver)
+		if !ok {
+			return fail(fmt.Errorf("%w: this node takes no releases", model.ErrNotFound))
+		}
+		if err := rr.Release(ctx, consumer, req.Identity, req.Bulk); err != nil {
 			return fail(err)
 		}
 		return response{}

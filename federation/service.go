@@ -447,7 +447,8 @@ func (s *Service) forgetConsumers(stopped []*upstream, want map[string]Upstream)
 }
 
 func sameUpstream(a, b Upstream) bool {
-	return a.Address == b.Address && a.Token == b.Token && slices.Equal(a.Publish, b.Publish) && slices.Equal(a.Replicas, b.Replicas)
+	return a.Address == b.Address && a.Token == b.Token && slices.Equal(a.Publish, b.Publish) && slices.Equal(a.Replicas, b.Replicas) &&
+		a.Bandwidth == b.Bandwidth && slices.Equal(a.Windows, b.Windows)
 }
 
 // StateDirName is the folder, under Config.StateDir, holding what this

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
 
 	"github.com/strata-dm/strata/model"
 )
@@ -56,6 +57,8 @@ type upstream struct {
 	control  *frameWriter
 	certExp  time.Time
 	leaf     *x509.Certificate // the node certificate in use or renewed
+	features []string          // what the consumer serves (welcome)
+	limiter  *rate.Limiter     // artifact fetches' bandwidth; nil: unlimited
 	acked    atomic.Uint64
 	// up is set once a connection is established, taken by run.
 	up atomic.Bool
@@ -67,7 +70,8 @@ type upstream struct {
 
 func newUpstream(s *Service, cfg Upstream, dir string) *upstream {
 	ctx, cancel := context.WithCancel(s.ctx)
-	return &upstream{s: s, cfg: cfg, dir: dir, ctx: ctx, cancel: cancel, done: make(chan struct{}), state: "connecting", since: time.Now()}
+	return &upstream{s: s, cfg: cfg, dir: dir, ctx: ctx, cancel: cancel, done: make(chan struct{}), state: "connecting", since: time.Now(),
+		limiter: newLimiter(cfg.Bandwidth)}
 }
 
 // start runs the link; the caller has counted it in s.wg.
@@ -231,7 +235,7 @@ func (u *upstream) connect() error {
 			"consumer", w.Node, "recorded", g.Grant, "welcome", w.Grant, "recorded_subtrees", g.Subtrees, "welcome_subtrees", w.Subtrees)
 	}
 	u.mu.Lock()
-	u.conn, u.control, u.grant, u.subtrees = conn, fw, grant, subtrees
+	u.conn, u.control, u.grant, u.subtrees, u.features = conn, fw, grant, subtrees, w.Features
 	u.mu.Unlock()
 	defer func() {
 		u.mu.Lock()

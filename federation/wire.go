@@ -52,6 +52,11 @@ const (
 	// request streams (one per call or read, opened by the consumer)
 	kindRequest  kind = 20
 	kindResponse kind = 21
+
+	// fetch streams (one per artifact fetch, opened by the provider
+	// after its sync stream; artifacts.go)
+	kindFetch     kind = 30 // provider → consumer: the artifact and offset wanted
+	kindFetchHead kind = 31 // consumer → provider: its size (or an error); raw bytes follow
 )
 
 type envelope struct {
@@ -83,6 +88,9 @@ type welcome struct {
 	// Resync asks for a snapshot before the tail (the mirror was found to
 	// differ from its source).
 	Resync bool `cbor:"7,keyasint,omitempty"`
+	// Features lists what the consumer serves beyond the sync
+	// (FeatureFetch).
+	Features []string `cbor:"8,keyasint,omitempty"`
 }
 
 type join struct {
@@ -181,6 +189,9 @@ const (
 	opDigest = "digest"
 	opJob    = "job"
 	opBulk   = "bulk"
+	// opRelease sends a release down (ReleaseReceiver); its body is in
+	// Bulk, opaque to the links.
+	opRelease = "release"
 )
 
 type request struct {
