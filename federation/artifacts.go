@@ -63,6 +63,34 @@ type ReleaseReceiver interface {
 	Release(ctx context.Context, consumer string, id Identity, body []byte) error
 }
 
+// Informer is implemented by a Local that reports on itself to its
+// consumers (e.g. its artifact cache): Info returns report what, as the
+// identity may see it, opaque to the links.
+type Informer interface {
+	Info(ctx context.Context, consumer string, id Identity, what string) ([]byte, error)
+}
+
+// Info asks provider name for its report what, for the operator id.
+func (s *Service) Info(ctx context.Context, name string, id Identity, what string) ([]byte, error) {
+	m := s.mount(name)
+	if m == nil {
+		return nil, fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
+	}
+	var resp response
+	if err := m.request(ctx, request{Op: opInfo, Path: model.Root, Job: what, Identity: id}, &resp); err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// CallForwarder is implemented by a Local that sees each call before it
+// is routed to the provider below that owns its path (here or from a
+// consumer: call.Identity.Via then ends with that consumer); an error
+// stops the call.
+type CallForwarder interface {
+	ForwardCall(ctx context.Context, provider string, call CallRequest) error
+}
+
 // Window is a daily time range, in the node's local time, in which a
 // link may fetch artifacts: From and To are offsets from midnight; a
 // window with To before From spans midnight.

@@ -52,6 +52,11 @@ func (s *Service) Call(ctx context.Context, req CallRequest) (CallResult, error)
 	if g := m.grantHeld(); g != GrantOperate {
 		return CallResult{}, fmt.Errorf("%w: %s granted this node %q, calls need %q", ErrForbidden, name, g, GrantOperate)
 	}
+	if f, ok := s.cfg.Local.(CallForwarder); ok {
+		if err := f.ForwardCall(ctx, name, req); err != nil {
+			return CallResult{}, err
+		}
+	}
 	r := req
 	r.Path = rest
 	var resp response
@@ -308,7 +313,7 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 	if _, err := model.ParsePath(string(req.Path)); err != nil {
 		return fail(fmt.Errorf("%w: %v", model.ErrInvalid, err))
 	}
-	if req.Op != opDigest && req.Op != opJob && req.Op != opBulk && req.Op != opRelease && !within(req.Path, subtrees) {
+	if req.Op != opDigest && req.Op != opJob && req.Op != opBulk && req.Op != opRelease && req.Op != opInfo && !within(req.Path, subtrees) {
 		return fail(fmt.Errorf("%w: %s is not published to %s", model.ErrNotFound, req.Path, consumer))
 	}
 	_, _, below := splitMounted(req.Path)
@@ -404,6 +409,16 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 			return fail(err)
 		}
 		return response{}
+	case opInfo:
+		in, ok := s.cfg.Local.(Informer)
+		if !ok {
+			return fail(fmt.Errorf("%w: this node gives no reports", model.ErrNotFound))
+		}
+		b, err := in.Info(ctx, consumer, req.Identity, req.Job)
+		if err != nil {
+			return fail(err)
+		}
+		return response{Body: b}
 	case opDigest:
 		d, err := sourceDigest(ctx, s.model, subtrees, req.At)
 		if err != nil {

@@ -192,6 +192,9 @@ const (
 	// opRelease sends a release down (ReleaseReceiver); its body is in
 	// Bulk, opaque to the links.
 	opRelease = "release"
+	// opInfo asks for a report of the provider's (Informer), opaque to
+	// the links: Job names which.
+	opInfo = "info"
 )
 
 type request struct {
@@ -228,6 +231,8 @@ type response struct {
 	Result  *CallResult    `cbor:"3,keyasint,omitempty"`
 	Context *model.Context `cbor:"4,keyasint,omitempty"`
 	Digest  *digest        `cbor:"5,keyasint,omitempty"`
+	// Body is an info request's answer, opaque to the links.
+	Body []byte `cbor:"6,keyasint,omitempty"`
 }
 
 // errFrameTooLarge ends a stream whose peer sent an oversized frame.

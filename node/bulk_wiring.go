@@ -32,7 +32,7 @@ func (n *Node) wireBulk() error {
 		Logger: n.log, Registerer: n.reg,
 	}
 	if n.fed != nil {
-		bc.Links = bulkLinks{n.fed}
+		bc.Links = bulkLinks{n.fed, n}
 	}
 	if n.cluster != nil {
 		bc.Leading = n.cluster.IsLeader // parts are worked on by the leader
@@ -44,7 +44,10 @@ func (n *Node) wireBulk() error {
 }
 
 // bulkLinks are the federation's provider links as package bulk uses them.
-type bulkLinks struct{ fed *federation.Service }
+type bulkLinks struct {
+	fed *federation.Service
+	n   *Node
+}
 
 func (l bulkLinks) Providers() []bulk.Provider {
 	var out []bulk.Provider
@@ -57,6 +60,9 @@ func (l bulkLinks) Providers() []bulk.Provider {
 }
 
 func (l bulkLinks) Send(ctx context.Context, provider string, id bulk.Identity, req bulk.Request) error {
+	if err := l.n.sentInstall(ctx, provider, req); err != nil {
+		return err
+	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err
@@ -83,6 +89,10 @@ func (l *fedLocal) Bulk(ctx context.Context, consumer string, id federation.Iden
 	case l.n.bulk == nil:
 		err = fmt.Errorf("%w: this node runs no bulk jobs", model.ErrNotFound)
 	default:
+		err = l.receiveBulkInstall(ctx, consumer, id, req)
+		if err != nil {
+			break
+		}
 		err = l.n.bulk.Receive(ctx, consumer, bulk.Identity{User: id.User, Tenant: id.Tenant, System: id.System}, subtrees, req)
 	}
 	rec := fedRecord(consumer, id, auditBulk, "", req.Spec.Function, err, audit.OK)

@@ -19,6 +19,7 @@ import (
 	"github.com/strata-dm/strata/node/certs"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/jobs"
+	"github.com/strata-dm/strata/node/releases"
 )
 
 // FederationStateDir is the folder beside strata.yaml where the node keeps
@@ -120,7 +121,14 @@ func upstreams(f config.Federation) []federation.Upstream {
 			// published (docs/jobs.md).
 			pub = append(pub, jobs.BulkRoot)
 		}
-		out = append(out, federation.Upstream{Address: u.Address, Replicas: u.Replicas, Token: u.Token, Publish: pub})
+		bw, _ := u.BandwidthBytes()  // validated
+		ws, _ := u.TransferWindows() // validated
+		var windows []federation.Window
+		for _, w := range ws {
+			windows = append(windows, federation.Window{From: w.From, To: w.To})
+		}
+		out = append(out, federation.Upstream{Address: u.Address, Replicas: u.Replicas, Token: u.Token, Publish: pub,
+			Bandwidth: bw, Windows: windows})
 	}
 	return out
 }
@@ -248,6 +256,13 @@ func (l *fedLocal) call(ctx context.Context, consumer string, req federation.Cal
 	by := consumer
 	if req.Identity.User != "" {
 		by = req.Identity.User + "@" + consumer
+	}
+	if req.Function == releases.InstallFunction && n.releases != nil {
+		id := req.Identity
+		id.Via = append(slices.Clone(id.Via), consumer)
+		if _, err := l.receiveInstall(ctx, id, req.Args); err != nil {
+			return federation.CallResult{}, err
+		}
 	}
 	p := calls.FederationPrincipal(req.Identity.User, req.Identity.Tenant, req.Identity.System)
 	j, err := n.calls.Call(ctx, p, calls.Request{

@@ -208,6 +208,7 @@ func New(opts Options) (_ *Node, err error) {
 		Jobs:                      n.jobs,
 		Bulk:                      n.bulk,
 		Releases:                  n.releases,
+		Software:                  n,
 		MQTTAddress:               n.mqttAddress,
 		Search:                    searchOf(n.store),
 		Feed:                      feedOf(n.store),
@@ -416,6 +417,9 @@ func (n *Node) close() error {
 	var errs []error
 	if n.bulk != nil {
 		n.bulk.Close()
+	}
+	if n.releases != nil {
+		n.releases.Close()
 	}
 	if n.fed != nil {
 		errs = append(errs, n.fed.Close())

@@ -46,10 +46,19 @@ func (n *Node) wireReleases() error {
 			return err
 		}
 	}
-	n.releases, err = releases.New(ctx, releases.Config{
+	budget, err := cfg.Software.CacheBudgetBytes()
+	if err != nil {
+		return err
+	}
+	rc := releases.Config{
 		Records: n.model, Objects: n.objects, StagingDir: filepath.Join(dataDir, "uploads"),
 		TrustedKeys: keys, Logger: n.log, Registerer: n.reg,
-	})
+		CacheBudget: budget, Pinned: n.pinnedArtifacts,
+	}
+	if n.fed != nil {
+		rc.Fetch = n.fed.Fetch
+	}
+	n.releases, err = releases.New(ctx, rc)
 	if err != nil {
 		return fmt.Errorf("releases: %w", err)
 	}

@@ -53,6 +53,7 @@ var auditOps = map[string]string{
 	"PUT /api/v1/releases/{name}/{version}":                    "release.put",
 	"DELETE /api/v1/releases/{name}/{version}":                 "release.delete",
 	"PUT /api/v1/releases/{name}/{version}/artifacts/{sha256}": "artifact.upload",
+	"POST /api/v1/releases/{name}/{version}/stage":             "release.stage",
 }
 
 // opLogin records a successful login (a new session token). Failed

@@ -56,6 +56,9 @@ func (s *Server) createBulkJob(w http.ResponseWriter, r *http.Request, p *auth.P
 		return err
 	}
 	noteAudit(r, func(e *auditEntry) { e.rec.Function = nb.Function })
+	if nb.Args, err = s.installArgs(p, nb.Function, nb.Args); err != nil {
+		return err
+	}
 	part, err := bs.Create(r.Context(), p, nb, deadline)
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
+	"github.com/strata-dm/strata/node/releases"
 )
 
 // Error codes of every error body, as short names (package apitypes
@@ -82,7 +83,7 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusNotFound, codeNotFound
 	case errors.Is(err, model.ErrConflict):
 		return http.StatusConflict, codeConflict
-	case errors.Is(err, model.ErrClosed), errors.Is(err, model.ErrNotLeader), errors.Is(err, context.DeadlineExceeded),
+	case errors.Is(err, model.ErrClosed), errors.Is(err, model.ErrNotLeader), errors.Is(err, releases.ErrNotReady), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, codeUnavailable
 	}
@@ -111,6 +112,8 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	case errors.As(err, &rle):
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(rle.RetryAfter)))
+	case errors.Is(err, releases.ErrNotReady):
+		w.Header().Set("Retry-After", "5")
 	case errors.Is(err, model.ErrClosed):
 		msg = "the node is shutting down"
 	}

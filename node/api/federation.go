@@ -125,6 +125,9 @@ func (s *Server) callRemote(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if err != nil {
 		return err
 	}
+	if cl.args, err = s.installArgs(p, name, cl.args); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), cl.wait+remoteCallMargin)
 	defer cancel()
 	stop := context.AfterFunc(s.quit, cancel)

@@ -165,6 +165,9 @@ func (s *Server) callDeviceFunction(w http.ResponseWriter, r *http.Request, p *a
 	if err != nil {
 		return err
 	}
+	if cl.args, err = s.installArgs(p, name, cl.args); err != nil {
+		return err
+	}
 	j, err := cs.Call(r.Context(), p, calls.Request{
 		Path: c.Path, Function: name, Args: cl.args, By: p.User, Deadline: cl.deadline,
 	})

@@ -131,6 +131,9 @@ type Config struct {
 	// Releases keeps software releases and their artifacts; nil: the
 	// release endpoints answer 501.
 	Releases *releases.Service
+	// Software stages releases to the nodes below and reports their
+	// caches; nil: those routes answer 501.
+	Software Software
 	// MQTTAddress returns the HOST:PORT given to enrolling devices; host is
 	// the request's Host without port. nil or "" : mqtt_address is "".
 	MQTTAddress func(host string) string
@@ -400,6 +403,8 @@ func (s *Server) routeTable() []route {
 		{"GET " + artifact, artifact, s.authed(s.getArtifact)},
 		{"HEAD " + artifact, artifact, s.authed(s.headArtifact)},
 		{"PUT " + artifact, artifact, streamingBody(uploadMinRate, s.authed(s.uploadArtifact))},
+		{"POST " + release + "/stage", release + "/stage", s.authed(s.stageRelease)},
+		{"GET /api/v1/software/cache", "/api/v1/software/cache", s.authed(s.softwareCache)},
 		{"GET " + devArtifact, devArtifact, http.HandlerFunc(s.deviceArtifact)},
 		{"HEAD " + devArtifact, devArtifact, http.HandlerFunc(s.deviceArtifact)},
 		{"GET /api/v1/audit", "/api/v1/audit", s.authed(s.listAudit)},

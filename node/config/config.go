@@ -169,6 +169,12 @@ type Upstream struct {
 	// cluster's leader; the others refuse with not_leader). Address
 	// still names the link (its credentials, its reload identity).
 	Replicas []string `yaml:"replicas,omitempty"`
+	// Bandwidth bounds the artifact bytes fetched over this link per
+	// second ("10MB", "512KiB"; empty: no bound), Windows the daily times
+	// it fetches them in ("22:00-06:00", the node's local time; none:
+	// always). The sync is bound by neither (docs/software.md).
+	Bandwidth string   `yaml:"bandwidth,omitempty"`
+	Windows   []string `yaml:"windows,omitempty"`
 }
 
 // Store kinds.
@@ -383,6 +389,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if _, err := c.TrustedKeys(); err != nil {
+		return err
+	}
+	if _, err := c.Software.CacheBudgetBytes(); err != nil {
 		return err
 	}
 	if err := c.Store.validate(); err != nil {

@@ -7,8 +7,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/strata-dm/strata/model"
 )
@@ -40,6 +43,12 @@ func (f *Federation) validate() error {
 			if err := validSubtree(p); err != nil {
 				return fmt.Errorf("%s.publish[%d]: %w", key, j, err)
 			}
+		}
+		if _, err := u.BandwidthBytes(); err != nil {
+			return fmt.Errorf("%s.bandwidth: %w", key, err)
+		}
+		if _, err := u.TransferWindows(); err != nil {
+			return fmt.Errorf("%s.windows: %w", key, err)
 		}
 	}
 	for _, d := range []struct {
@@ -106,4 +115,43 @@ func (u Upstream) PublishPaths() []model.Path {
 		out = append(out, model.Path(p))
 	}
 	return out
+}
+
+// BandwidthBytes returns u.Bandwidth in bytes per second (0: no bound).
+func (u Upstream) BandwidthBytes() (int64, error) {
+	if u.Bandwidth == "" {
+		return 0, nil
+	}
+	n, err := humanize.ParseBytes(u.Bandwidth)
+	if err != nil || n < 1024 || n > 1<<40 {
+		return 0, fmt.Errorf("%q: want bytes per second such as 10MB or 512KiB, at least 1KiB", u.Bandwidth)
+	}
+	return int64(n), nil
+}
+
+// Window is a daily time range: offsets from midnight, To before From
+// spanning midnight.
+type Window struct{ From, To time.Duration }
+
+// TransferWindows returns u.Windows parsed.
+func (u Upstream) TransferWindows() ([]Window, error) {
+	var out []Window
+	for _, w := range u.Windows {
+		from, to, ok := strings.Cut(w, "-")
+		f, ferr := clockTime(from)
+		t, terr := clockTime(to)
+		if !ok || ferr != nil || terr != nil || f == t {
+			return nil, fmt.Errorf("%q: want HH:MM-HH:MM, two different times of day", w)
+		}
+		out = append(out, Window{From: f, To: t})
+	}
+	return out, nil
+}
+
+func clockTime(s string) (time.Duration, error) {
+	t, err := time.Parse("15:04", strings.TrimSpace(s))
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute, nil
 }

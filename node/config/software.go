@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/dustin/go-humanize"
 )
 
 // Object store kinds.
@@ -45,6 +47,23 @@ type Software struct {
 	// it (as "strata ctl releases keygen" writes NAME.pub). Several keys
 	// allow a rotation; none: releases cannot be created.
 	TrustedKeys []string `yaml:"trusted_keys"`
+	// CacheBudget bounds the bytes of artifacts fetched from the tier
+	// above kept in the object store ("20GiB"; empty: no bound): past
+	// it, the least recently used that no active rollout or staging
+	// needs are removed.
+	CacheBudget string `yaml:"cache_budget"`
+}
+
+// CacheBudgetBytes returns software.cache_budget in bytes (0: none).
+func (s Software) CacheBudgetBytes() (int64, error) {
+	if s.CacheBudget == "" {
+		return 0, nil
+	}
+	n, err := humanize.ParseBytes(s.CacheBudget)
+	if err != nil || n > 1<<60 {
+		return 0, fmt.Errorf("software.cache_budget %q: want a size such as 20GiB", s.CacheBudget)
+	}
+	return int64(n), nil
 }
 
 func (o *Objects) validate() error {

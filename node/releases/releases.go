@@ -91,6 +91,15 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Fetch reads an artifact from the tier above (cache.go); nil: this
+	// node fetches nothing.
+	Fetch Fetcher
+	// CacheBudget bounds the bytes of artifacts fetched from above kept
+	// here (0: no bound).
+	CacheBudget int64
+	// Pinned, when set, returns the artifacts active rollouts need: the
+	// cache never evicts them.
+	Pinned func() map[string]bool
 }
 
 // Service keeps releases. It is safe for concurrent use.
@@ -100,7 +109,13 @@ type Service struct {
 	metrics *metrics
 
 	mu        sync.Mutex
-	uploading map[string]bool // artifacts with an upload in progress
+	uploading map[string]bool // artifacts with an upload or a fetch in progress
+
+	cache cache
+	// ctx bounds fetches from above, which wg counts; Close ends them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // record is a release's record value.
@@ -109,6 +124,10 @@ type record struct {
 	By      string                  `json:"by"`
 	Updated time.Time               `json:"updated"`
 	Signed  apitypes.SignedManifest `json:"signed"`
+	// Source is the tier above the release came from ("" : uploaded
+	// here); Staged keeps its artifacts whatever the cache budget.
+	Source string `json:"source,omitempty"`
+	Staged bool   `json:"staged,omitempty"`
 }
 
 // New returns the service of cfg; it counts the objects stored.
@@ -134,7 +153,19 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s.metrics.objects.Set(float64(n))
 	s.metrics.objectBytes.Set(float64(size))
+	s.metrics.budget.Set(float64(cfg.CacheBudget))
+	if err := s.startCache(ctx); err != nil {
+		return nil, fmt.Errorf("releases: cache: %w", err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// Close stops the fetches in progress and waits for them; what they
+// fetched so far stays for the next start.
+func (s *Service) Close() {
+	s.cancel()
+	s.wg.Wait()
 }
 
 // Trusts reports whether the node trusts at least one signing key.
@@ -478,7 +509,7 @@ func (s *Service) Upload(ctx context.Context, p *auth.Principal, ref Ref, sum st
 		return st, &OffsetError{Offset: st.Offset, Have: offset}
 	}
 	if offset < a.Size {
-		n, err := s.appendPart(a, body)
+		n, err := s.appendPart(a, body, s.metrics.uploaded)
 		st.Offset += n
 		if err != nil {
 			return st, err
@@ -502,7 +533,7 @@ func (s *Service) Upload(ctx context.Context, p *auth.Principal, ref Ref, sum st
 
 // appendPart appends at most what the artifact lacks from body to its
 // partial file, synced, and returns the bytes appended.
-func (s *Service) appendPart(a apitypes.Artifact, body io.Reader) (int64, error) {
+func (s *Service) appendPart(a apitypes.Artifact, body io.Reader, count prometheus.Counter) (int64, error) {
 	if err := os.MkdirAll(s.cfg.StagingDir, 0o700); err != nil {
 		return 0, err
 	}
@@ -521,7 +552,7 @@ func (s *Service) appendPart(a apitypes.Artifact, body io.Reader) (int64, error)
 		// The client's side: what arrived is kept for a resume.
 		cerr = fmt.Errorf("%w: the upload body ended early at offset %d (resume from there): %w", model.ErrInvalid, fi.Size()+n, br.err)
 	}
-	s.metrics.uploaded.Add(float64(n))
+	count.Add(float64(n))
 	serr := f.Sync()
 	if err := f.Close(); serr == nil {
 		serr = err
@@ -633,8 +664,9 @@ var errFound = errors.New("found")
 // deviceArtifact returns artifact sum if a release a device of tenant may
 // see names it: one of that tenant, or a shared one. Another tenant's
 // releases answer like missing ones (model.ErrNotFound).
-func (s *Service) deviceArtifact(tenant, sum string) (apitypes.Artifact, error) {
+func (s *Service) deviceArtifact(tenant, sum string) (apitypes.Artifact, string, error) {
 	var found apitypes.Artifact
+	var source string
 	err := s.cfg.Records.Records(Kind, func(key string, value []byte) error {
 		t, _, _ := strings.Cut(key, "/")
 		if t != tenant && t != "" {
@@ -649,19 +681,24 @@ func (s *Service) deviceArtifact(tenant, sum string) (apitypes.Artifact, error) 
 			return nil
 		}
 		if a, ok := m.Artifact(sum); ok {
-			found = a
+			found, source = a, rec.Source
 			return errFound
 		}
 		return nil
 	})
 	switch {
 	case errors.Is(err, errFound):
-		return found, nil
+		return found, source, nil
 	case err != nil:
-		return apitypes.Artifact{}, err
+		return apitypes.Artifact{}, "", err
 	}
-	return apitypes.Artifact{}, fmt.Errorf("%w: artifact %s", model.ErrNotFound, sum)
+	return apitypes.Artifact{}, "", fmt.Errorf("%w: artifact %s", model.ErrNotFound, sum)
 }
+
+// DeviceFetchWait bounds how long a device's download waits for an
+// artifact being fetched from above before it is told to come back
+// (ErrNotReady).
+var DeviceFetchWait = 20 * time.Second
 
 // OpenForDevice returns a reader of artifact sum for an authenticated
 // device of tenant (its credentials are the caller's to check): the
@@ -672,13 +709,16 @@ func (s *Service) OpenForDevice(ctx context.Context, tenant, sum string) (*Reade
 	if !apitypes.ValidSHA256(sum) {
 		return nil, apitypes.Artifact{}, fmt.Errorf("%w: artifact %q: want a sha256 in lower-case hex", model.ErrInvalid, sum)
 	}
-	a, err := s.deviceArtifact(tenant, sum)
+	a, source, err := s.deviceArtifact(tenant, sum)
 	if err != nil {
 		return nil, a, err
 	}
-	if _, err := s.cfg.Objects.Stat(ctx, a.SHA256); errors.Is(err, objects.ErrNotFound) {
-		return nil, a, fmt.Errorf("%w: artifact %s", model.ErrNotFound, a.SHA256)
-	} else if err != nil {
+	// Not here yet: fetched from above, for a while (the device asks
+	// again on ErrNotReady).
+	wctx, cancel := context.WithTimeout(ctx, DeviceFetchWait)
+	err = s.ensure(wctx, a, source)
+	cancel()
+	if err != nil {
 		return nil, a, err
 	}
 	return &Reader{ctx: ctx, store: s.cfg.Objects, key: a.SHA256, size: a.Size,

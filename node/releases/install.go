@@ -1,0 +1,127 @@
+package releases
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/auth"
+)
+
+// InstallFunction is the device function that installs a release
+// (docs/agent.md): a software rollout is a bulk job of it.
+const InstallFunction = "install"
+
+// MaxCheckBytes bounds an install's health-check command.
+const MaxCheckBytes = 4096
+
+// operatorInstall is an install's args as an operator sends them: the
+// release by name and version (or as its signed manifest).
+type operatorInstall struct {
+	Release   json.RawMessage `json:"release"`
+	Version   string          `json:"version,omitempty"`
+	Tenant    string          `json:"tenant,omitempty"`
+	Downgrade bool            `json:"downgrade,omitempty"`
+	Check     string          `json:"check,omitempty"`
+}
+
+// Install is an install's args as devices and the tiers below get them:
+// the signed manifest itself, which the device verifies.
+type Install struct {
+	Release apitypes.SignedManifest `json:"release"`
+	// Tenant is the release's ("" : shared).
+	Tenant    string `json:"tenant,omitempty"`
+	Downgrade bool   `json:"downgrade,omitempty"`
+	Check     string `json:"check,omitempty"`
+}
+
+// InstallArgs turns an operator's install args into the args a device
+// gets: {"release": NAME, "version": V} (a system user may add
+// "tenant") names a release p may read; {"release": {signed manifest}}
+// must be a release stored here, unchanged. "downgrade" and "check" are
+// kept. The release must not have expired.
+func (s *Service) InstallArgs(p *auth.Principal, args json.RawMessage) (json.RawMessage, *Install, error) {
+	var in operatorInstall
+	dec := json.NewDecoder(bytes.NewReader(args))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return nil, nil, fmt.Errorf("%w: install args: %v", model.ErrInvalid, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, nil, fmt.Errorf("%w: install args: more than one JSON value", model.ErrInvalid)
+	}
+	if len(in.Check) > MaxCheckBytes {
+		return nil, nil, fmt.Errorf("%w: install args: check longer than %d bytes", model.ErrInvalid, MaxCheckBytes)
+	}
+	ref := Ref{Tenant: in.Tenant, Version: in.Version}
+	var given *apitypes.SignedManifest
+	switch {
+	case len(in.Release) == 0:
+		return nil, nil, fmt.Errorf("%w: install args: release is required", model.ErrInvalid)
+	case in.Release[0] == '"':
+		if err := json.Unmarshal(in.Release, &ref.Name); err != nil {
+			return nil, nil, fmt.Errorf("%w: install args: release: %v", model.ErrInvalid, err)
+		}
+		if in.Version == "" {
+			return nil, nil, fmt.Errorf("%w: install args: version is required with a release name", model.ErrInvalid)
+		}
+	default:
+		given = new(apitypes.SignedManifest)
+		if err := json.Unmarshal(in.Release, given); err != nil {
+			return nil, nil, fmt.Errorf("%w: install args: release: want a name or a signed manifest: %v", model.ErrInvalid, err)
+		}
+		m, err := apitypes.ParseManifest(given.Manifest)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: install args: release: %v", model.ErrInvalid, err)
+		}
+		ref.Name, ref.Version = m.Name, m.Version
+	}
+	tenant, signed, m, err := s.Lookup(p, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	if given != nil && !bytes.Equal(given.Manifest, signed.Manifest) {
+		return nil, nil, fmt.Errorf("%w: install args: the manifest given is not the one of release %s %s here", model.ErrInvalid, m.Name, m.Version)
+	}
+	if !m.ExpiresTime().After(s.cfg.Now()) {
+		return nil, nil, fmt.Errorf("%w: release %s %s expired at %s", model.ErrInvalid, m.Name, m.Version, m.Expires)
+	}
+	out := &Install{Release: signed, Tenant: tenant, Downgrade: in.Downgrade, Check: in.Check}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, out, nil
+}
+
+// ParseInstall reads the args of an install sent down a link (as
+// InstallArgs makes them). The signature is checked by Receive.
+func ParseInstall(args json.RawMessage) (*Install, error) {
+	var in Install
+	if err := json.Unmarshal(args, &in); err != nil {
+		return nil, fmt.Errorf("%w: install args: %v", model.ErrInvalid, err)
+	}
+	if len(in.Release.Manifest) == 0 {
+		return nil, fmt.Errorf("%w: install args: no signed manifest", model.ErrInvalid)
+	}
+	return &in, nil
+}
+
+// Manifest returns the install's manifest (not verified).
+func (in *Install) Manifest() (*apitypes.Manifest, error) {
+	return apitypes.ParseManifest(in.Release.Manifest)
+}
+
+// MaySend reports whether identity (user's tenant, or system) may send
+// this install's release down: a release of its own tenant, or a shared
+// one.
+func (in *Install) MaySend(tenant string, system bool) error {
+	if system || in.Tenant == "" || in.Tenant == tenant {
+		return nil
+	}
+	return fmt.Errorf("%w: a release of another tenant", auth.ErrForbidden)
+}
