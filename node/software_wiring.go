@@ -175,8 +175,10 @@ func splitPeer(p model.Path) (string, model.Path, bool) {
 // (POST /api/v1/releases/{name}/{version}/stage): each keeps it and
 // fetches its artifacts now, whatever its cache budget.
 func (n *Node) Stage(ctx context.Context, p *auth.Principal, ref releases.Ref, peers []model.Path) ([]apitypes.StageResult, error) {
-	if !p.Can(auth.RoleOperator, federation.PeersRoot) {
-		return nil, fmt.Errorf("%w: staging releases needs the operator role on %s", auth.ErrForbidden, federation.PeersRoot)
+	if !p.System || !p.Can(auth.RoleOperator, federation.PeersRoot) {
+		// Staging fills the caches of the tiers below, which all tenants
+		// share: it is the system operators'.
+		return nil, fmt.Errorf("%w: staging releases is for system users with the operator role on %s", auth.ErrForbidden, federation.PeersRoot)
 	}
 	tenant, signed, m, err := n.releases.Lookup(p, ref)
 	if err != nil {

@@ -162,3 +162,33 @@ func (c *Client) OpenArtifact(ctx context.Context, name, version, sum string, of
 	}
 	return resp.Body, nil
 }
+
+// Software across tiers (docs/software.md).
+type (
+	CacheTier   = apitypes.CacheTier
+	StageResult = apitypes.StageResult
+)
+
+// StageRelease sends release name version to the nodes at peers
+// (/peers/<name>...), which fetch its artifacts now.
+func (c *Client) StageRelease(ctx context.Context, name, version string, peers []string) ([]StageResult, error) {
+	p, err := releasePath(name, version)
+	if err != nil {
+		return nil, err
+	}
+	var out apitypes.StageResults
+	if err := c.do(ctx, http.MethodPost, p+"/stage", nil, apitypes.StageRequest{Peers: peers}, &out); err != nil {
+		return nil, err
+	}
+	return out.Staged, nil
+}
+
+// SoftwareCache returns the artifact cache of the node and of every node
+// below it.
+func (c *Client) SoftwareCache(ctx context.Context) ([]CacheTier, error) {
+	var out apitypes.CacheTiers
+	if err := c.do(ctx, http.MethodGet, "/api/v1/software/cache", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Tiers, nil
+}

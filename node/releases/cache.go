@@ -201,7 +201,7 @@ func (s *Service) fetch(a apitypes.Artifact, source string) error {
 		if done {
 			s.metrics.fetches.WithLabelValues("fetched").Inc()
 			s.log.Info("artifact fetched", "sha256", a.SHA256, "size", a.Size, "from", source, "attempts", attempt, "took", s.cfg.Now().Sub(start).Round(time.Millisecond))
-			s.evict()
+			s.evict(a.SHA256)
 			return nil
 		}
 		if errors.Is(err, model.ErrNotFound) || ctx.Err() != nil {
@@ -278,8 +278,9 @@ func (s *Service) pinned() (map[string]bool, error) {
 }
 
 // evict removes the least recently used fetched objects that nothing
-// pins until the fetched bytes fit the budget.
-func (s *Service) evict() {
+// pins until the fetched bytes fit the budget; never keep, the object
+// just fetched for a caller (so the cache may exceed its budget by it).
+func (s *Service) evict(keep string) {
 	if s.cfg.CacheBudget <= 0 {
 		return
 	}
@@ -298,7 +299,7 @@ func (s *Service) evict() {
 	var es []entry
 	for sum, at := range s.cache.used {
 		total += s.cache.size[sum]
-		if !pins[sum] {
+		if !pins[sum] && sum != keep {
 			es = append(es, entry{sum, at, s.cache.size[sum]})
 		}
 	}
