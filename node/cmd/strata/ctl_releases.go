@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
@@ -36,9 +37,10 @@ const uploadAttempts = 5
 func (x *ctl) releasesCmd() *cobra.Command {
 	c := group(&cobra.Command{
 		Use:   "releases",
-		Short: "Software releases: signing keys, list, show, delete",
+		Short: "Software releases: signing keys, list, show, delete, stage, caches",
 	})
-	c.AddCommand(x.releasesKeygenCmd(), x.releasesListCmd(), x.releasesShowCmd(), x.releasesDeleteCmd())
+	c.AddCommand(x.releasesKeygenCmd(), x.releasesListCmd(), x.releasesShowCmd(), x.releasesDeleteCmd(),
+		x.releasesStageCmd(), x.releasesCacheCmd())
 	return c
 }
 
@@ -181,6 +183,90 @@ func (x *ctl) releasesDeleteCmd() *cobra.Command {
 				}
 				fmt.Fprintf(x.stderr, "deleted release %s %s\n", args[0], args[1])
 				return nil
+			})
+		},
+	}
+}
+
+func (x *ctl) releasesStageCmd() *cobra.Command {
+	var peers []string
+	c := &cobra.Command{
+		Use:   "stage NAME VERSION --peer PATH...",
+		Short: "Send a release to nodes below, which fetch its artifacts now",
+		Long: `Stage sends release NAME VERSION to each node named by --peer (its path
+here: /peers/<name>, /peers/<a>/peers/<b>, ...). Each node keeps it, fetches
+its artifacts from the node above it once, and keeps them whatever its
+cache budget, so that a rollout later finds them there. The fetches go on
+in the background: "strata ctl releases cache" shows them arrive.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(peers) == 0 {
+				return usageError{err: errors.New("give the nodes to stage to: --peer /peers/<name>..."), cmd: c.CommandPath()}
+			}
+			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				res, err := cl.StageRelease(ctx, args[0], args[1], peers)
+				if err != nil {
+					return err
+				}
+				failed := 0
+				for _, r := range res {
+					if r.Error != "" {
+						failed++
+					}
+				}
+				err = x.show(res, func(w io.Writer) {
+					tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+					fmt.Fprintln(tw, "PEER\tOUTCOME")
+					for _, r := range res {
+						out := "sent; fetching"
+						if r.Error != "" {
+							out = r.Error
+						}
+						fmt.Fprintf(tw, "%s\t%s\n", r.Peer, out)
+					}
+					tw.Flush()
+				})
+				if err == nil && failed > 0 {
+					err = fmt.Errorf("%d of %d nodes were not reached", failed, len(res))
+				}
+				return err
+			})
+		},
+	}
+	c.Flags().StringArrayVar(&peers, "peer", nil, "a node below, by its path here (repeatable)")
+	return c
+}
+
+func (x *ctl) releasesCacheCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cache",
+		Short: "Show the artifact cache of this node and of every node below it",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return x.call(c, func(ctx context.Context, cl *client.Client) error {
+				tiers, err := cl.SoftwareCache(ctx)
+				if err != nil {
+					return err
+				}
+				return x.show(tiers, func(w io.Writer) {
+					tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+					fmt.Fprintln(tw, "PATH\tNODE\tROLE\tCACHED\tBUDGET\tOBJECTS\tPINNED\tFETCHING\tFETCHED\tSERVED\tORIGIN")
+					for _, t := range tiers {
+						if t.Error != "" {
+							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Path, t.Node, orDash(t.Role), t.Error)
+							continue
+						}
+						budget := "-"
+						if t.BudgetBytes > 0 {
+							budget = humanize.IBytes(uint64(t.BudgetBytes))
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%d (%s)\n", t.Path, t.Node, orDash(t.Role),
+							humanize.IBytes(uint64(t.UsedBytes)), budget, t.Objects, t.Pinned, t.Fetching,
+							humanize.IBytes(uint64(t.FetchedBytes)), humanize.IBytes(uint64(t.ServedBytes)),
+							t.OriginObjects, humanize.IBytes(uint64(t.OriginBytes)))
+					}
+					tw.Flush()
+				})
 			})
 		},
 	}

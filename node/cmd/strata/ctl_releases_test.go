@@ -212,3 +212,37 @@ func TestCtlReleasesS3(t *testing.T) {
 		t.Fatalf("%d objects in the bucket, want 3", n)
 	}
 }
+
+// ctl releases cache lists this node's cache; stage needs its nodes, and
+// one this node has no link to is reported as not reached.
+func TestCtlReleasesCacheAndStage(t *testing.T) {
+	keyDir := t.TempDir()
+	key := filepath.Join(keyDir, "release.key")
+	if code, _, e := runCmd(t, nil, "", "ctl", "releases", "keygen", "--out", key); code != 0 {
+		t.Fatal(e)
+	}
+	cfgPath := releaseNode(t, "software:\n  trusted_keys: ["+key+".pub]\n  cache_budget: 1GiB\n")
+	ctl := func(args ...string) (int, string, string) {
+		return runCmd(t, nil, "", append([]string{"ctl", "--config", cfgPath}, args...)...)
+	}
+	code, out, e := ctl("releases", "cache")
+	if code != 0 || !strings.Contains(out, "PATH") || !strings.Contains(out, "hq") || !strings.Contains(out, "1.0 GiB") {
+		t.Fatalf("cache: %d %q %q", code, out, e)
+	}
+	code, out, _ = ctl("--output", "json", "releases", "cache")
+	var tiers []client.CacheTier
+	if code != 0 || json.Unmarshal([]byte(out), &tiers) != nil || len(tiers) != 1 || tiers[0].Path != "/" || tiers[0].BudgetBytes != 1<<30 {
+		t.Fatalf("cache as JSON: %d %q", code, out)
+	}
+	if code, _, e := ctl("releases", "stage", "fw", "1.0"); code == 0 || !strings.Contains(e, "--peer") {
+		t.Fatalf("stage without nodes: %d %q", code, e)
+	}
+	file := filepath.Join(keyDir, "fw.bin")
+	os.WriteFile(file, []byte("firmware"), 0o600)
+	if code, _, e := ctl("artifacts", "upload", file, "--release", "fw", "--version", "1.0", "--os", "linux", "--arch", "amd64", "--type", "binary", "--key", key, "--no-progress"); code != 0 {
+		t.Fatal(e)
+	}
+	if code, out, e := ctl("releases", "stage", "fw", "1.0", "--peer", "/peers/nowhere"); code == 0 || !strings.Contains(out, "/peers/nowhere") || !strings.Contains(e, "1 of 1 nodes were not reached") {
+		t.Fatalf("stage to a node this one has no link to: %d %q %q", code, out, e)
+	}
+}
