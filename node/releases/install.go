@@ -45,40 +45,9 @@ type Install struct {
 // must be a release stored here, unchanged. "downgrade" and "check" are
 // kept. The release must not have expired.
 func (s *Service) InstallArgs(p *auth.Principal, args json.RawMessage) (json.RawMessage, *Install, error) {
-	var in operatorInstall
-	dec := json.NewDecoder(bytes.NewReader(args))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		return nil, nil, fmt.Errorf("%w: install args: %v", model.ErrInvalid, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, nil, fmt.Errorf("%w: install args: more than one JSON value", model.ErrInvalid)
-	}
-	if len(in.Check) > MaxCheckBytes {
-		return nil, nil, fmt.Errorf("%w: install args: check longer than %d bytes", model.ErrInvalid, MaxCheckBytes)
-	}
-	ref := Ref{Tenant: in.Tenant, Version: in.Version}
-	var given *apitypes.SignedManifest
-	switch {
-	case len(in.Release) == 0:
-		return nil, nil, fmt.Errorf("%w: install args: release is required", model.ErrInvalid)
-	case in.Release[0] == '"':
-		if err := json.Unmarshal(in.Release, &ref.Name); err != nil {
-			return nil, nil, fmt.Errorf("%w: install args: release: %v", model.ErrInvalid, err)
-		}
-		if in.Version == "" {
-			return nil, nil, fmt.Errorf("%w: install args: version is required with a release name", model.ErrInvalid)
-		}
-	default:
-		given = new(apitypes.SignedManifest)
-		if err := json.Unmarshal(in.Release, given); err != nil {
-			return nil, nil, fmt.Errorf("%w: install args: release: want a name or a signed manifest: %v", model.ErrInvalid, err)
-		}
-		m, err := apitypes.ParseManifest(given.Manifest)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: install args: release: %v", model.ErrInvalid, err)
-		}
-		ref.Name, ref.Version = m.Name, m.Version
+	in, ref, given, err := parseOperatorInstall(args)
+	if err != nil {
+		return nil, nil, err
 	}
 	tenant, signed, m, err := s.Lookup(p, ref)
 	if err != nil {
@@ -91,11 +60,51 @@ func (s *Service) InstallArgs(p *auth.Principal, args json.RawMessage) (json.Raw
 		return nil, nil, fmt.Errorf("%w: release %s %s expired at %s", model.ErrInvalid, m.Name, m.Version, m.Expires)
 	}
 	out := &Install{Release: signed, Tenant: tenant, Downgrade: in.Downgrade, Check: in.Check}
-	b, err := json.Marshal(out)
+	b, err := out.Encode()
 	if err != nil {
 		return nil, nil, err
 	}
 	return b, out, nil
+}
+
+// parseOperatorInstall reads an operator's install args: the release it
+// names, and the signed manifest when one was given instead of a name.
+func parseOperatorInstall(args json.RawMessage) (operatorInstall, Ref, *apitypes.SignedManifest, error) {
+	var in operatorInstall
+	dec := json.NewDecoder(bytes.NewReader(args))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return in, Ref{}, nil, fmt.Errorf("%w: install args: %v", model.ErrInvalid, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return in, Ref{}, nil, fmt.Errorf("%w: install args: more than one JSON value", model.ErrInvalid)
+	}
+	if len(in.Check) > MaxCheckBytes {
+		return in, Ref{}, nil, fmt.Errorf("%w: install args: check longer than %d bytes", model.ErrInvalid, MaxCheckBytes)
+	}
+	ref := Ref{Tenant: in.Tenant, Version: in.Version}
+	switch {
+	case len(in.Release) == 0:
+		return in, ref, nil, fmt.Errorf("%w: install args: release is required", model.ErrInvalid)
+	case in.Release[0] == '"':
+		if err := json.Unmarshal(in.Release, &ref.Name); err != nil {
+			return in, ref, nil, fmt.Errorf("%w: install args: release: %v", model.ErrInvalid, err)
+		}
+		if !apitypes.ValidReleaseName(ref.Name) || !apitypes.ValidReleaseName(in.Version) {
+			return in, ref, nil, fmt.Errorf("%w: install args: a release name and its version are required (1 to %d letters, digits or . _ + - ~ each)", model.ErrInvalid, apitypes.MaxReleaseName)
+		}
+		return in, ref, nil, nil
+	}
+	given := new(apitypes.SignedManifest)
+	if err := json.Unmarshal(in.Release, given); err != nil {
+		return in, ref, nil, fmt.Errorf("%w: install args: release: want a name or a signed manifest: %v", model.ErrInvalid, err)
+	}
+	m, err := apitypes.ParseManifest(given.Manifest)
+	if err != nil {
+		return in, ref, nil, fmt.Errorf("%w: install args: release: %v", model.ErrInvalid, err)
+	}
+	ref.Name, ref.Version = m.Name, m.Version
+	return in, ref, given, nil
 }
 
 // ParseInstall reads the args of an install sent down a link (as
@@ -109,6 +118,18 @@ func ParseInstall(args json.RawMessage) (*Install, error) {
 		return nil, fmt.Errorf("%w: install args: no signed manifest", model.ErrInvalid)
 	}
 	return &in, nil
+}
+
+// Encode returns the install's JSON, the signed manifest's bytes as they
+// are (not HTML-escaped: the signature covers them).
+func (in *Install) Encode() ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(in); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Manifest returns the install's manifest (not verified).
