@@ -49,6 +49,7 @@ type Proxy struct {
 	closed      bool                     // guarded by mu
 	accepted    atomic.Uint64            // connections accepted
 	forwarded   [2]atomic.Uint64         // bytes to the target, to the client
+	cutAfter    atomic.Int64             // CutAfter's budget; <= 0: none
 	wg          sync.WaitGroup           // every goroutine of the proxy
 	closeOnce   sync.Once
 }
@@ -104,6 +105,11 @@ func (l *link) setUp(up net.Conn) bool {
 	l.up = up
 	return true
 }
+
+// CutAfter makes the proxy cut the next link that carries n more bytes
+// to its client, after exactly those n bytes (a transfer interrupted in
+// the middle); once. n <= 0 cancels it.
+func (p *Proxy) CutAfter(n int64) { p.cutAfter.Store(n) }
 
 // Stats are the proxy's counters since New.
 type Stats struct {
@@ -268,20 +274,34 @@ func (p *Proxy) serve(l *link) {
 		return // reset while dialling
 	}
 	var both sync.WaitGroup
-	both.Go(func() { p.copy(l, up, l.client, &p.forwarded[0]) })
-	both.Go(func() { p.copy(l, l.client, up, &p.forwarded[1]) })
+	both.Go(func() { p.copy(l, up, l.client, &p.forwarded[0], false) })
+	both.Go(func() { p.copy(l, l.client, up, &p.forwarded[1], true) })
 	both.Wait()
 }
 
 // copy forwards src to dst, holding each chunk while partitioned, and
 // passes a half-close on.
-func (p *Proxy) copy(l *link, dst, src net.Conn, n *atomic.Uint64) {
+func (p *Proxy) copy(l *link, dst, src net.Conn, n *atomic.Uint64, toClient bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		k, err := src.Read(buf)
 		if k > 0 {
 			if !p.wait(l) {
 				return
+			}
+			if toClient {
+				if left := p.cutAfter.Load(); left > 0 {
+					if int64(k) >= left {
+						// The budget ends inside this chunk: send what it
+						// allows, then cut the link (once).
+						p.cutAfter.Store(0)
+						dst.Write(buf[:left])
+						n.Add(uint64(left))
+						l.end()
+						return
+					}
+					p.cutAfter.Add(-int64(k))
+				}
 			}
 			if _, werr := dst.Write(buf[:k]); werr != nil {
 				l.end()

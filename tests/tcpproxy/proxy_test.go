@@ -231,3 +231,19 @@ func TestPartitionFrom(t *testing.T) {
 		t.Fatalf("a's link made during the partition: %q, %v", got, err)
 	}
 }
+
+// CutAfter cuts a link after exactly the bytes it allows to the client,
+// once: the next connection is whole again.
+func TestCutAfter(t *testing.T) {
+	p := newProxy(t, echo(t))
+	p.CutAfter(10)
+	c := dial(t, p.Addr())
+	c.c.Write([]byte("0123456789abcdef\n"))
+	got, err := io.ReadAll(c.c)
+	if string(got) != "0123456789" || err != nil {
+		t.Fatalf("cut link read %q, %v", got, err)
+	}
+	if got, err := dial(t, p.Addr()).line("whole", 5*time.Second); err != nil || got != "whole" {
+		t.Fatalf("next link: %q %v", got, err)
+	}
+}
