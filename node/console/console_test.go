@@ -47,6 +47,8 @@ func TestServesBundle(t *testing.T) {
 		{"/tree/devices/pump-12", "200", "text/html", RevalidateCache, "main-ABC.js"},
 		{"/device/peers/eu/devices/x", "200", "text/html", RevalidateCache, "main-ABC.js"},
 		{"/index.html", "200", "text/html", RevalidateCache, "main-ABC.js"},
+		{"/releases/agent/1.4.2?tenant=acme", "200", "text/html", RevalidateCache, "main-ABC.js"},
+		{"/cache", "200", "text/html", RevalidateCache, "main-ABC.js"},
 		{"/assets/main-ABC.js", "200", "text/javascript", AssetCache, "console.log"},
 		{"/assets/main-DEF.css", "200", "text/css", AssetCache, "body{}"},
 		{"/favicon.svg", "200", "image/svg+xml", RevalidateCache, "<svg/>"},
@@ -55,6 +57,7 @@ func TestServesBundle(t *testing.T) {
 		{"/assets/", "404", "text/plain", "", "not found"},
 		// The API's space is never the console's.
 		{"/api/v1/nothing", "404", "text/plain", "", "not found"},
+		{"/api/v1/software/cache", "404", "text/plain", "", "not found"},
 		{"/api", "404", "text/plain", "", "not found"},
 	}
 	for _, c := range cases {

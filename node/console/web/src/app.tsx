@@ -32,7 +32,7 @@ export function App() {
   } else if (loc === "/devices") {
     screen = <DevicesScreen />;
   } else if ((screen = opsScreen(loc))) {
-    // Jobs, Links, Users, Tokens, Enrollment, Audit.
+    // Jobs, Links, Users, Tokens, Enrollment, Audit, Software.
   } else {
     navigate("/overview");
     return null;

@@ -25,6 +25,7 @@ import {
   type BulkTarget,
 } from "./ops-api";
 import { navigate, onLinkClick, routeTo } from "./router";
+import { installOf, releaseRoute, type InstallArgs } from "./software-api";
 
 const pageSize = 20;
 const failurePage = 50;
@@ -170,6 +171,7 @@ export function BulkJobScreen({ id }: { id: string }) {
   };
   const operator = !!job && canOperateBulk(session()?.user, job.target);
   const failedSome = !!job && job.counters.failed + job.counters.expired > 0;
+  const install = job ? installOf(job.function, job.args) : null;
   const peers = job ? Object.entries(job.peers ?? {}).sort(([a], [b]) => a.localeCompare(b)) : [];
   return (
     <section class="ops job-detail bulk-detail">
@@ -188,7 +190,13 @@ export function BulkJobScreen({ id }: { id: string }) {
       {job && (
         <>
           <h1>
-            {job.function} <span class={`state ${job.state}`} data-test="job-state">{job.state}</span>
+            {job.function}
+            {install && (
+              <span data-test="bulk-install">
+                {install.release} {install.version}
+              </span>
+            )}{" "}
+            <span class={`state ${job.state}`} data-test="job-state">{job.state}</span>
             {operator && (
               <span class="actions" data-test="bulk-actions">
                 {job.state === "running" && (
@@ -249,11 +257,15 @@ export function BulkJobScreen({ id }: { id: string }) {
                 <dd class="mono">{JSON.stringify(job.rollout)}</dd>
               </>
             )}
-            {job.args !== undefined && (
-              <>
-                <dt>args</dt>
-                <dd class="mono">{JSON.stringify(job.args)}</dd>
-              </>
+            {install ? (
+              <InstallMeta install={install} />
+            ) : (
+              job.args !== undefined && (
+                <>
+                  <dt>args</dt>
+                  <dd class="mono">{JSON.stringify(job.args)}</dd>
+                </>
+              )
             )}
           </dl>
           <h2>Waves</h2>
@@ -321,6 +333,33 @@ export function BulkJobScreen({ id }: { id: string }) {
   );
 }
 
+/** InstallMeta shows what a job that installs a release installs, in
+ * place of its raw arguments (which hold the whole signed manifest). */
+function InstallMeta({ install }: { install: InstallArgs }) {
+  const to = releaseRoute({ name: install.release, version: install.version, tenant: install.tenant });
+  return (
+    <>
+      <dt>release</dt>
+      <dd data-test="bulk-release">
+        <a href={to} onClick={onLinkClick(to)}>
+          {install.release} {install.version}
+        </a>{" "}
+        <span class="muted">{install.tenant ? `of ${install.tenant}` : "shared"}</span>
+      </dd>
+      <dt>downgrade</dt>
+      <dd data-test="bulk-downgrade">{install.downgrade ? "allowed" : "refused"}</dd>
+      {install.check && (
+        <>
+          <dt>health check</dt>
+          <dd class="mono" data-test="bulk-check">
+            {install.check}
+          </dd>
+        </>
+      )}
+    </>
+  );
+}
+
 /** Failures lists a bulk job's failed devices page by page; it reads
  * again when the number of failures changes. */
 function Failures({ id, failed }: { id: string; failed: number }) {
@@ -382,7 +421,7 @@ function Failures({ id, failed }: { id: string; failed: number }) {
 }
 
 /** quantity reads "5" as a count and "5%" as a percentage. */
-function quantity(s: string): number | string {
+export function quantity(s: string): number | string {
   const t = s.trim();
   if (/^\d+(\.\d+)?%$/.test(t)) return t;
   if (/^\d+$/.test(t)) return Number(t);
@@ -391,7 +430,7 @@ function quantity(s: string): number | string {
 
 /** healthGate is the rollout's health object of the form's fields
  * (undefined: none): online, variables as "name=value, ...", within. */
-function healthGate(online: boolean, vars: string, within: string): Record<string, unknown> | undefined {
+export function healthGate(online: boolean, vars: string, within: string): Record<string, unknown> | undefined {
   const vs: Record<string, string> = {};
   for (const kv of vars.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
     const i = kv.indexOf("=");

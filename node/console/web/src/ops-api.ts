@@ -320,7 +320,7 @@ export function bulkFailures(id: string, after: string, limit: number): Promise<
   return request("GET", `/api/v1/jobs/${encodeURIComponent(id)}/failures?${q}`);
 }
 
-export function createBulkJob(b: { function: string; args?: unknown; target: BulkTarget; rollout?: unknown; ttl?: string }): Promise<BulkJob> {
+export function createBulkJob(b: { function: string; args?: unknown; target: BulkTarget; rollout?: unknown; ttl?: string; deadline?: string }): Promise<BulkJob> {
   return request("POST", "/api/v1/jobs", b);
 }
 

@@ -1,4 +1,4 @@
-// Routes and navigation entries of the operations screens. A screen the
+// Routes and navigation entries of the operations screens (and Software). A screen the
 // user's grants cannot use has no entry (the node would refuse it).
 
 import { session } from "./api";
@@ -8,6 +8,7 @@ import { BulkJobScreen } from "./bulk";
 import { JobScreen, JobsScreen } from "./jobs";
 import { LinksScreen } from "./links";
 import { hasRole, isBulkID } from "./ops-api";
+import { softwareScreen } from "./releases";
 import { onLinkClick } from "./router";
 
 export function opsScreen(loc: string) {
@@ -24,12 +25,14 @@ export function opsScreen(loc: string) {
   if (loc === "/links") return <LinksScreen />;
   if (loc === "/audit") return <AuditScreen />;
   if (loc === "/users" || loc === "/tokens" || loc === "/enrollment") return <AccessScreen loc={loc} />;
-  return null;
+  return softwareScreen(loc);
 }
 
 export function AccessNav({ loc }: { loc: string }) {
   const u = session()?.user;
   const entries: [string, string][] = [["/jobs", "Jobs"]];
+  // Releases are node-wide: reading them needs the viewer role on /.
+  if (hasRole(u, "viewer", "/")) entries.push(["/releases", "Software"]);
   if (hasRole(u, "viewer", "/peers")) entries.push(["/links", "Links"]);
   entries.push([hasRole(u, "admin", "/") ? "/users" : "/tokens", "Access"]);
   if (hasRole(u, "admin", "/")) entries.push(["/audit", "Audit"]);
@@ -40,7 +43,7 @@ export function AccessNav({ loc }: { loc: string }) {
           key={to}
           href={to}
           data-test={`nav-${label.toLowerCase()}`}
-          class={loc === to || loc.startsWith(to + "/") || (label === "Access" && ["/users", "/tokens", "/enrollment"].includes(loc)) ? "active" : ""}
+          class={loc === to || loc.startsWith(to + "/") || (label === "Access" && ["/users", "/tokens", "/enrollment"].includes(loc)) || (label === "Software" && loc === "/cache") ? "active" : ""}
           onClick={onLinkClick(to)}
         >
           {label}
