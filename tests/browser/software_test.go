@@ -170,7 +170,7 @@ func TestSoftwareConsole(t *testing.T) {
 		c.Role, c.Software.TrustedKeys = "probe", trusted
 		c.Federation.Upstreams = []config.Upstream{{Address: hq.n.FederationAddr(), Token: tok.Token, Publish: []string{"/devices"}}}
 	})
-	hq.device(t, "acme", "hw-sw-1")
+	d1 := hq.device(t, "acme", "hw-sw-1")
 	hq.device(t, "acme", "hw-sw-2")
 	pd := enrollDevice(t, probe.admin, probe.n.MQTTAddr("tls"), "acme", "hw-sw-3")
 	probePath := "/peers/probe" + pd.path
@@ -365,6 +365,23 @@ func TestSoftwareConsole(t *testing.T) {
 		rels, err := hq.admin.Releases(ctx)
 		if err != nil || len(rels) != 3 {
 			t.Fatalf("releases after the viewer's delete: %d (%v)", len(rels), err)
+		}
+
+		// A device job of install (one call on a device that declares
+		// it) shows the release, not first the manifest its arguments
+		// hold.
+		d1.publish(t, "inventory", map[string]any{"functions": []map[string]any{{"name": "ping", "args": pingArgs}, {"name": "reboot"}, {"name": "install"}}})
+		tstest.WaitForErr(t, 10*time.Second, "install declared", func() (bool, error) {
+			c, err := hq.admin.GetContext(ctx, d1.path)
+			return err == nil && len(c.Functions) == 3, err
+		})
+		j, _, err := hq.admin.CallFunction(ctx, d1.path, "install", json.RawMessage(`{"release":"agent","version":"1.4.2","check":"true"}`), 10*time.Second)
+		if err != nil || j.State != "succeeded" {
+			t.Fatalf("install call: %+v %v", j, err)
+		}
+		run(t, tab, "the install job", chromedp.Navigate(hq.url+"/jobs/"+j.ID), chromedp.WaitVisible(chromedp.CSS(`[data-test=job-history]`)))
+		if s := waitText(t, tab, `[data-test=job-install]`, 5*time.Second, func(s string) bool { return s != "" }); s != "installs agent 1.4.2 shared, downgrade refused, health check: true" {
+			t.Fatalf("the install job shows %q", s)
 		}
 	})
 

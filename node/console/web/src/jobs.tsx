@@ -9,6 +9,7 @@ import { BulkJobs } from "./bulk";
 import { cancelJob, fmtTime, getJobFull, hasRole, listJobs, message, type JobFilter, type JobFull } from "./ops-api";
 import { Pager, StatusRow } from "./pager";
 import { onLinkClick, routeTo } from "./router";
+import { installOf, releaseRoute } from "./software-api";
 
 const states = ["", "queued", "delivered", "running", "succeeded", "failed", "expired", "cancelled"];
 const pageSize = 50;
@@ -156,6 +157,10 @@ export function JobScreen({ id }: { id: string }) {
       setBusy(false);
     }
   };
+  // A job installing a release shows the release, not first the signed
+  // manifest its arguments hold.
+  const install = job ? installOf(job.function ?? "", job.args) : null;
+  const releaseTo = install ? releaseRoute({ name: install.release, version: install.version, tenant: install.tenant }) : "";
   const canCancel = !!job && !node && !finalStates.has(job.state) && hasRole(session()?.user, "operator", job.path);
   return (
     <section class="ops job-detail">
@@ -211,12 +216,30 @@ export function JobScreen({ id }: { id: string }) {
               </>
             )}
           </dl>
-          {job.args !== undefined && (
-            <>
-              <h2>Arguments</h2>
-              <pre>{JSON.stringify(job.args, null, 2)}</pre>
-            </>
+          {install && (
+            <p data-test="job-install">
+              installs{" "}
+              <a href={releaseTo} onClick={onLinkClick(releaseTo)}>
+                {install.release} {install.version}
+              </a>{" "}
+              <span class="muted">
+                {install.tenant ? `of ${install.tenant}` : "shared"}, downgrade {install.downgrade ? "allowed" : "refused"}
+                {install.check ? `, health check: ${install.check}` : ""}
+              </span>
+            </p>
           )}
+          {job.args !== undefined &&
+            (install ? (
+              <details>
+                <summary>arguments (the release's signed manifest)</summary>
+                <pre>{JSON.stringify(job.args, null, 2)}</pre>
+              </details>
+            ) : (
+              <>
+                <h2>Arguments</h2>
+                <pre>{JSON.stringify(job.args, null, 2)}</pre>
+              </>
+            ))}
           {job.result !== undefined && (
             <>
               <h2>Result</h2>
