@@ -137,8 +137,8 @@ func rowOrder(t *testing.T, tab context.Context) []string {
 // HQ, which trusts the test's signing key, with a probe joined below it.
 // A system administrator lists them all, newest first, and rolls acme's
 // out to the probe's device by its path (the body names the release's
-// tenant); the probe fetches the artifact, which the cache of each tier
-// shows. An acme viewer sees acme's and the shared ones, downloads an
+// tenant); the probe fetches the artifact, and one of globex's release
+// staged to the probe from its page, which the cache of each tier shows. An acme viewer sees acme's and the shared ones, downloads an
 // artifact (saved, its SHA-256 checked) and has no delete or rollout
 // button, while the node refuses the viewer's delete and rollout made
 // with the tab's own session; an acme operator starts a rollout of the
@@ -248,7 +248,8 @@ func TestSoftwareConsole(t *testing.T) {
 	})
 
 	// The release went down with the rollout, and the probe fetched its
-	// artifact from HQ: the cache of each tier says so.
+	// artifact from HQ; another staged to the probe from its page is
+	// fetched too and pinned: the cache of each tier says so.
 	t.Run("CachePerTier", func(t *testing.T) {
 		tab := b.tab(t)
 		login(t, tab, hq.url, rootUser, rootPass)
@@ -257,26 +258,46 @@ func TestSoftwareConsole(t *testing.T) {
 			Node         string `json:"node"`
 			Path         string `json:"path"`
 			Objects      int    `json:"objects"`
+			Pinned       int    `json:"pinned"`
 			FetchedBytes int64  `json:"fetched_bytes"`
 		}
-		var tiers []tier
-		tstest.WaitForErr(t, 20*time.Second, "the probe's copy of acme-app", func() (bool, error) {
-			raw := eval[string](t, tab, fmt.Sprintf(`fetch("/api/v1/software/cache", {headers: {Authorization: "Bearer " + %q}}).then(r => r.text())`, token))
-			var c struct{ Tiers []tier }
-			if err := json.Unmarshal([]byte(raw), &c); err != nil {
-				return false, fmt.Errorf("%s: %v", raw, err)
-			}
-			tiers = c.Tiers
-			for _, tr := range tiers {
-				if tr.Path == "/peers/probe" && tr.Objects == 1 && tr.FetchedBytes == 300 {
-					return true, nil
+		// probeHolds waits until the API reports the probe's cache with
+		// objects objects, pinned pinned and fetched bytes fetched.
+		probeHolds := func(what string, objects, pinned int, fetched int64) {
+			t.Helper()
+			tstest.WaitForErr(t, 20*time.Second, what, func() (bool, error) {
+				raw := eval[string](t, tab, fmt.Sprintf(`fetch("/api/v1/software/cache", {headers: {Authorization: "Bearer " + %q}}).then(r => r.text())`, token))
+				var c struct{ Tiers []tier }
+				if err := json.Unmarshal([]byte(raw), &c); err != nil {
+					return false, fmt.Errorf("%s: %v", raw, err)
 				}
-			}
-			return false, fmt.Errorf("tiers %+v", tiers)
-		})
-		if len(tiers) != 2 {
-			t.Fatalf("tiers %+v, want hq and the probe", tiers)
+				if len(c.Tiers) != 2 {
+					return false, fmt.Errorf("tiers %+v, want hq and the probe", c.Tiers)
+				}
+				for _, tr := range c.Tiers {
+					if tr.Path == "/peers/probe" && tr.Objects == objects && tr.Pinned == pinned && tr.FetchedBytes == fetched {
+						return true, nil
+					}
+				}
+				return false, fmt.Errorf("tiers %+v", c.Tiers)
+			})
 		}
+		probeHolds("the probe's copy of acme-app", 1, 0, 300)
+
+		// Stage globex's release to the probe from its page.
+		run(t, tab, "globex's release",
+			chromedp.Navigate(hq.url+"/releases/globex-tool/0.9?tenant=globex"),
+			chromedp.WaitVisible(chromedp.CSS(`[data-test=stage-release]`)),
+			chromedp.Click(chromedp.CSS(`[data-test=stage-release]`)),
+			chromedp.WaitVisible(chromedp.CSS(`input[name=stage_peer][value="/peers/probe"]`)),
+			chromedp.Click(chromedp.CSS(`input[name=stage_peer][value="/peers/probe"]`)),
+			chromedp.Click(chromedp.CSS(`[data-test=stage-submit]`)),
+		)
+		if s := waitText(t, tab, `[data-test=stage-result] tr[data-peer="/peers/probe"]`, 10*time.Second, func(s string) bool { return s != "" }); s != "/peers/probestaged" {
+			t.Fatalf("staging to the probe: %q", s)
+		}
+		probeHolds("the probe's staged copy of globex-tool", 2, 1, 400)
+
 		run(t, tab, "the cache",
 			chromedp.Click(chromedp.CSS(`[data-test=nav-software]`)),
 			chromedp.WaitVisible(chromedp.CSS(`[data-test=tab-cache]`)),
@@ -293,11 +314,13 @@ func TestSoftwareConsole(t *testing.T) {
 			{"/", "node", "hq (this node)"},
 			{"/", "role", "hq"},
 			{"/", "origin", "3 (200.4 KiB)"},
+			{"/", "served", "400 B"},
 			{"/peers/probe", "node", "probe"},
 			{"/peers/probe", "role", "probe"},
 			{"/peers/probe", "budget", "unlimited"},
-			{"/peers/probe", "objects", "1"},
-			{"/peers/probe", "fetched", "300 B"},
+			{"/peers/probe", "objects", "2"},
+			{"/peers/probe", "pinned", "1"},
+			{"/peers/probe", "fetched", "400 B"},
 		} {
 			if got := cell(c.tier, c.col); got != c.want {
 				t.Errorf("tier %s %s: %q, want %q", c.tier, c.col, got, c.want)
@@ -347,7 +370,7 @@ func TestSoftwareConsole(t *testing.T) {
 			return err == nil && bytes.Equal(got, amd64), err
 		})
 		shot(t, tab, "release")
-		for _, sel := range []string{`[data-test=delete-release]`, `[data-test=start-rollout]`} {
+		for _, sel := range []string{`[data-test=delete-release]`, `[data-test=start-rollout]`, `[data-test=stage-release]`} {
 			if exists(t, tab, sel) {
 				t.Fatalf("a viewer sees %s", sel)
 			}
@@ -399,9 +422,10 @@ func TestSoftwareConsole(t *testing.T) {
 			chromedp.Navigate(hq.url+"/releases/agent/1.4.2"),
 			chromedp.WaitVisible(chromedp.CSS(`[data-test=artifacts]`)),
 		)
-		// A tenant user changes only its tenant's releases.
-		if exists(t, tab, `[data-test=delete-release]`) {
-			t.Fatal("an acme operator may delete a shared release")
+		// A tenant user changes only its tenant's releases, and staging is
+		// for system users.
+		if exists(t, tab, `[data-test=delete-release]`) || exists(t, tab, `[data-test=stage-release]`) {
+			t.Fatal("an acme operator may delete or stage a shared release")
 		}
 		run(t, tab, "open the rollout form", chromedp.Click(chromedp.CSS(`[data-test=start-rollout]`)), chromedp.WaitVisible(chromedp.CSS(`[data-test=rollout-form]`)))
 		setInput(t, tab, `input[name=target_path]`, "/devices")

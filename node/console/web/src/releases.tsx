@@ -11,6 +11,7 @@ import { CacheScreen } from "./cache";
 import { fmtBytes, fmtTime, hasRole, message } from "./ops-api";
 import { StatusRow } from "./pager";
 import { RolloutForm } from "./rollout";
+import { StageForm } from "./stage";
 import { navigate, onLinkClick } from "./router";
 import {
   artifactFileName,
@@ -158,6 +159,7 @@ function ReleaseScreen({ r }: { r: ReleaseRef }) {
   const [confirming, setConfirming] = useState(false);
   const [busy, setBusy] = useState(false);
   const [rolling, setRolling] = useState(false);
+  const [staging, setStaging] = useState(false);
   useEffect(() => {
     let live = true;
     getRelease(r).then(
@@ -173,6 +175,8 @@ function ReleaseScreen({ r }: { r: ReleaseRef }) {
   // its tenant's; a rollout needs operator on what it targets, checked
   // again in the form and by the node.
   const canDelete = !!rel && hasRole(u, "operator", "/") && (!!u?.system || rel.tenant === (u?.tenant ?? ""));
+  // Staging is for system users with the operator role on /peers.
+  const canStage = !!rel && !!u?.system && hasRole(u, "operator", "/peers");
   const canRoll = !!rel && !!u && (!!u.system || (u.grants ?? []).some((g) => g.role === "operator" || g.role === "admin"));
   const remove = async () => {
     if (!rel) return;
@@ -217,6 +221,11 @@ function ReleaseScreen({ r }: { r: ReleaseRef }) {
                   Start a rollout
                 </button>
               )}
+              {canStage && !staging && (
+                <button type="button" data-test="stage-release" onClick={() => setStaging(true)}>
+                  Stage to tiers
+                </button>
+              )}
               {canDelete && (
                 <button type="button" class="danger-solid" data-test="delete-release" disabled={busy} onClick={() => setConfirming(true)}>
                   Delete
@@ -259,6 +268,7 @@ function ReleaseScreen({ r }: { r: ReleaseRef }) {
             </dd>
           </dl>
           {rolling && <RolloutForm rel={rel} onClose={() => setRolling(false)} />}
+          {staging && <StageForm rel={rel} onClose={() => setStaging(false)} />}
           <h2>Artifacts</h2>
           <table class="grid" data-test="artifacts">
             <thead>

@@ -229,3 +229,10 @@ export function installOf(fn: string, args: unknown): InstallArgs | null {
     check: typeof a.check === "string" ? a.check : undefined,
   };
 }
+
+/** stageRelease sends a release to the nodes below named by their mount
+ * paths, which keep it and fetch its artifacts now, whatever their cache
+ * budget (system users with the operator role on /peers). */
+export function stageRelease(r: ReleaseRef, peers: string[]): Promise<{ staged: { peer: string; error?: string }[] }> {
+  return request("POST", releaseURL(r, "/stage"), { peers });
+}
