@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/strata-dm/strata/apitypes"
@@ -55,17 +53,18 @@ const DefaultSoftwareDir = "/opt/strata-agent"
 // 32 bytes, or as the name of a file holding that (strata ctl releases
 // keygen writes such a file).
 func ParseTrustedKey(s string) (ed25519.PublicKey, error) {
-	text := strings.TrimSpace(s)
-	if data, err := os.ReadFile(s); err == nil {
-		text = strings.TrimSpace(string(data))
-	} else if !errors.Is(err, os.ErrNotExist) && !strings.ContainsAny(s, "=+") {
-		return nil, fmt.Errorf("trusted key %q: %w", s, err)
+	if k, err := apitypes.ParsePublicKey(s); err == nil {
+		return k, nil
 	}
-	raw, err := base64.StdEncoding.DecodeString(text)
-	if err != nil || len(raw) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("trusted key %q: want a file or the base64 of a %d-byte Ed25519 public key", s, ed25519.PublicKeySize)
+	data, err := os.ReadFile(s)
+	if err != nil {
+		return nil, fmt.Errorf("trusted key %q: neither the base64 of a %d-byte Ed25519 key nor a readable file: %v", s, ed25519.PublicKeySize, err)
 	}
-	return ed25519.PublicKey(raw), nil
+	k, err := apitypes.ParsePublicKey(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("trusted key file %s: %v", s, err)
+	}
+	return k, nil
 }
 
 // installer holds what installs need, set up by New.
