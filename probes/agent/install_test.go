@@ -293,3 +293,34 @@ func TestInstallBinaryAndScript(t *testing.T) {
 		t.Fatalf("inventory: %s", inv)
 	}
 }
+
+// FuzzUntar: whatever the archive, untar writes nothing outside its
+// directory and never panics.
+func FuzzUntar(f *testing.F) {
+	seed := func(entries ...tarEntry) []byte {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, e := range entries {
+			tw.WriteHeader(&tar.Header{Name: e.name, Typeflag: e.typ, Mode: 0o644, Linkname: e.link, Size: int64(len(e.body))})
+			tw.Write([]byte(e.body))
+		}
+		tw.Close()
+		return buf.Bytes()
+	}
+	f.Add(seed(tarEntry{name: "a/b", typ: tar.TypeReg, body: "x"}))
+	f.Add(seed(tarEntry{name: "x/", typ: tar.TypeDir}, tarEntry{name: "x/y", typ: tar.TypeSymlink, link: "."},
+		tarEntry{name: "x/y/z", typ: tar.TypeSymlink, link: "../../q"}, tarEntry{name: "x/y/z/w", typ: tar.TypeReg, body: "x"}))
+	f.Add(seed(tarEntry{name: "l", typ: tar.TypeSymlink, link: ".."}, tarEntry{name: "l/out", typ: tar.TypeReg, body: "x"}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		base := t.TempDir()
+		dir := filepath.Join(base, "in")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		untar(bytes.NewReader(data), dir)
+		entries, _ := os.ReadDir(base)
+		if len(entries) != 1 {
+			t.Fatalf("wrote outside: %v", entries)
+		}
+	})
+}
