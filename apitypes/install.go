@@ -19,9 +19,12 @@ const FunctionInstall = "install"
 // InstallArgs are the args of an install job: the signed manifest of the
 // release as the node holds it, whether a version older than the
 // installed one is allowed, and an optional health check (a command line
-// run with sh -c once the artifact is installed).
+// run with sh -c once the artifact is installed). Tenant is the
+// release's tenant as the node names it ("" for a shared release); a
+// device does not need it and trusts only the signature.
 type InstallArgs struct {
 	Release   SignedManifest `json:"release"`
+	Tenant    string         `json:"tenant,omitempty"`
 	Downgrade bool           `json:"downgrade"`
 	Check     string         `json:"check,omitempty"`
 }
@@ -63,6 +66,8 @@ func ParseInstallArgs(raw []byte) (InstallArgs, error) {
 		return bad("check longer than %d bytes", MaxCheckBytes)
 	case strings.ContainsRune(a.Check, 0):
 		return bad("check holds NUL")
+	case len(a.Tenant) > 256:
+		return bad("tenant longer than 256 bytes")
 	}
 	return a, nil
 }

@@ -97,6 +97,10 @@ func TestParseInstallArgs(t *testing.T) {
 		string(a.Release.Manifest) != `{"name":"a"}` {
 		t.Fatalf("good args: %+v %v", a, err)
 	}
+	// The node adds the release's tenant; devices accept it.
+	if a, err := ParseInstallArgs([]byte(`{"release":{"manifest":{},"signature":"x","key_id":"0123456789abcdef"},"tenant":"acme"}`)); err != nil || a.Tenant != "acme" {
+		t.Fatalf("with a tenant: %+v %v", a, err)
+	}
 	// Encoding gives the contract's shape back.
 	out, _ := json.Marshal(InstallArgs{Release: a.Release})
 	if !strings.Contains(string(out), `"downgrade":false`) || strings.Contains(string(out), "check") {

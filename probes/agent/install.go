@@ -113,6 +113,7 @@ func (a *Agent) installFunction() *function {
 			`"manifest":{"type":"object","description":"the release's canonical manifest, as signed"},` +
 			`"signature":{"type":"string","description":"base64 Ed25519 signature of the manifest's bytes"},` +
 			`"key_id":{"type":"string","pattern":"^[0-9a-f]{16}$"}}},` +
+			`"tenant":{"type":"string","description":"the release's tenant as the node names it; not used by the device"},` +
 			`"downgrade":{"type":"boolean","default":false,"description":"allow a version older than the installed one"},` +
 			`"check":{"type":"string","maxLength":4096,"description":"health check command line, run with sh -c after installing"}}}`),
 		schema(`{"type":"object","properties":{"name":{"type":"string"},"version":{"type":"string"},"previous":{"type":"string"},` +
