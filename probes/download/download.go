@@ -43,11 +43,13 @@ func (e *DigestError) Unwrap() error { return ErrDigestMismatch }
 // errInterrupted is the simulated interruption of Downloader.InterruptAt.
 var errInterrupted = errors.New("download interrupted (simulated)")
 
-// Error is a download the node refused: its status and error body.
+// Error is a download the node refused: its status and error body, and
+// its Retry-After (zero when absent).
 type Error struct {
-	Status  int
-	Code    string
-	Message string
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -92,6 +94,11 @@ type Downloader struct {
 	// the rest comes in a resumed request (tests and benchmarks of
 	// resumption).
 	InterruptAt int64
+	// NotReadyWait bounds the time spent waiting, as told by Retry-After,
+	// on 503 and 429 answers (default 10 minutes; each wait at most 60
+	// s): a tier still fetching an artifact from above answers 503 with
+	// Retry-After. Such waits cost no attempt.
+	NotReadyWait time.Duration
 }
 
 // Download fetches artifact sum with a's credentials into w and verifies
@@ -123,23 +130,28 @@ func (d *Downloader) Resume(ctx context.Context, a Auth, sum string, off, size i
 	if backoff <= 0 {
 		backoff = 100 * time.Millisecond
 	}
+	notReady := d.NotReadyWait
+	if notReady <= 0 {
+		notReady = 10 * time.Minute
+	}
 	dst := io.MultiWriter(w, h)
 	url := strings.TrimRight(d.API, "/") + "/api/v1/device/artifacts/" + sum
 	cutDone := false
 	var err error
+	var waited time.Duration
+	delay := time.Duration(0) // before the next request
 	for attempt := 0; attempt < attempts && (size < 0 || off < size); attempt++ {
-		if attempt > 0 {
-			t := time.NewTimer(backoff)
+		if delay > 0 {
+			t := time.NewTimer(delay)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return res, context.Cause(ctx)
 			case <-t.C:
 			}
-			backoff *= 2
-			if res.Received > 0 || off > 0 {
-				res.Resumes++
-			}
+		}
+		if attempt > 0 && (res.Received > 0 || off > 0) {
+			res.Resumes++
 		}
 		cut := d.InterruptAt
 		if cutDone {
@@ -153,10 +165,24 @@ func (d *Downloader) Resume(ctx context.Context, a Auth, sum string, off, size i
 		if err == nil {
 			break
 		}
-		var de *Error
-		if errors.As(err, &de) && de.Status != http.StatusTooManyRequests && de.Status < 500 || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return res, err
 		}
+		var de *Error
+		switch {
+		case errors.As(err, &de) && de.RetryAfter > 0 && waited+de.RetryAfter <= notReady &&
+			(de.Status == http.StatusServiceUnavailable || de.Status == http.StatusTooManyRequests):
+			// The node asks to come back (an artifact its tier is still
+			// fetching, a rate limit): that costs no attempt.
+			waited += de.RetryAfter
+			delay = de.RetryAfter
+			attempt--
+			continue
+		case errors.As(err, &de) && de.Status != http.StatusTooManyRequests && de.Status < 500:
+			return res, err
+		}
+		delay = backoff
+		backoff *= 2
 	}
 	if err != nil {
 		return res, err
@@ -241,7 +267,7 @@ func (d *Downloader) once(ctx context.Context, url, user, secret, sum string, of
 		// for (If-Range), and what w has cannot be taken back.
 		return 0, size, &Error{Status: resp.StatusCode, Message: "the node sent the whole artifact to a resume"}
 	default:
-		de := &Error{Status: resp.StatusCode}
+		de := &Error{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 		var body apitypes.ErrorBody
 		if b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10)); json.Unmarshal(b, &body) == nil {
 			de.Code, de.Message = body.Code, body.Message
@@ -265,6 +291,15 @@ func (d *Downloader) once(ctx context.Context, url, user, secret, sum string, of
 		return n, total, io.ErrUnexpectedEOF
 	}
 	return n, total, nil
+}
+
+// retryAfter reads a Retry-After of whole seconds, at most a minute.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(min(n, 60)) * time.Second
 }
 
 // ParseContentRange parses "bytes START-END/TOTAL" of a 206 answer.

@@ -43,6 +43,7 @@ type artifactServer struct {
 	data, served []byte // served differs from data for a tampered copy
 	sum          string
 	cut, fail    int
+	notReady     int // the first requests answer 503 with Retry-After: 1
 
 	mu      sync.Mutex
 	ranges  []string
@@ -70,6 +71,12 @@ func (a *artifactServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if n <= a.fail {
 		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	if n <= a.notReady {
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":"not fetched yet","code":"unavailable"}`))
 		return
 	}
 	if n == 1 && a.cut > 0 {
@@ -229,5 +236,29 @@ func TestToFile(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("the tampered file was kept: %v", err)
+	}
+}
+
+// TestDownloadWaitsWhenNotReady: 503 answers with Retry-After (a tier
+// still fetching the artifact) are waited out without costing attempts,
+// up to NotReadyWait.
+func TestDownloadWaitsWhenNotReady(t *testing.T) {
+	a, srv := newArtifactServer(t, 10_000)
+	a.notReady = 2
+	d := Downloader{API: srv.URL, Client: srv.Client(), Attempts: 1}
+	start := time.Now()
+	var out bytes.Buffer
+	res, err := d.Download(context.Background(), devCreds, a.sum, &out)
+	if err != nil || !bytes.Equal(out.Bytes(), a.data) || res.Requests != 3 || time.Since(start) < 2*time.Second {
+		t.Fatalf("not ready twice: %+v %v after %v", res, err, time.Since(start))
+	}
+
+	a2, srv2 := newArtifactServer(t, 10_000)
+	a2.notReady = 5
+	d = Downloader{API: srv2.URL, Client: srv2.Client(), Attempts: 1, NotReadyWait: time.Second}
+	_, err = d.Download(context.Background(), devCreds, a2.sum, new(bytes.Buffer))
+	var de *Error
+	if !errors.As(err, &de) || de.Status != http.StatusServiceUnavailable || de.RetryAfter != time.Second || len(a2.ranges) != 2 {
+		t.Fatalf("not ready past the wait: %v, %d requests", err, len(a2.ranges))
 	}
 }
