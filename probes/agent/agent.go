@@ -317,6 +317,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func (a *Agent) closeState() error {
 	var errs []error
+	if a.inst != nil {
+		a.inst.client.CloseIdleConnections()
+	}
 	if a.queue != nil {
 		errs = append(errs, a.queue.close())
 	}

@@ -189,9 +189,6 @@ func (a *Agent) install(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return res, err
 	}
-	if art.Type == apitypes.ArtifactScript && args.Check == "" {
-		log.Info("script artifact ran")
-	}
 	if err := a.inst.software.put(rec); err != nil {
 		return res, fmt.Errorf("installed, but cannot record it: %w", err)
 	}
