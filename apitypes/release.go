@@ -117,6 +117,17 @@ func KeyID(pub ed25519.PublicKey) string {
 	return hex.EncodeToString(sum[:8])
 }
 
+// ParsePublicKey decodes a release signing public key: the base64 of
+// its 32 bytes, surrounding white space ignored (what strata ctl
+// releases keygen writes to its .pub file).
+func ParsePublicKey(text string) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(text))
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("want the base64 of a %d-byte Ed25519 public key", ed25519.PublicKeySize)
+	}
+	return ed25519.PublicKey(b), nil
+}
+
 // ErrManifest is wrapped by every error of ParseManifest and Verify.
 var ErrManifest = errors.New("manifest")
 

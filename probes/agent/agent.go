@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -43,6 +44,27 @@ type Config struct {
 
 	// MQTTAddress overrides the credentials' mqtt_address (HOST:PORT).
 	MQTTAddress string
+
+	// TrustedKeys verify the releases install is given; without any,
+	// install is refused. The node's keys are never used.
+	TrustedKeys []ed25519.PublicKey
+	// API overrides the node's API URL saved at enrollment
+	// (https://HOST:PORT), where artifacts are downloaded from.
+	// APICAPEM is trusted for it besides the enrollment's ca_pem.
+	API      string
+	APICAPEM []byte
+	// InstallRoot, when set, makes install work inside that directory
+	// instead of the system: deb and rpm into a package database of
+	// their own there, tar and binary under it (else under
+	// DefaultSoftwareDir). For tests and staging.
+	InstallRoot string
+	// HasPackageManager reports whether a deb ("deb": dpkg) or rpm
+	// ("rpm": rpm) can be installed here (default HasPackageManager).
+	HasPackageManager func(pkgType string) bool
+	// DownloadInterruptAt, when positive, cuts the first answer of each
+	// artifact download after that many bytes, as a network failure
+	// would (tests of resumption).
+	DownloadInterruptAt int64
 	// ReconnectMin and ReconnectMax bound the reconnect backoff (default
 	// 1s and 60s): the delay before attempt n is uniform in
 	// [0, min(max, min·2ⁿ)] (full jitter).
@@ -83,6 +105,12 @@ func (c *Config) Validate() error {
 	if c.Version == "" {
 		c.Version = "dev"
 	}
+	if c.HasPackageManager == nil {
+		c.HasPackageManager = HasPackageManager
+	}
+	if c.InstallRoot != "" && !filepath.IsAbs(c.InstallRoot) {
+		return fmt.Errorf("install root %q: want an absolute path", c.InstallRoot)
+	}
 	switch {
 	case c.TelemetryInterval < 0 || c.InventoryInterval < 0:
 		return errors.New("intervals must be positive")
@@ -120,9 +148,12 @@ type Agent struct {
 	queue    *diskQueue
 	jobs     *jobLog
 	settings *settingsStore
-	funcs    map[string]*function
-	cmds     chan delivery
-	invNow   chan struct{} // asks for an inventory now (on connect)
+	inst     *installer
+	// installMu (capacity 1) runs one install at a time.
+	installMu chan struct{}
+	funcs     map[string]*function
+	cmds      chan delivery
+	invNow    chan struct{} // asks for an inventory now (on connect)
 
 	duplicates atomic.Int64 // deliveries ignored as already run
 
@@ -150,7 +181,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"),
 		cmds: make(chan delivery, 64), invNow: make(chan struct{}, 1),
-		sessC: make(chan struct{}), ready: make(chan struct{})}
+		sessC: make(chan struct{}), ready: make(chan struct{}), installMu: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			a.closeState()
@@ -179,6 +210,9 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 	defaults := Settings{TelemetryInterval: cfg.TelemetryInterval, InventoryInterval: cfg.InventoryInterval}
 	if a.settings, err = openSettings(cfg.StateDir, defaults); err != nil {
+		return nil, err
+	}
+	if a.inst, err = newInstaller(&a.cfg, creds); err != nil {
 		return nil, err
 	}
 	a.funcs = map[string]*function{}
@@ -283,6 +317,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func (a *Agent) closeState() error {
 	var errs []error
+	if a.inst != nil {
+		a.inst.client.CloseIdleConnections()
+	}
 	if a.queue != nil {
 		errs = append(errs, a.queue.close())
 	}

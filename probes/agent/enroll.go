@@ -120,6 +120,7 @@ func Enroll(ctx context.Context, req EnrollRequest) (*Credentials, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("enroll: bad answer: %w", err)
 	}
+	c.API = strings.TrimRight(u.String(), "/")
 	return &c, nil
 }
 

@@ -84,6 +84,7 @@ func (a *Agent) functions() []*function {
 			schema(`{"type":"object","properties":{"sources":{"type":"array","items":{"type":"object","properties":{` +
 				`"source":{"type":"string"},"lines":{"type":"array","items":{"type":"string"}},"truncated":{"type":"boolean"},"error":{"type":"string"}}}}}}`)},
 			a.collectLogs},
+		a.installFunction(),
 	}
 }
 

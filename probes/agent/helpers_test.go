@@ -153,7 +153,7 @@ func (p *proxy) setDown(down bool) {
 func newStateDir(t *testing.T, address string, caPEM []byte) string {
 	t.Helper()
 	dir := t.TempDir()
-	err := SaveCredentials(dir, &Credentials{apitypes.Enrollment{
+	err := SaveCredentials(dir, &Credentials{Enrollment: apitypes.Enrollment{
 		DeviceID: "d-test", MQTTUsername: "d-test", MQTTPassword: "sd_secret",
 		MQTTAddress: address, CAPEM: string(caPEM), Path: "/devices/d-test",
 		Tenant: "acme", Group: "pumps", TopicPrefix: "strata/d-test/",

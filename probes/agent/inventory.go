@@ -2,7 +2,9 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"os"
 	"runtime"
@@ -13,11 +15,16 @@ import (
 	"github.com/shirou/gopsutil/v4/disk"
 	"github.com/shirou/gopsutil/v4/host"
 	"github.com/shirou/gopsutil/v4/mem"
+
+	"github.com/strata-dm/strata/apitypes"
 )
 
 // Inventory describes the device; it is published on strata/<id>/inventory
 // at every connect and every inventory interval. Each top-level key becomes
 // a variable of the device's context; functions replaces its functions.
+// Besides the fields, each installed release is also sent as a key
+// software.<name> holding its version (MarshalJSON), so that a selector
+// can name devices by version (var.software.<name>).
 type Inventory struct {
 	Hostname     string         `json:"hostname"`
 	OS           string         `json:"os"`
@@ -30,6 +37,30 @@ type Inventory struct {
 	Interfaces   []Interface    `json:"interfaces"`
 	AgentVersion string         `json:"agent_version"`
 	Functions    []FunctionInfo `json:"functions"`
+	// Software lists the releases install put in place.
+	Software []apitypes.InstalledSoftware `json:"software"`
+}
+
+// MarshalJSON encodes the fields and a software.<name> key per installed
+// release.
+func (inv Inventory) MarshalJSON() ([]byte, error) {
+	type plain Inventory
+	data, err := json.Marshal(plain(inv))
+	if err != nil || len(inv.Software) == 0 {
+		return data, err
+	}
+	var b bytes.Buffer
+	b.Write(data[:len(data)-1])
+	for _, s := range inv.Software {
+		k, _ := json.Marshal(apitypes.SoftwareVariable(s.Name))
+		v, _ := json.Marshal(s.Version)
+		b.WriteByte(',')
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 // Distribution identifies the operating system release, from
@@ -71,7 +102,8 @@ func Platform() (goos, goarch string) { return runtime.GOOS, runtime.GOARCH }
 // rather than failing the whole inventory. Functions and AgentVersion are
 // left for the caller to fill.
 func GatherInventory(ctx context.Context) Inventory {
-	inv := Inventory{CPUs: runtime.NumCPU(), Disks: []Disk{}, Interfaces: []Interface{}, Functions: []FunctionInfo{}}
+	inv := Inventory{CPUs: runtime.NumCPU(), Disks: []Disk{}, Interfaces: []Interface{}, Functions: []FunctionInfo{},
+		Software: []apitypes.InstalledSoftware{}}
 	inv.OS, inv.Arch = Platform()
 	inv.Hostname, _ = os.Hostname()
 	inv.Distribution = readOSRelease("/etc/os-release")

@@ -234,7 +234,7 @@ func TestAgentOverMQTT(t *testing.T) {
 	if err := json.Unmarshal(b.received("strata/d-test/inventory")[0].payload, &inv); err != nil {
 		t.Fatal(err)
 	}
-	if inv.Hostname == "" || inv.OS == "" || inv.AgentVersion != "test" || len(inv.Functions) != 5 {
+	if inv.Hostname == "" || inv.OS == "" || inv.AgentVersion != "test" || len(inv.Functions) != 6 || inv.Software == nil {
 		t.Fatalf("inventory %+v", inv)
 	}
 	tstest.WaitFor(t, 10*time.Second, "telemetry", func() bool { return len(b.received("strata/d-test/telemetry")) >= 2 })

@@ -134,6 +134,7 @@ func (a *Agent) inventoryLoop(ctx context.Context) {
 		inv := GatherInventory(ctx)
 		inv.AgentVersion = a.cfg.Version
 		inv.Functions = a.FunctionInfos()
+		inv.Software = a.inst.software.list()
 		payload, err := json.Marshal(inv)
 		if err == nil {
 			err = a.publish(ctx, s, "inventory", payload)

@@ -24,16 +24,19 @@ const (
 	queueFile       = "queue.log"        // outbound messages not yet acknowledged
 	queueHeadFile   = "queue.head"       // first sequence number still owed
 	jobsFile        = "jobs.log"         // job ids run, for at-most-once
-	lockFile        = "agent.lock"       // held by the running agent
+	// software.json, downloads/ and packages/: see install.go.
+	lockFile = "agent.lock" // held by the running agent
 )
 
 // ErrNotEnrolled is returned when the state directory holds no credentials.
 var ErrNotEnrolled = errors.New("not enrolled: no credentials in the state directory")
 
 // Credentials are what enrollment returns and the agent needs to connect:
-// the POST /api/v1/enroll response (docs/mqtt.md), kept as it came.
+// the POST /api/v1/enroll response (docs/mqtt.md), kept as it came, and
+// the API URL it was sent to (where artifacts are downloaded from).
 type Credentials struct {
 	apitypes.Enrollment
+	API string `json:"api,omitempty"`
 }
 
 // Validate checks that c is usable to connect: a device id that is a valid

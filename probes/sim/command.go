@@ -102,6 +102,10 @@ func (d *device) onPublish(c *conn, pk *packets.Packet) {
 	if !f.cfg.AnswerCommands {
 		return
 	}
+	if err == nil && isInstall(&cmd) {
+		d.onInstall(c, pk.TopicName, cmd)
+		return
+	}
 	d.mu.Lock()
 	if d.c != c {
 		d.mu.Unlock()

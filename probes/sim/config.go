@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,6 +95,19 @@ type Config struct {
 	// connection's reader goroutine: it must not block.
 	OnCommand func(Command)
 
+	// Pretend installs (install.go): TrustedKeys, when set, verify the
+	// signature of an install's release (else only its form is checked);
+	// InstallOS and InstallArch are the platform whose artifact devices
+	// pick (default linux/amd64; they prefer a deb); at most
+	// InstallConcurrency downloads run at once over the fleet (default
+	// 64); InstallDownloader sets their attempts, backoff and
+	// interruption (API and Client are the fleet's).
+	TrustedKeys        []ed25519.PublicKey
+	InstallOS          string
+	InstallArch        string
+	InstallConcurrency int
+	InstallDownloader  Downloader
+
 	// ReportInterval is the period of Progress calls; zero disables them.
 	ReportInterval time.Duration
 	// Progress receives a snapshot every ReportInterval.
@@ -117,6 +131,9 @@ func DefaultConfig() Config {
 		Keepalive:          60 * time.Second,
 		Reconnect:          true,
 		AnswerCommands:     true,
+		InstallOS:          "linux",
+		InstallArch:        "amd64",
+		InstallConcurrency: 64,
 	}
 }
 
@@ -154,6 +171,14 @@ func (c *Config) Validate() error {
 		return bad("report interval must not be negative")
 	case c.IDPrefix == "":
 		return bad("id prefix must not be empty")
+	case c.InstallConcurrency < 0:
+		return bad("install concurrency must not be negative")
+	}
+	if c.InstallOS == "" {
+		c.InstallOS = "linux"
+	}
+	if c.InstallArch == "" {
+		c.InstallArch = "amd64"
 	}
 	if c.MQTTAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MQTTAddr); err != nil {

@@ -46,6 +46,10 @@ type device struct {
 	owed      int
 	seq       uint64
 	subID     uint16
+	// software holds what pretend installs put in place, by release
+	// name; installing the install jobs in progress.
+	software   map[string]simSoftware
+	installing map[string]bool
 }
 
 // pending is a QoS 1 message awaiting PUBACK.
@@ -105,19 +109,16 @@ func (d *device) connect(ctx context.Context) (first bool, err error) {
 		// Declare the function the device answers (QoS 0: the node applies
 		// a connection's messages in order, so it is in place before the
 		// subscription delivers queued commands).
-		inv := inventoryPayload
-		if f.cfg.Inventory != nil {
-			inv = f.cfg.Inventory(d.n)
-		}
-		_ = c.publish(d.prefix+"inventory", inv, 0, 0)
+		_ = c.publish(d.prefix+"inventory", d.inventory(), 0, 0)
 		_ = c.subscribe(subID, d.prefix+"cmd/+", 1) // a failure closes c
 	}
 	return first, nil
 }
 
-// inventoryPayload declares the one function simulated devices offer:
-// echo, answered with {"echo": args}.
-var inventoryPayload = []byte(`{"simulated":true,"functions":[{"name":"echo","description":"answers {\"echo\": args}"}]}`)
+// inventoryPayload declares the functions simulated devices offer: echo,
+// answered with {"echo": args}, and install, which pretends (install.go).
+var inventoryPayload = []byte(`{"simulated":true,"functions":[{"name":"echo","description":"answers {\"echo\": args}"},` +
+	`{"name":"install","description":"pretends to install a signed release: downloads and verifies its artifact, installs nothing"}]}`)
 
 // freeID returns a packet id in use neither by a pending message nor by
 // the SUBSCRIBE. Call with d.mu held.

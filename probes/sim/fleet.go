@@ -33,13 +33,14 @@ const drainTimeout = 5 * time.Second
 // every goroutine is waited for. Wait returns the final report. Stop may
 // be called at any time, more than once.
 type Fleet struct {
-	cfg   Config
-	log   *slog.Logger
-	creds []Credentials // given or loaded; the rest are enrolled
-	net   *network
-	stats stats
-	jobs  jobs
-	pacer *pacer
+	cfg      Config
+	log      *slog.Logger
+	creds    []Credentials // given or loaded; the rest are enrolled
+	net      *network
+	stats    stats
+	jobs     jobs
+	installs installs
+	pacer    *pacer
 	// dlClients are the HTTP clients of device downloads, one per source
 	// address (made by the first download; under mu).
 	dlClients []*http.Client

@@ -50,6 +50,7 @@ func (f *Fleet) run(ctx context.Context) {
 		f.queue <- d
 	}
 	bg.Go(func() { f.runKeepalive(bgCtx) })
+	f.installs.start(ctx, f.cfg.InstallConcurrency)
 	connCtx, stopConnects := context.WithCancel(ctx)
 	var workers sync.WaitGroup
 	for range min(f.cfg.ConnectConcurrency, len(devs)) {
@@ -62,6 +63,7 @@ func (f *Fleet) run(ctx context.Context) {
 		f.mu.Lock()
 		f.connectedAtEnd = f.stats.connected.Load()
 		f.mu.Unlock()
+		f.installs.stop()
 		for _, d := range devs {
 			d.shutdown()
 		}

@@ -17,6 +17,7 @@ type stats struct {
 	due, sent, acked, skipped, lost          atomic.Int64
 	cmdReceived, cmdDuplicate, cmdExpired    atomic.Int64
 	cmdAnswered, cmdInvalid, unexpectedPub   atomic.Int64
+	installs                                 atomic.Int64
 
 	connectLat, pubackLat, commandLat histogram
 
@@ -24,6 +25,7 @@ type stats struct {
 	enrollFailures map[string]int64
 	connectFails   map[string]int64
 	disconnectWhy  map[string]int64
+	installFails   map[string]int64
 }
 
 // count adds one to m[reason] and reports whether the reason is new.
@@ -88,6 +90,12 @@ type Report struct {
 	CommandsAnswered    int64   `json:"commands_answered"`
 	CommandLatency      Latency `json:"command_latency"`
 	UnexpectedPublishes int64   `json:"unexpected_publishes"`
+
+	// Installs counts pretend installs that downloaded and verified their
+	// artifact; InstallFailures the others by reason (refused, or the
+	// download's: http_<status>, digest, network, canceled).
+	Installs        int64            `json:"installs"`
+	InstallFailures map[string]int64 `json:"install_failures,omitempty"`
 }
 
 // MarshalJSON adds the durations as seconds.
@@ -114,6 +122,7 @@ func (s *stats) snapshot(r *Report) {
 	r.CommandsExpired, r.CommandsInvalid = s.cmdExpired.Load(), s.cmdInvalid.Load()
 	r.CommandsAnswered = s.cmdAnswered.Load()
 	r.UnexpectedPublishes = s.unexpectedPub.Load()
+	r.Installs = s.installs.Load()
 	r.ConnectLatency = s.connectLat.latency()
 	r.PubackLatency = s.pubackLat.latency()
 	r.CommandLatency = s.commandLat.latency()
@@ -121,5 +130,6 @@ func (s *stats) snapshot(r *Report) {
 	r.EnrollFailures = maps.Clone(s.enrollFailures)
 	r.ConnectFailures = maps.Clone(s.connectFails)
 	r.DisconnectReasons = maps.Clone(s.disconnectWhy)
+	r.InstallFailures = maps.Clone(s.installFails)
 	s.mu.Unlock()
 }

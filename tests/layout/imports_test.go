@@ -48,6 +48,9 @@ var rules = []struct {
 	{"apitypes", []string{module + "/"}},
 	{"federation", []string{module + "/node"}},
 	{"probes/agent", []string{module + "/node", "github.com/dgraph-io/badger", "github.com/hashicorp/raft"}},
+	// Device downloads are shared by the agent and the simulator: a leaf
+	// that knows only the wire types.
+	{"probes/download", []string{module + "/node", module + "/probes/", module + "/model", module + "/federation"}},
 	{"node/client", []string{module + "/node/store", module + "/node/api", module + "/model", "github.com/dgraph-io/badger"}},
 	{"node/auth", []string{module + "/node/api", module + "/node/store"}},
 	{"node/api", []string{module + "/node/store"}},

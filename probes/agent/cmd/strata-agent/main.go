@@ -103,7 +103,7 @@ type enrollFlags struct {
 func addEnrollFlags(cmd *cobra.Command, f *enrollFlags) {
 	fs := cmd.Flags()
 	fs.StringVar(&f.state, "state", "/var/lib/strata-agent", "state directory (credentials, queue, job log)")
-	fs.StringVar(&f.api, "api", "", "node API base URL, https://HOST:PORT")
+	fs.StringVar(&f.api, "api", "", "node API base URL, https://HOST:PORT (run: also where artifacts are downloaded from, overriding the URL saved at enrollment)")
 	fs.StringVar(&f.token, "token", "", "enrollment token (visible to other local users in the process list; prefer --token-file)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the enrollment token")
 	fs.StringVar(&f.ca, "ca", "", "PEM file of the node CA to trust for the API (default: system roots)")
@@ -188,6 +188,8 @@ type runFlags struct {
 	logPaths             []string
 	journal              bool
 	mqttAddress          string
+	trustedKeys          []string
+	installRoot          string
 }
 
 func newRunCmd(lf *logFlags, stdout, stderr io.Writer) *cobra.Command {
@@ -223,6 +225,24 @@ func newRunCmd(lf *logFlags, stdout, stderr io.Writer) *cobra.Command {
 				TelemetryInterval: rf.telemetry, InventoryInterval: rf.inventory,
 				AllowReboot: rf.allowReboot, ScriptsDir: rf.scriptsDir,
 				LogPaths: rf.logPaths, Journal: rf.journal, MQTTAddress: rf.mqttAddress,
+				API: ef.api, InstallRoot: rf.installRoot,
+			}
+			if cfg.InstallRoot != "" {
+				if cfg.InstallRoot, err = filepath.Abs(cfg.InstallRoot); err != nil {
+					return fmt.Errorf("--install-root: %w", err)
+				}
+			}
+			for _, k := range rf.trustedKeys {
+				pub, err := agent.ParseTrustedKey(k)
+				if err != nil {
+					return fmt.Errorf("--trusted-key: %w", err)
+				}
+				cfg.TrustedKeys = append(cfg.TrustedKeys, pub)
+			}
+			if ef.ca != "" {
+				if cfg.APICAPEM, err = os.ReadFile(ef.ca); err != nil {
+					return fmt.Errorf("--ca: %w", err)
+				}
 			}
 			a, err := agent.New(cfg)
 			if err != nil {
@@ -240,5 +260,7 @@ func newRunCmd(lf *logFlags, stdout, stderr io.Writer) *cobra.Command {
 	fs.StringArrayVar(&rf.logPaths, "log-path", nil, "log file for collect-logs; repeatable (default /var/log/syslog and /var/log/messages, when present)")
 	fs.BoolVar(&rf.journal, "journal", true, "add journalctl output to collect-logs when journalctl exists")
 	fs.StringVar(&rf.mqttAddress, "mqtt-address", "", "HOST:PORT of the MQTT endpoint, overriding the one enrollment returned")
+	fs.StringArrayVar(&rf.trustedKeys, "trusted-key", nil, "Ed25519 public key (a file, or its base64) that release manifests must be signed with; repeatable; without any, install is refused")
+	fs.StringVar(&rf.installRoot, "install-root", "", "install releases inside this directory instead of the system (deb/rpm with their own database there; tar/binary under it)")
 	return cmd
 }

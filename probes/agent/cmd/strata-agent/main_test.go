@@ -61,8 +61,13 @@ func TestEnrollCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "enrolled as device d-1") {
 		t.Fatalf("enroll: %q, %v", out, err)
 	}
-	if c, err := agent.LoadCredentials(state); err != nil || c.MQTTPassword != "sd_x" {
+	if c, err := agent.LoadCredentials(state); err != nil || c.MQTTPassword != "sd_x" || c.API != srv.URL {
 		t.Fatalf("saved credentials: %+v, %v", c, err)
+	}
+	// A trusted key that is neither base64 nor a file stops run before it
+	// starts.
+	if _, _, err := runCLI(t, "run", "--state", state, "--trusted-key", "not-a-key"); err == nil || !strings.Contains(err.Error(), "--trusted-key") {
+		t.Fatalf("run with a bad --trusted-key: %v", err)
 	}
 }
 

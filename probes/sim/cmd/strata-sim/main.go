@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/probes/sim"
 )
 
@@ -55,6 +56,8 @@ type options struct {
 	download            string
 	downloadConcurrency int
 	downloadInterruptAt int64
+	// trustedKeys verify the releases of install commands.
+	trustedKeys []string
 }
 
 func (a *app) run(args []string) int {
@@ -111,6 +114,10 @@ func (a *app) command(o *options) *cobra.Command {
 	fl.StringVar(&o.download, "download", "", "artifact SHA-256: once connected, every device downloads it from --api with its credentials, then the fleet stops")
 	fl.IntVar(&o.downloadConcurrency, "download-concurrency", 64, "device downloads in progress at most")
 	fl.Int64Var(&o.downloadInterruptAt, "download-interrupt-at", 0, "cut each device's download once after this many bytes, so that it resumes (0: no cut)")
+	fl.StringArrayVar(&o.trustedKeys, "trusted-key", nil, "Ed25519 public key (base64, or a file) install commands' releases must be signed with; repeatable (none: the signature is not checked)")
+	fl.StringVar(&cfg.InstallOS, "install-os", cfg.InstallOS, "operating system whose artifact install commands pick")
+	fl.StringVar(&cfg.InstallArch, "install-arch", cfg.InstallArch, "architecture whose artifact install commands pick")
+	fl.IntVar(&cfg.InstallConcurrency, "install-concurrency", cfg.InstallConcurrency, "install downloads in progress at most over the fleet")
 	fl.BoolVar(&o.json, "json", false, "print the final report as JSON")
 	fl.DurationVar(&o.reportInterval, "report-interval", 5*time.Second, "period of progress lines on stderr (0: none)")
 	fl.BoolVar(&o.verbose, "verbose", false, "log the first error of each kind to stderr")
@@ -146,6 +153,19 @@ func (a *app) config(o *options) (sim.Config, error) {
 	}
 	cfg.SourceAddrs = addrs
 	cfg.ReportInterval = o.reportInterval
+	for _, k := range o.trustedKeys {
+		pub, err := apitypes.ParsePublicKey(k)
+		if err != nil {
+			data, ferr := os.ReadFile(k)
+			if ferr != nil {
+				return cfg, fmt.Errorf("--trusted-key %q: neither a base64 key nor a readable file: %v", k, ferr)
+			}
+			if pub, err = apitypes.ParsePublicKey(string(data)); err != nil {
+				return cfg, fmt.Errorf("--trusted-key %s: %v", k, err)
+			}
+		}
+		cfg.TrustedKeys = append(cfg.TrustedKeys, pub)
+	}
 	if o.download != "" && (cfg.API == "" || cfg.Anonymous) {
 		return cfg, fmt.Errorf("--download needs --api and device credentials")
 	}

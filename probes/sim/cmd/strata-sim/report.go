@@ -85,6 +85,10 @@ func writeText(w io.Writer, r sim.Report) {
 	fmt.Fprintf(w, "commands           received %d (duplicate %d, expired %d, invalid %d), answered %d\n",
 		r.CommandsReceived, r.CommandsDuplicate, r.CommandsExpired, r.CommandsInvalid, r.CommandsAnswered)
 	fmt.Fprintf(w, "command→result ack %s\n", lat(r.CommandLatency))
+	if r.Installs > 0 || len(r.InstallFailures) > 0 {
+		fmt.Fprintf(w, "installs           %d\n", r.Installs)
+		reasons(w, "install failure", r.InstallFailures)
+	}
 }
 
 func writeJSON(w io.Writer, r sim.Report) error {
