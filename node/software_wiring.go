@@ -70,7 +70,7 @@ func (l *fedLocal) release(ctx context.Context, consumer string, id federation.I
 		return fmt.Errorf("%w: release request: %v", model.ErrInvalid, err)
 	}
 	ins := releases.Install{Release: in.Signed, Tenant: in.Tenant}
-	if err := ins.MaySend(id.Tenant, id.System); err != nil {
+	if err := releases.MaySend(&ins, id.Tenant, id.System); err != nil {
 		return err
 	}
 	m, err := n.releases.Receive(ctx, consumer, byOf(consumer, id), in)
@@ -210,7 +210,7 @@ func (l *fedLocal) ForwardCall(ctx context.Context, provider string, call federa
 	if err != nil {
 		return err
 	}
-	m, err := ins.Manifest()
+	m, err := releases.InstallManifest(ins)
 	if err != nil {
 		return err
 	}
@@ -224,7 +224,7 @@ func (l *fedLocal) receiveInstall(ctx context.Context, id federation.Identity, a
 	if err != nil {
 		return nil, err
 	}
-	if err := ins.MaySend(id.Tenant, id.System); err != nil {
+	if err := releases.MaySend(ins, id.Tenant, id.System); err != nil {
 		return nil, err
 	}
 	if len(id.Via) > 0 {
@@ -257,7 +257,7 @@ func (n *Node) sentInstall(ctx context.Context, provider string, req bulk.Reques
 	if err != nil {
 		return err
 	}
-	m, err := ins.Manifest()
+	m, err := releases.InstallManifest(ins)
 	if err != nil {
 		return err
 	}
@@ -280,7 +280,7 @@ func (n *Node) pinnedArtifacts() map[string]bool {
 		if err != nil {
 			return true
 		}
-		if m, err := ins.Manifest(); err == nil {
+		if m, err := releases.InstallManifest(ins); err == nil {
 			for _, a := range m.Artifacts {
 				pins[a.SHA256] = true
 			}

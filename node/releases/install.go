@@ -14,10 +14,10 @@ import (
 
 // InstallFunction is the device function that installs a release
 // (docs/agent.md): a software rollout is a bulk job of it.
-const InstallFunction = "install"
+const InstallFunction = apitypes.FunctionInstall
 
 // MaxCheckBytes bounds an install's health-check command.
-const MaxCheckBytes = 4096
+const MaxCheckBytes = apitypes.MaxCheckBytes
 
 // operatorInstall is an install's args as an operator sends them: the
 // release by name and version (or as its signed manifest).
@@ -29,15 +29,10 @@ type operatorInstall struct {
 	Check     string          `json:"check,omitempty"`
 }
 
-// Install is an install's args as devices and the tiers below get them:
-// the signed manifest itself, which the device verifies.
-type Install struct {
-	Release apitypes.SignedManifest `json:"release"`
-	// Tenant is the release's ("" : shared).
-	Tenant    string `json:"tenant,omitempty"`
-	Downgrade bool   `json:"downgrade,omitempty"`
-	Check     string `json:"check,omitempty"`
-}
+// Install is an install's args as devices and the tiers below get them
+// (apitypes.InstallArgs): the signed manifest itself, which the device
+// verifies, and the release's tenant ("" : shared).
+type Install = apitypes.InstallArgs
 
 // InstallArgs turns an operator's install args into the args a device
 // gets: {"release": NAME, "version": V} (a system user may add
@@ -60,7 +55,7 @@ func (s *Service) InstallArgs(p *auth.Principal, args json.RawMessage) (json.Raw
 		return nil, nil, fmt.Errorf("%w: release %s %s expired at %s", model.ErrInvalid, m.Name, m.Version, m.Expires)
 	}
 	out := &Install{Release: signed, Tenant: tenant, Downgrade: in.Downgrade, Check: in.Check}
-	b, err := out.Encode()
+	b, err := EncodeInstall(out)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -108,21 +103,19 @@ func parseOperatorInstall(args json.RawMessage) (operatorInstall, Ref, *apitypes
 }
 
 // ParseInstall reads the args of an install sent down a link (as
-// InstallArgs makes them). The signature is checked by Receive.
+// InstallArgs makes them): strictly, as devices do. The signature is
+// checked by Receive.
 func ParseInstall(args json.RawMessage) (*Install, error) {
-	var in Install
-	if err := json.Unmarshal(args, &in); err != nil {
-		return nil, fmt.Errorf("%w: install args: %v", model.ErrInvalid, err)
-	}
-	if len(in.Release.Manifest) == 0 {
-		return nil, fmt.Errorf("%w: install args: no signed manifest", model.ErrInvalid)
+	in, err := apitypes.ParseInstallArgs(args)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", model.ErrInvalid, err)
 	}
 	return &in, nil
 }
 
-// Encode returns the install's JSON, the signed manifest's bytes as they
-// are (not HTML-escaped: the signature covers them).
-func (in *Install) Encode() ([]byte, error) {
+// EncodeInstall returns the install's JSON, the signed manifest's bytes
+// as they are (not HTML-escaped: the signature covers them).
+func EncodeInstall(in *Install) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -132,15 +125,15 @@ func (in *Install) Encode() ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
-// Manifest returns the install's manifest (not verified).
-func (in *Install) Manifest() (*apitypes.Manifest, error) {
+// InstallManifest returns the install's manifest (not verified).
+func InstallManifest(in *Install) (*apitypes.Manifest, error) {
 	return apitypes.ParseManifest(in.Release.Manifest)
 }
 
-// MaySend reports whether identity (user's tenant, or system) may send
-// this install's release down: a release of its own tenant, or a shared
-// one.
-func (in *Install) MaySend(tenant string, system bool) error {
+// MaySend reports whether an operator of tenant (or a system one) may
+// send this install's release down: a release of its own tenant, or a
+// shared one.
+func MaySend(in *Install, tenant string, system bool) error {
 	if system || in.Tenant == "" || in.Tenant == tenant {
 		return nil
 	}

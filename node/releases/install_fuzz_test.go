@@ -24,7 +24,7 @@ func FuzzInstallArgs(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := ins.Encode()
+		again, err := EncodeInstall(ins)
 		if err != nil {
 			t.Fatal(err)
 		}
