@@ -23,7 +23,7 @@ import (
 	"github.com/strata-dm/strata/node/store/pgtest"
 )
 
-var strataBin, agentBin string
+var strataBin, agentBin, simBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "strata-e2e-bin")
@@ -33,7 +33,8 @@ func TestMain(m *testing.M) {
 	}
 	strataBin = filepath.Join(dir, "strata")
 	agentBin = filepath.Join(dir, "strata-agent")
-	for bin, pkg := range map[string]string{strataBin: "node/cmd/strata", agentBin: "probes/agent/cmd/strata-agent"} {
+	simBin = filepath.Join(dir, "strata-sim")
+	for bin, pkg := range map[string]string{strataBin: "node/cmd/strata", agentBin: "probes/agent/cmd/strata-agent", simBin: "probes/sim/cmd/strata-sim"} {
 		build := exec.Command("go", "build", "-o", bin, "github.com/strata-dm/strata/"+pkg)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
