@@ -5,15 +5,20 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -303,6 +308,18 @@ func TestSoftwareEndToEnd(t *testing.T) {
 	if len(tiers) != 4 {
 		t.Errorf("tiers: %+v", tiers)
 	}
+	// Over each link, one fetch per artifact, carrying exactly its bytes.
+	for _, l := range []struct {
+		consumer *nodeDir
+		peer     string
+	}{{hq, "eu"}, {eu, "p1"}, {eu, "p2"}} {
+		m := scrape(t, l.consumer)
+		served := m[`strata_federation_artifact_fetches_total{outcome="served",peer="`+l.peer+`"}`]
+		sent := m[`strata_federation_artifact_bytes_total{direction="provider",peer="`+l.peer+`"}`]
+		if served != 2 || int64(sent) != releaseBytes {
+			t.Errorf("link to %s: %v fetches served, %v bytes sent; want 2 and %d", l.peer, served, sent, releaseBytes)
+		}
+	}
 
 	// The agents installed, into their roots.
 	if b, err := os.ReadFile(filepath.Join(rootA, "opt", "strata-demo", "VERSION")); err != nil || string(b) != "1.1\n" {
@@ -435,4 +452,34 @@ func flipByte(t *testing.T, file string, offset int64) {
 	if _, err := f.WriteAt(b, offset); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// scrape reads n's /metrics into a map of series (name{labels}) to value.
+func scrape(t *testing.T, n *nodeDir) map[string]float64 {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(n.caPEM())
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("https://" + n.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }
