@@ -5,7 +5,8 @@
 GO       ?= go
 RUN_DIR  ?= .strata
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X main.version=$(VERSION)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .PHONY: demo run build console test test-deps vet fmt-check fuzz bench clean
 

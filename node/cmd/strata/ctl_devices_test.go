@@ -16,8 +16,21 @@ func TestCtlDevices(t *testing.T) {
 		return runCmd(t, nil, "", append([]string{"ctl", "-c", n.config}, args...)...)
 	}
 	code, out, errOut := ctl("devices", "list")
-	if code != 0 || !strings.Contains(out, "d-1") || !strings.Contains(out, "b8:27:eb:12:34:56") || !strings.Contains(out, "HARDWARE ID") {
+	if code != 0 || !strings.Contains(out, "d-1") || !strings.Contains(out, "b8:27:eb:12:34:56") || !strings.Contains(out, "HARDWARE ID") ||
+		!strings.Contains(out, "ONLINE") || !strings.Contains(out, "/peers/eu/devices/d-2") || !strings.Contains(out, "linux") {
 		t.Errorf("list: exit %d, %q, %q", code, out, errOut)
+	}
+	if r := n.last(t); r.path != "/api/v1/search" || r.query != "limit=1000&path=%2F&type=device" {
+		t.Errorf("list request %+v", r)
+	}
+	if code, _, errOut := ctl("devices", "list", "--online", "--os", "linux", "--label", "site=lyon", "--path", "/peers/eu"); code != 0 {
+		t.Errorf("list with filters: exit %d, %q", code, errOut)
+	}
+	if r := n.last(t); r.query != "label.site=lyon&limit=1000&path=%2Fpeers%2Feu&type=device&var.online=true&var.os=%22linux%22" {
+		t.Errorf("list with filters: query %q", r.query)
+	}
+	if code, _, errOut := ctl("devices", "list", "--online", "--offline"); code != 1 || !strings.Contains(errOut, "exclude each other") {
+		t.Errorf("--online --offline: exit %d, %q", code, errOut)
 	}
 	code, out, _ = ctl("devices", "get", "d-1")
 	if code != 0 || !strings.Contains(out, "hardware id:") || !strings.Contains(out, "1234") || strings.Contains(out, "revoked at") {
@@ -38,8 +51,17 @@ func TestCtlDevices(t *testing.T) {
 		t.Errorf("allow-enroll request %+v", r)
 	}
 	code, out, _ = ctl("-o", "json", "devices", "list")
-	var list struct{ Devices []client.Device }
-	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Devices) != 1 {
+	var list struct {
+		Devices []struct {
+			client.Device
+			Online   *bool     `json:"online"`
+			LastSeen time.Time `json:"last_seen"`
+			OS       string    `json:"os"`
+		}
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Devices) != 2 || list.Devices[0].HardwareID != "b8:27:eb:12:34:56" ||
+		list.Devices[0].Online == nil || !*list.Devices[0].Online || list.Devices[0].OS != "linux" || list.Devices[0].LastSeen.IsZero() ||
+		list.Devices[1].ID != "d-2" || list.Devices[1].Online == nil || *list.Devices[1].Online {
 		t.Errorf("json list: exit %d, %q", code, out)
 	}
 	if code, _, errOut := ctl("devices", "get", "d-9"); code != 1 || errOut != "error: no such thing (not_found)\n" {

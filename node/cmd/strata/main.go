@@ -12,6 +12,11 @@ import (
 // version is set at build time: go build -ldflags "-X main.version=v1.2.3".
 var version = "dev"
 
+// commit is the source commit, set at build time (-X main.commit=...)
+// where the Go toolchain does not stamp it (-buildvcs=false, a build
+// outside the repository).
+var commit = ""
+
 func main() {
 	a := &app{
 		stdin:     os.Stdin,

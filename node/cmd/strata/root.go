@@ -80,7 +80,7 @@ func (a *app) rootCmd() *cobra.Command {
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(a.versionCmd(), a.initCmd(), a.serveCmd(), a.ctlCmd(), a.tokenCmd(), a.storeCmd())
-	root.AddCommand(a.joinCmd(), a.leaveCmd(), a.demoCmd(), a.clusterCmd())
+	root.AddCommand(a.joinCmd(), a.leaveCmd(), a.demoCmd(), a.clusterCmd(), a.completionCmd(root))
 	// Unknown subcommands and wrong argument counts are usage errors too.
 	var wrap func(c *cobra.Command)
 	wrap = func(c *cobra.Command) {
@@ -148,4 +148,30 @@ func errorMessage(err error) string {
 		}
 	}
 	return err.Error()
+}
+
+// completionCmd writes the completion script of a shell.
+func (a *app) completionCmd(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "completion bash|zsh|fish",
+		Short: "Print the shell completion script for bash, zsh or fish",
+		Long: `Completion prints a script that completes strata's commands and flags:
+
+  bash:  source <(strata completion bash)     # or save it in /etc/bash_completion.d/strata
+  zsh:   strata completion zsh > "${fpath[1]}/_strata"
+  fish:  strata completion fish > ~/.config/fish/completions/strata.fish`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"bash", "zsh", "fish"},
+		RunE: func(c *cobra.Command, args []string) error {
+			switch args[0] {
+			case "bash":
+				return root.GenBashCompletionV2(a.stdout, true)
+			case "zsh":
+				return root.GenZshCompletion(a.stdout)
+			case "fish":
+				return root.GenFishCompletion(a.stdout, true)
+			}
+			return usageError{err: fmt.Errorf("shell %q: want bash, zsh or fish", args[0]), cmd: c.CommandPath()}
+		},
+	}
 }

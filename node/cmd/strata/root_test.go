@@ -65,11 +65,30 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version: exit %d, %q", code, out)
 	}
 	var b strings.Builder
-	printVersion(&b, "v1.2.3", &debug.BuildInfo{GoVersion: "go1.26.8", Settings: []debug.BuildSetting{
+	printVersion(&b, "v1.2.3", "", &debug.BuildInfo{GoVersion: "go1.26.8", Settings: []debug.BuildSetting{
 		{Key: "vcs.revision", Value: "abc123"}, {Key: "vcs.modified", Value: "true"}, {Key: "vcs.time", Value: "2026-01-02T03:04:05Z"},
 	}})
 	want := "strata v1.2.3\ngo: go1.26.8\ncommit: abc123 (modified)\ncommit time: 2026-01-02T03:04:05Z\n"
 	if b.String() != want {
 		t.Errorf("printVersion = %q, want %q", b.String(), want)
+	}
+	// Without the toolchain's stamp, the commit given at build time.
+	b.Reset()
+	printVersion(&b, "v1.2.3", "def456", &debug.BuildInfo{GoVersion: "go1.26.8"})
+	if want := "strata v1.2.3\ngo: go1.26.8\ncommit: def456\n"; b.String() != want {
+		t.Errorf("printVersion stamped = %q, want %q", b.String(), want)
+	}
+}
+
+// strata completion writes a shell's completion script.
+func TestCompletion(t *testing.T) {
+	for shell, want := range map[string]string{"bash": "__start_strata", "zsh": "#compdef strata", "fish": "complete -c strata"} {
+		code, out, e := runCmd(t, nil, "", "completion", shell)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("completion %s: exit %d, %d bytes, %q", shell, code, len(out), e)
+		}
+	}
+	if code, _, _ := runCmd(t, nil, "", "completion", "tcsh"); code != 1 {
+		t.Errorf("completion tcsh: exit %d", code)
 	}
 }

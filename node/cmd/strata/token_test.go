@@ -35,6 +35,10 @@ func fakeDeviceAPI(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(204)
 	case "GET /api/v1/devices":
 		send(200, `{"devices":[{"id":"d-1","path":"/devices/d-1","tenant":"acme","group":"pumps","hardware_id":"b8:27:eb:12:34:56","enrolled":"2026-01-01T00:00:00Z","enroll_token":"e1","revoked":false}]}`)
+	case "GET /api/v1/search":
+		send(200, `{"contexts":[{"path":"/devices/d-1","type":"device","tenant":"acme","variables":{"online":{"value":true,"type":"bool","time":"2026-01-01T00:00:00Z"},`+
+			`"last_seen":{"value":"2026-01-02T03:04:05Z","type":"string","time":"2026-01-02T03:04:05Z"},"os":{"value":"linux","type":"string","time":"2026-01-01T00:00:00Z"}}},`+
+			`{"path":"/peers/eu/devices/d-2","type":"device","tenant":"acme","variables":{"online":{"value":false,"type":"bool","time":"2026-01-01T00:00:00Z"}}}],"next":""}`)
 	case "GET /api/v1/devices/d-1":
 		send(200, `{"id":"d-1","path":"/devices/d-1","tenant":"acme","group":"pumps","hardware_id":"hw-1","enroll_token":"e1","cert_serial":"1234","revoked":false}`)
 	case "POST /api/v1/devices/d-1/revoke":

@@ -15,16 +15,20 @@ func (a *app) versionCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			info, _ := debug.ReadBuildInfo()
-			printVersion(a.stdout, version, info)
+			printVersion(a.stdout, version, commit, info)
 			return nil
 		},
 	}
 }
 
-// printVersion writes the version lines; info may be nil.
-func printVersion(w io.Writer, v string, info *debug.BuildInfo) {
+// printVersion writes the version lines: the toolchain's stamp of the
+// commit, else stamped (from -X main.commit); info may be nil.
+func printVersion(w io.Writer, v, stamped string, info *debug.BuildInfo) {
 	fmt.Fprintf(w, "strata %s\n", v)
 	if info == nil {
+		if stamped != "" {
+			fmt.Fprintf(w, "commit: %s\n", stamped)
+		}
 		return
 	}
 	fmt.Fprintf(w, "go: %s\n", info.GoVersion)
@@ -40,6 +44,9 @@ func printVersion(w io.Writer, v string, info *debug.BuildInfo) {
 				modified = " (modified)"
 			}
 		}
+	}
+	if rev == "" {
+		rev = stamped
 	}
 	if rev == "" {
 		rev = "unknown"
