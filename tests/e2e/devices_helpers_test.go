@@ -30,7 +30,7 @@ func initDeviceNode(t *testing.T, name string, extra ...string) *nodeDir {
 func (n *nodeDir) enrollToken(group string, extra ...string) string {
 	n.t.Helper()
 	args := append([]string{"token", "create", "--config", n.config(), "--kind", "enroll", "--group", group}, extra...)
-	cmd := exec.Command(strataBin, args...)
+	cmd := exec.Command(n.strata(), args...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

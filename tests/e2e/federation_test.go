@@ -41,7 +41,13 @@ func fastLinks(t *testing.T, n *nodeDir) {
 // strata runs a strata subcommand and returns stdout.
 func strata(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(strataBin, args...)
+	return strataWith(t, strataBin, args...)
+}
+
+// strataWith runs a subcommand of the strata binary bin.
+func strataWith(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -54,7 +60,7 @@ func strata(t *testing.T, args ...string) string {
 // script would: the token alone on stdout.
 func (n *nodeDir) peerToken(peer, grant string) string {
 	n.t.Helper()
-	out := strata(n.t, "token", "create", "--config", n.config(), "--kind", "peer", "--peer", peer, "--grant", grant)
+	out := strataWith(n.t, n.strata(), "token", "create", "--config", n.config(), "--kind", "peer", "--peer", peer, "--grant", grant)
 	tok := strings.TrimSpace(out)
 	if strings.Contains(tok, "\n") || !strings.HasPrefix(tok, "sj_") {
 		n.t.Fatalf("token create --kind peer printed %q on stdout; want the token alone", out)
@@ -70,7 +76,7 @@ func (n *nodeDir) joinTo(addr, token string, publish ...string) {
 	for _, p := range publish {
 		args = append(args, "--publish", p)
 	}
-	strata(n.t, args...)
+	strataWith(n.t, n.strata(), args...)
 }
 
 // peerState returns the state of this node's link with name in direction.

@@ -101,6 +101,7 @@ func (p *proc) gone() (bool, error) {
 // nodeDir is an initialised node directory.
 type nodeDir struct {
 	t       *testing.T
+	bin     string // the strata binary; "" : strataBin (this tree's)
 	dir     string
 	addr    string
 	p       *proc
@@ -191,9 +192,16 @@ func (l *logBuf) String() string {
 // flags (e.g. --store postgres --dsn DSN).
 func initNode(t *testing.T, name string, extra ...string) *nodeDir {
 	t.Helper()
-	n := &nodeDir{t: t, dir: t.TempDir(), addr: freeAddr(t)}
+	return initNodeWith(t, strataBin, name, extra...)
+}
+
+// initNodeWith is initNode with another strata binary (e.g. an older
+// release's), which every command on the node then uses.
+func initNodeWith(t *testing.T, bin, name string, extra ...string) *nodeDir {
+	t.Helper()
+	n := &nodeDir{t: t, bin: bin, dir: t.TempDir(), addr: freeAddr(t)}
 	args := append([]string{"init", "--dir", n.dir, "--name", name, "--api-addr", n.addr}, extra...)
-	out, err := exec.Command(strataBin, args...).CombinedOutput()
+	out, err := exec.Command(n.strata(), args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("strata init: %v\n%s", err, out)
 	}
@@ -202,10 +210,18 @@ func initNode(t *testing.T, name string, extra ...string) *nodeDir {
 
 func (n *nodeDir) config() string { return filepath.Join(n.dir, "strata.yaml") }
 
+// strata is the node's strata binary.
+func (n *nodeDir) strata() string {
+	if n.bin != "" {
+		return n.bin
+	}
+	return strataBin
+}
+
 // start runs strata serve and waits until /readyz answers.
 func (n *nodeDir) start() {
 	n.t.Helper()
-	cmd := exec.Command(strataBin, "serve", "--config", n.config(), "--log-level", "debug")
+	cmd := exec.Command(n.strata(), "serve", "--config", n.config(), "--log-level", "debug")
 	out := &logBuf{ws: &n.watches}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -301,7 +317,7 @@ func (n *nodeDir) admin() *client.Client {
 
 // ctl runs strata ctl against this node and returns stdout.
 func (n *nodeDir) ctl(args ...string) (string, error) {
-	cmd := exec.Command(strataBin, append([]string{"ctl", "--config", n.config()}, args...)...)
+	cmd := exec.Command(n.strata(), append([]string{"ctl", "--config", n.config()}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
