@@ -164,32 +164,14 @@ func (m *mount) serveFetches(conn *quic.Conn) {
 func (m *mount) serveFetch(conn *quic.Conn, st *quic.Stream) {
 	s := m.s
 	defer st.Close()
-	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
-	st.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	var req fetchReq
-	if err := fr.expect(kindFetch, &req); err != nil {
-		s.metrics.refused.WithLabelValues("protocol").Inc()
-		st.CancelRead(streamCancelled)
-		st.CancelWrite(streamCancelled)
+	fw, ok := s.readOpening(st, kindFetch, &req)
+	if !ok {
 		return
 	}
-	st.SetReadDeadline(time.Time{})
-	// The provider closed its side after the request: anything but a
-	// clean end of stream means it gave up.
 	ctx, cancel := context.WithCancel(conn.Context())
 	defer cancel()
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		var b [1]byte
-		if _, err := st.Read(b[:]); !errors.Is(err, io.EOF) {
-			cancel()
-		}
-	}()
-	defer func() {
-		st.CancelRead(streamCancelled)
-		<-watched
-	}()
+	defer watchGiveUp(st, cancel)()
 	fail := func(err error) {
 		fw.write(kindFetchHead, fetchHead{Code: errorCode(err), Error: err.Error()})
 	}

@@ -244,6 +244,41 @@ func errorCode(err error) string {
 	return codeInternal
 }
 
+// readOpening reads the first frame of a stream the peer opened, of kind
+// want, into v, within handshakeTimeout; on failure it counts a protocol
+// refusal, resets the stream and reports false.
+func (s *Service) readOpening(st *quic.Stream, want kind, v any) (*frameWriter, bool) {
+	fr := newFrameReader(st, s.cfg.MaxFrame)
+	st.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	if err := fr.expect(want, v); err != nil {
+		s.metrics.refused.WithLabelValues("protocol").Inc()
+		st.CancelRead(streamCancelled)
+		st.CancelWrite(streamCancelled)
+		return nil, false
+	}
+	st.SetReadDeadline(time.Time{})
+	return newFrameWriter(st), true
+}
+
+// watchGiveUp calls cancel when the peer ends its side of st other than
+// cleanly: it closed it after its request, so anything else means it
+// gave up. The returned stop ends the watch (cancelling st's read) and
+// waits for it.
+func watchGiveUp(st *quic.Stream, cancel func()) (stop func()) {
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		var b [1]byte
+		if _, err := st.Read(b[:]); !errors.Is(err, io.EOF) {
+			cancel()
+		}
+	}()
+	return func() {
+		st.CancelRead(streamCancelled)
+		<-watched
+	}
+}
+
 // serveRequests answers the consumer's requests on this connection, one
 // goroutine each; it returns when the connection has ended and every
 // request handler with it.
@@ -266,16 +301,11 @@ func (u *upstream) serveRequests(conn *quic.Conn, consumer, grant string, subtre
 func (u *upstream) serveRequest(conn *quic.Conn, st *quic.Stream, consumer, grant string, subtrees []model.Path) {
 	s := u.s
 	defer st.Close()
-	fr, fw := newFrameReader(st, s.cfg.MaxFrame), newFrameWriter(st)
-	st.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	var req request
-	if err := fr.expect(kindRequest, &req); err != nil {
-		s.metrics.refused.WithLabelValues("protocol").Inc()
-		st.CancelRead(streamCancelled)
-		st.CancelWrite(streamCancelled)
+	fw, ok := s.readOpening(st, kindRequest, &req)
+	if !ok {
 		return
 	}
-	st.SetReadDeadline(time.Time{})
 	ctx, cancel := context.WithCancel(conn.Context())
 	defer cancel()
 	if req.Deadline > 0 {
@@ -283,21 +313,7 @@ func (u *upstream) serveRequest(conn *quic.Conn, st *quic.Stream, consumer, gran
 		ctx, c2 = context.WithDeadline(ctx, time.Unix(0, req.Deadline))
 		defer c2()
 	}
-	// The consumer closed its side after the request: anything but a
-	// clean end of stream means it gave up. The watcher ends with the
-	// request (its read is cancelled).
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		var b [1]byte
-		if _, err := st.Read(b[:]); !errors.Is(err, io.EOF) {
-			cancel()
-		}
-	}()
-	defer func() {
-		st.CancelRead(streamCancelled)
-		<-watched
-	}()
+	defer watchGiveUp(st, cancel)()
 	req.Identity.Via = append(slices.Clone(req.Identity.Via), consumer)
 	resp := u.handle(ctx, consumer, grant, subtrees, req)
 	if err := fw.write(kindResponse, resp); err != nil {

@@ -112,10 +112,8 @@ func (s *Service) MarkSent(ctx context.Context, provider, tenant, name, version 
 // sentArtifact returns artifact sum if a release sent to provider names
 // it, with the record's source (where this node fetches it from).
 func (s *Service) sentArtifact(provider, sum string) (apitypes.Artifact, string, error) {
-	var found apitypes.Artifact
-	var source string
 	prefix := provider + "/"
-	err := s.cfg.Records.Records(KindSent, func(key string, _ []byte) error {
+	return s.findArtifact(KindSent, sum, func(key string, _ []byte) *record {
 		rest, ok := strings.CutPrefix(key, prefix)
 		if !ok {
 			return nil
@@ -128,23 +126,8 @@ func (s *Service) sentArtifact(provider, sum string) (apitypes.Artifact, string,
 		if err != nil {
 			return nil
 		}
-		m, err := apitypes.ParseManifest(rec.Signed.Manifest)
-		if err != nil {
-			return nil
-		}
-		if a, ok := m.Artifact(sum); ok {
-			found, source = a, rec.Source
-			return errFound
-		}
-		return nil
+		return rec
 	})
-	switch {
-	case errors.Is(err, errFound):
-		return found, source, nil
-	case err != nil:
-		return apitypes.Artifact{}, "", err
-	}
-	return apitypes.Artifact{}, "", fmt.Errorf("%w: artifact %s", model.ErrNotFound, sum)
 }
 
 // OpenForPeer returns the bytes of artifact sum from offset, and its

@@ -665,15 +665,28 @@ var errFound = errors.New("found")
 // see names it: one of that tenant, or a shared one. Another tenant's
 // releases answer like missing ones (model.ErrNotFound).
 func (s *Service) deviceArtifact(tenant, sum string) (apitypes.Artifact, string, error) {
-	var found apitypes.Artifact
-	var source string
-	err := s.cfg.Records.Records(Kind, func(key string, value []byte) error {
-		t, _, _ := strings.Cut(key, "/")
-		if t != tenant && t != "" {
+	return s.findArtifact(Kind, sum, func(key string, value []byte) *record {
+		if t, _, _ := strings.Cut(key, "/"); t != tenant && t != "" {
 			return nil
 		}
-		var rec record
-		if json.Unmarshal(value, &rec) != nil || (rec.Tenant != tenant && rec.Tenant != "") {
+		rec, err := decodeRecord(value)
+		if err != nil || (rec.Tenant != tenant && rec.Tenant != "") {
+			return nil
+		}
+		return rec
+	})
+}
+
+// findArtifact scans the records of kind for a release that names
+// artifact sum (release returns the release a record stands for, nil to
+// pass it by) and returns the artifact and the release's source;
+// model.ErrNotFound when none does.
+func (s *Service) findArtifact(kind, sum string, release func(key string, value []byte) *record) (apitypes.Artifact, string, error) {
+	var found apitypes.Artifact
+	var source string
+	err := s.cfg.Records.Records(kind, func(key string, value []byte) error {
+		rec := release(key, value)
+		if rec == nil {
 			return nil
 		}
 		m, err := apitypes.ParseManifest(rec.Signed.Manifest)

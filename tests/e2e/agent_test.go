@@ -1,13 +1,13 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -103,11 +103,31 @@ func TestAgentEndToEnd(t *testing.T) {
 // test, and its output shown if the test failed.
 func startAgent(t *testing.T, n *nodeDir, state string, extra ...string) {
 	t.Helper()
-	tok := n.enrollToken("lab")
-	args := append([]string{"run", "--state", state, "--api", "https://" + n.addr, "--token", tok,
+	startAgentWith(t, n, state, agentRun{}, extra...)
+}
+
+// agentRun is how startAgentWith runs an agent.
+type agentRun struct {
+	api   string   // the URL it enrolls and downloads through (default n's API)
+	group string   // its enrollment token's group (default "lab")
+	env   []string // its whole environment (nil: the test's)
+}
+
+// startAgentWith is startAgent run as o says.
+func startAgentWith(t *testing.T, n *nodeDir, state string, o agentRun, extra ...string) {
+	t.Helper()
+	if o.api == "" {
+		o.api = "https://" + n.addr
+	}
+	if o.group == "" {
+		o.group = "lab"
+	}
+	tok := n.enrollToken(o.group)
+	args := append([]string{"run", "--state", state, "--api", o.api, "--token", tok,
 		"--ca", filepath.Join(n.dir, "tls", "ca.crt"), "--telemetry-interval", "1s"}, extra...)
 	cmd := exec.Command(agentBin, args...)
-	var out bytes.Buffer
+	cmd.Env = o.env
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -123,7 +143,29 @@ func startAgent(t *testing.T, n *nodeDir, state string, extra ...string) {
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("agent output:\n%s", out.String())
+			t.Logf("agent on %s output:\n%s", n.dir, out.String())
+		}
+	})
+}
+
+// startSims runs strata-sim with count devices enrolled on n (group
+// "sims", hardware ids sim-<prefix>-N) that answer commands, until the
+// end of the test; extra are more flags.
+func startSims(t *testing.T, n *nodeDir, count int, prefix string, extra ...string) {
+	t.Helper()
+	args := append([]string{"--api", "https://" + n.addr, "--enroll-token", n.enrollToken("sims"), "--devices", strconv.Itoa(count),
+		"--ca", filepath.Join(n.dir, "tls", "ca.crt"), "--answer-commands", "--duration", "0", "--id-prefix", prefix}, extra...)
+	sims := exec.Command(simBin, args...)
+	var out syncBuffer
+	sims.Stdout, sims.Stderr = &out, &out
+	if err := sims.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sims.Process.Signal(syscall.SIGTERM)
+		sims.Wait()
+		if t.Failed() {
+			t.Logf("strata-sim on %s:\n%s", n.dir, out.String())
 		}
 	})
 }

@@ -20,7 +20,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -111,38 +110,6 @@ func buildTar(t *testing.T, version string, size int) string {
 	return out
 }
 
-// runAgent runs a real strata-agent enrolled on n through api (n's API,
-// or a proxy in front of it), trusting key, installing into root; env,
-// when set, is its whole environment. It is stopped at the end of the
-// test.
-func runAgent(t *testing.T, n *nodeDir, api, key, root string, env []string) {
-	t.Helper()
-	tok := n.enrollToken("agents")
-	cmd := exec.Command(agentBin, "run", "--state", t.TempDir(), "--api", api, "--token", tok,
-		"--ca", filepath.Join(n.dir, "tls", "ca.crt"), "--telemetry-interval", "5s",
-		"--trusted-key", key, "--install-root", root, "--log-level", "debug")
-	cmd.Env = env
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("agent on %s:\n%s", n.dir, out.String())
-		}
-	})
-}
-
 // The whole of software distribution with real processes: HQ keeps
 // artifacts in an S3-compatible store (versitygw), a regional node and two
 // probes below it; a real strata-agent on each probe (one installs the
@@ -216,7 +183,7 @@ func TestSoftwareEndToEnd(t *testing.T) {
 	// takes the tar) and behind a proxy that cuts its first download in
 	// the middle; three simulated devices on p1.
 	rootA, rootB := t.TempDir(), t.TempDir()
-	runAgent(t, p1, "https://"+p1.addr, pub, rootA, nil)
+	startAgentWith(t, p1, t.TempDir(), agentRun{group: "agents"}, "--trusted-key", pub, "--install-root", rootA, "--log-level", "debug")
 	bin := t.TempDir()
 	sh, err := exec.LookPath("sh")
 	if err != nil {
@@ -229,22 +196,9 @@ func TestSoftwareEndToEnd(t *testing.T) {
 	}
 	t.Cleanup(func() { cut.Close() })
 	cut.CutAfter(1 << 20)
-	runAgent(t, p2, "https://"+cut.Addr(), pub, rootB, []string{"PATH=" + bin, "HOME=" + t.TempDir()})
-	sims := exec.Command(simBin, "--api", "https://"+p1.addr, "--enroll-token", p1.enrollToken("sims"), "--devices", "3",
-		"--ca", filepath.Join(p1.dir, "tls", "ca.crt"), "--answer-commands", "--duration", "0", "--trusted-key", pub,
-		"--id-prefix", "e2e")
-	var simOut syncBuffer
-	sims.Stdout, sims.Stderr = &simOut, &simOut
-	if err := sims.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sims.Process.Signal(syscall.SIGTERM)
-		sims.Wait()
-		if t.Failed() {
-			t.Logf("strata-sim:\n%s", simOut.String())
-		}
-	})
+	startAgentWith(t, p2, t.TempDir(), agentRun{api: "https://" + cut.Addr(), group: "agents", env: []string{"PATH=" + bin, "HOME=" + t.TempDir()}},
+		"--trusted-key", pub, "--install-root", rootB, "--log-level", "debug")
+	startSims(t, p1, 3, "e2e", "--trusted-key", pub)
 	admin := hq.admin()
 	tstest.WaitForErr(t, e2eTimeout, "five devices offering install at hq", func() (bool, error) {
 		page, err := admin.Search(ctx, client.SearchQuery{Path: "/peers/eu", Type: "device"})

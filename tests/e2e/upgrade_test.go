@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/strata-dm/strata/internal/tstest"
@@ -148,21 +147,7 @@ func interop(t *testing.T, hqBin, probeBin string) {
 	admin := hq.admin()
 	waitConnected(t, admin, "p1", "provider")
 
-	sims := exec.Command(simBin, "--api", "https://"+probe.addr, "--enroll-token", probe.enrollToken("sims"), "--devices", "3",
-		"--ca", filepath.Join(probe.dir, "tls", "ca.crt"), "--answer-commands", "--duration", "0", "--trusted-key", pub,
-		"--install-arch", runtime.GOARCH, "--id-prefix", "up")
-	var simOut syncBuffer
-	sims.Stdout, sims.Stderr = &simOut, &simOut
-	if err := sims.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sims.Process.Signal(syscall.SIGTERM)
-		sims.Wait()
-		if t.Failed() {
-			t.Logf("strata-sim:\n%s", simOut.String())
-		}
-	})
+	startSims(t, probe, 3, "up", "--trusted-key", pub, "--install-arch", runtime.GOARCH)
 
 	// Federation: the probe's devices are mirrored at HQ.
 	var devices []string
