@@ -43,7 +43,7 @@ func TestFleetPretendInstall(t *testing.T) {
 		creds[i] = Credentials{Enrollment: apitypes.Enrollment{DeviceID: id, MQTTUsername: id, MQTTPassword: "sd_" + id}}
 		secrets[id] = creds[i].MQTTPassword
 	}
-	a.secrets = secrets
+	a.SetSecrets(secrets)
 	b := startBroker(t, brokerOpts{creds: secrets})
 	var mu sync.Mutex
 	results := map[string]apitypes.CommandResult{}
@@ -87,7 +87,7 @@ func TestFleetPretendInstall(t *testing.T) {
 		now := time.Now().UTC()
 		m := apitypes.Manifest{Name: "app", Version: version, Created: now.Format(time.RFC3339), Expires: now.Add(time.Hour).Format(time.RFC3339),
 			Artifacts: []apitypes.Artifact{
-				{OS: "linux", Arch: "amd64", Type: "tar", Size: int64(len(a.data)), SHA256: a.sum},
+				{OS: "linux", Arch: "amd64", Type: "tar", Size: int64(len(a.Data)), SHA256: a.SHA256},
 				{OS: "linux", Arch: "arm64", Type: "deb", Size: 1, SHA256: strings.Repeat("0", 64)},
 			}}
 		sm, err := m.Sign(k)
@@ -122,8 +122,8 @@ func TestFleetPretendInstall(t *testing.T) {
 		r := install(dev, apitypes.InstallArgs{Release: v10})
 		var res apitypes.InstallResult
 		json.Unmarshal(r.Result, &res)
-		if r.Status != "succeeded" || res.Version != "1.0" || res.Type != "tar" || res.SHA256 != a.sum ||
-			res.Bytes != int64(len(a.data)) || !res.Resumed || res.AlreadyInstalled {
+		if r.Status != "succeeded" || res.Version != "1.0" || res.Type != "tar" || res.SHA256 != a.SHA256 ||
+			res.Bytes != int64(len(a.Data)) || !res.Resumed || res.AlreadyInstalled {
 			t.Fatalf("device %d: %+v %+v", dev, r, res)
 		}
 		if sw := f.Software(dev)["app"]; sw.Version != "1.0" || sw.Type != "tar" {
@@ -149,11 +149,9 @@ func TestFleetPretendInstall(t *testing.T) {
 	if r := install(0, apitypes.InstallArgs{Release: release(other, "2.0")}); r.Status != "failed" || !strings.Contains(r.Error, "not trusted") {
 		t.Fatalf("foreign key: %+v", r)
 	}
-	tampered := bytes.Clone(a.data)
+	tampered := bytes.Clone(a.Data)
 	tampered[1234] ^= 1
-	a.mu.Lock()
-	a.served = tampered
-	a.mu.Unlock()
+	a.SetServed(tampered)
 	if r := install(1, apitypes.InstallArgs{Release: release(key, "1.1")}); r.Status != "failed" || !strings.Contains(r.Error, "do not match") {
 		t.Fatalf("tampered: %+v", r)
 	}
