@@ -205,8 +205,8 @@ func (m *mount) serveFetch(conn *quic.Conn, st *quic.Stream) {
 // consumer: it returns the bytes from offset to the end and the
 // artifact's whole size. The bytes are read at the link's bandwidth and
 // only within its transfer windows (Upstream.Bandwidth, Windows): a read
-// outside them waits. ErrUnreachable when the link is down or the
-// consumer serves no fetches.
+// outside them waits. ErrUnreachable when the link is down (or there is
+// none to consumer) or the consumer serves no fetches.
 func (s *Service) Fetch(ctx context.Context, consumer, sum string, offset int64) (io.ReadCloser, int64, error) {
 	var u *upstream
 	s.mu.Lock()
@@ -219,7 +219,9 @@ func (s *Service) Fetch(ctx context.Context, consumer, sum string, offset int64)
 	}
 	s.mu.Unlock()
 	if u == nil {
-		return nil, 0, fmt.Errorf("%w: no link to %q", model.ErrNotFound, consumer)
+		// Before a link's first connection its consumer's name is not
+		// known yet: as unreachable as a link that is down.
+		return nil, 0, fmt.Errorf("%w: no link to %q is connected", ErrUnreachable, consumer)
 	}
 	return u.fetch(ctx, sum, offset)
 }

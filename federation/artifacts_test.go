@@ -91,7 +91,7 @@ func TestArtifactFetch(t *testing.T) {
 	if _, _, err := fetch("bb", 0); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("fetch of an artifact not allowed: %v", err)
 	}
-	if _, _, err := probe.svc.Fetch(ctx, "elsewhere", "aa", 0); !errors.Is(err, model.ErrNotFound) {
+	if _, _, err := probe.svc.Fetch(ctx, "elsewhere", "aa", 0); !errors.Is(err, federation.ErrUnreachable) {
 		t.Fatalf("fetch from a consumer this node has no link to: %v", err)
 	}
 	// A reader closed early ends the stream, and the link stays usable.

@@ -147,6 +147,17 @@ func (s *Service) ensure(ctx context.Context, a apitypes.Artifact, source string
 	}
 }
 
+// resumeStaged starts fetching what staged releases lack (a staging cut
+// short by a restart).
+func (s *Service) resumeStaged() {
+	s.eachRecord(func(key string, rec *record, m *apitypes.Manifest) bool {
+		if rec.Staged && rec.Source != "" {
+			s.prefetch(m, rec.Source)
+		}
+		return true
+	})
+}
+
 // prefetch starts fetching the artifacts of m not stored here.
 func (s *Service) prefetch(m *apitypes.Manifest, source string) {
 	if source == "" || s.cfg.Fetch == nil {

@@ -51,8 +51,11 @@ func decodeRecord(b []byte) (*record, error) {
 // Receive stores a release sent from the tier above (source) for tenant:
 // verified against this node's trusted keys and not expired, like any
 // release. A release already here keeps its origin (one uploaded here
-// stays this node's own). With stage, its artifacts are kept whatever the
-// cache budget. The artifacts are fetched from source in the background.
+// stays this node's own). With stage, its artifacts are fetched from
+// source now, in the background, and kept whatever the cache budget;
+// without, each is fetched when first asked for (by a device here or a
+// node below), so a tier fetches only what its devices and the tiers
+// below it need.
 func (s *Service) Receive(ctx context.Context, source, by string, in Incoming) (*apitypes.Manifest, error) {
 	if !s.Trusts() {
 		return nil, ErrNoKeys
@@ -74,7 +77,9 @@ func (s *Service) Receive(ctx context.Context, source, by string, in Incoming) (
 		if derr == nil {
 			rec.Staged = rec.Staged || old.Staged
 			if old.Source == source && old.Staged == rec.Staged && string(old.Signed.Manifest) == string(in.Signed.Manifest) {
-				s.prefetch(m, source)
+				if in.Stage {
+					s.prefetch(m, source)
+				}
 				return m, nil // nothing new: no write
 			}
 		}
@@ -89,7 +94,9 @@ func (s *Service) Receive(ctx context.Context, source, by string, in Incoming) (
 		return nil, err
 	}
 	s.log.Info("release received", "name", m.Name, "version", m.Version, "tenant", in.Tenant, "from", source, "staged", rec.Staged)
-	s.prefetch(m, source)
+	if rec.Staged {
+		s.prefetch(m, source)
+	}
 	return m, nil
 }
 

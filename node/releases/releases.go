@@ -158,6 +158,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("releases: cache: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.resumeStaged()
 	return s, nil
 }
 

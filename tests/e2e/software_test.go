@@ -173,11 +173,7 @@ func TestSoftwareEndToEnd(t *testing.T) {
 	}
 	upload(deb, "1.1", "deb")
 	upload(tgz, "1.1", "tar")
-	var releaseBytes int64
-	for _, f := range []string{deb, tgz} {
-		fi, _ := os.Stat(f)
-		releaseBytes += fi.Size()
-	}
+	releaseBytes := fileSize(t, deb) + fileSize(t, tgz)
 
 	// Devices: an agent on each probe, the one on p2 without dpkg (it
 	// takes the tar) and behind a proxy that cuts its first download in
@@ -240,23 +236,22 @@ func TestSoftwareEndToEnd(t *testing.T) {
 		t.Fatalf("rollout: %+v; failures %+v", done.Counters, failures)
 	}
 
-	// Each tier fetched each artifact exactly once from the tier above.
+	// Each tier fetched each artifact its devices and the tiers below
+	// needed exactly once from the tier above: p1's devices take the .deb,
+	// p2's the tar, and eu fetched both once.
+	debBytes, tarBytes := fileSize(t, deb), fileSize(t, tgz)
+	want := map[string]struct {
+		bytes   int64
+		objects int
+	}{"/": {0, 0}, "/peers/eu": {releaseBytes, 2}, "/peers/eu/peers/p1": {debBytes, 1}, "/peers/eu/peers/p2": {tarBytes, 1}}
 	tiers, err := admin.SoftwareCache(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tr := range tiers {
-		switch tr.Path {
-		case "/":
-			if tr.FetchedBytes != 0 || tr.OriginObjects != 2 {
-				t.Errorf("hq's cache: %+v", tr)
-			}
-		case "/peers/eu", "/peers/eu/peers/p1", "/peers/eu/peers/p2":
-			if tr.FetchedBytes != releaseBytes || tr.Objects != 2 {
-				t.Errorf("%s fetched %d bytes (%d objects), the release has %d", tr.Path, tr.FetchedBytes, tr.Objects, releaseBytes)
-			}
-		default:
-			t.Errorf("unexpected tier %+v", tr)
+		w, ok := want[tr.Path]
+		if !ok || tr.FetchedBytes != w.bytes || tr.Objects != w.objects || (tr.Path == "/" && tr.OriginObjects != 2) {
+			t.Errorf("tier %s: fetched %d bytes, %d objects; want %d, %d (%+v)", tr.Path, tr.FetchedBytes, tr.Objects, w.bytes, w.objects, tr)
 		}
 	}
 	if len(tiers) != 4 {
@@ -266,12 +261,14 @@ func TestSoftwareEndToEnd(t *testing.T) {
 	for _, l := range []struct {
 		consumer *nodeDir
 		peer     string
-	}{{hq, "eu"}, {eu, "p1"}, {eu, "p2"}} {
+		fetches  float64
+		bytes    int64
+	}{{hq, "eu", 2, releaseBytes}, {eu, "p1", 1, debBytes}, {eu, "p2", 1, tarBytes}} {
 		m := scrape(t, l.consumer)
 		served := m[`strata_federation_artifact_fetches_total{outcome="served",peer="`+l.peer+`"}`]
 		sent := m[`strata_federation_artifact_bytes_total{direction="provider",peer="`+l.peer+`"}`]
-		if served != 2 || int64(sent) != releaseBytes {
-			t.Errorf("link to %s: %v fetches served, %v bytes sent; want 2 and %d", l.peer, served, sent, releaseBytes)
+		if served != l.fetches || int64(sent) != l.bytes {
+			t.Errorf("link to %s: %v fetches served, %v bytes sent; want %v and %d", l.peer, served, sent, l.fetches, l.bytes)
 		}
 	}
 
@@ -436,4 +433,13 @@ func scrape(t *testing.T, n *nodeDir) map[string]float64 {
 		}
 	}
 	return out
+}
+
+func fileSize(t *testing.T, file string) int64 {
+	t.Helper()
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
 }
