@@ -2,13 +2,8 @@ package images_test
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/strata-dm/strata/deploy/build/images"
+	"github.com/strata-dm/strata/deploy/build/internal/testbin"
 )
 
 // TestNodeServes runs the node of the strata image as a container would:
@@ -60,122 +56,21 @@ func TestNodeServes(t *testing.T) {
 			args[i] = filepath.Join(state, "strata.yaml")
 		}
 	}
-	serve := cmdOf(args...)
-	pr, pw := io.Pipe()
-	serve.Stdout, serve.Stderr = pw, pw
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- serve.Wait(); pw.Close() }()
-
-	// The log, to the test's log; the API's URL from the first "node
-	// started" line. The reader keeps reading to the end, and the test
-	// waits for it.
-	apiURL := make(chan string, 1)
-	logDone := make(chan struct{})
-	defer func() { <-logDone }()
-	go func() {
-		defer close(logDone)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			t.Log(sc.Text())
-			var rec struct {
-				Msg string `json:"msg"`
-				API string `json:"api"`
-			}
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "node started" && rec.API != "" {
-				select {
-				case apiURL <- rec.API:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	stopped := false
-	defer func() {
-		if !stopped {
-			serve.Process.Kill()
-			<-exited
-		}
-	}()
-	var base string
-	select {
-	case base = <-apiURL:
-	case err := <-exited:
-		stopped = true
-		t.Fatalf("strata serve exited before serving: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("strata serve did not start within 60s")
-	}
-
-	caPEM, err := os.ReadFile(filepath.Join(state, "tls", "ca.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	resp, err := client.Get(base + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	// 501: a node that is not a cluster has no readiness to report, and
-	// answers so; anything else but 200 is an error.
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotImplemented {
-		t.Fatalf("GET /readyz: %s %s", resp.Status, body)
-	}
-
-	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		stopped = true
-		if err != nil {
-			t.Fatalf("strata serve after SIGTERM: %v", err)
-		}
-	case <-time.After(45 * time.Second):
-		t.Fatal("strata serve did not stop within 45s of SIGTERM")
-	}
-
-	// Everything the node wrote belongs to the image's user.
+	node := testbin.Serve(t, cmdOf(args...))
+	node.Ready(t, filepath.Join(state, "tls", "ca.crt"))
+	node.Stop(t)
 	if os.Geteuid() == 0 {
-		err := filepath.Walk(state, func(path string, fi os.FileInfo, err error) error {
-			if err != nil {
-				return err
-			}
-			if st := fi.Sys().(*syscall.Stat_t); st.Uid != images.UID {
-				t.Errorf("%s: owned by uid %d", path, st.Uid)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		testbin.OwnedBy(t, state, images.UID)
 	}
 }
 
 // unpack writes the image's file system into a new folder, with owners
-// when the test is root; the folders above it are opened to the image's
-// user.
+// when the test is root; the folders above it let the image's user
+// through.
 func unpack(t *testing.T, img v1.Image) string {
 	t.Helper()
 	root := t.TempDir()
-	for d := root; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fi.Mode().Perm()&0o005 != 0o005 {
-			if err := os.Chmod(d, fi.Mode().Perm()|0o055); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	testbin.Traversable(t, root)
 	rc := mutate.Extract(img)
 	defer rc.Close()
 	tr := tar.NewReader(rc)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,6 +110,7 @@ func run(t *testing.T, name string, args ...string) string {
 // chroot, with DPKG_ROOT telling them where the root is.
 func dpkgRoot(t *testing.T) (string, []string) {
 	root := t.TempDir()
+	testbin.Traversable(t, root) // the units' users run the installed binaries
 	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -221,6 +223,7 @@ func TestDebInstall(t *testing.T) {
 	}
 
 	verifyUnits(t, root)
+	runUnits(t, root)
 
 	// An edited conffile is kept by a reinstall and a remove; a purge
 	// deletes it.
@@ -295,6 +298,85 @@ func verifyUnits(t *testing.T, root string) {
 	cmd = exec.Command(analyze, "--root="+root, "security", "--offline=yes", "--threshold=20", "strata.service")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("systemd-analyze security strata.service: exposure above 2.0 (%v):\n%s", err, out)
+	}
+}
+
+// execStart is the ExecStart= command of an installed unit, with its
+// absolute paths moved into root and $VARIABLES left out.
+func execStart(t *testing.T, root, unit string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system", unit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		cmd, ok := strings.CutPrefix(line, "ExecStart=")
+		if !ok {
+			continue
+		}
+		var args []string
+		for _, a := range strings.Fields(cmd) {
+			switch {
+			case strings.HasPrefix(a, "$"):
+			case strings.HasPrefix(a, "/"):
+				args = append(args, filepath.Join(root, a))
+			default:
+				args = append(args, a)
+			}
+		}
+		return args
+	}
+	t.Fatalf("%s: no ExecStart=", unit)
+	return nil
+}
+
+// runUnits runs the installed binaries with their units' command lines,
+// as the units' users where the test is root: the node initialised as the
+// documentation says (strata init in /var/lib/strata, as strata), served,
+// ready over TLS and stopped cleanly; the agent accepting its flags (it
+// then stops: it is not enrolled).
+func runUnits(t *testing.T, root string) {
+	t.Helper()
+	state := filepath.Join(root, "var/lib/strata")
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		fi, err := os.Stat(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid == 0 {
+			t.Fatal("/var/lib/strata belongs to root: the postinst did not give it to strata")
+		}
+		cred = &syscall.Credential{Uid: st.Uid, Gid: st.Gid}
+	}
+	cmdOf := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Dir = state
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + state}
+		if cred != nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		}
+		return cmd
+	}
+	bin := filepath.Join(root, "usr/bin/strata")
+	if out, err := cmdOf(bin, "init", "--dir", state, "--name", "pkg-test", "--role", "probe", "--api-addr", "127.0.0.1:0").CombinedOutput(); err != nil {
+		t.Fatalf("strata init as the user strata: %v\n%s", err, out)
+	}
+	node := testbin.Serve(t, cmdOf(execStart(t, root, "strata.service")...))
+	node.Ready(t, filepath.Join(state, "tls", "ca.crt"))
+	node.Stop(t)
+	if cred != nil {
+		testbin.OwnedBy(t, state, cred.Uid)
+	}
+
+	agent := exec.Command(execStart(t, root, "strata-agent.service")[0], execStart(t, root, "strata-agent.service")[1:]...)
+	out, err := agent.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not enrolled") {
+		t.Errorf("strata-agent with its unit's command line and no credentials: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "var/lib/strata-agent")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("/var/lib/strata-agent after a run: %v %v", fi, err)
 	}
 }
 
