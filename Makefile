@@ -48,11 +48,12 @@ run: build
 
 # deploy/build is a module of its own (nfpm and go-containerregistry stay
 # out of the main module's dependencies): its tests run here too, without
-# -race (they start no goroutines of their own; they build and install
-# packages and images).
+# -race (they build, install and run packages and images) and one package
+# at a time (each builds the static binaries: the second finds them in
+# the build cache).
 test: fmt-check vet console
 	$(GO) test -race -timeout 15m ./...
-	cd deploy/build && $(GO) test -timeout 10m ./...
+	cd deploy/build && $(GO) test -p 1 -timeout 10m ./...
 
 # What the tests need beyond Go: PostgreSQL server binaries, mosquitto, chromium (apt-get, once).
 test-deps:
@@ -90,7 +91,6 @@ bench:
 # with the last commit's time (SOURCE_DATE_EPOCH), so a build is repeatable.
 DIST     ?= dist
 PKG_ARCH ?= $(shell $(GO) env GOARCH)
-REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 export SOURCE_DATE_EPOCH
 DIST_ABS := $(abspath $(DIST))
@@ -105,7 +105,7 @@ packages: dist-bin
 
 images: dist-bin
 	cd deploy/build && $(GO) run ./cmd/strata-build images --bin-dir $(DIST_ABS)/bin \
-		--out $(DIST_ABS)/images --version $(VERSION) --revision "$(REVISION)" --arch $(PKG_ARCH)
+		--out $(DIST_ABS)/images --version $(VERSION) --revision "$(COMMIT)" --arch $(PKG_ARCH)
 
 clean:
 	rm -rf bin dist node/console/build/app
