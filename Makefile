@@ -1,6 +1,8 @@
 # The commands of the README: `make demo` runs a whole hierarchy with
 # simulated devices, `make run` starts one node on the embedded store,
-# `make test` runs every test. .ci/run calls `make test`.
+# `make test` runs every test. .ci/run calls `make test`. `make packages`
+# and `make images` build the .deb/.rpm packages and the OCI images into
+# dist/ (docs/deploy.md).
 
 GO       ?= go
 RUN_DIR  ?= .strata
@@ -8,7 +10,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: demo run build console test test-deps vet fmt-check fuzz bench clean
+.PHONY: demo run build console test test-deps vet fmt-check fuzz bench clean dist-bin packages images
 
 # The operator console (node/console/web) is built by npm into
 # node/console/build/app, which the binary embeds; a target rebuilds it
@@ -44,8 +46,14 @@ run: build
 	@test -f $(RUN_DIR)/strata.yaml || ./bin/strata init --dir $(RUN_DIR) --name hq --mqtt-addr 127.0.0.1:8883 --federation-addr 127.0.0.1:7443
 	./bin/strata serve --config $(RUN_DIR)/strata.yaml
 
+# deploy/build is a module of its own (nfpm and go-containerregistry stay
+# out of the main module's dependencies): its tests run here too, without
+# -race (they build, install and run packages and images) and one package
+# at a time (each builds the static binaries: the second finds them in
+# the build cache).
 test: fmt-check vet console
 	$(GO) test -race -timeout 15m ./...
+	cd deploy/build && $(GO) test -p 1 -timeout 10m ./...
 
 # What the tests need beyond Go: PostgreSQL server binaries, mosquitto, chromium (apt-get, once).
 test-deps:
@@ -53,6 +61,7 @@ test-deps:
 
 vet:
 	$(GO) vet ./...
+	cd deploy/build && $(GO) vet ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -75,5 +84,28 @@ bench:
 	$(GO) run ./tests/bench/storm -devices 15000 -sources 1 -timeout 180s
 	$(GO) run ./tests/bench/bulkjob -devices 100000 -probes 6 -idle 10s -timeout 10m -nice 10
 
+# Release artifacts, from static binaries (CGO_ENABLED=0) for linux/PKG_ARCH
+# with the console embedded: dist/packages/*.deb, *.rpm (strata,
+# strata-agent: nfpm) and dist/images/{strata,strata-agent} (OCI image
+# layouts: go-containerregistry, no container daemon). The files are stamped
+# with the last commit's time (SOURCE_DATE_EPOCH), so a build is repeatable.
+DIST     ?= dist
+PKG_ARCH ?= $(shell $(GO) env GOARCH)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
+DIST_ABS := $(abspath $(DIST))
+
+dist-bin: console
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DIST_ABS)/bin/strata ./node/cmd/strata
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DIST_ABS)/bin/strata-agent ./probes/agent/cmd/strata-agent
+
+packages: dist-bin
+	cd deploy/build && $(GO) run ./cmd/strata-build packages --root $(CURDIR) --bin-dir $(DIST_ABS)/bin \
+		--out $(DIST_ABS)/packages --version $(VERSION) --arch $(PKG_ARCH)
+
+images: dist-bin
+	cd deploy/build && $(GO) run ./cmd/strata-build images --bin-dir $(DIST_ABS)/bin \
+		--out $(DIST_ABS)/images --version $(VERSION) --revision "$(COMMIT)" --arch $(PKG_ARCH)
+
 clean:
-	rm -rf bin node/console/build/app
+	rm -rf bin dist node/console/build/app

@@ -4,6 +4,10 @@
 #   mosquitto-clients  mosquitto_pub/mosquitto_sub, devices nobody here wrote
 #   mosquitto          the raw-broker baseline of the MQTT benchmarks
 #   chromium           the console's browser tests (tests/browser), headless
+#   systemd            systemd-analyze and systemd-sysusers: the packages'
+#                      test (deploy/build/packages) verifies their units
+#   dpkg               installs the .deb into a throwaway root (same test)
+#   ca-certificates    the CA bundle make images copies into the images
 # and, with go install, versitygw (Versity S3 Gateway), the real
 # S3-compatible server of the object store's tests (node/objects/s3test).
 # Idempotent: does nothing when they are present.
@@ -21,6 +25,9 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v dpkg >/dev/null || missing+=(dpkg)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi
