@@ -432,6 +432,12 @@ func RestoreSnapshot(opts BadgerOptions, r io.Reader) (SnapshotHeader, error) {
 	if ents, err := os.ReadDir(opts.Dir); err == nil && len(ents) > 0 {
 		return SnapshotHeader{}, fmt.Errorf("store: restore into %s: the directory is not empty", opts.Dir)
 	}
+	return restoreSnapshot(opts, newSnapshotReader(r))
+}
+
+// restoreSnapshot is RestoreSnapshot from sr, which it reads to the end of
+// the stream and not beyond (what follows stays in sr.r).
+func restoreSnapshot(opts BadgerOptions, sr *snapshotReader) (SnapshotHeader, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -442,7 +448,6 @@ func RestoreSnapshot(opts BadgerOptions, r io.Reader) (SnapshotHeader, error) {
 	if err != nil {
 		return SnapshotHeader{}, err
 	}
-	sr := newSnapshotReader(r)
 	h, err := sr.header()
 	if err != nil {
 		return h, err

@@ -177,7 +177,7 @@ func checkEmpty(ctx context.Context, tx pgx.Tx) error {
 		return err
 	}
 	if rows || last != 0 || first != 0 {
-		return fmt.Errorf("%w (last sequence number %d): copy into a new, empty database", ErrNotEmpty, last)
+		return fmt.Errorf("%w (last sequence number %d): use a new, empty database", ErrNotEmpty, last)
 	}
 	return nil
 }
