@@ -217,6 +217,7 @@ func New(opts Options) (_ *Node, err error) {
 		Cluster:          n.clusterAPI(),
 		ReloadFederation: n.reloadFederation,
 		Audit:            n.audit,
+		Backups:          n,
 		Console:          console.New(),
 	}); err != nil {
 		return nil, err

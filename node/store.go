@@ -88,6 +88,10 @@ func OpenBadger(cfg *config.Config, log *slog.Logger) (*store.Badger, error) {
 	return store.OpenBadger(store.BadgerOptions{Dir: dataDir, Logger: log, EncryptionKey: key, CacheMB: cfg.Store.CacheMB})
 }
 
+// EncryptionKey returns the Badger store's encryption key from cfg's
+// store section (nil: none).
+func EncryptionKey(cfg *config.Config) ([]byte, error) { return encryptionKey(cfg) }
+
 func encryptionKey(cfg *config.Config) ([]byte, error) {
 	hexKey := cfg.Store.EncryptionKey
 	if hexKey == "" && cfg.Store.EncryptionKeyFile != "" {

@@ -54,6 +54,7 @@ var auditOps = map[string]string{
 	"DELETE /api/v1/releases/{name}/{version}":                 "release.delete",
 	"PUT /api/v1/releases/{name}/{version}/artifacts/{sha256}": "artifact.upload",
 	"POST /api/v1/releases/{name}/{version}/stage":             "release.stage",
+	"POST /api/v1/backup":                                      "backup",
 }
 
 // opLogin records a successful login (a new session token). Failed

@@ -150,6 +150,8 @@ type Config struct {
 	// Cluster serves GET /api/v1/cluster and names this replica's role on
 	// /readyz; nil (a node that is not a cluster): 501.
 	Cluster Cluster
+	// Backups takes the backups POST /api/v1/backup streams; nil: 501.
+	Backups Backups
 	// Audit receives a record of every state-changing request and lists
 	// the trail (GET /api/v1/audit); nil: a trail of its own over Model.
 	Audit *audit.Log
@@ -408,6 +410,7 @@ func (s *Server) routeTable() []route {
 		{"GET " + devArtifact, devArtifact, http.HandlerFunc(s.deviceArtifact)},
 		{"HEAD " + devArtifact, devArtifact, http.HandlerFunc(s.deviceArtifact)},
 		{"GET /api/v1/audit", "/api/v1/audit", s.authed(s.listAudit)},
+		{"POST /api/v1/backup", "/api/v1/backup", s.authed(s.backup)},
 		{"GET /api/v1/cluster", "/api/v1/cluster", s.authed(s.clusterStatus)},
 		{"POST /api/v1/cluster/transfer-leader", "/api/v1/cluster/transfer-leader", s.authed(s.transferLeader)},
 		{"DELETE /api/v1/cluster/members/{id}", "/api/v1/cluster/members/{id}", s.authed(s.removeReplica)},

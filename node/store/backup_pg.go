@@ -481,7 +481,11 @@ func RestorePostgresBackup(ctx context.Context, dst *Postgres, r io.Reader) (Bac
 				return fmt.Errorf("%w: no table %s", ErrBadBackup, name)
 			}
 		}
-		return nil
+		// The fence guarded the backed-up database against its cluster's
+		// deposed writers; the restored one is claimed by nobody yet (a
+		// single node may write it, a cluster's first leader claims it).
+		_, err := tx.Exec(ctx, `UPDATE fence SET term = 0, replica = '', claimed = now()`)
+		return err
 	})
 	if err != nil {
 		return h, fmt.Errorf("store: restore: %w", err)

@@ -81,6 +81,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(a.versionCmd(), a.initCmd(), a.serveCmd(), a.ctlCmd(), a.tokenCmd(), a.storeCmd())
 	root.AddCommand(a.joinCmd(), a.leaveCmd(), a.demoCmd(), a.clusterCmd(), a.completionCmd(root))
+	root.AddCommand(a.backupCmd(), a.restoreCmd())
 	// Unknown subcommands and wrong argument counts are usage errors too.
 	var wrap func(c *cobra.Command)
 	wrap = func(c *cobra.Command) {
