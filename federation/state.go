@@ -120,12 +120,22 @@ func getRecord(m *model.Model, kind, key string, v any) error {
 	return json.Unmarshal(data, v)
 }
 
+// LogIDKind and LogIDKey name the record holding this node's change-log
+// id. A store restored from a backup leaves it out (strata restore): the
+// restored log goes on from the backup's last sequence number, reusing
+// numbers the node's consumers may have read from the lost history after
+// it, so they must see a new log and resynchronise.
+const (
+	LogIDKind = recNode
+	LogIDKey  = "log-id"
+)
+
 // logID returns this node's change-log identity, creating it once. A
 // consumer's cursor is only meaningful for the log it was taken from: a
 // provider whose store was replaced gets a new id, and its consumers
 // resynchronise instead of trusting stale cursors.
 func logID(ctx context.Context, m *model.Model) (string, error) {
-	data, err := m.Record(recNode, "log-id")
+	data, err := m.Record(LogIDKind, LogIDKey)
 	if err == nil {
 		return string(data), nil
 	}
@@ -137,7 +147,7 @@ func logID(ctx context.Context, m *model.Model) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(b[:])
-	if err := m.PutRecord(ctx, recNode, "log-id", []byte(id)); err != nil {
+	if err := m.PutRecord(ctx, LogIDKind, LogIDKey, []byte(id)); err != nil {
 		return "", fmt.Errorf("federation: store log id: %w", err)
 	}
 	return id, nil

@@ -216,11 +216,16 @@ func (b *badgerBackup) Close() error {
 	return nil
 }
 
+// RecordName names one node-local record.
+type RecordName struct{ Kind, Key string }
+
 // RestoreBadgerBackup makes a new Badger store in opts.Dir, which must be
 // missing or empty, from a Badger backup, and returns its header. The
-// store is complete and synced when it returns without error; on error
-// nothing is left in opts.Dir (a directory it created is removed).
-func RestoreBadgerBackup(opts BadgerOptions, r io.Reader) (h BackupHeader, err error) {
+// records named in drop are left out (the node's identities that a
+// restored store must not keep, such as its change log's id). The store
+// is complete and synced when it returns without error; on error nothing
+// is left in opts.Dir (a directory it created is removed).
+func RestoreBadgerBackup(opts BadgerOptions, r io.Reader, drop ...RecordName) (h BackupHeader, err error) {
 	if opts.InMemory {
 		return h, errors.New("store: restore into an in-memory store")
 	}
@@ -248,8 +253,12 @@ func RestoreBadgerBackup(opts BadgerOptions, r io.Reader) (h BackupHeader, err e
 	if h.Store != BackupBadger {
 		return h, fmt.Errorf("store: a backup of a %s store restores into %s only (strata store migrate moves a badger store to postgres)", h.Store, h.Store)
 	}
+	dropKeys := map[string]bool{}
+	for _, d := range drop {
+		dropKeys[string(recordKey(d.Kind, d.Key))] = true
+	}
 	sr := newSnapshotReader(br)
-	if _, err := restoreSnapshot(opts, sr); err != nil {
+	if _, err := restoreSnapshot(opts, sr, dropKeys); err != nil {
 		return h, err
 	}
 	return h, atEOF(sr.r)

@@ -414,8 +414,10 @@ func (t *tableData) read(p []byte) (int, error) {
 // RestorePostgresBackup reads a PostgreSQL backup into dst, whose tables
 // must be empty (else ErrNotEmpty), in one transaction: committed only
 // once the backup's checksum matched and every table holds the rows the
-// backup counted. On error the database is as it was.
-func RestorePostgresBackup(ctx context.Context, dst *Postgres, r io.Reader) (BackupHeader, error) {
+// backup counted. The records named in drop are then deleted (as
+// RestoreBadgerBackup leaves them out). On error the database is as it
+// was.
+func RestorePostgresBackup(ctx context.Context, dst *Postgres, r io.Reader, drop ...RecordName) (BackupHeader, error) {
 	if dst.readOnly {
 		return BackupHeader{}, fmt.Errorf("store: restore: %w", ErrReadOnly)
 	}
@@ -484,8 +486,15 @@ func RestorePostgresBackup(ctx context.Context, dst *Postgres, r io.Reader) (Bac
 		// The fence guarded the backed-up database against its cluster's
 		// deposed writers; the restored one is claimed by nobody yet (a
 		// single node may write it, a cluster's first leader claims it).
-		_, err := tx.Exec(ctx, `UPDATE fence SET term = 0, replica = '', claimed = now()`)
-		return err
+		if _, err := tx.Exec(ctx, `UPDATE fence SET term = 0, replica = '', claimed = now()`); err != nil {
+			return err
+		}
+		for _, d := range drop {
+			if _, err := tx.Exec(ctx, `DELETE FROM records WHERE kind = $1 AND key = $2`, []byte(d.Kind), []byte(d.Key)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return h, fmt.Errorf("store: restore: %w", err)

@@ -59,13 +59,19 @@ func TestBadgerBackupRestore(t *testing.T) {
 		t.Fatalf("verify: %+v, %v", h, err)
 	}
 	dir := filepath.Join(t.TempDir(), "restored") // missing: created
-	h, err = RestoreBadgerBackup(BadgerOptions{Dir: dir}, bytes.NewReader(data))
+	h, err = RestoreBadgerBackup(BadgerOptions{Dir: dir}, bytes.NewReader(data), RecordName{"user", "alice"})
 	if err != nil || h.LastSeq != last {
 		t.Fatalf("restore: %+v, %v", h, err)
 	}
 	dst := openTestBadger(t, dir, nil)
 	if got, _ := dst.LastSeq(); got != last {
 		t.Fatalf("restored last seq %d, want %d", got, last)
+	}
+	if _, err := dst.Record("user", "alice"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("a record left out: %v", err)
+	}
+	if v, err := dst.Record("user", "carol"); err != nil || string(v) != "c" {
+		t.Fatalf("a record: %q, %v", v, err)
 	}
 	if _, err := dst.Context("/after/backup"); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("a write after the backup's view: %v", err)
@@ -192,9 +198,15 @@ func TestPostgresBackupRestore(t *testing.T) {
 			t.Fatalf("%s: the database holds seq %d, %v", name, seq, err)
 		}
 	}
-	h, err = RestorePostgresBackup(ctx, dst, bytes.NewReader(data))
+	h, err = RestorePostgresBackup(ctx, dst, bytes.NewReader(data), RecordName{"user", "alice"})
 	if err != nil || h.LastSeq != last {
 		t.Fatalf("restore: %+v, %v", h, err)
+	}
+	if _, err := dst.Record("user", "alice"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("a record left out: %v", err)
+	}
+	if v, err := dst.Record("user", "carol"); err != nil || string(v) != "c" {
+		t.Fatalf("a record: %q, %v", v, err)
 	}
 	if _, err := RestorePostgresBackup(ctx, dst, bytes.NewReader(data)); !errors.Is(err, ErrNotEmpty) {
 		t.Fatalf("restore twice: %v", err)

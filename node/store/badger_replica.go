@@ -432,12 +432,13 @@ func RestoreSnapshot(opts BadgerOptions, r io.Reader) (SnapshotHeader, error) {
 	if ents, err := os.ReadDir(opts.Dir); err == nil && len(ents) > 0 {
 		return SnapshotHeader{}, fmt.Errorf("store: restore into %s: the directory is not empty", opts.Dir)
 	}
-	return restoreSnapshot(opts, newSnapshotReader(r))
+	return restoreSnapshot(opts, newSnapshotReader(r), nil)
 }
 
 // restoreSnapshot is RestoreSnapshot from sr, which it reads to the end of
 // the stream and not beyond (what follows stays in sr.r).
-func restoreSnapshot(opts BadgerOptions, sr *snapshotReader) (SnapshotHeader, error) {
+// Keys in drop are not restored.
+func restoreSnapshot(opts BadgerOptions, sr *snapshotReader, drop map[string]bool) (SnapshotHeader, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -456,7 +457,7 @@ func restoreSnapshot(opts BadgerOptions, sr *snapshotReader) (SnapshotHeader, er
 	if err != nil {
 		return h, fmt.Errorf("store: open badger in %s: %w", opts.Dir, err)
 	}
-	err = loadSnapshot(db, sr)
+	err = loadSnapshot(db, sr, drop)
 	if err == nil {
 		err = db.Sync()
 	}
@@ -469,7 +470,7 @@ func restoreSnapshot(opts BadgerOptions, sr *snapshotReader) (SnapshotHeader, er
 	return h, syncDir(opts.Dir)
 }
 
-func loadSnapshot(db *badger.DB, sr *snapshotReader) error {
+func loadSnapshot(db *badger.DB, sr *snapshotReader, drop map[string]bool) error {
 	wb := db.NewWriteBatch()
 	defer wb.Cancel()
 	var n uint64
@@ -485,9 +486,12 @@ func loadSnapshot(db *badger.DB, sr *snapshotReader) error {
 		// the whole store of a replica of the same node (checksummed, and
 		// received from a replica certificate), and a kind this binary
 		// does not know is kept for the binary that does.
+		n++
+		if drop[string(k)] {
+			continue
+		}
 		if err := wb.Set(k, v); err != nil {
 			return err
 		}
-		n++
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/node"
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/store"
@@ -203,6 +204,11 @@ artifact bytes are not in a backup: restore them from their own copies
 	return c
 }
 
+// newLogID drops the change log's id from a restored store: the node makes
+// a new one, and its consumers resynchronise rather than trust cursors
+// into the history lost after the backup.
+var newLogID = store.RecordName{Kind: federation.LogIDKind, Key: federation.LogIDKey}
+
 func (a *app) restore(ctx context.Context, o restoreOptions) error {
 	f, err := os.Open(o.from)
 	if err != nil {
@@ -249,7 +255,7 @@ func (a *app) restore(ctx context.Context, o restoreOptions) error {
 				opts.Dir = cfg.Path(cfg.DataDir)
 			}
 		}
-		if _, err := store.RestoreBadgerBackup(opts, f); err != nil {
+		if _, err := store.RestoreBadgerBackup(opts, f, newLogID); err != nil {
 			return err
 		}
 		fmt.Fprintf(a.stdout, "restored the backup of %s taken %s into %s: last sequence number %d (%.1fs)\n",
@@ -264,7 +270,7 @@ func (a *app) restore(ctx context.Context, o restoreOptions) error {
 			return err
 		}
 		defer dst.Close()
-		if _, err := store.RestorePostgresBackup(ctx, dst, f); err != nil {
+		if _, err := store.RestorePostgresBackup(ctx, dst, f, newLogID); err != nil {
 			return err
 		}
 		fmt.Fprintf(a.stdout, "restored the backup of %s taken %s into the database of %s: last sequence number %d (%.1fs)\n",
