@@ -82,16 +82,21 @@ func TestBadgerBackupRestore(t *testing.T) {
 		t.Fatalf("restore into a store: %v", err)
 	}
 
-	// Everything the store holds comes back as it was.
+	// Everything the store holds comes back as it was, encrypted at rest
+	// with the key given.
 	b, err = src.Backup("hq")
 	if err != nil {
 		t.Fatal(err)
 	}
+	key := bytes.Repeat([]byte{7}, 32)
 	dir = t.TempDir() // empty
-	if _, err := RestoreBadgerBackup(BadgerOptions{Dir: dir}, bytes.NewReader(backupOf(t, b))); err != nil {
+	if _, err := RestoreBadgerBackup(BadgerOptions{Dir: dir, EncryptionKey: key}, bytes.NewReader(backupOf(t, b))); err != nil {
 		t.Fatal(err)
 	}
-	dst = openTestBadger(t, dir, nil)
+	if _, err := OpenBadger(BadgerOptions{Dir: dir}); err == nil {
+		t.Fatal("the restored store opens without its key")
+	}
+	dst = openTestBadger(t, dir, key)
 	defer dst.Close()
 	sameStores(t, src, dst)
 }
