@@ -44,7 +44,12 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		return apiError(http.StatusNotImplemented, codeNotImplemented, "this node takes no backups")
 	}
 	start := time.Now()
-	b, err := s.cfg.Backups.BeginBackup(r.Context())
+	// The backup ends when the client goes or the API shuts down (the
+	// node closes the store after that).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(s.quit, cancel)()
+	b, err := s.cfg.Backups.BeginBackup(ctx)
 	if err != nil {
 		return err
 	}
@@ -56,11 +61,13 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	h.Set(apitypes.BackupLastSeqHeader, strconv.FormatUint(seq, 10))
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	n, err := b.WriteTo(w)
+	n, err := b.WriteTo(ctxWriter{ctx: ctx, w: w})
 	if err != nil {
 		err = fmt.Errorf("backup cut after %d bytes: %w", n, err)
-		if r.Context().Err() == nil {
+		if ctx.Err() == nil {
 			s.log.Error("backup failed", "by", p.User, "err", err)
+		} else {
+			s.log.Info("backup cut: the client went or the node is stopping", "by", p.User, "bytes", n)
 		}
 		if e, ok := r.Context().Value(auditKey{}).(*auditEntry); ok {
 			s.finishAudit(r, e, err)
@@ -71,4 +78,18 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	s.log.Info("backup taken", "by", p.User, "bytes", n, "last_seq", seq, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// ctxWriter stops a backup's writes once ctx is done: a Badger view is
+// written without a context.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
 }

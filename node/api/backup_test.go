@@ -145,3 +145,54 @@ func TestBackupCutOnFailure(t *testing.T) {
 		t.Fatalf("audit of a failed backup: %+v", rec)
 	}
 }
+
+// endlessBackups stream without end, as a huge store would.
+type endlessBackups struct{}
+
+func (endlessBackups) BeginBackup(context.Context) (Backup, error) { return endless{}, nil }
+
+type endless struct{}
+
+func (endless) LastSeq() uint64 { return 1 }
+func (endless) Close() error    { return nil }
+func (endless) WriteTo(w io.Writer) (int64, error) {
+	chunk := make([]byte, 64<<10)
+	var n int64
+	for {
+		k, err := w.Write(chunk)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// A backup under way ends when the API shuts down (the node closes its
+// store next), cut rather than ended.
+func TestBackupEndsAtShutdown(t *testing.T) {
+	e := newEnv(t, func(c *Config, _ *auth.Config, _ *model.Config) { c.Backups = endlessBackups{} })
+	req, _ := http.NewRequest("POST", e.srv.URL+"/api/v1/backup", nil)
+	req.Header.Set("Authorization", "Bearer "+e.admin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if _, err := io.ReadFull(res.Body, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, res.Body)
+		done <- err
+	}()
+	e.api.Shutdown()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the backup ended cleanly at shutdown")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backup goes on after the API shut down")
+	}
+}
