@@ -37,6 +37,7 @@ type Federation interface {
 	Call(ctx context.Context, req federation.CallRequest) (federation.CallResult, error)
 	Get(ctx context.Context, id federation.Identity, p model.Path) (*model.Context, error)
 	Job(ctx context.Context, id federation.Identity, node model.Path, jobID string) (federation.CallResult, error)
+	Alert(ctx context.Context, id federation.Identity, p model.Path, body []byte) ([]byte, error)
 }
 
 // Error codes of federation answers.
