@@ -163,7 +163,10 @@ func (e *engine) event(c *model.Context, ev *model.Event, at time.Time) []model.
 		k := key{id, c.Path}
 		if a := e.active[k]; a != nil {
 			if ev.Time.After(a.last) {
+				// Recorded, so that a restart keeps the hold from here.
 				a.last = ev.Time
+				out = append(out, model.Mutation{Op: model.OpPut, Path: alertPath(a.id),
+					Variables: map[string]model.Variable{"last_event": timeVar(a.last)}})
 			}
 			continue
 		}

@@ -165,8 +165,8 @@ func TestEventRule(t *testing.T) {
 	if ms := e.event(d, &model.Event{Name: "overheat.cpu", Level: model.LevelAlert, Time: t0}, t0); state(t, ms, 0) != apitypes.AlertFiring {
 		t.Fatalf("%+v", ms)
 	}
-	if ms := e.event(d, &model.Event{Name: "overheat.gpu", Level: model.LevelWarning, Time: t0.Add(4 * time.Minute)}, t0); len(ms) != 0 {
-		t.Fatalf("second event made a second alert: %v", ms)
+	if ms := e.event(d, &model.Event{Name: "overheat.gpu", Level: model.LevelWarning, Time: t0.Add(4 * time.Minute)}, t0); len(ms) != 1 || ms[0].Type != "" || ms[0].Variables["last_event"].Time != t0.Add(4*time.Minute) {
+		t.Fatalf("second event: %+v, want only last_event written on the same alert", ms)
 	}
 	if ms := e.tick(t0.Add(8 * time.Minute)); len(ms) != 0 {
 		t.Fatalf("resolved early: %v", ms)

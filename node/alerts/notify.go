@@ -111,6 +111,9 @@ type notifier struct {
 type view struct {
 	alert apitypes.Alert
 	group string // "" when in none
+	// until is when a silence ends: the alert is taken again then (the
+	// end of a silence is no change of the tree).
+	until time.Time
 }
 
 type group struct {
@@ -307,6 +310,9 @@ func (n *notifier) put(c *model.Context, now time.Time, saved map[string]groupSt
 	a := AlertOf(c, now)
 	v := &view{alert: a}
 	n.alerts[c.Path] = v
+	if a.Silenced {
+		v.until = a.SilencedUntil
+	}
 	if (a.State != apitypes.AlertFiring && a.State != apitypes.AlertResolved) || a.Silenced {
 		return
 	}
@@ -367,6 +373,11 @@ func memberHash(p model.Path, state string) string {
 
 // flush notifies the groups that are due at now.
 func (n *notifier) flush(now time.Time) {
+	for p, v := range n.alerts {
+		if !v.until.IsZero() && !now.Before(v.until) {
+			n.update(p) // its silence ended
+		}
+	}
 	for _, id := range slices.Sorted(maps.Keys(n.groups)) {
 		g := n.groups[id]
 		if len(g.members) == 0 {
