@@ -169,8 +169,10 @@ device under /devices); --label adds labels to the rule's alerts.`,
 		RunE: func(c *cobra.Command, _ []string) error {
 			spec := r
 			if file != "" {
-				if c.Flags().NFlag() > 1 {
-					return usageError{err: errors.New("--file takes no other rule flag"), cmd: c.CommandPath()}
+				for _, name := range ruleFlags {
+					if c.Flags().Changed(name) {
+						return usageError{err: fmt.Errorf("--file takes no other rule flag (--%s)", name), cmd: c.CommandPath()}
+					}
 				}
 				b, err := x.readFile(file)
 				if err != nil {
@@ -232,6 +234,10 @@ device under /devices); --label adds labels to the rule's alerts.`,
 	c.AddCommand(list, create, del)
 	return c
 }
+
+// ruleFlags are the flags of rules create that --file excludes.
+var ruleFlags = []string{"name", "kind", "var", "op", "value", "for", "window", "event", "level", "severity",
+	"path", "type", "selector-label", "label", "tenant"}
 
 func condition(r client.AlertRule) string {
 	switch r.Kind {
