@@ -52,6 +52,11 @@ type AlertRule struct {
 	// name) and Level the lowest level that matches (default warning).
 	Event string `json:"event,omitempty"`
 	Level string `json:"level,omitempty"`
+	// Escalate are the escalation steps: durations after the alert
+	// fired (ascending). At each one reached while the alert is firing
+	// and not acknowledged, its label escalation becomes the step's
+	// number ("1", "2"...), which routes of the tiers above match.
+	Escalate []string `json:"escalate,omitempty"`
 	// Severity is info, warning (default) or critical.
 	Severity string `json:"severity,omitempty"`
 	// Labels are added to the labels of the rule's alerts.
@@ -85,6 +90,8 @@ type Alert struct {
 	Silenced      bool      `json:"silenced"`
 	SilencedUntil time.Time `json:"silenced_until,omitzero"`
 	Summary       string    `json:"summary,omitempty"`
+	// Escalation is the escalation step reached (0: none).
+	Escalation int `json:"escalation,omitempty"`
 }
 
 // AlertPage is a page of GET /api/v1/alerts, in path order; Next is the

@@ -234,3 +234,34 @@ func TestAlertsAcrossTiers(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// An alert not acknowledged at its probe in time escalates: the label
+// escalation flows up with it, and HQ's route for escalated alerts
+// pages once.
+func TestAlertEscalatesUp(t *testing.T) {
+	ctx := context.Background()
+	duty := newWebhook(t)
+	zero := config.Duration(0)
+	hq := startAlertNode(t, "hq", "127.0.0.1:0", func(c *config.Config) {
+		c.Alerts.Receivers = []config.AlertReceiver{{Name: "duty", Webhook: &config.AlertWebhook{URL: duty.srv.URL}}}
+		c.Alerts.Routes = []config.AlertRoute{{Receiver: "duty", Match: map[string]string{"escalation": "1"},
+			GroupWait: &zero, GroupInterval: &zero, RepeatInterval: &zero}}
+	})
+	p1 := startAlertNode(t, "p1", "", nil)
+	d1 := enrollSim(t, p1.n, "acme", "d1", "plant-7", "linux")
+	joinNode(t, &p1.fedNode, &hq.fedNode, "p1", "operate", "/devices")
+	if _, err := p1.admin.CreateAlertRule(ctx, client.AlertRule{Name: "hot", Kind: "threshold", Var: "temp", Op: ">",
+		Value: ptr(80.0), Escalate: []string{"100ms"}}); err != nil {
+		t.Fatal(err)
+	}
+	setTemp(t, p1.n, d1.e.Path, 90)
+	var a client.Alert
+	tstest.WaitFor(t, alertWait, "the escalated alert at hq", func() bool {
+		a = waitAlert(t, hq.admin, string(d1.e.Path), "firing")
+		return a.Escalation == 1
+	})
+	msgs := duty.waitMessages(t, 1)
+	if m := msgs[0]; len(m.Alerts) != 1 || m.Alerts[0].Path != a.Path || m.Alerts[0].Labels["escalation"] != "1" {
+		t.Fatalf("paged: %+v", m)
+	}
+}

@@ -42,6 +42,9 @@ type active struct {
 	since  time.Time
 	last   time.Time // event rules: the last matching event
 	tenant string
+	fired  time.Time
+	acked  bool
+	step   int // escalation steps reached
 }
 
 type sample struct {
@@ -171,7 +174,7 @@ func (e *engine) event(c *model.Context, ev *model.Event, at time.Time) []model.
 			continue
 		}
 		name, _ := json.Marshal(ev.Name)
-		a := &active{id: e.newID(ev.Time), state: apitypes.AlertFiring, since: ev.Time, last: ev.Time, tenant: c.Tenant}
+		a := &active{id: e.newID(ev.Time), state: apitypes.AlertFiring, since: ev.Time, last: ev.Time, tenant: c.Tenant, fired: ev.Time}
 		e.active[k] = a
 		out = append(out, e.create(r, k, a, name))
 	}
@@ -186,7 +189,7 @@ func (e *engine) condition(r *Rule, k key, c *model.Context, holds bool, val jso
 	case holds && a == nil:
 		a = &active{id: e.newID(t), state: apitypes.AlertPending, since: t, tenant: c.Tenant}
 		if r.hold == 0 {
-			a.state = apitypes.AlertFiring
+			a.state, a.fired = apitypes.AlertFiring, t
 		}
 		e.active[k] = a
 		return []model.Mutation{e.create(r, k, a, val)}
@@ -213,15 +216,50 @@ func (e *engine) tick(now time.Time) []model.Mutation {
 		case a.state == apitypes.AlertPending && !now.Before(a.since.Add(r.hold)):
 			a.state = apitypes.AlertFiring
 			at := a.since.Add(r.hold)
+			a.fired = at
 			out = append(out, model.Mutation{Op: model.OpPut, Path: alertPath(a.id), Variables: map[string]model.Variable{
 				"state": strVar(apitypes.AlertFiring, at), "fired_at": timeVar(at),
 			}})
+			out = append(out, e.escalate(r, a, now)...)
 		case r.Spec.Kind == apitypes.AlertKindEvent && !now.Before(a.last.Add(r.hold)):
 			delete(e.active, k)
 			out = append(out, resolve(a, nil, a.last.Add(r.hold)))
+		case a.state == apitypes.AlertFiring:
+			out = append(out, e.escalate(r, a, now)...)
 		}
 	}
 	return out
+}
+
+// escalate moves a firing alert not acknowledged to the last escalation
+// step reached at now.
+func (e *engine) escalate(r *Rule, a *active, now time.Time) []model.Mutation {
+	if a.acked || a.fired.IsZero() {
+		return nil
+	}
+	step := a.step
+	for step < len(r.steps) && !now.Before(a.fired.Add(r.steps[step])) {
+		step++
+	}
+	if step == a.step {
+		return nil
+	}
+	a.step = step
+	at := a.fired.Add(r.steps[step-1])
+	n := strconv.Itoa(step)
+	return []model.Mutation{{Op: model.OpPut, Path: alertPath(a.id), Labels: map[string]string{LabelEscalation: n},
+		Variables: map[string]model.Variable{"escalation": {Value: json.RawMessage(n), Type: model.TypeNumber, Time: at},
+			"escalated_at": timeVar(at)}}}
+}
+
+// acked tells the engine that alert id was acknowledged: it escalates no
+// further.
+func (e *engine) acked(id string) {
+	for _, a := range e.active {
+		if a.id == id {
+			a.acked = true
+		}
+	}
 }
 
 // forget ends what the engine holds of device p (deleted): its alerts
@@ -298,6 +336,9 @@ func (e *engine) restore(c *model.Context) {
 	k := key{c.Labels[LabelRule], model.Path(c.Labels[LabelDevice])}
 	since, _ := time.Parse(time.RFC3339Nano, stringVar(c.Variables["since"]))
 	a := &active{id: string(c.Path[len(Root)+1:]), state: st, since: since, last: since, tenant: c.Tenant}
+	a.fired, _ = time.Parse(time.RFC3339Nano, stringVar(c.Variables["fired_at"]))
+	a.acked = string(c.Variables["acked"].Value) == "true"
+	a.step, _ = strconv.Atoi(c.Labels[LabelEscalation])
 	if lv, ok := c.Variables["last_event"]; ok {
 		if t, err := time.Parse(time.RFC3339Nano, stringVar(lv)); err == nil {
 			a.last = t

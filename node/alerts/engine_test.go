@@ -228,3 +228,40 @@ func TestParseRuleRefuses(t *testing.T) {
 		}
 	}
 }
+
+// Escalation with a fake clock: each step reached while the alert fires
+// unacknowledged labels it with the step; an ack stops it; a resolved
+// alert escalates no more.
+func TestEscalation(t *testing.T) {
+	e := testEngine(rule(t, `{"name":"hot","kind":"threshold","var":"temp","op":">","value":80,"for":"1m","escalate":["10m","1h"]}`))
+	d := dev("", nil)
+	e.observe(d, num(90, t0), nil)
+	if ms := e.tick(t0.Add(time.Minute)); len(ms) != 1 || state(t, ms, 0) != apitypes.AlertFiring {
+		t.Fatalf("fired: %+v", ms)
+	}
+	if ms := e.tick(t0.Add(10 * time.Minute)); len(ms) != 0 {
+		t.Fatalf("escalated before its step: %+v", ms)
+	}
+	ms := e.tick(t0.Add(11 * time.Minute))
+	if len(ms) != 1 || ms[0].Labels[LabelEscalation] != "1" || stringVar(ms[0].Variables["escalated_at"]) != t0.Add(11*time.Minute).Format(time.RFC3339Nano) {
+		t.Fatalf("step 1: %+v", ms)
+	}
+	if ms := e.tick(t0.Add(12 * time.Minute)); len(ms) != 0 {
+		t.Fatalf("step 1 again: %+v", ms)
+	}
+	e.acked("a1")
+	if ms := e.tick(t0.Add(2 * time.Hour)); len(ms) != 0 {
+		t.Fatalf("escalated once acknowledged: %+v", ms)
+	}
+	// A second alert, not acknowledged, jumps to the last step reached.
+	e.observe(d, num(10, t0.Add(3*time.Hour)), nil)
+	e.observe(d, num(90, t0.Add(3*time.Hour)), nil)
+	e.tick(t0.Add(3*time.Hour + time.Minute))
+	ms = e.tick(t0.Add(5 * time.Hour))
+	if len(ms) != 1 || ms[0].Path != "/alerts/a2" || ms[0].Labels[LabelEscalation] != "2" {
+		t.Fatalf("both steps at once: %+v", ms)
+	}
+	if _, err := ParseRule([]byte(`{"name":"x","kind":"offline","escalate":["1h","10m"]}`)); err == nil {
+		t.Fatal("steps out of order accepted")
+	}
+}

@@ -22,6 +22,7 @@ const (
 	defaultHold    = 5 * time.Minute
 	defaultWindow  = time.Minute
 	maxRateSamples = 512
+	maxSteps       = 8
 )
 
 // Severities.
@@ -42,6 +43,7 @@ type Rule struct {
 	value  float64
 	hold   time.Duration // for (threshold, offline, rate); how long an event alert stays firing
 	window time.Duration
+	steps  []time.Duration // escalation steps after firing, ascending
 	level  int
 }
 
@@ -120,6 +122,19 @@ func NewRule(spec apitypes.AlertRule) (*Rule, error) {
 	if r.hold, err = duration("for", spec.For); err != nil {
 		return nil, err
 	}
+	if len(spec.Escalate) > maxSteps {
+		return bad("escalate: at most %d steps", maxSteps)
+	}
+	for i, st := range spec.Escalate {
+		d, err := duration("escalate", st)
+		if err != nil {
+			return nil, err
+		}
+		if d <= 0 || (i > 0 && d <= r.steps[i-1]) {
+			return bad("escalate: steps are positive and ascending")
+		}
+		r.steps = append(r.steps, d)
+	}
 	switch spec.Kind {
 	case apitypes.AlertKindThreshold, apitypes.AlertKindRate:
 		if err := model.ValidateName(spec.Var); err != nil {
@@ -188,9 +203,12 @@ const (
 	LabelDevice   = "device"
 	LabelNode     = "node"
 	LabelName     = "alertname"
+	// LabelEscalation is the escalation step reached, when one was.
+	LabelEscalation = "escalation"
 )
 
-var reservedLabel = map[string]bool{LabelRule: true, LabelSeverity: true, LabelDevice: true, LabelNode: true, LabelName: true}
+var reservedLabel = map[string]bool{LabelRule: true, LabelSeverity: true, LabelDevice: true, LabelNode: true, LabelName: true,
+	LabelEscalation: true}
 
 func duration(key, s string) (time.Duration, error) {
 	if s == "" {

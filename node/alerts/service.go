@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -328,12 +329,29 @@ func (s *Service) tick(now time.Time) {
 	if s.overflow.Swap(false) {
 		muts = append(muts, s.scan(nil)...)
 	}
-	muts = append(muts, s.eng.tick(now)...)
+	for _, m := range s.eng.tick(now) {
+		if _, esc := m.Labels[LabelEscalation]; esc && s.ackedElsewhere(m.Path) {
+			continue
+		}
+		muts = append(muts, m)
+	}
 	s.write(muts)
 	if now.Sub(s.lastSwp) >= min(time.Minute, s.cfg.ResolvedRetention/2) {
 		s.lastSwp = now
 		s.sweep(now)
 	}
+}
+
+// ackedElsewhere reports whether the alert at p was acknowledged in a
+// way the engine did not see (through another replica of a cluster):
+// the engine then learns it, and the escalation is dropped.
+func (s *Service) ackedElsewhere(p model.Path) bool {
+	c, err := s.cfg.Tree.Get(p)
+	if err != nil || string(c.Variables["acked"].Value) != "true" {
+		return false
+	}
+	s.eng.acked(string(p[len(Root)+1:]))
+	return true
 }
 
 // handle evaluates one change.
@@ -699,6 +717,9 @@ func (s *Service) act(ctx context.Context, a Actor, p model.Path, vars map[strin
 		if _, err := s.cfg.Tree.Apply(ctx, model.Mutation{Op: model.OpPut, Path: p, Variables: vars}); err != nil {
 			return err
 		}
+		if string(vars["acked"].Value) == "true" {
+			s.eng.acked(string(p[len(Root)+1:]))
+		}
 		c, err = s.cfg.Tree.Get(p)
 		if err != nil {
 			return err
@@ -726,6 +747,7 @@ func AlertOf(c *model.Context, now time.Time) apitypes.Alert {
 	a.Since, _ = time.Parse(time.RFC3339Nano, stringVar(v["since"]))
 	a.Resolved, _ = time.Parse(time.RFC3339Nano, stringVar(v["resolved_at"]))
 	a.Acked = string(v["acked"].Value) == "true"
+	a.Escalation, _ = strconv.Atoi(c.Labels[LabelEscalation])
 	if until, err := time.Parse(time.RFC3339Nano, stringVar(v["silenced_until"])); err == nil && until.After(now) {
 		a.Silenced, a.SilencedUntil = string(v["silenced"].Value) == "true", until
 	}

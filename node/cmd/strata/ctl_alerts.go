@@ -35,7 +35,7 @@ func (x *ctl) alertsCmd() *cobra.Command {
 				}
 				return x.show(p, func(w io.Writer) {
 					tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-					fmt.Fprintln(tw, "PATH\tSTATE\tSEVERITY\tSINCE\tDEVICE\tVALUE\tACKED\tSILENCED\tSUMMARY")
+					fmt.Fprintln(tw, "PATH\tSTATE\tSEVERITY\tSINCE\tDEVICE\tVALUE\tACKED\tSILENCED\tESCALATION\tSUMMARY")
 					for _, a := range p.Alerts {
 						acked, silenced := "-", "-"
 						if a.Acked {
@@ -44,8 +44,12 @@ func (x *ctl) alertsCmd() *cobra.Command {
 						if a.Silenced {
 							silenced = "until " + fmtTime(a.SilencedUntil)
 						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Path, a.State, a.Severity, fmtTime(a.Since),
-							a.Device, orDash(clip(string(a.Value), 40)), acked, silenced, a.Summary)
+						esc := "-"
+						if a.Escalation > 0 {
+							esc = fmt.Sprint(a.Escalation)
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Path, a.State, a.Severity, fmtTime(a.Since),
+							a.Device, orDash(clip(string(a.Value), 40)), acked, silenced, esc, a.Summary)
 					}
 					tw.Flush()
 					if p.Next != "" {
@@ -210,6 +214,7 @@ device under /devices); --label adds labels to the rule's alerts.`,
 	f.StringVar(&r.Event, "event", "", "event: name glob")
 	f.StringVar(&r.Level, "level", "", "event: lowest level (info, warning, alert)")
 	f.StringVar(&r.Severity, "severity", "", "info, warning (default) or critical")
+	f.StringSliceVar(&r.Escalate, "escalate", nil, "escalation steps after firing, ascending (e.g. 15m,1h): the alert's label escalation while not acknowledged")
 	f.StringVar(&r.Selector.Path, "path", "", "the devices under this path (default /devices)")
 	f.StringVar(&r.Selector.Type, "type", "", "the contexts of this type (default device)")
 	f.StringToStringVar(&selLabel, "selector-label", nil, "only devices with this label (k=v, repeatable)")
@@ -237,7 +242,7 @@ device under /devices); --label adds labels to the rule's alerts.`,
 
 // ruleFlags are the flags of rules create that --file excludes.
 var ruleFlags = []string{"name", "kind", "var", "op", "value", "for", "window", "event", "level", "severity",
-	"path", "type", "selector-label", "label", "tenant"}
+	"path", "type", "selector-label", "label", "tenant", "escalate"}
 
 func condition(r client.AlertRule) string {
 	switch r.Kind {
