@@ -97,7 +97,11 @@ func (f *fakeTree) search(_ context.Context, q model.SearchQuery) (model.SearchP
 	var out []*model.Context
 	for _, p := range slices.Sorted(maps.Keys(f.ctxs)) {
 		c := f.ctxs[p]
-		if (q.Type == "" || c.Type == q.Type) && (q.Prefix == "" || p.Within(q.Prefix)) && p > q.After {
+		match := true
+		for k, v := range q.Vars {
+			match = match && string(c.Variables[k].Value) == string(v)
+		}
+		if match && (q.Type == "" || c.Type == q.Type) && (q.Prefix == "" || p.Within(q.Prefix)) && p > q.After {
 			out = append(out, c.Clone())
 		}
 	}
