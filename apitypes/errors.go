@@ -34,3 +34,7 @@ const (
 	CodePeerForbidden   = "peer_forbidden"   // the peer's grant to this node does not allow it
 	CodeMountedReadOnly = "mounted_read_only"
 )
+
+// CodeAlertsReadOnly answers a write through the contexts API under
+// /alerts, which only the node's rules write (docs/alerts.md).
+const CodeAlertsReadOnly = "alerts_read_only"

@@ -144,6 +144,35 @@ func (s *Service) Bulk(ctx context.Context, name string, id Identity, body []byt
 	return m.request(ctx, request{Op: opBulk, Path: model.Root, Bulk: body, Identity: id}, &resp)
 }
 
+// AlertActor is implemented by a Local that owns alerts: Alert applies
+// an action (body, opaque to the links) to the alert at p, a path of
+// this node's, for the operator id, and returns the alert as it is then.
+type AlertActor interface {
+	Alert(ctx context.Context, consumer string, id Identity, p model.Path, body []byte) ([]byte, error)
+}
+
+// Alert routes an action on a mounted alert (body, opaque here) to the
+// node that owns it, for the operator id; the links need the operate
+// grant. It returns the owner's answer.
+func (s *Service) Alert(ctx context.Context, id Identity, p model.Path, body []byte) ([]byte, error) {
+	name, rest, ok := splitMounted(p)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not a mounted path", model.ErrInvalid, p)
+	}
+	m := s.mount(name)
+	if m == nil {
+		return nil, fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
+	}
+	if g := m.grantHeld(); g != GrantOperate {
+		return nil, fmt.Errorf("%w: %s granted this node %q, acting on alerts needs %q", ErrForbidden, name, g, GrantOperate)
+	}
+	var resp response
+	if err := m.request(ctx, request{Op: opAlert, Path: rest, Bulk: body, Identity: id}, &resp); err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
 func (m *mount) grantHeld() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -431,6 +460,27 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 			return fail(fmt.Errorf("%w: this node gives no reports", model.ErrNotFound))
 		}
 		b, err := in.Info(ctx, consumer, req.Identity, req.Job)
+		if err != nil {
+			return fail(err)
+		}
+		return response{Body: b}
+	case opAlert:
+		if grant != GrantOperate {
+			s.metrics.refused.WithLabelValues("grant").Inc()
+			return fail(fmt.Errorf("%w: %s holds %q on this node; acting on alerts needs %q", ErrForbidden, consumer, grant, GrantOperate))
+		}
+		var b []byte
+		var err error
+		if below {
+			b, err = s.Alert(ctx, req.Identity, req.Path, req.Bulk)
+			if a, ok := s.cfg.Local.(Auditor); ok {
+				a.AuditForward(consumer, req.Identity, opAlert, req.Path, "", err)
+			}
+		} else if aa, ok := s.cfg.Local.(AlertActor); ok {
+			b, err = aa.Alert(ctx, consumer, req.Identity, req.Path, req.Bulk)
+		} else {
+			err = fmt.Errorf("%w: this node keeps no alerts", model.ErrNotFound)
+		}
 		if err != nil {
 			return fail(err)
 		}

@@ -195,6 +195,9 @@ const (
 	// opInfo asks for a report of the provider's (Informer), opaque to
 	// the links: Job names which.
 	opInfo = "info"
+	// opAlert acts on an alert the provider (or a node below it) owns
+	// (AlertActor): its body, in Bulk, is opaque to the links.
+	opAlert = "alert"
 )
 
 type request struct {

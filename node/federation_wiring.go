@@ -12,6 +12,7 @@ import (
 
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/alerts"
 	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
@@ -120,6 +121,10 @@ func upstreams(f config.Federation) []federation.Upstream {
 			// The progress of bulk jobs flows up whatever else is
 			// published (docs/jobs.md).
 			pub = append(pub, jobs.BulkRoot)
+		}
+		if len(pub) > 0 && !slices.Contains(pub, alerts.Root) {
+			// So do alerts (docs/alerts.md).
+			pub = append(pub, alerts.Root)
 		}
 		bw, _ := u.BandwidthBytes()  // validated
 		ws, _ := u.TransferWindows() // validated

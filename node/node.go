@@ -29,6 +29,7 @@ import (
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/internal/slots"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/alerts"
 	"github.com/strata-dm/strata/node/api"
 	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
@@ -70,7 +71,8 @@ type Node struct {
 	devices *devices.Service
 	calls   *calls.Service // device function calls, for the API's and federation's callers alike
 	jobs    *jobs.Service
-	bulk    *bulk.Service // nil when the store has no search
+	bulk    *bulk.Service   // nil when the store has no search
+	alerts  *alerts.Service // nil when the store has no search
 	// bulkRef is bulk for the jobs service's callbacks, which may run
 	// before bulk is made.
 	bulkRef atomic.Pointer[bulk.Service]
@@ -184,6 +186,9 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.wireReleases(); err != nil {
 		return nil, err
 	}
+	if err := n.wireAlerts(); err != nil {
+		return nil, err
+	}
 
 	if n.api, err = api.New(api.Config{
 		Model:        n.model,
@@ -207,6 +212,7 @@ func New(opts Options) (_ *Node, err error) {
 		Devices:                   n.devices,
 		Jobs:                      n.jobs,
 		Bulk:                      n.bulk,
+		Alerts:                    n.alerts,
 		Releases:                  n.releases,
 		Software:                  n,
 		MQTTAddress:               n.mqttAddress,
@@ -308,6 +314,9 @@ func (n *Node) Start(ctx context.Context) error {
 				n.leadFederation()
 			}()
 		}
+	}
+	if n.alerts != nil {
+		n.alerts.Start()
 	}
 	close(n.ready)
 	n.log.Info("node started", "role", n.cfg.Role, "api", "https://"+ln.Addr().String(), "last_seq", n.model.LastSeq())
@@ -416,6 +425,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // close releases what New opened, in reverse order.
 func (n *Node) close() error {
 	var errs []error
+	if n.alerts != nil {
+		n.alerts.Close()
+	}
 	if n.bulk != nil {
 		n.bulk.Close()
 	}

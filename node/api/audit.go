@@ -55,6 +55,9 @@ var auditOps = map[string]string{
 	"PUT /api/v1/releases/{name}/{version}/artifacts/{sha256}": "artifact.upload",
 	"POST /api/v1/releases/{name}/{version}/stage":             "release.stage",
 	"POST /api/v1/backup":                                      "backup",
+	"POST /api/v1/alert-rules":                                 "alert_rule.create",
+	"DELETE /api/v1/alert-rules/{id}":                          "alert_rule.delete",
+	"POST /api/v1/alerts/{path...}":                            "alert.action",
 }
 
 // opLogin records a successful login (a new session token). Failed

@@ -11,6 +11,7 @@ import (
 	"github.com/strata-dm/strata/apitypes"
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/alerts"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/jobs"
 )
@@ -37,6 +38,7 @@ type Federation interface {
 	Call(ctx context.Context, req federation.CallRequest) (federation.CallResult, error)
 	Get(ctx context.Context, id federation.Identity, p model.Path) (*model.Context, error)
 	Job(ctx context.Context, id federation.Identity, node model.Path, jobID string) (federation.CallResult, error)
+	Alert(ctx context.Context, id federation.Identity, p model.Path, body []byte) ([]byte, error)
 }
 
 // Error codes of federation answers.
@@ -44,6 +46,7 @@ const (
 	codePeerUnreachable = apitypes.CodePeerUnreachable
 	codePeerForbidden   = apitypes.CodePeerForbidden
 	codeMountedReadOnly = apitypes.CodeMountedReadOnly
+	codeAlertsReadOnly  = apitypes.CodeAlertsReadOnly
 )
 
 // remoteCallMargin is added to a call's wait to bound the whole request
@@ -66,8 +69,14 @@ func (s *Server) mounted(path model.Path) bool {
 }
 
 // readOnlyMount refuses writes under /peers: mirrors change only by
-// following their provider, and /peers itself holds only mounts.
+// following their provider, and /peers itself holds only mounts. It
+// also refuses them under /alerts, which the node's alerts write (an
+// operator acknowledges or silences an alert through its own routes).
 func readOnlyMount(path model.Path) error {
+	if path.Within(alerts.Root) {
+		return apiError(http.StatusConflict, codeAlertsReadOnly,
+			"%s: alerts are written by the node's rules; acknowledge or silence one with POST %s/{path}/ack or /silence", path, alertsPrefix)
+	}
 	if !path.Within(federation.PeersRoot) {
 		return nil
 	}

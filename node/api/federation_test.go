@@ -29,6 +29,13 @@ type fakeFed struct {
 	callErr    error
 	getCtx     *model.Context
 	getErr     error
+	alertReqs  []fakeAlertReq
+}
+
+type fakeAlertReq struct {
+	id   federation.Identity
+	path model.Path
+	body string
 }
 
 var _ Federation = (*fakeFed)(nil)
@@ -56,6 +63,13 @@ func (f *fakeFed) Revoke(_ context.Context, peer string) error {
 
 func (f *fakeFed) Verify(context.Context) ([]federation.VerifyResult, error) {
 	return []federation.VerifyResult{{Peer: "plant7", Mount: "/peers/plant7", Match: true, Seq: 9, Contexts: 3}}, nil
+}
+
+func (f *fakeFed) Alert(_ context.Context, id federation.Identity, p model.Path, body []byte) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.alertReqs = append(f.alertReqs, fakeAlertReq{id, p, string(body)})
+	return []byte(`{"path":"/alerts/a1","id":"a1","state":"firing","acked":true,"acked_by":"` + id.User + `@hq"}`), nil
 }
 
 func (f *fakeFed) Mounted(p model.Path) bool { return p.Within("/peers/plant7") }

@@ -60,6 +60,7 @@ import (
 
 	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/alerts"
 	"github.com/strata-dm/strata/node/audit"
 	"github.com/strata-dm/strata/node/auth"
 	"github.com/strata-dm/strata/node/bulk"
@@ -128,6 +129,7 @@ type Config struct {
 	Devices *devices.Service // nil: device endpoints answer 501 not_implemented
 	Jobs    *jobs.Service    // nil: function calls answer 501
 	Bulk    *bulk.Service    // nil: bulk jobs answer 501
+	Alerts  *alerts.Service  // nil: alert endpoints answer 501
 	// Releases keeps software releases and their artifacts; nil: the
 	// release endpoints answer 501.
 	Releases *releases.Service
@@ -393,6 +395,12 @@ func (s *Server) routeTable() []route {
 		{"POST /api/v1/jobs/{id}/pause", "/api/v1/jobs/{id}/pause", s.authed(s.pauseBulkJob)},
 		{"POST /api/v1/jobs/{id}/resume", "/api/v1/jobs/{id}/resume", s.authed(s.resumeBulkJob)},
 		{"POST /api/v1/jobs/{id}/retry", "/api/v1/jobs/{id}/retry", s.authed(s.retryBulkJob)},
+		{"GET /api/v1/alert-rules", "/api/v1/alert-rules", s.authed(s.listAlertRules)},
+		{"POST /api/v1/alert-rules", "/api/v1/alert-rules", s.authed(s.createAlertRule)},
+		{"GET /api/v1/alert-rules/{id}", "/api/v1/alert-rules/{id}", s.authed(s.getAlertRule)},
+		{"DELETE /api/v1/alert-rules/{id}", "/api/v1/alert-rules/{id}", s.authed(s.deleteAlertRule)},
+		{"GET /api/v1/alerts", "/api/v1/alerts", s.authed(s.listAlerts)},
+		{"POST /api/v1/alerts/{path...}", "/api/v1/alerts/{path}/{action}", s.authed(s.alertAction)},
 		{"GET /api/v1/peers", "/api/v1/peers", s.authed(s.listPeers)},
 		{"POST /api/v1/peer-tokens", "/api/v1/peer-tokens", s.authed(s.createPeerToken)},
 		{"POST /api/v1/peers/{name}/revoke", "/api/v1/peers/{name}/revoke", s.authed(s.revokePeer)},

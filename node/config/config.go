@@ -44,6 +44,7 @@ type Config struct {
 	Log        Log        `yaml:"log"`
 	Objects    Objects    `yaml:"objects"`
 	Software   Software   `yaml:"software"`
+	Alerts     Alerts     `yaml:"alerts"`
 
 	// Dir is the folder of the config file (not in the file).
 	Dir string `yaml:"-"`
@@ -290,6 +291,7 @@ func Default() Config {
 		Auth:      Auth{LoginFailures: 5, LoginWindow: Duration(time.Minute), SessionTTL: Duration(12 * time.Hour)},
 		Log:       Log{Level: "info", Format: "text"},
 		Objects:   Objects{Kind: ObjectsFS},
+		Alerts:    Alerts{EvalInterval: Duration(time.Second), Queue: 65536, ResolvedRetention: Duration(24 * time.Hour)},
 	}
 }
 
@@ -398,6 +400,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateCluster(); err != nil {
+		return err
+	}
+	if err := c.Alerts.validate(); err != nil {
 		return err
 	}
 	if c.Retention.EventsPerContext < 1 || c.Retention.EventMaxAge <= 0 || c.Retention.LogEntries < 1000 {

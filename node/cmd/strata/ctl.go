@@ -57,7 +57,7 @@ opens the node's data.
 		x.usersCmd(), x.tokensCmd(),
 		x.searchCmd(), x.devicesCmd(), x.jobsCmd(), x.callCmd(),
 		x.peersCmd(), x.federationCmd(), x.auditCmd(),
-		x.releasesCmd(), x.artifactsCmd(),
+		x.releasesCmd(), x.artifactsCmd(), x.alertsCmd(),
 	)
 	return c
 }
