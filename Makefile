@@ -10,7 +10,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: demo run build console test test-deps vet fmt-check fuzz bench clean dist-bin packages images
+.PHONY: demo run build console test test-chart test-deps vet fmt-check fuzz bench clean dist-bin packages images
 
 # The operator console (node/console/web) is built by npm into
 # node/console/build/app, which the binary embeds; a target rebuilds it
@@ -51,9 +51,16 @@ run: build
 # -race (they build, install and run packages and images) and one package
 # at a time (each builds the static binaries: the second finds them in
 # the build cache).
-test: fmt-check vet console
+test: fmt-check vet console test-chart
 	$(GO) test -race -timeout 15m ./...
 	cd deploy/build && $(GO) test -p 1 -timeout 10m ./...
+
+# The Helm chart's tests: a module of their own (deploy/helm/go.mod), so
+# that the main module does not depend on Helm and Kubernetes' API
+# modules. They render deploy/helm/strata and decode every object; no
+# cluster needed. Their first build takes about 4 minutes on 2 cores.
+test-chart:
+	cd deploy/helm && $(GO) vet ./... && $(GO) test -timeout 10m ./...
 
 # What the tests need beyond Go: PostgreSQL server binaries, mosquitto, chromium (apt-get, once).
 test-deps:

@@ -130,3 +130,17 @@ func TestDeployConfigs(t *testing.T) {
 		}
 	}
 }
+
+// TestNoKubernetesInMainModule: Helm and the Kubernetes API modules are
+// for the chart's tests only, in their own module (deploy/helm/go.mod).
+func TestNoKubernetesInMainModule(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "all").Output()
+	if err != nil {
+		t.Fatalf("go list -m all: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "helm.sh/") || strings.HasPrefix(line, "k8s.io/") || strings.HasPrefix(line, "sigs.k8s.io/") {
+			t.Errorf("the main module depends on %s", line)
+		}
+	}
+}
