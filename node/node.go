@@ -256,6 +256,15 @@ func (n *Node) bootstrap() error {
 }
 
 func (n *Node) registerModelMetrics() {
+	// The node's name and role as labels, so that dashboards can group
+	// any metric by node or tier (a join on the scrape's instance).
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "strata_node_info",
+		Help:        "The node's name and role, as labels; always 1.",
+		ConstLabels: prometheus.Labels{"node": n.cfg.Name, "role": n.cfg.Role},
+	})
+	info.Set(1)
+	n.reg.MustRegister(info)
 	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "strata_model_last_seq",
 		Help: "Sequence number of the last durable change-log entry.",
