@@ -233,6 +233,13 @@ func checkRelease(t *testing.T, r *rendered) []config.Config {
 					t.Errorf("%s joins through %q", podName, a)
 				}
 			}
+			// While the cluster is being made, only through the replica
+			// that makes it: another replica not in it yet knows no
+			// leader, and a join asking it would wait on it for good.
+			first := fmt.Sprintf("%s-0.%s.%s.svc.cluster.local:%d", sts.Name, peers.Name, namespace, raftPort)
+			if boolOf(nested(v, "cluster", "bootstrap")) && !slices.Equal(cl.Join, []string{first}) {
+				t.Errorf("%s joins a cluster being made through %v, want %s only", podName, cl.Join, first)
+			}
 		}
 		if portOf(t, cfg.API.Addr) != apiPort {
 			t.Errorf("%s: api.addr %q, container port %d", podName, cfg.API.Addr, apiPort)

@@ -359,3 +359,37 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// TestRenderPostgres: a tier on PostgreSQL — the store section through
+// config, the password from a Secret through extraEnv, egress to the
+// database through extraEgress — renders and validates.
+func TestRenderPostgres(t *testing.T) {
+	c := loadChart(t)
+	out, vals, err := renderChart(t, c, "hq", []string{"values-hq.yaml"}, map[string]any{
+		"config": map[string]any{"store": map[string]any{
+			"kind": "postgres", "dsn": "postgres://strata@pg.example:5432/strata?sslmode=verify-full"}},
+		"extraEnv": []any{map[string]any{"name": "PGPASSWORD",
+			"valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "hq-pg", "key": "password"}}}},
+		"networkPolicy": map[string]any{"extraEgress": []any{map[string]any{
+			"ports": []any{map[string]any{"port": 5432, "protocol": "TCP"}},
+			"to":    []any{map[string]any{"ipBlock": map[string]any{"cidr": "10.0.0.0/24"}}}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := decodeAll(t, out)
+	r.values = vals
+	for i, cfg := range checkRelease(t, r) {
+		if cfg.Store.Kind != "postgres" {
+			t.Errorf("replica %d: store %q", i, cfg.Store.Kind)
+		}
+	}
+	env := r.sts.Spec.Template.Spec.Containers[0].Env
+	if e := env[len(env)-1]; e.Name != "PGPASSWORD" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "hq-pg" {
+		t.Errorf("env %+v", env)
+	}
+	eg := r.netpols[0].Spec.Egress
+	if last := eg[len(eg)-1]; len(last.Ports) != 1 || last.Ports[0].Port.IntValue() != 5432 {
+		t.Errorf("egress %+v", eg)
+	}
+}

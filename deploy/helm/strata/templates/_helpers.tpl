@@ -72,9 +72,12 @@ the volume's root (tls/ holds the Secret's files, mounted one by one). */}}
 {{- if and $v.cluster.bootstrap (eq $i 0) -}}
 {{- $_ := set $cl "bootstrap" true -}}
 {{- else -}}
+{{- /* While the cluster is being made, a replica joins through replica 0
+only: asked by another replica not in the cluster yet (which knows no
+leader), a join would wait on it for good. Once it exists, through any. */ -}}
 {{- $join := list -}}
 {{- range $j := until (int $v.replicas) -}}
-{{- if ne $j $i -}}
+{{- if and (ne $j $i) (or (not $v.cluster.bootstrap) (eq $j 0)) -}}
 {{- $join = append $join (include "strata.replicaAddr" (list $ $j)) -}}
 {{- end -}}
 {{- end -}}
