@@ -16,6 +16,8 @@ import (
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/common/util"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
@@ -391,5 +393,44 @@ func TestRenderPostgres(t *testing.T) {
 	eg := r.netpols[0].Spec.Egress
 	if last := eg[len(eg)-1]; len(last.Ports) != 1 || last.Ports[0].Port.IntValue() != 5432 {
 		t.Errorf("egress %+v", eg)
+	}
+}
+
+// TestLint runs `helm lint`'s rules (Chart.yaml, values, templates as
+// YAML, deprecated APIs) with each role's values: nothing above INFO.
+func TestLint(t *testing.T) {
+	for _, f := range roleFiles {
+		vals, err := common.ReadValuesFile(filepath.Join(chartDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := lint.RunAll(chartDir, vals.AsMap(), namespace)
+		for _, m := range res.Messages {
+			if m.Severity > support.InfoSev {
+				t.Errorf("%s: %s", f, m)
+			}
+		}
+	}
+}
+
+// TestValuesSchema: values.schema.json refuses a misspelt or mistyped
+// value at install, as strata.yaml refuses an unknown key at start.
+func TestValuesSchema(t *testing.T) {
+	c := loadChart(t)
+	base := map[string]any{"tls": map[string]any{"existingSecret": "x"}, "admin": map[string]any{"existingSecret": "y"}}
+	if _, _, err := renderChart(t, c, "hq", nil, base); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for what, set := range map[string]map[string]any{
+		"unknown key":   {"replica": 3},
+		"nested typo":   {"mqtt": map[string]any{"enable": true}},
+		"port type":     {"api": map[string]any{"port": "8443"}},
+		"role":          {"node": map[string]any{"role": "edge"}},
+		"node name":     {"node": map[string]any{"name": "HQ_1"}},
+		"upstream typo": {"federation": map[string]any{"upstreams": []any{map[string]any{"adress": "hq:7443"}}}},
+	} {
+		if _, _, err := renderChart(t, c, "hq", nil, util.MergeTables(set, base)); err == nil || !strings.Contains(err.Error(), "schema") {
+			t.Errorf("%s: %v", what, err)
+		}
 	}
 }
