@@ -424,12 +424,12 @@ func exported(fams map[string]string, name string) bool {
 // TestDashboardMetricsExported: every metric the Grafana dashboards
 // query is exported by running nodes. A hierarchy in process — hq (a
 // Raft cluster of one replica, as the Helm chart runs a tier, with a
-// federation listener) and a probe with MQTT, a connected device and a
-// software cache — does what the panels show: API requests, a device's
-// session and messages, a link, a rollout of a signed release whose
-// artifact the device downloads from the probe, which fetches it over the
-// link. Then both nodes' /metrics together must name every metric of
-// every query.
+// federation listener) and a probe with MQTT, a connected device, a
+// software cache and a webhook for alerts — does what the panels show:
+// API requests, a device's session and messages, a link, a rollout of a
+// signed release whose artifact the device downloads from the probe,
+// which fetches it over the link, an alert of the device, notified. Then
+// both nodes' /metrics together must name every metric of every query.
 func TestDashboardMetricsExported(t *testing.T) {
 	queries := dashboardQueries(t, dashboardDir)
 	want := map[string][]string{} // metric -> where
@@ -457,9 +457,13 @@ func TestDashboardMetricsExported(t *testing.T) {
 			HeartbeatTimeout: config.Duration(500 * time.Millisecond), ElectionTimeout: config.Duration(500 * time.Millisecond),
 			LeaderLeaseTimeout: config.Duration(250 * time.Millisecond)}
 	})
+	hook := newWebhook(t)
+	wait := config.Duration(50 * time.Millisecond)
 	p1 := softwareNode(t, "p1", false, pub, func(c *config.Config) {
 		c.Role = config.RoleProbe
 		c.Software.CacheBudget = "10MB"
+		c.Alerts.Receivers = []config.AlertReceiver{{Name: "ops", Webhook: &config.AlertWebhook{URL: hook.srv.URL}}}
+		c.Alerts.Routes = []config.AlertRoute{{Receiver: "ops", GroupWait: &wait, GroupInterval: &wait}}
 	})
 	d := enrollSim(t, p1.n, "acme", "hw-1", "plant-7", "linux")
 	if _, err := p1.n.model.Apply(ctx, model.Mutation{Op: model.OpPut, Path: d.e.Path,
@@ -498,6 +502,14 @@ func TestDashboardMetricsExported(t *testing.T) {
 		}
 	}
 	waitCached(t, p1.n, fw)
+	// An alert of the device, notified to a webhook.
+	if _, err := p1.admin.CreateAlertRule(ctx, client.AlertRule{Name: "hot", Kind: "threshold", Var: "temp", Op: ">",
+		Value: ptr(80.0), For: "50ms", Severity: "critical"}); err != nil {
+		t.Fatal(err)
+	}
+	d.telemetry(t, `{"temp": 95}`)
+	waitAlert(t, p1.admin, string(d.e.Path), "firing")
+	hook.waitMessages(t, 1)
 
 	// Both nodes' families, once the link has reported its figures.
 	var fams map[string]string
