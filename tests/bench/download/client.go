@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/strata-dm/strata/probes/sim"
+)
+
+// perSource is the most connections the bench opens from one loopback
+// source address: the node allows 256 per client address
+// (api.max_conns_per_address), so the devices' connections are spread
+// over 127.0.1.x addresses as devices on many hosts would be.
+const perSource = 200
+
+// fleet is the simulated devices' side of the downloads: their
+// credentials and the HTTP clients they download with.
+type fleet struct {
+	creds       []sim.Credentials
+	concurrency int
+	tls         *tls.Config
+	sources     []net.IP
+}
+
+func newFleet(creds []sim.Credentials, concurrency int, caPEM []byte) (*fleet, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("no certificate in the CA PEM")
+	}
+	if concurrency <= 0 || concurrency > len(creds) {
+		concurrency = len(creds)
+	}
+	f := &fleet{creds: creds, concurrency: concurrency,
+		// As probes/sim's devices: the node's CA, TLS 1.2 at least.
+		tls: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	for i := range (concurrency + perSource - 1) / perSource {
+		f.sources = append(f.sources, net.IPv4(127, 0, 1, byte(1+i)))
+	}
+	return f, nil
+}
+
+// transports returns one fresh HTTP transport per source address, as
+// probes/sim's Fleet makes them: the TLS configuration and a dialer set,
+// so HTTP/1.1 only, keep-alive.
+func (f *fleet) transports() []*http.Transport {
+	out := make([]*http.Transport, len(f.sources))
+	for i, ip := range f.sources {
+		d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: ip}}
+		out[i] = &http.Transport{
+			DialContext:         d.DialContext,
+			TLSClientConfig:     f.tls,
+			MaxIdleConnsPerHost: perSource,
+			IdleConnTimeout:     30 * time.Second,
+		}
+	}
+	return out
+}
+
+// roundResult is one side's downloads of one round.
+type roundResult struct {
+	Side     string
+	OK       int
+	Failed   int
+	Errors   map[string]int
+	Bytes    int64 // body bytes received
+	Requests int
+	Resumes  int
+	Wall     time.Duration // from the first request to the last byte
+	Times    []time.Duration
+	Server   serverUsage
+	Client   time.Duration // the bench's (the devices') CPU time
+	Load     string        // /proc/loadavg before the round
+}
+
+// serverUsage is the server process's CPU over the round.
+type serverUsage struct {
+	CPU time.Duration `json:"cpu"`
+	RSS float64       `json:"rss_mb"`
+}
+
+// throughput is bytes per second over the round's wall time.
+func (r *roundResult) throughput() float64 {
+	if r.Wall <= 0 {
+		return 0
+	}
+	return float64(r.Bytes) / r.Wall.Seconds()
+}
+
+// quantile is the q-quantile of the successful downloads' times.
+func (r *roundResult) quantile(q float64) time.Duration {
+	if len(r.Times) == 0 {
+		return 0
+	}
+	return r.Times[min(len(r.Times)-1, int(q*float64(len(r.Times))))]
+}
+
+// downloadAll has every device download artifact sum from api (https://
+// HOST:PORT) once, at most f.concurrency at a time, with probes/sim's
+// Downloader (HTTP Basic with the device's id and secret, resumes,
+// retries), verifying each download's SHA-256 while discarding its bytes;
+// as sim.Fleet.DownloadAll does, plus each download's time.
+func (f *fleet) downloadAll(ctx context.Context, api, sum string) roundResult {
+	trs := f.transports()
+	defer func() {
+		for _, tr := range trs {
+			tr.CloseIdleConnections()
+		}
+	}()
+	res := roundResult{Errors: map[string]int{}}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		next = make(chan int)
+	)
+	start := time.Now()
+	for w := range f.concurrency {
+		// Worker w always uses source address w%len: at most perSource
+		// connections from one address.
+		d := sim.Downloader{API: api, Client: &http.Client{Transport: trs[w%len(trs)]}}
+		wg.Go(func() {
+			for i := range next {
+				t0 := time.Now()
+				dr, err := d.Download(ctx, f.creds[i], sum, io.Discard)
+				took := time.Since(t0)
+				mu.Lock()
+				res.Bytes += dr.Received
+				res.Requests += dr.Requests
+				res.Resumes += dr.Resumes
+				if err != nil {
+					res.Failed++
+					res.Errors[reason(err)]++
+				} else {
+					res.OK++
+					res.Times = append(res.Times, took)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+feed:
+	for i := range f.creds {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			res.Failed += len(f.creds) - i
+			res.Errors["canceled"] += len(f.creds) - i
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	res.Wall = time.Since(start)
+	slices.Sort(res.Times)
+	return res
+}
+
+// reason is the kind of a failed download.
+func reason(err error) string {
+	var de *sim.DownloadError
+	switch {
+	case errors.As(err, &de):
+		return "http_" + strconv.Itoa(de.Status)
+	case errors.Is(err, sim.ErrDigestMismatch):
+		return "digest"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "canceled"
+	}
+	return "network"
+}
+
+// probe asks api for the artifact's first byte with device 0's
+// credentials and returns what the connection negotiated, so that the
+// run shows both sides speak the same protocol.
+func (f *fleet) probe(ctx context.Context, api, sum string) (string, error) {
+	tr := f.transports()[0]
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+artifacts+sum, nil)
+	if err != nil {
+		return "", err
+	}
+	c := f.creds[0]
+	user := c.MQTTUsername
+	if user == "" {
+		user = c.DeviceID
+	}
+	req.SetBasicAuth(user, c.MQTTPassword)
+	req.Header.Set("Range", "bytes=0-0")
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusPartialContent {
+		return "", fmt.Errorf("GET %s with Range: status %d", req.URL.Path, resp.StatusCode)
+	}
+	if resp.TLS == nil {
+		return "", errors.New("not TLS")
+	}
+	return fmt.Sprintf("%s, %s, %s", resp.Proto, tls.VersionName(resp.TLS.Version), tls.CipherSuiteName(resp.TLS.CipherSuite)), nil
+}
