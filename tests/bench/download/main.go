@@ -21,7 +21,8 @@
 //   - fileserver (the baseline): the same path on Go's http.FileServer
 //     serving the same file, in a process of its own (-role fileserver),
 //     over TLS with the node's certificate and TLS and http.Server
-//     settings; it ignores the same Authorization header.
+//     settings and the node's GOMAXPROCS; it ignores the same
+//     Authorization header.
 //
 // The devices are probes/sim's Downloader in this process, each download
 // verifying the SHA-256 while discarding the bytes; their connections
@@ -220,8 +221,8 @@ func run(o options, w io.Writer) (*outcome, error) {
 	if err := publish(ctx, admin, key, o.dir, sum, o.size); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(w, "node (pid %d) at %s: release published and artifact uploaded through the API in %s\n",
-		ni.PID, ni.API, time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(w, "node (pid %d, GOMAXPROCS %d) at %s: release published and artifact uploaded through the API in %s\n",
+		ni.PID, ni.GOMAXPROCS, ni.API, time.Since(t0).Round(time.Millisecond))
 	t0 = time.Now()
 	creds, err := enroll(ctx, admin, o.devices)
 	if err != nil {
@@ -230,7 +231,8 @@ func run(o options, w io.Writer) (*outcome, error) {
 	fmt.Fprintf(w, "enrolled %d devices through POST /api/v1/enroll in %s\n", len(creds), time.Since(t0).Round(time.Millisecond))
 
 	// The baseline's file server.
-	fsc, err := benchproc.StartChild("fileserver", 0, false, []string{childEnv}, "-role", "fileserver", "-dir", o.dir)
+	fsc, err := benchproc.StartChild("fileserver", 0, false, []string{childEnv, fmt.Sprintf("GOMAXPROCS=%d", ni.GOMAXPROCS)},
+		"-role", "fileserver", "-dir", o.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +241,7 @@ func run(o options, w io.Writer) (*outcome, error) {
 	if err := fsc.Read(&fi); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(w, "file server (pid %d) at %s\n", fi.PID, fi.API)
+	fmt.Fprintf(w, "file server (pid %d, GOMAXPROCS %d) at %s\n", fi.PID, fi.GOMAXPROCS, fi.API)
 
 	fl, err := newFleet(creds, o.concurrency, caPEM)
 	if err != nil {
@@ -316,9 +318,9 @@ func (r *roundResult) line() string {
 			errs += fmt.Sprintf(" %s:%d", k, r.Errors[k])
 		}
 	}
-	return fmt.Sprintf("%-10s %d ok, %d failed%s; %d requests, %d resumes; %.2f GB in %s = %.1f MB/s; per download p50 %s, p99 %s; server CPU %.1f s (%.2f cores), devices' CPU %.1f s; load %s",
+	return fmt.Sprintf("%-10s %d ok, %d failed%s; %d requests, %d resumes; %.2f GB in %s = %.1f MB/s; per download p50 %s, p99 %s, max %s; server CPU %.1f s (%.2f cores), devices' CPU %.1f s; load %s",
 		r.Side, r.OK, r.Failed, errs, r.Requests, r.Resumes, float64(r.Bytes)/1e9, r.Wall.Round(time.Millisecond), r.throughput()/1e6,
-		r.quantile(0.5).Round(time.Millisecond), r.quantile(0.99).Round(time.Millisecond),
+		r.quantile(0.5).Round(time.Millisecond), r.quantile(0.99).Round(time.Millisecond), r.quantile(1).Round(time.Millisecond),
 		r.Server.CPU.Seconds(), r.Server.CPU.Seconds()/max(r.Wall.Seconds(), 1e-9), r.Client.Seconds(), r.Load)
 }
 
@@ -330,6 +332,18 @@ func (o *outcome) print(w io.Writer) {
 		fmt.Fprintf(w, "round %d: strata %.1f, fileserver %.1f: %.2f× (target ≥ 0.8×); server CPU per GB served: strata %.2f s, fileserver %.2f s\n",
 			i+1, s.throughput()/1e6, f.throughput()/1e6, ratio, cpuPerGB(s), cpuPerGB(f))
 	}
+	if r := o.ratios(); len(r) > 1 {
+		slices.Sort(r)
+		fmt.Fprintf(w, "ratio over %d rounds: %.2f× to %.2f×, median %.2f×\n", len(r), r[0], r[len(r)-1], median(r))
+	}
+}
+
+// median of sorted values.
+func median(v []float64) float64 {
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 func cpuPerGB(r *roundResult) float64 {

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/strata-dm/strata/node"
@@ -33,8 +34,9 @@ const (
 
 // childInfo is what a child announces once it serves.
 type childInfo struct {
-	API string `json:"api"` // HOST:PORT of its HTTPS listener
-	PID int    `json:"pid"`
+	API        string `json:"api"` // HOST:PORT of its HTTPS listener
+	PID        int    `json:"pid"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
 }
 
 // runNode is the node process: node.New on its own Badger store and fs
@@ -50,7 +52,7 @@ func runNode(dir string) error {
 		return err
 	}
 	defer n.Shutdown(context.Background())
-	if err := benchproc.Announce(childInfo{API: n.APIAddr(), PID: os.Getpid()}); err != nil {
+	if err := benchproc.Announce(childInfo{API: n.APIAddr(), PID: os.Getpid(), GOMAXPROCS: runtime.GOMAXPROCS(0)}); err != nil {
 		return err
 	}
 	return serveMeter()
@@ -96,7 +98,10 @@ func nodeConfig(dir string) (config.Config, error) {
 // certificate, TLS settings (certs.ServerConfig) and http.Server settings
 // (api.Server.HTTPServer: header and idle timeouts, header size; HTTP/2
 // offered as the node's ServeTLS offers it, HTTP/1.1 taken by clients
-// that do not ask for it). It ignores the Authorization header.
+// that do not ask for it). It ignores the Authorization header. The bench
+// starts it with the node's GOMAXPROCS (strata serve's: the cores and the
+// device ingest slots), so that neither server gets a larger share of
+// the cores from the kernel than the other.
 func runFileServer(dir string) error {
 	nd := filepath.Join(dir, nodeDir)
 	tlsConf, err := certs.ServerConfig(filepath.Join(nd, "tls/api.crt"), filepath.Join(nd, "tls/api.key"))
@@ -126,7 +131,7 @@ func runFileServer(dir string) error {
 			fmt.Fprintln(os.Stderr, "fileserver:", err)
 		}
 	}()
-	if err := benchproc.Announce(childInfo{API: ln.Addr().String(), PID: os.Getpid()}); err != nil {
+	if err := benchproc.Announce(childInfo{API: ln.Addr().String(), PID: os.Getpid(), GOMAXPROCS: runtime.GOMAXPROCS(0)}); err != nil {
 		return err
 	}
 	return serveMeter()
