@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/strata-dm/strata/probes/sim"
@@ -55,7 +56,7 @@ func newFleet(creds []sim.Credentials, concurrency int, caPEM []byte) (*fleet, e
 func (f *fleet) transports() []*http.Transport {
 	out := make([]*http.Transport, len(f.sources))
 	for i, ip := range f.sources {
-		d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: ip}}
+		d := &net.Dialer{Timeout: sim.DefaultConfig().ConnectTimeout, LocalAddr: &net.TCPAddr{IP: ip}}
 		out[i] = &http.Transport{
 			DialContext:         d.DialContext,
 			TLSClientConfig:     f.tls,
@@ -80,6 +81,10 @@ type roundResult struct {
 	Server   serverUsage
 	Client   time.Duration // the bench's (the devices') CPU time
 	Load     string        // /proc/loadavg before the round
+	// RequestErrors are the requests that got no answer (tried again),
+	// by kind, and the first error of each kind.
+	RequestErrors     map[string]int
+	FirstRequestError map[string]string
 }
 
 // serverUsage is the server process's CPU over the round.
@@ -117,6 +122,7 @@ func (f *fleet) downloadAll(ctx context.Context, api, sum string) roundResult {
 		}
 	}()
 	res := roundResult{Errors: map[string]int{}}
+	failed := &failedRequests{n: map[string]int{}, first: map[string]string{}}
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
@@ -126,7 +132,7 @@ func (f *fleet) downloadAll(ctx context.Context, api, sum string) roundResult {
 	for w := range f.concurrency {
 		// Worker w always uses source address w%len: at most perSource
 		// connections from one address.
-		d := sim.Downloader{API: api, Client: &http.Client{Transport: trs[w%len(trs)]}}
+		d := sim.Downloader{API: api, Client: &http.Client{Transport: &counting{trs[w%len(trs)], failed}}}
 		wg.Go(func() {
 			for i := range next {
 				t0 := time.Now()
@@ -161,7 +167,50 @@ feed:
 	wg.Wait()
 	res.Wall = time.Since(start)
 	slices.Sort(res.Times)
+	res.RequestErrors, res.FirstRequestError = failed.n, failed.first
 	return res
+}
+
+// failedRequests counts the requests that got no answer, by kind (the
+// Downloader tries them again), with the first error of each kind.
+type failedRequests struct {
+	mu    sync.Mutex
+	n     map[string]int
+	first map[string]string
+}
+
+// counting is a transport that counts its failed requests.
+type counting struct {
+	http.RoundTripper
+	failed *failedRequests
+}
+
+func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.RoundTripper.RoundTrip(r)
+	if err != nil && r.Context().Err() == nil {
+		k := requestErrKind(err)
+		c.failed.mu.Lock()
+		if c.failed.n[k]++; c.failed.n[k] == 1 {
+			c.failed.first[k] = err.Error()
+		}
+		c.failed.mu.Unlock()
+	}
+	return resp, err
+}
+
+func requestErrKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "eof"
+	}
+	return "other"
 }
 
 // reason is the kind of a failed download.

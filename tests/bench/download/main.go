@@ -48,6 +48,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -317,6 +318,9 @@ func (r *roundResult) line() string {
 		for _, k := range keys {
 			errs += fmt.Sprintf(" %s:%d", k, r.Errors[k])
 		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.RequestErrors)) {
+		errs += fmt.Sprintf("; %d requests unanswered (%s), first: %s", r.RequestErrors[k], k, r.FirstRequestError[k])
 	}
 	return fmt.Sprintf("%-10s %d ok, %d failed%s; %d requests, %d resumes; %.2f GB in %s = %.1f MB/s; per download p50 %s, p99 %s, max %s; server CPU %.1f s (%.2f cores), devices' CPU %.1f s; load %s",
 		r.Side, r.OK, r.Failed, errs, r.Requests, r.Resumes, float64(r.Bytes)/1e9, r.Wall.Round(time.Millisecond), r.throughput()/1e6,
