@@ -30,10 +30,12 @@ type fleet struct {
 	creds       []sim.Credentials
 	concurrency int
 	tls         *tls.Config
-	sources     []net.IP
+	sources     int // source addresses a round's connections come from
+	rounds      int // transports made so far, each round's from other addresses
+	rcvbuf      int // SO_RCVBUF of each connection; 0: the kernel's autotuning
 }
 
-func newFleet(creds []sim.Credentials, concurrency int, caPEM []byte) (*fleet, error) {
+func newFleet(creds []sim.Credentials, concurrency, rcvbuf int, caPEM []byte) (*fleet, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, errors.New("no certificate in the CA PEM")
@@ -41,22 +43,29 @@ func newFleet(creds []sim.Credentials, concurrency int, caPEM []byte) (*fleet, e
 	if concurrency <= 0 || concurrency > len(creds) {
 		concurrency = len(creds)
 	}
-	f := &fleet{creds: creds, concurrency: concurrency,
+	f := &fleet{creds: creds, concurrency: concurrency, rcvbuf: rcvbuf,
 		// As probes/sim's devices: the node's CA, TLS 1.2 at least.
 		tls: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	for i := range (concurrency + perSource - 1) / perSource {
-		f.sources = append(f.sources, net.IPv4(127, 0, 1, byte(1+i)))
+	f.sources = (concurrency + perSource - 1) / perSource
+	if f.sources > 250 {
+		return nil, fmt.Errorf("%d downloads at once: at most %d", concurrency, 250*perSource)
 	}
 	return f, nil
 }
 
 // transports returns one fresh HTTP transport per source address, as
 // probes/sim's Fleet makes them: the TLS configuration and a dialer set,
-// so HTTP/1.1 only, keep-alive.
+// so HTTP/1.1 only, keep-alive. Each call takes its addresses from
+// another 127.0.N.0/24 (N = 1 to 16 in turn): the server may not have
+// seen the previous round's connections close yet, and they would still
+// count against its connections per client address.
 func (f *fleet) transports() []*http.Transport {
-	out := make([]*http.Transport, len(f.sources))
-	for i, ip := range f.sources {
-		d := &net.Dialer{Timeout: sim.DefaultConfig().ConnectTimeout, LocalAddr: &net.TCPAddr{IP: ip}}
+	net3 := byte(1 + f.rounds%16)
+	f.rounds++
+	out := make([]*http.Transport, f.sources)
+	for i := range out {
+		ip := net.IPv4(127, 0, net3, byte(1+i))
+		d := &net.Dialer{Timeout: sim.DefaultConfig().ConnectTimeout, LocalAddr: &net.TCPAddr{IP: ip}, Control: f.control}
 		out[i] = &http.Transport{
 			DialContext:         d.DialContext,
 			TLSClientConfig:     f.tls,
@@ -65,6 +74,24 @@ func (f *fleet) transports() []*http.Transport {
 		}
 	}
 	return out
+}
+
+// control sets the receive buffer of a device's socket before it
+// connects (so that the window scale it offers fits it). Devices on their
+// own machines each have their own memory; here their receive buffers
+// share this machine's TCP memory with the server's send buffers, and
+// left to autotuning 1,000 of them grow to megabytes each until the
+// kernel's TCP memory pressure (net.ipv4.tcp_mem) prunes and drops
+// segments, stalling connections for retransmission timeouts.
+func (f *fleet) control(_, _ string, c syscall.RawConn) error {
+	if f.rcvbuf <= 0 {
+		return nil
+	}
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, f.rcvbuf)
+	})
+	return errors.Join(err, serr)
 }
 
 // roundResult is one side's downloads of one round.

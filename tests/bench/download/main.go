@@ -75,6 +75,7 @@ type options struct {
 	keep        bool
 	dir         string
 	profile     string
+	rcvbuf      int
 }
 
 // childEnv marks a child process of the bench (so that a test binary
@@ -94,6 +95,7 @@ func mainArgs(args []string, stdout io.Writer) int {
 	fl.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long (the whole run)")
 	fl.BoolVar(&o.keep, "keep", false, "keep the run's folder (node store, artifact) and print its path")
 	fl.StringVar(&o.dir, "dir", "", "the run's folder (default: a temporary one; with -role, the bench's)")
+	fl.IntVar(&o.rcvbuf, "device-rcvbuf", 256<<10, "each device connection's receive buffer (SO_RCVBUF), as a device's own memory would bound it; 0: the kernel's autotuning, which lets 1,000 connections on one machine reach its TCP memory pressure")
 	fl.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of the node (FILE) and the file server (FILE.fileserver) over their first round")
 	if err := fl.Parse(args); err != nil {
 		return 2
@@ -177,8 +179,8 @@ func run(o options, w io.Writer) (*outcome, error) {
 	if n, err := sim.RaiseFileLimit(); err == nil && n > 0 && n < uint64(concurrencyOf(o))+256 {
 		fmt.Fprintf(w, "warning: RLIMIT_NOFILE is %d\n", n)
 	}
-	fmt.Fprintf(w, "machine: %d cores, load average %s; %d devices, artifact %d bytes, concurrency %d, %d rounds\n",
-		runtime.NumCPU(), benchproc.LoadAvg(), o.devices, o.size, concurrencyOf(o), o.rounds)
+	fmt.Fprintf(w, "machine: %d cores, load average %s; %d devices, artifact %d bytes, concurrency %d, %d rounds, device SO_RCVBUF %d\n",
+		runtime.NumCPU(), benchproc.LoadAvg(), o.devices, o.size, concurrencyOf(o), o.rounds, o.rcvbuf)
 
 	// The release key and the artifact.
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
@@ -244,7 +246,7 @@ func run(o options, w io.Writer) (*outcome, error) {
 	}
 	fmt.Fprintf(w, "file server (pid %d, GOMAXPROCS %d) at %s\n", fi.PID, fi.GOMAXPROCS, fi.API)
 
-	fl, err := newFleet(creds, o.concurrency, caPEM)
+	fl, err := newFleet(creds, o.concurrency, o.rcvbuf, caPEM)
 	if err != nil {
 		return nil, err
 	}

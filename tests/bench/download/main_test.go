@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 // download verified; then again with 2 downloads at a time.
 func TestTinyRun(t *testing.T) {
 	for _, c := range []struct{ concurrency, rounds int }{{0, 1}, {2, 1}} {
-		out, err := run(options{devices: 5, size: 1 << 20, concurrency: c.concurrency, rounds: c.rounds, timeout: time.Minute}, io.Discard)
+		out, err := run(options{devices: 5, size: 1 << 20, concurrency: c.concurrency, rounds: c.rounds, timeout: time.Minute, rcvbuf: 64 << 10}, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
