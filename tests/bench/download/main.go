@@ -13,8 +13,11 @@
 // (PUT .../artifacts/{sha256}), and enrolls -devices devices through
 // POST /api/v1/enroll.
 //
-// Then, -rounds times, alternating, every device downloads the artifact
-// once, at most -concurrency at a time (default: all at once):
+// Then, -rounds times, each side once a round (strata first in odd
+// rounds, the file server first in even ones, so that a drift of the
+// machine's load over the run favours neither), every device downloads
+// the artifact once, at most -concurrency at a time (default: all at
+// once):
 //
 //   - strata: GET /api/v1/device/artifacts/{sha256} on the node, with the
 //     device's id and secret in HTTP Basic authentication;
@@ -91,7 +94,7 @@ func mainArgs(args []string, stdout io.Writer) int {
 	size := fl.String("size", "50MB", "the artifact's size: bytes, or with kB, MB, GB (powers of 1000) or KiB, MiB, GiB")
 	fl.IntVar(&o.devices, "devices", 1000, "simulated devices, each downloading the artifact once a round")
 	fl.IntVar(&o.concurrency, "concurrency", 0, "downloads in progress at most (0: every device at once)")
-	fl.IntVar(&o.rounds, "rounds", 2, "rounds, each a strata side then a fileserver side")
+	fl.IntVar(&o.rounds, "rounds", 2, "rounds, each a strata side and a fileserver side (odd rounds strata first, even rounds fileserver first)")
 	fl.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long (the whole run)")
 	fl.BoolVar(&o.keep, "keep", false, "keep the run's folder (node store, artifact) and print its path")
 	fl.StringVar(&o.dir, "dir", "", "the run's folder (default: a temporary one; with -role, the bench's)")
@@ -251,13 +254,14 @@ func run(o options, w io.Writer) (*outcome, error) {
 		return nil, err
 	}
 	out := &outcome{}
-	sides := []struct {
+	type side struct {
 		name  string
 		api   string
 		child *benchproc.Child
 		res   *[]roundResult
 		prof  string
-	}{
+	}
+	sides := []side{
 		{"strata", "https://" + ni.API, nd, &out.Strata, o.profile},
 		{"fileserver", "https://" + fi.API, fsc, &out.FileServer, o.profile + ".fileserver"},
 	}
@@ -268,7 +272,14 @@ func run(o options, w io.Writer) (*outcome, error) {
 		fmt.Fprintf(w, "%s: %s\n", s.name, out.Protocol[i])
 	}
 	for r := range o.rounds {
-		for _, s := range sides {
+		// Odd rounds start with the file server (strata, fileserver,
+		// fileserver, strata, ...): a machine whose load drifts over the
+		// run favours neither side over two rounds.
+		order := sides
+		if r%2 == 1 {
+			order = []side{sides[1], sides[0]}
+		}
+		for _, s := range order {
 			if ctx.Err() != nil {
 				return out, fmt.Errorf("-timeout %s reached", o.timeout)
 			}
