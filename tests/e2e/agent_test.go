@@ -123,7 +123,10 @@ func startAgentWith(t *testing.T, n *nodeDir, state string, o agentRun, extra ..
 		o.group = "lab"
 	}
 	tok := n.enrollToken(o.group)
-	args := append([]string{"run", "--state", state, "--api", o.api, "--token", tok,
+	// Several agents on one machine (and node) each enroll as a device
+	// of their own.
+	hw := "agent-" + o.group + "-" + filepath.Base(filepath.Dir(state)) + "-" + filepath.Base(state)
+	args := append([]string{"run", "--state", state, "--api", o.api, "--token", tok, "--hardware-id", hw,
 		"--ca", filepath.Join(n.dir, "tls", "ca.crt"), "--telemetry-interval", "1s"}, extra...)
 	cmd := exec.Command(agentBin, args...)
 	cmd.Env = o.env

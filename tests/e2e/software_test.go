@@ -175,28 +175,35 @@ func TestSoftwareEndToEnd(t *testing.T) {
 	upload(tgz, "1.1", "tar")
 	releaseBytes := fileSize(t, deb) + fileSize(t, tgz)
 
-	// Devices: an agent on each probe, the one on p2 without dpkg (it
-	// takes the tar) and behind a proxy that cuts its first download in
-	// the middle; three simulated devices on p1.
-	rootA, rootB := t.TempDir(), t.TempDir()
-	startAgentWith(t, p1, t.TempDir(), agentRun{group: "agents"}, "--trusted-key", pub, "--install-root", rootA, "--log-level", "debug")
+	// Devices: on p1 an agent with dpkg (it takes the .deb), an agent
+	// without a package manager on its PATH (it takes the tar) and three
+	// simulated devices (the .deb); on p2 an agent without a package
+	// manager, behind a proxy that cuts its first download in the
+	// middle, and two simulated devices. Each probe's devices need both
+	// artifacts.
+	rootA, rootB, rootC := t.TempDir(), t.TempDir(), t.TempDir()
+	startAgentWith(t, p1, t.TempDir(), agentRun{group: "agents-deb"}, "--trusted-key", pub, "--install-root", rootA, "--log-level", "debug")
 	bin := t.TempDir()
 	sh, err := exec.LookPath("sh")
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Symlink(sh, filepath.Join(bin, "sh"))
+	noPackages := []string{"PATH=" + bin, "HOME=" + t.TempDir()}
+	startAgentWith(t, p1, t.TempDir(), agentRun{group: "agents-tar", env: noPackages}, "--trusted-key", pub, "--install-root", rootC, "--log-level", "debug")
 	cut, err := tcpproxy.New("127.0.0.1:0", p2.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cut.Close() })
 	cut.CutAfter(1 << 20)
-	startAgentWith(t, p2, t.TempDir(), agentRun{api: "https://" + cut.Addr(), group: "agents", env: []string{"PATH=" + bin, "HOME=" + t.TempDir()}},
+	startAgentWith(t, p2, t.TempDir(), agentRun{api: "https://" + cut.Addr(), group: "agents-tar", env: noPackages},
 		"--trusted-key", pub, "--install-root", rootB, "--log-level", "debug")
-	startSims(t, p1, 3, "e2e", "--trusted-key", pub)
+	startSims(t, p1, 3, "e2e1", "--trusted-key", pub)
+	startSims(t, p2, 2, "e2e2", "--trusted-key", pub)
 	admin := hq.admin()
-	tstest.WaitForErr(t, e2eTimeout, "five devices offering install at hq", func() (bool, error) {
+	const devices = 8
+	tstest.WaitForErr(t, e2eTimeout, "eight devices offering install at hq", func() (bool, error) {
 		page, err := admin.Search(ctx, client.SearchQuery{Path: "/peers/eu", Type: "device"})
 		if err != nil {
 			return false, err
@@ -209,7 +216,7 @@ func TestSoftwareEndToEnd(t *testing.T) {
 				}
 			}
 		}
-		return n == 5, nil
+		return n == devices, nil
 	})
 
 	// The rollout, as an operator starts it.
@@ -231,19 +238,17 @@ func TestSoftwareEndToEnd(t *testing.T) {
 		done = b
 		return b.State == client.BulkDone, nil
 	})
-	if done.Counters.Total != 5 || done.Counters.Succeeded != 5 {
+	if done.Counters.Total != devices || done.Counters.Succeeded != devices {
 		failures, _ := admin.BulkFailures(ctx, job.ID, "", 100)
 		t.Fatalf("rollout: %+v; failures %+v", done.Counters, failures)
 	}
 
-	// Each tier fetched each artifact its devices and the tiers below
-	// needed exactly once from the tier above: p1's devices take the .deb,
-	// p2's the tar, and eu fetched both once.
-	debBytes, tarBytes := fileSize(t, deb), fileSize(t, tgz)
+	// Each tier fetched each artifact exactly once from the tier above,
+	// when its first device (or the first node below) asked for it.
 	want := map[string]struct {
 		bytes   int64
 		objects int
-	}{"/": {0, 0}, "/peers/eu": {releaseBytes, 2}, "/peers/eu/peers/p1": {debBytes, 1}, "/peers/eu/peers/p2": {tarBytes, 1}}
+	}{"/": {0, 0}, "/peers/eu": {releaseBytes, 2}, "/peers/eu/peers/p1": {releaseBytes, 2}, "/peers/eu/peers/p2": {releaseBytes, 2}}
 	tiers, err := admin.SoftwareCache(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +268,7 @@ func TestSoftwareEndToEnd(t *testing.T) {
 		peer     string
 		fetches  float64
 		bytes    int64
-	}{{hq, "eu", 2, releaseBytes}, {eu, "p1", 1, debBytes}, {eu, "p2", 1, tarBytes}} {
+	}{{hq, "eu", 2, releaseBytes}, {eu, "p1", 2, releaseBytes}, {eu, "p2", 2, releaseBytes}} {
 		m := scrape(t, l.consumer)
 		served := m[`strata_federation_artifact_fetches_total{outcome="served",peer="`+l.peer+`"}`]
 		sent := m[`strata_federation_artifact_bytes_total{direction="provider",peer="`+l.peer+`"}`]
@@ -279,11 +284,14 @@ func TestSoftwareEndToEnd(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(rootB, "current", "app", "VERSION")); err != nil || string(b) != "1.1\n" {
 		t.Errorf("the tar on p2's agent: %q %v", b, err)
 	}
+	if b, err := os.ReadFile(filepath.Join(rootC, "current", "app", "VERSION")); err != nil || string(b) != "1.1\n" {
+		t.Errorf("the tar on p1's second agent: %q %v", b, err)
+	}
 	if b, err := os.ReadFile(filepath.Join(rootB, "installed-1.1")); err != nil || string(b) != "app 1.1\n" {
 		t.Errorf("install.sh on p2's agent: %q %v", b, err)
 	}
 	// p2's agent was cut off in the middle of its download and resumed.
-	agentA, agentB := agentOn(t, p1), agentOn(t, p2)
+	agentA, agentB := agentOn(t, p1, "agents-deb"), agentOn(t, p2, "agents-tar")
 	var res struct {
 		Resumed bool   `json:"resumed"`
 		Type    string `json:"type"`
@@ -346,16 +354,16 @@ func TestSoftwareEndToEnd(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(rootB, "current", "app", "VERSION")); string(b) != "1.1\n" {
 		t.Errorf("after refusing the downgrade, p2's agent has %q", b)
 	}
-	t.Logf("rollout of %d bytes to 5 devices over 3 tiers: %+v", releaseBytes, done.Counters)
+	t.Logf("rollout of %d bytes to %d devices over 3 tiers: %+v", releaseBytes, devices, done.Counters)
 }
 
 // agentOn returns the path on n of the device of the agent running there
-// (enrolled in group "agents").
-func agentOn(t *testing.T, n *nodeDir) string {
+// enrolled in group.
+func agentOn(t *testing.T, n *nodeDir, group string) string {
 	t.Helper()
 	var p string
 	tstest.WaitForErr(t, e2eTimeout, "the agent's device", func() (bool, error) {
-		page, err := n.admin().Search(context.Background(), client.SearchQuery{Type: "device", Labels: map[string]string{"group": "agents"}})
+		page, err := n.admin().Search(context.Background(), client.SearchQuery{Type: "device", Labels: map[string]string{"group": group}})
 		if err != nil || len(page.Contexts) != 1 {
 			return false, err
 		}
