@@ -1,0 +1,360 @@
+package history
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/strata-dm/strata/model"
+	"github.com/strata-dm/strata/node/store"
+)
+
+// clock is a settable clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Set(t time.Time)     { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+type env struct {
+	t     *testing.T
+	dir   string
+	st    *store.Badger
+	m     *model.Model
+	clk   *clock
+	reg   *prometheus.Registry
+	h     *Service
+	tweak func(*Config)
+}
+
+var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+func newEnv(t *testing.T, tweak func(*Config)) *env {
+	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: t0}, tweak: tweak}
+	e.open()
+	t.Cleanup(e.close)
+	return e
+}
+
+func (e *env) open() {
+	t := e.t
+	st, err := store.OpenBadger(store.BadgerOptions{Dir: e.dir, CacheMB: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Config{Store: st, Now: e.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.st, e.m, e.reg = st, m, prometheus.NewRegistry()
+	cfg := Config{Model: m, Now: e.clk.Now, Registry: e.reg, FlushInterval: time.Hour, CompactInterval: time.Hour,
+		Select: Selector{Types: []string{"device"}}}
+	if e.tweak != nil {
+		e.tweak(&cfg)
+	}
+	if e.h, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.h.Start()
+}
+
+func (e *env) close() {
+	if e.h == nil {
+		return
+	}
+	e.h.Close()
+	e.m.Close()
+	e.st.Close()
+	e.h = nil
+}
+
+// crash stops everything without history's last flush.
+func (e *env) crash() {
+	e.h.crash = true
+	e.close()
+}
+
+func (e *env) put(p string, typ string, vars map[string]any, at time.Time) {
+	e.t.Helper()
+	mvars := map[string]model.Variable{}
+	for k, v := range vars {
+		raw, _ := json.Marshal(v)
+		vv, err := model.NewVariable(raw, at)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		mvars[k] = vv
+	}
+	if _, err := e.m.Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: model.Path(p), Type: typ, Variables: mvars}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// caughtUp waits until history has read the whole log.
+func (e *env) caughtUp() {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.h.Position() < e.m.LastSeq() || !e.h.isLoaded() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("history at %d, log at %d", e.h.Position(), e.m.LastSeq())
+		}
+		select {
+		case <-e.m.Changed():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func (e *env) read(p, v string, from, to time.Time, step time.Duration, agg string) []Point {
+	e.t.Helper()
+	q := Query{Var: v, From: from.UnixMilli(), To: to.UnixMilli(), Step: step.Milliseconds(), Agg: agg}
+	if q.Step > 0 && q.Agg == "" {
+		q.Agg = AggAvg
+	}
+	ps, err := e.h.Read(context.Background(), model.Path(p), q)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ps
+}
+
+func TestIngestAndRead(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.ChunkSamples = 16 })
+	e.caughtUp()
+	e.put("/devices/d1", "device", map[string]any{"temp": 20.0}, t0)
+	e.caughtUp()
+	for i := 1; i <= 100; i++ {
+		e.put("/devices/d1", "", map[string]any{"temp": 20 + float64(i)/10, "on": i%2 == 0, "name": "x"}, t0.Add(time.Duration(i)*time.Second))
+	}
+	e.put("/folders/f", "folder", map[string]any{"temp": 1.0}, t0.Add(time.Second))
+	e.caughtUp()
+	ps := e.read("/devices/d1", "temp", t0, t0.Add(time.Hour), 0, "")
+	if len(ps) != 101 {
+		t.Fatalf("%d points, want 100", len(ps))
+	}
+	for i, p := range ps {
+		want := 20 + float64(i)/10
+		if p.T != t0.Add(time.Duration(i)*time.Second).UnixMilli() || p.V != want {
+			t.Fatalf("point %d = %v, want %v", i, p, want)
+		}
+	}
+	if on := e.read("/devices/d1", "on", t0, t0.Add(time.Hour), 0, ""); len(on) != 100 || on[0].V != 0 || on[1].V != 1 {
+		t.Fatalf("booleans: %v", on[:2])
+	}
+	if n := e.read("/devices/d1", "name", t0, t0.Add(time.Hour), 0, ""); len(n) != 0 {
+		t.Fatalf("a string variable has history: %v", n)
+	}
+	if n := e.read("/folders/f", "temp", t0, t0.Add(time.Hour), 0, ""); len(n) != 0 {
+		t.Fatalf("a folder's variable has history (types: device): %v", n)
+	}
+	// Steps: 10 s averages, min, count.
+	avg := e.read("/devices/d1", "temp", t0, t0.Add(time.Hour), 10*time.Second, AggAvg)
+	if len(avg) != 11 || avg[0].T != t0.UnixMilli() || math.Abs(avg[0].V-(20.0+20.9)/2) > 1e-9 {
+		t.Fatalf("avg: %v", avg)
+	}
+	cnt := e.read("/devices/d1", "temp", t0, t0.Add(time.Hour), time.Minute, AggCount)
+	if len(cnt) != 2 || cnt[0].V != 60 || cnt[1].V != 41 {
+		t.Fatalf("count: %v", cnt)
+	}
+	// Full chunks were flushed on the way; the flush writes the rest and the cursor.
+	e.h.flushAll(context.Background())
+	if cur, _ := e.h.Cursor(); cur != e.m.LastSeq()-1 && cur < e.h.Position() {
+		t.Fatalf("cursor %d, position %d", cur, e.h.Position())
+	}
+	if got := testutil.ToFloat64(e.h.metrics.points); got != 201 {
+		t.Fatalf("points ingested %v, want 200", got)
+	}
+	// Out-of-order samples are dropped.
+	e.put("/devices/d1", "", map[string]any{"temp": 99.0}, t0.Add(5*time.Second))
+	e.caughtUp()
+	if ps := e.read("/devices/d1", "temp", t0, t0.Add(time.Hour), 0, ""); len(ps) != 101 {
+		t.Fatalf("after an out-of-order sample: %d points", len(ps))
+	}
+}
+
+// A sample whose write was acknowledged reaches history across a crash
+// before any flush, exactly once.
+func TestReplayAfterCrash(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.ChunkSamples = 8 })
+	e.caughtUp()
+	e.put("/devices/d1", "device", map[string]any{"v": 0}, t0)
+	e.caughtUp()
+	for i := 1; i <= 50; i++ { // 6 full chunks flushed, 2 samples in the head only
+		e.put("/devices/d1", "", map[string]any{"v": i}, t0.Add(time.Duration(i)*time.Second))
+	}
+	e.caughtUp()
+	cur, _ := e.h.Cursor()
+	if cur >= e.m.LastSeq() {
+		t.Fatalf("cursor %d already at the log's end %d: nothing to replay", cur, e.m.LastSeq())
+	}
+	e.crash()
+	e.open()
+	e.caughtUp()
+	ps := e.read("/devices/d1", "v", t0, t0.Add(time.Hour), 0, "")
+	if len(ps) != 51 {
+		t.Fatalf("%d points after the crash, want 51", len(ps))
+	}
+	for i, p := range ps {
+		if p.V != float64(i) {
+			t.Fatalf("point %d = %v", i, p)
+		}
+	}
+	// More samples continue the series; a clean stop flushes them all.
+	for i := 51; i <= 60; i++ {
+		e.put("/devices/d1", "", map[string]any{"v": i}, t0.Add(time.Duration(i)*time.Second))
+	}
+	e.caughtUp()
+	lastData := e.m.LastSeq()
+	e.close()
+	e.open()
+	e.caughtUp()
+	if ps := e.read("/devices/d1", "v", t0, t0.Add(time.Hour), 0, ""); len(ps) != 61 {
+		t.Fatalf("%d points after a clean restart, want 61", len(ps))
+	}
+	if cur, _ := e.h.Cursor(); cur < lastData {
+		t.Fatalf("after a clean stop the cursor %d is before the last write %d", cur, lastData)
+	}
+}
+
+// The log compacted past the cursor is a gap: counted and logged.
+func TestReplayGap(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put("/devices/d1", "device", map[string]any{"v": 0}, t0)
+	e.caughtUp()
+	e.h.flushAll(context.Background())
+	e.crash()
+	// While history is down, 2000 entries are written and the log is
+	// compacted to the last 1000.
+	st, err := store.OpenBadger(store.BadgerOptions{Dir: e.dir, CacheMB: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Config{Store: st, Now: e.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2000; i++ {
+		v, _ := model.NewVariable(json.RawMessage(fmt.Sprint(i)), t0.Add(time.Duration(i)*time.Second))
+		if _, err := m.Apply(context.Background(), model.Mutation{Op: model.OpPut, Path: "/devices/d1", Variables: map[string]model.Variable{"v": v}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.CompactLog(1000); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	st.Close()
+	e.open()
+	e.caughtUp()
+	if g := testutil.ToFloat64(e.h.metrics.gaps); g != 1 {
+		t.Fatalf("gaps %v, want 1", g)
+	}
+	lost := testutil.ToFloat64(e.h.metrics.gapEntries)
+	ps := e.read("/devices/d1", "v", t0, t0.Add(time.Hour), 0, "")
+	if lost < 900 || float64(len(ps))+lost < 2000 || len(ps) < 900 {
+		t.Fatalf("%d points kept, %v entries lost", len(ps), lost)
+	}
+}
+
+// Compaction: raw days past the raw retention become 1-minute rows,
+// those past theirs 1-hour rows, then nothing.
+func TestCompactionTiers(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.ChunkSamples = 120 })
+	e.put("/devices/d1", "device", map[string]any{"v": 0}, t0)
+	e.caughtUp()
+	start := t0.Truncate(24 * time.Hour).Add(12 * time.Hour) // midday of a day
+	e.clk.Set(start)
+	var sum float64
+	for i := 0; i < 600; i++ { // 10 minutes at 1 s
+		v := float64(i % 7)
+		sum += v
+		e.put("/devices/d1", "", map[string]any{"v": v}, start.Add(time.Duration(i)*time.Second))
+	}
+	e.caughtUp()
+	e.h.flushAll(context.Background())
+	want := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Minute, AggAvg)
+	wantMax := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Minute, AggMax)
+	if len(want) != 10 {
+		t.Fatalf("%d minutes", len(want))
+	}
+	// 8 days later the day is past the raw retention (7 days).
+	e.clk.Add(8 * 24 * time.Hour)
+	e.h.compactRound(context.Background())
+	if n := e.rawRecords(); n != 0 {
+		t.Fatalf("%d raw chunks left after compaction", n)
+	}
+	got := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Minute, AggAvg)
+	gotMax := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Minute, AggMax)
+	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(gotMax) != fmt.Sprint(wantMax) {
+		t.Fatalf("1-minute tier:\n got %v\nwant %v", got, want)
+	}
+	if rawPts := e.read("/devices/d1", "v", start, start.Add(time.Hour), 0, ""); len(rawPts) != 10 {
+		t.Fatalf("a raw read of the 1-minute tier: %d points, want one per minute", len(rawPts))
+	}
+	// 91 days: the 1-hour tier.
+	e.clk.Add(83 * 24 * time.Hour)
+	e.h.compactRound(context.Background())
+	h := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Hour, AggCount)
+	if len(h) != 1 || h[0].V != 600 {
+		t.Fatalf("1-hour tier count: %v", h)
+	}
+	avg := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Hour, AggAvg)
+	if math.Abs(avg[0].V-sum/600) > 1e-9 {
+		t.Fatalf("1-hour avg %v, want %v", avg[0].V, sum/600)
+	}
+	// Past two years: gone.
+	e.clk.Add(2 * 366 * 24 * time.Hour)
+	e.h.compactRound(context.Background())
+	if h := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Hour, AggCount); len(h) != 0 {
+		t.Fatalf("past the last retention: %v", h)
+	}
+	if d := testutil.ToFloat64(e.h.metrics.deleted); d != 1 {
+		t.Fatalf("expired records %v, want 1", d)
+	}
+}
+
+func (e *env) rawRecords() int {
+	n := 0
+	for day := floorDiv(t0.UnixMilli(), dayMs) - 1; day < floorDiv(t0.UnixMilli(), dayMs)+2; day++ {
+		e.m.Records(rawKind(seriesID("/devices/d1", "v"), day), func(string, []byte) error { n++; return nil })
+	}
+	return n
+}
+
+func TestSelectorLabels(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Select = Selector{Labels: map[string]string{"hist": "yes"}} })
+	ctx := context.Background()
+	if _, err := e.m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/a", Type: "pump", Labels: map[string]string{"hist": "yes"}},
+		model.Mutation{Op: model.OpPut, Path: "/b", Type: "pump"}); err != nil {
+		t.Fatal(err)
+	}
+	e.caughtUp()
+	e.put("/a", "", map[string]any{"v": 1}, t0.Add(time.Second))
+	e.put("/b", "", map[string]any{"v": 1}, t0.Add(time.Second))
+	e.caughtUp()
+	if n := len(e.read("/a", "v", t0, t0.Add(time.Hour), 0, "")); n != 1 {
+		t.Fatalf("/a: %d points", n)
+	}
+	if n := len(e.read("/b", "v", t0, t0.Add(time.Hour), 0, "")); n != 0 {
+		t.Fatalf("/b (not labelled): %d points", n)
+	}
+	// Labelled later: its next samples keep history.
+	if _, err := e.m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/b", Labels: map[string]string{"hist": "yes"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.put("/b", "", map[string]any{"v": 2}, t0.Add(2*time.Second))
+	e.caughtUp()
+	if n := len(e.read("/b", "v", t0, t0.Add(time.Hour), 0, "")); n != 1 {
+		t.Fatalf("/b after labelling: %d points", n)
+	}
+}

@@ -1,0 +1,210 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+
+	"github.com/strata-dm/strata/model"
+)
+
+// Point is one point of an answer: unix milliseconds and a value.
+type Point struct {
+	T int64
+	V float64
+}
+
+// Read answers q for the context at p (which the caller has already
+// checked the reader may see). Raw reads (no step) return the samples
+// held raw and, for the times only aggregates hold, one point per
+// aggregate step with its average; more than the service's MaxPoints is
+// ErrTooManyPoints. Reads with a step return one point per step that
+// holds data, at the step's start (steps are aligned to multiples of the
+// step since the Unix epoch).
+func (s *Service) Read(ctx context.Context, p model.Path, q Query) ([]Point, error) {
+	sid := seriesID(p, q.Var)
+	s.mu.Lock()
+	var rec seriesRec
+	var mem []rawChunk
+	sr := s.series[sid]
+	known := sr != nil
+	if known {
+		rec, mem = sr.rec, sr.heads()
+	}
+	s.mu.Unlock()
+	if !known {
+		b, err := s.model.Record(KindSeries, sid)
+		if errors.Is(err, model.ErrNotFound) {
+			return []Point{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := unmarshal(b, &rec); err != nil {
+			return nil, err
+		}
+	}
+	if rec.Path != "" && (rec.Path != p || rec.Var != q.Var) {
+		return nil, fmt.Errorf("history: series id collision between %s %s and %s %s", rec.Path, rec.Var, p, q.Var)
+	}
+	var rows []aggRow   // aggregates, from the 1h and 1m tiers
+	var samples []Point // raw samples
+	add := func(t int64, v float64) {
+		if t >= q.From && t <= q.To {
+			samples = append(samples, Point{t, v})
+		}
+	}
+	// Aggregate tiers: point reads of the blocks the range covers.
+	if rec.HasHour {
+		for per := max(floorDiv(q.From, periodMs), rec.HourPeriod); per <= floorDiv(q.To, periodMs); per++ {
+			if err := s.readRows(hourKind(sid), strconv.FormatInt(per, 10), q, &rows); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if rec.HasMin {
+		for day := max(floorDiv(q.From, dayMs), rec.MinDay); day <= floorDiv(q.To, dayMs); day++ {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := s.readRows(minKind(sid), strconv.FormatInt(day, 10), q, &rows); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// Raw chunks, day by day, then the heads in memory (which supersede
+	// a flushed record of the same chunk).
+	inMem := map[string]bool{}
+	for _, c := range mem {
+		inMem[tsKey(c.First)] = true
+	}
+	if rec.RawDay != 0 {
+		for day := max(floorDiv(q.From, dayMs), rec.RawDay); day <= min(floorDiv(q.To, dayMs), floorDiv(rec.Flushed, dayMs)); day++ {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			err := s.model.Records(rawKind(sid, day), func(key string, v []byte) error {
+				if inMem[key] {
+					return nil
+				}
+				var c rawChunk
+				if err := unmarshal(v, &c); err != nil {
+					return err
+				}
+				if c.Last < q.From || c.First > q.To {
+					return nil
+				}
+				return decodeChunk(c.Data, add)
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, c := range mem {
+		if c.Last < q.From || c.First > q.To {
+			continue
+		}
+		if err := decodeChunk(c.Data, add); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(samples, func(a, b Point) int { return cmpInt(a.T, b.T) })
+	slices.SortFunc(rows, func(a, b aggRow) int { return cmpInt(a.T, b.T) })
+	if q.Step == 0 {
+		out := make([]Point, 0, len(rows)+len(samples))
+		for _, r := range rows {
+			out = append(out, Point{r.T, r.Sum / r.Count})
+		}
+		out = append(out, samples...)
+		if len(out) > s.cfg.MaxPoints {
+			return nil, fmt.Errorf("%w: %d points between %s and %s, more than %d: give a step (e.g. step=1m) or a shorter range",
+				ErrTooManyPoints, len(out), fmtMs(q.From), fmtMs(q.To), s.cfg.MaxPoints)
+		}
+		slices.SortStableFunc(out, func(a, b Point) int { return cmpInt(a.T, b.T) })
+		return out, nil
+	}
+	all := make([]aggRow, 0, len(rows)+len(samples))
+	all = append(all, rows...)
+	for _, p := range samples {
+		all = append(all, sampleRow(p.T, p.V))
+	}
+	slices.SortStableFunc(all, func(a, b aggRow) int { return cmpInt(a.T, b.T) })
+	steps := rollup(all, q.Step)
+	out := make([]Point, 0, len(steps))
+	for _, r := range steps {
+		out = append(out, Point{r.T, pick(r, q.Agg)})
+	}
+	return out, nil
+}
+
+func (s *Service) readRows(kind, key string, q Query, rows *[]aggRow) error {
+	b, err := s.model.Record(kind, key)
+	if errors.Is(err, model.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	rs, err := decodeRows(b)
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if r.T >= q.From && r.T <= q.To && r.Count > 0 {
+			*rows = append(*rows, r)
+		}
+	}
+	return nil
+}
+
+func pick(r aggRow, agg string) float64 {
+	switch agg {
+	case AggMin:
+		return r.Min
+	case AggMax:
+		return r.Max
+	case AggLast:
+		return r.Last
+	case AggCount:
+		return r.Count
+	}
+	if r.Count == 0 {
+		return math.NaN()
+	}
+	return r.Sum / r.Count
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// AppendJSON appends points as a JSON array of [ms, value] pairs; a
+// value JSON cannot hold (NaN, ±Inf) is written as null.
+func AppendJSON(b []byte, ps []Point) []byte {
+	b = append(b, '[')
+	for i, p := range ps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = strconv.AppendInt(b, p.T, 10)
+		b = append(b, ',')
+		if math.IsNaN(p.V) || math.IsInf(p.V, 0) {
+			b = append(b, "null"...)
+		} else {
+			b = strconv.AppendFloat(b, p.V, 'g', -1, 64)
+		}
+		b = append(b, ']')
+	}
+	return append(b, ']')
+}
