@@ -100,6 +100,36 @@ func (s *Service) Get(ctx context.Context, id Identity, p model.Path) (*model.Co
 	return c, nil
 }
 
+// HistoryReader is implemented by a Local that keeps the history of the
+// variables of its contexts (node/history, through the node): query is
+// the read's URL parameters and the answer its points as JSON, both
+// opaque to the links. It checks the identity as a live read does.
+type HistoryReader interface {
+	History(ctx context.Context, consumer string, id Identity, p model.Path, query []byte) ([]byte, error)
+}
+
+// History reads the history of a mounted context on the provider that
+// owns it (routed on through the tiers below, like a live read): query
+// and answer as HistoryReader has them.
+func (s *Service) History(ctx context.Context, id Identity, p model.Path, query []byte) ([]byte, error) {
+	name, rest, ok := splitMounted(p)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not a mounted path", model.ErrInvalid, p)
+	}
+	m := s.mount(name)
+	if m == nil {
+		return nil, fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
+	}
+	var resp response
+	if err := m.request(ctx, request{Op: opHistory, Path: rest, Bulk: query, Identity: id}, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Body == nil {
+		return nil, errors.New("federation: history read answered without points")
+	}
+	return resp.Body, nil
+}
+
 // Job reads a job owned by the node at node, a mounted node's path (such
 // as /peers/eu/peers/plant7, the "node" of a pending call's answer).
 func (s *Service) Job(ctx context.Context, id Identity, node model.Path, jobID string) (CallResult, error) {
@@ -404,6 +434,23 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 			return fail(err)
 		}
 		return response{Context: c}
+	case opHistory:
+		var b []byte
+		var err error
+		if below {
+			b, err = s.History(ctx, req.Identity, req.Path, req.Bulk)
+			if a, ok := s.cfg.Local.(Auditor); ok {
+				a.AuditForward(consumer, req.Identity, opHistory, req.Path, "", err)
+			}
+		} else if hr, ok := s.cfg.Local.(HistoryReader); ok {
+			b, err = hr.History(ctx, consumer, req.Identity, req.Path, req.Bulk)
+		} else {
+			err = fmt.Errorf("%w: this node keeps no history", model.ErrNotFound)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return response{Body: b}
 	case opJob:
 		var res CallResult
 		var err error

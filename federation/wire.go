@@ -198,6 +198,10 @@ const (
 	// opAlert acts on an alert the provider (or a node below it) owns
 	// (AlertActor): its body, in Bulk, is opaque to the links.
 	opAlert = "alert"
+	// opHistory reads a context's variable history on the node that
+	// owns it (HistoryReader); the query and the answer are opaque to
+	// the links.
+	opHistory = "history"
 )
 
 type request struct {
@@ -212,8 +216,8 @@ type request struct {
 	At uint64 `cbor:"6,keyasint,omitempty"`
 	// Job is, for a job read, the job's id on the node at Path.
 	Job string `cbor:"7,keyasint,omitempty"`
-	// Bulk is, for a bulk job request, its body (BulkReceiver): opaque
-	// to the links.
+	// Bulk is, for a bulk job request, its body (BulkReceiver), and for
+	// a history read its query (HistoryReader): opaque to the links.
 	Bulk []byte `cbor:"8,keyasint,omitempty"`
 }
 
@@ -234,7 +238,8 @@ type response struct {
 	Result  *CallResult    `cbor:"3,keyasint,omitempty"`
 	Context *model.Context `cbor:"4,keyasint,omitempty"`
 	Digest  *digest        `cbor:"5,keyasint,omitempty"`
-	// Body is an info request's answer, opaque to the links.
+	// Body is an info request's or a history read's answer, opaque to
+	// the links.
 	Body []byte `cbor:"6,keyasint,omitempty"`
 }
 

@@ -168,9 +168,14 @@ func (n *Node) reloadFederation(ctx context.Context) ([]federation.Upstream, err
 }
 
 // compactKeep is how many change-log entries maintain keeps: the
-// retention's, or more while a consumer still needs them, within the
-// federation's log budget.
+// retention's, or more while a consumer or history (historyKeep) still
+// needs them, within the federation's log budget.
 func (n *Node) compactKeep() uint64 {
+	return n.historyKeep(n.fedKeep())
+}
+
+// fedKeep is what compaction keeps for the consumers' cursors.
+func (n *Node) fedKeep() uint64 {
 	keep := n.cfg.Retention.LogEntries
 	if n.fed == nil {
 		return keep

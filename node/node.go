@@ -40,6 +40,7 @@ import (
 	"github.com/strata-dm/strata/node/config"
 	"github.com/strata-dm/strata/node/console"
 	"github.com/strata-dm/strata/node/devices"
+	"github.com/strata-dm/strata/node/history"
 	"github.com/strata-dm/strata/node/jobs"
 	"github.com/strata-dm/strata/node/objects"
 	"github.com/strata-dm/strata/node/releases"
@@ -80,7 +81,8 @@ type Node struct {
 	// objects holds artifacts' bytes, releases their signed manifests.
 	objects  objects.Store
 	releases *releases.Service
-	broker   *mqtt.Broker // nil without an MQTT listener
+	history  *history.Service // nil when history.enabled is false
+	broker   *mqtt.Broker     // nil without an MQTT listener
 	// work bounds the node's device work, MQTT ingest and federation
 	// sync application together (mqtt.ingest_slots; nil: unbounded).
 	work    *slots.Limiter
@@ -189,6 +191,9 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.wireAlerts(); err != nil {
 		return nil, err
 	}
+	if err := n.wireHistory(); err != nil {
+		return nil, err
+	}
 
 	if n.api, err = api.New(api.Config{
 		Model:        n.model,
@@ -218,6 +223,7 @@ func New(opts Options) (_ *Node, err error) {
 		MQTTAddress:               n.mqttAddress,
 		Search:                    searchOf(n.store),
 		Feed:                      feedOf(n.store),
+		History:                   n.historyAPI(),
 
 		Federation:       n.fedAPI(),
 		Cluster:          n.clusterAPI(),
@@ -294,6 +300,9 @@ func (n *Node) Start(ctx context.Context) error {
 	// The API's limits: header, body and idle deadlines, connections per
 	// client address and overall.
 	n.http = n.api.HTTPServer(n.tlsConf, slog.NewLogLogger(n.log.Handler(), slog.LevelDebug))
+	if n.history != nil {
+		n.history.Start()
+	}
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
@@ -434,6 +443,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // close releases what New opened, in reverse order.
 func (n *Node) close() error {
 	var errs []error
+	if n.history != nil {
+		n.history.Close() // its last flush goes through the model
+	}
 	if n.alerts != nil {
 		n.alerts.Close()
 	}

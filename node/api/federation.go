@@ -39,6 +39,7 @@ type Federation interface {
 	Get(ctx context.Context, id federation.Identity, p model.Path) (*model.Context, error)
 	Job(ctx context.Context, id federation.Identity, node model.Path, jobID string) (federation.CallResult, error)
 	Alert(ctx context.Context, id federation.Identity, p model.Path, body []byte) ([]byte, error)
+	History(ctx context.Context, id federation.Identity, p model.Path, query []byte) ([]byte, error)
 }
 
 // Error codes of federation answers.

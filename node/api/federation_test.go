@@ -93,6 +93,16 @@ func (f *fakeFed) Get(_ context.Context, id federation.Identity, p model.Path) (
 	return &c, nil
 }
 
+func (f *fakeFed) History(_ context.Context, id federation.Identity, p model.Path, query []byte) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets = append(f.gets, id)
+	if f.getErr != nil {
+		return nil, f.getErr
+	}
+	return []byte("[]"), nil
+}
+
 func (f *fakeFed) Job(_ context.Context, id federation.Identity, node model.Path, jobID string) (federation.CallResult, error) {
 	if node != "/peers/plant7" || jobID != "j2" {
 		return federation.CallResult{}, fmt.Errorf("%w: job %s", model.ErrNotFound, jobID)

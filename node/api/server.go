@@ -144,6 +144,9 @@ type Config struct {
 	// Feed answers GET /api/v1/events (the event feed of a subtree); nil:
 	// 501 not_implemented.
 	Feed EventFeed
+	// History answers GET /api/v1/history/{path} on this node's
+	// contexts; nil: 501 not_implemented (mounted paths are read below).
+	History History
 	// Federation routes calls and live reads on mounted paths and serves
 	// the peer endpoints; nil: they answer 501. ReloadFederation re-reads
 	// the upstreams from the node's configuration and applies them.
@@ -323,6 +326,7 @@ func New(cfg Config) (*Server, error) {
 	// (the root context); the API never redirects. The bare events prefix
 	// is a route of its own (the feed, feed.go).
 	mux.HandleFunc(contextsPrefix, notFound)
+	mux.HandleFunc(historyPrefix, notFound)
 	s.handler = s.middleware(mux)
 	return s, nil
 }
@@ -349,6 +353,7 @@ func (s *Server) routeTable() []route {
 	const (
 		contexts = "/api/v1/contexts/{path...}"
 		events   = "/api/v1/events/{path...}"
+		history  = "/api/v1/history/{path...}"
 		release  = "/api/v1/releases/{name}/{version}"
 		artifact = release + "/artifacts/{sha256}"
 		// devArtifact is a device's download, with its own credentials.
@@ -370,6 +375,7 @@ func (s *Server) routeTable() []route {
 		{"GET /api/v1/events", "/api/v1/events", s.authed(s.feed)},
 		{"GET " + events, "/api/v1/events/{path}", s.authed(s.getEvents)},
 		{"POST " + events, "/api/v1/events/{path}", s.authed(s.postEvent)},
+		{"GET " + history, "/api/v1/history/{path}", s.authed(s.getHistory)},
 		{"GET /api/v1/changes", "/api/v1/changes", s.authed(s.changes)},
 		{"GET /api/v1/users", "/api/v1/users", s.authed(s.listUsers)},
 		{"POST /api/v1/users", "/api/v1/users", s.authed(s.createUser)},

@@ -45,6 +45,7 @@ type Config struct {
 	Objects    Objects    `yaml:"objects"`
 	Software   Software   `yaml:"software"`
 	Alerts     Alerts     `yaml:"alerts"`
+	History    History    `yaml:"history"`
 
 	// Dir is the folder of the config file (not in the file).
 	Dir string `yaml:"-"`
@@ -292,6 +293,7 @@ func Default() Config {
 		Log:       Log{Level: "info", Format: "text"},
 		Objects:   Objects{Kind: ObjectsFS},
 		Alerts:    Alerts{EvalInterval: Duration(time.Second), Queue: 65536, ResolvedRetention: Duration(24 * time.Hour)},
+		History:   defaultHistory(),
 	}
 }
 
@@ -397,6 +399,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Store.validate(); err != nil {
+		return err
+	}
+	if err := c.History.validate(); err != nil {
 		return err
 	}
 	if err := c.validateCluster(); err != nil {

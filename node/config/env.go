@@ -42,7 +42,7 @@ func EnvNames() []string {
 				walk(f.Type, prefix+strings.ToUpper(name)+"_")
 				continue
 			}
-			if f.Type.Kind() == reflect.Slice {
+			if f.Type.Kind() == reflect.Slice || f.Type.Kind() == reflect.Map {
 				continue
 			}
 			out = append(out, prefix+strings.ToUpper(name))
@@ -118,8 +118,8 @@ func setFromString(v reflect.Value, s string) error {
 			return err
 		}
 		v.SetBool(b)
-	case reflect.Slice:
-		return fmt.Errorf("a list cannot be set from the environment; set it in the file")
+	case reflect.Slice, reflect.Map:
+		return fmt.Errorf("a list or map cannot be set from the environment; set it in the file")
 	default:
 		return fmt.Errorf("cannot be set from the environment")
 	}

@@ -44,9 +44,12 @@ var rules = []struct {
 	pkg       string
 	forbidden []string
 }{
-	{"model", []string{module + "/"}},
+	{"model", []string{module + "/", "github.com/prometheus/prometheus"}},
 	{"apitypes", []string{module + "/"}},
-	{"federation", []string{module + "/node"}},
+	{"federation", []string{module + "/node", "github.com/prometheus/prometheus"}},
+	// History knows the model and its chunk encoding, not how it is
+	// served or stored.
+	{"node/history", []string{module + "/node/api", module + "/node/store", module + "/federation", module + "/probes"}},
 	{"probes/agent", []string{module + "/node", "github.com/dgraph-io/badger", "github.com/hashicorp/raft"}},
 	// Device downloads are shared by the agent and the simulator: a leaf
 	// that knows only the wire types.

@@ -52,7 +52,7 @@ opens the node's data.
 	x.addTargetFlags(c)
 	c.AddCommand(
 		x.loginCmd(), x.whoamiCmd(),
-		x.treeCmd(), x.getCmd(), x.putCmd(), x.deleteCmd(),
+		x.treeCmd(), x.getCmd(), x.putCmd(), x.deleteCmd(), x.historyCmd(),
 		x.eventsCmd(), x.eventCmd(), x.watchCmd(),
 		x.usersCmd(), x.tokensCmd(),
 		x.searchCmd(), x.devicesCmd(), x.jobsCmd(), x.callCmd(),
