@@ -208,3 +208,59 @@ func AppendJSON(b []byte, ps []Point) []byte {
 	}
 	return append(b, ']')
 }
+
+// Footprint reports what the raw tier of a series holds in the store:
+// chunk records, their bytes (keys and values, as stored), and samples.
+// It does not count heads not yet flushed.
+func (s *Service) Footprint(p model.Path, v string) (records, bytes, samples int, err error) {
+	sid := seriesID(p, v)
+	b, err := s.model.Record(KindSeries, sid)
+	if errors.Is(err, model.ErrNotFound) {
+		return 0, 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	var rec seriesRec
+	if err := unmarshal(b, &rec); err != nil || rec.RawDay == 0 {
+		return 0, 0, 0, err
+	}
+	for day := rec.RawDay; day <= floorDiv(rec.Flushed, dayMs); day++ {
+		kind := rawKind(sid, day)
+		err := s.model.Records(kind, func(key string, val []byte) error {
+			var c rawChunk
+			if err := unmarshal(val, &c); err != nil {
+				return err
+			}
+			records++
+			bytes += len(kind) + len(key) + len(val)
+			samples += c.N
+			return nil
+		})
+		if err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	return records, bytes, samples, nil
+}
+
+// RawRecords calls fn for every raw chunk record of a series (kind, key,
+// value), for tools that measure the store beside them.
+func (s *Service) RawRecords(p model.Path, v string, fn func(kind, key string, value []byte) error) error {
+	sid := seriesID(p, v)
+	b, err := s.model.Record(KindSeries, sid)
+	if err != nil {
+		return err
+	}
+	var rec seriesRec
+	if err := unmarshal(b, &rec); err != nil {
+		return err
+	}
+	for day := rec.RawDay; rec.RawDay != 0 && day <= floorDiv(rec.Flushed, dayMs); day++ {
+		kind := rawKind(sid, day)
+		if err := s.model.Records(kind, func(key string, val []byte) error { return fn(kind, key, val) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
