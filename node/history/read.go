@@ -112,7 +112,11 @@ func (s *Service) Read(ctx context.Context, p model.Path, q Query) ([]Point, err
 			return nil, err
 		}
 	}
-	slices.SortFunc(samples, func(a, b Point) int { return cmpInt(a.T, b.T) })
+	// Chunks are disjoint and read in time order: sorting is only a
+	// safeguard.
+	if !slices.IsSortedFunc(samples, func(a, b Point) int { return cmpInt(a.T, b.T) }) {
+		slices.SortStableFunc(samples, func(a, b Point) int { return cmpInt(a.T, b.T) })
+	}
 	slices.SortFunc(rows, func(a, b aggRow) int { return cmpInt(a.T, b.T) })
 	if q.Step == 0 {
 		out := make([]Point, 0, len(rows)+len(samples))
@@ -127,13 +131,22 @@ func (s *Service) Read(ctx context.Context, p model.Path, q Query) ([]Point, err
 		slices.SortStableFunc(out, func(a, b Point) int { return cmpInt(a.T, b.T) })
 		return out, nil
 	}
-	all := make([]aggRow, 0, len(rows)+len(samples))
-	all = append(all, rows...)
+	// Aggregate rows precede raw samples in time (a tier is compacted
+	// into the next from its oldest end), but a step may hold both.
+	steps := rollup(rows, q.Step)
 	for _, p := range samples {
-		all = append(all, sampleRow(p.T, p.V))
+		t := floorDiv(p.T, q.Step) * q.Step
+		if n := len(steps); n > 0 && steps[n-1].T == t {
+			steps[n-1].add(sampleRow(t, p.V))
+			continue
+		}
+		steps = append(steps, sampleRow(t, p.V))
 	}
-	slices.SortStableFunc(all, func(a, b aggRow) int { return cmpInt(a.T, b.T) })
-	steps := rollup(all, q.Step)
+	if !slices.IsSortedFunc(steps, func(a, b aggRow) int { return cmpInt(a.T, b.T) }) {
+		// A sample older than an aggregate row: merge by step.
+		slices.SortStableFunc(steps, func(a, b aggRow) int { return cmpInt(a.T, b.T) })
+		steps = rollup(steps, q.Step)
+	}
 	out := make([]Point, 0, len(steps))
 	for _, r := range steps {
 		out = append(out, Point{r.T, pick(r, q.Agg)})
