@@ -194,6 +194,9 @@ type Service struct {
 	// crash makes Close skip the last flush, as a killed process would
 	// (tests).
 	crash bool
+	// initial is where a node's first history start begins: the log's
+	// end when New was called, before the node served anything.
+	initial uint64
 }
 
 // New makes a Service; it reads nothing until Start.
@@ -207,7 +210,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	return &Service{
-		cfg: cfg, model: cfg.Model, log: cfg.Logger.With("component", "history"), metrics: m,
+		cfg: cfg, model: cfg.Model, log: cfg.Logger.With("component", "history"), metrics: m, initial: cfg.Model.LastSeq(),
 		quit: make(chan struct{}), done: make(chan struct{}), flushed: make(chan struct{}),
 	}, nil
 }
@@ -361,9 +364,11 @@ func (s *Service) load(ctx context.Context) error {
 	b, err := s.model.Record(KindCursor, cursorKey)
 	switch {
 	case errors.Is(err, model.ErrNotFound):
-		// A node's first history start: it starts at the log's present
-		// end; what was written before history existed is not replayed.
-		cur.Seq = s.model.LastSeq()
+		// A node's first history start: it starts where the log ended
+		// when the service was made (before the node served: no write
+		// acknowledged since is missed); what was written before
+		// history existed is not replayed.
+		cur.Seq = min(s.initial, s.model.LastSeq())
 		if _, err := s.model.Apply(ctx, model.Mutation{Op: model.OpPutRecord,
 			Record: &model.Record{Kind: KindCursor, Key: cursorKey, Value: marshal(&cur)}}); err != nil {
 			return err
