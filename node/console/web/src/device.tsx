@@ -19,6 +19,7 @@ import {
   type Variable,
 } from "./api";
 import { watch, type StreamState } from "./changes";
+import { HistoryChart } from "./history";
 import { ArgsForm, buildArgs, initialArgs } from "./schema";
 import { Breadcrumbs } from "./tree";
 
@@ -79,6 +80,8 @@ export function DeviceScreen({ path }: { path: string }) {
   }, [path, reload]);
 
   const names = Object.keys(vars).sort();
+  // Numbers and booleans keep history (on the node that owns the device).
+  const numeric = names.filter((n) => typeof vars[n].value === "number" || typeof vars[n].value === "boolean");
   const operate = canOperate(session()?.user, path);
   return (
     <section class="device">
@@ -141,6 +144,12 @@ export function DeviceScreen({ path }: { path: string }) {
           )}
         </tbody>
       </table>
+      {numeric.length > 0 && (
+        <>
+          <h2>History</h2>
+          <HistoryChart path={path} names={numeric} />
+        </>
+      )}
       {ctx && ctx.functions.length > 0 && (
         <>
           <h2>Functions</h2>
