@@ -14,6 +14,7 @@ import (
 
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/store"
+	"github.com/strata-dm/strata/node/store/pgtest"
 )
 
 // clock is a settable clock.
@@ -27,9 +28,11 @@ func (c *clock) Set(t time.Time)     { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 type env struct {
-	t     *testing.T
-	dir   string
-	st    *store.Badger
+	t   *testing.T
+	dir string
+	st  model.Store
+	// pg, when set, is the PostgreSQL database the store is in.
+	pg    string
 	m     *model.Model
 	clk   *clock
 	reg   *prometheus.Registry
@@ -40,7 +43,11 @@ type env struct {
 var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 
 func newEnv(t *testing.T, tweak func(*Config)) *env {
-	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: t0}, tweak: tweak}
+	return newEnvPG(t, "", tweak)
+}
+
+func newEnvPG(t *testing.T, dsn string, tweak func(*Config)) *env {
+	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: t0}, tweak: tweak, pg: dsn}
 	e.open()
 	t.Cleanup(e.close)
 	return e
@@ -48,7 +55,13 @@ func newEnv(t *testing.T, tweak func(*Config)) *env {
 
 func (e *env) open() {
 	t := e.t
-	st, err := store.OpenBadger(store.BadgerOptions{Dir: e.dir, CacheMB: 8})
+	var st model.Store
+	var err error
+	if e.pg != "" {
+		st, err = store.OpenPostgres(context.Background(), store.PostgresOptions{DSN: e.pg})
+	} else {
+		st, err = store.OpenBadger(store.BadgerOptions{Dir: e.dir, CacheMB: 8})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +198,17 @@ func TestIngestAndRead(t *testing.T) {
 // A sample whose write was acknowledged reaches history across a crash
 // before any flush, exactly once.
 func TestReplayAfterCrash(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.ChunkSamples = 8 })
+	replayAfterCrash(t, newEnv(t, func(c *Config) { c.ChunkSamples = 8 }))
+}
+
+// The same on PostgreSQL: history's records are the store's, whatever its
+// kind.
+func TestReplayAfterCrashPostgres(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	replayAfterCrash(t, newEnvPG(t, dsn, func(c *Config) { c.ChunkSamples = 8 }))
+}
+
+func replayAfterCrash(t *testing.T, e *env) {
 	e.caughtUp()
 	e.put("/devices/d1", "device", map[string]any{"v": 0}, t0)
 	e.caughtUp()
