@@ -590,6 +590,11 @@ func (s *Service) flush(ctx context.Context, list []*series, all bool) {
 		if len(muts) == 0 {
 			return true
 		}
+		if !s.cfg.Leader() {
+			// A replica that lost the lead writes nothing more: the new
+			// leader replays from the cursor record.
+			return false
+		}
 		if _, err := s.model.Apply(ctx, muts...); err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("history: flush failed; the samples stay in memory and in the log", "err", err)

@@ -241,11 +241,31 @@ func replayAfterCrash(t *testing.T, e *env) {
 	e.close()
 	e.open()
 	e.caughtUp()
-	if ps := e.read("/devices/d1", "v", t0, t0.Add(time.Hour), 0, ""); len(ps) != 61 {
+	ps = e.read("/devices/d1", "v", t0, t0.Add(time.Hour), 0, "")
+	if len(ps) != 61 {
 		t.Fatalf("%d points after a clean restart, want 61", len(ps))
 	}
 	if cur, _ := e.h.Cursor(); cur < lastData {
 		t.Fatalf("after a clean stop the cursor %d is before the last write %d", cur, lastData)
+	}
+	// The open chunk (61 = 7 full chunks and 5) is continued after the
+	// restart, and reads back whole.
+	for i := 61; i <= 63; i++ {
+		e.put("/devices/d1", "", map[string]any{"v": i}, t0.Add(time.Duration(i)*time.Second))
+	}
+	e.caughtUp()
+	e.h.flushAll(context.Background())
+	e.close()
+	e.open()
+	e.caughtUp()
+	ps = e.read("/devices/d1", "v", t0, t0.Add(time.Hour), 0, "")
+	for i, p := range ps {
+		if p.V != float64(i) {
+			t.Fatalf("after continuing the open chunk, point %d = %v", i, p)
+		}
+	}
+	if len(ps) != 64 {
+		t.Fatalf("%d points, want 64", len(ps))
 	}
 }
 

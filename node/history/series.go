@@ -147,14 +147,21 @@ func (s *Service) reopen(sr *series, t int64) {
 		floorDiv(t, dayMs) != day || t <= rc.Last {
 		return
 	}
-	c := chunkenc.NewXORChunk()
-	c.Reset(bytes.Clone(rc.Data))
-	app, err := c.Appender()
-	if err != nil {
+	// A chunk read back cannot take appends as it is (its bit stream
+	// does not say where its last byte ends): its samples are encoded
+	// again into a new chunk, which then continues.
+	h := newHead(rc.First)
+	h.key, h.day, h.n = key, day, 0
+	if err := decodeChunk(rc.Data, func(t int64, v float64) {
+		h.app.Append(0, t, v)
+		h.last = t
+		h.n++
+	}); err != nil || h.n != rc.N {
 		return
 	}
+	h.written = true
 	s.mu.Lock()
-	sr.head = &head{key: key, day: day, first: rc.First, last: rc.Last, n: rc.N, chunk: c, app: app, written: true}
+	sr.head = h
 	s.mu.Unlock()
 }
 
