@@ -194,6 +194,9 @@ type Service struct {
 	// crash makes Close skip the last flush, as a killed process would
 	// (tests).
 	crash bool
+	// do runs functions on the loop's goroutine (tests: a flush or a
+	// compaction round now).
+	do chan func(context.Context)
 	// initial is where a node's first history start begins: the log's
 	// end when New was called, before the node served anything.
 	initial uint64
@@ -211,7 +214,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{
 		cfg: cfg, model: cfg.Model, log: cfg.Logger.With("component", "history"), metrics: m, initial: cfg.Model.LastSeq(),
-		quit: make(chan struct{}), done: make(chan struct{}), flushed: make(chan struct{}),
+		quit: make(chan struct{}), done: make(chan struct{}), flushed: make(chan struct{}), do: make(chan func(context.Context)),
 	}, nil
 }
 
@@ -311,6 +314,8 @@ func (s *Service) run() {
 				s.flushAll(ctx)
 			case <-compact.C:
 				s.compactRound(ctx)
+			case fn := <-s.do:
+				fn(ctx)
 			case <-s.quit:
 				s.finalFlush()
 				return
@@ -324,6 +329,8 @@ func (s *Service) run() {
 			s.flushAll(ctx)
 		case <-compact.C:
 			s.compactRound(ctx)
+		case fn := <-s.do:
+			fn(ctx)
 		case <-leaderCheck.C:
 		case <-s.quit:
 			s.finalFlush()

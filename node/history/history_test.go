@@ -180,9 +180,11 @@ func TestIngestAndRead(t *testing.T) {
 		t.Fatalf("count: %v", cnt)
 	}
 	// Full chunks were flushed on the way; the flush writes the rest and the cursor.
-	e.h.flushAll(context.Background())
-	if cur, _ := e.h.Cursor(); cur != e.m.LastSeq()-1 && cur < e.h.Position() {
-		t.Fatalf("cursor %d, position %d", cur, e.h.Position())
+	lastData := e.m.LastSeq()
+	e.caughtUp()
+	e.h.onLoop(e.h.flushAll)
+	if cur, _ := e.h.Cursor(); cur < lastData {
+		t.Fatalf("after a flush the cursor %d is before the last write %d", cur, lastData)
 	}
 	if got := testutil.ToFloat64(e.h.metrics.points); got != 201 {
 		t.Fatalf("points ingested %v, want 200", got)
@@ -254,7 +256,7 @@ func replayAfterCrash(t *testing.T, e *env) {
 		e.put("/devices/d1", "", map[string]any{"v": i}, t0.Add(time.Duration(i)*time.Second))
 	}
 	e.caughtUp()
-	e.h.flushAll(context.Background())
+	e.h.onLoop(e.h.flushAll)
 	e.close()
 	e.open()
 	e.caughtUp()
@@ -274,7 +276,7 @@ func TestReplayGap(t *testing.T) {
 	e := newEnv(t, nil)
 	e.put("/devices/d1", "device", map[string]any{"v": 0}, t0)
 	e.caughtUp()
-	e.h.flushAll(context.Background())
+	e.h.onLoop(e.h.flushAll)
 	e.crash()
 	// While history is down, 2000 entries are written and the log is
 	// compacted to the last 1000.
@@ -324,7 +326,7 @@ func TestCompactionTiers(t *testing.T) {
 		e.put("/devices/d1", "", map[string]any{"v": v}, start.Add(time.Duration(i)*time.Second))
 	}
 	e.caughtUp()
-	e.h.flushAll(context.Background())
+	e.h.onLoop(e.h.flushAll)
 	want := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Minute, AggAvg)
 	wantMax := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Minute, AggMax)
 	if len(want) != 10 {
@@ -332,7 +334,7 @@ func TestCompactionTiers(t *testing.T) {
 	}
 	// 8 days later the day is past the raw retention (7 days).
 	e.clk.Add(8 * 24 * time.Hour)
-	e.h.compactRound(context.Background())
+	e.h.onLoop(e.h.compactRound)
 	if n := e.rawRecords(); n != 0 {
 		t.Fatalf("%d raw chunks left after compaction", n)
 	}
@@ -346,7 +348,7 @@ func TestCompactionTiers(t *testing.T) {
 	}
 	// 91 days: the 1-hour tier.
 	e.clk.Add(83 * 24 * time.Hour)
-	e.h.compactRound(context.Background())
+	e.h.onLoop(e.h.compactRound)
 	h := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Hour, AggCount)
 	if len(h) != 1 || h[0].V != 600 {
 		t.Fatalf("1-hour tier count: %v", h)
@@ -357,7 +359,7 @@ func TestCompactionTiers(t *testing.T) {
 	}
 	// Past two years: gone.
 	e.clk.Add(2 * 366 * 24 * time.Hour)
-	e.h.compactRound(context.Background())
+	e.h.onLoop(e.h.compactRound)
 	if h := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Hour, AggCount); len(h) != 0 {
 		t.Fatalf("past the last retention: %v", h)
 	}
