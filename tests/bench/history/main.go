@@ -29,6 +29,7 @@ import (
 	"log"
 	"math"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -42,6 +43,8 @@ import (
 	"github.com/strata-dm/strata/node/store"
 )
 
+var profile string
+
 var end = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 
 func main() {
@@ -51,7 +54,9 @@ func main() {
 	samples := flag.Int("samples", 120, "messages per device (1 s apart)")
 	writers := flag.Int("writers", 16, "concurrent writers of the log")
 	reads := flag.Int("reads", 200, "reads of the 24-hour series")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the history ingest to this file")
 	flag.Parse()
+	profile = *cpuprofile
 	tmp, err := os.MkdirTemp(*dir, "histbench-")
 	if err != nil {
 		log.Fatal(err)
@@ -171,11 +176,21 @@ func ingest(tmp string, devices, vars, samples, writers int) {
 	fmt.Printf("log written: %d messages (%d points) in %s (%.0f messages/s, by %d writers through the model)\n",
 		devices*samples, points, writeDur.Round(time.Millisecond), float64(devices*samples)/writeDur.Seconds(), writers)
 
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+	}
 	t0 = time.Now()
 	h = e.history()
 	caughtUp(h, e.m)
 	h.Close() // the last flush
 	dur := time.Since(t0)
+	if profile != "" {
+		pprof.StopCPUProfile()
+	}
 	// The records history holds, for the baseline.
 	type kv struct{ k, v []byte }
 	var recs []kv
