@@ -135,6 +135,27 @@ func TestHistoryAPI(t *testing.T) {
 			t.Errorf("query %+v: %v, want 400 invalid", q, err)
 		}
 	}
+	// The node's metrics carry history's.
+	mfs, err := f.n.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]float64{}
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "strata_history_") && len(mf.GetMetric()) == 1 {
+			m := mf.GetMetric()[0]
+			seen[mf.GetName()] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	for _, name := range []string{"strata_history_points_ingested_total", "strata_history_chunks_flushed_total", "strata_history_stored_bytes",
+		"strata_history_compaction_runs_total", "strata_history_replay_gaps_total"} {
+		if _, ok := seen[name]; !ok {
+			t.Errorf("metric %s missing: %v", name, seen)
+		}
+	}
+	if seen["strata_history_points_ingested_total"] < 6 {
+		t.Errorf("points ingested: %v", seen)
+	}
 	// A revoked token.
 	if err := f.admin.RevokeToken(ctx, aliceTok); err != nil {
 		t.Fatal(err)

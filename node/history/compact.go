@@ -74,6 +74,7 @@ func (s *Service) compactSeries(ctx context.Context, sr *series, budget *int) er
 	rec := sr.rec
 	var muts []model.Mutation
 	var aggregated, deleted int
+	var delta int64              // bytes stored
 	mins := map[int64][]aggRow{} // day → new 1m rows
 	// Raw days wholly past the raw retention become 1-minute rows.
 	if rec.RawDay != 0 {
@@ -89,6 +90,7 @@ func (s *Service) compactSeries(ctx context.Context, sr *series, budget *int) er
 					s.log.Warn("history: dropping a damaged raw chunk", "path", rec.Path, "var", rec.Var, "chunk", key, "err", err)
 				}
 				muts = append(muts, model.Mutation{Op: model.OpDeleteRecord, Record: &model.Record{Kind: rawKind(sr.id, day), Key: key}})
+				delta -= recordSize(rawKind(sr.id, day), key, v)
 				aggregated++
 				return nil
 			})
@@ -105,12 +107,14 @@ func (s *Service) compactSeries(ctx context.Context, sr *series, budget *int) er
 	for day, rows := range mins {
 		*budget--
 		key := strconv.FormatInt(day, 10)
-		old, err := s.rows(minKind(sr.id), key)
+		old, oldSize, err := s.rows(minKind(sr.id), key)
 		if err != nil {
 			return err
 		}
+		val := encodeRows(minuteMs, mergeRows(old, rows))
+		delta += recordSize(minKind(sr.id), key, val) - oldSize
 		muts = append(muts, model.Mutation{Op: model.OpPutRecord,
-			Record: &model.Record{Kind: minKind(sr.id), Key: key, Value: encodeRows(minuteMs, mergeRows(old, rows))}})
+			Record: &model.Record{Kind: minKind(sr.id), Key: key, Value: val}})
 		if !rec.HasMin || day < rec.MinDay {
 			rec.MinDay = day
 		}
@@ -122,10 +126,11 @@ func (s *Service) compactSeries(ctx context.Context, sr *series, budget *int) er
 		for day := rec.MinDay; (day+1)*dayMs <= minCut && *budget > 0; day++ {
 			*budget--
 			key := strconv.FormatInt(day, 10)
-			rows, err := s.rows(minKind(sr.id), key)
+			rows, size, err := s.rows(minKind(sr.id), key)
 			if err != nil {
 				return err
 			}
+			delta -= size
 			if rows != nil {
 				per := floorDiv(day*dayMs, periodMs)
 				hours[per] = mergeRows(hours[per], rollup(rows, hourMs))
@@ -141,12 +146,14 @@ func (s *Service) compactSeries(ctx context.Context, sr *series, budget *int) er
 	for per, rows := range hours {
 		*budget--
 		key := strconv.FormatInt(per, 10)
-		old, err := s.rows(hourKind(sr.id), key)
+		old, oldSize, err := s.rows(hourKind(sr.id), key)
 		if err != nil {
 			return err
 		}
+		val := encodeRows(hourMs, mergeRows(old, rows))
+		delta += recordSize(hourKind(sr.id), key, val) - oldSize
 		muts = append(muts, model.Mutation{Op: model.OpPutRecord,
-			Record: &model.Record{Kind: hourKind(sr.id), Key: key, Value: encodeRows(hourMs, mergeRows(old, rows))}})
+			Record: &model.Record{Kind: hourKind(sr.id), Key: key, Value: val}})
 		if !rec.HasHour || per < rec.HourPeriod {
 			rec.HourPeriod = per
 		}
@@ -157,7 +164,8 @@ func (s *Service) compactSeries(ctx context.Context, sr *series, budget *int) er
 		for per := rec.HourPeriod; (per+1)*periodMs <= hourCut && *budget > 0; per++ {
 			*budget--
 			key := strconv.FormatInt(per, 10)
-			if _, err := s.model.Record(hourKind(sr.id), key); err == nil {
+			if b, err := s.model.Record(hourKind(sr.id), key); err == nil {
+				delta -= recordSize(hourKind(sr.id), key, b)
 				muts = append(muts, model.Mutation{Op: model.OpDeleteRecord, Record: &model.Record{Kind: hourKind(sr.id), Key: key}})
 				deleted++
 			} else if !errors.Is(err, model.ErrNotFound) {
@@ -179,20 +187,24 @@ func (s *Service) compactSeries(ctx context.Context, sr *series, budget *int) er
 	}
 	s.mu.Lock()
 	sr.rec = rec
+	s.bytes += delta
+	s.metrics.stored.Set(float64(s.bytes))
 	s.mu.Unlock()
 	s.metrics.aggregated.Add(float64(aggregated))
 	s.metrics.deleted.Add(float64(deleted))
 	return nil
 }
 
-// rows reads an aggregate block; nil when there is none.
-func (s *Service) rows(kind, key string) ([]aggRow, error) {
+// rows reads an aggregate block and its size as stored; nil when there
+// is none.
+func (s *Service) rows(kind, key string) ([]aggRow, int64, error) {
 	b, err := s.model.Record(kind, key)
 	if errors.Is(err, model.ErrNotFound) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return decodeRows(b)
+	rows, err := decodeRows(b)
+	return rows, recordSize(kind, key, b), err
 }

@@ -92,6 +92,15 @@ type seriesRec struct {
 
 type cursorRec struct {
 	Seq uint64 `cbor:"1,keyasint"`
+	// Bytes is the size of the chunk and aggregate records as of the
+	// cursor (keys and values), for strata_history_stored_bytes.
+	Bytes int64 `cbor:"2,keyasint,omitempty"`
+}
+
+// recordSize is what a record costs the store, as counted in
+// strata_history_stored_bytes: kind, key and value.
+func recordSize(kind, key string, value []byte) int64 {
+	return int64(len(kind) + len(key) + len(value))
 }
 
 // rawChunk is one XOR chunk (chunkenc) of raw samples.

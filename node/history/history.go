@@ -180,6 +180,7 @@ type Service struct {
 	loaded  bool
 	cursor  uint64 // log sequence read up to
 	stored  uint64 // the cursor record's value
+	bytes   int64  // chunk and aggregate records' size (strata_history_stored_bytes)
 	series  map[string]*series
 	dirty   map[string]*series // series with samples not in a flushed record
 	sel     map[model.Path]bool
@@ -402,6 +403,8 @@ func (s *Service) load(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.cursor, s.stored, s.series, s.loaded = cur.Seq, cur.Seq, ss, true
+	s.bytes = cur.Bytes
+	s.metrics.stored.Set(float64(cur.Bytes))
 	s.dirty, s.sel = map[string]*series{}, map[model.Path]bool{}
 	s.mu.Unlock()
 	s.metrics.series.Set(float64(len(ss)))
@@ -591,8 +594,15 @@ func (s *Service) flush(ctx context.Context, list []*series, all bool) {
 	var bytes int
 	commit := func(last bool) bool {
 		if last && all {
+			var grow int64
+			for _, sr := range done {
+				grow += sr.pendingBytes()
+			}
+			s.mu.Lock()
+			total := s.bytes + grow
+			s.mu.Unlock()
 			muts = append(muts, model.Mutation{Op: model.OpPutRecord,
-				Record: &model.Record{Kind: KindCursor, Key: cursorKey, Value: marshal(&cursorRec{Seq: cursor})}})
+				Record: &model.Record{Kind: KindCursor, Key: cursorKey, Value: marshal(&cursorRec{Seq: cursor, Bytes: total})}})
 		}
 		if len(muts) == 0 {
 			return true
@@ -610,11 +620,12 @@ func (s *Service) flush(ctx context.Context, list []*series, all bool) {
 		}
 		s.mu.Lock()
 		for _, sr := range done {
-			sr.flushed()
+			s.bytes += sr.flushed()
 			if sr.head == nil || sr.head.written {
 				delete(s.dirty, sr.id)
 			}
 		}
+		s.metrics.stored.Set(float64(s.bytes))
 		s.mu.Unlock()
 		s.metrics.chunks.Add(float64(len(done)))
 		s.metrics.bytes.Add(float64(bytes))

@@ -329,6 +329,7 @@ func TestCompactionTiers(t *testing.T) {
 	e.h.onLoop(e.h.flushAll)
 	want := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Minute, AggAvg)
 	wantMax := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Minute, AggMax)
+	e.checkStored("after the flush")
 	if len(want) != 10 {
 		t.Fatalf("%d minutes", len(want))
 	}
@@ -338,6 +339,7 @@ func TestCompactionTiers(t *testing.T) {
 	if n := e.rawRecords(); n != 0 {
 		t.Fatalf("%d raw chunks left after compaction", n)
 	}
+	e.checkStored("after the raw tier's compaction")
 	got := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Minute, AggAvg)
 	gotMax := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Minute, AggMax)
 	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(gotMax) != fmt.Sprint(wantMax) {
@@ -349,6 +351,7 @@ func TestCompactionTiers(t *testing.T) {
 	// 91 days: the 1-hour tier.
 	e.clk.Add(83 * 24 * time.Hour)
 	e.h.onLoop(e.h.compactRound)
+	e.checkStored("after the 1-minute tier's compaction")
 	h := e.read("/devices/d1", "v", start, start.Add(time.Hour), time.Hour, AggCount)
 	if len(h) != 1 || h[0].V != 600 {
 		t.Fatalf("1-hour tier count: %v", h)
@@ -365,6 +368,35 @@ func TestCompactionTiers(t *testing.T) {
 	}
 	if d := testutil.ToFloat64(e.h.metrics.deleted); d != 1 {
 		t.Fatalf("expired records %v, want 1", d)
+	}
+	e.checkStored("after expiry")
+	// Kept across a restart, with the cursor.
+	e.close()
+	e.open()
+	e.caughtUp()
+	e.checkStored("after a restart")
+}
+
+// storedBytes sums the records of series (p, v) as the gauge counts them.
+func (e *env) storedBytes(p model.Path, v string) int64 {
+	sid := seriesID(p, v)
+	var n int64
+	add := func(kind string) {
+		e.m.Records(kind, func(key string, val []byte) error { n += recordSize(kind, key, val); return nil })
+	}
+	for day := floorDiv(t0.UnixMilli(), dayMs) - 1; day < floorDiv(t0.UnixMilli(), dayMs)+2; day++ {
+		add(rawKind(sid, day))
+	}
+	add(minKind(sid))
+	add(hourKind(sid))
+	return n
+}
+
+func (e *env) checkStored(what string) {
+	e.t.Helper()
+	want := e.storedBytes("/devices/d1", "v")
+	if got := testutil.ToFloat64(e.h.metrics.stored); int64(got) != want {
+		e.t.Fatalf("%s: strata_history_stored_bytes %v, records hold %d", what, got, want)
 	}
 }
 

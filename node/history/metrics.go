@@ -8,6 +8,7 @@ type metrics struct {
 	chunks     prometheus.Counter
 	bytes      prometheus.Counter
 	series     prometheus.Gauge
+	stored     prometheus.Gauge
 	compacts   prometheus.Counter
 	aggregated prometheus.Counter
 	deleted    prometheus.Counter
@@ -28,6 +29,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strata_history_flushed_bytes_total", Help: "Bytes of raw chunk records written by flushes.",
+		}),
+		stored: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "strata_history_stored_bytes", Help: "Bytes of the chunk and aggregate records history keeps (kinds, keys and values), as of the last flush; kept with the cursor across restarts.",
 		}),
 		series: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "strata_history_series", Help: "Series known to history.",
@@ -51,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.points, m.dropped, m.chunks, m.bytes, m.series, m.compacts, m.aggregated, m.deleted, m.gaps, m.gapEntries} {
+	for _, c := range []prometheus.Collector{m.points, m.dropped, m.chunks, m.bytes, m.stored, m.series, m.compacts, m.aggregated, m.deleted, m.gaps, m.gapEntries} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -36,6 +36,9 @@ type head struct {
 	app         chunkenc.Appender
 	// written: every sample of the head is in a flushed record.
 	written bool
+	// size is the size of its record as stored (0: none yet); next, as
+	// the flush in progress writes it.
+	size, next int64
 }
 
 func newHead(t int64) *head {
@@ -98,8 +101,10 @@ func (sr *series) flushMutations(idle int64) ([]model.Mutation, int) {
 	put := func(h *head) {
 		val := marshal(&rawChunk{First: h.first, Last: h.last, N: h.n, Data: h.chunk.Bytes()})
 		n += len(val)
+		kind := rawKind(sr.id, h.day)
+		h.next = recordSize(kind, h.key, val)
 		muts = append(muts, model.Mutation{Op: model.OpPutRecord,
-			Record: &model.Record{Kind: rawKind(sr.id, h.day), Key: h.key, Value: val}})
+			Record: &model.Record{Kind: kind, Key: h.key, Value: val}})
 		next.Flushed = max(next.Flushed, h.last)
 		if next.RawDay == 0 || h.day < next.RawDay {
 			next.RawDay = h.day
@@ -123,8 +128,28 @@ func (sr *series) flushMutations(idle int64) ([]model.Mutation, int) {
 	return muts, n
 }
 
-// flushed records that the mutations of flushMutations are durable.
-func (sr *series) flushed() {
+// pendingBytes is the change of the bytes stored that the mutations of
+// flushMutations make (what flushed will return).
+func (sr *series) pendingBytes() (delta int64) {
+	for _, h := range sr.closed {
+		delta += h.next - h.size
+	}
+	if h := sr.head; h != nil && !h.written && h.next > 0 {
+		delta += h.next - h.size
+	}
+	return delta
+}
+
+// flushed records that the mutations of flushMutations are durable, and
+// returns the change of the bytes stored.
+func (sr *series) flushed() (delta int64) {
+	for _, h := range sr.closed {
+		delta += h.next - h.size
+	}
+	if h := sr.head; h != nil && !h.written && h.next > 0 {
+		delta += h.next - h.size
+		h.size = h.next
+	}
 	sr.rec, sr.fresh, sr.closed, sr.queued = sr.next, false, nil, false
 	if sr.head != nil {
 		sr.head.written = true
@@ -132,6 +157,7 @@ func (sr *series) flushed() {
 			sr.head = nil // idle: closed
 		}
 	}
+	return delta
 }
 
 // reopen continues the series' open chunk (a head flushed before a
@@ -160,6 +186,7 @@ func (s *Service) reopen(sr *series, t int64) {
 		return
 	}
 	h.written = true
+	h.size = recordSize(rawKind(sr.id, day), key, b)
 	s.mu.Lock()
 	sr.head = h
 	s.mu.Unlock()
