@@ -1,7 +1,9 @@
 package history
 
 import (
+	"encoding/json"
 	"errors"
+	"math"
 	"net/url"
 	"testing"
 	"time"
@@ -44,6 +46,32 @@ func FuzzParseQuery(f *testing.F) {
 		back, err := ParseQuery(q.Values(), now.Add(time.Hour), 1000)
 		if err != nil || back != q {
 			t.Fatalf("%q: %+v encodes to %v, read back as %+v, %v", raw, q, q.Values().Encode(), back, err)
+		}
+	})
+}
+
+// FuzzAppendJSON: the answer's points are valid JSON that reads back as
+// the points (NaN and infinities as null).
+func FuzzAppendJSON(f *testing.F) {
+	f.Add(int64(0), 1.5, 1.5, -0.0, 0.0)
+	f.Fuzz(func(t *testing.T, t0 int64, a, b, c, d float64) {
+		ps := []Point{{t0, a}, {t0 + 1, b}, {t0 + 2, c}, {t0 + 3, d}, {t0 + 4, d}}
+		out := AppendJSON(nil, ps)
+		var back [][2]*float64
+		if err := json.Unmarshal(out, &back); err != nil || len(back) != len(ps) {
+			t.Fatalf("%s: %v", out, err)
+		}
+		for i, p := range ps {
+			got := back[i][1]
+			if math.IsNaN(p.V) || math.IsInf(p.V, 0) {
+				if got != nil {
+					t.Fatalf("%v encoded as %v", p.V, *got)
+				}
+				continue
+			}
+			if got == nil || *got != p.V || math.Signbit(*got) != math.Signbit(p.V) {
+				t.Fatalf("point %d: %v read back as %v (%s)", i, p.V, got, out)
+			}
 		}
 	})
 }

@@ -77,6 +77,7 @@ func (s *Service) Read(ctx context.Context, p model.Path, q Query) ([]Point, err
 	}
 	// Raw chunks, day by day, then the heads in memory (which supersede
 	// a flushed record of the same chunk).
+	var chunks []rawChunk
 	inMem := map[string]bool{}
 	for _, c := range mem {
 		inMem[tsKey(c.First)] = true
@@ -97,7 +98,8 @@ func (s *Service) Read(ctx context.Context, p model.Path, q Query) ([]Point, err
 				if c.Last < q.From || c.First > q.To {
 					return nil
 				}
-				return decodeChunk(c.Data, add)
+				chunks = append(chunks, c)
+				return nil
 			})
 			if err != nil {
 				return nil, err
@@ -108,6 +110,14 @@ func (s *Service) Read(ctx context.Context, p model.Path, q Query) ([]Point, err
 		if c.Last < q.From || c.First > q.To {
 			continue
 		}
+		chunks = append(chunks, c)
+	}
+	n := 0
+	for _, c := range chunks {
+		n += c.N
+	}
+	samples = make([]Point, 0, n)
+	for _, c := range chunks {
 		if err := decodeChunk(c.Data, add); err != nil {
 			return nil, err
 		}
@@ -202,9 +212,12 @@ func cmpInt(a, b int64) int {
 }
 
 // AppendJSON appends points as a JSON array of [ms, value] pairs; a
-// value JSON cannot hold (NaN, ±Inf) is written as null.
+// value JSON cannot hold (NaN, ±Inf) is written as null. Telemetry
+// repeats itself: a value equal to the one before reuses its encoding.
 func AppendJSON(b []byte, ps []Point) []byte {
 	b = append(b, '[')
+	var prev []byte
+	var prevV float64
 	for i, p := range ps {
 		if i > 0 {
 			b = append(b, ',')
@@ -212,10 +225,15 @@ func AppendJSON(b []byte, ps []Point) []byte {
 		b = append(b, '[')
 		b = strconv.AppendInt(b, p.T, 10)
 		b = append(b, ',')
-		if math.IsNaN(p.V) || math.IsInf(p.V, 0) {
+		switch {
+		case math.IsNaN(p.V) || math.IsInf(p.V, 0):
 			b = append(b, "null"...)
-		} else {
+		case prev != nil && p.V == prevV && !(p.V == 0 && math.Signbit(p.V) != math.Signbit(prevV)):
+			b = append(b, prev...)
+		default:
+			start := len(b)
 			b = strconv.AppendFloat(b, p.V, 'g', -1, 64)
+			prev, prevV = append(prev[:0], b[start:]...), p.V
 		}
 		b = append(b, ']')
 	}
