@@ -29,6 +29,7 @@ import (
 	"log"
 	"math"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -288,8 +289,10 @@ func series(tmp string, reads int) {
 		fmt.Printf("baseline, Prometheus XOR chunks of 120 samples, %-7s: %.3f bytes per point (%d bytes)\n", c.name, float64(pb)/n, pb)
 	}
 
-	// Reads, from a service that loaded its state from the store.
+	// Reads, from a service that loaded its state from the store, with
+	// the garbage of the phases before collected first.
 	h = e.history()
+	runtime.GC()
 	defer h.Close()
 	q := history.Query{Var: "sensor", From: start.UnixMilli(), To: end.UnixMilli()}
 	lat := func(name string, fn func() int) {
