@@ -190,8 +190,6 @@ type Service struct {
 	done    chan struct{}
 	once    sync.Once
 	started atomic.Bool
-	// flushed is closed and replaced after every flush (tests wait on it).
-	flushed chan struct{}
 	// crash makes Close skip the last flush, as a killed process would
 	// (tests).
 	crash bool
@@ -215,7 +213,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{
 		cfg: cfg, model: cfg.Model, log: cfg.Logger.With("component", "history"), metrics: m, initial: cfg.Model.LastSeq(),
-		quit: make(chan struct{}), done: make(chan struct{}), flushed: make(chan struct{}), do: make(chan func(context.Context)),
+		quit: make(chan struct{}), done: make(chan struct{}), do: make(chan func(context.Context)),
 	}, nil
 }
 
@@ -246,13 +244,6 @@ func (s *Service) Cursor() (uint64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stored, s.loaded
-}
-
-// Flushed returns a channel closed at the next flush.
-func (s *Service) Flushed() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.flushed
 }
 
 // Position returns the log sequence history has read up to.
@@ -337,14 +328,6 @@ func (s *Service) run() {
 			s.finalFlush()
 			return
 		}
-	}
-}
-
-func (s *Service) finalFlush() {
-	if !s.crash {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		s.flushAll(ctx)
 	}
 }
 
@@ -557,105 +540,4 @@ func (s *Service) seriesFor(p model.Path, name string) *series {
 		s.metrics.series.Set(float64(len(s.series)))
 	}
 	return sr
-}
-
-// flushAll writes every dirty head and then the cursor.
-func (s *Service) flushAll(ctx context.Context) {
-	s.mu.Lock()
-	if !s.loaded {
-		s.mu.Unlock()
-		return
-	}
-	list := make([]*series, 0, len(s.dirty))
-	for _, sr := range s.dirty {
-		list = append(list, sr)
-	}
-	// Heads already written but open are closed once idle.
-	idle := s.cfg.Now().Add(-s.cfg.ChunkSpan).UnixMilli()
-	for _, sr := range s.series {
-		if h := sr.head; h != nil && h.written && h.last < idle {
-			list = append(list, sr)
-		}
-	}
-	s.mu.Unlock()
-	s.flush(ctx, list, true)
-}
-
-// flush writes the heads of list (and, when all, the cursor with the
-// last proposal: then every sample read is in a record). Full heads are
-// closed: the series starts a new chunk with its next sample.
-func (s *Service) flush(ctx context.Context, list []*series, all bool) {
-	s.mu.Lock()
-	cursor := s.cursor
-	s.mu.Unlock()
-	// Heads change only on this goroutine, so they are read without mu.
-	var muts []model.Mutation
-	var done []*series
-	var bytes int
-	commit := func(last bool) bool {
-		if last && all {
-			var grow int64
-			for _, sr := range done {
-				grow += sr.pendingBytes()
-			}
-			s.mu.Lock()
-			total := s.bytes + grow
-			s.mu.Unlock()
-			muts = append(muts, model.Mutation{Op: model.OpPutRecord,
-				Record: &model.Record{Kind: KindCursor, Key: cursorKey, Value: marshal(&cursorRec{Seq: cursor, Bytes: total})}})
-		}
-		if len(muts) == 0 {
-			return true
-		}
-		if !s.cfg.Leader() {
-			// A replica that lost the lead writes nothing more: the new
-			// leader replays from the cursor record.
-			return false
-		}
-		if _, err := s.model.Apply(ctx, muts...); err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("history: flush failed; the samples stay in memory and in the log", "err", err)
-			}
-			return false
-		}
-		s.mu.Lock()
-		for _, sr := range done {
-			s.bytes += sr.flushed()
-			if sr.head == nil || sr.head.written {
-				delete(s.dirty, sr.id)
-			}
-		}
-		s.metrics.stored.Set(float64(s.bytes))
-		s.mu.Unlock()
-		s.metrics.chunks.Add(float64(len(done)))
-		s.metrics.bytes.Add(float64(bytes))
-		muts, done, bytes = muts[:0], done[:0], 0
-		return true
-	}
-	idle := s.cfg.Now().Add(-s.cfg.ChunkSpan).UnixMilli()
-	for _, sr := range list {
-		ms, b := sr.flushMutations(idle)
-		if len(ms) == 0 {
-			continue
-		}
-		muts = append(muts, ms...)
-		done = append(done, sr)
-		bytes += b
-		if len(muts) >= maxFlushMutations {
-			if !commit(false) {
-				return
-			}
-		}
-	}
-	if !commit(true) {
-		return
-	}
-	s.mu.Lock()
-	if all {
-		s.stored = cursor
-	}
-	ch := s.flushed
-	s.flushed = make(chan struct{})
-	s.mu.Unlock()
-	close(ch)
 }
