@@ -182,7 +182,8 @@ type Service struct {
 	stored  uint64 // the cursor record's value
 	bytes   int64  // chunk and aggregate records' size (strata_history_stored_bytes)
 	series  map[string]*series
-	dirty   map[string]*series // series with samples not in a flushed record
+	byName  map[seriesKey]*series // the series sampled since load, by path and name
+	dirty   map[string]*series    // series with samples not in a flushed record
 	sel     map[model.Path]bool
 	compact compactState
 
@@ -345,7 +346,7 @@ func (s *Service) drop() {
 	if !s.loaded {
 		return
 	}
-	s.loaded, s.series, s.dirty, s.sel = false, nil, nil, nil
+	s.loaded, s.series, s.dirty, s.sel, s.byName = false, nil, nil, nil, nil
 	s.compact = compactState{}
 }
 
@@ -388,7 +389,7 @@ func (s *Service) load(ctx context.Context) error {
 	s.cursor, s.stored, s.series, s.loaded = cur.Seq, cur.Seq, ss, true
 	s.bytes = cur.Bytes
 	s.metrics.stored.Set(float64(cur.Bytes))
-	s.dirty, s.sel = map[string]*series{}, map[model.Path]bool{}
+	s.dirty, s.sel, s.byName = map[string]*series{}, map[model.Path]bool{}, map[seriesKey]*series{}
 	s.mu.Unlock()
 	s.metrics.series.Set(float64(len(ss)))
 	s.log.Info("history: following the change log", "from", cur.Seq, "series", len(ss))
@@ -399,7 +400,7 @@ func (s *Service) load(ctx context.Context) error {
 // samples to the heads.
 func (s *Service) step(ctx context.Context) error {
 	after := s.Position()
-	es, err := s.model.ReadLog(ctx, after, s.cfg.Batch)
+	raws, err := s.model.ReadLogRaw(ctx, after, s.cfg.Batch)
 	if errors.Is(err, model.ErrCompacted) {
 		return s.gap(ctx, after)
 	}
@@ -410,17 +411,22 @@ func (s *Service) step(ctx context.Context) error {
 	oldest := now.Add(-s.cfg.RawRetention + s.cfg.ChunkSpan).UnixMilli()
 	var full []*series
 	var points, dropped int
-	for i := range es {
-		e := &es[i]
-		m := &e.Mutation
-		switch m.Op {
+	for i := range raws {
+		r := &raws[i]
+		switch r.Op {
 		case model.OpPut:
 		case model.OpDelete:
-			s.forget(m.Path)
+			s.forget(r.Path)
 			continue
 		default:
-			continue // events and records carry no variables
+			continue // events and records (history's own among them) carry no variables
 		}
+		// Only what history reads of the entry is decoded.
+		var e logEntry
+		if err := model.Unmarshal(r.Raw, &e); err != nil {
+			return fmt.Errorf("history: decode log entry %d: %w", r.Seq, err)
+		}
+		m := &e.Mutation
 		if m.Type != "" || len(m.Labels) > 0 || m.Replace {
 			s.forget(m.Path)
 		}
@@ -461,7 +467,7 @@ func (s *Service) step(ctx context.Context) error {
 		}
 	}
 	s.mu.Lock()
-	s.cursor = es[len(es)-1].Seq
+	s.cursor = raws[len(raws)-1].Seq
 	s.mu.Unlock()
 	s.metrics.points.Add(float64(points))
 	s.metrics.dropped.Add(float64(dropped))
@@ -472,6 +478,24 @@ func (s *Service) step(ctx context.Context) error {
 }
 
 var peersRoot = model.Path("/peers")
+
+// logEntry is the part of a model.Entry history reads (same encoding;
+// the fields left out are skipped by the decoder).
+type logEntry struct {
+	Time     time.Time `cbor:"2,keyasint"`
+	Mutation struct {
+		Path      model.Path             `cbor:"2,keyasint"`
+		Type      string                 `cbor:"3,keyasint"`
+		Labels    map[string]string      `cbor:"5,keyasint"`
+		Variables map[string]logVariable `cbor:"6,keyasint"`
+		Replace   bool                   `cbor:"12,keyasint"`
+	} `cbor:"3,keyasint"`
+}
+
+type logVariable struct {
+	Value []byte    `cbor:"1,keyasint"`
+	Time  time.Time `cbor:"3,keyasint"`
+}
 
 // gap moves the cursor past a part of the log that was compacted before
 // history read it: the samples it held are lost, which is counted and
@@ -530,14 +554,26 @@ func (s *Service) selected(p model.Path) bool {
 // seriesFor returns the series of p's variable name, creating it (not yet
 // durable: the first flush writes its record).
 func (s *Service) seriesFor(p model.Path, name string) *series {
-	id := seriesID(p, name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	key := seriesKey{p, name}
+	if sr := s.byName[key]; sr != nil {
+		return sr
+	}
+	id := seriesID(p, name)
 	sr := s.series[id]
 	if sr == nil {
 		sr = &series{id: id, rec: seriesRec{Path: p, Var: name}, fresh: true}
 		s.series[id] = sr
 		s.metrics.series.Set(float64(len(s.series)))
 	}
+	s.byName[key] = sr
 	return sr
+}
+
+// seriesKey names a series by what the log says, so that a sample finds
+// its series without hashing.
+type seriesKey struct {
+	path model.Path
+	name string
 }
