@@ -88,6 +88,12 @@ type seriesRec struct {
 	// HasMin, HasHour: the aggregate tiers hold blocks.
 	HasMin  bool `cbor:"9,keyasint,omitempty"`
 	HasHour bool `cbor:"10,keyasint,omitempty"`
+	// Tenant is the tenant of the context when its samples were taken;
+	// a read of a context of another tenant shows none. Since (unix ms)
+	// hides the samples before it: those of a context deleted since, or
+	// of its previous tenant.
+	Tenant string `cbor:"11,keyasint,omitempty"`
+	Since  int64  `cbor:"12,keyasint,omitempty"`
 }
 
 type cursorRec struct {

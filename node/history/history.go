@@ -184,7 +184,8 @@ type Service struct {
 	series  map[string]*series
 	byName  map[seriesKey]*series // the series sampled since load, by path and name
 	dirty   map[string]*series    // series with samples not in a flushed record
-	sel     map[model.Path]bool
+	sel     map[model.Path]selection
+	byPath  map[model.Path][]*series // every series known, by context
 	compact compactState
 
 	quit    chan struct{}
@@ -346,7 +347,7 @@ func (s *Service) drop() {
 	if !s.loaded {
 		return
 	}
-	s.loaded, s.series, s.dirty, s.sel, s.byName = false, nil, nil, nil, nil
+	s.loaded, s.series, s.dirty, s.sel, s.byName, s.byPath = false, nil, nil, nil, nil, nil
 	s.compact = compactState{}
 }
 
@@ -389,7 +390,11 @@ func (s *Service) load(ctx context.Context) error {
 	s.cursor, s.stored, s.series, s.loaded = cur.Seq, cur.Seq, ss, true
 	s.bytes = cur.Bytes
 	s.metrics.stored.Set(float64(cur.Bytes))
-	s.dirty, s.sel, s.byName = map[string]*series{}, map[model.Path]bool{}, map[seriesKey]*series{}
+	s.dirty, s.sel, s.byName = map[string]*series{}, map[model.Path]selection{}, map[seriesKey]*series{}
+	s.byPath = map[model.Path][]*series{}
+	for _, sr := range ss {
+		s.byPath[sr.rec.Path] = append(s.byPath[sr.rec.Path], sr)
+	}
 	s.mu.Unlock()
 	s.metrics.series.Set(float64(len(ss)))
 	s.log.Info("history: following the change log", "from", cur.Seq, "series", len(ss))
@@ -416,7 +421,14 @@ func (s *Service) step(ctx context.Context) error {
 		switch r.Op {
 		case model.OpPut:
 		case model.OpDelete:
+			// The context's history ends here: a context made again at
+			// this path (by its tenant or another) starts a new one.
+			var e logEntry
+			if err := model.Unmarshal(r.Raw, &e); err != nil {
+				return fmt.Errorf("history: decode log entry %d: %w", r.Seq, err)
+			}
 			s.forget(r.Path)
+			s.endHistory(r.Path, e.Time.UnixMilli())
 			continue
 		default:
 			continue // events and records (history's own among them) carry no variables
@@ -427,10 +439,14 @@ func (s *Service) step(ctx context.Context) error {
 			return fmt.Errorf("history: decode log entry %d: %w", r.Seq, err)
 		}
 		m := &e.Mutation
-		if m.Type != "" || len(m.Labels) > 0 || m.Replace {
+		if m.Type != "" || m.Tenant != "" || len(m.Labels) > 0 || m.Replace {
 			s.forget(m.Path)
 		}
-		if len(m.Variables) == 0 || m.Path.Within(peersRoot) || !s.selected(m.Path) {
+		if len(m.Variables) == 0 || m.Path.Within(peersRoot) {
+			continue
+		}
+		sel := s.selected(m.Path)
+		if !sel.ok {
 			continue
 		}
 		for name, v := range m.Variables {
@@ -452,6 +468,15 @@ func (s *Service) step(ctx context.Context) error {
 				s.reopen(sr, ms)
 			}
 			s.mu.Lock()
+			if sr.rec.Tenant != sel.tenant {
+				// A context of another tenant than the series' samples
+				// so far (given to another tenant, or made again): its
+				// history starts now; what was before is never shown.
+				if !sr.fresh || sr.head != nil || len(sr.closed) > 0 {
+					sr.rec.Since = max(sr.rec.Since, ms)
+				}
+				sr.rec.Tenant = sel.tenant
+			}
 			switch sr.append(ms, f, s.cfg.ChunkSamples, s.cfg.ChunkSpan.Milliseconds()) {
 			case appended:
 				points++
@@ -486,6 +511,7 @@ type logEntry struct {
 	Mutation struct {
 		Path      model.Path             `cbor:"2,keyasint"`
 		Type      string                 `cbor:"3,keyasint"`
+		Tenant    string                 `cbor:"4,keyasint"`
 		Labels    map[string]string      `cbor:"5,keyasint"`
 		Variables map[string]logVariable `cbor:"6,keyasint"`
 		Replace   bool                   `cbor:"12,keyasint"`
@@ -533,22 +559,45 @@ func (s *Service) forget(p model.Path) {
 	s.mu.Unlock()
 }
 
-func (s *Service) selected(p model.Path) bool {
+// selection is whether a context keeps history, and its tenant.
+type selection struct {
+	ok     bool
+	tenant string
+}
+
+func (s *Service) selected(p model.Path) selection {
 	s.mu.Lock()
-	ok, known := s.sel[p]
+	sel, known := s.sel[p]
 	s.mu.Unlock()
 	if known {
-		return ok
+		return sel
 	}
 	c, err := s.model.Get(p)
-	ok = err == nil && s.cfg.Select.match(c)
+	if err == nil {
+		sel = selection{ok: s.cfg.Select.match(c), tenant: c.Tenant}
+	}
 	s.mu.Lock()
 	if len(s.sel) > 1<<20 {
 		clear(s.sel)
 	}
-	s.sel[p] = ok
+	s.sel[p] = sel
 	s.mu.Unlock()
-	return ok
+	return sel
+}
+
+// endHistory hides the samples so far of the series of a context that
+// was deleted at t (ms): a context made again at its path has a history
+// of its own.
+func (s *Service) endHistory(p model.Path, t int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sr := range s.byPath[p] {
+		if sr.rec.Since <= t {
+			sr.rec.Since = t + 1
+			sr.recDirty = true
+			s.dirty[sr.id] = sr
+		}
+	}
 }
 
 // seriesFor returns the series of p's variable name, creating it (not yet
@@ -565,6 +614,7 @@ func (s *Service) seriesFor(p model.Path, name string) *series {
 	if sr == nil {
 		sr = &series{id: id, rec: seriesRec{Path: p, Var: name}, fresh: true}
 		s.series[id] = sr
+		s.byPath[p] = append(s.byPath[p], sr)
 		s.metrics.series.Set(float64(len(s.series)))
 	}
 	s.byName[key] = sr

@@ -435,3 +435,71 @@ func TestSelectorLabels(t *testing.T) {
 		t.Fatalf("/b after labelling: %d points", n)
 	}
 }
+
+// A context's history is its own: deleted and made again (by another
+// tenant, or the same), or given to another tenant, it shows none of the
+// samples from before, also after a restart.
+func TestHistoryEndsWithItsContext(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	e.caughtUp()
+	put := func(p model.Path, tenant string, v float64, at time.Time) {
+		t.Helper()
+		vv, _ := model.NewVariable(json.RawMessage(fmt.Sprint(v)), at)
+		if _, err := e.m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: p, Type: "device", Tenant: tenant,
+			Variables: map[string]model.Variable{"v": vv}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(p model.Path) int {
+		t.Helper()
+		e.caughtUp()
+		return len(e.read(string(p), "v", t0, t0.Add(time.Hour), 0, ""))
+	}
+	// Deleted, then made again by another tenant.
+	put("/devices/a", "acme", 1, t0.Add(1*time.Second))
+	put("/devices/a", "", 2, t0.Add(2*time.Second))
+	if n := count("/devices/a"); n != 2 {
+		t.Fatalf("%d points", n)
+	}
+	e.h.onLoop(e.h.flushAll)
+	e.clk.Set(t0.Add(3 * time.Second))
+	if _, err := e.m.Apply(ctx, model.Mutation{Op: model.OpDelete, Path: "/devices/a"}); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Set(t0.Add(4 * time.Second))
+	if _, err := e.m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/a", Type: "device", Tenant: "globex"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("/devices/a"); n != 0 {
+		t.Fatalf("the context made again by another tenant shows %d points of the one before", n)
+	}
+	put("/devices/a", "", 3, t0.Add(5*time.Second))
+	e.caughtUp()
+	if ps := e.read("/devices/a", "v", t0, t0.Add(time.Hour), 0, ""); len(ps) != 1 || ps[0].V != 3 {
+		t.Fatalf("after a sample of its own: %v", ps)
+	}
+	// Given to another tenant, with no sample since: nothing; with one:
+	// that one.
+	put("/devices/b", "acme", 1, t0.Add(1*time.Second))
+	if _, err := e.m.Apply(ctx, model.Mutation{Op: model.OpPut, Path: "/devices/b", Tenant: "globex"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("/devices/b"); n != 0 {
+		t.Fatalf("given to another tenant: %d points of the tenant before", n)
+	}
+	put("/devices/b", "", 2, t0.Add(6*time.Second))
+	if n := count("/devices/b"); n != 1 {
+		t.Fatalf("given to another tenant, then a sample: %d points", n)
+	}
+	// The same after a restart, from the records.
+	e.close()
+	e.open()
+	e.caughtUp()
+	if ps := e.read("/devices/a", "v", t0, t0.Add(time.Hour), 0, ""); len(ps) != 1 || ps[0].V != 3 {
+		t.Fatalf("/devices/a after a restart: %v", ps)
+	}
+	if ps := e.read("/devices/b", "v", t0, t0.Add(time.Hour), 0, ""); len(ps) != 1 || ps[0].V != 2 {
+		t.Fatalf("/devices/b after a restart: %v", ps)
+	}
+}

@@ -50,6 +50,22 @@ func (s *Service) Read(ctx context.Context, p model.Path, q Query) ([]Point, err
 	if rec.Path != "" && (rec.Path != p || rec.Var != q.Var) {
 		return nil, fmt.Errorf("history: series id collision between %s %s and %s %s", rec.Path, rec.Var, p, q.Var)
 	}
+	// The samples are the context's only while it has their tenant (it
+	// may have been given to another tenant, or deleted and made again,
+	// since), and only from Since on.
+	c, err := s.model.Get(p)
+	if errors.Is(err, model.ErrNotFound) || (err == nil && c.Tenant != rec.Tenant) {
+		return []Point{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec.Since > q.From {
+		q.From = rec.Since
+		if q.From > q.To {
+			return []Point{}, nil
+		}
+	}
 	var rows []aggRow   // aggregates, from the 1h and 1m tiers
 	var samples []Point // raw samples
 	add := func(t int64, v float64) {

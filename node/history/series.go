@@ -25,6 +25,9 @@ type series struct {
 	next seriesRec
 	// queued: in the list of a flush of full chunks.
 	queued bool
+	// recDirty: rec changed (Since) and is to be written even without
+	// new samples.
+	recDirty bool
 }
 
 type head struct {
@@ -92,7 +95,7 @@ func (sr *series) append(t int64, v float64, full int, span int64) appendResult 
 // older than idle is closed by it.
 func (sr *series) flushMutations(idle int64) ([]model.Mutation, int) {
 	h := sr.head
-	if len(sr.closed) == 0 && (h == nil || (h.written && h.last >= idle)) {
+	if len(sr.closed) == 0 && (h == nil || (h.written && h.last >= idle)) && !sr.recDirty {
 		return nil, 0
 	}
 	next := sr.rec
@@ -150,7 +153,7 @@ func (sr *series) flushed() (delta int64) {
 		delta += h.next - h.size
 		h.size = h.next
 	}
-	sr.rec, sr.fresh, sr.closed, sr.queued = sr.next, false, nil, false
+	sr.rec, sr.fresh, sr.closed, sr.queued, sr.recDirty = sr.next, false, nil, false, false
 	if sr.head != nil {
 		sr.head.written = true
 		if sr.rec.Open == "" {
