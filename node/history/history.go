@@ -301,7 +301,13 @@ func (s *Service) run() {
 		changed := s.model.Changed()
 		if s.Position() < s.model.LastSeq() {
 			if err := s.step(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("history: reading the change log", "err", err)
+				s.log.Warn("history: reading the change log; retrying", "err", err)
+				select { // a store that fails is not asked again at once
+				case <-s.quit:
+					s.finalFlush()
+					return
+				case <-leaderCheck.C:
+				}
 			}
 			select {
 			case <-flush.C:
@@ -425,7 +431,8 @@ func (s *Service) step(ctx context.Context) error {
 			// this path (by its tenant or another) starts a new one.
 			var e logEntry
 			if err := model.Unmarshal(r.Raw, &e); err != nil {
-				return fmt.Errorf("history: decode log entry %d: %w", r.Seq, err)
+				s.undecodable(r, err)
+				continue
 			}
 			s.forget(r.Path)
 			s.endHistory(r.Path, e.Time.UnixMilli())
@@ -436,7 +443,8 @@ func (s *Service) step(ctx context.Context) error {
 		// Only what history reads of the entry is decoded.
 		var e logEntry
 		if err := model.Unmarshal(r.Raw, &e); err != nil {
-			return fmt.Errorf("history: decode log entry %d: %w", r.Seq, err)
+			s.undecodable(r, err)
+			continue
 		}
 		m := &e.Mutation
 		if m.Type != "" || m.Tenant != "" || len(m.Labels) > 0 || m.Replace {
@@ -503,6 +511,14 @@ func (s *Service) step(ctx context.Context) error {
 }
 
 var peersRoot = model.Path("/peers")
+
+// undecodable skips a log entry history cannot read (the model wrote it,
+// so it is a bug or damage): logged and counted, so that one entry does
+// not stop history.
+func (s *Service) undecodable(r *model.RawEntry, err error) {
+	s.metrics.undecodable.Inc()
+	s.log.Error("history: skipping a log entry it cannot decode", "seq", r.Seq, "path", r.Path, "err", err)
+}
 
 // logEntry is the part of a model.Entry history reads (same encoding;
 // the fields left out are skipped by the decoder).

@@ -3,17 +3,18 @@ package history
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	points     prometheus.Counter
-	dropped    prometheus.Counter
-	chunks     prometheus.Counter
-	bytes      prometheus.Counter
-	series     prometheus.Gauge
-	stored     prometheus.Gauge
-	compacts   prometheus.Counter
-	aggregated prometheus.Counter
-	deleted    prometheus.Counter
-	gaps       prometheus.Counter
-	gapEntries prometheus.Counter
+	points      prometheus.Counter
+	dropped     prometheus.Counter
+	chunks      prometheus.Counter
+	bytes       prometheus.Counter
+	series      prometheus.Gauge
+	stored      prometheus.Gauge
+	compacts    prometheus.Counter
+	aggregated  prometheus.Counter
+	deleted     prometheus.Counter
+	gaps        prometheus.Counter
+	gapEntries  prometheus.Counter
+	undecodable prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -51,11 +52,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		gapEntries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strata_history_replay_gap_entries_total", Help: "Change-log entries history could not read because they were compacted first.",
 		}),
+		undecodable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strata_history_undecodable_entries_total", Help: "Change-log entries history skipped because it could not decode them (logged).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.points, m.dropped, m.chunks, m.bytes, m.stored, m.series, m.compacts, m.aggregated, m.deleted, m.gaps, m.gapEntries} {
+	for _, c := range []prometheus.Collector{m.points, m.dropped, m.chunks, m.bytes, m.stored, m.series, m.compacts, m.aggregated, m.deleted, m.gaps, m.gapEntries, m.undecodable} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
