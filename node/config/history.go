@@ -16,7 +16,7 @@ type History struct {
 	// Labels, when set, must all be on a context with these values.
 	Labels map[string]string `yaml:"labels"`
 	// FlushInterval is how often every head chunk is written with the
-	// cursor (default 1m): the longest replay after a crash.
+	// cursor (default 10m): the longest replay after a crash.
 	FlushInterval Duration `yaml:"flush_interval"`
 	// ChunkSamples closes a chunk at this many samples (default 1024).
 	ChunkSamples int `yaml:"chunk_samples"`
@@ -39,7 +39,7 @@ type History struct {
 func defaultHistory() History {
 	return History{
 		Enabled: true, Types: []string{"device"},
-		FlushInterval: Duration(time.Minute), ChunkSamples: 1024, ChunkSpan: Duration(2 * time.Hour),
+		FlushInterval: Duration(10 * time.Minute), ChunkSamples: 1024, ChunkSpan: Duration(2 * time.Hour),
 		RawRetention: Duration(7 * 24 * time.Hour), MinuteRetention: Duration(90 * 24 * time.Hour),
 		HourRetention:   Duration(2 * 365 * 24 * time.Hour),
 		CompactInterval: Duration(time.Minute), CompactBudget: 2000, MaxPoints: 100_000,

@@ -40,7 +40,7 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultFlushInterval   = time.Minute
+	DefaultFlushInterval   = 10 * time.Minute
 	DefaultChunkSamples    = 1024
 	DefaultChunkSpan       = 2 * time.Hour
 	DefaultRawRetention    = 7 * 24 * time.Hour
