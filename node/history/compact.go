@@ -36,10 +36,22 @@ func (s *Service) compactRound(ctx context.Context) {
 		slices.Sort(st.ids)
 		st.next = 0
 	}
+	// Heads in memory as old as the days about to be compacted (series
+	// gone quiet) are written and closed first: a chunk compacted must
+	// never be written again from memory. Samples that old are no longer
+	// taken, so only idle heads qualify, and the others stay for the
+	// regular flush.
+	rawCut := s.cfg.Now().Add(-s.cfg.RawRetention).UnixMilli()
+	var old []*series
+	for _, sr := range s.series {
+		if h := sr.head; (h != nil && h.first < rawCut+dayMs) || len(sr.closed) > 0 {
+			old = append(old, sr)
+		}
+	}
 	s.mu.Unlock()
-	// Heads of series gone quiet are closed by a flush first: a chunk
-	// compacted must never be written again from memory.
-	s.flushAll(ctx)
+	if len(old) > 0 {
+		s.flush(ctx, old, false)
+	}
 	s.metrics.compacts.Inc()
 	budget := s.cfg.CompactBudget
 	for budget > 0 && st.next < len(st.ids) {
@@ -52,10 +64,12 @@ func (s *Service) compactRound(ctx context.Context) {
 		s.mu.Unlock()
 		if sr != nil && !sr.fresh {
 			if err := s.compactSeries(ctx, sr, &budget); err != nil {
-				if ctx.Err() == nil {
-					s.log.Warn("history: compaction", "path", sr.rec.Path, "var", sr.rec.Var, "err", err)
+				if ctx.Err() != nil {
+					return
 				}
-				return
+				// Logged, and the next series is visited: one damaged
+				// record does not stop compaction.
+				s.log.Warn("history: compaction of a series failed; it is tried again next time round", "path", sr.rec.Path, "var", sr.rec.Var, "err", err)
 			}
 			if budget <= 0 {
 				return // this series may have more: it is visited first next round
