@@ -303,6 +303,36 @@ func errorCode(err error) string {
 	return codeInternal
 }
 
+// needOperate refuses (ErrForbidden, counted) a request of consumer
+// holding grant for what needs the operate grant.
+func (s *Service) needOperate(consumer, grant, what string) error {
+	if grant == GrantOperate {
+		return nil
+	}
+	s.metrics.refused.WithLabelValues("grant").Inc()
+	return fmt.Errorf("%w: %s holds %q on this node; %s need %q", ErrForbidden, consumer, grant, what, GrantOperate)
+}
+
+// bodyOp answers a request whose answer is an opaque body: forwarded to
+// the provider below when the path is mounted here (and audited as
+// forwarded), else answered by local.
+func (s *Service) bodyOp(consumer string, req request, below bool, forward, local func() ([]byte, error)) response {
+	var b []byte
+	var err error
+	if below {
+		b, err = forward()
+		if a, ok := s.cfg.Local.(Auditor); ok {
+			a.AuditForward(consumer, req.Identity, req.Op, req.Path, "", err)
+		}
+	} else {
+		b, err = local()
+	}
+	if err != nil {
+		return response{Code: errorCode(err), Error: err.Error()}
+	}
+	return response{Body: b}
+}
+
 // readOpening reads the first frame of a stream the peer opened, of kind
 // want, into v, within handshakeTimeout; on failure it counts a protocol
 // refusal, resets the stream and reports false.
@@ -435,22 +465,15 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 		}
 		return response{Context: c}
 	case opHistory:
-		var b []byte
-		var err error
-		if below {
-			b, err = s.History(ctx, req.Identity, req.Path, req.Bulk)
-			if a, ok := s.cfg.Local.(Auditor); ok {
-				a.AuditForward(consumer, req.Identity, opHistory, req.Path, "", err)
+		return s.bodyOp(consumer, req, below, func() ([]byte, error) {
+			return s.History(ctx, req.Identity, req.Path, req.Bulk)
+		}, func() ([]byte, error) {
+			hr, ok := s.cfg.Local.(HistoryReader)
+			if !ok {
+				return nil, fmt.Errorf("%w: this node keeps no history", model.ErrNotFound)
 			}
-		} else if hr, ok := s.cfg.Local.(HistoryReader); ok {
-			b, err = hr.History(ctx, consumer, req.Identity, req.Path, req.Bulk)
-		} else {
-			err = fmt.Errorf("%w: this node keeps no history", model.ErrNotFound)
-		}
-		if err != nil {
-			return fail(err)
-		}
-		return response{Body: b}
+			return hr.History(ctx, consumer, req.Identity, req.Path, req.Bulk)
+		})
 	case opJob:
 		var res CallResult
 		var err error
@@ -476,9 +499,8 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 		}
 		return response{Result: &res}
 	case opBulk:
-		if grant != GrantOperate {
-			s.metrics.refused.WithLabelValues("grant").Inc()
-			return fail(fmt.Errorf("%w: %s holds %q on this node; bulk jobs need %q", ErrForbidden, consumer, grant, GrantOperate))
+		if err := s.needOperate(consumer, grant, "bulk jobs"); err != nil {
+			return fail(err)
 		}
 		br, ok := s.cfg.Local.(BulkReceiver)
 		if !ok {
@@ -489,9 +511,8 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 		}
 		return response{}
 	case opRelease:
-		if grant != GrantOperate {
-			s.metrics.refused.WithLabelValues("grant").Inc()
-			return fail(fmt.Errorf("%w: %s holds %q on this node; sending releases needs %q", ErrForbidden, consumer, grant, GrantOperate))
+		if err := s.needOperate(consumer, grant, "sending releases"); err != nil {
+			return fail(err)
 		}
 		rr, ok := s.cfg.Local.(ReleaseReceiver)
 		if !ok {
@@ -512,26 +533,18 @@ func (u *upstream) handle(ctx context.Context, consumer, grant string, subtrees 
 		}
 		return response{Body: b}
 	case opAlert:
-		if grant != GrantOperate {
-			s.metrics.refused.WithLabelValues("grant").Inc()
-			return fail(fmt.Errorf("%w: %s holds %q on this node; acting on alerts needs %q", ErrForbidden, consumer, grant, GrantOperate))
-		}
-		var b []byte
-		var err error
-		if below {
-			b, err = s.Alert(ctx, req.Identity, req.Path, req.Bulk)
-			if a, ok := s.cfg.Local.(Auditor); ok {
-				a.AuditForward(consumer, req.Identity, opAlert, req.Path, "", err)
-			}
-		} else if aa, ok := s.cfg.Local.(AlertActor); ok {
-			b, err = aa.Alert(ctx, consumer, req.Identity, req.Path, req.Bulk)
-		} else {
-			err = fmt.Errorf("%w: this node keeps no alerts", model.ErrNotFound)
-		}
-		if err != nil {
+		if err := s.needOperate(consumer, grant, "acting on alerts"); err != nil {
 			return fail(err)
 		}
-		return response{Body: b}
+		return s.bodyOp(consumer, req, below, func() ([]byte, error) {
+			return s.Alert(ctx, req.Identity, req.Path, req.Bulk)
+		}, func() ([]byte, error) {
+			aa, ok := s.cfg.Local.(AlertActor)
+			if !ok {
+				return nil, fmt.Errorf("%w: this node keeps no alerts", model.ErrNotFound)
+			}
+			return aa.Alert(ctx, consumer, req.Identity, req.Path, req.Bulk)
+		})
 	case opDigest:
 		d, err := sourceDigest(ctx, s.model, subtrees, req.At)
 		if err != nil {
