@@ -94,7 +94,7 @@ func runMain(args []string, out io.Writer) int {
 	fs.IntVar(&o.rounds, "rounds", 1, "releases distributed, one after the other (a new artifact each)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the folder of the nodes (printed) instead of removing it")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on a step after this long")
-	fs.DurationVar(&o.poll, "poll", 20*time.Millisecond, "how often the probes' caches are polled")
+	fs.DurationVar(&o.poll, "poll", 50*time.Millisecond, "how often the caches of eu and the probes are polled (the time is late by up to this)")
 	fs.StringVar(&o.dir, "dir", "", "folder of the nodes (default: a temporary one)")
 	fs.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of eu (FILE.eu) and p1 (FILE.p1) over the last round's staging")
 	fs.BoolVar(&o.baseline, "baseline", true, "run the raw QUIC baseline each round")
