@@ -17,9 +17,10 @@
 //  1. An artifact of -size random bytes is written to disk; a release
 //     holding it is signed and sent to hq (PUT /api/v1/releases/…), and
 //     the artifact uploaded (PUT …/artifacts/{sha256}).
-//  2. Baseline: the same file copied over raw quic-go streams between
-//     processes of their own (-role raw: each its own quic.Transport and
-//     UDP socket, the federation's QUIC settings): hq → eu, then eu → the
+//  2. Baseline (before Strata in odd rounds, after it in even ones):
+//     the same file copied over raw quic-go streams between processes
+//     of their own (-role raw: each its own quic.Transport and UDP
+//     socket, the federation's QUIC settings): hq → eu, then eu → the
 //     probes at once. Each receiver writes the bytes to a partial file
 //     while hashing them (SHA-256), syncs it, renames it into place and
 //     syncs the folder; the time runs from asking eu to fetch until the
@@ -27,7 +28,7 @@
 //  3. Strata: POST /api/v1/releases/{name}/{version}/stage at hq, peers
 //     /peers/eu/peers/pN; the time runs from the request until every
 //     probe's cache (its own GET /api/v1/software/cache, polled every
-//     -poll) holds the artifact with no fetch running. Per tier: bytes
+//     -poll; eu's too) holds the artifact with no fetch running. Per tier: bytes
 //     fetched from above and served below (hq's cache listing, taken
 //     before and after), the QUIC bytes of each link in each direction
 //     (strata_federation_bytes_sent/received of the node below, before
@@ -673,23 +674,46 @@ func run(o options) (*result, error) {
 		if err != nil {
 			return res, err
 		}
-		fmt.Fprintf(o.out, "\nround %d: load average %s\n", round, benchproc.LoadAvg())
+		// The baseline first in odd rounds, second in even ones: what
+		// one leaves to the other (dirty pages, a warm cache) evens out.
+		first := "raw QUIC copy first"
+		if round%2 == 0 {
+			first = "Strata first"
+		}
+		fmt.Fprintf(o.out, "\nround %d (%s): load average %s\n", round, first, benchproc.LoadAvg())
 		var raw *rawRound
-		if r != nil {
+		doRaw := func() error {
+			if r == nil {
+				return nil
+			}
 			rr, err := copyRaw(r, file, sum, o.size, round)
 			if err != nil {
-				return res, fmt.Errorf("baseline: %w", err)
+				return fmt.Errorf("baseline: %w", err)
 			}
 			res.Raw = append(res.Raw, rr)
 			raw = &rr
-			printRaw(o, rr)
+			return nil
+		}
+		if round%2 == 1 {
+			if err := doRaw(); err != nil {
+				return res, err
+			}
 		}
 		sr, err := stage(ctx, o, h, key, file, sum, round, o.profile != "" && round == o.rounds)
 		if err != nil {
 			return res, err
 		}
 		res.Strata = append(res.Strata, sr)
+		if round%2 == 0 {
+			if err := doRaw(); err != nil {
+				return res, err
+			}
+		}
+		if raw != nil {
+			printRaw(o, *raw)
+		}
 		printStrata(o, h, sr, raw)
+		fmt.Fprintf(o.out, "  load average after the round %s\n", benchproc.LoadAvg())
 		os.Remove(file)
 	}
 	return res, nil
