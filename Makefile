@@ -92,6 +92,7 @@ bench:
 	$(GO) run ./tests/bench/bulkjob -devices 100000 -probes 6 -idle 10s -timeout 10m -nice 10
 	$(GO) run ./tests/bench/download -devices 1000 -size 50MB -rounds 2
 	$(GO) run ./tests/bench/history -devices 1000 -vars 10 -samples 120 -reads 200
+	$(GO) run ./tests/bench/distrib -size 200000000 -probes 4 -rounds 2
 
 # Release artifacts, from static binaries (CGO_ENABLED=0) for linux/PKG_ARCH
 # with the console embedded: dist/packages/*.deb, *.rpm (strata,

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 )
 
 // FS is a Store in a folder of the local file system: object k is the
@@ -22,7 +23,11 @@ type FS struct {
 	dir string
 }
 
-var _ Store = (*FS)(nil)
+// Interface guards.
+var (
+	_ Store      = (*FS)(nil)
+	_ FilePutter = (*FS)(nil)
+)
 
 // NewFS opens the store in dir (made by the first Put).
 func NewFS(dir string) (*FS, error) {
@@ -75,6 +80,52 @@ func (s *FS) Put(ctx context.Context, key string, r io.Reader, size int64) error
 		return err
 	}
 	return syncDir(filepath.Dir(s.path(key)))
+}
+
+// PutFile implements FilePutter: the file is read once to verify it,
+// then renamed into place and both folders synced; a file on another
+// file system than the store is copied (Put) and removed.
+func (s *FS) PutFile(ctx context.Context, key, path string, size int64) error {
+	if err := CheckKey(key); err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("%w: size %d", ErrDigest, size)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	v := newVerifier(ctxReader{ctx, f}, key, size)
+	buf := make([]byte, 256<<10)
+	for err == nil {
+		_, err = v.Read(buf)
+	}
+	f.Close()
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(s.path(key)), 0o700); err != nil {
+		return err
+	}
+	if err := os.Rename(path, s.path(key)); errors.Is(err, syscall.EXDEV) {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		err = s.Put(ctx, key, f, size)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		return os.Remove(path)
+	} else if err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(s.path(key))); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 func syncDir(dir string) error {

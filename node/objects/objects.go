@@ -61,6 +61,17 @@ type Store interface {
 	Close() error
 }
 
+// FilePutter is implemented by a Store that takes a whole file as an
+// object without copying its bytes (the fs backend renames it into
+// place). PutFile verifies that the file at path holds size bytes whose
+// SHA-256 is key (ErrDigest otherwise, the file left where it is), then
+// makes it object key: path no longer exists once it succeeds. The
+// caller has synced the file and changes it no more. Callers use it by
+// type assertion and Put the file's bytes otherwise.
+type FilePutter interface {
+	PutFile(ctx context.Context, key, path string, size int64) error
+}
+
 // CheckKey returns ErrInvalidKey unless key is 64 lower-case hex digits.
 func CheckKey(key string) error {
 	if len(key) != 64 {

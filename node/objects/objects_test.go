@@ -8,7 +8,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 )
@@ -160,5 +164,90 @@ func TestFSRemovesTemporaryFiles(t *testing.T) {
 	s.List(context.Background(), func(Info) error { n++; return nil })
 	if n != 1 {
 		t.Fatalf("%d objects, want 1", n)
+	}
+}
+
+// TestFSPutFile: a complete file becomes the object by a rename, once
+// verified; a file with other bytes is refused and left in place.
+func TestFSPutFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := NewFS(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, key := blob(t, 1<<20+3)
+	write := func(b []byte) string {
+		p := filepath.Join(dir, "part")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	flipped := bytes.Clone(data)
+	flipped[len(flipped)/2] ^= 1
+	for name, b := range map[string][]byte{"flipped": flipped, "short": data[:len(data)-1], "long": append(bytes.Clone(data), 'x')} {
+		p := write(b)
+		if err := s.PutFile(ctx, key, p, int64(len(data))); !errors.Is(err, ErrDigest) {
+			t.Errorf("%s: PutFile: %v, want ErrDigest", name, err)
+		}
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: the refused file is gone: %v", name, err)
+		}
+		if _, err := s.Stat(ctx, key); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: after a refused PutFile, Stat: %v", name, err)
+		}
+	}
+	if err := s.PutFile(ctx, "../x", write(data), int64(len(data))); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("a bad key: %v", err)
+	}
+	p := write(data)
+	if err := s.PutFile(ctx, key, p, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the file is still there: %v", err)
+	}
+	rc, err := s.Get(ctx, key, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, data) {
+		t.Fatalf("the object has %d other bytes", len(got))
+	}
+}
+
+// TestFSPutFileOtherFileSystem: a file on another file system than the
+// store is copied, then removed.
+func TestFSPutFileOtherFileSystem(t *testing.T) {
+	other, err := os.MkdirTemp("/dev/shm", "objects")
+	if err != nil {
+		t.Skip("no /dev/shm:", err)
+	}
+	defer os.RemoveAll(other)
+	dir := t.TempDir()
+	var a, b syscall.Stat_t
+	if syscall.Stat(other, &a) != nil || syscall.Stat(dir, &b) != nil || a.Dev == b.Dev {
+		t.Skip("/dev/shm is on the same file system as", dir)
+	}
+	s, err := NewFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, key := blob(t, 100<<10)
+	p := filepath.Join(other, "part")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutFile(context.Background(), key, p, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the file is still there: %v", err)
+	}
+	if info, err := s.Stat(context.Background(), key); err != nil || info.Size != int64(len(data)) {
+		t.Fatalf("Stat: %+v %v", info, err)
 	}
 }

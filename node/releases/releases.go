@@ -564,15 +564,22 @@ func (s *Service) appendPart(a apitypes.Artifact, body io.Reader, count promethe
 	return n, serr
 }
 
-// store moves a complete partial file into the object store, verified.
+// store moves a complete partial file (synced) into the object store,
+// verified: renamed into place when the store takes files
+// (objects.FilePutter: the fs backend), its bytes copied otherwise.
 func (s *Service) store(ctx context.Context, a apitypes.Artifact) error {
 	part := s.partPath(a.SHA256)
-	f, err := os.Open(part)
-	if err != nil {
-		return err
+	var err error
+	if fp, ok := s.cfg.Objects.(objects.FilePutter); ok {
+		err = fp.PutFile(ctx, a.SHA256, part, a.Size)
+	} else {
+		var f *os.File
+		if f, err = os.Open(part); err != nil {
+			return err
+		}
+		err = s.cfg.Objects.Put(ctx, a.SHA256, f, a.Size)
+		f.Close()
 	}
-	err = s.cfg.Objects.Put(ctx, a.SHA256, f, a.Size)
-	f.Close()
 	if errors.Is(err, objects.ErrDigest) {
 		os.Remove(part)
 		return fmt.Errorf("%w: the uploaded bytes do not have sha256 %s; upload again from offset 0", model.ErrInvalid, a.SHA256)
