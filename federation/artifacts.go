@@ -132,12 +132,9 @@ func untilOpen(ws []Window, t time.Time) time.Duration {
 // for the operator id. The provider takes it only from a consumer it
 // granted operate.
 func (s *Service) Release(ctx context.Context, name string, id Identity, body []byte) error {
-	m := s.mount(name)
-	if m == nil {
-		return fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
-	}
-	if g := m.grantHeld(); g != GrantOperate {
-		return fmt.Errorf("%w: %s granted this node %q, sending releases needs %q", ErrForbidden, name, g, GrantOperate)
+	m, err := s.operateMount(name, "sending releases needs")
+	if err != nil {
+		return err
 	}
 	var resp response
 	return m.request(ctx, request{Op: opRelease, Path: model.Root, Bulk: body, Identity: id}, &resp)

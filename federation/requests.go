@@ -45,12 +45,9 @@ func (s *Service) Call(ctx context.Context, req CallRequest) (CallResult, error)
 	if !ok {
 		return CallResult{}, fmt.Errorf("%w: %s is not a mounted path", model.ErrInvalid, req.Path)
 	}
-	m := s.mount(name)
-	if m == nil {
-		return CallResult{}, fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
-	}
-	if g := m.grantHeld(); g != GrantOperate {
-		return CallResult{}, fmt.Errorf("%w: %s granted this node %q, calls need %q", ErrForbidden, name, g, GrantOperate)
+	m, err := s.operateMount(name, "calls need")
+	if err != nil {
+		return CallResult{}, err
 	}
 	if f, ok := s.cfg.Local.(CallForwarder); ok {
 		if err := f.ForwardCall(ctx, name, req); err != nil {
@@ -163,12 +160,9 @@ func (s *Service) Job(ctx context.Context, id Identity, node model.Path, jobID s
 // granted operate (ErrForbidden otherwise); ErrUnreachable when the link
 // is down.
 func (s *Service) Bulk(ctx context.Context, name string, id Identity, body []byte) error {
-	m := s.mount(name)
-	if m == nil {
-		return fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
-	}
-	if g := m.grantHeld(); g != GrantOperate {
-		return fmt.Errorf("%w: %s granted this node %q, bulk jobs need %q", ErrForbidden, name, g, GrantOperate)
+	m, err := s.operateMount(name, "bulk jobs need")
+	if err != nil {
+		return err
 	}
 	var resp response
 	return m.request(ctx, request{Op: opBulk, Path: model.Root, Bulk: body, Identity: id}, &resp)
@@ -189,12 +183,9 @@ func (s *Service) Alert(ctx context.Context, id Identity, p model.Path, body []b
 	if !ok {
 		return nil, fmt.Errorf("%w: %s is not a mounted path", model.ErrInvalid, p)
 	}
-	m := s.mount(name)
-	if m == nil {
-		return nil, fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
-	}
-	if g := m.grantHeld(); g != GrantOperate {
-		return nil, fmt.Errorf("%w: %s granted this node %q, acting on alerts needs %q", ErrForbidden, name, g, GrantOperate)
+	m, err := s.operateMount(name, "acting on alerts needs")
+	if err != nil {
+		return nil, err
 	}
 	var resp response
 	if err := m.request(ctx, request{Op: opAlert, Path: rest, Bulk: body, Identity: id}, &resp); err != nil {
@@ -301,6 +292,19 @@ func errorCode(err error) string {
 		return codeTimeout
 	}
 	return codeInternal
+}
+
+// operateMount returns the mount of provider name, which must have
+// granted this node operate: need says what needs it, for the error.
+func (s *Service) operateMount(name, need string) (*mount, error) {
+	m := s.mount(name)
+	if m == nil {
+		return nil, fmt.Errorf("%w: no peer %q", model.ErrNotFound, name)
+	}
+	if g := m.grantHeld(); g != GrantOperate {
+		return nil, fmt.Errorf("%w: %s granted this node %q, %s %q", ErrForbidden, name, g, need, GrantOperate)
+	}
+	return m, nil
 }
 
 // needOperate refuses (ErrForbidden, counted) a request of consumer
