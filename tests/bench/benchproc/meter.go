@@ -43,3 +43,6 @@ func (m *PhaseMeter) Handle(cmd string, args []string) (v any, handled bool, err
 	}
 	return nil, false, nil
 }
+
+// Stop ends a profile still running.
+func (m *PhaseMeter) Stop() { m.prof.Stop() }

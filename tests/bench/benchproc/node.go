@@ -15,6 +15,11 @@ import (
 // GOMAXPROCS is set), warnings logged to standard error. The caller shuts
 // it down.
 func StartNode(cfg config.Config) (*node.Node, error) {
+	return StartNodeLogging(cfg, slog.LevelWarn)
+}
+
+// StartNodeLogging is StartNode logging from level up.
+func StartNodeLogging(cfg config.Config, level slog.Level) (*node.Node, error) {
 	cores := runtime.GOMAXPROCS(0)
 	procs, slots := node.Procs(cfg.MQTT, cores)
 	cfg.MQTT.IngestSlots = slots
@@ -24,7 +29,7 @@ func StartNode(cfg config.Config) (*node.Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n, err := node.New(node.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	n, err := node.New(node.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))})
 	if err != nil {
 		return nil, err
 	}

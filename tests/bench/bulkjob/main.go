@@ -409,7 +409,7 @@ func end[T simGroup](gs []T) string {
 	var wall time.Duration
 	var dropped, dups int64
 	for _, s := range sims(gs) {
-		var u usage
+		var u benchproc.Usage
 		if s.Call(&u, "end") == nil {
 			cpu += u.CPU
 			wall = max(wall, u.Wall)
@@ -658,11 +658,11 @@ func strataRun(o options, base time.Duration) error {
 		fed1 := scrapeFed(hqInfo.API, hqToken, hqCA)
 		var cpu []string
 		for _, p := range probes {
-			var u usage
+			var u benchproc.Usage
 			p.proc.Call(&u, "end")
 			cpu = append(cpu, fmt.Sprintf("%.1f", u.CPU.Seconds()))
 		}
-		var hu usage
+		var hu benchproc.Usage
 		hq.Call(&hu, "end")
 		fmt.Printf("%s job %s, %d devices (target %v):\n", name, j.ID, want, target)
 		fmt.Printf("  every command acknowledged (HQ's counters) %s after the POST; every device received it %s after; every result in, job done at HQ %s after\n",

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/strata-dm/strata/node"
 	"github.com/strata-dm/strata/node/auth"
@@ -36,43 +35,6 @@ type nodeArgs struct {
 	listen                     bool // a federation listener (the consumer)
 }
 
-// usage is a process's CPU over a phase.
-type usage struct {
-	Wall time.Duration `json:"wall"`
-	CPU  time.Duration `json:"cpu"`
-	RSS  float64       `json:"rss_mb"`
-}
-
-func (u usage) cores() float64 {
-	if u.Wall <= 0 {
-		return 0
-	}
-	return u.CPU.Seconds() / u.Wall.Seconds()
-}
-
-// phaseMeter serves the "begin" and "end" commands of a child.
-type phaseMeter struct {
-	t0   time.Time
-	cpu0 time.Duration
-	prof benchproc.Profiler
-}
-
-func (m *phaseMeter) handle(cmd string, args []string) (any, bool, error) {
-	switch cmd {
-	case "begin":
-		m.t0, m.cpu0 = time.Now(), benchproc.CPUTime()
-		return struct{}{}, true, nil
-	case "end":
-		return usage{Wall: time.Since(m.t0), CPU: benchproc.CPUTime() - m.cpu0, RSS: benchproc.StatusMB("VmRSS")}, true, nil
-	case "profile-start":
-		return struct{}{}, true, m.prof.Start(args)
-	case "profile-stop":
-		m.prof.Stop()
-		return struct{}{}, true, nil
-	}
-	return nil, false, nil
-}
-
 // runNode is a node process: node.New on its own Badger store in dir, as
 // strata serve builds it, the API, MQTT and federation on loopback.
 func runNode(a nodeArgs) error {
@@ -88,9 +50,9 @@ func runNode(a nodeArgs) error {
 	if err := benchproc.Announce(nodeInfo{API: n.APIAddr(), MQTT: n.MQTTAddr("tls"), Fed: n.FederationAddr()}); err != nil {
 		return err
 	}
-	var m phaseMeter
+	var m benchproc.PhaseMeter
 	benchproc.ServeCommands(func(cmd string, args []string) (any, error) {
-		if v, ok, err := m.handle(cmd, args); ok {
+		if v, ok, err := m.Handle(cmd, args); ok {
 			return v, err
 		}
 		return nil, fmt.Errorf("unknown command %q", cmd)
@@ -239,9 +201,9 @@ func runSim(a simArgs) error {
 	if err := benchproc.Announce(struct{}{}); err != nil {
 		return err
 	}
-	var m phaseMeter
+	var m benchproc.PhaseMeter
 	benchproc.ServeCommands(func(cmd string, args []string) (any, error) {
-		if v, ok, err := m.handle(cmd, args); ok {
+		if v, ok, err := m.Handle(cmd, args); ok {
 			return v, err
 		}
 		switch cmd {

@@ -377,7 +377,7 @@ func copyRaw(r *raws, file, sum string, size int64, round int) (rawRound, error)
 	out.Wall = time.Since(t0)
 	out.CPU = map[string]time.Duration{}
 	for i, c := range all {
-		var u usage
+		var u benchproc.Usage
 		if c.Call(&u, "end") == nil {
 			out.CPU[names[i]] = u.CPU
 		}
@@ -543,7 +543,7 @@ func stage(ctx context.Context, o options, h *hierarchy, key ed25519.PrivateKey,
 		h.probes[0].child.Call(nil, "profile-stop")
 	}
 	for _, p := range h.all() {
-		var u usage
+		var u benchproc.Usage
 		if p.child.Call(&u, "end") == nil {
 			out.CPU[p.name] = u.CPU
 		}

@@ -11,8 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
-	"time"
 
 	"github.com/strata-dm/strata/node"
 	"github.com/strata-dm/strata/node/auth"
@@ -39,36 +37,6 @@ type nodeArgs struct {
 	verbose                          bool   // log at info (fetches with their times)
 }
 
-// usage is a process's CPU over a phase.
-type usage struct {
-	Wall time.Duration `json:"wall"`
-	CPU  time.Duration `json:"cpu"`
-	RSS  float64       `json:"rss_mb"`
-}
-
-// phaseMeter serves the "begin", "end" and profile commands of a child.
-type phaseMeter struct {
-	t0   time.Time
-	cpu0 time.Duration
-	prof benchproc.Profiler
-}
-
-func (m *phaseMeter) handle(cmd string, args []string) (any, bool, error) {
-	switch cmd {
-	case "begin":
-		m.t0, m.cpu0 = time.Now(), benchproc.CPUTime()
-		return struct{}{}, true, nil
-	case "end":
-		return usage{Wall: time.Since(m.t0), CPU: benchproc.CPUTime() - m.cpu0, RSS: benchproc.StatusMB("VmRSS")}, true, nil
-	case "profile-start":
-		return struct{}{}, true, m.prof.Start(args)
-	case "profile-stop":
-		m.prof.Stop()
-		return struct{}{}, true, nil
-	}
-	return nil, false, nil
-}
-
 // runNode is a node process: node.New on its own Badger store and fs
 // object store in dir, as strata serve builds it, the API and
 // federation on loopback.
@@ -77,40 +45,26 @@ func runNode(a nodeArgs) error {
 	if err != nil {
 		return err
 	}
-	// As strata serve does: the Go runtime's Ps and the MQTT ingest
-	// slots from node.Procs (unless GOMAXPROCS is set).
-	cores := runtime.GOMAXPROCS(0)
-	procs, slots := node.Procs(cfg.MQTT, cores)
-	cfg.MQTT.IngestSlots = slots
-	if _, set := os.LookupEnv("GOMAXPROCS"); !set && procs != cores {
-		runtime.GOMAXPROCS(procs)
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
 	level := slog.LevelWarn
 	if a.verbose {
 		level = slog.LevelInfo
 	}
-	n, err := node.New(node.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))})
+	n, err := benchproc.StartNodeLogging(cfg, level) // as strata serve does
 	if err != nil {
-		return err
-	}
-	if err := n.Start(context.Background()); err != nil {
 		return err
 	}
 	defer n.Shutdown(context.Background())
 	if err := benchproc.Announce(nodeInfo{API: n.APIAddr(), Fed: n.FederationAddr()}); err != nil {
 		return err
 	}
-	var m phaseMeter
+	var m benchproc.PhaseMeter
 	benchproc.ServeCommands(func(cmd string, args []string) (any, error) {
-		if v, ok, err := m.handle(cmd, args); ok {
+		if v, ok, err := m.Handle(cmd, args); ok {
 			return v, err
 		}
 		return nil, fmt.Errorf("unknown command %q", cmd)
 	})
-	m.prof.Stop()
+	m.Stop()
 	return nil
 }
 

@@ -109,9 +109,9 @@ func runRaw(certFile, keyFile, caFile string) error {
 	if err := benchproc.Announce(rawInfo{Addr: udp.LocalAddr().String()}); err != nil {
 		return err
 	}
-	var m phaseMeter
+	var m benchproc.PhaseMeter
 	benchproc.ServeCommands(func(cmd string, args []string) (any, error) {
-		if v, ok, err := m.handle(cmd, args); ok {
+		if v, ok, err := m.Handle(cmd, args); ok {
 			return v, err
 		}
 		switch {
@@ -131,7 +131,7 @@ func runRaw(certFile, keyFile, caFile string) error {
 		}
 		return nil, fmt.Errorf("unknown command %q %q", cmd, args)
 	})
-	m.prof.Stop()
+	m.Stop()
 	e.mu.Lock()
 	if e.conn != nil {
 		e.conn.CloseWithError(0, "")
