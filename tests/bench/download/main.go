@@ -58,7 +58,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/strata-dm/strata/apitypes"
@@ -430,38 +429,7 @@ func publish(ctx context.Context, admin *client.Client, key ed25519.PrivateKey, 
 	return nil
 }
 
-// enroll enrolls n devices through POST /api/v1/enroll with one
-// enrollment token, a few at a time (each enrollment is a durable write).
+// enroll enrolls n devices (benchproc.Enroll).
 func enroll(ctx context.Context, admin *client.Client, n int) ([]sim.Credentials, error) {
-	tok, err := admin.CreateEnrollToken(ctx, client.NewEnrollToken{Group: "dlbench", TTL: time.Hour})
-	if err != nil {
-		return nil, fmt.Errorf("enrollment token: %w", err)
-	}
-	creds := make([]sim.Credentials, n)
-	const workers = 8
-	next := make(chan int)
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := range next {
-				if errs[w] != nil {
-					continue
-				}
-				hw := fmt.Sprintf("sim-dlbench-%d", i)
-				e, err := admin.Enroll(ctx, client.EnrollRequest{Token: tok.Secret, HardwareID: hw})
-				if err != nil {
-					errs[w] = fmt.Errorf("enroll %s: %w", hw, err)
-					continue
-				}
-				creds[i] = sim.Credentials{Enrollment: *e, HardwareID: hw}
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return creds, errors.Join(errs...)
+	return benchproc.Enroll(ctx, admin, n, "dlbench", "dlbench")
 }
