@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/strata-dm/strata/apitypes"
+	"github.com/strata-dm/strata/federation"
 	"github.com/strata-dm/strata/internal/tstest"
 	"github.com/strata-dm/strata/model"
 	"github.com/strata-dm/strata/node/auth"
@@ -228,6 +229,11 @@ func TestSoftwareAcrossTiers(t *testing.T) {
 	}
 	if _, err := alice.SoftwareCache(ctx); apiStatus(err) != http.StatusForbidden {
 		t.Fatalf("a tenant user reading the caches: %v", err)
+	}
+	// Over a link too: a consumer asking for a cache report on behalf of
+	// a tenant operator is refused by the provider.
+	if _, err := hq.n.fed.Info(ctx, "eu", federation.Identity{User: "alice", Tenant: "acme"}, infoCache); !errors.Is(err, federation.ErrForbidden) {
+		t.Fatalf("a cache report over the link for a tenant operator: %v", err)
 	}
 
 	// The caches, from hq.

@@ -297,7 +297,9 @@ func (l *fedLocal) Info(ctx context.Context, consumer string, id federation.Iden
 		return nil, fmt.Errorf("%w: report %q", model.ErrNotFound, what)
 	}
 	if !id.System {
-		return nil, fmt.Errorf("%w: cache reports are for system operators", auth.ErrForbidden)
+		// The links carry their own sentinel (auth's would reach the
+		// consumer as an internal error).
+		return nil, fmt.Errorf("%w: cache reports are for system operators", federation.ErrForbidden)
 	}
 	tiers, err := l.n.cacheTiers(ctx, id)
 	if err != nil {
